@@ -1,0 +1,430 @@
+"""Container configuration in Proxmox's ``pct`` syntax.
+
+A config file holds ``key: value`` lines, the description as leading ``#``
+comment lines, raw ``lxc.*`` keys (repeatable), and snapshot sections
+``[name]`` that the storage layer owns.  Every value is checked against a
+schema on parse and on ``set``; a bad key or value raises ValidationError
+naming the key, so a file Caisson writes is always one Caisson can read.
+
+Writes are atomic: a temporary file in the same directory, fsync, rename,
+then fsync of the directory, so a crash leaves the old file or the new one,
+never a torn one.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import quote, unquote
+
+from engine.errors import ValidationError
+
+MIN_CTID = 100
+MAX_CTID = 999_999_999
+
+HOSTNAME_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}$")
+SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)$")
+STORAGE_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.]*$")
+
+
+def parse_ctid(value: str | int) -> int:
+    """A container ID: an integer from 100 up, as Proxmox's VMIDs."""
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ValidationError(f"container ID '{value}' is not a number", key="vmid")
+    ctid = int(text)
+    if not MIN_CTID <= ctid <= MAX_CTID:
+        raise ValidationError(f"container ID {ctid} is outside {MIN_CTID}..{MAX_CTID}", key="vmid")
+    return ctid
+
+
+def check_hostname(value: str, key: str = "hostname") -> str:
+    """An RFC 1123 host name: ASCII labels of at most 63 characters, 253 in all."""
+    if not value:
+        raise ValidationError(f"{key}: must not be empty", key=key)
+    if len(value) > 253:
+        raise ValidationError(f"{key}: longer than 253 characters", key=key)
+    for label in value.split("."):
+        if not HOSTNAME_LABEL.match(label):
+            raise ValidationError(
+                f"{key}: '{value}' is not a valid host name (letters, digits and '-' in "
+                "labels of 1 to 63 characters, not starting or ending with '-')",
+                key=key,
+            )
+    return value
+
+
+def parse_size(value: str, key: str) -> int:
+    """A disk size like ``8G`` or ``512M`` (Proxmox's DiskSize); returns bytes."""
+    m = SIZE_RE.match(value.strip())
+    if not m:
+        raise ValidationError(f"{key}: size '{value}' is not a number with an optional K/M/G/T unit", key=key)
+    factor = {"": 1 << 30, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2)]
+    return int(float(m.group(1)) * factor)
+
+
+def _int(lo: int, hi: int) -> Callable[[str, str], int]:
+    def parse(value: str, key: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValidationError(f"{key}: '{value}' is not an integer", key=key) from None
+        if not lo <= number <= hi:
+            raise ValidationError(f"{key}: {number} is outside {lo}..{hi}", key=key)
+        return number
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str, str], float]:
+    def parse(value: str, key: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValidationError(f"{key}: '{value}' is not a number", key=key) from None
+        if not lo <= number <= hi or number != number:
+            raise ValidationError(f"{key}: {value} is outside {lo:g}..{hi:g}", key=key)
+        return number
+
+    return parse
+
+
+def _bool(value: str, key: str) -> bool:
+    if value not in ("0", "1"):
+        raise ValidationError(f"{key}: '{value}' must be 0 or 1", key=key)
+    return value == "1"
+
+
+def _enum(*choices: str) -> Callable[[str, str], str]:
+    def parse(value: str, key: str) -> str:
+        if value not in choices:
+            raise ValidationError(f"{key}: '{value}' is not one of {', '.join(choices)}", key=key)
+        return value
+
+    return parse
+
+
+def _text(value: str, key: str) -> str:
+    if any(ord(c) < 32 for c in value):
+        raise ValidationError(f"{key}: control characters are not allowed", key=key)
+    return value
+
+
+def parse_property_string(value: str, key: str, schema: dict[str, Callable[[str, str], object]],
+                          default_key: str | None = None) -> dict[str, object]:
+    """Parse Proxmox's ``a=1,b=x`` property strings against a per-property schema."""
+    result: dict[str, object] = {}
+    for index, part in enumerate(p for p in value.split(",") if p != ""):
+        if "=" in part:
+            name, _, raw = part.partition("=")
+        elif index == 0 and default_key:
+            name, raw = default_key, part
+        else:
+            raise ValidationError(f"{key}: '{part}' is not of the form name=value", key=key)
+        if name not in schema:
+            raise ValidationError(f"{key}: unknown property '{name}' (known: {', '.join(sorted(schema))})", key=key)
+        if name in result:
+            raise ValidationError(f"{key}: property '{name}' given twice", key=key)
+        try:
+            result[name] = schema[name](raw, f"{key}.{name}")
+        except ValidationError as exc:
+            raise ValidationError(str(exc), key=key) from None
+    return result
+
+
+def _volume(value: str, key: str) -> str:
+    storage, sep, volname = value.partition(":")
+    if not sep or not STORAGE_ID_RE.match(storage) or not volname:
+        raise ValidationError(f"{key}: volume '{value}' must be <storage>:<volume name>", key=key)
+    if volname.startswith("/") or ".." in volname.split("/") or "\x00" in volname:
+        raise ValidationError(f"{key}: volume name '{volname}' must stay inside storage '{storage}'", key=key)
+    return value
+
+
+def _mac(value: str, key: str) -> str:
+    if not MAC_RE.match(value):
+        raise ValidationError(f"{key}: '{value}' is not a MAC address like BC:24:11:00:00:01", key=key)
+    if int(value[:2], 16) & 1:
+        raise ValidationError(f"{key}: '{value}' is a multicast address", key=key)
+    return value.upper()
+
+
+ROOTFS_SCHEMA = {
+    "volume": _volume, "size": lambda v, k: parse_size(v, k), "acl": _bool, "quota": _bool,
+    "replicate": _bool, "ro": _bool, "shared": _bool, "mountoptions": _text,
+}
+MP_SCHEMA = {**ROOTFS_SCHEMA, "mp": _text, "backup": _bool}
+NET_SCHEMA = {
+    "name": _text, "bridge": _text, "firewall": _bool, "gw": _text, "gw6": _text, "hwaddr": _mac,
+    "ip": _text, "ip6": _text, "link_down": _bool, "mtu": _int(64, 65520), "rate": _float(0, 1e9),
+    "tag": _int(1, 4094), "trunks": _text, "type": _enum("veth"),
+}
+FEATURES_SCHEMA = {
+    "nesting": _bool, "keyctl": _bool, "fuse": _bool, "mknod": _bool, "force_rw_sys": _bool, "mount": _text,
+}
+STARTUP_SCHEMA = {"order": _int(0, 1 << 31), "up": _int(0, 1 << 31), "down": _int(0, 1 << 31)}
+
+
+def _props(schema, default_key=None):
+    def parse(value: str, key: str) -> dict:
+        return parse_property_string(value, key, schema, default_key)
+
+    return parse
+
+
+def _net(value: str, key: str) -> dict:
+    props = parse_property_string(value, key, NET_SCHEMA)
+    if "name" not in props:
+        raise ValidationError(f"{key}: the property 'name' (interface name inside the container) is required", key=key)
+    return props
+
+
+def _rootfs(value: str, key: str) -> dict:
+    props = parse_property_string(value, key, ROOTFS_SCHEMA if key == "rootfs" else MP_SCHEMA, "volume")
+    if "volume" not in props:
+        raise ValidationError(f"{key}: a volume is required", key=key)
+    if key != "rootfs" and "mp" not in props:
+        raise ValidationError(f"{key}: the mount path 'mp' is required", key=key)
+    return props
+
+
+# key -> parser.  Parsers take (raw value, key) and return the typed value.
+SCHEMA: dict[str, Callable[[str, str], object]] = {
+    "arch": _enum("amd64", "i386", "arm64", "armhf", "riscv32", "riscv64"),
+    "hostname": lambda v, k: check_hostname(v, k),
+    "cores": _int(1, 8192),
+    "cpulimit": _float(0, 8192),
+    "cpuunits": _int(0, 500_000),
+    "memory": _int(16, 1 << 30),
+    "swap": _int(0, 1 << 30),
+    "pids": _int(0, 1 << 22),  # Caisson extension: maximum number of tasks (0 = unlimited)
+    "ioweight": _int(0, 10_000),  # Caisson extension: block I/O weight (0 = kernel default)
+    "rootfs": _rootfs,
+    "unprivileged": _bool,
+    "features": _props(FEATURES_SCHEMA),
+    "onboot": _bool,
+    "startup": _props(STARTUP_SCHEMA, "order"),
+    "description": lambda v, k: v,
+    "ostype": _enum("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux", "alpine",
+                    "gentoo", "nixos", "unmanaged"),
+    "cmode": _enum("shell", "console", "tty"),
+    "console": _bool,
+    "tty": _int(0, 6),
+    "nameserver": _text,
+    "searchdomain": _text,
+    "tags": _text,
+    "timezone": _text,
+    "protection": _bool,
+    "template": _bool,
+    "lock": _enum("backup", "create", "destroyed", "disk", "fstrim", "migrate", "mounted", "rollback",
+                  "snapshot", "snapshot-delete"),
+}
+for _n in range(10):
+    SCHEMA[f"net{_n}"] = _net
+for _n in range(256):
+    SCHEMA[f"mp{_n}"] = _rootfs
+SNAPSHOT_ONLY_KEYS = {"parent": _text, "snaptime": _int(0, 1 << 62), "snapstate": _enum("prepare", "delete")}
+SUPPORTED_RAW_KEYS = {"lxc.idmap"}
+
+DEFAULTS = {"arch": "amd64", "cores": None, "memory": 512, "swap": 512, "unprivileged": True, "onboot": False,
+            "cpulimit": 0.0, "cpuunits": None, "pids": 0, "ioweight": 0, "features": {}, "cmode": "tty",
+            "tty": 2}
+
+
+@dataclass
+class ConfigSection:
+    """One block of key/value settings: the current config or one snapshot."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    raw: list[tuple[str, str]] = field(default_factory=list)
+    description: str = ""
+
+    def get(self, key: str):
+        """The typed value of a key, or its default."""
+        if key == "description":
+            return self.description
+        if key in self.values:
+            return _parser(key, False)(self.values[key], key)
+        return DEFAULTS.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        if key == "description":
+            if "\x00" in value:
+                raise ValidationError("description: NUL characters are not allowed", key=key)
+            self.description = value
+            return
+        value = str(value).strip()
+        _parser(key, False)(value, key)
+        self.values[key] = value
+
+    def delete(self, key: str) -> None:
+        if key == "description":
+            self.description = ""
+        elif key not in SCHEMA:
+            raise ValidationError(f"unknown configuration key '{key}'", key=key)
+        else:
+            self.values.pop(key, None)
+
+    def raw_values(self, key: str) -> list[str]:
+        return [v for k, v in self.raw if k == key]
+
+
+def _parser(key: str, in_snapshot: bool) -> Callable[[str, str], object]:
+    if key in SCHEMA:
+        return SCHEMA[key]
+    if in_snapshot and key in SNAPSHOT_ONLY_KEYS:
+        return SNAPSHOT_ONLY_KEYS[key]
+    raise ValidationError(f"unknown configuration key '{key}'", key=key)
+
+
+@dataclass
+class ContainerConfig:
+    """A container's whole config file: the current section plus snapshot sections."""
+
+    ctid: int
+    current: ConfigSection = field(default_factory=ConfigSection)
+    snapshots: dict[str, ConfigSection] = field(default_factory=dict)
+
+    # Convenience accessors for the current section.
+    def get(self, key: str):
+        return self.current.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        self.current.set(key, value)
+
+    @property
+    def hostname(self) -> str:
+        return self.current.get("hostname") or f"CT{self.ctid}"
+
+    @property
+    def unprivileged(self) -> bool:
+        return bool(self.current.get("unprivileged"))
+
+    def feature(self, name: str) -> bool:
+        return bool(self.current.get("features").get(name, False))
+
+    # Serialisation.
+    @classmethod
+    def parse(cls, ctid: int, text: str, origin: str = "config") -> "ContainerConfig":
+        config = cls(ctid)
+        section = config.current
+        in_snapshot = False
+        description_lines: list[str] = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            where = f"{origin} line {lineno}"
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                if section.values or section.raw:
+                    continue  # Proxmox keeps only the leading comment block as the description
+                description_lines.append(unquote(line[1:]))
+                continue
+            if line.startswith("["):
+                if not line.rstrip().endswith("]"):
+                    raise ValidationError(f"{where}: malformed section header '{line}'")
+                name = line.strip()[1:-1]
+                _check_snapshot_name(name, where)
+                if name in config.snapshots:
+                    raise ValidationError(f"{where}: snapshot section [{name}] appears twice")
+                section.description = "\n".join(description_lines)
+                description_lines = []
+                section = config.snapshots[name] = ConfigSection()
+                in_snapshot = True
+                continue
+            key, sep, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if not sep or not key:
+                raise ValidationError(f"{where}: expected 'key: value', got '{line}'")
+            if key.startswith("lxc."):
+                if key not in SUPPORTED_RAW_KEYS:
+                    raise ValidationError(f"{where}: raw key '{key}' is not supported (supported: "
+                                          f"{', '.join(sorted(SUPPORTED_RAW_KEYS))})", key=key)
+                section.raw.append((key, value))
+                continue
+            if key == "description":
+                description_lines.append(value)
+                continue
+            if key in section.values:
+                raise ValidationError(f"{where}: key '{key}' appears twice", key=key)
+            try:
+                _parser(key, in_snapshot)(value, key)
+            except ValidationError as exc:
+                raise ValidationError(f"{where}: {exc}", key=exc.key) from None
+            section.values[key] = value
+        section.description = "\n".join(description_lines)
+        return config
+
+    def render(self) -> str:
+        out: list[str] = []
+        for section_name, section in [(None, self.current), *self.snapshots.items()]:
+            if section_name is not None:
+                out.append("")
+                out.append(f"[{section_name}]")
+            for line in section.description.splitlines() if section.description else []:
+                out.append("#" + quote(line, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"))
+            for key in sorted(section.values, key=_sort_key):
+                out.append(f"{key}: {section.values[key]}")
+            for key, value in section.raw:
+                out.append(f"{key}: {value}")
+        return "\n".join(out) + "\n"
+
+    def digest(self) -> str:
+        """SHA-1 of the rendered file, as Proxmox uses to detect concurrent edits."""
+        return hashlib.sha1(self.render().encode()).hexdigest()
+
+
+def _sort_key(key: str):
+    match = re.match(r"^([a-z]+)(\d+)$", key)
+    return (match.group(1), int(match.group(2))) if match else (key, -1)
+
+
+def _check_snapshot_name(name: str, where: str) -> None:
+    if not re.match(r"^[A-Za-z][A-Za-z0-9_\-]{0,39}$", name) or name == "current":
+        raise ValidationError(f"{where}: snapshot name '{name}' must start with a letter and hold only letters, "
+                              "digits, '-' and '_' (at most 40)")
+
+
+def read_config(path: Path, ctid: int) -> ContainerConfig:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        from engine.errors import NotFound
+
+        raise NotFound(f"container {ctid} does not exist (no {path})") from None
+    return ContainerConfig.parse(ctid, text, origin=str(path))
+
+
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o640) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, never a torn one."""
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_config(path: Path, config: ContainerConfig) -> None:
+    # Re-parse what we are about to write: a file Caisson writes must be one it can read.
+    text = config.render()
+    ContainerConfig.parse(config.ctid, text, origin=str(path))
+    write_atomic(path, text)

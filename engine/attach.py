@@ -1,0 +1,257 @@
+"""Run a command inside a running container: enter all its namespaces and its cgroup.
+
+Layout::
+
+    engine ──fork──> joiner ──setns(all of init's namespaces)──fork──> command (in the pid namespace)
+
+The joiner is not dumpable and holds no host fd but the ones passed on, so
+nothing in the container can reach into it before the command is executed
+(CVE-2019-5736); the command gets the container's seccomp filter and
+capability bounding set.  The joiner exits with the command's status
+(128+N for a signal), which the engine returns.
+"""
+from __future__ import annotations
+
+import array
+import fcntl
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import termios
+import tty
+from dataclasses import dataclass, field
+
+from engine import seccomp
+from engine import syscalls as sc
+from engine.start import CONTAINER_ENV, DROPPED_CAPABILITIES, close_fds_except
+
+ALL_NAMESPACES = (os.CLONE_NEWNS | os.CLONE_NEWUTS | os.CLONE_NEWIPC | os.CLONE_NEWNET | os.CLONE_NEWCGROUP
+                  | os.CLONE_NEWPID)
+TIOCSPTLCK = 0x40045431
+TIOCGPTN = 0x80045430
+
+
+@dataclass
+class AttachSpec:
+    init_pid: int
+    argv: list[str]
+    cgroup_procs: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = "/"
+    tty: bool = False
+    keyctl: bool = False
+    uid: int = 0
+    gid: int = 0
+
+
+def _own_userns_differs(pid: int) -> bool:
+    return os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino
+
+
+def _exit_code(status: int) -> int:
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def spawn(spec: AttachSpec, stdio: tuple[int, int, int] | None = None) -> tuple[int, int | None]:
+    """Fork the joiner; return its pid and, with a tty, the pty master fd."""
+    pidfd = os.pidfd_open(spec.init_pid)
+    userns = _own_userns_differs(spec.init_pid)
+    rules = seccomp.default_rules(keyctl=spec.keyctl)
+    env = {**CONTAINER_ENV, **spec.env}
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            parent_sock.close()
+            _joiner(spec, pidfd, userns, rules, env, child_sock, stdio)  # never returns
+        child_sock.close()
+        master = None
+        if spec.tty:
+            master = _receive_fd(parent_sock)
+        return pid, master
+    finally:
+        os.close(pidfd)
+        parent_sock.close()
+        child_sock.close()
+
+
+def run(spec: AttachSpec, stdio: tuple[int, int, int] | None = None) -> int:
+    """Run without a tty, with the given (or inherited) stdin, stdout and stderr; return the exit code."""
+    pid, _ = spawn(spec, stdio)
+    _, status = os.waitpid(pid, 0)
+    return _exit_code(status)
+
+
+def _receive_fd(sock: socket.socket) -> int | None:
+    fds = array.array("i")
+    msg, ancdata, _, _ = sock.recvmsg(64, socket.CMSG_SPACE(fds.itemsize))
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+            return fds[0]
+    raise OSError(f"could not open a terminal in the container: {msg.decode(errors='replace')}")
+
+
+def _joiner(spec, pidfd, userns, rules, env, sock, stdio) -> None:
+    code = 126
+    try:
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        if stdio is not None:
+            for target, fd in enumerate(stdio):
+                os.dup2(fd, target)
+        # Hold nothing of the engine's but what is needed: a kept pipe end would also keep
+        # the command's stdin from ever seeing end of file.
+        close_fds_except({pidfd, sock.fileno()})
+        for procs in spec.cgroup_procs:
+            with open(procs, "w") as handle:
+                handle.write("0")
+        os.setns(pidfd, ALL_NAMESPACES | (os.CLONE_NEWUSER if userns else 0))
+        os.close(pidfd)
+        os.setresgid(spec.gid, spec.gid, spec.gid)
+        os.setgroups([])
+        os.setresuid(spec.uid, spec.uid, spec.uid)
+        child = os.fork()
+        if child == 0:
+            _command(spec, rules, env, sock)  # never returns
+        sock.close()
+        _, status = os.waitpid(child, 0)
+        code = _exit_code(status)
+    except BaseException as exc:  # noqa: BLE001
+        try:
+            os.write(2, f"caisson: cannot enter the container: {exc}\n".encode())
+        except OSError:
+            pass
+    os._exit(code)
+
+
+def _command(spec, rules, env, sock) -> None:
+    try:
+        os.setsid()
+        os.chdir(spec.cwd)
+        if spec.tty:
+            master, slave_path = _open_pty()
+            sock.sendmsg([b"pty"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
+            os.close(master)
+            slave = os.open(slave_path, os.O_RDWR)
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+            for target in range(3):
+                os.dup2(slave, target)
+            os.close(slave)
+        sock.close()
+        sc.drop_bounding_caps(DROPPED_CAPABILITIES)
+        os.closerange(3, 65536)
+        seccomp.install(rules)
+        os.execvpe(spec.argv[0], spec.argv, env)
+    except BaseException as exc:  # noqa: BLE001
+        try:
+            if spec.tty:
+                sock.sendmsg([str(exc).encode()])
+            os.write(2, f"caisson: {spec.argv[0]}: {exc.strerror if isinstance(exc, OSError) else exc}\n".encode())
+        except OSError:
+            pass
+        os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
+
+
+def _open_pty() -> tuple[int, str]:
+    """Allocate a pty from the container's own devpts instance, so it shows as /dev/pts/N inside."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
+    return master, f"/dev/pts/{number}"
+
+
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def interactive(spec: AttachSpec) -> int:
+    """Attach the calling terminal to a new pty in the container (``pct enter``)."""
+    pid, master = spawn(spec)
+    assert master is not None
+    stdin = sys.stdin.fileno()
+    is_tty = os.isatty(stdin)
+    saved = termios.tcgetattr(stdin) if is_tty else None
+
+    def resize(*_):
+        if is_tty:
+            rows, cols = struct.unpack("HHHH", fcntl.ioctl(stdin, termios.TIOCGWINSZ, b"\0" * 8))[:2]
+            set_winsize(master, rows, cols)
+
+    previous = signal.signal(signal.SIGWINCH, resize)
+    try:
+        if is_tty:
+            tty.setraw(stdin)
+        resize()
+        _pump(stdin, sys.stdout.fileno(), master)
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
+        if saved is not None:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+        os.close(master)
+    _, status = os.waitpid(pid, 0)
+    return _exit_code(status)
+
+
+def _pump(stdin: int, stdout: int, master: int) -> None:
+    """Copy bytes both ways until the container side hangs up."""
+    inputs = [master, stdin]
+    while True:
+        try:
+            ready, _, _ = select.select(inputs, [], [])
+        except InterruptedError:
+            continue
+        if master in ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                return
+            os.write(stdout, data)
+        if stdin in ready:
+            data = os.read(stdin, 65536)
+            if not data:
+                inputs.remove(stdin)
+            else:
+                os.write(master, data)
+
+
+def run_capture(spec: AttachSpec, data: bytes = b"") -> tuple[int, bytes, bytes]:
+    """Run without a tty, feeding ``data`` to stdin; return (exit code, stdout, stderr)."""
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid, _ = spawn(spec, (in_r, out_w, err_w))
+    finally:
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    pending = memoryview(data)
+    writers = [in_w] if pending else []
+    if not pending:
+        os.close(in_w)
+    readers = [out_r, err_r]
+    while readers or writers:
+        ready_r, ready_w, _ = select.select(readers, writers, [])
+        for fd in ready_r:
+            chunk = os.read(fd, 65536)
+            if chunk:
+                chunks[fd].append(chunk)
+            else:
+                readers.remove(fd)
+                os.close(fd)
+        if ready_w:
+            try:
+                written = os.write(in_w, pending[:65536])
+                pending = pending[written:]
+            except BrokenPipeError:
+                pending = pending[:0]
+            if not pending:
+                writers.clear()
+                os.close(in_w)
+    _, status = os.waitpid(pid, 0)
+    return _exit_code(status), b"".join(chunks[out_r]), b"".join(chunks[err_r])

@@ -1,0 +1,1 @@
+"""The engine's command line (``python -m engine``)."""

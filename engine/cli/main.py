@@ -1,0 +1,176 @@
+"""``python -m engine``: a ``pct``-like command line for one node's containers.
+
+Exit codes: 0 success; 2 bad input; 3 no such container; 4 already exists;
+5 wrong state (running/stopped/locked); 6 busy; 7 start failed; 8/9 the host
+lacks something; ``exec`` and ``enter`` return the command's own code.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engine.cli.output import emit_json, human_bytes, human_duration, table
+from engine.config import SCHEMA, parse_ctid
+from engine.errors import EngineError, ValidationError
+from engine.state import DEFAULT_ROOT, DEFAULT_RUN
+
+CONFIG_OPTIONS = sorted(k for k in SCHEMA if not (k.startswith("mp") and k[2:].isdigit() and int(k[2:]) > 9)
+                        and k not in ("rootfs", "lock"))
+
+
+def _ctid(value: str) -> int:
+    try:
+        return parse_ctid(value)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("container settings (pct config keys)")
+    for key in CONFIG_OPTIONS:
+        group.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="VALUE", help=argparse.SUPPRESS
+                           if key.startswith(("net", "mp")) and key[-1] != "0" else None)
+
+
+def _config_values(args: argparse.Namespace) -> dict[str, str]:
+    return {key: getattr(args, f"cfg_{key}") for key in CONFIG_OPTIONS if getattr(args, f"cfg_{key}") is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="Manage this node's system containers.")
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="state directory (default %(default)s)")
+    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="runtime directory (default %(default)s)")
+    parser.add_argument("--output", "-o", choices=("text", "json"), default="text", help="output format")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    create = verbs.add_parser("create", help="create a container from a template tarball or directory")
+    create.add_argument("ctid", type=_ctid, help="container ID (100 and up)")
+    create.add_argument("template", type=Path, help="rootfs tarball (.tar, .tar.gz/.xz/.zst) or directory")
+    create.add_argument("--start", action="store_true", help="start it once created")
+    _add_config_options(create)
+
+    for verb, text in (("start", "start a container"), ("stop", "stop a container at once (kill)"),
+                       ("status", "show a container's state"), ("config", "print a container's configuration")):
+        sub = verbs.add_parser(verb, help=text)
+        sub.add_argument("ctid", type=_ctid)
+
+    for verb, text in (("shutdown", "ask the container's init to power off"), ("reboot", "shut down, then start")):
+        sub = verbs.add_parser(verb, help=text)
+        sub.add_argument("ctid", type=_ctid)
+        sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default %(default)s)")
+        if verb == "shutdown":
+            sub.add_argument("--no-force-stop", dest="force_stop", action="store_false",
+                             help="fail instead of killing the container after the timeout")
+
+    destroy = verbs.add_parser("destroy", help="delete a container and its root disk")
+    destroy.add_argument("ctid", type=_ctid)
+    destroy.add_argument("--force", action="store_true", help="stop it first if it is running")
+
+    verbs.add_parser("list", help="list containers")
+
+    setp = verbs.add_parser("set", help="change settings; limits of a running container change at once")
+    setp.add_argument("ctid", type=_ctid)
+    setp.add_argument("--delete", default="", help="comma-separated keys to remove")
+    setp.add_argument("--digest", help="refuse if the config changed since this digest was read")
+    _add_config_options(setp)
+
+    execp = verbs.add_parser("exec", help="run a command inside a running container")
+    execp.add_argument("ctid", type=_ctid)
+    execp.add_argument("command", nargs=argparse.REMAINDER, help="-- command [args...]")
+
+    enter = verbs.add_parser("enter", help="open a shell inside a running container")
+    enter.add_argument("ctid", type=_ctid)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from engine.lifecycle import Engine  # after parsing, so that --help stays instant
+
+    try:
+        engine = Engine(args.root, args.run_dir)
+        return _dispatch(engine, args)
+    except EngineError as exc:
+        if args.output == "json":
+            emit_json({"error": str(exc), "kind": type(exc).__name__, "key": getattr(exc, "key", None)},
+                      sys.stderr)
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(engine, args) -> int:
+    as_json = args.output == "json"
+    verb = args.verb
+    if verb == "create":
+        status = engine.create(args.ctid, args.template, _config_values(args))
+        if args.start:
+            status = engine.start(args.ctid)
+        _show_status(status, as_json)
+    elif verb == "start":
+        _show_status(engine.start(args.ctid), as_json)
+    elif verb == "stop":
+        engine.stop(args.ctid)
+        _show_status(engine.status(args.ctid), as_json)
+    elif verb == "shutdown":
+        engine.shutdown(args.ctid, timeout=args.timeout, force_stop=args.force_stop)
+        _show_status(engine.status(args.ctid), as_json)
+    elif verb == "reboot":
+        _show_status(engine.reboot(args.ctid, timeout=args.timeout), as_json)
+    elif verb == "destroy":
+        engine.destroy(args.ctid, force=args.force)
+        if as_json:
+            emit_json({"ctid": args.ctid, "destroyed": True})
+    elif verb == "status":
+        _show_status(engine.status(args.ctid), as_json)
+    elif verb == "list":
+        statuses = engine.list()
+        if as_json:
+            emit_json([s.as_dict() for s in statuses])
+        else:
+            table(["VMID", "STATUS", "NAME", "PID", "UPTIME", "MEMORY", "CPU TIME"],
+                  [[s.ctid, s.status, s.hostname, s.pid or "-", human_duration(s.uptime),
+                    human_bytes(s.memory_bytes), f"{s.cpu_ns / 1e9:.1f}s" if s.cpu_ns is not None else "-"]
+                   for s in statuses])
+    elif verb == "config":
+        config = engine.config(args.ctid)
+        if as_json:
+            data = dict(config.current.values)
+            if config.current.description:
+                data["description"] = config.current.description
+            data["digest"] = config.digest()
+            emit_json(data)
+        else:
+            sys.stdout.write(config.render())
+    elif verb == "set":
+        delete = [k.strip() for k in args.delete.split(",") if k.strip()]
+        changes = _config_values(args)
+        if not changes and not delete:
+            raise ValidationError("nothing to change: give --KEY VALUE options or --delete KEYS")
+        live = engine.set(args.ctid, changes, delete, args.digest)
+        if as_json:
+            emit_json({"ctid": args.ctid, "changed": sorted(changes), "deleted": delete, "applied_live": live})
+        elif live:
+            print(f"applied to the running container: {', '.join(live)}")
+    elif verb == "exec":
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not command:
+            raise ValidationError("exec: give the command after '--', e.g. exec 100 -- ls /")
+        return engine.exec(args.ctid, command)
+    elif verb == "enter":
+        return engine.enter(args.ctid)
+    return 0
+
+
+def _show_status(status, as_json: bool) -> None:
+    if as_json:
+        emit_json(status.as_dict())
+        return
+    print(f"status: {status.status}")
+    if status.status == "running":
+        print(f"pid: {status.pid}\ninit: {status.init}\nuptime: {human_duration(status.uptime)}")
+        print(f"memory: {human_bytes(status.memory_bytes)} / {human_bytes(status.memory_limit_bytes)}")

@@ -1,0 +1,482 @@
+"""The engine's public API: create, start, stop, shutdown, reboot, destroy, status, list, set, exec.
+
+Every state change takes the container's lock.  No process of the engine
+stays behind per container: status is read back from the run record, the
+kernel (pid and start time) and the container's cgroup, so a container
+started by a process that has since exited or crashed is found again.
+"""
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from engine import attach, inits, start
+from engine import syscalls as sc
+from engine.cgroups import detect as detect_cgroups
+from engine.cgroups.base import CgroupDriver, Limits
+from engine.config import ContainerConfig, parse_ctid, read_config, write_config
+from engine.errors import AlreadyExists, EngineError, InvalidState, NotFound, StartError, ValidationError
+from engine.idmap import IdMap
+from engine.reverter import Reverter
+from engine.state import DEFAULT_ROOT, DEFAULT_RUN, Layout, RunRecord, container_lock
+from engine.storage import DirStorage
+from engine.unpack import copy_tree, extract_archive
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass
+class ContainerStatus:
+    ctid: int
+    hostname: str
+    status: str  # "running" or "stopped"
+    pid: int | None = None
+    init: str | None = None
+    uptime: float | None = None
+    unprivileged: bool = True
+    memory_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    cpu_ns: int | None = None
+    pids: int | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Engine:
+    """One node's containers.  Cheap to construct; hold one per long-lived process for the warm path."""
+
+    def __init__(self, root: Path | str = DEFAULT_ROOT, run_dir: Path | str = DEFAULT_RUN,
+                 cgroup_parent: str = "caisson", idmap: IdMap | None = None, reaper: bool = False,
+                 cgroups: CgroupDriver | None = None):
+        self.layout = Layout(Path(root), Path(run_dir))
+        self.layout.ensure()
+        self.storage = DirStorage("local", self.layout.images)
+        self.cgroups = cgroups or detect_cgroups(cgroup_parent)
+        self.idmap = idmap or IdMap()
+        if reaper:
+            # Orphaned container inits are re-parented to this process rather than the host's
+            # PID 1, and reaped here when they stop: a long-lived engine (the node agent) leaves
+            # no zombie even on hosts whose PID 1 does not reap.
+            sc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+    # ---- reading state -------------------------------------------------------------------
+    def config(self, ctid: int) -> ContainerConfig:
+        return read_config(self.layout.config_path(ctid), ctid)
+
+    def exists(self, ctid: int) -> bool:
+        return self.layout.config_path(ctid).exists()
+
+    def ids(self) -> list[int]:
+        found = []
+        for path in self.layout.config_dir.glob("*.conf"):
+            if path.stem.isdigit():
+                found.append(int(path.stem))
+        return sorted(found)
+
+    def list(self) -> list[ContainerStatus]:
+        result = []
+        for ctid in self.ids():
+            try:
+                result.append(self.status(ctid))
+            except NotFound:
+                continue  # destroyed while we listed
+        return result
+
+    def status(self, ctid: int, stats: bool = True) -> ContainerStatus:
+        config = self.config(ctid)
+        record = self._running(ctid)
+        status = ContainerStatus(ctid, config.hostname, "running" if record else "stopped",
+                                 unprivileged=config.unprivileged)
+        if record:
+            status.pid, status.init = record.pid, record.init
+            status.uptime = max(0.0, time.time() - record.started_at)
+            if stats:
+                try:
+                    usage = self.cgroups.stats(str(ctid))
+                    status.memory_bytes, status.memory_limit_bytes = usage.memory_bytes, usage.memory_limit_bytes
+                    status.cpu_ns, status.pids = usage.cpu_ns, usage.pids
+                except EngineError:
+                    pass
+        return status
+
+    def _running(self, ctid: int) -> RunRecord | None:
+        """The run record if init is alive; rebuilt from the cgroup if the record is missing or stale."""
+        record = RunRecord.load(self.layout.run_record(ctid))
+        if record and sc.proc_starttime(record.pid) == record.starttime and sc.proc_state(record.pid) != "Z":
+            return record
+        if record:
+            self._reap(record.pid)
+        if not self.cgroups.exists(str(ctid)):
+            return None
+        init_pid = self._find_init(self.cgroups.procs(str(ctid)))
+        if init_pid is None:
+            return None
+        starttime = sc.proc_starttime(init_pid)
+        rootfs = self._rootfs(self.config(ctid))
+        detected = inits.detect(rootfs)
+        record = RunRecord(init_pid, starttime or 0, detected.name if detected else "unknown",
+                           _boot_time() + (starttime or 0) / os.sysconf("SC_CLK_TCK"))
+        record.save(self.layout.run_record(ctid))
+        return record
+
+    @staticmethod
+    def _find_init(pids: list[int]) -> int | None:
+        """The process that is PID 1 in the container's pid namespace."""
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/status") as handle:
+                    for line in handle:
+                        if line.startswith("NSpid:"):
+                            ids = line.split()[1:]
+                            if len(ids) > 1 and ids[-1] == "1" and sc.proc_state(pid) != "Z":
+                                return pid
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        return None
+
+    @staticmethod
+    def _reap(pid: int) -> None:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+    def _rootfs(self, config: ContainerConfig) -> Path:
+        rootfs = config.get("rootfs")
+        if not rootfs:
+            raise ValidationError(f"container {config.ctid} has no rootfs in its config", key="rootfs")
+        return self.storage.path(rootfs["volume"], config.ctid)
+
+    def _idmap(self, config: ContainerConfig) -> IdMap | None:
+        if not config.unprivileged:
+            return None
+        lines = config.current.raw_values("lxc.idmap")
+        return IdMap.from_lxc_lines(lines) if lines else self.idmap
+
+    # ---- create and destroy ----------------------------------------------------------------
+    def create(self, ctid: int | str, source: Path | str, options: dict[str, str] | None = None) -> ContainerStatus:
+        """Create a container from a rootfs tarball or a template directory."""
+        ctid = parse_ctid(ctid)
+        source = Path(source)
+        config = ContainerConfig(ctid)
+        for key, value in (options or {}).items():
+            if key in ("rootfs", "lock"):
+                raise ValidationError(f"{key}: set by the engine, not by the caller", key=key)
+            config.set(key, str(value))
+        if "hostname" not in config.current.values:
+            config.set("hostname", f"CT{ctid}")
+        if "unprivileged" not in config.current.values:
+            config.set("unprivileged", "1")
+        if not source.exists():
+            raise ValidationError(f"template '{source}' does not exist", key="ostemplate")
+        idmap = self._idmap(config)
+        with container_lock(self.layout, ctid), Reverter() as revert:
+            if self.exists(ctid):
+                raise AlreadyExists(f"container {ctid} already exists")
+            volume = self.storage.alloc(ctid, owner=idmap.host_uid(0) if idmap else 0)
+            revert.add(self.storage.free, ctid)
+            target = self.storage.path(volume, ctid)
+            if source.is_dir():
+                copy_tree(source, target, idmap)
+            else:
+                extract_archive(source, target, idmap)
+            detected = inits.detect(target)
+            if detected is None:
+                raise ValidationError(f"template '{source}' has no /sbin/init: it cannot boot as a system container",
+                                      key="ostemplate")
+            config.set("rootfs", volume)
+            if "ostype" not in config.current.values:
+                config.set("ostype", _ostype(target))
+            write_config(self.layout.config_path(ctid), config)
+            revert.success()
+        return self.status(ctid)
+
+    def destroy(self, ctid: int, force: bool = False) -> None:
+        with container_lock(self.layout, ctid):
+            config = self.config(ctid)
+            if config.get("protection"):
+                raise InvalidState(f"container {ctid} is protected; clear 'protection' first")
+            if self._running(ctid):
+                if not force:
+                    raise InvalidState(f"container {ctid} is running; stop it first or destroy with force")
+                self._hard_stop(ctid)
+            self.storage.free(ctid)
+            self.layout.config_path(ctid).unlink()
+            for path in (self.layout.console_log(ctid), self.layout.run_record(ctid),
+                         self.layout.run / "lock" / f"{ctid}.lock"):
+                path.unlink(missing_ok=True)
+
+    # ---- start and stop --------------------------------------------------------------------
+    def start(self, ctid: int) -> ContainerStatus:
+        with container_lock(self.layout, ctid):
+            self._start(ctid)
+        return self.status(ctid)
+
+    def _start(self, ctid: int) -> RunRecord:
+        config = self.config(ctid)
+        if self._running(ctid):
+            raise InvalidState(f"container {ctid} is already running")
+        if config.get("lock"):
+            raise InvalidState(f"container {ctid} is locked ({config.get('lock')})")
+        rootfs = self._rootfs(config)
+        if not rootfs.is_dir() or rootfs.is_symlink():
+            raise StartError("rootfs", f"{rootfs} is missing or not a directory")
+        init = inits.detect(rootfs)
+        if init is None:
+            raise StartError("init", f"{rootfs} has no /sbin/init")
+        idmap = self._idmap(config)
+        name = str(ctid)
+        with Reverter() as revert:
+            if self.cgroups.exists(name):
+                self.cgroups.kill(name)  # left over from a crash: no process may survive in it
+                self.cgroups.destroy(name)
+            owner = (idmap.host_uid(0), idmap.host_gid(0)) if idmap else (None, None)
+            self.cgroups.create(name, *owner)
+            revert.add(self._cleanup_cgroup, name)
+            self.cgroups.apply(name, self.limits(config))
+            spec = start.StartSpec(ctid=ctid, rootfs=rootfs, hostname=config.hostname, idmap=idmap,
+                                   cgroup_procs=self.cgroups.procs_file(name),
+                                   cgroup2=self.cgroups.ns_path(name) is not None,
+                                   console_log=self.layout.console_log(ctid), keyctl=config.feature("keyctl"),
+                                   extra_setup=[_hostname_files(config.hostname)])
+            pid = start.spawn(spec)
+            record = RunRecord(pid, sc.proc_starttime(pid) or 0, init.name, time.time())
+            record.save(self.layout.run_record(ctid))
+            revert.success()
+        return record
+
+    def _cleanup_cgroup(self, name: str) -> None:
+        self.cgroups.kill(name)
+        self.cgroups.destroy(name)
+
+    def stop(self, ctid: int) -> None:
+        """Hard stop: kill every process of the container at once."""
+        with container_lock(self.layout, ctid):
+            self.config(ctid)
+            if not self._running(ctid):
+                raise InvalidState(f"container {ctid} is not running")
+            self._hard_stop(ctid)
+
+    def _hard_stop(self, ctid: int) -> None:
+        record = self._running(ctid)
+        if record:
+            try:
+                pidfd = os.pidfd_open(record.pid)
+            except ProcessLookupError:
+                pidfd = None
+            if pidfd is not None:
+                try:
+                    # Killing PID 1 of the namespace takes every process in it down with it.
+                    sc.pidfd_send_signal(pidfd, 9)
+                    select.select([pidfd], [], [], 5.0)
+                finally:
+                    os.close(pidfd)
+            self._reap(record.pid)
+        self._cleanup_after_exit(ctid)
+
+    def _cleanup_after_exit(self, ctid: int) -> None:
+        name = str(ctid)
+        if self.cgroups.exists(name):
+            self.cgroups.kill(name)
+            self.cgroups.destroy(name)
+        self.layout.run_record(ctid).unlink(missing_ok=True)
+
+    def shutdown(self, ctid: int, timeout: float = 60.0, force_stop: bool = True) -> None:
+        """Ask init to power off; after ``timeout`` seconds stop it hard, or fail if ``force_stop`` is off."""
+        with container_lock(self.layout, ctid, timeout=10.0):
+            self._shutdown(ctid, timeout, force_stop)
+
+    def _shutdown(self, ctid: int, timeout: float, force_stop: bool) -> None:
+        self.config(ctid)
+        record = self._running(ctid)
+        if not record:
+            raise InvalidState(f"container {ctid} is not running")
+        init = inits.BY_NAME.get(record.init, inits.SYSVINIT)
+        pidfd = os.pidfd_open(record.pid)
+        try:
+            sc.pidfd_send_signal(pidfd, init.poweroff_signal)
+            ready, _, _ = select.select([pidfd], [], [], timeout)
+        finally:
+            os.close(pidfd)
+        if not ready:
+            if not force_stop:
+                raise InvalidState(f"container {ctid} did not shut down within {timeout:g} s; it is still running")
+            self._hard_stop(ctid)
+            return
+        self._reap(record.pid)
+        self._cleanup_after_exit(ctid)
+
+    def reboot(self, ctid: int, timeout: float = 60.0) -> ContainerStatus:
+        """A clean shutdown followed by a start, as ``pct reboot`` does."""
+        with container_lock(self.layout, ctid, timeout=10.0):
+            self._shutdown(ctid, timeout, force_stop=True)
+            self._start(ctid)
+        return self.status(ctid)
+
+    # ---- configuration ---------------------------------------------------------------------
+    def limits(self, config: ContainerConfig) -> Limits:
+        cores = config.get("cores")
+        cpulimit = config.get("cpulimit")
+        return Limits(memory_mb=config.get("memory"), swap_mb=config.get("swap"),
+                      cpus=_pick_cpus(cores, config.ctid) if cores else None,
+                      cpulimit=cpulimit or None, cpuunits=config.get("cpuunits"),
+                      pids=config.get("pids") or None, ioweight=config.get("ioweight") or None)
+
+    def set(self, ctid: int, changes: dict[str, str] | None = None, delete: list[str] | None = None,
+            digest: str | None = None) -> list[str]:
+        """Change config keys; limits of a running container change at once.  Returns the keys applied live."""
+        with container_lock(self.layout, ctid):
+            config = self.config(ctid)
+            if digest and digest != config.digest():
+                raise InvalidState(f"container {ctid}'s config was changed by someone else; reload and retry")
+            for key in delete or []:
+                if key == "rootfs":
+                    raise ValidationError("rootfs: cannot be deleted", key=key)
+                config.current.delete(key)
+            for key, value in (changes or {}).items():
+                if key in ("rootfs", "lock"):
+                    raise ValidationError(f"{key}: managed by the engine; it cannot be set directly", key=key)
+                config.set(key, str(value))
+            if config.current.raw_values("lxc.idmap") or config.unprivileged:
+                self._idmap(config)  # validate
+            running = self._running(ctid)
+            live: list[str] = []
+            if running:
+                self.cgroups.apply(str(ctid), self.limits(config))
+                touched = set(changes or {}) | set(delete or [])
+                live = sorted(touched & LIVE_KEYS)
+            write_config(self.layout.config_path(ctid), config)
+            return live
+
+    # ---- running commands ------------------------------------------------------------------
+    def _attach_spec(self, ctid: int, argv: list[str], tty: bool, env: dict[str, str] | None,
+                     cwd: str) -> attach.AttachSpec:
+        config = self.config(ctid)
+        record = self._running(ctid)
+        if not record:
+            raise InvalidState(f"container {ctid} is not running")
+        if not argv:
+            raise ValidationError("no command given", key="command")
+        return attach.AttachSpec(init_pid=record.pid, argv=list(argv), cgroup_procs=_cgroup_procs_of(record.pid),
+                                 env=env or {}, cwd=cwd, tty=tty, keyctl=config.feature("keyctl"))
+
+    def exec(self, ctid: int, argv: list[str], stdio: tuple[int, int, int] | None = None,
+             env: dict[str, str] | None = None, cwd: str = "/") -> int:
+        """Run a command without a tty; stdio defaults to this process's own. Returns its exit code."""
+        return attach.run(self._attach_spec(ctid, argv, False, env, cwd), stdio)
+
+    def exec_output(self, ctid: int, argv: list[str], input: bytes = b"", env: dict[str, str] | None = None,
+                    cwd: str = "/") -> tuple[int, bytes, bytes]:
+        """Run a command and collect its output: (exit code, stdout, stderr)."""
+        spec = self._attach_spec(ctid, argv, False, env, cwd)
+        return attach.run_capture(spec, input)
+
+    def enter(self, ctid: int, argv: list[str] | None = None) -> int:
+        """An interactive shell (or command) on a new pty inside the container."""
+        return attach.interactive(self._attach_spec(ctid, argv or ["/bin/sh", "-l"], True, None, "/root"))
+
+
+LIVE_KEYS = {"memory", "swap", "cores", "cpulimit", "cpuunits", "pids", "ioweight"}
+
+
+def _pick_cpus(cores: int, ctid: int) -> str | None:
+    """``cores`` CPUs out of the host's, spread by container ID so containers do not all share CPU 0."""
+    online = sorted(os.sched_getaffinity(0))
+    if cores >= len(online):
+        return None
+    offset = ctid % len(online)
+    chosen = sorted(online[(offset + i) % len(online)] for i in range(cores))
+    return ",".join(str(c) for c in chosen)
+
+
+def _cgroup_procs_of(pid: int) -> list[str]:
+    """The cgroup.procs files of init's own cgroups, so a command joins where init is (a leaf on v2)."""
+    mounts = _cgroup_mounts()
+    files = []
+    with open(f"/proc/{pid}/cgroup") as handle:
+        for line in handle:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            key = controllers or "cgroup2"
+            if key in mounts:
+                files.append(f"{mounts[key]}{path}/cgroup.procs")
+    return files
+
+
+_CGROUP_MOUNTS: dict[str, str] | None = None
+
+
+def _cgroup_mounts() -> dict[str, str]:
+    """Controller list (as in /proc/PID/cgroup) -> mount point, from this process's mountinfo."""
+    global _CGROUP_MOUNTS
+    if _CGROUP_MOUNTS is None:
+        found: dict[str, str] = {}
+        with open("/proc/self/mountinfo") as handle:
+            for line in handle:
+                left, _, right = line.partition(" - ")
+                fstype, _, options = right.split()[:3]
+                mountpoint = left.split()[4]
+                if fstype == "cgroup2":
+                    found.setdefault("cgroup2", mountpoint)
+                elif fstype == "cgroup":
+                    opts = [o for o in options.split(",") if o not in ("rw", "ro")]
+                    controllers = [o for o in opts if o.startswith("name=") or "=" not in o]
+                    known = {"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "blkio",
+                             "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc"}
+                    controllers = [c for c in controllers if c in known or c.startswith("name=")]
+                    found.setdefault(",".join(controllers), mountpoint)
+        _CGROUP_MOUNTS = found
+    return _CGROUP_MOUNTS
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as handle:
+        for line in handle:
+            if line.startswith("btime"):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _ostype(rootfs: Path) -> str:
+    """Proxmox's ostype from the rootfs's os-release; ``unmanaged`` when there is none (busybox)."""
+    for candidate in ("etc/os-release", "usr/lib/os-release"):
+        path = rootfs / candidate
+        if path.is_file() and not path.is_symlink():
+            for line in path.read_text(errors="replace").splitlines():
+                if line.startswith("ID="):
+                    value = line[3:].strip().strip('"')
+                    return value if value in ("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse",
+                                              "archlinux", "alpine", "gentoo", "nixos") else "unmanaged"
+    return "unmanaged"
+
+
+def _hostname_files(hostname: str):
+    """Inside the container, as its root: keep /etc/hostname and /etc/hosts in step with the config."""
+
+    def hostname_files() -> None:
+        if not os.path.isdir("/etc") or os.path.islink("/etc"):
+            return
+        try:
+            with open("/etc/hostname", "w") as handle:
+                handle.write(hostname + "\n")
+            try:
+                with open("/etc/hosts") as handle:
+                    hosts = handle.read()
+            except FileNotFoundError:
+                hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            short = hostname.split(".")[0]
+            if not any(line.split()[1:2] and hostname in line.split()[1:] for line in hosts.splitlines()
+                       if line.startswith("127.0.1.1")):
+                lines = [line for line in hosts.splitlines() if not line.startswith("127.0.1.1")]
+                names = f"{hostname} {short}" if short != hostname else hostname
+                lines.append(f"127.0.1.1\t{names}")
+                with open("/etc/hosts", "w") as handle:
+                    handle.write("\n".join(lines) + "\n")
+        except OSError:
+            pass  # a read-only or odd rootfs must not stop the boot
+
+    return hostname_files

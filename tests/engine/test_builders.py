@@ -1,0 +1,341 @@
+"""Tests of the local template builders.
+
+The busybox template is checked member by member, for reproducibility, and
+by booting it (busybox init as PID 1 of a new PID namespace, no tty). The
+Debian template is built once into ``~/.cache/caisson/templates`` and
+reused by later runs, since debootstrap takes about a minute and needs the
+network to the Debian mirror.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from engine.builders import atomic_file, build_busybox, build_debian, debian_arch, mounts_under
+from engine.builders.busybox import DEFAULT_BUSYBOX, FIXED_MTIME
+from engine.builders.debian import _check_args, find_mirror
+from engine.errors import EngineError, HostError, ValidationError
+
+IS_ROOT = os.geteuid() == 0
+HAS_DEBOOTSTRAP = shutil.which("debootstrap", path="/usr/sbin:/usr/bin:/sbin:/bin") is not None
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+@contextmanager
+def open_template(path: Path) -> Iterator[tarfile.TarFile]:
+    with (
+        path.open("rb") as raw,
+        zstandard.ZstdDecompressor().stream_reader(raw) as stream,
+        tarfile.open(fileobj=stream, mode="r|") as tar,
+    ):
+        yield tar
+
+
+def read_members(path: Path) -> list[tarfile.TarInfo]:
+    with open_template(path) as tar:
+        return list(tar)
+
+
+def read_files(path: Path, names: set[str]) -> dict[str, bytes]:
+    found = {}
+    with open_template(path) as tar:
+        for member in tar:
+            if member.name in names and member.isreg():
+                fileobj = tar.extractfile(member)
+                assert fileobj is not None
+                found[member.name] = fileobj.read()
+    return found
+
+
+def resolve(members: dict[str, tarfile.TarInfo], path: str, follow_last: bool = False) -> tarfile.TarInfo:
+    """The member at an absolute ``path`` inside the archive, following symlinked directories."""
+    for _ in range(40):
+        parts = [part for part in path.split("/") if part]
+        current = ""
+        for i, part in enumerate(parts):
+            current = posixpath.normpath(f"{current}/{part}")
+            member = members.get("." + current)
+            last = i == len(parts) - 1
+            if member is not None and member.issym() and (follow_last or not last):
+                target = member.linkname
+                if not target.startswith("/"):
+                    target = posixpath.join(posixpath.dirname(current), target)
+                path = posixpath.normpath(target + "/" + "/".join(parts[i + 1 :]))
+                break
+        else:
+            return members["." + current]
+    raise AssertionError(f"symlink loop at {path}")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- busybox ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def busybox_tarball(busybox_template: Path) -> Path:
+    """The session's busybox template (built by tests/conftest.py with build_busybox)."""
+    return busybox_template
+
+
+def test_busybox_name_and_layout(busybox_tarball: Path) -> None:
+    assert re.fullmatch(rf"busybox-\d+(\.\d+)+-1_{debian_arch()}\.tar\.zst", busybox_tarball.name)
+    members = read_members(busybox_tarball)
+    names = [m.name for m in members]
+    assert names[0] == "."
+    assert all(name.startswith("./") for name in names[1:])
+    assert len(names) == len(set(names))
+    # Depth-first, sorted: every parent before what it holds.
+    seen: set[str] = set()
+    for name in names[1:]:
+        assert posixpath.dirname(name) in seen | {"."}, name
+        seen.add(name)
+    assert [n.split("/") for n in names] == sorted(n.split("/") for n in names)
+    for member in members:
+        assert (member.uid, member.gid, member.uname, member.gname) == (0, 0, "", "")
+        assert member.mtime == FIXED_MTIME
+
+
+def test_busybox_init_and_applets(busybox_tarball: Path) -> None:
+    members = {m.name: m for m in read_members(busybox_tarball)}
+    init = members["./sbin/init"]
+    assert init.issym() and init.linkname == "/bin/busybox"
+    binary = members["./bin/busybox"]
+    assert binary.isreg() and binary.mode == 0o755 and binary.size == DEFAULT_BUSYBOX.stat().st_size
+    applets = subprocess.run([DEFAULT_BUSYBOX, "--list-full"], capture_output=True, text=True, check=True)
+    for applet in applets.stdout.split():
+        if applet == "linuxrc":
+            assert "./linuxrc" not in members
+            continue
+        if applet == "bin/busybox":  # the binary itself
+            continue
+        link = members[f"./{applet}"]
+        assert link.issym() and link.linkname == "/bin/busybox", applet
+    assert members["./tmp"].mode == 0o1777
+    assert members["./root"].mode == 0o700
+    for directory in ("dev", "proc", "sys", "run", "etc", "var/log", "usr/bin", "usr/sbin"):
+        assert members[f"./{directory}"].isdir(), directory
+    assert members["./etc/shadow"].mode == 0o600
+    assert members["./etc/init.d/rcS"].mode == 0o755
+
+
+def test_busybox_config_files(busybox_tarball: Path) -> None:
+    wanted = {f"./etc/{n}" for n in ("inittab", "passwd", "group", "shadow", "hostname", "hosts", "init.d/rcS")}
+    files = {k: v.decode() for k, v in read_files(busybox_tarball, wanted).items()}
+    assert set(files) == wanted
+
+    entries = [line for line in files["./etc/inittab"].splitlines() if line and not line.startswith("#")]
+    assert "::sysinit:/etc/init.d/rcS" in entries
+    assert "::ctrlaltdel:/sbin/reboot" in entries
+    # Nothing that needs a tty, and no unmounting: mounts belong to the engine.
+    assert not [e for e in entries if ":respawn:" in e or ":askfirst:" in e or "umount" in e]
+
+    assert "root:x:0:0:root:/root:/bin/sh" in files["./etc/passwd"].splitlines()
+    assert any(line.startswith("nobody:x:65534:65534:") for line in files["./etc/passwd"].splitlines())
+    assert "root:x:0:" in files["./etc/group"].splitlines()
+    assert files["./etc/shadow"].splitlines()[0].startswith("root:!:")
+    assert files["./etc/hostname"].strip()
+    assert "localhost" in files["./etc/hosts"]
+
+    rcs = files["./etc/init.d/rcS"]
+    assert rcs.startswith("#!/bin/sh\n")
+    assert "ip link set lo up" in rcs and "/etc/hostname" in rcs and "/etc/rc.local" in rcs
+    assert "mount " not in rcs
+
+
+def test_busybox_is_reproducible(tmp_path: Path, busybox_tarball: Path) -> None:
+    again = build_busybox(tmp_path / "a")
+    third = build_busybox(tmp_path / "b", force=True)
+    assert sha256(again) == sha256(third) == sha256(busybox_tarball)
+
+
+def test_busybox_existing_tarball_is_reused_unless_forced(tmp_path: Path) -> None:
+    first = build_busybox(tmp_path)
+    inode = first.stat().st_ino
+    assert build_busybox(tmp_path) == first
+    assert first.stat().st_ino == inode
+    assert build_busybox(tmp_path, force=True) == first
+    assert first.stat().st_ino != inode
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]
+
+
+def test_busybox_missing_binary_says_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(HostError, match="apt-get install busybox-static"):
+        build_busybox(tmp_path / "out", busybox=tmp_path / "no-busybox")
+    assert not (tmp_path / "out").exists()
+
+
+def test_busybox_dynamic_binary_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(HostError, match="dynamically linked"):
+        build_busybox(tmp_path, busybox=Path("/bin/ls"))
+
+
+def test_atomic_file_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "t.tar.zst"
+    with pytest.raises(RuntimeError), atomic_file(target) as fileobj:
+        fileobj.write(b"half")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not IS_ROOT or not shutil.which("unshare"), reason="needs root and unshare")
+def test_busybox_boots_without_a_tty(tmp_path: Path, busybox_tarball: Path) -> None:
+    """busybox init runs rcS and rc.local, stays PID 1 with no tty, and powers off on SIGUSR2."""
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    with open_template(busybox_tarball) as tar:
+        tar.extractall(rootfs, filter="fully_trusted")
+    rc_local = rootfs / "etc/rc.local"
+    rc_local.write_text(
+        "#!/bin/sh\n{ hostname; ip -o link show lo; } > /tmp/booted.part\nmv /tmp/booted.part /tmp/booted\n"
+    )
+    rc_local.chmod(0o755)
+    marker = rootfs / "tmp/booted"
+
+    proc = subprocess.Popen(
+        ["unshare", "--fork", "--pid", "--uts", "--net", "--kill-child", "chroot", str(rootfs), "/sbin/init"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        hostname, link = marker.read_text().splitlines()
+        assert hostname == "busybox"
+        assert "UP" in link
+        time.sleep(1.5)  # a few turns of init's main loop
+        assert proc.poll() is None, "busybox init exited with nothing to respawn"
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 1
+        os.kill(int(children[0]), signal.SIGUSR2)  # poweroff
+        proc.wait(timeout=15)
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert "Requesting system poweroff" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # --kill-child takes init down with it
+            proc.wait()
+
+
+# --- debian -------------------------------------------------------------------
+
+
+def test_debian_bad_suite_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="unknown Debian suite 'no-such-suite'"):
+        build_debian(tmp_path / "out", suite="no-such-suite")
+    assert not (tmp_path / "out").exists()
+
+
+def test_debian_bad_package_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="not a valid Debian package name"):
+        build_debian(tmp_path, extra_packages=["nginx; rm -rf /"])
+
+
+def test_debian_flavor_names() -> None:
+    assert _check_args("bookworm", [], None) == "standard"
+    custom = _check_args("bookworm", ["nginx", "curl"], None)
+    assert custom.startswith("custom-") and custom == _check_args("bookworm", ["curl", "nginx"], None)
+    assert _check_args("bookworm", ["nginx"], "nginx") == "nginx"
+    with pytest.raises(ValidationError):
+        _check_args("bookworm", [], "Bad_Flavor")
+
+
+def test_debian_existing_template_is_reused(tmp_path: Path) -> None:
+    old = tmp_path / f"debian-12-standard_12.9-1_{debian_arch()}.tar.zst"
+    new = tmp_path / f"debian-12-standard_12.10-1_{debian_arch()}.tar.zst"
+    old.write_bytes(b"x")
+    new.write_bytes(b"x")
+    assert build_debian(tmp_path) == new
+
+
+def test_find_mirror_prefers_the_main_debian_entry(tmp_path: Path) -> None:
+    sources = tmp_path / "sources.list.d"
+    sources.mkdir()
+    (sources / "debian.sources").write_text(
+        "Types: deb\nURIs: http://security.example/debian-security\nSuites: bookworm-security\n"
+        "Components: main\n\n"
+        "# a comment\nTypes: deb deb-src\nURIs: http://mirror.example/debian\n"
+        "Suites: bookworm bookworm-updates\nComponents: main contrib\n"
+    )
+    assert find_mirror(sources, tmp_path / "none") == "http://mirror.example/debian"
+
+
+def test_find_mirror_reads_sources_list(tmp_path: Path) -> None:
+    sources_list = tmp_path / "sources.list"
+    sources_list.write_text(
+        "deb-src http://src.example/debian bookworm main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main contrib\n"
+    )
+    assert find_mirror(tmp_path / "absent", sources_list) == "http://mirror.example/debian"
+
+
+def test_find_mirror_fails_clearly_without_a_debian_entry(tmp_path: Path) -> None:
+    sources_list = tmp_path / "sources.list"
+    sources_list.write_text("deb http://archive.ubuntu.com/ubuntu jammy main\n")
+    with pytest.raises(HostError, match="no Debian mirror found"):
+        find_mirror(tmp_path / "absent", sources_list)
+
+
+@pytest.mark.skipif(not (IS_ROOT and HAS_DEBOOTSTRAP), reason="needs root and debootstrap")
+def test_debian_failed_debootstrap_leaves_nothing(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    # Port 9 (discard) on loopback: nothing answers, debootstrap fails at once.
+    with pytest.raises(EngineError, match="debootstrap failed"):
+        build_debian(dest, mirror="http://127.0.0.1:9/debian", timeout=120)
+    assert not dest.exists()
+    assert mounts_under(tmp_path) == []
+
+
+def _cache_dir() -> Path:
+    # The same cache tests/conftest.py uses, so the template is built once per machine.
+    return Path(os.environ.get("CAISSON_TEST_CACHE", Path.home() / ".cache" / "caisson" / "templates"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (IS_ROOT and HAS_DEBOOTSTRAP), reason="needs root and debootstrap")
+def test_debian_template() -> None:
+    """Build (or reuse) the bookworm template and check what containers will boot."""
+    tarball = build_debian(_cache_dir())
+    assert tarball.name.startswith("debian-12-standard_12.") and tarball.name.endswith(".tar.zst")
+    members = {m.name: m for m in read_members(tarball)}
+    assert all(name == "." or name.startswith("./") for name in members)
+
+    systemd = resolve(members, "/lib/systemd/systemd", follow_last=True)
+    assert systemd.isreg()
+    init = resolve(members, "/sbin/init")
+    assert init.issym() and init.linkname.endswith("/systemd/systemd")
+    assert resolve(members, init.linkname, follow_last=True) is systemd
+
+    assert members["./etc/machine-id"].size == 0
+    assert members["./etc/hostname"].size == 0
+    assert [n for n in members if n.startswith("./dev/")] == []
+    assert [n for n in members if n.startswith("./var/cache/apt/archives/") and n.endswith(".deb")] == []
+    assert [n for n in members if n.startswith("./var/lib/apt/lists/") and "partial" not in n] == []
+    assert [n for n in members if n.startswith("./etc/ssh/ssh_host_")] == []
+    assert all(m.uname == "" and m.gname == "" for m in members.values())
+    # File capabilities survive (ping needs cap_net_raw).
+    ping = resolve(members, "/bin/ping", follow_last=True)
+    assert "SCHILY.xattr.security.capability" in ping.pax_headers
+
+    shadow = read_files(tarball, {"./etc/shadow"})["./etc/shadow"].decode()
+    assert shadow.splitlines()[0].startswith("root:!:")

@@ -22,7 +22,7 @@ from engine.config import ContainerConfig, parse_ctid, read_config, write_config
 from engine.errors import AlreadyExists, EngineError, InvalidState, NotFound, StartError, ValidationError
 from engine.idmap import IdMap
 from engine.reverter import Reverter
-from engine.state import DEFAULT_ROOT, DEFAULT_RUN, Layout, RunRecord, container_lock
+from engine.state import DEFAULT_CGROUP_PARENT, DEFAULT_ROOT, DEFAULT_RUN, Layout, RunRecord, container_lock
 from engine.storage import DirStorage
 from engine.unpack import copy_tree, extract_archive
 
@@ -51,7 +51,7 @@ class Engine:
     """One node's containers.  Cheap to construct; hold one per long-lived process for the warm path."""
 
     def __init__(self, root: Path | str = DEFAULT_ROOT, run_dir: Path | str = DEFAULT_RUN,
-                 cgroup_parent: str = "caisson", idmap: IdMap | None = None, reaper: bool = False,
+                 cgroup_parent: str = DEFAULT_CGROUP_PARENT, idmap: IdMap | None = None, reaper: bool = False,
                  cgroups: CgroupDriver | None = None):
         self.layout = Layout(Path(root), Path(run_dir))
         self.layout.ensure()

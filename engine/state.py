@@ -33,6 +33,7 @@ from engine.errors import Locked
 
 DEFAULT_ROOT = Path(os.environ.get("CAISSON_ROOT", "/var/lib/caisson"))
 DEFAULT_RUN = Path(os.environ.get("CAISSON_RUN", "/run/caisson"))
+DEFAULT_CGROUP_PARENT = os.environ.get("CAISSON_CGROUP_PARENT", "caisson")
 
 
 @dataclass(frozen=True)

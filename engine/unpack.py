@@ -138,8 +138,8 @@ class _Writer:
                 self.kinds[key] = "s"
                 self.stats.devices_skipped += 1
                 return
-            if self.idmap is not None:
-                raise self.fail(e, "device nodes and FIFOs are refused in an unprivileged rootfs")
+            if self.idmap is not None and e.kind != "p":  # a FIFO is harmless; a device node is not
+                raise self.fail(e, "device nodes are refused in an unprivileged rootfs")
         pfd = self._parent(e, parts)
         old = self.kinds.get(key)
         if old == "d" and e.kind != "d":

@@ -14,27 +14,23 @@ CTID=100
 template=$($PY -m engine.builders busybox --dest "$CAISSON_ROOT/template/cache")
 echo "run: template $template"
 
-if [[ -e engine/cli ]]; then
-    set +e
-    state=$($PY -m engine status "$CTID" 2>/dev/null)
-    code=$?
-    set -e
-    if ((code == 3)); then  # no such container
-        echo "run: creating container $CTID"
-        $PY -m engine create "$CTID" "$template" --hostname "ct$CTID"
-        state=$($PY -m engine status "$CTID")
-    elif ((code != 0)); then
-        $PY -m engine status "$CTID"  # shows the error
-        exit "$code"
-    fi
-    if ! grep -q '^status: running' <<<"$state"; then
-        echo "run: starting container $CTID"
-        $PY -m engine start "$CTID"
-    fi
-    $PY -m engine list
-else
-    echo "run: the engine CLI (engine/cli) is not there yet; no container started"
+set +e
+state=$($PY -m engine status "$CTID" 2>/dev/null)
+code=$?
+set -e
+if ((code == 3)); then  # no such container
+    echo "run: creating container $CTID"
+    $PY -m engine create "$CTID" "$template" --hostname "ct$CTID"
+    state=$($PY -m engine status "$CTID")
+elif ((code != 0)); then
+    $PY -m engine status "$CTID"  # shows the error
+    exit "$code"
 fi
+if ! grep -q '^status: running' <<<"$state"; then
+    echo "run: starting container $CTID"
+    $PY -m engine start "$CTID"
+fi
+$PY -m engine list
 
 # --- web app ---------------------------------------------------------------------
 # Start the web app (webui/) and the job worker (tasks/) here once they exist.

@@ -351,3 +351,20 @@ def test_symlinked_dev_makes_start_fail_without_touching_the_host(engine, busybo
     assert host_mounts() == mounts_before
     assert cgroup_dirs(engine, ctid) == []
     assert engine.status(ctid).status == "stopped"
+
+
+def test_privileged_container_is_hardened_the_same_way(engine, busybox_template, ctid_factory):
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"unprivileged": "0"})
+    rootfs = engine._rootfs(engine.config(ctid))
+    assert os.stat(rootfs / "bin" / "busybox").st_uid == 0
+    status = engine.start(ctid)
+    with open(f"/proc/{status.pid}/status") as handle:
+        text = handle.read()
+    assert "Uid:\t0\t0\t0\t0" in text and "Seccomp:\t2" in text
+    assert os.stat(f"/proc/{status.pid}/ns/user").st_ino == os.stat("/proc/self/ns/user").st_ino
+    code, _, err = engine.exec_output(ctid, ["sh", "-c", "echo x > /proc/sys/kernel/hostname"])
+    assert code != 0 and b"Read-only" in err
+    code, out, _ = engine.exec_output(ctid, ["sh", "-c", "ls /proc | grep -cE '^[0-9]+$'"])
+    assert int(out) < 10
+    engine.stop(ctid)

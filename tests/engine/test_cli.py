@@ -1,0 +1,89 @@
+"""The pct-like CLI as scripts use it: verbs, tables, JSON, exit codes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cli(engine):
+    env = {**os.environ, "CAISSON_ROOT": str(engine.layout.root), "CAISSON_RUN": str(engine.layout.run),
+           "CAISSON_CGROUP_PARENT": engine.cgroups.parent}
+
+    def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, input=input, timeout=120)
+
+    return run
+
+
+def test_help_lists_every_verb(cli):
+    result = cli("--help")
+    assert result.returncode == 0
+    for verb in ("create", "start", "stop", "shutdown", "reboot", "destroy", "list", "status", "config", "set",
+                 "exec", "enter"):
+        assert verb in result.stdout
+
+
+def test_a_whole_life_through_the_cli(cli, busybox_template, ctid_factory):
+    ctid = str(ctid_factory())
+    result = cli("create", ctid, str(busybox_template), "--hostname", "from-cli", "--memory", "128", "--start")
+    assert result.returncode == 0, result.stderr
+    assert "status: running" in result.stdout
+
+    table = cli("list").stdout.splitlines()
+    assert table[0].split()[:3] == ["VMID", "STATUS", "NAME"]
+    row = next(line.split() for line in table if line.split()[0] == ctid)
+    assert row[1:3] == ["running", "from-cli"]
+
+    listed = json.loads(cli("--output", "json", "list").stdout)
+    mine = next(item for item in listed if item["ctid"] == int(ctid))
+    assert mine["status"] == "running" and mine["pid"] > 0
+
+    assert cli("exec", ctid, "--", "sh", "-c", "exit 4").returncode == 4
+    assert cli("exec", ctid, "--", "hostname").stdout.strip() == "from-cli"
+
+    result = cli("set", ctid, "--memory", "256", "--cpulimit", "1")
+    assert result.returncode == 0 and "cpulimit, memory" in result.stdout
+    config = json.loads(cli("-o", "json", "config", ctid).stdout)
+    assert config["memory"] == "256" and len(config["digest"]) == 40
+    assert "hostname: from-cli" in cli("config", ctid).stdout
+
+    assert cli("destroy", ctid).returncode == 5  # running
+    assert cli("stop", ctid).returncode == 0
+    assert cli("stop", ctid).returncode == 5  # not running
+    assert cli("destroy", ctid).returncode == 0
+    assert cli("status", ctid).returncode == 3
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["status", "12345678"], 3, "does not exist"),
+    (["status", "42"], 2, "outside 100"),
+    (["create", "{ctid}", "{template}", "--hostname", "bad_name"], 2, "hostname"),
+    (["create", "{ctid}", "{template}", "--memory", "abc"], 2, "memory"),
+    (["create", "{ctid}", "{template}", "--cores", "-1"], 2, "cores"),
+    (["create", "{ctid}", "/no/such/template.tar.zst"], 2, "does not exist"),
+    (["exec", "{ctid}"], 2, "give the command"),
+    (["set", "{ctid}"], 2, "nothing to change"),
+])
+def test_bad_input_gives_a_clear_message_and_exit_code(cli, busybox_template, ctid_factory, args, code, words):
+    ctid = str(ctid_factory())
+    if args[0] in ("exec", "set"):
+        assert cli("create", ctid, str(busybox_template)).returncode == 0
+    result = cli(*[a.format(ctid=ctid, template=busybox_template) for a in args])
+    assert result.returncode == code, result.stderr
+    assert words in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_json_errors_for_scripts(cli):
+    result = cli("--output", "json", "status", "12345678")
+    assert result.returncode == 3
+    assert json.loads(result.stderr)["kind"] == "NotFound"

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("CAISSON_WEB_DATA", BASE_DIR / "var"))
+DATA_DIR.mkdir(parents=True, exist_ok=True)  # the SQLite file and collected static files live here
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "caisson-development-only-key-change-me")
 DEBUG = os.environ.get("DJANGO_DEBUG", "0") == "1"

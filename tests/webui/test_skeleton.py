@@ -20,8 +20,8 @@ def test_system_checks_and_health_endpoint(tmp_path):
     assert manage(tmp_path, "check").returncode == 0
     assert manage(tmp_path, "migrate", "--noinput").returncode == 0
     script = ("import django, json; django.setup();"
-              "from django.test import Client; r = Client().get('/healthz');"
-              "print(r.status_code, r.content.decode())")
+              "from django.test import Client; r = Client(SERVER_NAME='localhost').get('/healthz');"
+              "print(r.status_code, r.content.decode().strip())")
     result = manage(tmp_path, "shell", "-c", script)
     status, body = result.stdout.strip().splitlines()[-1].split(" ", 1)
     assert status == "200" and json.loads(body) == {"status": "ok", "database": "sqlite"}

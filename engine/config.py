@@ -16,9 +16,9 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote, unquote
 
 from engine.errors import ValidationError
@@ -310,7 +310,7 @@ class ContainerConfig:
 
     # Serialisation.
     @classmethod
-    def parse(cls, ctid: int, text: str, origin: str = "config") -> "ContainerConfig":
+    def parse(cls, ctid: int, text: str, origin: str = "config") -> ContainerConfig:
         config = cls(ctid)
         section = config.current
         in_snapshot = False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

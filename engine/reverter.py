@@ -7,7 +7,8 @@ host as it was.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class Reverter:
@@ -22,7 +23,7 @@ class Reverter:
         self._done = True
         self._stack.pop_all()
 
-    def __enter__(self) -> "Reverter":
+    def __enter__(self) -> Reverter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:

@@ -23,10 +23,10 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from engine.config import write_atomic
 from engine.errors import Locked
@@ -85,7 +85,7 @@ class RunRecord:
     started_at: float
 
     @classmethod
-    def load(cls, path: Path) -> "RunRecord | None":
+    def load(cls, path: Path) -> RunRecord | None:
         try:
             data = json.loads(path.read_text())
             return cls(int(data["pid"]), int(data["starttime"]), str(data["init"]), float(data["started_at"]))

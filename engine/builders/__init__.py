@@ -233,8 +233,8 @@ def _version_key(name: str) -> list[tuple[int, int | str]]:
 
 
 # Last, because these modules import the helpers above.
-from engine.builders.busybox import build_busybox
-from engine.builders.debian import build_debian
+from engine.builders.busybox import build_busybox  # noqa: E402
+from engine.builders.debian import build_debian  # noqa: E402
 
 __all__ = [
     "TEMPLATE_SUFFIX",

@@ -18,8 +18,16 @@ import os
 import platform
 import re
 
-from engine.cgroups.base import (DEFAULT_DEVICES, FUSE_DEVICE, TUN_DEVICE, CgroupDriver, CgroupMounts,
-                                 DeviceRule, Limits, Stats)
+from engine.cgroups.base import (
+    DEFAULT_DEVICES,
+    FUSE_DEVICE,
+    TUN_DEVICE,
+    CgroupDriver,
+    CgroupMounts,
+    DeviceRule,
+    Limits,
+    Stats,
+)
 from engine.cgroups.v1 import V1Driver
 from engine.cgroups.v2 import V2Driver
 from engine.errors import HostError

@@ -12,8 +12,21 @@ import os
 from collections.abc import Iterable
 
 from engine.cgroups import devices_bpf
-from engine.cgroups.base import (CFS_PERIOD_US, DEFAULT_DEVICES, MiB, CgroupDriver, DeviceRule, Limits, Stats,
-                                 os_error, read_file, read_opt_int, rmdir_tree, wait_until, write_file)
+from engine.cgroups.base import (
+    CFS_PERIOD_US,
+    DEFAULT_DEVICES,
+    CgroupDriver,
+    DeviceRule,
+    Limits,
+    MiB,
+    Stats,
+    os_error,
+    read_file,
+    read_opt_int,
+    rmdir_tree,
+    wait_until,
+    write_file,
+)
 from engine.errors import HostError, InvalidState, NotSupported
 
 _UNLIMITED_FROM = 1 << 60   # the kernel reports "no limit" as PAGE_COUNTER_MAX * page size

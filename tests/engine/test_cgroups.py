@@ -20,8 +20,22 @@ import time
 
 import pytest
 
-from engine.cgroups import (CGROUP2_SUPER_MAGIC, DEFAULT_DEVICES, DRIVERS, FUSE_DEVICE, CgroupMounts, DeviceRule,
-                            Limits, V1Driver, V2Driver, detect, detect_kind, devices_bpf, fs_magic, read_mounts)
+from engine.cgroups import (
+    CGROUP2_SUPER_MAGIC,
+    DEFAULT_DEVICES,
+    DRIVERS,
+    FUSE_DEVICE,
+    CgroupMounts,
+    DeviceRule,
+    Limits,
+    V1Driver,
+    V2Driver,
+    detect,
+    detect_kind,
+    devices_bpf,
+    fs_magic,
+    read_mounts,
+)
 from engine.cgroups.base import MiB, procs_tree, rmdir_tree, wait_until
 from engine.errors import HostError, InvalidState, NotFound, NotSupported, ValidationError
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import tarfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -192,7 +191,8 @@ def test_containers_survive_the_process_that_started_them(engine, busybox_templa
     script = (
         "import os, sys, time\n"
         "from engine.lifecycle import Engine\n"
-        f"e = Engine({str(engine.layout.root)!r}, {str(engine.layout.run)!r}, cgroup_parent={engine.cgroups.parent!r})\n"
+        f"e = Engine({str(engine.layout.root)!r}, {str(engine.layout.run)!r},"
+        f" cgroup_parent={engine.cgroups.parent!r})\n"
         f"for c in {ids!r}: e.start(c)\n"
         "print('started', flush=True)\n"
         "time.sleep(60)\n"

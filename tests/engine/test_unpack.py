@@ -73,6 +73,7 @@ def write(tmp_path: Path, members, comp: str = "", name: str = "rootfs.tar") -> 
 
 
 CAP_V2 = (0x02000001).to_bytes(4, "little") + (1 << 13).to_bytes(4, "little") + bytes(12)
+CAP_V2_TEXT = CAP_V2.decode("utf-8", "surrogateescape")
 
 NORMAL = [
     d("etc"),
@@ -83,7 +84,7 @@ NORMAL = [
     d("usr/bin"),
     member("usr/bin/passwd", data=b"ELF" * 100, mode=0o4755),
     hard("usr/bin/passwd-link", "./usr/bin/passwd"),
-    member("usr/bin/ping", data=b"ping", mode=0o755, xattrs={"security.capability": CAP_V2.decode("utf-8", "surrogateescape")}),
+    member("usr/bin/ping", data=b"ping", mode=0o755, xattrs={"security.capability": CAP_V2_TEXT}),
     sym("bin", "usr/bin"),
     d("home/user", uid=1000, gid=1000, mode=0o700),
     member("home/user/notes", data=b"n", uid=1000, gid=1000, mode=0o600),
@@ -146,7 +147,7 @@ def test_privileged_keeps_ids_and_makes_devices(tmp_path: Path, work: Path) -> N
     archive = write(tmp_path, [member("f", data=b"1", uid=7, gid=8),
                                member("etc/chr", tarfile.CHRTYPE, dev=(1, 3), mode=0o620),
                                member("run/fifo", tarfile.FIFOTYPE, mode=0o600),
-                               member("bin/ping", data=b"p", xattrs={"security.capability": CAP_V2.decode("utf-8", "surrogateescape")})])
+                               member("bin/ping", data=b"p", xattrs={"security.capability": CAP_V2_TEXT})])
     stats = extract_archive(archive, work / "root", None)
     assert owner(work / "root/f") == (7, 8) and owner(work / "root") == (0, 0)
     chr_st = (work / "root/etc/chr").lstat()

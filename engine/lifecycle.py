@@ -361,8 +361,9 @@ class Engine:
             raise InvalidState(f"container {ctid} is not running")
         if not argv:
             raise ValidationError("no command given", key="command")
-        return attach.AttachSpec(init_pid=record.pid, argv=list(argv), cgroup_procs=_cgroup_procs_of(record.pid),
-                                 env=env or {}, cwd=cwd, tty=tty, keyctl=config.feature("keyctl"))
+        return attach.AttachSpec(init_pid=record.pid, argv=list(argv),
+                                 cgroup_procs=_cgroup_procs_of(record.pid, self.cgroups.mounts), env=env or {},
+                                 cwd=cwd, tty=tty, keyctl=config.feature("keyctl"))
 
     def exec(self, ctid: int, argv: list[str], stdio: tuple[int, int, int] | None = None,
              env: dict[str, str] | None = None, cwd: str = "/") -> int:
@@ -393,43 +394,16 @@ def _pick_cpus(cores: int, ctid: int) -> str | None:
     return ",".join(str(c) for c in chosen)
 
 
-def _cgroup_procs_of(pid: int) -> list[str]:
+def _cgroup_procs_of(pid: int, mounts) -> list[str]:
     """The cgroup.procs files of init's own cgroups, so a command joins where init is (a leaf on v2)."""
-    mounts = _cgroup_mounts()
     files = []
     with open(f"/proc/{pid}/cgroup") as handle:
         for line in handle:
             _, controllers, path = line.rstrip("\n").split(":", 2)
-            key = controllers or "cgroup2"
-            if key in mounts:
-                files.append(f"{mounts[key]}{path}/cgroup.procs")
+            root = mounts.v1.get(controllers.split(",")[0]) if controllers else mounts.unified
+            if root:
+                files.append(f"{root}{path}/cgroup.procs")
     return files
-
-
-_CGROUP_MOUNTS: dict[str, str] | None = None
-
-
-def _cgroup_mounts() -> dict[str, str]:
-    """Controller list (as in /proc/PID/cgroup) -> mount point, from this process's mountinfo."""
-    global _CGROUP_MOUNTS
-    if _CGROUP_MOUNTS is None:
-        found: dict[str, str] = {}
-        with open("/proc/self/mountinfo") as handle:
-            for line in handle:
-                left, _, right = line.partition(" - ")
-                fstype, _, options = right.split()[:3]
-                mountpoint = left.split()[4]
-                if fstype == "cgroup2":
-                    found.setdefault("cgroup2", mountpoint)
-                elif fstype == "cgroup":
-                    opts = [o for o in options.split(",") if o not in ("rw", "ro")]
-                    controllers = [o for o in opts if o.startswith("name=") or "=" not in o]
-                    known = {"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "blkio",
-                             "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc"}
-                    controllers = [c for c in controllers if c in known or c.startswith("name=")]
-                    found.setdefault(",".join(controllers), mountpoint)
-        _CGROUP_MOUNTS = found
-    return _CGROUP_MOUNTS
 
 
 def _boot_time() -> float:

@@ -184,6 +184,16 @@ def procs_tree(top: str) -> set[int]:
     return pids
 
 
+def make_cgroup(path: str, exist_ok: bool = True) -> None:
+    """mkdir a cgroup directory, with an error that names it."""
+    try:
+        os.mkdir(path)
+    except OSError as exc:
+        if isinstance(exc, FileExistsError) and exist_ok:
+            return
+        raise os_error(exc, f"cannot create cgroup {path}") from exc
+
+
 def rmdir_tree(top: str) -> None:
     """Remove a cgroup and its sub-cgroups deepest first (cgroupfs only allows rmdir)."""
     for dirpath, _dirs, _files in os.walk(top, topdown=False):
@@ -305,12 +315,7 @@ class CgroupDriver(ABC):
             path = self._dir(root, ctid)
             if root == self.mounts.unified and read_file(os.path.join(path, "cgroup.subtree_control")):
                 path = os.path.join(path, EXEC_LEAF)
-                try:
-                    os.mkdir(path)
-                except FileExistsError:
-                    pass
-                except OSError as exc:
-                    raise os_error(exc, f"cannot create cgroup {path}") from exc
+                make_cgroup(path)
             files.append(os.path.join(path, "cgroup.procs"))
         return files
 

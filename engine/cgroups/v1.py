@@ -20,7 +20,7 @@ from engine.cgroups.base import (
     Limits,
     MiB,
     Stats,
-    os_error,
+    make_cgroup,
     read_file,
     read_opt_int,
     rmdir_tree,
@@ -66,12 +66,7 @@ class V1Driver(CgroupDriver):
         path = root
         for part in self.parent.split("/"):
             upper, path = path, os.path.join(path, part)
-            try:
-                os.mkdir(path)
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise os_error(exc, f"cannot create cgroup {path}") from exc
+            make_cgroup(path)
             if root == self.mounts.v1.get("cpuset"):
                 self._copy_cpuset(upper, path)
 
@@ -91,10 +86,7 @@ class V1Driver(CgroupDriver):
             for root in self._roots():
                 self._ensure_parent(root)
                 path = self._dir(root, ctid)
-                try:
-                    os.mkdir(path)
-                except OSError as exc:
-                    raise os_error(exc, f"cannot create cgroup {path}") from exc
+                make_cgroup(path, exist_ok=False)
                 created.append(path)
                 if root == self.mounts.v1.get("cpuset"):
                     self._copy_cpuset(os.path.dirname(path), path)

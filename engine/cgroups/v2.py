@@ -20,6 +20,7 @@ from engine.cgroups.base import (
     Limits,
     MiB,
     Stats,
+    make_cgroup,
     os_error,
     read_file,
     read_opt_int,
@@ -84,12 +85,7 @@ class V2Driver(CgroupDriver):
         for part in [None, *self.parent.split("/")]:
             if part:
                 path = os.path.join(path, part)
-                try:
-                    os.mkdir(path)
-                except FileExistsError:
-                    pass
-                except OSError as exc:
-                    raise os_error(exc, f"cannot create cgroup {path}") from exc
+                make_cgroup(path)
             offered = read_file(os.path.join(path, "cgroup.controllers")).split()
             enabled = read_file(os.path.join(path, "cgroup.subtree_control")).split()
             for name in NEEDED:
@@ -106,10 +102,7 @@ class V2Driver(CgroupDriver):
             raise InvalidState(f"container {ctid} already has a cgroup under {self.parent}")
         self._ensure_parent()
         path = self._path(ctid)
-        try:
-            os.mkdir(path)
-        except OSError as exc:
-            raise os_error(exc, f"cannot create cgroup {path}") from exc
+        make_cgroup(path, exist_ok=False)
         try:
             devices_bpf.attach(path, [*DEFAULT_DEVICES, *extra_devices])
             if owner_uid is not None:

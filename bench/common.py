@@ -45,6 +45,7 @@ CGROUP_PARENT = "caisson-bench"  # the in-process engine's containers
 CLI_CGROUP_PARENT = "caisson"  # what ``python -m engine`` uses (the CLI has no option for it)
 LXC_IDMAP = IdMap(100000, 100000, 65536)
 MEMORY_MB = 256
+LXCFS_HOOKS = "/usr/share/lxc/config/common.conf.d/00-lxcfs.conf"
 
 
 # ---- statistics --------------------------------------------------------------------------------
@@ -55,7 +56,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def pair_ratios(a: list[float], b: list[float]) -> list[float]:
     """a[i] / b[i] for each pair; a zero over a zero is 0 (nothing over nothing), x/0 is infinite."""
-    return [(x / y) if y else (0.0 if not x else math.inf) for x, y in zip(a, b)]
+    return [(x / y) if y else (0.0 if not x else math.inf) for x, y in zip(a, b, strict=True)]
 
 
 def _num(value: float) -> str:
@@ -101,7 +102,7 @@ def timed_commands(*argvs: list[str], env: dict[str, str] | None = None) -> floa
     results = [subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE) for argv in argvs]
     elapsed = ms_since(start)
-    for argv, result in zip(argvs, results):
+    for argv, result in zip(argvs, results, strict=True):
         if result.returncode != 0:
             raise RuntimeError(f"{shlex.join(argv)} exited with {result.returncode}: "
                                f"{result.stderr.decode(errors='replace').strip()}")
@@ -109,12 +110,19 @@ def timed_commands(*argvs: list[str], env: dict[str, str] | None = None) -> floa
 
 
 def alternate(steps: list[tuple[str, Callable[[], float]]], runs: int, warmup: int,
-              label: str = "") -> dict[str, list[float]]:
-    """Call the steps in order (A B A B ...), warmup + runs times; keep the samples after the warm-ups."""
+              label: str = "", idle: float = 0.0) -> dict[str, list[float]]:
+    """Call the steps in order (A B A B ...), warmup + runs times; keep the samples after the warm-ups.
+
+    ``idle`` seconds of pause before each step let the kernel settle, as between a node's sporadic
+    requests: on cgroup v1 the first process moved into a cgroup after a quiet spell waits for an
+    RCU grace period (cgroup_threadgroup_rwsem), 5-20 ms on this VM; back to back it is ~0.02 ms.
+    """
     samples: dict[str, list[float]] = {name: [] for name, _ in steps}
     total = warmup + runs
     for i in range(total):
         for name, step in steps:
+            if idle:
+                time.sleep(idle)
             value = step()
             if i >= warmup:
                 samples[name].append(value)
@@ -130,14 +138,15 @@ def _progress(text: str) -> None:
 
 
 def hyperfine(commands: list[tuple[str, str, str | None]], runs: int, warmup: int, workdir: Path,
-              env: dict[str, str] | None = None) -> dict[str, list[float]]:
-    """Whole commands through hyperfine: (name, shell command, prepare command or None) -> samples in ms.
+              env: dict[str, str] | None = None, shell: bool = True) -> dict[str, list[float]]:
+    """Whole commands through hyperfine: (name, command, prepare command or None) -> samples in ms.
 
     hyperfine runs each command's block in turn (not A B A B); its figures are a cross-check.
+    Without ``shell`` the commands run directly (``-N``) and must be plain words.
     """
     out = workdir / "hyperfine.json"
     argv = ["hyperfine", "--style", "none", "--warmup", str(warmup), "--runs", str(runs),
-            "--export-json", str(out)]
+            "--export-json", str(out), *([] if shell else ["-N"])]
     for name, command, prepare in commands:
         argv += ["--command-name", name]
         if prepare is not None:
@@ -207,7 +216,7 @@ class Report:
         widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
         lines = [self.title, ", ".join(f"{k}: {v}" for k, v in self.settings.items()), ""]
         for line in [head, ["-" * w for w in widths], *body]:
-            lines.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
         notes = [f"{r.metric}: {r.note}" for r in self.rows if r.note] + self.notes
         if notes:
             lines.append("")
@@ -235,9 +244,18 @@ class Report:
             print(f"\nraw samples: {json_path}")
 
 
+def entry(main: Callable[[], None]) -> None:
+    """Run a benchmark's main; Ctrl-C or SIGTERM end it quietly (the session has cleaned up)."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
 # ---- command line -----------------------------------------------------------------------------------
 
-def parser(description: str, runs: int | None = None, warmup: int = 3,
+def parser(description: str, runs: int | None = None, warmup: int = 3, idle: float = 0.0,
+           idle_help: str = "pause before each sample, so that each meets a quiet kernel as sporadic requests do",
            templates: Iterable[str] = ("busybox", "debian")) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description,
                                 epilog="Needs root, LXC 5 and the engine's dependencies. Every container, "
@@ -245,12 +263,17 @@ def parser(description: str, runs: int | None = None, warmup: int = 3,
     if runs is not None:
         p.add_argument("--runs", type=int, default=runs, help="measured samples per side (default %(default)s)")
         p.add_argument("--warmup", type=int, default=warmup, help="discarded warm-up rounds (default %(default)s)")
+        p.add_argument("--idle", type=float, default=idle, metavar="SECONDS",
+                       help=f"{idle_help} (default %(default)s)")
     p.add_argument("--template", choices=list(templates), default="busybox",
                    help="rootfs both sides boot (default %(default)s); debian reuses the cached "
                         f"{TEMPLATE_CACHE}/{DEBIAN_GLOB} or builds it there (~1 min)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the raw samples and summaries here")
     p.add_argument("--lxc-privileged", action="store_true",
                    help="run the LXC side privileged (default: unprivileged with u/g 0 100000 65536, as Caisson)")
+    p.add_argument("--lxc-lxcfs-hooks", action="store_true",
+                   help="keep the lxcfs hooks Debian adds to every LXC container (default: cleared; the "
+                        "post-stop one sleeps 0.5 s)")
     return p
 
 
@@ -392,8 +415,13 @@ class CaissonSide:
         self._cli_engine: Engine | None = None
         session.stack.callback(self.cleanup)
         self.engine = Engine(root=self.root, run_dir=self.run_dir, cgroup_parent=CGROUP_PARENT, reaper=True)
+        # The CLI runs as an installed package would: with its bytecode cached (here in the temp dir,
+        # so nothing is written to the source tree), whatever PYTHONDONTWRITEBYTECODE says.
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+            p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+            "PYTHONPYCACHEPREFIX": str(session.workdir / "pycache")}
+        self._bytecode_note = bool(self.env.pop("PYTHONDONTWRITEBYTECODE", None))
+        self._session = session
 
     @property
     def cli_engine(self) -> Engine:
@@ -417,6 +445,11 @@ class CaissonSide:
         return ctid
 
     def cli(self, *args: str) -> list[str]:
+        if self._bytecode_note:
+            self._bytecode_note = False
+            self._session.notes.append("CLI: PYTHONDONTWRITEBYTECODE is set here; the CLI runs with it unset and "
+                                       "PYTHONPYCACHEPREFIX in the temp dir, i.e. with cached bytecode as when "
+                                       "installed (compiling the engine from source adds about 55 ms to every call).")
         return [sys.executable, "-m", "engine", "--root", str(self.root), "--run-dir", str(self.run_dir), *args]
 
     def cli_shell(self, *args: str) -> str:
@@ -466,8 +499,16 @@ class LxcSide:
         self.path = session.workdir / "lxc"
         self.path.mkdir(mode=0o711)
         self.unprivileged = session.lxc_unprivileged
+        self.lxcfs_hooks = getattr(session.args, "lxc_lxcfs_hooks", False)
         self.names: list[str] = []
         session.stack.callback(self.cleanup)
+        if self.lxcfs_hooks:
+            session.notes.append("LXC keeps Debian's lxcfs hooks (common.conf.d/00-lxcfs.conf: a mount hook and a "
+                                 "post-stop hook that sleeps 0.5 s).")
+        elif os.path.exists(LXCFS_HOOKS):
+            session.notes.append(f"LXC runs without the lxcfs hooks that {LXCFS_HOOKS} adds to every container (a "
+                                 "mount hook, and a post-stop hook that sleeps 0.5 s, which lxc-stop waits for); "
+                                 "--lxc-lxcfs-hooks keeps them.")
 
     def create(self, template: Path, name: str) -> str:
         """Extract the template (ids shifted like Caisson's when unprivileged) and write the config."""
@@ -487,6 +528,11 @@ class LxcSide:
             f"lxc.cgroup.memory.limit_in_bytes = {MEMORY_MB << 20}",
             f"lxc.signal.halt = {int(init.poweroff_signal)}",
         ]
+        if not self.lxcfs_hooks:
+            # Debian's lxcfs package adds a mount hook and a post-stop hook ("sleep 0.5s") to every
+            # container through common.conf.d; lxc-stop waits for it. Without lxcfs running they do
+            # nothing useful, so LXC is measured without them unless asked.
+            lines += ["lxc.hook.mount =", "lxc.hook.post-stop ="]
         if self.unprivileged:
             lines += [f"lxc.idmap = {line}" for line in LXC_IDMAP.lxc_lines()]
         (cdir / "config").write_text("\n".join(lines) + "\n")

@@ -14,8 +14,19 @@ from __future__ import annotations
 
 import time
 
-from common import CaissonSide, LxcSide, Report, Session, alternate, hyperfine, ms_since, parser, run, \
-    timed_commands
+from common import (
+    CaissonSide,
+    LxcSide,
+    Report,
+    Session,
+    alternate,
+    entry,
+    hyperfine,
+    ms_since,
+    parser,
+    run,
+    timed_commands,
+)
 
 WARM_GOAL = 1.0
 
@@ -50,22 +61,23 @@ def main() -> None:
 
         samples = alternate([("caisson_warm", caisson_warm), ("lxc_warm", lxc_attach),
                              ("caisson_cli", caisson_cli), ("lxc_cli", lxc_attach)],
-                            args.runs, args.warmup, label="exec")
+                            args.runs, args.warmup, label="exec", idle=args.idle)
 
         report = Report(f"exec `true` in a running container — {args.template} template",
-                        {"runs": args.runs, "warm-ups": args.warmup, "order": "Caisson LXC Caisson LXC …"},
+                        {"runs": args.runs, "warm-ups": args.warmup, "order": "Caisson LXC Caisson LXC …",
+                         "idle before each sample": f"{args.idle:g} s"},
                         notes=s.notes)
         report.add("warm: e.exec  vs  lxc-attach -- true", samples["caisson_warm"], samples["lxc_warm"],
                    goal=WARM_GOAL)
         report.add("CLI: engine exec -- true  vs  lxc-attach -- true", samples["caisson_cli"], samples["lxc_cli"])
 
         if args.hyperfine:
-            hf = hyperfine([("caisson", "-N " + caisson.cli_shell("exec", str(ctid), "--", "true"), None),
+            hf = hyperfine([("caisson", caisson.cli_shell("exec", str(ctid), "--", "true"), None),
                             ("lxc", lxc.shell("lxc-attach", name, "--", "true"), None)],
-                           args.runs, args.warmup, s.workdir, env=caisson.env)
+                           args.runs, args.warmup, s.workdir, env=caisson.env, shell=False)
             report.add("CLI via hyperfine -N (blocks, not alternating)", hf["caisson"], hf["lxc"])
         report.finish(args.json)
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

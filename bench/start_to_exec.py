@@ -16,8 +16,19 @@ from __future__ import annotations
 
 import time
 
-from common import CaissonSide, LxcSide, Report, Session, alternate, hyperfine, ms_since, parser, reap_children, \
-    timed_commands
+from common import (
+    CaissonSide,
+    LxcSide,
+    Report,
+    Session,
+    alternate,
+    entry,
+    hyperfine,
+    ms_since,
+    parser,
+    reap_children,
+    timed_commands,
+)
 
 WARM_GOAL = 0.5
 CLI_GOAL = 2.0
@@ -59,10 +70,11 @@ def main() -> None:
 
         samples = alternate([("caisson_warm", caisson_warm), ("lxc_warm", lxc_pair),
                              ("caisson_cli", caisson_cli), ("lxc_cli", lxc_pair)],
-                            args.runs, args.warmup, label="start→exec")
+                            args.runs, args.warmup, label="start→exec", idle=args.idle)
 
         report = Report(f"start until `true` answers inside — {args.template} template",
-                        {"runs": args.runs, "warm-ups": args.warmup, "order": "Caisson LXC Caisson LXC …"},
+                        {"runs": args.runs, "warm-ups": args.warmup, "order": "Caisson LXC Caisson LXC …",
+                         "idle before each sample": f"{args.idle:g} s"},
                         notes=s.notes)
         report.add("warm: e.start+e.exec  vs  lxc-start -d + lxc-attach", samples["caisson_warm"],
                    samples["lxc_warm"], goal=WARM_GOAL)
@@ -88,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

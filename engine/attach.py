@@ -183,7 +183,7 @@ def interactive(spec: AttachSpec) -> int:
     previous = signal.signal(signal.SIGWINCH, resize)
     try:
         if is_tty:
-            tty.setraw(stdin)
+            tty.setraw(stdin, termios.TCSANOW)  # keep what the user typed ahead
         resize()
         _pump(stdin, sys.stdout.fileno(), master)
     finally:

@@ -242,7 +242,7 @@ class Engine:
                                    cgroup_procs=self.cgroups.procs_file(name),
                                    cgroup2=self.cgroups.ns_path(name) is not None,
                                    console_log=self.layout.console_log(ctid), keyctl=config.feature("keyctl"),
-                                   extra_setup=[_hostname_files(config.hostname)])
+                                   extra_setup=_distro_setup(config.hostname, init))
             pid = start.spawn(spec)
             record = RunRecord(pid, sc.proc_starttime(pid) or 0, init.name, time.time())
             record.save(self.layout.run_record(ctid))
@@ -425,6 +425,30 @@ def _ostype(rootfs: Path) -> str:
                     return value if value in ("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse",
                                               "archlinux", "alpine", "gentoo", "nixos") else "unmanaged"
     return "unmanaged"
+
+
+def _distro_setup(hostname: str, init: inits.InitSystem) -> list:
+    """What the engine adjusts inside the rootfs at each start, as Proxmox's distro setup does."""
+    steps = [_hostname_files(hostname)]
+    if init is inits.SYSVINIT:
+        steps.append(_sysvinit_powerfail)
+    return steps
+
+
+def _sysvinit_powerfail() -> None:
+    """sysvinit powers off on SIGPWR only through a ``powerfail`` line in inittab: make sure there is one."""
+    try:
+        with open("/etc/inittab") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return
+    if any(len(line.split(":")) >= 4 and line.split(":")[2] in ("powerfail", "powerwait") for line in lines):
+        return
+    try:
+        with open("/etc/inittab", "a") as handle:
+            handle.write(inits.SYSVINIT_POWERFAIL)
+    except OSError:
+        pass
 
 
 def _hostname_files(hostname: str):

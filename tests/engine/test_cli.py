@@ -87,3 +87,34 @@ def test_json_errors_for_scripts(cli):
     result = cli("--output", "json", "status", "12345678")
     assert result.returncode == 3
     assert json.loads(result.stderr)["kind"] == "NotFound"
+
+
+def test_enter_gives_an_interactive_shell_on_a_terminal(engine, container):
+    """Drive `enter` from a real pseudo-terminal, as a person at a console would."""
+    import pty
+    import select
+    import time
+
+    env = {**os.environ, "CAISSON_ROOT": str(engine.layout.root), "CAISSON_RUN": str(engine.layout.run),
+           "CAISSON_CGROUP_PARENT": engine.cgroups.parent, "TERM": "xterm"}
+    master, slave = pty.openpty()
+    child = subprocess.Popen([sys.executable, "-m", "engine", "enter", str(container)], cwd=REPO, env=env,
+                             stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    os.write(master, b"echo $((6*7)); tty; exit 3\n")
+    output = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    assert b"42" in output and b"/dev/pts/" in output
+    assert child.wait(timeout=30) == 3

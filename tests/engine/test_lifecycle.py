@@ -92,6 +92,8 @@ def test_shutdown_timeout_then_hard_stop(engine, busybox_template, ctid_factory,
     engine.create(ctid, _stubborn_template(tmp_path, busybox_template))
     status = engine.start(ctid)
     assert status.init == "sysvinit"
+    # sysvinit powers off on SIGPWR only with a powerfail entry, which the engine adds at start.
+    assert engine.exec_output(ctid, ["grep", "-c", ":powerfail:", "/etc/inittab"])[1].strip() == b"1"
     with pytest.raises(InvalidState, match="did not shut down within 0.3 s"):
         engine.shutdown(ctid, timeout=0.3, force_stop=False)
     assert engine.status(ctid).status == "running"

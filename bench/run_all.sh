@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run every Caisson-versus-LXC benchmark in turn, with their default run counts (a few
+# minutes in all), and keep the raw samples as JSON under bench/results/<timestamp>/.
+#
+# Usage: bench/run_all.sh [--template busybox|debian] [--lxc-privileged] [--lxc-lxcfs-hooks]
+# (the options go to every script). Needs root and LXC 5. The Python used is $PYTHON,
+# else the project's .venv, else python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ -n ${PYTHON:-} ]]; then
+    py=$PYTHON
+elif [[ -x .venv/bin/python ]]; then
+    py=.venv/bin/python
+else
+    py=python3
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+results="bench/results/$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$results"
+
+for name in start_to_exec stop exec memory; do
+    echo "== $name"
+    "$py" "bench/$name.py" --json "$results/$name.json" "$@"
+    echo
+done
+echo "raw samples (JSON): $results/"

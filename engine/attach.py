@@ -59,7 +59,7 @@ def spawn(spec: AttachSpec, stdio: tuple[int, int, int] | None = None) -> tuple[
     """Fork the joiner; return its pid and, with a tty, the pty master fd."""
     pidfd = os.pidfd_open(spec.init_pid)
     userns = _own_userns_differs(spec.init_pid)
-    rules = seccomp.default_rules(keyctl=spec.keyctl)
+    rules = seccomp.compile_filter(seccomp.default_rules(keyctl=spec.keyctl))
     env = {**CONTAINER_ENV, **spec.env}
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:

@@ -399,16 +399,20 @@ def read_config(path: Path, ctid: int) -> ContainerConfig:
     return ContainerConfig.parse(ctid, text, origin=str(path))
 
 
-def write_atomic(path: Path, data: str | bytes, mode: int = 0o640) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, never a torn one."""
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o640, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, never a torn one.
+
+    ``durable=False`` skips the fsyncs, for caches that need only atomicity (run records on tmpfs).
+    """
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.rename(tmp, path)
     except BaseException:
         try:
@@ -416,6 +420,8 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o640) -> None:
         except FileNotFoundError:
             pass
         raise
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)

@@ -213,8 +213,10 @@ class Engine:
     # ---- start and stop --------------------------------------------------------------------
     def start(self, ctid: int) -> ContainerStatus:
         with container_lock(self.layout, ctid):
-            self._start(ctid)
-        return self.status(ctid)
+            record = self._start(ctid)
+        config = self.config(ctid)
+        return ContainerStatus(ctid, config.hostname, "running", pid=record.pid, init=record.init, uptime=0.0,
+                               unprivileged=config.unprivileged)
 
     def _start(self, ctid: int) -> RunRecord:
         config = self.config(ctid)
@@ -458,8 +460,14 @@ def _hostname_files(hostname: str):
         if not os.path.isdir("/etc") or os.path.islink("/etc"):
             return
         try:
-            with open("/etc/hostname", "w") as handle:
-                handle.write(hostname + "\n")
+            try:
+                with open("/etc/hostname") as handle:
+                    current = handle.read()
+            except FileNotFoundError:
+                current = ""
+            if current != hostname + "\n":
+                with open("/etc/hostname", "w") as handle:
+                    handle.write(hostname + "\n")
             try:
                 with open("/etc/hosts") as handle:
                     hosts = handle.read()

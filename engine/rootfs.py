@@ -38,16 +38,18 @@ MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/pro
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 
-def base_mounts(cgroup2: bool) -> list[Mount]:
+# The container's own cgroup (its namespace root), writable so systemd can manage its subtree;
+# mounted from inside the cgroup namespace, after the others.
+CGROUP2_MOUNT = Mount("sys/fs/cgroup", "cgroup2", "cgroup2", NOSUID_NODEV_NOEXEC, optional=True)
+
+
+def base_mounts() -> list[Mount]:
     """Everything a system container needs before its init runs."""
     mounts = [
         Mount("proc", "proc", "proc", NOSUID_NODEV_NOEXEC),
         Mount("sys", "sysfs", "sysfs", NOSUID_NODEV_NOEXEC | sc.MS_RDONLY),
+        Mount("dev", "tmpfs", "tmpfs", sc.MS_NOSUID, "mode=755,size=65536k"),
     ]
-    if cgroup2:
-        # The container's own cgroup (the namespace root), writable so systemd can manage its subtree.
-        mounts.append(Mount("sys/fs/cgroup", "cgroup2", "cgroup2", NOSUID_NODEV_NOEXEC, optional=True))
-    mounts.append(Mount("dev", "tmpfs", "tmpfs", sc.MS_NOSUID, "mode=755,size=65536k"))
     for name in DEVICES:
         mounts.append(Mount(f"dev/{name}", None, f"/dev/{name}", sc.MS_BIND, kind="file"))
     mounts += [

@@ -113,13 +113,31 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def install(rules: list[Rule]) -> None:
+@dataclass(frozen=True)
+class Filter:
+    """An assembled program, ready for prctl; built before fork so the child only makes the call."""
+
+    array: ctypes.Array
+    fprog: _SockFprog
+
+
+_COMPILED: dict[tuple[Rule, ...], Filter] = {}
+
+
+def compile_filter(rules: list[Rule]) -> Filter:
+    key = tuple(rules)
+    if key not in _COMPILED:
+        program = build_program(rules)
+        array = (_SockFilter * len(program))(*[_SockFilter(*insn) for insn in program])
+        _COMPILED[key] = Filter(array, _SockFprog(len(program), ctypes.cast(array, ctypes.POINTER(_SockFilter))))
+    return _COMPILED[key]
+
+
+def install(program: Filter | list[Rule]) -> None:
     """Load the filter into the calling thread; it is inherited across fork and exec.
 
     Without no_new_privs the kernel requires CAP_SYS_ADMIN in the current user
     namespace, which container root has: setuid programs inside keep working.
     """
-    program = build_program(rules)
-    array = (_SockFilter * len(program))(*[_SockFilter(*insn) for insn in program])
-    fprog = _SockFprog(len(program), ctypes.cast(array, ctypes.POINTER(_SockFilter)))
-    syscalls.prctl(syscalls.PR_SET_SECCOMP, syscalls.SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
+    compiled = program if isinstance(program, Filter) else compile_filter(program)
+    syscalls.prctl(syscalls.PR_SET_SECCOMP, syscalls.SECCOMP_MODE_FILTER, ctypes.addressof(compiled.fprog))

@@ -25,8 +25,8 @@ from engine import syscalls as sc
 from engine.errors import StartError
 from engine.idmap import IdMap
 
-NAMESPACES = (os.CLONE_NEWNS | os.CLONE_NEWUTS | os.CLONE_NEWIPC | os.CLONE_NEWNET | os.CLONE_NEWCGROUP
-              | os.CLONE_NEWPID)
+# The cgroup namespace comes later, from init itself, once the engine has moved it into its cgroups.
+NAMESPACES = os.CLONE_NEWNS | os.CLONE_NEWUTS | os.CLONE_NEWIPC | os.CLONE_NEWNET | os.CLONE_NEWPID
 
 # LXC's default for system containers: the rest stays, since a system container
 # needs setuid, chown and mknod inside its own user namespace.
@@ -53,6 +53,7 @@ class Phase(IntEnum):
     MAPPED = 2  # engine: maps written, go on
     INIT_PID = 3  # setup child: init's host pid follows
     FAILED = 4  # either: a step failed; "step\0message" follows
+    ATTACHED = 5  # engine: init is in the container's cgroups; it may make its cgroup namespace
 
 
 @dataclass
@@ -87,13 +88,13 @@ def spawn(spec: StartSpec) -> int:
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent_sock.set_inheritable(False)
     child_sock.set_inheritable(False)
-    seccomp_rules = seccomp.default_rules(keyctl=spec.keyctl)
+    seccomp_filter = seccomp.compile_filter(seccomp.default_rules(keyctl=spec.keyctl))
     log_fd = os.open(spec.console_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     try:
         setup_pid = os.fork()
         if setup_pid == 0:
             parent_sock.close()
-            _setup_child(spec, child_sock, log_fd, seccomp_rules)  # never returns
+            _setup_child(spec, child_sock, log_fd, seccomp_filter)  # never returns
         child_sock.close()
         try:
             return _drive(spec, parent_sock, setup_pid)
@@ -120,6 +121,8 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int) -> int:
         if not message:
             if init_pid is None:
                 raise StartError("fork", "the setup process exited without starting init")
+            if not os.path.exists(f"/proc/{init_pid}"):
+                raise StartError("exec", f"init died as it started; see {spec.console_log}")
             return init_pid
         phase, payload = Phase(message[0]), message[1:]
         if phase is Phase.UNSHARED:
@@ -133,6 +136,17 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int) -> int:
             _send(sock, Phase.MAPPED)
         elif phase is Phase.INIT_PID:
             init_pid = struct.unpack("=i", payload)[0]
+            # Moving a task between v1 cgroups can wait for an RCU grace period (milliseconds):
+            # it is done here while init builds its mounts, not before.
+            try:
+                for procs in spec.cgroup_procs:
+                    _write_file(procs, str(init_pid))
+            except ProcessLookupError:
+                continue  # init already failed: its message (or end of file) comes next
+            except OSError as exc:
+                _kill_quietly(init_pid)
+                raise StartError("cgroup", str(exc)) from None
+            _send(sock, Phase.ATTACHED)
         elif phase is Phase.FAILED:
             step, _, text = payload.decode(errors="replace").partition("\0")
             if init_pid is not None:
@@ -164,13 +178,10 @@ def close_fds_except(keep: set[int]) -> None:
     os.closerange(low, 65536)
 
 
-def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_rules) -> None:
+def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filter) -> None:
     """Runs as host root in the engine's namespaces; makes the new ones and forks init."""
-    step = "cgroup"
+    step = "chdir"
     try:
-        for procs in spec.cgroup_procs:
-            _write_file(procs, "0")
-        step = "chdir"
         # Enter the rootfs as host root, before the user namespace: the path to it need
         # not be traversable by the container's root.
         os.chdir(spec.rootfs)
@@ -190,7 +201,7 @@ def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_rule
         init_pid = os.fork()
         if init_pid == 0:
             os.close(exec_r)
-            _init_child(spec, sock, log_fd, exec_w, seccomp_rules)  # never returns
+            _init_child(spec, sock, log_fd, exec_w, seccomp_filter)  # never returns
         os.close(exec_w)
         _send(sock, Phase.INIT_PID, struct.pack("=i", init_pid))
         # Stay until init has exec'd or died (the pipe closes either way), so that a
@@ -202,7 +213,7 @@ def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_rule
         _fail(sock, step, exc)
 
 
-def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, seccomp_rules) -> None:
+def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, seccomp_filter) -> None:
     """PID 1 of the new namespaces, root of the user namespace: build the root and exec init."""
     step = "setsid"
     try:
@@ -213,9 +224,17 @@ def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, 
         sc.mount(".", ".", None, sc.MS_BIND | sc.MS_REC)
         # The bind sits on top of the directory we are in; step out and back in to stand on it.
         os.chdir(f"../{spec.rootfs.name}")
-        for mount in fs.base_mounts(spec.cgroup2):
+        for mount in fs.base_mounts():
             step = f"mount /{mount.target}"
             fs.apply_mount(mount)
+        step = "cgroup"
+        reply = sock.recv(16)
+        if not reply or reply[0] != Phase.ATTACHED:
+            os._exit(1)
+        os.unshare(os.CLONE_NEWCGROUP)
+        if spec.cgroup2:
+            step = "mount /sys/fs/cgroup"
+            fs.apply_mount(fs.CGROUP2_MOUNT)
         step = "dev-symlinks"
         fs.make_dev_symlinks()
         step = "hostname"
@@ -241,7 +260,7 @@ def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, 
         step = "close-fds"
         close_fds_except({sock.fileno(), exec_w})
         step = "seccomp"
-        seccomp.install(seccomp_rules)
+        seccomp.install(seccomp_filter)
         step = "exec"
         os.execve(spec.init[0], spec.init, CONTAINER_ENV)
     except BaseException as exc:  # noqa: BLE001

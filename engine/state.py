@@ -93,7 +93,7 @@ class RunRecord:
             return None
 
     def save(self, path: Path) -> None:
-        write_atomic(path, json.dumps(self.__dict__), mode=0o600)
+        write_atomic(path, json.dumps(self.__dict__), mode=0o600, durable=False)  # a cache, rebuilt from cgroups
 
 
 @contextmanager

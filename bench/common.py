@@ -115,7 +115,7 @@ def alternate(steps: list[tuple[str, Callable[[], float]]], runs: int, warmup: i
 
     ``idle`` seconds of pause before each step let the kernel settle, as between a node's sporadic
     requests: on cgroup v1 the first process moved into a cgroup after a quiet spell waits for an
-    RCU grace period (cgroup_threadgroup_rwsem), 5-20 ms on this VM; back to back it is ~0.02 ms.
+    RCU grace period (cgroup_threadgroup_rwsem), 5-20 ms on a 2-vCPU VM, against ~0.02 ms back to back.
     """
     samples: dict[str, list[float]] = {name: [] for name, _ in steps}
     total = warmup + runs
@@ -170,6 +170,18 @@ def reap_children() -> None:
             return
 
 
+def engine_version() -> str:
+    """The commit the engine was measured at, with ``+changes`` if engine/ differs from it."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "engine"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
 # ---- the result table ------------------------------------------------------------------------------
 
 @dataclass
@@ -200,6 +212,9 @@ class Report:
     settings: dict
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.settings = {"engine": engine_version(), **self.settings}
 
     def add(self, metric: str, caisson: list[float], lxc: list[float], unit: str = "ms",
             goal: float | None = None, note: str = "") -> Row:
@@ -305,6 +320,8 @@ class Session:
             self.stack.callback(shutil.rmtree, self.workdir, ignore_errors=True)
             if self.lxc_unprivileged:
                 self._lxc_subids()
+            else:
+                self.notes.append("LXC side PRIVILEGED (--lxc-privileged): no id map, unlike Caisson's containers.")
         except BaseException:
             self.__exit__(*sys.exc_info())
             raise
@@ -549,20 +566,6 @@ class LxcSide:
 
     def attach_argv(self, name: str, *command: str) -> list[str]:
         return self.cmd("lxc-attach", name, "--", *(command or ("true",)))
-
-    def running(self, name: str) -> bool:
-        result = subprocess.run(self.cmd("lxc-info", name, "-s", "-H"), capture_output=True, text=True)
-        return result.stdout.strip() == "RUNNING"
-
-    def monitor_pid(self, name: str) -> int | None:
-        """The ``[lxc monitor]`` process of a running container (the daemonised lxc-start)."""
-        needle = f"[lxc monitor] {self.path} {name}".encode()
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                with contextlib.suppress(OSError):
-                    if Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0] == needle:
-                        return int(entry)
-        return None
 
     def stop(self, name: str) -> None:
         """Hard stop (not timed)."""

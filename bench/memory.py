@@ -19,7 +19,6 @@ is shown too, to check that both sides run the same thing.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -66,17 +65,14 @@ def ancestors(pid: int) -> list[int]:
     return chain
 
 
-def cgroup_memory_mb(pid: int) -> float | None:
-    """Memory charged to the cgroup that holds ``pid`` (v1 memory controller or pure v2)."""
-    for line in read(f"/proc/{pid}/cgroup").splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            value = read(f"/sys/fs/cgroup/memory{path}/memory.usage_in_bytes")
-            return int(value) / 2**20 if value else None
-        if controllers == "" and os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-            value = read(f"/sys/fs/cgroup{path}/memory.current")
-            return int(value) / 2**20 if value else None
-    return None
+def cgroup_memory_mb(path: str) -> float | None:
+    """Memory charged to a container's top cgroup (``/caisson-bench/ID``, ``/lxc.payload.NAME``),
+    sub-cgroups included: the v1 memory controller, or cgroup2 when it holds the controllers."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        value = read(f"/sys/fs/cgroup{path}/memory.current")
+    else:
+        value = read(f"/sys/fs/cgroup/memory{path}/memory.usage_in_bytes")
+    return int(value) / 2**20 if value.strip() else None
 
 
 def main() -> None:
@@ -107,7 +103,7 @@ def main() -> None:
                 continue  # gone already
             if f"/{CGROUP_PARENT}/" in groups or "/lxc.payload." in groups:
                 container.append(pid)
-            elif cmdline(pid).startswith("[lxc monitor]"):
+            elif cmdline(pid).startswith(f"[lxc monitor] {lxc.path} "):
                 monitors[pid] = cmdline(pid).split()[-1]
             elif me in ancestors(pid):
                 left.append(pid)  # this process is a child subreaper: every orphan of ours lands here
@@ -124,10 +120,8 @@ def main() -> None:
         left_pss = sum(rollup(pid)[1] for pid in left)
         caisson_rss, caisson_pss = [left_rss / n] * n, [left_pss / n] * n
 
-        caisson_inits = [caisson.engine.status(ctid, stats=False).pid for ctid in ctids]
-        lxc_inits = [int(run_out(lxc.cmd("lxc-info", name, "-p", "-H"))) for name in names]
-        caisson_cg = [cgroup_memory_mb(pid) or 0.0 for pid in caisson_inits]
-        lxc_cg = [cgroup_memory_mb(pid) or 0.0 for pid in lxc_inits]
+        caisson_cg = [cgroup_memory_mb(f"/{CGROUP_PARENT}/{ctid}") or 0.0 for ctid in ctids]
+        lxc_cg = [cgroup_memory_mb(f"/lxc.payload.{name}") or 0.0 for name in names]
 
         report = Report(f"host memory per running container, outside the container — {args.template} template",
                         {"containers per side": n, "started": "alternately, Caisson then LXC",
@@ -148,10 +142,6 @@ def main() -> None:
                                 + ", ".join(f"{pid} {cmdline(pid)[:40] or '[kernel]'!r}" for pid in other[:8]))
         report.notes.append(f"{len(container)} process(es) inside the {2 * n} containers, not counted.")
         report.finish(args.json)
-
-
-def run_out(argv: list[str]) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
 
 
 if __name__ == "__main__":

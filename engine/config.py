@@ -12,14 +12,11 @@ never a torn one.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, unquote
 
 from engine.errors import ValidationError
 
@@ -322,7 +319,7 @@ class ContainerConfig:
             if line.startswith("#"):
                 if section.values or section.raw:
                     continue  # Proxmox keeps only the leading comment block as the description
-                description_lines.append(unquote(line[1:]))
+                description_lines.append(_unquote(line[1:]))
                 continue
             if line.startswith("["):
                 if not line.rstrip().endswith("]"):
@@ -366,7 +363,7 @@ class ContainerConfig:
                 out.append("")
                 out.append(f"[{section_name}]")
             for line in section.description.splitlines() if section.description else []:
-                out.append("#" + quote(line, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"))
+                out.append("#" + _quote(line))
             for key in sorted(section.values, key=_sort_key):
                 out.append(f"{key}: {section.values[key]}")
             for key, value in section.raw:
@@ -375,7 +372,18 @@ class ContainerConfig:
 
     def digest(self) -> str:
         """SHA-1 of the rendered file, as Proxmox uses to detect concurrent edits."""
+        import hashlib  # only edits with a digest need it; keep the CLI's start-up light
+
         return hashlib.sha1(self.render().encode()).hexdigest()
+
+
+def _quote(line: str) -> str:
+    """Percent-encode what cannot stand in a comment line (``%`` and control characters), as Proxmox does."""
+    return "".join(f"%{ord(c):02X}" if c == "%" or ord(c) < 32 or ord(c) == 127 else c for c in line)
+
+
+def _unquote(text: str) -> str:
+    return re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
 
 
 def _sort_key(key: str):
@@ -405,7 +413,8 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o640, durable: bool
     ``durable=False`` skips the fsyncs, for caches that need only atomicity (run records on tmpfs).
     """
     payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:

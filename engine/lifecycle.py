@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine import attach, inits, start
-from engine import syscalls as sc
+from engine import inits, procfs
 from engine.cgroups import detect as detect_cgroups
 from engine.cgroups.base import CgroupDriver, Limits
 from engine.config import ContainerConfig, parse_ctid, read_config, write_config
@@ -23,7 +23,6 @@ from engine.idmap import IdMap
 from engine.reverter import Reverter
 from engine.state import DEFAULT_CGROUP_PARENT, DEFAULT_ROOT, DEFAULT_RUN, Layout, RunRecord, container_lock
 from engine.storage import DirStorage
-from engine.unpack import copy_tree, extract_archive
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -61,7 +60,9 @@ class Engine:
             # Orphaned container inits are re-parented to this process rather than the host's
             # PID 1, and reaped here when they stop: a long-lived engine (the node agent) leaves
             # no zombie even on hosts whose PID 1 does not reap.
-            sc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+            from engine import syscalls
+
+            syscalls.prctl(PR_SET_CHILD_SUBREAPER, 1)
 
     # ---- reading state -------------------------------------------------------------------
     def config(self, ctid: int) -> ContainerConfig:
@@ -106,7 +107,7 @@ class Engine:
     def _running(self, ctid: int) -> RunRecord | None:
         """The run record if init is alive; rebuilt from the cgroup if the record is missing or stale."""
         record = RunRecord.load(self.layout.run_record(ctid))
-        if record and sc.proc_starttime(record.pid) == record.starttime and sc.proc_state(record.pid) != "Z":
+        if record and procfs.proc_starttime(record.pid) == record.starttime and procfs.proc_state(record.pid) != "Z":
             return record
         if record:
             self._reap(record.pid)
@@ -115,7 +116,7 @@ class Engine:
         init_pid = self._find_init(self.cgroups.procs(str(ctid)))
         if init_pid is None:
             return None
-        starttime = sc.proc_starttime(init_pid)
+        starttime = procfs.proc_starttime(init_pid)
         rootfs = self._rootfs(self.config(ctid))
         detected = inits.detect(rootfs)
         record = RunRecord(init_pid, starttime or 0, detected.name if detected else "unknown",
@@ -132,7 +133,7 @@ class Engine:
                     for line in handle:
                         if line.startswith("NSpid:"):
                             ids = line.split()[1:]
-                            if len(ids) > 1 and ids[-1] == "1" and sc.proc_state(pid) != "Z":
+                            if len(ids) > 1 and ids[-1] == "1" and procfs.proc_state(pid) != "Z":
                                 return pid
             except (FileNotFoundError, ProcessLookupError):
                 continue
@@ -180,6 +181,8 @@ class Engine:
             volume = self.storage.alloc(ctid, owner=idmap.host_uid(0) if idmap else 0)
             revert.add(self.storage.free, ctid)
             target = self.storage.path(volume, ctid)
+            from engine.unpack import copy_tree, extract_archive  # heavy (zstandard): only create needs it
+
             if source.is_dir():
                 copy_tree(source, target, idmap)
             else:
@@ -232,6 +235,8 @@ class Engine:
             raise StartError("init", f"{rootfs} has no /sbin/init")
         idmap = self._idmap(config)
         name = str(ctid)
+        from engine import start  # the start machinery (ctypes, seccomp) loads only when something starts
+
         with Reverter() as revert:
             if self.cgroups.exists(name):
                 self.cgroups.kill(name)  # left over from a crash: no process may survive in it
@@ -246,7 +251,7 @@ class Engine:
                                    console_log=self.layout.console_log(ctid), keyctl=config.feature("keyctl"),
                                    extra_setup=_distro_setup(config.hostname, init))
             pid = start.spawn(spec)
-            record = RunRecord(pid, sc.proc_starttime(pid) or 0, init.name, time.time())
+            record = RunRecord(pid, procfs.proc_starttime(pid) or 0, init.name, time.time())
             record.save(self.layout.run_record(ctid))
             revert.success()
         return record
@@ -273,7 +278,7 @@ class Engine:
             if pidfd is not None:
                 try:
                     # Killing PID 1 of the namespace takes every process in it down with it.
-                    sc.pidfd_send_signal(pidfd, 9)
+                    signal.pidfd_send_signal(pidfd, 9)
                     select.select([pidfd], [], [], 5.0)
                 finally:
                     os.close(pidfd)
@@ -300,7 +305,7 @@ class Engine:
         init = inits.BY_NAME.get(record.init, inits.SYSVINIT)
         pidfd = os.pidfd_open(record.pid)
         try:
-            sc.pidfd_send_signal(pidfd, init.poweroff_signal)
+            signal.pidfd_send_signal(pidfd, init.poweroff_signal)
             ready, _, _ = select.select([pidfd], [], [], timeout)
         finally:
             os.close(pidfd)
@@ -356,13 +361,15 @@ class Engine:
 
     # ---- running commands ------------------------------------------------------------------
     def _attach_spec(self, ctid: int, argv: list[str], tty: bool, env: dict[str, str] | None,
-                     cwd: str) -> attach.AttachSpec:
+                     cwd: str):
         config = self.config(ctid)
         record = self._running(ctid)
         if not record:
             raise InvalidState(f"container {ctid} is not running")
         if not argv:
             raise ValidationError("no command given", key="command")
+        from engine import attach
+
         return attach.AttachSpec(init_pid=record.pid, argv=list(argv),
                                  cgroup_procs=_cgroup_procs_of(record.pid, self.cgroups.mounts), env=env or {},
                                  cwd=cwd, tty=tty, keyctl=config.feature("keyctl"))
@@ -370,16 +377,21 @@ class Engine:
     def exec(self, ctid: int, argv: list[str], stdio: tuple[int, int, int] | None = None,
              env: dict[str, str] | None = None, cwd: str = "/") -> int:
         """Run a command without a tty; stdio defaults to this process's own. Returns its exit code."""
+        from engine import attach
+
         return attach.run(self._attach_spec(ctid, argv, False, env, cwd), stdio)
 
     def exec_output(self, ctid: int, argv: list[str], input: bytes = b"", env: dict[str, str] | None = None,
                     cwd: str = "/") -> tuple[int, bytes, bytes]:
         """Run a command and collect its output: (exit code, stdout, stderr)."""
-        spec = self._attach_spec(ctid, argv, False, env, cwd)
-        return attach.run_capture(spec, input)
+        from engine import attach
+
+        return attach.run_capture(self._attach_spec(ctid, argv, False, env, cwd), input)
 
     def enter(self, ctid: int, argv: list[str] | None = None) -> int:
         """An interactive shell (or command) on a new pty inside the container."""
+        from engine import attach
+
         return attach.interactive(self._attach_spec(ctid, argv or ["/bin/sh", "-l"], True, None, "/root"))
 
 

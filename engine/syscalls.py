@@ -45,7 +45,6 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECCOMP_MODE_FILTER = 2
 
 SYS_PIVOT_ROOT = 155  # x86_64
-SYS_PIDFD_SEND_SIGNAL = 424
 
 # Capability numbers (linux/capability.h)
 CAPABILITIES = {
@@ -102,10 +101,6 @@ def cap_last() -> int:
         return int(handle.read())
 
 
-def pidfd_send_signal(pidfd: int, sig: int) -> None:
-    _check(libc.syscall(SYS_PIDFD_SEND_SIGNAL, pidfd, sig, None, 0), f"pidfd_send_signal({sig})")
-
-
 def set_loopback_up() -> None:
     """Bring ``lo`` up in the current network namespace (SIOCSIFFLAGS), without pyroute2's import cost."""
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
@@ -113,23 +108,3 @@ def set_loopback_up() -> None:
         ifreq = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, ifreq))[1]
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
-
-
-def proc_starttime(pid: int) -> int | None:
-    """The process start time in clock ticks: with the pid, it identifies a process across pid reuse."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data[data.rindex(b")") + 2:].split()
-    return int(fields[19])
-
-
-def proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return chr(data[data.rindex(b")") + 2])

@@ -80,4 +80,7 @@ if [[ ! -f $STAMP || $(cat "$STAMP") != "$wanted" ]]; then
     echo "$wanted" >"$STAMP"
 fi
 "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check >&2; die "pip check failed"; }
+# Cached bytecode for the project itself: the CLI starts tens of milliseconds faster, even where
+# PYTHONDONTWRITEBYTECODE keeps Python from writing it on its own.
+"$VENV/bin/python" -m compileall -q engine webui tasks bench >/dev/null
 say "ready: $("$VENV/bin/python" --version) in $VENV"

@@ -13,9 +13,7 @@ fits. Three layouts exist in the wild:
 """
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
 import re
 
 from engine.cgroups.base import (
@@ -88,6 +86,9 @@ def read_mounts(mountinfo: str = "/proc/self/mountinfo") -> CgroupMounts:
 
 def fs_magic(path: str) -> int | None:
     """statfs(2) f_type of ``path`` (os.statvfs does not expose it); None if unavailable."""
+    import ctypes
+    import platform
+
     buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit; f_type comes first
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.statfs(ctypes.c_char_p(os.fsencode(path)), buf) != 0:
@@ -122,5 +123,7 @@ def detect_kind(mounts: CgroupMounts, root_magic: int | None) -> str:
 def detect(parent: str = "caisson", mounts: CgroupMounts | None = None) -> CgroupDriver:
     """The driver for this host; all its container cgroups live under ``<root>/<parent>``."""
     mounts = mounts if mounts is not None else read_mounts()
-    kind = detect_kind(mounts, fs_magic("/sys/fs/cgroup"))
+    # mountinfo already says what is mounted at /sys/fs/cgroup: no statfs (and no ctypes) needed.
+    root_magic = CGROUP2_SUPER_MAGIC if mounts.unified == "/sys/fs/cgroup" else None
+    kind = detect_kind(mounts, root_magic)
     return DRIVERS[kind](parent, mounts=mounts)

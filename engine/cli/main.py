@@ -37,7 +37,21 @@ def _config_values(args: argparse.Namespace) -> dict[str, str]:
     return {key: getattr(args, f"cfg_{key}") for key in CONFIG_OPTIONS if getattr(args, f"cfg_{key}") is not None}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _verb_of(argv: list[str]) -> str | None:
+    """The verb on the command line, found before parsing so only its options are built."""
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg in ("--root", "--run-dir", "--output", "-o"):
+            skip_next = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; the 40-odd config options are added only to the verb in use (start-up time)."""
     parser = argparse.ArgumentParser(prog="python -m engine", description="Manage this node's system containers.")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="state directory (default %(default)s)")
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="runtime directory (default %(default)s)")
@@ -48,18 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("ctid", type=_ctid, help="container ID (100 and up)")
     create.add_argument("template", type=Path, help="rootfs tarball (.tar, .tar.gz/.xz/.zst) or directory")
     create.add_argument("--start", action="store_true", help="start it once created")
-    _add_config_options(create)
+    if verb in (None, "create"):
+        _add_config_options(create)
 
-    for verb, text in (("start", "start a container"), ("stop", "stop a container at once (kill)"),
+    for name, text in (("start", "start a container"), ("stop", "stop a container at once (kill)"),
                        ("status", "show a container's state"), ("config", "print a container's configuration")):
-        sub = verbs.add_parser(verb, help=text)
+        sub = verbs.add_parser(name, help=text)
         sub.add_argument("ctid", type=_ctid)
 
-    for verb, text in (("shutdown", "ask the container's init to power off"), ("reboot", "shut down, then start")):
-        sub = verbs.add_parser(verb, help=text)
+    for name, text in (("shutdown", "ask the container's init to power off"), ("reboot", "shut down, then start")):
+        sub = verbs.add_parser(name, help=text)
         sub.add_argument("ctid", type=_ctid)
         sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default %(default)s)")
-        if verb == "shutdown":
+        if name == "shutdown":
             sub.add_argument("--no-force-stop", dest="force_stop", action="store_false",
                              help="fail instead of killing the container after the timeout")
 
@@ -73,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     setp.add_argument("ctid", type=_ctid)
     setp.add_argument("--delete", default="", help="comma-separated keys to remove")
     setp.add_argument("--digest", help="refuse if the config changed since this digest was read")
-    _add_config_options(setp)
+    if verb in (None, "set"):
+        _add_config_options(setp)
 
     execp = verbs.add_parser("exec", help="run a command inside a running container")
     execp.add_argument("ctid", type=_ctid)
@@ -85,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_verb_of(argv) or "")
     args = parser.parse_args(argv)
     from engine.lifecycle import Engine  # after parsing, so that --help stays instant
 

@@ -70,6 +70,10 @@ class StartSpec:
     init: list[str] = field(default_factory=lambda: ["/sbin/init"])
     keyctl: bool = False
     extra_setup: list = field(default_factory=list)  # callables run inside, after pivot_root, as container root
+    # Host-side steps run with init's pid once it is in its cgroups and before it may go on
+    # (network interfaces are moved into its namespace here); each is a callable(pid) whose
+    # __name__ names the step in a StartError.
+    prepare: list = field(default_factory=list)
 
 
 def _send(sock: socket.socket, phase: Phase, payload: bytes = b"") -> None:
@@ -146,6 +150,12 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int) -> int:
             except OSError as exc:
                 _kill_quietly(init_pid)
                 raise StartError("cgroup", str(exc)) from None
+            for step in spec.prepare:
+                try:
+                    step(init_pid)
+                except Exception as exc:  # noqa: BLE001 - reported as the named step
+                    _kill_quietly(init_pid)
+                    raise StartError(getattr(step, "__name__", "prepare"), str(exc)) from exc
             _send(sock, Phase.ATTACHED)
         elif phase is Phase.FAILED:
             step, _, text = payload.decode(errors="replace").partition("\0")

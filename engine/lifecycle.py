@@ -178,6 +178,9 @@ class Engine:
         with container_lock(self.layout, ctid), Reverter() as revert:
             if self.exists(ctid):
                 raise AlreadyExists(f"container {ctid} already exists")
+            # A directory without a config is what an interrupted create leaves (the process was
+            # killed before its undo ran): nothing else owns it, so it is cleared, not refused.
+            self.storage.free(ctid)
             volume = self.storage.alloc(ctid, owner=idmap.host_uid(0) if idmap else 0)
             revert.add(self.storage.free, ctid)
             target = self.storage.path(volume, ctid)

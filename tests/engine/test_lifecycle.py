@@ -370,3 +370,26 @@ def test_privileged_container_is_hardened_the_same_way(engine, busybox_template,
     code, out, _ = engine.exec_output(ctid, ["sh", "-c", "ls /proc | grep -cE '^[0-9]+$'"])
     assert int(out) < 10
     engine.stop(ctid)
+
+
+def test_create_killed_half_way_is_cleaned_by_the_next_create(engine, busybox_template, ctid_factory):
+    ctid = ctid_factory()
+    script = (
+        "import os, signal\n"
+        "import engine.unpack as u\n"
+        "from engine.lifecycle import Engine\n"
+        "real = u.extract_archive\n"
+        "def dying(*a, **k):\n"
+        "    real(*a, **k)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)  # killed after the rootfs is unpacked, before the config\n"
+        "u.extract_archive = dying\n"
+        f"e = Engine({str(engine.layout.root)!r}, {str(engine.layout.run)!r},"
+        f" cgroup_parent={engine.cgroups.parent!r})\n"
+        f"e.create({ctid}, {str(busybox_template)!r})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO)
+    assert result.returncode == -9
+    assert engine.layout.image_dir(ctid).exists() and not engine.exists(ctid)
+    engine.create(ctid, busybox_template, {"hostname": "second-try"})
+    assert engine.start(ctid).status == "running"
+    engine.stop(ctid)

@@ -2,12 +2,14 @@
 
 Process layout (no process of ours stays behind):
 
-    engine ──fork──> setup child ──unshare(user, mnt, pid, uts, ipc, net, cgroup)──fork──> init (PID 1)
-                         └── exits once init is forked; init is re-parented to the host's reaper
+    engine ──fork──> setup child ──unshare(user, mnt, pid, uts, ipc, net)──fork──> init (PID 1)
+                         └── exits once init has exec'd; init is re-parented to the host's reaper
 
-The engine writes the uid/gid maps of the setup child, learns init's host
-pid from it, and then waits on a close-on-exec socket: end of file means the
-container's init was executed, a message means a named step failed.
+The engine moves the setup child into the container's cgroups (init inherits
+them, then makes its cgroup namespace), writes its uid/gid maps, runs the
+host-side prepare steps on its namespaces, learns init's host pid from it,
+and then waits on a close-on-exec socket: end of file means the container's
+init was executed, a message means a named step failed.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from engine import syscalls as sc
 from engine.errors import StartError
 from engine.idmap import IdMap
 
-# The cgroup namespace comes later, from init itself, once the engine has moved it into its cgroups.
+# The cgroup namespace comes later, from init itself: it must be made after the move into the cgroups.
 NAMESPACES = os.CLONE_NEWNS | os.CLONE_NEWUTS | os.CLONE_NEWIPC | os.CLONE_NEWNET | os.CLONE_NEWPID
 
 # LXC's default for system containers: the rest stays, since a system container
@@ -53,7 +55,6 @@ class Phase(IntEnum):
     MAPPED = 2  # engine: maps written, go on
     INIT_PID = 3  # setup child: init's host pid follows
     FAILED = 4  # either: a step failed; "step\0message" follows
-    ATTACHED = 5  # engine: init is in the container's cgroups; it may make its cgroup namespace
 
 
 @dataclass
@@ -70,9 +71,9 @@ class StartSpec:
     init: list[str] = field(default_factory=lambda: ["/sbin/init"])
     keyctl: bool = False
     extra_setup: list = field(default_factory=list)  # callables run inside, after pivot_root, as container root
-    # Host-side steps run with init's pid once it is in its cgroups and before it may go on
-    # (network interfaces are moved into its namespace here); each is a callable(pid) whose
-    # __name__ names the step in a StartError.
+    # Host-side steps run before init exists, with the pid of a process that is already in the
+    # container's namespaces (network interfaces are moved into its namespace here); each is a
+    # callable(pid) whose __name__ names the step in a StartError.
     prepare: list = field(default_factory=list)
 
 
@@ -101,6 +102,7 @@ def spawn(spec: StartSpec) -> int:
             _setup_child(spec, child_sock, log_fd, seccomp_filter)  # never returns
         child_sock.close()
         try:
+            _attach(spec, setup_pid)
             return _drive(spec, parent_sock, setup_pid)
         finally:
             _reap(setup_pid)
@@ -115,6 +117,20 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+def _attach(spec: StartSpec, setup_pid: int) -> None:
+    """Move the setup child into the container's cgroups; init inherits them when it is forked.
+
+    On cgroup v1 the first move after a quiet spell waits for an RCU grace period
+    (milliseconds): doing it right after fork lets it overlap the child's unshare.
+    """
+    try:
+        for procs in spec.cgroup_procs:
+            _write_file(procs, str(setup_pid))
+    except OSError as exc:
+        _kill_quietly(setup_pid)
+        raise StartError("cgroup", str(exc)) from None
 
 
 def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int) -> int:
@@ -135,28 +151,17 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int) -> int:
                     _write_file(f"/proc/{setup_pid}/uid_map", spec.idmap.uid_map_text())
                     _write_file(f"/proc/{setup_pid}/gid_map", spec.idmap.gid_map_text())
             except OSError as exc:
-                os.kill(setup_pid, 9)
+                _kill_quietly(setup_pid)
                 raise StartError("idmap", str(exc)) from None
+            for step in spec.prepare:
+                try:
+                    step(setup_pid)
+                except Exception as exc:  # noqa: BLE001 - reported as the named step
+                    _kill_quietly(setup_pid)
+                    raise StartError(getattr(step, "__name__", "prepare"), str(exc)) from exc
             _send(sock, Phase.MAPPED)
         elif phase is Phase.INIT_PID:
             init_pid = struct.unpack("=i", payload)[0]
-            # Moving a task between v1 cgroups can wait for an RCU grace period (milliseconds):
-            # it is done here while init builds its mounts, not before.
-            try:
-                for procs in spec.cgroup_procs:
-                    _write_file(procs, str(init_pid))
-            except ProcessLookupError:
-                continue  # init already failed: its message (or end of file) comes next
-            except OSError as exc:
-                _kill_quietly(init_pid)
-                raise StartError("cgroup", str(exc)) from None
-            for step in spec.prepare:
-                try:
-                    step(init_pid)
-                except Exception as exc:  # noqa: BLE001 - reported as the named step
-                    _kill_quietly(init_pid)
-                    raise StartError(getattr(step, "__name__", "prepare"), str(exc)) from exc
-            _send(sock, Phase.ATTACHED)
         elif phase is Phase.FAILED:
             step, _, text = payload.decode(errors="replace").partition("\0")
             if init_pid is not None:
@@ -237,11 +242,8 @@ def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, 
         for mount in fs.base_mounts():
             step = f"mount /{mount.target}"
             fs.apply_mount(mount)
-        step = "cgroup"
-        reply = sock.recv(16)
-        if not reply or reply[0] != Phase.ATTACHED:
-            os._exit(1)
-        os.unshare(os.CLONE_NEWCGROUP)
+        step = "cgroup-namespace"
+        os.unshare(os.CLONE_NEWCGROUP)  # after the engine moved us into our cgroups: that one is the root
         if spec.cgroup2:
             step = "mount /sys/fs/cgroup"
             fs.apply_mount(fs.CGROUP2_MOUNT)

@@ -369,6 +369,9 @@ def test_privileged_container_is_hardened_the_same_way(engine, busybox_template,
     assert code != 0 and b"Read-only" in err
     code, out, _ = engine.exec_output(ctid, ["sh", "-c", "ls /proc | grep -cE '^[0-9]+$'"])
     assert int(out) < 10
+    # Root may make a node for a host disk or kmsg, but the devices cgroup refuses to open it.
+    code, _, err = engine.exec_output(ctid, ["sh", "-c", "mknod /tmp/kmsg c 1 11 && head -c1 /tmp/kmsg"])
+    assert code != 0 and b"Operation not permitted" in err
     engine.stop(ctid)
 
 

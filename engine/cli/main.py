@@ -190,4 +190,5 @@ def _show_status(status, as_json: bool) -> None:
     print(f"status: {status.status}")
     if status.status == "running":
         print(f"pid: {status.pid}\ninit: {status.init}\nuptime: {human_duration(status.uptime)}")
-        print(f"memory: {human_bytes(status.memory_bytes)} / {human_bytes(status.memory_limit_bytes)}")
+        if status.memory_bytes is not None:
+            print(f"memory: {human_bytes(status.memory_bytes)} / {human_bytes(status.memory_limit_bytes)}")

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(busybox-static debootstrap zstd xz-utils uidmap iproute2 procps psmisc)
+APT_PACKAGES=(busybox-static debootstrap zstd xz-utils uidmap iproute2 procps psmisc dnsmasq-base dnsmasq-utils nftables)
 VENV=.venv
 REQUIREMENTS=requirements.txt
 STAMP=$VENV/.requirements.sha256

@@ -8,7 +8,6 @@ is one Linux accepts.  Nothing here touches the kernel.
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, replace
@@ -100,6 +99,8 @@ def generate_mac(ctid: int, index: int) -> str:
     """
     number = ctid * MAX_NICS + index
     if number >= 1 << 24:
+        import hashlib
+
         number = int.from_bytes(hashlib.sha256(f"{ctid}:{index}".encode()).digest()[:3], "big")
     tail = number.to_bytes(3, "big")
     return f"{MAC_PREFIX}:" + ":".join(f"{b:02X}" for b in tail)

@@ -30,9 +30,13 @@ def bucket(rate_mb: float) -> tuple[int, int]:
     return rate, max(MIN_BURST, rate // 10)
 
 
-def apply(ipr: Any, ctid: int, index: int, veth_index: int, rate_mb: float | None) -> None:
-    """Set (or with None, remove) the limit of one interface; running again replaces the old limit."""
-    clear(ipr, ctid, index, veth_index)
+def apply(ipr: Any, ctid: int, index: int, veth_index: int, rate_mb: float | None, fresh: bool = False) -> None:
+    """Set (or with None, remove) the limit of one interface; running again replaces the old limit.
+
+    ``fresh``: the veth was just made, so there is nothing to clear first.
+    """
+    if not fresh:
+        clear(ipr, ctid, index, veth_index)
     if not rate_mb:
         return
     rate, burst = bucket(rate_mb)

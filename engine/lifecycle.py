@@ -40,6 +40,9 @@ class ContainerStatus:
     memory_limit_bytes: int | None = None
     cpu_ns: int | None = None
     pids: int | None = None
+    ipv4: list[str] | None = None
+    ipv6: list[str] | None = None
+    net: dict[str, dict[str, int]] | None = None  # per interface: rx/tx bytes and packets
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +105,12 @@ class Engine:
                     status.cpu_ns, status.pids = usage.cpu_ns, usage.pids
                 except EngineError:
                     pass
+                if _has_network(config):
+                    from engine.network import procnet
+
+                    found = procnet.addresses(record.pid)
+                    status.ipv4, status.ipv6 = found["ipv4"], found["ipv6"]
+                    status.net = procnet.counters(record.pid)
         return status
 
     def _running(self, ctid: int) -> RunRecord | None:
@@ -197,6 +206,7 @@ class Engine:
             config.set("rootfs", volume)
             if "ostype" not in config.current.values:
                 config.set("ostype", _ostype(target))
+            self._configure_network(ctid, config)
             write_config(self.layout.config_path(ctid), config)
             revert.success()
         return self.status(ctid)
@@ -248,11 +258,17 @@ class Engine:
             self.cgroups.create(name, *owner)
             revert.add(self._cleanup_cgroup, name)
             self.cgroups.apply(name, self.limits(config))
+            prepare = []
+            if _has_network(config):
+                from engine.network import container as network
+
+                prepare = network.start_steps(self.layout.root, ctid, config)
+                revert.add(network.stopped, self.layout.root, ctid, config)
             spec = start.StartSpec(ctid=ctid, rootfs=rootfs, hostname=config.hostname, idmap=idmap,
                                    cgroup_procs=self.cgroups.procs_file(name),
                                    cgroup2=self.cgroups.ns_path(name) is not None,
                                    console_log=self.layout.console_log(ctid), keyctl=config.feature("keyctl"),
-                                   extra_setup=_distro_setup(config.hostname, init))
+                                   extra_setup=_distro_setup(config.hostname, init), prepare=prepare)
             pid = start.spawn(spec)
             record = RunRecord(pid, procfs.proc_starttime(pid) or 0, init.name, time.time())
             record.save(self.layout.run_record(ctid))
@@ -293,6 +309,11 @@ class Engine:
         if self.cgroups.exists(name):
             self.cgroups.kill(name)
             self.cgroups.destroy(name)
+        config = self.config(ctid)
+        if _has_network(config):
+            from engine.network import container as network
+
+            network.stopped(self.layout.root, ctid, config)
         self.layout.run_record(ctid).unlink(missing_ok=True)
 
     def shutdown(self, ctid: int, timeout: float = 60.0, force_stop: bool = True) -> None:
@@ -353,14 +374,37 @@ class Engine:
                 config.set(key, str(value))
             if config.current.raw_values("lxc.idmap") or config.unprivileged:
                 self._idmap(config)  # validate
+            touched = set(changes or {}) | set(delete or [])
+            net_touched = {k for k in touched if k.startswith("net") and k[3:].isdigit()}
+            if net_touched:
+                self._configure_network(ctid, config)
             running = self._running(ctid)
             live: list[str] = []
             if running:
                 self.cgroups.apply(str(ctid), self.limits(config))
-                touched = set(changes or {}) | set(delete or [])
                 live = sorted(touched & LIVE_KEYS)
+                if net_touched:
+                    from engine.network import container as network
+
+                    live = sorted(set(live) | set(network.reconfigure(self.layout.root, ctid, running.pid,
+                                                                      self.config(ctid), config)))
             write_config(self.layout.config_path(ctid), config)
             return live
+
+    def _configure_network(self, ctid: int, config: ContainerConfig) -> None:
+        """MACs and pool addresses chosen and every interface checked against the node, before writing."""
+        if not _has_network(config):
+            return
+        from engine.network import container as network
+
+        others = {}
+        for other in self.ids():
+            if other != ctid:
+                try:
+                    others[other] = self.config(other)
+                except EngineError:
+                    continue
+        network.configure(self.layout.root, ctid, config, others)
 
     # ---- running commands ------------------------------------------------------------------
     def _attach_spec(self, ctid: int, argv: list[str], tty: bool, env: dict[str, str] | None,
@@ -399,6 +443,10 @@ class Engine:
 
 
 LIVE_KEYS = {"memory", "swap", "cores", "cpulimit", "cpuunits", "pids", "ioweight"}
+
+
+def _has_network(config: ContainerConfig) -> bool:
+    return any(key.startswith("net") and key[3:].isdigit() for key in config.current.values)
 
 
 def _pick_cpus(cores: int, ctid: int) -> str | None:

@@ -14,7 +14,7 @@ The file uses the subset of Debian's ifupdown syntax that Proxmox's
 
 A stanza is a bridge when it has ``bridge-ports``; other stanzas (``lo``,
 ``eth0``) are skipped, since the host's own interfaces are not Caisson's to
-manage.  ``caisson-pool`` is the range ``ip=pool`` draws from;
+manage.  ``caisson-pool`` is the range ``ip=pool`` draws from; ``caisson-dhcp`` the range the node's DHCP server leases;
 ``caisson-nat yes`` masquerades the bridge's subnet with nftables (off by
 default).  ``gateway`` is accepted and ignored: the host's own routes are not
 Caisson's.  Options that would run commands (``post-up``...) are refused: the
@@ -31,7 +31,7 @@ from engine.errors import ValidationError
 from engine.network.nics import IFNAME_MAX
 
 _KNOWN = {"address", "netmask", "gateway", "mtu", "bridge-ports", "bridge-stp", "bridge-fd", "bridge-vlan-aware",
-          "bridge-vids", "caisson-pool", "caisson-nat"}
+          "bridge-vids", "caisson-pool", "caisson-nat", "caisson-dhcp"}
 
 
 @dataclass
@@ -46,6 +46,7 @@ class Bridge:
     vids: str = "2-4094"
     mtu: int | None = None
     pool: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None = None
+    dhcp: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None = None  # range the node's DHCP server leases
     nat: bool = False
     defined: bool = True
 
@@ -117,27 +118,34 @@ def _bridge(name: str, options: list[tuple[int, str, str, str]], origin: str) ->
                 bridge.vids = value if _vids_ok(value) else _bad(where, f"'{value}' is not a VLAN range like 2-4094")
             elif option == "mtu":
                 bridge.mtu = int(value) if value.isdigit() and 68 <= int(value) <= 65535 else _bad(where, "bad mtu")
-            elif option == "caisson-pool":
+            elif option in ("caisson-pool", "caisson-dhcp"):
                 first, sep, last = value.partition("-")
                 if not sep:
                     _bad(where, f"'{value}' is not a range like 10.213.0.100-10.213.0.199")
-                bridge.pool = (ipaddress.IPv4Address(first.strip()), ipaddress.IPv4Address(last.strip()))
+                span = (ipaddress.IPv4Address(first.strip()), ipaddress.IPv4Address(last.strip()))
+                if option == "caisson-pool":
+                    bridge.pool = span
+                else:
+                    bridge.dhcp = span
             elif option == "bridge-stp" and value not in ("off", "no", "0"):
                 _bad(where, "only 'bridge-stp off' is supported")
         except ValueError as exc:
             raise ValidationError(f"{where}: {option} '{value}': {exc}", key="network") from None
     if netmask and bridge.address is not None and "/" not in str(netmask):
         bridge.address = ipaddress.IPv4Interface(f"{bridge.address.ip}/{netmask}")
-    if bridge.pool:
-        _check_pool(bridge, origin)
+    for option, span in (("caisson-pool", bridge.pool), ("caisson-dhcp", bridge.dhcp)):
+        if span:
+            _check_range(bridge, origin, option, span)
+    if bridge.pool and bridge.dhcp and not (bridge.pool[1] < bridge.dhcp[0] or bridge.dhcp[1] < bridge.pool[0]):
+        raise ValidationError(f"{origin} ({bridge.name}): caisson-pool and caisson-dhcp ranges overlap", key="network")
     return bridge
 
 
-def _check_pool(bridge: Bridge, origin: str) -> None:
-    first, last = bridge.pool
-    where = f"{origin} ({bridge.name}): caisson-pool {first}-{last}"
+def _check_range(bridge: Bridge, origin: str, option: str, span) -> None:
+    first, last = span
+    where = f"{origin} ({bridge.name}): {option} {first}-{last}"
     if bridge.address is None:
-        raise ValidationError(f"{where}: a pool needs the bridge's IPv4 address (its subnet)", key="network")
+        raise ValidationError(f"{where}: a range needs the bridge's IPv4 address (its subnet)", key="network")
     net = bridge.address.network
     if first > last or first not in net or last not in net:
         raise ValidationError(f"{where}: the range must be ascending and inside {net}", key="network")

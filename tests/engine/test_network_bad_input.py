@@ -188,7 +188,7 @@ def test_a_refused_change_leaves_the_config_file_as_it_was(tmp_path, node):
     ("iface vmbr0 inet static\n bridge-ports none\n post-up iptables -F\n", "option 'post-up' is not supported"),
     ("iface vmbr0 inet static\n address 10.0.0.1/24\n bridge-ports none\n caisson-pool 10.0.1.1-10.0.1.9\n",
      "the range must be ascending and inside 10.0.0.0/24"),
-    ("iface vmbr0 inet manual\n bridge-ports none\n caisson-pool 10.0.0.2-10.0.0.9\n", "a pool needs the bridge's"),
+    ("iface vmbr0 inet manual\n bridge-ports none\n caisson-pool 10.0.0.2-10.0.0.9\n", "a range needs the bridge's"),
     ("iface vmbr0 inet static\n address 10.0.0.1/33\n bridge-ports none\n", "line 2 (vmbr0): address"),
     ("iface vmbr0 inet manual\n bridge-ports none\n caisson-nat maybe\n", "'maybe' is not yes or no"),
     ("address 10.0.0.1/24\n", "line 1: option 'address' outside an iface stanza"),

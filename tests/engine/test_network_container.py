@@ -1,23 +1,23 @@
-"""A real busybox container started with the network step, before the engine calls it on its own.
+"""Real busybox containers networked by the engine itself: create, start, list, hot-plug, DHCP, firewall, stop.
 
-``start_with`` is the engine's start sequence (``Engine._start``) with extra
-``StartSpec.prepare`` steps: it shows what the integration adds, and that a
-veth can be born inside the network namespace of an unprivileged container
-whose init has not yet run.
+The test's node gets its own bridge (``cbr<hex>c``) with an address, a pool
+and a DHCP range on 10.213.x.0/24; traffic flows only between the host and
+these containers, and everything is removed afterwards.
 """
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from engine import inits, procfs, start
 from engine import network as net
-from engine.errors import StartError
-from engine.reverter import Reverter
-from engine.state import RunRecord, container_lock
+from engine.errors import ValidationError
+from engine.network import firewall
 
 RUN = secrets.token_hex(2)
 SUBNET = 210 + int(RUN, 16) % 40  # apart from test_network.py's range
@@ -25,72 +25,146 @@ BRIDGE = f"cbr{RUN}c"
 GW = f"10.213.{SUBNET}.1"
 
 
-def start_with(engine, ctid: int, steps: list) -> int:
-    """Start ``ctid`` as ``Engine._start`` does, with ``steps`` as StartSpec.prepare; returns init's pid."""
-    with container_lock(engine.layout, ctid):
-        config = engine.config(ctid)
-        rootfs = engine._rootfs(config)
-        idmap = engine._idmap(config)
-        name = str(ctid)
-        with Reverter() as revert:
-            engine.cgroups.create(name, idmap.host_uid(0), idmap.host_gid(0))
-            revert.add(engine._cleanup_cgroup, name)
-            engine.cgroups.apply(name, engine.limits(config))
-            spec = start.StartSpec(ctid=ctid, rootfs=rootfs, hostname=config.hostname, idmap=idmap,
-                                   cgroup_procs=engine.cgroups.procs_file(name),
-                                   cgroup2=engine.cgroups.ns_path(name) is not None,
-                                   console_log=engine.layout.console_log(ctid), prepare=steps)
-            pid = start.spawn(spec)
-            RunRecord(pid, procfs.proc_starttime(pid) or 0, inits.detect(rootfs).name,
-                      time.time()).save(engine.layout.run_record(ctid))
-            revert.success()
-        return pid
+def ip(host: int) -> str:
+    return f"10.213.{SUBNET}.{host}"
+
+
+def host_links() -> str:
+    return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    root = tmp_path_factory.mktemp("netnode")
-    (root / "network").mkdir()
-    (root / "network" / "interfaces").write_text(
-        f"auto {BRIDGE}\niface {BRIDGE} inet static\n    address {GW}/24\n    bridge-ports none\n")
-    node = net.NodeNetwork(root)
+def node(engine):
+    dhcp_dir = Path(f"/run/caisson-test-{RUN}")
+    dhcp_dir.mkdir(mode=0o755, exist_ok=True)
+    os.environ["CAISSON_DHCP_DIR"] = str(dhcp_dir)
+    path = engine.layout.root / "network" / "interfaces"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f"auto {BRIDGE}\niface {BRIDGE} inet static\n    address {GW}/24\n    bridge-ports none\n"
+                    f"    caisson-pool {ip(100)}-{ip(109)}\n    caisson-dhcp {ip(200)}-{ip(209)}\n")
+    node = net.NodeNetwork(engine.layout.root)
     node.ensure_bridges()
     yield node
+    from engine.network.container import dhcp_server
+
+    server = dhcp_server(engine.layout.root, node, BRIDGE)
+    if server is not None:
+        server.stop()
     node.remove_bridge(BRIDGE)
+    path.unlink()
+    del os.environ["CAISSON_DHCP_DIR"]
+    shutil.rmtree(dhcp_dir, ignore_errors=True)
 
 
-@pytest.fixture
-def stopped(engine, busybox_template, ctid_factory):
+def make(engine, template, ctid_factory, **options) -> int:
     ctid = ctid_factory()
-    engine.create(ctid, busybox_template, {"hostname": f"bb{ctid}", "memory": "128", "swap": "0"})
-    yield ctid
-    if engine.status(ctid, stats=False).status == "running":
-        engine.stop(ctid)
-    net.teardown_nics(ctid, [])
+    engine.create(ctid, template, {"hostname": f"n{ctid}", "memory": "128", **options})
+    return ctid
 
 
-def test_a_container_starts_with_its_interface_and_reaches_the_bridge(engine, node, stopped):
-    ctid = stopped
-    eth0 = net.parse_nic(0, f"name=eth0,bridge={BRIDGE},ip=10.213.{SUBNET}.2/24,gw={GW},rate=10")
-    started = time.perf_counter()
-    pid = start_with(engine, ctid, [net.prepare_nics(ctid, [eth0], node)])
-    assert time.perf_counter() - started < 2
-    code, out, err = engine.exec_output(ctid, ["/bin/ping", "-c1", "-W1", GW])
-    assert code == 0, (out, err)
-    code, out, _ = engine.exec_output(ctid, ["/bin/cat", "/sys/class/net/eth0/address"])
-    assert out.decode().strip().upper() == net.generate_mac(ctid, 0)
-    seen = {i["name"]: i for i in net.interfaces(pid)}
-    assert seen["eth0"]["ipv4"] == [f"10.213.{SUBNET}.2/24"] and seen["lo"]["state"] == "unknown"
+def sh(engine, ctid, script: str):
+    code, out, err = engine.exec_output(ctid, ["sh", "-c", script])
+    return code, out.decode(), err.decode()
+
+
+def test_two_containers_reach_each_other_and_the_bridge(engine, node, busybox_template, ctid_factory):
+    a = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip={ip(2)}/24,gw={GW}")
+    b = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip=pool")
+    config_b = engine.config(b).get("net0")
+    assert config_b["ip"] == f"{ip(100)}/24" and config_b["gw"] == GW  # drawn from the pool and persisted
+    assert engine.config(a).get("net0")["hwaddr"] == net.generate_mac(a, 0)
+    engine.start(a)
+    engine.start(b)
+    assert sh(engine, a, f"ping -c1 -W2 {GW}")[0] == 0
+    assert sh(engine, a, f"ping -c1 -W2 {ip(100)}")[0] == 0
+    assert sh(engine, b, f"ping -c1 -W2 {ip(2)}")[0] == 0
+    listed = {s.ctid: s for s in engine.list()}
+    assert listed[a].ipv4 == [ip(2)] and listed[b].ipv4 == [ip(100)]
+    assert listed[a].net["eth0"]["tx_packets"] > 0
+    engine.stop(a)
+    engine.stop(b)
+    links = host_links()
+    assert f"veth{a}i0" not in links and f"veth{b}i0" not in links
+
+
+def test_hotplug_through_set_needs_no_restart_and_leaves_nothing(engine, node, busybox_template, ctid_factory):
+    ctid = make(engine, busybox_template, ctid_factory)
+    pid = engine.start(ctid).pid
+    live = engine.set(ctid, {"net1": f"name=eth1,bridge={BRIDGE},ip={ip(3)}/24"})
+    assert live == ["net1"]
+    assert sh(engine, ctid, f"ping -c1 -W2 {GW}")[0] == 0
+    assert engine.status(ctid).pid == pid  # no restart
+    engine.set(ctid, {"net1": f"name=eth1,bridge={BRIDGE},ip={ip(4)}/24"})
+    assert engine.status(ctid).ipv4 == [ip(4)]
+    engine.set(ctid, delete=["net1"])
+    assert sh(engine, ctid, "ls /sys/class/net")[1].split() == ["lo"]
+    assert f"veth{ctid}i1" not in host_links()
     engine.stop(ctid)
-    net.teardown_nics(ctid, [eth0])
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert f"veth{ctid}i0" not in links and f"ifb{ctid}i0" not in links
 
 
-def test_a_failed_network_step_fails_the_start_by_name_and_leaves_nothing(engine, node, stopped):
-    ctid = stopped
-    nics = [net.parse_nic(0, f"name=eth0,bridge={BRIDGE}"), net.parse_nic(1, "name=eth1,bridge=vmbr7")]
-    with pytest.raises(StartError, match="step 'network': net1: bridge 'vmbr7' does not exist"):
-        start_with(engine, ctid, [net.prepare_nics(ctid, nics, node)])
-    assert engine.status(ctid, stats=False).status == "stopped"
-    assert f"veth{ctid}i" not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+def test_dhcp_lease_shows_in_the_list_and_goes_at_stop(engine, node, busybox_template, ctid_factory):
+    ctid = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip=dhcp")
+    engine.start(ctid)
+    script = "#!/bin/sh\n[ \"$1\" = bound ] && ip addr add $ip/$mask dev $interface\nexit 0\n"
+    sh(engine, ctid, f"printf '%s' '{script}' > /tmp/dhcp.sh && chmod +x /tmp/dhcp.sh")
+    code, out, err = sh(engine, ctid, "udhcpc -i eth0 -q -n -f -t 5 -T 2 -s /tmp/dhcp.sh")
+    assert code == 0, (out, err)
+    leased = engine.status(ctid).ipv4
+    assert len(leased) == 1 and ip(200) <= leased[0] <= ip(209)
+    from engine.network.container import dhcp_server
+
+    server = dhcp_server(engine.layout.root, node, BRIDGE)
+    mac = engine.config(ctid).get("net0")["hwaddr"]
+    assert any(lease.mac.upper() == mac for lease in server.leases())
+    engine.stop(ctid)
+    assert not any(lease.mac.upper() == mac for lease in server.leases())
+
+
+def test_firewall_applies_live_and_goes_at_stop(engine, node, busybox_template, ctid_factory):
+    ctid = make(engine, busybox_template, ctid_factory,
+                net0=f"name=eth0,bridge={BRIDGE},ip={ip(5)}/24,gw={GW},firewall=1")
+    rules = engine.layout.root / "firewall" / f"{ctid}.fw"
+    rules.parent.mkdir(exist_ok=True)
+    rules.write_text("[OPTIONS]\nenable: 1\npolicy_in: DROP\npolicy_out: ACCEPT\n")
+    engine.start(ctid)
+    host = subprocess.run(["busybox", "ping", "-c1", "-W1", ip(5)], capture_output=True)
+    assert host.returncode != 0  # inbound ICMP dropped by the policy
+    rules.write_text("[OPTIONS]\nenable: 1\npolicy_in: DROP\n\n[RULES]\nIN ACCEPT -p icmp\n")
+    from engine.network.container import reload_firewall
+
+    reload_firewall(engine.layout.root, ctid, engine.config(ctid))
+    deadline = time.monotonic() + 5
+    while subprocess.run(["busybox", "ping", "-c1", "-W1", ip(5)], capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline, "the new rule did not apply"
+    # A forged source address is dropped at the bridge port.
+    sh(engine, ctid, f"ip addr add {ip(66)}/24 dev eth0")
+    assert sh(engine, ctid, f"ping -c1 -W1 -I {ip(66)} {GW}")[0] != 0
+    assert sh(engine, ctid, f"ping -c1 -W1 -I {ip(5)} {GW}")[0] == 0
+    engine.stop(ctid)
+    assert f"ct{ctid}i0" not in firewall.ruleset_for(ctid)
+
+
+@pytest.mark.parametrize("option, words", [
+    ("name=eth0,bridge=vmbr7", "bridge 'vmbr7' does not exist"),
+    ("name=eth0,bridge={bridge},ip=10.0.0.1/33", "not a valid IPv4 CIDR"),
+    ("name=eth0,bridge={bridge},ip={addr}/24,gw=192.0.2.1", "outside the subnet"),
+])
+def test_bad_interfaces_create_nothing(engine, node, busybox_template, ctid_factory, option, words):
+    ctid = ctid_factory()
+    with pytest.raises(ValidationError, match=words) as info:
+        engine.create(ctid, busybox_template, {"net0": option.format(bridge=BRIDGE, addr=ip(7))})
+    assert info.value.key == "net0"
+    assert not engine.exists(ctid) and not engine.layout.image_dir(ctid).exists()
+
+
+def test_duplicate_address_is_refused_and_the_running_container_unchanged(engine, node, busybox_template,
+                                                                         ctid_factory):
+    first = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip={ip(8)}/24")
+    second = make(engine, busybox_template, ctid_factory)
+    engine.start(second)
+    before = engine.layout.config_path(second).read_text()
+    with pytest.raises(ValidationError, match=f"already used by container {first}"):
+        engine.set(second, {"net0": f"name=eth0,bridge={BRIDGE},ip={ip(8)}/24"})
+    assert engine.layout.config_path(second).read_text() == before
+    assert sh(engine, second, "ls /sys/class/net")[1].split() == ["lo"]
+    engine.stop(second)

@@ -1,0 +1,152 @@
+"""What a container's life needs from the network layer, in the order the lifecycle calls it.
+
+- ``configure`` at create and set: MACs and pool addresses chosen, everything
+  checked against the node and the other containers, before the config is written;
+- ``start_steps`` at start: the firewall first (so no packet passes unfiltered),
+  then the veth plumbing, both as host-side prepare steps;
+- ``reconfigure`` on set while running: hot-plug and a live firewall reload;
+- ``stopped`` after stop: host leftovers, firewall chains and DHCP leases removed.
+
+The per-container firewall lives in ``<root>/firewall/<ID>.fw`` (Proxmox's
+format). With ``firewall=1`` on an interface and no file, anti-spoofing still
+applies (the container may send only from its MAC and addresses) and traffic
+is otherwise allowed both ways.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engine.config import ContainerConfig
+from engine.network import firewall
+from engine.network.bridges import NodeNetwork
+from engine.network.dhcp import DhcpServer
+from engine.network.hotplug import hotplug
+from engine.network.nics import Nic, from_config, host_veth, parse_nic
+from engine.network.pool import node_lock
+from engine.network.veth import interfaces, prepare_nics, teardown_nics
+
+NET_KEYS = {f"net{i}" for i in range(10)}
+
+
+def configure(root: Path, ctid: int, config: ContainerConfig, others: dict[int, ContainerConfig]) -> None:
+    """Fill in generated MACs and ``ip=pool`` addresses and check every interface; the caller writes."""
+    from engine.network import resolve, validate
+
+    nics = from_config(config)
+    if not nics:
+        return
+    node = NodeNetwork(root)
+    with node_lock(root):
+        other_nics = {c: from_config(other) for c, other in others.items() if c != ctid}
+        resolved = resolve(ctid, nics, node, other_nics)
+        validate(ctid, resolved, node, other_nics)
+    for nic in resolved:
+        config.set(nic.key, nic.to_value())
+
+
+def firewall_file(root: Path, ctid: int) -> Path:
+    return root / "firewall" / f"{ctid}.fw"
+
+
+def _policy(root: Path, ctid: int) -> firewall.FirewallPolicy:
+    path = firewall_file(root, ctid)
+    if path.exists():
+        return firewall.parse_rules(path.read_text())
+    return firewall.FirewallPolicy(enabled=True, policy_in="ACCEPT", policy_out="ACCEPT", rules=[])
+
+
+def _ports(ctid: int, nics: list[Nic], node: NodeNetwork) -> list[firewall.Port]:
+    ports = []
+    for nic in nics:
+        ipv4 = [str(nic.ipv4)] if nic.ipv4 is not None else []
+        if nic.ip == "dhcp" and nic.bridge and node.present(nic.bridge):
+            bridge = node.bridge(nic.bridge)
+            if bridge.address is not None:
+                # The lease is not known before the container asks for it: allow the bridge's subnet.
+                ipv4 = [str(bridge.address.network)]
+        ipv6 = [str(nic.ipv6)] if nic.ipv6 is not None else []
+        ports.append(firewall.Port(host_veth(ctid, nic.index), nic.hwaddr, ipv4, ipv6, nic.firewall))
+    return ports
+
+
+def _apply_firewall(root: Path, ctid: int, nics: list[Nic], node: NodeNetwork) -> None:
+    if any(nic.firewall for nic in nics):
+        firewall.apply(ctid, _ports(ctid, nics, node), _policy(root, ctid))
+    else:
+        firewall.remove(ctid)
+
+
+def dhcp_server(root: Path, node: NodeNetwork, bridge_name: str) -> DhcpServer | None:
+    bridge = node.bridge(bridge_name)
+    if bridge.dhcp is None or bridge.address is None:
+        return None
+    # dnsmasq runs as its own user: its state dir must sit under directories that user can search.
+    state = Path(os.environ.get("CAISSON_DHCP_DIR", root / "dhcp"))
+    return DhcpServer(bridge.name, bridge.address.network, bridge.dhcp[0], bridge.dhcp[1], state,
+                      router=str(bridge.address.ip))
+
+
+def start_steps(root: Path, ctid: int, config: ContainerConfig) -> list:
+    """The prepare steps of a start: firewall, then interfaces (each a callable(pid))."""
+    nics = from_config(config)
+    if not nics:
+        return []
+    node = NodeNetwork(root)
+
+    def firewall_rules(pid: int) -> None:
+        _apply_firewall(root, ctid, nics, node)
+
+    def dhcp(pid: int) -> None:
+        for bridge in sorted({nic.bridge for nic in nics if nic.ip == "dhcp" and nic.bridge}):
+            node.ensure_bridge(bridge)
+            server = dhcp_server(root, node, bridge)
+            if server is None:
+                raise ValueError(f"bridge '{bridge}' has no caisson-dhcp range; an interface asks for ip=dhcp")
+            server.start()
+
+    steps = [firewall_rules, prepare_nics(ctid, nics, node)]
+    if any(nic.ip == "dhcp" for nic in nics):
+        steps.append(dhcp)
+    return steps
+
+
+def reconfigure(root: Path, ctid: int, pid: int, old: ContainerConfig, new: ContainerConfig) -> list[str]:
+    """Apply changed interfaces to a running container; returns the keys applied live."""
+    node = NodeNetwork(root)
+    live = []
+    for key in sorted(NET_KEYS):
+        before, after = old.current.values.get(key), new.current.values.get(key)
+        if before == after:
+            continue
+        index = int(key[3:])
+        hotplug(ctid, pid, parse_nic(index, before) if before else None, parse_nic(index, after) if after else None,
+                node)
+        live.append(key)
+    if live:
+        _apply_firewall(root, ctid, from_config(new), node)
+    return live
+
+
+def reload_firewall(root: Path, ctid: int, config: ContainerConfig) -> None:
+    _apply_firewall(root, ctid, from_config(config), NodeNetwork(root))
+
+
+def stopped(root: Path, ctid: int, config: ContainerConfig) -> None:
+    """After the container stopped: nothing of its network may remain on the host."""
+    nics = from_config(config)
+    if not nics:
+        return
+    teardown_nics(ctid, nics)
+    if any(nic.firewall for nic in nics):
+        firewall.remove(ctid)
+    node = NodeNetwork(root)
+    for nic in nics:
+        if nic.ip == "dhcp" and nic.bridge and nic.hwaddr and node.present(nic.bridge):
+            server = dhcp_server(root, node, nic.bridge)
+            if server is not None:
+                server.release(nic.hwaddr)
+
+
+__all__ = ["NET_KEYS", "configure", "firewall_file", "interfaces", "reconfigure", "reload_firewall", "start_steps",
+           "stopped"]

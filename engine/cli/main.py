@@ -97,6 +97,14 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 
     enter = verbs.add_parser("enter", help="open a shell inside a running container")
     enter.add_argument("ctid", type=_ctid)
+
+    network = verbs.add_parser("network", help="show the node's bridges; --apply creates or adopts them")
+    network.add_argument("--apply", action="store_true", help="create missing bridges, set their addresses")
+
+    fw = verbs.add_parser("firewall", help="show a container's firewall, or install new rules (applied live)")
+    fw.add_argument("ctid", type=_ctid)
+    fw.add_argument("--rules", type=Path, metavar="FILE",
+                    help="rules in Proxmox's <ID>.fw format; checked, saved, applied to a running container")
     return parser
 
 
@@ -149,10 +157,10 @@ def _dispatch(engine, args) -> int:
         if as_json:
             emit_json([s.as_dict() for s in statuses])
         else:
-            table(["VMID", "STATUS", "NAME", "PID", "UPTIME", "MEMORY", "CPU TIME"],
+            table(["VMID", "STATUS", "NAME", "PID", "UPTIME", "MEMORY", "CPU TIME", "IPV4"],
                   [[s.ctid, s.status, s.hostname, s.pid or "-", human_duration(s.uptime),
-                    human_bytes(s.memory_bytes), f"{s.cpu_ns / 1e9:.1f}s" if s.cpu_ns is not None else "-"]
-                   for s in statuses])
+                    human_bytes(s.memory_bytes), f"{s.cpu_ns / 1e9:.1f}s" if s.cpu_ns is not None else "-",
+                    ",".join(s.ipv4 or []) or "-"] for s in statuses])
     elif verb == "config":
         config = engine.config(args.ctid)
         if as_json:
@@ -180,7 +188,57 @@ def _dispatch(engine, args) -> int:
         return engine.exec(args.ctid, command)
     elif verb == "enter":
         return engine.enter(args.ctid)
+    elif verb == "network":
+        _network(engine, args.apply, as_json)
+    elif verb == "firewall":
+        _firewall(engine, args.ctid, args.rules, as_json)
     return 0
+
+
+def _network(engine, apply: bool, as_json: bool) -> None:
+    from engine.network import NodeNetwork
+
+    node = NodeNetwork(engine.layout.root)
+    if apply:
+        node.ensure_bridges()
+    rows = []
+    for bridge in node.bridges().values():
+        rows.append({"name": bridge.name, "address": str(bridge.address) if bridge.address else None,
+                     "vlan_aware": bridge.vlan_aware, "present": node.present(bridge.name),
+                     "pool": "-".join(map(str, bridge.pool)) if bridge.pool else None,
+                     "dhcp": "-".join(map(str, bridge.dhcp)) if bridge.dhcp else None, "nat": bridge.nat})
+    if as_json:
+        emit_json(rows)
+    else:
+        table(["BRIDGE", "ADDRESS", "PRESENT", "VLAN", "POOL", "DHCP", "NAT"],
+              [[r["name"], r["address"] or "-", "yes" if r["present"] else "no", "yes" if r["vlan_aware"] else "no",
+                r["pool"] or "-", r["dhcp"] or "-", "yes" if r["nat"] else "no"] for r in rows])
+
+
+def _firewall(engine, ctid: int, rules: Path | None, as_json: bool) -> None:
+    from engine.config import write_atomic
+    from engine.network import container as network
+    from engine.network import firewall
+
+    config = engine.config(ctid)
+    path = network.firewall_file(engine.layout.root, ctid)
+    if rules is not None:
+        try:
+            text = rules.read_text()
+        except OSError as exc:
+            raise ValidationError(f"--rules: cannot read {rules}: {exc.strerror}") from None
+        firewall.parse_rules(text)  # refuse bad rules before anything changes
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        write_atomic(path, text)
+        if engine.status(ctid, stats=False).status == "running":
+            network.reload_firewall(engine.layout.root, ctid, config)
+    active = firewall.ruleset_for(ctid)
+    if as_json:
+        emit_json({"ctid": ctid, "rules_file": str(path), "rules": path.read_text() if path.exists() else None,
+                   "active": active})
+    else:
+        print(path.read_text() if path.exists() else f"# no {path}: anti-spoofing only on firewall=1 interfaces")
+        print(active or "# nothing active in nftables for this container")
 
 
 def _show_status(status, as_json: bool) -> None:
@@ -192,3 +250,6 @@ def _show_status(status, as_json: bool) -> None:
         print(f"pid: {status.pid}\ninit: {status.init}\nuptime: {human_duration(status.uptime)}")
         if status.memory_bytes is not None:
             print(f"memory: {human_bytes(status.memory_bytes)} / {human_bytes(status.memory_limit_bytes)}")
+        for family in ("ipv4", "ipv6"):
+            if getattr(status, family):
+                print(f"{family}: {', '.join(getattr(status, family))}")

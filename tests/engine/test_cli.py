@@ -28,7 +28,7 @@ def test_help_lists_every_verb(cli):
     result = cli("--help")
     assert result.returncode == 0
     for verb in ("create", "start", "stop", "shutdown", "reboot", "destroy", "list", "status", "config", "set",
-                 "exec", "enter"):
+                 "exec", "enter", "network", "firewall"):
         assert verb in result.stdout
 
 

@@ -168,3 +168,35 @@ def test_duplicate_address_is_refused_and_the_running_container_unchanged(engine
     assert engine.layout.config_path(second).read_text() == before
     assert sh(engine, second, "ls /sys/class/net")[1].split() == ["lo"]
     engine.stop(second)
+
+
+def test_cli_shows_bridges_addresses_and_installs_firewall_rules(engine, node, busybox_template, ctid_factory,
+                                                               tmp_path):
+    import json
+    import sys
+
+    env = {**os.environ, "CAISSON_ROOT": str(engine.layout.root), "CAISSON_RUN": str(engine.layout.run),
+           "CAISSON_CGROUP_PARENT": engine.cgroups.parent}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "engine", *args], env=env, capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[2], timeout=60)
+
+    bridges = json.loads(cli("-o", "json", "network").stdout)
+    mine = next(b for b in bridges if b["name"] == BRIDGE)
+    assert mine["present"] and mine["address"] == f"{GW}/24" and mine["dhcp"] == f"{ip(200)}-{ip(209)}"
+    ctid = make(engine, busybox_template, ctid_factory,
+                net0=f"name=eth0,bridge={BRIDGE},ip={ip(9)}/24,firewall=1")
+    engine.start(ctid)
+    row = next(line.split() for line in cli("list").stdout.splitlines() if line.split()[0] == str(ctid))
+    assert row[-1] == ip(9)
+    bad = tmp_path / "bad.fw"
+    bad.write_text("[RULES]\nIN ACCEPT -p tcp -dport 99999\n")
+    result = cli("firewall", str(ctid), "--rules", str(bad))
+    assert result.returncode == 2 and "99999" in result.stderr
+    good = tmp_path / "good.fw"
+    good.write_text("[OPTIONS]\nenable: 1\npolicy_in: DROP\n\n[RULES]\nIN ACCEPT -p tcp -dport 22\n")
+    result = cli("firewall", str(ctid), "--rules", str(good))
+    assert result.returncode == 0, result.stderr
+    assert "dport 22" in result.stdout and f"ct{ctid}i0" in result.stdout
+    engine.stop(ctid)

@@ -10,6 +10,27 @@ import pytest
 TEMPLATE_CACHE = Path(os.environ.get("CAISSON_TEST_CACHE", Path.home() / ".cache" / "caisson" / "templates"))
 
 
+def read_until_closed(fd: int, timeout: float = 30.0) -> bytes:
+    """Everything a pty master (or pipe) gives until the other side closes, bounded in time."""
+    import select
+    import time
+
+    output = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the terminal's last user closed it
+            break
+        if not chunk:
+            break
+        output += chunk
+    return output
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: builds or boots a full Debian system (about a minute)")
 

@@ -47,3 +47,13 @@ def children():
         proc.wait()
 
 
+@pytest.fixture
+def lab():
+    """A bridge and namespaces for the DHCP and firewall tests, removed afterwards."""
+    from tests.engine.netlab import NetLab
+
+    net = NetLab()
+    try:
+        yield net
+    finally:
+        net.close()

@@ -92,8 +92,8 @@ def test_json_errors_for_scripts(cli):
 def test_enter_gives_an_interactive_shell_on_a_terminal(engine, container):
     """Drive `enter` from a real pseudo-terminal, as a person at a console would."""
     import pty
-    import select
-    import time
+
+    from tests.conftest import read_until_closed
 
     env = {**os.environ, "CAISSON_ROOT": str(engine.layout.root), "CAISSON_RUN": str(engine.layout.run),
            "CAISSON_CGROUP_PARENT": engine.cgroups.parent, "TERM": "xterm"}
@@ -102,19 +102,7 @@ def test_enter_gives_an_interactive_shell_on_a_terminal(engine, container):
                              stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
     os.write(master, b"echo $((6*7)); tty; exit 3\n")
-    output = b""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 1)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
+    output = read_until_closed(master)
     os.close(master)
     assert b"42" in output and b"/dev/pts/" in output
     assert child.wait(timeout=30) == 3

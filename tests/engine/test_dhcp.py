@@ -16,7 +16,8 @@ import pytest
 from engine.errors import EngineError, ValidationError
 from engine.network import dhcp, firewall
 from engine.network.dhcp import DhcpServer, Lease
-from tests.engine.test_firewall import NetLab, Port
+from engine.network.firewall import Port
+from tests.engine.netlab import NetLab
 
 NEEDED = ("ip", "busybox", "dnsmasq")
 pytestmark = [
@@ -28,15 +29,6 @@ UDHCPC_SCRIPT = """#!/bin/sh
 [ "$1" = bound ] && /bin/busybox ip addr add "$ip/${mask:-24}" dev "$interface"
 exit 0
 """
-
-
-@pytest.fixture
-def lab():
-    net = NetLab()
-    try:
-        yield net
-    finally:
-        net.close()
 
 
 @pytest.fixture

@@ -120,19 +120,12 @@ def test_exec_passes_exit_codes_stdin_and_signals(engine, container):
 
 def test_exec_with_a_tty(engine, container):
     from engine import attach
+    from tests.conftest import read_until_closed
 
     spec = engine._attach_spec(container, ["sh", "-c", "tty; stty size"], True, None, "/")
     pid, master = attach.spawn(spec)
     attach.set_winsize(master, 33, 111)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
+    output = read_until_closed(master)
     os.close(master)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     assert b"/dev/pts/" in output

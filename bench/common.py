@@ -192,12 +192,16 @@ class Row:
     lxc: list[float]
     goal: float | None = None
     note: str = ""
+    limit: float | None = None  # an absolute goal instead: Caisson's median at most this, in the row's unit
 
     @property
     def ratios(self) -> list[float]:
         return pair_ratios(self.caisson, self.lxc)
 
     def verdict(self) -> str:
+        if self.limit is not None:
+            median = statistics.median(self.caisson)
+            return "met" if median <= self.limit else f"MISSED ({median / self.limit:.1f}× the goal)"
         if self.goal is None:
             return ""
         median = statistics.median(self.ratios)
@@ -217,8 +221,8 @@ class Report:
         self.settings = {"engine": engine_version(), **self.settings}
 
     def add(self, metric: str, caisson: list[float], lxc: list[float], unit: str = "ms",
-            goal: float | None = None, note: str = "") -> Row:
-        row = Row(metric, unit, list(caisson), list(lxc), goal, note)
+            goal: float | None = None, note: str = "", limit: float | None = None) -> Row:
+        row = Row(metric, unit, list(caisson), list(lxc), goal, note, limit)
         self.rows.append(row)
         return row
 
@@ -227,7 +231,8 @@ class Report:
         body = []
         for r in self.rows:
             body.append([f"{r.metric} ({r.unit})", fmt(r.caisson), fmt(r.lxc), fmt(r.ratios),
-                         f"≤ {r.goal:g}×" if r.goal is not None else "—", r.verdict()])
+                         f"≤ {r.goal:g}×" if r.goal is not None else
+                         f"Caisson ≤ {r.limit:g} {r.unit}" if r.limit is not None else "—", r.verdict()])
         widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
         lines = [self.title, ", ".join(f"{k}: {v}" for k, v in self.settings.items()), ""]
         for line in [head, ["-" * w for w in widths], *body]:
@@ -245,6 +250,7 @@ class Report:
             "notes": self.notes,
             "host": {"kernel": os.uname().release, "cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "rows": [{"metric": r.metric, "unit": r.unit, "goal": r.goal, "verdict": r.verdict(), "note": r.note,
+                      **({"limit": r.limit} if r.limit is not None else {}),
                       "caisson": {"samples": r.caisson, **summary(r.caisson)},
                       "lxc": {"samples": r.lxc, **summary(r.lxc)},
                       "ratio": {"samples": r.ratios, **summary(r.ratios)}} for r in self.rows],
@@ -455,10 +461,10 @@ class CaissonSide:
             ctid += 1
         return ctid
 
-    def create(self, template: Path, hostname: str) -> int:
+    def create(self, template: Path, hostname: str, options: dict[str, str] | None = None) -> int:
         ctid = self._free_ctid()
         self.ctids.append(ctid)
-        self.engine.create(ctid, template, {"hostname": hostname, "memory": str(MEMORY_MB)})
+        self.engine.create(ctid, template, {"hostname": hostname, "memory": str(MEMORY_MB), **(options or {})})
         return ctid
 
     def cli(self, *args: str) -> list[str]:
@@ -527,8 +533,9 @@ class LxcSide:
                                  "mount hook, and a post-stop hook that sleeps 0.5 s, which lxc-stop waits for); "
                                  "--lxc-lxcfs-hooks keeps them.")
 
-    def create(self, template: Path, name: str) -> str:
-        """Extract the template (ids shifted like Caisson's when unprivileged) and write the config."""
+    def create(self, template: Path, name: str, net: Iterable[str] = ("lxc.net.0.type = empty",)) -> str:
+        """Extract the template (ids shifted like Caisson's when unprivileged) and write the config
+        (``net``: the lxc.net.* lines; by default no network)."""
         name = f"cb{os.getpid()}-{name}"
         cdir = self.path / name
         cdir.mkdir(mode=0o711)
@@ -540,7 +547,7 @@ class LxcSide:
             "lxc.include = /usr/share/lxc/config/common.conf",
             f"lxc.rootfs.path = dir:{rootfs}",
             f"lxc.uts.name = {name}",
-            "lxc.net.0.type = empty",
+            *net,
             # The same memory limit and power-off signal Caisson gives its containers.
             f"lxc.cgroup.memory.limit_in_bytes = {MEMORY_MB << 20}",
             f"lxc.signal.halt = {int(init.poweroff_signal)}",

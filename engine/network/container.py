@@ -95,7 +95,7 @@ def start_steps(root: Path, ctid: int, config: ContainerConfig) -> list:
     node = NodeNetwork(root)
 
     def firewall_rules(pid: int) -> None:
-        _apply_firewall(root, ctid, nics, node)
+        firewall.apply(ctid, _ports(ctid, nics, node), _policy(root, ctid))
 
     def dhcp(pid: int) -> None:
         for bridge in sorted({nic.bridge for nic in nics if nic.ip == "dhcp" and nic.bridge}):
@@ -105,7 +105,8 @@ def start_steps(root: Path, ctid: int, config: ContainerConfig) -> list:
                 raise ValueError(f"bridge '{bridge}' has no caisson-dhcp range; an interface asks for ip=dhcp")
             server.start()
 
-    steps = [firewall_rules, prepare_nics(ctid, nics, node)]
+    steps = [firewall_rules] if any(nic.firewall for nic in nics) else []
+    steps.append(prepare_nics(ctid, nics, node))
     if any(nic.ip == "dhcp" for nic in nics):
         steps.append(dhcp)
     return steps

@@ -106,3 +106,14 @@ def test_enter_gives_an_interactive_shell_on_a_terminal(engine, container):
     os.close(master)
     assert b"42" in output and b"/dev/pts/" in output
     assert child.wait(timeout=30) == 3
+
+
+def test_a_closed_pipe_is_not_an_error(engine, busybox_template, ctid_factory):
+    ctid = ctid_factory()
+    # More than a pipe holds, so the writer is still writing when the reader goes away.
+    engine.create(ctid, busybox_template, {"description": "x" * 300_000})
+    env = {**os.environ, "CAISSON_ROOT": str(engine.layout.root), "CAISSON_RUN": str(engine.layout.run),
+           "CAISSON_CGROUP_PARENT": engine.cgroups.parent}
+    result = subprocess.run(f"{sys.executable} -m engine -o json config {ctid} | head -c 1", shell=True, cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Traceback" not in result.stderr

@@ -25,6 +25,7 @@ from engine.state import DEFAULT_CGROUP_PARENT, DEFAULT_ROOT, DEFAULT_RUN, Layou
 from engine.storage import DirStorage
 
 PR_SET_CHILD_SUBREAPER = 36
+VZTMPL_PREFIX = "local:vztmpl/"  # Proxmox's name for a template in the local store
 
 
 @dataclass
@@ -169,9 +170,12 @@ class Engine:
 
     # ---- create and destroy ----------------------------------------------------------------
     def create(self, ctid: int | str, source: Path | str, options: dict[str, str] | None = None) -> ContainerStatus:
-        """Create a container from a rootfs tarball or a template directory."""
+        """Create a container from a rootfs tarball or a template directory.
+
+        ``source`` is a path, or a template of the store named as Proxmox does: ``local:vztmpl/<name>``.
+        """
         ctid = parse_ctid(ctid)
-        source = Path(source)
+        source = self.template_path(source)
         config = ContainerConfig(ctid)
         for key, value in (options or {}).items():
             if key in ("rootfs", "lock"):
@@ -210,6 +214,16 @@ class Engine:
             write_config(self.layout.config_path(ctid), config)
             revert.success()
         return self.status(ctid)
+
+    def template_path(self, source: Path | str) -> Path:
+        """A path as given, or the store's file for a ``local:vztmpl/<name>`` volume."""
+        text = str(source)
+        if not text.startswith(VZTMPL_PREFIX):
+            return Path(source)
+        name = text[len(VZTMPL_PREFIX):]
+        if not name or "/" in name or "\x00" in name or name.startswith("."):
+            raise ValidationError(f"template '{text}': the name must be a file name in the store", key="ostemplate")
+        return self.layout.templates / name
 
     def destroy(self, ctid: int, force: bool = False) -> None:
         with container_lock(self.layout, ctid):

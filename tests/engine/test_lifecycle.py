@@ -389,3 +389,19 @@ def test_create_killed_half_way_is_cleaned_by_the_next_create(engine, busybox_te
     engine.create(ctid, busybox_template, {"hostname": "second-try"})
     assert engine.start(ctid).status == "running"
     engine.stop(ctid)
+
+
+def test_create_from_the_store_by_proxmox_volume_name(engine, busybox_template, ctid_factory):
+    import shutil
+
+    engine.layout.templates.mkdir(parents=True, exist_ok=True)
+    shutil.copy(busybox_template, engine.layout.templates / busybox_template.name)
+    ctid = ctid_factory()
+    engine.create(ctid, f"local:vztmpl/{busybox_template.name}")
+    assert engine.start(ctid).status == "running"
+    engine.stop(ctid)
+    for bad in ("local:vztmpl/../etc/passwd", "local:vztmpl/", "local:vztmpl/.hidden", "local:vztmpl/a\0b"):
+        with pytest.raises(ValidationError, match="must be a file name in the store"):
+            engine.create(ctid_factory(), bad)
+    with pytest.raises(ValidationError, match="does not exist"):
+        engine.create(ctid_factory(), "local:vztmpl/missing-1.0_amd64.tar.zst")

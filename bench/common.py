@@ -216,6 +216,7 @@ class Report:
     settings: dict
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    against: str = "LXC"  # what the second column measures
 
     def __post_init__(self) -> None:
         self.settings = {"engine": engine_version(), **self.settings}
@@ -227,7 +228,8 @@ class Report:
         return row
 
     def render(self) -> str:
-        head = ["metric", "Caisson median [min–max]", "LXC median [min–max]", "Caisson/LXC (pairwise)", "goal", ""]
+        head = ["metric", "Caisson median [min–max]", f"{self.against} median [min–max]",
+                f"Caisson/{self.against} (pairwise)", "goal", ""]
         body = []
         for r in self.rows:
             body.append([f"{r.metric} ({r.unit})", fmt(r.caisson), fmt(r.lxc), fmt(r.ratios),

@@ -1,0 +1,208 @@
+"""Fetch indexes and templates over HTTP(S), with resume, checksum and a per-name lock.
+
+Only ``http`` and ``https`` URLs are fetched, and never from a host that
+resolves to a link-local address (169.254.0.0/16, fe80::/10: cloud metadata
+services live there). Redirects are checked the same way.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import http.client
+import ipaddress
+import os
+import re
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from engine.errors import EngineError, ValidationError
+from engine.templates.aplinfo import Entry, check_template_name
+
+TIMEOUT = 30.0
+CHUNK = 64 * 1024
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+class DownloadError(EngineError):
+    """The server could not be reached, answered an error, or sent something else than announced."""
+
+
+class Cancelled(EngineError):
+    """The caller cancelled the download."""
+
+    exit_code = 130
+
+
+def check_url(url: str) -> str:
+    """Refuse anything but http(s) to a host that does not resolve to a link-local address."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(f"refusing URL {url!r}: only http:// and https:// are allowed", key="url")
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 80, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, ValueError) as exc:
+        raise DownloadError(f"cannot resolve {parts.hostname}: {exc}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if address.is_link_local or getattr(address, "ipv4_mapped", None) and address.ipv4_mapped.is_link_local:
+            raise ValidationError(f"refusing URL {url!r}: {parts.hostname} is a link-local address", key="url")
+    return url
+
+
+class _CheckedRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        check_url(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_CheckedRedirect)
+
+
+def open_url(url: str, headers: dict[str, str] | None = None, timeout: float = TIMEOUT):
+    """Open ``url`` after the checks above; HTTP errors other than 416 become DownloadError."""
+    request = urllib.request.Request(check_url(url), headers={"User-Agent": "caisson", **(headers or {})})
+    try:
+        return _OPENER.open(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416:
+            return exc
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise DownloadError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def fetch(url: str, max_bytes: int = 64 << 20, timeout: float = TIMEOUT) -> bytes:
+    """The whole body of ``url``, refusing one larger than ``max_bytes`` (indexes, signatures)."""
+    with open_url(url, timeout=timeout) as response:
+        if getattr(response, "code", 200) != 200:
+            raise DownloadError(f"{url}: HTTP {response.code}")
+        try:
+            data = response.read(max_bytes + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            raise DownloadError(f"{url}: {exc}") from None
+    if len(data) > max_bytes:
+        raise DownloadError(f"{url}: larger than {max_bytes} bytes")
+    return data
+
+
+def _hash_file(path: Path, algo: str) -> hashlib._Hash:
+    digest = hashlib.new(algo)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest
+
+
+def _attempt(entry: Entry, part: Path, digest_algo: str, progress, cancel, max_bytes, timeout):
+    """One request: append to ``part`` (resuming with Range when it has bytes); return the digest."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    response = open_url(entry.location, headers, timeout)
+    with response:
+        status = getattr(response, "code", 200)
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "") or "")
+        if offset and status == 206 and match and int(match.group(1)) == offset:
+            total = int(match.group(3)) if match.group(3) != "*" else None
+            digest = _hash_file(part, digest_algo)
+            mode = "ab"
+        elif status == 416 and offset:
+            part.unlink()  # the partial is not a prefix the server knows; start over next time
+            raise DownloadError(f"{entry.location}: server refused to resume at byte {offset}")
+        elif status == 200:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            offset, digest, mode = 0, hashlib.new(digest_algo), "wb"
+        else:
+            raise DownloadError(f"{entry.location}: unexpected HTTP {status}")
+        total = total or entry.size
+        if max_bytes is not None and total is not None and total > max_bytes:
+            raise ValidationError(f"{entry.name}: {total} bytes is over the limit of {max_bytes}", key="size")
+        done = offset
+        with open(part, mode) as out:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"download of {entry.name} cancelled; partial file kept for resume")
+                try:
+                    chunk = response.read(CHUNK)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise DownloadError(f"{entry.location}: {exc or type(exc).__name__}") from None
+                if not chunk:
+                    break
+                done += len(chunk)
+                if max_bytes is not None and done > max_bytes:
+                    raise ValidationError(f"{entry.name}: more than {max_bytes} bytes", key="size")
+                out.write(chunk)
+                digest.update(chunk)
+                if progress is not None:
+                    progress(done, total)
+            out.flush()
+            os.fsync(out.fileno())
+        if total is not None and done != total:
+            raise DownloadError(f"{entry.location}: connection ended at byte {done} of {total}")
+        return digest
+
+
+def download(entry: Entry, dest_dir: Path, progress: Callable[[int, int | None], None] | None = None,
+             cancel: threading.Event | None = None, max_bytes: int | None = None,
+             retries: int = 3, timeout: float = TIMEOUT) -> Path:
+    """Download ``entry`` into ``dest_dir`` and return the path of the verified template.
+
+    Bytes go to ``<dest>/.<name>.part``; a partial file from an earlier try is
+    resumed with an HTTP Range request (only if the server answers 206 with a
+    matching Content-Range, else it restarts at 0), and a connection that
+    breaks is retried ``retries`` times, each resuming where it stopped. The
+    file is checked against the index's sha512/sha256/md5 and only then
+    renamed to ``<dest>/<name>``, so the store never holds a partial or
+    unverified template.
+
+    What happens to the partial file on failure:
+
+    * checksum mismatch or over ``max_bytes``: removed (the bytes are wrong);
+    * cancelled (``cancel`` set, raises :class:`Cancelled`) or a network
+      error/time-out (:class:`DownloadError`): kept, so the next call resumes.
+
+    Concurrent downloads of the same name serialise on ``<dest>/.<name>.lock``
+    (flock); the later one then finds the finished file and returns it.
+    """
+    name = check_template_name(entry.name)
+    algo, expected = entry.checksum()
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    final, part = dest_dir / name, dest_dir / f".{name}.part"
+    lock_fd = os.open(dest_dir / f".{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        if final.exists():
+            if _hash_file(final, algo).hexdigest() == expected:
+                return final
+            final.unlink()  # stale or corrupt copy: fetch it again
+        for attempt in range(retries + 1):
+            try:
+                digest = _attempt(entry, part, algo, progress, cancel, max_bytes, timeout)
+                break
+            except DownloadError:
+                if attempt == retries or (cancel is not None and cancel.is_set()):
+                    raise
+            except ValidationError:
+                part.unlink(missing_ok=True)
+                raise
+        if digest.hexdigest() != expected:
+            part.unlink(missing_ok=True)
+            raise ValidationError(
+                f"{name}: {algo} checksum mismatch (got {digest.hexdigest()[:16]}..., "
+                f"index says {expected[:16]}...); download removed", key="checksum")
+        os.chmod(part, 0o644)
+        os.rename(part, final)
+        dir_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return final
+    finally:
+        os.close(lock_fd)

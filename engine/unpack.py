@@ -20,6 +20,7 @@ import stat
 import tarfile
 import tempfile
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from .idmap import IdMap, remap_file_caps
 
 CHUNK = 1 << 20
 _ZERO = bytes(CHUNK)
+DIR_FD_CACHE = 64
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAGIC = ((b"\x1f\x8b", "gz"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zst"), (b"BZh", "bz2"))
 _KINDS = {stat.S_IFDIR: "d", stat.S_IFREG: "f", stat.S_IFLNK: "l", stat.S_IFCHR: "c",
@@ -94,14 +96,17 @@ class _Writer:
         self.mapped_root = (0, 0) if idmap is None else (idmap.host_uid(0), idmap.host_gid(0))
         self.root_owner = self.mapped_root
         self.root_fd = os.open(root, _DIR)
-        self._cache: tuple[str, int] | None = None
+        # Open directory fds by path, most recently used last: tars go directory by directory, and a
+        # walk starts from the deepest cached ancestor instead of the root (fewer opens, the main cost).
+        self._dirs: OrderedDict[str, int] = OrderedDict()
 
     def fail(self, e: _Entry, problem: str) -> UnsafeArchive:
         return UnsafeArchive(f"{self.source}: {self.noun} '{e.name}': {problem}", key=e.name)
 
     def close(self) -> None:
-        if self._cache:
-            os.close(self._cache[1])
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
         os.close(self.root_fd)
 
     def add(self, e: _Entry, data: _Readable | None = None) -> None:
@@ -192,10 +197,20 @@ class _Writer:
         try:
             os.fchown(fd, *self._owner(e))
             self._xattrs(e, fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        self._remember_dir(key, fd)  # its members come next: keep the fd for them
         self.pending[key] = (e.mode, e.mtime_ns)
         self.stats.dirs += 1
+
+    def _remember_dir(self, key: str, fd: int) -> None:
+        old = self._dirs.pop(key, None)
+        if old is not None:
+            os.close(old)
+        self._dirs[key] = fd
+        if len(self._dirs) > DIR_FD_CACHE:
+            os.close(self._dirs.popitem(last=False)[1])
 
     def _file(self, e: _Entry, name: str, pfd: int, data: _Readable | None) -> None:
         owner = self._owner(e)
@@ -261,20 +276,29 @@ class _Writer:
                 self.stats.xattrs_skipped += 1
 
     def _parent(self, e: _Entry, parts: list[str]) -> int:
-        """An fd of the entry's parent dir, made if missing; cached, as tars go dir by dir."""
+        """An fd of the entry's parent dir, made if missing; cached (fds stay valid: directories are
+        never replaced or removed during an extraction)."""
         key = "/".join(parts[:-1])
-        if not self._cache or self._cache[0] != key:
-            fd = self._walk(e, parts[:-1], create=True)
-            if self._cache:
-                os.close(self._cache[1])
-            self._cache = (key, fd)  # stays valid: directories are never replaced or removed
-        return self._cache[1]
+        fd = self._dirs.get(key)
+        if fd is not None:
+            self._dirs.move_to_end(key)
+            return fd
+        start, base = 0, self.root_fd
+        for depth in range(len(parts) - 2, 0, -1):
+            cached = self._dirs.get("/".join(parts[:depth]))
+            if cached is not None:
+                start, base = depth, cached
+                break
+        fd = self._walk(e, parts[:-1], create=True, start=start, base=base)
+        self._remember_dir(key, fd)
+        return fd
 
-    def _walk(self, e: _Entry, parts: list[str], create: bool) -> int:
-        """A new fd of the directory at parts, refusing to pass through anything but directories."""
-        fd = os.dup(self.root_fd)
+    def _walk(self, e: _Entry, parts: list[str], create: bool, start: int = 0, base: int | None = None) -> int:
+        """A new fd of the directory at parts (from ``base``, the fd of ``parts[:start]``), refusing to
+        pass through anything but directories."""
+        fd = os.dup(self.root_fd if base is None else base)
         try:
-            for i, comp in enumerate(parts):
+            for i, comp in enumerate(parts[start:], start):
                 key = "/".join(parts[: i + 1])
                 kind = self.kinds.get(key)
                 if kind is None and create:
@@ -294,15 +318,18 @@ class _Writer:
     def finish(self) -> None:
         """Apply directory modes and mtimes last, and open the root to its owner."""
         for key, (mode, mtime) in self.pending.items():
-            fd = self._walk(_Entry(key, "d"), key.split("/"), create=False) if key else os.dup(self.root_fd)
-            try:
-                if not key:
-                    os.fchown(fd, *self.root_owner)
-                os.fchmod(fd, mode)
+            if not key:
+                os.fchown(self.root_fd, *self.root_owner)
+                os.fchmod(self.root_fd, mode)
                 if mtime is not None:
-                    os.utime(fd, ns=(mtime, mtime))
-            finally:
-                os.close(fd)
+                    os.utime(self.root_fd, ns=(mtime, mtime))
+                continue
+            # Through the (cached) parent's fd: ``key`` is a directory made here, never replaced.
+            parts = key.split("/")
+            pfd = self._parent(_Entry(key, "d"), parts)
+            os.chmod(parts[-1], mode, dir_fd=pfd)
+            if mtime is not None:
+                os.utime(parts[-1], ns=(mtime, mtime), dir_fd=pfd, follow_symlinks=False)
 
 
 @contextlib.contextmanager

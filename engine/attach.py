@@ -106,8 +106,11 @@ def _joiner(spec, pidfd, userns, rules, env, sock, stdio) -> None:
         # the command's stdin from ever seeing end of file.
         close_fds_except({pidfd, sock.fileno()})
         for procs in spec.cgroup_procs:
-            with open(procs, "w") as handle:
-                handle.write("0")
+            fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
         os.setns(pidfd, ALL_NAMESPACES | (os.CLONE_NEWUSER if userns else 0))
         os.close(pidfd)
         os.setresgid(spec.gid, spec.gid, spec.gid)

@@ -225,6 +225,16 @@ class Engine:
             raise ValidationError(f"template '{text}': the name must be a file name in the store", key="ostemplate")
         return self.layout.templates / name
 
+    def make_template(self, ctid: int, name: str) -> Path:
+        """A custom template in the store from a stopped container, its identity cleared."""
+        from engine.templates.custom import make_template
+
+        with container_lock(self.layout, ctid):
+            config = self.config(ctid)
+            if self._running(ctid):
+                raise InvalidState(f"container {ctid} is running; stop it before making a template of it")
+            return make_template(self._rootfs(config), self._idmap(config), self.layout.templates, name)
+
     def destroy(self, ctid: int, force: bool = False) -> None:
         with container_lock(self.layout, ctid):
             config = self.config(ctid)

@@ -25,6 +25,7 @@ whichever zstd the host has, and there is no child process to manage.
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import re
@@ -32,7 +33,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
@@ -140,12 +141,15 @@ def _xattr_headers(path: str) -> dict[str, str]:
     return headers
 
 
-def add_tree(tar: tarfile.TarFile, root: Path) -> int:
+def add_tree(tar: tarfile.TarFile, root: Path,
+             transform: Callable[[tarfile.TarInfo], tarfile.TarInfo | None] | None = None) -> int:
     """Add the directory ``root`` as ``.`` and everything below it; return the member count.
 
     Hard links become tar hard links, sockets are skipped (they cannot be
     archived and mean nothing once the writer is gone), and a mount point
     anywhere below ``root`` is an error: its contents are not the rootfs's.
+    ``transform`` may rewrite a member (owner, xattrs), drop it (None), or empty
+    a regular file (size 0): custom templates use it to clear a container's identity.
     """
     if mounts_under(root):
         raise EngineError(f"refusing to archive {root}: something is mounted below it")
@@ -163,11 +167,15 @@ def add_tree(tar: tarfile.TarFile, root: Path) -> int:
         info.uname = info.gname = ""
         info.mtime = int(st.st_mtime)
         info.pax_headers.update(_xattr_headers(path))
-        if info.isreg():
+        if transform is not None:
+            info = transform(info)
+            if info is None:
+                return
+        if info.isreg() and info.size:
             with open(path, "rb") as fileobj:
                 tar.addfile(info, fileobj)
         else:
-            tar.addfile(info)
+            tar.addfile(info, io.BytesIO() if info.isreg() else None)
         count += 1
         if info.isdir():
             for name in sorted(os.listdir(path)):

@@ -98,6 +98,10 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     enter = verbs.add_parser("enter", help="open a shell inside a running container")
     enter.add_argument("ctid", type=_ctid)
 
+    tmpl = verbs.add_parser("make-template", help="pack a stopped container as a template in the store")
+    tmpl.add_argument("ctid", type=_ctid)
+    tmpl.add_argument("name", help="template file name, e.g. web-1.0-1_amd64.tar.zst")
+
     network = verbs.add_parser("network", help="show the node's bridges; --apply creates or adopts them")
     network.add_argument("--apply", action="store_true", help="create missing bridges, set their addresses")
 
@@ -194,6 +198,12 @@ def _dispatch(engine, args) -> int:
         return engine.exec(args.ctid, command)
     elif verb == "enter":
         return engine.enter(args.ctid)
+    elif verb == "make-template":
+        path = engine.make_template(args.ctid, args.name)
+        if as_json:
+            emit_json({"ctid": args.ctid, "template": path.name, "path": str(path), "size": path.stat().st_size})
+        else:
+            print(f"local:vztmpl/{path.name}")
     elif verb == "network":
         _network(engine, args.apply, as_json)
     elif verb == "firewall":

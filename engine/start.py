@@ -184,6 +184,30 @@ def _write_file(path: str, text: str) -> None:
         os.close(fd)
 
 
+SSH_KEYGEN = "/usr/bin/ssh-keygen"
+
+
+def _first_boot_ssh_keys(sock: socket.socket, exec_w: int) -> None:
+    """A container made from a template has no SSH host keys: make them before init starts sshd.
+
+    Runs the container's own ``ssh-keygen -A`` as a child of init, already under the
+    container's seccomp filter and capability set and holding none of the engine's fds.
+    """
+    if not os.path.exists("/etc/ssh/sshd_config") or not os.access(SSH_KEYGEN, os.X_OK):
+        return
+    if any(name.startswith("ssh_host_") and name.endswith("_key") for name in os.listdir("/etc/ssh")):
+        return
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(sock.fileno())
+            os.close(exec_w)
+            os.execve(SSH_KEYGEN, ["ssh-keygen", "-A"], CONTAINER_ENV)
+        finally:
+            os._exit(127)
+    os.waitpid(child, 0)
+
+
 def close_fds_except(keep: set[int]) -> None:
     """No host fd may leak into the container (CVE-2024-21626); the kept ones are close-on-exec."""
     low = 3
@@ -273,6 +297,8 @@ def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, 
         close_fds_except({sock.fileno(), exec_w})
         step = "seccomp"
         seccomp.install(seccomp_filter)
+        step = "ssh-host-keys"
+        _first_boot_ssh_keys(sock, exec_w)
         step = "exec"
         os.execve(spec.init[0], spec.init, CONTAINER_ENV)
     except BaseException as exc:  # noqa: BLE001

@@ -3,7 +3,7 @@
 Owners are shifted back from the container's user namespace to plain ids (and
 file capabilities back to the v2 form a normal rootfs carries), so the archive
 is like any downloaded template. What identifies the container is left out:
-SSH host keys (the OpenSSH package makes new ones with ``ssh-keygen -A``),
+SSH host keys (the engine runs the container's ``ssh-keygen -A`` before init at its next start),
 ``/etc/machine-id`` (emptied: systemd writes a new one at first boot), the
 hostname (set by the engine at every start), DHCP leases and shell history.
 The MAC lives in the container's config, not in its rootfs.

@@ -20,7 +20,11 @@ def test_a_container_becomes_a_template_and_a_new_container_boots_from_it(engine
     ctid = ctid_factory()
     engine.create(ctid, busybox_template, {"hostname": "original"})
     engine.start(ctid)
-    script = ("mkdir -p /etc/ssh /srv && echo key > /etc/ssh/ssh_host_ed25519_key && echo pub > /etc/ssh/ssh_config "
+    # A stand-in for OpenSSH: a config, host keys, and an ssh-keygen that makes a key for -A.
+    keygen = "#!/bin/sh\n[ \"$1\" = -A ] && echo new > /etc/ssh/ssh_host_ed25519_key\n"
+    script = ("mkdir -p /etc/ssh /srv /usr/bin && echo key > /etc/ssh/ssh_host_ed25519_key "
+              "&& echo c > /etc/ssh/sshd_config "
+              f"&& printf '{keygen}' > /usr/bin/ssh-keygen && chmod 755 /usr/bin/ssh-keygen "
               "&& echo 0123456789abcdef > /etc/machine-id && echo app > /srv/app && chown 1000:1000 /srv/app")
     assert engine.exec_output(ctid, ["sh", "-c", script])[0] == 0
     with pytest.raises(InvalidState, match="is running"):
@@ -30,7 +34,7 @@ def test_a_container_becomes_a_template_and_a_new_container_boots_from_it(engine
     path = engine.make_template(ctid, name)
     assert path == engine.layout.templates / name
     found = members(path)
-    assert "./etc/ssh/ssh_host_ed25519_key" not in found and "./etc/ssh/ssh_config" in found
+    assert "./etc/ssh/ssh_host_ed25519_key" not in found and "./etc/ssh/sshd_config" in found
     assert found["./etc/machine-id"].size == 0
     assert (found["./srv/app"].uid, found["./srv/app"].gid) == (1000, 1000)  # back to the container's ids
     assert found["./bin/busybox"].uid == 0
@@ -39,8 +43,9 @@ def test_a_container_becomes_a_template_and_a_new_container_boots_from_it(engine
     clone = ctid_factory()
     engine.create(clone, f"local:vztmpl/{name}", {"hostname": "fromtemplate"})
     engine.start(clone)
-    code, out, _ = engine.exec_output(clone, ["sh", "-c", "cat /srv/app; hostname; stat -c %u /srv/app"])
-    assert out.decode().split() == ["app", "fromtemplate", "1000"]
+    code, out, _ = engine.exec_output(clone, ["sh", "-c", "cat /srv/app; hostname; stat -c %u /srv/app; "
+                                                          "cat /etc/ssh/ssh_host_ed25519_key"])
+    assert out.decode().split() == ["app", "fromtemplate", "1000", "new"]  # host keys made at first start
     assert os.stat(engine._rootfs(engine.config(clone)) / "srv" / "app").st_uid == 101000
     engine.stop(clone)
     with pytest.raises(AlreadyExists):

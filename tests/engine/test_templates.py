@@ -147,3 +147,15 @@ def test_sources_validation(tmp_path):
         store.set_sources([{"id": "../a", "type": "aplinfo", "url": "http://x/"}])
     with pytest.raises(NotFound):
         store.update("missing")
+
+
+def test_local_builders_are_offered_and_build_into_the_store(tmp_path, capsys):
+    from engine.templates.__main__ import main
+
+    assert main(["--root", str(tmp_path), "available", "--section", "local-build"]) == 0
+    offered = capsys.readouterr().out.split()
+    assert "busybox" in offered and "debian-bookworm" in offered
+    assert main(["--root", str(tmp_path), "build", "busybox"]) == 0
+    built = list((tmp_path / "template" / "cache").glob("busybox-*_*.tar.zst"))
+    assert len(built) == 1
+    assert main(["--root", str(tmp_path), "build"]) == 2

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from engine import seccomp
 from engine import syscalls as sc
-from engine.start import CONTAINER_ENV, DROPPED_CAPABILITIES, close_fds_except
+from engine.start import CONTAINER_ENV, DROPPED_CAPABILITIES, close_fds_except, write_file
 
 ALL_NAMESPACES = (os.CLONE_NEWNS | os.CLONE_NEWUTS | os.CLONE_NEWIPC | os.CLONE_NEWNET | os.CLONE_NEWCGROUP
                   | os.CLONE_NEWPID)
@@ -106,11 +106,7 @@ def _joiner(spec, pidfd, userns, rules, env, sock, stdio) -> None:
         # the command's stdin from ever seeing end of file.
         close_fds_except({pidfd, sock.fileno()})
         for procs in spec.cgroup_procs:
-            fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
+            write_file(procs, "0")
         os.setns(pidfd, ALL_NAMESPACES | (os.CLONE_NEWUSER if userns else 0))
         os.close(pidfd)
         os.setresgid(spec.gid, spec.gid, spec.gid)

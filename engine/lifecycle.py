@@ -117,9 +117,10 @@ class Engine:
     def _running(self, ctid: int) -> RunRecord | None:
         """The run record if init is alive; rebuilt from the cgroup if the record is missing or stale."""
         record = RunRecord.load(self.layout.run_record(ctid))
-        if record and procfs.proc_starttime(record.pid) == record.starttime and procfs.proc_state(record.pid) != "Z":
-            return record
         if record:
+            stat = procfs.proc_stat(record.pid)
+            if stat and stat.starttime == record.starttime and stat.state != "Z":
+                return record
             self._reap(record.pid)
         if not self.cgroups.exists(str(ctid)):
             return None
@@ -143,7 +144,8 @@ class Engine:
                     for line in handle:
                         if line.startswith("NSpid:"):
                             ids = line.split()[1:]
-                            if len(ids) > 1 and ids[-1] == "1" and procfs.proc_state(pid) != "Z":
+                            stat = procfs.proc_stat(pid)
+                            if len(ids) > 1 and ids[-1] == "1" and stat and stat.state != "Z":
                                 return pid
             except (FileNotFoundError, ProcessLookupError):
                 continue

@@ -1,22 +1,25 @@
 """Facts about processes read from /proc, without ctypes: cheap enough for every status call."""
 from __future__ import annotations
 
+from typing import NamedTuple
 
-def proc_starttime(pid: int) -> int | None:
-    """The process start time in clock ticks: with the pid, it identifies a process across pid reuse."""
+
+class ProcStat(NamedTuple):
+    state: str  # one letter: R, S, D, Z...
+    starttime: int  # clock ticks since boot: with the pid, it identifies a process across pid reuse
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """State and start time from one read of /proc/<pid>/stat; None if the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = data[data.rindex(b")") + 2:].split()
-    return int(fields[19])
+    return ProcStat(fields[0].decode(), int(fields[19]))
 
 
-def proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return chr(data[data.rindex(b")") + 2])
+def proc_starttime(pid: int) -> int | None:
+    stat = proc_stat(pid)
+    return stat.starttime if stat else None

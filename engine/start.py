@@ -127,7 +127,7 @@ def _attach(spec: StartSpec, setup_pid: int) -> None:
     """
     try:
         for procs in spec.cgroup_procs:
-            _write_file(procs, str(setup_pid))
+            write_file(procs, str(setup_pid))
     except OSError as exc:
         _kill_quietly(setup_pid)
         raise StartError("cgroup", str(exc)) from None
@@ -148,8 +148,8 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int) -> int:
         if phase is Phase.UNSHARED:
             try:
                 if spec.idmap is not None:
-                    _write_file(f"/proc/{setup_pid}/uid_map", spec.idmap.uid_map_text())
-                    _write_file(f"/proc/{setup_pid}/gid_map", spec.idmap.gid_map_text())
+                    write_file(f"/proc/{setup_pid}/uid_map", spec.idmap.uid_map_text())
+                    write_file(f"/proc/{setup_pid}/gid_map", spec.idmap.gid_map_text())
             except OSError as exc:
                 _kill_quietly(setup_pid)
                 raise StartError("idmap", str(exc)) from None
@@ -176,7 +176,7 @@ def _kill_quietly(pid: int) -> None:
         pass
 
 
-def _write_file(path: str, text: str) -> None:
+def write_file(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
         os.write(fd, text.encode())

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(busybox-static debootstrap zstd xz-utils uidmap iproute2 procps psmisc dnsmasq-base dnsmasq-utils nftables)
+APT_PACKAGES=(busybox-static debootstrap zstd xz-utils uidmap iproute2 procps psmisc dnsmasq-base dnsmasq-utils nftables
+              openssl redis-server postgresql chromium)  # the last three: services and the browser tests
 VENV=.venv
 REQUIREMENTS=requirements.txt
 STAMP=$VENV/.requirements.sha256

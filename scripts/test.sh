@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# The web tier's tests run against a real PostgreSQL (pytest-django makes test_<name> beside it) and
+# Redis databases of their own, apart from a development instance on the same server.
+export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/caisson}
+export CAISSON_REDIS_DBS=${CAISSON_REDIS_DBS:-10,11,12}
+bash scripts/services.sh
 
 targets=(tests)
 for arg in "$@"; do

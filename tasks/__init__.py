@@ -1,5 +1,8 @@
-"""Celery jobs: every web action becomes a job that a node's agent runs through ``engine/``.
+"""Celery jobs that a node agent runs through the engine.
 
-The job classes, the Celery app and beat schedules arrive with the web console;
-this package is where they live, between ``webui/`` and ``engine/``.
+``tasks.celery`` is the Celery app (the web tier imports only that, to queue
+jobs by name); ``tasks.base`` is the one job class every action derives from;
+``tasks.containers``, ``tasks.templates`` and ``tasks.node`` hold the jobs;
+``python -m tasks.agent`` runs this node's agent (a Celery worker consuming
+the node's own queue).
 """

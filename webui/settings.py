@@ -1,7 +1,10 @@
-"""Django settings for Caisson's web console.
+"""Django settings for Caisson's web console, its node agents and Celery beat.
 
 SQLite in the state directory is the embedded default; set ``DATABASE_URL``
-(postgres://user:pass@host:port/name) to use PostgreSQL.
+(postgres://user:pass@host:port/name) to use PostgreSQL.  ``REDIS_URL`` is
+the Celery broker, the channel layer and the cache (databases 0, 1 and 2 of
+that server, or the numbers given in ``CAISSON_REDIS_DBS=broker,channels,cache``).
+``CAISSON_NODE`` names this node (default: the host name).
 """
 from __future__ import annotations
 
@@ -18,17 +21,23 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "0") == "1"
 ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
 
 INSTALLED_APPS = [
+    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "django_celery_beat",
     "webui",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from the ASGI server itself, no separate web server
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -44,13 +53,14 @@ WSGI_APPLICATION = "webui.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [],  # templates live in webui/templates/webui/
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "webui.context.layout",
             ],
         },
     },
@@ -60,7 +70,10 @@ TEMPLATES = [
 def _database() -> dict:
     url = os.environ.get("DATABASE_URL")
     if not url:
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "caisson.sqlite3"}
+        # WAL and a busy timeout: the web server, the agent and beat write the same file.
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "caisson.sqlite3",
+                "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
+                            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"}}
     parsed = urlparse(url)
     if parsed.scheme not in ("postgres", "postgresql"):
         raise ValueError(f"DATABASE_URL: unsupported scheme '{parsed.scheme}' (use postgres://)")
@@ -79,3 +92,72 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
+WHITENOISE_USE_FINDERS = True  # serve straight from static/ too, so a fresh checkout works before collectstatic
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+# ---- Redis: broker, channel layer, cache ----------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+_BROKER_DB, _CHANNELS_DB, _CACHE_DB = (int(n) for n in os.environ.get("CAISSON_REDIS_DBS", "0,1,2").split(","))
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [f"{REDIS_URL}/{_CHANNELS_DB}"], "capacity": 1000, "expiry": 30},
+    },
+}
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": f"{REDIS_URL}/{_CACHE_DB}"},
+}
+
+# ---- Celery: every action is a job on its node's queue --------------------------------------
+CELERY_BROKER_URL = f"{REDIS_URL}/{_BROKER_DB}"
+CELERY_RESULT_BACKEND = None  # job records live in the database, not in Celery results
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # a job whose worker died is redelivered and found half-done (see tasks.base)
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}  # longer than the longest backup
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+CAISSON_NODE = os.environ.get("CAISSON_NODE") or os.uname().nodename.split(".")[0]
+CAISSON_NODE_OFFLINE_AFTER = 45  # seconds without a heartbeat
+CAISSON_SAMPLE_INTERVAL = float(os.environ.get("CAISSON_SAMPLE_INTERVAL", "10"))
+
+# ---- REST API -------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "webui.api.auth.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "webui.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {"login": "10/min"},
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Caisson API",
+    "DESCRIPTION": "Containers, jobs, templates and access of a Caisson datacenter. Long actions return a job.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# ---- security -------------------------------------------------------------------------------
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "SAMEORIGIN"  # the console pop-out frames our own pages only
+LOGIN_FAILURE_LIMIT = int(os.environ.get("CAISSON_LOGIN_FAILURES", "5"))  # per user and per address ...
+LOGIN_FAILURE_WINDOW = 300  # ... within this many seconds
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("CAISSON_LOG_LEVEL", "INFO")},
+    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+}

@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def manage(tmp_path, *args):
     env = {**os.environ, "CAISSON_WEB_DATA": str(tmp_path), "DJANGO_SETTINGS_MODULE": "webui.settings"}
+    env.pop("DATABASE_URL", None)  # the embedded default: SQLite
     return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
 

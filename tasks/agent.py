@@ -1,0 +1,61 @@
+"""``python -m tasks.agent``: this node's agent, a Celery worker on the node's own queue.
+
+It runs privileged (the engine needs root), registers the node, mirrors its
+containers and templates into the database, schedules its own heartbeat and
+metrics tick in Celery beat's table, then consumes ``node.<name>``.
+Containers do not depend on it: stopping the agent leaves them running.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def prepare_node() -> str:
+    """Register this node, its periodic tick and its current state; return its queue."""
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from tasks.node import heartbeat, sync_all, sync_templates, this_node
+
+    node = this_node()
+    heartbeat(node)
+    seconds = max(1, int(settings.CAISSON_SAMPLE_INTERVAL))
+    every, _ = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.update_or_create(
+        name=f"tick {node.name}",
+        defaults={"task": "caisson.node.tick", "interval": every, "queue": node.queue, "enabled": True,
+                  "expire_seconds": seconds, "description": "heartbeat, metrics and mirror of this node"})
+    sync_all(node)
+    sync_templates(node)
+    return node.queue
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.agent", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, default=max(2, os.cpu_count() or 1),
+                        help="jobs run side by side (default: %(default)s)")
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error("--concurrency: at least 1")
+    if os.geteuid() != 0:
+        print("error: the node agent runs containers and needs root", file=sys.stderr)
+        return 1
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webui.settings")
+    queue = prepare_node()
+    from engine import syscalls
+    from tasks.celery import app
+
+    syscalls.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: inits orphaned by a recycled worker process are reaped here
+    app.worker_main(["worker", "-Q", queue, "-n", f"agent@{queue}", "-c", str(args.concurrency),
+                     "--loglevel", args.loglevel, "--without-gossip", "--without-mingle", "-E"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

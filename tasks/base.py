@@ -1,0 +1,159 @@
+"""One job class for every action: claim the record, log into numbered rows, honour cancel, record the end.
+
+A job takes the primary key of its ``Job`` row and re-reads it.  Jobs on
+one target (a container, a template) are serialised by a lock on the node;
+jobs on different targets run side by side in the worker's processes.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from celery import Task
+from django.db import close_old_connections
+from django.utils import timezone
+
+from engine.errors import EngineError
+from webui.live import publish, publish_job_lines
+from webui.models import Job, JobLine
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL = 0.25  # seconds between progress writes (and live pushes)
+CANCEL_POLL_INTERVAL = 0.5
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class JobContext:
+    """What a running job uses to talk to its record: log lines, progress, the cancel flag."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.seq = JobLine.objects.filter(job=job).count()
+        self._last_progress = 0.0
+        self._last_cancel_check = 0.0
+        self.cancel_event = threading.Event()  # for engine calls that take one (downloads)
+
+    @property
+    def params(self) -> dict:
+        return self.job.params
+
+    def log(self, text: str) -> None:
+        rows = []
+        for line in str(text).splitlines() or [""]:
+            self.seq += 1
+            rows.append(JobLine(job=self.job, seq=self.seq, text=line))
+        JobLine.objects.bulk_create(rows)
+        publish_job_lines(self.job.pk, [{"seq": r.seq, "time": r.time.isoformat(), "text": r.text} for r in rows])
+
+    def progress(self, done: int | float, total: int | float | None, text: str = "", force: bool = False) -> None:
+        """Record how far the job is; throttled, so engines may call it for every chunk."""
+        now = time.monotonic()
+        self.check_cancel()
+        if not force and now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        self._last_progress = now
+        fraction = min(1.0, done / total) if total else None
+        Job.objects.filter(pk=self.job.pk).update(progress=fraction, progress_text=text[:255])
+        self.job.progress, self.job.progress_text = fraction, text[:255]
+        publish([self.job.path], {"type": "job", "job": self.job.summary()})
+
+    def check_cancel(self) -> None:
+        now = time.monotonic()
+        if now - self._last_cancel_check >= CANCEL_POLL_INTERVAL:
+            self._last_cancel_check = now
+            if Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
+                self.cancel_event.set()
+        if self.cancel_event.is_set():
+            raise JobCancelled()
+
+
+class JobTask(Task):
+    """Base of every job.  Subclasses set ``name`` and implement ``perform(ctx)``; ``after(ctx)`` always runs."""
+
+    abstract = True
+    acks_late = True
+    reject_on_worker_lost = False  # a job whose worker died is marked failed, never run twice
+
+    def run(self, job_id: int) -> None:
+        close_old_connections()
+        try:
+            job = Job.objects.select_related("node", "user").get(pk=job_id)
+        except Job.DoesNotExist:
+            log.warning("job %s vanished before it ran", job_id)
+            return
+        if job.status == Job.Status.RUNNING:
+            # Delivered again after the worker that ran it died: say so rather than run it twice.
+            self._finish(job, Job.Status.ERROR, "the node agent stopped while this job ran; "
+                                                "check the target's state before retrying")
+            return
+        if job.status != Job.Status.QUEUED:
+            return  # cancelled while queued
+        with self._serialised(job):
+            claimed = Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+                status=Job.Status.RUNNING, started=timezone.now(), worker=f"{socket.gethostname()}:{os.getpid()}")
+            if not claimed:
+                return
+            job.refresh_from_db()
+            publish([job.path], {"type": "job", "job": job.summary()})
+            ctx = JobContext(job)
+            status, message = Job.Status.OK, "OK"
+            try:
+                ctx.log(f"starting {job.kind} {job.target}".rstrip())
+                message = self.perform(ctx) or "OK"
+            except JobCancelled:
+                status, message = Job.Status.CANCELLED, "cancelled"
+            except EngineError as exc:
+                if type(exc).__name__ == "Cancelled":
+                    status, message = Job.Status.CANCELLED, "cancelled"
+                else:
+                    status, message = Job.Status.ERROR, str(exc)
+            except Exception as exc:  # noqa: BLE001 - recorded in the job, with its traceback
+                ctx.log(traceback.format_exc())
+                status, message = Job.Status.ERROR, f"internal error: {exc}"
+            finally:
+                try:
+                    self.after(ctx)
+                except Exception:  # noqa: BLE001 - the job's own outcome matters more
+                    log.exception("after-job step of %s failed", job)
+            ctx.log(f"TASK {'OK' if status == Job.Status.OK else message}")
+            self._finish(job, status, message)
+
+    def perform(self, ctx: JobContext) -> str | None:
+        raise NotImplementedError
+
+    def after(self, ctx: JobContext) -> None:
+        """Runs whatever the outcome: mirror the node's state back into the database."""
+
+    @staticmethod
+    def _finish(job: Job, status: str, message: str) -> None:
+        Job.objects.filter(pk=job.pk).update(status=status, message=message, ended=timezone.now(),
+                                             progress=1.0 if status == Job.Status.OK else job.progress)
+        job.refresh_from_db()
+        publish([job.path], {"type": "job", "job": job.summary()})
+
+    @contextmanager
+    def _serialised(self, job: Job):
+        from tasks.node import engine
+
+        directory = Path(engine().layout.run) / "jobs"
+        directory.mkdir(parents=True, exist_ok=True)
+        # One container, or one template (node-level jobs are keyed by their target).
+        scope = job.path if job.path.startswith("/ct/") else f"{job.path}:{job.target}"
+        key = re.sub(r"[^A-Za-z0-9_.-]", "_", scope)
+        fd = os.open(directory / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)

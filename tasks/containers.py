@@ -1,0 +1,120 @@
+"""Container jobs: create, power actions, config changes, destroy.  Each ends by mirroring the container."""
+from __future__ import annotations
+
+from engine.errors import ValidationError
+from tasks.base import JobContext, JobTask
+from tasks.celery import app
+from tasks.node import engine, sync_container, this_node
+from webui.models import Container
+
+
+class ContainerJob(JobTask):
+    abstract = True
+
+    def ctid(self, ctx: JobContext) -> int:
+        return int(ctx.job.target)
+
+    def after(self, ctx: JobContext) -> None:
+        sync_container(this_node(), self.ctid(ctx))
+
+
+class Create(ContainerJob):
+    """``params``: ``template`` (``local:vztmpl/<name>``), ``options`` (pct keys), ``password``,
+    ``ssh_public_keys``, ``start`` (start once created)."""
+    name = "caisson.container.create"
+
+    def perform(self, ctx: JobContext) -> str:
+        from engine.credentials import set_credentials
+
+        ctid, params = self.ctid(ctx), ctx.params
+        ctx.log(f"extracting {params['template']}")
+        ctx.progress(0, None, "extracting template", force=True)
+        engine().create(ctid, params["template"], params.get("options") or {})
+        if params.get("password") or params.get("ssh_public_keys"):
+            ctx.log("setting root's password and SSH keys")
+            try:
+                set_credentials(engine(), ctid, params.get("password"), params.get("ssh_public_keys"))
+            except Exception:
+                engine().destroy(ctid, force=True)  # no half-made container: all of it or nothing
+                raise
+        ctx.log(f"created CT {ctid}")
+        if params.get("start"):
+            ctx.progress(0, None, "starting", force=True)
+            engine().start(ctid)
+            ctx.log(f"started CT {ctid}")
+        return "OK"
+
+    def after(self, ctx: JobContext) -> None:
+        container = sync_container(this_node(), self.ctid(ctx))
+        if container is None:  # the create failed: drop the placeholder row the web tier made
+            Container.objects.filter(ctid=self.ctid(ctx), status=Container.Status.CREATING).delete()
+            from webui.live import publish
+
+            publish([f"/ct/{self.ctid(ctx)}"], {"type": "ct.removed", "ctid": self.ctid(ctx)})
+
+
+class Start(ContainerJob):
+    name = "caisson.container.start"
+
+    def perform(self, ctx: JobContext) -> str:
+        status = engine().start(self.ctid(ctx))
+        ctx.log(f"init ({status.init}) running as pid {status.pid}")
+        return "OK"
+
+
+class Shutdown(ContainerJob):
+    name = "caisson.container.shutdown"
+
+    def perform(self, ctx: JobContext) -> str:
+        timeout = float(ctx.params.get("timeout", 60))
+        force = bool(ctx.params.get("force_stop", True))
+        ctx.log(f"asking init to shut down (timeout {timeout:g} s{', then stop' if force else ''})")
+        engine().shutdown(self.ctid(ctx), timeout=timeout, force_stop=force)
+        return "OK"
+
+
+class Stop(ContainerJob):
+    name = "caisson.container.stop"
+
+    def perform(self, ctx: JobContext) -> str:
+        engine().stop(self.ctid(ctx))
+        return "OK"
+
+
+class Reboot(ContainerJob):
+    name = "caisson.container.reboot"
+
+    def perform(self, ctx: JobContext) -> str:
+        engine().reboot(self.ctid(ctx), timeout=float(ctx.params.get("timeout", 60)))
+        return "OK"
+
+
+class Destroy(ContainerJob):
+    name = "caisson.container.destroy"
+
+    def perform(self, ctx: JobContext) -> str:
+        engine().destroy(self.ctid(ctx), force=bool(ctx.params.get("force", False)))
+        ctx.log(f"removed CT {self.ctid(ctx)} and its volumes")
+        return "OK"
+
+
+class Set(ContainerJob):
+    """``params``: ``changes`` (key -> value), ``delete`` (keys), ``digest`` (refuse a stale edit)."""
+    name = "caisson.container.set"
+
+    def perform(self, ctx: JobContext) -> str:
+        changes, delete = ctx.params.get("changes") or {}, ctx.params.get("delete") or []
+        if not changes and not delete:
+            raise ValidationError("nothing to change")
+        for key, value in changes.items():
+            ctx.log(f"{key}: {value}")
+        for key in delete:
+            ctx.log(f"delete {key}")
+        live = engine().set(self.ctid(ctx), changes, delete, digest=ctx.params.get("digest"))
+        if live:
+            ctx.log(f"applied to the running container: {', '.join(live)}")
+        return "OK"
+
+
+for job_class in (Create, Start, Shutdown, Stop, Reboot, Destroy, Set):
+    app.register_task(job_class())

@@ -1,0 +1,175 @@
+"""The web tier's fixtures: roles, users with grants, an online node, and the real processes.
+
+``agent`` runs ``python -m tasks.agent`` (a real Celery worker on Redis) and
+``web`` runs the ASGI server (daphne), both on the test database, so
+end-to-end tests go through the same path as production.  Tests using them
+need ``transactional_db``: the other processes only see committed rows.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def roles(db):
+    """The built-in roles (a transactional test's flush removes the rows the migration made)."""
+    from webui.models import Role
+    from webui.privileges import BUILTIN_ROLES
+
+    return {name: Role.objects.update_or_create(name=name, defaults={"privileges": privs, "builtin": True})[0]
+            for name, privs in BUILTIN_ROLES.items()}
+
+
+@pytest.fixture
+def node(db):
+    """This node's row, online (its heartbeat just now)."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from webui.models import Node
+
+    row, _ = Node.objects.update_or_create(name=settings.CAISSON_NODE, defaults={"last_seen": timezone.now(),
+                                                                                 "cpus": 2})
+    return row
+
+
+@pytest.fixture
+def make_user(db, roles):
+    """``make_user("alice", "Operator", "/ct/100")``: a user with that role granted on that path."""
+    from django.contrib.auth.models import User
+
+    from webui.models import AccessEntry
+
+    def make(username: str, role: str | None = None, path: str = "/", superuser: bool = False, propagate=True):
+        if superuser:
+            user = User.objects.create_superuser(username, f"{username}@example.org", PASSWORD)
+        else:
+            user = User.objects.create_user(username, f"{username}@example.org", PASSWORD)
+        if role:
+            AccessEntry.objects.create(user=user, role=roles[role], path=path, propagate=propagate)
+        return user
+
+    return make
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def database_url() -> str:
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.fail("end-to-end web tests need PostgreSQL: set DATABASE_URL (scripts/test.sh does)")
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def _wait_for(check, what: str, log: Path, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{what} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        if check():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{what} did not come up within {timeout:g} s:\n{log.read_text()[-4000:]}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def services_env(django_db_setup, django_db_blocker, engine, cgroup_parent, tmp_path_factory) -> dict:
+    """Environment for the agent and the web server: the test database and the tests' engine state."""
+    return {**os.environ, "DATABASE_URL": database_url(), "CAISSON_ROOT": str(engine.layout.root),
+            "CAISSON_RUN": str(engine.layout.run), "CAISSON_CGROUP_PARENT": cgroup_parent,
+            "CAISSON_WEB_DATA": str(tmp_path_factory.mktemp("webdata")), "CAISSON_SAMPLE_INTERVAL": "1",
+            "DJANGO_SETTINGS_MODULE": "webui.settings", "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="session")
+def agent(services_env, tmp_path_factory):
+    """This node's agent, a real Celery worker consuming the node's queue."""
+    import redis
+    from django.conf import settings
+
+    queue = f"node.{settings.CAISSON_NODE}"
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(queue)  # nothing left from an earlier, killed run
+    log = tmp_path_factory.mktemp("agent") / "agent.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "tasks.agent", "--concurrency", "2"], cwd=REPO,
+                                   env=services_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(lambda: b" ready." in log.read_bytes(), "the node agent", log, process)
+        yield process
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def web(services_env, tmp_path_factory):
+    """The ASGI server (daphne) on a free loopback port; yields its base URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("web") / "web.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                                    "webui.asgi:application"], cwd=REPO, env=services_env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    try:
+        _wait_for(answers, "the web server", log, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(process)
+
+
+@pytest.fixture
+def stored_busybox(engine, busybox_template) -> str:
+    """The busybox template in the node's store; returns its volume ID (local:vztmpl/<name>)."""
+    engine.layout.templates.mkdir(parents=True, exist_ok=True)
+    target = engine.layout.templates / busybox_template.name
+    if not target.exists():
+        shutil.copy2(busybox_template, target)
+    return f"local:vztmpl/{busybox_template.name}"
+
+
+def wait_job(job, timeout: float = 60.0):
+    """Poll the job's row until it ends; returns it refreshed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if not job.active:
+            return job
+        time.sleep(0.05)
+    lines = "\n".join(job.lines.values_list("text", flat=True))
+    pytest.fail(f"job {job.pk} ({job.kind}) still {job.status} after {timeout:g} s:\n{lines}")

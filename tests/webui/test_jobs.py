@@ -1,0 +1,95 @@
+"""Jobs end to end: queued by the web tier, run by the real node agent through the engine, mirrored back."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from tests.webui.conftest import wait_job
+from webui.jobs import JobRefused, cancel, submit
+from webui.models import AuditEntry, Container, Job, Node
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def create(node, ctid, template, user=None, **params):
+    Container.objects.create(ctid=ctid, node=node, status=Container.Status.CREATING)
+    return submit("vzcreate", node, f"/ct/{ctid}", str(ctid), user=user,
+                  params={"template": template, "options": {"hostname": f"web{ctid}"}, **params})
+
+
+def test_create_start_stop_destroy_through_the_agent(agent, node, stored_busybox, ctid_factory, engine, make_user):
+    admin = make_user("root-admin", superuser=True)
+    ctid = ctid_factory()
+    job = wait_job(create(node, ctid, stored_busybox, user=admin, password="s3cret!", start=True))
+    assert (job.status, job.message) == ("ok", "OK"), list(job.lines.values_list("text", flat=True))
+    texts = list(job.lines.order_by("seq").values_list("text", flat=True))
+    assert texts[0] == f"starting vzcreate {ctid}" and texts[-1] == "TASK OK"
+    assert job.upid.startswith(f"UPID:{node.name}:") and f":vzcreate:{ctid}:root-admin:" in job.upid
+    row = Container.objects.get(ctid=ctid)
+    assert (row.status, row.hostname, row.init) == ("running", f"web{ctid}", "busybox")
+    assert engine.status(ctid).status == "running"
+    shadow = (engine._rootfs(engine.config(ctid)) / "etc" / "shadow").read_text()
+    assert shadow.startswith("root:$6$")
+
+    job = wait_job(submit("vzstop", node, f"/ct/{ctid}", str(ctid), user=admin))
+    assert job.status == "ok"
+    assert Container.objects.get(ctid=ctid).status == "stopped" and engine.status(ctid).status == "stopped"
+
+    job = wait_job(submit("vzdestroy", node, f"/ct/{ctid}", str(ctid), user=admin))
+    assert job.status == "ok" and not engine.exists(ctid)
+    assert not Container.objects.filter(ctid=ctid).exists()
+    assert AuditEntry.objects.filter(username="root-admin", action="vzdestroy", path=f"/ct/{ctid}").exists()
+
+
+def test_a_failed_create_says_why_and_leaves_nothing(agent, node, ctid_factory, engine):
+    ctid = ctid_factory()
+    job = wait_job(create(node, ctid, "local:vztmpl/vanished-1.0_amd64.tar.zst"))
+    assert job.status == "error" and "does not exist" in job.message
+    assert "TASK " + job.message in job.lines.values_list("text", flat=True)
+    assert not engine.exists(ctid) and not Container.objects.filter(ctid=ctid).exists()
+
+
+def test_a_bad_password_fails_the_create_and_removes_the_container(agent, node, stored_busybox, ctid_factory,
+                                                                   engine):
+    ctid = ctid_factory()
+    job = wait_job(create(node, ctid, stored_busybox, password="abc"))
+    assert job.status == "error" and "password" in job.message
+    assert not engine.exists(ctid) and not Container.objects.filter(ctid=ctid).exists()
+
+
+def test_a_double_clicked_start_queues_one_job(node):
+    Container.objects.create(ctid=4242, node=node, status="stopped")
+    first = Job.objects.create(node=node, kind="vzstart", path="/ct/4242", target="4242")
+    with pytest.raises(JobRefused, match="already queued") as refused:
+        submit("vzstart", node, "/ct/4242", "4242")
+    assert refused.value.job == first and Job.objects.filter(kind="vzstart").count() == 1
+
+
+def test_an_offline_node_refuses_jobs(node):
+    Node.objects.filter(pk=node.pk).update(last_seen=timezone.now() - timedelta(minutes=5))
+    node.refresh_from_db()
+    with pytest.raises(JobRefused, match="offline") as refused:
+        submit("vzstart", node, "/ct/100", "100")
+    assert refused.value.status == 503 and not Job.objects.exists()
+
+
+def test_cancel_a_queued_job(node):
+    job = Job.objects.create(node=node, kind="download", path=node.path, target="x.tar.zst")
+    cancel(job)
+    job.refresh_from_db()
+    assert (job.status, job.cancel_requested) == ("cancelled", True)
+    with pytest.raises(JobRefused, match="already ended"):
+        cancel(job)
+
+
+def test_jobs_on_one_container_run_in_order(agent, node, stored_busybox, ctid_factory):
+    ctid = ctid_factory()
+    created = create(node, ctid, stored_busybox)
+    started = submit("vzstart", node, f"/ct/{ctid}", str(ctid))  # queued while the create runs
+    assert wait_job(created).status == "ok"
+    started = wait_job(started)
+    assert started.status == "ok", started.message
+    assert started.started >= created.ended
+    wait_job(submit("vzstop", node, f"/ct/{ctid}", str(ctid)))

@@ -1,0 +1,87 @@
+"""Queue jobs for node agents: the web tier's only way to change anything on a node."""
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from webui.live import publish
+from webui.models import AuditEntry, Job, Node
+
+
+class JobRefused(Exception):
+    """The job cannot be queued; the message says why and what to do (HTTP 409 or 503)."""
+
+    def __init__(self, message: str, status: int = 409, job: Job | None = None):
+        super().__init__(message)
+        self.status = status
+        self.job = job
+
+
+# job kind -> Celery task name run by the node agent (tasks/)
+TASKS = {
+    "vzcreate": "caisson.container.create",
+    "vzstart": "caisson.container.start",
+    "vzshutdown": "caisson.container.shutdown",
+    "vzstop": "caisson.container.stop",
+    "vzreboot": "caisson.container.reboot",
+    "vzdestroy": "caisson.container.destroy",
+    "vzset": "caisson.container.set",
+    "vzclone": "caisson.container.clone",
+    "vzsnapshot": "caisson.container.snapshot",
+    "vzrollback": "caisson.container.rollback",
+    "vzdelsnapshot": "caisson.container.delete_snapshot",
+    "aptupdate": "caisson.templates.update",
+    "download": "caisson.templates.download",
+    "tmplbuild": "caisson.templates.build",
+    "tmplremove": "caisson.templates.remove",
+    "noderesync": "caisson.node.resync",
+}
+# Kinds a double click must not queue twice for the same target.
+EXCLUSIVE = {"vzcreate", "vzstart", "vzshutdown", "vzstop", "vzreboot", "vzdestroy", "download", "tmplbuild",
+             "aptupdate"}
+
+
+def submit(kind: str, node: Node, path: str, target: str, user=None, params: dict | None = None,
+           address: str | None = None) -> Job:
+    """Record a job and hand it to its node's queue once the record is committed."""
+    from tasks.celery import app  # the Celery app only, not the node-side task code
+
+    if kind not in TASKS:
+        raise ValueError(f"unknown job kind {kind}")
+    if not node.online:
+        raise JobRefused(f"node '{node.name}' is offline (no heartbeat for {_ago(node)}); "
+                         "start its agent or wait for it to come back", status=503)
+    with transaction.atomic():
+        Node.objects.select_for_update().get(pk=node.pk)  # serialise the duplicate check below per node
+        if kind in EXCLUSIVE:
+            existing = Job.objects.filter(kind=kind, path=path, target=target, status__in=Job.ACTIVE).first()
+            if existing:
+                raise JobRefused(f"a {kind} job for {target or path} is already {existing.status} "
+                                 f"(job {existing.pk})", job=existing)
+        job = Job.objects.create(node=node, kind=kind, path=path, target=target, params=params or {},
+                                 user=user if user and user.is_authenticated else None)
+        AuditEntry.objects.create(user=job.user, username=getattr(user, "username", ""), action=kind, path=path,
+                                  address=address, detail={"job": job.pk, "target": target, "params": params or {}})
+        task_name = TASKS[kind]
+        transaction.on_commit(lambda: app.send_task(task_name, args=[job.pk], queue=node.queue))
+        publish([path], {"type": "job", "job": job.summary()})
+    return job
+
+
+def cancel(job: Job) -> None:
+    """Ask the running job to stop at its next check; a queued one is cancelled at once."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if not job.active:
+            raise JobRefused(f"job {job.pk} has already ended ({job.status})")
+        job.cancel_requested = True
+        if job.status == Job.Status.QUEUED:
+            job.status, job.ended, job.message = Job.Status.CANCELLED, timezone.now(), "cancelled before it started"
+        job.save(update_fields=["cancel_requested", "status", "ended", "message"])
+        publish([job.path], {"type": "job", "job": job.summary()})
+
+
+def _ago(node: Node) -> str:
+    if not node.last_seen:
+        return "never seen"
+    return f"{int((timezone.now() - node.last_seen).total_seconds())} s"

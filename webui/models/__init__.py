@@ -1,0 +1,14 @@
+"""The web tier's database: a mirror of the nodes' state plus what only the datacenter knows.
+
+Nodes own the truth about containers (their config files, cgroups and
+storage); ``Container``, ``StoredTemplate`` and ``CatalogEntry`` rows are
+mirrors a node agent refreshes after every job and on a timer.  Jobs, access
+control, audit and metrics history exist only here.
+"""
+from webui.models.access import AccessEntry, ApiToken, AuditEntry, Role
+from webui.models.inventory import CatalogEntry, Container, Node, Pool, StorageMirror, StoredTemplate
+from webui.models.jobs import Job, JobLine
+from webui.models.metrics import MetricSample
+
+__all__ = ["AccessEntry", "ApiToken", "AuditEntry", "CatalogEntry", "Container", "Job", "JobLine", "MetricSample",
+           "Node", "Pool", "Role", "StorageMirror", "StoredTemplate"]

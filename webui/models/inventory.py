@@ -1,0 +1,169 @@
+"""Nodes and what lives on them, as last reported by each node's agent."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+NODE_NAME = RegexValidator(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+                           "a node name is lower-case letters, digits and inner hyphens, at most 63 characters")
+POOL_NAME = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                           "a pool name starts with a letter or digit and holds letters, digits, '_', '.', '-'")
+CTID_MIN, CTID_MAX = 100, 999_999_999  # Proxmox's range of guest IDs
+
+
+class Node(models.Model):
+    name = models.CharField(max_length=63, unique=True, validators=[NODE_NAME])
+    address = models.CharField(max_length=255, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    cpus = models.PositiveIntegerField(default=0)
+    memory_total = models.BigIntegerField(default=0)
+    info = models.JSONField(default=dict, blank=True)  # kernel, cgroup version, engine version, bridges
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def online(self) -> bool:
+        limit = timedelta(seconds=settings.CAISSON_NODE_OFFLINE_AFTER)
+        return self.last_seen is not None and timezone.now() - self.last_seen < limit
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue this node's agent consumes: jobs run where their container lives."""
+        return f"node.{self.name}"
+
+    @property
+    def path(self) -> str:
+        return f"/nodes/{self.name}"
+
+
+class Pool(models.Model):
+    """A named group of containers, granted access as one (Proxmox's resource pools)."""
+    name = models.CharField(max_length=64, unique=True, validators=[POOL_NAME])
+    comment = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def path(self) -> str:
+        return f"/pool/{self.name}"
+
+
+class Container(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running", "running"
+        STOPPED = "stopped", "stopped"
+        CREATING = "creating", "creating"  # a create job is under way; no config on the node yet
+        UNKNOWN = "unknown", "unknown"  # its node has not reported it lately
+
+    # "ctid" is a system column in PostgreSQL, hence Proxmox's "vmid" in the table.
+    ctid = models.PositiveIntegerField(unique=True, db_column="vmid",
+                                       validators=[MinValueValidator(CTID_MIN), MaxValueValidator(CTID_MAX)])
+    node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="containers")
+    pool = models.ForeignKey(Pool, on_delete=models.SET_NULL, null=True, blank=True, related_name="containers")
+    hostname = models.CharField(max_length=253, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNKNOWN)
+    unprivileged = models.BooleanField(default=True)
+    config = models.JSONField(default=dict, blank=True)  # the node's pct config, key -> value
+    started_at = models.DateTimeField(null=True, blank=True)
+    init = models.CharField(max_length=32, blank=True)
+    ipv4 = models.JSONField(default=list, blank=True)
+    ipv6 = models.JSONField(default=list, blank=True)
+    cpu = models.FloatField(null=True, blank=True)  # fraction of one CPU, last sample
+    memory_used = models.BigIntegerField(null=True, blank=True)
+    memory_limit = models.BigIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["ctid"]
+        indexes = [models.Index(fields=["node", "ctid"])]
+
+    def __str__(self) -> str:
+        return f"CT {self.ctid} ({self.hostname})" if self.hostname else f"CT {self.ctid}"
+
+    @property
+    def path(self) -> str:
+        return f"/ct/{self.ctid}"
+
+    @property
+    def uptime(self) -> float | None:
+        if self.status != self.Status.RUNNING or not self.started_at:
+            return None
+        return max(0.0, (timezone.now() - self.started_at).total_seconds())
+
+    @property
+    def protected(self) -> bool:
+        return str(self.config.get("protection", "0")) == "1"
+
+
+class StorageMirror(models.Model):
+    """A storage as its node reports it: type, content types, usage."""
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="storages")
+    name = models.CharField(max_length=64)
+    type = models.CharField(max_length=32)
+    content = models.JSONField(default=list)
+    total = models.BigIntegerField(default=0)
+    used = models.BigIntegerField(default=0)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["node__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["node", "name"], name="storage_unique_per_node")]
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.node}"
+
+    @property
+    def path(self) -> str:
+        return f"/storage/{self.name}"
+
+
+class StoredTemplate(models.Model):
+    """A template archive in a node's local store (``local:vztmpl/<name>``)."""
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="templates")
+    name = models.CharField(max_length=255)
+    size = models.BigIntegerField(default=0)
+    modified = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["node", "name"], name="template_unique_per_node")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def volid(self) -> str:
+        return f"local:vztmpl/{self.name}"
+
+
+class CatalogEntry(models.Model):
+    """One template a catalog source offers (``pveam available``), as the node last read its index."""
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="catalog")
+    source = models.CharField(max_length=64)
+    section = models.CharField(max_length=64, blank=True)
+    name = models.CharField(max_length=255)  # the archive name it is stored under
+    os = models.CharField(max_length=64, blank=True)
+    version = models.CharField(max_length=64, blank=True)
+    description = models.TextField(blank=True)
+    size = models.BigIntegerField(null=True, blank=True)
+    trusted = models.BooleanField(default=False)
+    buildable = models.BooleanField(default=False)  # made by a local builder rather than downloaded
+
+    class Meta:
+        ordering = ["section", "name"]
+        constraints = [models.UniqueConstraint(fields=["node", "source", "name"], name="catalog_unique_entry")]
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.name}"

@@ -1,9 +1,8 @@
 from django.contrib import admin
-from django.urls import path
-
-from webui import views
+from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("healthz", views.healthz, name="healthz"),
+    path("api/", include("webui.api.urls")),
+    path("", include("webui.views.urls")),
 ]

@@ -12,6 +12,22 @@ import os
 import sys
 
 
+def fail_orphaned_jobs(node) -> int:
+    """Jobs this node was running when its agent died: one agent per node, so none of them still runs."""
+    from django.utils import timezone
+
+    from webui.live import publish
+    from webui.models import Job
+
+    orphans = list(Job.objects.filter(node=node, status=Job.Status.RUNNING))
+    for job in orphans:
+        job.status, job.ended = Job.Status.ERROR, timezone.now()
+        job.message = "the node agent stopped while this job ran; check the target's state before retrying"
+        job.save(update_fields=["status", "ended", "message"])
+        publish([job.path], {"type": "job", "job": job.summary()})
+    return len(orphans)
+
+
 def prepare_node() -> str:
     """Register this node, its periodic tick and its current state; return its queue."""
     import django
@@ -24,6 +40,7 @@ def prepare_node() -> str:
 
     node = this_node()
     heartbeat(node)
+    fail_orphaned_jobs(node)
     seconds = max(1, int(settings.CAISSON_SAMPLE_INTERVAL))
     every, _ = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.update_or_create(

@@ -140,7 +140,8 @@ def record_metric(scope: str, when: float, **values) -> None:
             if not created:
                 n = row.samples
                 for key, value in values.items():
-                    setattr(row, key, type(value)((getattr(row, key) * n + value) / (n + 1)))
+                    mean = (getattr(row, key) * n + value) / (n + 1)
+                    setattr(row, key, round(mean) if isinstance(value, int) else mean)
                 row.samples = n + 1
                 row.save()
         MetricSample.objects.filter(scope=scope, step=step, ts__lt=bucket - step * keep).delete()

@@ -1,0 +1,76 @@
+"""The node side of the mirror: metrics kept bounded, out-of-band changes found, orphaned jobs closed."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.utils import timezone
+
+from tests.webui.conftest import wait_job
+from webui.jobs import submit
+from webui.models import Container, Job, MetricSample
+
+
+@pytest.mark.django_db
+def test_metrics_are_averaged_per_bucket_and_kept_bounded():
+    from tasks.node import record_metric
+
+    start = 1_800_000_000  # a multiple of every bucket width
+    for i in range(400):  # 400 readings 10 s apart: more than the hour's 360 buckets
+        record_metric("ct/901", start + i * 10, cpu=float(i % 2), memory=1000 + i)
+    hour = MetricSample.objects.filter(scope="ct/901", step=10)
+    assert hour.count() <= 361
+    assert hour.order_by("ts").first().ts >= start + 399 * 10 - 360 * 10
+    day = MetricSample.objects.get(scope="ct/901", step=300, ts=start)  # readings 0..29 fall in this bucket
+    assert day.samples == 30 and day.cpu == pytest.approx(0.5) and day.memory == pytest.approx(1014.5, abs=1)
+    week = MetricSample.objects.get(scope="ct/901", step=1800, ts=start)
+    assert week.samples == 180
+
+
+@pytest.mark.django_db(transaction=True)
+def test_resync_finds_containers_made_and_removed_outside_caisson(agent, node, engine, busybox_template,
+                                                                  ctid_factory):
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": "outside"})  # as the CLI would, behind the web tier's back
+    engine.start(ctid)
+    Container.objects.create(ctid=ctid + 100_000, node=node, status="stopped")  # the node has no such container
+    job = wait_job(submit("noderesync", node, node.path, node.name))
+    assert job.status == "ok", job.message
+    row = Container.objects.get(ctid=ctid)
+    assert (row.hostname, row.status, row.init) == ("outside", "running", "busybox")
+    assert not Container.objects.filter(ctid=ctid + 100_000).exists()
+    engine.stop(ctid)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_tick_samples_running_containers(agent, node, engine, busybox_template, ctid_factory):
+    from tasks.celery import app
+
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": "sampled"})
+    engine.start(ctid)
+    Container.objects.create(ctid=ctid, node=node, status="running")
+    app.send_task("caisson.node.tick", queue=node.queue)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not MetricSample.objects.filter(scope=f"ct/{ctid}", step=10).exists():
+        time.sleep(0.05)
+    sample = MetricSample.objects.filter(scope=f"ct/{ctid}", step=10).first()
+    assert sample is not None and sample.memory > 0 and sample.memory_total > 0
+    assert MetricSample.objects.filter(scope=f"node/{node.name}").exists()
+    node.refresh_from_db()
+    assert node.online and node.memory_total > 0
+    engine.stop(ctid)
+
+
+@pytest.mark.django_db
+def test_jobs_left_running_by_a_dead_agent_are_closed_at_its_start(node):
+    from tasks.agent import fail_orphaned_jobs
+
+    running = Job.objects.create(node=node, kind="vzstart", path="/ct/100", target="100", status="running",
+                                 started=timezone.now())
+    finished = Job.objects.create(node=node, kind="vzstop", path="/ct/100", target="100", status="ok")
+    assert fail_orphaned_jobs(node) == 1
+    running.refresh_from_db()
+    finished.refresh_from_db()
+    assert running.status == "error" and "agent stopped" in running.message and running.ended
+    assert finished.status == "ok"

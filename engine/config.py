@@ -135,6 +135,12 @@ def parse_property_string(value: str, key: str, schema: dict[str, Callable[[str,
 
 
 def _volume(value: str, key: str) -> str:
+    if value.startswith("/") and key.split(".")[0].startswith("mp"):
+        # A bind mount of a host path (Proxmox's mpN: /host/dir,mp=/dir): for administrators only.
+        parts = value.split("/")
+        if ".." in parts or "\x00" in value or value.rstrip("/") == "" or any(ord(c) < 32 for c in value):
+            raise ValidationError(f"{key}: host path '{value}' must be absolute, without '..', and not '/'", key=key)
+        return value
     storage, sep, volname = value.partition(":")
     if not sep or not STORAGE_ID_RE.match(storage) or not volname:
         raise ValidationError(f"{key}: volume '{value}' must be <storage>:<volume name>", key=key)
@@ -185,9 +191,28 @@ def _rootfs(value: str, key: str) -> dict:
     props = parse_property_string(value, key, ROOTFS_SCHEMA if key == "rootfs" else MP_SCHEMA, "volume")
     if "volume" not in props:
         raise ValidationError(f"{key}: a volume is required", key=key)
-    if key != "rootfs" and "mp" not in props:
-        raise ValidationError(f"{key}: the mount path 'mp' is required", key=key)
+    if key != "rootfs":
+        if "mp" not in props:
+            raise ValidationError(f"{key}: the mount path 'mp' is required", key=key)
+        check_mount_path(str(props["mp"]), key)
     return props
+
+
+FORBIDDEN_MOUNT_PATHS = ("/proc", "/sys", "/dev")
+
+
+def check_mount_path(path: str, key: str) -> str:
+    """A mount point inside the container: absolute, no '..', not '/' and not over /proc, /sys or /dev."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not path.startswith("/") or ".." in path.split("/") or not parts:
+        raise ValidationError(f"{key}: mount path '{path}' must be an absolute path inside the container, "
+                              "without '..' and not '/'", key=key)
+    normal = "/" + "/".join(parts)
+    for forbidden in FORBIDDEN_MOUNT_PATHS:
+        if normal == forbidden or normal.startswith(forbidden + "/"):
+            raise ValidationError(f"{key}: mount path '{path}' is over {forbidden}, which the engine mounts itself",
+                                  key=key)
+    return normal
 
 
 # key -> parser.  Parsers take (raw value, key) and return the typed value.
@@ -218,6 +243,7 @@ SCHEMA: dict[str, Callable[[str, str], object]] = {
     "timezone": _text,
     "protection": _bool,
     "template": _bool,
+    "parent": _text,  # the snapshot the current state descends from (managed by the engine)
     "lock": _enum("backup", "create", "destroyed", "disk", "fstrim", "migrate", "mounted", "rollback",
                   "snapshot", "snapshot-delete"),
 }
@@ -225,7 +251,7 @@ for _n in range(10):
     SCHEMA[f"net{_n}"] = _net
 for _n in range(256):
     SCHEMA[f"mp{_n}"] = _rootfs
-SNAPSHOT_ONLY_KEYS = {"parent": _text, "snaptime": _int(0, 1 << 62), "snapstate": _enum("prepare", "delete")}
+SNAPSHOT_ONLY_KEYS = {"snaptime": _int(0, 1 << 62), "snapstate": _enum("prepare", "delete")}
 SUPPORTED_RAW_KEYS = {"lxc.idmap"}
 
 DEFAULTS = {"arch": "amd64", "cores": None, "memory": 512, "swap": 512, "unprivileged": True, "onboot": False,

@@ -21,8 +21,10 @@ from engine.config import ContainerConfig, parse_ctid, read_config, write_config
 from engine.errors import AlreadyExists, EngineError, InvalidState, NotFound, StartError, ValidationError
 from engine.idmap import IdMap
 from engine.reverter import Reverter
+from engine.snapshots import SnapshotOps
 from engine.state import DEFAULT_CGROUP_PARENT, DEFAULT_ROOT, DEFAULT_RUN, Layout, RunRecord, container_lock
-from engine.storage import DirStorage
+from engine.storage import Storages, parse_new_volume
+from engine.volumes import MountPlan, check_bind_source, mount_activation, render_props, volumes_of
 
 PR_SET_CHILD_SUBREAPER = 36
 VZTMPL_PREFIX = "local:vztmpl/"  # Proxmox's name for a template in the local store
@@ -49,7 +51,7 @@ class ContainerStatus:
         return asdict(self)
 
 
-class Engine:
+class Engine(SnapshotOps):
     """One node's containers.  Cheap to construct; hold one per long-lived process for the warm path."""
 
     def __init__(self, root: Path | str = DEFAULT_ROOT, run_dir: Path | str = DEFAULT_RUN,
@@ -57,7 +59,7 @@ class Engine:
                  cgroups: CgroupDriver | None = None):
         self.layout = Layout(Path(root), Path(run_dir))
         self.layout.ensure()
-        self.storage = DirStorage("local", self.layout.images)
+        self.storages = Storages(self.layout.root)
         self.cgroups = cgroups or detect_cgroups(cgroup_parent)
         self.idmap = idmap or IdMap()
         if reaper:
@@ -128,8 +130,7 @@ class Engine:
         if init_pid is None:
             return None
         starttime = procfs.proc_starttime(init_pid)
-        rootfs = self._rootfs(self.config(ctid))
-        detected = inits.detect(rootfs)
+        detected = inits.detect(Path(f"/proc/{init_pid}/root"))
         record = RunRecord(init_pid, starttime or 0, detected.name if detected else "unknown",
                            _boot_time() + (starttime or 0) / os.sysconf("SC_CLK_TCK"))
         record.save(self.layout.run_record(ctid))
@@ -159,10 +160,15 @@ class Engine:
             pass
 
     def _rootfs(self, config: ContainerConfig) -> Path:
+        """The host directory a start enters: the rootfs itself, or the mount point of an image or overlay."""
+        _, driver, vol = self._rootfs_volume(config)
+        return driver.rootfs(vol)
+
+    def _rootfs_volume(self, config: ContainerConfig):
         rootfs = config.get("rootfs")
         if not rootfs:
             raise ValidationError(f"container {config.ctid} has no rootfs in its config", key="rootfs")
-        return self.storage.path(rootfs["volume"], config.ctid)
+        return self.storages.resolve(rootfs["volume"], config.ctid)
 
     def _idmap(self, config: ContainerConfig) -> IdMap | None:
         if not config.unprivileged:
@@ -179,8 +185,10 @@ class Engine:
         ctid = parse_ctid(ctid)
         source = self.template_path(source)
         config = ContainerConfig(ctid)
-        for key, value in (options or {}).items():
-            if key in ("rootfs", "lock"):
+        options = dict(options or {})
+        storage_id, size, rootfs_props = self._new_rootfs(options.pop("rootfs", None), options.pop("storage", None))
+        for key, value in options.items():
+            if key in ("lock", "parent"):
                 raise ValidationError(f"{key}: set by the engine, not by the caller", key=key)
             config.set(key, str(value))
         if "hostname" not in config.current.values:
@@ -193,29 +201,97 @@ class Engine:
         with container_lock(self.layout, ctid), Reverter() as revert:
             if self.exists(ctid):
                 raise AlreadyExists(f"container {ctid} already exists")
-            # A directory without a config is what an interrupted create leaves (the process was
-            # killed before its undo ran): nothing else owns it, so it is cleared, not refused.
-            self.storage.free(ctid)
-            volume = self.storage.alloc(ctid, owner=idmap.host_uid(0) if idmap else 0)
-            revert.add(self.storage.free, ctid)
-            target = self.storage.path(volume, ctid)
+            # Volumes without a config are what an interrupted create leaves (the process was
+            # killed before its undo ran): nothing else owns them, so they are cleared, not refused.
+            self._free_leftovers(ctid)
+            owner = idmap.host_uid(0) if idmap else 0
+            storage = self.storages.get(storage_id, content="rootdir")
+            driver = storage.driver_for_new(size)
             from engine.unpack import copy_tree, extract_archive  # heavy (zstandard): only create needs it
 
-            if source.is_dir():
-                copy_tree(source, target, idmap)
-            else:
-                extract_archive(source, target, idmap)
-            detected = inits.detect(target)
-            if detected is None:
+            def fill(target: Path) -> None:
+                if source.is_dir():
+                    copy_tree(source, target, idmap)
+                else:
+                    extract_archive(source, target, idmap)
+
+            st = source.stat()
+            key = f"{source.resolve()}:{st.st_size}:{st.st_mtime_ns}:{idmap.uid_map_text() if idmap else 'host'}"
+            revert.add(self._free_leftovers, ctid)
+            vol = driver.create(ctid, 0, owner, size, fill, fill_key=key)
+            revert.add(driver.delete, vol)
+            init_name, ostype = self._inspect(driver, vol)
+            if init_name is None:
                 raise ValidationError(f"template '{source}' has no /sbin/init: it cannot boot as a system container",
                                       key="ostemplate")
-            config.set("rootfs", volume)
+            config.current.values["rootfs"] = render_props(f"{storage_id}:{vol}", {**rootfs_props, "size": size}
+                                                           if size else rootfs_props)
             if "ostype" not in config.current.values:
-                config.set("ostype", _ostype(target))
+                config.set("ostype", ostype)
+            self._allocate_mount_points(ctid, config, owner, revert)
             self._configure_network(ctid, config)
             write_config(self.layout.config_path(ctid), config)
             revert.success()
         return self.status(ctid)
+
+    def _new_rootfs(self, rootfs: str | None, storage: str | None) -> tuple[str, int | None, dict]:
+        """The storage and size a new rootfs goes to: ``rootfs=<storage>:<GiB>`` or ``storage=<id>``."""
+        if rootfs is None:
+            return storage or "local", None, {}
+        from engine.config import SCHEMA
+
+        props = SCHEMA["rootfs"](str(rootfs), "rootfs")
+        new = parse_new_volume(str(props.pop("volume")), "rootfs")
+        if new is None:
+            raise ValidationError(f"rootfs: at create give '<storage>:<size in GiB>' (e.g. local-btrfs:8), "
+                                  f"not '{rootfs}'", key="rootfs")
+        props.pop("size", None)
+        return new[0], new[1], props
+
+    def _inspect(self, driver, vol: str) -> tuple[str | None, str]:
+        """The init and ostype of a new volume's tree (mounted in a private namespace when it must be)."""
+
+        def look(path: Path) -> tuple[str | None, str]:
+            detected = inits.detect(path)
+            return (detected.name if detected else None), _ostype(path)
+
+        if not driver.info.mounted_at_start:
+            return look(driver.rootfs(vol))
+        from engine.storage.mountns import run
+
+        return run(lambda: look(driver.copy_source(vol, None)))
+
+    def _allocate_mount_points(self, ctid: int, config: ContainerConfig, owner: int, revert: Reverter,
+                               keys: set[str] | None = None) -> None:
+        """Allocate the volumes ``mpN: <storage>:<GiB>,mp=...`` ask for; check bind mounts' host paths."""
+        used = set()
+        for volume in volumes_of(config.current) + [v for s in config.snapshots.values() for v in volumes_of(s)]:
+            from engine.volumes import disk_number
+
+            number = disk_number(volume.volid)
+            if number is not None:
+                used.add(number)
+        for volume in volumes_of(config.current):
+            if volume.key == "rootfs" or (keys is not None and volume.key not in keys):
+                continue
+            if volume.is_bind:
+                check_bind_source(volume.volid, volume.key, self.layout.root)
+                continue
+            new = parse_new_volume(volume.volid, volume.key)
+            if new is None:
+                self.storages.resolve(volume.volid, ctid, key=volume.key)  # an existing volume: must be ours
+                continue
+            storage_id, size = new
+            driver = self.storages.get(storage_id, content="rootdir", key=volume.key).driver_for_new(size)
+            disk = 1
+            while disk in used:
+                disk += 1
+            used.add(disk)
+            vol = driver.create(ctid, disk, owner, size, None)
+            revert.add(driver.delete, vol)
+            props = {k: v for k, v in volume.props.items() if k not in ("volume", "size")}
+            config.current.values[volume.key] = render_props(f"{storage_id}:{vol}", {**props, "size": size}
+                                                             if size else props)
 
     def template_path(self, source: Path | str) -> Path:
         """A path as given, or the store's file for a ``local:vztmpl/<name>`` volume."""
@@ -246,8 +322,24 @@ class Engine:
                 if not force:
                     raise InvalidState(f"container {ctid} is running; stop it first or destroy with force")
                 self._hard_stop(ctid)
-            self.storage.free(ctid)
+            volumes = {}
+            for name, section in [(None, config.current), *config.snapshots.items()]:
+                for volume in volumes_of(section, storage_only=True):
+                    try:
+                        _, driver, vol = self.storages.resolve(volume.volid, ctid, key=volume.key)
+                    except ValidationError:
+                        continue  # not this container's (a hand-edited config): never destroyed from here
+                    volumes[volume.volid] = (driver, vol)
+                    if name is not None:
+                        clones = driver.linked_clones(vol, name)
+                        if clones:
+                            raise InvalidState(f"container {ctid}'s snapshot '{name}' is the base of linked clone"
+                                               f"{'s' if len(clones) > 1 else ''} {', '.join(map(str, clones))}; "
+                                               "destroy those first")
+            for driver, vol in volumes.values():
+                driver.delete(vol)
             self.layout.config_path(ctid).unlink()
+            self._free_leftovers(ctid)
             for path in (self.layout.console_log(ctid), self.layout.run_record(ctid),
                          self.layout.run / "lock" / f"{ctid}.lock"):
                 path.unlink(missing_ok=True)
@@ -264,14 +356,16 @@ class Engine:
         config = self.config(ctid)
         if self._running(ctid):
             raise InvalidState(f"container {ctid} is already running")
-        if config.get("lock"):
-            raise InvalidState(f"container {ctid} is locked ({config.get('lock')})")
-        rootfs = self._rootfs(config)
+        self._check_unlocked(config)
+        _, driver, vol = self._rootfs_volume(config)
+        rootfs = driver.rootfs(vol)
         if not rootfs.is_dir() or rootfs.is_symlink():
             raise StartError("rootfs", f"{rootfs} is missing or not a directory")
-        init = inits.detect(rootfs)
-        if init is None:
-            raise StartError("init", f"{rootfs} has no /sbin/init")
+        init = None
+        if not driver.info.mounted_at_start:  # else it is only seen once mounted: init checks it inside
+            init = inits.detect(rootfs)
+            if init is None:
+                raise StartError("init", f"{rootfs} has no /sbin/init")
         idmap = self._idmap(config)
         name = str(ctid)
         from engine import start  # the start machinery (ctypes, seccomp) loads only when something starts
@@ -285,6 +379,10 @@ class Engine:
             revert.add(self._cleanup_cgroup, name)
             self.cgroups.apply(name, self.limits(config))
             prepare = []
+            plan = self._mount_plan(ctid, config, driver, vol, idmap)
+            if plan is not None:
+                revert.add(plan.release)
+                prepare.append(_volume_mounts(plan))
             if _has_network(config):
                 from engine.network import container as network
 
@@ -294,12 +392,41 @@ class Engine:
                                    cgroup_procs=self.cgroups.procs_file(name),
                                    cgroup2=self.cgroups.ns_path(name) is not None,
                                    console_log=self.layout.console_log(ctid), keyctl=config.feature("keyctl"),
-                                   extra_setup=_distro_setup(config.hostname, init), prepare=prepare)
-            pid = start.spawn(spec)
+                                   extra_setup=_distro_setup(config.hostname, init), prepare=prepare,
+                                   reenter_rootfs=plan is not None and plan.rootfs_mount is not None)
+            try:
+                pid = start.spawn(spec)
+            finally:
+                if plan is not None:
+                    plan.release()
+            if init is None:
+                init = inits.detect(Path(f"/proc/{pid}/root")) or inits.SYSVINIT
             record = RunRecord(pid, procfs.proc_starttime(pid) or 0, init.name, time.time())
             record.save(self.layout.run_record(ctid))
             revert.success()
         return record
+
+    def _mount_plan(self, ctid: int, config: ContainerConfig, driver, vol: str, idmap) -> MountPlan | None:
+        """The rootfs mount (image, overlay) and the mount points, or None when there is nothing to mount."""
+        mounts = []
+        for volume in volumes_of(config.current):
+            if volume.key == "rootfs":
+                continue
+            if volume.is_bind:
+                from engine import syscalls as sc
+                from engine.storage.base import Activation
+
+                real = check_bind_source(volume.volid, volume.key, self.layout.root)
+                activation = Activation(real, None, sc.MS_BIND)
+            else:
+                _, mp_driver, mp_vol = self.storages.resolve(volume.volid, ctid, key=volume.key)
+                activation = mount_activation(mp_driver, mp_vol)
+            mounts.append((str(volume.props["mp"]), activation, bool(volume.props.get("ro"))))
+        rootfs_mount = driver.activate(vol)
+        if rootfs_mount is None and not mounts:
+            return None
+        owner = (idmap.host_uid(0), idmap.host_gid(0)) if idmap else (0, 0)
+        return MountPlan(str(driver.rootfs(vol)), rootfs_mount, mounts, owner)
 
     def _cleanup_cgroup(self, name: str) -> None:
         self.cgroups.kill(name)
@@ -385,21 +512,42 @@ class Engine:
 
     def set(self, ctid: int, changes: dict[str, str] | None = None, delete: list[str] | None = None,
             digest: str | None = None) -> list[str]:
-        """Change config keys; limits of a running container change at once.  Returns the keys applied live."""
-        with container_lock(self.layout, ctid):
+        """Change config keys; limits of a running container change at once.  Returns the keys applied live.
+
+        ``mpN: <storage>:<GiB>,mp=/path`` allocates a volume; deleting an ``mpN`` of a storage volume
+        destroys the volume once the new config is written (never one a snapshot still holds).
+        """
+        with container_lock(self.layout, ctid), Reverter() as revert:
             config = self.config(ctid)
             if digest and digest != config.digest():
                 raise InvalidState(f"container {ctid}'s config was changed by someone else; reload and retry")
+            dropped = []
             for key in delete or []:
                 if key == "rootfs":
                     raise ValidationError("rootfs: cannot be deleted", key=key)
+                if key in ("lock", "parent"):
+                    raise ValidationError(f"{key}: managed by the engine; use 'unlock' for a lock", key=key)
+                dropped += self._drop_mount_point(ctid, config, key)
                 config.current.delete(key)
+            mp_changed = set()
             for key, value in (changes or {}).items():
-                if key in ("rootfs", "lock"):
+                if key in ("rootfs", "lock", "parent"):
                     raise ValidationError(f"{key}: managed by the engine; it cannot be set directly", key=key)
+                if key.startswith("mp") and key[2:].isdigit():
+                    self._check_unlocked(config)
+                    if self._running(ctid):
+                        raise InvalidState(f"{key}: container {ctid} is running; mount points change when it is "
+                                           "stopped")
+                    old = config.current.values.get(key)
+                    if old and old.split(",")[0] != str(value).split(",")[0]:
+                        raise ValidationError(f"{key}: already holds {old.split(',')[0]}; delete it first", key=key)
+                    mp_changed.add(key)
                 config.set(key, str(value))
             if config.current.raw_values("lxc.idmap") or config.unprivileged:
                 self._idmap(config)  # validate
+            if mp_changed:
+                idmap = self._idmap(config)
+                self._allocate_mount_points(ctid, config, idmap.host_uid(0) if idmap else 0, revert, mp_changed)
             touched = set(changes or {}) | set(delete or [])
             net_touched = {k for k in touched if k.startswith("net") and k[3:].isdigit()}
             if net_touched:
@@ -415,7 +563,27 @@ class Engine:
                     live = sorted(set(live) | set(network.reconfigure(self.layout.root, ctid, running.pid,
                                                                       self.config(ctid), config)))
             write_config(self.layout.config_path(ctid), config)
+            revert.success()
+            for driver, vol in dropped:
+                driver.delete(vol)
             return live
+
+    def _drop_mount_point(self, ctid: int, config: ContainerConfig, key: str) -> list:
+        """The volume to destroy when ``mpN`` is deleted (none for a bind mount or another key)."""
+        if not (key.startswith("mp") and key[2:].isdigit()) or key not in config.current.values:
+            return []
+        self._check_unlocked(config)
+        if self._running(ctid):
+            raise InvalidState(f"{key}: container {ctid} is running; mount points change when it is stopped")
+        volume = next(v for v in volumes_of(config.current) if v.key == key)
+        if volume.is_bind:
+            return []
+        for name, section in config.snapshots.items():
+            if any(v.volid == volume.volid for v in volumes_of(section)):
+                raise InvalidState(f"{key}: volume {volume.volid} is part of snapshot '{name}'; delete the snapshot "
+                                   "first")
+        _, driver, vol = self.storages.resolve(volume.volid, ctid, key=key)
+        return [(driver, vol)]
 
     def _configure_network(self, ctid: int, config: ContainerConfig) -> None:
         """MACs and pool addresses chosen and every interface checked against the node, before writing."""
@@ -466,6 +634,19 @@ class Engine:
         from engine import attach
 
         return attach.interactive(self._attach_spec(ctid, argv or ["/bin/sh", "-l"], True, None, "/root"))
+
+    def open_terminal(self, ctid: int, argv: list[str], env: dict[str, str] | None = None,
+                      cwd: str = "/root") -> tuple[int, int]:
+        """Start ``argv`` on a new pty inside the container without waiting for it.
+
+        Returns the joiner's pid (a child of the caller, which must reap it; its exit code is the
+        command's) and the pty master.  The console relay serves browser terminals this way.
+        """
+        from engine import attach
+
+        pid, master = attach.spawn(self._attach_spec(ctid, argv, True, env, cwd))
+        assert master is not None
+        return pid, master
 
 
 LIVE_KEYS = {"memory", "swap", "cores", "cpulimit", "cpuunits", "pids", "ioweight"}
@@ -518,12 +699,34 @@ def _ostype(rootfs: Path) -> str:
     return "unmanaged"
 
 
-def _distro_setup(hostname: str, init: inits.InitSystem) -> list:
-    """What the engine adjusts inside the rootfs at each start, as Proxmox's distro setup does."""
+def _volume_mounts(plan: MountPlan):
+    """The start's prepare step that mounts the volumes in the new container's mount namespace."""
+    from engine.storage.mountns import run
+    from engine.volumes import apply_plan
+
+    def volumes(pid: int) -> None:
+        run(apply_plan, plan, join_pid=pid)
+
+    return volumes
+
+
+def _distro_setup(hostname: str, init: inits.InitSystem | None) -> list:
+    """What the engine adjusts inside the rootfs at each start, as Proxmox's distro setup does.
+
+    ``init`` is None when the rootfs is seen only once mounted (an image or an overlay): the
+    step then looks at ``/sbin/init`` from inside.
+    """
     steps = [_hostname_files(hostname)]
     if init is inits.SYSVINIT:
         steps.append(_sysvinit_powerfail)
+    elif init is None:
+        steps.append(_powerfail_if_sysvinit)
     return steps
+
+
+def _powerfail_if_sysvinit() -> None:
+    if inits.detect(Path("/")) is inits.SYSVINIT:
+        _sysvinit_powerfail()
 
 
 def _sysvinit_powerfail() -> None:

@@ -75,6 +75,9 @@ class StartSpec:
     # container's namespaces (network interfaces are moved into its namespace here); each is a
     # callable(pid) whose __name__ names the step in a StartError.
     prepare: list = field(default_factory=list)
+    # The prepare steps mounted the rootfs (an image or an overlay) over the directory the setup
+    # child entered: it steps out and back in, through its parent, to stand on that mount.
+    reenter_rootfs: bool = False
 
 
 def _send(sock: socket.socket, phase: Phase, payload: bytes = b"") -> None:
@@ -235,6 +238,9 @@ def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filt
             os.setresgid(0, 0, 0)
             os.setgroups([])
             os.setresuid(0, 0, 0)
+        if spec.reenter_rootfs:
+            step = "enter-rootfs"
+            os.chdir(f"../{spec.rootfs.name}")
         step = "fork"
         exec_r, exec_w = os.pipe2(os.O_CLOEXEC)
         init_pid = os.fork()

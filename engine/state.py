@@ -5,6 +5,7 @@ Proxmox's spirit::
 
     lxc/<ID>.conf                 one config file per container (pct syntax)
     images/<ID>/subvol-<ID>-disk-0.subvol/   the rootfs on the local directory storage
+    storage.cfg                   the node's storages (absent: local only)
     template/cache/               template tarballs
     log/<ID>.console.log          what the container's init printed
 

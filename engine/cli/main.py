@@ -10,13 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from engine.cli import storage as storage_cli
 from engine.cli.output import emit_json, human_bytes, human_duration, table
 from engine.config import SCHEMA, parse_ctid
 from engine.errors import EngineError, ValidationError
 from engine.state import DEFAULT_ROOT, DEFAULT_RUN
 
 CONFIG_OPTIONS = sorted(k for k in SCHEMA if not (k.startswith("mp") and k[2:].isdigit() and int(k[2:]) > 9)
-                        and k not in ("rootfs", "lock"))
+                        and k not in ("rootfs", "lock", "parent"))
 
 
 def _ctid(value: str) -> int:
@@ -34,7 +35,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_values(args: argparse.Namespace) -> dict[str, str]:
-    return {key: getattr(args, f"cfg_{key}") for key in CONFIG_OPTIONS if getattr(args, f"cfg_{key}") is not None}
+    keys = CONFIG_OPTIONS + [k for k in ("rootfs", "storage") if hasattr(args, f"cfg_{k}")]
+    return {key: getattr(args, f"cfg_{key}") for key in keys if getattr(args, f"cfg_{key}") is not None}
 
 
 def _verb_of(argv: list[str]) -> str | None:
@@ -62,6 +64,9 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     create.add_argument("ctid", type=_ctid, help="container ID (100 and up)")
     create.add_argument("template", type=Path, help="rootfs tarball (.tar, .tar.gz/.xz/.zst) or directory")
     create.add_argument("--start", action="store_true", help="start it once created")
+    create.add_argument("--rootfs", dest="cfg_rootfs", metavar="STORAGE:GIB",
+                        help="storage and size of the root disk, e.g. local-btrfs:8 (default: local, no size)")
+    create.add_argument("--storage", dest="cfg_storage", metavar="STORAGE", help="storage of the root disk")
     if verb in (None, "create"):
         _add_config_options(create)
 
@@ -97,6 +102,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 
     enter = verbs.add_parser("enter", help="open a shell inside a running container")
     enter.add_argument("ctid", type=_ctid)
+    enter.add_argument("--mode", choices=("shell", "tty"), default="shell",
+                       help="shell: a root login shell (default); tty: the container's own login prompt")
 
     tmpl = verbs.add_parser("make-template", help="pack a stopped container as a template in the store")
     tmpl.add_argument("ctid", type=_ctid)
@@ -109,6 +116,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     fw.add_argument("ctid", type=_ctid)
     fw.add_argument("--rules", type=Path, metavar="FILE",
                     help="rules in Proxmox's <ID>.fw format; checked, saved, applied to a running container")
+    storage_cli.add_parsers(verbs, _ctid)
     return parser
 
 
@@ -141,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(engine, args) -> int:
     as_json = args.output == "json"
     verb = args.verb
+    if verb in storage_cli.VERBS:
+        return storage_cli.dispatch(engine, args)
     if verb == "create":
         status = engine.create(args.ctid, args.template, _config_values(args))
         if args.start:
@@ -197,7 +207,9 @@ def _dispatch(engine, args) -> int:
             raise ValidationError("exec: give the command after '--', e.g. exec 100 -- ls /")
         return engine.exec(args.ctid, command)
     elif verb == "enter":
-        return engine.enter(args.ctid)
+        from engine.attach import LOGIN_ARGV, SHELL_ARGV
+
+        return engine.enter(args.ctid, LOGIN_ARGV if args.mode == "tty" else SHELL_ARGV)
     elif verb == "make-template":
         path = engine.make_template(args.ctid, args.name)
         if as_json:

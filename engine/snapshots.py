@@ -1,0 +1,438 @@
+"""Snapshots, rollback, clones and resize: the volume operations of :class:`engine.lifecycle.Engine`.
+
+Each is two-phase, as in Proxmox: the config is first written with a
+persisted ``lock`` (``snapshot``, ``rollback``, ``snapshot-delete``) and, for
+a snapshot, its section marked ``snapstate: prepare``/``delete``; the volumes
+change; then the final config is written without the lock.  A process killed
+in the middle thus leaves a config that says so: every state change refuses
+a locked container with a message naming the lock, and ``unlock`` clears it
+(dropping a snapshot that never finished, and its partial data).
+
+A snapshot's section holds the config as it was (Proxmox's ``[name]``
+sections with ``snaptime``, ``description`` and ``parent``), and rollback
+restores it.  A running container is frozen (cgroup freezer) while its
+volumes are snapshotted and thawed after, whatever happens; rollback stops a
+running container and starts it again.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, replace
+
+from engine.config import ConfigSection, ContainerConfig, parse_ctid, parse_size, write_config
+from engine.errors import AlreadyExists, EngineError, InvalidState, NotFound, ValidationError
+from engine.reverter import Reverter
+from engine.state import container_lock
+from engine.storage import check_snapshot_name
+from engine.storage.mountns import run as in_private_mount_ns
+from engine.storage.mountns import syncfs
+from engine.volumes import DISK_KEYS, Volume, open_inside, render_props, volumes_of
+
+LOCK_KEYS = ("lock",)
+
+
+@dataclass
+class SnapshotInfo:
+    name: str
+    parent: str | None
+    snaptime: int | None
+    description: str
+    state: str | None  # None when complete, else "prepare" or "delete"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "parent": self.parent, "snaptime": self.snaptime,
+                "description": self.description, "snapstate": self.state}
+
+
+def _copy_section(section: ConfigSection) -> ConfigSection:
+    return ConfigSection(dict(section.values), list(section.raw), section.description)
+
+
+class SnapshotOps:
+    """Mixed into Engine: needs ``layout``, ``storages``, ``cgroups``, ``config``, ``_running`` and friends."""
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _check_unlocked(self, config: ContainerConfig) -> None:
+        lock = config.current.values.get("lock")
+        if lock:
+            raise InvalidState(f"container {config.ctid} is locked ({lock}): an operation did not finish; "
+                               f"check it, then clear the lock with 'python -m engine unlock {config.ctid}'")
+
+    def _drivers(self, ctid: int, section: ConfigSection):
+        """(volume, driver, vol) for each storage volume of a config section."""
+        result = []
+        for volume in volumes_of(section, storage_only=True):
+            _, driver, vol = self.storages.resolve(volume.volid, ctid, key=volume.key)
+            result.append((volume, driver, vol))
+        return result
+
+    @contextlib.contextmanager
+    def _frozen(self, ctid: int, running: bool):
+        """Freeze a running container's cgroup for the block; thaw always."""
+        if not running:
+            yield
+            return
+        self.cgroups.freeze(str(ctid))
+        try:
+            yield
+        finally:
+            self.cgroups.thaw(str(ctid))
+
+    @staticmethod
+    def _volume_fd(root_fd: int | None, volume: Volume) -> int | None:
+        if root_fd is None:
+            return None
+        if volume.key == "rootfs":
+            return os.dup(root_fd)
+        return open_inside(root_fd, str(volume.props["mp"]))
+
+    def _root_fd(self, pid: int | None) -> int | None:
+        if pid is None:
+            return None
+        return os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    # ---- snapshot -----------------------------------------------------------------------------
+    def snapshot(self, ctid: int, name: str, description: str = "") -> SnapshotInfo:
+        check_snapshot_name(name)
+        if "\x00" in description:
+            raise ValidationError("description: NUL characters are not allowed", key="description")
+        with container_lock(self.layout, ctid):
+            config = self.config(ctid)
+            self._check_unlocked(config)
+            if name in config.snapshots:
+                raise AlreadyExists(f"snapshot '{name}' of container {ctid} already exists")
+            volumes = self._drivers(ctid, config.current)
+            for volume, driver, vol in volumes:
+                if driver.has_snapshot(vol, name):
+                    raise AlreadyExists(f"{volume.key}: storage already holds a snapshot '{name}' of {volume.volid}; "
+                                        f"remove it or choose another name")
+            original = config.render()
+            section = _copy_section(config.current)
+            section.values.pop("lock", None)
+            section.description = description
+            section.values["snaptime"] = str(int(time.time()))
+            section.values["snapstate"] = "prepare"
+            config.snapshots[name] = section
+            config.current.values["lock"] = "snapshot"
+            path = self.layout.config_path(ctid)
+            write_config(path, config)
+            with Reverter() as revert:
+                revert.add(self._restore_config, ctid, original)
+                record = self._running(ctid)
+                root_fd = self._root_fd(record.pid if record else None)
+                try:
+                    with self._frozen(ctid, record is not None):
+                        for volume, driver, vol in volumes:
+                            fd = self._volume_fd(root_fd, volume)
+                            try:
+                                driver.snapshot(vol, name, fd)
+                            finally:
+                                if fd is not None:
+                                    os.close(fd)
+                            revert.add(driver.delete_snapshot, vol, name)
+                finally:
+                    if root_fd is not None:
+                        os.close(root_fd)
+                section.values.pop("snapstate")
+                config.current.values["parent"] = name
+                config.current.values.pop("lock")
+                write_config(path, config)
+                revert.success()
+        return self._snapshot_info(name, section)
+
+    def _restore_config(self, ctid: int, text: str) -> None:
+        from engine.config import write_atomic
+
+        write_atomic(self.layout.config_path(ctid), text)
+
+    @staticmethod
+    def _snapshot_info(name: str, section: ConfigSection) -> SnapshotInfo:
+        snaptime = section.values.get("snaptime")
+        return SnapshotInfo(name, section.values.get("parent"), int(snaptime) if snaptime else None,
+                            section.description, section.values.get("snapstate"))
+
+    def list_snapshots(self, ctid: int) -> list[SnapshotInfo]:
+        """Every snapshot, oldest first, then ``current`` (whose parent is the snapshot it descends from)."""
+        config = self.config(ctid)
+        infos = [self._snapshot_info(n, s) for n, s in config.snapshots.items()]
+        infos.sort(key=lambda i: (i.snaptime or 0, i.name))
+        infos.append(SnapshotInfo("current", config.current.values.get("parent"), None, "You are here!",
+                                  config.current.values.get("lock")))
+        return infos
+
+    # ---- rollback -----------------------------------------------------------------------------
+    def rollback(self, ctid: int, name: str, start: bool | None = None) -> None:
+        """Bring volumes and config back to snapshot ``name``; a running container is restarted after."""
+        with container_lock(self.layout, ctid, timeout=30.0):
+            config = self.config(ctid)
+            self._check_unlocked(config)
+            self._require_snapshot(config, name)
+            section = config.snapshots[name]
+            if section.values.get("snapstate"):
+                raise InvalidState(f"snapshot '{name}' of container {ctid} is incomplete "
+                                   f"({section.values['snapstate']}); delete it")
+            volumes = self._drivers(ctid, section)
+            for volume, driver, vol in volumes:
+                if not driver.has_snapshot(vol, name):
+                    raise InvalidState(f"{volume.key}: the data of snapshot '{name}' is missing from {volume.volid}")
+            was_running = self._running(ctid) is not None
+            original = config.render()
+            path = self.layout.config_path(ctid)
+            with Reverter() as revert:
+                if was_running:
+                    self._hard_stop(ctid)
+                    revert.add(self._start, ctid)
+                config.current.values["lock"] = "rollback"
+                write_config(path, config)
+                revert.add(self._restore_config, ctid, original)
+                changed = 0
+                try:
+                    for _, driver, vol in volumes:
+                        driver.rollback(vol, name)
+                        changed += 1
+                except BaseException:
+                    if changed:
+                        revert.success()  # data changed: the lock stays to say so
+                        raise EngineError(f"rollback of container {ctid} to '{name}' failed after {changed} of "
+                                          f"{len(volumes)} volumes; the container stays locked (rollback): "
+                                          f"run the rollback again, or unlock it") from None
+                    raise
+                current = _copy_section(section)
+                for key in ("snaptime", "snapstate"):
+                    current.values.pop(key, None)
+                current.description = config.current.description
+                current.values["parent"] = name
+                config.current = current
+                write_config(path, config)
+                revert.success()
+            if was_running if start is None else start:
+                self._start(ctid)
+
+    def _require_snapshot(self, config: ContainerConfig, name: str) -> None:
+        check_snapshot_name(name)
+        if name not in config.snapshots:
+            known = ", ".join(config.snapshots) or "none"
+            raise NotFound(f"snapshot '{name}' of container {config.ctid} does not exist (snapshots: {known})")
+
+    # ---- delete -------------------------------------------------------------------------------
+    def delete_snapshot(self, ctid: int, name: str, force: bool = False) -> None:
+        with container_lock(self.layout, ctid):
+            config = self.config(ctid)
+            if config.current.values.get("lock") and not (force and config.current.values["lock"] in
+                                                          ("snapshot", "snapshot-delete")):
+                self._check_unlocked(config)
+            self._require_snapshot(config, name)
+            section = config.snapshots[name]
+            volumes = self._drivers(ctid, section)
+            clones = sorted({c for _, driver, vol in volumes for c in driver.linked_clones(vol, name)})
+            if clones:
+                raise InvalidState(f"snapshot '{name}' of container {ctid} is the base of linked clone"
+                                   f"{'s' if len(clones) > 1 else ''} {', '.join(map(str, clones))}; "
+                                   "destroy the clone first (or make full clones)")
+            path = self.layout.config_path(ctid)
+            section.values["snapstate"] = "delete"
+            config.current.values["lock"] = "snapshot-delete"
+            write_config(path, config)
+            for _, driver, vol in volumes:
+                driver.delete_snapshot(vol, name)
+            parent = section.values.get("parent")
+            del config.snapshots[name]
+            for other in [config.current, *config.snapshots.values()]:
+                if other.values.get("parent") == name:
+                    if parent:
+                        other.values["parent"] = parent
+                    else:
+                        other.values.pop("parent")
+            config.current.values.pop("lock", None)
+            write_config(path, config)
+
+    def unlock(self, ctid: int) -> list[str]:
+        """Clear a persisted lock; a snapshot that never finished is removed with its partial data."""
+        with container_lock(self.layout, ctid):
+            config = self.config(ctid)
+            dropped = []
+            for name, section in list(config.snapshots.items()):
+                if section.values.get("snapstate") == "prepare":
+                    for _, driver, vol in self._drivers(ctid, section):
+                        driver.delete_snapshot(vol, name)
+                    del config.snapshots[name]
+                    dropped.append(name)
+            for other in [config.current, *config.snapshots.values()]:
+                if other.values.get("parent") in dropped:
+                    other.values.pop("parent")
+            if "parent" not in config.current.values and config.snapshots:
+                complete = [n for n, s in config.snapshots.items() if not s.values.get("snapstate")]
+                if complete:
+                    latest = max(complete, key=lambda n: int(config.snapshots[n].values.get("snaptime", 0)))
+                    config.current.values["parent"] = latest
+            config.current.values.pop("lock", None)
+            write_config(self.layout.config_path(ctid), config)
+            return dropped
+
+    # ---- clone --------------------------------------------------------------------------------
+    def clone(self, ctid: int, newid: int | str, snapshot: str | None = None, full: bool = False,
+              storage: str | None = None, hostname: str | None = None):
+        """A new container from ``ctid`` (its current state or a snapshot).
+
+        Linked (sharing data with the snapshot) when a snapshot is given, the target storage is the
+        source's and its driver can; a full copy otherwise, or with ``full``.
+        """
+        newid = parse_ctid(newid)
+        if newid == ctid:
+            raise ValidationError(f"clone: the new ID must differ from {ctid}", key="newid")
+        if storage is not None:
+            self.storages.get(storage, content="rootdir", key="storage")
+        with container_lock(self.layout, ctid), container_lock(self.layout, newid):
+            config = self.config(ctid)
+            self._check_unlocked(config)
+            if self.exists(newid):
+                raise AlreadyExists(f"container {newid} already exists")
+            if snapshot is not None:
+                self._require_snapshot(config, snapshot)
+                if config.snapshots[snapshot].values.get("snapstate"):
+                    raise InvalidState(f"snapshot '{snapshot}' of container {ctid} is incomplete")
+                section = config.snapshots[snapshot]
+            else:
+                section = config.current
+            new = ContainerConfig(newid)
+            new.current = _copy_section(section)
+            for key in ("lock", "parent", "snaptime", "snapstate", "template"):
+                new.current.values.pop(key, None)
+            if section is not config.current:
+                new.current.description = config.current.description
+            new.set("hostname", hostname or _clone_hostname(config.hostname))
+            idmap = self._idmap(new)
+            owner = idmap.host_uid(0) if idmap else 0
+            record = None if snapshot else self._running(ctid)
+            with Reverter() as revert:
+                self._free_leftovers(newid)
+                revert.add(self._free_leftovers, newid)
+                root_fd = self._root_fd(record.pid if record else None)
+                try:
+                    with self._frozen(ctid, record is not None):
+                        for volume, driver, vol in self._drivers(ctid, section):
+                            if root_fd is not None:
+                                fd = self._volume_fd(root_fd, volume)
+                                syncfs(fd)
+                                os.close(fd)
+                            new_volid = self._clone_volume(volume, driver, vol, snapshot, newid, owner, idmap,
+                                                           full, storage)
+                            new.current.values[volume.key] = render_props(new_volid, volume.props)
+                finally:
+                    if root_fd is not None:
+                        os.close(root_fd)
+                for key in [k for k in new.current.values if k.startswith("net") and k[3:].isdigit()]:
+                    from engine.network.nics import parse_nic
+
+                    nic = parse_nic(int(key[3:]), new.current.values[key])
+                    new.current.values[key] = replace(nic, hwaddr=None).to_value()  # a new MAC is generated
+                self._configure_network(newid, new)
+                write_config(self.layout.config_path(newid), new)
+                revert.success()
+        return self.status(newid)
+
+    def _clone_volume(self, volume: Volume, driver, vol: str, snapshot: str | None, newid: int, owner: int,
+                      idmap, full: bool, storage: str | None) -> str:
+        source_storage = volume.volid.partition(":")[0]
+        target_id = storage or source_storage
+        target = self.storages.get(target_id, content="rootdir", key=volume.key)
+        size = volume.props.get("size")
+        disk = _disk_index(volume)
+        if target_id == source_storage:
+            linked = bool(snapshot) and not full and driver.info.linked_clones
+            new_vol = driver.clone(vol, snapshot, newid, disk, owner, linked, size)
+            return f"{target_id}:{new_vol}"
+        target_driver = target.driver_for_new(size)
+        from engine.unpack import copy_tree
+
+        def copy(dst_driver=target_driver):
+            source = driver.copy_source(vol, snapshot)
+
+            def fill(path):
+                copy_tree(source, path, idmap, src_idmap=idmap)
+
+            return dst_driver.create(newid, disk, owner, size, fill)
+
+        new_vol = in_private_mount_ns(copy)
+        return f"{target_id}:{new_vol}"
+
+    def _free_leftovers(self, ctid: int) -> None:
+        """Whatever an interrupted create or clone left for an ID without a config, on every storage."""
+        if self.exists(ctid):
+            return
+        for definition in self.storages.definitions().values():
+            from engine.storage import make_storage
+
+            images = definition.path / "images" / str(ctid)
+            if not images.is_dir():
+                continue
+            storage = make_storage(definition)
+            for entry in images.iterdir():
+                if entry.name.startswith("."):
+                    continue
+                vol = f"{ctid}/{entry.name.split('@')[0]}"
+                for driver in storage.drivers():
+                    if driver.owns(vol):
+                        with contextlib.suppress(EngineError, OSError):
+                            driver.delete(vol)
+            import shutil
+
+            shutil.rmtree(images, ignore_errors=True)
+
+    # ---- resize -------------------------------------------------------------------------------
+    def resize(self, ctid: int, disk: str, size: str) -> int:
+        """Grow ``disk`` (``rootfs`` or ``mpN``) to ``size`` (``4G``) or by it (``+1G``); returns the new bytes."""
+        if disk not in DISK_KEYS:
+            raise ValidationError(f"resize: '{disk}' is not a disk (rootfs, mp0 … mp255)", key="disk")
+        text = str(size).strip()
+        grow = text.startswith("+")
+        amount = parse_size(text[1:] if grow else text, "size")
+        with container_lock(self.layout, ctid):
+            config = self.config(ctid)
+            self._check_unlocked(config)
+            if disk not in config.current.values:
+                raise ValidationError(f"resize: container {ctid} has no {disk}", key="disk")
+            volume = next(v for v in volumes_of(config.current) if v.key == disk)
+            if volume.is_bind:
+                raise ValidationError(f"resize: {disk} is a bind mount of a host directory; it has no size", key=disk)
+            _, driver, vol = self.storages.resolve(volume.volid, ctid, key=disk)
+            current = int(volume.props.get("size") or 0)
+            new = current + amount if grow else amount
+            if new < current:
+                raise ValidationError(f"resize: {disk} is {current} bytes; shrinking to {new} is not supported "
+                                      "(volumes only grow)", key=disk)
+            if new == current:
+                return current
+            record = self._running(ctid)
+            root_fd = self._root_fd(record.pid if record else None)
+            try:
+                fd = self._volume_fd(root_fd, volume)
+                try:
+                    driver.resize(vol, new, fd)
+                finally:
+                    if fd is not None:
+                        os.close(fd)
+            finally:
+                if root_fd is not None:
+                    os.close(root_fd)
+            props = dict(volume.props)
+            props["size"] = new
+            config.current.values[disk] = render_props(volume.volid, props)
+            write_config(self.layout.config_path(ctid), config)
+            return new
+
+
+def _disk_index(volume: Volume) -> int:
+    from engine.volumes import disk_number
+
+    number = disk_number(volume.volid)
+    if number is not None:
+        return number
+    return 0 if volume.key == "rootfs" else int(volume.key[2:]) + 1
+
+
+def _clone_hostname(hostname: str) -> str:
+    name = f"copy-of-{hostname.split('.')[0]}"
+    return name[:63].rstrip("-")

@@ -1,0 +1,301 @@
+"""Overlay volumes: shared read-only layers below, one writable upper layer per volume.
+
+A template is unpacked once, as a layer under ``<path>/layers/t<hash>/``
+(the hash covers the template file and the id map it was shifted with); every
+container made from it mounts it as its lowest layer and writes only to its
+own upper layer.  Creating a container therefore copies no template data.
+
+``local-overlay:100/subvol-100-disk-0.overlay`` is the directory
+``<path>/images/100/subvol-100-disk-0.overlay/`` holding ``lower`` (the layer
+IDs, topmost first), ``upper/``, ``work/`` and ``root/``, the mount point the
+overlay is mounted on at start (in the container's mount namespace, like the
+image volumes: nothing shows on the host, nothing outlives the container).
+
+A snapshot of a stopped container freezes its upper layer: the directory is
+renamed into ``layers/`` and becomes the new top of the lower stack, and an
+empty upper takes its place; the snapshot itself is a one-line record
+(``subvol-100-disk-0.overlay@<name>``) listing its layers.  No data is copied.
+A running container's upper layer cannot move under its mount, so its
+snapshot copies the upper layer (the container's own changes only) while
+the container is frozen.  Rollback points the volume at the snapshot's layers
+with an empty upper; a linked clone does the same in a new volume and
+records its origin, so the snapshot it stands on cannot be deleted while it
+exists.  Layers no record refers to are removed; template layers stay as a
+cache.  The size is recorded, not enforced.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from engine.config import write_atomic
+from engine.errors import HostError, NotFound
+from engine.storage.base import Activation, Driver, Fill, Info, copy_tree_reflink, remove_path
+from engine.storage.mountns import syncfs
+
+MOUNT_OPTIONS = "index=off,redirect_dir=off,metacopy=off,xino=off"
+EMPTY = "empty"
+MAX_LAYERS = 400  # the kernel stacks at most 500 lower layers
+
+
+class OverlayDriver(Driver):
+    info = Info("overlay", snapshots_instant=True, linked_clones=True, clones_depend_on_snapshot=True,
+                size_enforced=False, block_backed=False, mounted_at_start=True)
+    suffix = ".overlay"
+
+    def __init__(self, storage):
+        super().__init__(storage)
+        self.layers = storage.path / "layers"
+
+    # ---- layers ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One storage-wide lock for layer creation and removal (containers share layers)."""
+        self.layers.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.layers / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _empty_layer(self) -> None:
+        path = self.layers / EMPTY
+        if not path.exists():
+            path.mkdir(mode=0o755)
+
+    def template_layer(self, key: str, fill: Fill) -> str:
+        """The layer holding a template's tree, made on first use and shared afterwards."""
+        layer = "t" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        with self._locked():
+            if not (self.layers / layer).is_dir():
+                fill(self.layers / layer)  # made atomically: a hidden sibling renamed into place
+        return layer
+
+    def _new_layer_id(self) -> str:
+        return "s" + os.urandom(8).hex()
+
+    def _read_layers(self, record: Path) -> list[str]:
+        try:
+            text = record.read_text().strip()
+        except FileNotFoundError:
+            raise NotFound(f"{record} does not exist") from None
+        layers = [p for p in text.split(":") if p]
+        for layer in layers:
+            if not layer.replace("-", "").isalnum():
+                raise HostError(f"{record}: bad layer name '{layer}'")
+        return layers
+
+    def _write_layers(self, record: Path, layers: list[str]) -> None:
+        write_atomic(record, ":".join(layers) + "\n", mode=0o600)
+
+    def gc(self) -> list[str]:
+        """Remove snapshot layers that no volume, snapshot or clone refers to."""
+        with self._locked():
+            used = set()
+            for record in self.images.glob("*/*.overlay/lower"):
+                used.update(self._read_layers(record))
+            for record in self.images.glob("*/*.overlay@*"):
+                used.update(self._read_layers(record))
+            removed = []
+            for layer in self.layers.iterdir() if self.layers.is_dir() else []:
+                if layer.name.startswith("s") and layer.name not in used:
+                    remove_path(layer)
+                    removed.append(layer.name)
+            return removed
+
+    # ---- volumes -----------------------------------------------------------------------------
+    def rootfs(self, vol: str) -> Path:
+        return self.path(vol) / "root"
+
+    def _make_volume(self, vol: str, owner: int, layers: list[str], upper_like: Path | None,
+                     origin: str | None = None) -> None:
+        """The volume directory: its layer list, an empty upper (root attributes like ``upper_like``)."""
+        path = self.path(vol)
+        if os.path.lexists(path):
+            raise HostError(f"{path} already exists")
+        staged = path.with_name(f".{path.name}.partial")
+        remove_path(staged)
+        staged.mkdir(mode=0o700)
+        try:
+            os.chown(staged, owner, owner)
+            for name in ("upper", "work", "root"):
+                (staged / name).mkdir(mode=0o755)
+            _copy_root_attrs(upper_like, staged / "upper", owner)
+            os.chown(staged / "root", owner, owner)
+            self._write_layers(staged / "lower", layers)
+            if origin:
+                write_atomic(staged / "origin", origin + "\n", mode=0o600)
+            os.rename(staged, path)
+        except BaseException:
+            remove_path(staged)
+            raise
+
+    def create(self, ctid: int, disk: int, owner: int, size: int | None, fill: Fill | None,
+               fill_key: str | None = None) -> str:
+        self.owner_dir(ctid, owner)
+        vol = self.volname(ctid, disk)
+        with self._locked():
+            self._empty_layer()
+        if fill is not None and fill_key:
+            layer = self.template_layer(fill_key, fill)
+            self._make_volume(vol, owner, [layer, EMPTY], self.layers / layer)
+            return vol
+        self._make_volume(vol, owner, [EMPTY], None)
+        if fill is not None:  # a tree of its own (a full copy): it becomes the upper layer
+            upper = self.path(vol) / "upper"
+            try:
+                os.rmdir(upper)
+                fill(upper)
+            except BaseException:
+                self.delete(vol)
+                raise
+        return vol
+
+    def delete(self, vol: str) -> None:
+        path = self.path(vol)
+        for snap in path.parent.glob(f"{path.name}@*"):
+            snap.unlink()
+        remove_path(path)
+        self.gc()
+
+    def activate(self, vol: str) -> Activation:
+        path = self.path(vol)
+        layers = self._read_layers(path / "lower")
+        rel = os.path.relpath(path, self.storage.path)
+        lower = ":".join(f"layers/{layer}" for layer in layers)
+        data = f"lowerdir={lower},upperdir={rel}/upper,workdir={rel}/work,{MOUNT_OPTIONS}"
+        return Activation("overlay", "overlay", data=data, cwd=str(self.storage.path))
+
+    def snapshot(self, vol: str, snap: str, running_root: int | None) -> None:
+        path = self.path(vol)
+        record = self.snapshot_path(vol, snap)
+        layers = self._read_layers(path / "lower")
+        if len(layers) >= MAX_LAYERS:
+            raise HostError(f"{vol} already stacks {len(layers)} layers; make a full clone to flatten it")
+        layer = self._new_layer_id()
+        with self._locked():
+            if running_root is not None:
+                syncfs(running_root)
+                copy_tree_reflink(path / "upper", self.layers / layer, f"snapshot '{snap}'")
+                try:
+                    self._write_layers(record, [layer, *layers])
+                except BaseException:
+                    remove_path(self.layers / layer)
+                    raise
+                return
+            upper = path / "upper"
+            fresh = path / ".upper.new"
+            remove_path(fresh)
+            fresh.mkdir(mode=0o755)
+            st = os.lstat(upper)
+            _copy_root_attrs(upper, fresh, st.st_uid)
+            os.rename(upper, self.layers / layer)
+            try:
+                os.rename(fresh, upper)
+                self._write_layers(path / "lower", [layer, *layers])
+                self._write_layers(record, [layer, *layers])
+            except BaseException:
+                # Put the upper layer back where it was: the volume is as before.
+                remove_path(fresh)
+                remove_path(upper)
+                os.rename(self.layers / layer, upper)
+                self._write_layers(path / "lower", layers)
+                record.unlink(missing_ok=True)
+                raise
+            _clear_work(path / "work")
+
+    def rollback(self, vol: str, snap: str) -> None:
+        path = self.path(vol)
+        record = self.snapshot_path(vol, snap)
+        if not record.is_file():
+            raise NotFound(f"snapshot '{snap}': {record} does not exist")
+        layers = self._read_layers(record)
+        old = path / ".upper.old"
+        remove_path(old)
+        fresh = path / ".upper.new"
+        remove_path(fresh)
+        fresh.mkdir(mode=0o755)
+        _copy_root_attrs(self.layers / layers[0], fresh, os.lstat(path / "upper").st_uid)
+        os.rename(path / "upper", old)
+        os.rename(fresh, path / "upper")
+        self._write_layers(path / "lower", layers)
+        _clear_work(path / "work")
+        remove_path(old)
+        self.gc()
+
+    def delete_snapshot(self, vol: str, snap: str) -> None:
+        self.snapshot_path(vol, snap).unlink(missing_ok=True)
+        self.gc()
+
+    def linked_clones(self, vol: str, snap: str) -> list[int]:
+        wanted = f"{vol}@{snap}"
+        found = []
+        for origin in self.images.glob("*/*.overlay/origin"):
+            try:
+                if origin.read_text().strip() == wanted:
+                    found.append(int(origin.parent.parent.name))
+            except (OSError, ValueError):
+                continue
+        return sorted(found)
+
+    def clone(self, vol: str, snap: str | None, ctid: int, disk: int, owner: int, linked: bool,
+              size: int | None = None) -> str:
+        self.owner_dir(ctid, owner)
+        new = self.volname(ctid, disk)
+        if snap:
+            layers = self._read_layers(self.snapshot_path(vol, snap))
+            self._make_volume(new, owner, layers, self.layers / layers[0],
+                              origin=f"{vol}@{snap}" if linked else None)
+            return new
+        # The current state: the read-only layers are shared, the source's own changes copied.
+        source = self.path(vol)
+        layers = self._read_layers(source / "lower")
+        self._make_volume(new, owner, layers, source / "upper")
+        target = self.path(new) / "upper"
+        try:
+            os.rmdir(target)
+            copy_tree_reflink(source / "upper", target, f"clone to {ctid}")
+        except BaseException:
+            self.delete(new)
+            raise
+        return new
+
+    def resize(self, vol: str, size: int, running_root: int | None) -> None:
+        pass  # not enforced: the size is recorded in the config only
+
+    def copy_source(self, vol: str, snap: str | None) -> Path:
+        """Mount the merged tree read-only on the volume's mount point (inside a private mount namespace)."""
+        from engine import syscalls as sc
+
+        path = self.path(vol)
+        if snap:
+            layers = self._read_layers(self.snapshot_path(vol, snap))
+        else:
+            layers = [os.path.relpath(path / "upper", self.layers), *self._read_layers(path / "lower")]
+        if len(layers) < 2:
+            layers.append(EMPTY)
+        os.chdir(self.layers)
+        sc.mount("overlay", str(self.rootfs(vol)), "overlay", sc.MS_RDONLY,
+                 f"lowerdir={':'.join(layers)},{MOUNT_OPTIONS}")
+        return self.rootfs(vol)
+
+
+def _copy_root_attrs(source: Path | None, target: Path, owner: int) -> None:
+    if source is None:
+        os.chown(target, owner, owner)
+        os.chmod(target, 0o755)
+        return
+    st = os.lstat(source)
+    os.chown(target, st.st_uid, st.st_gid)
+    os.chmod(target, st.st_mode & 0o7777)
+
+
+def _clear_work(work: Path) -> None:
+    """overlayfs leaves ``work/work`` (mode 000) behind; an unused work dir must be empty."""
+    for entry in work.iterdir() if work.is_dir() else []:
+        remove_path(entry)

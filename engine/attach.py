@@ -34,6 +34,18 @@ TIOCSPTLCK = 0x40045431
 TIOCGPTN = 0x80045430
 
 
+# What a terminal runs inside the container: a root login shell (bash when the container has
+# it), or the container's own login prompt on the new pty, as its getty would offer on a
+# tty held from boot (util-linux agetty on Debian, busybox getty, else plain login). Fixed
+# text: nothing a caller sends is ever part of it.
+SHELL_ARGV = ["/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; fi; exec /bin/sh -l"]
+LOGIN_ARGV = ["/bin/sh", "-c",
+              'if [ -x /sbin/agetty ]; then exec /sbin/agetty -L --noclear - 38400 "${TERM:-linux}"; fi; '
+              'if [ -x /sbin/getty ]; then exec /sbin/getty -L 0 - "${TERM:-linux}"; fi; '
+              "exec /bin/login"]
+TERMINAL_ENV = {"TERM": "xterm-256color", "LANG": "C.UTF-8"}
+
+
 @dataclass
 class AttachSpec:
     init_pid: int

@@ -1,0 +1,5 @@
+import sys
+
+from engine.backup.cli import main
+
+sys.exit(main())

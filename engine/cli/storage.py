@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import os
 import time
 
 from engine.cli.output import emit_json, human_bytes, table
@@ -131,7 +130,7 @@ def _tree(infos) -> None:
 
 
 def _storage(engine, args, as_json: bool) -> int:
-    from engine.storage import DRIVERS, STORAGE_TYPES, cfg, make_storage
+    from engine.storage import DRIVERS, STORAGE_TYPES, cfg
 
     action = args.storage_action
     root = engine.layout.root
@@ -154,23 +153,12 @@ def _storage(engine, args, as_json: bool) -> int:
                     _flags(r["drivers"], "size_enforced")] for r in rows])
         return 0
     if action == "status":
+        from engine.storage import status
+
         definitions = cfg.load(root)
         if args.storage_id and args.storage_id not in definitions:
             raise NotFound(f"storage '{args.storage_id}' is not defined (known: {', '.join(sorted(definitions))})")
-        rows = []
-        for definition in definitions.values():
-            if args.storage_id and definition.id != args.storage_id:
-                continue
-            storage = make_storage(definition)
-            row = {"id": definition.id, "type": definition.type, "status": "disabled" if definition.disabled else
-                   "active" if definition.path.is_dir() and storage.available() else "inactive",
-                   "total": None, "used": None, "available": None}
-            if definition.path.is_dir():
-                st = os.statvfs(definition.path)
-                row["total"] = st.f_blocks * st.f_frsize
-                row["available"] = st.f_bavail * st.f_frsize
-                row["used"] = row["total"] - st.f_bfree * st.f_frsize
-            rows.append(row)
+        rows = [{k: v for k, v in row.items() if k != "content"} for row in status(root, args.storage_id)]
         if as_json:
             emit_json(rows)
         else:

@@ -40,7 +40,7 @@ STORAGE_TYPES: dict[str, tuple[str, str]] = {
 NEW_VOLUME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9\-_.]*):(\d+(?:\.\d+)?)$")  # Proxmox's "<storage>:<GiB>"
 
 __all__ = ["DRIVERS", "STORAGE_TYPES", "Driver", "Info", "Storage", "StorageDef", "Storages",
-           "check_snapshot_name"]
+           "check_snapshot_name", "status"]
 
 
 @dataclass
@@ -75,6 +75,25 @@ def make_storage(definition: StorageDef) -> Storage:
     plain = DRIVERS[plain_name](definition)
     sized = plain if sized_name == plain_name else DRIVERS[sized_name](definition)
     return Storage(definition, plain, sized)
+
+
+def status(root: Path, storage_id: str | None = None) -> list[dict]:
+    """Each storage as ``pvesm status`` shows it: type, content, state and space (bytes; None when inactive)."""
+    rows = []
+    for definition in cfg.load(root).values():
+        if storage_id and definition.id != storage_id:
+            continue
+        active = definition.path.is_dir() and make_storage(definition).available()
+        row = {"id": definition.id, "type": definition.type, "content": sorted(definition.content),
+               "status": "disabled" if definition.disabled else "active" if active else "inactive",
+               "total": None, "used": None, "available": None}
+        if definition.path.is_dir():
+            st = os.statvfs(definition.path)
+            row["total"] = st.f_blocks * st.f_frsize
+            row["available"] = st.f_bavail * st.f_frsize
+            row["used"] = row["total"] - st.f_bfree * st.f_frsize
+        rows.append(row)
+    return rows
 
 
 class Storages:

@@ -249,10 +249,15 @@ class SnapshotOps:
             write_config(path, config)
 
     def unlock(self, ctid: int) -> list[str]:
-        """Clear a persisted lock; a snapshot that never finished is removed with its partial data."""
+        """Clear a persisted lock; a snapshot that never finished is removed with its partial data, and so
+        is the snapshot a killed backup (``lock: backup``) left."""
         with container_lock(self.layout, ctid):
             config = self.config(ctid)
             dropped = []
+            if config.current.values.get("lock") == "backup":  # a killed backup may have left its snapshot
+                from engine.hold import drop_backup_snapshots
+
+                drop_backup_snapshots(self, ctid, config)
             for name, section in list(config.snapshots.items()):
                 if section.values.get("snapstate") == "prepare":
                     for _, driver, vol in self._drivers(ctid, section):

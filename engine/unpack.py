@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
@@ -55,6 +55,7 @@ class ExtractStats:
     devices: int = 0
     devices_skipped: int = 0
     xattrs_skipped: int = 0
+    excluded: int = 0  # members left out by ``exclude``
     bytes: int = 0
 
 
@@ -88,8 +89,10 @@ def _split(name: str) -> list[str]:
 class _Writer:
     """Creates entries under a fresh root that only root can enter until finish()."""
 
-    def __init__(self, root: Path, idmap: IdMap | None, source: str, noun: str, max_bytes: int | None):
+    def __init__(self, root: Path, idmap: IdMap | None, source: str, noun: str, max_bytes: int | None,
+                 skip_devices: bool = False, exclude: tuple[tuple[str, ...], ...] = ()):
         self.idmap, self.source, self.noun, self.max_bytes = idmap, source, noun, max_bytes
+        self.skip_devices, self.exclude = skip_devices, exclude
         self.stats = ExtractStats()
         self.kinds: dict[str, str] = {"": "d"}  # path -> kind; "s" = skipped device
         self.pending: dict[str, tuple[int, int | None]] = {"": (0o755, None)}  # dir modes, mtimes
@@ -138,6 +141,14 @@ class _Writer:
             self.pending[""] = (e.mode, e.mtime_ns)
             return
         key, name = "/".join(parts), parts[-1]
+        if any(tuple(parts[:len(x)]) == x for x in self.exclude):
+            self.kinds[key] = "x"
+            self.stats.excluded += 1
+            return
+        if e.kind in "cb" and self.skip_devices:
+            self.kinds[key] = "s"
+            self.stats.devices_skipped += 1
+            return
         if e.kind in "cbp":
             if parts[0] == "dev" and len(parts) > 1:  # the engine provides /dev at start
                 self.kinds[key] = "s"
@@ -245,9 +256,12 @@ class _Writer:
         except ValueError as err:
             raise self.fail(e, f"hard link target '{e.link}' is outside the tree: {err}") from None
         kind = self.kinds.get("/".join(tparts)) if tparts else "d"
-        if kind == "s":
-            self.kinds[key] = "s"
-            self.stats.devices_skipped += 1
+        if kind in ("s", "x"):
+            self.kinds[key] = kind
+            if kind == "s":
+                self.stats.devices_skipped += 1
+            else:
+                self.stats.excluded += 1
             return
         if kind in (None, "l", "d"):
             what = {None: "does not exist earlier in the tree", "l": "is a symlink", "d": "is a directory"}
@@ -378,9 +392,14 @@ class _Decoded:
             raise tarfile.ReadError(str(err) or type(err).__name__) from err
 
 
-def _open_tar(archive: Path, raw: BinaryIO) -> tuple[tarfile.TarFile, _Decoded]:
-    """A streaming reader: members in order, never the whole archive in memory. Compression
-    comes from magic bytes (suffixes lie); the stdlib file readers check CRCs and cut-offs."""
+def open_archive(archive: Path, raw: BinaryIO) -> tuple[tarfile.TarFile, _Decoded]:
+    """A streaming tar reader over ``raw`` (the open file of ``archive``), whatever its compression.
+
+    Returns the reader and the decompressed stream (read it to its end to check a final checksum).
+    Members come in order, never the whole archive in memory. Compression comes from magic
+    bytes (suffixes lie); the stdlib file readers check CRCs and cut-offs: a corrupt stream
+    raises tarfile.ReadError, an unknown format ValidationError.
+    """
     head = raw.read(512)
     raw.seek(0)
     fmt = next((f for magic, f in _MAGIC if head.startswith(magic)), "tar" if head[257:262] == b"ustar" else "")
@@ -423,10 +442,14 @@ def _member_entry(m: tarfile.TarInfo) -> _Entry:
 
 def extract_archive(archive: Path, target: Path, idmap: IdMap | None, *,
                     progress: Callable[[int, int], None] | None = None,
-                    max_members: int = 2_000_000, max_bytes: int | None = None) -> ExtractStats:
+                    max_members: int = 2_000_000, max_bytes: int | None = None, skip_devices: bool = False,
+                    exclude: Iterable[str] = ()) -> ExtractStats:
     """Extract a rootfs tarball into the new directory target, shifting ownership by idmap.
 
     progress(done, total) gets the archive bytes read so far and the archive's size.
+    ``skip_devices`` leaves every device node out (an unprivileged container cannot have
+    them; a privileged backup restored unprivileged has some); ``exclude`` names paths
+    (``etc/vzdump``) left out with everything below them.
     Raises UnsafeArchive for a dangerous member or a limit, ValidationError for a
     corrupt or unknown archive, EngineError for host failures; target then does not exist.
     """
@@ -436,10 +459,11 @@ def extract_archive(archive: Path, target: Path, idmap: IdMap | None, *,
     except OSError as err:
         raise NotFound(f"archive {archive}: {err.strerror}") from err
     with raw:
-        tar, data = _open_tar(archive, raw)
+        tar, data = open_archive(archive, raw)
         total, current = os.fstat(raw.fileno()).st_size, ""
         with tar, _staging(target) as tmp:
-            w = _Writer(tmp, idmap, str(archive), "member", max_bytes)
+            excluded = tuple(tuple(_split(x)) for x in exclude)
+            w = _Writer(tmp, idmap, str(archive), "member", max_bytes, skip_devices, excluded)
             try:
                 while (m := tar.next()) is not None:
                     tar.members.clear()  # type: ignore[attr-defined]  # else tarfile keeps every header

@@ -21,7 +21,7 @@ import io
 import os
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -227,22 +227,22 @@ def config_for_archive(config: ContainerConfig) -> str:
 
 def open_reader(archive: Path, raw: BinaryIO):
     """A streaming tar reader over any compression the unpacker knows (checked CRCs and cut-offs)."""
-    from engine.unpack import _open_tar
+    from engine.unpack import open_archive
 
-    return _open_tar(archive, raw)
+    return open_archive(archive, raw)
 
 
 def read_archive_config(archive: Path, ctid: int = 0, *, scan: bool = False
-                        ) -> tuple[ContainerConfig, str | None, bool]:
-    """The archive's pct.conf (validated), its pct.fw text if any, and (with ``scan``) whether it holds
-    device nodes outside ``/dev``; ValidationError if the config is missing or invalid.
+                        ) -> tuple[ContainerConfig, str | None, int]:
+    """The archive's pct.conf (validated), its pct.fw text if any, and (with ``scan``) how many device
+    nodes it holds outside ``/dev``; ValidationError if the config is missing or invalid.
 
     Without ``scan`` reading stops at the first member after ``./etc/vzdump``: vzdump puts the
     config first. An archive with the config further in is still read to the end.
     """
     archive = Path(archive)
     config_text = firewall_text = None
-    devices = False
+    devices = 0
     try:
         raw = open(archive, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as err:
@@ -261,7 +261,7 @@ def read_archive_config(archive: Path, ctid: int = 0, *, scan: bool = False
                     elif name == FIREWALL_MEMBER and member.isreg():
                         firewall_text = _read_text(tar, member, archive)
                     elif (member.ischr() or member.isblk()) and not name.startswith("./dev/"):
-                        devices = True
+                        devices += 1
                     if config_text is not None and not scan and not name.startswith(VZDUMP_DIR):
                         break
         except tarfile.TarError as err:
@@ -290,18 +290,3 @@ def _read_text(tar: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> 
         return data.decode()
     except UnicodeDecodeError:
         raise ValidationError(f"{archive}: {member.name} is not UTF-8 text", key="archive") from None
-
-
-def copy_without_devices(archive: Path, target: BinaryIO, is_device: Callable[[tarfile.TarInfo], bool]) -> int:
-    """Re-write ``archive`` into ``target`` (zstd, fast) leaving out device nodes; returns how many were left out."""
-    skipped: set[str] = set()
-    with open(archive, "rb") as raw:
-        tar, _ = open_reader(archive, raw)
-        with tar, open_writer(target, "zstd", threads=-1, level=1) as out:
-            for member in tar:
-                tar.members.clear()
-                if is_device(member) or (member.islnk() and member.linkname in skipped):
-                    skipped.add(member.name)
-                    continue
-                out.addfile(member, tar.extractfile(member) if member.isreg() else None)
-    return len(skipped)

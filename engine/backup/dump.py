@@ -4,12 +4,15 @@ Modes, as vzdump's:
 
 - ``stop``: shut the container down cleanly, archive it, start it again if it was running;
 - ``suspend``: freeze the container's cgroup for the copy and thaw it afterwards, whatever happens;
-- ``snapshot``: archive a storage snapshot while the container runs; only where the container's
-  storage offers snapshots (a ``backup_snapshot(config)`` context manager yielding the
-  snapshot's root), else refused with a message naming the storage.
+- ``snapshot``: freeze the container only while its storage takes a read-only snapshot of every
+  volume archived, thaw it, and archive the snapshots while it runs; only where the storage
+  offers such snapshots (btrfs, overlay, raw images on a file system that clones files), else
+  refused with a message naming the storage.
 
-A stopped container is archived as it is, whatever the mode. The container's
-lock is held for the whole backup, so no start, stop or destroy slips in. The
+A stopped container is archived as it is, whatever the mode. The container is
+held for the whole backup (``Engine.hold``): its lock is taken and ``lock:
+backup`` is written into its config, so no start, stop or destroy slips in,
+and ``status`` shows it; the lock goes when the backup ends. The
 archive is written under a hidden temporary name, fsynced and renamed only
 when complete: a failure, a cancel or a kill leaves no file with the final
 name. A watchdog process (``guard``) thaws or restarts the container if the
@@ -30,14 +33,13 @@ from engine.builders import atomic_file
 from engine.cli.output import human_bytes
 from engine.config import parse_ctid, write_atomic
 from engine.errors import EngineError, HostError, NotFound, ValidationError
-from engine.state import container_lock
 
 from . import names
 from .archive import OVERFLOW_ID, config_for_archive, write_archive
 from .guard import Guard
 from .progress import CancelCheck, Progress, check
 from .prune import Backup, PruneOptions, prune
-from .volumes import snapshot_source, volume_tree
+from .volumes import check_storage_volume
 
 MODES = ("stop", "suspend", "snapshot")
 
@@ -82,42 +84,48 @@ def check_dumpdir(dumpdir: Path, create: bool) -> Path:
 
 
 @contextlib.contextmanager
-def _mode(engine, ctid: int, mode: str, running: bool, timeout: float, log: _Log) -> Iterator[Path]:
-    """The tree to archive, with the container stopped, frozen or snapshotted for as long as it is read."""
-    config = engine.config(ctid)
+def _volume_trees(held, keys: list[str]) -> Iterator[dict[str, Path]]:
+    with contextlib.ExitStack() as stack:
+        yield {key: stack.enter_context(held.tree(key)) for key in keys}
+
+
+@contextlib.contextmanager
+def _mode(held, mode: str, running: bool, keys: list[str], timeout: float, log: _Log) -> Iterator[dict[str, Path]]:
+    """The trees to archive (by volume key), with the container stopped, frozen or snapshotted while they are read."""
     if not running:
-        log(f"container {ctid} is stopped: archiving it as it is")
-        yield volume_tree(engine, config.get("rootfs")["volume"], ctid)
+        log(f"container {held.ctid} is stopped: archiving it as it is")
+        with _volume_trees(held, keys) as trees:
+            yield trees
         return
     if mode == "snapshot":
-        with snapshot_source(engine, config) as root:
-            log("archiving a storage snapshot of the running container")
-            yield Path(root)
+        log("taking a storage snapshot (the container is frozen only while it is taken)")
+        with held.snapshot_trees(keys) as trees:
+            log("archiving the snapshot while the container runs")
+            yield trees
         return
-    guard = Guard(engine, ctid, "start" if mode == "stop" else "thaw")
+    guard = Guard(held.engine, held.ctid, "start" if mode == "stop" else "thaw")
     try:
         if mode == "stop":
             log("stopping the container (clean shutdown)")
-            engine._shutdown(ctid, timeout, True)
+            held.shutdown(timeout)
             try:
-                yield engine._rootfs(config)
+                with _volume_trees(held, keys) as trees:
+                    yield trees
             finally:
                 log("starting the container again")
-                engine._start(ctid)
+                held.start()
         else:
             log("freezing the container")
-            engine.cgroups.freeze(str(ctid))
-            try:
-                yield engine._rootfs(config)
-            finally:
-                engine.cgroups.thaw(str(ctid))
-                log("container thawed")
+            with held.suspended(keys):
+                with _volume_trees(held, keys) as trees:
+                    yield trees
+            log("container thawed")
     finally:
         guard.disarm()
 
 
-def _mountpoints(engine, config, log: _Log) -> list[tuple[str, Path]]:
-    """Mount points with ``backup=1`` on a storage of this node; the others are named in the log and left out."""
+def _mountpoints(config, log: _Log) -> list[tuple[str, str]]:
+    """(key, path inside) of mount points with ``backup=1``; the others are named in the log and left out."""
     chosen = []
     for key in sorted(k for k in config.current.values if k.startswith("mp") and k[2:].isdigit()):
         props = config.get(key)
@@ -127,11 +135,8 @@ def _mountpoints(engine, config, log: _Log) -> list[tuple[str, Path]]:
         elif not props.get("backup"):
             log(f"excluding volume mount point {key} ('{inside}') from backup (backup=0)")
         else:
-            host = volume_tree(engine, volume, config.ctid, key=key)
-            if not host.is_dir():
-                raise NotFound(f"{key}: volume {volume} has no directory at {host}")
             log(f"including mount point {key} ('{inside}') in backup")
-            chosen.append((inside, host))
+            chosen.append((key, inside))
     return chosen
 
 
@@ -168,15 +173,18 @@ def backup(engine, ctid: int | str, *, dumpdir: Path | str | None = None, mode: 
     log(f"Starting Backup of VM {ctid} (lxc)")
     log(f"CT Name: {config.hostname}")
     log("including mount point rootfs ('/') in backup")
-    mountpoints = _mountpoints(engine, config, log)
+    mountpoints = _mountpoints(config, log)
+    for key, _ in mountpoints:
+        check_storage_volume(engine, config, key)  # on a storage of this node, before anything changes
     if exclude_paths:
         log(f"excluding paths: {', '.join(exclude_paths)}")
-    with container_lock(engine.layout, ctid):
-        config = engine.config(ctid)
-        running = engine._running(ctid) is not None
+    keys = ["rootfs", *(key for key, _ in mountpoints)]
+    with engine.hold(ctid, "backup") as held:
+        config = held.config
+        running = held.running
         log(f"Backup mode: {mode}; container is {'running' if running else 'stopped'}")
         if running and mode == "snapshot":
-            snapshot_source(engine, config)  # NotSupported naming the storage, before anything changes
+            held.check_snapshots(keys)  # NotSupported naming the storage, before anything changes
         name, when = names.free_name(dumpdir, ctid, started, compress)
         target = dumpdir / name
         firewall = engine.layout.root / "firewall" / f"{ctid}.fw"
@@ -184,10 +192,16 @@ def backup(engine, ctid: int | str, *, dumpdir: Path | str | None = None, mode: 
         log(f"creating vzdump archive '{target}'")
         try:
             with atomic_file(target) as fileobj:
-                with _mode(engine, ctid, mode, running, shutdown_timeout, log) as root:
-                    stats = write_archive(fileobj, root, engine._idmap(config), config_for_archive(config),
+                with _mode(held, mode, running, keys, shutdown_timeout, log) as trees:
+                    included = []
+                    for key, inside in mountpoints:
+                        if not trees[key].is_dir():
+                            raise NotFound(f"{key}: volume {config.get(key)['volume']} has no directory "
+                                           f"at {trees[key]}")
+                        included.append((inside, trees[key]))
+                    stats = write_archive(fileobj, trees["rootfs"], held.idmap, config_for_archive(config),
                                           firewall_text, compress=compress, threads=threads, level=level,
-                                          exclude_paths=exclude_paths, mountpoints=mountpoints,
+                                          exclude_paths=exclude_paths, mountpoints=included,
                                           progress=progress, cancel=cancel)
                 check(cancel, "backup")
         except OSError as err:
@@ -245,5 +259,4 @@ def clean_partial(dumpdir: Path, older_than: float = 86400.0) -> list[str]:
     return removed
 
 
-__all__ = ["MODES", "BackupResult", "backup", "clean_partial", "default_dumpdir", "prune_dumpdir",
-           "snapshot_source"]
+__all__ = ["MODES", "BackupResult", "backup", "clean_partial", "default_dumpdir", "prune_dumpdir"]

@@ -5,7 +5,8 @@ length of the copy; a backup process killed then (SIGKILL, OOM) would leave
 it frozen or down. Before either, the backup starts this small process in its
 own session with one end of a pipe: the backup writes ``done`` when it has
 put the container back itself; end of file without it means the backup died,
-and the guard thaws (``thaw``) or starts (``start``) the container.
+and the guard clears the backup's ``lock: backup`` and thaws (``thaw``) or
+starts (``start``) the container.
 
 Run as ``python -m engine.backup.guard ROOT RUN_DIR CGROUP_PARENT ID thaw|start``.
 """
@@ -63,6 +64,9 @@ def main(argv: list[str]) -> int:
     from engine.lifecycle import Engine
 
     engine = Engine(root, run_dir, cgroup_parent=parent)
+    ident = int(ctid)
+    if engine.exists(ident) and engine.config(ident).current.values.get("lock") == "backup":
+        engine.unlock(ident)  # the backup that held it is gone (its snapshot, if any, goes too)
     if action == "thaw":
         if engine.cgroups.exists(ctid):
             engine.cgroups.thaw(ctid)

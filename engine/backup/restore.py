@@ -2,44 +2,38 @@
 
 The archive's ``./etc/vzdump/pct.conf`` is read and validated before
 anything is made; the caller's options override it (``hostname``,
-``unprivileged``, ``memory``...; ``storage`` picks where the root disk goes).
-The container is made by ``Engine.create`` from the archive itself, so the
-storage, the safe extraction and the ownership shift stay in one place;
-``etc/vzdump`` is removed from the restored root afterwards, and the
-archive's firewall rules become the container's.
+``unprivileged``, ``memory``...; ``storage`` picks where the root disk goes,
+with the archive's size and id map kept). The container is made by
+``Engine.create`` from the archive itself, so the storage, the safe
+extraction and the ownership shift stay in one place; ``etc/vzdump`` is left
+out of the restored root, and the archive's firewall rules become the
+container's.
 
-Over an existing container the new one is built completely first, under a
-temporary ID, while the old one stays as it was; only then is the new root
-disk moved beside the old one and the config switched to it in one atomic
-write; the old disk is removed last. A failure at any point leaves the old
-container untouched and nothing of the new one.
+Over an existing container ``Engine.create(replace=True)`` builds the new one
+completely beside the old one, which stays as it was; only then is the config
+switched to the new disk in one atomic write, and the old disks are removed
+last. A failure at any point leaves the old container untouched and nothing
+of the new one.
 
 A privileged backup restored as unprivileged is shifted into the id map;
-device nodes outside ``/dev`` cannot exist in an unprivileged container and
-are left out (those under ``/dev`` are always left to the engine).
+device nodes cannot exist in an unprivileged container and are left out as
+the archive is extracted (those under ``/dev`` are always left to the engine).
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import stat
-import tempfile
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.config import ContainerConfig, parse_ctid, write_atomic, write_config
+from engine.config import ContainerConfig, parse_ctid, write_atomic
 from engine.errors import AlreadyExists, EngineError, InvalidState, ValidationError
 from engine.reverter import Reverter
-from engine.state import container_lock
+from engine.volumes import render_props
 
-from .archive import copy_without_devices, read_archive_config
+from .archive import CHUNK, VZDUMP_DIR, read_archive_config
 from .progress import CancelCheck, Progress, check
-from .volumes import check_storage, delete_rootfs, move_rootfs
+from .volumes import check_storage
 
 DROPPED_KEYS = ("rootfs", "lock", "parent", "snaptime", "snapstate")
-TEMP_ID_BASE = 999_900_000  # temporary IDs of containers being restored over an existing one
 
 
 @dataclass
@@ -56,10 +50,11 @@ class RestoreResult:
         return asdict(self)
 
 
-def _options(archived: ContainerConfig, overrides: dict[str, str], unique: bool, notes: list[str]
-             ) -> dict[str, str]:
-    """The create options: the archive's config less what belongs to the old disk or host, then the overrides."""
-    options: dict[str, str] = {}
+def _options(archived: ContainerConfig, overrides: dict[str, str], unique: bool, storage: str | None,
+             notes: list[str]) -> dict:
+    """The create options: the archive's config less what belongs to the old disk or host, its root disk's
+    size and id map, then the overrides."""
+    options: dict = {}
     for key, value in archived.current.values.items():
         if key in DROPPED_KEYS:
             continue
@@ -74,8 +69,17 @@ def _options(archived: ContainerConfig, overrides: dict[str, str], unique: bool,
         options[key] = value
     if archived.current.description:
         options["description"] = archived.current.description
-    if archived.current.raw_values("lxc.idmap"):
-        notes.append("lxc.idmap lines of the archive are not restored: the node's id map is used")
+    if "rootfs" in archived.current.values:
+        props = dict(archived.get("rootfs"))
+        props.pop("volume", None)
+        size = props.pop("size", None)
+        gib = repr(int(size) / (1 << 30)) if size else "0"  # exact: a binary fraction
+        options["rootfs"] = render_props(f"{storage or 'local'}:{gib}", props)
+    elif storage is not None:
+        options["storage"] = storage
+    idmap = archived.current.raw_values("lxc.idmap")
+    if idmap:
+        options["lxc.idmap"] = idmap
     for key, value in overrides.items():
         if key in DROPPED_KEYS:
             raise ValidationError(f"{key}: set by the restore, not by the caller", key=key)
@@ -88,30 +92,6 @@ def _check_storage(engine, storage: str | None) -> None:
         check_storage(engine, storage)
 
 
-def _remove_vzdump_dir(rootfs: Path) -> None:
-    """Delete ``etc/vzdump`` inside a restored root, never following a symlink the archive made."""
-    fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        try:
-            etc = os.open("etc", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-        except OSError:  # no etc, or not a directory (a symlink): nothing of ours is there
-            return
-        try:
-            st = os.stat("vzdump", dir_fd=etc, follow_symlinks=False)
-        except FileNotFoundError:
-            os.close(etc)
-            return
-        try:
-            if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree("vzdump", dir_fd=etc)
-            else:
-                os.unlink("vzdump", dir_fd=etc)
-        finally:
-            os.close(etc)
-    finally:
-        os.close(fd)
-
-
 def _write_firewall(engine, ctid: int, text: str | None) -> None:
     from engine.network import container as network
 
@@ -121,22 +101,6 @@ def _write_firewall(engine, ctid: int, text: str | None) -> None:
         return
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomic(path, text, mode=0o600)
-
-
-def _source(archive: Path, archived: ContainerConfig, options: dict[str, str], has_devices: bool,
-            result: RestoreResult, stack: contextlib.ExitStack) -> Path:
-    """The archive, or a copy without device nodes when a privileged backup becomes unprivileged."""
-    target_unprivileged = options.get("unprivileged", "1") != "0"
-    if archived.unprivileged or not target_unprivileged or not has_devices:
-        return archive
-    fd, tmp = tempfile.mkstemp(prefix=".restore-", suffix=".tar.zst", dir=archive.parent)
-    stack.callback(os.unlink, tmp)
-    with os.fdopen(fd, "wb") as out:
-        result.devices_skipped = copy_without_devices(
-            archive, out, lambda m: (m.ischr() or m.isblk()) and not m.name.lstrip("./").startswith("dev/"))
-    result.notes.append(f"{result.devices_skipped} device nodes of the privileged backup left out "
-                        "(an unprivileged container cannot have them)")
-    return Path(tmp)
 
 
 def restore(engine, archive: Path | str, ctid: int | str, *, force: bool = False, storage: str | None = None,
@@ -161,139 +125,42 @@ def restore(engine, archive: Path | str, ctid: int | str, *, force: bool = False
         except (ValueError, EngineError) as err:
             raise ValidationError(f"{archive}: its firewall rules (pct.fw) are invalid: {err}") from None
     notes: list[str] = []
-    create_options = _options(archived, overrides, unique, notes)
-    if storage is not None:
-        create_options["storage"] = storage
-    has_devices = False
-    if not archived.unprivileged and create_options.get("unprivileged", "1") != "0":
-        _, _, has_devices = read_archive_config(archive, ctid, scan=True)  # a privileged backup made unprivileged
-    result = RestoreResult(ctid, str(archive), create_options.get("hostname", f"CT{ctid}"),
-                           create_options.get("unprivileged", "1") != "0", replaced=False, notes=notes)
+    create_options = _options(archived, overrides, unique, storage, notes)
+    unprivileged = create_options.get("unprivileged", "1") != "0"
+    result = RestoreResult(ctid, str(archive), create_options.get("hostname", f"CT{ctid}"), unprivileged,
+                           replaced=False, notes=notes)
+    skip_devices = not archived.unprivileged and unprivileged  # a privileged backup made unprivileged
+    if skip_devices:
+        _, _, result.devices_skipped = read_archive_config(archive, ctid, scan=True)
+        if result.devices_skipped:
+            notes.append(f"{result.devices_skipped} device nodes of the privileged backup left out "
+                         "(an unprivileged container cannot have them)")
     check(cancel, "restore")
-    with contextlib.ExitStack() as stack:
-        source = _source(archive, archived, create_options, has_devices, result, stack)
-        if not engine.exists(ctid):
-            _restore_new(engine, source, ctid, create_options, firewall_text, progress)
-        elif not force:
-            raise AlreadyExists(f"container {ctid} already exists; restore over it with force (it must be stopped)")
-        else:
-            _restore_over(engine, source, ctid, create_options, firewall_text, progress, cancel)
-            result.replaced = True
+    replace = engine.exists(ctid)
+    if replace and not force:
+        raise AlreadyExists(f"container {ctid} already exists; restore over it with force (it must be stopped)")
+    with Reverter() as revert:
+        engine.create(ctid, archive, create_options, progress=_reporter(progress, cancel), replace=replace,
+                      skip_devices=skip_devices, exclude=[VZDUMP_DIR])
+        if not replace:
+            revert.add(engine.destroy, ctid, True)
+        _write_firewall(engine, ctid, firewall_text)
+        revert.success()
+    result.replaced = replace
     status = engine.status(ctid, stats=False)
     result.hostname, result.unprivileged = status.hostname, status.unprivileged
     return result
 
 
-def _restore_new(engine, source: Path, ctid: int, options: dict[str, str], firewall_text: str | None,
-                 progress: Progress | None) -> None:
-    with Reverter() as revert:
-        with _watch_reads(source, progress):
-            engine.create(ctid, source, options)
-        revert.add(engine.destroy, ctid, True)
-        _remove_vzdump_dir(engine._rootfs(engine.config(ctid)))
-        _write_firewall(engine, ctid, firewall_text)
-        revert.success()
+def _reporter(progress: Progress | None, cancel: CancelCheck | None):
+    """The progress callback given to Engine.create: bytes of the archive read, at most one call per MiB;
+    a cancel is honoured there, between archive members (the create then undoes itself)."""
+    last = [-CHUNK]
 
+    def report(done: int, total: int) -> None:
+        check(cancel, "restore")
+        if progress is not None and (done - last[0] >= CHUNK or done == total):
+            last[0] = done
+            progress(done, total)
 
-@contextlib.contextmanager
-def _watch_reads(source: Path, progress: Progress | None):
-    """Report how far this process has read ``source`` (Engine.create takes no progress callback):
-    a thread reads the file offset of the open archive from /proc/self/fdinfo a few times a second."""
-    if progress is None:
-        yield
-        return
-    total, wanted, stop = source.stat().st_size, str(source.resolve()), threading.Event()
-
-    def watch() -> None:
-        fd = None
-        while not stop.wait(0.2):
-            try:
-                if fd is None:
-                    fd = next((n for n in os.listdir("/proc/self/fd")
-                               if _readlink(f"/proc/self/fd/{n}") == wanted), None)
-                if fd is not None:
-                    with open(f"/proc/self/fdinfo/{fd}") as info:
-                        pos = int(info.readline().split()[1])
-                    progress(min(pos, total), total)
-            except (OSError, ValueError, IndexError):
-                fd = None
-
-    thread = threading.Thread(target=watch, name="restore-progress", daemon=True)
-    progress(0, total)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-    progress(total, total)
-
-
-def _readlink(path: str) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return ""
-
-
-def _free_temp_id(engine) -> int:
-    for candidate in range(TEMP_ID_BASE + os.getpid() % 90_000, TEMP_ID_BASE + 99_999):
-        if not engine.exists(candidate):
-            return candidate
-    raise InvalidState("no free temporary container ID for the restore")
-
-
-def _restore_over(engine, source: Path, ctid: int, options: dict[str, str], firewall_text: str | None,
-                  progress: Progress | None, cancel: CancelCheck | None) -> None:
-    from engine.network import container as network
-
-    net_options = {k: v for k, v in options.items() if k.startswith("net") and k[3:].isdigit()}
-    build_options = {k: v for k, v in options.items() if k not in net_options}
-    with container_lock(engine.layout, ctid):
-        old = engine.config(ctid)
-        if engine._running(ctid):
-            raise InvalidState(f"container {ctid} is running; stop it before restoring over it")
-        if old.get("protection"):
-            raise InvalidState(f"container {ctid} is protected; clear 'protection' first")
-        temp = _free_temp_id(engine)
-        with Reverter() as revert:
-            revert.add(_drop_temp, engine, temp)
-            with _watch_reads(source, progress):
-                engine.create(temp, source, build_options)
-            check(cancel, "restore")
-            built = engine.config(temp)
-            new_root = engine._rootfs(built)
-            _remove_vzdump_dir(new_root)
-            # The final config: what the temporary container got, under the real ID, with the network.
-            final = ContainerConfig.parse(ctid, built.render(), origin=f"restore of {ctid}")
-            for key, value in net_options.items():
-                final.set(key, value)
-            others = {}
-            for other in engine.ids():
-                if other not in (ctid, temp):
-                    with contextlib.suppress(EngineError):
-                        others[other] = engine.config(other)
-            if net_options:
-                network.configure(engine.layout.root, ctid, final, others)
-            # Move the new disk beside the old one under a name of its own, then switch the config.
-            volume, path, back = move_rootfs(engine, built, ctid, old)
-            revert.add(os.rename, path, back)
-            root_props = final.current.values["rootfs"].split(",")[1:]
-            final.current.values["rootfs"] = ",".join([volume, *root_props])
-            write_config(engine.layout.config_path(ctid), final)  # the switch: old or new, never half
-            revert.success()
-        # The new container is in place; what follows only tidies up.
-        _write_firewall(engine, ctid, firewall_text)
-        with contextlib.suppress(EngineError, OSError):
-            delete_rootfs(engine, old)
-        _drop_temp(engine, temp)
-
-
-def _drop_temp(engine, temp: int) -> None:
-    """Remove the temporary container (its disk has been moved away, or is discarded with it)."""
-    with contextlib.suppress(EngineError, OSError):
-        engine.destroy(temp, force=True)
-    with contextlib.suppress(FileNotFoundError):
-        engine.layout.config_path(temp).unlink()
-    for path in (engine.layout.console_log(temp), engine.layout.run / "lock" / f"{temp}.lock"):
-        path.unlink(missing_ok=True)
+    return report

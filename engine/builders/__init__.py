@@ -30,6 +30,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -161,11 +162,9 @@ def add_tree(tar: tarfile.TarFile, root: Path,
         st = os.lstat(path)
         if st.st_dev != root_dev:
             raise EngineError(f"refusing to archive {path}: it is on another filesystem (a mount?)")
-        info = tar.gettarinfo(path, arcname=arcname)
+        info = _tarinfo(tar, path, arcname, st)
         if info is None:  # socket
             return
-        info.uname = info.gname = ""
-        info.mtime = int(st.st_mtime)
         info.pax_headers.update(_xattr_headers(path))
         if transform is not None:
             info = transform(info)
@@ -183,6 +182,36 @@ def add_tree(tar: tarfile.TarFile, root: Path,
 
     visit(os.fspath(root), ".")
     return count
+
+
+def _tarinfo(tar: tarfile.TarFile, path: str, arcname: str, st: os.stat_result) -> tarfile.TarInfo | None:
+    """A member for ``path`` from its lstat, as ``TarFile.gettarinfo`` makes one but with numeric owners
+    only: no user or group name is looked up per file (the names on this host mean nothing in the
+    archive).  A second name of a regular file becomes a hard link to its first; a socket gives None."""
+    mode = st.st_mode
+    info = tarfile.TarInfo(arcname)
+    if stat.S_ISREG(mode):
+        inode = (st.st_ino, st.st_dev)
+        if st.st_nlink > 1 and inode in tar.inodes and arcname != tar.inodes[inode]:
+            info.type, info.linkname = tarfile.LNKTYPE, tar.inodes[inode]
+        else:
+            info.type, info.size = tarfile.REGTYPE, st.st_size
+            if inode[0]:
+                tar.inodes[inode] = arcname
+    elif stat.S_ISDIR(mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    elif stat.S_ISFIFO(mode):
+        info.type = tarfile.FIFOTYPE
+    else:
+        return None
+    info.mode, info.uid, info.gid, info.mtime = stat.S_IMODE(mode), st.st_uid, st.st_gid, int(st.st_mtime)
+    info.uname = info.gname = ""
+    return info
 
 
 def _decode_mountinfo(field: str) -> str:

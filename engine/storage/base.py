@@ -20,12 +20,13 @@ backend's own.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class Info:
     block_backed: bool  # the volume is a file system image, mounted at start
     mounted_at_start: bool  # the volume appears only through a mount made at start (image or overlay)
     online_resize: bool = True  # grows while the container runs
+    backup_snapshots: bool = False  # offers a read-only snapshot for a backup of a running container
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Activation:
             release()
 
 
+BACKUP_SNAPSHOT = ".vzdump"  # the snapshot a backup reads: not a valid user snapshot name, so never one of theirs
 Fill = Callable[[Path], None]  # makes a new directory tree at the given path (which must not exist)
 
 
@@ -192,6 +195,95 @@ class Driver(ABC):
 
     def used_bytes(self, vol: str) -> int | None:
         return None
+
+    @contextlib.contextmanager
+    def writable_tree(self, vol: str) -> Iterator[Path]:
+        """The volume's tree, writable by this process for the block, while the container is stopped
+        (root's password and SSH keys at create time).
+
+        A directory volume is its own tree; an image or overlay is mounted as the container would
+        see it, in a helper's private mount namespace, reached through ``/proc/<helper>/root``.
+        """
+        if not self.info.mounted_at_start:
+            yield self.rootfs(vol)
+            return
+        from engine.storage.mountns import holding
+
+        with holding(self._mount_as_started, vol) as root:
+            yield root
+
+    def _mount_as_started(self, vol: str) -> Path:
+        """Mount the volume read-write on its mount point as a start does; call in a private mount namespace."""
+        from engine import syscalls as sc
+
+        activation = self.activate(vol)
+        try:
+            if activation.cwd:
+                os.chdir(activation.cwd)
+            sc.mount(activation.source, str(self.rootfs(vol)), activation.fstype, activation.flags, activation.data)
+        finally:
+            activation.close()
+        return self.rootfs(vol)
+
+    # ---- backups ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def tree(self, vol: str) -> Iterator[Path]:
+        """The volume's tree, readable by this process for the block (a backup of a stopped or frozen one).
+
+        A directory volume is its own tree; an image or overlay is mounted read-only in a helper's
+        private mount namespace and reached through ``/proc/<helper>/root``, so nothing shows on the host.
+        """
+        if not self.info.mounted_at_start:
+            yield self.rootfs(vol)
+            return
+        from engine.storage.mountns import holding
+
+        with holding(self.copy_source, vol, None) as root:
+            yield root
+
+    def backup_snapshot_path(self, vol: str) -> Path:
+        path = self.path(vol)
+        return path.with_name(f"{path.name}@{BACKUP_SNAPSHOT}")
+
+    def check_backup_snapshot(self, vol: str) -> None:
+        """NotSupported naming the storage when this volume cannot be snapshotted for a backup."""
+        if not self.info.backup_snapshots:
+            raise NotSupported(f"snapshot mode: storage '{self.storage.id}' ({self.info.name}) cannot take "
+                               "snapshots for a backup; use --mode suspend (frozen during the copy) or --mode stop")
+
+    def take_backup_snapshot(self, vol: str, running_root: int | None) -> None:
+        """Keep the volume's content at this instant for a backup (the caller froze the container;
+        ``running_root`` is an fd of the volume's root inside it, or None when it is stopped).
+
+        Replaces what a killed backup may have left.
+        """
+        self.check_backup_snapshot(vol)
+        raise NotSupported(f"storage '{self.storage.id}' ({self.info.name}) cannot take backup snapshots")
+
+    @contextlib.contextmanager
+    def backup_snapshot_tree(self, vol: str) -> Iterator[Path]:
+        """The backup snapshot's tree, read-only, for the block (mounted privately when it must be)."""
+        raise NotSupported(f"storage '{self.storage.id}' ({self.info.name}) cannot take backup snapshots")
+        yield  # pragma: no cover
+
+    def drop_backup_snapshot(self, vol: str) -> None:
+        """Remove the backup snapshot; a missing one is not an error."""
+        remove_path(self.backup_snapshot_path(vol))
+
+    @contextlib.contextmanager
+    def backup_snapshot(self, vol: str, running_root: int | None = None) -> Iterator[Path]:
+        """Take a backup snapshot, yield its read-only tree, and remove it whatever happens.
+
+        Callers with several volumes take every snapshot in one freeze and read them after
+        (``take_backup_snapshot``, ``backup_snapshot_tree``, ``drop_backup_snapshot``).
+        """
+        self.check_backup_snapshot(vol)
+        try:
+            self.take_backup_snapshot(vol, running_root)
+            with self.backup_snapshot_tree(vol) as root:
+                yield root
+        finally:
+            self.drop_backup_snapshot(vol)
 
 
 def check_snapshot_name(name: str) -> str:

@@ -15,10 +15,12 @@ being full.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.errors import HostError, NotFound
@@ -100,7 +102,7 @@ def is_btrfs(path: Path) -> bool:
 
 class BtrfsDriver(Driver):
     info = Info("btrfs", snapshots_instant=True, linked_clones=True, clones_depend_on_snapshot=False,
-                size_enforced=True, block_backed=False, mounted_at_start=False)
+                size_enforced=True, block_backed=False, mounted_at_start=False, backup_snapshots=True)
     suffix = ".subvol"
 
     def _check_fs(self) -> None:
@@ -208,3 +210,19 @@ class BtrfsDriver(Driver):
 
     def used_bytes(self, vol: str) -> int | None:
         return None
+
+    # A backup's snapshot: a read-only subvolume snapshot beside the volume (``…subvol@.vzdump``).
+    def take_backup_snapshot(self, vol: str, running_root: int | None) -> None:
+        target = self.backup_snapshot_path(vol)
+        subvolume_delete(target)
+        subvolume_snapshot(self.path(vol), target, readonly=True)
+
+    @contextlib.contextmanager
+    def backup_snapshot_tree(self, vol: str) -> Iterator[Path]:
+        target = self.backup_snapshot_path(vol)
+        if not target.is_dir():
+            raise NotFound(f"the backup snapshot {target} does not exist")
+        yield target
+
+    def drop_backup_snapshot(self, vol: str) -> None:
+        subvolume_delete(self.backup_snapshot_path(vol))

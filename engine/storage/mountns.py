@@ -10,6 +10,7 @@ their last user (the mount, or the fd held until the mount exists) goes away.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -17,7 +18,7 @@ import os
 import pickle
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ LOOP_GET_STATUS64 = 0x4C05
 LO_FLAGS_READ_ONLY = 1
 LO_FLAGS_AUTOCLEAR = 4
 FIFREEZE = 0xC0045877
+FICLONE = 0x40049409
+PR_SET_PDEATHSIG = 1
 FITHAW = 0xC0045878
 LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32s2Q")  # struct loop_info64
 
@@ -84,6 +87,71 @@ def run(fn: Callable[..., Any], *args: Any, join_pid: int | None = None) -> Any:
     if kind == "error":
         raise value
     return value
+
+
+@contextlib.contextmanager
+def holding(fn: Callable[..., Path], *args: Any) -> Iterator[Path]:
+    """Call ``fn(*args)`` (which mounts something and returns where) in a child inside a private mount
+    namespace that stays alive for the block; yield that path as this process reaches it.
+
+    The path goes through ``/proc/<child>/root``, which resolves names in the child's mount namespace:
+    this process reads the mount without it ever showing on the host.  The child exits when the block
+    ends, or when this process dies (end of file on its pipe, and a parent-death signal), and the
+    kernel drops its mounts and loop devices with it.
+    """
+    answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
+    release_r, release_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        status = 0
+        try:
+            os.close(answer_r)
+            os.close(release_w)
+            sc.prctl(PR_SET_PDEATHSIG, 9)
+            os.unshare(os.CLONE_NEWNS)
+            sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+            payload = pickle.dumps(("ok", Path(fn(*args))))
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            status = 1
+            try:
+                payload = pickle.dumps(("error", exc))
+            except Exception:  # noqa: BLE001 - an exception that does not pickle
+                payload = pickle.dumps(("error", EngineError(f"{type(exc).__name__}: {exc}")))
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(answer_w, view):]
+            os.close(answer_w)
+            if status == 0:
+                while True:  # hold the mounts until the parent closes its end (or dies)
+                    try:
+                        if not os.read(release_r, 64):
+                            break
+                    except InterruptedError:
+                        continue
+        finally:
+            os._exit(status)
+    os.close(answer_w)
+    os.close(release_r)
+    try:
+        chunks = []
+        try:
+            while chunk := os.read(answer_r, 1 << 16):
+                chunks.append(chunk)
+        finally:
+            os.close(answer_r)
+        if not chunks:
+            raise EngineError("a storage helper process died without an answer")
+        try:
+            kind, value = pickle.loads(b"".join(chunks))
+        except Exception as exc:  # noqa: BLE001 - an exception whose class cannot be rebuilt
+            raise EngineError(f"a storage helper failed: {exc}") from None
+        if kind == "error":
+            raise value
+        yield Path(f"/proc/{pid}/root") / Path(value).relative_to("/")
+    finally:
+        os.close(release_w)
+        os.waitpid(pid, 0)
 
 
 def attach_loop(image: Path, readonly: bool = False) -> tuple[int, str]:
@@ -181,6 +249,31 @@ def thaw_fs(fd: int) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL):
             raise
+
+
+def reflink(source: Path, target: Path) -> bool:
+    """Make ``target`` a copy-on-write clone of ``source`` (FICLONE); False if the file system cannot.
+
+    ``target`` must not exist; it is removed again when the clone fails.
+    """
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.ioctl(dst, FICLONE, src)
+            return True
+        except OSError as exc:
+            os.unlink(target)
+            if exc.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS):
+                return False
+            raise HostError(f"cloning {source} to {target}: {exc.strerror}") from None
+        except BaseException:
+            os.unlink(target)
+            raise
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -44,7 +44,7 @@ MAX_LAYERS = 400  # the kernel stacks at most 500 lower layers
 
 class OverlayDriver(Driver):
     info = Info("overlay", snapshots_instant=True, linked_clones=True, clones_depend_on_snapshot=True,
-                size_enforced=False, block_backed=False, mounted_at_start=True)
+                size_enforced=False, block_backed=False, mounted_at_start=True, backup_snapshots=True)
     suffix = ".overlay"
 
     def __init__(self, storage):
@@ -270,19 +270,56 @@ class OverlayDriver(Driver):
 
     def copy_source(self, vol: str, snap: str | None) -> Path:
         """Mount the merged tree read-only on the volume's mount point (inside a private mount namespace)."""
-        from engine import syscalls as sc
-
         path = self.path(vol)
         if snap:
             layers = self._read_layers(self.snapshot_path(vol, snap))
         else:
             layers = [os.path.relpath(path / "upper", self.layers), *self._read_layers(path / "lower")]
+        return self._mount_read_only(vol, layers)
+
+    def _mount_read_only(self, vol: str, layers: list[str]) -> Path:
+        from engine import syscalls as sc
+
         if len(layers) < 2:
-            layers.append(EMPTY)
+            layers = [*layers, EMPTY]
         os.chdir(self.layers)
         sc.mount("overlay", str(self.rootfs(vol)), "overlay", sc.MS_RDONLY,
                  f"lowerdir={':'.join(layers)},{MOUNT_OPTIONS}")
         return self.rootfs(vol)
+
+    # A backup's snapshot: the volume's layers frozen, as a snapshot would make them, recorded as
+    # ``…overlay@.vzdump`` (so the layer garbage collector keeps them) and mounted read-only privately.
+    def take_backup_snapshot(self, vol: str, running_root: int | None) -> None:
+        path = self.path(vol)
+        record = self.backup_snapshot_path(vol)
+        self.drop_backup_snapshot(vol)
+        layers = self._read_layers(path / "lower")
+        layer = self._new_layer_id()
+        with self._locked():
+            if running_root is not None:
+                syncfs(running_root)
+            # The container's own changes (its upper layer) are copied (shared extents where the file
+            # system can): the upper cannot move from under the running container's mount.
+            copy_tree_reflink(path / "upper", self.layers / layer, "backup snapshot")
+            try:
+                self._write_layers(record, [layer, *layers])
+            except BaseException:
+                remove_path(self.layers / layer)
+                raise
+
+    @contextlib.contextmanager
+    def backup_snapshot_tree(self, vol: str) -> Iterator[Path]:
+        from engine.storage.mountns import holding
+
+        layers = self._read_layers(self.backup_snapshot_path(vol))
+        with holding(self._mount_read_only, vol, layers) as root:
+            yield root
+
+    def drop_backup_snapshot(self, vol: str) -> None:
+        record = self.backup_snapshot_path(vol)
+        if os.path.lexists(record):
+            record.unlink()
+            self.gc()
 
 
 def _copy_root_attrs(source: Path | None, target: Path, owner: int) -> None:

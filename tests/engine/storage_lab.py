@@ -5,6 +5,7 @@ The fixture writes ``storage.cfg`` for a private engine root::
     local          dir      <root>                (directories; raw images when a size is given)
     local-btrfs    btrfs    <tmp>/btrfs/store     (a 600 MiB btrfs image, loop-mounted)
     local-overlay  overlay  <tmp>/overlay
+    btrfs-dir      dir      <tmp>/btrfs/dir       (raw images on btrfs: they clone with FICLONE)
     tiny           dir      <tmp>/tiny            (a 24 MiB ext4, to fill the disk on purpose)
     tmplonly       dir      <tmp>/tmplonly        (content vztmpl only)
 
@@ -75,6 +76,7 @@ def lab(tmp_path_factory, cgroup_parent):
             "local": StorageDef("local", "dir", root, frozenset({"rootdir", "vztmpl", "backup"})),
             "local-btrfs": StorageDef("local-btrfs", "btrfs", base / "btrfs" / "store", frozenset({"rootdir"})),
             "local-overlay": StorageDef("local-overlay", "overlay", base / "overlay", frozenset({"rootdir"})),
+            "btrfs-dir": StorageDef("btrfs-dir", "dir", base / "btrfs" / "dir", frozenset({"rootdir"})),
             "tiny": StorageDef("tiny", "dir", base / "tiny", frozenset({"rootdir"})),
             "tmplonly": StorageDef("tmplonly", "dir", base / "tmplonly", frozenset({"vztmpl"})),
         }

@@ -399,3 +399,28 @@ def test_cli_backup_list_verify_prune(engine, busybox_template, ctid_factory, tm
     assert missing.returncode == 3 and json.loads(missing.stderr)["kind"] == "NotFound"
     nxt = cli("next-run", "sat 03:30", "--after", "2026-03-06T12:00:00+00:00")
     assert nxt.stdout.strip() == "2026-03-07 03:30:00+00:00"
+
+
+def test_restore_keeps_an_id_map_of_its_own_and_reports_progress(engine, busybox_template, ctid_factory, tmp_path,
+                                                                 monkeypatch):
+    class NoNames:  # the archive writer must not look owners' names up, file by file
+        def getpwuid(self, uid):
+            raise AssertionError("a user name was looked up")
+
+        getgrgid = getpwuid
+
+    monkeypatch.setattr(tarfile, "pwd", NoNames())
+    monkeypatch.setattr(tarfile, "grp", NoNames())
+    lines = ["u 0 300000 65536", "g 0 300000 65536"]
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"lxc.idmap": lines})
+    assert os.stat(rootfs(engine, ctid) / "bin" / "busybox").st_uid == 300000
+    archive = backup(engine, ctid, dumpdir=tmp_path).archive
+    found = {m.name: m for m in members(Path(archive))}
+    assert (found["./bin/busybox"].uid, found["./bin/busybox"].uname, found["./bin/busybox"].gname) == (0, "", "")
+
+    new, seen = ctid_factory(), []
+    restore(engine, archive, new, progress=lambda done, total: seen.append((done, total)))
+    assert engine.config(new).current.raw_values("lxc.idmap") == lines
+    assert os.stat(rootfs(engine, new) / "bin" / "busybox").st_uid == 300000
+    assert seen == sorted(seen) and seen[-1] == (os.path.getsize(archive),) * 2

@@ -126,7 +126,13 @@ def set_credentials(engine, ctid: int, password: str | None, ssh_keys: str | Non
     hashed = hash_password(validate_password(password)) if password else None
     idmap = engine._idmap(config)
     root_owner = (idmap.host_uid(0), idmap.host_gid(0)) if idmap else (0, 0)
-    root_fd = os.open(engine._rootfs(config), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+    _, driver, vol = engine._rootfs_volume(config)
+    with driver.writable_tree(vol) as tree:
+        _write(ctid, tree, hashed, keys, root_owner)
+
+
+def _write(ctid: int, tree, hashed: str | None, keys: list[str] | None, root_owner: tuple[int, int]) -> None:
+    root_fd = os.open(tree, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         with _dir(root_fd, "etc") as etc:
             if hashed:

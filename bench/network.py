@@ -14,7 +14,13 @@ NATed) and removes at the end with every port left on it. Rows:
   every next sample so that neither side's leftovers slow the other);
 * throughput from the host to the container over the veth: ``iperf3 -s -1`` run by the host in
   the container's network namespace (``nsenter --net=/proc/<init>/ns/net``), ``iperf3 -c`` on the
-  host, in Gbit/s.
+  host, in Gbit/s;
+* throughput between two containers on the bridge: a second container per side, the server in the
+  first one's namespace and the client in the second one's, both the host's ``iperf3`` entered with
+  ``nsenter --net`` (the templates carry no iperf3, and a static build is not packaged; only the
+  network namespace matters for the path measured, veth - bridge - veth).
+
+``--template debian`` gives the same rows for a Debian system (no network against one veth).
 
 Rounds alternate Caisson with veth, LXC with veth, Caisson without, LXC without.
 """
@@ -93,6 +99,16 @@ def listening(pid: int, port: int) -> bool:
     return False
 
 
+def wait_address(pid: int, addr: str) -> None:
+    """Until ``addr`` is on eth0 in the network namespace of ``pid`` (up to 20 s)."""
+    deadline = time.monotonic() + 20
+    while f" {addr}/24 " not in run_text(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-4", "-o", "addr", "show",
+                                          "dev", "eth0"]):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the container answering for {addr} does not have it on eth0")
+        time.sleep(0.1)
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0], runs=20)
     p.add_argument("--stop-idle", type=float, default=0.05, metavar="SECONDS",
@@ -112,7 +128,7 @@ def main() -> None:
         template = s.template(args.template)
         caisson, lxc = CaissonSide(s), LxcSide(s)
         subnet = free_subnet()
-        gw, c_ip, l_ip = (f"10.213.{subnet}.{h}" for h in (1, 2, 3))
+        gw, c_ip, l_ip, c_ip2, l_ip2 = (f"10.213.{subnet}.{h}" for h in (1, 2, 3, 4, 5))
         defs = caisson.root / "network" / "interfaces"
         defs.parent.mkdir(parents=True, exist_ok=True)
         defs.write_text(f"auto {bridge}\niface {bridge} inet static\n    address {gw}/24\n    bridge-ports none\n")
@@ -125,6 +141,10 @@ def main() -> None:
             "lxc.net.0.type = veth", f"lxc.net.0.link = {bridge}", "lxc.net.0.flags = up", "lxc.net.0.name = eth0",
             f"lxc.net.0.ipv4.address = {l_ip}/24", f"lxc.net.0.ipv4.gateway = {gw}"])
         l_none = lxc.create(template, "nonet")
+        c_net2 = caisson.create(template, "bench-net2", {"net0": f"name=eth0,bridge={bridge},ip={c_ip2}/24"})
+        l_net2 = lxc.create(template, "net2", net=[
+            "lxc.net.0.type = veth", f"lxc.net.0.link = {bridge}", "lxc.net.0.flags = up", "lxc.net.0.name = eth0",
+            f"lxc.net.0.ipv4.address = {l_ip2}/24"])
         e = caisson.engine
 
         def lxc_pid(name: str) -> int:
@@ -134,10 +154,9 @@ def main() -> None:
         # reaches them over it, the iperf3 runs show.
         e.start(c_net)
         run(lxc.start_argv(l_net))
+        # (A Debian container's own ifupdown sets its static address once its networking unit runs.)
         for pid, addr in ((e.status(c_net, stats=False).pid, c_ip), (lxc_pid(l_net), l_ip)):
-            if f" {addr}/24 " not in run_text(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-4", "-o", "addr",
-                                               "show", "dev", "eth0"]):
-                raise RuntimeError(f"the container answering for {addr} does not have it on eth0")
+            wait_address(pid, addr)
         if len(os.listdir(SYS_NET / bridge / "brif")) != 2:
             raise RuntimeError(f"expected two ports on {bridge}: {os.listdir(SYS_NET / bridge / 'brif')}")
         caisson.stop(c_net)
@@ -220,8 +239,10 @@ def main() -> None:
         e.start(c_net)
         run(lxc.start_argv(l_net))
         pids = {c_ip: e.status(c_net, stats=False).pid, l_ip: lxc_pid(l_net)}
+        for addr, pid in pids.items():
+            wait_address(pid, addr)
 
-        def iperf(addr: str):
+        def iperf(addr: str, client_pid: int | None = None):
             def step() -> float:
                 server = subprocess.Popen(["nsenter", f"--net=/proc/{pids[addr]}/ns/net", "iperf3", "-s", "-1",
                                            "-B", addr, "-p", str(IPERF_PORT)],
@@ -233,13 +254,24 @@ def main() -> None:
                     if server.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"iperf3 server for {addr} did not come up")
                     time.sleep(0.01)
-                out = run_text(["iperf3", "-c", addr, "-p", str(IPERF_PORT), "-t", str(args.iperf_time), "-J"])
+                inside = ["nsenter", f"--net=/proc/{client_pid}/ns/net"] if client_pid else []
+                out = run_text([*inside, "iperf3", "-c", addr, "-p", str(IPERF_PORT), "-t", str(args.iperf_time),
+                                "-J"])
                 server.wait(timeout=10)
                 servers.remove(server)
                 return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
             return step
 
         gbits = alternate([("caisson", iperf(c_ip)), ("lxc", iperf(l_ip))], args.iperf_runs, 1, label="iperf3")
+        e.start(c_net2)
+        run(lxc.start_argv(l_net2))
+        second = {"caisson": e.status(c_net2, stats=False).pid, "lxc": lxc_pid(l_net2)}
+        wait_address(second["caisson"], c_ip2)
+        wait_address(second["lxc"], l_ip2)
+        between = alternate([("caisson", iperf(c_ip, second["caisson"])), ("lxc", iperf(l_ip, second["lxc"]))],
+                            args.iperf_runs, 1, label="iperf3 container to container")
+        caisson.stop(c_net2)
+        lxc.stop(l_net2)
         caisson.stop(c_net)
         lxc.stop(l_net)
 
@@ -269,6 +301,9 @@ def main() -> None:
                    minus(stops["c_net"], stops["c_none"]), minus(stops["l_net"], stops["l_none"]))
         report.add("throughput host → container, iperf3 TCP", gbits["caisson"], gbits["lxc"], unit="Gbit/s",
                    note="higher is better; iperf3 -s -1 in the container's netns via nsenter, client on the host")
+        report.add("throughput container → container on the bridge, iperf3 TCP", between["caisson"],
+                   between["lxc"], unit="Gbit/s", note="higher is better; server and client each in one "
+                   "container's netns via nsenter (the host's iperf3)")
         report.notes.append(f"kernel: deleting one veth pair on the bridge explicitly (RTM_DELLINK, warm netlink "
                             f"socket, in this process): {fmt(deletes)} ms — what a stop pays if it deletes the host "
                             "end itself and waits; when the container's network namespace goes, the kernel deletes "

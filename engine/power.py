@@ -59,16 +59,21 @@ class PowerOps:
             if plan is not None:
                 revert.add(plan.release)
                 prepare.append(_volume_mounts(plan))
-            if _has_network(config):
+            extra_setup = _distro_setup(config.hostname, init)
+            if _has_network(config) or "nameserver" in config.current.values \
+                    or "searchdomain" in config.current.values:
                 from engine.network import container as network
 
-                prepare = network.start_steps(self.layout.root, ctid, config)
+                prepare += network.start_steps(self.layout.root, ctid, config)
                 revert.add(network.stopped, self.layout.root, ctid, config)
+                inside = network.inside_step(ctid, config)
+                if inside is not None:
+                    extra_setup.append(inside)
             spec = start.StartSpec(ctid=ctid, rootfs=rootfs, hostname=config.hostname, idmap=idmap,
                                    cgroup_procs=self.cgroups.procs_file(name),
                                    cgroup2=self.cgroups.ns_path(name) is not None,
                                    console_log=self.layout.console_log(ctid), keyctl=config.feature("keyctl"),
-                                   extra_setup=_distro_setup(config.hostname, init), prepare=prepare,
+                                   extra_setup=extra_setup, prepare=prepare,
                                    reenter_rootfs=plan is not None and plan.rootfs_mount is not None)
             try:
                 pid = start.spawn(spec)

@@ -106,10 +106,40 @@ def start_steps(root: Path, ctid: int, config: ContainerConfig) -> list:
             server.start()
 
     steps = [firewall_rules] if any(nic.firewall for nic in nics) else []
-    steps.append(prepare_nics(ctid, nics, node))
+    steps.append(prepare_nics(ctid, nics, node, configure=False))  # addresses: by ``inside_step``
     if any(nic.ip == "dhcp" for nic in nics):
         steps.append(dhcp)
     return steps
+
+
+def inside_step(ctid: int, config: ContainerConfig, host_resolv: str = "/etc/resolv.conf"):
+    """The start step run inside the container before its init (``StartSpec.extra_setup``): the
+    distribution's network files and resolv.conf, then the links up and, unless the distribution's
+    own networking sets them, the static addresses and default routes.  None if there is nothing to do."""
+    from engine.network import distro
+    from engine.network.veth import configure_here
+
+    nics = from_config(config)
+    values = config.current.values
+    if not nics and not values.get("nameserver") and not values.get("searchdomain"):
+        return None
+    try:
+        with open(host_resolv) as handle:
+            resolv = handle.read()
+    except OSError:
+        resolv = None
+    dns = distro.dns_settings(values.get("nameserver"), values.get("searchdomain"), resolv)
+
+    def network_inside() -> None:
+        family = distro.choose(distro.os_release())
+        try:
+            family.write(nics, dns)
+        except OSError as exc:
+            if exc.errno not in (30, 13):  # EROFS, EACCES: a read-only rootfs keeps its own files
+                raise
+        configure_here(nics, addresses=not family.configures_addresses)
+
+    return network_inside
 
 
 def reconfigure(root: Path, ctid: int, pid: int, old: ContainerConfig, new: ContainerConfig) -> list[str]:
@@ -149,5 +179,5 @@ def stopped(root: Path, ctid: int, config: ContainerConfig) -> None:
                 server.release(nic.hwaddr)
 
 
-__all__ = ["NET_KEYS", "configure", "firewall_file", "interfaces", "reconfigure", "reload_firewall", "start_steps",
-           "stopped"]
+__all__ = ["NET_KEYS", "configure", "firewall_file", "inside_step", "interfaces", "reconfigure", "reload_firewall",
+           "start_steps", "stopped"]

@@ -81,6 +81,18 @@ def netns(pid: int) -> Iterator[Any]:
         yield ipr
 
 
+@contextmanager
+def netns_rtnl(pid: int) -> Iterator[Any]:
+    """A plain route netlink socket (for ``engine.network.rtnl``) inside the network namespace of ``pid``."""
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sock = _socket_in(fd)
+    finally:
+        os.close(fd)
+    with sock:
+        yield sock
+
+
 def _socket_in(ns_fd: int) -> Any:
     """A netlink socket born in another namespace: setns(2) affects only the thread that calls it."""
     import socket

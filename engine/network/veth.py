@@ -9,14 +9,16 @@ teardown.  Every multi-step change registers its undo in a Reverter.
 """
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from engine.errors import EngineError, ValidationError
-from engine.network import netlink, tc
+from engine.network import netlink, rtnl, tc
 from engine.network.bridges import Bridge, NodeNetwork
 from engine.network.nics import MAX_NICS, Nic, generate_mac, host_veth
 from engine.reverter import Reverter
@@ -26,33 +28,80 @@ LOOPBACK_INDEX = 1  # lo is the first interface of every network namespace
 SYS_NET = Path("/sys/class/net")
 
 
-def prepare_nics(ctid: int, nics: list[Nic], node: NodeNetwork) -> Callable[[int], None]:
+def prepare_nics(ctid: int, nics: list[Nic], node: NodeNetwork, configure: bool = True) -> Callable[[int], None]:
     """The start step (``StartSpec.prepare``, named "network") that plugs ``nics`` into a container.
 
     The step takes the pid of any process already in the container's network namespace (the start
-    sequence passes its setup child's, before init exists).  On failure it removes what it made.
+    sequence passes its setup child's, before init exists).  Each peer is born inside, named, with
+    its MAC (still down).  With ``configure`` the step also brings ``lo`` and the peers up and sets
+    the static addresses and default routes from the host; the start sequence passes False and leaves that to
+    ``configure_here``, run inside once the container's distribution is known.  On failure it
+    removes what it made.
     """
     nics = list(nics)
 
     def network(pid: int) -> None:
         if not nics:
             return
-        with netlink.host() as ipr, Reverter() as revert:
+        with Reverter() as revert:
             for nic in nics:  # a crashed run may have left one; the container is not running
-                unplug(ipr, ctid, nic.index)
+                unplug(None, ctid, nic.index)
             ns_fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
-                inner = [plug(ipr, ctid, nic, node, ns_fd, revert) for nic in nics]
+                with rtnl.open_socket() as sock:
+                    inner = [plug(None, ctid, nic, node, ns_fd, revert, sock) for nic in nics]
             finally:
                 os.close(ns_fd)
-            with netlink.netns(pid) as ns:
-                with step(None, "bringing lo up"):
-                    netlink.set_link(ns, LOOPBACK_INDEX, state="up")
-                for nic, index in zip(nics, inner, strict=True):
-                    configure_inside(ns, nic, index=index)
+            if configure:
+                with netlink.netns_rtnl(pid) as sock:
+                    with step(None, "bringing lo up"):
+                        rtnl.call(sock, [rtnl.set_up(LOOPBACK_INDEX)])
+                    configure_fresh(sock, list(zip(nics, inner, strict=True)))
             revert.success()
 
     return network
+
+
+def configure_here(nics: list[Nic], addresses: bool = True) -> None:
+    """Inside the container's network namespace (its init, before exec): each interface up, and with
+    ``addresses`` its static addresses and default routes."""
+    if not nics:
+        return
+    pairs = []
+    for nic in nics:
+        try:
+            pairs.append((nic, socket.if_nametoindex(nic.name)))
+        except OSError:
+            raise EngineError(f"{nic.key}: '{nic.name}' is missing inside the container") from None
+    with rtnl.open_socket() as sock:
+        configure_fresh(sock, pairs, addresses)
+
+
+def configure_fresh(sock: socket.socket, pairs: list[tuple[Nic, int]], addresses: bool = True) -> None:
+    """Link up, addresses and default routes of freshly plugged interfaces, in one datagram."""
+    requests: list[rtnl.Request] = []
+    ignore: dict[int, tuple[int, ...]] = {}
+    owner: list[Nic] = []
+    for nic, index in pairs:
+        requests.append(rtnl.set_up(index))
+        owner.append(nic)
+        if not addresses:
+            continue
+        for cidr in (nic.ipv4, nic.ipv6):
+            if cidr is not None:
+                ignore[len(requests)] = (errno.EEXIST,)
+                requests.append(rtnl.new_address(index, str(cidr)))
+                owner.append(nic)
+        for gw in (nic.gw, nic.gw6):
+            if gw:
+                requests.append(rtnl.default_route(index, gw))
+                owner.append(nic)
+    try:
+        rtnl.call(sock, requests, ignore)
+    except rtnl.RtnlError as exc:
+        nic = owner[next(i for i, r in enumerate(requests) if r.what == exc.what)]
+        raise EngineError(f"{nic.key}: configuring '{nic.name}' inside the container: {exc.what}: "
+                          f"{exc.strerror}") from None
 
 
 def teardown_nics(ctid: int, nics: list[Nic]) -> None:
@@ -63,16 +112,27 @@ def teardown_nics(ctid: int, nics: list[Nic]) -> None:
     indexes = sorted({nic.index for nic in nics} | set(range(MAX_NICS)))
     if not any(sysfs(name, "ifindex") for i in indexes for name in (host_veth(ctid, i), tc.ifb_name(ctid, i))):
         return  # the usual case once the kernel has cleaned up: no netlink, no pyroute2 import
-    with netlink.host() as ipr:
-        for index in indexes:
-            unplug(ipr, ctid, index)
+    for index in indexes:
+        unplug(None, ctid, index)
 
 
 def unplug(ipr: Any, ctid: int, index: int) -> None:
-    """Remove one interface: its host end (the peer inside goes with it) and its ifb."""
+    """Remove one interface: its host end (the peer inside goes with it) and its ifb.  ``ipr`` is unused
+    (kept for the callers that hold a pyroute2 handle): the deletions go through ``rtnl``."""
     for name in (host_veth(ctid, index), tc.ifb_name(ctid, index)):
         if sysfs(name, "ifindex"):
-            netlink.delete_link(ipr, name)
+            delete_link(name)
+
+
+def delete_link(name: str) -> bool:
+    """Delete a host interface by name; False if it was not there."""
+    try:
+        rtnl.request(rtnl.del_link(name))
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            return False
+        raise
+    return True
 
 
 def interfaces(init_pid: int) -> list[dict]:
@@ -145,25 +205,37 @@ def sysfs(name: str, attribute: str) -> str | None:
         return None
 
 
-def plug(ipr: Any, ctid: int, nic: Nic, node: NodeNetwork, ns_fd: int, revert: Reverter) -> int:
-    """Host side of one interface: veth (peer inside), bridge port, VLANs, rate.  Returns the peer's index."""
+def plug(ipr: Any, ctid: int, nic: Nic, node: NodeNetwork, ns_fd: int, revert: Reverter,
+         sock: socket.socket | None = None) -> int:
+    """Host side of one interface: veth (peer inside, still down), bridge port, VLANs, rate.  Returns the peer's index.
+
+    The pair is one rtnetlink request on ``sock`` (or a fresh socket); pyroute2 (``ipr``, or this
+    thread's cached handle) is used only for VLANs and rate limits.
+    """
     bridge = nic_bridge(nic, node)
     mtu, bridge_index = nic_mtu(nic, bridge)
     host = host_veth(ctid, nic.index)
+    create = rtnl.new_veth(host, _host_mac(), nic.name, nic_mac(ctid, nic), mtu, ns_fd, bridge_index,
+                           host_up=not nic.link_down)
     try:
-        index = netlink.create_veth(ipr, host, _host_mac(), nic.name, nic_mac(ctid, nic), mtu, ns_fd, bridge_index,
-                                    up=not nic.link_down)
+        if sock is None:
+            rtnl.request(create)
+        else:
+            rtnl.call(sock, [create])
     except OSError as exc:
-        where = f"host interface '{host}'" if netlink.link(ipr, host) else f"'{nic.name}' inside the container"
+        where = f"host interface '{host}'" if sysfs(host, "ifindex") else f"'{nic.name}' inside the container"
         raise EngineError(f"{nic.key}: creating {where}: {exc.strerror}") from None
-    revert.add(netlink.delete_link, ipr, host)
+    revert.add(delete_link, host)
     _no_ipv6(host)
-    with step(nic, f"VLAN on bridge '{nic.bridge}'"):
-        set_vlans(ipr, index, bridge, None, nic)
-    if nic.rate:
-        revert.add(netlink.delete_link, ipr, tc.ifb_name(ctid, nic.index))
-        with step(nic, f"rate limit {nic.rate:g} MB/s"):
-            tc.apply(ipr, ctid, nic.index, index, nic.rate, fresh=True)
+    if (bridge is not None and bridge.vlan_aware) or nic.rate:
+        index = socket.if_nametoindex(host)
+        with netlink.host() if ipr is None else nullcontext(ipr) as handle:
+            with step(nic, f"VLAN on bridge '{nic.bridge}'"):
+                set_vlans(handle, index, bridge, None, nic)
+            if nic.rate:
+                revert.add(delete_link, tc.ifb_name(ctid, nic.index))
+                with step(nic, f"rate limit {nic.rate:g} MB/s"):
+                    tc.apply(handle, ctid, nic.index, index, nic.rate, fresh=True)
     return int(sysfs(host, "iflink") or 0)  # a veth's iflink is its peer's index, in the peer's namespace
 
 

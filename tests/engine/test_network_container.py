@@ -18,6 +18,7 @@ import pytest
 from engine import network as net
 from engine.errors import ValidationError
 from engine.network import firewall
+from tests.engine.test_systemd import debian_template  # noqa: F401 - fixture
 
 RUN = secrets.token_hex(2)
 SUBNET = 210 + int(RUN, 16) % 40  # apart from test_network.py's range
@@ -102,15 +103,25 @@ def test_hotplug_through_set_needs_no_restart_and_leaves_nothing(engine, node, b
     engine.stop(ctid)
 
 
-def test_dhcp_lease_shows_in_the_list_and_goes_at_stop(engine, node, busybox_template, ctid_factory):
+def wait_for(check, seconds: float = 15.0):
+    deadline = time.monotonic() + seconds
+    while not (result := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+    return result
+
+
+def test_dhcp_lease_comes_from_the_containers_own_client_and_goes_at_stop(engine, node, busybox_template,
+                                                                         ctid_factory):
     ctid = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip=dhcp")
     engine.start(ctid)
-    script = "#!/bin/sh\n[ \"$1\" = bound ] && ip addr add $ip/$mask dev $interface\nexit 0\n"
-    sh(engine, ctid, f"printf '%s' '{script}' > /tmp/dhcp.sh && chmod +x /tmp/dhcp.sh")
-    code, out, err = sh(engine, ctid, "udhcpc -i eth0 -q -n -f -t 5 -T 2 -s /tmp/dhcp.sh")
-    assert code == 0, (out, err)
-    leased = engine.status(ctid).ipv4
+    # Nothing runs a client by hand: busybox init respawns udhcpc from the engine's inittab block.
+    leased = wait_for(lambda: engine.status(ctid).ipv4)
     assert len(leased) == 1 and ip(200) <= leased[0] <= ip(209)
+    listed = {s.ctid: s for s in engine.list()}
+    assert listed[ctid].ipv4 == leased
+    code, out, _ = sh(engine, ctid, "ps; ip route")
+    assert "udhcpc -f -i eth0" in out and f"default via {GW}" in out
     from engine.network.container import dhcp_server
 
     server = dhcp_server(engine.layout.root, node, BRIDGE)
@@ -118,6 +129,29 @@ def test_dhcp_lease_shows_in_the_list_and_goes_at_stop(engine, node, busybox_tem
     assert any(lease.mac.upper() == mac for lease in server.leases())
     engine.stop(ctid)
     assert not any(lease.mac.upper() == mac for lease in server.leases())
+    # Without ip=dhcp the block goes at the next start, the template's own lines stay.
+    engine.set(ctid, {"net0": f"name=eth0,bridge={BRIDGE},ip={ip(6)}/24"})
+    engine.start(ctid)
+    inittab = sh(engine, ctid, "cat /etc/inittab")[1]
+    assert "udhcpc" not in inittab and "::sysinit:/etc/init.d/rcS" in inittab
+    assert engine.status(ctid).ipv4 == [ip(6)]  # a static address is set from outside on busybox
+    engine.stop(ctid)
+
+
+def test_resolv_conf_from_the_config_keeps_the_users_lines(engine, node, busybox_template, ctid_factory):
+    ctid = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip={ip(10)}/24",
+                nameserver="192.0.2.53 2001:db8::53", searchdomain="example.test")
+    engine.start(ctid)
+    resolv = sh(engine, ctid, "cat /etc/resolv.conf")[1]
+    assert "search example.test\nnameserver 192.0.2.53\nnameserver 2001:db8::53\n" in resolv
+    sh(engine, ctid, "echo 'options ndots:2' >> /etc/resolv.conf")
+    engine.stop(ctid)
+    engine.set(ctid, {"nameserver": "192.0.2.54"})
+    engine.start(ctid)
+    lines = sh(engine, ctid, "cat /etc/resolv.conf")[1].splitlines()
+    assert "nameserver 192.0.2.54" in lines and "nameserver 192.0.2.53" not in lines
+    assert "options ndots:2" in lines and lines.count("# --- BEGIN PVE ---") == 1
+    engine.stop(ctid)
 
 
 def test_firewall_applies_live_and_goes_at_stop(engine, node, busybox_template, ctid_factory):
@@ -199,4 +233,31 @@ def test_cli_shows_bridges_addresses_and_installs_firewall_rules(engine, node, b
     result = cli("firewall", str(ctid), "--rules", str(good))
     assert result.returncode == 0, result.stderr
     assert "dport 22" in result.stdout and f"ct{ctid}i0" in result.stdout
+    engine.stop(ctid)
+
+
+@pytest.mark.slow
+def test_debian_keeps_its_static_address_across_a_networking_restart(engine, node, debian_template,  # noqa: F811
+                                                                   ctid_factory):
+    from tests.engine.test_systemd import wait_running
+
+    ctid = make(engine, debian_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip={ip(11)}/24,gw={GW}",
+                memory="512", nameserver="192.0.2.53")
+    engine.start(ctid)
+    assert wait_running(engine, ctid) == "running", sh(engine, ctid, "systemctl --failed --no-pager")
+    interfaces = sh(engine, ctid, "cat /etc/network/interfaces")[1]
+    assert f"# --- BEGIN PVE ---\nauto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n" \
+           f"\taddress {ip(11)}/24\n\tgateway {GW}\n# --- END PVE ---\n" in interfaces
+    assert "source /etc/network/interfaces.d/*" in interfaces  # the template's own line stays
+    sh(engine, ctid, "echo '# kept by the user' >> /etc/network/interfaces")
+    code, out, err = sh(engine, ctid, "systemctl restart networking && ip -4 -o addr show dev eth0 && ip route")
+    assert code == 0, (out, err)
+    assert f"inet {ip(11)}/24" in out and f"default via {GW}" in out
+    assert sh(engine, ctid, f"ping -c1 -W2 {GW}")[0] == 0
+    assert "nameserver 192.0.2.53" in sh(engine, ctid, "cat /etc/resolv.conf")[1]
+    engine.stop(ctid)
+    engine.start(ctid)
+    interfaces = sh(engine, ctid, "cat /etc/network/interfaces")[1]
+    assert "# kept by the user" in interfaces and interfaces.count("iface eth0 inet static") == 1
+    assert wait_running(engine, ctid) == "running", sh(engine, ctid, "systemctl --failed --no-pager")
     engine.stop(ctid)

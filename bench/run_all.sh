@@ -20,9 +20,15 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 results="bench/results/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$results"
 
-for name in start_to_exec stop exec memory network unpack download backup storage; do
+for name in start_to_exec stop exec memory network unpack download backup storage console; do
     echo "== $name"
     "$py" "bench/$name.py" --json "$results/$name.json" "$@"
     echo
 done
+echo "== network, Debian (no network against one veth on a full system; the options above, then its template)"
+"$py" bench/network.py --json "$results/network-debian.json" "$@" --template debian
+echo
+echo "== web"  # absolute goals, no LXC, no options of the others
+"$py" bench/web.py --json "$results/web.json"
+echo
 echo "raw samples (JSON): $results/"

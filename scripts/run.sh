@@ -2,11 +2,12 @@
 # Bring Caisson up on this machine: packages and venv, Redis and the
 # database, migrations, the first administrator (password printed once, or
 # CAISSON_ADMIN_PASSWORD), the busybox template in the store, then the ASGI
-# web server, this node's agent and Celery beat in the background. Prints
-# the address to open. Needs root: the node agent runs containers.
+# web server, this node's agent, Celery beat and the console relay in the
+# background. Prints the address to open. Needs root: the node agent runs
+# containers and the console relay opens terminals inside them.
 #
 #   ./scripts/run.sh            start what is not running (idempotent)
-#   ./scripts/run.sh stop       stop web server, agent and beat (containers keep running)
+#   ./scripts/run.sh stop       stop web server, agent, beat and console relay (containers keep running)
 #   ./scripts/run.sh status     show what runs
 #
 # Settings (environment): CAISSON_ROOT (/var/lib/caisson), CAISSON_PORT (8006),
@@ -22,7 +23,7 @@ BIND=${CAISSON_BIND:-127.0.0.1}
 RUN_DIR=$CAISSON_WEB_DATA/run
 LOG_DIR=$CAISSON_WEB_DATA/log
 PY=.venv/bin/python
-DAEMONS=(web agent beat)
+DAEMONS=(web agent beat console)
 
 say() { printf 'run: %s\n' "$*"; }
 die() { printf 'run: error: %s\n' "$*" >&2; exit 1; }
@@ -33,6 +34,7 @@ command_of() {
     case $1 in
         web) echo "$PY -m daphne -b $BIND -p $PORT webui.asgi:application" ;;
         agent) echo "$PY -m tasks.agent" ;;
+        console) echo "$PY -m tasks.console_relay" ;;
         beat) echo "$PY -m celery -A tasks.celery beat --schedule $RUN_DIR/beat-schedule --pidfile= -l info" ;;
     esac
 }

@@ -36,7 +36,7 @@ def prepare_node() -> str:
     from django.conf import settings
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-    from tasks.node import heartbeat, sync_all, sync_templates, this_node
+    from tasks.node import heartbeat, sync_all, sync_storages, sync_templates, this_node
 
     node = this_node()
     heartbeat(node)
@@ -49,6 +49,7 @@ def prepare_node() -> str:
                   "expire_seconds": seconds, "description": "heartbeat, metrics and mirror of this node"})
     sync_all(node)
     sync_templates(node)
+    sync_storages(node)
     return node.queue
 
 

@@ -12,5 +12,6 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webui.settings")
 
-app = Celery("caisson", include=["tasks.containers", "tasks.templates", "tasks.node"])
+app = Celery("caisson", include=["tasks.containers", "tasks.templates", "tasks.node", "tasks.backups",
+                                   "tasks.backup_jobs"])
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -29,7 +29,10 @@ class Create(ContainerJob):
         ctid, params = self.ctid(ctx), ctx.params
         ctx.log(f"extracting {params['template']}")
         ctx.progress(0, None, "extracting template", force=True)
-        engine().create(ctid, params["template"], params.get("options") or {})
+        options = dict(params.get("options") or {})
+        if params.get("rootfs"):
+            options["rootfs"] = params["rootfs"]  # "<storage>:<GiB>" from the wizard's root disk step
+        engine().create(ctid, params["template"], options)
         if params.get("password") or params.get("ssh_public_keys"):
             ctx.log("setting root's password and SSH keys")
             try:
@@ -116,5 +119,64 @@ class Set(ContainerJob):
         return "OK"
 
 
-for job_class in (Create, Start, Shutdown, Stop, Reboot, Destroy, Set):
+class Snapshot(ContainerJob):
+    """``params``: ``name``, ``description``.  A running container is frozen for the instant of the snapshot."""
+    name = "caisson.container.snapshot"
+
+    def perform(self, ctx: JobContext) -> str:
+        info = engine().snapshot(self.ctid(ctx), ctx.params["name"], ctx.params.get("description", ""))
+        ctx.log(f"snapshot '{info.name}' taken")
+        return "OK"
+
+
+class Rollback(ContainerJob):
+    name = "caisson.container.rollback"
+
+    def perform(self, ctx: JobContext) -> str:
+        engine().rollback(self.ctid(ctx), ctx.params["name"])
+        ctx.log(f"rolled back to '{ctx.params['name']}'")
+        return "OK"
+
+
+class DeleteSnapshot(ContainerJob):
+    name = "caisson.container.delete_snapshot"
+
+    def perform(self, ctx: JobContext) -> str:
+        engine().delete_snapshot(self.ctid(ctx), ctx.params["name"], force=bool(ctx.params.get("force")))
+        ctx.log(f"snapshot '{ctx.params['name']}' deleted")
+        return "OK"
+
+
+class Clone(ContainerJob):
+    """``params``: ``newid``, ``snapshot``, ``full``, ``storage``, ``hostname``."""
+    name = "caisson.container.clone"
+
+    def perform(self, ctx: JobContext) -> str:
+        p = ctx.params
+        ctx.progress(0, None, f"cloning to CT {p['newid']}", force=True)
+        engine().clone(self.ctid(ctx), int(p["newid"]), snapshot=p.get("snapshot") or None, full=bool(p.get("full")),
+                       storage=p.get("storage") or None, hostname=p.get("hostname") or None)
+        rootfs = engine().config(int(p["newid"])).current.values.get("rootfs", "")
+        ctx.log(f"CT {p['newid']} created on {rootfs}")
+        return "OK"
+
+    def after(self, ctx: JobContext) -> None:
+        super().after(ctx)
+        newid = int(ctx.params["newid"])
+        if sync_container(this_node(), newid) is None:  # the clone failed: free the reserved ID
+            Container.objects.filter(ctid=newid, status=Container.Status.CREATING).delete()
+
+
+class Resize(ContainerJob):
+    """``params``: ``disk`` (rootfs, mpN), ``size`` (``4G`` or ``+1G``); grows only."""
+    name = "caisson.container.resize"
+
+    def perform(self, ctx: JobContext) -> str:
+        size = engine().resize(self.ctid(ctx), ctx.params["disk"], ctx.params["size"])
+        ctx.log(f"{ctx.params['disk']} is now {size / 1073741824:.1f} GiB")
+        return "OK"
+
+
+for job_class in (Create, Start, Shutdown, Stop, Reboot, Destroy, Set, Snapshot, Rollback, DeleteSnapshot, Clone,
+                  Resize):
     app.register_task(job_class())

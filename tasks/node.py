@@ -16,7 +16,7 @@ from engine.errors import EngineError, NotFound
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
 from webui.live import publish
-from webui.models import CatalogEntry, Container, MetricSample, Node, StoredTemplate
+from webui.models import CatalogEntry, Container, MetricSample, Node, StorageMirror, StoredTemplate
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ def container_fields(status, config) -> dict:
         started = timezone.now() - timedelta(seconds=status.uptime)
     return {
         "hostname": status.hostname, "status": status.status, "unprivileged": status.unprivileged,
-        "config": dict(config.current.values), "started_at": started, "init": status.init or "",
+        "config": {**config.current.values, **({"description": config.current.description}  # shown in Options
+                                                if config.current.description else {})},
+        "digest": config.digest(), "started_at": started, "init": status.init or "",
         "ipv4": status.ipv4 or [], "ipv6": status.ipv6 or [], "memory_used": status.memory_bytes,
         "memory_limit": status.memory_limit_bytes,
     }
@@ -52,12 +54,13 @@ def sync_container(node: Node, ctid: int) -> Container | None:
     try:
         status = engine().status(ctid)
         config = engine().config(ctid)
+        snapshots = [info.as_dict() for info in engine().list_snapshots(ctid)]
     except NotFound:
         deleted, _ = Container.objects.filter(node=node, ctid=ctid).exclude(status=Container.Status.CREATING).delete()
         if deleted:
             publish([f"/ct/{ctid}", node.path], {"type": "ct.removed", "ctid": ctid})
         return None
-    fields = container_fields(status, config)
+    fields = {**container_fields(status, config), "snapshots": snapshots}
     container, _ = Container.objects.update_or_create(ctid=ctid, defaults={"node": node, **fields})
     publish([container.path, node.path], {"type": "ct.status", "ct": container_event(container)})
     return container
@@ -77,6 +80,9 @@ def sync_all(node: Node) -> int:
     stale = Container.objects.filter(node=node).exclude(ctid__in=on_node).exclude(status=Container.Status.CREATING)
     for ctid in list(stale.values_list("ctid", flat=True)):
         sync_container(node, ctid)
+    from tasks.backups import sync_backups  # backups import this module
+
+    sync_backups(node)  # the archives of its dump directories (listed again only when they changed)
     return len(on_node)
 
 
@@ -109,6 +115,18 @@ def sync_templates(node: Node) -> None:
 
 
 # ---- heartbeat and metrics -----------------------------------------------------------------
+def sync_storages(node: Node) -> None:
+    """Mirror the node's storages (storage.cfg) with their usage."""
+    from engine.storage import status as storage_status
+
+    rows = storage_status(engine().layout.root)
+    StorageMirror.objects.filter(node=node).exclude(name__in=[r["id"] for r in rows]).delete()
+    for row in rows:
+        StorageMirror.objects.update_or_create(node=node, name=row["id"], defaults={
+            "type": row["type"], "content": row["content"], "total": row["total"] or 0, "used": row["used"] or 0,
+            "enabled": row["status"] != "disabled"})
+
+
 def heartbeat(node: Node) -> None:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     Node.objects.filter(pk=node.pk).update(last_seen=timezone.now(), cpus=os.cpu_count() or 1, memory_total=memory,
@@ -203,6 +221,7 @@ def tick() -> None:
     try:
         sample(node)
         sync_all(node)
+        sync_storages(node)
     except Exception:  # noqa: BLE001 - one bad reading must not stop the heartbeat
         log.exception("sampling on %s failed", node)
 
@@ -214,6 +233,7 @@ class Resync(JobTask):
         node = this_node()
         count = sync_all(node)
         sync_templates(node)
+        sync_storages(node)
         return f"{count} containers mirrored"
 
 

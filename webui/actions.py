@@ -15,7 +15,7 @@ from engine.errors import ValidationError as EngineValidationError
 from webui.access import Access
 from webui.forms.create import CreateRequest
 from webui.jobs import JobRefused, cancel, submit
-from webui.models import AuditEntry, Container, Job, Node
+from webui.models import AuditEntry, Container, Job, Node, Pool
 
 POWER_ACTIONS = {"start": "vzstart", "shutdown": "vzshutdown", "stop": "vzstop", "reboot": "vzreboot"}
 # Keys a user edits through the Resources, Network and Options tabs (and the API).
@@ -91,6 +91,8 @@ def update_config(access: Access, container: Container, changes: dict, delete: l
     """Check every key with the engine's parser before queueing; network keys need VM.Config too."""
     require(access, "VM.Config", container, address=address)
     _active_state(container)
+    if digest and container.digest and digest != container.digest:
+        raise JobRefused(f"CT {container.ctid}'s config was changed since it was read; reload it and retry")
     delete = list(delete or [])
     errors: dict[str, list[str]] = {}
     if not isinstance(changes, dict) or not all(isinstance(k, str) for k in changes):
@@ -136,3 +138,116 @@ def cancel_job(access: Access, job: Job) -> None:
         raise PermissionDenied(f"permission denied: only the job's owner or Sys.Modify on {job.node.path} may "
                                "cancel it")
     cancel(job)
+
+
+def _audit(access: Access, action: str, path: str, address: str | None, **detail) -> None:
+    user = access.user if access.user and access.user.is_authenticated else None
+    AuditEntry.objects.create(user=user, username=getattr(user, "username", ""), action=action, path=path,
+                              address=address, detail=detail)
+
+
+def create_pool(access: Access, name: str, comment: str = "", address: str | None = None) -> Pool:
+    require(access, "Pool.Allocate", path="/", address=address)
+    pool = Pool(name=name, comment=comment)
+    pool.full_clean()
+    pool.save()
+    _audit(access, "pool.create", pool.path, address, comment=comment)
+    return pool
+
+
+def delete_pool(access: Access, pool: Pool, address: str | None = None) -> None:
+    """Only an empty pool goes: its containers would silently lose the access granted through it."""
+    require(access, "Pool.Allocate", pool, address=address)
+    count = pool.containers.count()
+    if count:
+        raise ValidationError({"pool": [f"pool '{pool.name}' still holds {count} container(s); move them out first"]})
+    path = pool.path
+    pool.delete()
+    _audit(access, "pool.delete", path, address)
+
+
+def set_pool(access: Access, container: Container, pool: Pool | None, address: str | None = None) -> None:
+    """Move a container into ``pool`` (or out of its pool): Pool.Allocate on the pools it leaves and joins."""
+    for side in {p for p in (container.pool, pool) if p is not None}:
+        require(access, "Pool.Allocate", side, address=address)
+    container.pool = pool
+    container.save(update_fields=["pool"])
+    _audit(access, "pool.set", container.path, address, pool=pool.name if pool else None)
+
+
+def snapshot(access: Access, container: Container, operation: str, name: str, description: str = "",
+             address: str | None = None) -> Job:
+    """Take (``snapshot``), roll back to (``rollback``) or delete (``delete``) the snapshot ``name``."""
+    from engine.storage.base import check_snapshot_name
+
+    kinds = {"snapshot": "vzsnapshot", "rollback": "vzrollback", "delete": "vzdelsnapshot"}
+    if operation not in kinds:
+        raise ValidationError({"operation": [f"unknown operation '{operation}' (use {', '.join(kinds)})"]})
+    require(access, "VM.Snapshot", container, address=address)
+    _active_state(container)
+    try:
+        check_snapshot_name(name if isinstance(name, str) else "")
+    except EngineValidationError as exc:
+        raise ValidationError({"name": [str(exc)]}) from None
+    known = {s.get("name") for s in container.snapshots}
+    if operation == "snapshot" and name in known:
+        raise ValidationError({"name": [f"CT {container.ctid} already has a snapshot '{name}'"]})
+    if operation != "snapshot" and name not in known:
+        raise ValidationError({"name": [f"CT {container.ctid} has no snapshot '{name}'"]})
+    if not isinstance(description, str) or len(description) > 8192:
+        raise ValidationError({"description": ["text of at most 8192 characters"]})
+    return submit(kinds[operation], container.node, container.path, str(container.ctid), user=access.user,
+                  params={"name": name, "description": description}, address=address)
+
+
+def clone(access: Access, container: Container, newid, snapshot_name: str | None = None, full: bool = False,
+          storage: str | None = None, hostname: str | None = None, address: str | None = None) -> Job:
+    """A new container from this one (linked from a snapshot where the storage can); reserves the new ID."""
+    from engine.config import check_hostname
+
+    require(access, "VM.Clone", container, address=address)
+    require(access, "VM.Allocate", path=container.node.path, address=address)
+    _active_state(container)
+    errors: dict[str, list[str]] = {}
+    try:
+        newid = int(newid)
+        if not 100 <= newid <= 999_999_999:
+            raise ValueError
+    except (TypeError, ValueError):
+        errors["newid"] = ["an ID between 100 and 999999999"]
+    if hostname:
+        try:
+            check_hostname(hostname)
+        except EngineValidationError as exc:
+            errors["hostname"] = [str(exc)]
+    if snapshot_name and snapshot_name not in {s.get("name") for s in container.snapshots}:
+        errors["snapshot"] = [f"CT {container.ctid} has no snapshot '{snapshot_name}'"]
+    if errors:
+        raise ValidationError(errors)
+    params = {"newid": newid, "snapshot": snapshot_name or None, "full": bool(full), "storage": storage or None,
+              "hostname": hostname or None}
+    try:
+        with transaction.atomic():
+            Container.objects.create(ctid=newid, node=container.node, status=Container.Status.CREATING,
+                                     hostname=hostname or container.hostname)
+            return submit("vzclone", container.node, container.path, str(container.ctid), user=access.user,
+                          params=params, address=address)
+    except IntegrityError:
+        raise ValidationError({"newid": [f"ID {newid} is already in use"]}) from None
+
+
+def resize(access: Access, container: Container, disk: str, size: str, address: str | None = None) -> Job:
+    """Grow a disk; the node refuses a shrink with a clear message too, this catches the obvious cases first."""
+    import re
+
+    require(access, "VM.Config", container, address=address)
+    _active_state(container)
+    errors = {}
+    if not isinstance(disk, str) or not re.fullmatch(r"rootfs|mp\d{1,3}", disk):
+        errors["disk"] = ["rootfs or mpN"]
+    if not isinstance(size, str) or not re.fullmatch(r"\+?\d+(\.\d+)?[KMGT]?", size.strip()):
+        errors["size"] = ["a size such as 8G (the new size) or +2G (grow by)"]
+    if errors:
+        raise ValidationError(errors)
+    return submit("vzresize", container.node, container.path, str(container.ctid), user=access.user,
+                  params={"disk": disk, "size": size.strip()}, address=address)

@@ -30,6 +30,7 @@ TASKS = {
     "vzsnapshot": "caisson.container.snapshot",
     "vzrollback": "caisson.container.rollback",
     "vzdelsnapshot": "caisson.container.delete_snapshot",
+    "vzresize": "caisson.container.resize",
     "aptupdate": "caisson.templates.update",
     "download": "caisson.templates.download",
     "tmplbuild": "caisson.templates.build",
@@ -85,3 +86,8 @@ def _ago(node: Node) -> str:
     if not node.last_seen:
         return "never seen"
     return f"{int((timezone.now() - node.last_seen).total_seconds())} s"
+# Backups and restores (tasks/backups.py): one container, an archive, and the runs of backup jobs.
+TASKS.update({"vzdump": "caisson.backup.vzdump", "vzrestore": "caisson.backup.restore",
+              "vzverify": "caisson.backup.verify", "vzbackupdelete": "caisson.backup.delete",
+              "vzprotect": "caisson.backup.protect", "vzdumpjob": "caisson.backup.run"})
+EXCLUSIVE |= {"vzdump", "vzrestore", "vzbackupdelete", "vzdumpjob"}

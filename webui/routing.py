@@ -1,7 +1,9 @@
 from django.urls import path
 
+from webui.console import ConsoleConsumer
 from webui.consumers import LiveConsumer
 
 websocket_urlpatterns = [
     path("ws/live/", LiveConsumer.as_asgi()),
+    path("ws/console/<int:ctid>/", ConsoleConsumer.as_asgi()),
 ]

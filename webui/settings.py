@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files, not a CDN
     "channels",
     "django_celery_beat",
     "webui",
@@ -77,8 +78,10 @@ def _database() -> dict:
     parsed = urlparse(url)
     if parsed.scheme not in ("postgres", "postgresql"):
         raise ValueError(f"DATABASE_URL: unsupported scheme '{parsed.scheme}' (use postgres://)")
+    # Connections are kept (checked before reuse): a new PostgreSQL backend per request costs milliseconds.
     return {"ENGINE": "django.db.backends.postgresql", "NAME": parsed.path.lstrip("/"), "USER": parsed.username or "",
-            "PASSWORD": parsed.password or "", "HOST": parsed.hostname or "", "PORT": str(parsed.port or "")}
+            "PASSWORD": parsed.password or "", "HOST": parsed.hostname or "", "PORT": str(parsed.port or ""),
+            "CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True}
 
 
 DATABASES = {"default": _database()}
@@ -92,6 +95,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # collectstatic fills it (the run script does); WhiteNoise looks here first
 WHITENOISE_USE_FINDERS = True  # serve straight from static/ too, so a fresh checkout works before collectstatic
 
 LOGIN_URL = "login"
@@ -126,6 +130,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CAISSON_NODE = os.environ.get("CAISSON_NODE") or os.uname().nodename.split(".")[0]
 CAISSON_NODE_OFFLINE_AFTER = 45  # seconds without a heartbeat
 CAISSON_SAMPLE_INTERVAL = float(os.environ.get("CAISSON_SAMPLE_INTERVAL", "10"))
+# Seconds a console whose socket dropped keeps its shell for a reconnecting browser (the node's
+# console relay reads it; the web tier tells the page).
+CAISSON_CONSOLE_GRACE = float(os.environ.get("CAISSON_CONSOLE_GRACE", "30"))
 
 # ---- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -138,13 +145,22 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "webui.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"login": "10/min"},
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
+    # anon: requests without credentials per address; token_failure: failed token logins per address
+    "DEFAULT_THROTTLE_RATES": {"login": "10/min", "anon": "60/min", "token_failure": "10/min"},
+    "NUM_PROXIES": 0,  # throttles key on the peer address; X-Forwarded-For is not trusted
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Caisson API",
     "DESCRIPTION": "Containers, jobs, templates and access of a Caisson datacenter. Long actions return a job.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"ContainerStatusEnum": "webui.api.serializers.CONTAINER_STATUS",
+                            "JobStatusEnum": "webui.api.serializers.JOB_STATUS"},
 }
 
 # ---- security -------------------------------------------------------------------------------
@@ -161,3 +177,13 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("CAISSON_LOG_LEVEL", "INFO")},
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }
+
+# ---- backups: mail of backup job runs, and how often beat checks backup jobs for a due run -------
+EMAIL_HOST = os.environ.get("CAISSON_EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("CAISSON_EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("CAISSON_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("CAISSON_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = os.environ.get("CAISSON_EMAIL_TLS", "0") == "1"
+EMAIL_TIMEOUT = 30
+DEFAULT_FROM_EMAIL = os.environ.get("CAISSON_EMAIL_FROM", f"caisson@{CAISSON_NODE}")
+CAISSON_BACKUP_CHECK_INTERVAL = int(os.environ.get("CAISSON_BACKUP_CHECK_INTERVAL", "20"))  # seconds

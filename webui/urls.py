@@ -6,3 +6,6 @@ urlpatterns = [
     path("api/", include("webui.api.urls")),
     path("", include("webui.views.urls")),
 ]
+
+handler403 = "webui.views.errors.forbidden"
+handler404 = "webui.views.errors.not_found"

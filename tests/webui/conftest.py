@@ -173,3 +173,71 @@ def wait_job(job, timeout: float = 60.0):
         time.sleep(0.05)
     lines = "\n".join(job.lines.values_list("text", flat=True))
     pytest.fail(f"job {job.pk} ({job.kind}) still {job.status} after {timeout:g} s:\n{lines}")
+
+
+CONSOLE_GRACE = 2.0  # seconds: the console relay of the tests keeps a dropped session this long
+
+
+@pytest.fixture(scope="session")
+def console_relay(services_env, tmp_path_factory):
+    """This node's console relay (``python -m tasks.console_relay``) with a short grace period."""
+    import redis
+    from django.conf import settings
+
+    from tasks.console_relay import relay_channel
+
+    layer = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]
+    client = redis.Redis.from_url(layer)
+    for key in client.scan_iter(f"*{relay_channel(settings.CAISSON_NODE)}*"):  # nothing from an earlier, killed run
+        client.delete(key)
+    log = tmp_path_factory.mktemp("console") / "relay.log"
+    env = {**services_env, "CAISSON_CONSOLE_GRACE": str(CONSOLE_GRACE)}
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "tasks.console_relay", "--loglevel", "DEBUG"], cwd=REPO,
+                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(lambda: b"console relay ready" in log.read_bytes(), "the console relay", log, process)
+        process.log = log
+        yield process
+    finally:
+        _stop(process)
+
+
+# ---- backups: Celery beat, and agents of extra nodes ---------------------------------------------
+def start_agent(services_env: dict, node_name: str, log: Path, **env) -> subprocess.Popen:
+    """A node agent under another node name (its own queue), e.g. one a test may kill or give mail settings."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "tasks.agent", "--concurrency", "2"], cwd=REPO,
+                                   env={**services_env, "CAISSON_NODE": node_name, **env}, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    _wait_for(lambda: b" ready." in log.read_bytes(), f"the agent of node {node_name}", log, process)
+    return process
+
+
+def stop_agent(process: subprocess.Popen) -> None:
+    _stop(process)
+
+
+@pytest.fixture
+def beat(services_env, tmp_path):
+    """``start()`` runs a real ``celery beat`` (DatabaseScheduler) on the test database; call it twice for two.
+
+    Each checks the schedule table every second; they stop when the test ends.
+    """
+    started: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        log, pidfile = tmp_path / f"beat{len(started)}.log", tmp_path / f"beat{len(started)}.pid"
+        with open(log, "wb") as out:
+            process = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks.celery", "beat", "--loglevel",
+                                        "INFO", "--max-interval", "1", "--pidfile", str(pidfile),
+                                        "-S", "django_celery_beat.schedulers:DatabaseScheduler"], cwd=REPO,
+                                       env=services_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        started.append(process)
+        _wait_for(lambda: b"beat: Starting" in log.read_bytes() or b"Scheduler: Sending" in log.read_bytes(),
+                  "celery beat", log, process)
+        return process
+
+    yield start
+    for process in started:
+        _stop(process)

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from tests.webui.conftest import wait_job
 from webui.jobs import submit
-from webui.models import Container, Job, MetricSample
+from webui.models import Container, Job, MetricSample, StorageMirror
 
 
 @pytest.mark.django_db
@@ -39,6 +39,7 @@ def test_resync_finds_containers_made_and_removed_outside_caisson(agent, node, e
     row = Container.objects.get(ctid=ctid)
     assert (row.hostname, row.status, row.init) == ("outside", "running", "busybox")
     assert not Container.objects.filter(ctid=ctid + 100_000).exists()
+    assert StorageMirror.objects.filter(node=node, name="local", type="dir", total__gt=0).exists()
     engine.stop(ctid)
 
 

@@ -1,7 +1,26 @@
-"""One error body for the whole API: ``{"error": {"status", "message", "fields"}}``."""
+"""One error body for the whole API: ``{"error": {"status", "message", "fields"}}``.
+
+Every exception a handler may let through is mapped here, and only here:
+Django's ``PermissionDenied`` is 403, its ``ValidationError`` 400 with the
+field errors in ``fields``, ``Http404`` 404, and ``JobRefused`` its own
+status (409, or 503 for an offline node) with ``job``, the ID of the job
+already doing the same thing, when there is one.
+"""
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_handler
+
+from webui.jobs import JobRefused
+
+
+class Refused(exceptions.APIException):
+    """A ``JobRefused`` as DRF sees it."""
+
+    def __init__(self, refused: JobRefused):
+        super().__init__(detail=str(refused))
+        self.status_code = refused.status
 
 
 def _flatten(detail) -> str:
@@ -12,7 +31,20 @@ def _flatten(detail) -> str:
     return str(detail)
 
 
+def _fields(error: DjangoValidationError):
+    if hasattr(error, "error_dict"):
+        return {("non_field_errors" if key == "__all__" else key): messages
+                for key, messages in error.message_dict.items()}
+    return {"non_field_errors": error.messages}
+
+
 def exception_handler(exc, context):
+    job = None
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(detail=_fields(exc))
+    elif isinstance(exc, JobRefused):
+        job = exc.job
+        exc = Refused(exc)
     response = drf_handler(exc, context)
     if response is None:
         return None
@@ -20,4 +52,6 @@ def exception_handler(exc, context):
     fields = data if isinstance(data, dict) and "detail" not in data else {}
     message = _flatten(data.get("detail")) if isinstance(data, dict) and "detail" in data else _flatten(data)
     response.data = {"error": {"status": response.status_code, "message": message, "fields": fields}}
+    if job is not None:
+        response.data["error"]["job"] = job.pk
     return response

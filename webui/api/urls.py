@@ -1,1 +1,36 @@
-urlpatterns: list = []
+"""The API's routes: one router, one viewset per resource; the schema and its browsable docs."""
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
+from rest_framework.routers import DefaultRouter
+
+from webui.api import schema  # noqa: F401 - registers the token scheme
+from webui.api.backups import router as backups_router
+from webui.api.views.access import AclViewSet, AuditViewSet, PermissionsViewSet, RoleViewSet, TokenViewSet, UserViewSet
+from webui.api.views.containers import ContainerViewSet
+from webui.api.views.jobs import JobViewSet
+from webui.api.views.nodes import NodeViewSet
+from webui.api.views.pools import PoolViewSet
+
+router = DefaultRouter()
+router.include_format_suffixes = False
+router.register("nodes", NodeViewSet, basename="node")
+router.register("containers", ContainerViewSet, basename="container")
+router.register("jobs", JobViewSet, basename="job")
+router.register("pools", PoolViewSet, basename="pool")
+router.register("access/acl", AclViewSet, basename="acl")
+router.register("access/roles", RoleViewSet, basename="role")
+router.register("access/users", UserViewSet, basename="user")
+router.register("access/tokens", TokenViewSet, basename="token")
+router.register("access/permissions", PermissionsViewSet, basename="permission")
+router.register("audit", AuditViewSet, basename="audit")
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema", permission_classes=[AllowAny]),
+         name="api-docs"),
+    *router.urls,
+]
+
+# Backups: archives, a container's backups, the datacenter's backup jobs (a router of their own).
+urlpatterns += backups_router.urls

@@ -76,8 +76,10 @@ class Container(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNKNOWN)
     unprivileged = models.BooleanField(default=True)
     config = models.JSONField(default=dict, blank=True)  # the node's pct config, key -> value
+    digest = models.CharField(max_length=40, blank=True)  # SHA-1 of the config file, to refuse stale edits
     started_at = models.DateTimeField(null=True, blank=True)
     init = models.CharField(max_length=32, blank=True)
+    snapshots = models.JSONField(default=list, blank=True)  # as listsnapshot gives them, "current" last
     ipv4 = models.JSONField(default=list, blank=True)
     ipv6 = models.JSONField(default=list, blank=True)
     cpu = models.FloatField(null=True, blank=True)  # fraction of one CPU, last sample

@@ -1,7 +1,54 @@
+from django.contrib.auth.decorators import login_required
 from django.urls import path
 
-from webui.views import health
+from webui.views import auth, console, containers, dashboard, health, jobs, templates, wizard
+from webui.views import backups as backup_views
+
+
+def page(view):
+    return login_required(view)
+
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    path("login/", auth.LoginView.as_view(), name="login"),
+    path("logout/", auth.LogoutView.as_view(), name="logout"),
+    path("", page(dashboard.dashboard), name="dashboard"),
+    path("nodes/<str:name>/", page(dashboard.node_page), name="node"),
+    path("ct/<int:ctid>/", page(containers.container_page), name="ct"),
+    path("ct/<int:ctid>/power/<str:action>", page(containers.power), name="ct-power"),
+    path("ct/<int:ctid>/destroy", page(containers.destroy), name="ct-destroy"),
+    path("ct/<int:ctid>/config", page(containers.update_config), name="ct-config"),
+    path("ct/<int:ctid>/snapshot/<str:operation>", page(containers.snapshot), name="ct-snapshot"),
+    path("ct/<int:ctid>/clone", page(containers.clone), name="ct-clone"),
+    path("ct/<int:ctid>/<str:tab>/", page(containers.container_page), name="ct-tab"),
+    path("create/", page(wizard.wizard), name="create"),
+    path("create/validate/<str:step>", page(wizard.validate_step), name="create-validate"),
+    path("create/summary", page(wizard.summary), name="create-summary"),
+    path("create/submit", page(wizard.create), name="create-submit"),
+    path("templates/", page(templates.templates_page), name="templates"),
+    path("templates/<str:name>/<str:kind>", page(templates.template_action), name="template-action"),
+    path("jobs/<int:job_id>/", page(jobs.job_page), name="job"),
+    path("jobs/<int:job_id>/cancel", page(jobs.cancel), name="job-cancel"),
+]
+
+# The console: the terminal page (framed by the Console tab, or a pop-out window), its tickets, Start.
+urlpatterns += [
+    path("ct/<int:ctid>/console/term/", page(console.console_page), name="ct-console"),
+    path("ct/<int:ctid>/console/ticket", page(console.ticket), name="ct-console-ticket"),
+    path("ct/<int:ctid>/console/start", page(console.start), name="ct-console-start"),
+]
+
+# Backups: a container's Backup tab and its actions, Datacenter -> Backup.
+urlpatterns += [
+    path("ct/<int:ctid>/backups/fragment", page(backup_views.backup_tab), name="ct-backups"),
+    path("ct/<int:ctid>/backups/now", page(backup_views.backup_now), name="ct-backup-now"),
+    path("backups/<int:pk>/<str:what>", page(backup_views.archive_action), name="backup-action"),
+    path("datacenter/backup/", page(backup_views.schedules_page), name="backup-schedules"),
+    path("datacenter/backup/<int:pk>/", page(backup_views.schedules_page), name="backup-schedule-edit"),
+    path("datacenter/backup/save", page(backup_views.schedule_save), name="backup-schedule-create"),
+    path("datacenter/backup/<int:pk>/save", page(backup_views.schedule_save), name="backup-schedule-save"),
+    path("datacenter/backup/<int:pk>/delete", page(backup_views.schedule_delete), name="backup-schedule-delete"),
+    path("datacenter/backup/<int:pk>/run", page(backup_views.schedule_run), name="backup-schedule-run"),
+    path("datacenter/backup/preview", page(backup_views.schedule_preview), name="backup-schedule-preview"),
 ]

@@ -1,0 +1,326 @@
+"""Backup jobs on one container or one archive: back up, restore, verify, delete, protect; and the archive mirror.
+
+Each job names its container in ``target`` (``/ct/<ID>`` jobs are serialised
+per container by ``JobTask``), and its archive by ``storage`` and ``archive``
+(the file name) in ``params``.  Archives live in the ``dump`` directory of a
+storage that holds ``backup`` content (``local``: ``<root>/dump``).  A backup
+job records its outcome under ``params["result"]`` (archive, size, seconds,
+pruned), which a backup job run reads for its summary mail.
+
+The web tier never reads a node's disk: ``sync_backups`` mirrors every dump
+directory into ``BackupArchive`` rows, after each job and on the agent's tick
+(only a directory whose modification time changed is listed again).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from engine.errors import EngineError, NotFound, NotSupported, ValidationError
+from tasks.base import JobContext, JobTask
+from tasks.celery import app
+from tasks.node import engine, sync_container, this_node
+from webui.live import publish
+from webui.models import BackupArchive, Container, Job, Node
+
+log = logging.getLogger(__name__)
+FULL_RESYNC_AFTER = 300.0  # seconds: list every dump directory again even if its mtime did not change
+_listed: dict[tuple[str, str], tuple[int, float]] = {}  # (node, storage) -> (dir mtime_ns, when listed)
+
+
+# ---- where archives are ----------------------------------------------------------------------
+def dumpdir_of(storage: str) -> Path:
+    """The dump directory of a storage holding backups on this node (made if missing, as vzdump does)."""
+    definition = engine().storages.get(storage, content="backup", key="storage").definition
+    path = Path(definition.path) / "dump"
+    path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return path
+
+
+def archive_path(storage: str, name: str) -> Path:
+    from engine.backup.names import ARCHIVE_RE
+
+    if not isinstance(name, str) or not ARCHIVE_RE.match(name):
+        raise ValidationError(f"'{name}' is not a vzdump archive name", key="archive")
+    path = dumpdir_of(storage) / name
+    if not path.is_file():
+        raise NotFound(f"backup {storage}:backup/{name} does not exist on this node")
+    return path
+
+
+def backup_storages() -> dict[str, Path]:
+    """Storages of this node that hold backups, and their dump directories (not made here)."""
+    result = {}
+    for storage_id, definition in engine().storages.definitions().items():
+        if "backup" in definition.content and not definition.disabled:
+            result[storage_id] = Path(definition.path) / "dump"
+    return result
+
+
+# ---- the mirror ------------------------------------------------------------------------------
+def sync_backups(node: Node, force: bool = False) -> None:
+    """Mirror this node's archives; a dump directory is listed again only when it changed (or ``force``)."""
+    from engine.backup.names import list_backups
+
+    storages = backup_storages()
+    with transaction.atomic():
+        # One listing at a time per node: a tick must not store an older listing over a job's newer one.
+        Node.objects.select_for_update().filter(pk=node.pk).first()
+        changed = _sync_locked(node, storages, force, list_backups)
+    if changed:
+        publish([node.path, *(f"/ct/{c}" for c in sorted(changed))],
+                {"type": "backups", "node": node.name, "ctids": sorted(changed)})
+
+
+def _sync_locked(node: Node, storages: dict[str, Path], force: bool, list_backups) -> set[int]:
+    stale = BackupArchive.objects.filter(node=node).exclude(storage__in=list(storages))
+    changed = set(stale.values_list("ctid", flat=True))
+    stale.delete()
+    for storage, dumpdir in storages.items():
+        key = (node.name, storage)
+        try:
+            mtime = dumpdir.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = -1
+        previous = _listed.get(key)
+        if not force and previous and previous[0] == mtime and time.monotonic() - previous[1] < FULL_RESYNC_AFTER:
+            continue
+        try:
+            found = list_backups(dumpdir) if mtime != -1 else []
+        except EngineError as exc:
+            log.warning("dump directory %s of storage %s unreadable: %s", dumpdir, storage, exc)
+            continue
+        _listed[key] = (mtime, time.monotonic())
+        changed |= _store(node, storage, found)
+    return changed
+
+
+def _store(node: Node, storage: str, found) -> set[int]:
+    """Write one dump directory's listing; returns the IDs whose archives changed."""
+    rows = {r.name: r for r in BackupArchive.objects.filter(node=node, storage=storage)}
+    changed: set[int] = set()
+    with transaction.atomic():
+        names = {b.name for b in found}
+        gone = [r for name, r in rows.items() if name not in names]
+        for row in gone:
+            changed.add(row.ctid)
+        BackupArchive.objects.filter(pk__in=[r.pk for r in gone]).delete()
+        for b in found:
+            fields = {"ctid": b.ctid, "time": datetime.fromtimestamp(b.time, UTC), "size": b.size,
+                      "format": b.compression, "protected": b.protected, "notes": b.notes}
+            row = rows.get(b.name)
+            if row is not None and all(getattr(row, k) == v for k, v in fields.items()):
+                continue
+            changed.add(b.ctid)
+            BackupArchive.objects.update_or_create(node=node, storage=storage, name=b.name,
+                                                   defaults={**fields, "seen": timezone.now()})
+    return changed
+
+
+# ---- jobs ------------------------------------------------------------------------------------
+def _worker_alive(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class BackupJob(JobTask):
+    """A job on a container's backups; a second delivery of a job still running is ignored.
+
+    Redis hands an unacknowledged message out again after the broker's
+    visibility timeout, so a backup longer than that is delivered twice: the
+    second copy finds its job running in a live process of this node and
+    leaves it alone instead of marking it failed.
+    """
+
+    abstract = True
+
+    def run(self, job_id: int) -> None:
+        job = Job.objects.filter(pk=job_id).first()
+        if job is not None and job.status == Job.Status.RUNNING and _worker_alive(job.worker):
+            log.warning("job %s delivered again while %s still runs it (broker visibility timeout); ignored",
+                        job_id, job.worker)
+            return
+        super().run(job_id)
+
+    def ctid(self, ctx: JobContext) -> int:
+        return int(ctx.job.target)
+
+    def storage(self, ctx: JobContext) -> str:
+        return ctx.params.get("storage") or "local"
+
+    def after(self, ctx: JobContext) -> None:
+        node = this_node()
+        sync_container(node, self.ctid(ctx))
+        sync_backups(node, force=True)
+
+
+def _bytes_progress(ctx: JobContext, verb: str):
+    from engine.cli.output import human_bytes
+
+    def report(done: int, total: int) -> None:
+        ctx.progress(done, total, f"{verb} {human_bytes(done)} of {human_bytes(total)}")
+
+    return report
+
+
+class _Cancel:
+    """The engine's cancel check: this job's flag, or the flag of the backup job run it is part of."""
+
+    def __init__(self, ctx: JobContext):
+        self.ctx, self.parent, self.checked = ctx, ctx.params.get("parent"), 0.0
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if self.parent and now - self.checked >= 0.5:
+            self.checked = now
+            if Job.objects.filter(pk=self.parent, cancel_requested=True).exists():
+                self.ctx.cancel_event.set()
+        return self.ctx.cancel_event.is_set()
+
+
+def clean_partials(dumpdir: Path, ctid: int) -> list[str]:
+    """Temporary files of killed backups: this container's at once (under its lock), others' after a day."""
+    from engine.backup.dump import clean_partial
+    from engine.state import container_lock
+
+    removed = clean_partial(dumpdir)
+    with container_lock(engine().layout, ctid):  # a backup writing one holds this lock for its whole run
+        for path in dumpdir.glob(f".vzdump-lxc-{ctid}-*.part"):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+class Vzdump(BackupJob):
+    """``params``: ``storage``, ``mode``, ``compress``, ``exclude`` (paths), ``notes``, ``protected``,
+    ``prune`` (keep-* of a backup job run, applied after this backup succeeded), ``parent`` (the run)."""
+
+    name = "caisson.backup.vzdump"
+
+    def perform(self, ctx: JobContext) -> str:
+        from engine.backup import PruneOptions
+        from engine.backup.dump import backup
+        from engine.cli.output import human_bytes
+
+        ctid, params = self.ctid(ctx), ctx.params
+        dumpdir = dumpdir_of(self.storage(ctx))
+        for name in clean_partials(dumpdir, ctid):
+            ctx.log(f"removed {name}, left by an interrupted backup")
+        prune = PruneOptions(**params["prune"]) if params.get("prune") else None
+        ctx.progress(0, None, "backing up", force=True)
+        mode = params.get("mode", "snapshot")
+        kwargs = {"dumpdir": dumpdir, "compress": params.get("compress", "zstd"),
+                  "exclude_paths": params.get("exclude") or [], "notes": params.get("notes") or None,
+                  "protected": bool(params.get("protected")), "prune_options": prune,
+                  "progress": _bytes_progress(ctx, "archived"), "cancel": _Cancel(ctx)}
+        try:
+            result = backup(engine(), ctid, mode=mode, **kwargs)
+        except NotSupported as exc:
+            if mode != "snapshot":
+                raise
+            # vzdump's own fallback: refused before anything changed, so suspend mode can run instead.
+            ctx.log(f"snapshot mode not possible ({exc}); falling back to suspend mode")
+            result = backup(engine(), ctid, mode="suspend", **kwargs)
+        for line in result.log:
+            ctx.log(line)
+        outcome = {"archive": Path(result.archive).name, "storage": self.storage(ctx), "size": result.size,
+                   "seconds": result.seconds, "pruned": result.pruned}
+        ctx.job.params = {**params, "result": outcome}
+        Job.objects.filter(pk=ctx.job.pk).update(params=ctx.job.params)
+        return f"{outcome['archive']} ({human_bytes(result.size)})"
+
+
+class Vzrestore(BackupJob):
+    """``params``: ``storage`` and ``archive`` (where the backup is), ``rootfs_storage``, ``force``, ``unique``,
+    ``options`` (pct keys overriding the archive's, e.g. hostname)."""
+
+    name = "caisson.backup.restore"
+
+    def perform(self, ctx: JobContext) -> str:
+        from engine.backup.restore import restore
+
+        params = ctx.params
+        archive = archive_path(self.storage(ctx), params.get("archive"))
+        ctx.log(f"restoring {archive.name} as CT {self.ctid(ctx)}" + (" over the existing one" if params.get("force")
+                                                                     else ""))
+        ctx.progress(0, None, "restoring", force=True)
+        result = restore(engine(), archive, self.ctid(ctx), force=bool(params.get("force")),
+                         storage=params.get("rootfs_storage") or None, options=params.get("options") or {},
+                         unique=bool(params.get("unique")), progress=_bytes_progress(ctx, "read"),
+                         cancel=ctx.cancel_event)
+        for note in result.notes:
+            ctx.log(note)
+        return f"restored CT {result.ctid} ({result.hostname})"
+
+    def after(self, ctx: JobContext) -> None:
+        ctid = self.ctid(ctx)
+        if sync_container(this_node(), ctid) is None:  # failed restore to a new ID: drop the placeholder
+            if Container.objects.filter(ctid=ctid, status=Container.Status.CREATING).delete()[0]:
+                publish([f"/ct/{ctid}"], {"type": "ct.removed", "ctid": ctid})
+
+
+class Vzverify(BackupJob):
+    name = "caisson.backup.verify"
+
+    def perform(self, ctx: JobContext) -> str:
+        from engine.backup.verify import verify
+
+        archive = archive_path(self.storage(ctx), ctx.params.get("archive"))
+        result = verify(archive, progress=_bytes_progress(ctx, "read"), cancel=ctx.cancel_event)
+        ctx.log(f"{result.members} members, {result.bytes} bytes of file data, CT {result.ctid} "
+                f"'{result.hostname}' ({'unprivileged' if result.unprivileged else 'privileged'})")
+        return f"{archive.name} is readable end to end"
+
+
+class Vzbackupdelete(BackupJob):
+    name = "caisson.backup.delete"
+
+    def perform(self, ctx: JobContext) -> str:
+        from engine.backup.names import remove_backup
+
+        archive = archive_path(self.storage(ctx), ctx.params.get("archive"))
+        remove_backup(archive)  # InvalidState for a protected backup
+        return f"removed {archive.name}"
+
+
+class Vzprotect(BackupJob):
+    """``params``: ``protected`` (bool) and/or ``notes`` (text) for one archive."""
+
+    name = "caisson.backup.protect"
+
+    def perform(self, ctx: JobContext) -> str:
+        from engine.backup.names import notes_path, set_protected
+        from engine.config import write_atomic
+
+        archive = archive_path(self.storage(ctx), ctx.params.get("archive"))
+        said = []
+        if "protected" in ctx.params:
+            set_protected(archive, bool(ctx.params["protected"]))
+            said.append("protected" if ctx.params["protected"] else "unprotected")
+        if "notes" in ctx.params:
+            notes = str(ctx.params["notes"])
+            if notes.strip():
+                write_atomic(notes_path(archive), notes.rstrip("\n") + "\n", mode=0o644)
+            else:
+                notes_path(archive).unlink(missing_ok=True)
+            said.append("notes set")
+        return f"{archive.name}: {', '.join(said) or 'unchanged'}"
+
+
+for _task in (Vzdump(), Vzrestore(), Vzverify(), Vzbackupdelete(), Vzprotect()):
+    app.register_task(_task)

@@ -1,0 +1,562 @@
+"""``python -m tasks.console_relay``: this node's console relay, the privileged end of browser terminals.
+
+Web consumers (``webui.console``) never touch a container: they send
+messages to this node's named channel on the channel layer
+(``console.<node>``), and the relay, running as root on the node, starts
+the terminal process and streams its bytes back to the consumer's own
+channel::
+
+    browser ─ws─> consumer (web tier, no root) ─channel layer─> relay (node, root) ─pty─> shell in the container
+
+Per session the relay holds the pty master, the joiner's pid (a child of
+the relay: ``Engine.open_terminal`` forks it, so a terminal costs no
+interpreter start and its bytes take one pty hop) and a bounded scrollback.
+Output goes out in chunks of at most ``CHUNK`` bytes, each with its offset
+in the session's output; at most ``WINDOW`` bytes are unacknowledged by the
+consumer. When the window is full, the consumer's channel is full
+(``ChannelFull``) or no socket is attached, the relay stops reading the pty,
+so the program inside blocks as on a real terminal: no byte is dropped or
+reordered. A socket that drops leaves the session detached for the grace
+period (``CAISSON_CONSOLE_GRACE``, 30 s); a socket that re-attaches within it
+gets the output from the offset it had reached. After the grace period every
+process of the terminal's session is killed.
+
+Messages in (``type``): ``console.open``, ``console.attach``, ``console.input``,
+``console.resize``, ``console.ack``, ``console.keepalive``, ``console.detach``,
+``console.close``. Out: ``console.opened``, ``console.output``, ``console.error``,
+``console.exit``, ``console.detached``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import re
+import signal
+import sys
+import time
+
+log = logging.getLogger("caisson.console")
+
+MODES = ("shell", "tty", "console")
+CHUNK = 64 * 1024  # largest output message
+WINDOW = 512 * 1024  # output bytes sent but not yet acknowledged by the consumer
+SCROLLBACK = 1024 * 1024  # output kept for a re-attaching socket; more than WINDOW, so nothing in flight is lost
+INPUT_BACKLOG = 256 * 1024  # input the terminal has not read yet; beyond it input is refused
+CONSOLE_TAIL = 64 * 1024  # console mode starts this far from the end of the log
+KEEPALIVE = 10.0  # a consumer says it is alive this often ...
+STALE = 3 * KEEPALIVE  # ... and is taken for gone (its session detached) after this long without a word
+SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def relay_channel(node: str) -> str:
+    """The channel-layer name a node's relay listens on."""
+    return f"console.{node}"
+
+
+def grace_seconds() -> float:
+    from django.conf import settings
+
+    return float(getattr(settings, "CAISSON_CONSOLE_GRACE", 30))
+
+
+def _session_members(leader: int) -> list[int]:
+    """Host pids of every process in the terminal's session (the session id is the leader's pid)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == leader:  # field 6 of stat: the session id
+            members.append(int(entry.name))
+    return members
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []
+
+
+class Session:
+    """One terminal: its process (or the console log it follows), its output stream and its socket."""
+
+    def __init__(self, relay: Relay, sid: str, ctid: int, mode: str, user: int):
+        self.relay, self.sid, self.ctid, self.mode, self.user = relay, sid, ctid, mode, user
+        self.reply: str | None = None
+        self.produced = 0  # output bytes so far
+        self.delivered = 0  # output bytes sent to the current reply channel
+        self.acked = 0
+        self.scroll = bytearray()
+        self.scroll_start = 0  # offset of scroll[0]
+        self.window = asyncio.Event()  # set: attached and room in the window, so the pty is read
+        self.send_lock = asyncio.Lock()
+        self.pending_input = bytearray()
+        self.writing = False
+        self.pid: int | None = None  # the joiner (our child)
+        self.pidfd: int | None = None
+        self.leader: int | None = None  # the command in the container: its session's id
+        self.fd: int | None = None  # pty master, or the console log
+        self.exit_code: int | None = None
+        self.grace: asyncio.TimerHandle | None = None
+        self.last_seen = time.monotonic()
+        self.pump: asyncio.Task | None = None
+        self.ended = False
+        self.told_readonly = False
+
+    # ---- starting -------------------------------------------------------------------------------
+    def start_terminal(self, cols: int, rows: int) -> None:
+        from engine import attach
+
+        argv = attach.LOGIN_ARGV if self.mode == "tty" else attach.SHELL_ARGV
+        self.pid, self.fd = self.relay.engine.open_terminal(self.ctid, argv, env=dict(attach.TERMINAL_ENV))
+        os.set_blocking(self.fd, False)
+        attach.set_winsize(self.fd, rows, cols)
+        children = _children(self.pid)
+        self.leader = children[0] if children else None
+        self.pidfd = os.pidfd_open(self.pid)
+        asyncio.get_running_loop().add_reader(self.pidfd, self._reap)
+
+    def start_console(self) -> None:
+        path = self.relay.engine.layout.console_log(self.ctid)
+        self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        size = os.fstat(self.fd).st_size
+        os.lseek(self.fd, max(0, size - CONSOLE_TAIL), os.SEEK_SET)
+        banner = (b"\x1b[7m Console of CT %d: what its init writes to /dev/console, read-only \x1b[0m\r\n"
+                  % self.ctid)
+        self._record(banner)
+
+    def _reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 0
+        if pid:
+            self.exit_code = (os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
+                              else 128 + os.WTERMSIG(status))
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
+            # The shell is gone; what it left holding the pty (a background job) must not keep the
+            # session alive. A moment first, so its last output is read.
+            loop.call_later(1.0, lambda: self.ended or self.relay.spawn(self.end("exited")))
+
+    # ---- output ---------------------------------------------------------------------------------
+    async def _read_pty(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                data = os.read(self.fd, CHUNK)
+            except BlockingIOError:
+                ready = loop.create_future()
+                loop.add_reader(self.fd, _wake, ready)
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(self.fd)
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EIO:  # every holder of the pty's other side is gone
+                    return b""
+                raise
+            # Gather what else is already there, so bulk output travels in big messages.
+            while data and len(data) < CHUNK:
+                try:
+                    more = os.read(self.fd, CHUNK - len(data))
+                except OSError:
+                    break
+                if not more:
+                    break
+                data += more
+            return data
+
+    async def _read_log(self) -> bytes:
+        while True:
+            data = os.read(self.fd, CHUNK)
+            if data:
+                # A file, not a terminal: no line discipline turned its newlines into CR LF.
+                return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            stat = os.fstat(self.fd)
+            if stat.st_nlink == 0:
+                return b""  # the container was destroyed
+            if stat.st_size < os.lseek(self.fd, 0, os.SEEK_CUR):
+                os.lseek(self.fd, 0, os.SEEK_SET)  # the log was started afresh
+            await asyncio.sleep(0.2)
+
+    def _record(self, data: bytes) -> int:
+        offset = self.produced
+        self.scroll += data
+        self.produced += len(data)
+        if len(self.scroll) > SCROLLBACK:
+            cut = len(self.scroll) - SCROLLBACK
+            del self.scroll[:cut]
+            self.scroll_start += cut
+        self._update_window()
+        return offset
+
+    def _update_window(self) -> None:
+        if self.reply is not None and self.produced - self.acked < WINDOW:
+            self.window.set()
+        else:
+            self.window.clear()
+
+    async def run_pump(self) -> None:
+        reason = "ended"
+        try:
+            read = self._read_log if self.mode == "console" else self._read_pty
+            while True:
+                await self.window.wait()
+                data = await read()
+                if not data:
+                    reason = "destroyed" if self.mode == "console" else "ended"
+                    break
+                self._record(data)
+                await self._deliver()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the session ends, the relay goes on
+            log.exception("console session %s failed", self.sid)
+            reason = f"failed: {exc}"
+        await self.end(reason)
+
+    async def _deliver(self) -> None:
+        """Send everything recorded and not yet delivered to the attached socket, in order."""
+        async with self.send_lock:
+            await self._send_from(self.delivered)
+
+    async def _send_from(self, start: int) -> None:
+        reply = self.reply
+        while reply is not None and reply == self.reply and start < self.produced:
+            if start < self.scroll_start:  # cannot happen with SCROLLBACK > WINDOW; never skip silently
+                raise RuntimeError("output fell out of the scrollback before it was delivered")
+            begin = start - self.scroll_start
+            data = bytes(self.scroll[begin:begin + CHUNK])
+            if not await self.relay.send(reply, {"type": "console.output", "session": self.sid, "offset": start,
+                                                 "data": data}, lambda: reply == self.reply):
+                return
+            start += len(data)
+            self.delivered = start
+
+    # ---- from the consumer ----------------------------------------------------------------------
+    async def attach(self, reply: str, since: int | None, cols: int, rows: int, resumed: bool) -> None:
+        previous = self.reply
+        if self.grace is not None:
+            self.grace.cancel()
+            self.grace = None
+        if previous and previous != reply:
+            await self.relay.send(previous, {"type": "console.detached", "session": self.sid,
+                                             "message": "this console was opened in another window"})
+        async with self.send_lock:
+            self.reply = reply
+            self.last_seen = time.monotonic()
+            reset = since is None or since < self.scroll_start or since > self.produced
+            start = self.scroll_start if reset else since
+            self.acked = start
+            self.delivered = start
+            await self.relay.send(reply, {"type": "console.opened", "session": self.sid, "mode": self.mode,
+                                          "resumed": resumed, "reset": reset, "offset": start})
+            self.resize(cols, rows)
+            await self._send_from(start)
+            self._update_window()
+
+    def detach(self, reply: str | None = None) -> None:
+        if reply is not None and reply != self.reply:
+            return
+        self.reply = None
+        self._update_window()
+        if self.grace is None and not self.ended:
+            loop = asyncio.get_running_loop()
+            self.grace = loop.call_later(self.relay.grace, lambda: self.relay.spawn(self.end("grace period over")))
+
+    def ack(self, offset: int) -> None:
+        if isinstance(offset, int) and self.acked < offset <= self.produced:
+            self.acked = offset
+            self._update_window()
+
+    def resize(self, cols: int, rows: int) -> None:
+        if self.mode != "console" and self.fd is not None and not self.ended:
+            from engine.attach import set_winsize
+
+            set_winsize(self.fd, rows, cols)
+
+    async def input(self, data: bytes) -> None:
+        if self.mode == "console":
+            if not self.told_readonly and self.reply:
+                self.told_readonly = True
+                await self.relay.send(self.reply, {"type": "console.error", "session": self.sid, "fatal": False,
+                                                   "message": "the console view is read-only; open a shell or tty"})
+            return
+        if len(self.pending_input) + len(data) > INPUT_BACKLOG:
+            if self.reply:
+                await self.relay.send(self.reply, {"type": "console.error", "session": self.sid, "fatal": False,
+                                                   "message": "input dropped: the terminal is not reading it"})
+            return
+        self.pending_input += data
+        self._flush_input()
+
+    def _flush_input(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.pending_input and not self.ended:
+            try:
+                written = os.write(self.fd, self.pending_input)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                self.pending_input.clear()
+                break
+            del self.pending_input[:written]
+            if written == 0:
+                if not self.writing:
+                    self.writing = True
+                    loop.add_writer(self.fd, self._writable)
+                return
+        if self.writing:
+            self.writing = False
+            loop.remove_writer(self.fd)
+
+    def _writable(self) -> None:
+        self.writing = True
+        self._flush_input()
+
+    # ---- ending ---------------------------------------------------------------------------------
+    async def end(self, reason: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.window.clear()
+        if self.grace is not None:
+            self.grace.cancel()
+        if self.pump is not None and self.pump is not asyncio.current_task():
+            self.pump.cancel()
+        self.relay.sessions.pop(self.sid, None)
+        loop = asyncio.get_running_loop()
+        if self.fd is not None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(self.fd)
+            if self.writing:
+                loop.remove_writer(self.fd)
+            os.close(self.fd)  # the pty hangs up: the session's leader gets SIGHUP
+            self.fd = None
+        self.kill()
+        if self.pid is not None:
+            for _ in range(50):
+                if self.pidfd is None:
+                    break
+                await asyncio.sleep(0.02)
+            if self.pidfd is not None:  # the joiner outlived its command: it cannot, but never leave it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                await asyncio.sleep(0.05)
+                self._reap()
+        log.info("console session %s (CT %s, %s) ended: %s", self.sid, self.ctid, self.mode, reason)
+        if self.reply:
+            await self.relay.send(self.reply, {"type": "console.exit", "session": self.sid, "code": self.exit_code,
+                                               "reason": reason})
+
+    def kill(self) -> None:
+        """Kill every process of the terminal's session (background jobs included)."""
+        if self.leader is None:
+            return
+        for pid in _session_members(self.leader):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+class Relay:
+    def __init__(self, layer, engine, grace: float):
+        self.layer, self.engine, self.grace = layer, engine, grace
+        self.sessions: dict[str, Session] = {}
+        self.tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coroutine) -> asyncio.Task:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def send(self, channel: str, message: dict, still_wanted=lambda: True) -> bool:
+        """Send, waiting while the channel is full (never dropping); False if no longer wanted or gone."""
+        from channels.exceptions import ChannelFull
+
+        delay = 0.005
+        while still_wanted():
+            try:
+                await self.layer.send(channel, message)
+                return True
+            except ChannelFull:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        return False
+
+    async def error(self, reply, sid, text: str) -> None:
+        if isinstance(reply, str) and reply:
+            await self.send(reply, {"type": "console.error", "session": sid, "fatal": True, "message": text})
+
+    async def handle(self, message: dict) -> None:
+        kind = message.get("type")
+        sid = message.get("session")
+        reply = message.get("reply")
+        session = self.sessions.get(sid) if isinstance(sid, str) else None
+        if kind == "console.open":
+            await self.open(message)
+        elif kind == "console.attach":
+            if (session is None or session.ended or session.ctid != message.get("ctid")
+                    or session.user != message.get("user")):
+                if isinstance(reply, str) and reply:
+                    await self.send(reply, {"type": "console.error", "session": sid, "fatal": True, "gone": True,
+                                            "message": "that console session no longer exists (it ended or its "
+                                                       "grace period ran out); open a new one"})
+                return
+            await session.attach(reply, _int(message.get("since")), *_size(message), resumed=True)
+        elif session is None:
+            if kind in ("console.input", "console.resize", "console.keepalive"):
+                await self.error(reply, sid, "that console session has ended")
+        elif kind == "console.input":
+            if reply == session.reply and isinstance(message.get("data"), bytes):
+                session.last_seen = time.monotonic()
+                await session.input(message["data"])
+        elif kind == "console.resize":
+            if reply == session.reply:
+                session.resize(*_size(message))
+        elif kind == "console.ack":
+            if reply == session.reply:
+                session.last_seen = time.monotonic()
+                session.ack(message.get("offset"))
+        elif kind == "console.keepalive":
+            if reply == session.reply:
+                session.last_seen = time.monotonic()
+        elif kind == "console.detach":
+            session.detach(reply)
+        elif kind == "console.close":
+            if reply == session.reply or session.reply is None:
+                session.reply = None  # it closed on purpose: nothing more to tell it
+                await session.end("closed")
+
+    async def open(self, message: dict) -> None:
+        from engine.errors import EngineError, InvalidState
+
+        sid, reply, mode = message.get("session"), message.get("reply"), message.get("mode")
+        ctid, user = message.get("ctid"), message.get("user")
+        if not (isinstance(sid, str) and SESSION_ID.match(sid) and isinstance(reply, str) and mode in MODES
+                and isinstance(ctid, int) and isinstance(user, int)) or sid in self.sessions:
+            await self.error(reply, sid, "malformed console request")
+            return
+        session = Session(self, sid, ctid, mode, user)
+        cols, rows = _size(message)
+        try:
+            if mode == "console":
+                session.start_console()
+            else:
+                session.start_terminal(cols, rows)
+        except FileNotFoundError:
+            await self.error(reply, sid, f"CT {ctid} has no console log yet: it has never been started")
+            return
+        except InvalidState as exc:  # not running: the page offers to start it
+            await self.send(reply, {"type": "console.error", "session": sid, "fatal": True, "stopped": True,
+                                    "message": str(exc)})
+            return
+        except EngineError as exc:
+            await self.error(reply, sid, str(exc))
+            return
+        except OSError as exc:
+            await self.error(reply, sid, f"cannot open a terminal in CT {ctid}: {exc.strerror or exc}")
+            return
+        self.sessions[sid] = session
+        log.info("console session %s opened (CT %s, %s, user %s)", sid, ctid, mode, user)
+        await session.attach(reply, 0, cols, rows, resumed=False)
+        session.pump = self.spawn(session.run_pump())
+
+    async def sweep(self) -> None:
+        """Detach sessions whose consumer went silent (its web server died without a word)."""
+        while True:
+            await asyncio.sleep(KEEPALIVE / 2)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if session.reply is not None and now - session.last_seen > STALE:
+                    log.info("console session %s: its socket went silent; detached", session.sid)
+                    session.detach()
+
+    async def shutdown(self) -> None:
+        for session in list(self.sessions.values()):
+            session.reply = None
+            await session.end("the console relay stopped")
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _size(message: dict) -> tuple[int, int]:
+    """(cols, rows) within 1..1000; the consumer refuses others, this only guards the ioctl."""
+    cols, rows = message.get("cols"), message.get("rows")
+    cols = cols if isinstance(cols, int) and 1 <= cols <= 1000 else 80
+    rows = rows if isinstance(rows, int) and 1 <= rows <= 1000 else 24
+    return cols, rows
+
+
+async def serve(node: str) -> None:
+    from channels.layers import get_channel_layer
+
+    from engine.lifecycle import Engine
+
+    layer = get_channel_layer()
+    relay = Relay(layer, Engine(), grace_seconds())
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    channel = relay_channel(node)
+    relay.spawn(relay.sweep())
+    log.info("console relay of node %s listening on %s (grace %g s)", node, channel, relay.grace)
+    print(f"console relay ready on {channel}", flush=True)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            receiving = asyncio.ensure_future(layer.receive(channel))
+            done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if receiving not in done:
+                receiving.cancel()
+                break
+            try:
+                await relay.handle(receiving.result())
+            except Exception:  # noqa: BLE001 - one bad message must not stop every console of the node
+                log.exception("console relay: message failed")
+    finally:
+        await relay.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.console_relay", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("error: the console relay enters containers and needs root", file=sys.stderr)
+        return 1
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webui.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings.CAISSON_NODE))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Backups over the API: a container's archives (list, back up now, restore, verify, delete, protect) and the
+datacenter's backup jobs (``/api/backup-schedules/``: CRUD, run now, and a preview of a schedule's next runs).
+
+Checks and validation live in ``webui.backups``; long actions answer 202 with the job.
+"""
+from __future__ import annotations
+
+from django.db.models import Q
+from django.http import Http404
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from rest_framework import mixins, serializers
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError as ApiValidationError
+from rest_framework.response import Response
+from rest_framework.routers import SimpleRouter
+
+from webui import backups
+from webui.api.views.base import ApiViewSet
+from webui.models import BackupArchive, BackupSchedule, Container, Job
+from webui.models.backups import next_runs
+
+
+def job_answer(jobs: list[Job]) -> Response:
+    """202 with the job(s) and where to follow the first."""
+    first = jobs[0]
+    try:
+        location = reverse("job-detail", args=[first.pk])
+    except NoReverseMatch:
+        location = f"/api/jobs/{first.pk}/"
+    body = {"job": first.summary(), "location": location}
+    if len(jobs) > 1:
+        body["jobs"] = [j.summary() for j in jobs]
+    return Response(body, status=202, headers={"Location": location})
+
+
+class BackupArchiveSerializer(serializers.ModelSerializer):
+    node = serializers.CharField(source="node.name")
+    volid = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = BackupArchive
+        fields = ["id", "volid", "node", "storage", "ctid", "name", "time", "size", "format", "protected", "notes"]
+
+
+class BackupScheduleSerializer(serializers.ModelSerializer):
+    nodes = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    pool = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    next_runs = serializers.SerializerMethodField(help_text="the next five times the job runs")
+    last_runs = serializers.SerializerMethodField(help_text="the latest runs, newest first")
+
+    class Meta:
+        model = BackupSchedule
+        fields = ["id", "enabled", "schedule", "selection", "ctids", "pool", "nodes", "storage", "mode", "compress",
+                  "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
+                  "mail_to", "mail_when", "notes", "comment", "next_due", "last_slot", "next_runs", "last_runs"]
+
+    def get_next_runs(self, schedule) -> list[str]:
+        if not schedule.enabled:
+            return []
+        return [t.isoformat() for t in next_runs(schedule.schedule, timezone.now())]
+
+    def get_last_runs(self, schedule) -> list[dict]:
+        jobs = Job.objects.filter(kind="vzdumpjob", target=str(schedule.pk)).select_related("node", "user")[:5]
+        return [j.summary() for j in jobs]
+
+
+class ArchiveViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
+    """``/api/backups/``: archives the user may see (VM.Audit on their container, or Datastore.Audit on the
+    storage); filter with ``?ctid=``, ``?node=``, ``?storage=``."""
+
+    queryset = BackupArchive.objects.all()  # narrowed per user in get_queryset; here it types the schema
+    lookup_value_regex = r"[0-9]+"
+
+    serializer_class = BackupArchiveSerializer
+
+    def get_queryset(self):
+        rows = BackupArchive.objects.select_related("node")
+        for key, field in (("ctid", "ctid"), ("node", "node__name"), ("storage", "storage")):
+            value = self.request.query_params.get(key)
+            if value:
+                if key == "ctid" and not value.isdigit():
+                    raise ApiValidationError({"ctid": [f"'{value}' is not a container ID"]})
+                rows = rows.filter(**{field: value})
+        access = self.access
+        if access.superuser:
+            return rows
+        storages = {s for s in rows.values_list("storage", flat=True).distinct()
+                    if access.can("Datastore.Audit", path=f"/storage/{s}")}
+        visible = access.visible_containers(Container.objects.all()).values_list("ctid", flat=True)
+        return rows.filter(Q(storage__in=storages) | Q(ctid__in=visible))
+
+    def destroy(self, request, *args, **kwargs):
+        return job_answer([backups.delete(self.access, self.get_object(), address=self.address)])
+
+    @action(detail=True, methods=["post"])
+    def verify(self, request, *args, **kwargs):
+        return job_answer([backups.verify(self.access, self.get_object(), address=self.address)])
+
+    @action(detail=True, methods=["post"])
+    def protect(self, request, *args, **kwargs):
+        return job_answer([backups.protect(self.access, self.get_object(), _body(request), address=self.address)])
+
+    @action(detail=True, methods=["post"])
+    def restore(self, request, *args, **kwargs):
+        return job_answer([backups.restore(self.access, self.get_object(), _body(request), address=self.address)])
+
+
+class ContainerBackupsViewSet(ArchiveViewSet, mixins.CreateModelMixin):
+    """``/api/containers/<ctid>/backups/``: one container's archives; POST backs it up now."""
+
+    def container(self) -> Container:
+        found = self.access.visible_containers(Container.objects.select_related("node", "pool")
+                                               .filter(ctid=self.kwargs["ctid"])).first()
+        if found is None:
+            raise Http404(f"CT {self.kwargs['ctid']} does not exist")
+        return found
+
+    def get_queryset(self):
+        self.container()
+        return BackupArchive.objects.select_related("node").filter(ctid=self.kwargs["ctid"])
+
+    def create(self, request, *args, **kwargs):
+        return job_answer([backups.backup_now(self.access, self.container(), _body(request), address=self.address)])
+
+
+class BackupScheduleViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
+    """``/api/backup-schedules/``: the datacenter's backup jobs (Sys.Audit to read, Sys.Modify to change)."""
+
+    serializer_class = BackupScheduleSerializer
+    queryset = BackupSchedule.objects.prefetch_related("nodes").select_related("pool")
+    path_privileges = {"list": ("Sys.Audit", "/"), "retrieve": ("Sys.Audit", "/")}
+
+    def create(self, request, *args, **kwargs):
+        schedule = backups.save_schedule(self.access, _body(request), address=self.address)
+        return Response(self.get_serializer(schedule).data, status=201)
+
+    def update(self, request, *args, **kwargs):
+        schedule = backups.save_schedule(self.access, _body(request), self.get_object(), address=self.address)
+        return Response(self.get_serializer(schedule).data)
+
+    partial_update = update  # fields left out keep their value either way
+
+    def destroy(self, request, *args, **kwargs):
+        backups.delete_schedule(self.access, self.get_object(), address=self.address)
+        return Response(status=204)
+
+    @action(detail=True, methods=["post"])
+    def run(self, request, *args, **kwargs):
+        return job_answer(backups.run_now(self.access, self.get_object(), address=self.address))
+
+    @action(detail=False, methods=["get"])
+    def preview(self, request, *args, **kwargs):
+        """``?schedule=mon..fri 02:00``: the next runs, or 400 saying what is wrong with the schedule."""
+        text = request.query_params.get("schedule", "")
+        raw = request.query_params.get("count", "5")
+        runs = next_runs(text, timezone.now(), count=min(20, max(1, int(raw))) if raw.isdigit() else 5)
+        return Response({"schedule": text, "next_runs": [t.isoformat() for t in runs]})
+
+
+def _body(request) -> dict:
+    if not isinstance(request.data, dict):
+        raise ApiValidationError({"non_field_errors": ["the body must be a JSON object"]})
+    return request.data
+
+
+router = SimpleRouter()
+router.register(r"backups", ArchiveViewSet, basename="backup")
+router.register(r"containers/(?P<ctid>[0-9]+)/backups", ContainerBackupsViewSet, basename="ct-backup")
+router.register(r"backup-schedules", BackupScheduleViewSet, basename="backup-schedule")

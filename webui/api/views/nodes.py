@@ -1,0 +1,131 @@
+"""``/api/nodes/``: nodes, their metrics, their template store and catalog, and template jobs.
+
+Every template change goes through ``actions.template_job`` (download,
+tmplbuild, aptupdate, tmplremove) and answers 202 with the job.
+"""
+from __future__ import annotations
+
+from django.db.models import Q
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+
+from webui import actions
+from webui.api import serializers as s
+from webui.api.inputs import body_object, check_type
+from webui.api.views.base import ApiViewSet, accepted, metrics
+from webui.models import CatalogEntry, Node, StoredTemplate
+
+ACCEPTED = {202: s.JobAcceptedSerializer}
+TEMPLATE = OpenApiParameter("template", str, OpenApiParameter.PATH, description="the archive's name in the store")
+
+
+def _strings(body: dict, spec: dict[str, tuple[bool, tuple[type, ...], str]]) -> dict:
+    """Check a small body: ``spec`` maps a key to (required, JSON types, what is wanted)."""
+    errors = {key: ["unknown field"] for key in body if key not in spec}
+    for key, (required, types, wanted) in spec.items():
+        if body.get(key) is None:
+            if required:
+                errors[key] = ["this field is required"]
+            continue
+        message = check_type(key, body[key], types, wanted)
+        if message:
+            errors[key] = [message]
+    if errors:
+        raise ValidationError(errors)
+    return body
+
+
+@extend_schema(tags=["nodes"])
+class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    queryset = Node.objects.all()
+    serializer_class = s.NodeSerializer
+    lookup_field = "name"
+    lookup_value_regex = r"[a-z0-9-]+"
+    object_privileges = {
+        "metrics": "Sys.Audit", "templates": "Datastore.Audit", "catalog": "Datastore.Audit",
+        "template_download": "Datastore.AllocateTemplate", "template_build": "Datastore.AllocateTemplate",
+        "catalog_update": "Datastore.AllocateTemplate", "template_remove": "Datastore.AllocateTemplate",
+    }
+
+    def get_serializer_class(self):
+        return s.NodeDetailSerializer if self.action == "retrieve" else s.NodeSerializer
+
+    @extend_schema(responses=s.MetricsSerializer, parameters=[
+        OpenApiParameter("timeframe", str, enum=["hour", "day", "week"], default="hour")])
+    @action(detail=True, methods=["get"])
+    def metrics(self, request, name=None):
+        node = self.get_object()
+        return metrics(request, f"node/{node.name}")
+
+    @extend_schema(responses=s.StoredTemplateSerializer(many=True))
+    @action(detail=True, methods=["get"], serializer_class=s.StoredTemplateSerializer)
+    def templates(self, request, name=None):
+        node = self.get_object()
+        return self.paged(StoredTemplate.objects.filter(node=node), s.StoredTemplateSerializer)
+
+    @extend_schema(responses=s.CatalogEntrySerializer(many=True), parameters=[
+        OpenApiParameter("section", str, description="system, turnkeylinux, images, local, ..."),
+        OpenApiParameter("search", str, description="part of the name, OS or description")])
+    @action(detail=True, methods=["get"], serializer_class=s.CatalogEntrySerializer)
+    def catalog(self, request, name=None):
+        node = self.get_object()
+        queryset = CatalogEntry.objects.filter(node=node)
+        if request.query_params.get("section"):
+            queryset = queryset.filter(section=request.query_params["section"])
+        term = request.query_params.get("search", "").strip()
+        if term:
+            queryset = queryset.filter(Q(name__icontains=term) | Q(os__icontains=term)
+                                       | Q(description__icontains=term))
+        return self.paged(queryset, s.CatalogEntrySerializer)
+
+    @extend_schema(request=s.DownloadSerializer, responses=ACCEPTED)
+    @action(detail=True, methods=["post"], url_path="templates/download")
+    def template_download(self, request, name=None):
+        node = self.get_object()
+        body = _strings(body_object(request.data), {"name": (True, (str,), "a string")})
+        entry = CatalogEntry.objects.filter(node=node, name=body["name"]).first()
+        if entry is None:
+            raise ValidationError({"name": [f"'{body['name']}' is not in the catalog of node '{node.name}'"]})
+        if entry.buildable:
+            raise ValidationError({"name": [f"'{entry.name}' is made by a local builder: build it instead"]})
+        job = actions.template_job(self.access, node, "download", entry.name, {"source": entry.source},
+                                   address=self.address)
+        return accepted(job)
+
+    @extend_schema(request=s.BuildSerializer, responses=ACCEPTED)
+    @action(detail=True, methods=["post"], url_path="templates/build")
+    def template_build(self, request, name=None):
+        node = self.get_object()
+        body = _strings(body_object(request.data), {"builder": (True, (str,), "a string"),
+                                                     "suite": (False, (str,), "a string"),
+                                                     "packages": (False, (list,), "a list of package names")})
+        if body["builder"] not in ("busybox", "debian"):
+            raise ValidationError({"builder": [f"'{body['builder']}' is not a local builder (busybox, debian)"]})
+        packages = body.get("packages") or []
+        if not all(isinstance(p, str) and p and not p.startswith("-") and " " not in p for p in packages):
+            raise ValidationError({"packages": ["package names, as strings"]})
+        params = {"builder": body["builder"]}
+        if body["builder"] == "debian":
+            params.update({k: v for k, v in (("suite", body.get("suite")), ("packages", packages)) if v})
+        target = "-".join([body["builder"], *([body["suite"]] if body.get("suite") else [])])
+        return accepted(actions.template_job(self.access, node, "tmplbuild", target, params, address=self.address))
+
+    @extend_schema(request=s.CatalogUpdateSerializer, responses=ACCEPTED,
+                   description="Refresh the catalog from the node's sources.")
+    @action(detail=True, methods=["post"], url_path="templates/update")
+    def catalog_update(self, request, name=None):
+        node = self.get_object()
+        body = _strings(body_object(request.data or {}), {"source": (False, (str,), "a string")})
+        params = {"source": body["source"]} if body.get("source") else {}
+        return accepted(actions.template_job(self.access, node, "aptupdate", node.name, params,
+                                             address=self.address))
+
+    @extend_schema(request=None, responses=ACCEPTED, parameters=[TEMPLATE])
+    @action(detail=True, methods=["delete"], url_path=r"templates/(?P<template>[^/]+)")
+    def template_remove(self, request, name=None, template=None):
+        node = self.get_object()
+        if not StoredTemplate.objects.filter(node=node, name=template).exists():
+            raise NotFound(f"no template '{template}' in the store of node '{node.name}'")
+        return accepted(actions.template_job(self.access, node, "tmplremove", template, address=self.address))

@@ -1,0 +1,43 @@
+"""``/api/pools/``: resource pools (a container's pool is set through ``/api/containers/<id>/pool/``)."""
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from webui import actions
+from webui.api import serializers as s
+from webui.api.inputs import body_object, check_type
+from webui.api.views.base import ApiViewSet
+from webui.models import Pool
+
+
+@extend_schema(tags=["pools"])
+class PoolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """Pools the user holds Pool.Audit on; creating one needs Pool.Allocate on /, removing it on the pool."""
+    queryset = Pool.objects.prefetch_related("containers")
+    serializer_class = s.PoolSerializer
+    lookup_field = "name"
+    lookup_value_regex = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+    path_privileges = {"create": ("Pool.Allocate", "/")}
+    object_privileges = {"destroy": "Pool.Allocate"}
+
+    def get_queryset(self):
+        access = self.access
+        visible = [pool.pk for pool in Pool.objects.only("name") if access.can("Pool.Audit", pool)]
+        return super().get_queryset().filter(pk__in=visible)
+
+    def create(self, request):
+        body = body_object(request.data)
+        errors = {key: [message] for key, value in (("name", body.get("name")), ("comment", body.get("comment", "")))
+                  if (message := check_type(key, value, (str,), "a string"))}
+        errors.update({key: ["unknown field"] for key in set(body) - {"name", "comment"}})
+        if errors:
+            raise ValidationError(errors)
+        pool = actions.create_pool(self.access, body["name"], body.get("comment", ""), address=self.address)
+        return Response(s.PoolSerializer(pool).data, status=201)
+
+    def destroy(self, request, name=None):
+        actions.delete_pool(self.access, self.get_object(), address=self.address)
+        return Response(status=204)

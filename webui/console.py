@@ -1,0 +1,316 @@
+"""The console websocket (``ws/console/<ctid>/?ticket=...``): a browser terminal, relayed to the node.
+
+The consumer holds no terminal itself: it redeems the ticket, checks
+VM.Console again, and then passes bytes between the browser and the relay of
+the container's node (``tasks.console_relay``) over the channel layer.
+
+Browser to server: binary frames are terminal input; text frames are JSON
+control, ``{"type": "resize", "cols": C, "rows": R}`` or ``{"type": "close"}``.
+Server to browser: binary frames are terminal output; text frames are
+``{"type": "status", ...}``, ``{"type": "error", "message": ...}`` (with
+``"fatal": true`` when the socket then closes) and ``{"type": "exit", "code": N}``.
+Frames over ``MAX_FRAME`` end the session. Refusals are an error message,
+then a close code in the 4000s the page understands.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from tasks.console_relay import KEEPALIVE, MODES, SESSION_ID, WINDOW, relay_channel
+
+MAX_FRAME = 64 * 1024  # bytes in one frame from the browser
+MAX_SIZE = 1000  # columns and rows
+ACK_EVERY = WINDOW // 4
+OPEN_TIMEOUT = 10.0  # seconds the relay has to answer an open or attach
+EARLY_INPUT = 64 * 1024  # input typed before the relay answered, kept until it does
+
+# Close codes (the page maps them to what it shows and whether it reconnects).
+CLOSE_EXITED = 1000
+CLOSE_TOO_BIG = 1009
+CLOSE_LOGIN = 4401
+CLOSE_DENIED = 4403
+CLOSE_STOPPED = 4409
+CLOSE_GONE = 4410
+CLOSE_RELAY = 4502
+CLOSE_NO_RELAY = 4504
+
+
+class ConsoleConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        self.session: str | None = None
+        self.relay: str | None = None
+        self.opened = False
+        self.ended = False
+        self.offset = 0  # output bytes the browser has been sent in this session
+        self.acked = 0
+        self.early: list[bytes] = []
+        self.tasks: list[asyncio.Task] = []
+        self.audit_detail: dict = {}
+        # Accept first, so that a refusal can carry a message the page shows (the origin was
+        # checked before this by AllowedHostsOriginValidator, which refuses without accepting).
+        await self.accept()
+        user = self.scope.get("user")
+        ctid = int(self.scope["url_route"]["kwargs"]["ctid"])
+        self.ctid = ctid
+        if not user or not user.is_authenticated:
+            await self.refuse(CLOSE_LOGIN, "log in first: this console belongs to a session that has ended")
+            return
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        token = (query.get("ticket") or [""])[0]
+        cols, rows = _number(query, "cols", 80), _number(query, "rows", 24)
+        since = _number(query, "since", None)
+        if not (1 <= cols <= MAX_SIZE and 1 <= rows <= MAX_SIZE):
+            cols, rows = 80, 24
+        verdict = await self._redeem(token, user, ctid)
+        if "refused" in verdict:
+            await self.refuse(verdict["code"], verdict["refused"])
+            return
+        self.node, self.mode, self.user_id = verdict["node"], verdict["mode"], user.id
+        self.relay = relay_channel(self.node)
+        resuming = bool(verdict["session"])
+        self.session = verdict["session"] or uuid.uuid4().hex
+        self.audit_detail = {"session": self.session, "mode": self.mode}
+        message = {"type": "console.attach" if resuming else "console.open", "session": self.session,
+                   "ctid": ctid, "mode": self.mode, "user": user.id, "reply": self.channel_name,
+                   "cols": cols, "rows": rows, "since": since if resuming else None}
+        if not await self.to_relay(message):
+            return
+        await self.audit("console.resume" if resuming else "console.open", "ok")
+        self.tasks.append(asyncio.ensure_future(self._open_timeout()))
+        self.tasks.append(asyncio.ensure_future(self._keepalive()))
+
+    async def disconnect(self, code):
+        for task in getattr(self, "tasks", ()):
+            task.cancel()
+        if getattr(self, "session", None) and not self.ended:
+            # The relay keeps the session for its grace period; a new socket may resume it.
+            await self.to_relay({"type": "console.detach"}, quiet=True)
+            await self.audit("console.close", "ok", socket_code=code, kept=True)
+
+    # ---- from the browser -------------------------------------------------------------------------
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.ended or not self.session:
+            return
+        size = len(bytes_data) if bytes_data is not None else len((text_data or "").encode())
+        if size > MAX_FRAME:
+            await self.end_session(CLOSE_TOO_BIG, f"a frame of {size} bytes is over the limit of {MAX_FRAME}; "
+                                                  "the session was ended")
+            return
+        if bytes_data is not None:
+            if not bytes_data:
+                return
+            if not self.opened:
+                if sum(map(len, self.early)) + len(bytes_data) <= EARLY_INPUT:
+                    self.early.append(bytes_data)
+                return
+            await self.to_relay({"type": "console.input", "data": bytes_data})
+            return
+        try:
+            control = json.loads(text_data)
+            kind = control["type"] if isinstance(control, dict) else None
+        except (ValueError, KeyError, TypeError):
+            kind = None
+        if kind == "resize":
+            cols, rows = control.get("cols"), control.get("rows")
+            if not (_is_int(cols) and _is_int(rows) and 1 <= cols <= MAX_SIZE and 1 <= rows <= MAX_SIZE):
+                await self.send_json({"type": "error", "fatal": False,
+                                      "message": f"resize refused: columns and rows are whole numbers from 1 to "
+                                                 f"{MAX_SIZE} (got {str(cols)[:12]}×{str(rows)[:12]})"})
+                return
+            await self.to_relay({"type": "console.resize", "cols": cols, "rows": rows})
+        elif kind == "close":
+            self.ended = True
+            await self.to_relay({"type": "console.close"}, quiet=True)
+            await self.audit("console.close", "ok", kept=False)
+            await self.close(CLOSE_EXITED)
+        else:
+            await self.send_json({"type": "error", "fatal": False,
+                                  "message": 'control frames are JSON: {"type": "resize", "cols": C, "rows": R} '
+                                             'or {"type": "close"}; terminal input goes in binary frames'})
+
+    # ---- from the relay ---------------------------------------------------------------------------
+    async def console_opened(self, message):
+        if message.get("session") != self.session or self.ended:
+            return
+        self.opened = True
+        self.offset = self.acked = message.get("offset", 0)
+        await self.send_json({"type": "status", "state": "open", "session": self.session, "ctid": self.ctid,
+                              "mode": message.get("mode"), "resumed": message.get("resumed", False),
+                              "reset": message.get("reset", True), "offset": self.offset,
+                              "readonly": message.get("mode") == "console"})
+        for data in self.early:
+            await self.to_relay({"type": "console.input", "data": data})
+        self.early = []
+
+    async def console_output(self, message):
+        if message.get("session") != self.session or self.ended:
+            return
+        offset, data = message["offset"], message["data"]
+        if offset != self.offset:  # the relay never skips or reorders; refuse to show a corrupt stream
+            await self.end_session(CLOSE_RELAY, f"console output out of order (expected byte {self.offset}, "
+                                                f"got {offset}); the session was ended")
+            return
+        await self.send(bytes_data=data)
+        self.offset += len(data)
+        if self.offset - self.acked >= ACK_EVERY:
+            self.acked = self.offset
+            await self.to_relay({"type": "console.ack", "offset": self.offset})
+
+    async def console_error(self, message):
+        if message.get("session") != self.session or self.ended:
+            return
+        if not message.get("fatal"):
+            await self.send_json({"type": "error", "fatal": False, "message": message.get("message", "")})
+            return
+        self.ended = True
+        stopped = bool(message.get("stopped"))
+        await self.audit("console.refused", "failed", reason=message.get("message", ""))
+        await self.send_json({"type": "error", "fatal": True, "stopped": stopped, "gone": bool(message.get("gone")),
+                              "message": message.get("message", "the console failed")})
+        await self.close(CLOSE_STOPPED if stopped else CLOSE_GONE)
+
+    async def console_exit(self, message):
+        if message.get("session") != self.session or self.ended:
+            return
+        self.ended = True
+        await self.audit("console.close", "ok", kept=False, reason=message.get("reason"), code=message.get("code"))
+        await self.send_json({"type": "exit", "code": message.get("code"), "reason": message.get("reason")})
+        await self.close(CLOSE_EXITED)
+
+    async def console_detached(self, message):
+        if message.get("session") != self.session or self.ended:
+            return
+        self.ended = True  # another socket holds the session now; leave it alone
+        await self.send_json({"type": "error", "fatal": True, "taken": True, "message": message.get("message")})
+        await self.close(CLOSE_GONE)
+
+    # ---- helpers ----------------------------------------------------------------------------------
+    async def send_json(self, payload: dict) -> None:
+        await self.send(text_data=json.dumps(payload))
+
+    async def refuse(self, code: int, text: str) -> None:
+        self.ended = True
+        await self.audit("console.refused", "denied", reason=text)
+        await self.send_json({"type": "error", "fatal": True, "message": text, "code": code})
+        await self.close(code)
+
+    async def end_session(self, code: int, text: str) -> None:
+        self.ended = True
+        await self.to_relay({"type": "console.close"}, quiet=True)
+        await self.audit("console.close", "failed", reason=text)
+        await self.send_json({"type": "error", "fatal": True, "message": text})
+        await self.close(code)
+
+    async def to_relay(self, message: dict, quiet: bool = False) -> bool:
+        """Send to the node's relay, waiting while its channel is full (so a flood slows the browser down)."""
+        message = {**message, "session": self.session, "reply": self.channel_name}
+        delay, waited = 0.005, 0.0
+        while True:
+            try:
+                await self.channel_layer.send(self.relay, message)
+                return True
+            except ChannelFull:
+                if waited > OPEN_TIMEOUT:
+                    break
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 0.2)
+        if not quiet and not self.ended:
+            self.ended = True
+            await self.send_json({"type": "error", "fatal": True,
+                                  "message": f"the console relay of node {self.node} does not keep up; try again"})
+            await self.close(CLOSE_NO_RELAY)
+        return False
+
+    async def _open_timeout(self) -> None:
+        await asyncio.sleep(OPEN_TIMEOUT)
+        if not self.opened and not self.ended:
+            self.ended = True
+            await self.to_relay({"type": "console.close"}, quiet=True)
+            await self.audit("console.refused", "failed", reason="relay did not answer")
+            await self.send_json({"type": "error", "fatal": True,
+                                  "message": f"the console relay of node {self.node} does not answer "
+                                             "(is python -m tasks.console_relay running there?)"})
+            await self.close(CLOSE_NO_RELAY)
+
+    async def _keepalive(self) -> None:
+        """Tell the relay this socket lives; close it if the user lost VM.Console or was disabled."""
+        while not self.ended:
+            await asyncio.sleep(KEEPALIVE)
+            if self.ended:
+                return
+            if not await self._still_allowed():
+                await self.end_session(CLOSE_DENIED, "VM.Console on this container was withdrawn; the session "
+                                                     "was ended")
+                return
+            await self.to_relay({"type": "console.keepalive"}, quiet=True)
+
+    @database_sync_to_async
+    def _still_allowed(self) -> bool:
+        from django.contrib.auth import get_user_model
+
+        from webui.access import Access
+        from webui.models import Container
+
+        user = get_user_model().objects.filter(pk=self.user_id, is_active=True).first()
+        container = Container.objects.select_related("node", "pool").filter(ctid=self.ctid).first()
+        return bool(user and container and Access(user).can("VM.Console", container))
+
+    @database_sync_to_async
+    def _redeem(self, token: str, user, ctid: int) -> dict:
+        from django.utils import timezone
+
+        from webui.access import Access
+        from webui.models import ConsoleTicket
+
+        ticket = ConsoleTicket.find(token)
+        if ticket is None:
+            return {"refused": "no valid console ticket (it is unknown or was forged); reload the console",
+                    "code": CLOSE_DENIED}
+        if ticket.user_id != user.id:
+            return {"refused": "this console ticket was issued to another user", "code": CLOSE_DENIED}
+        if ticket.container.ctid != ctid:
+            return {"refused": f"this console ticket is for CT {ticket.container.ctid}, not CT {ctid}",
+                    "code": CLOSE_DENIED}
+        if ticket.expires <= timezone.now():
+            return {"refused": "the console ticket expired; reload the console", "code": CLOSE_DENIED}
+        if not ticket.redeem():
+            return {"refused": "the console ticket was already used; reload the console", "code": CLOSE_DENIED}
+        container = ticket.container
+        if not Access(user).can("VM.Console", container):
+            return {"refused": f"permission denied: VM.Console on {container.path} is required", "code": CLOSE_DENIED}
+        if ticket.mode not in MODES or (ticket.session and not SESSION_ID.match(ticket.session)):
+            return {"refused": "malformed console ticket", "code": CLOSE_DENIED}
+        return {"node": container.node.name, "mode": ticket.mode, "session": ticket.session}
+
+    async def audit(self, action: str, outcome: str, **detail) -> None:
+        await _audit(self.scope, f"/ct/{self.ctid}", action, outcome, {**self.audit_detail, **detail})
+
+
+@database_sync_to_async
+def _audit(scope, path: str, action: str, outcome: str, detail: dict) -> None:
+    from webui.models import AuditEntry
+
+    user = scope.get("user")
+    user = user if user is not None and user.is_authenticated else None
+    client = scope.get("client") or (None, None)
+    AuditEntry.objects.create(user=user, username=getattr(user, "username", ""), action=action, path=path,
+                              address=client[0], outcome=outcome, detail=detail)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(query: dict, key: str, default):
+    try:
+        return int((query.get(key) or [""])[0])
+    except ValueError:
+        return default

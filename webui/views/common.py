@@ -1,0 +1,91 @@
+"""What every page view shares: the client's address, access checks, and turning refusals into messages."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import redirect
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from webui.access import access_for
+from webui.jobs import JobRefused
+from webui.models import Container, Job
+
+
+def client_address(request) -> str | None:
+    """The peer's address; forwarded headers are not trusted (no proxy is assumed in front)."""
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def wants_json(request) -> bool:
+    """``live.js`` sends forms with ``fetch`` and this header; plain form posts get a redirect instead."""
+    return request.headers.get("X-Requested-With") == "fetch"
+
+
+def back(request, default: str = "/") -> HttpResponseRedirect:
+    target = request.POST.get("next") or request.headers.get("Referer") or default
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        target = default
+    return HttpResponseRedirect(target)
+
+
+def error_text(exc: ValidationError) -> str:
+    """One readable line from a Django ValidationError with or without fields."""
+    if hasattr(exc, "error_dict"):
+        return "; ".join(f"{field}: {' '.join(str(m) for m in msgs)}" if field != "__all__" else
+                         " ".join(str(m) for m in msgs) for field, msgs in exc.message_dict.items())
+    return " ".join(exc.messages)
+
+
+def field_errors(exc: ValidationError) -> dict[str, list[str]]:
+    if hasattr(exc, "error_dict"):
+        return {field: [str(m) for m in msgs] for field, msgs in exc.message_dict.items()}
+    return {"__all__": list(exc.messages)}
+
+
+def run_action(request, action, success: str, default_next: str = "/"):
+    """Call one ``webui.actions`` function and answer the way the page asked (JSON or redirect + message).
+
+    A refusal a user can act on becomes a message; ``PermissionDenied``
+    becomes a 403 (the layout's 403 page, or JSON for ``fetch``).
+    """
+    try:
+        job = action()
+    except PermissionDenied as exc:
+        if wants_json(request):
+            return JsonResponse({"error": str(exc)}, status=403)
+        raise
+    except ValidationError as exc:
+        if wants_json(request):
+            return JsonResponse({"error": error_text(exc), "errors": field_errors(exc)}, status=400)
+        messages.error(request, error_text(exc))
+        return back(request, default_next)
+    except JobRefused as exc:
+        if wants_json(request):
+            return JsonResponse({"error": str(exc), "job": exc.job.summary() if exc.job else None},
+                                status=exc.status)
+        messages.error(request, str(exc))
+        return back(request, default_next)
+    summary = job.summary() if isinstance(job, Job) else None
+    text = success.format(job=job) if job is not None else success
+    if wants_json(request):
+        return JsonResponse({"message": text, "job": summary}, status=202 if summary else 200)
+    messages.success(request, text)
+    return back(request, default_next)
+
+
+def container_or_gone(request, ctid: int):
+    """The container, or a clear answer when a stale page acts on one that no longer exists."""
+    container = Container.objects.select_related("node", "pool").filter(ctid=ctid).first()
+    if container is not None:
+        return container, None
+    text = f"CT {ctid} no longer exists (it was destroyed or never created); the page you acted from was out of date"
+    if wants_json(request):
+        return None, JsonResponse({"error": text, "gone": True}, status=404)
+    messages.error(request, text)
+    return None, redirect("dashboard")
+
+
+def audit_container(request, container: Container) -> None:
+    if not access_for(request).can("VM.Audit", container):
+        raise PermissionDenied(f"permission denied: VM.Audit on {container.path} is required to see it")

@@ -1,0 +1,78 @@
+"""The console page (a standalone terminal, for a pop-out window or the Console tab's frame), its tickets and Start.
+
+``/ct/<ctid>/console/`` is the container page's Console tab; the terminal
+itself lives at ``/ct/<ctid>/console/term/`` so that tab can frame it.
+"""
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_POST
+
+from webui import actions
+from webui.access import access_for
+from webui.models import ConsoleTicket, Container
+from webui.views.common import client_address, container_or_gone, run_action
+
+MODES = [("shell", "Shell"), ("tty", "Login (tty)"), ("console", "Console log (read-only)")]
+
+
+def _container(ctid: int) -> Container:
+    container = Container.objects.select_related("node", "pool").filter(ctid=ctid).first()
+    if container is None:
+        raise Http404(f"CT {ctid} does not exist (it may have been destroyed)")
+    return container
+
+
+def console_page(request, ctid: int):
+    container = _container(ctid)
+    access = access_for(request)
+    actions.require(access, "VM.Console", container, address=client_address(request))
+    mode = request.GET.get("mode", "shell")
+    context = {
+        "ct": container, "modes": MODES, "mode": mode if mode in dict(MODES) else "shell",
+        "running": container.status == Container.Status.RUNNING,
+        "can_start": access.can("VM.PowerMgmt", container),
+        "grace": settings.CAISSON_CONSOLE_GRACE,
+    }
+    return render(request, "webui/console.html", context)
+
+
+@require_POST
+def ticket(request, ctid: int):
+    """A single-use ticket for one console socket, valid a few seconds (CSRF-checked like every POST)."""
+    container, gone = container_or_gone(request, ctid)
+    if gone:
+        return gone
+    try:
+        body = json.loads(request.body or b"{}") if request.content_type == "application/json" else request.POST
+    except ValueError:
+        return JsonResponse({"error": "the body is not JSON"}, status=400)
+    mode, session = body.get("mode") or "shell", body.get("session") or ""
+    if mode not in dict(MODES):
+        return JsonResponse({"error": f"unknown mode '{str(mode)[:20]}' (use shell, tty or console)"}, status=400)
+    if not isinstance(session, str) or (session and not (len(session) == 32 and session.isalnum())):
+        return JsonResponse({"error": "malformed session id"}, status=400)
+    try:
+        actions.require(access_for(request), "VM.Console", container, address=client_address(request))
+    except PermissionDenied as exc:
+        return JsonResponse({"error": str(exc)}, status=403)
+    row, token = ConsoleTicket.issue(request.user, container, mode, session.lower())
+    return JsonResponse({"ticket": token, "expires": row.expires.isoformat(), "mode": mode, "session": row.session,
+                         "socket": f"/ws/console/{ctid}/", "status": container.status,
+                         "grace": settings.CAISSON_CONSOLE_GRACE})
+
+
+@require_POST
+def start(request, ctid: int):
+    """Queue a start from the console's banner (the container page's Start action; JSON for ``fetch``)."""
+    container, gone = container_or_gone(request, ctid)
+    if gone:
+        return gone
+    return run_action(request, lambda: actions.power(access_for(request), container, "start",
+                                                     address=client_address(request)),
+                      f"start of CT {ctid} queued (job {{job.pk}})", f"/ct/{ctid}/console/term/")

@@ -1,0 +1,213 @@
+"""A container's page (one URL per tab) and the actions its buttons and forms send."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.http import Http404
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from webui import actions
+from webui.access import access_for
+from webui.forms.create import propose_ctid
+from webui.models import Container, Job
+from webui.views.common import audit_container, client_address, container_or_gone, run_action
+from webui.views.metrics import TIMEFRAMES, series, timeframe
+
+TABS = [("summary", "Summary"), ("console", "Console"), ("resources", "Resources"), ("network", "Network"),
+        ("options", "Options"), ("snapshots", "Snapshots"), ("backup", "Backup"), ("tasks", "Task history")]
+RESOURCE_KEYS = ["cores", "cpulimit", "cpuunits", "memory", "swap"]
+OPTION_KEYS = ["hostname", "description", "onboot", "startup", "protection", "tags", "nameserver", "searchdomain"]
+CHECKBOX_KEYS = {"onboot", "protection"}
+NIC_SLOTS = [f"net{i}" for i in range(10)]
+NIC_FIELDS = ["name", "bridge", "ip", "gw", "ip6", "gw6", "tag", "rate", "firewall", "hwaddr"]
+
+
+def parse_props(text: str) -> dict[str, str]:
+    """``name=eth0,bridge=vmbr0,...`` as a dict (display only; the engine's parser checks on save)."""
+    props = {}
+    for part in (text or "").split(","):
+        key, sep, value = part.partition("=")
+        if sep:
+            props[key.strip()] = value.strip()
+    return props
+
+
+def buttons(access, container: Container) -> list[dict]:
+    """The power and destroy buttons; ``when`` is the status they need, ``allowed`` the user's right."""
+    power = access.can("VM.PowerMgmt", container)
+    allocate = access.can("VM.Allocate", container)
+    spec = [("start", "Start", "stopped", power), ("shutdown", "Shutdown", "running", power),
+            ("stop", "Stop", "running", power), ("reboot", "Reboot", "running", power)]
+    result = [{"action": a, "label": label, "when": when, "allowed": ok,
+               "url": reverse("ct-power", args=[container.ctid, a]),
+               "enabled": ok and container.status == when} for a, label, when, ok in spec]
+    result.append({"action": "destroy", "label": "Destroy", "when": "stopped", "allowed": allocate,
+                   "url": reverse("ct-destroy", args=[container.ctid]),
+                   "enabled": allocate and container.status == "stopped", "confirm": True})
+    return result
+
+
+def container_page(request, ctid: int, tab: str = "summary"):
+    if tab not in dict(TABS):
+        raise Http404(f"no tab '{tab}'")
+    container = Container.objects.select_related("node", "pool").filter(ctid=ctid).first()
+    if container is None:
+        raise Http404(f"CT {ctid} does not exist (it may have been destroyed)")
+    audit_container(request, container)
+    access = access_for(request)
+    context = {
+        "ct": container, "tabs": TABS, "tab": tab, "buttons": buttons(access, container),
+        "can_config": access.can("VM.Config", container), "digest": container.digest,
+        "page_subscribe": [f"ct/{ctid}"],
+    }
+    if tab == "summary":
+        frame = timeframe(request)
+        context.update(chart=series(f"ct/{ctid}", frame, ("cpu", "memory", "net")), timeframe=frame,
+                       timeframes=TIMEFRAMES)
+    elif tab == "resources":
+        context["values"] = {k: container.config.get(k, "") for k in RESOURCE_KEYS}
+    elif tab == "options":
+        context["values"] = {k: container.config.get(k, "") for k in OPTION_KEYS}
+    elif tab == "network":
+        nics = [{"slot": slot, "raw": container.config[slot], **parse_props(container.config[slot])}
+                for slot in NIC_SLOTS if container.config.get(slot)]
+        used = {n["slot"] for n in nics}
+        edit = request.GET.get("edit")
+        context.update(nics=nics, free_slots=[s for s in NIC_SLOTS if s not in used],
+                       edit=next((n for n in nics if n["slot"] == edit), None),
+                       bridges=container.node.info.get("bridges") or [])
+    elif tab == "snapshots":
+        context.update(snapshots=snapshot_rows(container.snapshots),
+                       can_snapshot=access.can("VM.Snapshot", container))
+    elif tab == "backup":
+        from webui.views.backups import backup_tab_context
+
+        context.update(backup_tab_context(request, container))
+    elif tab == "tasks":
+        context["jobs"] = Job.objects.filter(path=container.path).select_related("node", "user")[:100]
+    context.update(can_console=access.can("VM.Console", container),
+                   can_clone=access.can("VM.Clone", container) and access.can("VM.Allocate", container.node),
+                   next_id=propose_ctid() if tab == "summary" else None)
+    return render(request, "webui/container.html", context)
+
+
+def snapshot_rows(snapshots: list[dict]) -> list[dict]:
+    """The snapshot tree in display order, each with its depth (``pct listsnapshot``'s indentation)."""
+    names = {s["name"] for s in snapshots}
+    children: dict[str | None, list[dict]] = {}
+    for snap in snapshots:
+        parent = snap.get("parent") if snap.get("parent") in names and snap.get("parent") != snap["name"] else None
+        children.setdefault(parent, []).append(snap)
+    rows: list[dict] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for snap in children.get(parent, []):
+            when = datetime.fromtimestamp(snap["snaptime"], UTC) if snap.get("snaptime") else None
+            rows.append({**snap, "depth": depth, "indent": depth * 1.5, "when": when})
+            if snap["name"] != "current":
+                walk(snap["name"], depth + 1)
+
+    walk(None, 0)
+    return rows
+
+
+@require_POST
+def snapshot(request, ctid: int, operation: str):
+    container, gone = container_or_gone(request, ctid)
+    if gone:
+        return gone
+    name = request.POST.get("name", "").strip()
+    description = request.POST.get("description", "")
+    verb = {"snapshot": "snapshot", "rollback": "rollback to", "delete": "deletion of"}.get(operation, operation)
+    return run_action(request, lambda: actions.snapshot(access_for(request), container, operation, name,
+                                                        description, address=client_address(request)),
+                      f"{verb} '{name}' of CT {ctid} queued (job {{job.pk}})",
+                      reverse("ct-tab", args=[ctid, "snapshots"]))
+
+
+@require_POST
+def clone(request, ctid: int):
+    container, gone = container_or_gone(request, ctid)
+    if gone:
+        return gone
+    post = request.POST
+    return run_action(request, lambda: actions.clone(
+        access_for(request), container, post.get("newid"), snapshot_name=post.get("snapshot") or None,
+        full=post.get("full") == "1", storage=post.get("storage") or None, hostname=post.get("hostname") or None,
+        address=client_address(request)),
+        f"clone of CT {ctid} to CT {post.get('newid')} queued (job {{job.pk}})", reverse("ct", args=[ctid]))
+
+
+@require_POST
+def power(request, ctid: int, action: str):
+    container, gone = container_or_gone(request, ctid)
+    if gone:
+        return gone
+    params = {}
+    if action == "shutdown" and request.POST.get("timeout"):
+        try:
+            params["timeout"] = int(request.POST["timeout"])
+        except ValueError:
+            params["timeout"] = request.POST["timeout"]  # refused by the action with a message
+    return run_action(request, lambda: actions.power(access_for(request), container, action, params,
+                                                     address=client_address(request)),
+                      f"{action} of CT {ctid} queued (job {{job.pk}})", reverse("ct", args=[ctid]))
+
+
+@require_POST
+def destroy(request, ctid: int):
+    container, gone = container_or_gone(request, ctid)
+    if gone:
+        return gone
+    force = request.POST.get("force") == "1"
+    return run_action(request, lambda: actions.destroy(access_for(request), container, force=force,
+                                                       address=client_address(request)),
+                      f"destroy of CT {ctid} queued (job {{job.pk}})", reverse("ct", args=[ctid]))
+
+
+def config_changes(container: Container, post) -> tuple[dict, list[str]]:
+    """What a tab's form changes: keys it covers whose value differs; an emptied key is deleted."""
+    changes, delete = {}, []
+    for key in post.getlist("keys"):
+        if key in CHECKBOX_KEYS:
+            value = "1" if post.get(key) else "0"
+        else:
+            value = post.get(key, "").strip() if key != "description" else post.get(key, "")
+        current = str(container.config.get(key, ""))
+        if key in CHECKBOX_KEYS and current in ("", "0") and value == "0":
+            continue
+        if value == current:
+            continue
+        if value == "":
+            delete.append(key)
+        else:
+            changes[key] = value
+    return changes, delete
+
+
+def nic_value(post) -> str:
+    props = {field: post.get(field, "").strip() for field in NIC_FIELDS}
+    props["firewall"] = "1" if post.get("firewall") else ""
+    return ",".join(f"{k}={v}" for k, v in props.items() if v)
+
+
+@require_POST
+def update_config(request, ctid: int):
+    container, gone = container_or_gone(request, ctid)
+    if gone:
+        return gone
+    slot = request.POST.get("slot", "")
+    if request.POST.get("remove") in NIC_SLOTS:
+        changes, delete = {}, [request.POST["remove"]]
+    elif slot:
+        changes, delete = ({slot: nic_value(request.POST)} if slot in NIC_SLOTS else {"slot": slot}), []
+    else:
+        changes, delete = config_changes(container, request.POST)
+    digest = request.POST.get("digest") or None
+    tab = request.POST.get("tab", "summary")
+    return run_action(request, lambda: actions.update_config(access_for(request), container, changes, delete,
+                                                             digest=digest, address=client_address(request)),
+                      f"configuration change of CT {ctid} queued (job {{job.pk}})",
+                      reverse("ct-tab", args=[ctid, tab]))

@@ -1,0 +1,48 @@
+"""The datacenter dashboard and the node page: what runs where, and how busy the nodes are."""
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, render
+
+from webui.access import access_for
+from webui.context import Layout
+from webui.models import Container, Node
+from webui.views.metrics import TIMEFRAMES, latest, series, timeframe
+
+
+def _counts(containers) -> dict:
+    counts = {"running": 0, "stopped": 0, "other": 0, "total": len(containers)}
+    for container in containers:
+        key = container.status if container.status in ("running", "stopped") else "other"
+        counts[key] += 1
+    return counts
+
+
+def dashboard(request):
+    layout = Layout(request)
+    frame = timeframe(request)
+    access = access_for(request)
+    nodes = []
+    for node in Node.objects.all():
+        if "Sys.Audit" not in access.privileges(node.path):
+            continue
+        nodes.append({"node": node, "latest": latest(f"node/{node.name}"),
+                      "chart": series(f"node/{node.name}", frame)})
+    return render(request, "webui/dashboard.html", {
+        "containers": layout.containers, "counts": _counts(layout.containers), "nodes": nodes,
+        "timeframe": frame, "timeframes": TIMEFRAMES, "page_subscribe": [f"node/{n['node'].name}" for n in nodes],
+    })
+
+
+def node_page(request, name: str):
+    node = get_object_or_404(Node, name=name)
+    if "Sys.Audit" not in access_for(request).privileges(node.path):
+        raise PermissionDenied(f"permission denied: Sys.Audit on {node.path} is required to see this node")
+    frame = timeframe(request)
+    containers = list(access_for(request).visible_containers(Container.objects.filter(node=node)
+                                                             .select_related("node")))
+    return render(request, "webui/node.html", {
+        "node": node, "containers": containers, "counts": _counts(containers), "latest": latest(f"node/{name}"),
+        "chart": series(f"node/{name}", frame), "timeframe": frame, "timeframes": TIMEFRAMES,
+        "page_subscribe": [f"node/{name}"],
+    })

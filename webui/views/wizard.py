@@ -1,0 +1,128 @@
+"""The create wizard: one page with a tab per step, each step checked on the server before the next.
+
+``validate_step`` answers with the step's field errors (the page shows them
+beside the fields); ``summary`` runs every step together, as the final
+submit will; ``create`` calls ``actions.create_container`` and lands on the
+new container's page.
+"""
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from webui import actions
+from webui.access import access_for
+from webui.forms.create import STEP_FORMS, STEPS, CreateRequest, propose_ctid
+from webui.jobs import JobRefused
+from webui.models import Node, StoredTemplate
+from webui.views.common import client_address, field_errors, wants_json
+
+FIELD_STEP = {field: step for step, form in STEP_FORMS.items() for field in form.base_fields}
+
+
+def allocatable_nodes(request) -> list[Node]:
+    access = access_for(request)
+    return [n for n in Node.objects.all() if access.can("VM.Allocate", n)]
+
+
+def _forms(request, data=None) -> list[dict]:
+    nodes = allocatable_nodes(request)
+    online = next((n for n in nodes if n.online), nodes[0] if nodes else None)
+    initial = {"general": {"ctid": propose_ctid(), "node": online.name if online else ""}}
+    steps = []
+    for name, label, form_class in STEPS:
+        form = form_class(data) if data is not None else form_class(initial=initial.get(name))
+        if name == "general":
+            form.fields["node"].queryset = Node.objects.filter(pk__in=[n.pk for n in nodes])
+        steps.append({"name": name, "label": label, "form": form})
+    return steps
+
+
+def wizard(request):
+    nodes = allocatable_nodes(request)
+    if not nodes:
+        raise PermissionDenied("permission denied: VM.Allocate on a node is required to create containers")
+    templates = StoredTemplate.objects.filter(node__in=nodes).select_related("node")
+    return render(request, "webui/create.html", {"steps": _forms(request), "templates": templates,
+                                                 "nodes": nodes})
+
+
+def _template_errors(data) -> dict[str, list[str]]:
+    general = STEP_FORMS["general"](data)
+    node = Node.objects.filter(name=data.get("node", "")).first() if "node" not in general.errors else None
+    form = STEP_FORMS["template"](data)
+    if form.is_valid():
+        form.check_on(node)
+    return {k: list(v) for k, v in form.errors.items()}
+
+
+@require_POST
+def validate_step(request, step: str):
+    """The errors of one step (``{}`` when it is fine), keyed by field."""
+    if step not in STEP_FORMS:
+        return JsonResponse({"error": f"no step '{step}'"}, status=404)
+    if step == "template":
+        errors = _template_errors(request.POST)
+    else:
+        form = STEP_FORMS[step](request.POST)
+        form.is_valid()
+        errors = {k: list(v) for k, v in form.errors.items()}
+        if step == "general" and "node" not in errors:
+            node = Node.objects.get(name=request.POST["node"])
+            if not access_for(request).can("VM.Allocate", node):
+                errors["node"] = [f"you may not create containers on node '{node.name}' (VM.Allocate)"]
+    return JsonResponse({"step": step, "errors": errors}, status=200 if not errors else 400)
+
+
+def _summary(create: CreateRequest) -> list[tuple[str, str]]:
+    params = create.job_params()
+    rows = [("Node", create.node.name), ("CT ID", str(create.ctid)), ("Template", params["template"]),
+            ("Root disk", params["rootfs"])]
+    rows += [(key, value) for key, value in create.options().items()]
+    rows.append(("Root password", "set" if params["password"] else "not set"))
+    rows.append(("SSH public keys", "given" if params["ssh_public_keys"] else "none"))
+    return rows
+
+
+@require_POST
+def summary(request):
+    """Every step at once: the first failing step and its errors, or the summary the Confirm tab shows."""
+    create = CreateRequest(request.POST)
+    if not create.is_valid():
+        errors = {k: [str(m) for m in v] for k, v in create.errors.items()}
+        first = next((name for name, _, _ in STEPS if any(FIELD_STEP.get(f) == name for f in errors)), "general")
+        return JsonResponse({"errors": errors, "step": first}, status=400)
+    return JsonResponse({"summary": _summary(create)})
+
+
+@require_POST
+def create(request):
+    if not allocatable_nodes(request):
+        exc = PermissionDenied("permission denied: VM.Allocate on a node is required to create containers")
+        if wants_json(request):
+            return JsonResponse({"error": str(exc)}, status=403)
+        raise exc
+    try:
+        job = actions.create_container(access_for(request), request.POST, address=client_address(request))
+    except PermissionDenied as exc:
+        if wants_json(request):
+            return JsonResponse({"error": str(exc)}, status=403)
+        raise
+    except (ValidationError, JobRefused) as exc:
+        errors = field_errors(exc) if isinstance(exc, ValidationError) else {"__all__": [str(exc)]}
+        first = next((name for name, _, _ in STEPS if any(FIELD_STEP.get(f) == name for f in errors)), "confirm")
+        if wants_json(request):
+            return JsonResponse({"errors": errors, "step": first}, status=400)
+        nodes = allocatable_nodes(request)
+        templates = StoredTemplate.objects.filter(node__in=nodes).select_related("node")
+        return render(request, "webui/create.html", {"steps": _forms(request, request.POST), "templates": templates,
+                                                     "nodes": nodes, "active": first,
+                                                     "general_errors": errors.get("__all__", [])},
+                      status=400)
+    url = reverse("ct", args=[int(job.target)])
+    if wants_json(request):
+        return JsonResponse({"job": job.summary(), "location": url}, status=202)
+    return redirect(url)

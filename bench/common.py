@@ -390,7 +390,7 @@ class Session:
                 return found[-1]
             from engine.builders.debian import build_debian
             print(f"building the Debian template into {TEMPLATE_CACHE} (about a minute)", file=sys.stderr)
-            return build_debian(TEMPLATE_CACHE, progress=lambda m: print(f"  {m}", file=sys.stderr))
+            return build_debian(TEMPLATE_CACHE, progress=lambda _d, _t, m: print(f"  {m}", file=sys.stderr))
         raise ValueError(f"unknown template {kind}")
 
 

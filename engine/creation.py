@@ -225,7 +225,11 @@ class CreationOps:
             config = self.config(ctid)
             if self._running(ctid):
                 raise InvalidState(f"container {ctid} is running; stop it before making a template of it")
-            return make_template(self._rootfs(config), self._idmap(config), self.layout.templates, name)
+            _, driver, vol = self._rootfs_volume(config)
+            # Through the driver: an image or overlay is only a mount point on the host; its tree is
+            # mounted read-only in a private namespace for the packing.
+            with driver.tree(vol) as root:
+                return make_template(root, self._idmap(config), self.layout.templates, name)
 
     def destroy(self, ctid: int, force: bool = False) -> None:
         with container_lock(self.layout, ctid):

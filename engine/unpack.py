@@ -15,10 +15,12 @@ import errno
 import gzip
 import lzma
 import os
+import queue
 import shutil
 import stat
 import tarfile
 import tempfile
+import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +32,7 @@ from .errors import AlreadyExists, EngineError, NotFound, UnsafeArchive, Validat
 from .idmap import IdMap, remap_file_caps
 
 CHUNK = 1 << 20
+TAR_BUFSIZE = 1 << 15  # tarfile's stream copies what is left of its buffer at every read: keep it small
 _ZERO = bytes(CHUNK)
 DIR_FD_CACHE = 64
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -392,9 +395,68 @@ class _Decoded:
             raise tarfile.ReadError(str(err) or type(err).__name__) from err
 
 
-def open_archive(archive: Path, raw: BinaryIO) -> tuple[tarfile.TarFile, _Decoded]:
+class _Prefetch:
+    """Decompresses ahead in a thread: the decoders (zstd, zlib, lzma) and the file reads release
+    the GIL, so decompression runs beside the extraction's system calls instead of between them.
+
+    ``read`` hands out the chunks in order; an error of the thread is raised in the reader, at the
+    point of the stream where it happened. ``close`` stops the thread (it is a daemon, bounded by
+    a small queue, so an abandoned reader never keeps much memory)."""
+
+    def __init__(self, f: _Decoded, where: Callable[[], int], depth: int = 8):
+        self.f, self.where = f, where
+        self.chunks: queue.Queue[tuple[bytes, int] | BaseException] = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.buf, self.pos, self.eof = b"", 0, False
+        self.consumed = 0  # the compressed file's offset at the end of the chunk being read
+        self.thread = threading.Thread(target=self._run, name="unpack-decompress", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        item: tuple[bytes, int] | BaseException
+        while not self.stop.is_set():
+            try:
+                item = (self.f.read(CHUNK), self.where())
+            except BaseException as err:  # noqa: BLE001 - handed to the reading thread
+                item = err
+            while not self.stop.is_set():
+                try:
+                    self.chunks.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not isinstance(item, tuple) or not item[0]:
+                return
+
+    def read(self, n: int = -1) -> bytes:
+        if self.pos >= len(self.buf):
+            if self.eof:
+                return b""
+            item = self.chunks.get()
+            if isinstance(item, BaseException):
+                self.eof = True
+                raise item
+            chunk, self.consumed = item
+            if not chunk:
+                self.eof = True
+                return b""
+            self.buf, self.pos = chunk, 0
+        end = len(self.buf) if n < 0 else min(len(self.buf), self.pos + n)
+        data = self.buf[self.pos:end] if (self.pos, end) != (0, len(self.buf)) else self.buf
+        self.pos = end
+        return data
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def open_archive(archive: Path, raw: BinaryIO, prefetch: bool = False) -> tuple[tarfile.TarFile, _Decoded]:
     """A streaming tar reader over ``raw`` (the open file of ``archive``), whatever its compression.
 
+    With ``prefetch`` the archive is decompressed ahead in a thread (:class:`_Prefetch`); the caller
+    then closes the returned stream when done, and reads how far the archive file was consumed from
+    its ``consumed`` (``raw.tell()`` runs ahead by what the thread decompressed in advance).
     Returns the reader and the decompressed stream (read it to its end to check a final checksum).
     Members come in order, never the whole archive in memory. Compression comes from magic
     bytes (suffixes lie); the stdlib file readers check CRCs and cut-offs: a corrupt stream
@@ -422,10 +484,14 @@ def open_archive(archive: Path, raw: BinaryIO) -> tuple[tarfile.TarFile, _Decode
         f = raw
     else:
         raise ValidationError(f"{archive}: unknown archive format (not a tar, tar.gz, tar.xz or tar.zst)")
-    data = _Decoded(f, errors)
+    data: _Decoded = _Decoded(f, errors)
+    if prefetch:
+        data = cast(_Decoded, _Prefetch(data, raw.tell))
     try:  # stream mode reads the first header already
-        return tarfile.open(fileobj=cast(BinaryIO, data), mode="r|", tarinfo=_Info, bufsize=CHUNK), data
+        return tarfile.open(fileobj=cast(BinaryIO, data), mode="r|", tarinfo=_Info, bufsize=TAR_BUFSIZE), data
     except tarfile.TarError as err:
+        if prefetch:
+            data.close()  # type: ignore[attr-defined]
         detail = f"no data could be decompressed ({fmt})" if fmt != "tar" and str(err) == "empty file" else err
         raise ValidationError(f"{archive}: corrupt or truncated archive: {detail}") from err
 
@@ -459,36 +525,40 @@ def extract_archive(archive: Path, target: Path, idmap: IdMap | None, *,
     except OSError as err:
         raise NotFound(f"archive {archive}: {err.strerror}") from err
     with raw:
-        tar, data = open_archive(archive, raw)
+        tar, data = open_archive(archive, raw, prefetch=True)
+        reader = cast(_Prefetch, data)
         total, current = os.fstat(raw.fileno()).st_size, ""
-        with tar, _staging(target) as tmp:
-            excluded = tuple(tuple(_split(x)) for x in exclude)
-            w = _Writer(tmp, idmap, str(archive), "member", max_bytes, skip_devices, excluded)
-            try:
-                while (m := tar.next()) is not None:
-                    tar.members.clear()  # type: ignore[attr-defined]  # else tarfile keeps every header
-                    current = m.name
-                    if w.stats.members >= max_members:
-                        raise UnsafeArchive(f"{archive}: archive has more than {max_members} members")
-                    e = _member_entry(m)
-                    if not e.kind:
-                        raise w.fail(e, f"unsupported member type {m.type!r}")
-                    w.add(e, tar.extractfile(m) if e.kind == "f" else None)
+        try:
+            with tar, _staging(target) as tmp:
+                excluded = tuple(tuple(_split(x)) for x in exclude)
+                w = _Writer(tmp, idmap, str(archive), "member", max_bytes, skip_devices, excluded)
+                try:
+                    while (m := tar.next()) is not None:
+                        tar.members.clear()  # type: ignore[attr-defined]  # else tarfile keeps every header
+                        current = m.name
+                        if w.stats.members >= max_members:
+                            raise UnsafeArchive(f"{archive}: archive has more than {max_members} members")
+                        e = _member_entry(m)
+                        if not e.kind:
+                            raise w.fail(e, f"unsupported member type {m.type!r}")
+                        w.add(e, tar.extractfile(m) if e.kind == "f" else None)
+                        if progress is not None:
+                            progress(reader.consumed, total)
+                    if not getattr(tar, "caisson_end_seen", False):
+                        raise tarfile.ReadError("no end-of-archive marker")
+                    for _ in range(16):  # read on to the stream's end, so its final checksum is checked
+                        if not data.read(CHUNK):
+                            break
+                    w.finish()
                     if progress is not None:
-                        progress(raw.tell(), total)
-                if not getattr(tar, "caisson_end_seen", False):
-                    raise tarfile.ReadError("no end-of-archive marker")
-                for _ in range(16):  # read on to the stream's end, so its final checksum is checked
-                    if not data.read(CHUNK):
-                        break
-                w.finish()
-                if progress is not None:
-                    progress(total, total)
-            except tarfile.TarError as err:
-                where = f" at member '{current}'" if current else ""
-                raise ValidationError(f"{archive}: corrupt or truncated archive{where}: {err}") from err
-            finally:
-                w.close()
+                        progress(total, total)
+                except tarfile.TarError as err:
+                    where = f" at member '{current}'" if current else ""
+                    raise ValidationError(f"{archive}: corrupt or truncated archive{where}: {err}") from err
+                finally:
+                    w.close()
+        finally:
+            reader.close()
     return w.stats
 
 

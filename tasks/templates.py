@@ -53,22 +53,32 @@ class Build(TemplateJob):
     name = "caisson.templates.build"
 
     def perform(self, ctx: JobContext) -> str:
-        from engine.builders.__main__ import main as build_main
+        from engine.builders import BUILDERS, build
 
         builder = ctx.params.get("builder")
-        if builder not in ("busybox", "debian"):
-            raise ValidationError(f"builder: '{builder}' is not a local builder (busybox, debian)", key="builder")
-        argv = [builder]
+        if builder not in BUILDERS:
+            raise ValidationError(f"builder: '{builder}' is not a local builder ({', '.join(BUILDERS)})",
+                                  key="builder")
+        options = {}
         if builder == "debian":
             if ctx.params.get("suite"):
-                argv += ["--suite", ctx.params["suite"]]
+                options["suite"] = ctx.params["suite"]
             if ctx.params.get("packages"):
-                argv += ["--packages", ",".join(ctx.params["packages"]), "--flavor", ctx.params.get("flavor", "app")]
-        argv += ["--dest", str(self.store().cache)]
-        ctx.log("build " + " ".join(argv))
+                options["packages"] = list(ctx.params["packages"])
+                options["flavor"] = ctx.params.get("flavor", "app")
+        ctx.log(f"build {builder} {options}" if options else f"build {builder}")
         ctx.progress(0, None, f"building {builder}", force=True)
-        if build_main(argv):
-            raise ValidationError(f"the {builder} build failed; see the node's log")
+        last = [""]
+
+        def progress(done: float, total: int, text: str) -> None:
+            if text != last[0] and not text.startswith(("downloading packages", "packing", "unpacking ",
+                                                         "configuring ", "extracting ")):
+                ctx.log(text)  # stage changes go to the log; per-package lines only to the bar
+            last[0] = text
+            ctx.progress(done, total, text)
+
+        path = build(builder, self.store().cache, options, progress=progress, cancel=ctx.cancel_event)
+        ctx.log(f"stored as {path.name}")
         return "OK"
 
 

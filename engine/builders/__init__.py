@@ -21,6 +21,13 @@ Archive conventions shared by every builder, and why:
 zstd is written with the ``zstandard`` module rather than by piping through
 the ``zstd`` binary: the bytes then depend only on the pinned module, not on
 whichever zstd the host has, and there is no child process to manage.
+
+Jobs call :func:`build` (one entry point for every builder) with two hooks:
+``progress(step_done, steps_total, text)``, where ``step_done`` may be
+fractional inside a step (a Debian build counts packages), and ``cancel``, a
+``threading.Event``: once set, the build stops at its next check (a running
+debootstrap is killed with its whole process group), removes its build
+directory and raises :class:`Cancelled`; no template is left in the store.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import cache
@@ -42,9 +50,24 @@ from typing import BinaryIO
 
 import zstandard
 
-from engine.errors import EngineError
+from engine.errors import EngineError, ValidationError
 
 TEMPLATE_SUFFIX = ".tar.zst"
+
+# progress(step_done, steps_total, text); step_done may be fractional within a step.
+Progress = Callable[[float, int, str], None]
+
+
+class Cancelled(EngineError):
+    """The caller cancelled the build; nothing of it was kept."""
+
+    exit_code = 130
+
+
+def check_cancel(cancel: threading.Event | None, what: str = "build") -> None:
+    """Raise :class:`Cancelled` if ``cancel`` is set."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"{what} cancelled; nothing was kept")
 
 # Debian architecture names for ``uname -m``, used when dpkg is absent.
 _MACHINE_TO_DEBIAN = {
@@ -273,12 +296,53 @@ def _version_key(name: str) -> list[tuple[int, int | str]]:
 from engine.builders.busybox import build_busybox  # noqa: E402
 from engine.builders.debian import build_debian  # noqa: E402
 
+BUILDERS = ("busybox", "debian")
+_DEBIAN_OPTIONS = ("suite", "packages", "flavor", "mirror", "timeout")
+
+
+def build(name: str, dest: Path | str | None = None, options: dict | None = None, *,
+          progress: Progress | None = None, cancel: threading.Event | None = None, force: bool = False) -> Path:
+    """Build the template ``name`` (``busybox`` or ``debian``) into ``dest`` and return its path.
+
+    ``dest`` defaults to the store's cache directory. ``options`` are the builder's own: for
+    ``debian``, ``suite``, ``packages`` (a list, or one comma-separated string), ``flavor``,
+    ``mirror`` and ``timeout`` (seconds); ``busybox`` takes none. An existing template is
+    returned as it is unless ``force``. ``progress`` and ``cancel`` are described in the
+    module's documentation; a cancelled build raises :class:`Cancelled`.
+    """
+    options = dict(options or {})
+    dest_dir = Path(dest) if dest is not None else default_template_dir()
+    if name not in BUILDERS:
+        raise ValidationError(f"builder: '{name}' is not a local builder ({', '.join(BUILDERS)})", key="builder")
+    allowed = _DEBIAN_OPTIONS if name == "debian" else ()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValidationError(f"the {name} builder takes no option {', '.join(unknown)}"
+                              + (f" (it takes {', '.join(allowed)})" if allowed else ""), key=unknown[0])
+    check_cancel(cancel)
+    if name == "busybox":
+        return build_busybox(dest_dir, force=force, progress=progress, cancel=cancel)
+    packages = options.pop("packages", None) or []
+    if isinstance(packages, str):
+        packages = [p.strip() for p in packages.split(",") if p.strip()]
+    elif not isinstance(packages, (list, tuple)) or not all(isinstance(p, str) for p in packages):
+        raise ValidationError("packages: a list of Debian package names", key="packages")
+    kwargs = {key: options[key] for key in ("suite", "flavor", "mirror", "timeout") if options.get(key)}
+    return build_debian(dest_dir, extra_packages=packages, progress=progress, cancel=cancel, force=force,
+                        **kwargs)
+
+
 __all__ = [
+    "BUILDERS",
     "TEMPLATE_SUFFIX",
+    "Cancelled",
+    "Progress",
     "add_tree",
     "atomic_file",
+    "build",
     "build_busybox",
     "build_debian",
+    "check_cancel",
     "debian_arch",
     "default_template_dir",
     "existing_templates",

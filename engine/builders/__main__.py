@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.builders import build_busybox, build_debian, default_template_dir
+from engine.builders import build, default_template_dir
 from engine.builders.debian import SUITES
 from engine.errors import EngineError
 
@@ -58,25 +58,29 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _reporter():
+    """A build's progress(step_done, steps_total, text) as lines on stderr, each text once."""
+    last = [""]
+
+    def report(done: float, total: int, text: str) -> None:
+        if text != last[0]:
+            last[0] = text
+            _progress(f"[{min(done / total, 1.0):4.0%}] {text}" if total else text)
+
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the process exit code."""
     args = _parser().parse_args(argv)
     dest = args.dest or default_template_dir()
     started = time.monotonic()
+    options = {}
+    if args.template == "debian":
+        options = {"suite": args.suite, "packages": args.packages, "flavor": args.flavor, "mirror": args.mirror}
     try:
-        if args.template == "busybox":
-            path = build_busybox(dest, force=args.force)
-        else:
-            packages = [p.strip() for p in args.packages.split(",") if p.strip()]
-            path = build_debian(
-                dest,
-                suite=args.suite,
-                extra_packages=packages,
-                progress=_progress,
-                force=args.force,
-                mirror=args.mirror,
-                flavor=args.flavor,
-            )
+        path = build(args.template, dest, {k: v for k, v in options.items() if v}, progress=_reporter(),
+                     force=args.force)
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

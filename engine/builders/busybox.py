@@ -21,9 +21,10 @@ import re
 import struct
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
-from engine.builders import TEMPLATE_SUFFIX, atomic_file, debian_arch, zstd_tar
+from engine.builders import TEMPLATE_SUFFIX, Progress, atomic_file, check_cancel, debian_arch, zstd_tar
 from engine.errors import HostError
 
 DEFAULT_BUSYBOX = Path("/bin/busybox")
@@ -229,19 +230,33 @@ def build_busybox(
     *,
     force: bool = False,
     busybox: Path = DEFAULT_BUSYBOX,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
 ) -> Path:
     """Build the busybox template into ``dest_dir`` and return the tarball's path.
 
     An existing tarball of the same name is returned as is unless ``force``.
+    ``progress(step_done, 2, text)`` is told of the two steps (collecting the
+    members, packing them); ``cancel`` is checked between members, and a
+    cancelled build raises :class:`engine.builders.Cancelled` and keeps nothing.
     """
+    say = progress or (lambda _done, _total, _text: None)
     dest_dir = Path(dest_dir)
+    say(0, 2, f"reading {busybox}")
     version = busybox_version(busybox)
     target = dest_dir / template_name(version)
     if target.exists() and not force:
+        say(2, 2, f"{target.name} is already in the store")
         return target
     members = _members(busybox, version)
+    check_cancel(cancel, "busybox build")
+    say(1, 2, f"packing {len(members)} members into {target.name}")
     dest_dir.mkdir(parents=True, exist_ok=True)
     with atomic_file(target) as fileobj, zstd_tar(fileobj, level=10) as tar:
-        for info, data in members:
+        for done, (info, data) in enumerate(members, 1):
+            check_cancel(cancel, "busybox build")
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
+            if done % 64 == 0:
+                say(1 + done / len(members), 2, f"packing {target.name}: {done} of {len(members)} members")
+    say(2, 2, f"wrote {target.name} ({target.stat().st_size} bytes)")
     return target

@@ -19,22 +19,26 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import selectors
 import shutil
 import signal
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.builders import (
     TEMPLATE_SUFFIX,
+    Progress,
     add_tree,
     atomic_file,
+    check_cancel,
     debian_arch,
     existing_templates,
     mounts_under,
@@ -81,7 +85,6 @@ ff02::1		ip6-allnodes
 ff02::2		ip6-allrouters
 """
 
-Progress = Callable[[str], None]
 
 
 # --- mirror -----------------------------------------------------------------
@@ -197,7 +200,94 @@ def _debootstrap() -> str:
     return path
 
 
-def _run_debootstrap(cmd: list[str], rootfs: Path, progress: Progress | None, timeout: float) -> None:
+class _Steps:
+    """Turns debootstrap's ``I:`` lines into ``progress(step_done, STEPS, text)`` calls.
+
+    Steps: 0 the package index, 1 downloading packages, 2 extracting, unpacking and
+    configuring them, 3 tidying, 4 packing; ``STEPS`` when the template is written.
+    Inside a step ``step_done`` grows with the packages counted: while downloading their
+    number is not known yet (debootstrap resolves them silently), so it is estimated; from
+    then on it is the number of packages validated.
+    """
+
+    STEPS = 5
+    _EXPECTED = 130  # packages of minbase plus the base set, as an estimate while downloading
+
+    def __init__(self, progress: Progress | None, extra: int) -> None:
+        self.progress = progress
+        self.expected = self._EXPECTED + 3 * extra
+        self.validated: set[str] = set()
+        self.installed = 0  # Extracting, Unpacking and Configuring lines
+        self.extracted = 0
+        self.last: tuple[float, str] = (0.0, "starting debootstrap")
+        self.last_sent = 0.0
+
+    def say(self, done: float, text: str) -> None:
+        self.last = (done, text)
+        self.last_sent = time.monotonic()
+        if self.progress is not None:
+            self.progress(done, self.STEPS, text)
+
+    def tick(self) -> None:
+        """Repeat the last report about once a second while debootstrap is silent (a job polls
+        its cancel flag from its progress calls)."""
+        if time.monotonic() - self.last_sent >= 1.0:
+            self.say(*self.last)
+
+    def line(self, line: str) -> None:
+        match = re.match(r"I: (Retrieving|Validating|Extracting|Unpacking|Configuring) (\S+?)(?:\.\.\.)?(?: (\S+))?$",
+                         line)
+        if match is None:
+            if line.startswith("I: "):
+                self.say(self.last[0], f"debootstrap: {line[3:]}")
+            return
+        verb, name, version = match.groups()
+        if verb in ("Retrieving", "Validating") and version is None:  # InRelease, Packages: the index
+            self.say(min(self.last[0], 0.9), f"debootstrap: {line[3:]}")
+            return
+        if verb not in ("Retrieving", "Validating") and version is not None:  # "Unpacking the base system..."
+            self.say(self.last[0], f"debootstrap: {line[3:]}")
+            return
+        if verb == "Validating":
+            self.validated.add(name)
+        if verb in ("Retrieving", "Validating"):
+            count = len(self.validated)
+            self.say(1 + min(0.95, count / max(self.expected, count + 1)),
+                     f"downloading packages: {count} checked ({name})")
+            return
+        total = max(len(self.validated), 1)
+        self.installed += 1
+        if verb == "Extracting":
+            self.extracted += 1
+        expected = 2 * total + max(self.extracted, total // 3)
+        self.say(2 + min(0.99, self.installed / expected), f"{verb.lower()} {name} ({total} packages)")
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM debootstrap's process group, SIGKILL it after ``grace``, and wait until it is empty
+    (dpkg and maintainer scripts in the chroot are in the group too)."""
+    def signal_group(sig: int) -> bool:
+        try:
+            os.killpg(proc.pid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+
+    signal_group(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    signal_group(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + grace
+    while signal_group(0) and time.monotonic() < deadline:  # members that outlived the leader
+        signal_group(signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def _run_debootstrap(cmd: list[str], rootfs: Path, steps: _Steps, timeout: float,
+                     cancel: threading.Event | None) -> None:
     env = dict(os.environ, PATH=_SBIN_PATH, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
     tail: deque[str] = deque(maxlen=25)
     proc = subprocess.Popen(
@@ -205,56 +295,62 @@ def _run_debootstrap(cmd: list[str], rootfs: Path, progress: Progress | None, ti
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
         env=env,
         start_new_session=True,  # its own process group, so a kill reaches dpkg & co.
     )
-    timed_out = threading.Event()
-
-    def kill_group(sig: int) -> None:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-
-    def on_timeout() -> None:
-        timed_out.set()
-        kill_group(signal.SIGTERM)
-        # Whatever ignores SIGTERM would keep the output pipe open for ever.
-        escalate = threading.Timer(30, kill_group, [signal.SIGKILL])
-        escalate.daemon = True
-        escalate.start()
-
-    timer = threading.Timer(timeout, on_timeout)
-    timer.daemon = True
-    timer.start()
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    pending = b""
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            if line:
-                tail.append(line)
-                if progress:
-                    progress(f"debootstrap: {line}")
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while True:
+                check_cancel(cancel, "Debian build")
+                if time.monotonic() > deadline:
+                    raise EngineError(f"debootstrap did not finish within {timeout:.0f} s")
+                if not selector.select(timeout=0.2):
+                    steps.tick()
+                    continue
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                *lines, pending = (pending + chunk).split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").rstrip()
+                    if line:
+                        tail.append(line)
+                        steps.line(line)
         code = proc.wait()
     except BaseException:
-        # Interrupted: debootstrap's own exit trap unmounts what it mounted.
-        kill_group(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            kill_group(signal.SIGKILL)
-            proc.wait()
+        # Cancelled, timed out or interrupted: stop the whole group before the caller removes
+        # the build directory (debootstrap's own exit trap may unmount; the caller makes sure).
+        _stop_group(proc)
         raise
     finally:
-        timer.cancel()
-    if timed_out.is_set():
-        raise EngineError(f"debootstrap did not finish within {timeout:.0f} s")
+        proc.stdout.close()
     if code != 0:
         log = rootfs / "debootstrap" / "debootstrap.log"
         details = list(tail)
         if log.is_file():
             details += ["-- debootstrap.log --", *log.read_text(errors="replace").splitlines()[-15:]]
         raise EngineError(f"debootstrap failed (exit code {code}):\n" + "\n".join(details))
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes of the regular files below ``root`` on its file system (the packing step's total)."""
+    total, stack, dev = 0, [os.fspath(root)], os.lstat(root).st_dev
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if st.st_dev != dev:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    total += st.st_size
+    return total
 
 
 # --- tidy-up ----------------------------------------------------------------
@@ -343,6 +439,7 @@ def build_debian(
     mirror: str | None = None,
     flavor: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    cancel: threading.Event | None = None,
 ) -> Path:
     """Build a Debian template into ``dest_dir`` and return the tarball's path.
 
@@ -351,22 +448,29 @@ def build_debian(
     ``custom-<hash>`` flavor instead of ``standard``. An existing template of
     the same suite, flavor and release is returned as is unless ``force``.
     Needs root, debootstrap and the network to the mirror.
+
+    ``progress(step_done, 5, text)`` follows debootstrap's stages (see :class:`_Steps`),
+    then tidying and packing. Once ``cancel`` is set, debootstrap's process group is
+    killed, the build directory unmounted and removed, and :class:`engine.builders.Cancelled`
+    raised; as on any failure, no template (and no partial file) is left in ``dest_dir``.
     """
     dest_dir = Path(dest_dir)
     extra_packages = list(extra_packages)
     flavor = _check_args(suite, extra_packages, flavor)
     arch = debian_arch()
     stem = template_stem(suite, flavor)
+    steps = _Steps(progress, len(extra_packages))
     if not force:
         found = existing_templates(dest_dir, f"{stem}_*-{RELEASE}_{arch}{TEMPLATE_SUFFIX}")
         if found:
+            steps.say(steps.STEPS, f"{found[-1].name} is already in the store")
             return found[-1]
     debootstrap = _debootstrap()
     if os.geteuid() != 0:
         raise HostError("building the Debian template needs root (debootstrap chroots and creates device nodes)")
     mirror = mirror or find_mirror()
+    check_cancel(cancel, "Debian build")
 
-    say = progress or (lambda _message: None)
     created_dest = not dest_dir.exists()
     dest_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(dir=dest_dir, prefix=".debian-build-"))
@@ -384,18 +488,34 @@ def build_debian(
             mirror,
         ]
         started = time.monotonic()
-        say(f"running debootstrap {suite} from {mirror} (minbase + {len(packages)} packages)")
-        _run_debootstrap(cmd, rootfs, progress, timeout)
-        say(f"debootstrap done in {time.monotonic() - started:.0f} s; tidying the rootfs")
+        steps.say(0, f"running debootstrap {suite} from {mirror} (minbase + {len(packages)} packages)")
+        _run_debootstrap(cmd, rootfs, steps, timeout, cancel)
+        check_cancel(cancel, "Debian build")
+        steps.say(3, f"debootstrap done in {time.monotonic() - started:.0f} s "
+                     f"({len(steps.validated)} packages); tidying the rootfs")
         unmount_under(workdir)  # debootstrap unmounts what it mounted; make sure
         if mounts_under(workdir):  # never empty /dev or /proc through a live mount
             raise EngineError(f"still mounted below {workdir}: {', '.join(mounts_under(workdir))}")
         tidy_rootfs(rootfs)
         target = dest_dir / f"{stem}_{_template_version(rootfs)}-{RELEASE}_{arch}{TEMPLATE_SUFFIX}"
-        say(f"packing {target.name}")
+        total = max(_tree_bytes(rootfs), 1)
+        packed = [0, 0.0]  # bytes, last report
+
+        def member(info: tarfile.TarInfo) -> tarfile.TarInfo:
+            check_cancel(cancel, "Debian build")
+            if info.isreg():
+                packed[0] += info.size
+                now = time.monotonic()
+                if now - packed[1] >= 0.25:
+                    packed[1] = now
+                    steps.say(4 + min(packed[0] / total, 0.99),
+                              f"packing {target.name}: {packed[0] >> 20} of {total >> 20} MiB")
+            return info
+
+        steps.say(4, f"packing {target.name}")
         with atomic_file(target) as fileobj, zstd_tar(fileobj, level=10, threads=-1) as tar:
-            count = add_tree(tar, rootfs)
-        say(f"wrote {target} ({count} members, {target.stat().st_size >> 20} MiB)")
+            count = add_tree(tar, rootfs, member)
+        steps.say(steps.STEPS, f"wrote {target} ({count} members, {target.stat().st_size >> 20} MiB)")
         ok = True
         return target
     finally:

@@ -5,7 +5,10 @@ file capabilities back to the v2 form a normal rootfs carries), so the archive
 is like any downloaded template. What identifies the container is left out:
 SSH host keys (the engine runs the container's ``ssh-keygen -A`` before init at its next start),
 ``/etc/machine-id`` (emptied: systemd writes a new one at first boot), the
-hostname (set by the engine at every start), DHCP leases and shell history.
+hostname (set by the engine at every start), DHCP leases and shell history;
+``lost+found`` (the file system's, on an image volume) is left out too.
+The tree is read through the storage driver (``Driver.tree``): an image or
+overlay volume is mounted read-only in a private mount namespace for the packing.
 The MAC lives in the container's config, not in its rootfs.
 """
 from __future__ import annotations
@@ -20,8 +23,8 @@ from engine.errors import AlreadyExists, ValidationError
 from engine.idmap import IdMap
 from engine.templates.aplinfo import check_template_name
 
-DROPPED = ["./etc/ssh/ssh_host_*", "./var/lib/dhcp/*.leases", "./var/lib/dhcpcd/*", "./root/.bash_history",
-           "./root/.ash_history", "./var/lib/systemd/random-seed"]
+DROPPED = ["./lost+found", "./etc/ssh/ssh_host_*", "./var/lib/dhcp/*.leases", "./var/lib/dhcpcd/*",
+           "./root/.bash_history", "./root/.ash_history", "./var/lib/systemd/random-seed"]
 EMPTIED = {"./etc/machine-id", "./var/lib/dbus/machine-id"}
 HOSTNAME = b"localhost\n"
 CAP_XATTR = "SCHILY.xattr.security.capability"

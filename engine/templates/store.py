@@ -18,6 +18,7 @@ import re
 import shutil
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,23 +113,7 @@ class TemplateStore:
     def _fetch(self, source: Source) -> tuple[dict[str, bytes], bool, int]:
         check_url(source.url)
         if source.type == "aplinfo":
-            data = fetch(source.url)
-            entries = aplinfo.parse_aplinfo(_text(data, source.id), source.url, source.id)
-            files = {"aplinfo.dat": data}
-            if source.keyring:
-                signature = None
-                for suffix in (".asc", ".gpg"):
-                    try:
-                        signature = fetch(source.url + suffix, max_bytes=1 << 20)
-                        break
-                    except DownloadError:
-                        continue
-                if signature is None:
-                    raise ValidationError(f"source {source.id}: no signature at {source.url}.asc or .gpg",
-                                          key="signature")
-                aplinfo.verify_signature(data, signature, Path(source.keyring))
-                files["aplinfo.dat.sig"] = signature
-            return files, bool(source.keyring), len(entries)
+            return self._fetch_aplinfo(source)
         base = source.url if source.url.endswith("/") else source.url + "/"
         index_url = aplinfo.resolve_location(base, "streams/v1/index.json")
         index = fetch(index_url)
@@ -136,6 +121,51 @@ class TemplateStore:
         images = fetch(images_url)
         entries = simplestreams.parse_images(images, base, source.id)
         return {"index.json": index, "images.json": images}, False, len(entries)
+
+    def _fetch_aplinfo(self, source: Source) -> tuple[dict[str, bytes], bool, int]:
+        """The index as the URL names it (``aplinfo.dat`` or ``aplinfo.dat.gz``), else the other form;
+        with a keyring, its detached signature, checked as ``pveam`` does."""
+        plain_url = source.url[:-3] if source.url.endswith(".gz") else source.url
+        other = plain_url if source.url.endswith(".gz") else source.url + ".gz"
+        raw, error = None, None
+        for url in (source.url, other):
+            try:
+                raw = fetch(url)
+                break
+            except DownloadError as exc:
+                error = error or exc
+        if raw is None:
+            assert error is not None
+            raise error
+        data = _gunzip(raw, source.id) if raw[:2] == b"\x1f\x8b" else raw
+        entries = aplinfo.parse_aplinfo(_text(data, source.id), source.url, source.id)
+        files = {"aplinfo.dat": data}
+        if source.keyring:
+            files["aplinfo.dat.sig"] = self._check_signature(source, plain_url, data, raw)
+        return files, bool(source.keyring), len(entries)
+
+    @staticmethod
+    def _check_signature(source: Source, plain_url: str, data: bytes, raw: bytes) -> bytes:
+        """Proxmox publishes ``aplinfo.dat.asc`` beside ``aplinfo.dat.gz``, signing the uncompressed
+        index (``pveam`` gunzips, then runs gpgv on the result); a signature named after the compressed
+        file (``aplinfo.dat.gz.asc``) may sign either. Returns the signature that verified."""
+        names = [plain_url + ".asc", plain_url + ".gpg"]
+        if raw is not data:
+            names.append(plain_url + ".gz.asc")
+        for url in names:
+            try:
+                signature = fetch(url, max_bytes=1 << 20)
+            except DownloadError:
+                continue
+            try:
+                aplinfo.verify_signature(data, signature, Path(source.keyring or ""))
+            except ValidationError:
+                if raw is data:
+                    raise
+                aplinfo.verify_signature(raw, signature, Path(source.keyring or ""))  # over the .gz itself
+            return signature
+        raise ValidationError(f"source {source.id}: no signature at {plain_url}.asc, .gpg"
+                              + (" or .gz.asc" if raw is not data else ""), key="signature")
 
     @staticmethod
     def _swap(staging: Path, target: Path) -> None:
@@ -202,6 +232,24 @@ class TemplateStore:
         if not path.is_file() or path.is_symlink():
             raise NotFound(f"no template {name!r} in {self.cache}")
         path.unlink()
+
+
+MAX_INDEX = 64 << 20
+
+
+def _gunzip(raw: bytes, source_id: str) -> bytes:
+    """A gzip-compressed index, refusing a corrupt one or one that expands beyond ``MAX_INDEX``."""
+    decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = decoder.decompress(raw, MAX_INDEX + 1)
+        if len(data) > MAX_INDEX or decoder.unconsumed_tail:
+            raise ValidationError(f"source {source_id}: the index expands beyond {MAX_INDEX} bytes")
+        data += decoder.flush()
+    except zlib.error as exc:
+        raise ValidationError(f"source {source_id}: the index is not valid gzip: {exc}") from None
+    if not decoder.eof:
+        raise ValidationError(f"source {source_id}: the gzip index is cut short")
+    return data
 
 
 def _text(data: bytes, source_id: str) -> str:

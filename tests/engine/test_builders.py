@@ -15,8 +15,10 @@ import posixpath
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +27,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from engine.builders import atomic_file, build_busybox, build_debian, debian_arch, mounts_under
+from engine.builders import Cancelled, atomic_file, build, build_busybox, build_debian, debian_arch, mounts_under
 from engine.builders.busybox import DEFAULT_BUSYBOX, FIXED_MTIME
 from engine.builders.debian import _check_args, find_mirror
 from engine.errors import EngineError, HostError, ValidationError
@@ -188,6 +190,44 @@ def test_busybox_dynamic_binary_is_refused(tmp_path: Path) -> None:
         build_busybox(tmp_path, busybox=Path("/bin/ls"))
 
 
+def test_busybox_build_reports_progress_to_completion(tmp_path: Path) -> None:
+    seen: list[tuple[float, int, str]] = []
+    path = build("busybox", tmp_path, progress=lambda done, total, text: seen.append((done, total, text)))
+    assert path.is_file() and [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert len(seen) >= 3
+    assert all(total == 2 for _, total, _ in seen)
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)  # never goes back
+    assert seen[0][0] == 0 and seen[-1][0] == 2 and path.name in seen[-1][2]
+    assert any(0 < d < 2 and "packing" in text for d, _, text in seen)
+    again: list[tuple[float, int, str]] = []
+    assert build("busybox", tmp_path, progress=lambda *a: again.append(a)) == path  # already there
+    assert again[-1][:2] == (2, 2)
+
+
+def test_busybox_cancel_leaves_nothing(tmp_path: Path) -> None:
+    cancel = threading.Event()
+
+    def progress(done: float, total: int, text: str) -> None:
+        if done > 1:  # half-way through packing
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        build("busybox", tmp_path, progress=progress, cancel=cancel)
+    assert cancel.is_set() and list(tmp_path.iterdir()) == []
+
+
+def test_build_refuses_unknown_builders_and_options(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="not a local builder"):
+        build("alpine", tmp_path)
+    with pytest.raises(ValidationError, match="takes no option suite"):
+        build("busybox", tmp_path, {"suite": "bookworm"})
+    with pytest.raises(ValidationError, match="takes no option colour"):
+        build("debian", tmp_path, {"colour": "blue"})
+    with pytest.raises(ValidationError, match="not a valid Debian package name"):
+        build("debian", tmp_path, {"packages": "curl,Bad Name"})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_atomic_file_leaves_nothing_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "t.tar.zst"
     with pytest.raises(RuntimeError), atomic_file(target) as fileobj:
@@ -303,6 +343,49 @@ def test_debian_failed_debootstrap_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="debootstrap failed"):
         build_debian(dest, mirror="http://127.0.0.1:9/debian", timeout=120)
     assert not dest.exists()
+    assert mounts_under(tmp_path) == []
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not (IS_ROOT and HAS_DEBOOTSTRAP), reason="needs root and debootstrap")
+def test_debian_cancel_kills_debootstrap_and_leaves_nothing(tmp_path: Path) -> None:
+    """Cancelled while debootstrap waits on its mirror (a loopback socket that never answers): the
+    whole process group goes, and neither the build directory nor a template stays."""
+    dest = tmp_path / "out"
+    cancel = threading.Event()
+    seen: list[tuple[float, int, str]] = []
+    running: list[list[int]] = []
+
+    def progress(done: float, total: int, text: str) -> None:
+        seen.append((done, total, text))
+        if text.startswith("debootstrap:") and not cancel.is_set():
+            running.append(_processes_mentioning(str(dest)))  # debootstrap and its wget, still there
+            cancel.set()
+
+    with socket.socket() as mirror:
+        mirror.bind(("127.0.0.1", 0))
+        mirror.listen(16)  # connections complete in the backlog and are never answered
+        port = mirror.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(Cancelled):
+            build("debian", dest, {"mirror": f"http://127.0.0.1:{port}/debian", "timeout": 120},
+                  progress=progress, cancel=cancel)
+    assert time.monotonic() - started < 60
+    assert seen[0][:2] == (0, 5) and cancel.is_set()
+    assert running and running[0], "debootstrap was not running when the build was cancelled"
+    assert _processes_mentioning(str(dest)) == []
+    assert not dest.exists()  # made by the build, so removed with it
     assert mounts_under(tmp_path) == []
 
 

@@ -1,6 +1,7 @@
 """Template catalog over a loopback HTTP server: update, available, download, resume, lock, signature."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import io
@@ -209,23 +210,40 @@ def test_bad_index_keeps_old_cache(store, server):
     assert main(["--root", str(store.root), "update", "pve"]) == 2
 
 
-@pytest.mark.skipif(not (shutil.which("gpg") and shutil.which("gpgv")), reason="gpg and gpgv are not installed")
-def test_signed_index(store, server, tmp_path):
-    home = tmp_path / "gnupg"
+HAS_GPG = bool(shutil.which("gpg") and shutil.which("gpgv"))
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory):
+    """A throw-away signing key: yields (keyring path, sign(file, output))."""
+    if not HAS_GPG:
+        pytest.skip("gpg and gpgv are not installed")
+    base = tmp_path_factory.mktemp("gpg")
+    home = base / "gnupg"
     home.mkdir(mode=0o700)
     env = dict(os.environ, GNUPGHOME=str(home))
     gpg = ["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
     try:
         subprocess.run(gpg + ["--quick-gen-key", "Caisson Test <test@example.invalid>", "ed25519", "sign", "never"],
                        env=env, check=True, capture_output=True, timeout=60)
-        keyring = tmp_path / "keyring.gpg"
+        keyring = base / "keyring.gpg"
         keyring.write_bytes(subprocess.run(["gpg", "--batch", "--export"], env=env, check=True,
                                            capture_output=True, timeout=30).stdout)
-        data = server.www / "aplinfo.dat"
-        subprocess.run(gpg + ["--armor", "--detach-sign", "-o", str(data) + ".asc", str(data)],
-                       env=env, check=True, capture_output=True, timeout=60)
+
+        def sign(path: Path, output: Path) -> None:
+            output.unlink(missing_ok=True)
+            subprocess.run(gpg + ["--armor", "--detach-sign", "-o", str(output), str(path)],
+                           env=env, check=True, capture_output=True, timeout=60)
+
+        yield keyring, sign
     finally:
         subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True, check=False)
+
+
+def test_signed_index(store, server, signer):
+    keyring, sign = signer
+    data = server.www / "aplinfo.dat"
+    sign(data, server.www / "aplinfo.dat.asc")
     store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat",
                         "keyring": str(keyring)}])
     assert store.update("pve") == {"pve": 2} and store.trusted("pve")
@@ -233,3 +251,93 @@ def test_signed_index(store, server, tmp_path):
     with pytest.raises(ValidationError, match="bad signature"):
         store.update("pve")
     assert store.trusted("pve") and [e.version for e in store.available("mail")["mail"]] == ["1.0"]
+
+
+def gzip_index(server, keep_plain: bool = False) -> bytes:
+    """Publish aplinfo.dat.gz (and drop aplinfo.dat unless ``keep_plain``); returns the plain bytes."""
+    plain = (server.www / "aplinfo.dat").read_bytes()
+    (server.www / "aplinfo.dat.gz").write_bytes(gzip.compress(plain))
+    if not keep_plain:
+        (server.www / "aplinfo.dat").unlink()
+    return plain
+
+
+def test_gzip_index_named_by_the_source(store, server):
+    plain = gzip_index(server)
+    store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat.gz"}])
+    assert store.update("pve") == {"pve": 2}
+    assert (store.index_dir / "pve" / "aplinfo.dat").read_bytes() == plain  # kept uncompressed
+    assert store.find(NAME).location == server.base + f"system/{NAME}"
+    assert [p for p, _ in server.log][-1] == "/aplinfo.dat.gz"
+
+
+def test_gzip_index_preferred_when_named_and_fallbacks(store, server):
+    gzip_index(server, keep_plain=True)
+    store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat.gz"}])
+    server.log.clear()
+    assert store.update("pve") == {"pve": 2}
+    assert [p for p, _ in server.log] == ["/aplinfo.dat.gz"]
+    # A plain URL whose server has only the compressed index falls back to it ...
+    (server.www / "aplinfo.dat").unlink()
+    store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat"}])
+    server.log.clear()
+    assert store.update("pve") == {"pve": 2}
+    assert [p for p, _ in server.log] == ["/aplinfo.dat", "/aplinfo.dat.gz"]
+    # ... and a .gz URL whose server has only the plain one falls back the other way.
+    (server.www / "aplinfo.dat").write_bytes(gzip.decompress((server.www / "aplinfo.dat.gz").read_bytes()))
+    (server.www / "aplinfo.dat.gz").unlink()
+    store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat.gz"}])
+    assert store.update("pve") == {"pve": 2}
+
+
+@pytest.mark.parametrize("body, words", [
+    (gzip.compress(b"")[:10] + b"\xff" * 20, "not valid gzip"),  # a reserved deflate block type
+    (gzip.compress(b"Package: x\n" * 50)[:-12], "cut short"),
+])
+def test_bad_gzip_index_keeps_old_cache(store, server, body, words):
+    gzip_index(server, keep_plain=True)
+    store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat.gz"}])
+    assert store.update("pve") == {"pve": 2}
+    (server.www / "aplinfo.dat.gz").write_bytes(body)
+    with pytest.raises(ValidationError, match=words):
+        store.update("pve")
+    assert store.find(NAME).name == NAME  # the index of the last good update stays in use
+
+
+def test_gzip_bomb_index_is_refused(store, server, monkeypatch):
+    from engine.templates import store as store_module
+
+    plain = gzip_index(server)
+    monkeypatch.setattr(store_module, "MAX_INDEX", len(plain) - 1)
+    store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat.gz"}])
+    with pytest.raises(ValidationError, match=f"expands beyond {len(plain) - 1} bytes"):
+        store.update("pve")
+
+
+def test_signed_gzip_index_as_proxmox_publishes_it(store, server, signer):
+    """aplinfo.dat.gz with aplinfo.dat.asc beside it, signing the uncompressed index (pveam
+    gunzips and then runs gpgv on the result)."""
+    keyring, sign = signer
+    sign(server.www / "aplinfo.dat", server.www / "aplinfo.dat.asc")
+    gzip_index(server)
+    store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat.gz",
+                        "keyring": str(keyring)}])
+    assert store.update("pve") == {"pve": 2} and store.trusted("pve")
+    assert "/aplinfo.dat.asc" in [p for p, _ in server.log]
+    tampered = gzip.decompress((server.www / "aplinfo.dat.gz").read_bytes()).replace(b"Version: 1.0", b"Version: 6.6")
+    (server.www / "aplinfo.dat.gz").write_bytes(gzip.compress(tampered))
+    with pytest.raises(ValidationError, match="bad signature"):
+        store.update("pve")
+    (server.www / "aplinfo.dat.asc").unlink()
+    with pytest.raises(ValidationError, match="no signature"):
+        store.update("pve")
+    assert store.trusted("pve") and [e.version for e in store.available("mail")["mail"]] == ["1.0"]
+
+
+def test_signature_over_the_compressed_file_is_accepted(store, server, signer):
+    keyring, sign = signer
+    gzip_index(server)
+    sign(server.www / "aplinfo.dat.gz", server.www / "aplinfo.dat.gz.asc")
+    store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat.gz",
+                        "keyring": str(keyring)}])
+    assert store.update("pve") == {"pve": 2} and store.trusted("pve")

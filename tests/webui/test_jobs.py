@@ -93,3 +93,21 @@ def test_jobs_on_one_container_run_in_order(agent, node, stored_busybox, ctid_fa
     assert started.status == "ok", started.message
     assert started.started >= created.ended
     wait_job(submit("vzstop", node, f"/ct/{ctid}", str(ctid)))
+
+
+def test_a_busybox_build_job_reports_progress_and_fills_the_store(agent, node, engine):
+    from webui.models import StoredTemplate
+
+    job = wait_job(submit("tmplbuild", node, node.path, "busybox", params={"builder": "busybox"}))
+    assert job.status == "ok", job.message
+    assert job.progress == 1.0
+    texts = list(job.lines.order_by("seq").values_list("text", flat=True))
+    assert texts[1] == "build busybox" and texts[-2].startswith("stored as busybox-")
+    name = texts[-2].removeprefix("stored as ")
+    assert (engine.layout.templates / name).is_file()
+    assert StoredTemplate.objects.filter(node=node, name=name).exists()
+
+
+def test_an_unknown_builder_fails_with_the_choices(agent, node):
+    job = wait_job(submit("tmplbuild", node, node.path, "nothing", params={"builder": "nothing"}))
+    assert job.status == "error" and "busybox" in job.message and "debian" in job.message

@@ -293,3 +293,14 @@ def test_login_throttling_per_address(make_user, settings):
     assert response.status_code == 429
     other = Client(REMOTE_ADDR="192.0.2.8")
     assert other.post("/login/", {"username": "dave", "password": PASSWORD}).status_code == 302
+
+
+def test_the_admin_lists_grants_and_keeps_built_in_roles_and_the_audit_log_read_only(make_user, world, roles):
+    admin = login(make_user, superuser=True)
+    for url in ("/admin/webui/accessentry/", "/admin/webui/role/", "/admin/webui/auditentry/",
+                "/admin/webui/container/", "/admin/webui/apitoken/", "/admin/auth/user/"):
+        assert admin.get(url).status_code == 200, url
+    builtin = roles["Administrator"]
+    assert admin.post(f"/admin/webui/role/{builtin.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert admin.get("/admin/webui/auditentry/add/").status_code == 403
+    assert admin.get("/admin/webui/container/add/").status_code == 403

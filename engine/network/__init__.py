@@ -10,6 +10,10 @@ What the rest of the engine calls:
 - on set while running: ``hotplug`` per changed interface;
 - for status: ``interfaces``.
 
+``tag=N`` on a bridge that is not VLAN-aware puts the interface on a per-tag
+bridge ``<bridge>v<N>`` with VLAN devices of the bridge's ports, as Proxmox
+does (``vlanbridge``); on a VLAN-aware bridge the tag is the port's PVID.
+
 pyroute2 (about 130 ms) is imported only by ``netlink`` and only when a call
 needs it; the package itself takes about 20 ms to import, so the engine should
 import it inside the verbs that touch the network, not at module level.
@@ -24,6 +28,7 @@ from engine.network.hotplug import hotplug
 from engine.network.nics import Nic, check_names, from_config, generate_mac, host_veth, parse_nic, with_mac
 from engine.network.pool import Others, allocate, check_collisions, claims, node_lock
 from engine.network.veth import host_side, interfaces, prepare_nics, teardown_nics
+from engine.network.vlanbridge import check as check_vlan
 
 __all__ = ["Bridge", "Nic", "NodeNetwork", "from_config", "generate_mac", "host_side", "host_veth", "hotplug",
            "interfaces", "node_lock", "parse_nic", "prepare_nics", "resolve", "teardown_nics", "validate"]
@@ -42,6 +47,7 @@ def resolve(ctid: int, nics: list[Nic], node: NodeNetwork, others: Others) -> li
             if nic.bridge is None:
                 raise ValidationError(f"{nic.key}: ip=pool needs a bridge with a pool", key=nic.key)
             bridge = _bridge(nic, node)
+            check_vlan(nic, bridge)  # no pool address for a tag on a bridge that is not VLAN-aware
             taken = list(claims(bridge.name, others, exclude=ctid)) + drawn.setdefault(bridge.name, [])
             taken += [n.ipv4.ip for n in nics if n.bridge == bridge.name and n.ipv4 is not None]
             try:
@@ -57,7 +63,8 @@ def resolve(ctid: int, nics: list[Nic], node: NodeNetwork, others: Others) -> li
 
 def validate(ctid: int, nics: list[Nic], node: NodeNetwork, others: Others) -> None:
     """Everything about ``nics`` that needs the node: bridges exist and can carry the VLANs, no address or
-    MAC is another container's on the same bridge.  ``others``: the other containers' interfaces."""
+    MAC is another container's on the same bridge (whatever the tag).  ``others``: the other containers'
+    interfaces."""
     check_names(nics)
     bridges: dict[str, Bridge] = {}
     for nic in nics:
@@ -69,9 +76,7 @@ def validate(ctid: int, nics: list[Nic], node: NodeNetwork, others: Others) -> N
                 raise ValidationError(f"{nic.key}: a VLAN tag needs a bridge", key=nic.key)
             continue
         bridge = bridges[nic.bridge] = _bridge(nic, node)
-        if (nic.tag or nic.trunks) and not bridge.vlan_aware:
-            raise ValidationError(f"{nic.key}: VLAN tag/trunks need a VLAN-aware bridge; '{bridge.name}' is not "
-                                  "(bridge-vlan-aware yes)", key=nic.key)
+        check_vlan(nic, bridge)
         if nic.mtu and bridge.mtu and nic.mtu > bridge.mtu:
             raise ValidationError(f"{nic.key}: mtu {nic.mtu} is above the MTU {bridge.mtu} of bridge "
                                   f"'{bridge.name}'", key=nic.key)

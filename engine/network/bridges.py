@@ -91,7 +91,7 @@ class NodeNetwork:
         try:
             if info is None:
                 index = netlink.create_bridge(ipr, bridge.name, bridge.vlan_aware, bridge.mtu or 1500,
-                                              None if bridge.ports else _stable_mac(bridge.name))
+                                              None if bridge.ports else stable_mac(bridge.name))
             elif info["kind"] != "bridge":
                 raise HostError(f"bridge '{bridge.name}': the host has an interface of that name that is not a bridge")
             else:
@@ -136,7 +136,7 @@ class NodeNetwork:
                     remove_nat(stale[table])
 
 
-def _stable_mac(name: str) -> str:
+def stable_mac(name: str) -> str:
     """A fixed MAC for a bridge without ports, so it does not change as containers come and go
     (a bridge otherwise takes its lowest port's MAC).  Bridges with ports keep the uplink's, as in Proxmox."""
     try:

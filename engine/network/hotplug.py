@@ -1,7 +1,9 @@
 """Changing a running container's interfaces: add, remove, or change one in place, with no restart.
 
 In place: bridge, VLANs, MTU, rate, link state, addresses and routes.  A new
-name or MAC re-creates the interface (the container sees it go and come
+tag on a bridge that is not VLAN-aware moves the host end to the other
+per-tag bridge (``vlanbridge``), and the one it leaves goes once unused.  A
+new name or MAC re-creates the interface (the container sees it go and come
 back).  Each step registers its inverse, so a change that fails half-way
 puts back what it had done.
 """
@@ -12,10 +14,23 @@ from functools import partial
 from typing import Any
 
 from engine.errors import ValidationError
-from engine.network import netlink, tc
+from engine.network import netlink, tc, vlanbridge
 from engine.network.bridges import Bridge, NodeNetwork
 from engine.network.nics import Nic, host_veth
-from engine.network.veth import configure_inside, nic_bridge, nic_mac, nic_mtu, plug, set_vlans, step, sysfs, unplug
+from engine.network.veth import (
+    SYS_NET,
+    attach_to,
+    configure_inside,
+    nic_bridge,
+    nic_mac,
+    nic_mtu,
+    plug,
+    set_vlans,
+    step,
+    sysfs,
+    tagged_lock,
+    unplug,
+)
 from engine.reverter import Reverter
 
 
@@ -26,6 +41,7 @@ def hotplug(ctid: int, init_pid: int, old: Nic | None, new: Nic | None, node: No
     if new is None:
         with netlink.host() as ipr:
             unplug(ipr, ctid, old.index)
+        vlanbridge.sweep()
         return
     if old is not None and old.index != new.index:
         raise ValidationError(f"{new.key}: a change keeps its index (got {old.key})", key=new.key)
@@ -34,6 +50,7 @@ def hotplug(ctid: int, init_pid: int, old: Nic | None, new: Nic | None, node: No
         same_link = old is not None and old.name == new.name and nic_mac(ctid, old) == nic_mac(ctid, new)
         if old is not None and plugged and same_link:
             _change(ipr, ns, ctid, old, new, node)
+            vlanbridge.sweep()  # the per-tag bridge it left, if no one else is on it
             return
         if old is None and plugged:
             raise ValidationError(f"{new.key}: the container already has this interface", key=new.key)
@@ -46,6 +63,7 @@ def hotplug(ctid: int, init_pid: int, old: Nic | None, new: Nic | None, node: No
                                       key=new.key)
             _replug(ipr, ns, ctid, new, node, init_pid)
             revert.success()
+    vlanbridge.sweep()
 
 
 def _replug(ipr: Any, ns: Any, ctid: int, nic: Nic, node: NodeNetwork, pid: int) -> None:
@@ -64,18 +82,20 @@ def _change(ipr: Any, ns: Any, ctid: int, old: Nic, new: Nic, node: NodeNetwork)
     host = netlink.link(ipr, host_veth(ctid, new.index))
     index = host["index"]
     with Reverter() as revert:
-        bridge = nic_bridge(new, node)
-        old_bridge = node.bridge(old.bridge) if old.bridge and node.present(old.bridge) else None
-        mtu, bridge_index = nic_mtu(new, bridge)
-        if old.bridge != new.bridge:
-            with step(new, f"moving to bridge '{new.bridge}'"):
-                netlink.set_link(ipr, index, master=bridge_index or 0)
-                revert.add(_move, ipr, index, old, old_bridge)
-                set_vlans(ipr, index, bridge, None, new)
-        elif (old.tag, old.trunks) != (new.tag, new.trunks):
-            with step(new, f"VLAN on bridge '{new.bridge}'"):
-                revert.add(set_vlans, ipr, index, bridge, new, old)
-                set_vlans(ipr, index, bridge, old, new)
+        parent = nic_bridge(new, node)
+        old_bridge = _attached(host["name"], old, node)
+        with tagged_lock(new, parent):
+            bridge = attach_to(new, parent, node, revert)
+            mtu, bridge_index = nic_mtu(new, bridge)
+            if (old_bridge.name if old_bridge else None) != (bridge.name if bridge else None):
+                with step(new, f"moving to bridge '{bridge.name if bridge else None}'"):
+                    netlink.set_link(ipr, index, master=bridge_index or 0)
+                    revert.add(_move, ipr, index, old, old_bridge)
+                    set_vlans(ipr, index, bridge, None, new)
+            elif (old.tag, old.trunks) != (new.tag, new.trunks):
+                with step(new, f"VLAN on bridge '{new.bridge}'"):
+                    revert.add(set_vlans, ipr, index, bridge, new, old)
+                    set_vlans(ipr, index, bridge, old, new)
         if mtu != host["mtu"]:
             with step(new, f"mtu {mtu}"):
                 inner = netlink.link(ns, old.name)["index"]
@@ -95,6 +115,17 @@ def _change(ipr: Any, ns: Any, ctid: int, old: Nic, new: Nic, node: NodeNetwork)
             revert.add(configure_inside, ns, old, new)
             configure_inside(ns, new, old)
         revert.success()
+
+
+def _attached(host: str, old: Nic, node: NodeNetwork) -> Bridge | None:
+    """The bridge the host end is on now: the old nic's bridge, its per-tag bridge, or another one."""
+    master = SYS_NET / host / "master"
+    name = master.resolve().name if master.exists() else None
+    if name is None:
+        return None
+    if name == old.bridge:
+        return node.bridge(name)
+    return Bridge(name, defined=False)  # a per-tag bridge: no VLAN filtering
 
 
 def _move(ipr: Any, index: int, nic: Nic, bridge: Bridge | None) -> None:

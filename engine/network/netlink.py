@@ -151,7 +151,7 @@ def delete_link(ipr: Any, name: str) -> bool:
 
 @checked
 def set_link(ipr: Any, index: int, **changes: Any) -> None:
-    """Change an interface: state="up"/"down", mtu, address, ifname, master (0 detaches)."""
+    """Change an interface: state="up"/"down", mtu, address, ifname, ifalias, master (0 detaches)."""
     ipr.link("set", index=index, **changes)
 
 
@@ -181,6 +181,13 @@ def create_bridge(ipr: Any, name: str, vlan_filtering: bool, mtu: int, mac: str 
     ipr.link("set", index=index, mtu=mtu - 1)  # an unchanged MTU would not reach the driver
     ipr.link("set", index=index, mtu=mtu)
     return index
+
+
+@checked
+def create_vlan(ipr: Any, name: str, port: int, vid: int) -> int:
+    """``ip link add link <port> name <name> type vlan id <vid>`` (802.1Q), down; returns its index."""
+    ipr.link("add", ifname=name, kind="vlan", link=port, vlan_id=vid)
+    return ipr.link("get", ifname=name)[0]["index"]
 
 
 @checked

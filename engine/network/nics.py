@@ -133,10 +133,13 @@ def parse_nic(index: int, value: str | dict) -> Nic:
     mtu = props.get("mtu")
     if mtu is not None and mtu < MIN_MTU:
         raise ValidationError(f"{key}.mtu: {mtu} is below {MIN_MTU}, the smallest MTU of a veth", key=key)
+    tag = props.get("tag")
+    if tag is not None and not (isinstance(tag, int) and 1 <= tag <= 4094):
+        raise ValidationError(f"{key}.tag: {tag!r} is not a VLAN ID within 1..4094", key=key)
     trunks = _parse_trunks(str(props["trunks"]), key) if props.get("trunks") else ()
     hwaddr = props.get("hwaddr")
     return Nic(index=index, name=name, bridge=props.get("bridge") or None, hwaddr=hwaddr.upper() if hwaddr else None,
-               ip=ip, gw=gw, ip6=ip6, gw6=gw6, tag=props.get("tag"), trunks=trunks, mtu=mtu, rate=rate,
+               ip=ip, gw=gw, ip6=ip6, gw6=gw6, tag=tag, trunks=trunks, mtu=mtu, rate=rate,
                firewall=bool(props.get("firewall")), link_down=bool(props.get("link_down")))
 
 

@@ -5,7 +5,9 @@ bridge; the peer is created directly inside the container's network
 namespace under its final name and MAC, in the same netlink request, so it
 never appears on the host.  Everything the host keeps (the veth, its VLANs,
 its shaping, the ifb) is the host end's, so deleting it is the whole
-teardown.  Every multi-step change registers its undo in a Reverter.
+teardown, but for the per-tag bridges of ``tag=N`` on bridges that are not
+VLAN-aware (``vlanbridge``), swept once no container uses them.  Every
+multi-step change registers its undo in a Reverter.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import EngineError, ValidationError
-from engine.network import netlink, rtnl, tc
+from engine.network import netlink, rtnl, tc, vlanbridge
 from engine.network.bridges import Bridge, NodeNetwork
 from engine.network.nics import MAX_NICS, Nic, generate_mac, host_veth
 from engine.reverter import Reverter
@@ -58,6 +60,8 @@ def prepare_nics(ctid: int, nics: list[Nic], node: NodeNetwork, configure: bool 
                         rtnl.call(sock, [rtnl.set_up(LOOPBACK_INDEX)])
                     configure_fresh(sock, list(zip(nics, inner, strict=True)))
             revert.success()
+        if any(nic.tag for nic in nics):
+            vlanbridge.sweep()  # per-tag bridges a crash left empty
 
     return network
 
@@ -107,13 +111,15 @@ def configure_fresh(sock: socket.socket, pairs: list[tuple[Nic, int]], addresses
 def teardown_nics(ctid: int, nics: list[Nic]) -> None:
     """After stop: remove the host ends (and their ifbs) that are left.  Idempotent.
 
-    Every index is swept, not only ``nics``: the config may have changed while the container ran.
+    Every index is swept, not only ``nics``: the config may have changed while the container ran.  Then
+    the per-tag bridges no container uses any more go (``vlanbridge.sweep``: sysfs reads, then rtnl).
     """
     indexes = sorted({nic.index for nic in nics} | set(range(MAX_NICS)))
-    if not any(sysfs(name, "ifindex") for i in indexes for name in (host_veth(ctid, i), tc.ifb_name(ctid, i))):
-        return  # the usual case once the kernel has cleaned up: no netlink, no pyroute2 import
-    for index in indexes:
-        unplug(None, ctid, index)
+    # Usually the kernel has cleaned up already: then no netlink here, and no pyroute2 import.
+    if any(sysfs(name, "ifindex") for i in indexes for name in (host_veth(ctid, i), tc.ifb_name(ctid, i))):
+        for index in indexes:
+            unplug(None, ctid, index)
+    vlanbridge.sweep()
 
 
 def unplug(ipr: Any, ctid: int, index: int) -> None:
@@ -164,6 +170,7 @@ def step(nic: Nic | None, what: str) -> Iterator[None]:
 
 
 def nic_bridge(nic: Nic, node: NodeNetwork) -> Bridge | None:
+    """The bridge ``nic`` names (the parent, for a tag on a bridge that is not VLAN-aware), made if defined."""
     if nic.bridge is None:
         if nic.tag or nic.trunks:
             raise ValidationError(f"{nic.key}: a VLAN tag needs a bridge", key=nic.key)
@@ -174,10 +181,20 @@ def nic_bridge(nic: Nic, node: NodeNetwork) -> Bridge | None:
         raise ValidationError(f"{nic.key}: {exc}", key=nic.key) from None
     except EngineError as exc:
         raise type(exc)(f"{nic.key}: {exc}") from None
-    if (nic.tag or nic.trunks) and not bridge.vlan_aware:
-        raise ValidationError(f"{nic.key}: VLAN tag/trunks need a VLAN-aware bridge; '{bridge.name}' is not "
-                              "(bridge-vlan-aware yes)", key=nic.key)
+    vlanbridge.check(nic, bridge)
     return bridge
+
+
+def attach_to(nic: Nic, bridge: Bridge | None, node: NodeNetwork, revert: Reverter) -> Bridge | None:
+    """The bridge the host end goes on: ``bridge``, or its per-tag bridge (made now; the caller holds
+    ``vlanbridge.locked`` until the veth is on it)."""
+    if not vlanbridge.applies(nic, bridge):
+        return bridge
+    return vlanbridge.ensure(nic, bridge, node, revert)
+
+
+def tagged_lock(nic: Nic, bridge: Bridge | None):
+    return vlanbridge.locked() if vlanbridge.applies(nic, bridge) else nullcontext()
 
 
 def nic_mac(ctid: int, nic: Nic) -> str:
@@ -210,22 +227,24 @@ def plug(ipr: Any, ctid: int, nic: Nic, node: NodeNetwork, ns_fd: int, revert: R
     """Host side of one interface: veth (peer inside, still down), bridge port, VLANs, rate.  Returns the peer's index.
 
     The pair is one rtnetlink request on ``sock`` (or a fresh socket); pyroute2 (``ipr``, or this
-    thread's cached handle) is used only for VLANs and rate limits.
+    thread's cached handle) is used only for VLANs, per-tag bridges and rate limits.
     """
     bridge = nic_bridge(nic, node)
-    mtu, bridge_index = nic_mtu(nic, bridge)
     host = host_veth(ctid, nic.index)
-    create = rtnl.new_veth(host, _host_mac(), nic.name, nic_mac(ctid, nic), mtu, ns_fd, bridge_index,
-                           host_up=not nic.link_down)
-    try:
-        if sock is None:
-            rtnl.request(create)
-        else:
-            rtnl.call(sock, [create])
-    except OSError as exc:
-        where = f"host interface '{host}'" if sysfs(host, "ifindex") else f"'{nic.name}' inside the container"
-        raise EngineError(f"{nic.key}: creating {where}: {exc.strerror}") from None
-    revert.add(delete_link, host)
+    with tagged_lock(nic, bridge):
+        bridge = attach_to(nic, bridge, node, revert)
+        mtu, bridge_index = nic_mtu(nic, bridge)
+        create = rtnl.new_veth(host, _host_mac(), nic.name, nic_mac(ctid, nic), mtu, ns_fd, bridge_index,
+                               host_up=not nic.link_down)
+        try:
+            if sock is None:
+                rtnl.request(create)
+            else:
+                rtnl.call(sock, [create])
+        except OSError as exc:
+            where = f"host interface '{host}'" if sysfs(host, "ifindex") else f"'{nic.name}' inside the container"
+            raise EngineError(f"{nic.key}: creating {where}: {exc.strerror}") from None
+        revert.add(delete_link, host)
     _no_ipv6(host)
     if (bridge is not None and bridge.vlan_aware) or nic.rate:
         index = socket.if_nametoindex(host)

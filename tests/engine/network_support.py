@@ -54,6 +54,19 @@ def vlan_filtering_supported() -> bool:
 VLAN = vlan_filtering_supported()
 
 
+def vlan_devices_supported() -> bool:
+    """Can this kernel make 802.1Q VLAN devices (CONFIG_VLAN_8021Q), as the per-tag bridges' ports need."""
+    port = f"cbr{RUN}q"
+    subprocess.run(["ip", "link", "add", port, "type", "veth", "peer", "name", f"cbr{RUN}r"], capture_output=True)
+    done = subprocess.run(["ip", "link", "add", "link", port, "name", f"{port}.2", "type", "vlan", "id", "2"],
+                          capture_output=True)
+    subprocess.run(["ip", "link", "del", port], capture_output=True)
+    return done.returncode == 0
+
+
+VLAN_DEVICES = vlan_devices_supported()
+
+
 class Namespace:
     """A network namespace standing in for a container's: a sleeping process inside gives the pid."""
 

@@ -59,30 +59,50 @@ def test_separate_bridges_do_not_reach_each_other(node, spaces):
     assert not on_a.ping(ip(22))  # ... and does not reach bridge a, though the subnet is the same
 
 
+def _vlan_node(tmp_path, aware: bool = True):
+    (tmp_path / "network").mkdir()
+    vlan = " bridge-vlan-aware yes\n bridge-vids 2-4094\n" if aware else ""
+    (tmp_path / "network" / "interfaces").write_text(f"iface {BR_V} inet manual\n bridge-ports none\n{vlan}")
+    return net.NodeNetwork(tmp_path)
+
+
 @pytest.fixture
 def vlan_node(tmp_path):
     """A node whose one bridge is VLAN-aware; the bridge is removed even if the test fails."""
-    (tmp_path / "network").mkdir()
-    (tmp_path / "network" / "interfaces").write_text(
-        f"iface {BR_V} inet manual\n bridge-ports none\n bridge-vlan-aware yes\n bridge-vids 2-4094\n")
     try:
-        yield net.NodeNetwork(tmp_path)
+        yield _vlan_node(tmp_path)
     finally:
         subprocess.run(["ip", "link", "del", BR_V], capture_output=True)
 
 
-@pytest.mark.skipif(not VLAN, reason="this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)")
-def test_vlan_tag_separates_and_the_same_tag_connects(vlan_node, spaces):
-    vlan_node.ensure_bridges()
-    _, ten, _ = plug(vlan_node, spaces, f"name=eth0,bridge={BR_V},ip={ip(31)}/24,tag=10")
-    _, twenty, _ = plug(vlan_node, spaces, f"name=eth0,bridge={BR_V},ip={ip(32)}/24,tag=20")
-    ctid, other, nics = plug(vlan_node, spaces, f"name=eth0,bridge={BR_V},ip={ip(33)}/24,tag=10,trunks=100;200-201")
+@pytest.fixture(params=[pytest.param(False, id="per-tag-bridges"),
+                        pytest.param(True, id="vlan-aware", marks=pytest.mark.skipif(
+                            not VLAN, reason="this kernel has no bridge VLAN filtering "
+                                             "(CONFIG_BRIDGE_VLAN_FILTERING)"))])
+def tag_node(request, tmp_path):
+    """A node whose one bridge is VLAN-aware or not (tags then go on per-tag bridges ``<bridge>v<N>``)."""
+    try:
+        yield _vlan_node(tmp_path, request.param)
+    finally:
+        subprocess.run(["ip", "link", "del", BR_V], capture_output=True)
+
+
+def test_vlan_tag_separates_and_the_same_tag_connects(tag_node, spaces):
+    aware = tag_node.bridge(BR_V).vlan_aware
+    tag_node.ensure_bridges()
+    trunks = ",trunks=100;200-201" if aware else ""
+    _, ten, _ = plug(tag_node, spaces, f"name=eth0,bridge={BR_V},ip={ip(31)}/24,tag=10")
+    _, twenty, _ = plug(tag_node, spaces, f"name=eth0,bridge={BR_V},ip={ip(32)}/24,tag=20")
+    ctid, other, nics = plug(tag_node, spaces, f"name=eth0,bridge={BR_V},ip={ip(33)}/24,tag=10{trunks}")
     assert ten.ping(ip(33))
     assert not ten.ping(ip(32))
-    vlans = subprocess.run(["bridge", "-j", "vlan", "show", "dev", f"veth{ctid}i0"], capture_output=True,
-                           text=True).stdout
-    assert '"vlan":10' in vlans.replace(" ", "") and '"vlan":100' in vlans.replace(" ", "")
-    net.hotplug(ctid, other.pid, nics[0], nic(0, f"name=eth0,bridge={BR_V},ip={ip(33)}/24,tag=20"), vlan_node)
+    if aware:
+        vlans = subprocess.run(["bridge", "-j", "vlan", "show", "dev", f"veth{ctid}i0"], capture_output=True,
+                               text=True).stdout
+        assert '"vlan":10' in vlans.replace(" ", "") and '"vlan":100' in vlans.replace(" ", "")
+    else:
+        assert net.host_side(ctid, 0)["bridge"] == f"{BR_V}v10"
+    net.hotplug(ctid, other.pid, nics[0], nic(0, f"name=eth0,bridge={BR_V},ip={ip(33)}/24,tag=20"), tag_node)
     assert twenty.ping(ip(33)) and not ten.ping(ip(33))
 
 
@@ -92,14 +112,14 @@ def test_vlan_aware_bridge_without_kernel_support_is_refused_by_name(vlan_node):
         vlan_node.ensure_bridges()
 
 
-def test_tag_on_a_bridge_that_is_not_vlan_aware_is_refused_and_nothing_is_left(node, spaces):
+def test_trunks_on_a_bridge_that_is_not_vlan_aware_are_refused_and_nothing_is_left(node, spaces):
     ctid, space = spaces()
-    step = net.prepare_nics(ctid, [nic(0, f"name=eth0,bridge={BR_A},ip={ip(41)}/24"),
-                                   nic(1, f"name=eth1,bridge={BR_A},tag=5")], node)
+    step = net.prepare_nics(ctid, [nic(0, f"name=eth0,bridge={BR_A},ip={ip(41)}/24,tag=5"),
+                                   nic(1, f"name=eth1,bridge={BR_A},tag=5,trunks=6")], node)
     assert step.__name__ == "network"
-    with pytest.raises(ValidationError, match=f"net1: VLAN tag.*'{BR_A}' is not"):
+    with pytest.raises(ValidationError, match=f"net1: trunks need a VLAN-aware bridge; '{BR_A}' is not"):
         step(space.pid)
-    assert f"veth{ctid}i" not in host_links()
+    assert f"veth{ctid}i" not in host_links() and f"{BR_A}v5" not in host_links()
     assert [i["name"] for i in net.interfaces(space.pid)] == ["lo"]
 
 

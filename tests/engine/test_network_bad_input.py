@@ -111,10 +111,37 @@ def test_missing_bridge_is_refused_naming_interface_and_bridge(node):
     assert info.value.key == "net1"
 
 
-def test_vlan_tag_needs_a_vlan_aware_bridge(node):
+def test_a_tag_on_a_bridge_that_is_not_vlan_aware_is_accepted_but_trunks_dhcp_and_pool_are_not(node):
     net.validate(100, [net.parse_nic(0, "name=eth0,bridge=vmbr1,tag=10,trunks=20")], node, {})
-    with pytest.raises(ValidationError, match="net0: VLAN tag/trunks need a VLAN-aware bridge; 'vmbr0' is not"):
-        net.validate(100, [net.parse_nic(0, "name=eth0,bridge=vmbr0,tag=10")], node, {})
+    net.validate(100, [net.parse_nic(0, "name=eth0,bridge=vmbr0,tag=10,ip=10.213.0.5/24")], node, {})
+    with pytest.raises(ValidationError, match="net0: trunks need a VLAN-aware bridge; 'vmbr0' is not"):
+        net.validate(100, [net.parse_nic(0, "name=eth0,bridge=vmbr0,tag=10,trunks=20")], node, {})
+    with pytest.raises(ValidationError, match="net0: ip=dhcp with tag=10 on bridge 'vmbr0' .*untagged bridge only"):
+        net.validate(100, [net.parse_nic(0, "name=eth0,bridge=vmbr0,tag=10,ip=dhcp")], node, {})
+    with pytest.raises(ValidationError, match="net0: ip=pool with tag=10 on bridge 'vmbr0'") as info:
+        net.resolve(100, [net.parse_nic(0, "name=eth0,bridge=vmbr0,tag=10,ip=pool")], node, {})
+    assert info.value.key == "net0"
+
+
+@pytest.mark.parametrize("value", ["name=eth0,tag=0", "name=eth0,tag=4095", {"name": "eth0", "tag": 0},
+                                   {"name": "eth0", "tag": 4095}])
+def test_a_tag_outside_1_to_4094_is_refused(value):
+    assert "net0.tag: " in refused(value) and "4094" in refused(value)
+
+
+def test_a_per_tag_bridge_or_vlan_device_name_that_does_not_fit_is_refused(tmp_path):
+    (tmp_path / "network").mkdir()
+    (tmp_path / "network" / "interfaces").write_text(
+        "iface vmbrlongname1 inet manual\n bridge-ports none\n\n"
+        "iface vmbr2 inet manual\n bridge-ports enp0s31f6long\n")
+    node = net.NodeNetwork(tmp_path)
+    net.validate(100, [net.parse_nic(0, "name=eth0,bridge=vmbrlongname1,tag=9")], node, {})
+    with pytest.raises(ValidationError, match="net0: tag=10 on bridge 'vmbrlongname1' .* needs a bridge "
+                                              "'vmbrlongname1v10', longer than the 15 characters"):
+        net.validate(100, [net.parse_nic(0, "name=eth0,bridge=vmbrlongname1,tag=10")], node, {})
+    with pytest.raises(ValidationError, match="net1: tag=100 on bridge 'vmbr2' needs a VLAN device "
+                                              "'enp0s31f6long.100' on its port 'enp0s31f6long', longer than"):
+        net.validate(100, [net.parse_nic(1, "name=eth1,bridge=vmbr2,tag=100")], node, {})
 
 
 def test_mtu_above_the_bridge_and_duplicate_names_are_refused(node):

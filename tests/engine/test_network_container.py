@@ -204,6 +204,28 @@ def test_duplicate_address_is_refused_and_the_running_container_unchanged(engine
     engine.stop(second)
 
 
+def test_tagged_containers_meet_on_a_per_tag_bridge_move_live_and_leave_nothing(engine, node, busybox_template,
+                                                                              ctid_factory):
+    with pytest.raises(ValidationError, match=f"net0: ip=pool with tag=10 on bridge '{BRIDGE}'"):
+        engine.create(ctid_factory(), busybox_template, {"net0": f"name=eth0,bridge={BRIDGE},ip=pool,tag=10"})
+    a = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip={ip(21)}/24,tag=10")
+    b = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip={ip(22)}/24,tag=20")
+    engine.start(a)
+    engine.start(b)
+    assert net.host_side(a, 0)["bridge"] == f"{BRIDGE}v10"
+    assert sh(engine, a, f"ping -c1 -W1 {ip(22)}")[0] != 0  # another tag
+    assert sh(engine, a, f"ping -c1 -W1 {GW}")[0] != 0  # the untagged bridge, and the host does not answer
+    neighbours = sh(engine, a, "ip neigh")[1].splitlines()
+    assert not any(line.startswith(f"{GW} ") and "lladdr" in line for line in neighbours)  # not even by ARP
+    assert engine.set(b, {"net0": f"name=eth0,bridge={BRIDGE},ip={ip(22)}/24,tag=10"})
+    assert sh(engine, b, f"ping -c1 -W2 {ip(21)}")[0] == 0
+    assert f"{BRIDGE}v20" not in host_links() and f"{BRIDGE}v10" in host_links()
+    engine.stop(a)
+    assert f"{BRIDGE}v10" in host_links()  # b is still on it
+    engine.stop(b)
+    assert f"{BRIDGE}v" not in host_links()
+
+
 def test_cli_shows_bridges_addresses_and_installs_firewall_rules(engine, node, busybox_template, ctid_factory,
                                                                tmp_path):
     import json

@@ -578,14 +578,36 @@ class LxcSide:
 
     def stop(self, name: str) -> None:
         """Hard stop (not timed)."""
-        run(self.cmd("lxc-stop", name, "-k"), check=False)
+        self._reaping(self.cmd("lxc-stop", name, "-k"))
+
+    @staticmethod
+    def _reaping(argv: list[str], timeout: float = 30.0) -> None:
+        """Run an lxc-* command that waits for a container's end, reaping our children meanwhile.
+
+        Processes attached with lxc-attach are re-parented to this process (a child subreaper) when
+        their lxc-attach exits. A killed container's init waits in the kernel until every process
+        of its pid namespace is reaped, so an unreaped one (a zombie whose parent is this process)
+        would hold ``lxc-stop`` and ``lxc-destroy`` forever. Reap while waiting, and give up after
+        ``timeout`` seconds rather than hang.
+        """
+        reap_children()
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while process.poll() is None:
+            reap_children()
+            if time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                print(f"warning: {shlex.join(argv)} did not finish in {timeout:g} s; killed", file=sys.stderr)
+                break
+            time.sleep(0.02)
         reap_children()
 
     def cleanup(self) -> None:
         for name in self.names:
-            run(self.cmd("lxc-stop", name, "-k"), check=False)
-            run(self.cmd("lxc-destroy", name, "-f"), check=False)
-            reap_children()
+            self._reaping(self.cmd("lxc-stop", name, "-k"))
+            self._reaping(self.cmd("lxc-destroy", name, "-f"))
             # What LXC leaves when a start fails half way.
             for top in glob.glob(f"/sys/fs/cgroup/*/lxc.*.{name}") + glob.glob(f"/sys/fs/cgroup/lxc.*.{name}"):
                 for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):

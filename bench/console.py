@@ -2,7 +2,7 @@
 """The browser console's path: keystroke-to-echo round trip and output throughput, against lxc-attach on a pty.
 
 Caisson's side is the whole production path: a websocket client (a minimal
-one here, as a browser would speak) → daphne and the console consumer →
+one here, as a browser would speak) → uvicorn and the console consumer →
 Redis channel layer → ``python -m tasks.console_relay`` → pty → shell in a
 busybox container. The web tier's database is a private SQLite file; the
 node name is unique to the run, so its relay channel is its own.
@@ -96,7 +96,7 @@ def _mask(data: bytes, mask: bytes) -> bytes:
 # ---- Caisson's side: web server, relay, database ------------------------------------------------------
 
 class Stack:
-    """daphne + console relay on a private SQLite database and a private node name."""
+    """The web server (python -m webui.serve) + console relay on a private SQLite database and node name."""
 
     def __init__(self, s: Session, caisson: CaissonSide, ctid: int):
         self.node = f"bench{os.getpid()}"
@@ -130,7 +130,7 @@ class Stack:
         logs = s.workdir / "logs"
         logs.mkdir()
         self.procs = []
-        for name, argv in (("web", ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "webui.asgi:application"]),
+        for name, argv in (("web", ["-m", "webui.serve", "--host", "127.0.0.1", "--port", str(self.port)]),
                            ("relay", ["-m", "tasks.console_relay", "--loglevel", "WARNING"])):
             out = open(logs / f"{name}.log", "wb")
             proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=self.env, stdout=out,
@@ -341,7 +341,7 @@ def main() -> None:
                         {"keystrokes per console": args.keys, "concurrent consoles": args.consoles,
                          "file": f"{args.mb} MB of numbered lines", "throughput rounds": args.rounds},
                         notes=s.notes + [
-                            "Caisson: websocket → daphne → Redis channel layer → console relay → pty → sh; "
+                            "Caisson: websocket → uvicorn → Redis channel layer → console relay → pty → sh; "
                             "LXC: lxc-attach on a local pty (no network, no web tier), the floor.",
                             "With N consoles Caisson's N clients type at once; LXC's ptys are timed in turn."])
         n = min(len(measured["single"]), len(lxc_single))

@@ -32,7 +32,7 @@ running() { [[ -f $RUN_DIR/$1.pid ]] && kill -0 "$(cat "$RUN_DIR/$1.pid")" 2>/de
 
 command_of() {
     case $1 in
-        web) echo "$PY -m daphne -b $BIND -p $PORT webui.asgi:application" ;;
+        web) echo "$PY -m webui.serve --host $BIND --port $PORT" ;;
         agent) echo "$PY -m tasks.agent" ;;
         console) echo "$PY -m tasks.console_relay" ;;
         beat) echo "$PY -m celery -A tasks.celery beat --schedule $RUN_DIR/beat-schedule --pidfile= -l info" ;;

@@ -11,12 +11,18 @@ channel::
 Per session the relay holds the pty master, the joiner's pid (a child of
 the relay: ``Engine.open_terminal`` forks it, so a terminal costs no
 interpreter start and its bytes take one pty hop) and a bounded scrollback.
-Output goes out in chunks of at most ``CHUNK`` bytes, each with its offset
-in the session's output; at most ``WINDOW`` bytes are unacknowledged by the
-consumer. When the window is full, the consumer's channel is full
-(``ChannelFull``) or no socket is attached, the relay stops reading the pty,
-so the program inside blocks as on a real terminal: no byte is dropped or
-reordered. A socket that drops leaves the session detached for the grace
+Reading and sending are decoupled: the pty is drained whenever it is
+readable (the kernel's pty buffer holds only about 4 KiB, so a program
+writing fast blocks after each 4 KiB until it is read), into the
+scrollback, while one sender per session sends whatever has gathered since
+its last message, in messages of at most ``CHUNK`` bytes, each with its
+offset in the session's output. A keystroke's echo thus goes out at once,
+alone, and bulk output goes out in few large messages instead of one per
+pty read. At most ``WINDOW`` bytes are unacknowledged by the consumer.
+When the window is full, the consumer's channel is full (``ChannelFull``:
+the sender waits, the window fills) or no socket is attached, the relay
+stops reading the pty, so the program inside blocks as on a real terminal:
+no byte is dropped or reordered. A socket that drops leaves the session detached for the grace
 period (``CAISSON_CONSOLE_GRACE``, 30 s); a socket that re-attaches within it
 gets the output from the offset it had reached. After the grace period every
 process of the terminal's session is killed.
@@ -42,9 +48,11 @@ import time
 log = logging.getLogger("caisson.console")
 
 MODES = ("shell", "tty", "console")
-CHUNK = 64 * 1024  # largest output message
-WINDOW = 512 * 1024  # output bytes sent but not yet acknowledged by the consumer
-SCROLLBACK = 1024 * 1024  # output kept for a re-attaching socket; more than WINDOW, so nothing in flight is lost
+CHUNK = 128 * 1024  # largest output message (and websocket frame to the browser)
+WINDOW = 1024 * 1024  # output bytes sent but not yet acknowledged by the consumer
+READ = 64 * 1024  # largest single read of the pty
+# Output kept for a re-attaching socket; more than WINDOW + READ, so nothing in flight is lost.
+SCROLLBACK = 2 * 1024 * 1024
 INPUT_BACKLOG = 256 * 1024  # input the terminal has not read yet; beyond it input is refused
 CONSOLE_TAIL = 64 * 1024  # console mode starts this far from the end of the log
 KEEPALIVE = 10.0  # a consumer says it is alive this often ...
@@ -99,6 +107,9 @@ class Session:
         self.scroll = bytearray()
         self.scroll_start = 0  # offset of scroll[0]
         self.window = asyncio.Event()  # set: attached and room in the window, so the pty is read
+        self.more = asyncio.Event()  # set: output recorded that the sender has not sent yet
+        self.reading = False  # the pty is watched for readability (add_reader)
+        self.eof = False  # the pty or log has no more output
         self.send_lock = asyncio.Lock()
         self.pending_input = bytearray()
         self.writing = False
@@ -152,33 +163,38 @@ class Session:
             loop.call_later(1.0, lambda: self.ended or self.relay.spawn(self.end("exited")))
 
     # ---- output ---------------------------------------------------------------------------------
-    async def _read_pty(self) -> bytes:
-        loop = asyncio.get_running_loop()
-        while True:
+    def _drain_pty(self) -> None:
+        """The pty is readable: read all there is now (a few 4 KiB pieces), record it, wake the sender."""
+        got = False
+        while self.window.is_set():
             try:
-                data = os.read(self.fd, CHUNK)
+                data = os.read(self.fd, READ)
             except BlockingIOError:
-                ready = loop.create_future()
-                loop.add_reader(self.fd, _wake, ready)
-                try:
-                    await ready
-                finally:
-                    loop.remove_reader(self.fd)
-                continue
+                break
             except OSError as exc:
-                if exc.errno == errno.EIO:  # every holder of the pty's other side is gone
-                    return b""
-                raise
-            # Gather what else is already there, so bulk output travels in big messages.
-            while data and len(data) < CHUNK:
-                try:
-                    more = os.read(self.fd, CHUNK - len(data))
-                except OSError:
-                    break
-                if not more:
-                    break
-                data += more
-            return data
+                if exc.errno != errno.EIO:  # EIO: every holder of the pty's other side is gone
+                    log.warning("console session %s: reading the pty failed: %s", self.sid, exc)
+                data = b""
+            if not data:
+                self.eof = True
+                self._watch(False)
+                break
+            self._record(data)
+            got = True
+        if got or self.eof:
+            self.more.set()
+
+    def _watch(self, wanted: bool) -> None:
+        """Watch the pty for readability while the window is open (and it has not ended)."""
+        wanted = wanted and not self.eof and not self.ended and self.fd is not None and self.mode != "console"
+        if wanted == self.reading:
+            return
+        loop = asyncio.get_running_loop()
+        if wanted:
+            loop.add_reader(self.fd, self._drain_pty)
+        else:
+            loop.remove_reader(self.fd)
+        self.reading = wanted
 
     async def _read_log(self) -> bytes:
         while True:
@@ -209,19 +225,30 @@ class Session:
             self.window.set()
         else:
             self.window.clear()
+        if self.mode != "console" and self.pump is not None:
+            self._watch(self.window.is_set())
 
     async def run_pump(self) -> None:
+        """Send what was recorded (the pty is read by ``_drain_pty``); the console log is polled here."""
         reason = "ended"
         try:
-            read = self._read_log if self.mode == "console" else self._read_pty
-            while True:
-                await self.window.wait()
-                data = await read()
-                if not data:
-                    reason = "destroyed" if self.mode == "console" else "ended"
-                    break
-                self._record(data)
-                await self._deliver()
+            if self.mode == "console":
+                while True:
+                    await self.window.wait()
+                    data = await self._read_log()
+                    if not data:
+                        reason = "destroyed"
+                        break
+                    self._record(data)
+                    await self._deliver()
+            else:
+                self._watch(self.window.is_set())
+                while True:
+                    await self.more.wait()
+                    self.more.clear()
+                    await self._deliver()
+                    if self.eof and (self.delivered >= self.produced or self.reply is None):
+                        break
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the session ends, the relay goes on
@@ -343,6 +370,7 @@ class Session:
         if self.fd is not None:
             with contextlib.suppress(Exception):
                 loop.remove_reader(self.fd)
+            self.reading = False
             if self.writing:
                 loop.remove_writer(self.fd)
             os.close(self.fd)  # the pty hangs up: the session's leader gets SIGHUP
@@ -490,11 +518,6 @@ class Relay:
         for session in list(self.sessions.values()):
             session.reply = None
             await session.end("the console relay stopped")
-
-
-def _wake(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _int(value) -> int | None:

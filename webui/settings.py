@@ -21,7 +21,6 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "0") == "1"
 ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -78,10 +77,19 @@ def _database() -> dict:
     parsed = urlparse(url)
     if parsed.scheme not in ("postgres", "postgresql"):
         raise ValueError(f"DATABASE_URL: unsupported scheme '{parsed.scheme}' (use postgres://)")
-    # Connections are kept (checked before reuse): a new PostgreSQL backend per request costs milliseconds.
-    return {"ENGINE": "django.db.backends.postgresql", "NAME": parsed.path.lstrip("/"), "USER": parsed.username or "",
-            "PASSWORD": parsed.password or "", "HOST": parsed.hostname or "", "PORT": str(parsed.port or ""),
-            "CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True}
+    database = {"ENGINE": "django.db.backends.postgresql", "NAME": parsed.path.lstrip("/"),
+                "USER": parsed.username or "", "PASSWORD": parsed.password or "", "HOST": parsed.hostname or "",
+                "PORT": str(parsed.port or "")}
+    if os.environ.get("CAISSON_DB_POOL") == "1":
+        # The web server (python -m webui.serve sets this): Django runs each request's sync code in a thread of
+        # its own, and connections are per thread, so a kept connection is never reused and every
+        # request would open a PostgreSQL backend (5-10 ms). A process-wide pool hands them over.
+        database["OPTIONS"] = {"pool": {"min_size": 2, "max_size": 20, "timeout": 10}}
+    else:
+        # Other processes (node agent, beat, relay, management commands) keep their connections
+        # (checked before reuse): a new PostgreSQL backend per job costs milliseconds.
+        database.update({"CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True})
+    return database
 
 
 DATABASES = {"default": _database()}
@@ -108,8 +116,11 @@ _BROKER_DB, _CHANNELS_DB, _CACHE_DB = (int(n) for n in os.environ.get("CAISSON_R
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [f"{REDIS_URL}/{_CHANNELS_DB}"], "capacity": 1000, "expiry": 30},
+        "BACKEND": "webui.channel_layer.RedisChannelLayer",  # fewer round trips; see there
+        # A receive blocks in Redis up to 5 s (channels_redis's brpop_timeout); redis-py's own read
+        # timeout is 5 s too by default, so an idle receive raced it and failed now and then.
+        "CONFIG": {"hosts": [{"address": f"{REDIS_URL}/{_CHANNELS_DB}", "socket_timeout": 30}],
+                   "capacity": 1000, "expiry": 30},
     },
 }
 CACHES = {
@@ -175,7 +186,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("CAISSON_LOG_LEVEL", "INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+    "loggers": {"uvicorn": {"level": "WARNING"}},
 }
 
 # ---- backups: mail of backup job runs, and how often beat checks backup jobs for a due run -------

@@ -1,7 +1,7 @@
 """The web tier's fixtures: roles, users with grants, an online node, and the real processes.
 
 ``agent`` runs ``python -m tasks.agent`` (a real Celery worker on Redis) and
-``web`` runs the ASGI server (daphne), both on the test database, so
+``web`` runs the ASGI server (uvicorn), both on the test database, so
 end-to-end tests go through the same path as production.  Tests using them
 need ``transactional_db``: the other processes only see committed rows.
 """
@@ -131,12 +131,12 @@ def agent(services_env, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def web(services_env, tmp_path_factory):
-    """The ASGI server (daphne) on a free loopback port; yields its base URL."""
+    """The ASGI server (``python -m webui.serve``, uvicorn) on a free loopback port; yields its base URL."""
     port = free_port()
     log = tmp_path_factory.mktemp("web") / "web.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                                    "webui.asgi:application"], cwd=REPO, env=services_env, stdout=out,
+        process = subprocess.Popen([sys.executable, "-m", "webui.serve", "--host", "127.0.0.1", "--port", str(port),
+                                    "--log-level", "info"], cwd=REPO, env=services_env, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
 
     def answers() -> bool:
@@ -187,7 +187,7 @@ def console_relay(services_env, tmp_path_factory):
     from tasks.console_relay import relay_channel
 
     layer = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]
-    client = redis.Redis.from_url(layer)
+    client = redis.Redis.from_url(layer["address"] if isinstance(layer, dict) else layer)
     for key in client.scan_iter(f"*{relay_channel(settings.CAISSON_NODE)}*"):  # nothing from an earlier, killed run
         client.delete(key)
     log = tmp_path_factory.mktemp("console") / "relay.log"

@@ -1,4 +1,4 @@
-"""The console in a real headless Chromium (Playwright) against daphne and the real node agent.
+"""The console in a real headless Chromium (Playwright) against the ASGI server and the real node agent.
 
 Each test watches the page change through the live websocket: a marker set
 in the page's JavaScript survives only if no navigation happened.

@@ -1,4 +1,4 @@
-"""The console in a real browser: headless Chromium on the console page, through daphne, Redis and the relay."""
+"""The console in a real browser: headless Chromium on the console page, through uvicorn, Redis and the relay."""
 from __future__ import annotations
 
 import pytest

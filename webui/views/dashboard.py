@@ -19,7 +19,7 @@ def _counts(containers) -> dict:
 
 
 def dashboard(request):
-    layout = Layout(request)
+    layout = Layout.of(request)
     frame = timeframe(request)
     access = access_for(request)
     nodes = []

@@ -33,7 +33,11 @@
     const opts = {
       width: Math.max(260, figure.clientWidth || 320), height: 150,
       legend: { show: true },
-      scales: { x: { time: true } },
+      // The whole timeframe, ending now: a few points do not stretch the axis over years.
+      scales: { x: { time: true, range: (u, min, max) => {
+        const end = Math.max(Number.isFinite(max) ? max : 0, Date.now() / 1000);
+        return [end - data.window, end];
+      } } },
       axes: [{}, { values: (u, ticks) => ticks.map(fmt), size: 70 }],
       series: [{}, ...kind.series.map(([, label, stroke]) => ({ label, stroke, width: 1.5, value: (u, v) => fmt(v) }))],
     };

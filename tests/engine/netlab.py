@@ -81,7 +81,16 @@ class NetLab:
         sh("ip", "-n", ns, "link", "set", "eth0", "up")
         if ip:
             sh("ip", "-n", ns, "addr", "add", f"{self.subnet}.{ip}/24", "dev", "eth0")
+            self.wait_reachable(f"{self.subnet}.{ip}")
         return ctid, ns, mac
+
+    def wait_reachable(self, address: str, tries: int = 10) -> None:
+        """Ping the new namespace from the host until it answers: the link is up and ARP resolved, so a
+        test's first connect does not spend its short time-out on either (a loaded machine is slow)."""
+        for _ in range(tries):
+            if subprocess.run(["busybox", "ping", "-c1", "-W1", address], capture_output=True).returncode == 0:
+                return
+        raise AssertionError(f"{address} on the test bridge does not answer ping")
 
     def run(self, ns: str, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
         return subprocess.run(["ip", "netns", "exec", ns, *args], capture_output=True, text=True, timeout=timeout)

@@ -379,6 +379,12 @@ class Session:
                           "/etc/subuid and /etc/subgid give root no range, which LXC's newuidmap requires, so the "
                           "benchmark runs in a private mount namespace where they hold 'root:100000:65536'.")
 
+    def pair(self, label: str) -> tuple[CaissonSide, LxcSide, int, str]:
+        """Both sides with one container each from ``--template``: (caisson, lxc, ctid, LXC name)."""
+        template = self.template(self.args.template)
+        caisson, lxc = CaissonSide(self), LxcSide(self)
+        return caisson, lxc, caisson.create(template, f"bench-{label}"), lxc.create(template, label)
+
     def template(self, kind: str) -> Path:
         """The rootfs tarball both sides use: busybox built fresh (~0.1 s), Debian from the cache."""
         if kind == "busybox":

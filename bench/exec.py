@@ -15,8 +15,6 @@ from __future__ import annotations
 import time
 
 from common import (
-    CaissonSide,
-    LxcSide,
     Report,
     Session,
     alternate,
@@ -37,10 +35,7 @@ def main() -> None:
     args = p.parse_args()
 
     with Session("exec", args) as s:
-        template = s.template(args.template)
-        caisson, lxc = CaissonSide(s), LxcSide(s)
-        ctid = caisson.create(template, "bench-exec")
-        name = lxc.create(template, "exec")
+        caisson, lxc, ctid, name = s.pair("exec")
         e = caisson.engine
         e.start(ctid)
         run(lxc.start_argv(name))

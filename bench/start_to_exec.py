@@ -17,8 +17,6 @@ from __future__ import annotations
 import time
 
 from common import (
-    CaissonSide,
-    LxcSide,
     Report,
     Session,
     alternate,
@@ -40,10 +38,7 @@ def main() -> None:
     args = p.parse_args()
 
     with Session("start", args) as s:
-        template = s.template(args.template)
-        caisson, lxc = CaissonSide(s), LxcSide(s)
-        ctid = caisson.create(template, "bench-start")
-        name = lxc.create(template, "start")
+        caisson, lxc, ctid, name = s.pair("start")
         e = caisson.engine
 
         def caisson_warm() -> float:

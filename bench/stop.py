@@ -15,8 +15,6 @@ from __future__ import annotations
 import time
 
 from common import (
-    CaissonSide,
-    LxcSide,
     Report,
     Session,
     alternate,
@@ -39,10 +37,7 @@ def main() -> None:
     args = p.parse_args()
 
     with Session("stop", args) as s:
-        template = s.template(args.template)
-        caisson, lxc = CaissonSide(s), LxcSide(s)
-        ctid = caisson.create(template, "bench-stop")
-        name = lxc.create(template, "stop")
+        caisson, lxc, ctid, name = s.pair("stop")
         e = caisson.engine
 
         def caisson_hard() -> float:

@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     bk.add_argument("--mode", default="suspend", help="stop, suspend or snapshot (default %(default)s)")
     bk.add_argument("--compress", default="zstd", help="zstd, gzip or none (default %(default)s)")
     bk.add_argument("--dumpdir", type=Path, help="where archives go (default <root>/dump)")
+    bk.add_argument("--tmpdir", type=Path, help="where suspend mode's copy goes (default the dump directory)")
     bk.add_argument("--exclude-path", action="append", default=[], metavar="GLOB",
                     help="leave out matching paths; /x is anchored at the root, x matches at any depth")
     bk.add_argument("--notes", help="notes beside the archive ({{guestname}}, {{vmid}}, {{node}} are filled in)")
@@ -206,7 +207,7 @@ def _backup(engine, args, as_json: bool) -> int:
             result = backup(engine, ctid, dumpdir=args.dumpdir, mode=args.mode, compress=args.compress,
                             exclude_paths=args.exclude_path, notes=args.notes, protected=args.protected,
                             prune_options=prune_options, threads=args.threads, shutdown_timeout=args.timeout,
-                            progress=bar)
+                            progress=bar, tmpdir=args.tmpdir)
         except EngineError as exc:  # vzdump goes on with the other containers and fails at the end
             if bar:
                 bar.end()

@@ -3,7 +3,11 @@
 Modes, as vzdump's:
 
 - ``stop``: shut the container down cleanly, archive it, start it again if it was running;
-- ``suspend``: freeze the container's cgroup for the copy and thaw it afterwards, whatever happens;
+- ``suspend``: copy the container's volumes into a temporary directory while it runs (first pass),
+  freeze its cgroup and copy again only what changed (second pass: new, changed and removed files),
+  thaw it whatever happens, and archive the copy while it runs; the copy is removed afterwards, also
+  when the backup fails. Image volumes (raw ``.raw`` files) are copied only in the frozen pass: a
+  second mount of a live image could read half-written metadata;
 - ``snapshot``: freeze the container only while its storage takes a read-only snapshot of every
   volume archived, thaw it, and archive the snapshots while it runs; only where the storage
   offers such snapshots (btrfs, overlay, raw images on a file system that clones files), else
@@ -23,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -35,11 +41,12 @@ from engine.config import parse_ctid, write_atomic
 from engine.errors import EngineError, HostError, NotFound, ValidationError
 
 from . import names
-from .archive import OVERFLOW_ID, config_for_archive, write_archive
+from .archive import DEFAULT_EXCLUDES, OVERFLOW_ID, Excluder, config_for_archive, write_archive
 from .guard import Guard
 from .progress import CancelCheck, Progress, check
 from .prune import Backup, PruneOptions, prune
-from .volumes import check_storage_volume
+from .sync import TreeSync
+from .volumes import block_backed, check_storage_volume
 
 MODES = ("stop", "suspend", "snapshot")
 
@@ -56,6 +63,7 @@ class BackupResult:
     bytes: int
     log: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
+    frozen_ms: int | None = None  # how long the container was frozen (suspend mode), in milliseconds
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -89,9 +97,76 @@ def _volume_trees(held, keys: list[str]) -> Iterator[dict[str, Path]]:
         yield {key: stack.enter_context(held.tree(key)) for key in keys}
 
 
+TMP_PREFIX = ".tmp-"
+
+
+def tmp_prefix(ctid: int) -> str:
+    """The name a suspend-mode copy starts with: ``.tmp-<ID>-``, as vzdump's ``<dumpdir>/<ID>.tmp``."""
+    return f"{TMP_PREFIX}{ctid}-"
+
+
+def remove_leftover_copies(base: Path, ctid: int) -> list[str]:
+    """Remove the temporary copies a killed backup of ``ctid`` left in ``base`` (call under its hold)."""
+    removed = []
+    for path in Path(base).glob(tmp_prefix(ctid) + "*"):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+class _Run:
+    """What one backup's mode reports back: the frozen time."""
+
+    def __init__(self) -> None:
+        self.frozen_ms: int | None = None
+
+
 @contextlib.contextmanager
-def _mode(held, mode: str, running: bool, keys: list[str], timeout: float, log: _Log) -> Iterator[dict[str, Path]]:
-    """The trees to archive (by volume key), with the container stopped, frozen or snapshotted while they are read."""
+def _two_pass(held, keys: list[str], skips: dict, tmpdir: Path, cancel: CancelCheck | None, log: _Log,
+              run: _Run) -> Iterator[dict[str, Path]]:
+    """Suspend mode: the volumes copied while the container runs, again frozen, the copies yielded."""
+    copy = Path(tempfile.mkdtemp(prefix=tmp_prefix(held.ctid), dir=tmpdir))
+    try:
+        syncs = {key: TreeSync(Path("/"), copy / key, skips.get(key), cancel) for key in keys}
+        live = [key for key in keys if not block_backed(held.engine, held.config, key)]
+        for key in keys:
+            if key not in live:
+                log(f"{key}: an image volume, copied only while the container is frozen")
+        log(f"first pass: copying {', '.join(live) or 'nothing'} to {copy} while the container runs")
+        for key in live:
+            with held.tree(key) as tree:
+                syncs[key].src = str(tree)
+                log(f"first pass {key}: {syncs[key].run().describe()}")
+        guard = Guard(held.engine, held.ctid, "thaw")
+        try:
+            log("freezing the container for the second pass")
+            started = time.monotonic()
+            try:
+                with held.suspended(keys), _volume_trees(held, keys) as trees:
+                    stats = {}
+                    for key in keys:
+                        syncs[key].src = str(trees[key])
+                        stats[key] = syncs[key].run()
+            finally:
+                run.frozen_ms = round((time.monotonic() - started) * 1000)
+        finally:
+            guard.disarm()
+        for key in keys:
+            log(f"second pass {key}: {stats[key].describe()}")
+        log(f"container thawed: frozen for {run.frozen_ms} ms")
+        log("archiving the copy while the container runs")
+        yield {key: copy / key for key in keys}
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _mode(held, mode: str, running: bool, keys: list[str], timeout: float, log: _Log, *,
+          skips: dict | None = None, tmpdir: Path | None = None, cancel: CancelCheck | None = None,
+          run: _Run | None = None) -> Iterator[dict[str, Path]]:
+    """The trees to archive (by volume key), with the container stopped, frozen or snapshotted while they are
+    read, or (suspend mode) copies of them made while it ran and then frozen."""
     if not running:
         log(f"container {held.ctid} is stopped: archiving it as it is")
         with _volume_trees(held, keys) as trees:
@@ -103,23 +178,20 @@ def _mode(held, mode: str, running: bool, keys: list[str], timeout: float, log: 
             log("archiving the snapshot while the container runs")
             yield trees
         return
-    guard = Guard(held.engine, held.ctid, "start" if mode == "stop" else "thaw")
+    if mode == "suspend":
+        with _two_pass(held, keys, skips or {}, tmpdir, cancel, log, run or _Run()) as trees:
+            yield trees
+        return
+    guard = Guard(held.engine, held.ctid, "start")
     try:
-        if mode == "stop":
-            log("stopping the container (clean shutdown)")
-            held.shutdown(timeout)
-            try:
-                with _volume_trees(held, keys) as trees:
-                    yield trees
-            finally:
-                log("starting the container again")
-                held.start()
-        else:
-            log("freezing the container")
-            with held.suspended(keys):
-                with _volume_trees(held, keys) as trees:
-                    yield trees
-            log("container thawed")
+        log("stopping the container (clean shutdown)")
+        held.shutdown(timeout)
+        try:
+            with _volume_trees(held, keys) as trees:
+                yield trees
+        finally:
+            log("starting the container again")
+            held.start()
     finally:
         guard.disarm()
 
@@ -157,8 +229,11 @@ def backup(engine, ctid: int | str, *, dumpdir: Path | str | None = None, mode: 
            compress: str = "zstd", exclude_paths: Iterable[str] = (), notes: str | None = None,
            protected: bool = False, prune_options: PruneOptions | None = None, threads: int = -1,
            level: int | None = None, shutdown_timeout: float = 60.0, progress: Progress | None = None,
-           cancel: CancelCheck | None = None) -> BackupResult:
-    """Back up one container; returns where the archive is and what was pruned after it."""
+           cancel: CancelCheck | None = None, tmpdir: Path | str | None = None) -> BackupResult:
+    """Back up one container; returns where the archive is and what was pruned after it.
+
+    ``tmpdir`` is where suspend mode's copy goes (``<tmpdir>/.tmp-<ID>-…``; default the dump directory).
+    """
     ctid = parse_ctid(ctid)
     if mode not in MODES:
         raise ValidationError(f"mode '{mode}' is not one of {', '.join(MODES)}", key="mode")
@@ -168,6 +243,10 @@ def backup(engine, ctid: int | str, *, dumpdir: Path | str | None = None, mode: 
     exclude_paths = list(exclude_paths)
     config = engine.config(ctid)  # NotFound for an unknown container
     dumpdir = check_dumpdir(Path(dumpdir) if dumpdir is not None else default_dumpdir(engine), dumpdir is None)
+    tmpbase = Path(tmpdir) if tmpdir is not None else dumpdir
+    if mode == "suspend" and not tmpbase.is_dir():
+        raise ValidationError(f"temporary directory {tmpbase} does not exist or is not a directory", key="tmpdir")
+    excluder = Excluder([*DEFAULT_EXCLUDES, *exclude_paths])  # checks the globs before anything changes
     log = _Log()
     started = time.time()
     log(f"Starting Backup of VM {ctid} (lxc)")
@@ -189,10 +268,14 @@ def backup(engine, ctid: int | str, *, dumpdir: Path | str | None = None, mode: 
         target = dumpdir / name
         firewall = engine.layout.root / "firewall" / f"{ctid}.fw"
         firewall_text = firewall.read_text() if firewall.is_file() else None
+        for leftover in remove_leftover_copies(tmpbase, ctid):
+            log(f"removed the temporary copy {leftover} a killed backup left")
         log(f"creating vzdump archive '{target}'")
+        run = _Run()
         try:
             with atomic_file(target) as fileobj:
-                with _mode(held, mode, running, keys, shutdown_timeout, log) as trees:
+                with _mode(held, mode, running, keys, shutdown_timeout, log, skips={"rootfs": excluder},
+                           tmpdir=tmpbase, cancel=cancel, run=run) as trees:
                     included = []
                     for key, inside in mountpoints:
                         if not trees[key].is_dir():
@@ -214,7 +297,8 @@ def backup(engine, ctid: int | str, *, dumpdir: Path | str | None = None, mode: 
         log(f"{stats.unmapped} files owned by host ids outside the container's id map were stored as "
             f"owned by {OVERFLOW_ID}", "WARN")
     log(f"archive file size: {human_bytes(size)}")
-    result = BackupResult(ctid, str(target), size, mode, compress, round(seconds, 3), stats.members, stats.bytes)
+    result = BackupResult(ctid, str(target), size, mode, compress, round(seconds, 3), stats.members, stats.bytes,
+                          frozen_ms=run.frozen_ms)
     try:
         if notes:
             write_atomic(names.notes_path(target), _notes(notes, ctid, config.hostname) + "\n", mode=0o644)

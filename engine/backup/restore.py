@@ -18,9 +18,18 @@ of the new one.
 A privileged backup restored as unprivileged is shifted into the id map;
 device nodes cannot exist in an unprivileged container and are left out as
 the archive is extracted (those under ``/dev`` are always left to the engine).
+
+The archive's volume mount points (``mpN`` on a storage, archived below their path) become volumes of
+their own on the target storage with their size (``mpN: <storage>:<GiB>,mp=/path``): the root disk is
+extracted without what lies below their paths, and each volume gets the members below its path through
+the same checked extraction. Bind mount points are restored as config only.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import tarfile
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,7 +38,7 @@ from engine.errors import AlreadyExists, EngineError, InvalidState, ValidationEr
 from engine.reverter import Reverter
 from engine.volumes import render_props
 
-from .archive import CHUNK, VZDUMP_DIR, read_archive_config
+from .archive import CHUNK, VZDUMP_DIR, member_name, open_reader, read_archive_config
 from .progress import CancelCheck, Progress, check
 from .volumes import check_storage
 
@@ -50,8 +59,12 @@ class RestoreResult:
         return asdict(self)
 
 
+def _gib(size) -> str:
+    return repr(int(size) / (1 << 30)) if size else "0"  # exact: a binary fraction
+
+
 def _options(archived: ContainerConfig, overrides: dict[str, str], unique: bool, storage: str | None,
-             notes: list[str]) -> dict:
+             notes: list[str], volumes: dict[str, str]) -> dict:
     """The create options: the archive's config less what belongs to the old disk or host, its root disk's
     size and id map, then the overrides."""
     options: dict = {}
@@ -60,9 +73,10 @@ def _options(archived: ContainerConfig, overrides: dict[str, str], unique: bool,
             continue
         if key.startswith("mp") and key[2:].isdigit():
             props = archived.get(key)
-            if not str(props["volume"]).startswith("/"):
-                notes.append(f"{key}: its data is restored into the root disk at {props['mp']}; "
-                             "the separate volume is not recreated")
+            if not str(props["volume"]).startswith("/"):  # a volume: a new one of its size on the storage
+                extra = {k: v for k, v in props.items() if k not in ("volume", "size")}
+                options[key] = render_props(f"{storage or 'local'}:{_gib(props.get('size'))}", extra)
+                volumes[key] = str(props["mp"])
                 continue
         if unique and key.startswith("net") and key[3:].isdigit():
             value = ",".join(p for p in value.split(",") if not p.startswith("hwaddr="))
@@ -72,9 +86,7 @@ def _options(archived: ContainerConfig, overrides: dict[str, str], unique: bool,
     if "rootfs" in archived.current.values:
         props = dict(archived.get("rootfs"))
         props.pop("volume", None)
-        size = props.pop("size", None)
-        gib = repr(int(size) / (1 << 30)) if size else "0"  # exact: a binary fraction
-        options["rootfs"] = render_props(f"{storage or 'local'}:{gib}", props)
+        options["rootfs"] = render_props(f"{storage or 'local'}:{_gib(props.pop('size', None))}", props)
     elif storage is not None:
         options["storage"] = storage
     idmap = archived.current.raw_values("lxc.idmap")
@@ -125,7 +137,8 @@ def restore(engine, archive: Path | str, ctid: int | str, *, force: bool = False
         except (ValueError, EngineError) as err:
             raise ValidationError(f"{archive}: its firewall rules (pct.fw) are invalid: {err}") from None
     notes: list[str] = []
-    create_options = _options(archived, overrides, unique, storage, notes)
+    volumes: dict[str, str] = {}  # mount point key -> path inside, for volumes restored apart
+    create_options = _options(archived, overrides, unique, storage, notes, volumes)
     unprivileged = create_options.get("unprivileged", "1") != "0"
     result = RestoreResult(ctid, str(archive), create_options.get("hostname", f"CT{ctid}"), unprivileged,
                            replaced=False, notes=notes)
@@ -140,10 +153,15 @@ def restore(engine, archive: Path | str, ctid: int | str, *, force: bool = False
     if replace and not force:
         raise AlreadyExists(f"container {ctid} already exists; restore over it with force (it must be stopped)")
     with Reverter() as revert:
+        mount_paths = ["./" + inside.strip("/") for inside in volumes.values() if inside.strip("/")]
         engine.create(ctid, archive, create_options, progress=_reporter(progress, cancel), replace=replace,
-                      skip_devices=skip_devices, exclude=[VZDUMP_DIR])
+                      skip_devices=skip_devices, exclude=[VZDUMP_DIR, *mount_paths])
         if not replace:
             revert.add(engine.destroy, ctid, True)
+        for key, inside in volumes.items():
+            check(cancel, "restore")
+            _fill_volume(engine, ctid, key, archive, inside, skip_devices)
+            notes.append(f"{key}: restored as a volume of its own ({engine.config(ctid).current.values[key]})")
         _write_firewall(engine, ctid, firewall_text)
         revert.success()
     result.replaced = replace
@@ -164,3 +182,50 @@ def _reporter(progress: Progress | None, cancel: CancelCheck | None):
             progress(done, total)
 
     return report
+
+
+def _fill_volume(engine, ctid: int, key: str, archive: Path, inside: str, skip_devices: bool) -> None:
+    """Extract the archive's members below ``inside`` into the new volume at ``key``.
+
+    They are copied, re-rooted at ``.``, into an uncompressed tar beside the archive, which goes through
+    the engine's checked extraction (id shift, unsafe members refused) into a staging directory on the
+    volume; its entries then move to the volume's root.
+    """
+    from engine.unpack import extract_archive
+
+    config = engine.config(ctid)
+    _, driver, vol = engine.storages.resolve(str(config.get(key)["volume"]), ctid, key=key)
+    prefix = "./" + inside.strip("/")
+    fd, part = tempfile.mkstemp(dir=archive.parent, prefix=f".restore-{ctid}-{key}-", suffix=".tar")
+    try:
+        with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst, \
+                open(archive, "rb") as raw:
+            src, _ = open_reader(archive, raw)
+            with src:
+                for member in src:
+                    src.members.clear()
+                    name = member_name(member.name)
+                    if name != prefix and not name.startswith(prefix + "/"):
+                        continue
+                    member.name = "." + name[len(prefix):]
+                    if member.islnk():
+                        link = member_name(member.linkname)
+                        if not link.startswith(prefix + "/"):
+                            continue  # a hard link out of the volume cannot be one on its own disk
+                        member.linkname = "." + link[len(prefix):]
+                    dst.addfile(member, src.extractfile(member) if member.isreg() else None)
+        with driver.writable_tree(vol) as root:
+            staging = Path(root) / f".restore-{key}"
+            extract_archive(Path(part), staging, engine._idmap(config), skip_devices=skip_devices)
+            try:
+                st = os.lstat(staging)
+                for entry in os.listdir(staging):
+                    os.rename(staging / entry, Path(root) / entry)
+                os.chown(root, st.st_uid, st.st_gid)
+                os.chmod(root, st.st_mode & 0o7777)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.rmdir(staging)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(part)

@@ -16,3 +16,9 @@ def check_storage(engine, storage_id: str) -> None:
 def check_storage_volume(engine, config, key: str) -> None:
     """ValidationError naming the key if its volume is not one of the container's on a storage of this node."""
     engine.storages.resolve(str(config.get(key)["volume"]), config.ctid, key=key)
+
+
+def block_backed(engine, config, key: str) -> bool:
+    """Whether the volume at ``key`` is a file system image (a second mount of it must wait for a freeze)."""
+    _, driver, _ = engine.storages.resolve(str(config.get(key)["volume"]), config.ctid, key=key)
+    return bool(driver.info.block_backed)

@@ -223,44 +223,165 @@ def test_verify_catches_truncated_and_corrupted_archives(engine, container, tmp_
     assert verify(archive).members > 100
 
 
-def test_a_backup_killed_mid_way_leaves_no_archive_and_the_container_running(engine, container, tmp_path,
-                                                                              cgroup_parent):
-    with open(rootfs(engine, container) / "root" / "noise", "wb") as handle:
-        handle.write(os.urandom(96 << 20))
+# Runs the backup CLI with suspend mode's second pass (the one made while the container is frozen) held
+# open after it copied: the test kills the process there, with the container frozen.
+HANG_IN_SECOND_PASS = """
+import sys, time
+from pathlib import Path
+from engine.backup import sync
+from engine.backup.cli import main
+real = sync.TreeSync.run
+def run(self):
+    stats = real(self)
+    if self.passes == 2:
+        Path(sys.argv[1]).touch()
+        time.sleep(120)
+    return stats
+sync.TreeSync.run = run
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _freezer_state(engine, cgroup_parent: str, ctid: int) -> str:
+    if "freezer" in engine.cgroups.mounts.v1:
+        path = Path(engine.cgroups.mounts.v1["freezer"]) / cgroup_parent / str(ctid) / "freezer.state"
+        return path.read_text().strip()
+    frozen = Path(engine.cgroups.mounts.unified) / cgroup_parent / str(ctid) / "cgroup.freeze"
+    return "FROZEN" if frozen.read_text().strip() == "1" else "THAWED"
+
+
+def test_a_backup_killed_while_frozen_leaves_no_archive_and_the_container_thawed(engine, container, tmp_path,
+                                                                                 cgroup_parent):
+    marker, dumpdir = tmp_path / "second-pass", tmp_path / "dump"
+    dumpdir.mkdir()
     env = {**os.environ, "CAISSON_CGROUP_PARENT": cgroup_parent, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "engine.backup", "--root", str(engine.layout.root),
-                             "--run-dir", str(engine.layout.run), "backup", str(container), "--mode", "suspend",
-                             "--compress", "gzip", "--dumpdir", str(tmp_path)], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", HANG_IN_SECOND_PASS, str(marker), "--root",
+                             str(engine.layout.root), "--run-dir", str(engine.layout.run), "backup", str(container),
+                             "--mode", "suspend", "--dumpdir", str(dumpdir)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(p.stat().st_size > 1 << 20 for p in tmp_path.glob(".*.part")):
+    while time.monotonic() < deadline and not marker.exists():
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.02)
-    frozen = Path(engine.cgroups.mounts.v1["freezer"]) / cgroup_parent / str(container) / "freezer.state" \
-        if "freezer" in engine.cgroups.mounts.v1 else None
-    if frozen is not None:
-        assert frozen.read_text().strip() == "FROZEN"  # killed while the container is frozen
+    assert _freezer_state(engine, cgroup_parent, container) == "FROZEN"  # killed while the container is frozen
+    assert engine.status(container).lock == "backup"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]  # no final name, no log
+    assert not [p for p in dumpdir.iterdir() if not p.name.startswith(".")]  # no final name, no log
+    left = [p.name for p in dumpdir.glob(f".tmp-{container}-*")]
+    assert len(left) == 1  # a kill leaves the copy: the next backup of the container removes it
     deadline = time.monotonic() + 10
-    while frozen is not None and frozen.read_text().strip() != "THAWED" and time.monotonic() < deadline:
+    while _freezer_state(engine, cgroup_parent, container) != "THAWED" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert engine.exec_output(container, ["true"])[0] == 0  # the guard thawed it
-    assert engine.status(container).status == "running"
+    assert engine.status(container).status == "running" and engine.status(container).lock is None
+    result = backup(engine, container, dumpdir=dumpdir, compress="none")
+    assert f"removed the temporary copy {left[0]} a killed backup left" in "\n".join(result.log)
+    assert not list(dumpdir.glob(".tmp-*"))
 
 
-def test_cancel_stops_between_members_and_thaws(engine, container, tmp_path):
+def _phases(engine, monkeypatch) -> list[str]:
+    """The phases of a suspend backup as they happen: first pass, frozen, archive (after the thaw)."""
+    phases = ["first pass"]
+    real_freeze, real_thaw = engine.cgroups.freeze, engine.cgroups.thaw
+    monkeypatch.setattr(engine.cgroups, "freeze", lambda name, **kw: (real_freeze(name, **kw),
+                                                                      phases.append("frozen"))[0])
+    monkeypatch.setattr(engine.cgroups, "thaw", lambda name, **kw: (phases.append("archive"),
+                                                                    real_thaw(name, **kw))[1])
+    return phases
+
+
+@pytest.mark.parametrize("phase", ["first pass", "frozen", "archive"])
+def test_cancel_in_each_phase_thaws_and_leaves_nothing(engine, container, tmp_path, monkeypatch, cgroup_parent,
+                                                       phase):
+    phases = _phases(engine, monkeypatch)
     calls = []
 
     def cancel() -> bool:
-        calls.append(1)
+        if phases[-1] == phase:
+            calls.append(1)
         return len(calls) > 20
 
     with pytest.raises(Cancelled):
         backup(engine, container, dumpdir=tmp_path, cancel=cancel)
-    assert list(tmp_path.iterdir()) == []
-    assert engine.exec_output(container, ["true"])[0] == 0
+    assert phases[-1] == ("first pass" if phase == "first pass" else "archive")  # never frozen, or thawed
+    assert list(tmp_path.iterdir()) == []  # no archive, no temporary copy
+    assert _freezer_state(engine, cgroup_parent, container) == "THAWED"
+    assert engine.exec_output(container, ["true"])[0] == 0 and engine.status(container).lock is None
+
+
+def _archived(archive: Path) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
+    with open(archive, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream, \
+            tarfile.open(fileobj=stream, mode="r|") as tar:
+        return {m.name: (m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar}
+
+
+def test_suspend_mode_copies_while_running_and_freezes_only_for_the_changes(engine, container, ctid_factory,
+                                                                           tmp_path, monkeypatch, cgroup_parent):
+    from engine.backup import sync
+
+    root = rootfs(engine, container) / "root"
+    (root / "gone").write_text("removed after the first pass\n")
+    (root / "kept").write_text("kept\n")
+    os.link(root / "kept", root / "linked-later")
+    os.mkfifo(root / "fifo")
+    code, _, _ = engine.exec_output(container, ["sh", "-c", "(i=0; while true; do i=$((i+1)); echo $i >> /root/log; "
+                                                            "done) >/dev/null 2>&1 &"])
+    assert code == 0
+    deadline = time.monotonic() + 10
+    while not (root / "log").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    payload = os.urandom(3 << 20)
+    events, seen = [], {}
+    real_freeze, real_run = engine.cgroups.freeze, sync.TreeSync.run
+
+    def freeze(name, **kw):
+        # Changes between the passes: a file removed, one made, a mode, an xattr and a hard link changed.
+        (root / "gone").unlink()
+        (root / "new").write_text("made after the first pass\n")
+        os.chmod(root / "kept", 0o600)
+        os.setxattr(root / "kept", "user.when", b"second")
+        os.unlink(root / "linked-later")
+        os.link(root / "new", root / "linked-later")
+        real_freeze(name, **kw)
+        events.append("freeze")
+        seen["log"] = (root / "log").read_bytes()  # the one point the archive must hold
+        (root / "frozen").write_bytes(payload)  # written while frozen: complete in the archive
+
+    def run(self):
+        events.append(f"pass {self.passes + 1}")
+        return real_run(self)
+
+    monkeypatch.setattr(engine.cgroups, "freeze", freeze)
+    monkeypatch.setattr(sync.TreeSync, "run", run)
+    pid = engine.status(container).pid
+    result = backup(engine, container, dumpdir=tmp_path, mode="suspend")
+    assert events == ["pass 1", "freeze", "pass 2"]  # the first pass while running, the second frozen
+    assert isinstance(result.frozen_ms, int) and f"frozen for {result.frozen_ms} ms" in "\n".join(result.log)
+    assert _freezer_state(engine, cgroup_parent, container) == "THAWED" and engine.status(container).pid == pid
+    assert engine.status(container).lock is None
+    assert not list(tmp_path.glob(".tmp-*"))  # the copy is gone
+
+    found = _archived(Path(result.archive))
+    log = found["./root/log"][1]
+    assert log == seen["log"] and log.endswith(b"\n")
+    numbers = [int(n) for n in log.split()]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert found["./root/frozen"][1] == payload
+    assert "./root/gone" not in found
+    # 'linked-later' is now the first name (sorted walk) of 'new', no longer a second name of 'kept'
+    assert found["./root/linked-later"][1] == b"made after the first pass\n"
+    assert found["./root/new"][0].islnk() and found["./root/new"][0].linkname == "./root/linked-later"
+    kept = found["./root/kept"][0]
+    assert kept.mode == 0o600 and kept.pax_headers["SCHILY.xattr.user.when"] == "second"
+    assert found["./root/fifo"][0].isfifo()
+    assert len((root / "log").read_bytes()) > len(log)  # the container wrote on after the thaw
+
+    clone = ctid_factory()
+    restore(engine, result.archive, clone)
+    new_root = rootfs(engine, clone) / "root"
+    assert (new_root / "frozen").read_bytes() == payload and (new_root / "log").read_bytes() == seen["log"]
+    assert os.lstat(new_root / "new").st_ino == os.lstat(new_root / "linked-later").st_ino
 
 
 def test_bad_backup_inputs_give_clear_errors(engine, container, tmp_path):
@@ -424,3 +545,37 @@ def test_restore_keeps_an_id_map_of_its_own_and_reports_progress(engine, busybox
     assert engine.config(new).current.raw_values("lxc.idmap") == lines
     assert os.stat(rootfs(engine, new) / "bin" / "busybox").st_uid == 300000
     assert seen == sorted(seen) and seen[-1] == (os.path.getsize(archive),) * 2
+
+
+def test_a_volume_mount_point_is_restored_as_a_volume_of_its_own(engine, busybox_template, ctid_factory, tmp_path):
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": "vols", "mp0": "local:1,mp=/data,backup=1"})
+    props = engine.config(ctid).get("mp0")
+    _, driver, vol = engine.storages.resolve(str(props["volume"]), ctid, key="mp0")
+    with driver.writable_tree(vol) as volume:  # a raw image on the directory storage, mounted privately
+        (volume / "sub").mkdir()
+        (volume / "sub" / "file").write_text("on the volume\n")
+        os.chown(volume / "sub" / "file", BASE + 7, BASE + 7)
+        os.link(volume / "sub" / "file", volume / "second")
+    (rootfs(engine, ctid) / "root" / "on-root").write_text("root disk\n")
+    archive = backup(engine, ctid, dumpdir=tmp_path).archive
+
+    clone = ctid_factory()
+    result = restore(engine, archive, clone)
+    config = engine.config(clone)
+    new = config.get("mp0")
+    assert new["mp"] == "/data" and new["backup"] and new["size"] == 1 << 30
+    assert str(new["volume"]) == f"local:{clone}/vm-{clone}-disk-1.raw"
+    assert any(n.startswith("mp0: restored as a volume of its own") for n in result.notes)
+    _, driver, vol = engine.storages.resolve(str(new["volume"]), clone, key="mp0")
+    with driver.tree(vol) as copy:
+        assert (copy / "sub" / "file").read_text() == "on the volume\n"
+        assert os.stat(copy / "sub" / "file").st_uid == BASE + 7
+        assert os.stat(copy / "second").st_ino == os.stat(copy / "sub" / "file").st_ino
+        assert os.stat(copy).st_uid == BASE and not list(copy.glob(".restore-*"))
+    new_root = rootfs(engine, clone)
+    assert (new_root / "root" / "on-root").read_text() == "root disk\n"
+    assert not list((new_root / "data").iterdir()) if (new_root / "data").exists() else True
+    assert not list(tmp_path.glob(".restore-*"))
+    engine.start(clone)
+    assert engine.exec_output(clone, ["cat", "/data/sub/file"])[1] == b"on the volume\n"

@@ -5,16 +5,20 @@ VM.Console again, and then passes bytes between the browser and the relay of
 the container's node (``tasks.console_relay``) over the channel layer.
 
 Browser to server: binary frames are terminal input; text frames are JSON
-control, ``{"type": "resize", "cols": C, "rows": R}`` or ``{"type": "close"}``.
+control, ``{"type": "resize", "cols": C, "rows": R}``, ``{"type": "close"}`` or ``{"type": "flow"}``
+(answered with the output counters: pending, peak, offset, written, acked).
 Server to browser: binary frames are terminal output; text frames are
 ``{"type": "status", ...}``, ``{"type": "error", "message": ...}`` (with
 ``"fatal": true`` when the socket then closes) and ``{"type": "exit", "code": N}``.
 Frames over ``MAX_FRAME`` end the session. Refusals are an error message,
-then a close code in the 4000s the page understands.
+then a close code in the 4000s the page understands. Logout of the socket's
+login and loss of VM.Console (pushed through the group ``user.<id>``, see
+``webui.signals``) end the session at once, processes included.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import uuid
 from urllib.parse import parse_qs
@@ -24,12 +28,18 @@ from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from tasks.console_relay import KEEPALIVE, MODES, SESSION_ID, WINDOW, relay_channel
+from webui.signals import user_group
 
 MAX_FRAME = 64 * 1024  # bytes in one frame from the browser
 MAX_SIZE = 1000  # columns and rows
 ACK_EVERY = WINDOW // 4
 OPEN_TIMEOUT = 10.0  # seconds the relay has to answer an open or attach
 EARLY_INPUT = 64 * 1024  # input typed before the relay answered, kept until it does
+# Output handed to the socket but not yet taken by the server (its send has not returned: the
+# browser reads slowly). Above this, relay output is no longer acknowledged, so the relay's window
+# fills and the pty pauses; the relay never sends past the window, so this holds at most
+# WINDOW + CHUNK bytes per console.
+HIGH_WATER = 256 * 1024
 
 # Close codes (the page maps them to what it shows and whether it reconnects).
 CLOSE_EXITED = 1000
@@ -53,6 +63,15 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         self.early: list[bytes] = []
         self.tasks: list[asyncio.Task] = []
         self.audit_detail: dict = {}
+        self.user_group: str | None = None
+        # Frames to the browser go out in order through one writer task, so that a browser that
+        # reads slowly holds up neither the relay's messages nor the user's input and close.
+        self.outbox: collections.deque = collections.deque()
+        self.pending = 0  # output bytes in the outbox or in a send not yet returned
+        self.peak = 0  # the most ``pending`` has been
+        self.written = 0  # output offset the server has taken
+        self.has_mail = asyncio.Event()
+        self.writer = asyncio.ensure_future(self._write())
         # Accept first, so that a refusal can carry a message the page shows (the origin was
         # checked before this by AllowedHostsOriginValidator, which refuses without accepting).
         await self.accept()
@@ -62,6 +81,9 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if not user or not user.is_authenticated:
             await self.refuse(CLOSE_LOGIN, "log in first: this console belongs to a session that has ended")
             return
+        # Logout, deactivation and changes of access reach every socket of the user at once.
+        self.user_group = user_group(user.id)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("ticket") or [""])[0]
         cols, rows = _number(query, "cols", 80), _number(query, "rows", 24)
@@ -89,6 +111,10 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code):
         for task in getattr(self, "tasks", ()):
             task.cancel()
+        if getattr(self, "writer", None) is not None:
+            self.writer.cancel()
+        if getattr(self, "user_group", None):
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
         if getattr(self, "session", None) and not self.ended:
             # The relay keeps the session for its grace period; a new socket may resume it.
             await self.to_relay({"type": "console.detach"}, quiet=True)
@@ -125,6 +151,9 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
                                                  f"{MAX_SIZE} (got {str(cols)[:12]}×{str(rows)[:12]})"})
                 return
             await self.to_relay({"type": "console.resize", "cols": cols, "rows": rows})
+        elif kind == "flow":
+            self.emit({"type": "flow", "pending": self.pending, "peak": self.peak, "offset": self.offset,
+                       "written": self.written, "acked": self.acked, "high_water": HIGH_WATER})
         elif kind == "close":
             self.ended = True
             await self.to_relay({"type": "console.close"}, quiet=True)
@@ -140,7 +169,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if message.get("session") != self.session or self.ended:
             return
         self.opened = True
-        self.offset = self.acked = message.get("offset", 0)
+        self.offset = self.acked = self.written = message.get("offset", 0)
         await self.send_json({"type": "status", "state": "open", "session": self.session, "ctid": self.ctid,
                               "mode": message.get("mode"), "resumed": message.get("resumed", False),
                               "reset": message.get("reset", True), "offset": self.offset,
@@ -157,11 +186,8 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             await self.end_session(CLOSE_RELAY, f"console output out of order (expected byte {self.offset}, "
                                                 f"got {offset}); the session was ended")
             return
-        await self.send(bytes_data=data)
         self.offset += len(data)
-        if self.offset - self.acked >= ACK_EVERY:
-            self.acked = self.offset
-            await self.to_relay({"type": "console.ack", "offset": self.offset})
+        self.emit(data)
 
     async def console_error(self, message):
         if message.get("session") != self.session or self.ended:
@@ -191,9 +217,82 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "error", "fatal": True, "taken": True, "message": message.get("message")})
         await self.close(CLOSE_GONE)
 
-    # ---- helpers ----------------------------------------------------------------------------------
+    # ---- access withdrawn ---------------------------------------------------------------------------
+    async def user_access(self, message):
+        """The user logged out, was deactivated or deleted, or their access changed: check at once."""
+        if self.ended or not self.session:
+            return
+        if message.get("reason") == "logout":
+            if message.get("session") and message.get("session") == self._session_key():
+                await self.revoke(CLOSE_LOGIN, "your session ended (you logged out); the console was closed")
+            return
+        if not await self._still_allowed():
+            await self.revoke(CLOSE_DENIED, f"your access to CT {self.ctid} was revoked; the console was closed")
+
+    async def revoke(self, code: int, text: str) -> None:
+        """End the session now: the relay kills its processes (no grace period), the browser is told why."""
+        self.ended = True
+        for task in self.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        await self.to_relay({"type": "console.close"}, quiet=True)
+        await self.audit("console.close", "denied", reason=text, kept=False)
+        self.outbox.clear()  # output not yet sent is no longer the user's to see
+        self.pending = 0
+        await self.send_json({"type": "error", "fatal": True, "revoked": True, "message": text, "code": code})
+        await self.close(code)
+
+    def _session_key(self) -> str | None:
+        session = self.scope.get("session")
+        return getattr(session, "session_key", None)
+
+    # ---- to the browser -----------------------------------------------------------------------------
+    def emit(self, item) -> None:
+        """Queue a frame (bytes: output; dict: control; int: close with that code) for the writer."""
+        self.outbox.append(item)
+        if isinstance(item, bytes):
+            self.pending += len(item)
+            self.peak = max(self.peak, self.pending)
+        self.has_mail.set()
+
+    async def _write(self) -> None:
+        """Send the outbox in order. A send returns once the server took the frame (uvicorn waits while its
+        transport is above its high-water mark), and output is acknowledged to the relay only while little
+        is pending here, so a browser that reads slowly pauses the program instead of filling memory."""
+        try:
+            await self._write_outbox()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the client went away mid-send; disconnect() follows
+            self.outbox.clear()
+
+    async def _write_outbox(self) -> None:
+        while True:
+            await self.has_mail.wait()
+            self.has_mail.clear()
+            while self.outbox:
+                item = self.outbox.popleft()
+                if isinstance(item, bytes):
+                    await self.send(bytes_data=item)
+                    self.pending = max(0, self.pending - len(item))
+                    self.written += len(item)
+                    if (not self.ended and self.written - self.acked >= ACK_EVERY
+                            and self.pending <= HIGH_WATER):
+                        self.acked = self.written
+                        await self.to_relay({"type": "console.ack", "offset": self.written}, quiet=True)
+                elif isinstance(item, dict):
+                    await self.send(text_data=json.dumps(item))
+                else:
+                    await super().close(item)
+                    return
+
     async def send_json(self, payload: dict) -> None:
-        await self.send(text_data=json.dumps(payload))
+        self.emit(payload)
+
+    async def close(self, code=None, reason=None) -> None:
+        self.emit(code if code is not None else 1000)
+
+    # ---- helpers ----------------------------------------------------------------------------------
 
     async def refuse(self, code: int, text: str) -> None:
         self.ended = True
@@ -247,8 +346,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             if self.ended:
                 return
             if not await self._still_allowed():
-                await self.end_session(CLOSE_DENIED, "VM.Console on this container was withdrawn; the session "
-                                                     "was ended")
+                await self.revoke(CLOSE_DENIED, f"your access to CT {self.ctid} was revoked; the console was closed")
                 return
             await self.to_relay({"type": "console.keepalive"}, quiet=True)
 

@@ -27,6 +27,10 @@ from engine import syscalls as sc
 from engine.errors import StartError
 from engine.idmap import IdMap
 
+# libc through ctypes, loaded here, in the process that forks the container's init: after pivot_root the
+# child could no longer import ctypes nor find libc.
+sc.load()
+
 # The cgroup namespace comes later, from init itself: it must be made after the move into the cgroups.
 NAMESPACES = os.CLONE_NEWNS | os.CLONE_NEWUTS | os.CLONE_NEWIPC | os.CLONE_NEWNET | os.CLONE_NEWPID
 

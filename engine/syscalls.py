@@ -5,19 +5,41 @@ failing start step can name exactly what the kernel refused.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
-import socket
 import struct
 
-libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-libc.syscall.restype = ctypes.c_long
-libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc = None
+
+
+def load():
+    """Load libc now: call before forking a child that will leave the host's file system (pivot_root),
+    where ctypes could no longer be imported nor libc found."""
+    _load_libc()
+
+
+def _load_libc():
+    """libc with the prototypes used here, loaded on first use (ctypes costs every command start-up time)."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        # The C library this interpreter is linked against, by its symbols already in the process:
+        # ctypes.util.find_library would run ldconfig (milliseconds, and a subprocess) to name the same file.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+        libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        libc.syscall.restype = ctypes.c_long
+        libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        _libc = libc
+    return _libc
+
+
+def __getattr__(name: str):
+    if name == "libc":
+        return _load_libc()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # mount(2) flags
 MS_RDONLY = 1
@@ -53,6 +75,8 @@ CAPABILITIES = {
 
 def _check(result: int, what: str) -> int:
     if result < 0:
+        import ctypes
+
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return result
@@ -63,20 +87,20 @@ def _b(value: str | bytes | None) -> bytes | None:
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
-    _check(libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
+    _check(_load_libc().mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
            f"mount {source or fstype} on {target}")
 
 
 def umount(target: str, flags: int = 0) -> None:
-    _check(libc.umount2(_b(target), flags), f"umount {target}")
+    _check(_load_libc().umount2(_b(target), flags), f"umount {target}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(libc.syscall(SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), f"pivot_root {new_root}")
+    _check(_load_libc().syscall(SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), f"pivot_root {new_root}")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    return _check(libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+    return _check(_load_libc().prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
 
 
 def drop_bounding_caps(names: list[str]) -> None:
@@ -96,6 +120,8 @@ def cap_last() -> int:
 
 def set_loopback_up() -> None:
     """Bring ``lo`` up in the current network namespace (SIOCSIFFLAGS), without pyroute2's import cost."""
+    import socket  # already loaded by engine.start, which calls this after pivot_root
+
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         ifreq = struct.pack("16sH14x", b"lo", 0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from engine.cgroups import devices_bpf
 from engine.cgroups.base import (
     CFS_PERIOD_US,
     DEFAULT_DEVICES,
@@ -111,6 +110,8 @@ class V1Driver(CgroupDriver):
             for rule in rules:
                 write_file(allow, rule.v1_line())
         elif self.mounts.unified:
+            from engine.cgroups import devices_bpf  # ctypes: loaded only when a container starts
+
             devices_bpf.attach(self._dir(self.mounts.unified, ctid), rules)
         else:
             raise NotSupported("no 'devices' controller and no cgroup2 mount: cannot restrict device access")

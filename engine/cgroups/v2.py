@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from engine.cgroups import devices_bpf
 from engine.cgroups.base import (
     CFS_PERIOD_US,
     DEFAULT_DEVICES,
@@ -103,6 +102,8 @@ class V2Driver(CgroupDriver):
         self._ensure_parent()
         path = self._path(ctid)
         make_cgroup(path, exist_ok=False)
+        from engine.cgroups import devices_bpf  # ctypes: loaded only when a container starts
+
         try:
             devices_bpf.attach(path, [*DEFAULT_DEVICES, *extra_devices])
             if owner_uid is not None:

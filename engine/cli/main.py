@@ -10,7 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.cli import storage as storage_cli
 from engine.cli.output import emit_json, human_bytes, human_duration, table
 from engine.config import SCHEMA, parse_ctid
 from engine.errors import EngineError, ValidationError
@@ -47,76 +46,103 @@ def _verb_of(argv: list[str]) -> str | None:
             skip_next = False
         elif arg in ("--root", "--run-dir", "--output", "-o"):
             skip_next = True
+        elif arg in ("-h", "--help"):
+            return None  # the top-level help lists every verb
         elif not arg.startswith("-"):
             return arg
     return None
 
 
+# The verbs defined here, in the order --help lists them; the storage verbs follow (engine.cli.storage).
+CORE_VERBS = ("create", "start", "stop", "status", "config", "shutdown", "reboot", "destroy", "list", "set", "exec",
+              "enter", "make-template", "network", "firewall")
+
+
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser; the 40-odd config options are added only to the verb in use (start-up time)."""
+    """The parser.  Given one of :data:`CORE_VERBS`, only that verb's sub-parser is built (start-up time: the
+    usage lines of errors name ``VERB``, not the list); otherwise (none, a storage verb, a typo) all of them.
+    The 40-odd config options are added only to the verb in use, or to all when ``verb`` is None."""
     parser = argparse.ArgumentParser(prog="python -m engine", description="Manage this node's system containers.")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="state directory (default %(default)s)")
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="runtime directory (default %(default)s)")
     parser.add_argument("--output", "-o", choices=("text", "json"), default="text", help="output format")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    only = verb if verb in CORE_VERBS else None
 
-    create = verbs.add_parser("create", help="create a container from a template tarball or directory")
-    create.add_argument("ctid", type=_ctid, help="container ID (100 and up)")
-    create.add_argument("template", type=Path, help="rootfs tarball (.tar, .tar.gz/.xz/.zst) or directory")
-    create.add_argument("--start", action="store_true", help="start it once created")
-    create.add_argument("--rootfs", dest="cfg_rootfs", metavar="STORAGE:GIB",
-                        help="storage and size of the root disk, e.g. local-btrfs:8 (default: local, no size)")
-    create.add_argument("--storage", dest="cfg_storage", metavar="STORAGE", help="storage of the root disk")
-    if verb in (None, "create"):
-        _add_config_options(create)
+    def wanted(name: str) -> bool:
+        return only is None or only == name
+
+    if wanted("create"):
+        create = verbs.add_parser("create", help="create a container from a template tarball or directory")
+        create.add_argument("ctid", type=_ctid, help="container ID (100 and up)")
+        create.add_argument("template", type=Path, help="rootfs tarball (.tar, .tar.gz/.xz/.zst) or directory")
+        create.add_argument("--start", action="store_true", help="start it once created")
+        create.add_argument("--rootfs", dest="cfg_rootfs", metavar="STORAGE:GIB",
+                            help="storage and size of the root disk, e.g. local-btrfs:8 (default: local, no size)")
+        create.add_argument("--storage", dest="cfg_storage", metavar="STORAGE", help="storage of the root disk")
+        if verb in (None, "create"):
+            _add_config_options(create)
 
     for name, text in (("start", "start a container"), ("stop", "stop a container at once (kill)"),
                        ("status", "show a container's state"), ("config", "print a container's configuration")):
-        sub = verbs.add_parser(name, help=text)
-        sub.add_argument("ctid", type=_ctid)
+        if wanted(name):
+            sub = verbs.add_parser(name, help=text)
+            sub.add_argument("ctid", type=_ctid)
 
     for name, text in (("shutdown", "ask the container's init to power off"), ("reboot", "shut down, then start")):
-        sub = verbs.add_parser(name, help=text)
-        sub.add_argument("ctid", type=_ctid)
-        sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default %(default)s)")
-        if name == "shutdown":
-            sub.add_argument("--no-force-stop", dest="force_stop", action="store_false",
-                             help="fail instead of killing the container after the timeout")
+        if wanted(name):
+            sub = verbs.add_parser(name, help=text)
+            sub.add_argument("ctid", type=_ctid)
+            sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default %(default)s)")
+            if name == "shutdown":
+                sub.add_argument("--no-force-stop", dest="force_stop", action="store_false",
+                                 help="fail instead of killing the container after the timeout")
 
-    destroy = verbs.add_parser("destroy", help="delete a container and its root disk")
-    destroy.add_argument("ctid", type=_ctid)
-    destroy.add_argument("--force", action="store_true", help="stop it first if it is running")
+    if wanted("destroy"):
+        destroy = verbs.add_parser("destroy", help="delete a container and its root disk")
+        destroy.add_argument("ctid", type=_ctid)
+        destroy.add_argument("--force", action="store_true", help="stop it first if it is running")
 
-    verbs.add_parser("list", help="list containers")
+    if wanted("list"):
+        verbs.add_parser("list", help="list containers")
 
-    setp = verbs.add_parser("set", help="change settings; limits of a running container change at once")
-    setp.add_argument("ctid", type=_ctid)
-    setp.add_argument("--delete", default="", help="comma-separated keys to remove")
-    setp.add_argument("--digest", help="refuse if the config changed since this digest was read")
-    if verb in (None, "set"):
-        _add_config_options(setp)
+    if wanted("set"):
+        setp = verbs.add_parser("set", help="change settings; limits of a running container change at once")
+        setp.add_argument("ctid", type=_ctid)
+        setp.add_argument("--delete", default="", help="comma-separated keys to remove")
+        setp.add_argument("--digest", help="refuse if the config changed since this digest was read")
+        if verb in (None, "set"):
+            _add_config_options(setp)
 
-    execp = verbs.add_parser("exec", help="run a command inside a running container")
-    execp.add_argument("ctid", type=_ctid)
-    execp.add_argument("command", nargs=argparse.REMAINDER, help="-- command [args...]")
+    if wanted("exec"):
+        execp = verbs.add_parser("exec", help="run a command inside a running container")
+        execp.add_argument("ctid", type=_ctid)
+        execp.add_argument("command", nargs=argparse.REMAINDER, help="-- command [args...]")
 
-    enter = verbs.add_parser("enter", help="open a shell inside a running container")
-    enter.add_argument("ctid", type=_ctid)
-    enter.add_argument("--mode", choices=("shell", "tty"), default="shell",
-                       help="shell: a root login shell (default); tty: the container's own login prompt")
+    if wanted("enter"):
+        enter = verbs.add_parser("enter", help="open a shell inside a running container")
+        enter.add_argument("ctid", type=_ctid)
+        enter.add_argument("--mode", choices=("shell", "tty"), default="shell",
+                           help="shell: a root login shell (default); tty: the container's own login prompt")
 
-    tmpl = verbs.add_parser("make-template", help="pack a stopped container as a template in the store")
-    tmpl.add_argument("ctid", type=_ctid)
-    tmpl.add_argument("name", help="template file name, e.g. web-1.0-1_amd64.tar.zst")
+    if wanted("make-template"):
+        tmpl = verbs.add_parser("make-template", help="pack a stopped container as a template in the store")
+        tmpl.add_argument("ctid", type=_ctid)
+        tmpl.add_argument("name", help="template file name, e.g. web-1.0-1_amd64.tar.zst")
 
-    network = verbs.add_parser("network", help="show the node's bridges; --apply creates or adopts them")
-    network.add_argument("--apply", action="store_true", help="create missing bridges, set their addresses")
+    if wanted("network"):
+        network = verbs.add_parser("network", help="show the node's bridges; --apply creates or adopts them")
+        network.add_argument("--apply", action="store_true", help="create missing bridges, set their addresses")
 
-    fw = verbs.add_parser("firewall", help="show a container's firewall, or install new rules (applied live)")
-    fw.add_argument("ctid", type=_ctid)
-    fw.add_argument("--rules", type=Path, metavar="FILE",
-                    help="rules in Proxmox's <ID>.fw format; checked, saved, applied to a running container")
-    storage_cli.add_parsers(verbs, _ctid)
+    if wanted("firewall"):
+        fw = verbs.add_parser("firewall", help="show a container's firewall, or install new rules (applied live)")
+        fw.add_argument("ctid", type=_ctid)
+        fw.add_argument("--rules", type=Path, metavar="FILE",
+                        help="rules in Proxmox's <ID>.fw format; checked, saved, applied to a running container")
+    if only is None:  # a storage verb, or none yet (help, errors): their parsers and module too
+        from engine.cli import storage as storage_cli
+
+        storage_cli.add_parsers(verbs, _ctid)
     return parser
 
 
@@ -149,8 +175,6 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(engine, args) -> int:
     as_json = args.output == "json"
     verb = args.verb
-    if verb in storage_cli.VERBS:
-        return storage_cli.dispatch(engine, args)
     if verb == "create":
         status = engine.create(args.ctid, args.template, _config_values(args))
         if args.start:
@@ -220,6 +244,10 @@ def _dispatch(engine, args) -> int:
         _network(engine, args.apply, as_json)
     elif verb == "firewall":
         _firewall(engine, args.ctid, args.rules, as_json)
+    else:  # the storage, snapshot, clone and resize verbs
+        from engine.cli import storage as storage_cli
+
+        return storage_cli.dispatch(engine, args)
     return 0
 
 

@@ -130,14 +130,14 @@ def _tree(infos) -> None:
 
 
 def _storage(engine, args, as_json: bool) -> int:
-    from engine.storage import DRIVERS, STORAGE_TYPES, cfg
+    from engine.storage import STORAGE_TYPES, cfg, driver_class
 
     action = args.storage_action
     root = engine.layout.root
     if action == "list":
         rows = []
         for definition in cfg.load(root).values():
-            drivers = [DRIVERS[n].info for n in dict.fromkeys(STORAGE_TYPES[definition.type])]
+            drivers = [driver_class(n).info for n in dict.fromkeys(STORAGE_TYPES[definition.type])]
             rows.append({"id": definition.id, "type": definition.type, "path": str(definition.path),
                          "content": sorted(definition.content), "nodes": list(definition.nodes),
                          "enabled": not definition.disabled, "active": definition.path.is_dir(),

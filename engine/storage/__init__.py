@@ -1,6 +1,7 @@
 """The node's storages and the registry of volume drivers.
 
-``DRIVERS`` maps a driver name to its constructor (one module per backend);
+``DRIVERS`` maps a driver name to its class as ``"module:Class"`` (one module per
+backend), imported when a storage of that type is first used (:func:`driver_class`);
 ``STORAGE_TYPES`` says which drivers a storage type offers: the first for a
 volume without a size, the second for one with a size.  A ``dir`` storage
 thus gives a directory (``subvol-…``) or, with a size, a raw ext4 image
@@ -13,6 +14,7 @@ do not belong to the container asking.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from dataclasses import dataclass
@@ -21,16 +23,13 @@ from pathlib import Path
 from engine.errors import ValidationError
 from engine.storage import cfg
 from engine.storage.base import Driver, Info, StorageDef, check_snapshot_name
-from engine.storage.btrfs import BtrfsDriver
-from engine.storage.dir import DirDriver
-from engine.storage.loop import LoopDriver
-from engine.storage.overlay import OverlayDriver
 
-DRIVERS: dict[str, type[Driver]] = {
-    "dir": DirDriver,
-    "loop": LoopDriver,
-    "btrfs": BtrfsDriver,
-    "overlay": OverlayDriver,
+# Resolved on first use: a command that never touches a storage of a type never imports its driver.
+DRIVERS: dict[str, str] = {
+    "dir": "engine.storage.dir:DirDriver",
+    "loop": "engine.storage.loop:LoopDriver",
+    "btrfs": "engine.storage.btrfs:BtrfsDriver",
+    "overlay": "engine.storage.overlay:OverlayDriver",
 }
 STORAGE_TYPES: dict[str, tuple[str, str]] = {
     "dir": ("dir", "loop"),
@@ -40,7 +39,18 @@ STORAGE_TYPES: dict[str, tuple[str, str]] = {
 NEW_VOLUME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9\-_.]*):(\d+(?:\.\d+)?)$")  # Proxmox's "<storage>:<GiB>"
 
 __all__ = ["DRIVERS", "STORAGE_TYPES", "Driver", "Info", "Storage", "StorageDef", "Storages",
-           "check_snapshot_name", "status"]
+           "check_snapshot_name", "driver_class", "status"]
+
+_driver_classes: dict[str, type[Driver]] = {}
+
+
+def driver_class(name: str) -> type[Driver]:
+    """The driver class registered as ``name`` in :data:`DRIVERS`, its module imported on first use."""
+    cls = _driver_classes.get(name)
+    if cls is None:
+        module, _, attr = DRIVERS[name].partition(":")
+        cls = _driver_classes[name] = getattr(importlib.import_module(module), attr)
+    return cls
 
 
 @dataclass
@@ -72,8 +82,8 @@ class Storage:
 
 def make_storage(definition: StorageDef) -> Storage:
     plain_name, sized_name = STORAGE_TYPES[definition.type]
-    plain = DRIVERS[plain_name](definition)
-    sized = plain if sized_name == plain_name else DRIVERS[sized_name](definition)
+    plain = driver_class(plain_name)(definition)
+    sized = plain if sized_name == plain_name else driver_class(sized_name)(definition)
     return Storage(definition, plain, sized)
 
 

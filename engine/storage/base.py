@@ -24,7 +24,6 @@ import contextlib
 import os
 import re
 import shutil
-import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -300,6 +299,8 @@ def run_tool(argv: list[str], what: str, input: bytes | None = None) -> str:
     """Run a host tool; its failure becomes a HostError naming what was attempted and the tool's message."""
     if shutil.which(argv[0]) is None:
         raise HostError(f"{what}: '{argv[0]}' is not installed on this node")
+    import subprocess
+
     result = subprocess.run(argv, input=input, capture_output=True)
     if result.returncode != 0:
         message = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()

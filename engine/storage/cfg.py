@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +41,8 @@ def default_storages(root: Path) -> dict[str, StorageDef]:
 
 
 def this_node() -> str:
+    import socket
+
     return socket.gethostname().split(".")[0]
 
 

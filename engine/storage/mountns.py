@@ -11,19 +11,20 @@ their last user (the mount, or the fd held until the mount exists) goes away.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
-import pickle
 import struct
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from engine import syscalls as sc
 from engine.errors import EngineError, HostError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 LOOP_CTL_GET_FREE = 0x4C82
 LOOP_CONFIGURE = 0x4C0A
@@ -44,6 +45,9 @@ def run(fn: Callable[..., Any], *args: Any, join_pid: int | None = None) -> Any:
 
     The child's mounts die with it (or with the joined namespace): nothing reaches the host's.
     """
+    import pickle
+
+    sc.load()  # before the fork: each child would load it again
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
@@ -99,6 +103,9 @@ def holding(fn: Callable[..., Path], *args: Any) -> Iterator[Path]:
     ends, or when this process dies (end of file on its pipe, and a parent-death signal), and the
     kernel drops its mounts and loop devices with it.
     """
+    import pickle
+
+    sc.load()  # before the fork: each child would load it again
     answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
     release_r, release_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -276,17 +283,16 @@ def reflink(source: Path, target: Path) -> bool:
         os.close(src)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
 def syncfs(fd: int) -> None:
     """Write out the file system ``fd`` is on (syncfs(2); the os module lacks it)."""
-    if _libc.syncfs(fd) != 0:
+    if sc.libc.syncfs(fd) != 0:
+        import ctypes
+
         err = ctypes.get_errno()
         raise OSError(err, f"syncfs: {os.strerror(err)}")
 
 
 def set_fs_ids(uid: int, gid: int) -> None:
     """Act on files as ``uid``/``gid`` (setfsuid): paths inside a rootfs are made and checked as its root."""
-    _libc.setfsgid(gid)
-    _libc.setfsuid(uid)
+    sc.libc.setfsgid(gid)
+    sc.libc.setfsuid(uid)

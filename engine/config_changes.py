@@ -35,6 +35,8 @@ class ConfigChangeOps:
         """
         with container_lock(self.layout, ctid), Reverter() as revert:
             config = self.config(ctid)
+            if config.current.values.get("lock") == "create":  # half made: only unlock, create or restore
+                self._check_unlocked(config)
             if digest and digest != config.digest():
                 raise InvalidState(f"container {ctid}'s config was changed by someone else; reload and retry")
             dropped = []

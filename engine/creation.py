@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,6 +17,9 @@ from engine.storage import parse_new_volume
 from engine.volumes import check_bind_source, render_props, volumes_of
 
 VZTMPL_PREFIX = "local:vztmpl/"  # Proxmox's name for a template in the local store
+CREATE_LOCK = "create"  # Proxmox's persisted lock of a container being created or restored
+
+log = logging.getLogger(__name__)
 
 
 class CreationOps:
@@ -27,7 +31,8 @@ class CreationOps:
     # ---- create and destroy ----------------------------------------------------------------
     def create(self, ctid: int | str, source: Path | str, options: dict[str, str] | None = None, *,
                progress: Callable[[int, int], None] | None = None, replace: bool = False,
-               skip_devices: bool = False, exclude: Iterable[str] = ()) -> ContainerStatus:
+               skip_devices: bool = False, exclude: Iterable[str] = (),
+               finish: Callable[[], None] | None = None) -> ContainerStatus:
         """Create a container from a rootfs tarball or a template directory.
 
         ``source`` is a path, or a template of the store named as Proxmox does: ``local:vztmpl/<name>``.
@@ -39,6 +44,13 @@ class CreationOps:
         With ``replace`` an existing container (stopped, unlocked, not protected) is replaced: the new
         one is built completely beside it, the config is switched in one atomic write, and the old
         volumes and snapshots are removed last; a failure before the switch leaves the old one as it was.
+
+        A new container's config is written first with ``lock: create``, and again as each volume is
+        allocated, so a process killed mid-way leaves a config that names what it made; the lock is
+        cleared at the end.  A create, a restore or ``unlock`` of an ID in ``lock: create`` removes
+        those leftovers first.  ``finish()`` runs with the config written, under the container's lock:
+        for a new container before the lock is cleared (a failure there undoes the create), for a
+        replaced one after the switch.
         """
         ctid = parse_ctid(ctid)
         source = self.template_path(source)
@@ -61,8 +73,10 @@ class CreationOps:
             raise ValidationError(f"template '{source}' does not exist", key="ostemplate")
         idmap = self._idmap(config)
         exclude = tuple(exclude)
+        path = self.layout.config_path(ctid)
         with container_lock(self.layout, ctid), Reverter() as revert:
             old = None
+            self._clear_interrupted_create(ctid)
             if self.exists(ctid):
                 if not replace:
                     raise AlreadyExists(f"container {ctid} already exists")
@@ -73,6 +87,15 @@ class CreationOps:
                 # killed before its undo ran): nothing else owns them, so they are cleared, not refused.
                 self._free_leftovers(ctid)
                 revert.add(self._free_leftovers, ctid)
+                config.current.values["lock"] = CREATE_LOCK
+                write_config(path, config)
+                revert.add(path.unlink, True)
+            fresh = old is None
+
+            def record() -> None:  # a new container's config names each volume as it is allocated
+                if fresh:
+                    write_config(path, config)
+
             used = _disks_in_use(old) if old is not None else set()
             owner = idmap.host_uid(0) if idmap else 0
             storage = self.storages.get(storage_id, content="rootdir")
@@ -92,25 +115,68 @@ class CreationOps:
                 key = f"{source.resolve()}:{st.st_size}:{st.st_mtime_ns}:{idmap.uid_map_text() if idmap else 'host'}"
             disk = _free_disk(driver, ctid, used)
             used.add(disk)
+
+            def set_rootfs(vol: str) -> None:
+                config.current.values["rootfs"] = render_props(f"{storage_id}:{vol}", {**rootfs_props, "size": size}
+                                                               if size else rootfs_props)
+
+            set_rootfs(driver.volname(ctid, disk))  # recorded before it is filled: a kill may come meanwhile
+            record()
             vol = driver.create(ctid, disk, owner, size, fill, fill_key=key)
             revert.add(driver.delete, vol)
+            set_rootfs(vol)
             init_name, ostype = self._inspect(driver, vol)
             if init_name is None:
                 raise ValidationError(f"template '{source}' has no /sbin/init: it cannot boot as a system container",
                                       key="ostemplate")
-            config.current.values["rootfs"] = render_props(f"{storage_id}:{vol}", {**rootfs_props, "size": size}
-                                                           if size else rootfs_props)
             if "ostype" not in config.current.values:
                 config.set("ostype", ostype)
-            self._allocate_mount_points(ctid, config, owner, revert, used=used)
+            self._allocate_mount_points(ctid, config, owner, revert, used=used, record=record)
             self._configure_network(ctid, config)
-            write_config(self.layout.config_path(ctid), config)  # a replaced container switches here
+            if fresh:
+                record()
+                if finish is not None:
+                    finish()
+                config.current.values.pop("lock", None)
+            write_config(path, config)  # a replaced container switches here; a new one is unlocked
             revert.success()
             if old is not None:
                 for old_driver, old_vol in old_volumes.values():
                     with contextlib.suppress(EngineError, OSError):
                         old_driver.delete(old_vol)
+                if finish is not None:
+                    finish()
         return self.status(ctid)
+
+    def clear_interrupted_create(self, ctid: int | str) -> bool:
+        """Remove what a killed create or restore left (a config in ``lock: create``); False if none."""
+        ctid = parse_ctid(ctid)
+        with container_lock(self.layout, ctid):
+            return self._clear_interrupted_create(ctid)
+
+    def _clear_interrupted_create(self, ctid: int) -> bool:
+        """Under the container's lock: the volumes a ``lock: create`` config names, then the config, then
+        whatever else the ID has on the storages."""
+        path = self.layout.config_path(ctid)
+        if not path.exists():
+            return False
+        config = self.config(ctid)
+        if config.current.values.get("lock") != CREATE_LOCK:
+            return False
+        volids = []
+        for volume in volumes_of(config.current, storage_only=True):
+            try:
+                _, driver, vol = self.storages.resolve(volume.volid, ctid, key=volume.key)
+            except ValidationError:
+                continue  # not allocated yet (``<storage>:<GiB>``) or not this container's
+            with contextlib.suppress(EngineError, OSError):
+                driver.delete(vol)
+            volids.append(volume.volid)
+        log.warning("container %s: a create or restore was interrupted (lock: create); removing what it left: "
+                    "%s and its config", ctid, ", ".join(volids) if volids else "no volume")
+        path.unlink(missing_ok=True)
+        self._free_leftovers(ctid)
+        return True
 
     def _replaceable(self, ctid: int, config: ContainerConfig) -> dict:
         """The volumes of a container that ``create(replace=True)`` may replace; refused if it must stay."""
@@ -175,10 +241,12 @@ class CreationOps:
         return run(lambda: look(driver.copy_source(vol, None)))
 
     def _allocate_mount_points(self, ctid: int, config: ContainerConfig, owner: int, revert: Reverter,
-                               keys: set[str] | None = None, used: set[int] | None = None) -> None:
+                               keys: set[str] | None = None, used: set[int] | None = None,
+                               record: Callable[[], None] | None = None) -> None:
         """Allocate the volumes ``mpN: <storage>:<GiB>,mp=...`` ask for; check bind mounts' host paths.
 
-        ``used`` holds disk numbers taken besides the config's own (those of a container being replaced).
+        ``used`` holds disk numbers taken besides the config's own (those of a container being replaced);
+        ``record()`` is called after each volume is allocated and set in ``config``.
         """
         used = set(used or ())
         for volume in volumes_of(config.current) + [v for s in config.snapshots.values() for v in volumes_of(s)]:
@@ -206,6 +274,8 @@ class CreationOps:
             props = {k: v for k, v in volume.props.items() if k not in ("volume", "size")}
             config.current.values[volume.key] = render_props(f"{storage_id}:{vol}", {**props, "size": size}
                                                              if size else props)
+            if record is not None:
+                record()
 
     def template_path(self, source: Path | str) -> Path:
         """A path as given, or the store's file for a ``local:vztmpl/<name>`` volume."""
@@ -223,6 +293,8 @@ class CreationOps:
 
         with container_lock(self.layout, ctid):
             config = self.config(ctid)
+            if config.current.values.get("lock") == CREATE_LOCK:
+                self._check_unlocked(config)
             if self._running(ctid):
                 raise InvalidState(f"container {ctid} is running; stop it before making a template of it")
             _, driver, vol = self._rootfs_volume(config)

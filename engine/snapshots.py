@@ -56,6 +56,10 @@ class SnapshotOps:
     # ---- helpers ------------------------------------------------------------------------------
     def _check_unlocked(self, config: ContainerConfig) -> None:
         lock = config.current.values.get("lock")
+        if lock == "create":
+            raise InvalidState(f"container {config.ctid} is locked (create): a create or restore of it was "
+                               f"interrupted; remove what it left with 'python -m engine unlock {config.ctid}', "
+                               "or create or restore it again")
         if lock:
             raise InvalidState(f"container {config.ctid} is locked ({lock}): an operation did not finish; "
                                f"check it, then clear the lock with 'python -m engine unlock {config.ctid}'")
@@ -250,8 +254,11 @@ class SnapshotOps:
 
     def unlock(self, ctid: int) -> list[str]:
         """Clear a persisted lock; a snapshot that never finished is removed with its partial data, and so
-        is the snapshot a killed backup (``lock: backup``) left."""
+        is the snapshot a killed backup (``lock: backup``) left.  A container a killed create or restore
+        left (``lock: create``) is removed: its volumes, then its config."""
         with container_lock(self.layout, ctid):
+            if self._clear_interrupted_create(ctid):
+                return []
             config = self.config(ctid)
             dropped = []
             if config.current.values.get("lock") == "backup":  # a killed backup may have left its snapshot

@@ -15,6 +15,12 @@ switched to the new disk in one atomic write, and the old disks are removed
 last. A failure at any point leaves the old container untouched and nothing
 of the new one.
 
+To a new ID the config is written first with ``lock: create`` and names each
+volume as it is allocated; the lock is cleared only when the whole restore
+(volumes, firewall) is done. A restore killed mid-way thus leaves a container
+that says so: other verbs refuse it, and a restore or create of the ID, or
+``unlock``, removes it first.
+
 A privileged backup restored as unprivileged is shifted into the id map;
 device nodes cannot exist in an unprivileged container and are left out as
 the archive is extracted (those under ``/dev`` are always left to the engine).
@@ -35,7 +41,6 @@ from pathlib import Path
 
 from engine.config import ContainerConfig, parse_ctid, write_atomic
 from engine.errors import AlreadyExists, EngineError, InvalidState, ValidationError
-from engine.reverter import Reverter
 from engine.volumes import render_props
 
 from .archive import CHUNK, VZDUMP_DIR, member_name, open_reader, read_archive_config
@@ -123,6 +128,9 @@ def restore(engine, archive: Path | str, ctid: int | str, *, force: bool = False
     archive = Path(archive)
     _check_storage(engine, storage)
     overrides = dict(options or {})
+    notes: list[str] = []
+    if engine.clear_interrupted_create(ctid):
+        notes.append(f"removed what an interrupted create or restore of container {ctid} left (lock: create)")
     if engine.exists(ctid):  # checked again under the container's lock
         if not force:
             raise AlreadyExists(f"container {ctid} already exists; restore over it with force (it must be stopped)")
@@ -136,7 +144,6 @@ def restore(engine, archive: Path | str, ctid: int | str, *, force: bool = False
             firewall.parse_rules(firewall_text)
         except (ValueError, EngineError) as err:
             raise ValidationError(f"{archive}: its firewall rules (pct.fw) are invalid: {err}") from None
-    notes: list[str] = []
     volumes: dict[str, str] = {}  # mount point key -> path inside, for volumes restored apart
     create_options = _options(archived, overrides, unique, storage, notes, volumes)
     unprivileged = create_options.get("unprivileged", "1") != "0"
@@ -152,18 +159,17 @@ def restore(engine, archive: Path | str, ctid: int | str, *, force: bool = False
     replace = engine.exists(ctid)
     if replace and not force:
         raise AlreadyExists(f"container {ctid} already exists; restore over it with force (it must be stopped)")
-    with Reverter() as revert:
-        mount_paths = ["./" + inside.strip("/") for inside in volumes.values() if inside.strip("/")]
-        engine.create(ctid, archive, create_options, progress=_reporter(progress, cancel), replace=replace,
-                      skip_devices=skip_devices, exclude=[VZDUMP_DIR, *mount_paths])
-        if not replace:
-            revert.add(engine.destroy, ctid, True)
+    mount_paths = ["./" + inside.strip("/") for inside in volumes.values() if inside.strip("/")]
+
+    def finish() -> None:  # a new container's lock: create is cleared after it; a failure undoes the create
         for key, inside in volumes.items():
             check(cancel, "restore")
             _fill_volume(engine, ctid, key, archive, inside, skip_devices)
             notes.append(f"{key}: restored as a volume of its own ({engine.config(ctid).current.values[key]})")
         _write_firewall(engine, ctid, firewall_text)
-        revert.success()
+
+    engine.create(ctid, archive, create_options, progress=_reporter(progress, cancel), replace=replace,
+                  skip_devices=skip_devices, exclude=[VZDUMP_DIR, *mount_paths], finish=finish)
     result.replaced = replace
     status = engine.status(ctid, stats=False)
     result.hostname, result.unprivileged = status.hostname, status.unprivileged

@@ -201,10 +201,10 @@ def _dispatch(engine, args) -> int:
         if as_json:
             emit_json([s.as_dict() for s in statuses])
         else:
-            table(["VMID", "STATUS", "NAME", "PID", "UPTIME", "MEMORY", "CPU TIME", "IPV4"],
+            table(["VMID", "STATUS", "NAME", "PID", "UPTIME", "MEMORY", "CPU TIME", "IPV4", "LOCK"],
                   [[s.ctid, s.status, s.hostname, s.pid or "-", human_duration(s.uptime),
                     human_bytes(s.memory_bytes), f"{s.cpu_ns / 1e9:.1f}s" if s.cpu_ns is not None else "-",
-                    ",".join(s.ipv4 or []) or "-"] for s in statuses])
+                    ",".join(s.ipv4 or []) or "-", s.lock or "-"] for s in statuses])
     elif verb == "config":
         config = engine.config(args.ctid)
         if as_json:
@@ -302,6 +302,8 @@ def _show_status(status, as_json: bool) -> None:
         emit_json(status.as_dict())
         return
     print(f"status: {status.status}")
+    if status.lock:
+        print(f"lock: {status.lock}")
     if status.status == "running":
         print(f"pid: {status.pid}\ninit: {status.init}\nuptime: {human_duration(status.uptime)}")
         if status.memory_bytes is not None:

@@ -87,8 +87,11 @@ def dispatch(engine, args) -> int:
             emit_json({"ctid": args.ctid, "deleted": args.name})
     elif verb == "unlock":
         dropped = engine.unlock(args.ctid)
+        removed = not engine.exists(args.ctid)  # what an interrupted create or restore left
         if as_json:
-            emit_json({"ctid": args.ctid, "unlocked": True, "dropped_snapshots": dropped})
+            emit_json({"ctid": args.ctid, "unlocked": True, "dropped_snapshots": dropped, "removed": removed})
+        elif removed:
+            print(f"removed container {args.ctid}: its create or restore had been interrupted")
         elif dropped:
             print(f"removed unfinished snapshot(s): {', '.join(dropped)}")
     elif verb == "clone":

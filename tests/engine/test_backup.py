@@ -579,3 +579,76 @@ def test_a_volume_mount_point_is_restored_as_a_volume_of_its_own(engine, busybox
     assert not list(tmp_path.glob(".restore-*"))
     engine.start(clone)
     assert engine.exec_output(clone, ["cat", "/data/sub/file"])[1] == b"on the volume\n"
+
+
+def test_a_restore_killed_while_extracting_leaves_a_locked_container_that_is_cleared(
+        engine, busybox_template, ctid_factory, tmp_path, cgroup_parent):
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": "big"})
+    with open(rootfs(engine, ctid) / "root" / "data", "wb") as handle:  # about 50 MB the extraction must write
+        for _ in range(50):
+            handle.write(os.urandom(1 << 20))
+    archive = backup(engine, ctid, dumpdir=tmp_path, compress="none").archive
+    env = {**os.environ, "CAISSON_CGROUP_PARENT": cgroup_parent, "PYTHONPATH": str(REPO)}
+    state = ["--root", str(engine.layout.root), "--run-dir", str(engine.layout.run)]
+
+    def killed_restore(new: int) -> None:
+        """A restore to ``new`` killed while it extracts: its config holds ``lock: create`` and names the root
+        disk, whose tree is being made."""
+        conf, images = engine.layout.config_path(new), engine.layout.image_dir(new)
+        proc = subprocess.Popen([sys.executable, "-m", "engine.backup", *state, "restore", str(archive), str(new)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            text = conf.read_text() if conf.exists() else ""
+            if "lock: create" in text and "rootfs:" in text and images.is_dir() and any(images.iterdir()):
+                break
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert "lock: create" in conf.read_text() and any(images.iterdir())  # a half-made volume left
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "engine", *state, *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    new = ctid_factory()
+    killed_restore(new)
+    assert engine.status(new).lock == "create"
+    listed = [line.split() for line in cli("list").stdout.splitlines()]
+    assert listed[0][-1] == "LOCK" and [new, "create"] in [[int(r[0]), r[-1]] for r in listed[1:]]
+    started = cli("start", str(new))
+    assert started.returncode == 5 and "restore of it was interrupted" in started.stderr
+    assert f"python -m engine unlock {new}" in started.stderr
+    with pytest.raises(InvalidState, match="interrupted"):
+        engine.start(new)
+
+    result = restore(engine, archive, new)  # a second restore removes what the first left, then succeeds
+    assert not result.replaced and any("interrupted" in note for note in result.notes)
+    assert engine.status(new).lock is None and "lock" not in engine.config(new).current.values
+    assert os.listdir(engine.layout.image_dir(new)) == [rootfs(engine, new).name]  # no leftover volume
+    assert os.path.getsize(rootfs(engine, new) / "root" / "data") == 50 << 20
+
+    other = ctid_factory()
+    killed_restore(other)
+    unlocked = cli("unlock", str(other))
+    assert unlocked.returncode == 0 and f"removed container {other}" in unlocked.stdout
+    assert "lock: create" in unlocked.stderr  # the log line naming what was removed
+    assert not engine.exists(other) and not engine.layout.image_dir(other).exists()
+
+
+def test_a_create_over_an_interrupted_create_removes_what_it_left(engine, busybox_template, ctid_factory, caplog):
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": "half", "mp0": "local:1,mp=/data"})
+    config = engine.config(ctid)
+    left = [rootfs(engine, ctid).name, str(config.get("mp0")["volume"]).rpartition("/")[2]]
+    assert set(left) <= set(os.listdir(engine.layout.image_dir(ctid)))
+    path = engine.layout.config_path(ctid)
+    path.write_text(path.read_text() + "lock: create\n")  # as a create killed after its volumes were made
+    with pytest.raises(InvalidState, match="create or restore of it was interrupted"):
+        engine.set(ctid, {"memory": "64"})
+    engine.create(ctid, busybox_template, {"hostname": "whole"})
+    assert "lock: create" in caplog.text and "mp0" not in engine.config(ctid).current.values
+    assert engine.status(ctid).lock is None and engine.config(ctid).hostname == "whole"
+    assert os.listdir(engine.layout.image_dir(ctid)) == [rootfs(engine, ctid).name]

@@ -377,7 +377,7 @@ def test_create_killed_half_way_is_cleaned_by_the_next_create(engine, busybox_te
         "real = u.extract_archive\n"
         "def dying(*a, **k):\n"
         "    real(*a, **k)\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)  # killed after the rootfs is unpacked, before the config\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)  # killed after the rootfs is unpacked, in lock: create\n"
         "u.extract_archive = dying\n"
         f"e = Engine({str(engine.layout.root)!r}, {str(engine.layout.run)!r},"
         f" cgroup_parent={engine.cgroups.parent!r})\n"
@@ -385,8 +385,9 @@ def test_create_killed_half_way_is_cleaned_by_the_next_create(engine, busybox_te
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO)
     assert result.returncode == -9
-    assert engine.layout.image_dir(ctid).exists() and not engine.exists(ctid)
+    assert engine.layout.image_dir(ctid).exists() and engine.status(ctid).lock == "create"
     engine.create(ctid, busybox_template, {"hostname": "second-try"})
+    assert engine.status(ctid).lock is None
     assert engine.start(ctid).status == "running"
     engine.stop(ctid)
 

@@ -100,6 +100,17 @@ class Destroy(ContainerJob):
         ctx.log(f"removed CT {self.ctid(ctx)} and its volumes")
         return "OK"
 
+    def after(self, ctx: JobContext) -> None:
+        ctid = self.ctid(ctx)
+        if engine().exists(ctid):
+            super().after(ctx)
+            return
+        # Gone from the node: its row goes too, even one still marked "creating" (an interrupted create).
+        from webui.live import publish
+
+        Container.objects.filter(ctid=ctid).delete()
+        publish([f"/ct/{ctid}", this_node().path], {"type": "ct.removed", "ctid": ctid})
+
 
 class Set(ContainerJob):
     """``params``: ``changes`` (key -> value), ``delete`` (keys), ``digest`` (refuse a stale edit)."""

@@ -40,7 +40,9 @@ def container_fields(status, config) -> dict:
     if status.status == "running" and status.uptime is not None:
         started = timezone.now() - timedelta(seconds=status.uptime)
     return {
-        "hostname": status.hostname, "status": status.status, "unprivileged": status.unprivileged,
+        # A create or restore under way (or interrupted) holds "lock: create": not a stopped container yet.
+        "hostname": status.hostname, "status": "creating" if status.lock == "create" else status.status,
+        "unprivileged": status.unprivileged,
         "config": {**config.current.values, **({"description": config.current.description}  # shown in Options
                                                 if config.current.description else {})},
         "digest": config.digest(), "started_at": started, "init": status.init or "",

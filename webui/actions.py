@@ -77,7 +77,10 @@ def power(access: Access, container: Container, action: str, params: dict | None
 
 def destroy(access: Access, container: Container, force: bool = False, address: str | None = None) -> Job:
     require(access, "VM.Allocate", container, address=address)
-    _active_state(container)
+    if container.status == Container.Status.CREATING and Job.objects.filter(
+            path=container.path, status__in=Job.ACTIVE).exists():
+        raise JobRefused(f"CT {container.ctid} is still being created")
+    # With no job running, a container left "creating" is an interrupted create: destroying it cleans up.
     if container.protected:
         raise JobRefused(f"CT {container.ctid} is protected; clear 'protection' in its options first")
     if container.status == Container.Status.RUNNING and not force:

@@ -111,3 +111,19 @@ def test_a_busybox_build_job_reports_progress_and_fills_the_store(agent, node, e
 def test_an_unknown_builder_fails_with_the_choices(agent, node):
     job = wait_job(submit("tmplbuild", node, node.path, "nothing", params={"builder": "nothing"}))
     assert job.status == "error" and "busybox" in job.message and "debian" in job.message
+
+
+def test_an_interrupted_create_shows_as_creating_and_can_be_destroyed(agent, node, engine, ctid_factory,
+                                                                      make_user):
+    from webui import actions
+    from webui.access import Access
+
+    ctid = ctid_factory()
+    engine.layout.config_path(ctid).write_text("hostname: half\nlock: create\nunprivileged: 1\n")
+    job = wait_job(submit("noderesync", node, node.path, node.name))
+    assert job.status == "ok"
+    row = Container.objects.get(ctid=ctid)
+    assert row.status == "creating"
+    admin = Access(make_user("cleaner", superuser=True))
+    assert wait_job(actions.destroy(admin, row)).status == "ok"
+    assert not engine.exists(ctid) and not Container.objects.filter(ctid=ctid).exists()

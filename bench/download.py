@@ -68,24 +68,18 @@ def main() -> None:
             path.unlink()
             return elapsed
 
-        def curl() -> float:
+        def curl(sync: bool = False) -> float:
+            """``curl -o``, and with ``sync`` the data flushed to disk too, as the engine's download does."""
             target = dest / name
             start = time.perf_counter_ns()
             subprocess.run(["curl", "-sf", "-o", str(target), url], check=True)
+            if sync:
+                subprocess.run(["sync", "-d", str(target)], check=True)
             elapsed = ms_since(start)
             target.unlink()
             return elapsed
 
-        def curl_sync() -> float:
-            target = dest / name
-            start = time.perf_counter_ns()
-            subprocess.run(["curl", "-sf", "-o", str(target), url], check=True)
-            subprocess.run(["sync", "-d", str(target)], check=True)
-            elapsed = ms_since(start)
-            target.unlink()
-            return elapsed
-
-        samples = alternate([("caisson", caisson), ("curl", curl), ("curl_sync", curl_sync)], args.runs,
+        samples = alternate([("caisson", caisson), ("curl", curl), ("curl_sync", lambda: curl(sync=True))], args.runs,
                             args.warmup, label="download")
         report = Report(f"download {args.size} MB from a loopback server", {"runs": args.runs}, against="curl")
         mb = args.size

@@ -45,7 +45,7 @@ def run(fn: Callable[..., Any], *args: Any, join_pid: int | None = None) -> Any:
 
     The child's mounts die with it (or with the joined namespace): nothing reaches the host's.
     """
-    import pickle
+    import pickle  # noqa: F401 - imported before the fork; the child pickles its answer
 
     sc.load()  # before the fork: each child would load it again
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -61,27 +61,55 @@ def run(fn: Callable[..., Any], *args: Any, join_pid: int | None = None) -> Any:
                 os.setns(ns, os.CLONE_NEWNS)
                 os.close(ns)
             sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-            payload = pickle.dumps(("ok", fn(*args)))
+            status, payload = _outcome(fn, args)
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-            status = 1
-            try:
-                payload = pickle.dumps(("error", exc))
-            except Exception:  # noqa: BLE001 - an exception that does not pickle
-                payload = pickle.dumps(("error", EngineError(f"{type(exc).__name__}: {exc}")))
+            status, payload = 1, _pickled_error(exc)
         try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(write_fd, view):]
+            _write_all(write_fd, payload)
         finally:
             os._exit(status)
     os.close(write_fd)
+    try:
+        return _answer(read_fd)
+    finally:
+        os.waitpid(pid, 0)
+
+
+def _pickled_error(exc: BaseException) -> bytes:
+    import pickle
+
+    try:
+        return pickle.dumps(("error", exc))
+    except Exception:  # noqa: BLE001 - an exception that does not pickle
+        return pickle.dumps(("error", EngineError(f"{type(exc).__name__}: {exc}")))
+
+
+def _outcome(fn: Callable[..., Any], args: tuple) -> tuple[int, bytes]:
+    """In a helper child: (exit status, pickled result or exception) of ``fn(*args)``."""
+    import pickle
+
+    try:
+        return 0, pickle.dumps(("ok", fn(*args)))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        return 1, _pickled_error(exc)
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _answer(fd: int) -> Any:
+    """The helper's result read from ``fd`` (closed here); its exception is raised."""
+    import pickle
+
     chunks = []
     try:
-        while chunk := os.read(read_fd, 1 << 16):
+        while chunk := os.read(fd, 1 << 16):
             chunks.append(chunk)
     finally:
-        os.close(read_fd)
-        os.waitpid(pid, 0)
+        os.close(fd)
     if not chunks:
         raise EngineError("a storage helper process died without an answer")
     try:
@@ -103,7 +131,7 @@ def holding(fn: Callable[..., Path], *args: Any) -> Iterator[Path]:
     ends, or when this process dies (end of file on its pipe, and a parent-death signal), and the
     kernel drops its mounts and loop devices with it.
     """
-    import pickle
+    import pickle  # noqa: F401 - imported before the fork; the child pickles its answer
 
     sc.load()  # before the fork: each child would load it again
     answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
@@ -117,17 +145,11 @@ def holding(fn: Callable[..., Path], *args: Any) -> Iterator[Path]:
             sc.prctl(PR_SET_PDEATHSIG, 9)
             os.unshare(os.CLONE_NEWNS)
             sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-            payload = pickle.dumps(("ok", Path(fn(*args))))
+            status, payload = _outcome(lambda: Path(fn(*args)), ())
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-            status = 1
-            try:
-                payload = pickle.dumps(("error", exc))
-            except Exception:  # noqa: BLE001 - an exception that does not pickle
-                payload = pickle.dumps(("error", EngineError(f"{type(exc).__name__}: {exc}")))
+            status, payload = 1, _pickled_error(exc)
         try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(answer_w, view):]
+            _write_all(answer_w, payload)
             os.close(answer_w)
             if status == 0:
                 while True:  # hold the mounts until the parent closes its end (or dies)
@@ -141,20 +163,7 @@ def holding(fn: Callable[..., Path], *args: Any) -> Iterator[Path]:
     os.close(answer_w)
     os.close(release_r)
     try:
-        chunks = []
-        try:
-            while chunk := os.read(answer_r, 1 << 16):
-                chunks.append(chunk)
-        finally:
-            os.close(answer_r)
-        if not chunks:
-            raise EngineError("a storage helper process died without an answer")
-        try:
-            kind, value = pickle.loads(b"".join(chunks))
-        except Exception as exc:  # noqa: BLE001 - an exception whose class cannot be rebuilt
-            raise EngineError(f"a storage helper failed: {exc}") from None
-        if kind == "error":
-            raise value
+        value = _answer(answer_r)
         yield Path(f"/proc/{pid}/root") / Path(value).relative_to("/")
     finally:
         os.close(release_w)

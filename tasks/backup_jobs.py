@@ -167,7 +167,7 @@ def summary_row(child: Job) -> dict:
 
 def mail_text(schedule: BackupSchedule, node: Node, results: list[dict], job: Job) -> tuple[str, str]:
     """vzdump's status mail: a table of the containers, then what was pruned, then the failures' messages."""
-    from engine.cli.output import human_bytes
+    from engine.units import human_bytes
 
     failed = [r for r in results if r["status"] != "ok"]
     subject = (f"vzdump backup status ({node.name}): backup "

@@ -170,7 +170,7 @@ class BackupJob(JobTask):
 
 
 def _bytes_progress(ctx: JobContext, verb: str):
-    from engine.cli.output import human_bytes
+    from engine.units import human_bytes
 
     def report(done: int, total: int) -> None:
         ctx.progress(done, total, f"{verb} {human_bytes(done)} of {human_bytes(total)}")
@@ -215,7 +215,7 @@ class Vzdump(BackupJob):
     def perform(self, ctx: JobContext) -> str:
         from engine.backup import PruneOptions
         from engine.backup.dump import backup
-        from engine.cli.output import human_bytes
+        from engine.units import human_bytes
 
         ctid, params = self.ctid(ctx), ctx.params
         dumpdir = dumpdir_of(self.storage(ctx))

@@ -13,10 +13,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from engine.cli.output import emit_json, human_bytes, table
+from engine.cli.output import emit_json, table
 from engine.config import parse_ctid
 from engine.errors import EngineError, ValidationError
 from engine.state import DEFAULT_ROOT, DEFAULT_RUN
+from engine.units import human_bytes
 
 from .prune import RULES, PruneOptions
 

@@ -36,9 +36,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.builders import atomic_file
-from engine.cli.output import human_bytes
 from engine.config import parse_ctid, write_atomic
 from engine.errors import EngineError, HostError, NotFound, ValidationError
+from engine.units import human_bytes
 
 from . import names
 from .archive import DEFAULT_EXCLUDES, OVERFLOW_ID, Excluder, config_for_archive, write_archive

@@ -10,10 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.cli.output import emit_json, human_bytes, human_duration, table
+from engine.cli.output import emit_json, table
 from engine.config import SCHEMA, parse_ctid
 from engine.errors import EngineError, ValidationError
 from engine.state import DEFAULT_ROOT, DEFAULT_RUN
+from engine.units import human_bytes, human_duration
 
 CONFIG_OPTIONS = sorted(k for k in SCHEMA if not (k.startswith("mp") and k[2:].isdigit() and int(k[2:]) > 9)
                         and k not in ("rootfs", "lock", "parent"))

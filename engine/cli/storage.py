@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 
-from engine.cli.output import emit_json, human_bytes, table
+from engine.cli.output import emit_json, table
 from engine.errors import AlreadyExists, InvalidState, NotFound, ValidationError
+from engine.units import human_bytes
 
 VERBS = ("storage", "snapshot", "listsnapshot", "rollback", "delsnapshot", "unlock", "clone", "resize")
 

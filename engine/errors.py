@@ -22,6 +22,16 @@ class ValidationError(EngineError):
         self.key = key
 
 
+class Cancelled(EngineError):
+    """The caller asked to stop (a job's cancel, Ctrl-C); what was begun was undone or kept for resume.
+
+    One class for every long operation (builds, downloads, backups), so callers
+    catch it by type whatever the operation.
+    """
+
+    exit_code = 130
+
+
 class NotFound(EngineError):
     """No such container (or other named object)."""
 

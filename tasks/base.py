@@ -21,7 +21,7 @@ from celery import Task
 from django.db import close_old_connections
 from django.utils import timezone
 
-from engine.errors import EngineError
+from engine.errors import Cancelled, EngineError
 from webui.live import publish, publish_job_lines
 from webui.models import Job, JobLine
 
@@ -30,8 +30,8 @@ PROGRESS_INTERVAL = 0.25  # seconds between progress writes (and live pushes)
 CANCEL_POLL_INTERVAL = 0.5
 
 
-class JobCancelled(Exception):
-    pass
+class JobCancelled(Cancelled):
+    """The job's cancel flag was found set between two steps of the job's own code."""
 
 
 class JobContext:
@@ -111,13 +111,10 @@ class JobTask(Task):
             try:
                 ctx.log(f"starting {job.kind} {job.target}".rstrip())
                 message = self.perform(ctx) or "OK"
-            except JobCancelled:
+            except Cancelled:
                 status, message = Job.Status.CANCELLED, "cancelled"
             except EngineError as exc:
-                if type(exc).__name__ == "Cancelled":
-                    status, message = Job.Status.CANCELLED, "cancelled"
-                else:
-                    status, message = Job.Status.ERROR, str(exc)
+                status, message = Job.Status.ERROR, str(exc)
             except Exception as exc:  # noqa: BLE001 - recorded in the job, with its traceback
                 ctx.log(traceback.format_exc())
                 status, message = Job.Status.ERROR, f"internal error: {exc}"

@@ -12,16 +12,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from engine.errors import EngineError
+from engine.errors import Cancelled
 
 Progress = Callable[[int, int], None]
 CancelCheck = Callable[[], bool] | threading.Event
 
-
-class Cancelled(EngineError):
-    """The caller asked to stop; nothing was left behind."""
-
-    exit_code = 130
 
 
 def is_cancelled(cancel: CancelCheck | None) -> bool:

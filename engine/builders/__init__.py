@@ -50,18 +50,13 @@ from typing import BinaryIO
 
 import zstandard
 
-from engine.errors import EngineError, ValidationError
+from engine.errors import Cancelled, EngineError, ValidationError
 
 TEMPLATE_SUFFIX = ".tar.zst"
 
 # progress(step_done, steps_total, text); step_done may be fractional within a step.
 Progress = Callable[[float, int, str], None]
 
-
-class Cancelled(EngineError):
-    """The caller cancelled the build; nothing of it was kept."""
-
-    exit_code = 130
 
 
 def check_cancel(cancel: threading.Event | None, what: str = "build") -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from engine.errors import EngineError, ValidationError
+from engine.errors import Cancelled, EngineError, ValidationError
 from engine.templates.aplinfo import Entry, check_template_name
 
 TIMEOUT = 30.0
@@ -33,11 +33,6 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 class DownloadError(EngineError):
     """The server could not be reached, answered an error, or sent something else than announced."""
 
-
-class Cancelled(EngineError):
-    """The caller cancelled the download."""
-
-    exit_code = 130
 
 
 def check_url(url: str) -> str:

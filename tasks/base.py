@@ -78,6 +78,38 @@ class JobContext:
             raise JobCancelled()
 
 
+class EngineLogToJob(logging.Handler):
+    """Puts what the engine logs at WARNING and above, while a job runs, into that job's log.
+
+    The engine reports things a user should see but that do not fail the
+    operation (NAT on without forwarding, an interrupted create cleaned up)
+    through ``logging``; without this they reached only the agent's own log.
+    Records from other threads are left alone: they belong to no job.
+    """
+
+    def __init__(self, ctx: JobContext):
+        super().__init__(logging.WARNING)
+        self.ctx = ctx
+        self.thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return
+        try:
+            self.ctx.log(f"{record.levelname.lower()}: {record.getMessage()}")
+        except Exception:  # noqa: BLE001 - logging must never fail the job
+            self.handleError(record)
+
+    @contextmanager
+    def installed(self):
+        engine_log = logging.getLogger("engine")
+        engine_log.addHandler(self)
+        try:
+            yield
+        finally:
+            engine_log.removeHandler(self)
+
+
 class JobTask(Task):
     """Base of every job.  Subclasses set ``name`` and implement ``perform(ctx)``; ``after(ctx)`` always runs."""
 
@@ -110,7 +142,8 @@ class JobTask(Task):
             status, message = Job.Status.OK, "OK"
             try:
                 ctx.log(f"starting {job.kind} {job.target}".rstrip())
-                message = self.perform(ctx) or "OK"
+                with EngineLogToJob(ctx).installed():
+                    message = self.perform(ctx) or "OK"
             except Cancelled:
                 status, message = Job.Status.CANCELLED, "cancelled"
             except EngineError as exc:

@@ -127,3 +127,13 @@ def test_an_interrupted_create_shows_as_creating_and_can_be_destroyed(agent, nod
     admin = Access(make_user("cleaner", superuser=True))
     assert wait_job(actions.destroy(admin, row)).status == "ok"
     assert not engine.exists(ctid) and not Container.objects.filter(ctid=ctid).exists()
+
+
+def test_engine_warnings_reach_the_jobs_own_log(agent, node, stored_busybox, ctid_factory, engine):
+    """A create over what a killed create left: the engine cleans it up and says so in the job's log."""
+    ctid = ctid_factory()
+    engine.layout.config_path(ctid).write_text("hostname: half\nlock: create\nunprivileged: 1\n")
+    job = wait_job(create(node, ctid, stored_busybox))
+    assert job.status == "ok", job.message
+    texts = list(job.lines.order_by("seq").values_list("text", flat=True))
+    assert any(t.startswith("warning: ") and "was interrupted (lock: create)" in t for t in texts), texts

@@ -14,8 +14,6 @@ directory into ``BackupArchive`` rows, after each job and on the agent's tick
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,37 +123,10 @@ def _store(node: Node, storage: str, found) -> set[int]:
 
 
 # ---- jobs ------------------------------------------------------------------------------------
-def _worker_alive(worker: str) -> bool:
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class BackupJob(JobTask):
-    """A job on a container's backups; a second delivery of a job still running is ignored.
-
-    Redis hands an unacknowledged message out again after the broker's
-    visibility timeout, so a backup longer than that is delivered twice: the
-    second copy finds its job running in a live process of this node and
-    leaves it alone instead of marking it failed.
-    """
+    """A job on a container's backups: mirrors the container and the archives back afterwards."""
 
     abstract = True
-
-    def run(self, job_id: int) -> None:
-        job = Job.objects.filter(pk=job_id).first()
-        if job is not None and job.status == Job.Status.RUNNING and _worker_alive(job.worker):
-            log.warning("job %s delivered again while %s still runs it (broker visibility timeout); ignored",
-                        job_id, job.worker)
-            return
-        super().run(job_id)
 
     def ctid(self, ctx: JobContext) -> int:
         return int(ctx.job.target)

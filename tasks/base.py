@@ -78,6 +78,20 @@ class JobContext:
             raise JobCancelled()
 
 
+def worker_alive(worker: str) -> bool:
+    """Whether the ``host:pid`` that claimed a job is a live process of this host."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class EngineLogToJob(logging.Handler):
     """Puts what the engine logs at WARNING and above, while a job runs, into that job's log.
 
@@ -125,6 +139,12 @@ class JobTask(Task):
             log.warning("job %s vanished before it ran", job_id)
             return
         if job.status == Job.Status.RUNNING:
+            if worker_alive(job.worker):
+                # Redis hands an unacknowledged message out again after the broker's visibility timeout,
+                # so a job longer than that is delivered twice: the copy leaves the running one alone.
+                log.warning("job %s delivered again while %s still runs it (broker visibility timeout); ignored",
+                            job_id, job.worker)
+                return
             # Delivered again after the worker that ran it died: say so rather than run it twice.
             self._finish(job, Job.Status.ERROR, "the node agent stopped while this job ran; "
                                                 "check the target's state before retrying")

@@ -137,3 +137,31 @@ def test_engine_warnings_reach_the_jobs_own_log(agent, node, stored_busybox, cti
     assert job.status == "ok", job.message
     texts = list(job.lines.order_by("seq").values_list("text", flat=True))
     assert any(t.startswith("warning: ") and "was interrupted (lock: create)" in t for t in texts), texts
+
+
+def test_a_job_delivered_again_runs_once(agent, node, ctid_factory):
+    """The broker hands out a long job again after its visibility timeout: any job kind, not only backups.
+
+    While the process that claimed it lives, the copy is ignored; once that process is gone, the job is
+    marked failed instead of run a second time.
+    """
+    import os
+    import socket
+    import time
+
+    from tasks.celery import app
+    from webui.jobs import TASKS
+
+    def claimed(worker: str) -> Job:
+        ctid = ctid_factory()
+        return Job.objects.create(node=node, kind="vzstart", path=f"/ct/{ctid}", target=str(ctid),
+                                  status=Job.Status.RUNNING, started=timezone.now(), worker=worker)
+
+    alive = claimed(f"{socket.gethostname()}:{os.getpid()}")  # this test process: alive
+    dead = claimed(f"{socket.gethostname()}:{2 ** 22 + 1}")  # above any pid_max: no such process
+    for job in (alive, dead):
+        app.send_task(TASKS["vzstart"], args=[job.pk], queue=node.queue)
+    assert wait_job(dead).status == "error" and "agent stopped" in Job.objects.get(pk=dead.pk).message
+    time.sleep(2)  # the other copy was taken at the same time; give it ample time to do anything
+    alive.refresh_from_db()
+    assert alive.status == Job.Status.RUNNING and not alive.lines.exists()

@@ -156,20 +156,6 @@ def set_link(ipr: Any, index: int, **changes: Any) -> None:
 
 
 @checked
-def create_veth(ipr: Any, host_name: str, host_mac: str, peer_name: str, peer_mac: str, mtu: int,
-                ns_fd: int, master: int | None, up: bool) -> int:
-    """One call: the host end (on its bridge, up or down) and the peer born inside the target namespace."""
-    extra: dict[str, Any] = {"master": master} if master else {}
-    if up:
-        extra["state"] = "up"
-    ipr.link("add", ifname=host_name, kind="veth", address=host_mac, mtu=mtu, **extra,
-             peer={"ifname": peer_name, "address": peer_mac, "mtu": mtu, "net_ns_fd": ns_fd})
-    import socket
-
-    return socket.if_nametoindex(host_name)  # an ioctl: a tenth of a netlink round trip through pyroute2
-
-
-@checked
 def create_bridge(ipr: Any, name: str, vlan_filtering: bool, mtu: int, mac: str | None) -> int:
     """A bridge with STP off and its MTU pinned: set through the driver (not at creation), so a port with a
     smaller MTU, such as a container's veth with ``mtu=1400``, no longer lowers the whole bridge."""

@@ -15,7 +15,6 @@ import errno
 import fcntl
 import os
 import struct
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -229,16 +228,6 @@ def loop_of(image: Path) -> str | None:
         if info[0] == st.st_dev and info[1] == st.st_ino:
             return f"/dev/{entry}"
     return None
-
-
-def wait_detached(image: Path, timeout: float = 5.0) -> bool:
-    """After a stop the kernel frees the container's mounts and loop device a moment later."""
-    deadline = time.monotonic() + timeout
-    while loop_of(image) is not None:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def set_capacity(device: str) -> None:

@@ -154,7 +154,8 @@ class V1Driver(CgroupDriver):
             writes.append((pids, "max" if limits.pids is None else limits.pids))
         weights = [(p, lo, hi, d) for f, lo, hi, d in _IO_WEIGHT if (p := self._file(ctid, "blkio", f))]
         if limits.ioweight is not None and not weights:
-            raise NotSupported(f"ioweight cannot be applied on this host: {io_weight_lack(self.mounts.v1.get('blkio'))}")
+            lack = io_weight_lack(self.mounts.v1.get("blkio"))
+            raise NotSupported(f"ioweight cannot be applied on this host: {lack}")
         for path, lo, hi, default in weights:
             writes.append((path, default if limits.ioweight is None else min(max(limits.ioweight, lo), hi)))
         for path, value in writes:

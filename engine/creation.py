@@ -266,7 +266,7 @@ class CreationOps:
                 self.storages.resolve(volume.volid, ctid, key=volume.key)  # an existing volume: must be ours
                 continue
             storage_id, size = new
-            driver = self.storages.get(storage_id, content="rootdir", key=volume.key).driver_for_new(size)
+            driver = self.storages.get(storage_id, content="rootdir", key=volume.key).driver_for_new(size, volume.key)
             disk = _free_disk(driver, ctid, used, first=1)
             used.add(disk)
             vol = driver.create(ctid, disk, owner, size, None)

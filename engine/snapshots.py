@@ -356,7 +356,7 @@ class SnapshotOps:
             linked = bool(snapshot) and not full and driver.info.linked_clones
             new_vol = driver.clone(vol, snapshot, newid, disk, owner, linked, size)
             return f"{target_id}:{new_vol}"
-        target_driver = target.driver_for_new(size)
+        target_driver = target.driver_for_new(size, volume.key)
         from engine.unpack import copy_tree
 
         def copy(dst_driver=target_driver):
@@ -409,7 +409,11 @@ class SnapshotOps:
             volume = next(v for v in volumes_of(config.current) if v.key == disk)
             if volume.is_bind:
                 raise ValidationError(f"resize: {disk} is a bind mount of a host directory; it has no size", key=disk)
-            _, driver, vol = self.storages.resolve(volume.volid, ctid, key=disk)
+            storage, driver, vol = self.storages.resolve(volume.volid, ctid, key=disk)
+            if not driver.info.size_enforced:
+                raise ValidationError(f"resize: {disk} is a volume of storage '{storage.id}' ({driver.info.name}), "
+                                      "which cannot enforce a size; move it to a storage that can (a 'dir' "
+                                      "storage's raw images, btrfs) to give it one", key=disk)
             current = int(volume.props.get("size") or 0)
             new = current + amount if grow else amount
             if new < current:

@@ -11,6 +11,20 @@ attributes (file capabilities and ACLs too), hard links, symbolic links,
 device nodes and FIFOs, and holes of sparse files. Sockets are left out (the
 archive leaves them out too), as are the paths ``skip`` names.
 
+The source is a running container's tree, written by its root while it is read,
+so it is read as an untrusted tree (as snapshot mode's frozen copy is safe to
+read): every directory is opened relative to its parent's fd with
+``O_NOFOLLOW | O_DIRECTORY`` and named afterwards only through that fd
+(``/proc/self/fd/<fd>/<entry>``, whose last component is never followed), so
+no symbolic link of the container, nor a directory swapped for one between two
+steps, leads the copy out of the tree. A symbolic link is copied as a link. A
+regular file is opened with ``O_PATH | O_NOFOLLOW`` and checked with ``fstat``
+(still a regular file, still the inode seen) before its data is read through
+that fd, so a FIFO or device node put in its place is never opened (no hang,
+no device side effect); FIFOs and device nodes are made anew in the copy,
+never opened. An entry that changed kind while it was read is left for the
+second pass, which runs with the container frozen.
+
 A file is unchanged when its inode, type, size, modification time and device
 number are those recorded when it was last copied; its metadata is copied
 again when its change time moved (``chmod``, ``chown``, an extended
@@ -50,6 +64,22 @@ class SyncStats:
 
 def _signature(st: os.stat_result) -> tuple:
     return stat.S_IFMT(st.st_mode), st.st_ino, st.st_size, st.st_mtime_ns, st.st_rdev
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+class _Swapped(Exception):
+    """The entry is no longer what ``lstat`` said (the container changed it meanwhile): copied next pass."""
+
+
+def _at(dirfd: int, entry: str) -> str:
+    """A name for ``entry`` of the directory open as ``dirfd``: no component before it can be swapped."""
+    return f"/proc/self/fd/{dirfd}/{entry}"
+
+
+def _same(st: os.stat_result, fst: os.stat_result) -> bool:
+    return (fst.st_dev, fst.st_ino, stat.S_IFMT(fst.st_mode)) == (st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode))
 
 
 def _lstat(path: str) -> os.stat_result | None:
@@ -105,9 +135,11 @@ def _copy_data(src: int, dst: int, size: int) -> int:
     return done
 
 
-def _copy_xattrs(src: str, dst: str, is_link: bool) -> None:
+def _copy_xattrs(src: str | int, dst: str, is_link: bool) -> None:
+    """``src`` is a path whose last component is not followed, or an open directory's fd."""
+    nofollow = {} if isinstance(src, int) else {"follow_symlinks": False}
     try:
-        names = set(os.listxattr(src, follow_symlinks=False))
+        names = set(os.listxattr(src, **nofollow))
         present = set(os.listxattr(dst, follow_symlinks=False))
     except OSError as err:
         if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) and is_link:
@@ -116,7 +148,7 @@ def _copy_xattrs(src: str, dst: str, is_link: bool) -> None:
     for name in present - names:
         os.removexattr(dst, name, follow_symlinks=False)
     for name in sorted(names):
-        value = os.getxattr(src, name, follow_symlinks=False)
+        value = os.getxattr(src, name, **nofollow)
         try:
             os.setxattr(dst, name, value, follow_symlinks=False)
         except OSError as err:
@@ -143,29 +175,40 @@ class TreeSync:
         self.passes += 1
         self.stats = SyncStats()
         self.links: dict[tuple[int, int], str] = {}  # a source inode -> its first name in the copy, this pass
-        root = os.lstat(self.src)
-        if not stat.S_ISDIR(root.st_mode):
-            raise EngineError(f"{self.src} is not a directory")
-        self.root_dev = root.st_dev
-        self._entry(self.src, self.dst, ".", root)
+        try:
+            rootfd = os.open(self.src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the engine's own path
+        except NotADirectoryError:
+            raise EngineError(f"{self.src} is not a directory") from None
+        try:
+            root = os.fstat(rootfd)
+            self.root_dev = root.st_dev
+            self._entry(rootfd, self.dst, ".", root)
+        finally:
+            os.close(rootfd)
         return self.stats
 
-    def _dir(self, src: str, dst: str, name: str) -> bool:
-        """Sync the entries of one directory; whether the copy's directory had entries made or removed."""
+    def _dir(self, dirfd: int, dst: str, name: str) -> bool:
+        """Sync the entries of one directory (open as ``dirfd``); whether the copy's directory had
+        entries made or removed."""
         changed = False
         kept = set()
-        for entry in sorted(os.listdir(src)):
+        for entry in sorted(os.listdir(dirfd)):
             member = f"{name}/{entry}"
             if self.skip is not None and self.skip(member):
                 continue
-            path = os.path.join(src, entry)
+            path = _at(dirfd, entry)
             st = _lstat(path)
             if st is None or stat.S_ISSOCK(st.st_mode):  # gone while the container runs; sockets are not kept
                 continue
             if st.st_dev != self.root_dev:
-                raise EngineError(f"refusing to copy {path}: it is on another filesystem (a mount?)")
+                raise EngineError(f"refusing to copy {member}: it is on another filesystem (a mount?)")
             kept.add(entry)
-            changed |= self._entry(path, os.path.join(dst, entry), member, st)
+            target = os.path.join(dst, entry)
+            try:
+                changed |= self._entry(path, target, member, st)
+            except _Swapped:
+                self.records.pop(member, None)  # whatever the copy holds there is replaced next pass
+                changed = True
         for entry in os.listdir(dst):
             if entry not in kept:
                 target = os.path.join(dst, entry)
@@ -174,8 +217,9 @@ class TreeSync:
                 changed = True
         return changed
 
-    def _entry(self, src: str, dst: str, name: str, st: os.stat_result) -> bool:
-        """Sync one entry; whether it was made (or replaced) in the copy."""
+    def _entry(self, src: str | int, dst: str, name: str, st: os.stat_result) -> bool:
+        """Sync one entry (``src``: its name through its parent's fd, or the root's own fd); whether it
+        was made (or replaced) in the copy.  Raises _Swapped when it changed kind while read."""
         check(self.cancel, "backup")
         self.stats.entries += 1
         kind = stat.S_IFMT(st.st_mode)
@@ -187,12 +231,17 @@ class TreeSync:
             current = None
         made = False
         if kind == stat.S_IFDIR:
-            if current is None:
-                os.mkdir(dst, 0o700)
-                made = True
-            children = self._dir(src, dst, name)
-            if made or children or old != (signature, st.st_ctime_ns):
-                self._metadata(src, dst, st)
+            dirfd = src if isinstance(src, int) else self._open_dir(src, st)
+            try:
+                if current is None:
+                    os.mkdir(dst, 0o700)
+                    made = True
+                children = self._dir(dirfd, dst, name)
+                if made or children or old != (signature, st.st_ctime_ns):
+                    self._metadata(dirfd, dst, st)
+            finally:
+                if dirfd is not src:
+                    os.close(dirfd)
             self.records[name] = (signature, st.st_ctime_ns)
             if made:
                 self.stats.copied += 1
@@ -220,7 +269,13 @@ class TreeSync:
         if kind == stat.S_IFREG:
             self._copy_file(src, dst, st)
         elif kind == stat.S_IFLNK:
-            os.symlink(os.readlink(src), dst)
+            try:
+                target = os.readlink(src)  # the link's own text: it is never followed
+            except OSError as err:
+                if err.errno in (errno.EINVAL, errno.ENOENT):
+                    raise _Swapped(name) from None
+                raise
+            os.symlink(target, dst)
         else:  # character and block devices, FIFOs
             os.mknod(dst, kind | 0o600, st.st_rdev)
         self._metadata(src, dst, st)
@@ -228,11 +283,50 @@ class TreeSync:
         self.stats.copied += 1
         return True
 
-    def _copy_file(self, src: str, dst: str, st: os.stat_result) -> None:
+    @staticmethod
+    def _open_dir(src: str, st: os.stat_result) -> int:
+        """The directory ``lstat`` saw, opened without following a link put in its place."""
         try:
-            source = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOATIME)
-        except PermissionError:
-            source = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(src, _DIR_FLAGS)
+        except (NotADirectoryError, FileNotFoundError):
+            raise _Swapped(src) from None
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise _Swapped(src) from None
+            raise
+        if not _same(st, os.fstat(fd)):
+            os.close(fd)
+            raise _Swapped(src)
+        return fd
+
+    @staticmethod
+    def _open_file(src: str, st: os.stat_result) -> int:
+        """The regular file ``lstat`` saw, open for reading; never a FIFO, device or link put in its place.
+
+        ``O_PATH`` opens no device and waits on no FIFO; once ``fstat`` shows the inode seen (a
+        regular file), it is reopened for reading through its own fd, with no path walked again.
+        """
+        try:
+            handle = os.open(src, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise _Swapped(src) from None
+        try:
+            if not _same(st, os.fstat(handle)):
+                raise _Swapped(src)
+            flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # the fd's magic link: no path walked
+            try:
+                fd = os.open(f"/proc/self/fd/{handle}", flags | os.O_NOATIME)
+            except PermissionError:
+                fd = os.open(f"/proc/self/fd/{handle}", flags)
+        finally:
+            os.close(handle)
+        if not _same(st, os.fstat(fd)):  # cannot differ (same inode), but the read below relies on it
+            os.close(fd)
+            raise _Swapped(src)
+        return fd
+
+    def _copy_file(self, src: str, dst: str, st: os.stat_result) -> None:
+        source = self._open_file(src, st)
         try:
             target = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
@@ -242,7 +336,7 @@ class TreeSync:
         finally:
             os.close(source)
 
-    def _metadata(self, src: str, dst: str, st: os.stat_result) -> None:
+    def _metadata(self, src: str | int, dst: str, st: os.stat_result) -> None:
         """Owner, then mode (a chown clears set-id bits), then xattrs (file capabilities), then times."""
         is_link = stat.S_ISLNK(st.st_mode)
         os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)

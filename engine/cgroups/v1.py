@@ -31,6 +31,14 @@ from engine.errors import HostError, InvalidState, NotSupported
 _UNLIMITED_FROM = 1 << 60   # the kernel reports "no limit" as PAGE_COUNTER_MAX * page size
 # blkio weight files: (file, min, max, default). CFQ's blkio.weight is gone since 5.0; BFQ's remains.
 _IO_WEIGHT = (("blkio.weight", 10, 1000, 500), ("blkio.bfq.weight", 10, 1000, 100))
+
+
+def io_weight_lack(blkio_root: str | None) -> str:
+    """What the host lacks for an I/O weight, in words a node administrator can act on."""
+    if blkio_root is None:
+        return "it has no v1 'blkio' controller mounted"
+    return ("its v1 'blkio' controller has neither blkio.weight nor blkio.bfq.weight (weights need the BFQ "
+            "I/O scheduler: no disk of this node uses it; see /sys/block/*/queue/scheduler)")
 _IO_BYTES = ("blkio.throttle.io_service_bytes_recursive", "blkio.bfq.io_service_bytes_recursive")
 
 
@@ -146,7 +154,8 @@ class V1Driver(CgroupDriver):
             writes.append((pids, "max" if limits.pids is None else limits.pids))
         weights = [(p, lo, hi, d) for f, lo, hi, d in _IO_WEIGHT if (p := self._file(ctid, "blkio", f))]
         if limits.ioweight is not None and not weights:
-            raise NotSupported("ioweight needs the v1 'blkio' controller with blkio.weight or blkio.bfq.weight")
+            lack = io_weight_lack(self.mounts.v1.get("blkio"))
+            raise NotSupported(f"ioweight cannot be applied on this host: {lack}")
         for path, lo, hi, default in weights:
             writes.append((path, default if limits.ioweight is None else min(max(limits.ioweight, lo), hi)))
         for path, value in writes:

@@ -141,7 +141,10 @@ class V2Driver(CgroupDriver):
             writes.append((pids, "max" if limits.pids is None else limits.pids))
         weights = [(p, lo, hi, d) for f, lo, hi, d in _IO_WEIGHT if os.path.exists(p := self._path(ctid, f))]
         if limits.ioweight is not None and not weights:
-            self._need(ctid, "io.weight", "ioweight")
+            self._need(ctid, "io.max", "ioweight", controller="io")  # no 'io' controller at all: named as such
+            raise NotSupported("ioweight cannot be applied on this host: its cgroup2 'io' controller has neither "
+                               "io.weight (blk-iocost) nor io.bfq.weight (the BFQ I/O scheduler; no disk of this "
+                               "node uses it, see /sys/block/*/queue/scheduler)")
         for path, lo, hi, default in weights:
             writes.append((path, default if limits.ioweight is None else min(max(limits.ioweight, lo), hi)))
         for path, value in writes:

@@ -73,7 +73,17 @@ class Storage:
         raise ValidationError(f"volume '{self.id}:{vol}' is not a volume this storage ({self.definition.type}) "
                               "can hold", key="rootfs")
 
-    def driver_for_new(self, size: int | None) -> Driver:
+    @property
+    def enforces_size(self) -> bool:
+        """Whether a volume given a size here is held to it (the web tier offers a size only then)."""
+        return self.sized.info.size_enforced
+
+    def driver_for_new(self, size: int | None, key: str = "rootfs") -> Driver:
+        """The driver for a new volume; a size this storage could not enforce is refused, naming it."""
+        if size and not self.enforces_size:
+            raise ValidationError(f"{key}: storage '{self.id}' ({self.definition.type}, {self.sized.info.name} "
+                                  "volumes) cannot enforce a size; give size 0 (no limit) or use a storage that "
+                                  "can (a 'dir' storage's raw images, btrfs)", key=key)
         return self.sized if size else self.plain
 
     def available(self) -> bool:

@@ -5,14 +5,16 @@ which is where Caisson has always kept a container's rootfs.  A snapshot is a
 full copy beside it (``subvol-100-disk-0.subvol@<name>``) made with
 ``cp -a --reflink=auto``: on a file system that shares extents (btrfs, XFS) it
 costs little, elsewhere it copies every byte; either way it is reported as a
-full copy (``snapshots_instant`` is false).  The size is not enforced.
+full copy (``snapshots_instant`` is false).  A directory cannot be held to a size: a
+``dir`` storage gives a raw image (:mod:`engine.storage.loop`) to a volume with one, and a
+resize of a directory volume is refused (``size_enforced`` is false).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from engine.errors import NotFound
+from engine.errors import NotFound, NotSupported
 from engine.storage.base import Driver, Fill, Info, copy_tree_reflink, remove_path
 from engine.storage.mountns import syncfs
 
@@ -74,7 +76,7 @@ class DirDriver(Driver):
         return new
 
     def resize(self, vol: str, size: int, running_root: int | None) -> None:
-        pass  # nothing to grow: the size is recorded in the config only
+        raise NotSupported(f"storage '{self.storage.id}': a directory volume cannot be held to a size")
 
     def used_bytes(self, vol: str) -> int | None:
         return None

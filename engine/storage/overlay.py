@@ -21,7 +21,8 @@ the container is frozen.  Rollback points the volume at the snapshot's layers
 with an empty upper; a linked clone does the same in a new volume and
 records its origin, so the snapshot it stands on cannot be deleted while it
 exists.  Layers no record refers to are removed; template layers stay as a
-cache.  The size is recorded, not enforced.
+cache.  Nothing holds an upper layer to a size, so a size is refused (``size_enforced`` is
+false; :meth:`engine.storage.Storage.driver_for_new`), and so is a resize.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from engine.config import write_atomic
-from engine.errors import HostError, NotFound
+from engine.errors import HostError, NotFound, NotSupported
 from engine.storage.base import Activation, Driver, Fill, Info, copy_tree_reflink, remove_path
 from engine.storage.mountns import syncfs
 
@@ -266,7 +267,7 @@ class OverlayDriver(Driver):
         return new
 
     def resize(self, vol: str, size: int, running_root: int | None) -> None:
-        pass  # not enforced: the size is recorded in the config only
+        raise NotSupported(f"storage '{self.storage.id}': an overlay volume cannot be held to a size")
 
     def copy_source(self, vol: str, snap: str | None) -> Path:
         """Mount the merged tree read-only on the volume's mount point (inside a private mount namespace)."""

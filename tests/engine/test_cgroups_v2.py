@@ -185,14 +185,6 @@ def test_v2_limits_read_back(v2, children, controller, limits, expect, reset):
         assert read(cg(v2, None, "ct", name)) == value
 
 
-def test_v2_io_weight(v2):
-    v2.create("ct")
-    _need_v2(v2, "ct", "io")
-    v2.apply("ct", Limits(ioweight=300))
-    files = [f for f in ("io.weight", "io.bfq.weight") if os.path.exists(cg(v2, None, "ct", f))]
-    assert files and all("300" in read(cg(v2, None, "ct", f)) for f in files)
-
-
 def test_v2_swap(v2):
     v2.create("ct")
     _need_v2(v2, "ct", "memory")

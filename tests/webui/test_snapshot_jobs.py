@@ -79,11 +79,19 @@ def test_snapshots_need_their_privilege(mirrored, make_user):
         actions.clone(operator, mirrored, 123456)
 
 
-def test_resize_refuses_bad_input_and_a_shrink(mirrored, make_user):
+def test_resize_refuses_bad_input_an_unenforced_size_and_a_shrink(mirrored, make_user, node, engine, busybox_template,
+                                                                   ctid_factory):
+    from tasks.node import sync_container
+
     admin = Access(make_user("resizer", superuser=True))
     with pytest.raises(ValidationError) as bad:
         actions.resize(admin, mirrored, "rootfs; rm", "lots")
     assert set(bad.value.message_dict) == {"disk", "size"}
-    assert wait_job(actions.resize(admin, mirrored, "rootfs", "2G")).status == "ok"
-    job = wait_job(actions.resize(admin, mirrored, "rootfs", "1G"))
+    job = wait_job(actions.resize(admin, mirrored, "rootfs", "2G"))  # a directory volume: no size can hold it
+    assert job.status == "error" and "cannot enforce a size" in job.message, job.message
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": "sized", "rootfs": "local:0.0625"})  # a 64 MiB raw image
+    sized = sync_container(node, ctid)
+    assert wait_job(actions.resize(admin, sized, "rootfs", "128M")).status == "ok"
+    job = wait_job(actions.resize(admin, sized, "rootfs", "64M"))
     assert job.status == "error" and "shrink" in job.message, job.message

@@ -14,7 +14,6 @@ fits. Three layouts exist in the wild:
 from __future__ import annotations
 
 import os
-import re
 
 from engine.cgroups.base import (
     DEFAULT_DEVICES,
@@ -26,6 +25,7 @@ from engine.cgroups.base import (
     Limits,
     Stats,
 )
+from engine.cgroups.mounts import read_mounts
 from engine.cgroups.v1 import V1Driver
 from engine.cgroups.v2 import V2Driver
 from engine.errors import HostError
@@ -35,53 +35,6 @@ __all__ = ["CgroupDriver", "CgroupMounts", "DeviceRule", "Limits", "Stats", "V1D
 
 DRIVERS: dict[str, type[CgroupDriver]] = {"v1": V1Driver, "v2": V2Driver}
 CGROUP2_SUPER_MAGIC = 0x63677270
-_V1_CONTROLLERS = {"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
-                   "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc"}
-
-
-def _unescape(text: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (``\\040``)."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-def _known_controllers() -> set[str]:
-    known = set(_V1_CONTROLLERS)
-    try:
-        with open("/proc/cgroups", encoding="utf-8") as fh:
-            known |= {ln.split()[0] for ln in fh if ln.strip() and not ln.startswith("#")}
-    except OSError:
-        pass
-    return known
-
-
-def read_mounts(mountinfo: str = "/proc/self/mountinfo") -> CgroupMounts:
-    """Parse mountinfo for cgroup (v1) and cgroup2 mounts: controller -> mount point."""
-    try:
-        with open(mountinfo, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except OSError as exc:
-        raise HostError(f"cannot read {mountinfo}: {exc.strerror}") from exc
-    controllers = _known_controllers()
-    v1: dict[str, str] = {}
-    unified: dict[bool, list[str]] = {False: [], True: []}
-    entries: list[tuple[bool, str, str, str]] = []
-    for line in lines:
-        pre, sep, post = line.partition(" - ")
-        fields, tail = pre.split(), post.split()
-        if sep and len(fields) >= 5 and len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2"):
-            entries.append((_unescape(fields[3]) != "/", _unescape(fields[4]), tail[0], tail[2]))
-    # Mounts of a hierarchy's root win (in mountinfo order); a bind of a sub-cgroup
-    # (a nested engine without a cgroup namespace) is used only if nothing else is.
-    for sub, point, fstype, options in sorted(entries, key=lambda e: e[0]):
-        if fstype == "cgroup2":
-            unified[sub].append(point)
-        else:
-            for opt in options.split(","):
-                if opt.startswith("name=") or opt in controllers:
-                    v1.setdefault(opt, point)
-    found = unified[False] or unified[True]
-    best = "/sys/fs/cgroup" if "/sys/fs/cgroup" in found else (found[0] if found else None)
-    return CgroupMounts(v1=v1, unified=best)
 
 
 def fs_magic(path: str) -> int | None:

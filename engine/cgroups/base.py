@@ -14,8 +14,9 @@ import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from engine.cgroups.mounts import CgroupMounts, read_mounts
 from engine.errors import EngineError, HostError, InvalidState, NotFound, ValidationError
 
 MiB = 1024 * 1024
@@ -104,18 +105,6 @@ DEFAULT_DEVICES: tuple[DeviceRule, ...] = (
 )
 FUSE_DEVICE = DeviceRule("c", 10, 229)
 TUN_DEVICE = DeviceRule("c", 10, 200)
-
-
-@dataclass(frozen=True)
-class CgroupMounts:
-    """Where the hierarchies are mounted: v1 maps controller (or ``name=x``) to mount point."""
-
-    v1: dict[str, str] = field(default_factory=dict)
-    unified: str | None = None
-
-    def v1_roots(self) -> list[str]:
-        """Each v1 mount point once (co-mounted controllers share one)."""
-        return list(dict.fromkeys(self.v1.values()))
 
 
 def validate_id(value: str, what: str = "container ID") -> str:
@@ -235,7 +224,6 @@ class CgroupDriver(ABC):
             validate_id(part, "cgroup parent")
         self.parent = parent
         if mounts is None:
-            from engine.cgroups import read_mounts  # the package parses mountinfo; imported late to avoid a cycle
             mounts = read_mounts()
         self.mounts = mounts
 

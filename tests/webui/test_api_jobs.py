@@ -1,6 +1,7 @@
 """Jobs, nodes and templates through the API, and the OpenAPI schema with its local docs."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -174,3 +175,19 @@ def test_docs_are_served_locally(client):
     html = page.content.decode()
     assert "swagger-ui" in html and "cdn" not in html.lower() and "/static/drf_spectacular_sidecar/" in html
     assert client.get("/api/schema/", HTTP_ACCEPT="application/json").status_code == 200
+
+
+# Proxmox's own UPID pattern (PVE::Tools::upid_decode): node, pid, pstart, starttime, type, id, user@realm.
+PVE_UPID = re.compile(r"^UPID:([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?):([0-9A-Fa-f]{8}):([0-9A-Fa-f]{8,9}):"
+                      r"([0-9A-Fa-f]{8}):([^:\s]+):([^:\s]*):([^:\s]+):$")
+
+
+def test_upids_decode_as_proxmox_decodes_them(people, node):
+    by_user = job(node, "/ct/100", "100", user=people["op"])
+    by_nobody = job(node, "/", "")
+    for record, user in ((by_user, "op@pve"), (by_nobody, "root@pam")):
+        match = PVE_UPID.match(record.upid)
+        assert match, record.upid
+        assert match.group(1) == node.name and int(match.group(3), 16) == record.pk
+        assert int(match.group(5), 16) == int(record.created.timestamp())
+        assert (match.group(6), match.group(7), match.group(8)) == (record.kind, record.target, user)

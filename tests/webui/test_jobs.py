@@ -26,7 +26,7 @@ def test_create_start_stop_destroy_through_the_agent(agent, node, stored_busybox
     assert (job.status, job.message) == ("ok", "OK"), list(job.lines.values_list("text", flat=True))
     texts = list(job.lines.order_by("seq").values_list("text", flat=True))
     assert texts[0] == f"starting vzcreate {ctid}" and texts[-1] == "TASK OK"
-    assert job.upid.startswith(f"UPID:{node.name}:") and f":vzcreate:{ctid}:root-admin:" in job.upid
+    assert job.upid.startswith(f"UPID:{node.name}:") and f":vzcreate:{ctid}:root-admin@pve:" in job.upid
     row = Container.objects.get(ctid=ctid)
     assert (row.status, row.hostname, row.init) == ("running", f"web{ctid}", "busybox")
     assert engine.status(ctid).status == "running"

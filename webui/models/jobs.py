@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from webui.models.inventory import Node
+from webui.userid import userid
 
 
 class Job(models.Model):
@@ -43,10 +44,16 @@ class Job(models.Model):
 
     @property
     def upid(self) -> str:
-        """Proxmox's unique process ID shape: node, id, start time, type, target, user."""
-        user = self.user.username if self.user else "root"
-        start = int(self.created.timestamp())
-        return f"UPID:{self.node.name}:{self.pk:08X}:{start:08X}:{self.kind}:{self.target}:{user}:"
+        """Proxmox's unique process ID, field for field, so its clients decode it:
+        ``UPID:node:pid:pstart:starttime:type:id:user@realm:`` (pid, pstart and starttime in hex).
+
+        A job is not one process of one host, so its number stands for the pid and its creation time,
+        in hundredths of a second as Proxmox's pstart counts clock ticks, for the process start.
+        """
+        created = self.created.timestamp()
+        pstart = int(created * 100) & 0xFFFFFFFF
+        return (f"UPID:{self.node.name}:{self.pk:08X}:{pstart:08X}:{int(created):08X}:{self.kind}:{self.target}:"
+                f"{userid(self.user)}:")
 
     @property
     def active(self) -> bool:

@@ -56,7 +56,7 @@ def _verb_of(argv: list[str]) -> str | None:
 
 # The verbs defined here, in the order --help lists them; the storage verbs follow (engine.cli.storage).
 CORE_VERBS = ("create", "start", "stop", "status", "config", "shutdown", "reboot", "destroy", "list", "set", "exec",
-              "enter", "make-template", "network", "firewall")
+              "enter", "make-template", "network", "firewall", "startall", "stopall")
 
 
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
@@ -140,6 +140,18 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         fw.add_argument("ctid", type=_ctid)
         fw.add_argument("--rules", type=Path, metavar="FILE",
                         help="rules in Proxmox's <ID>.fw format; checked, saved, applied to a running container")
+    if wanted("startall"):
+        startall = verbs.add_parser("startall", help="start the onboot containers in startup order (node boot)")
+        startall.add_argument("ctids", nargs="*", type=_ctid, metavar="CTID", help="only these containers")
+        startall.add_argument("--force", action="store_true",
+                              help="start every stopped container, whether onboot is set or not")
+    if wanted("stopall"):
+        stopall = verbs.add_parser("stopall", help="shut down every running container in reverse startup order")
+        stopall.add_argument("ctids", nargs="*", type=_ctid, metavar="CTID", help="only these containers")
+        stopall.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                             help="per container when its startup has no down= (default 180, as Proxmox)")
+        stopall.add_argument("--no-force-stop", dest="force_stop", action="store_false",
+                             help="leave a container running when it does not stop within its timeout")
     if only is None:  # a storage verb, or none yet (help, errors): their parsers and module too
         from engine.cli import storage as storage_cli
 
@@ -241,6 +253,8 @@ def _dispatch(engine, args) -> int:
             emit_json({"ctid": args.ctid, "template": path.name, "path": str(path), "size": path.stat().st_size})
         else:
             print(f"local:vztmpl/{path.name}")
+    elif verb in ("startall", "stopall"):
+        return _boot(engine, args, as_json)
     elif verb == "network":
         _network(engine, args.apply, as_json)
     elif verb == "firewall":
@@ -250,6 +264,25 @@ def _dispatch(engine, args) -> int:
 
         return storage_cli.dispatch(engine, args)
     return 0
+
+
+def _boot(engine, args, as_json: bool) -> int:
+    """startall/stopall: one line per container as it happens; exit 1 if any of them failed."""
+    from engine import boot
+
+    def say(outcome) -> None:
+        if not as_json:
+            print(f"{outcome.ctid}: {outcome.action} {'ok' if outcome.ok else 'FAILED'}: {outcome.message}",
+                  flush=True)
+
+    ctids = args.ctids or None
+    if args.verb == "startall":
+        outcomes = boot.start_all(engine, ctids, force=args.force, report=say)
+    else:
+        outcomes = boot.stop_all(engine, ctids, timeout=args.timeout, force_stop=args.force_stop, report=say)
+    if as_json:
+        emit_json([o.as_dict() for o in outcomes])
+    return 0 if all(o.ok for o in outcomes) else 1
 
 
 def _network(engine, apply: bool, as_json: bool) -> None:

@@ -9,7 +9,8 @@ it), and a backup a rule passes over inside a period it just kept is marked
 for removal. Periods without backups do not count. Protected backups are
 never removed and do not count for any rule. ``keep-all=1``, or no rule
 above 0, keeps everything; as in Proxmox, ``keep-all=1`` cannot be combined
-with a rule above 0 (``keep-all=0`` is the same as leaving it out). Periods are taken in local time (``tz``), as the server does.
+with a rule above 0 (``keep-all=0`` is the same as leaving it out).
+Periods are taken in local time (``tz``), as the server does.
 
 Pure functions: the caller lists the backups and deletes what is marked.
 """
@@ -61,8 +62,8 @@ class PruneOptions:
                 values["keep_all"] = BOOLEANS[raw.lower()]
                 continue
             if not sep or key not in RULES:
-                raise ValidationError(f"prune-backups: '{part}' is not one of keep-all=0|1, {', '.join(r + '=N' for r in RULES)}",
-                                      key="prune-backups")
+                known = ", ".join(["keep-all=0|1", *(r + "=N" for r in RULES)])
+                raise ValidationError(f"prune-backups: '{part}' is not one of {known}", key="prune-backups")
             if not raw.isdigit():
                 raise ValidationError(f"prune-backups: {key} needs a whole number, not '{raw}'", key=key)
             values[key.replace("-", "_")] = int(raw)

@@ -251,7 +251,16 @@ for _n in range(10):
     SCHEMA[f"net{_n}"] = _net
 for _n in range(256):
     SCHEMA[f"mp{_n}"] = _rootfs
-SNAPSHOT_ONLY_KEYS = {"snaptime": _int(0, 1 << 62), "snapstate": _enum("prepare", "delete")}
+# Keys only a snapshot section holds; ``vmstate`` (a QEMU RAM image, never made for containers) is kept as found.
+SNAPSHOT_ONLY_KEYS = {"snaptime": _int(0, 1 << 62), "snapstate": _enum("prepare", "delete"), "vmstate": _text}
+MAX_UNUSED = 256  # unused0 … unused255: volumes no longer mounted but kept, as Proxmox's unusedN
+UNUSED_KEY = re.compile(r"^unused(\d{1,3})$")
+PENDING = "pve:pending"  # Proxmox's section of changes waiting for a restart
+# On read only, a value outside today's list is kept as found (Proxmox keeps it with a warning; its own test
+# data says ``ostype: redhat``): ostype only labels the distribution, whose setup Caisson picks from the
+# container's os-release.  ``set`` still refuses it by name.
+_OSTYPE_WORD = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+READ_LENIENT = {"ostype": lambda v, k: v if _OSTYPE_WORD.match(v) else SCHEMA["ostype"](v, k)}
 SUPPORTED_RAW_KEYS = {"lxc.idmap"}
 
 DEFAULTS = {"arch": "amd64", "cores": None, "memory": 512, "swap": 512, "unprivileged": True, "onboot": False,
@@ -288,7 +297,7 @@ class ConfigSection:
     def delete(self, key: str) -> None:
         if key == "description":
             self.description = ""
-        elif key not in SCHEMA:
+        elif key not in SCHEMA and not _is_unused(key):
             raise ValidationError(f"unknown configuration key '{key}'", key=key)
         else:
             self.values.pop(key, None)
@@ -297,12 +306,30 @@ class ConfigSection:
         return [v for k, v in self.raw if k == key]
 
 
-def _parser(key: str, in_snapshot: bool) -> Callable[[str, str], object]:
+def _parser(key: str, in_snapshot: bool, in_pending: bool = False) -> Callable[[str, str], object]:
     if key in SCHEMA:
         return SCHEMA[key]
+    if _is_unused(key):
+        return _volume
     if in_snapshot and key in SNAPSHOT_ONLY_KEYS:
         return SNAPSHOT_ONLY_KEYS[key]
+    if in_pending and key == "delete":
+        return _pending_delete
     raise ValidationError(f"unknown configuration key '{key}'", key=key)
+
+
+def _is_unused(key: str) -> bool:
+    match = UNUSED_KEY.match(key)
+    return bool(match) and int(match.group(1)) < MAX_UNUSED and str(int(match.group(1))) == match.group(1)
+
+
+def _pending_delete(value: str, key: str) -> str:
+    """The pending section's ``delete: a,!b`` list: keys to remove at the next restart (``!``: forced)."""
+    for name in value.split(","):
+        name = name.strip().removeprefix("!")
+        if name and name != "description" and name not in SCHEMA and not _is_unused(name):
+            raise ValidationError(f"{key}: unknown configuration key '{name}'", key=key)
+    return value
 
 
 @dataclass
@@ -312,6 +339,7 @@ class ContainerConfig:
     ctid: int
     current: ConfigSection = field(default_factory=ConfigSection)
     snapshots: dict[str, ConfigSection] = field(default_factory=dict)
+    pending: ConfigSection | None = None  # [pve:pending]: kept and written back as found
 
     # Convenience accessors for the current section.
     def get(self, key: str):
@@ -331,33 +359,38 @@ class ContainerConfig:
     def feature(self, name: str) -> bool:
         return bool(self.current.get("features").get(name, False))
 
-    # Serialisation.
+    # Serialisation: Proxmox's parse_pct_config/write_pct_config, so a Proxmox file round-trips byte for byte.
     @classmethod
     def parse(cls, ctid: int, text: str, origin: str = "config") -> ContainerConfig:
+        """Every ``#`` line of a section, wherever it stands, joins that section's description (as in
+        Proxmox, which writes them back together before the first key)."""
         config = cls(ctid)
-        section = config.current
-        in_snapshot = False
-        description_lines: list[str] = []
-        for lineno, line in enumerate(text.splitlines(), 1):
+        section, kind = config.current, "current"
+        description = ""
+        for lineno, line in enumerate(text.split("\n"), 1):
             where = f"{origin} line {lineno}"
             if not line.strip():
-                continue
-            if line.startswith("#"):
-                if section.values or section.raw:
-                    continue  # Proxmox keeps only the leading comment block as the description
-                description_lines.append(_unquote(line[1:]))
                 continue
             if line.startswith("["):
                 if not line.rstrip().endswith("]"):
                     raise ValidationError(f"{where}: malformed section header '{line}'")
                 name = line.strip()[1:-1]
+                section.description = _description(description)
+                description = ""
+                if name.lower() == PENDING:
+                    if config.pending is not None:
+                        raise ValidationError(f"{where}: section [{PENDING}] appears twice")
+                    section = config.pending = ConfigSection()
+                    kind = "pending"
+                    continue
                 _check_snapshot_name(name, where)
                 if name in config.snapshots:
                     raise ValidationError(f"{where}: snapshot section [{name}] appears twice")
-                section.description = "\n".join(description_lines)
-                description_lines = []
                 section = config.snapshots[name] = ConfigSection()
-                in_snapshot = True
+                kind = "snapshot"
+                continue
+            if line.startswith("#"):
+                description += decode_text(line[1:]) + "\n"
                 continue
             key, sep, value = line.partition(":")
             key, value = key.strip(), value.strip()
@@ -370,51 +403,68 @@ class ContainerConfig:
                 section.raw.append((key, value))
                 continue
             if key == "description":
-                description_lines.append(value)
+                description += decode_text(value)  # Proxmox adds no line break after this form
                 continue
             if key in section.values:
                 raise ValidationError(f"{where}: key '{key}' appears twice", key=key)
             try:
-                _parser(key, in_snapshot)(value, key)
+                (READ_LENIENT.get(key) or _parser(key, kind == "snapshot", kind == "pending"))(value, key)
             except ValidationError as exc:
                 raise ValidationError(f"{where}: {exc}", key=exc.key) from None
             section.values[key] = value
-        section.description = "\n".join(description_lines)
+        section.description = _description(description)
         return config
 
     def render(self) -> str:
-        out: list[str] = []
-        for section_name, section in [(None, self.current), *self.snapshots.items()]:
-            if section_name is not None:
-                out.append("")
-                out.append(f"[{section_name}]")
-            for line in section.description.splitlines() if section.description else []:
-                out.append("#" + _quote(line))
-            for key in sorted(section.values, key=_sort_key):
-                out.append(f"{key}: {section.values[key]}")
-            for key, value in section.raw:
-                out.append(f"{key}: {value}")
-        return "\n".join(out) + "\n"
+        """Sections in Proxmox's order (current, pending, snapshots by name), keys sorted as strings."""
+        used = {v.partition(",")[0].removeprefix("volume=") for k, v in self.current.values.items()
+                if k == "rootfs" or (k.startswith("mp") and k[2:].isdigit())}
+        text = _render_section(self.current, skip=lambda k, v: _is_unused(k) and v in used)
+        pending = self.pending
+        if pending is not None and (pending.values or pending.raw or pending.description):
+            text += f"\n[{PENDING}]\n" + _render_section(pending)
+        for name in sorted(self.snapshots):
+            text += f"\n[{name}]\n" + _render_section(self.snapshots[name])
+        return text
 
     def digest(self) -> str:
-        """SHA-1 of the rendered file, as Proxmox uses to detect concurrent edits."""
+        """SHA-1 of the file as written: Proxmox's digest of the same file, to detect concurrent edits."""
         import hashlib  # only edits with a digest need it; keep the CLI's start-up light
 
         return hashlib.sha1(self.render().encode()).hexdigest()
 
 
-def _quote(line: str) -> str:
-    """Percent-encode what cannot stand in a comment line (``%`` and control characters), as Proxmox does."""
-    return "".join(f"%{ord(c):02X}" if c == "%" or ord(c) < 32 or ord(c) == 127 else c for c in line)
+def _render_section(section: ConfigSection, skip=lambda key, value: False) -> str:
+    out = ["#" + encode_text(line) for line in _perl_lines(section.description)]
+    out += [f"{key}: {value}" for key, value in sorted(section.values.items()) if not skip(key, value)]
+    out += [f"{key}: {value}" for key, value in section.raw]
+    return "".join(line + "\n" for line in out)
 
 
-def _unquote(text: str) -> str:
-    return re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
+def _perl_lines(text: str) -> list[str]:
+    """Perl's split(/\\n/): trailing empty lines vanish, leading and inner ones stay."""
+    lines = text.split("\n") if text else []
+    while lines and lines[-1] == "":
+        lines.pop()
+    return lines
 
 
-def _sort_key(key: str):
-    match = re.match(r"^([a-z]+)(\d+)$", key)
-    return (match.group(1), int(match.group(2))) if match else (key, -1)
+def _description(text: str) -> str:
+    return text.rstrip("\n")  # what Proxmox renders is the same with or without trailing newlines
+
+
+# Comment lines carry UTF-8 bytes outside 0x20-0x7e, '%' and ':' as %XX (Proxmox's encode_text).
+_TEXT_SAFE = frozenset(range(0x20, 0x7F)) - {0x25, 0x3A}
+
+
+def encode_text(line: str) -> str:
+    return "".join(chr(b) if b in _TEXT_SAFE else f"%{b:02X}" for b in line.encode("utf-8", "surrogatepass"))
+
+
+def decode_text(text: str) -> str:
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(text).decode("utf-8", "replace")
 
 
 def _check_snapshot_name(name: str, where: str) -> None:

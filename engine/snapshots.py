@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 
+from engine import snapconfig
 from engine.config import ConfigSection, ContainerConfig, parse_ctid, parse_size, write_config
 from engine.errors import AlreadyExists, EngineError, InvalidState, NotFound, ValidationError
 from engine.reverter import Reverter
@@ -113,13 +114,7 @@ class SnapshotOps:
                     raise AlreadyExists(f"{volume.key}: storage already holds a snapshot '{name}' of {volume.volid}; "
                                         f"remove it or choose another name")
             original = config.render()
-            section = _copy_section(config.current)
-            section.values.pop("lock", None)
-            section.description = description
-            section.values["snaptime"] = str(int(time.time()))
-            section.values["snapstate"] = "prepare"
-            config.snapshots[name] = section
-            config.current.values["lock"] = "snapshot"
+            section = snapconfig.prepare(config, name, description, int(time.time()))
             path = self.layout.config_path(ctid)
             write_config(path, config)
             with Reverter() as revert:
@@ -139,9 +134,7 @@ class SnapshotOps:
                 finally:
                     if root_fd is not None:
                         os.close(root_fd)
-                section.values.pop("snapstate")
-                config.current.values["parent"] = name
-                config.current.values.pop("lock")
+                snapconfig.commit(config, name)
                 write_config(path, config)
                 revert.success()
         return self._snapshot_info(name, section)
@@ -203,12 +196,7 @@ class SnapshotOps:
                                           f"{len(volumes)} volumes; the container stays locked (rollback): "
                                           f"run the rollback again, or unlock it") from None
                     raise
-                current = _copy_section(section)
-                for key in ("snaptime", "snapstate"):
-                    current.values.pop(key, None)
-                current.description = config.current.description
-                current.values["parent"] = name
-                config.current = current
+                snapconfig.rollback_apply(config, name)
                 write_config(path, config)
                 revert.success()
             if was_running if start is None else start:
@@ -241,15 +229,7 @@ class SnapshotOps:
             write_config(path, config)
             for _, driver, vol in volumes:
                 driver.delete_snapshot(vol, name)
-            parent = section.values.get("parent")
-            del config.snapshots[name]
-            for other in [config.current, *config.snapshots.values()]:
-                if other.values.get("parent") == name:
-                    if parent:
-                        other.values["parent"] = parent
-                    else:
-                        other.values.pop("parent")
-            config.current.values.pop("lock", None)
+            snapconfig.finish_delete(config, name, [volume.volid for volume, _, _ in volumes])
             write_config(path, config)
 
     def unlock(self, ctid: int) -> list[str]:

@@ -37,6 +37,8 @@ def _key_value(value: str) -> tuple[str, str]:
 
 
 def _add_keep(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep-all", action="store_true", default=None,
+                        help="keep every backup (Proxmox's keep-all=1; not with other --keep-* rules)")
     for rule in RULES:
         parser.add_argument(f"--{rule}", type=int, metavar="N", help=f"{rule.replace('-', ' ')} (see PBS prune)")
 
@@ -248,9 +250,10 @@ def _prune(args, as_json: bool) -> int:
     from .names import list_backups, remove_backup
     from .prune import Backup, prune
 
-    options = PruneOptions(**{r.replace("-", "_"): getattr(args, r.replace("-", "_")) for r in RULES})
-    if not options.active():
-        raise ValidationError("prune: give at least one --keep-* rule (nothing would be removed)")
+    options = PruneOptions(keep_all=args.keep_all,
+                           **{r.replace("-", "_"): getattr(args, r.replace("-", "_")) for r in RULES})
+    if not options.active() and not options.keep_all:
+        raise ValidationError("prune: give --keep-all or at least one --keep-* rule above 0")
     dumpdir = _dumpdir(args)
     found = list_backups(dumpdir, args.vmid)
     decisions = prune([Backup(b.time, b.ctid, b.protected, b.name) for b in found], options)

@@ -1,7 +1,10 @@
 """Backup files in a dump directory, named and marked the way Proxmox's vzdump does.
 
 An archive is ``vzdump-lxc-<ID>-<YYYY_MM_DD-HH_MM_SS>.tar[.zst|.gz]`` (local
-time). Beside it: ``vzdump-lxc-<ID>-<time>.log`` (the job's log),
+time).  Listed, as by Proxmox's storage layer (``archive_info``), are names of
+that form with an ID of 100..999999999 and ``.tgz`` or ``.tar`` with an
+optional ``.gz``, ``.lzo``, ``.zst`` or ``.bz2``; anything else (``.tar.xz``,
+``.tgz.lzo``, ``.zip``) is not a backup. Beside it: ``vzdump-lxc-<ID>-<time>.log`` (the job's log),
 ``<archive>.notes`` (free text) and ``<archive>.protected`` (an empty
 marker: a protected backup is never pruned), as Proxmox's directory storage
 keeps them. Files still being written have a hidden temporary name and are
@@ -18,8 +21,9 @@ from pathlib import Path
 from engine.errors import InvalidState, NotFound, ValidationError
 
 COMPRESSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
-ARCHIVE_RE = re.compile(r"^vzdump-(lxc)-(\d+)-(\d{4})_(\d{2})_(\d{2})-(\d{2})_(\d{2})_(\d{2})"
-                        r"\.(tar|tgz)(\.(zst|gz|lzo|bz2|xz))?$")
+ARCHIVE_RE = re.compile(r"^(?P<stem>vzdump-lxc-(?P<ctid>[1-9][0-9]{2,8})-"
+                        r"(?P<time>\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2}))"
+                        r"\.(?:tgz|tar(?:\.(?P<comp>gz|lzo|zst|bz2))?)$")
 TIME_FORMAT = "%Y_%m_%d-%H_%M_%S"
 
 
@@ -34,7 +38,7 @@ def stem(name: str) -> str:
     match = ARCHIVE_RE.match(name)
     if not match:
         raise ValidationError(f"'{name}' is not a vzdump archive name (vzdump-lxc-ID-YYYY_MM_DD-HH_MM_SS.tar...)")
-    return name[: match.end(8)]
+    return match.group("stem")
 
 
 def log_path(archive: Path) -> Path:
@@ -85,19 +89,19 @@ def parse_archive(path: Path) -> BackupFile | None:
     match = ARCHIVE_RE.match(path.name)
     if not match:
         return None
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[2:8])
+    year, month, day, hour, minute, second = (int(g) for g in re.findall(r"\d+", match.group("time")))
     try:
         when = time.mktime((year, month, day, hour, minute, second, 0, 0, -1))
         st = path.stat()
     except (OverflowError, ValueError, OSError):
         return None
-    suffix = match.group(11) or ("gz" if match.group(9) == "tgz" else "")
+    suffix = match.group("comp") or ("gz" if path.name.endswith(".tgz") else "")
     compression = {"zst": "zstd", "gz": "gzip", "": "none"}.get(suffix, suffix)
     try:
         notes = notes_path(path).read_text(errors="replace").strip()
     except OSError:
         notes = ""
-    return BackupFile(path.name, str(path), int(match.group(2)), when, st.st_size, compression,
+    return BackupFile(path.name, str(path), int(match.group("ctid")), when, st.st_size, compression,
                       protected_path(path).exists(), notes)
 
 

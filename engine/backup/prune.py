@@ -7,8 +7,10 @@ each period until it has kept N periods; a period that an earlier rule
 already covers is skipped (the newer rule does not keep a second backup in
 it), and a backup a rule passes over inside a period it just kept is marked
 for removal. Periods without backups do not count. Protected backups are
-never removed and do not count for any rule. With no rule at all, everything
-is kept. Periods are taken in local time (``tz``), as the server does.
+never removed and do not count for any rule. ``keep-all=1``, or no rule
+above 0, keeps everything; as in Proxmox, ``keep-all=1`` cannot be combined
+with a rule above 0 (``keep-all=0`` is the same as leaving it out).
+Periods are taken in local time (``tz``), as the server does.
 
 Pure functions: the caller lists the backups and deletes what is marked.
 """
@@ -21,6 +23,7 @@ from datetime import datetime, tzinfo
 from engine.errors import ValidationError
 
 RULES = ("keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly")
+BOOLEANS = {"1": True, "on": True, "yes": True, "true": True, "0": False, "off": False, "no": False, "false": False}
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,17 @@ class PruneOptions:
     keep_weekly: int | None = None
     keep_monthly: int | None = None
     keep_yearly: int | None = None
+    keep_all: bool | None = None
 
     def __post_init__(self) -> None:
         for rule in RULES:
             value = getattr(self, rule.replace("-", "_"))
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ValidationError(f"{rule}: {value!r} must be a whole number of 0 or more", key=rule)
+        if self.keep_all not in (None, True, False):
+            raise ValidationError(f"keep-all: {self.keep_all!r} must be 0 or 1", key="keep-all")
+        if self.keep_all and any(getattr(self, r.replace("-", "_")) for r in RULES):
+            raise ValidationError("keep-all cannot be set together with other options", key="keep-all")
 
     @classmethod
     def parse(cls, text: str) -> PruneOptions:
@@ -48,20 +56,27 @@ class PruneOptions:
             if not part:
                 continue
             key, sep, raw = part.partition("=")
+            if key == "keep-all" and sep:
+                if raw.lower() not in BOOLEANS:
+                    raise ValidationError(f"prune-backups: keep-all needs 0 or 1, not '{raw}'", key=key)
+                values["keep_all"] = BOOLEANS[raw.lower()]
+                continue
             if not sep or key not in RULES:
-                raise ValidationError(f"prune-backups: '{part}' is not one of {', '.join(r + '=N' for r in RULES)}",
-                                      key="prune-backups")
+                known = ", ".join(["keep-all=0|1", *(r + "=N" for r in RULES)])
+                raise ValidationError(f"prune-backups: '{part}' is not one of {known}", key="prune-backups")
             if not raw.isdigit():
                 raise ValidationError(f"prune-backups: {key} needs a whole number, not '{raw}'", key=key)
             values[key.replace("-", "_")] = int(raw)
         return cls(**values)
 
     def active(self) -> bool:
-        return any(getattr(self, r.replace("-", "_")) for r in RULES)
+        """Whether some rule may remove a backup (not keep-all, and a rule above 0)."""
+        return not self.keep_all and any(getattr(self, r.replace("-", "_")) for r in RULES)
 
     def render(self) -> str:
-        return ",".join(f"{r}={getattr(self, r.replace('-', '_'))}" for r in RULES
-                        if getattr(self, r.replace("-", "_")) is not None)
+        parts = [] if self.keep_all is None else [f"keep-all={int(self.keep_all)}"]
+        return ",".join(parts + [f"{r}={getattr(self, r.replace('-', '_'))}" for r in RULES
+                                 if getattr(self, r.replace("-", "_")) is not None])
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
 """When a backup job runs next: Proxmox calendar events and cron lines, as pure functions.
 
-Calendar events (``systemd.time``-like, as Proxmox VE and Backup Server write
-them): ``[WEEKDAYS] [[YEARS-]MONTHS-DAYS] [HOURS:MINUTES[:SECONDS]]``.
-Weekdays are ``mon..sun`` (lists and ``..`` ranges); each number field takes
-``*``, values, ``a..b`` ranges and ``start/step`` repetitions (``*/6`` is
-``0/6``), comma-separated. A lone time field is the minutes of every hour
-(``*/5``: every five minutes); a missing time means ``00:00``. The words
-``minutely hourly daily weekly monthly yearly annually quarterly
-semiannually`` stand for their usual events.
+Calendar events, with Proxmox's grammar and semantics (proxmox-time, used by
+Proxmox VE and Backup Server): ``[WEEKDAYS] [[YEARS-]MONTHS-DAYS] [[HOURS:]MINUTES[:SECONDS]] [UTC]``.
+Weekdays are ``mon`` or ``monday`` in any case, in lists and ``..`` ranges
+that may wrap (``fri..mon``).  Each number field takes ``*``, values,
+``a..b`` ranges and ``start/step`` repetitions (``*/6`` is ``0/6``; a step
+must be below the field's limit, so ``*/61`` is refused), comma-separated;
+years run 0..2199.  A lone time field is the minutes of every hour (``*/5``:
+every five minutes); a missing time means ``00:00``; a trailing ``UTC`` makes
+the event count in UTC.  The words ``minutely hourly daily weekly monthly
+yearly annually quarterly semiannually`` stand for their usual events.  A
+date that never exists (``02-30``) never fires; one any number of years ahead
+does.
 
 Cron lines: five fields, minute hour day-of-month month day-of-week, with
 ``*``, lists, ranges, ``*/n`` and ``a-b/n`` steps, names (``jan``, ``mon``),
@@ -20,13 +24,15 @@ change skips does not happen that day, a time that it repeats happens once
 """
 from __future__ import annotations
 
+import calendar
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, tzinfo
 
 from engine.errors import ValidationError
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 SPECIAL = {
     "minutely": "*-*-* *:*:00", "hourly": "*-*-* *:00:00", "daily": "*-*-* 00:00:00",
@@ -36,7 +42,8 @@ SPECIAL = {
 }
 CRON_SPECIAL = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
                 "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
-SEARCH_DAYS = 366 * 8 + 2  # a 29 February may be eight years away (2096 -> 2104)
+GREGORIAN_CYCLE = 400  # years after which dates and weekdays repeat: an event not found by then never fires
+MAX_YEAR = 9999  # the last year Python's dates hold
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,7 @@ class Schedule:
     minutes: tuple[int, ...]
     seconds: tuple[int, ...]
     day_or_weekday: bool = False  # cron: a restricted day-of-month OR a restricted weekday
+    utc: bool = False  # the event said UTC: it counts in UTC whatever the zone asked for
 
     def day_matches(self, day: date) -> bool:
         if self.years is not None and day.year not in self.years:
@@ -65,24 +73,39 @@ class Schedule:
         """The first time strictly after ``after`` that the event names, or None if there is none.
 
         ``after`` may be naive (taken in ``tz``, UTC by default) or aware; the result is aware, in ``tz``
-        (default: ``after``'s own zone, else UTC).
+        (default: ``after``'s own zone, else UTC), or in UTC for an event that says UTC.
         """
-        zone = tz or after.tzinfo or UTC
+        zone = UTC if self.utc else (tz or after.tzinfo or UTC)
         now = after.replace(tzinfo=zone) if after.tzinfo is None else after.astimezone(zone)
         wall = now.replace(tzinfo=None)
-        day = wall.date()
-        for _ in range(SEARCH_DAYS):
-            if self.years is not None and day.year > max(self.years):
-                return None
-            if self.day_matches(day):
-                for moment in self._times(day, wall.time() if day == wall.date() else None):
-                    candidate = datetime.combine(day, moment).replace(tzinfo=zone, fold=0)
-                    real = candidate.astimezone(UTC)
-                    if real.astimezone(zone).replace(tzinfo=None) != candidate.replace(tzinfo=None):
-                        continue  # skipped by a DST change
-                    if real > now.astimezone(UTC):
-                        return candidate
-            day += timedelta(days=1)
+        start = wall.date()
+        if self.years is not None:
+            years = sorted(y for y in self.years if start.year <= y <= MAX_YEAR)
+        else:
+            years = range(start.year, min(start.year + GREGORIAN_CYCLE, MAX_YEAR) + 1)
+        for year in years:
+            for month in sorted(m for m in self.months if 1 <= m <= 12):
+                if (year, month) < (start.year, start.month):
+                    continue
+                last = calendar.monthrange(year, month)[1]
+                days = range(1, last + 1) if self.day_or_weekday else sorted(d for d in self.days if 1 <= d <= last)
+                for number in days:
+                    day = date(year, month, number)
+                    if day < start or not self.day_matches(day):
+                        continue
+                    found = self._first_time(day, wall.time() if day == start else None, zone, now)
+                    if found is not None:
+                        return found
+        return None
+
+    def _first_time(self, day: date, not_before: time | None, zone: tzinfo, now: datetime) -> datetime | None:
+        for moment in self._times(day, not_before):
+            candidate = datetime.combine(day, moment).replace(tzinfo=zone, fold=0)
+            real = candidate.astimezone(UTC)
+            if real.astimezone(zone).replace(tzinfo=None) != candidate.replace(tzinfo=None):
+                continue  # skipped by a DST change
+            if real > now.astimezone(UTC):
+                return candidate
         return None
 
     def _times(self, day: date, not_before: time | None):
@@ -143,49 +166,140 @@ def _field(spec: str, lo: int, hi: int, what: str, text: str, *, range_sep: str 
     return frozenset(values)
 
 
+class _EventParser:
+    """Proxmox's calendar-event grammar, read left to right; every refusal names the part that is wrong."""
+
+    # field -> (first value of ``*/step``, limit: values and steps must be below it)
+    FIELDS = {"year": (0, 2200), "month": (1, 13), "day": (1, 32), "hour": (0, 24), "minute": (0, 60),
+              "second": (0, 60)}
+    DOMAIN = {"year": (0, MAX_YEAR), "month": (1, 12), "day": (1, 31), "hour": (0, 23), "minute": (0, 59),
+              "second": (0, 59)}
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, problem: str) -> ValidationError:
+        return _fail(self.source, problem)
+
+    def weekdays(self, text: str) -> tuple[frozenset[int], str]:
+        """A leading comma list of weekdays and ranges (wrapping past Sunday); returns the days and the rest."""
+        days: set[int] = set()
+        while True:
+            first, text = self._weekday(text)
+            if text.startswith(".."):
+                last, text = self._weekday(text[2:])
+                days.update((first + i) % 7 for i in range((last - first) % 7 + 1))
+            else:
+                days.add(first)
+            if not text.startswith(","):
+                return frozenset(days), text
+            text = text[1:]
+
+    def _weekday(self, text: str) -> tuple[int, str]:
+        word = re.match(r"[A-Za-z]*", text).group(0)
+        low = word.lower()
+        if low in WEEKDAYS or low in WEEKDAY_NAMES:
+            return (WEEKDAYS.index(low[:3])), text[len(word):]
+        raise self.fail(f"'{word or text}' is not a valid weekday")
+
+    def field(self, spec: str, what: str) -> frozenset[int] | None:
+        """One number field; None for ``*`` (any value)."""
+        start, limit = self.FIELDS[what]
+        if spec == "*":
+            return None
+        if spec.startswith("*/"):
+            return self._values(start, None, self._step(spec[2:], what, limit), what)
+        if not spec:
+            raise self.fail(f"empty {what} field")
+        values: set[int] = set()
+        for item in spec.split(","):
+            body, slash, step_text = item.partition("/")
+            first, dots, last = body.partition("..")
+            low = self._number(first, what, limit)
+            high = self._number(last, what, limit) if dots else None
+            if high is not None and high < low:
+                raise self.fail(f"{what} range '{body}' runs backwards")
+            if slash:
+                values |= self._values(low, high, self._number(step_text, what, limit, "repetition"), what)
+            else:
+                values.update(range(low, (low if high is None else high) + 1))
+        return frozenset(values)
+
+    def _step(self, text: str, what: str, limit: int) -> int:
+        if not text.isdigit() or int(text) == 0:
+            raise self.fail(f"repetition '/{text}' in the {what} field must be a number above 0")
+        return self._number(text, what, limit, "repetition")
+
+    def _number(self, text: str, what: str, limit: int, role: str = "") -> int:
+        if not text.isascii() or not text.isdigit():
+            raise self.fail(f"'{text}' is not a valid {what}{' ' + role if role else ''}")
+        value = int(text)
+        if value >= limit:
+            lo = self.FIELDS[what][0] if not role else 0
+            raise self.fail(f"{what} {role + ' ' if role else ''}{value} is outside {lo}..{limit - 1}")
+        return value
+
+    def _values(self, start: int, end: int | None, step: int, what: str) -> frozenset[int]:
+        top = self.DOMAIN[what][1] if end is None else end
+        return frozenset(range(start, top + 1, step)) if step else frozenset({start})
+
+
+KEYWORDS = {word: SPECIAL[word] for word in ("minutely", "hourly", "daily", "weekly", "monthly", "yearly",
+                                             "annually", "quarterly", "semiannually", "semi-annually")}
+
+
 def parse_calendar_event(text: str) -> Schedule:
     """Parse a Proxmox calendar event; ValidationError names the part that is wrong."""
     if not isinstance(text, str) or not text.strip():
         raise _fail(str(text), "empty event")
-    source = text
-    words = text.strip().lower().split()
-    if len(words) == 1 and words[0] in SPECIAL:
-        words = SPECIAL[words[0]].split()
-    weekdays = frozenset(range(7))
-    if words and re.match(r"^[a-z]", words[0]):
-        weekdays = _field(words.pop(0), 0, 6, "weekday", source, names=WEEKDAYS)
-        if any(w and re.match(r"^[a-z]", w) for w in words):
-            raise _fail(source, f"unexpected word '{next(w for w in words if re.match(r'^[a-z]', w))}'")
-    years, months, days = None, frozenset(range(1, 13)), frozenset(range(1, 32))
-    if words and "-" in words[0] and ":" not in words[0]:
-        parts = words.pop(0).split("-")
+    source, parser = text, _EventParser(text)
+    utc = text.endswith("UTC")
+    if utc:
+        text = text[:-3].rstrip(" ")
+    if text in KEYWORDS:
+        text = KEYWORDS[text]
+    weekdays: frozenset[int] | None = None
+    if text[:1].isascii() and text[:1].isalpha():
+        weekdays, text = parser.weekdays(text)
+        text = text.lstrip(" ")
+    elif text[:1] == " " or not text:
+        raise _fail(source, "an event starts with a weekday, a date or a time")
+    years = months = days = None
+    token = text.split(" ", 1)[0]
+    if "-" in token and ":" not in token:
+        parts = token.split("-")
         if len(parts) == 3:
-            if parts[0] != "*":
-                years = _field(parts[0], 1970, 9999, "year", source)
-            parts = parts[1:]
+            years = parser.field(parts.pop(0), "year")
         if len(parts) != 2:
-            raise _fail(source, "a date must be [YEARS-]MONTHS-DAYS")
-        months = _field(parts[0], 1, 12, "month", source)
-        days = _field(parts[1], 1, 31, "day", source)
+            raise _fail(source, f"date '{token}' must be [YEARS-]MONTHS-DAYS")
+        months, days = parser.field(parts[0], "month"), parser.field(parts[1], "day")
+        text = text[len(token):].lstrip(" ")
     hours, minutes, seconds = frozenset({0}), frozenset({0}), frozenset({0})
-    if words:
-        spec = words.pop(0)
-        fields = spec.split(":")
+    if text:
+        token, _, rest = text.partition(" ")
+        if rest or text.endswith(" "):
+            word = rest.strip().split(" ")[0]
+            if word.lower() in WEEKDAYS or word.lower() in WEEKDAY_NAMES:
+                raise _fail(source, f"unexpected word '{word}'")
+            raise _fail(source, f"unexpected '{rest or ' '}' after the time")
+        fields = token.split(":")
+        if len(fields) > 3:
+            raise _fail(source, f"time '{token}' must be HOURS:MINUTES[:SECONDS] or MINUTES")
         if len(fields) == 1:
-            hours, minutes = frozenset(range(24)), _field(fields[0], 0, 59, "minute", source)
-        elif len(fields) in (2, 3):
-            hours = _field(fields[0], 0, 23, "hour", source)
-            minutes = _field(fields[1], 0, 59, "minute", source)
-            if len(fields) == 3:
-                seconds = _field(fields[2], 0, 59, "second", source)
+            hours, minutes = None, parser.field(fields[0], "minute")
         else:
-            raise _fail(source, f"time '{spec}' must be HOURS:MINUTES[:SECONDS]")
-    if words:
-        raise _fail(source, f"unexpected '{' '.join(words)}' after the time")
-    if years is not None and not years:
-        raise _fail(source, "no year left")
-    return Schedule(source, years, months, days, weekdays, tuple(sorted(hours)), tuple(sorted(minutes)),
-                    tuple(sorted(seconds)))
+            hours, minutes = parser.field(fields[0], "hour"), parser.field(fields[1], "minute")
+            if len(fields) == 3:
+                seconds = parser.field(fields[2], "second")
+
+    def full(values, what):
+        lo, hi = _EventParser.DOMAIN[what]
+        return frozenset(range(lo, hi + 1)) if values is None else values
+
+    return Schedule(source, years, full(months, "month"), full(days, "day"),
+                    weekdays if weekdays is not None else frozenset(range(7)),
+                    tuple(sorted(full(hours, "hour"))), tuple(sorted(full(minutes, "minute"))),
+                    tuple(sorted(full(seconds, "second"))), utc=utc)
 
 
 def parse_cron(text: str) -> Schedule:

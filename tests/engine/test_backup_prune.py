@@ -100,3 +100,39 @@ def test_options_parse_and_refuse_bad_values():
         PruneOptions.parse("keep-last=x")
     with pytest.raises(ValidationError, match="keep-last"):
         PruneOptions(keep_last=-1)
+
+
+def test_keep_all_keeps_everything_and_refuses_other_rules():
+    """Proxmox's prune-backups keep-all: a boolean; with a rule above 0 it is refused, with rules at 0 it wins."""
+    options = PruneOptions.parse("keep-all=1")
+    assert options == PruneOptions(keep_all=True) and not options.active() and options.render() == "keep-all=1"
+    times = ["2025-01-01 00:00", "2025-01-02 00:00", "2025-01-03 00:00"]
+    assert run(times, keep_all=True) == {t: "keep-all" for t in times}
+    assert PruneOptions.parse("keep-all=1,keep-last=0").active() is False
+    assert PruneOptions.parse("keep-all=0,keep-last=2") == PruneOptions(keep_all=False, keep_last=2)
+    with pytest.raises(ValidationError, match="keep-all cannot be set together with other options"):
+        PruneOptions.parse("keep-all=1,keep-daily=7")
+    with pytest.raises(ValidationError, match="keep-all"):
+        PruneOptions.parse("keep-all=maybe")
+
+
+def test_prune_cli_keep_all(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for stamp in ("2025_01_01-00_00_00", "2025_01_02-00_00_00"):
+        (tmp_path / f"vzdump-lxc-101-{stamp}.tar.zst").write_bytes(b"x")
+    root = Path(__file__).resolve().parents[2]
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "engine.backup", "--root", str(tmp_path / "state"), "-o", "json",
+                               "prune", "--dumpdir", str(tmp_path), *args], cwd=root, capture_output=True, text=True)
+
+    done = cli("--keep-all")
+    assert done.returncode == 0, done.stderr
+    assert [row["action"] for row in json.loads(done.stdout)] == ["keep", "keep"]
+    refused = cli("--keep-all", "--keep-last", "1")
+    assert refused.returncode != 0 and "keep-all cannot be set together" in refused.stderr
+    assert len(list(tmp_path.glob("vzdump-*"))) == 2

@@ -167,3 +167,46 @@ def test_power_loss_during_a_write_leaves_old_or_new(tmp_path):
 def test_missing_config_is_not_found(tmp_path):
     with pytest.raises(NotFound, match="container 123 does not exist"):
         read_config(tmp_path / "123.conf", 123)
+
+
+def test_proxmox_key_order_pending_section_and_late_comments():
+    """Keys sort as strings (mp10 before mp2, as Perl's sort), [pve:pending] sits between the current config
+    and the snapshots, and a comment after the first key joins the description at the top."""
+    text = ("hostname: a\n#late note: 100%\nmp2: local:101/b.raw,mp=/b\nmp10: local:101/c.raw,mp=/c\n"
+            "rootfs: local:101/a.raw\nunused0: local:101/old.raw\n\n[zz]\nrootfs: local:101/a.raw\nsnaptime: 1\n"
+            "\n[pve:pending]\ndelete: mp2,!unused0\nmemory: 1024\n\n[aa]\nrootfs: local:101/a.raw\nsnaptime: 2\n"
+            "vmstate: local:101/state.raw\n")
+    config = ContainerConfig.parse(101, text)
+    assert config.current.description == "late note: 100%"
+    assert config.pending.values == {"delete": "mp2,!unused0", "memory": "1024"}
+    assert config.render() == (
+        "#late note%3A 100%25\nhostname: a\nmp10: local:101/c.raw,mp=/c\nmp2: local:101/b.raw,mp=/b\n"
+        "rootfs: local:101/a.raw\nunused0: local:101/old.raw\n\n[pve:pending]\ndelete: mp2,!unused0\n"
+        "memory: 1024\n\n[aa]\nrootfs: local:101/a.raw\nsnaptime: 2\nvmstate: local:101/state.raw\n\n"
+        "[zz]\nrootfs: local:101/a.raw\nsnaptime: 1\n")
+
+
+def test_unused_entry_of_a_mounted_volume_is_not_written():
+    config = ContainerConfig.parse(101, "rootfs: local:101/a.raw\nunused0: local:101/a.raw\nunused1: local:x\n")
+    assert config.render() == "rootfs: local:101/a.raw\nunused1: local:x\n"
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[pve:pending]\ndelete: nosuchkey\n", "delete"),
+    ("delete: memory\n", "delete"),
+    ("unused0: no-volume\n", "unused0"),
+    ("unused256: local:x\n", "unused256"),
+    ("vmstate: local:x\n", "vmstate"),
+    ("ostype: Red Hat\n", "ostype"),
+])
+def test_invalid_proxmox_keys_are_refused_by_name(text, key):
+    with pytest.raises(ValidationError) as caught:
+        ContainerConfig.parse(101, text)
+    assert key in str(caught.value)
+
+
+def test_ostype_outside_the_list_is_kept_on_read_but_refused_on_set():
+    config = ContainerConfig.parse(101, "ostype: redhat\n")
+    assert config.render() == "ostype: redhat\n"
+    with pytest.raises(ValidationError, match="ostype"):
+        config.set("ostype", "redhat")

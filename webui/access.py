@@ -64,6 +64,17 @@ class Access:
         pool = container.pool.name if container.pool_id else None
         return self._resolve(container_paths(container.ctid, node, pool))
 
+    def ctid_privileges(self, ctid: int, node: str | None) -> frozenset[str]:
+        """What the user holds on ``/ct/<ctid>``, whether or not that container still exists: the
+        container's own levels when it does, else ``/``, the node named and the ID's own entries (an
+        archive outlives its container, and its checks must still answer)."""
+        from webui.models import Container
+
+        container = Container.objects.select_related("node", "pool").filter(ctid=ctid).first()
+        if container is not None:
+            return self.container_privileges(container)
+        return self._resolve(container_paths(ctid, node, None))
+
     def can(self, privilege: str, obj=None, path: str = "/") -> bool:
         """``obj`` is a Container (inherits from node and pool) or anything with a ``path``."""
         if obj is not None and hasattr(obj, "ctid"):

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from engine.errors import EngineError, NotFound, NotSupported, ValidationError
 from tasks.base import JobContext, JobTask
+from tasks.containers import refuse_root_settings
 from tasks.celery import app
 from tasks.node import engine, sync_container, this_node
 from webui.live import publish
@@ -256,6 +257,7 @@ class Vzrestore(BackupJob):
 
         params = ctx.params
         archive = archive_path(self.storage(ctx), params.get("archive"))
+        self.check_rights(ctx, archive)
         ctx.log(f"restoring {archive.name} as CT {self.ctid(ctx)}" + (" over the existing one" if params.get("force")
                                                                      else ""))
         ctx.progress(0, None, "restoring", force=True)
@@ -266,6 +268,19 @@ class Vzrestore(BackupJob):
         for note in result.notes:
             ctx.log(note)
         return f"restored CT {result.ctid} ({result.hostname})"
+
+    def check_rights(self, ctx: JobContext, archive: Path) -> None:
+        """The archive's own config against what the user may set (the web tier cannot read it): over an
+        existing container what differs from its config, to a new ID all of it."""
+        from engine.backup.archive import read_archive_config
+        from engine.root_settings import root_equivalent_changes
+
+        archived, _, _ = read_archive_config(archive, self.ctid(ctx))
+        for key, value in (ctx.params.get("options") or {}).items():
+            archived.set(key, str(value))
+        ctid = self.ctid(ctx)
+        before = engine().config(ctid).current if ctx.params.get("force") and engine().exists(ctid) else None
+        refuse_root_settings(ctx, root_equivalent_changes(before, archived.current), f"backup {archive.name}")
 
     def after(self, ctx: JobContext) -> None:
         ctid = self.ctid(ctx)

@@ -8,6 +8,18 @@ from tasks.node import engine, sync_container, this_node
 from webui.models import Container
 
 
+def refuse_root_settings(ctx: JobContext, settings: dict[str, str], what: str) -> None:
+    """The node's own check of a config only it can read (an archive's, a snapshot's): root-equivalent
+    settings (``engine.root_settings``) go through only for a job a superuser asked for, checked now.
+    Raised before anything is written, so a refused job leaves nothing behind."""
+    user = ctx.job.user
+    if not settings or (user is not None and user.is_active and user.is_superuser):
+        return
+    reasons = "; ".join(f"{key}: {why}" for key, why in settings.items())
+    raise ValidationError(f"permission denied: {what} sets {', '.join(settings)}, which only a superuser may "
+                          f"set ({reasons})", key=next(iter(settings)))
+
+
 class ContainerJob(JobTask):
     abstract = True
 
@@ -163,7 +175,12 @@ class Clone(ContainerJob):
     name = "caisson.container.clone"
 
     def perform(self, ctx: JobContext) -> str:
+        from engine.root_settings import root_equivalent
+
         p = ctx.params
+        source = engine().config(self.ctid(ctx))
+        section = source.snapshots.get(p.get("snapshot") or "") or source.current
+        refuse_root_settings(ctx, root_equivalent(section), f"CT {self.ctid(ctx)}'s config")
         ctx.progress(0, None, f"cloning to CT {p['newid']}", force=True)
         engine().clone(self.ctid(ctx), int(p["newid"]), snapshot=p.get("snapshot") or None, full=bool(p.get("full")),
                        storage=p.get("storage") or None, hostname=p.get("hostname") or None)

@@ -214,3 +214,13 @@ def test_a_destroyed_containers_grants_and_job_places_pass_to_no_successor(make_
     assert schedule.ctids == [4551]
     ct(node, 4550)  # the next container given the ID
     assert api(user).get("/api/containers/4550/").status_code == 404
+
+
+def test_the_pages_mark_a_privileged_container_as_root_equivalent(tenant, node, client):
+    ct(node, 4560, unprivileged="0")
+    ct(node, 4561)
+    client.force_login(tenant)
+    page = client.get("/ct/4560/").content.decode()
+    assert 'id="ct-privileged"' in page and "root-equivalent" in page
+    assert 'data-ct-privileged="4560"' in page and 'data-ct-privileged="4561"' not in page  # the tree
+    assert 'id="ct-privileged"' not in client.get("/ct/4561/").content.decode()

@@ -26,6 +26,7 @@ from django.utils import timezone
 from engine.errors import EngineError, NotFound, NotSupported, ValidationError
 from tasks.base import JobContext, JobTask
 from tasks.containers import refuse_root_settings
+from webui.backups import forget_container
 from tasks.celery import app
 from tasks.node import engine, sync_container, this_node
 from webui.live import publish
@@ -286,6 +287,7 @@ class Vzrestore(BackupJob):
         ctid = self.ctid(ctx)
         if sync_container(this_node(), ctid) is None:  # failed restore to a new ID: drop the placeholder
             if Container.objects.filter(ctid=ctid, status=Container.Status.CREATING).delete()[0]:
+                forget_container(ctid)
                 publish([f"/ct/{ctid}"], {"type": "ct.removed", "ctid": ctid})
 
 

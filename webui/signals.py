@@ -104,16 +104,13 @@ def on_membership(sender, instance, action, reverse, model, pk_set, **kwargs) ->
 
 
 def on_container_deleted(sender, instance, **kwargs) -> None:
-    """A container's row goes (destroyed, or a failed create, restore or clone): its ACL entries and its
-    place in backup jobs go with it, as Proxmox removes a guest's, so that nothing granted on it passes
-    to the next container given its ID.  Its pool membership is its row's.  Archives keep their own
-    ID-based checks."""
-    from webui.models import AccessEntry, BackupSchedule
+    """A container's row goes (destroyed, a failed create, restore or clone, or gone from its node): its
+    ACL entries go with it, as Proxmox removes a guest's, so that nothing granted on it passes to the
+    next container given its ID.  Its pool membership is its row's; its place in backup jobs goes when
+    it is destroyed (``webui.backups.forget_container``).  Archives keep their own ID-based checks."""
+    from webui.models import AccessEntry
 
     AccessEntry.objects.filter(path=instance.path).delete()
-    for schedule in BackupSchedule.objects.filter(ctids__contains=[instance.ctid]):
-        schedule.ctids = [c for c in schedule.ctids if c != instance.ctid]
-        schedule.save(update_fields=["ctids"])
 
 
 def connect() -> None:

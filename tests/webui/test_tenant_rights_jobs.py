@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from tests.webui.conftest import wait_job
 from webui.jobs import submit
-from webui.models import AccessEntry, BackupArchive, Container, Job, Role
+from webui.models import AccessEntry, BackupArchive, BackupSchedule, Container, Job, Role
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,5 +52,14 @@ def test_a_privileged_archive_restores_and_clones_only_for_a_superuser(agent, no
     job = wait_job(Job.objects.get(pk=response.json()["job"]["id"]), timeout=120)
     assert job.status == "ok", lines(job)
     assert engine.exists(target) and not engine.status(target, stats=False).unprivileged
+
+    # Destroying it takes its grants and its place in backup jobs along (the archives keep their own checks).
+    AccessEntry.objects.create(user=tenant_user, role=Role.objects.get(name="Operator"), path=f"/ct/{target}")
+    schedule = BackupSchedule.objects.create(schedule="daily", selection="include", ctids=[source, target])
+    response = root.delete(f"/api/containers/{target}/")
+    job = wait_job(Job.objects.get(pk=response.json()["job"]["id"]))
+    assert job.status == "ok", lines(job)
+    assert not Container.objects.filter(ctid=target).exists()
     assert not AccessEntry.objects.filter(path=f"/ct/{target}").exists()
-    assert Role.objects.filter(name="ContainerAdmin").exists()
+    schedule.refresh_from_db()
+    assert schedule.ctids == [source]

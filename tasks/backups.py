@@ -25,10 +25,10 @@ from django.utils import timezone
 
 from engine.errors import EngineError, NotFound, NotSupported, ValidationError
 from tasks.base import JobContext, JobTask
-from tasks.containers import refuse_root_settings
-from webui.backups import forget_container
 from tasks.celery import app
+from tasks.containers import refuse_root_settings
 from tasks.node import engine, sync_container, this_node
+from webui.backups import forget_container
 from webui.live import publish
 from webui.models import BackupArchive, Container, Job, Node
 

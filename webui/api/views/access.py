@@ -17,9 +17,9 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from webui.access import check_grant, check_manages, check_memberships
 from webui.api import serializers as s
 from webui.api.inputs import body_object, check_type
-from webui.access import check_grant, check_manages, check_memberships
 from webui.api.views.base import ApiViewSet
 from webui.models import AccessEntry, ApiToken, AuditEntry, Container, Role
 from webui.privileges import validate_path

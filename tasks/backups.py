@@ -24,7 +24,9 @@ from django.utils import timezone
 from engine.errors import EngineError, NotFound, NotSupported, ValidationError
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
+from tasks.containers import refuse_root_settings
 from tasks.node import engine, sync_container, this_node
+from webui.backups import forget_container
 from webui.live import publish
 from webui.models import BackupArchive, Container, Job, Node
 
@@ -227,6 +229,7 @@ class Vzrestore(BackupJob):
 
         params = ctx.params
         archive = archive_path(self.storage(ctx), params.get("archive"))
+        self.check_rights(ctx, archive)
         ctx.log(f"restoring {archive.name} as CT {self.ctid(ctx)}" + (" over the existing one" if params.get("force")
                                                                      else ""))
         ctx.progress(0, None, "restoring", force=True)
@@ -238,10 +241,24 @@ class Vzrestore(BackupJob):
             ctx.log(note)
         return f"restored CT {result.ctid} ({result.hostname})"
 
+    def check_rights(self, ctx: JobContext, archive: Path) -> None:
+        """The archive's own config against what the user may set (the web tier cannot read it): over an
+        existing container what differs from its config, to a new ID all of it."""
+        from engine.backup.archive import read_archive_config
+        from engine.root_settings import root_equivalent_changes
+
+        archived, _, _ = read_archive_config(archive, self.ctid(ctx))
+        for key, value in (ctx.params.get("options") or {}).items():
+            archived.set(key, str(value))
+        ctid = self.ctid(ctx)
+        before = engine().config(ctid).current if ctx.params.get("force") and engine().exists(ctid) else None
+        refuse_root_settings(ctx, root_equivalent_changes(before, archived.current), f"backup {archive.name}")
+
     def after(self, ctx: JobContext) -> None:
         ctid = self.ctid(ctx)
         if sync_container(this_node(), ctid) is None:  # failed restore to a new ID: drop the placeholder
             if Container.objects.filter(ctid=ctid, status=Container.Status.CREATING).delete()[0]:
+                forget_container(ctid)
                 publish([f"/ct/{ctid}"], {"type": "ct.removed", "ctid": ctid})
 
 

@@ -5,7 +5,20 @@ from engine.errors import ValidationError
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
 from tasks.node import engine, sync_container, this_node
+from webui.backups import forget_container
 from webui.models import Container
+
+
+def refuse_root_settings(ctx: JobContext, settings: dict[str, str], what: str) -> None:
+    """The node's own check of a config only it can read (an archive's, a snapshot's): root-equivalent
+    settings (``engine.root_settings``) go through only for a job a superuser asked for, checked now.
+    Raised before anything is written, so a refused job leaves nothing behind."""
+    user = ctx.job.user
+    if not settings or (user is not None and user.is_active and user.is_superuser):
+        return
+    reasons = "; ".join(f"{key}: {why}" for key, why in settings.items())
+    raise ValidationError(f"permission denied: {what} sets {', '.join(settings)}, which only a superuser may "
+                          f"set ({reasons})", key=next(iter(settings)))
 
 
 class ContainerJob(JobTask):
@@ -51,6 +64,7 @@ class Create(ContainerJob):
         container = sync_container(this_node(), self.ctid(ctx))
         if container is None:  # the create failed: drop the placeholder row the web tier made
             Container.objects.filter(ctid=self.ctid(ctx), status=Container.Status.CREATING).delete()
+            forget_container(self.ctid(ctx))
             from webui.live import publish
 
             publish([f"/ct/{self.ctid(ctx)}"], {"type": "ct.removed", "ctid": self.ctid(ctx)})
@@ -109,6 +123,7 @@ class Destroy(ContainerJob):
         from webui.live import publish
 
         Container.objects.filter(ctid=ctid).delete()
+        forget_container(ctid)
         publish([f"/ct/{ctid}", this_node().path], {"type": "ct.removed", "ctid": ctid})
 
 
@@ -163,7 +178,12 @@ class Clone(ContainerJob):
     name = "caisson.container.clone"
 
     def perform(self, ctx: JobContext) -> str:
+        from engine.root_settings import root_equivalent
+
         p = ctx.params
+        source = engine().config(self.ctid(ctx))
+        section = source.snapshots.get(p.get("snapshot") or "") or source.current
+        refuse_root_settings(ctx, root_equivalent(section), f"CT {self.ctid(ctx)}'s config")
         ctx.progress(0, None, f"cloning to CT {p['newid']}", force=True)
         engine().clone(self.ctid(ctx), int(p["newid"]), snapshot=p.get("snapshot") or None, full=bool(p.get("full")),
                        storage=p.get("storage") or None, hostname=p.get("hostname") or None)
@@ -176,6 +196,7 @@ class Clone(ContainerJob):
         newid = int(ctx.params["newid"])
         if sync_container(this_node(), newid) is None:  # the clone failed: free the reserved ID
             Container.objects.filter(ctid=newid, status=Container.Status.CREATING).delete()
+            forget_container(newid)
 
 
 class Resize(ContainerJob):

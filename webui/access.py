@@ -5,6 +5,7 @@ import operator
 from collections import defaultdict
 from functools import reduce
 
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 
 from webui.privileges import PRIVILEGES, container_paths, object_paths
@@ -64,6 +65,17 @@ class Access:
         pool = container.pool.name if container.pool_id else None
         return self._resolve(container_paths(container.ctid, node, pool))
 
+    def ctid_privileges(self, ctid: int, node: str | None) -> frozenset[str]:
+        """What the user holds on ``/ct/<ctid>``, whether or not that container still exists: the
+        container's own levels when it does, else ``/``, the node named and the ID's own entries (an
+        archive outlives its container, and its checks must still answer)."""
+        from webui.models import Container
+
+        container = Container.objects.select_related("node", "pool").filter(ctid=ctid).first()
+        if container is not None:
+            return self.container_privileges(container)
+        return self._resolve(container_paths(ctid, node, None))
+
     def can(self, privilege: str, obj=None, path: str = "/") -> bool:
         """``obj`` is a Container (inherits from node and pool) or anything with a ``path``."""
         if obj is not None and hasattr(obj, "ctid"):
@@ -110,3 +122,35 @@ def access_for(request) -> Access:
         cached = Access(request.user)
         request._caisson_access = cached
     return cached
+
+
+# ---- managing permissions: no one hands out more than they hold (Proxmox's rule) -------------------------
+def held_on(access: Access, path: str) -> frozenset[str]:
+    """What the user holds on an access path (a container's through its node and pool, if it exists)."""
+    if path.startswith("/ct/"):
+        return access.ctid_privileges(int(path[4:]), None)
+    return access.privileges(path)
+
+
+def check_grant(access: Access, path: str, privileges, what: str) -> None:
+    """Refuse to grant, change or revoke ``privileges`` on ``path`` unless the user holds each of them there."""
+    missing = sorted(set(privileges) - held_on(access, path))
+    if missing and not access.superuser:
+        raise PermissionDenied(f"permission denied: {what} needs {', '.join(missing)} on {path}, which you do not "
+                               "hold; no one grants more than they hold")
+
+
+def check_manages(access: Access, user) -> None:
+    """Only a superuser creates, changes, grants to or removes a superuser."""
+    if user is not None and user.is_superuser and not access.superuser:
+        raise PermissionDenied(f"permission denied: '{user.username}' is a superuser; only a superuser may manage "
+                               "or grant to a superuser")
+
+
+def check_memberships(access: Access, groups, what: str) -> None:
+    """Joining or leaving a group hands out or takes away its grants: the user must hold them all."""
+    from webui.models import AccessEntry
+
+    for path, privileges, name in AccessEntry.objects.filter(group__in=list(groups)).values_list(
+            "path", "role__privileges", "group__name"):
+        check_grant(access, path, privileges, f"{what} (group '{name}')")

@@ -10,8 +10,9 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 
-from engine.config import ContainerConfig
+from engine.config import ConfigSection, ContainerConfig
 from engine.errors import ValidationError as EngineValidationError
+from engine.root_settings import root_equivalent, root_equivalent_changes, section_of
 from webui.access import Access
 from webui.forms.create import CreateRequest
 from webui.jobs import JobRefused, cancel, submit
@@ -21,7 +22,7 @@ POWER_ACTIONS = {"start": "vzstart", "shutdown": "vzshutdown", "stop": "vzstop",
 # Keys a user edits through the Resources, Network and Options tabs (and the API).
 EDITABLE_KEYS = {"hostname", "description", "cores", "cpulimit", "cpuunits", "memory", "swap", "pids", "ioweight",
                  "onboot", "startup", "protection", "tags", "nameserver", "searchdomain", "features", "cmode",
-                 "tty", "console", *(f"net{i}" for i in range(10))}
+                 "tty", "console", *(f"net{i}" for i in range(10)), *(f"mp{i}" for i in range(256))}
 
 
 def require(access: Access, privilege: str, obj=None, path: str = "/", address: str | None = None) -> None:
@@ -29,10 +30,42 @@ def require(access: Access, privilege: str, obj=None, path: str = "/", address: 
     if access.can(privilege, obj, path):
         return
     where = obj.path if obj is not None else path
+    deny(access, f"denied {privilege}", where, f"permission denied: {privilege} on {where} is required", address)
+
+
+def deny(access: Access, action: str, where: str, message: str, address: str | None = None) -> None:
+    """Audit a refusal and raise it (403)."""
     user = access.user if access.user and access.user.is_authenticated else None
-    AuditEntry.objects.create(user=user, username=getattr(user, "username", ""), action=f"denied {privilege}",
-                              path=where, address=address, outcome="denied")
-    raise PermissionDenied(f"permission denied: {privilege} on {where} is required")
+    AuditEntry.objects.create(user=user, username=getattr(user, "username", ""), action=action, path=where,
+                              address=address, outcome="denied", detail={"message": message})
+    raise PermissionDenied(message)
+
+
+def require_superuser_for(access: Access, settings: dict[str, str], where: str, address: str | None = None) -> None:
+    """Root-equivalent settings (``engine.root_settings``) are for superusers alone, as Proxmox keeps them
+    for root@pam: refused to anyone else, naming each key and why."""
+    if not settings or access.superuser:
+        return
+    reasons = "; ".join(f"{key}: {why}" for key, why in settings.items())
+    deny(access, "denied root-equivalent", where, f"permission denied: only a superuser may set "
+                                                  f"{', '.join(settings)} ({reasons})", address)
+
+
+def storage_of(volume) -> str | None:
+    """The storage of a volume (``<storage>:<volume or GiB>``); None for a host path."""
+    text = str(volume or "")
+    return None if text.startswith("/") or ":" not in text else text.partition(":")[0]
+
+
+def require_space(access: Access, storages, address: str | None = None) -> None:
+    """Datastore.AllocateSpace on every storage a change allocates on (Proxmox's ``/storage/<id>`` check)."""
+    for storage in sorted({s for s in storages if s}):
+        require(access, "Datastore.AllocateSpace", path=f"/storage/{storage}", address=address)
+
+
+def mirror_section(container: Container) -> ConfigSection:
+    """The container's config as the node last reported it (the mirror), as a config section."""
+    return ConfigSection(values={k: str(v) for k, v in (container.config or {}).items() if k != "description"})
 
 
 def create_container(access: Access, data, address: str | None = None) -> Job:
@@ -41,6 +74,8 @@ def create_container(access: Access, data, address: str | None = None) -> Job:
         raise ValidationError(request.errors)
     node = request.node
     require(access, "VM.Allocate", path=node.path, address=address)
+    require_superuser_for(access, root_equivalent(section_of(request.options())), f"/ct/{request.ctid}", address)
+    require_space(access, [request.data("disk")["storage"]], address)
     try:
         with transaction.atomic():
             Container.objects.create(ctid=request.ctid, node=node, status=Container.Status.CREATING,
@@ -123,9 +158,24 @@ def update_config(access: Access, container: Container, changes: dict, delete: l
         errors.setdefault("changes", []).append("nothing to change")
     if errors:
         raise ValidationError(errors)
+    _check_config_rights(access, container, changes, delete, address)
     return submit("vzset", container.node, container.path, str(container.ctid), user=access.user,
                   params={"changes": {k: str(v) for k, v in changes.items()}, "delete": delete, "digest": digest},
                   address=address)
+
+
+def _check_config_rights(access: Access, container: Container, changes: dict, delete: list[str],
+                         address: str | None) -> None:
+    """What a valid change needs beyond VM.Config: a superuser for root-equivalent settings, VM.Allocate to
+    turn nesting on or off (Proxmox's rule), and Datastore.AllocateSpace where a mount point goes."""
+    before = mirror_section(container)
+    after = ConfigSection(values={k: v for k, v in before.values.items() if k not in delete})
+    after.values.update({k: str(v).strip() for k, v in changes.items() if k != "description"})
+    require_superuser_for(access, root_equivalent_changes(before, after), container.path, address)
+    if (before.get("features") or {}).get("nesting") != (after.get("features") or {}).get("nesting"):
+        require(access, "VM.Allocate", container, address=address)
+    require_space(access, [storage_of(after.get(k).get("volume")) for k in changes
+                           if k.startswith("mp") and k[2:].isdigit()], address)
 
 
 def template_job(access: Access, node: Node, kind: str, target: str, params: dict | None = None,
@@ -170,7 +220,9 @@ def delete_pool(access: Access, pool: Pool, address: str | None = None) -> None:
 
 
 def set_pool(access: Access, container: Container, pool: Pool | None, address: str | None = None) -> None:
-    """Move a container into ``pool`` (or out of its pool): Pool.Allocate on the pools it leaves and joins."""
+    """Move a container into ``pool`` (or out of its pool): VM.Allocate on the container (a pool's grants
+    would reach it: seeing it is not enough), and Pool.Allocate on the pools it leaves and joins."""
+    require(access, "VM.Allocate", container, address=address)
     for side in {p for p in (container.pool, pool) if p is not None}:
         require(access, "Pool.Allocate", side, address=address)
     container.pool = pool
@@ -227,6 +279,14 @@ def clone(access: Access, container: Container, newid, snapshot_name: str | None
         errors["snapshot"] = [f"CT {container.ctid} has no snapshot '{snapshot_name}'"]
     if errors:
         raise ValidationError(errors)
+    source = mirror_section(container)
+    # The node checks the section it clones (a snapshot's too); a clone of a privileged container is privileged.
+    require_superuser_for(access, root_equivalent(source) if not snapshot_name else
+                          {k: v for k, v in root_equivalent(source).items() if k == "unprivileged"},
+                          f"/ct/{newid}", address)
+    require_space(access, [storage] if storage else [storage_of(source.get(k).get("volume")) for k in source.values
+                                                     if k == "rootfs" or k.startswith("mp") and k[2:].isdigit()],
+                  address)
     params = {"newid": newid, "snapshot": snapshot_name or None, "full": bool(full), "storage": storage or None,
               "hostname": hostname or None}
     try:
@@ -252,5 +312,11 @@ def resize(access: Access, container: Container, disk: str, size: str, address: 
         errors["size"] = ["a size such as 8G (the new size) or +2G (grow by)"]
     if errors:
         raise ValidationError(errors)
+    if disk not in container.config:
+        raise ValidationError({"disk": [f"CT {container.ctid} has no {disk}"]})
+    volume = mirror_section(container).get(disk).get("volume")
+    if storage_of(volume) is None:
+        raise ValidationError({"disk": [f"{disk} is a host path ({volume}), not a volume; it has no size here"]})
+    require_space(access, [storage_of(volume)], address)
     return submit("vzresize", container.node, container.path, str(container.ctid), user=access.user,
                   params={"disk": disk, "size": size.strip()}, address=address)

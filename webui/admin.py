@@ -3,12 +3,18 @@ API tokens, pools, and a read-only view of the audit log and the mirror.
 
 Access is the admin's usual staff check; the console's own pages and API
 apply Caisson's roles.  Mirror rows (containers, templates, storages) are
-read-only here: the nodes own them.
+read-only here: the nodes own them.  Users, groups, roles and grants are the
+API's rules too: Permissions.Modify on ``/`` besides the staff check, no one
+hands out a privilege they do not hold, and only a superuser manages a
+superuser or makes anyone staff or superuser.
 """
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 
+from webui.access import access_for, check_grant, check_manages, check_memberships
 from webui.models import AccessEntry, ApiToken, AuditEntry, Container, Node, Pool, Role, StorageMirror
 
 
@@ -23,8 +29,27 @@ class ReadOnly(admin.ModelAdmin):
         return False
 
 
+class PermissionsAdmin(admin.ModelAdmin):
+    """Changes need Permissions.Modify on / besides Django's model permission (reading too)."""
+
+    def _may(self, request) -> bool:
+        return access_for(request).can("Permissions.Modify", path="/")
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return self._may(request) and super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request) -> bool:
+        return self._may(request) and super().has_add_permission(request)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self._may(request) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self._may(request) and super().has_delete_permission(request, obj)
+
+
 @admin.register(Role)
-class RoleAdmin(admin.ModelAdmin):
+class RoleAdmin(PermissionsAdmin):
     list_display = ["name", "builtin", "privileges"]
     readonly_fields = ["builtin"]
 
@@ -34,12 +59,98 @@ class RoleAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return not (obj and obj.builtin) and super().has_delete_permission(request, obj)
 
+    def save_model(self, request, obj, form, change) -> None:
+        before = set(Role.objects.get(pk=obj.pk).privileges) if change else set()
+        check_grant(access_for(request), "/", before ^ set(obj.privileges), f"role '{obj.name}'")
+        super().save_model(request, obj, form, change)
+
+    def delete_model(self, request, obj) -> None:
+        check_grant(access_for(request), "/", obj.privileges, f"deleting role '{obj.name}'")
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for role in queryset:
+            check_grant(access_for(request), "/", role.privileges, f"deleting role '{role.name}'")
+        super().delete_queryset(request, queryset)
+
 
 @admin.register(AccessEntry)
-class AccessEntryAdmin(admin.ModelAdmin):
+class AccessEntryAdmin(PermissionsAdmin):
     list_display = ["path", "user", "group", "role", "propagate"]
     list_filter = ["role", "propagate"]
     search_fields = ["path", "user__username", "group__name"]
+
+    @staticmethod
+    def _check(request, entry: AccessEntry, verb: str) -> None:
+        access = access_for(request)
+        check_manages(access, entry.user if entry.user_id else None)
+        check_grant(access, entry.path, entry.role.privileges, f"{verb} role '{entry.role.name}'")
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            self._check(request, AccessEntry.objects.get(pk=obj.pk), "changing")
+        self._check(request, obj, "granting")
+        super().save_model(request, obj, form, change)
+
+    def delete_model(self, request, obj) -> None:
+        self._check(request, obj, "revoking")
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for entry in queryset.select_related("user", "role"):
+            self._check(request, entry, "revoking")
+        super().delete_queryset(request, queryset)
+
+
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class CaissonUserAdmin(PermissionsAdmin, UserAdmin):
+    """Django's user admin, less what would let a manager of permissions become or touch a superuser."""
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            fields += ["is_superuser", "is_staff", "user_permissions"]
+        return fields
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return not (obj and obj.is_superuser and not request.user.is_superuser) and super().has_change_permission(
+            request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return not (obj and obj.is_superuser and not request.user.is_superuser) and super().has_delete_permission(
+            request, obj)
+
+    def save_model(self, request, obj, form, change) -> None:
+        access = access_for(request)
+        if change:
+            check_manages(access, User.objects.get(pk=obj.pk))
+        check_manages(access, obj)
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change) -> None:
+        if "groups" in form.cleaned_data:
+            before = set(form.instance.groups.all()) if change else set()
+            check_memberships(access_for(request), before ^ set(form.cleaned_data["groups"]),
+                              "joining or leaving a group")
+        super().save_related(request, form, formsets, change)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for user in queryset:
+            check_manages(access_for(request), user)
+        super().delete_queryset(request, queryset)
+
+
+@admin.register(Group)
+class CaissonGroupAdmin(PermissionsAdmin, GroupAdmin):
+    """Django's group admin; its Django permissions stay a superuser's to hand out."""
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        return fields if request.user.is_superuser else [*fields, "permissions"]
 
 
 @admin.register(ApiToken)

@@ -3,10 +3,16 @@
 As in ``webui.actions``: ``PermissionDenied`` is 403, ``ValidationError``
 400 with field errors, ``JobRefused`` 409 (503 for an offline node).
 Privileges, as Proxmox's: ``VM.Backup`` on the container, and
-``Datastore.AllocateSpace`` on ``/storage/<name>`` to write to a storage (an
-archive can also be handled with that privilege alone, after its container
-is gone); ``VM.Allocate`` on the node to restore to a new ID; ``Sys.Modify``
-on ``/`` for the datacenter's backup jobs.
+``Datastore.AllocateSpace`` on ``/storage/<name>`` to write to a storage.
+Every action on an archive needs both: ``VM.Backup`` on ``/ct/<its ID>``
+(resolved through ``/`` and the archive's node when that container is gone)
+and the storage's privilege (``Datastore.Audit`` to see it,
+``Datastore.AllocateSpace`` to change, restore or delete it); one without
+the other opens nothing.  Restoring needs ``VM.Allocate`` on the node for a
+new ID, ``VM.Allocate`` on the container to restore over it, and
+``Datastore.AllocateSpace`` where the restored disks go; the node checks the
+archive's own config (only it can read it) against what the user may set.
+``Sys.Modify`` on ``/`` for the datacenter's backup jobs.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from webui.access import Access
-from webui.actions import _audit, require
+from webui.actions import _audit, deny, require, require_space
 from webui.jobs import JobRefused, submit
 from webui.models import AuditEntry, BackupArchive, BackupSchedule, Container, Job, Node, Pool, StorageMirror
 from webui.models.backups import BACKUP_MODES, COMPRESSIONS, KEEP_FIELDS, STORAGE_NAME
@@ -114,13 +120,20 @@ def backup_now(access: Access, container: Container, data, address: str | None =
                   address=address)
 
 
-def _archive_access(access: Access, archive: BackupArchive, address: str | None) -> Container | None:
-    """VM.Backup on the archive's container, or Datastore.AllocateSpace on its storage."""
-    source = Container.objects.select_related("node", "pool").filter(ctid=archive.ctid).first()
-    if source is not None and access.can("VM.Backup", source):
-        return source
+def may_see(access: Access, archive: BackupArchive) -> bool:
+    """VM.Backup on the archive's container ID and Datastore.Audit on its storage (the list's filter)."""
+    return access.can("Datastore.Audit", path=archive.path) and "VM.Backup" in access.ctid_privileges(
+        archive.ctid, archive.node.name)
+
+
+def _archive_access(access: Access, archive: BackupArchive, address: str | None) -> None:
+    """VM.Backup on the archive's container ID, whether or not it still exists, and Datastore.AllocateSpace
+    on the archive's storage: both, as Proxmox's ``check_volume_access`` asks of a backup volume."""
+    where = f"/ct/{archive.ctid}"
+    if "VM.Backup" not in access.ctid_privileges(archive.ctid, archive.node.name):
+        deny(access, "denied VM.Backup", where, f"permission denied: VM.Backup on {where} is required for "
+                                                f"backup {archive.name}", address)
     require(access, "Datastore.AllocateSpace", path=archive.path, address=address)
-    return source
 
 
 def restore(access: Access, archive: BackupArchive, data, address: str | None = None) -> Job:
@@ -143,7 +156,8 @@ def restore(access: Access, archive: BackupArchive, data, address: str | None = 
         if not force:
             raise JobRefused(f"CT {ctid} already exists; restore over it with force (it must be stopped), or "
                              "choose a free ID")
-        require(access, "VM.Backup", existing, address=address)
+        require(access, "VM.Allocate", existing, address=address)
+        require_space(access, [rootfs_storage or "local"], address)
         if existing.status != Container.Status.STOPPED:
             raise JobRefused(f"CT {ctid} is {existing.status}; stop it before restoring over it")
         if existing.protected:
@@ -154,8 +168,7 @@ def restore(access: Access, archive: BackupArchive, data, address: str | None = 
         return submit("vzrestore", existing.node, existing.path, str(ctid), user=access.user, params=params,
                       address=address)
     require(access, "VM.Allocate", path=archive.node.path, address=address)
-    if rootfs_storage:
-        require(access, "Datastore.AllocateSpace", path=f"/storage/{rootfs_storage}", address=address)
+    require_space(access, [rootfs_storage or "local"], address)
     try:
         with transaction.atomic():
             Container.objects.create(ctid=ctid, node=archive.node, status=Container.Status.CREATING,
@@ -198,6 +211,15 @@ def protect(access: Access, archive: BackupArchive, data, address: str | None = 
 
 
 # ---- backup jobs (schedules) -----------------------------------------------------------------
+def forget_container(ctid: int) -> None:
+    """A destroyed container (or a failed create's ID) leaves the backup jobs that list it, as Proxmox's
+    destroy does: a job must not back up the next container given its ID.  A container that merely
+    vanished from its node stays listed, so that the job's run reports it missing."""
+    for schedule in BackupSchedule.objects.filter(ctids__contains=[ctid]):
+        schedule.ctids = [c for c in schedule.ctids if c != ctid]
+        schedule.save(update_fields=["ctids"])
+
+
 SCHEDULE_TEXT_FIELDS = {"schedule": 128, "mail_to": 512, "notes": 512, "comment": 255}
 
 

@@ -14,7 +14,7 @@ from webui.access import access_for
 from webui.models import Container, Job, Node, StorageMirror
 
 TASK_PANEL_SIZE = 12
-ROW_FIELDS = ("ctid", "hostname", "status", "ipv4", "node_id", "node__name", "pool_id")
+ROW_FIELDS = ("ctid", "hostname", "status", "ipv4", "node_id", "node__name", "pool_id", "unprivileged")
 
 
 @dataclass(slots=True, frozen=True)
@@ -33,6 +33,7 @@ class ContainerRow:
     node_id: int
     node: NodeName
     pool_id: int | None
+    unprivileged: bool = True
 
     @property
     def path(self) -> str:
@@ -61,8 +62,8 @@ class Layout:
     @cached_property
     def containers(self) -> list[ContainerRow]:
         rows = self.access.visible_containers(Container.objects.all()).order_by("ctid").values_list(*ROW_FIELDS)
-        return [ContainerRow(ctid, hostname, status, ipv4, node_id, NodeName(node), pool_id)
-                for ctid, hostname, status, ipv4, node_id, node, pool_id in rows]
+        return [ContainerRow(ctid, hostname, status, ipv4, node_id, NodeName(node), pool_id, unprivileged)
+                for ctid, hostname, status, ipv4, node_id, node, pool_id, unprivileged in rows]
 
     @cached_property
     def tree(self) -> list[dict]:

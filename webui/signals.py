@@ -1,4 +1,4 @@
-"""Tell a user's open sockets at once when their login or access ends.
+"""Tell a user's open sockets at once when their login or access ends; drop a gone container's grants.
 
 Every console socket and live socket of a user joins the channel-layer group
 ``user.<id>``. Logout (with the session it ended), deactivation, deletion,
@@ -103,12 +103,22 @@ def on_membership(sender, instance, action, reverse, model, pk_set, **kwargs) ->
         notify(pk_set or ())
 
 
+def on_container_deleted(sender, instance, **kwargs) -> None:
+    """A container's row goes (destroyed, a failed create, restore or clone, or gone from its node): its
+    ACL entries go with it, as Proxmox removes a guest's, so that nothing granted on it passes to the
+    next container given its ID.  Its pool membership is its row's; its place in backup jobs goes when
+    it is destroyed (``webui.backups.forget_container``).  Archives keep their own ID-based checks."""
+    from webui.models import AccessEntry
+
+    AccessEntry.objects.filter(path=instance.path).delete()
+
+
 def connect() -> None:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.signals import user_logged_out
     from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 
-    from webui.models import AccessEntry, Role
+    from webui.models import AccessEntry, Container, Role
 
     user_model = get_user_model()
     user_logged_out.connect(on_logout, dispatch_uid="caisson.access.logout")
@@ -119,4 +129,5 @@ def connect() -> None:
     pre_delete.connect(on_entry_deleted, sender=AccessEntry, dispatch_uid="caisson.access.entry_deleted")
     post_save.connect(on_role_changed, sender=Role, dispatch_uid="caisson.access.role_saved")
     pre_delete.connect(on_role_changed, sender=Role, dispatch_uid="caisson.access.role_deleted")
+    post_delete.connect(on_container_deleted, sender=Container, dispatch_uid="caisson.access.container_deleted")
     m2m_changed.connect(on_membership, sender=user_model.groups.through, dispatch_uid="caisson.access.membership")

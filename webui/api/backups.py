@@ -5,6 +5,9 @@ Checks and validation live in ``webui.backups``; long actions answer 202 with th
 """
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 from django.db.models import Q
 from django.http import Http404
 from django.urls import NoReverseMatch, reverse
@@ -66,8 +69,8 @@ class BackupScheduleSerializer(serializers.ModelSerializer):
 
 
 class ArchiveViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
-    """``/api/backups/``: archives the user may see (VM.Audit on their container, or Datastore.Audit on the
-    storage); filter with ``?ctid=``, ``?node=``, ``?storage=``."""
+    """``/api/backups/``: archives the user may see (VM.Backup on their container ID and Datastore.Audit on
+    their storage); filter with ``?ctid=``, ``?node=``, ``?storage=``."""
 
     queryset = BackupArchive.objects.all()  # narrowed per user in get_queryset; here it types the schema
     lookup_value_regex = r"[0-9]+"
@@ -82,13 +85,19 @@ class ArchiveViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixi
                 if key == "ctid" and not value.isdigit():
                     raise ApiValidationError({"ctid": [f"'{value}' is not a container ID"]})
                 rows = rows.filter(**{field: value})
+        return self.visible(rows)
+
+    def visible(self, rows):
         access = self.access
         if access.superuser:
             return rows
-        storages = {s for s in rows.values_list("storage", flat=True).distinct()
-                    if access.can("Datastore.Audit", path=f"/storage/{s}")}
-        visible = access.visible_containers(Container.objects.all()).values_list("ctid", flat=True)
-        return rows.filter(Q(storage__in=storages) | Q(ctid__in=visible))
+        storages = [s for s in rows.values_list("storage", flat=True).distinct()
+                    if access.can("Datastore.Audit", path=f"/storage/{s}")]
+        rows = rows.filter(storage__in=storages)
+        pairs = rows.order_by().values_list("ctid", "node__name").distinct()
+        allowed = [Q(ctid=ctid, node__name=node) for ctid, node in pairs
+                   if "VM.Backup" in access.ctid_privileges(ctid, node)]
+        return rows.filter(reduce(operator.or_, allowed)) if allowed else rows.none()
 
     def destroy(self, request, *args, **kwargs):
         return job_answer([backups.delete(self.access, self.get_object(), address=self.address)])
@@ -118,7 +127,7 @@ class ContainerBackupsViewSet(ArchiveViewSet, mixins.CreateModelMixin):
 
     def get_queryset(self):
         self.container()
-        return BackupArchive.objects.select_related("node").filter(ctid=self.kwargs["ctid"])
+        return self.visible(BackupArchive.objects.select_related("node").filter(ctid=self.kwargs["ctid"]))
 
     def create(self, request, *args, **kwargs):
         return job_answer([backups.backup_now(self.access, self.container(), _body(request), address=self.address)])

@@ -36,8 +36,16 @@ def ct_tree_rows(containers, current=None) -> SafeString:
         out.append(f'<li data-tree-ct="{ctid}"><a href="{url.format(ctid=ctid)}" class="'
                    f'{"current" if ctid == current_id else ""}"><span class="icon icon-ct status-{status}" '
                    f'data-ct-status-icon="{ctid}" title="{status}"></span>{ctid} <span class="muted" '
-                   f'data-ct-hostname="{ctid}">({esc(c.hostname)})</span></a></li>\n')
+                   f'data-ct-hostname="{ctid}">({esc(c.hostname)})</span>{_privileged_mark(c)}</a></li>\n')
     return mark_safe("".join(out))  # noqa: S308 - every value above is escaped or an integer
+
+
+def _privileged_mark(container) -> str:
+    """Proxmox marks a privileged container: its root is the host's root."""
+    if getattr(container, "unprivileged", True):
+        return ""
+    return (f' <span class="badge privileged" data-ct-privileged="{container.ctid}" title="privileged container: '
+            'its root is root on the host">privileged</span>')
 
 
 @register.simple_tag

@@ -30,7 +30,8 @@ def backup_tab_context(request, container: Container) -> dict:
     """What ``webui/backups_tab.html`` needs; the container page adds it to its context for the Backup tab."""
     access = access_for(request)
     return {
-        "archives": BackupArchive.objects.filter(ctid=container.ctid).select_related("node"),
+        "archives": [a for a in BackupArchive.objects.filter(ctid=container.ctid).select_related("node")
+                     if backups.may_see(access, a)],
         "can_backup": access.can("VM.Backup", container),
         "backup_storages": backup_storages(container.node), "backup_modes": BACKUP_MODES,
         "compressions": COMPRESSIONS,

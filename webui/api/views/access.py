@@ -1,7 +1,11 @@
 """``/api/access/``: ACL, roles, users, the caller's API tokens and effective privileges; ``/api/audit/``.
 
 Changing the ACL, roles or users needs Permissions.Modify on ``/``; every
-change is written to the audit log.  Built-in roles are read-only.
+change is written to the audit log.  Built-in roles are read-only.  As in
+Proxmox, no one hands out what they do not hold: granting or revoking a role
+on a path, making or changing a role, and moving a user into or out of a
+group need every privilege involved, on that path (``/`` for roles); and
+only a superuser manages or grants to a superuser.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from webui.access import check_grant, check_manages, check_memberships
 from webui.api import serializers as s
 from webui.api.inputs import body_object, check_type
 from webui.api.views.base import ApiViewSet
@@ -47,11 +52,16 @@ class AclViewSet(AuditedMixin, mixins.ListModelMixin, mixins.CreateModelMixin, m
         return self.paged(queryset)
 
     def perform_create(self, serializer):
+        data = serializer.validated_data
+        check_manages(self.access, data.get("user"))
+        check_grant(self.access, data["path"], data["role"].privileges, f"granting role '{data['role'].name}'")
         entry = serializer.save()
         self.audit("acl.grant", entry.path, role=entry.role.name, propagate=entry.propagate,
                    **({"user": entry.user.username} if entry.user_id else {"group": entry.group.name}))
 
     def perform_destroy(self, entry):
+        check_manages(self.access, entry.user)
+        check_grant(self.access, entry.path, entry.role.privileges, f"revoking role '{entry.role.name}'")
         self.audit("acl.revoke", entry.path, role=entry.role.name,
                    **({"user": entry.user.username} if entry.user_id else {"group": entry.group.name}))
         entry.delete()
@@ -74,14 +84,19 @@ class RoleViewSet(AuditedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin
         return role
 
     def perform_create(self, serializer):
+        check_grant(self.access, "/", serializer.validated_data.get("privileges", []), "a role with these privileges")
         role = serializer.save(builtin=False)
         self.audit("role.create", role=role.name, privileges=role.privileges)
 
     def perform_update(self, serializer):
+        changed = set(serializer.instance.privileges) ^ set(serializer.validated_data.get(
+            "privileges", serializer.instance.privileges))
+        check_grant(self.access, "/", changed, f"changing role '{serializer.instance.name}'")
         role = serializer.save()
         self.audit("role.update", role=role.name, privileges=role.privileges)
 
     def perform_destroy(self, role):
+        check_grant(self.access, "/", role.privileges, f"deleting role '{role.name}'")
         self.audit("role.delete", role=role.name)
         role.delete()
 
@@ -99,10 +114,15 @@ class UserViewSet(AuditedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin
                                                      "disable")}
 
     def perform_create(self, serializer):
+        check_memberships(self.access, serializer.validated_data.get("groups", []), "joining a group")
         user = serializer.save()
         self.audit("user.create", user=user.username)
 
     def perform_update(self, serializer):
+        check_manages(self.access, serializer.instance)
+        if "groups" in serializer.validated_data:
+            changed = set(serializer.instance.groups.all()) ^ set(serializer.validated_data["groups"])
+            check_memberships(self.access, changed, "joining or leaving a group")
         if serializer.instance == self.request.user and serializer.validated_data.get("is_active") is False:
             raise ValidationError({"is_active": ["you cannot disable your own account"]})
         user = serializer.save()
@@ -112,6 +132,7 @@ class UserViewSet(AuditedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin
     @action(detail=True, methods=["post"])
     def disable(self, request, username=None):
         user = self.get_object()
+        check_manages(self.access, user)
         if user == request.user:
             raise ValidationError({"is_active": ["you cannot disable your own account"]})
         user.is_active = False

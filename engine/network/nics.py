@@ -3,7 +3,7 @@
 ``engine.config`` parses the property string against its schema (unknown
 properties, ``net10``, multicast MACs are refused there); this module adds
 what needs more than one property at a time: addresses are real CIDRs, the
-gateway lies in the address's subnet, VLAN lists parse, the interface name
+gateway is not the address itself, VLAN lists parse, the interface name
 is one Linux accepts.  Nothing here touches the kernel.
 """
 from __future__ import annotations
@@ -204,10 +204,9 @@ def _check_gateway(gw: str, iface: str | None, ip: str | None, version: int, fie
     if iface is None and ip != "pool":
         raise ValidationError(f"{field}: a gateway needs a static address in "
                               f"'{'ip' if version == 4 else 'ip6'}' (got {ip or 'none'})", key=key)
+    # A gateway outside the subnet is accepted, as Proxmox does (a routed /32 with the provider's gateway):
+    # it is reached by a route on the link first.
     if iface is not None and not (version == 6 and address.is_link_local):
-        net = ipaddress.ip_interface(iface).network
-        if address not in net:
-            raise ValidationError(f"{field}: gateway {gw} is outside the subnet {net} of {iface}", key=key)
         if address == ipaddress.ip_interface(iface).ip:
             raise ValidationError(f"{field}: gateway {gw} is the interface's own address", key=key)
     return str(address)

@@ -8,6 +8,7 @@ every start and ``post_create`` once at create.  Changes are staged on the
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 
 from engine.config import ContainerConfig
@@ -94,5 +95,33 @@ def detect(root: Root, settings: Settings) -> DistroSetup:
     return cls(root, settings, cls.read_version(root, values))
 
 
-__all__ = ["DistroSetup", "Root", "Settings", "Unsupported", "detect", "family_of", "host_resolver", "os_release",
-           "settings"]
+__all__ = ["DistroSetup", "Root", "Settings", "Unsupported", "configures_addresses", "detect", "family_of",
+           "host_resolver", "os_release", "settings", "start_step"]
+
+
+def start_step(config: ContainerConfig, host_resolv: str = "/etc/resolv.conf"):
+    """The start step run inside the container (cwd its root, as its root user) before its init: the
+    family's files for this config.  The config is read and checked here, on the host, before the start."""
+    try:
+        with open(host_resolv) as handle:
+            resolv = handle.read()
+    except OSError:
+        resolv = None
+    wanted = settings(config, resolv)
+
+    def distro_setup() -> None:
+        with Root("/") as root:
+            detect(root, wanted).pre_start()
+            try:
+                root.commit()
+            except OSError as exc:
+                if exc.errno not in (errno.EROFS, errno.EACCES):  # a read-only rootfs keeps its own files
+                    raise
+
+    return distro_setup
+
+
+def configures_addresses(ostype: str | None = None) -> bool:
+    """Inside the container: does its own networking set static addresses (else the engine does)?"""
+    with Root("/") as root:
+        return family_of(root, os_release(root), ostype).configures_addresses

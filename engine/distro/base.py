@@ -15,7 +15,6 @@ written outside the container's root and nothing at all when a step refuses.
 """
 from __future__ import annotations
 
-import ipaddress
 import random as _random
 import re
 import time
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from engine.distro.files import Root
 from engine.distro.text import BEGIN, REMOVE, modify_block, remove_blocks, split_list
 from engine.errors import ValidationError
-from engine.network.nics import Nic
+from engine.network.nics import Nic, gateway_on_link
 
 
 class Unsupported(ValidationError):
@@ -63,17 +62,6 @@ class Settings:
             if cidr is not None:
                 return str(cidr.ip)
         return None
-
-
-def gateway_on_link(nic: Nic, version: int) -> bool:
-    """The gateway lies outside the address's subnet: it needs a route to it on the link first."""
-    cidr, gw = (nic.ipv4, nic.gw) if version == 4 else (nic.ipv6, nic.gw6)
-    if cidr is None or gw is None:
-        return False
-    address = ipaddress.ip_address(gw)
-    if version == 6 and address in ipaddress.ip_network("fe80::/10"):
-        return False
-    return address not in cidr.network
 
 
 class DistroSetup:
@@ -259,7 +247,7 @@ class DistroSetup:
         if not self.root.is_dir(home) and not self.root.is_symlink(home):
             raise Unsupported(f"ssh-public-keys: root's home directory '/{home}' does not exist in the container")
         self.root.make_dir(f"{home}/.ssh", 0o700)
-        self.modify(f"{home}/.ssh/authorized_keys", keys, mode=0o700)
+        self.modify(f"{home}/.ssh/authorized_keys", keys, mode=0o600)
 
     def randomize_crontab(self, rand: Callable[[], float]) -> None:
         """Spread root's cron jobs over the hour, so containers made from one template do not run them at once."""

@@ -73,8 +73,6 @@ class Busybox(Generic):
         old = self.root.read("etc/inittab")
         if old is None or (not block and BEGIN not in old):
             return
-        if block and BEGIN not in old and old:  # a blank line between the template's lines and ours
-            old = (old if old.endswith("\n") else old + "\n") + ("" if old.endswith("\n\n") else "\n")
         new = modify_block(old, block)
         if new is not None and new is not REMOVE:
             self.root.write("etc/inittab", new)

@@ -42,8 +42,9 @@ class Root:
         self.close()
 
     # ---- resolution ------------------------------------------------------------------------
-    def _resolve(self, relpath: str, follow_last: bool) -> tuple[int, str]:
-        """(fd of the parent directory, last component) with symlinks resolved inside the root."""
+    def _resolve(self, relpath: str, follow_last: bool, create: bool = False) -> tuple[int, str]:
+        """(fd of the parent directory, last component) with symlinks resolved inside the root; ``create``
+        makes missing directories on the way (``mkdir -p`` in a chroot)."""
         parts = [p for p in relpath.split("/") if p and p != "."]
         if not parts:
             raise OSError(errno.EINVAL, f"bad path '{relpath}'")
@@ -61,9 +62,14 @@ class Root:
                 try:
                     st = os.stat(part, dir_fd=stack[-1], follow_symlinks=False)
                 except FileNotFoundError:
-                    if parts:
+                    if not parts:
+                        return os.dup(stack[-1]), part
+                    if not create:
                         raise
-                    return os.dup(stack[-1]), part
+                    os.mkdir(part, 0o755, dir_fd=stack[-1])
+                    if self.owner and os.geteuid() == 0:
+                        os.chown(part, *self.owner, dir_fd=stack[-1], follow_symlinks=False)
+                    st = os.stat(part, dir_fd=stack[-1], follow_symlinks=False)
                 if stat.S_ISLNK(st.st_mode):
                     links += 1
                     if links > MAX_LINKS:
@@ -195,7 +201,7 @@ class Root:
             self._mkdirs(relpath, mode)
         new_links, self.new_links = self.new_links, {}
         for relpath, target in new_links.items():
-            dir_fd, name = self._resolve(relpath, False)
+            dir_fd, name = self._resolve(relpath, False, create=True)
             try:
                 os.symlink(target, name, dir_fd=dir_fd)
                 if self.owner and os.geteuid() == 0:
@@ -216,25 +222,19 @@ class Root:
         return changed
 
     def _mkdirs(self, relpath: str, mode: int = 0o755) -> None:
-        parts = [p for p in relpath.split("/") if p]
-        for index in range(1, len(parts) + 1):
-            sub = "/".join(parts[:index])
-            if self.is_dir(sub):
-                continue
-            dir_fd, name = self._resolve(sub, True)
-            try:
-                os.mkdir(name, mode if index == len(parts) else 0o755, dir_fd=dir_fd)
-                os.chmod(name, mode if index == len(parts) else 0o755, dir_fd=dir_fd)
-                if self.owner and os.geteuid() == 0:
-                    os.chown(name, *self.owner, dir_fd=dir_fd, follow_symlinks=False)
-            finally:
-                os.close(dir_fd)
+        dir_fd, name = self._resolve(relpath, True, create=True)
+        try:
+            os.mkdir(name, mode, dir_fd=dir_fd)
+            os.chmod(name, mode, dir_fd=dir_fd)  # not the umask's
+            if self.owner and os.geteuid() == 0:
+                os.chown(name, *self.owner, dir_fd=dir_fd, follow_symlinks=False)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(dir_fd)
 
     def _replace(self, relpath: str, text: str, mode: int | None) -> None:
-        head = relpath.rpartition("/")[0]
-        if head:
-            self._mkdirs(head)
-        dir_fd, name = self._resolve(relpath, False)
+        dir_fd, name = self._resolve(relpath, False, create=True)
         try:
             try:
                 old = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)

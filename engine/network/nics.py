@@ -85,6 +85,17 @@ class Nic:
         return ",".join(f"{k}={props[k]}" for k in _ORDER if k in props)
 
 
+def gateway_on_link(nic: Nic, version: int) -> bool:
+    """The gateway lies outside the address's subnet: it needs a route to it on the link first."""
+    cidr, gw = (nic.ipv4, nic.gw) if version == 4 else (nic.ipv6, nic.gw6)
+    if cidr is None or gw is None:
+        return False
+    address = ipaddress.ip_address(gw)
+    if version == 6 and address in ipaddress.ip_network("fe80::/10"):
+        return False
+    return address not in cidr.network
+
+
 def host_veth(ctid: int, index: int) -> str:
     """The host end of a container's interface, named as Proxmox names it (at most 15 characters)."""
     return f"veth{ctid}i{index}"

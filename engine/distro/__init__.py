@@ -71,9 +71,9 @@ def os_release(root: Root) -> dict[str, str]:
 
 
 def family_of(root: Root, values: dict[str, str], ostype: str | None = None) -> type[DistroSetup]:
-    if ostype == "unmanaged":
-        return REGISTRY["unmanaged"]
     ident = values.get("ID", "")
+    if ostype == "unmanaged" and ident != "busybox":  # Caisson marks its busybox unmanaged, as Proxmox would
+        return REGISTRY["unmanaged"]
     if ident in REGISTRY:
         return REGISTRY[ident]
     lsb = root.read("etc/lsb-release") or ""

@@ -53,6 +53,15 @@ def test_the_family_comes_from_os_release_and_the_release_files(tmp_path, files,
         assert distro.family_of(fs, distro.os_release(fs)).name == family
 
 
+def test_ostype_unmanaged_leaves_the_files_alone_except_caisson_s_own_busybox(tmp_path):
+    put(tmp_path, "etc/os-release", DEBIAN)
+    with distro.Root(tmp_path) as fs:
+        assert distro.family_of(fs, distro.os_release(fs), "unmanaged").name == "unmanaged"
+    put(tmp_path, "etc/os-release", "ID=busybox\n")
+    with distro.Root(tmp_path) as fs:
+        assert distro.family_of(fs, distro.os_release(fs), "unmanaged").name == "busybox"
+
+
 def test_a_release_caisson_cannot_honour_is_refused_by_name_and_nothing_written(tmp_path):
     put(tmp_path, "etc/os-release", "ID=centos\n")
     put(tmp_path, "etc/redhat-release", "CentOS release 4.8 (Final)\n")

@@ -66,6 +66,7 @@ class Busybox(Generic):
     name = "busybox"
 
     def setup_init(self) -> None:
+        super().setup_init()  # a busybox tree booting another init still needs its power-off line
         block = "\n".join(f"::respawn:/{UDHCPC_SCRIPT} run {nic.name}" for nic in self.settings.nics
                           if nic.ip == "dhcp")
         if block:

@@ -1,18 +1,16 @@
 """Root's password and SSH keys, written into a stopped container's rootfs (``pct create --password``).
 
-Everything is opened below the rootfs by directory fd with O_NOFOLLOW, so a
-symlink in the template cannot send a write to the host.  Files are replaced
-atomically and keep their owner and mode; what is created is owned by the
-container's root.
+Written through ``engine.distro`` as Proxmox writes them: paths resolved
+inside the rootfs (a symlink in the template cannot send a write to the host),
+files replaced atomically keeping their owner and mode, what is created owned
+by the container's root.
 """
 from __future__ import annotations
 
 import base64
 import binascii
-import os
 import re
 import subprocess
-from contextlib import contextmanager
 
 from engine.errors import HostError, InvalidState, ValidationError
 
@@ -67,56 +65,6 @@ def hash_password(password: str) -> str:
     return result.stdout.strip()
 
 
-@contextmanager
-def _dir(parent_fd: int, name: str, create_mode: int | None = None, owner: tuple[int, int] | None = None):
-    try:
-        fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
-    except FileNotFoundError:
-        if create_mode is None:
-            raise
-        os.mkdir(name, create_mode, dir_fd=parent_fd)
-        fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
-        if owner:
-            os.chown(f"/proc/self/fd/{fd}", *owner)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _read(dir_fd: int, name: str) -> tuple[str, os.stat_result] | None:
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-    with os.fdopen(fd, "r", encoding="utf-8", errors="surrogateescape") as f:
-        return f.read(), os.fstat(f.fileno())
-
-
-def _replace(dir_fd: int, name: str, text: str, mode: int, owner: tuple[int, int]) -> None:
-    tmp = f".{name}.caisson-new"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
-    try:
-        os.fchown(fd, *owner)
-        os.fchmod(fd, mode)
-        os.write(fd, text.encode("utf-8", "surrogateescape"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-
-
-def _set_root_field(text: str, index: int, value: str, what: str) -> str:
-    lines = text.splitlines()
-    for number, line in enumerate(lines):
-        fields = line.split(":")
-        if fields[0] == "root" and len(fields) > index:
-            fields[index] = value
-            lines[number] = ":".join(fields)
-            return "\n".join(lines) + "\n"
-    raise ValidationError(f"the container's {what} has no root entry")
-
-
 def set_credentials(engine, ctid: int, password: str | None, ssh_keys: str | None) -> None:
     """Set root's password and/or authorized keys in a stopped container."""
     config = engine.config(ctid)
@@ -132,27 +80,24 @@ def set_credentials(engine, ctid: int, password: str | None, ssh_keys: str | Non
 
 
 def _write(ctid: int, tree, hashed: str | None, keys: list[str] | None, root_owner: tuple[int, int]) -> None:
-    root_fd = os.open(tree, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+    """Through the container's distribution family (Proxmox's files: shadow's root entry, the keys in a
+    marked block of root's authorized_keys), every path resolved inside the rootfs."""
+    from engine import distro
+
     try:
-        with _dir(root_fd, "etc") as etc:
+        with distro.Root(tree, owner=root_owner) as root:
+            if not root.is_file("etc/passwd"):
+                raise ValidationError(f"cannot write credentials into container {ctid}: it has no /etc/passwd")
+            for path in ("etc/shadow", "etc/passwd"):
+                if root.is_symlink(path) and not root.is_file(path):
+                    raise ValidationError(f"cannot write credentials into container {ctid}: /{path} is a "
+                                          "symlink that leads nowhere inside it")
+            setup = distro.detect(root, distro.Settings())
             if hashed:
-                shadow = _read(etc, "shadow")
-                if shadow:
-                    _replace(etc, "shadow", _set_root_field(shadow[0], 1, hashed, "/etc/shadow"),
-                             shadow[1].st_mode & 0o7777, (shadow[1].st_uid, shadow[1].st_gid))
-                else:
-                    passwd = _read(etc, "passwd")
-                    if not passwd:
-                        raise ValidationError("the container has no /etc/passwd")
-                    _replace(etc, "passwd", _set_root_field(passwd[0], 1, hashed, "/etc/passwd"),
-                             passwd[1].st_mode & 0o7777, (passwd[1].st_uid, passwd[1].st_gid))
-        if keys:
-            with _dir(root_fd, "root", 0o700, root_owner) as home, _dir(home, ".ssh", 0o700, root_owner) as ssh:
-                existing = _read(ssh, "authorized_keys")
-                text = (existing[0].rstrip("\n") + "\n" if existing and existing[0].strip() else "")
-                _replace(ssh, "authorized_keys", text + "\n".join(keys) + "\n", 0o600, root_owner)
+                setup.set_root_password(hashed)
+            if keys:
+                setup.set_authorized_keys("\n".join(keys) + "\n")
+            root.commit()
     except OSError as exc:
         raise ValidationError(f"cannot write credentials into container {ctid}: {exc.strerror} "
                               f"({exc.filename or ''})") from None
-    finally:
-        os.close(root_fd)

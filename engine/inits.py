@@ -27,7 +27,6 @@ OPENRC = InitSystem("openrc", signal.SIGPWR)
 BY_NAME = {i.name: i for i in (BUSYBOX, SYSTEMD, SYSVINIT, OPENRC)}
 
 INIT_PATH = "sbin/init"
-SYSVINIT_POWERFAIL = "p0::powerfail:/sbin/init 0\n"
 
 
 def _resolve_inside(rootfs: Path, relpath: str, depth: int = 0) -> tuple[str, os.stat_result] | None:

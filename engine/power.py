@@ -59,7 +59,9 @@ class PowerOps:
             if plan is not None:
                 revert.add(plan.release)
                 prepare.append(_volume_mounts(plan))
-            extra_setup = _distro_setup(config.hostname, init)
+            from engine import distro
+
+            extra_setup = [distro.start_step(config)]
             if _has_network(config) or "nameserver" in config.current.values \
                     or "searchdomain" in config.current.values:
                 from engine.network import container as network
@@ -192,72 +194,3 @@ def _volume_mounts(plan: MountPlan):
         run(apply_plan, plan, join_pid=pid)
 
     return volumes
-
-
-def _distro_setup(hostname: str, init: inits.InitSystem | None) -> list:
-    """What the engine adjusts inside the rootfs at each start, as Proxmox's distro setup does.
-
-    ``init`` is None when the rootfs is seen only once mounted (an image or an overlay): the
-    step then looks at ``/sbin/init`` from inside.
-    """
-    steps = [_hostname_files(hostname)]
-    if init is inits.SYSVINIT:
-        steps.append(_sysvinit_powerfail)
-    elif init is None:
-        steps.append(_powerfail_if_sysvinit)
-    return steps
-
-
-def _powerfail_if_sysvinit() -> None:
-    if inits.detect(Path("/")) is inits.SYSVINIT:
-        _sysvinit_powerfail()
-
-
-def _sysvinit_powerfail() -> None:
-    """sysvinit powers off on SIGPWR only through a ``powerfail`` line in inittab: make sure there is one."""
-    try:
-        with open("/etc/inittab") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return
-    if any(len(line.split(":")) >= 4 and line.split(":")[2] in ("powerfail", "powerwait") for line in lines):
-        return
-    try:
-        with open("/etc/inittab", "a") as handle:
-            handle.write(inits.SYSVINIT_POWERFAIL)
-    except OSError:
-        pass
-
-
-def _hostname_files(hostname: str):
-    """Inside the container, as its root: keep /etc/hostname and /etc/hosts in step with the config."""
-
-    def hostname_files() -> None:
-        if not os.path.isdir("/etc") or os.path.islink("/etc"):
-            return
-        try:
-            try:
-                with open("/etc/hostname") as handle:
-                    current = handle.read()
-            except FileNotFoundError:
-                current = ""
-            if current != hostname + "\n":
-                with open("/etc/hostname", "w") as handle:
-                    handle.write(hostname + "\n")
-            try:
-                with open("/etc/hosts") as handle:
-                    hosts = handle.read()
-            except FileNotFoundError:
-                hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            short = hostname.split(".")[0]
-            if not any(line.split()[1:2] and hostname in line.split()[1:] for line in hosts.splitlines()
-                       if line.startswith("127.0.1.1")):
-                lines = [line for line in hosts.splitlines() if not line.startswith("127.0.1.1")]
-                names = f"{hostname} {short}" if short != hostname else hostname
-                lines.append(f"127.0.1.1\t{names}")
-                with open("/etc/hosts", "w") as handle:
-                    handle.write("\n".join(lines) + "\n")
-        except OSError:
-            pass  # a read-only or odd rootfs must not stop the boot
-
-    return hostname_files

@@ -112,32 +112,21 @@ def start_steps(root: Path, ctid: int, config: ContainerConfig) -> list:
     return steps
 
 
-def inside_step(ctid: int, config: ContainerConfig, host_resolv: str = "/etc/resolv.conf"):
-    """The start step run inside the container before its init (``StartSpec.extra_setup``): the
-    distribution's network files and resolv.conf, then the links up and, unless the distribution's
-    own networking sets them, the static addresses and default routes.  None if there is nothing to do."""
-    from engine.network import distro
+def inside_step(ctid: int, config: ContainerConfig):
+    """The start step run inside the container before its init (``StartSpec.extra_setup``), after the
+    distribution's files (``engine.distro.start_step``): the links up and, unless the distribution's own
+    networking sets them, the static addresses and default routes.  None if there is nothing to do."""
     from engine.network.veth import configure_here
 
     nics = from_config(config)
-    values = config.current.values
-    if not nics and not values.get("nameserver") and not values.get("searchdomain"):
+    if not nics:
         return None
-    try:
-        with open(host_resolv) as handle:
-            resolv = handle.read()
-    except OSError:
-        resolv = None
-    dns = distro.dns_settings(values.get("nameserver"), values.get("searchdomain"), resolv)
+    ostype = config.current.values.get("ostype")
 
     def network_inside() -> None:
-        family = distro.choose(distro.os_release())
-        try:
-            family.write(nics, dns)
-        except OSError as exc:
-            if exc.errno not in (30, 13):  # EROFS, EACCES: a read-only rootfs keeps its own files
-                raise
-        configure_here(nics, addresses=not family.configures_addresses)
+        from engine import distro
+
+        configure_here(nics, addresses=not distro.configures_addresses(ostype))
 
     return network_inside
 

@@ -3,7 +3,7 @@
 ``engine.config`` parses the property string against its schema (unknown
 properties, ``net10``, multicast MACs are refused there); this module adds
 what needs more than one property at a time: addresses are real CIDRs, the
-gateway lies in the address's subnet, VLAN lists parse, the interface name
+gateway is not the address itself, VLAN lists parse, the interface name
 is one Linux accepts.  Nothing here touches the kernel.
 """
 from __future__ import annotations
@@ -83,6 +83,17 @@ class Nic:
         if self.rate is not None:
             props["rate"] = f"{self.rate:g}"
         return ",".join(f"{k}={props[k]}" for k in _ORDER if k in props)
+
+
+def gateway_on_link(nic: Nic, version: int) -> bool:
+    """The gateway lies outside the address's subnet: it needs a route to it on the link first."""
+    cidr, gw = (nic.ipv4, nic.gw) if version == 4 else (nic.ipv6, nic.gw6)
+    if cidr is None or gw is None:
+        return False
+    address = ipaddress.ip_address(gw)
+    if version == 6 and address in ipaddress.ip_network("fe80::/10"):
+        return False
+    return address not in cidr.network
 
 
 def host_veth(ctid: int, index: int) -> str:
@@ -204,10 +215,9 @@ def _check_gateway(gw: str, iface: str | None, ip: str | None, version: int, fie
     if iface is None and ip != "pool":
         raise ValidationError(f"{field}: a gateway needs a static address in "
                               f"'{'ip' if version == 4 else 'ip6'}' (got {ip or 'none'})", key=key)
+    # A gateway outside the subnet is accepted, as Proxmox does (a routed /32 with the provider's gateway):
+    # it is reached by a route on the link first.
     if iface is not None and not (version == 6 and address.is_link_local):
-        net = ipaddress.ip_interface(iface).network
-        if address not in net:
-            raise ValidationError(f"{field}: gateway {gw} is outside the subnet {net} of {iface}", key=key)
         if address == ipaddress.ip_interface(iface).ip:
             raise ValidationError(f"{field}: gateway {gw} is the interface's own address", key=key)
     return str(address)

@@ -108,13 +108,18 @@ def new_address(index: int, cidr: str) -> Request:
     return Request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"adding address {cidr}")
 
 
-def default_route(index: int, gateway: str) -> Request:
-    """``ip route replace default via <gateway> dev <index>``."""
+def default_route(index: int, gateway: str, onlink: bool = False) -> Request:
+    """``ip route replace default via <gateway> dev <index> [onlink]`` (onlink: a gateway outside the
+    interface's subnets, reached directly on the link)."""
     gw = ipaddress.ip_address(gateway)
     family = socket.AF_INET if gw.version == 4 else socket.AF_INET6
-    body = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0) \
+    flags = RTNH_F_ONLINK if onlink else 0
+    body = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST, flags) \
         + attr(RTA_GATEWAY, gw.packed) + attr(RTA_OIF, _u32(index))
     return Request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body, f"default route via {gateway}")
+
+
+RTNH_F_ONLINK = 4  # rtm_flags: the gateway is on the link, whatever the subnets say
 
 
 # ---- the socket ----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 from engine.errors import EngineError, ValidationError
 from engine.network import netlink, rtnl, tc, vlanbridge
 from engine.network.bridges import Bridge, NodeNetwork
-from engine.network.nics import MAX_NICS, Nic, generate_mac, host_veth
+from engine.network.nics import MAX_NICS, Nic, gateway_on_link, generate_mac, host_veth
 from engine.reverter import Reverter
 
 DEFAULT_MTU = 1500
@@ -96,9 +96,9 @@ def configure_fresh(sock: socket.socket, pairs: list[tuple[Nic, int]], addresses
                 ignore[len(requests)] = (errno.EEXIST,)
                 requests.append(rtnl.new_address(index, str(cidr)))
                 owner.append(nic)
-        for gw in (nic.gw, nic.gw6):
+        for version, gw in ((4, nic.gw), (6, nic.gw6)):
             if gw:
-                requests.append(rtnl.default_route(index, gw))
+                requests.append(rtnl.default_route(index, gw, onlink=gateway_on_link(nic, version)))
                 owner.append(nic)
     try:
         rtnl.call(sock, requests, ignore)

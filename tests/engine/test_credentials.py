@@ -27,7 +27,8 @@ def test_password_and_keys_land_in_the_rootfs(engine, busybox_template, ctid_fac
     shadow, _ = read(engine, ctid, "etc/shadow")
     assert shadow.startswith("root:$6$") and "s3cret" not in shadow
     keys, st = read(engine, ctid, "root/.ssh/authorized_keys")
-    assert keys == KEY + "\n" and st.st_mode & 0o777 == 0o600
+    # Proxmox's form (its setup cases' authorized_keys.exp): the keys in a marked block
+    assert keys == f"# --- BEGIN PVE ---\n{KEY}\n# --- END PVE ---\n" and st.st_mode & 0o777 == 0o600
     assert st.st_uid == engine._idmap(engine.config(ctid)).host_uid(0)
     # The container boots with them: root's entry is what login would check.
     engine.start(ctid)

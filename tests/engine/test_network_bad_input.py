@@ -59,8 +59,6 @@ def refused(value: str, index: int = 0) -> str:
     ("name=eth0,ip=fd00::1/64", "is not an IPv4 address"),
     ("name=eth0,ip=10.0.0.0/24", "network's own or broadcast address"),
     ("name=eth0,ip6=fd00::1/129", "net0.ip6: 'fd00::1/129' is not a valid IPv6 CIDR"),
-    ("name=eth0,ip=10.0.0.2/24,gw=10.0.1.1", "net0.gw: gateway 10.0.1.1 is outside the subnet 10.0.0.0/24"),
-    ("name=eth0,ip6=fd00::2/64,gw6=fd01::1", "net0.gw6: gateway fd01::1 is outside the subnet fd00::/64"),
     ("name=eth0,ip=10.0.0.2/24,gw=10.0.0.2", "is the interface's own address"),
     ("name=eth0,ip=dhcp,gw=10.0.0.1", "net0.gw: a gateway needs a static address in 'ip' (got dhcp)"),
     ("name=eth0,ip=10.0.0.2/24,gw=nonsense", "net0.gw: 'nonsense' is not an IP address"),
@@ -235,3 +233,9 @@ def test_interfaces_file_defaults_and_nat_ruleset(node):
     assert "ip saddr 10.213.0.0/24 ip daddr != 10.213.0.0/24 oifname != \"vmbr0\" masquerade" in rules
     with pytest.raises(ValidationError, match="caisson-nat needs an IPv4 address"):
         nat_ruleset(bridges["vmbr1"])
+
+
+def test_a_gateway_outside_the_subnet_is_accepted_as_proxmox_does():
+    """A routed /32 with the provider's gateway (Hetzner, OVH): reached by an on-link route."""
+    assert net.parse_nic(0, "name=eth0,ip=10.0.0.100/32,gw=11.0.0.1").gw == "11.0.0.1"
+    assert net.parse_nic(0, "name=eth0,ip6=fc00::1/64,gw6=fc00:1::ff").gw6 == "fc00:1::ff"

@@ -178,10 +178,20 @@ def test_firewall_applies_live_and_goes_at_stop(engine, node, busybox_template, 
     assert f"ct{ctid}i0" not in firewall.ruleset_for(ctid)
 
 
+def test_a_routed_32_reaches_a_gateway_outside_its_subnet(engine, node, busybox_template, ctid_factory):
+    """Proxmox's routed set-up (a /32 and the provider's gateway): the default route is on-link."""
+    ctid = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip={ip(12)}/32,gw={GW}")
+    engine.start(ctid)
+    code, out, _ = sh(engine, ctid, "ip route")
+    assert code == 0 and f"default via {GW} dev eth0" in out and "onlink" in out
+    assert sh(engine, ctid, f"ping -c1 -W2 {GW}")[0] == 0
+    engine.stop(ctid)
+
+
 @pytest.mark.parametrize("option, words", [
     ("name=eth0,bridge=vmbr7", "bridge 'vmbr7' does not exist"),
     ("name=eth0,bridge={bridge},ip=10.0.0.1/33", "not a valid IPv4 CIDR"),
-    ("name=eth0,bridge={bridge},ip={addr}/24,gw=192.0.2.1", "outside the subnet"),
+    ("name=eth0,bridge={bridge},ip={addr}/24,gw={addr}", "the interface's own address"),
 ])
 def test_bad_interfaces_create_nothing(engine, node, busybox_template, ctid_factory, option, words):
     ctid = ctid_factory()
@@ -268,8 +278,9 @@ def test_debian_keeps_its_static_address_across_a_networking_restart(engine, nod
     engine.start(ctid)
     assert wait_running(engine, ctid) == "running", sh(engine, ctid, "systemctl --failed --no-pager")
     interfaces = sh(engine, ctid, "cat /etc/network/interfaces")[1]
-    assert f"# --- BEGIN PVE ---\nauto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n" \
-           f"\taddress {ip(11)}/24\n\tgateway {GW}\n# --- END PVE ---\n" in interfaces
+    # Proxmox's in-place stanza (Debian >= 10: the address with its prefix), no block around it
+    assert f"auto eth0\niface eth0 inet static\n\taddress {ip(11)}/24\n\tgateway {GW}\n" in interfaces
+    assert "BEGIN PVE" not in interfaces
     assert "source /etc/network/interfaces.d/*" in interfaces  # the template's own line stays
     sh(engine, ctid, "echo '# kept by the user' >> /etc/network/interfaces")
     code, out, err = sh(engine, ctid, "systemctl restart networking && ip -4 -o addr show dev eth0 && ip route")

@@ -1,118 +1,155 @@
-"""The container's own network files: which family a rootfs gets, what is written, what survives, and that
-writes never follow a symlink out of the container's root.  No kernel, no container: a temp dir as the root."""
+"""The container's own files per distribution family: which family a rootfs gets, what is written, what
+survives, and that writes never leave the container's root.  No kernel, no container: a temp dir as the root.
+Proxmox's own cases are in test_pve_setup_fixtures.py; these are Caisson's additions and migrations."""
 from __future__ import annotations
 
 import os
 
 import pytest
 
-from engine.network import distro, rtnl
+from engine import distro
+from engine.distro.busybox import UDHCPC_SCRIPT
+from engine.errors import ValidationError
+from engine.network import rtnl
 from engine.network.nics import parse_nic
 
 DEBIAN = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the step runs with cwd = the container's root
-    return tmp_path
-
-
 def nics(*values: str):
-    return [parse_nic(i, v) for i, v in enumerate(values)]
+    return tuple(parse_nic(i, v) for i, v in enumerate(values))
 
 
-@pytest.mark.parametrize("text, present, family", [
-    (DEBIAN, {"sbin/ifup"}, "ifupdown"),
-    (DEBIAN, {"lib/systemd/systemd-networkd"}, "networkd"),
-    ("ID=ubuntu\nVERSION_ID=24.04\n", {"usr/lib/systemd/systemd-networkd", "sbin/ifup"}, "networkd"),
-    ("ID=linuxmint\nID_LIKE=\"ubuntu debian\"\n", {"sbin/ifup"}, "ifupdown"),
-    ("ID=alpine\n", set(), "ifupdown"),
-    ("ID=busybox\n", set(), "busybox"),
-    ("ID=fedora\n", {"usr/lib/systemd/systemd-networkd"}, "generic"),
-    (None, set(), "generic"),
+def setup(root, *values: str, **settings):
+    """One start's setup of the root for these interfaces; the files are written."""
+    with distro.Root(root) as fs:
+        distro.detect(fs, distro.Settings(nics=nics(*values), **settings)).pre_start()
+        fs.commit()
+
+
+def put(root, relpath: str, text: str):
+    (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+    (root / relpath).write_text(text)
+
+
+@pytest.mark.parametrize("files, family", [
+    ({"etc/os-release": DEBIAN}, "debian"),
+    ({"etc/os-release": "ID=ubuntu\nVERSION_ID=24.04\n"}, "ubuntu"),
+    ({"etc/os-release": "ID=linuxmint\nID_LIKE=\"ubuntu debian\"\n"}, "ubuntu"),
+    ({"etc/os-release": "ID=neon\n", "etc/debian_version": "12.1\n"}, "debian"),  # Proxmox's release files
+    ({"etc/os-release": "ID=alpine\n"}, "alpine"),
+    ({"etc/os-release": "ID=busybox\n"}, "busybox"),
+    ({"etc/os-release": "ID=rocky\n"}, "centos"),
+    ({"etc/os-release": "ID=fedora\n"}, "fedora"),
+    ({"etc/os-release": "ID=opensuse-tumbleweed\n"}, "opensuse"),
+    ({"etc/os-release": "ID=arch\n"}, "archlinux"),
+    ({"etc/os-release": "ID=gentoo\n"}, "generic"),
+    ({}, "generic"),
 ])
-def test_the_family_comes_from_os_release_and_what_is_installed(text, present, family):
-    assert distro.choose(text, lambda path: path in present).name == family
+def test_the_family_comes_from_os_release_and_the_release_files(tmp_path, files, family):
+    for relpath, text in files.items():
+        put(tmp_path, relpath, text)
+    with distro.Root(tmp_path) as fs:
+        assert distro.family_of(fs, distro.os_release(fs)).name == family
 
 
-def test_ifupdown_block_replaces_only_itself_and_adopts_a_template_file(root):
-    (root / "etc/network").mkdir(parents=True)
-    path = root / "etc/network/interfaces"
-    path.write_text("auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n\thostname x\n\n"
-                    "auto eth9\niface eth9 inet manual\n")
-    first = nics("name=eth0,bridge=b,ip=10.0.0.2/24,gw=10.0.0.1,ip6=auto", "name=eth1,bridge=b,ip=dhcp,ip6=dhcp",
-                 "name=eth2,bridge=b,ip6=fd00::2/64,gw6=fd00::1,link_down=1")
-    distro.Ifupdown().write(first, distro.Dns())
-    text = path.read_text()
-    assert "iface eth0 inet dhcp" not in text and "hostname x" not in text  # the template's eth0 is adopted
-    assert "auto eth9\niface eth9 inet manual" in text  # another interface's stanza stays
-    assert text.count("iface lo inet loopback") == 1
-    assert ("# --- BEGIN PVE ---\nauto eth0\niface eth0 inet static\n\taddress 10.0.0.2/24\n\tgateway 10.0.0.1\n"
-            "iface eth0 inet6 auto\n\nauto eth1\niface eth1 inet dhcp\niface eth1 inet6 dhcp\n\n"
-            "iface eth2 inet6 static\n\taddress fd00::2/64\n\tgateway fd00::1\n# --- END PVE ---\n") in text
-    path.write_text(text.replace("auto eth9", "# a user's note\nauto eth9") + "post-up true\n")
-    distro.Ifupdown().write(nics("name=eth0,bridge=b,ip=10.0.0.3/24"), distro.Dns())
-    again = path.read_text()
-    assert "# a user's note" in again and again.endswith("post-up true\n")
-    assert "10.0.0.3/24" in again and "10.0.0.2" not in again and "eth1" not in again
-    distro.Ifupdown().write([], distro.Dns())
-    assert "BEGIN PVE" not in path.read_text() and "# a user's note" in path.read_text()
+def test_ostype_unmanaged_leaves_the_files_alone_except_caisson_s_own_busybox(tmp_path):
+    put(tmp_path, "etc/os-release", DEBIAN)
+    with distro.Root(tmp_path) as fs:
+        assert distro.family_of(fs, distro.os_release(fs), "unmanaged").name == "unmanaged"
+    put(tmp_path, "etc/os-release", "ID=busybox\n")
+    with distro.Root(tmp_path) as fs:
+        assert distro.family_of(fs, distro.os_release(fs), "unmanaged").name == "busybox"
 
 
-def test_networkd_files_are_ours_only_when_marked(root):
-    net_dir = root / "etc/systemd/network"
-    net_dir.mkdir(parents=True)
-    (net_dir / "eth1.network").write_text("[Match]\nName=eth1\n")  # the user's: kept as is
-    distro.Networkd().write(nics("name=eth0,bridge=b,ip=10.0.0.2/24,gw=10.0.0.1,ip6=auto", "name=eth1,ip=dhcp"),
-                            distro.Dns(("192.0.2.53",), ("example.test",)))
-    text = (net_dir / "eth0.network").read_text()
-    for line in ("Name = eth0", "Address = 10.0.0.2/24", "Gateway = 10.0.0.1", "DHCP = no", "IPv6AcceptRA = true",
-                 "DNS = 192.0.2.53", "Domains = example.test"):
-        assert line + "\n" in text
-    assert (net_dir / "eth1.network").read_text() == "[Match]\nName=eth1\n"
-    distro.Networkd().write(nics("name=eth1,ip=dhcp"), distro.Dns())
-    assert not (net_dir / "eth0.network").exists()
+def test_a_release_caisson_cannot_honour_is_refused_by_name_and_nothing_written(tmp_path):
+    put(tmp_path, "etc/os-release", "ID=centos\n")
+    put(tmp_path, "etc/redhat-release", "CentOS release 4.8 (Final)\n")
+    with pytest.raises(ValidationError, match="etc/redhat-release: release 4.8 is not supported"):
+        setup(tmp_path, "name=eth0,ip=10.0.0.2/24", hostname="ct1")
+    assert sorted(p.name for p in (tmp_path / "etc").iterdir()) == ["os-release", "redhat-release"]
 
 
-def test_busybox_runs_udhcpc_from_a_marked_inittab_block(root):
-    (root / "etc").mkdir()
-    (root / "etc/inittab").write_text("::sysinit:/etc/init.d/rcS\n")
-    distro.Busybox().write(nics("name=eth0,bridge=b,ip=dhcp", "name=eth1,bridge=b,ip=10.0.0.2/24"), distro.Dns())
-    assert (root / "etc/inittab").read_text() == ("::sysinit:/etc/init.d/rcS\n\n# --- BEGIN PVE ---\n"
-                                                  "::respawn:/etc/caisson/udhcpc.script run eth0\n# --- END PVE ---\n")
-    assert os.access(root / distro.UDHCPC_SCRIPT, os.X_OK)
-    distro.Busybox().write(nics("name=eth0,bridge=b,ip=10.0.0.2/24"), distro.Dns())
-    assert "udhcpc" not in (root / "etc/inittab").read_text()
+def test_a_file_caisson_wrote_before_becomes_proxmox_s_stanzas(tmp_path):
+    """Caisson used to wrap whole stanzas in one marked block; Proxmox marks only route lines inside a stanza.
+    Either kind of file ends with one stanza per interface, the user's lines kept."""
+    put(tmp_path, "etc/debian_version", "12.5\n")
+    put(tmp_path, "etc/network/interfaces",
+        "source /etc/network/interfaces.d/*\n\n# --- BEGIN PVE ---\nauto lo\niface lo inet loopback\n\n"
+        "auto eth0\niface eth0 inet static\n\taddress 10.0.0.2/24\n\tgateway 10.0.0.1\n# --- END PVE ---\n"
+        "\n# a user's note\nauto eth9\niface eth9 inet manual\n")
+    for _ in range(2):
+        setup(tmp_path, "name=eth0,ip=10.0.0.100/32,gw=11.0.0.1")
+        text = (tmp_path / "etc/network/interfaces").read_text()
+        assert text == ("source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nauto eth0\n"
+                        "iface eth0 inet static\n\taddress 10.0.0.100/32\n# --- BEGIN PVE ---\n"
+                        "\tpost-up ip route add 11.0.0.1 dev eth0\n"
+                        "\tpost-up ip route add default via 11.0.0.1 dev eth0\n"
+                        "\tpre-down ip route del default via 11.0.0.1 dev eth0\n"
+                        "\tpre-down ip route del 11.0.0.1 dev eth0\n"
+                        "# --- END PVE ---\n\n# a user's note\nauto eth9\niface eth9 inet manual\n")
 
 
-def test_resolv_conf_from_the_config_or_the_host_without_loopback(root):
+def test_a_template_stanza_is_rewritten_in_place_keeping_its_other_options(tmp_path):
+    put(tmp_path, "etc/debian_version", "12.5\n")
+    put(tmp_path, "etc/network/interfaces", "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n"
+                                            "\thostname x\n")
+    setup(tmp_path, "name=eth0,ip=10.0.0.2/24,gw=10.0.0.1,ip6=auto", "name=eth1,ip=dhcp,ip6=dhcp")
+    assert (tmp_path / "etc/network/interfaces").read_text() == (
+        "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n\taddress 10.0.0.2/24\n"
+        "\tgateway 10.0.0.1\n\thostname x\n\niface eth0 inet6 auto\n\nauto eth1\niface eth1 inet dhcp\n\n"
+        "iface eth1 inet6 dhcp\n\n")
+
+
+def test_networkd_files_for_ubuntu(tmp_path):
+    put(tmp_path, "etc/os-release", "ID=ubuntu\n")
+    put(tmp_path, "etc/lsb-release", "DISTRIB_ID=Ubuntu\nDISTRIB_RELEASE=24.04\n")
+    setup(tmp_path, "name=eth0,ip=10.0.0.2/32,gw=10.9.0.1,ip6=auto", "name=eth1,ip=dhcp")
+    assert (tmp_path / "etc/systemd/network/eth0.network").read_text() == (
+        "[Match]\nName = eth0\n\n[Network]\nDescription = Interface eth0 autoconfigured by PVE\n"
+        "Address = 10.0.0.2/32\nGateway = 10.9.0.1\nDHCP = no\nIPv6AcceptRA = true\n\n[Route]\n"
+        "Destination = 10.9.0.1/32\nScope = link\n")
+    assert "DHCP = ipv4\n" in (tmp_path / "etc/systemd/network/eth1.network").read_text()
+
+
+def test_busybox_runs_udhcpc_from_a_marked_inittab_block(tmp_path):
+    put(tmp_path, "etc/os-release", "ID=busybox\n")
+    put(tmp_path, "etc/inittab", "::sysinit:/etc/init.d/rcS\n")
+    setup(tmp_path, "name=eth0,bridge=b,ip=dhcp", "name=eth1,bridge=b,ip=10.0.0.2/24")
+    assert (tmp_path / "etc/inittab").read_text() == ("::sysinit:/etc/init.d/rcS\n# --- BEGIN PVE ---\n"
+                                                      "::respawn:/etc/caisson/udhcpc.script run eth0\n"
+                                                      "# --- END PVE ---\n")
+    assert os.access(tmp_path / UDHCPC_SCRIPT, os.X_OK)
+    setup(tmp_path, "name=eth0,bridge=b,ip=10.0.0.2/24")
+    assert "udhcpc" not in (tmp_path / "etc/inittab").read_text()
+    with distro.Root(tmp_path) as fs:
+        assert not distro.detect(fs, distro.Settings()).configures_addresses  # the engine sets them
+
+
+def test_resolv_conf_from_the_config_or_the_host_without_loopback(tmp_path):
     host = "nameserver 127.0.0.53\nnameserver 10.1.1.1\nnameserver ::1\nsearch a.test b.test\n"
-    assert distro.dns_settings(None, None, host) == distro.Dns(("10.1.1.1",), ("a.test", "b.test"))
-    assert distro.dns_settings("192.0.2.1,192.0.2.2", "x.test", host) == distro.Dns(("192.0.2.1", "192.0.2.2"),
-                                                                                   ("x.test",))
-    with pytest.raises(ValueError, match="'resolver' is not an IP address"):
-        distro.dns_settings("resolver", None, host)
-    assert distro.dns_settings(None, None, "nameserver 127.0.0.1\n") == distro.Dns()
-    (root / "etc").mkdir()
-    (root / "etc/resolv.conf").write_text("nameserver 9.9.9.9\n")
-    distro.write_resolv_conf(distro.Dns(("192.0.2.1",), ("x.test",)))
-    assert (root / "etc/resolv.conf").read_text() == \
-        "# --- BEGIN PVE ---\nsearch x.test\nnameserver 192.0.2.1\n# --- END PVE ---\n"
+    assert distro.host_resolver(host) == (("10.1.1.1",), "a.test b.test")
+    put(tmp_path, "etc/resolv.conf", "nameserver 9.9.9.9\n")
+    setup(tmp_path, nameserver="192.0.2.1,192.0.2.2", searchdomain="x.test")
+    assert (tmp_path / "etc/resolv.conf").read_text() == \
+        "# --- BEGIN PVE ---\nsearch x.test\nnameserver 192.0.2.1\nnameserver 192.0.2.2\n# --- END PVE ---\n"
+    setup(tmp_path, host_nameservers=("10.1.1.1",), host_search="a.test")
+    assert "search a.test\nnameserver 10.1.1.1\n" in (tmp_path / "etc/resolv.conf").read_text()
 
 
-def test_writes_never_follow_a_symlink_out_of_the_root(root, tmp_path_factory):
-    outside = tmp_path_factory.mktemp("host")
+def test_writes_never_follow_a_symlink_out_of_the_root(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "host"
+    outside.mkdir()
     (outside / "interfaces").write_text("host file\n")
-    (root / "etc").mkdir()
-    os.symlink(outside, root / "etc/network")  # a directory on the path
-    distro.Ifupdown().write(nics("name=eth0,ip=dhcp"), distro.Dns())
-    assert (outside / "interfaces").read_text() == "host file\n"
-    os.symlink(outside / "resolv", root / "etc/resolv.conf")  # the file itself (systemd-resolved's layout)
-    distro.write_resolv_conf(distro.Dns(("192.0.2.1",)))
-    assert not (outside / "resolv").exists() and os.path.islink(root / "etc/resolv.conf")
-    with pytest.raises(OSError, match="symlink"):
-        distro.write_file("etc/network/interfaces", "x")
+    put(root, "etc/debian_version", "12.5\n")
+    os.symlink(outside, root / "etc/network")  # a directory on the path: resolved inside the root
+    os.symlink(outside / "resolv", root / "etc/resolv.conf")  # systemd-resolved's layout: left alone
+    os.symlink("../../../host/hosts", root / "etc/hosts")  # up and out: stays inside, replaced by a file
+    setup(root, "name=eth0,ip=dhcp", nameserver="192.0.2.1", hostname="ct1")
+    assert (outside / "interfaces").read_text() == "host file\n" and sorted(os.listdir(outside)) == ["interfaces"]
+    assert "iface eth0 inet dhcp" in (root / str(outside).lstrip("/") / "interfaces").read_text()
+    assert os.path.islink(root / "etc/resolv.conf") and not (outside / "resolv").exists()
+    assert not os.path.islink(root / "etc/hosts") and "127.0.1.1 ct1" in (root / "etc/hosts").read_text()
 
 
 def test_rtnl_messages_are_encoded_as_the_kernel_expects():

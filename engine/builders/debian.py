@@ -33,7 +33,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.builders import (
+from engine.builders.common import (
     TEMPLATE_SUFFIX,
     Progress,
     add_tree,
@@ -46,6 +46,7 @@ from engine.builders import (
     unmount_under,
     zstd_tar,
 )
+from engine.builders.registry import Builder, Offer, Option, register
 from engine.errors import EngineError, HostError, ValidationError
 
 # Suites Caisson builds, and the number used in the template name. Release
@@ -451,7 +452,7 @@ def build_debian(
 
     ``progress(step_done, 5, text)`` follows debootstrap's stages (see :class:`_Steps`),
     then tidying and packing. Once ``cancel`` is set, debootstrap's process group is
-    killed, the build directory unmounted and removed, and :class:`engine.builders.Cancelled`
+    killed, the build directory unmounted and removed, and :class:`engine.errors.Cancelled`
     raised; as on any failure, no template (and no partial file) is left in ``dest_dir``.
     """
     dest_dir = Path(dest_dir)
@@ -523,3 +524,40 @@ def build_debian(
         if not ok and created_dest:
             with suppress(OSError):
                 dest_dir.rmdir()
+
+
+def _package_list(value: object) -> list[str]:
+    """Extra packages as a list, or as one comma-separated string (the command line's form)."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
+        raise ValidationError("packages: a list of Debian package names", key="packages")
+    return list(value)
+
+
+class DebianBuilder(Builder):
+    """debootstrap, one catalog offer per suite; options as :func:`build_debian` takes them."""
+
+    name = "debian"
+    help = "Debian with systemd via debootstrap (root, network to the mirror)"
+    options = (
+        Option("suite", "Debian suite (default: bookworm)", default="bookworm", choices=tuple(sorted(SUITES))),
+        Option("packages", "extra packages, comma-separated (e.g. nginx,curl); the template is then named "
+                           "custom-<hash>", default="", parse=_package_list),
+        Option("flavor", "name part after the version, e.g. 'nginx' (default: standard)"),
+        Option("mirror", "Debian mirror URL (default: the one apt uses)"),
+        Option("timeout", "seconds debootstrap may take", cli=False),
+    )
+
+    def offers(self) -> list[Offer]:
+        return [Offer(self.name, f"debian-{suite}", "debian", {"suite": suite}) for suite in sorted(SUITES)]
+
+    def build(self, dest_dir, options, progress, cancel, force):
+        kwargs = {key: options[key] for key in ("suite", "flavor", "mirror", "timeout") if options.get(key)}
+        return build_debian(dest_dir, extra_packages=options.get("packages") or [], progress=progress,
+                            cancel=cancel, force=force, **kwargs)
+
+
+register(DebianBuilder())

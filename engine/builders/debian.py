@@ -29,19 +29,8 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.builders.common import (
-    TEMPLATE_SUFFIX,
-    Progress,
-    add_tree,
-    atomic_file,
-    check_cancel,
-    debian_arch,
-    existing_templates,
-    mounts_under,
-    remove_build_dir,
-    unmount_under,
-    zstd_tar,
-)
+from engine.builders import common
+from engine.builders.common import TEMPLATE_SUFFIX, Progress, add_tree, atomic_file, check_cancel, debian_arch, zstd_tar
 from engine.builders.debootstrap import SBIN_PATH, Steps, find_debootstrap, run_debootstrap
 from engine.builders.registry import Builder, Offer, Option, register
 from engine.errors import EngineError, HostError, ValidationError
@@ -311,7 +300,7 @@ def build_debian(
     stem = template_stem(suite, flavor)
     steps = Steps(progress, len(extra_packages))
     if not force:
-        found = existing_templates(dest_dir, f"{stem}_*-{RELEASE}_{arch}{TEMPLATE_SUFFIX}")
+        found = common.existing_templates(dest_dir, f"{stem}_*-{RELEASE}_{arch}{TEMPLATE_SUFFIX}")
         if found:
             steps.say(steps.STEPS, f"{found[-1].name} is already in the store")
             return found[-1]
@@ -343,9 +332,9 @@ def build_debian(
         check_cancel(cancel, "Debian build")
         steps.say(3, f"debootstrap done in {time.monotonic() - started:.0f} s "
                      f"({len(steps.validated)} packages); tidying the rootfs")
-        unmount_under(workdir)  # debootstrap unmounts what it mounted; make sure
-        if mounts_under(workdir):  # never empty /dev or /proc through a live mount
-            raise EngineError(f"still mounted below {workdir}: {', '.join(mounts_under(workdir))}")
+        common.unmount_under(workdir)  # debootstrap unmounts what it mounted; make sure
+        if common.mounts_under(workdir):  # never empty /dev or /proc through a live mount
+            raise EngineError(f"still mounted below {workdir}: {', '.join(common.mounts_under(workdir))}")
         tidy_rootfs(rootfs)
         target = dest_dir / f"{stem}_{_template_version(rootfs)}-{RELEASE}_{arch}{TEMPLATE_SUFFIX}"
         total = max(_tree_bytes(rootfs), 1)
@@ -369,7 +358,7 @@ def build_debian(
         ok = True
         return target
     finally:
-        remove_build_dir(workdir)
+        common.remove_build_dir(workdir)
         if not ok and created_dest:
             with suppress(OSError):
                 dest_dir.rmdir()

@@ -1,7 +1,6 @@
 """Template jobs: refresh the catalog, download with progress, build locally, remove."""
 from __future__ import annotations
 
-from engine.errors import ValidationError
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
 from tasks.node import engine, sync_templates, this_node
@@ -49,25 +48,22 @@ class Download(TemplateJob):
 
 
 class Build(TemplateJob):
-    """``params``: ``builder`` (busybox or debian), ``suite``, ``packages`` (list), ``flavor``."""
+    """``params``: ``builder`` (a registered builder), and those of ``suite``, ``packages`` (list) and
+    ``flavor`` that the builder takes."""
     name = "caisson.templates.build"
 
     def perform(self, ctx: JobContext) -> str:
-        from engine.builders import BUILDERS, build
+        from engine.builders import build, get_builder
 
-        builder = ctx.params.get("builder")
-        if builder not in BUILDERS:
-            raise ValidationError(f"builder: '{builder}' is not a local builder ({', '.join(BUILDERS)})",
-                                  key="builder")
+        builder = get_builder(ctx.params.get("builder"))  # refused with the choices if unknown
         options = {}
-        if builder == "debian":
-            if ctx.params.get("suite"):
-                options["suite"] = ctx.params["suite"]
-            if ctx.params.get("packages"):
-                options["packages"] = list(ctx.params["packages"])
-                options["flavor"] = ctx.params.get("flavor", "app")
-        ctx.log(f"build {builder} {options}" if options else f"build {builder}")
-        ctx.progress(0, None, f"building {builder}", force=True)
+        if ctx.params.get("suite") and builder.takes("suite"):
+            options["suite"] = ctx.params["suite"]
+        if ctx.params.get("packages") and builder.takes("packages"):
+            options["packages"] = list(ctx.params["packages"])
+            options["flavor"] = ctx.params.get("flavor", "app")
+        ctx.log(f"build {builder.name} {options}" if options else f"build {builder.name}")
+        ctx.progress(0, None, f"building {builder.name}", force=True)
         last = [""]
 
         def progress(done: float, total: int, text: str) -> None:
@@ -77,7 +73,7 @@ class Build(TemplateJob):
             last[0] = text
             ctx.progress(done, total, text)
 
-        path = build(builder, self.store().cache, options, progress=progress, cancel=ctx.cancel_event)
+        path = build(builder.name, self.store().cache, options, progress=progress, cancel=ctx.cancel_event)
         ctx.log(f"stored as {path.name}")
         return "OK"
 

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from engine.builders import build, default_template_dir
-from engine.builders.debian import SUITES
+from engine.builders.common import default_template_dir
+from engine.builders.registry import build, get, names
 from engine.errors import EngineError
 
 
@@ -39,18 +39,13 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", default=argparse.SUPPRESS, help="rebuild even if the tarball exists"
     )
     sub = parser.add_subparsers(dest="template", required=True, metavar="TEMPLATE")
-    sub.add_parser("busybox", parents=[common], help="tiny busybox system from the host's busybox-static (no network)")
-    debian = sub.add_parser(
-        "debian", parents=[common], help="Debian with systemd via debootstrap (root, network to the mirror)"
-    )
-    debian.add_argument("--suite", default="bookworm", choices=sorted(SUITES), help="Debian suite (default: bookworm)")
-    debian.add_argument(
-        "--packages",
-        default="",
-        help="extra packages, comma-separated (e.g. nginx,curl); the template is then named custom-<hash>",
-    )
-    debian.add_argument("--flavor", default=None, help="name part after the version, e.g. 'nginx' (default: standard)")
-    debian.add_argument("--mirror", default=None, help="Debian mirror URL (default: the one apt uses)")
+    for name in names():
+        builder = get(name)
+        command = sub.add_parser(name, parents=[common], help=builder.help)
+        for option in builder.options:
+            if option.cli:
+                command.add_argument(f"--{option.name}", default=option.default,
+                                     choices=option.choices or None, help=option.help)
     return parser
 
 
@@ -75,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     dest = args.dest or default_template_dir()
     started = time.monotonic()
-    options = {}
-    if args.template == "debian":
-        options = {"suite": args.suite, "packages": args.packages, "flavor": args.flavor, "mirror": args.mirror}
+    options = {o.name: getattr(args, o.name) for o in get(args.template).options if o.cli}
     try:
         path = build(args.template, dest, {k: v for k, v in options.items() if v}, progress=_reporter(),
                      force=args.force)

@@ -24,7 +24,8 @@ import tarfile
 import threading
 from pathlib import Path
 
-from engine.builders import TEMPLATE_SUFFIX, Progress, atomic_file, check_cancel, debian_arch, zstd_tar
+from engine.builders.common import TEMPLATE_SUFFIX, Progress, atomic_file, check_cancel, debian_arch, zstd_tar
+from engine.builders.registry import Builder, register
 from engine.errors import HostError
 
 DEFAULT_BUSYBOX = Path("/bin/busybox")
@@ -238,7 +239,7 @@ def build_busybox(
     An existing tarball of the same name is returned as is unless ``force``.
     ``progress(step_done, 2, text)`` is told of the two steps (collecting the
     members, packing them); ``cancel`` is checked between members, and a
-    cancelled build raises :class:`engine.builders.Cancelled` and keeps nothing.
+    cancelled build raises :class:`engine.errors.Cancelled` and keeps nothing.
     """
     say = progress or (lambda _done, _total, _text: None)
     dest_dir = Path(dest_dir)
@@ -260,3 +261,16 @@ def build_busybox(
                 say(1 + done / len(members), 2, f"packing {target.name}: {done} of {len(members)} members")
     say(2, 2, f"wrote {target.name} ({target.stat().st_size} bytes)")
     return target
+
+
+class BusyboxBuilder(Builder):
+    """No options: the template is whatever the host's busybox-static makes."""
+
+    name = "busybox"
+    help = "tiny busybox system from the host's busybox-static (no network)"
+
+    def build(self, dest_dir, options, progress, cancel, force):
+        return build_busybox(dest_dir, force=force, progress=progress, cancel=cancel)
+
+
+register(BusyboxBuilder())

@@ -19,33 +19,20 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import selectors
 import shutil
-import signal
-import subprocess
 import tarfile
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.builders import (
-    TEMPLATE_SUFFIX,
-    Progress,
-    add_tree,
-    atomic_file,
-    check_cancel,
-    debian_arch,
-    existing_templates,
-    mounts_under,
-    remove_build_dir,
-    unmount_under,
-    zstd_tar,
-)
+from engine.builders import common
+from engine.builders.common import TEMPLATE_SUFFIX, Progress, add_tree, atomic_file, check_cancel, debian_arch, zstd_tar
+from engine.builders.debootstrap import SBIN_PATH, Steps, find_debootstrap, run_debootstrap
+from engine.builders.registry import Builder, Offer, Option, register
 from engine.errors import EngineError, HostError, ValidationError
 
 # Suites Caisson builds, and the number used in the template name. Release
@@ -76,7 +63,6 @@ DEFAULT_TIMEOUT = 1800.0
 
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _FLAVOR_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
-_SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _HOSTS = """\
 127.0.0.1	localhost
@@ -160,7 +146,7 @@ def find_mirror(
 def _check_args(suite: str, extra_packages: Sequence[str], flavor: str | None) -> str:
     if suite not in SUITES:
         raise ValidationError(f"unknown Debian suite '{suite}': expected one of {', '.join(SUITES)}", key="suite")
-    if not Path(f"/usr/share/debootstrap/scripts/{suite}").exists() and shutil.which("debootstrap", path=_SBIN_PATH):
+    if not Path(f"/usr/share/debootstrap/scripts/{suite}").exists() and shutil.which("debootstrap", path=SBIN_PATH):
         raise HostError(f"this host's debootstrap does not know suite '{suite}': upgrade debootstrap")
     for name in extra_packages:
         if not _PACKAGE_RE.match(name):
@@ -188,153 +174,6 @@ def _template_version(rootfs: Path) -> str:
         return text
     # sid says "trixie/sid": the build date is the only meaningful version.
     return datetime.now(UTC).strftime("%Y%m%d")
-
-
-# --- debootstrap ------------------------------------------------------------
-
-
-def _debootstrap() -> str:
-    path = shutil.which("debootstrap", path=_SBIN_PATH)
-    if not path:
-        raise HostError("debootstrap not found: install it with 'apt-get install debootstrap'")
-    return path
-
-
-class _Steps:
-    """Turns debootstrap's ``I:`` lines into ``progress(step_done, STEPS, text)`` calls.
-
-    Steps: 0 the package index, 1 downloading packages, 2 extracting, unpacking and
-    configuring them, 3 tidying, 4 packing; ``STEPS`` when the template is written.
-    Inside a step ``step_done`` grows with the packages counted: while downloading their
-    number is not known yet (debootstrap resolves them silently), so it is estimated; from
-    then on it is the number of packages validated.
-    """
-
-    STEPS = 5
-    _EXPECTED = 130  # packages of minbase plus the base set, as an estimate while downloading
-
-    def __init__(self, progress: Progress | None, extra: int) -> None:
-        self.progress = progress
-        self.expected = self._EXPECTED + 3 * extra
-        self.validated: set[str] = set()
-        self.installed = 0  # Extracting, Unpacking and Configuring lines
-        self.extracted = 0
-        self.last: tuple[float, str] = (0.0, "starting debootstrap")
-        self.last_sent = 0.0
-
-    def say(self, done: float, text: str) -> None:
-        self.last = (done, text)
-        self.last_sent = time.monotonic()
-        if self.progress is not None:
-            self.progress(done, self.STEPS, text)
-
-    def tick(self) -> None:
-        """Repeat the last report about once a second while debootstrap is silent (a job polls
-        its cancel flag from its progress calls)."""
-        if time.monotonic() - self.last_sent >= 1.0:
-            self.say(*self.last)
-
-    def line(self, line: str) -> None:
-        match = re.match(r"I: (Retrieving|Validating|Extracting|Unpacking|Configuring) (\S+?)(?:\.\.\.)?(?: (\S+))?$",
-                         line)
-        if match is None:
-            if line.startswith("I: "):
-                self.say(self.last[0], f"debootstrap: {line[3:]}")
-            return
-        verb, name, version = match.groups()
-        if verb in ("Retrieving", "Validating") and version is None:  # InRelease, Packages: the index
-            self.say(min(self.last[0], 0.9), f"debootstrap: {line[3:]}")
-            return
-        if verb not in ("Retrieving", "Validating") and version is not None:  # "Unpacking the base system..."
-            self.say(self.last[0], f"debootstrap: {line[3:]}")
-            return
-        if verb == "Validating":
-            self.validated.add(name)
-        if verb in ("Retrieving", "Validating"):
-            count = len(self.validated)
-            self.say(1 + min(0.95, count / max(self.expected, count + 1)),
-                     f"downloading packages: {count} checked ({name})")
-            return
-        total = max(len(self.validated), 1)
-        self.installed += 1
-        if verb == "Extracting":
-            self.extracted += 1
-        expected = 2 * total + max(self.extracted, total // 3)
-        self.say(2 + min(0.99, self.installed / expected), f"{verb.lower()} {name} ({total} packages)")
-
-
-def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM debootstrap's process group, SIGKILL it after ``grace``, and wait until it is empty
-    (dpkg and maintainer scripts in the chroot are in the group too)."""
-    def signal_group(sig: int) -> bool:
-        try:
-            os.killpg(proc.pid, sig)
-            return True
-        except ProcessLookupError:
-            return False
-
-    signal_group(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    signal_group(signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + grace
-    while signal_group(0) and time.monotonic() < deadline:  # members that outlived the leader
-        signal_group(signal.SIGKILL)
-        time.sleep(0.05)
-
-
-def _run_debootstrap(cmd: list[str], rootfs: Path, steps: _Steps, timeout: float,
-                     cancel: threading.Event | None) -> None:
-    env = dict(os.environ, PATH=_SBIN_PATH, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
-    tail: deque[str] = deque(maxlen=25)
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,  # its own process group, so a kill reaches dpkg & co.
-    )
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    pending = b""
-    try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while True:
-                check_cancel(cancel, "Debian build")
-                if time.monotonic() > deadline:
-                    raise EngineError(f"debootstrap did not finish within {timeout:.0f} s")
-                if not selector.select(timeout=0.2):
-                    steps.tick()
-                    continue
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    break
-                *lines, pending = (pending + chunk).split(b"\n")
-                for raw in lines:
-                    line = raw.decode("utf-8", "replace").rstrip()
-                    if line:
-                        tail.append(line)
-                        steps.line(line)
-        code = proc.wait()
-    except BaseException:
-        # Cancelled, timed out or interrupted: stop the whole group before the caller removes
-        # the build directory (debootstrap's own exit trap may unmount; the caller makes sure).
-        _stop_group(proc)
-        raise
-    finally:
-        proc.stdout.close()
-    if code != 0:
-        log = rootfs / "debootstrap" / "debootstrap.log"
-        details = list(tail)
-        if log.is_file():
-            details += ["-- debootstrap.log --", *log.read_text(errors="replace").splitlines()[-15:]]
-        raise EngineError(f"debootstrap failed (exit code {code}):\n" + "\n".join(details))
 
 
 def _tree_bytes(root: Path) -> int:
@@ -449,9 +288,9 @@ def build_debian(
     the same suite, flavor and release is returned as is unless ``force``.
     Needs root, debootstrap and the network to the mirror.
 
-    ``progress(step_done, 5, text)`` follows debootstrap's stages (see :class:`_Steps`),
+    ``progress(step_done, 5, text)`` follows debootstrap's stages (see :class:`Steps`),
     then tidying and packing. Once ``cancel`` is set, debootstrap's process group is
-    killed, the build directory unmounted and removed, and :class:`engine.builders.Cancelled`
+    killed, the build directory unmounted and removed, and :class:`engine.errors.Cancelled`
     raised; as on any failure, no template (and no partial file) is left in ``dest_dir``.
     """
     dest_dir = Path(dest_dir)
@@ -459,13 +298,13 @@ def build_debian(
     flavor = _check_args(suite, extra_packages, flavor)
     arch = debian_arch()
     stem = template_stem(suite, flavor)
-    steps = _Steps(progress, len(extra_packages))
+    steps = Steps(progress, len(extra_packages))
     if not force:
-        found = existing_templates(dest_dir, f"{stem}_*-{RELEASE}_{arch}{TEMPLATE_SUFFIX}")
+        found = common.existing_templates(dest_dir, f"{stem}_*-{RELEASE}_{arch}{TEMPLATE_SUFFIX}")
         if found:
             steps.say(steps.STEPS, f"{found[-1].name} is already in the store")
             return found[-1]
-    debootstrap = _debootstrap()
+    debootstrap = find_debootstrap()
     if os.geteuid() != 0:
         raise HostError("building the Debian template needs root (debootstrap chroots and creates device nodes)")
     mirror = mirror or find_mirror()
@@ -489,13 +328,13 @@ def build_debian(
         ]
         started = time.monotonic()
         steps.say(0, f"running debootstrap {suite} from {mirror} (minbase + {len(packages)} packages)")
-        _run_debootstrap(cmd, rootfs, steps, timeout, cancel)
+        run_debootstrap(cmd, rootfs, steps, timeout, cancel)
         check_cancel(cancel, "Debian build")
         steps.say(3, f"debootstrap done in {time.monotonic() - started:.0f} s "
                      f"({len(steps.validated)} packages); tidying the rootfs")
-        unmount_under(workdir)  # debootstrap unmounts what it mounted; make sure
-        if mounts_under(workdir):  # never empty /dev or /proc through a live mount
-            raise EngineError(f"still mounted below {workdir}: {', '.join(mounts_under(workdir))}")
+        common.unmount_under(workdir)  # debootstrap unmounts what it mounted; make sure
+        if common.mounts_under(workdir):  # never empty /dev or /proc through a live mount
+            raise EngineError(f"still mounted below {workdir}: {', '.join(common.mounts_under(workdir))}")
         tidy_rootfs(rootfs)
         target = dest_dir / f"{stem}_{_template_version(rootfs)}-{RELEASE}_{arch}{TEMPLATE_SUFFIX}"
         total = max(_tree_bytes(rootfs), 1)
@@ -519,7 +358,44 @@ def build_debian(
         ok = True
         return target
     finally:
-        remove_build_dir(workdir)
+        common.remove_build_dir(workdir)
         if not ok and created_dest:
             with suppress(OSError):
                 dest_dir.rmdir()
+
+
+def _package_list(value: object) -> list[str]:
+    """Extra packages as a list, or as one comma-separated string (the command line's form)."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
+        raise ValidationError("packages: a list of Debian package names", key="packages")
+    return list(value)
+
+
+class DebianBuilder(Builder):
+    """debootstrap, one catalog offer per suite; options as :func:`build_debian` takes them."""
+
+    name = "debian"
+    help = "Debian with systemd via debootstrap (root, network to the mirror)"
+    options = (
+        Option("suite", "Debian suite (default: bookworm)", default="bookworm", choices=tuple(sorted(SUITES))),
+        Option("packages", "extra packages, comma-separated (e.g. nginx,curl); the template is then named "
+                           "custom-<hash>", default="", parse=_package_list),
+        Option("flavor", "name part after the version, e.g. 'nginx' (default: standard)"),
+        Option("mirror", "Debian mirror URL (default: the one apt uses)"),
+        Option("timeout", "seconds debootstrap may take", cli=False),
+    )
+
+    def offers(self) -> list[Offer]:
+        return [Offer(self.name, f"debian-{suite}", "debian", {"suite": suite}) for suite in sorted(SUITES)]
+
+    def build(self, dest_dir, options, progress, cancel, force):
+        kwargs = {key: options[key] for key in ("suite", "flavor", "mirror", "timeout") if options.get(key)}
+        return build_debian(dest_dir, extra_packages=options.get("packages") or [], progress=progress,
+                            cancel=cancel, force=force, **kwargs)
+
+
+register(DebianBuilder())

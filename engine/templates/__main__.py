@@ -1,7 +1,7 @@
 """``python -m engine.templates``: the template catalog, in the spirit of ``pveam``.
 
 Commands: ``update [SOURCE]``, ``available [--section S]``, ``download NAME``,
-``build busybox|debian [...]`` (the local builders), ``list``, ``remove NAME``.
+``build BUILDER [...]`` (the local builders), ``list``, ``remove NAME``.
 Exit codes are the engine's (2 bad input, 3 not found, 1 other errors, 130 interrupted).
 """
 from __future__ import annotations
@@ -11,24 +11,27 @@ import json
 import sys
 import threading
 
+from engine import builders
+from engine.builders.__main__ import main as build_main
 from engine.errors import EngineError, ValidationError
 from engine.state import DEFAULT_ROOT
 from engine.templates.download import download
+from engine.templates.entry import Entry
 from engine.templates.store import TemplateStore
 
 LOCAL_SECTION = "local-build"
 
 
-def local_builds() -> list:
-    """What the local builders can make, listed beside the sources' templates (``build`` makes them)."""
-    from engine.builders.debian import SUITES
-    from engine.templates.aplinfo import Entry
-
-    builds = [("busybox", "busybox", "python -m engine.templates build busybox")]
-    builds += [(f"debian-{suite}", "debian", f"python -m engine.templates build debian --suite {suite}")
-               for suite in sorted(SUITES)]
-    return [Entry(name=name, package=name, version="local", os=os_name, section=LOCAL_SECTION, type="lxc",
-                  arch="", location="", source_id="local", description=how) for name, os_name, how in builds]
+def local_builds() -> list[Entry]:
+    """What the local builders offer, listed beside the sources' templates (``build`` makes them)."""
+    entries = []
+    for offer in builders.offers():
+        how = " ".join(["python -m engine.templates build", offer.builder,
+                        *(f"--{key} {value}" for key, value in offer.options.items())])
+        entries.append(Entry(name=offer.name, package=offer.name, version="local", os=offer.os,
+                             section=LOCAL_SECTION, type="lxc", arch="", location="", source_id="local",
+                             description=how))
+    return entries
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     available.add_argument("--section", help="only this section (system, turnkeylinux, ...)")
     dl = sub.add_parser("download", help="download a template into the cache")
     dl.add_argument("name")
-    build = sub.add_parser("build", help="build a template locally into the cache: busybox, or debian "
-                                         "[--suite S] [--packages a,b --flavor NAME] (see python -m engine.builders)")
+    build = sub.add_parser("build", help=f"build a template locally into the cache: {' or '.join(builders.names())}, "
+                                         "with the builder's options (see python -m engine.builders)")
     build.add_argument("builder_args", nargs=argparse.REMAINDER, metavar="BUILDER [OPTIONS]")
     sub.add_parser("list", help="templates in the local cache")
     remove = sub.add_parser("remove", help="delete a template from the local cache")
@@ -78,10 +81,8 @@ def _run(args, out) -> None:
                 trust = "" if store.trusted(sid) else " (signature not checked)"
                 print(f"{sid}: {count} templates{trust}", file=out)
     elif args.command == "build":
-        from engine.builders.__main__ import main as build_main
-
         if not args.builder_args:
-            raise ValidationError("build: name a builder: busybox or debian")
+            raise ValidationError(f"build: name a builder: {' or '.join(builders.names())}", key="builder")
         code = build_main([*args.builder_args, "--dest", str(store.cache)])
         if code:
             raise EngineError(f"build {args.builder_args[0]} failed (exit code {code})")

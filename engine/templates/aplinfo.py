@@ -1,4 +1,4 @@
-"""Parse Proxmox's appliance index (``aplinfo.dat``) and check its detached signature.
+"""The ``aplinfo`` source kind: Proxmox's appliance index (``aplinfo.dat``), its detached signature.
 
 The index is a list of RFC 822-like paragraphs separated by blank lines::
 
@@ -10,90 +10,24 @@ The index is a list of RFC 822-like paragraphs separated by blank lines::
      A small Debian Bookworm system including all standard packages.
 
 Every entry's ``Location`` is resolved against the index URL and must stay
-on the index's server (same scheme and host, no ``..`` segment), so a
-tampered or careless index cannot point a download elsewhere.
+on the index's server (:func:`engine.templates.entry.resolve_location`).
 """
 from __future__ import annotations
 
 import re
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+import zlib
+from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from engine.errors import HostError, ValidationError
+from engine.templates.download import DownloadError, fetch
+from engine.templates.entry import Entry, check_checksum, check_template_name, resolve_location
+from engine.templates.sources import Index, Source, register
 
-TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.tar\.(gz|xz|zst)")
 _FIELD = re.compile(r"([A-Za-z][A-Za-z0-9_-]*):[ \t]*(.*)")
-_HEX = re.compile(r"[0-9a-fA-F]+")
-CHECKSUM_LENGTHS = {"sha512": 128, "sha256": 64, "md5": 32}
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One downloadable template, whatever index it came from."""
-
-    name: str
-    package: str
-    version: str
-    os: str
-    section: str
-    type: str
-    arch: str
-    location: str
-    source_id: str
-    description: str = ""
-    headline: str = ""
-    sha512: str | None = None
-    sha256: str | None = None
-    md5: str | None = None
-    size: int | None = None
-
-    def checksum(self) -> tuple[str, str]:
-        """The strongest checksum the index gave, as (algorithm, hex digest)."""
-        for algo in ("sha512", "sha256", "md5"):
-            value = getattr(self, algo)
-            if value:
-                return algo, value
-        raise ValidationError(f"template {self.name} has no checksum", key="checksum")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def check_template_name(name: str) -> str:
-    """Refuse a template file name that could be a path or a hidden/odd file."""
-    if not isinstance(name, str) or "/" in name or "\0" in name or name.startswith("."):
-        raise ValidationError(f"invalid template name {name!r}", key="name")
-    if not TEMPLATE_NAME.fullmatch(name):
-        raise ValidationError(
-            f"invalid template name {name!r}: expected NAME.tar.gz, .tar.xz or .tar.zst", key="name")
-    return name
-
-
-def check_checksum(algo: str, value: str, where: str) -> str:
-    value = value.strip().lower()
-    if len(value) != CHECKSUM_LENGTHS[algo] or not _HEX.fullmatch(value):
-        raise ValidationError(
-            f"{where}: bad {algo} checksum (want {CHECKSUM_LENGTHS[algo]} hex digits)", key=algo)
-    return value
-
-
-def resolve_location(index_url: str, location: str, where: str = "Location") -> str:
-    """Join ``location`` to ``index_url``; refuse one that leaves the index's server or climbs with ``..``."""
-    base = urlsplit(index_url)
-    loc = urlsplit(location)
-    if loc.scheme or loc.netloc:
-        if (loc.scheme, loc.netloc) != (base.scheme, base.netloc):
-            raise ValidationError(f"{where}: {location!r} points to another server", key="Location")
-    if ".." in unquote(loc.path).split("/") or "\\" in location or "\0" in unquote(location):
-        raise ValidationError(f"{where}: {location!r} escapes the server's template directory", key="Location")
-    url = urljoin(index_url, location)
-    joined = urlsplit(url)
-    if (joined.scheme, joined.netloc) != (base.scheme, base.netloc):
-        raise ValidationError(f"{where}: {location!r} points to another server", key="Location")
-    return url
 
 
 def _paragraphs(text: str) -> list[list[str]]:
@@ -181,3 +115,79 @@ def verify_signature(data: bytes, signature: bytes, keyring: Path) -> None:
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise ValidationError(f"bad signature on the aplinfo index: {detail}", key="signature")
+
+
+@register
+class AplinfoSource(Source):
+    """``url`` names ``aplinfo.dat`` or ``aplinfo.dat.gz``; with a ``keyring``, its signature is checked."""
+
+    type = "aplinfo"
+
+    def fetch(self, max_bytes: int) -> Index:
+        """The index as the URL names it (``aplinfo.dat`` or ``aplinfo.dat.gz``), else the other form;
+        with a keyring, its detached signature, checked as ``pveam`` does."""
+        plain_url = self.url[:-3] if self.url.endswith(".gz") else self.url
+        other = plain_url if self.url.endswith(".gz") else self.url + ".gz"
+        raw, error = None, None
+        for url in (self.url, other):
+            try:
+                raw = fetch(url, max_bytes=max_bytes)
+                break
+            except DownloadError as exc:
+                error = error or exc
+        if raw is None:
+            assert error is not None
+            raise error
+        data = _gunzip(raw, self.id, max_bytes) if raw[:2] == b"\x1f\x8b" else raw
+        files = {"aplinfo.dat": data}
+        entries = self.entries(files.__getitem__)
+        if self.keyring:
+            files["aplinfo.dat.sig"] = self._check_signature(plain_url, data, raw)
+        return Index(files, bool(self.keyring), entries)
+
+    def entries(self, read: Callable[[str], bytes]) -> list[Entry]:
+        return parse_aplinfo(_text(read("aplinfo.dat"), self.id), self.url, self.id)
+
+    def _check_signature(self, plain_url: str, data: bytes, raw: bytes) -> bytes:
+        """Proxmox publishes ``aplinfo.dat.asc`` beside ``aplinfo.dat.gz``, signing the uncompressed
+        index (``pveam`` gunzips, then runs gpgv on the result); a signature named after the compressed
+        file (``aplinfo.dat.gz.asc``) may sign either. Returns the signature that verified."""
+        names = [plain_url + ".asc", plain_url + ".gpg"]
+        if raw is not data:
+            names.append(plain_url + ".gz.asc")
+        for url in names:
+            try:
+                signature = fetch(url, max_bytes=1 << 20)
+            except DownloadError:
+                continue
+            try:
+                verify_signature(data, signature, Path(self.keyring or ""))
+            except ValidationError:
+                if raw is data:
+                    raise
+                verify_signature(raw, signature, Path(self.keyring or ""))  # over the .gz itself
+            return signature
+        raise ValidationError(f"source {self.id}: no signature at {plain_url}.asc, .gpg"
+                              + (" or .gz.asc" if raw is not data else ""), key="signature")
+
+
+def _gunzip(raw: bytes, source_id: str, max_bytes: int) -> bytes:
+    """A gzip-compressed index, refusing a corrupt one or one that expands beyond ``max_bytes``."""
+    decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = decoder.decompress(raw, max_bytes + 1)
+        if len(data) > max_bytes or decoder.unconsumed_tail:
+            raise ValidationError(f"source {source_id}: the index expands beyond {max_bytes} bytes")
+        data += decoder.flush()
+    except zlib.error as exc:
+        raise ValidationError(f"source {source_id}: the index is not valid gzip: {exc}") from None
+    if not decoder.eof:
+        raise ValidationError(f"source {source_id}: the gzip index is cut short")
+    return data
+
+
+def _text(data: bytes, source_id: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError(f"source {source_id}: the index is not an aplinfo file (not UTF-8 text)") from None

@@ -18,10 +18,10 @@ import io
 import tarfile
 from pathlib import Path
 
-from engine.builders import add_tree, atomic_file, zstd_tar
+from engine.builders.common import add_tree, atomic_file, zstd_tar
 from engine.errors import AlreadyExists, ValidationError
 from engine.idmap import IdMap
-from engine.templates.aplinfo import check_template_name
+from engine.templates.entry import check_template_name
 
 DROPPED = ["./lost+found", "./etc/ssh/ssh_host_*", "./var/lib/dhcp/*.leases", "./var/lib/dhcpcd/*",
            "./root/.bash_history", "./root/.ash_history", "./var/lib/systemd/random-seed"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from engine.errors import Cancelled, EngineError, ValidationError
-from engine.templates.aplinfo import Entry, check_template_name
+from engine.templates.entry import Entry, check_template_name
 
 TIMEOUT = 30.0
 CHUNK = 1 << 20  # large reads: the per-call cost of http.client dominates small ones

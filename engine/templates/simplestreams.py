@@ -1,4 +1,4 @@
-"""Parse an LXC image server's simplestreams index into template entries.
+"""The ``simplestreams`` source kind: an LXC image server's index, read into template entries.
 
 The server publishes ``streams/v1/index.json``, which names the product
 file (usually ``streams/v1/images.json``); each product
@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 from engine.errors import ValidationError
-from engine.templates.aplinfo import Entry, check_checksum, check_template_name, resolve_location
+from engine.templates.download import fetch
+from engine.templates.entry import Entry, check_checksum, check_template_name, resolve_location
+from engine.templates.sources import Index, Source, register
 
 ROOTFS_FTYPE = "root.tar.xz"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -90,3 +93,23 @@ def parse_images(images_text: str | bytes, base_url: str, source_id: str) -> lis
             sha256=check_checksum("sha256", item["sha256"], f"{where}, sha256"),
             size=size if isinstance(size, int) and size >= 0 else None))
     return entries
+
+
+@register
+class SimplestreamsSource(Source):
+    """``url`` is the server's base; its ``streams/v1/index.json`` names the product list. No signature."""
+
+    type = "simplestreams"
+
+    @property
+    def base(self) -> str:
+        return self.url if self.url.endswith("/") else self.url + "/"
+
+    def fetch(self, max_bytes: int) -> Index:
+        index = fetch(resolve_location(self.base, "streams/v1/index.json"), max_bytes=max_bytes)
+        images = fetch(resolve_location(self.base, products_path(index, self.id)), max_bytes=max_bytes)
+        files = {"index.json": index, "images.json": images}
+        return Index(files, False, self.entries(files.__getitem__))
+
+    def entries(self, read: Callable[[str], bytes]) -> list[Entry]:
+        return parse_images(read("images.json"), self.base, self.id)

@@ -228,6 +228,35 @@ def test_build_refuses_unknown_builders_and_options(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_registry_names_every_builder_with_its_options_and_offers() -> None:
+    """Command line, jobs, API and catalog all read this registry: each builder declares its options
+    (checked by name and value) and the templates the catalog offers for it."""
+    from engine.builders import find_offer, get_builder, names, offers
+    from engine.builders.__main__ import _parser
+
+    assert names() == ["busybox", "debian"]
+    assert [(o.builder, o.name, o.options) for o in offers()][:2] == [
+        ("busybox", "busybox", {}), ("debian", "debian-bookworm", {"suite": "bookworm"})]
+    offer = find_offer("debian-trixie")
+    assert offer is not None and (offer.builder, offer.os, offer.options) == ("debian", "debian", {"suite": "trixie"})
+    assert find_offer("alpine-3") is None
+    with pytest.raises(ValidationError, match=r"'alpine' is not a local builder \(busybox, debian\)") as caught:
+        get_builder("alpine")
+    assert caught.value.key == "builder"
+    debian = get_builder("debian")
+    assert debian.takes("suite") and not get_builder("busybox").takes("suite")
+    assert debian.check_options({"packages": "curl, nginx", "suite": "sid"}) == {"packages": ["curl", "nginx"],
+                                                                                  "suite": "sid"}
+    with pytest.raises(ValidationError, match="packages: a list") as caught:
+        debian.check_options({"packages": 3})
+    assert caught.value.key == "packages"
+    args = _parser().parse_args(["debian", "--suite", "trixie", "--packages", "curl"])
+    assert (args.template, args.suite, args.packages, args.flavor) == ("debian", "trixie", "curl", None)
+    assert _parser().parse_args(["busybox"]).template == "busybox"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["busybox", "--suite", "bookworm"])  # busybox takes no options
+
+
 def test_atomic_file_leaves_nothing_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "t.tar.zst"
     with pytest.raises(RuntimeError), atomic_file(target) as fileobj:

@@ -149,6 +149,24 @@ def test_sources_validation(tmp_path):
         store.update("missing")
 
 
+def test_each_source_type_has_its_own_kind(tmp_path):
+    """sources.json's type picks the Source class that fetches and reads that index; the file keeps its form."""
+    from engine.templates import AplinfoSource, SimplestreamsSource, Source
+
+    store = TemplateStore(tmp_path)
+    store.set_sources([{"id": "pve", "type": "aplinfo", "url": "http://x/aplinfo.dat", "keyring": "/k.gpg"},
+                       {"id": "lxc", "type": "simplestreams", "url": "https://images.example"}])
+    pve, lxc = store.sources()
+    assert (type(pve), type(lxc)) == (AplinfoSource, SimplestreamsSource)
+    assert (pve.type, lxc.type, lxc.base) == ("aplinfo", "simplestreams", "https://images.example/")
+    assert json.loads(store.sources_file.read_text())[0] == {"id": "pve", "type": "aplinfo",
+                                                             "url": "http://x/aplinfo.dat", "keyring": "/k.gpg"}
+    assert Source.from_dict(pve.to_dict(), "again") == pve
+    with pytest.raises(ValidationError, match="type must be one of aplinfo, simplestreams") as caught:
+        Source.from_dict({"id": "a", "type": ["aplinfo"], "url": "http://x/"}, "source 0")
+    assert caught.value.key == "type"
+
+
 def test_local_builders_are_offered_and_build_into_the_store(tmp_path, capsys):
     from engine.templates.__main__ import main
 

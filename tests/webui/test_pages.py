@@ -262,6 +262,17 @@ def test_template_actions(make_user, world):
     assert client.post(f"/templates/{node}/tmplremove", {"name": TEMPLATE}, **FETCH).status_code == 202
 
 
+def test_build_from_the_catalog_takes_the_builder_and_options_of_its_offer(make_user, world):
+    client = login(make_user, superuser=True)
+    node = world["node"].name
+    for name, params in (("debian-trixie", {"builder": "debian", "suite": "trixie"}),
+                         ("busybox", {"builder": "busybox"}), ("alpine-3", {"builder": "alpine-3"})):
+        response = client.post(f"/templates/{node}/tmplbuild", {"name": name}, **FETCH)
+        assert response.status_code == 202, response.content
+        job = Job.objects.get(pk=response.json()["job"]["id"])
+        assert (job.kind, job.target, job.params) == ("tmplbuild", name, params)
+
+
 def test_login_logout_and_throttling(make_user, settings):
     settings.LOGIN_FAILURE_LIMIT = 3
     make_user("carol", "Auditor")

@@ -6,6 +6,7 @@ from django.contrib.auth.models import Group, User
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from engine import builders
 from webui.models import (
     AccessEntry,
     ApiToken,
@@ -260,7 +261,7 @@ class DownloadSerializer(serializers.Serializer):
 
 
 class BuildSerializer(serializers.Serializer):
-    builder = serializers.ChoiceField(choices=["busybox", "debian"])
+    builder = serializers.ChoiceField(choices=builders.names())
     suite = serializers.CharField(required=False, help_text="debian: the release (e.g. bookworm)")
     packages = serializers.ListField(child=serializers.CharField(), required=False,
                                      help_text="debian: extra packages")

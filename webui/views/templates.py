@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from engine import builders
 from webui import actions
 from webui.access import access_for
 from webui.models import CatalogEntry, Job, Node, StoredTemplate
@@ -50,11 +51,8 @@ def template_action(request, name: str, kind: str):
     target = request.POST.get("name", "").strip()
     params = {}
     if kind == "tmplbuild":
-        entry = CatalogEntry.objects.filter(node=node, source="local", name=target, buildable=True).first()
-        builder, _, suite = target.partition("-")
-        params = {"builder": entry.os if entry else builder}
-        if suite:
-            params["suite"] = suite
+        offer = builders.find_offer(target)  # unknown: the job fails, naming the builders there are
+        params = {"builder": offer.builder, **offer.options} if offer else {"builder": target}
     elif kind == "aptupdate":
         target = ""
     labels = {"download": "download of {t}", "tmplbuild": "build of {t}", "tmplremove": "removal of {t}",

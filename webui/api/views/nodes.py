@@ -11,6 +11,7 @@ from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 
+from engine import builders
 from webui import actions
 from webui.api import serializers as s
 from webui.api.inputs import body_object, check_type
@@ -101,14 +102,15 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         body = _strings(body_object(request.data), {"builder": (True, (str,), "a string"),
                                                      "suite": (False, (str,), "a string"),
                                                      "packages": (False, (list,), "a list of package names")})
-        if body["builder"] not in ("busybox", "debian"):
-            raise ValidationError({"builder": [f"'{body['builder']}' is not a local builder (busybox, debian)"]})
+        if body["builder"] not in builders.names():
+            raise ValidationError({"builder": [f"'{body['builder']}' is not a local builder "
+                                               f"({', '.join(builders.names())})"]})
         packages = body.get("packages") or []
         if not all(isinstance(p, str) and p and not p.startswith("-") and " " not in p for p in packages):
             raise ValidationError({"packages": ["package names, as strings"]})
         params = {"builder": body["builder"]}
-        if body["builder"] == "debian":
-            params.update({k: v for k, v in (("suite", body.get("suite")), ("packages", packages)) if v})
+        takes = builders.get_builder(body["builder"]).takes
+        params.update({k: v for k, v in (("suite", body.get("suite")), ("packages", packages)) if v and takes(k)})
         target = "-".join([body["builder"], *([body["suite"]] if body.get("suite") else [])])
         return accepted(actions.template_job(self.access, node, "tmplbuild", target, params, address=self.address))
 

@@ -79,7 +79,7 @@ class StartSpec:
     cgroup2: bool
     console_log: Path
     init: list[str] = field(default_factory=lambda: ["/sbin/init"])
-    keyctl: bool = False
+    seccomp_rules: list = field(default_factory=seccomp.default_rules)  # seccomp.container_rules(config)
     extra_setup: list = field(default_factory=list)  # callables run inside, after pivot_root, as container root
     # Host-side steps run before init exists, with the pid of a process that is already in the
     # container's namespaces (network interfaces are moved into its namespace here); each is a
@@ -106,7 +106,7 @@ def spawn(spec: StartSpec) -> int:
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent_sock.set_inheritable(False)
     child_sock.set_inheritable(False)
-    seccomp_filter = seccomp.compile_filter(seccomp.default_rules(keyctl=spec.keyctl))
+    seccomp_filter = seccomp.compile_filter(spec.seccomp_rules)
     log_fd = os.open(spec.console_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     try:
         setup_pid = os.fork()

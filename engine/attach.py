@@ -54,7 +54,7 @@ class AttachSpec:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = "/"
     tty: bool = False
-    keyctl: bool = False
+    seccomp_rules: list = field(default_factory=seccomp.default_rules)  # as the container started with
     uid: int = 0
     gid: int = 0
 
@@ -71,7 +71,7 @@ def spawn(spec: AttachSpec, stdio: tuple[int, int, int] | None = None) -> tuple[
     """Fork the joiner; return its pid and, with a tty, the pty master fd."""
     pidfd = os.pidfd_open(spec.init_pid)
     userns = _own_userns_differs(spec.init_pid)
-    rules = seccomp.compile_filter(seccomp.default_rules(keyctl=spec.keyctl))
+    rules = seccomp.compile_filter(spec.seccomp_rules)
     env = {**CONTAINER_ENV, **spec.env}
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:

@@ -20,7 +20,7 @@ class CommandOps:
 
         return attach.AttachSpec(init_pid=record.pid, argv=list(argv),
                                  cgroup_procs=_cgroup_procs_of(record.pid, self.cgroups.mounts), env=env or {},
-                                 cwd=cwd, tty=tty, keyctl=config.feature("keyctl"))
+                                 cwd=cwd, tty=tty, seccomp_rules=attach.seccomp.container_rules(config))
 
     def exec(self, ctid: int, argv: list[str], stdio: tuple[int, int, int] | None = None,
              env: dict[str, str] | None = None, cwd: str = "/") -> int:

@@ -7,9 +7,10 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from engine import inits
+from engine import idranges, inits
 from engine.config import ContainerConfig, parse_ctid, write_config
 from engine.errors import AlreadyExists, EngineError, InvalidState, ValidationError
+from engine.idmap import IdMap
 from engine.reverter import Reverter
 from engine.state import container_lock
 from engine.status import ContainerStatus
@@ -28,16 +29,37 @@ class CreationOps:
     Uses the state readers (:class:`engine.status.StatusOps`) and friends.
     """
 
+    def _isolate_idmap(self, ctid: int, config: ContainerConfig, always: bool) -> None:
+        """Give ``config`` a free range when asked, or when its own map is another container's."""
+        requested = self._idmap(config)
+        taken = []
+        for other in self.ids():
+            if other != ctid:
+                lines = self.config(other).current.raw_values("lxc.idmap")
+                if lines:
+                    taken += idranges.ranges_of(IdMap.from_lxc_lines(lines))
+        if requested != self.idmap and not any(
+                base < start + count and start < base + requested.count
+                for base in (requested.uid_base, requested.gid_base) for start, count in taken):
+            return  # a map of its own already, held by no other container
+        if not always and requested == self.idmap:
+            return
+        fresh = idranges.allocate(taken, default=self.idmap)
+        config.current.raw[:] = [(k, v) for k, v in config.current.raw if k != "lxc.idmap"]
+        config.current.raw.extend(("lxc.idmap", line) for line in fresh.lxc_lines())
+
     # ---- create and destroy ----------------------------------------------------------------
     def create(self, ctid: int | str, source: Path | str, options: dict[str, str] | None = None, *,
                progress: Callable[[int, int], None] | None = None, replace: bool = False,
                skip_devices: bool = False, exclude: Iterable[str] = (),
-               finish: Callable[[], None] | None = None) -> ContainerStatus:
+               finish: Callable[[], None] | None = None, isolated_idmap: bool = False) -> ContainerStatus:
         """Create a container from a rootfs tarball or a template directory.
 
         ``source`` is a path, or a template of the store named as Proxmox does: ``local:vztmpl/<name>``.
         ``options`` are config keys; ``rootfs: <storage>:<GiB>`` gives a size, ``storage`` a place,
-        ``lxc.idmap`` (lines, or one string of lines) an id map of the container's own.
+        ``lxc.idmap`` (lines, or one string of lines) an id map of the container's own; one another
+        container holds (a restore beside the original) is replaced by a free range, as is the default
+        map with ``isolated_idmap`` (an unprivileged container's own 65536 ids, :mod:`engine.idranges`).
 
         ``progress(done, total)`` gets the bytes of the archive read so far.  ``skip_devices`` leaves
         the archive's device nodes out; ``exclude`` names paths in it left out with what is below them.
@@ -71,10 +93,14 @@ class CreationOps:
             config.set("unprivileged", "1")
         if not source.exists():
             raise ValidationError(f"template '{source}' does not exist", key="ostemplate")
-        idmap = self._idmap(config)
         exclude = tuple(exclude)
         path = self.layout.config_path(ctid)
-        with container_lock(self.layout, ctid), Reverter() as revert:
+        isolating = config.unprivileged and (isolated_idmap or bool(idmap_lines))
+        with (idranges.node_lock(self.layout.run) if isolating else contextlib.nullcontext()), \
+                container_lock(self.layout, ctid), Reverter() as revert:
+            if isolating:
+                self._isolate_idmap(ctid, config, isolated_idmap)
+            idmap = self._idmap(config)
             old = None
             self._clear_interrupted_create(ctid)
             if self.exists(ctid):

@@ -74,7 +74,8 @@ class PowerOps:
             spec = start.StartSpec(ctid=ctid, rootfs=rootfs, hostname=config.hostname, idmap=idmap,
                                    cgroup_procs=self.cgroups.procs_file(name),
                                    cgroup2=self.cgroups.ns_path(name) is not None,
-                                   console_log=self.layout.console_log(ctid), keyctl=config.feature("keyctl"),
+                                   console_log=self.layout.console_log(ctid),
+                                   seccomp_rules=start.seccomp.container_rules(config),
                                    extra_setup=extra_setup, prepare=prepare,
                                    reenter_rootfs=plan is not None and plan.rootfs_mount is not None)
             try:

@@ -39,26 +39,34 @@ READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 
 
 # The container's own cgroup (its namespace root), writable so systemd can manage its subtree;
-# mounted from inside the cgroup namespace, after the others.
+# mounted by container root from inside its cgroup namespace, after the others.
 CGROUP2_MOUNT = Mount("sys/fs/cgroup", "cgroup2", "cgroup2", NOSUID_NODEV_NOEXEC, optional=True)
 
 
-def base_mounts() -> list[Mount]:
-    """Everything a system container needs before its init runs."""
+def host_mounts(root_uid: int, root_gid: int) -> list[Mount]:
+    """What host root mounts in the host-owned namespace: inherited by the container's, hence locked.
+
+    /dev is a tmpfs owned by container root (tmpfs reads ``uid=``/``gid=`` as ids of the mounter's
+    user namespace: host ids here), nodev: the only devices are the bound nodes, each a mount of its own.
+    """
     mounts = [
         Mount("proc", "proc", "proc", NOSUID_NODEV_NOEXEC),
         Mount("sys", "sysfs", "sysfs", NOSUID_NODEV_NOEXEC | sc.MS_RDONLY),
-        Mount("dev", "tmpfs", "tmpfs", sc.MS_NOSUID, "mode=755,size=65536k"),
+        Mount("dev", "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV,
+              f"mode=755,size=65536k,uid={root_uid},gid={root_gid}"),
     ]
     for name in DEVICES:
         mounts.append(Mount(f"dev/{name}", None, f"/dev/{name}", sc.MS_BIND, kind="file"))
-    mounts += [
-        Mount("dev/pts", "devpts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
-              "newinstance,ptmxmode=0666,mode=0620,gid=5"),
-        Mount("dev/shm", "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777"),
-        Mount("dev/mqueue", "mqueue", "mqueue", NOSUID_NODEV_NOEXEC, optional=True),
-    ]
     return mounts
+
+
+# Mounted by container root in its own mount namespace, after the host-built tree is locked: ids in
+# their options are the container's own.
+CONTAINER_MOUNTS = [
+    Mount("dev/pts", "devpts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    Mount("dev/shm", "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777"),
+    Mount("dev/mqueue", "mqueue", "mqueue", NOSUID_NODEV_NOEXEC, optional=True),
+]
 
 
 DEV_SYMLINKS = {"dev/ptmx": "pts/ptmx", "dev/fd": "/proc/self/fd", "dev/stdin": "/proc/self/fd/0",

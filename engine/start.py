@@ -27,12 +27,18 @@ from engine import syscalls as sc
 from engine.errors import StartError
 from engine.idmap import IdMap
 
+# A privileged container (no id map) still gets a user namespace, mapping every id to itself: its root
+# is uid 0 on disk but holds no capability over the host, and the mounts it inherits are locked.
+IDENTITY_MAP = "0 0 4294967295\n"
+
 # libc through ctypes, loaded here, in the process that forks the container's init: after pivot_root the
 # child could no longer import ctypes nor find libc.
 sc.load()
 
-# The cgroup namespace comes later, from init itself: it must be made after the move into the cgroups.
-NAMESPACES = os.CLONE_NEWNS | os.CLONE_NEWUTS | os.CLONE_NEWIPC | os.CLONE_NEWNET | os.CLONE_NEWPID
+# Made by the namespace holder: the user namespace and those it owns.  The setup child makes the mount
+# and pid namespaces in the host's user namespace (a pid namespace can be joined only once it has an
+# init), init the container's own mount and cgroup namespaces.
+HOLDER_NAMESPACES = os.CLONE_NEWUSER | os.CLONE_NEWUTS | os.CLONE_NEWIPC | os.CLONE_NEWNET
 
 # LXC's default for system containers: the rest stays, since a system container
 # needs setuid, chown and mknod inside its own user namespace.
@@ -55,7 +61,7 @@ warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlo
 class Phase(IntEnum):
     """Messages from the setup child and init to the engine."""
 
-    UNSHARED = 1  # setup child: namespaces made, waiting for its id maps
+    UNSHARED = 1  # setup child: namespaces made; the holder's pid follows, whose maps it waits for
     MAPPED = 2  # engine: maps written, go on
     INIT_PID = 3  # setup child: init's host pid follows
     FAILED = 4  # either: a step failed; "step\0message" follows
@@ -73,7 +79,7 @@ class StartSpec:
     cgroup2: bool
     console_log: Path
     init: list[str] = field(default_factory=lambda: ["/sbin/init"])
-    keyctl: bool = False
+    seccomp_rules: list = field(default_factory=seccomp.default_rules)  # seccomp.container_rules(config)
     extra_setup: list = field(default_factory=list)  # callables run inside, after pivot_root, as container root
     # Host-side steps run before init exists, with the pid of a process that is already in the
     # container's namespaces (network interfaces are moved into its namespace here); each is a
@@ -100,7 +106,7 @@ def spawn(spec: StartSpec) -> int:
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent_sock.set_inheritable(False)
     child_sock.set_inheritable(False)
-    seccomp_filter = seccomp.compile_filter(seccomp.default_rules(keyctl=spec.keyctl))
+    seccomp_filter = seccomp.compile_filter(spec.seccomp_rules)
     log_fd = os.open(spec.console_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     try:
         setup_pid = os.fork()
@@ -153,10 +159,10 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int) -> int:
             return init_pid
         phase, payload = Phase(message[0]), message[1:]
         if phase is Phase.UNSHARED:
+            holder = struct.unpack("=i", payload)[0]
             try:
-                if spec.idmap is not None:
-                    write_file(f"/proc/{setup_pid}/uid_map", spec.idmap.uid_map_text())
-                    write_file(f"/proc/{setup_pid}/gid_map", spec.idmap.gid_map_text())
+                write_file(f"/proc/{holder}/uid_map", spec.idmap.uid_map_text() if spec.idmap else IDENTITY_MAP)
+                write_file(f"/proc/{holder}/gid_map", spec.idmap.gid_map_text() if spec.idmap else IDENTITY_MAP)
             except OSError as exc:
                 _kill_quietly(setup_pid)
                 raise StartError("idmap", str(exc)) from None
@@ -224,24 +230,59 @@ def close_fds_except(keep: set[int]) -> None:
     os.closerange(low, 65536)
 
 
+def _namespace_holder(ready_w: int, hold_r: int, keep_closed: tuple[int, ...]) -> None:
+    """Makes the user namespace and, owned by it, the net, uts and ipc namespaces; holds them."""
+    try:
+        for fd in keep_closed:
+            os.close(fd)
+        os.unshare(HOLDER_NAMESPACES)
+        os.write(ready_w, b"1")
+        os.read(hold_r, 1)  # end of file: the setup child has what it needs
+    finally:
+        os._exit(0)
+
+
+def _open_namespaces(holder: int) -> dict[str, int]:
+    return {name: os.open(f"/proc/{holder}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            for name in ("user", "net", "uts", "ipc")}
+
+
 def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filter) -> None:
-    """Runs as host root in the engine's namespaces; makes the new ones and forks init."""
+    """Runs as host root; gets the container's namespaces made and forks init into them.
+
+    The holder makes the container's user namespace and the net, uts and ipc namespaces it owns
+    (container root configures its interfaces, hostname and IPC); this process joins them (host root
+    may), but makes the mount namespace, where init builds the container's tree as host root, and the
+    pid namespace itself, in the host's user namespace.  Container root then holds no capability over
+    its pid namespace: it cannot mount a procfs of it (nor reboot(2) it: inits exit instead).
+    """
     step = "chdir"
     try:
         # Enter the rootfs as host root, before the user namespace: the path to it need
         # not be traversable by the container's root.
         os.chdir(spec.rootfs)
         step = "unshare"
-        os.unshare(NAMESPACES | (os.CLONE_NEWUSER if spec.idmap is not None else 0))
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
+        holder = os.fork()
+        if holder == 0:
+            _namespace_holder(ready_w, hold_r, (ready_r, hold_w))  # never returns
+        os.close(ready_w)
+        os.close(hold_r)
+        if os.read(ready_r, 1) != b"1":
+            raise OSError("the namespace holder could not make the container's namespaces")
+        ns = _open_namespaces(holder)
+        for name, kind in (("net", os.CLONE_NEWNET), ("uts", os.CLONE_NEWUTS), ("ipc", os.CLONE_NEWIPC)):
+            os.setns(ns[name], kind)
+        os.unshare(os.CLONE_NEWNS | os.CLONE_NEWPID)
+        # Owned by the host's user namespace, this one keeps shared propagation: nothing mounted
+        # here (the prepare steps' volumes, init's tree) may reach the host's.
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         step = "idmap"
-        _send(sock, Phase.UNSHARED)
+        _send(sock, Phase.UNSHARED, struct.pack("=i", holder))
         reply = sock.recv(16)
         if not reply or reply[0] != Phase.MAPPED:
             os._exit(1)
-        if spec.idmap is not None:
-            os.setresgid(0, 0, 0)
-            os.setgroups([])
-            os.setresuid(0, 0, 0)
         if spec.reenter_rootfs:
             step = "enter-rootfs"
             os.chdir(f"../{spec.rootfs.name}")
@@ -250,8 +291,11 @@ def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filt
         init_pid = os.fork()
         if init_pid == 0:
             os.close(exec_r)
-            _init_child(spec, sock, log_fd, exec_w, seccomp_filter)  # never returns
+            os.close(hold_w)
+            _init_child(spec, sock, log_fd, exec_w, seccomp_filter, ns["user"])  # never returns
         os.close(exec_w)
+        os.close(hold_w)
+        _reap(holder)
         _send(sock, Phase.INIT_PID, struct.pack("=i", init_pid))
         # Stay until init has exec'd or died (the pipe closes either way), so that a
         # failed init is reaped here instead of lingering as a zombie.
@@ -262,35 +306,50 @@ def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filt
         _fail(sock, step, exc)
 
 
-def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, seccomp_filter) -> None:
-    """PID 1 of the new namespaces, root of the user namespace: build the root and exec init."""
+def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, seccomp_filter,
+                userns_fd: int) -> None:
+    """PID 1 of the container: build its tree as host root, then become container root and exec init.
+
+    Everything built before the user namespace is entered (rootfs, proc, sysfs, /dev, the masks and
+    read-only paths) is copied into a mount namespace owned by the container's user namespace, and the
+    kernel locks such a copy: container root can neither unmount a mask (MNT_LOCKED) nor clear a
+    read-only, nosuid, nodev or noexec flag (MNT_LOCK_*), and with a proc and a sysfs that are not
+    fully visible it cannot mount a fresh one (mount_too_revealing).
+    """
     step = "setsid"
     try:
         os.setsid()
-        step = "mount-private"
-        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         step = "bind-rootfs"
         sc.mount(".", ".", None, sc.MS_BIND | sc.MS_REC)
         # The bind sits on top of the directory we are in; step out and back in to stand on it.
         os.chdir(f"../{spec.rootfs.name}")
-        for mount in fs.base_mounts():
+        # Device nodes in the rootfs (an archive's) open nowhere: /dev is a tmpfs of bound nodes.
+        sc.mount(None, ".", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NODEV)
+        root_uid, root_gid = (spec.idmap.host_uid(0), spec.idmap.host_gid(0)) if spec.idmap else (0, 0)
+        for mount in fs.host_mounts(root_uid, root_gid):
             step = f"mount /{mount.target}"
             fs.apply_mount(mount)
-        step = "cgroup-namespace"
-        os.unshare(os.CLONE_NEWCGROUP)  # after the engine moved us into our cgroups: that one is the root
-        if spec.cgroup2:
-            step = "mount /sys/fs/cgroup"
-            fs.apply_mount(fs.CGROUP2_MOUNT)
-        step = "dev-symlinks"
-        fs.make_dev_symlinks()
-        step = "hostname"
-        socket.sethostname(spec.hostname)
         step = "pivot_root"
         sc.pivot_root(".", ".")
         sc.umount(".", sc.MNT_DETACH)
         os.chdir("/")
         step = "mask-paths"
         fs.mask_paths()
+        step = "enter-user-namespace"
+        os.setns(userns_fd, os.CLONE_NEWUSER)
+        os.setresgid(0, 0, 0)
+        os.setgroups([])
+        os.setresuid(0, 0, 0)
+        step = "lock-mounts"
+        # After the engine moved us into our cgroups: that one is the cgroup namespace's root.
+        os.unshare(os.CLONE_NEWNS | os.CLONE_NEWCGROUP)
+        for mount in fs.CONTAINER_MOUNTS + ([fs.CGROUP2_MOUNT] if spec.cgroup2 else []):
+            step = f"mount /{mount.target}"
+            fs.apply_mount(mount)
+        step = "dev-symlinks"
+        fs.make_dev_symlinks()
+        step = "hostname"
+        socket.sethostname(spec.hostname)
         step = "loopback"
         sc.set_loopback_up()
         for setup in spec.extra_setup:

@@ -81,6 +81,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         create.add_argument("--rootfs", dest="cfg_rootfs", metavar="STORAGE:GIB",
                             help="storage and size of the root disk, e.g. local-btrfs:8 (default: local, no size)")
         create.add_argument("--storage", dest="cfg_storage", metavar="STORAGE", help="storage of the root disk")
+        create.add_argument("--isolated-idmap", action="store_true",
+                            help="give the (unprivileged) container a 65536-id range of its own")
         if verb in (None, "create"):
             _add_config_options(create)
 
@@ -189,7 +191,7 @@ def _dispatch(engine, args) -> int:
     as_json = args.output == "json"
     verb = args.verb
     if verb == "create":
-        status = engine.create(args.ctid, args.template, _config_values(args))
+        status = engine.create(args.ctid, args.template, _config_values(args), isolated_idmap=args.isolated_idmap)
         if args.start:
             status = engine.start(args.ctid)
         _show_status(status, as_json)

@@ -357,12 +357,15 @@ def test_privileged_container_is_hardened_the_same_way(engine, busybox_template,
     with open(f"/proc/{status.pid}/status") as handle:
         text = handle.read()
     assert "Uid:\t0\t0\t0\t0" in text and "Seccomp:\t2" in text
-    assert os.stat(f"/proc/{status.pid}/ns/user").st_ino == os.stat("/proc/self/ns/user").st_ino
+    # Its own user namespace, every id mapped to itself: root on disk, no capability over the host.
+    assert os.stat(f"/proc/{status.pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino
+    with open(f"/proc/{status.pid}/uid_map") as handle:
+        assert handle.read().split() == ["0", "0", "4294967295"]
     code, _, err = engine.exec_output(ctid, ["sh", "-c", "echo x > /proc/sys/kernel/hostname"])
     assert code != 0 and b"Read-only" in err
     code, out, _ = engine.exec_output(ctid, ["sh", "-c", "ls /proc | grep -cE '^[0-9]+$'"])
     assert int(out) < 10
-    # Root may make a node for a host disk or kmsg, but the devices cgroup refuses to open it.
+    # Root can make no device node (and the devices cgroup would refuse to open one).
     code, _, err = engine.exec_output(ctid, ["sh", "-c", "mknod /tmp/kmsg c 1 11 && head -c1 /tmp/kmsg"])
     assert code != 0 and b"Operation not permitted" in err
     engine.stop(ctid)

@@ -260,7 +260,12 @@ class CreateRequest:
                 options[key] = dns[key]
         return options
 
+    @property
+    def has_password(self) -> bool:
+        return bool(self.data("general").get("password"))
+
     def job_params(self) -> dict:
+        """What the node needs (``submit`` turns the password into its hash before anything is stored)."""
         general, disk = self.data("general"), self.data("disk")
         return {"template": self.data("template")["template"], "options": self.options(),
                 "rootfs": f"{disk['storage']}:{disk['disk_size']}", "password": general.get("password") or None,

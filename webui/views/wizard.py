@@ -78,12 +78,12 @@ def validate_step(request, step: str):
 
 
 def _summary(create: CreateRequest) -> list[tuple[str, str]]:
-    params = create.job_params()
-    rows = [("Node", create.node.name), ("CT ID", str(create.ctid)), ("Template", params["template"]),
-            ("Root disk", params["rootfs"])]
+    general, disk = create.data("general"), create.data("disk")
+    rows = [("Node", create.node.name), ("CT ID", str(create.ctid)), ("Template", create.data("template")["template"]),
+            ("Root disk", f"{disk['storage']}:{disk['disk_size']}")]
     rows += [(key, value) for key, value in create.options().items()]
-    rows.append(("Root password", "set" if params["password"] else "not set"))
-    rows.append(("SSH public keys", "given" if params["ssh_public_keys"] else "none"))
+    rows.append(("Root password", "set" if create.has_password else "not set"))
+    rows.append(("SSH public keys", "given" if (general.get("ssh_public_keys") or "").strip() else "none"))
     return rows
 
 

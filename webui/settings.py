@@ -157,8 +157,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "webui.api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
-    # anon: requests without credentials per address; token_failure: failed token logins per address
-    "DEFAULT_THROTTLE_RATES": {"login": "10/min", "anon": "60/min", "token_failure": "10/min"},
+    # anon: requests without credentials per address (failed logins: LOGIN_FAILURE_* below)
+    "DEFAULT_THROTTLE_RATES": {"anon": "60/min"},
     "NUM_PROXIES": 0,  # throttles key on the peer address; X-Forwarded-For is not trusted
 }
 SPECTACULAR_SETTINGS = {
@@ -178,7 +178,9 @@ SPECTACULAR_SETTINGS = {
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "SAMEORIGIN"  # the console pop-out frames our own pages only
-LOGIN_FAILURE_LIMIT = int(os.environ.get("CAISSON_LOGIN_FAILURES", "5"))  # per user and per address ...
+# Failed logins on every path (webui/login_limits.py): per user name and per address ...
+LOGIN_FAILURE_LIMIT = int(os.environ.get("CAISSON_LOGIN_FAILURES", "5"))
+LOGIN_FAILURE_NETWORK_LIMIT = int(os.environ.get("CAISSON_LOGIN_NETWORK_FAILURES", "20"))  # ... per /24 or /64 ...
 LOGIN_FAILURE_WINDOW = 300  # ... within this many seconds
 
 LOGGING = {

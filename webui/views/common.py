@@ -9,12 +9,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from webui.access import access_for
 from webui.jobs import JobRefused
+from webui.login_limits import client_address  # noqa: F401 - used here and imported from here
 from webui.models import Container, Job
-
-
-def client_address(request) -> str | None:
-    """The peer's address; forwarded headers are not trusted (no proxy is assumed in front)."""
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def wants_json(request) -> bool:

@@ -81,8 +81,9 @@ def test_a_bad_password_is_refused_before_anything_is_queued(node):
 
 
 def test_the_migration_scrubs_rows_left_in_clear(node):
-    from django.apps import apps
     from importlib import import_module
+
+    from django.apps import apps
 
     Job.objects.create(node=node, kind="vzcreate", path="/ct/4712", target="4712",
                        params={"template": "x", "password": PASSWORD, "ssh_public_keys": KEY})

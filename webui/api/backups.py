@@ -34,6 +34,16 @@ def job_answer(jobs: list[Job]) -> Response:
     return Response(body, status=202, headers={"Location": location})
 
 
+
+def visible_archives(access, rows):
+    """The archives a user sees: on storages they audit, or of containers they see; any other is 404."""
+    if access.superuser:
+        return rows
+    storages = {s for s in rows.values_list("storage", flat=True).distinct()
+                if access.can("Datastore.Audit", path=f"/storage/{s}")}
+    visible = access.visible_containers(Container.objects.all()).values_list("ctid", flat=True)
+    return rows.filter(Q(storage__in=storages) | Q(ctid__in=visible))
+
 class BackupArchiveSerializer(serializers.ModelSerializer):
     node = serializers.CharField(source="node.name")
     volid = serializers.CharField(read_only=True)
@@ -82,13 +92,7 @@ class ArchiveViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixi
                 if key == "ctid" and not value.isdigit():
                     raise ApiValidationError({"ctid": [f"'{value}' is not a container ID"]})
                 rows = rows.filter(**{field: value})
-        access = self.access
-        if access.superuser:
-            return rows
-        storages = {s for s in rows.values_list("storage", flat=True).distinct()
-                    if access.can("Datastore.Audit", path=f"/storage/{s}")}
-        visible = access.visible_containers(Container.objects.all()).values_list("ctid", flat=True)
-        return rows.filter(Q(storage__in=storages) | Q(ctid__in=visible))
+        return visible_archives(self.access, rows)
 
     def destroy(self, request, *args, **kwargs):
         return job_answer([backups.delete(self.access, self.get_object(), address=self.address)])

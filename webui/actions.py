@@ -16,6 +16,7 @@ from webui.access import Access
 from webui.forms.create import CreateRequest
 from webui.jobs import JobRefused, cancel, submit
 from webui.models import AuditEntry, Container, Job, Node, Pool
+from webui.nic_rights import check_nic_rights
 
 POWER_ACTIONS = {"start": "vzstart", "shutdown": "vzshutdown", "stop": "vzstop", "reboot": "vzreboot"}
 # Keys a user edits through the Resources, Network and Options tabs (and the API).
@@ -41,6 +42,11 @@ def create_container(access: Access, data, address: str | None = None) -> Job:
         raise ValidationError(request.errors)
     node = request.node
     require(access, "VM.Allocate", path=node.path, address=address)
+    nics = {k: v for k, v in request.options().items() if k.startswith("net")}
+    try:
+        check_nic_rights(access, node, request.ctid, nics, address=address)
+    except ValidationError as exc:  # the wizard's field is "bridge"
+        raise ValidationError({"bridge": exc.message_dict.get("net0", [])}) from None
     try:
         with transaction.atomic():
             Container.objects.create(ctid=request.ctid, node=node, status=Container.Status.CREATING,
@@ -123,6 +129,8 @@ def update_config(access: Access, container: Container, changes: dict, delete: l
         errors.setdefault("changes", []).append("nothing to change")
     if errors:
         raise ValidationError(errors)
+    check_nic_rights(access, container.node, container.ctid, {k: v for k, v in changes.items() if k.startswith("net")},
+                     old=container.config or {}, obj=container, address=address)
     return submit("vzset", container.node, container.path, str(container.ctid), user=access.user,
                   params={"changes": {k: str(v) for k, v in changes.items()}, "delete": delete, "digest": digest},
                   address=address)

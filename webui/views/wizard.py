@@ -47,7 +47,14 @@ def wizard(request):
         raise PermissionDenied("permission denied: VM.Allocate on a node is required to create containers")
     templates = StoredTemplate.objects.filter(node__in=nodes).select_related("node")
     return render(request, "webui/create.html", {"steps": _forms(request), "templates": templates,
-                                                 "nodes": nodes})
+                                                 "nodes": nodes, "bridges": node_bridges(nodes)})
+
+
+def node_bridges(nodes: list[Node]) -> list[tuple[str, str]]:
+    """(node, bridge) for the wizard's bridge list: only bridges a NIC may use there (webui/nic_rights.py)."""
+    from webui.nic_rights import usable_bridges
+
+    return [(node.name, bridge) for node in nodes for bridge in usable_bridges(node)]
 
 
 def _template_errors(data) -> dict[str, list[str]]:
@@ -119,7 +126,7 @@ def create(request):
         nodes = allocatable_nodes(request)
         templates = StoredTemplate.objects.filter(node__in=nodes).select_related("node")
         return render(request, "webui/create.html", {"steps": _forms(request, request.POST), "templates": templates,
-                                                     "nodes": nodes, "active": first,
+                                                     "nodes": nodes, "active": first, "bridges": node_bridges(nodes),
                                                      "general_errors": errors.get("__all__", [])},
                       status=400)
     url = reverse("ct", args=[int(job.target)])

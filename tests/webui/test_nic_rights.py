@@ -107,3 +107,19 @@ def test_the_wizard_offers_only_usable_bridges(net_node, make_user):
     assert '<select name="bridge"' in html
     for bridge in ("vmbr0", "vmbr1", "docker0"):
         assert f'<option value="{bridge}" data-node="{net_node.name}"' in html
+
+
+def test_the_agent_reports_the_bridges_its_interfaces_file_defines(engine, monkeypatch):
+    import tasks.node
+
+    path = engine.layout.root / "network" / "interfaces"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    before = path.read_text() if path.exists() else None
+    path.write_text("auto vmbr7\niface vmbr7 inet static\n    address 10.77.0.1/24\n    bridge-ports none\n"
+                    "    caisson-pool 10.77.0.100-10.77.0.199\n")
+    monkeypatch.setattr(tasks.node, "engine", lambda: engine)
+    try:
+        assert tasks.node.managed_bridges() == [{"name": "vmbr7", "ipv4": "10.77.0.1/24", "ipv6": None,
+                                                 "pool": "10.77.0.100-10.77.0.199", "dhcp": None}]
+    finally:
+        path.write_text(before) if before is not None else path.unlink()

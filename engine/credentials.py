@@ -53,6 +53,17 @@ def validate_ssh_keys(text: str) -> list[str]:
     return keys
 
 
+# SHA-512 crypt as /etc/shadow holds it: $6$[rounds=N$]salt$86-character digest.
+_SHA512_CRYPT = re.compile(r"^\$6\$(?:rounds=[0-9]{1,9}\$)?[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}$")
+
+
+def check_password_hash(value: str) -> str:
+    """A hash made elsewhere (the web tier hashes before anything is queued): SHA-512 crypt only."""
+    if not isinstance(value, str) or not _SHA512_CRYPT.match(value):
+        raise ValidationError("password-hash: not a SHA-512 crypt hash ($6$salt$digest)", key="password-hash")
+    return value
+
+
 def hash_password(password: str) -> str:
     """SHA-512 crypt, as Debian's passwd makes it (openssl does the hashing; Python 3.13 has no crypt)."""
     try:
@@ -65,13 +76,19 @@ def hash_password(password: str) -> str:
     return result.stdout.strip()
 
 
-def set_credentials(engine, ctid: int, password: str | None, ssh_keys: str | None) -> None:
-    """Set root's password and/or authorized keys in a stopped container."""
+def set_credentials(engine, ctid: int, password: str | None, ssh_keys: str | None,
+                    password_hash: str | None = None) -> None:
+    """Set root's password (clear, hashed here; or ``password_hash``, already hashed) and/or authorized keys
+    in a stopped container."""
+    if password and password_hash:
+        raise ValidationError("give a password or a password hash, not both", key="password")
     config = engine.config(ctid)
     if engine.status(ctid, stats=False).status != "stopped":
         raise InvalidState(f"container {ctid} is running; credentials are written at create time only")
     keys = validate_ssh_keys(ssh_keys) if ssh_keys else None
     hashed = hash_password(validate_password(password)) if password else None
+    if password_hash:
+        hashed = check_password_hash(password_hash)
     idmap = engine._idmap(config)
     root_owner = (idmap.host_uid(0), idmap.host_gid(0)) if idmap else (0, 0)
     _, driver, vol = engine._rootfs_volume(config)

@@ -32,7 +32,8 @@ class ContainerJob(JobTask):
 
 
 class Create(ContainerJob):
-    """``params``: ``template`` (``local:vztmpl/<name>``), ``options`` (pct keys), ``password``,
+    """``params``: ``template`` (``local:vztmpl/<name>``), ``options`` (pct keys), ``password_hash`` (SHA-512
+    crypt: the web tier never queues a clear password; ``password``, clear, is still taken from other callers),
     ``ssh_public_keys``, ``start`` (start once created)."""
     name = "caisson.container.create"
 
@@ -46,10 +47,11 @@ class Create(ContainerJob):
         if params.get("rootfs"):
             options["rootfs"] = params["rootfs"]  # "<storage>:<GiB>" from the wizard's root disk step
         engine().create(ctid, params["template"], options)
-        if params.get("password") or params.get("ssh_public_keys"):
+        if params.get("password") or params.get("password_hash") or params.get("ssh_public_keys"):
             ctx.log("setting root's password and SSH keys")
             try:
-                set_credentials(engine(), ctid, params.get("password"), params.get("ssh_public_keys"))
+                set_credentials(engine(), ctid, params.get("password"), params.get("ssh_public_keys"),
+                                password_hash=params.get("password_hash"))
             except Exception:
                 engine().destroy(ctid, force=True)  # no half-made container: all of it or nothing
                 raise

@@ -133,7 +133,23 @@ def heartbeat(node: Node) -> None:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     Node.objects.filter(pk=node.pk).update(last_seen=timezone.now(), cpus=os.cpu_count() or 1, memory_total=memory,
                                            info={"kernel": os.uname().release,
-                                                 "cgroups": type(engine().cgroups).__name__})
+                                                 "cgroups": type(engine().cgroups).__name__,
+                                                 "bridges": managed_bridges()})
+
+
+def managed_bridges() -> list[dict]:
+    """The bridges this node's interfaces file defines, with their allocation (webui/nic_rights.py reads it)."""
+    from engine.network.bridges import NodeNetwork
+
+    try:
+        bridges = NodeNetwork(engine().layout.root).bridges().values()
+    except EngineError as exc:  # a broken file: no managed bridge until it is fixed
+        log.warning("cannot read the node's bridges: %s", exc)
+        return []
+    return [{"name": b.name, "ipv4": str(b.address) if b.address else None,
+             "ipv6": str(b.address6) if b.address6 else None,
+             "pool": f"{b.pool[0]}-{b.pool[1]}" if b.pool else None,
+             "dhcp": f"{b.dhcp[0]}-{b.dhcp[1]}" if b.dhcp else None} for b in bridges]
 
 
 _last_counters: dict[str, tuple[float, float, float, float]] = {}  # scope -> (time, cpu seconds, rx, tx)

@@ -17,6 +17,7 @@ from webui.access import Access
 from webui.forms.create import CreateRequest
 from webui.jobs import JobRefused, cancel, submit
 from webui.models import AuditEntry, Container, Job, Node, Pool
+from webui.nic_rights import check_nic_rights
 
 POWER_ACTIONS = {"start": "vzstart", "shutdown": "vzshutdown", "stop": "vzstop", "reboot": "vzreboot"}
 # Keys a user edits through the Resources, Network and Options tabs (and the API).
@@ -76,6 +77,11 @@ def create_container(access: Access, data, address: str | None = None) -> Job:
     require(access, "VM.Allocate", path=node.path, address=address)
     require_superuser_for(access, root_equivalent(section_of(request.options())), f"/ct/{request.ctid}", address)
     require_space(access, [request.data("disk")["storage"]], address)
+    nics = {k: v for k, v in request.options().items() if k.startswith("net")}
+    try:
+        check_nic_rights(access, node, request.ctid, nics, address=address)
+    except ValidationError as exc:  # the wizard's field is "bridge"
+        raise ValidationError({"bridge": exc.message_dict.get("net0", [])}) from None
     try:
         with transaction.atomic():
             Container.objects.create(ctid=request.ctid, node=node, status=Container.Status.CREATING,
@@ -159,6 +165,9 @@ def update_config(access: Access, container: Container, changes: dict, delete: l
     if errors:
         raise ValidationError(errors)
     _check_config_rights(access, container, changes, delete, address)
+    nics = {k: v for k, v in changes.items() if k.startswith("net")}
+    check_nic_rights(access, container.node, container.ctid, nics, old=container.config or {}, obj=container,
+                     address=address)
     return submit("vzset", container.node, container.path, str(container.ctid), user=access.user,
                   params={"changes": {k: str(v) for k, v in changes.items()}, "delete": delete, "digest": digest},
                   address=address)

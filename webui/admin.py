@@ -11,8 +11,10 @@ superuser or makes anyone staff or superuser.
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
+from django.template.response import TemplateResponse
 
 from webui.access import access_for, check_grant, check_manages, check_memberships
 from webui.models import AccessEntry, ApiToken, AuditEntry, Container, Node, Pool, Role, StorageMirror
@@ -190,3 +192,24 @@ class ContainerAdmin(ReadOnly):
 @admin.register(StorageMirror)
 class StorageMirrorAdmin(ReadOnly):
     list_display = ["name", "node", "type", "total", "used", "enabled"]
+
+
+_admin_login = admin.site.login
+
+
+def throttled_login(request, extra_context=None):
+    """The admin's own login counts failures with the login page's limits (``webui.login_limits``) and is
+    refused the same way: 429, with the wait, and the password not checked."""
+    from webui.views.auth import refused, refused_form
+
+    message = refused(request) if request.method == "POST" else None
+    if not message:
+        return _admin_login(request, extra_context)
+    form = refused_form(AdminAuthenticationForm, request, message)
+    context = {**admin.site.each_context(request), "title": "Log in", "site_header": admin.site.site_header,
+               "app_path": request.get_full_path(), "form": form, "username": request.POST.get("username", ""),
+               **(extra_context or {})}
+    return TemplateResponse(request, admin.site.login_template or "admin/login.html", context, status=429)
+
+
+admin.site.login = throttled_login

@@ -5,6 +5,7 @@ class WebuiConfig(AppConfig):
     name = "webui"
 
     def ready(self) -> None:
-        from webui import signals
+        from webui import login_limits, signals
 
         signals.connect()
+        login_limits.connect()

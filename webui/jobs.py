@@ -1,6 +1,7 @@
 """Queue jobs for node agents: the web tier's only way to change anything on a node."""
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -42,6 +43,33 @@ EXCLUSIVE = {"vzcreate", "vzstart", "vzshutdown", "vzstop", "vzreboot", "vzdestr
              "aptupdate"}
 
 
+def protect_secrets(params: dict) -> dict:
+    """Root's clear password becomes its SHA-512 crypt hash (what the container's /etc/shadow holds), so it is
+    never queued, stored nor audited in clear; a bad one is refused here, naming the field."""
+    from engine.credentials import hash_password, validate_password
+    from engine.errors import ValidationError as EngineValidationError
+
+    if not params.get("password"):
+        return {k: v for k, v in params.items() if k != "password"}
+    try:
+        hashed = hash_password(validate_password(params["password"]))
+    except EngineValidationError as exc:
+        raise ValidationError({"password": [str(exc).removeprefix("password: ")]}) from None
+    return {**{k: v for k, v in params.items() if k != "password"}, "password_hash": hashed}
+
+
+def audited_params(params: dict) -> dict:
+    """A job's parameters as the audit log keeps them: whether a password was set, how many SSH keys were given
+    (not the keys: the log's text stays free of them), everything else as it is."""
+    shown = dict(params)
+    if "password_hash" in shown:
+        shown["password_hash"] = "set" if shown["password_hash"] else None
+    if shown.get("ssh_public_keys"):
+        count = sum(1 for line in shown["ssh_public_keys"].splitlines() if line.strip() and not line.startswith("#"))
+        shown["ssh_public_keys"] = f"{count} key(s)"
+    return shown
+
+
 def submit(kind: str, node: Node, path: str, target: str, user=None, params: dict | None = None,
            address: str | None = None) -> Job:
     """Record a job and hand it to its node's queue once the record is committed."""
@@ -49,6 +77,7 @@ def submit(kind: str, node: Node, path: str, target: str, user=None, params: dic
 
     if kind not in TASKS:
         raise ValueError(f"unknown job kind {kind}")
+    params = protect_secrets(params or {})
     if not node.online:
         raise JobRefused(f"node '{node.name}' is offline (no heartbeat for {_ago(node)}); "
                          "start its agent or wait for it to come back", status=503)
@@ -62,7 +91,8 @@ def submit(kind: str, node: Node, path: str, target: str, user=None, params: dic
         job = Job.objects.create(node=node, kind=kind, path=path, target=target, params=params or {},
                                  user=user if user and user.is_authenticated else None)
         AuditEntry.objects.create(user=job.user, username=getattr(user, "username", ""), action=kind, path=path,
-                                  address=address, detail={"job": job.pk, "target": target, "params": params or {}})
+                                  address=address,
+                                  detail={"job": job.pk, "target": target, "params": audited_params(params)})
         task_name = TASKS[kind]
         transaction.on_commit(lambda: app.send_task(task_name, args=[job.pk], queue=node.queue))
         publish([path], {"type": "job", "job": job.summary()})

@@ -20,6 +20,8 @@ PRIVILEGES = {
     "VM.PowerMgmt": "start, stop, shut down and reboot",
     "VM.Console": "open the container's console",
     "VM.Config": "change limits, network and options",
+    "VM.Config.Network": "set a NIC outside its allocation: firewall off, its own MAC, a static address outside "
+                         "the bridge's pool or subnet",
     "VM.Allocate": "create and destroy containers",
     "VM.Snapshot": "take, roll back and delete snapshots",
     "VM.Backup": "back up and restore",

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from django.utils.csp import CSP
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("CAISSON_WEB_DATA", BASE_DIR / "var"))
 DATA_DIR.mkdir(parents=True, exist_ok=True)  # the SQLite file and collected static files live here
@@ -37,6 +39,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "webui.https.SecureCookiesMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from the ASGI server itself, no separate web server
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -157,8 +161,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "webui.api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
-    # anon: requests without credentials per address; token_failure: failed token logins per address
-    "DEFAULT_THROTTLE_RATES": {"login": "10/min", "anon": "60/min", "token_failure": "10/min"},
+    # anon: requests without credentials per address (failed logins: LOGIN_FAILURE_* below)
+    "DEFAULT_THROTTLE_RATES": {"anon": "60/min"},
     "NUM_PROXIES": 0,  # throttles key on the peer address; X-Forwarded-For is not trusted
 }
 SPECTACULAR_SETTINGS = {
@@ -177,8 +181,31 @@ SPECTACULAR_SETTINGS = {
 # ---- security -------------------------------------------------------------------------------
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 SESSION_COOKIE_HTTPONLY = True
+# Cookies go over TLS only when the console is served over it: always with CAISSON_HTTPS=1, else on each
+# request that came over HTTPS (webui/https.py).  Behind a TLS-terminating proxy, name the header it sets
+# (CAISSON_PROXY_SSL_HEADER=X-Forwarded-Proto); without a proxy the header is never trusted.
+CAISSON_HTTPS = os.environ.get("CAISSON_HTTPS", "0") == "1"
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = CAISSON_HTTPS
+if os.environ.get("CAISSON_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + os.environ["CAISSON_PROXY_SSL_HEADER"].upper().replace("-", "_"), "https")
+# Scripts only from our own static files (no inline script anywhere); styles also inline (xterm.js and uPlot
+# write <style> elements and style attributes); the console's websocket is same-origin ('self').
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF, CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "font-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.SELF],
+}
 X_FRAME_OPTIONS = "SAMEORIGIN"  # the console pop-out frames our own pages only
-LOGIN_FAILURE_LIMIT = int(os.environ.get("CAISSON_LOGIN_FAILURES", "5"))  # per user and per address ...
+# Failed logins on every path (webui/login_limits.py): per user name and per address ...
+LOGIN_FAILURE_LIMIT = int(os.environ.get("CAISSON_LOGIN_FAILURES", "5"))
+LOGIN_FAILURE_NETWORK_LIMIT = int(os.environ.get("CAISSON_LOGIN_NETWORK_FAILURES", "20"))  # ... per /24 or /64 ...
 LOGIN_FAILURE_WINDOW = 300  # ... within this many seconds
 
 LOGGING = {

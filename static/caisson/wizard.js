@@ -91,12 +91,14 @@
   }
 
   function filterTemplates() {
+    // Templates and bridges: only the chosen node's.
     const node = form.querySelector("[name=node]").value;
-    const select = form.querySelector("[name=template]");
-    for (const option of select.options) {
-      if (!option.dataset.node) continue;
-      option.hidden = option.disabled = option.dataset.node !== node;
-      if (option.selected && option.hidden) select.value = "";
+    for (const select of form.querySelectorAll("select[name=template], select[name=bridge]")) {
+      for (const option of select.options) {
+        if (!option.dataset.node) continue;
+        option.hidden = option.disabled = option.dataset.node !== node;
+        if (option.selected && option.hidden) select.value = "";
+      }
     }
   }
 

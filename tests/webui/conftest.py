@@ -124,6 +124,7 @@ def agent(services_env, tmp_path_factory):
                                    env=services_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_for(lambda: b" ready." in log.read_bytes(), "the node agent", log, process)
+        process.log = log  # what the worker wrote, for tests that check what it logs
         yield process
     finally:
         _stop(process)

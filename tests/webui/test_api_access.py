@@ -28,7 +28,8 @@ def token_client(value: str) -> APIClient:
 
 # ---- token authentication ----------------------------------------------------------------------------------
 
-def test_tokens_authenticate_and_fail_cleanly(make_user, node):
+def test_tokens_authenticate_and_fail_cleanly(make_user, node, settings):
+    settings.LOGIN_FAILURE_LIMIT = 20  # more failures here than the default limit
     user = make_user("alice", "Auditor", "/")
     token, value = ApiToken.issue(user, "ci")
     assert token_client(value).get("/api/nodes/").status_code == 200
@@ -51,10 +52,11 @@ def test_tokens_authenticate_and_fail_cleanly(make_user, node):
 def test_failed_token_logins_are_throttled_per_address(make_user, node, settings):
     user = make_user("alice", "Auditor", "/")
     _, value = ApiToken.issue(user, "ci")
-    for _ in range(10):
+    for _ in range(settings.LOGIN_FAILURE_LIMIT):
         assert token_client("alice!ci=wrong").get("/api/nodes/").status_code == 401
     refused = token_client(value).get("/api/nodes/")  # even the right secret, until the window passes
     assert refused.status_code == 429 and "failed token" in error_of(refused)["message"]
+    assert "try again in" in error_of(refused)["message"]
     assert int(refused["Retry-After"]) > 0
 
 

@@ -169,11 +169,13 @@ def test_schema_validates_without_warnings(tmp_path):
     assert "/api/containers/{ctid}/status/{command}/" in schema and "tokenAuth" in schema
 
 
-def test_docs_are_served_locally(client):
+def test_docs_are_served_locally(client, make_user):
+    client.force_login(make_user("reader", "Auditor"))
     page = client.get("/api/docs/")
     assert page.status_code == 200
     html = page.content.decode()
     assert "swagger-ui" in html and "cdn" not in html.lower() and "/static/drf_spectacular_sidecar/" in html
+    assert "cdn" not in client.get("/api/docs/?script=").content.decode().lower()
     assert client.get("/api/schema/", HTTP_ACCEPT="application/json").status_code == 200
 
 

@@ -49,8 +49,11 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.set_default_timeout(15_000)
     tab = context.new_page()
+    violations: list[str] = []  # every page must work under the Content-Security-Policy, with no violation
+    tab.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m.text))
     yield tab
     context.close()
+    assert not violations, violations
 
 
 def login(page, web: str, username: str) -> None:
@@ -271,3 +274,13 @@ def test_an_auditor_cannot_start(page, web, node, make_user):
     }""")
     assert status[0] == 403 and "VM.PowerMgmt" in status[1]
     assert not Job.objects.filter(kind="vzstart").exists()
+
+
+def test_the_api_docs_are_behind_login_and_work_under_the_csp(page, web, make_user):
+    make_user("reader", "Auditor")
+    page.goto(f"{web}/api/docs/")
+    assert page.url.startswith(f"{web}/login/")
+    login(page, web, "reader")
+    answer = page.goto(f"{web}/api/docs/")
+    assert "default-src 'self'" in answer.headers["content-security-policy"]
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Caisson API", timeout=LIVE)

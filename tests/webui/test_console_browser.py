@@ -52,7 +52,10 @@ def test_console_in_chromium(web, engine, container, node, console_relay, make_u
             context = browser.new_context(viewport={"width": 1000, "height": 640})
             context.add_cookies([{"name": "sessionid", "value": session_id, "url": web}])
             page = context.new_page()
-            page.goto(f"{web}/ct/{container}/console/term/")
+            violations: list[str] = []  # the Content-Security-Policy must let the console work unhindered
+            page.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m.text))
+            answer = page.goto(f"{web}/ct/{container}/console/term/")
+            assert "script-src 'self'" in answer.headers["content-security-policy"]
             page.wait_for_function("() => window.caissonConsole && window.caissonConsole.state.startsWith('connected')",
                                    timeout=15000)
             page.click("#terminal")
@@ -83,5 +86,6 @@ def test_console_in_chromium(web, engine, container, node, console_relay, make_u
             wait_text("done-4", timeout=30000)
             check = page.evaluate("() => window.linesCheck")
             assert check["bad"] == 0 and check["expect"] == LINES + 1
+            assert not violations, violations
         finally:
             browser.close()

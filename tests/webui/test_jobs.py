@@ -54,8 +54,8 @@ def test_a_failed_create_says_why_and_leaves_nothing(agent, node, ctid_factory, 
 def test_a_bad_password_fails_the_create_and_removes_the_container(agent, node, stored_busybox, ctid_factory,
                                                                    engine):
     ctid = ctid_factory()
-    job = wait_job(create(node, ctid, stored_busybox, password="abc"))
-    assert job.status == "error" and "password" in job.message
+    job = wait_job(create(node, ctid, stored_busybox, password_hash="$6$not-a-hash"))
+    assert job.status == "error" and "password-hash" in job.message
     assert not engine.exists(ctid) and not Container.objects.filter(ctid=ctid).exists()
 
 

@@ -1,7 +1,8 @@
 """API tokens: ``Authorization: Token <user>!<name>=<secret>`` (Proxmox's PVEAPIToken shape).
 
-Failures are counted per client address (``token_failure`` throttle rate);
-past the rate every try is refused with 429 until the window has passed.
+Failures count with every other login path's (``webui.login_limits``: the token's user name, the client's
+address and its network); past a limit every try is refused with 429 and the wait, even with a right secret,
+until the window has passed.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import timedelta
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from webui.api.throttling import TokenFailureThrottle
+from webui.login_limits import blocked_for, client_address, record_failure, refusal
 
 LAST_USED_PRECISION = timedelta(minutes=1)
 
@@ -23,14 +24,15 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).decode("latin-1")
         if not header.startswith(self.keyword + " "):
             return None
-        throttle = TokenFailureThrottle()
-        wait = throttle.blocked_for(request)
-        if wait is not None:
-            raise exceptions.Throttled(wait, detail="too many failed token authentications from this address")
+        value = header[len(self.keyword) + 1:].strip()
+        username, address = value.partition("!")[0], client_address(request)
+        wait = blocked_for(username, address)
+        if wait:
+            raise exceptions.Throttled(wait, detail=f"failed token authentication: {refusal(wait)}")
         try:
-            return self._check(header[len(self.keyword) + 1:].strip())
+            return self._check(value)
         except exceptions.AuthenticationFailed:
-            throttle.failed(request)
+            record_failure(username, address)
             raise
 
     def _check(self, value: str):

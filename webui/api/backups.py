@@ -37,6 +37,21 @@ def job_answer(jobs: list[Job]) -> Response:
     return Response(body, status=202, headers={"Location": location})
 
 
+
+def visible_archives(access, rows):
+    """The archives a user sees: Datastore.Audit on their storage and VM.Backup on their container ID (which
+    answers after the container is gone, through the grants on ``/`` and the archive's node); any other is 404."""
+    if access.superuser:
+        return rows
+    storages = [s for s in rows.values_list("storage", flat=True).distinct()
+                if access.can("Datastore.Audit", path=f"/storage/{s}")]
+    rows = rows.filter(storage__in=storages)
+    pairs = rows.order_by().values_list("ctid", "node__name").distinct()
+    allowed = [Q(ctid=ctid, node__name=node) for ctid, node in pairs
+               if "VM.Backup" in access.ctid_privileges(ctid, node)]
+    return rows.filter(reduce(operator.or_, allowed)) if allowed else rows.none()
+
+
 class BackupArchiveSerializer(serializers.ModelSerializer):
     node = serializers.CharField(source="node.name")
     volid = serializers.CharField(read_only=True)
@@ -85,19 +100,7 @@ class ArchiveViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixi
                 if key == "ctid" and not value.isdigit():
                     raise ApiValidationError({"ctid": [f"'{value}' is not a container ID"]})
                 rows = rows.filter(**{field: value})
-        return self.visible(rows)
-
-    def visible(self, rows):
-        access = self.access
-        if access.superuser:
-            return rows
-        storages = [s for s in rows.values_list("storage", flat=True).distinct()
-                    if access.can("Datastore.Audit", path=f"/storage/{s}")]
-        rows = rows.filter(storage__in=storages)
-        pairs = rows.order_by().values_list("ctid", "node__name").distinct()
-        allowed = [Q(ctid=ctid, node__name=node) for ctid, node in pairs
-                   if "VM.Backup" in access.ctid_privileges(ctid, node)]
-        return rows.filter(reduce(operator.or_, allowed)) if allowed else rows.none()
+        return visible_archives(self.access, rows)
 
     def destroy(self, request, *args, **kwargs):
         return job_answer([backups.delete(self.access, self.get_object(), address=self.address)])
@@ -127,7 +130,8 @@ class ContainerBackupsViewSet(ArchiveViewSet, mixins.CreateModelMixin):
 
     def get_queryset(self):
         self.container()
-        return self.visible(BackupArchive.objects.select_related("node").filter(ctid=self.kwargs["ctid"]))
+        rows = BackupArchive.objects.select_related("node").filter(ctid=self.kwargs["ctid"])
+        return visible_archives(self.access, rows)
 
     def create(self, request, *args, **kwargs):
         return job_answer([backups.backup_now(self.access, self.container(), _body(request), address=self.address)])

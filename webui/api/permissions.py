@@ -15,10 +15,7 @@ from rest_framework.permissions import BasePermission
 
 from webui.access import access_for
 from webui.actions import require
-
-
-def client_address(request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+from webui.login_limits import client_address  # noqa: F401 - used here and imported from here
 
 
 class ObjectPrivilege(BasePermission):

@@ -37,6 +37,14 @@ class NodeSerializer(serializers.ModelSerializer):
         fields = ["name", "address", "online", "last_seen", "cpus", "memory_total", "info"]
 
 
+class AllowedBridgesSerializer(serializers.Serializer):
+    allowed = serializers.ListField(child=serializers.CharField(), help_text="host bridges containers may use")
+
+
+class BridgesSerializer(AllowedBridgesSerializer):
+    managed = serializers.ListField(child=serializers.DictField(), help_text="bridges the interfaces file defines")
+
+
 class NodeMetricsSerializer(serializers.Serializer):
     ts = serializers.IntegerField()
     cpu = serializers.FloatField()

@@ -1,7 +1,8 @@
 """The API's routes: one router, one viewset per resource; the schema and its browsable docs."""
+from django.contrib.auth.decorators import login_required
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.permissions import AllowAny
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.routers import DefaultRouter
 
 from webui.api import schema  # noqa: F401 - registers the token scheme
@@ -26,8 +27,10 @@ router.register("access/permissions", PermissionsViewSet, basename="permission")
 router.register("audit", AuditViewSet, basename="audit")
 
 urlpatterns = [
-    path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema", permission_classes=[AllowAny]),
+    # Behind login: the schema for a session or a token, the docs page for a session (else the login page).
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]), name="api-schema"),
+    path("docs/", login_required(SpectacularSwaggerSplitView.as_view(url_name="api-schema",
+                                                                     permission_classes=[IsAuthenticated])),
          name="api-docs"),
     *router.urls,
 ]

@@ -147,6 +147,16 @@ class NetworkForm(forms.Form):
                 self.add_error(field, str(exc).removeprefix("net0: "))
         return data
 
+    def check_on(self, node: Node | None) -> None:
+        """Only a bridge a NIC may use on that node (managed there, or allowed by an administrator)."""
+        from webui.nic_rights import usable_bridges
+
+        bridge = self.cleaned_data.get("bridge")
+        if node is not None and bridge and bridge not in usable_bridges(node):
+            usable = ", ".join(usable_bridges(node)) or "none"
+            self.add_error("bridge", f"bridge '{bridge}' is not one a container may use on node '{node.name}' "
+                                     f"(usable: {usable})")
+
     def net0(self) -> str:
         data = self.cleaned_data
         props = {"name": "eth0", "bridge": data["bridge"]}
@@ -216,6 +226,8 @@ class CreateRequest:
         general, template = self.forms["general"], self.forms["template"]
         if template.is_valid():
             template.check_on(general.cleaned_data.get("node"))
+        if self.forms["network"].is_valid():
+            self.forms["network"].check_on(general.cleaned_data.get("node"))
         self.errors = {}
         for form in self.forms.values():
             for field, messages in form.errors.items():
@@ -260,7 +272,12 @@ class CreateRequest:
                 options[key] = dns[key]
         return options
 
+    @property
+    def has_password(self) -> bool:
+        return bool(self.data("general").get("password"))
+
     def job_params(self) -> dict:
+        """What the node needs (``submit`` turns the password into its hash before anything is stored)."""
         general, disk = self.data("general"), self.data("disk")
         return {"template": self.data("template")["template"], "options": self.options(),
                 "rootfs": f"{disk['storage']}:{disk['disk_size']}", "password": general.get("password") or None,

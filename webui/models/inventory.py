@@ -22,6 +22,9 @@ class Node(models.Model):
     cpus = models.PositiveIntegerField(default=0)
     memory_total = models.BigIntegerField(default=0)
     info = models.JSONField(default=dict, blank=True)  # kernel, cgroup version, engine version, bridges
+    # Host bridges an administrator (Sys.Modify on the node) lets containers' NICs use, beside the bridges the
+    # node's interfaces file defines (see webui/nic_rights.py).
+    allowed_bridges = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["name"]

@@ -1,59 +1,35 @@
-"""Log in and out with Django's auth views, with failed logins throttled per user name and per address.
+"""Log in and out with Django's auth views; failed logins are limited (``webui.login_limits``).
 
-After ``LOGIN_FAILURE_LIMIT`` failures for a user name, or from an address,
-within ``LOGIN_FAILURE_WINDOW`` seconds, further tries are refused (without
-checking the password) until the window that began with the first failure
-has passed.  The counters live in the shared cache so every web process
-sees them.  Successes, failures and refusals are audited.
+A refused try (too many failures for the name, the address or its network) is answered 429 with the wait,
+without checking the password.  Successes, failures and refusals are audited.
 """
 from __future__ import annotations
 
-import hashlib
-import time
-
-from django.conf import settings
 from django.contrib.auth import views as auth_views
-from django.core.cache import cache
+from django.core.exceptions import ValidationError
 
+from webui.login_limits import blocked_for, client_address, refusal
 from webui.models import AuditEntry
-from webui.views.common import client_address
 
 
-def _keys(kind: str, value: str) -> tuple[str, str]:
-    digest = hashlib.sha256(value.encode()).hexdigest()[:32]  # any user name fits a cache key
-    return f"login-failures:{kind}:{digest}:count", f"login-failures:{kind}:{digest}:since"
+def refused(request) -> str | None:
+    """The refusal message for a POSTed login that is over its limits (audited), or None."""
+    username, address = request.POST.get("username", ""), client_address(request)
+    wait = blocked_for(username, address)
+    if not wait:
+        return None
+    AuditEntry.objects.create(username=username[:150], action="login", address=address, outcome="denied",
+                              detail={"reason": "too many failed logins"})
+    return refusal(wait)
 
 
-def _scopes(username: str, address: str | None) -> list[tuple[str, str]]:
-    scopes = [("user", username.strip().lower())] if username.strip() else []
-    return scopes + ([("address", address)] if address else [])
+def refused_form(form_class, request, message: str):
+    """The login form, bound to what was sent, showing ``message``: its password is never checked."""
+    class Refused(form_class):
+        def clean(self):
+            raise ValidationError(message, code="throttled")
 
-
-def blocked_for(username: str, address: str | None) -> int:
-    """Seconds until this user name and address may try again (0: they may now)."""
-    wait = 0
-    for kind, value in _scopes(username, address):
-        count_key, since_key = _keys(kind, value)
-        count, since = cache.get(count_key, 0), cache.get(since_key)
-        if count >= settings.LOGIN_FAILURE_LIMIT and since is not None:
-            wait = max(wait, int(since + settings.LOGIN_FAILURE_WINDOW - time.time()) + 1)
-    return wait
-
-
-def record_failure(username: str, address: str | None) -> None:
-    window = settings.LOGIN_FAILURE_WINDOW
-    for kind, value in _scopes(username, address):
-        count_key, since_key = _keys(kind, value)
-        cache.add(since_key, time.time(), window)  # the window starts with the first failure
-        cache.add(count_key, 0, window)
-        try:
-            cache.incr(count_key)
-        except ValueError:  # expired between add and incr
-            cache.set(count_key, 1, window)
-
-
-def clear_failures(username: str) -> None:
-    cache.delete_many(list(_keys("user", username.strip().lower())))
+    return Refused(request, data=request.POST)
 
 
 class LoginView(auth_views.LoginView):
@@ -61,31 +37,18 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def post(self, request, *args, **kwargs):
-        username, address = request.POST.get("username", ""), client_address(request)
-        wait = blocked_for(username, address)
-        if wait:
-            AuditEntry.objects.create(username=username[:150], action="login", address=address, outcome="denied",
-                                      detail={"reason": "too many failed logins"})
-            form = self.get_form()
-            minutes = f"{wait // 60} min {wait % 60} s" if wait >= 60 else f"{wait} s"
-            form.add_error(None, f"Too many failed logins for this user or from this address. Logins are refused "
-                                 f"for {minutes}; try again after that.")
+        message = refused(request)
+        if message:
+            form = refused_form(self.get_form_class(), request, message)
             return self.render_to_response(self.get_context_data(form=form, throttled=True), status=429)
         return super().post(request, *args, **kwargs)
 
     def form_valid(self, form):
         response = super().form_valid(form)
         user = form.get_user()
-        clear_failures(user.get_username())
         AuditEntry.objects.create(user=user, username=user.get_username(), action="login",
                                   address=client_address(self.request), outcome="ok")
         return response
-
-    def form_invalid(self, form):
-        username, address = self.request.POST.get("username", ""), client_address(self.request)
-        record_failure(username, address)
-        AuditEntry.objects.create(username=username[:150], action="login", address=address, outcome="failed")
-        return super().form_invalid(form)
 
 
 class LogoutView(auth_views.LogoutView):

@@ -61,14 +61,18 @@ def backup_now(request, ctid: int):
                       f"backup of CT {ctid} queued (job {{job.pk}})", reverse("ct-tab", args=[ctid, "backup"]))
 
 
-def _archive(pk: int) -> BackupArchive:
-    return get_object_or_404(BackupArchive.objects.select_related("node"), pk=pk)
+def _archive(request, pk: int) -> BackupArchive:
+    """An archive the user may not see is 404, as one that does not exist."""
+    from webui.api.backups import visible_archives
+
+    return get_object_or_404(visible_archives(access_for(request), BackupArchive.objects.select_related("node")),
+                             pk=pk)
 
 
 @require_POST
 def archive_action(request, pk: int, what: str):
     """restore / verify / delete / protect / unprotect of one archive."""
-    archive, access, address = _archive(pk), access_for(request), client_address(request)
+    archive, access, address = _archive(request, pk), access_for(request), client_address(request)
     post = request.POST
     calls = {
         "restore": lambda: backups.restore(access, archive, {"ctid": post.get("ctid", ""),

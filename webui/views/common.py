@@ -3,18 +3,14 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from webui.access import access_for
 from webui.jobs import JobRefused
+from webui.login_limits import client_address  # noqa: F401 - used here and imported from here
 from webui.models import Container, Job
-
-
-def client_address(request) -> str | None:
-    """The peer's address; forwarded headers are not trusted (no proxy is assumed in front)."""
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def wants_json(request) -> bool:
@@ -77,8 +73,8 @@ def run_action(request, action, success: str, default_next: str = "/"):
 def container_or_gone(request, ctid: int):
     """The container, or a clear answer when a stale page acts on one that no longer exists."""
     container = Container.objects.select_related("node", "pool").filter(ctid=ctid).first()
-    if container is not None:
-        return container, None
+    if container is not None and access_for(request).can("VM.Audit", container):
+        return container, None  # one the user may not see answers as one that does not exist: nothing leaks
     text = f"CT {ctid} no longer exists (it was destroyed or never created); the page you acted from was out of date"
     if wants_json(request):
         return None, JsonResponse({"error": text, "gone": True}, status=404)
@@ -87,5 +83,6 @@ def container_or_gone(request, ctid: int):
 
 
 def audit_container(request, container: Container) -> None:
+    """A container the user may not see is 404, as one that does not exist: its existence does not leak."""
     if not access_for(request).can("VM.Audit", container):
-        raise PermissionDenied(f"permission denied: VM.Audit on {container.path} is required to see it")
+        raise Http404(f"CT {container.ctid} does not exist (it may have been destroyed)")

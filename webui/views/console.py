@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from webui import actions
 from webui.access import access_for
 from webui.models import ConsoleTicket, Container
-from webui.views.common import client_address, container_or_gone, run_action
+from webui.views.common import audit_container, client_address, container_or_gone, run_action
 
 MODES = [("shell", "Shell"), ("tty", "Login (tty)"), ("console", "Console log (read-only)")]
 
@@ -30,6 +30,7 @@ def _container(ctid: int) -> Container:
 
 def console_page(request, ctid: int):
     container = _container(ctid)
+    audit_container(request, container)  # 404 for one the user may not see
     access = access_for(request)
     actions.require(access, "VM.Console", container, address=client_address(request))
     mode = request.GET.get("mode", "shell")

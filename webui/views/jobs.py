@@ -1,8 +1,7 @@
 """A job's log (history as JSON for the task panel's viewer, or a page of its own) and cancelling it."""
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_POST
 
@@ -16,7 +15,7 @@ from webui.views.common import run_action
 def _job(request, job_id: int) -> Job:
     job = get_object_or_404(Job.objects.select_related("node", "user"), pk=job_id)
     if not can_see_job(access_for(request), job):
-        raise PermissionDenied(f"permission denied: you may not see job {job_id}")
+        raise Http404(f"no job {job_id}")  # as for a job that does not exist: another user's jobs do not leak
     return job
 
 

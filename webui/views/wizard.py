@@ -47,7 +47,14 @@ def wizard(request):
         raise PermissionDenied("permission denied: VM.Allocate on a node is required to create containers")
     templates = StoredTemplate.objects.filter(node__in=nodes).select_related("node")
     return render(request, "webui/create.html", {"steps": _forms(request), "templates": templates,
-                                                 "nodes": nodes})
+                                                 "nodes": nodes, "bridges": node_bridges(nodes)})
+
+
+def node_bridges(nodes: list[Node]) -> list[tuple[str, str]]:
+    """(node, bridge) for the wizard's bridge list: only bridges a NIC may use there (webui/nic_rights.py)."""
+    from webui.nic_rights import usable_bridges
+
+    return [(node.name, bridge) for node in nodes for bridge in usable_bridges(node)]
 
 
 def _template_errors(data) -> dict[str, list[str]]:
@@ -78,12 +85,12 @@ def validate_step(request, step: str):
 
 
 def _summary(create: CreateRequest) -> list[tuple[str, str]]:
-    params = create.job_params()
-    rows = [("Node", create.node.name), ("CT ID", str(create.ctid)), ("Template", params["template"]),
-            ("Root disk", params["rootfs"])]
+    general, disk = create.data("general"), create.data("disk")
+    rows = [("Node", create.node.name), ("CT ID", str(create.ctid)), ("Template", create.data("template")["template"]),
+            ("Root disk", f"{disk['storage']}:{disk['disk_size']}")]
     rows += [(key, value) for key, value in create.options().items()]
-    rows.append(("Root password", "set" if params["password"] else "not set"))
-    rows.append(("SSH public keys", "given" if params["ssh_public_keys"] else "none"))
+    rows.append(("Root password", "set" if create.has_password else "not set"))
+    rows.append(("SSH public keys", "given" if (general.get("ssh_public_keys") or "").strip() else "none"))
     return rows
 
 
@@ -119,7 +126,7 @@ def create(request):
         nodes = allocatable_nodes(request)
         templates = StoredTemplate.objects.filter(node__in=nodes).select_related("node")
         return render(request, "webui/create.html", {"steps": _forms(request, request.POST), "templates": templates,
-                                                     "nodes": nodes, "active": first,
+                                                     "nodes": nodes, "active": first, "bridges": node_bridges(nodes),
                                                      "general_errors": errors.get("__all__", [])},
                       status=400)
     url = reverse("ct", args=[int(job.target)])

@@ -196,7 +196,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         target = None
         if name:
             target = Pool.objects.filter(name=name).first()
-            if target is None:
+            if target is None or not self.access.can("Pool.Audit", target):  # an unseen pool does not exist
                 raise serializers.ValidationError({"pool": [f"no pool '{name}'"]})
         actions.set_pool(self.access, container, target, address=self.address)
         return Response(s.ContainerDetailSerializer(container).data)

@@ -10,6 +10,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
 
 from engine import builders
 from webui import actions
@@ -52,6 +53,19 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
 
     def get_serializer_class(self):
         return s.NodeDetailSerializer if self.action == "retrieve" else s.NodeSerializer
+
+    @extend_schema(request=s.AllowedBridgesSerializer, responses=s.BridgesSerializer,
+                   description="The bridges containers' NICs may use on this node: those its interfaces file defines "
+                               "(managed) and host bridges an administrator allowed; PUT replaces the allowed list "
+                               "(Sys.Modify on the node).")
+    @action(detail=True, methods=["get", "put"])
+    def bridges(self, request, name=None):
+        from webui.nic_rights import managed_bridges, set_allowed_bridges
+
+        node = self.get_object()
+        if request.method == "PUT":
+            set_allowed_bridges(self.access, node, body_object(request.data).get("allowed"), address=self.address)
+        return Response({"managed": list(managed_bridges(node).values()), "allowed": node.allowed_bridges})
 
     @extend_schema(responses=s.MetricsSerializer, parameters=[
         OpenApiParameter("timeframe", str, enum=["hour", "day", "week"], default="hour")])

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
+from engine import consolelog
 from engine import rootfs as fs
 from engine import seccomp
 from engine import syscalls as sc
@@ -72,6 +73,7 @@ class StartSpec:
     cgroup_procs: list[str]
     cgroup2: bool
     console_log: Path
+    console_size: int = consolelog.DEFAULT_SIZE  # init's stdout/stderr: a sealed memfd this long (consolelog)
     init: list[str] = field(default_factory=lambda: ["/sbin/init"])
     keyctl: bool = False
     extra_setup: list = field(default_factory=list)  # callables run inside, after pivot_root, as container root
@@ -101,7 +103,7 @@ def spawn(spec: StartSpec) -> int:
     parent_sock.set_inheritable(False)
     child_sock.set_inheritable(False)
     seccomp_filter = seccomp.compile_filter(seccomp.default_rules(keyctl=spec.keyctl))
-    log_fd = os.open(spec.console_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    log_fd = consolelog.open_memfd(spec.console_size)
     try:
         setup_pid = os.fork()
         if setup_pid == 0:
@@ -114,6 +116,7 @@ def spawn(spec: StartSpec) -> int:
         finally:
             _reap(setup_pid)
     finally:
+        consolelog.drain_quietly(log_fd, spec.console_log, spec.console_size)  # what init said as it started
         os.close(log_fd)
         parent_sock.close()
         child_sock.close()

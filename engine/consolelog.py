@@ -122,14 +122,18 @@ def take(pid: int, starttime: int, size: int) -> int | None:
         os.close(pidfd)
 
 
-def drain(console_fd: int, path: Path, size: int) -> int:
+def drain(console_fd: int, path: Path, size: int, create: bool = False) -> int:
     """Copy what is new in the console to the log at ``path``, trimmed to ``size``; free the console.
 
     Drains of one log are serialised by an flock on the log file (reopened if a trim replaced it),
-    taken before the shared offset is read. Returns the number of bytes copied.
+    taken before the shared offset is read. Only the start and stop make the file (``create``): a
+    drain racing a destroy must not leave a log behind. Returns the number of bytes copied.
     """
     while True:
-        log_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+        try:
+            log_fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o640)
+        except FileNotFoundError:
+            return 0
         try:
             fcntl.flock(log_fd, fcntl.LOCK_EX)
             if os.fstat(log_fd).st_nlink == 0:
@@ -146,9 +150,9 @@ def drain(console_fd: int, path: Path, size: int) -> int:
 
 
 def drain_quietly(console_fd: int, path: Path, size: int) -> None:
-    """A drain on a path where its failure must not hide another error (the start's own)."""
+    """The drain of a start or a stop, which makes the log: its failure must not hide the operation's own."""
     with contextlib.suppress(OSError):
-        drain(console_fd, path, size)
+        drain(console_fd, path, size, create=True)
 
 
 def _pread_all(fd: int, length: int, offset: int) -> bytes:

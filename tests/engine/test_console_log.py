@@ -35,7 +35,9 @@ def test_the_console_refuses_to_grow_and_never_blocks(tmp_path):
         assert os.fstat(console).st_size == 8192
         with pytest.raises(OSError):
             os.ftruncate(console, 1 << 30)  # sealed: the container cannot grow it either
-        assert consolelog.drain(console, tmp_path / "log", 8192) == 8192
+        assert consolelog.drain(console, tmp_path / "gone", 8192) == 0  # no log (destroyed): none made
+        assert not (tmp_path / "gone").exists()
+        assert consolelog.drain(console, tmp_path / "log", 8192, create=True) == 8192
         assert os.write(console, b"again\n") == 6  # rewound: free again
     finally:
         os.close(console)
@@ -47,10 +49,10 @@ def test_a_drain_keeps_the_newest_output_within_the_cap(tmp_path):
     try:
         for n in range(10):
             os.write(console, b"".join(b"line %d.%03d\n" % (n, i) for i in range(300))[:4096])
-            consolelog.drain(console, log, 4096)
+            consolelog.drain(console, log, 4096, create=True)
             assert log.stat().st_size <= 4096
         os.write(console, b"the end\n")
-        consolelog.drain(console, log, 4096)
+        consolelog.drain(console, log, 4096, create=True)
     finally:
         os.close(console)
     text = log.read_bytes()

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
-from engine import consolelog
+from engine import consolelog, seccomp
 from engine import rootfs as fs
-from engine import seccomp
 from engine import syscalls as sc
 from engine.errors import StartError
 from engine.idmap import IdMap

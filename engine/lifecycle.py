@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine import consolelog
 from engine.cgroups import detect as detect_cgroups
 from engine.cgroups.base import CgroupDriver
 from engine.commands import CommandOps
@@ -37,8 +38,10 @@ class Engine(StatusOps, CreationOps, PowerOps, ConfigChangeOps, CommandOps, Snap
 
     def __init__(self, root: Path | str = DEFAULT_ROOT, run_dir: Path | str = DEFAULT_RUN,
                  cgroup_parent: str = DEFAULT_CGROUP_PARENT, idmap: IdMap | None = None, reaper: bool = False,
-                 cgroups: CgroupDriver | None = None):
+                 cgroups: CgroupDriver | None = None, console_log_size: int | None = None):
         self.layout = Layout(Path(root), Path(run_dir))
+        # A node setting (CAISSON_CONSOLE_LOG_SIZE): every engine process of a node should use the same.
+        self.console_log_size = console_log_size or consolelog.node_size()
         self.layout.ensure()
         self.storages = Storages(self.layout.root)
         self.cgroups = cgroups or detect_cgroups(cgroup_parent)

@@ -5,11 +5,13 @@ import os
 import select
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from engine import inits, procfs
+from engine import consolelog, inits, procfs
 from engine.config import ContainerConfig
-from engine.errors import InvalidState, StartError
+from engine.errors import EngineError, InvalidState, StartError
 from engine.reverter import Reverter
 from engine.state import RunRecord, container_lock
 from engine.status import ContainerStatus, _has_network
@@ -43,6 +45,7 @@ class PowerOps:
             if init is None:
                 raise StartError("init", f"{rootfs} has no /sbin/init")
         idmap = self._idmap(config)
+        consolelog.check_support()
         name = str(ctid)
         from engine import start  # the start machinery (ctypes, seccomp) loads only when something starts
 
@@ -74,7 +77,7 @@ class PowerOps:
             spec = start.StartSpec(ctid=ctid, rootfs=rootfs, hostname=config.hostname, idmap=idmap,
                                    cgroup_procs=self.cgroups.procs_file(name),
                                    cgroup2=self.cgroups.ns_path(name) is not None,
-                                   console_log=self.layout.console_log(ctid),
+                                   console_log=self.layout.console_log(ctid), console_size=self.console_log_size,
                                    seccomp_rules=start.seccomp.container_rules(config),
                                    extra_setup=extra_setup, prepare=prepare,
                                    reenter_rootfs=plan is not None and plan.rootfs_mount is not None)
@@ -127,19 +130,35 @@ class PowerOps:
     def _hard_stop(self, ctid: int) -> None:
         record = self._running(ctid)
         if record:
-            try:
-                pidfd = os.pidfd_open(record.pid)
-            except ProcessLookupError:
-                pidfd = None
-            if pidfd is not None:
+            with self._console_held(ctid, record):
                 try:
-                    # Killing PID 1 of the namespace takes every process in it down with it.
-                    signal.pidfd_send_signal(pidfd, 9)
-                    select.select([pidfd], [], [], 5.0)
-                finally:
-                    os.close(pidfd)
-            self._reap(record.pid)
+                    pidfd = os.pidfd_open(record.pid)
+                except ProcessLookupError:
+                    pidfd = None
+                if pidfd is not None:
+                    try:
+                        # Killing PID 1 of the namespace takes every process in it down with it.
+                        signal.pidfd_send_signal(pidfd, 9)
+                        select.select([pidfd], [], [], 5.0)
+                    finally:
+                        os.close(pidfd)
+                self._reap(record.pid)
         self._cleanup_after_exit(ctid)
+
+    @contextmanager
+    def _console_held(self, ctid: int, record) -> Iterator[None]:
+        """Hold init's console across its exit and drain it after: a stop keeps the container's last words
+        (the memfd would go with its last holder)."""
+        try:
+            console = consolelog.take(record.pid, record.starttime, self.console_log_size)
+        except (OSError, EngineError):
+            console = None
+        try:
+            yield
+        finally:
+            if console is not None:
+                consolelog.drain_quietly(console, self.layout.console_log(ctid), self.console_log_size)
+                os.close(console)
 
     def _cleanup_after_exit(self, ctid: int) -> None:
         name = str(ctid)
@@ -164,12 +183,13 @@ class PowerOps:
         if not record:
             raise InvalidState(f"container {ctid} is not running")
         init = inits.BY_NAME.get(record.init, inits.SYSVINIT)
-        pidfd = os.pidfd_open(record.pid)
-        try:
-            signal.pidfd_send_signal(pidfd, init.poweroff_signal)
-            ready, _, _ = select.select([pidfd], [], [], timeout)
-        finally:
-            os.close(pidfd)
+        with self._console_held(ctid, record):
+            pidfd = os.pidfd_open(record.pid)
+            try:
+                signal.pidfd_send_signal(pidfd, init.poweroff_signal)
+                ready, _, _ = select.select([pidfd], [], [], timeout)
+            finally:
+                os.close(pidfd)
         if not ready:
             if not force_stop:
                 raise InvalidState(f"container {ctid} did not shut down within {timeout:g} s; it is still running")

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
+from engine import consolelog, seccomp
 from engine import rootfs as fs
-from engine import seccomp
 from engine import syscalls as sc
 from engine.errors import StartError
 from engine.idmap import IdMap
@@ -78,6 +78,7 @@ class StartSpec:
     cgroup_procs: list[str]
     cgroup2: bool
     console_log: Path
+    console_size: int = consolelog.DEFAULT_SIZE  # init's stdout/stderr: a sealed memfd this long (consolelog)
     init: list[str] = field(default_factory=lambda: ["/sbin/init"])
     seccomp_rules: list = field(default_factory=seccomp.default_rules)  # seccomp.container_rules(config)
     extra_setup: list = field(default_factory=list)  # callables run inside, after pivot_root, as container root
@@ -107,7 +108,7 @@ def spawn(spec: StartSpec) -> int:
     parent_sock.set_inheritable(False)
     child_sock.set_inheritable(False)
     seccomp_filter = seccomp.compile_filter(spec.seccomp_rules)
-    log_fd = os.open(spec.console_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    log_fd = consolelog.open_memfd(spec.console_size)
     try:
         setup_pid = os.fork()
         if setup_pid == 0:
@@ -120,6 +121,7 @@ def spawn(spec: StartSpec) -> int:
         finally:
             _reap(setup_pid)
     finally:
+        consolelog.drain_quietly(log_fd, spec.console_log, spec.console_size)  # what init said as it started
         os.close(log_fd)
         parent_sock.close()
         child_sock.close()

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine import inits, procfs
+from engine import consolelog, inits, procfs
 from engine.config import ContainerConfig, read_config
 from engine.errors import EngineError, NotFound, ValidationError
 from engine.idmap import IdMap
@@ -73,6 +73,7 @@ class StatusOps:
         status = ContainerStatus(ctid, config.hostname, "running" if record else "stopped",
                                  unprivileged=config.unprivileged, lock=config.current.values.get("lock"))
         if record:
+            self._drain_console_quietly(ctid, record)
             status.pid, status.init = record.pid, record.init
             status.uptime = max(0.0, time.time() - record.started_at)
             if stats:
@@ -89,6 +90,38 @@ class StatusOps:
                     status.ipv4, status.ipv6 = found["ipv4"], found["ipv6"]
                     status.net = procnet.counters(record.pid)
         return status
+
+    # ---- the console log (engine.consolelog) ------------------------------------------------
+    def console_log(self, ctid: int) -> bytes:
+        """What the container's init wrote to its console, newest last, at most the node's cap."""
+        self.config(ctid)
+        self.drain_console(ctid)
+        try:
+            with open(self.layout.console_log(ctid), "rb") as handle:
+                return handle.read(self.console_log_size)
+        except FileNotFoundError:
+            return b""
+
+    def drain_console(self, ctid: int) -> int:
+        """Copy the running container's new console output to its log; the number of bytes copied."""
+        record = self._running(ctid)
+        return self._drain_console(ctid, record) if record else 0
+
+    def _drain_console(self, ctid: int, record: RunRecord) -> int:
+        console = consolelog.take(record.pid, record.starttime, self.console_log_size)
+        if console is None:
+            return 0
+        try:
+            return consolelog.drain(console, self.layout.console_log(ctid), self.console_log_size)
+        finally:
+            os.close(console)
+
+    def _drain_console_quietly(self, ctid: int, record: RunRecord) -> None:
+        """A drain beside another operation (status, stop): it must not make that operation fail."""
+        try:
+            self._drain_console(ctid, record)
+        except (OSError, EngineError):
+            pass
 
     def _running(self, ctid: int) -> RunRecord | None:
         """The run record if init is alive; rebuilt from the cgroup if the record is missing or stale."""

@@ -45,6 +45,8 @@ import signal
 import sys
 import time
 
+from engine import consolelog
+
 log = logging.getLogger("caisson.console")
 
 MODES = ("shell", "tty", "console")
@@ -123,6 +125,7 @@ class Session:
         self.pump: asyncio.Task | None = None
         self.ended = False
         self.told_readonly = False
+        self.log_seen = b""  # console mode: the last bytes shown, to find our place in a trimmed log
 
     # ---- starting -------------------------------------------------------------------------------
     def start_terminal(self, cols: int, rows: int) -> None:
@@ -200,14 +203,31 @@ class Session:
         while True:
             data = os.read(self.fd, CHUNK)
             if data:
+                self.log_seen = (self.log_seen + data)[-consolelog.OVERLAP:]
                 # A file, not a terminal: no line discipline turned its newlines into CR LF.
                 return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
             stat = os.fstat(self.fd)
-            if stat.st_nlink == 0:
+            if stat.st_nlink == 0 and not self._reopen_log():
                 return b""  # the container was destroyed
             if stat.st_size < os.lseek(self.fd, 0, os.SEEK_CUR):
                 os.lseek(self.fd, 0, os.SEEK_SET)  # the log was started afresh
+            try:  # what the container wrote since: into the log (its console is a capped memfd)
+                await asyncio.to_thread(self.relay.engine.drain_console, self.ctid)
+            except Exception as exc:  # noqa: BLE001 - the log read so far stays shown
+                log.warning("console session %s: draining the console failed: %s", self.sid, exc)
             await asyncio.sleep(0.2)
+
+    def _reopen_log(self) -> bool:
+        """A drain trimmed the log by replacing it: go on in the new file where the output we showed ends."""
+        try:
+            fd = os.open(self.relay.engine.layout.console_log(self.ctid), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        content = os.pread(fd, os.fstat(fd).st_size, 0)
+        os.lseek(fd, consolelog.resume_offset(content, self.log_seen), os.SEEK_SET)
+        os.close(self.fd)
+        self.fd = fd
+        return True
 
     def _record(self, data: bytes) -> int:
         offset = self.produced

@@ -126,7 +126,7 @@ def sync_storages(node: Node) -> None:
     for row in rows:
         StorageMirror.objects.update_or_create(node=node, name=row["id"], defaults={
             "type": row["type"], "content": row["content"], "total": row["total"] or 0, "used": row["used"] or 0,
-            "enabled": row["status"] != "disabled"})
+            "enabled": row["status"] != "disabled", "enforces_size": row["enforces_size"]})
 
 
 def heartbeat(node: Node) -> None:

@@ -56,7 +56,7 @@ def _verb_of(argv: list[str]) -> str | None:
 
 # The verbs defined here, in the order --help lists them; the storage verbs follow (engine.cli.storage).
 CORE_VERBS = ("create", "start", "stop", "status", "config", "shutdown", "reboot", "destroy", "list", "set", "exec",
-              "enter", "make-template", "network", "firewall", "startall", "stopall")
+              "enter", "make-template", "network", "firewall", "startall", "stopall", "log")
 
 
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
@@ -87,7 +87,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
             _add_config_options(create)
 
     for name, text in (("start", "start a container"), ("stop", "stop a container at once (kill)"),
-                       ("status", "show a container's state"), ("config", "print a container's configuration")):
+                       ("status", "show a container's state"), ("config", "print a container's configuration"),
+                       ("log", "print what the container's init wrote to its console (the newest, up to the cap)")):
         if wanted(name):
             sub = verbs.add_parser(name, help=text)
             sub.add_argument("ctid", type=_ctid)
@@ -211,6 +212,13 @@ def _dispatch(engine, args) -> int:
             emit_json({"ctid": args.ctid, "destroyed": True})
     elif verb == "status":
         _show_status(engine.status(args.ctid), as_json)
+    elif verb == "log":
+        data = engine.console_log(args.ctid)
+        if as_json:
+            emit_json({"ctid": args.ctid, "log": data.decode(errors="replace")})
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
     elif verb == "list":
         statuses = engine.list()
         if as_json:

@@ -103,10 +103,11 @@ def status(root: Path, storage_id: str | None = None) -> list[dict]:
     for definition in cfg.load(root).values():
         if storage_id and definition.id != storage_id:
             continue
-        active = definition.path.is_dir() and make_storage(definition).available()
+        storage = make_storage(definition)
+        active = definition.path.is_dir() and storage.available()
         row = {"id": definition.id, "type": definition.type, "content": sorted(definition.content),
                "status": "disabled" if definition.disabled else "active" if active else "inactive",
-               "total": None, "used": None, "available": None}
+               "enforces_size": storage.enforces_size, "total": None, "used": None, "available": None}
         if definition.path.is_dir():
             st = os.statvfs(definition.path)
             row["total"] = st.f_blocks * st.f_frsize

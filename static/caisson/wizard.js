@@ -133,8 +133,22 @@
     event.preventDefault(); // Enter means "Next", not "create now"
     if (form.dataset.active !== "confirm") next(form.dataset.active);
   });
-  form.querySelector("[name=node]").addEventListener("change", filterTemplates);
+  // A storage that cannot enforce a size gets none: the size field is hidden and sent empty.
+  function offerSize() {
+    const node = form.querySelector("[name=node]").value;
+    const name = form.querySelector("[name=storage]").value;
+    const known = [...document.querySelectorAll("#storage-list option")]
+      .find((o) => o.value === name && o.dataset.node === node);
+    const sized = !known || known.dataset.enforcesSize !== "0";
+    const field = document.getElementById("field-disk_size");
+    field.hidden = !sized;
+    if (!sized) form.querySelector("[name=disk_size]").value = "";
+  }
+
+  form.querySelector("[name=node]").addEventListener("change", () => { filterTemplates(); offerSize(); });
+  form.querySelector("[name=storage]").addEventListener("input", offerSize);
   filterTemplates();
+  offerSize();
   const start = form.dataset.active || "general";
   reached = steps.indexOf(start);
   show(start);

@@ -178,8 +178,9 @@ def test_next_id(users, node):
     ({"memory": "lots"}, "memory"), ({"ctid": [1]}, "ctid"), ({"ctid": "100a"}, "ctid"),
     ({"unprivileged": "yes"}, "unprivileged"), ({"start": 1}, "start"), ({"memory": True}, "memory"),
     ({"hostname": 5}, "hostname"), ({"cores": 1.5}, "cores"), ({"memory": 8}, "memory"),
-    ({"memory": 10**12}, "memory"), ({"ctid": 99}, "ctid"), ({"ctid": 10**10}, "ctid"), ({"disk_size": 0}, "disk_size"),
-    ({"hostname": "my host"}, "hostname"), ({"tag": 4095}, "tag"), ({"password_confirm": "other"}, "password_confirm"),
+    ({"memory": 10**12}, "memory"), ({"ctid": 99}, "ctid"), ({"ctid": 10**10}, "ctid"),
+    ({"disk_size": -1}, "disk_size"), ({"hostname": "my host"}, "hostname"), ({"tag": 4095}, "tag"),
+    ({"password_confirm": "other"}, "password_confirm"),
     ({"node": "nowhere"}, "node"), ({"bogus": 1}, "bogus"), ({"nameserver": "not-an-ip"}, "nameserver"),
     ({"bridge": "vmbr0", "ipv4_mode": "static"}, "ipv4"), ({"template": "local:vztmpl/vanished.tar.zst"}, "template"),
 ])

@@ -148,7 +148,9 @@ class ContainerCreateSerializer(serializers.Serializer):
     nesting = serializers.BooleanField(default=True)
     template = serializers.CharField(help_text="local:vztmpl/<name>, in the node's store")
     storage = serializers.CharField(default="local")
-    disk_size = serializers.IntegerField(default=8, help_text="GiB")
+    disk_size = serializers.IntegerField(required=False, help_text="GiB; 0: no size. Default 8 where the storage "
+                                                                   "enforces a size, none where it cannot (a size "
+                                                                   "there is refused)")
     cores = serializers.IntegerField(required=False)
     cpulimit = serializers.FloatField(default=0)
     cpuunits = serializers.IntegerField(default=100)

@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from engine.config import ContainerConfig, check_hostname
 from engine.errors import ValidationError as EngineValidationError
 from engine.network.nics import parse_nic
-from webui.models import Container, Node, StoredTemplate
+from webui.models import Container, Node, StorageMirror, StoredTemplate
 from webui.models.inventory import CTID_MAX, CTID_MIN
 
 
@@ -97,7 +97,20 @@ class TemplateForm(forms.Form):
 
 class DiskForm(forms.Form):
     storage = forms.CharField(max_length=64, initial="local")
-    disk_size = forms.IntegerField(label="Disk size (GiB)", min_value=1, max_value=131072, initial=8)
+    disk_size = forms.IntegerField(label="Disk size (GiB)", min_value=0, max_value=131072, required=False,
+                                   help_text="0: no size (a directory volume); empty: 8")
+
+    def check_on(self, node: Node | None) -> None:
+        """No size where the node's storage cannot enforce one (refused if given); else 8 GiB unless given."""
+        name, size = self.cleaned_data.get("storage"), self.cleaned_data.get("disk_size")
+        mirror = StorageMirror.objects.filter(node=node, name=name).first() if node and name else None
+        if mirror is not None and not mirror.enforces_size:
+            if size:
+                self.add_error("disk_size", f"storage '{name}' ({mirror.type}) cannot enforce a size: give none "
+                                            "(or 0), or pick a storage that can")
+            self.cleaned_data["disk_size"] = 0
+        elif size is None:
+            self.cleaned_data["disk_size"] = 8
 
 
 class CpuForm(forms.Form):
@@ -228,6 +241,8 @@ class CreateRequest:
             template.check_on(general.cleaned_data.get("node"))
         if self.forms["network"].is_valid():
             self.forms["network"].check_on(general.cleaned_data.get("node"))
+        if self.forms["disk"].is_valid():
+            self.forms["disk"].check_on(general.cleaned_data.get("node"))
         self.errors = {}
         for form in self.forms.values():
             for field, messages in form.errors.items():

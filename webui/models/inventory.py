@@ -121,6 +121,9 @@ class StorageMirror(models.Model):
     total = models.BigIntegerField(default=0)
     used = models.BigIntegerField(default=0)
     enabled = models.BooleanField(default=True)
+    # Whether a volume given a size here is held to it (engine.storage.Storage.enforces_size); where not,
+    # the web tier sends no size and offers none.
+    enforces_size = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["node__name", "name"]

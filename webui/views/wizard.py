@@ -17,7 +17,7 @@ from webui import actions
 from webui.access import access_for
 from webui.forms.create import STEP_FORMS, STEPS, CreateRequest, propose_ctid
 from webui.jobs import JobRefused
-from webui.models import Node, StoredTemplate
+from webui.models import Node, StorageMirror, StoredTemplate
 from webui.views.common import client_address, field_errors, wants_json
 
 FIELD_STEP = {field: step for step, form in STEP_FORMS.items() for field in form.base_fields}
@@ -46,8 +46,10 @@ def wizard(request):
     if not nodes:
         raise PermissionDenied("permission denied: VM.Allocate on a node is required to create containers")
     templates = StoredTemplate.objects.filter(node__in=nodes).select_related("node")
+    storages = [st for st in StorageMirror.objects.filter(node__in=nodes, enabled=True).select_related("node")
+                if "rootdir" in st.content]
     return render(request, "webui/create.html", {"steps": _forms(request), "templates": templates,
-                                                 "nodes": nodes, "bridges": node_bridges(nodes)})
+                                                 "storages": storages, "nodes": nodes, "bridges": node_bridges(nodes)})
 
 
 def node_bridges(nodes: list[Node]) -> list[tuple[str, str]]:

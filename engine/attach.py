@@ -154,6 +154,7 @@ def _command(spec, rules, env, sock) -> None:
         sock.close()
         sc.drop_bounding_caps(DROPPED_CAPABILITIES)
         os.closerange(3, 65536)
+        sc.default_signals()
         seccomp.install(rules)
         os.execvpe(spec.argv[0], spec.argv, env)
     except BaseException as exc:  # noqa: BLE001

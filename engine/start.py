@@ -366,6 +366,8 @@ def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, 
         os.dup2(log_fd, 2)
         step = "close-fds"
         close_fds_except({sock.fileno(), exec_w})
+        step = "signals"
+        sc.default_signals()
         step = "seccomp"
         seccomp.install(seccomp_filter)
         step = "ssh-host-keys"

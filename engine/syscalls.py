@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import signal
 import struct
 
 _libc = None
@@ -101,6 +102,19 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_load_libc().prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+
+
+def default_signals() -> None:
+    """Give a program about to be executed in a container the signal state a fresh process has.
+
+    Python ignores SIGPIPE and SIGXFSZ and may block signals in the calling
+    thread; ignored dispositions and the mask survive exec, so without this a
+    container's ``yes | head`` would spin forever once ``head`` exits. LXC
+    and runc reset them the same way before exec.
+    """
+    for number in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def drop_bounding_caps(names: list[str]) -> None:

@@ -130,3 +130,15 @@ def test_network_namespace_has_only_loopback(engine, container):
     out = sh(engine, container, "ls /sys/class/net")[1].split()
     assert out == ["lo"]
     assert sh(engine, container, "cat /sys/class/net/lo/operstate")[1].strip() in ("unknown", "up")
+
+
+def test_programs_inside_start_with_default_signals(engine, container):
+    """Nothing the engine's Python ignores or blocks reaches the container: a pipe's reader going away ends
+    its writer, in the container's init as in a command run inside."""
+    code, out, _ = sh(engine, container, "grep -E '^Sig(Ign|Blk)' /proc/self/status /proc/1/status")
+    assert code == 0
+    ignored = {line.split(":")[0]: int(line.split()[-1], 16) for line in out.splitlines()}
+    sigpipe, sigxfsz = 1 << 12, 1 << 24
+    assert all(not mask & (sigpipe | sigxfsz) for mask in ignored.values()), out
+    code, out, _ = sh(engine, container, "timeout 10 sh -c 'yes | head -n 1'; echo rc=$?")
+    assert out.split() == ["y", "rc=0"]

@@ -36,7 +36,9 @@ def prepare_node() -> str:
     from django.conf import settings
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-    from tasks.node import heartbeat, sync_all, sync_storages, sync_templates, this_node
+    from tasks.mirror import sync_all, sync_storages, sync_templates
+    from tasks.node import heartbeat
+    from tasks.runtime import this_node
 
     node = this_node()
     heartbeat(node)

@@ -35,7 +35,7 @@ from engine.errors import EngineError
 from tasks.backups import BackupJob
 from tasks.base import JobContext
 from tasks.celery import app
-from tasks.node import engine, this_node
+from tasks.runtime import node_engine, this_node
 from webui.backups import dispatch
 from webui.live import publish
 from webui.models import BackupSchedule, Container, Job, Node
@@ -75,7 +75,7 @@ def claim_run(schedule_id: int, now: datetime | None = None) -> list[Job] | None
 def selected(schedule: BackupSchedule, node: Node, report_missing: bool, expected: list[int] | None = None
              ) -> tuple[list[int], list[int]]:
     """This node's containers the job selects, by the node's own list; and listed IDs found nowhere."""
-    here, expected = set(engine().ids()), set(expected or [])
+    here, expected = set(node_engine().ids()), set(expected or [])
     mode = schedule.selection
     if mode == BackupSchedule.Selection.ALL:
         chosen = here

@@ -1,4 +1,4 @@
-"""Backup jobs on one container or one archive: back up, restore, verify, delete, protect; and the archive mirror.
+"""Backup jobs on one container or one archive: back up, restore, verify, delete, protect.
 
 Each job names its container in ``target`` (``/ct/<ID>`` jobs are serialised
 per container by ``JobTask``), and its archive by ``storage`` and ``archive``
@@ -7,28 +7,25 @@ storage that holds ``backup`` content (``local``: ``<root>/dump``).  A backup
 job records its outcome under ``params["result"]`` (archive, size, seconds,
 pruned), which a backup job run reads for its summary mail.
 
-The web tier never reads a node's disk: ``sync_backups`` mirrors every dump
-directory into ``BackupArchive`` rows, after each job and on the agent's tick
-(only a directory whose modification time changed is listed again).
+The web tier never reads a node's disk: ``tasks.mirror.sync_backups``
+mirrors every dump directory into ``BackupArchive`` rows, after each job and
+on the agent's tick (only a directory whose modification time changed is
+listed again).
 """
 from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from django.db import transaction
-from django.utils import timezone
-
-from engine.errors import EngineError, NotFound, NotSupported, ValidationError
+from engine.errors import NotFound, NotSupported, ValidationError
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
 from tasks.containers import refuse_root_settings
-from tasks.node import engine, sync_container, this_node
-from webui.backups import forget_container
+from tasks.mirror import sync_backups, sync_container
+from tasks.runtime import node_engine, this_node
 from webui.live import publish
-from webui.models import BackupArchive, Container, Job, Node
+from webui.models import BackupSchedule, Container, Job
 
 log = logging.getLogger(__name__)
 FULL_RESYNC_AFTER = 300.0  # seconds: list every dump directory again even if its mtime did not change
@@ -38,7 +35,7 @@ _listed: dict[tuple[str, str], tuple[int, float]] = {}  # (node, storage) -> (di
 # ---- where archives are ----------------------------------------------------------------------
 def dumpdir_of(storage: str) -> Path:
     """The dump directory of a storage holding backups on this node (made if missing, as vzdump does)."""
-    definition = engine().storages.get(storage, content="backup", key="storage").definition
+    definition = node_engine().storages.get(storage, content="backup", key="storage").definition
     path = Path(definition.path) / "dump"
     path.mkdir(mode=0o755, parents=True, exist_ok=True)
     return path
@@ -53,75 +50,6 @@ def archive_path(storage: str, name: str) -> Path:
     if not path.is_file():
         raise NotFound(f"backup {storage}:backup/{name} does not exist on this node")
     return path
-
-
-def backup_storages() -> dict[str, Path]:
-    """Storages of this node that hold backups, and their dump directories (not made here)."""
-    result = {}
-    for storage_id, definition in engine().storages.definitions().items():
-        if "backup" in definition.content and not definition.disabled:
-            result[storage_id] = Path(definition.path) / "dump"
-    return result
-
-
-# ---- the mirror ------------------------------------------------------------------------------
-def sync_backups(node: Node, force: bool = False) -> None:
-    """Mirror this node's archives; a dump directory is listed again only when it changed (or ``force``)."""
-    from engine.backup.names import list_backups
-
-    storages = backup_storages()
-    with transaction.atomic():
-        # One listing at a time per node: a tick must not store an older listing over a job's newer one.
-        Node.objects.select_for_update().filter(pk=node.pk).first()
-        changed = _sync_locked(node, storages, force, list_backups)
-    if changed:
-        publish([node.path, *(f"/ct/{c}" for c in sorted(changed))],
-                {"type": "backups", "node": node.name, "ctids": sorted(changed)})
-
-
-def _sync_locked(node: Node, storages: dict[str, Path], force: bool, list_backups) -> set[int]:
-    stale = BackupArchive.objects.filter(node=node).exclude(storage__in=list(storages))
-    changed = set(stale.values_list("ctid", flat=True))
-    stale.delete()
-    for storage, dumpdir in storages.items():
-        key = (node.name, storage)
-        try:
-            mtime = dumpdir.stat().st_mtime_ns
-        except FileNotFoundError:
-            mtime = -1
-        previous = _listed.get(key)
-        if not force and previous and previous[0] == mtime and time.monotonic() - previous[1] < FULL_RESYNC_AFTER:
-            continue
-        try:
-            found = list_backups(dumpdir) if mtime != -1 else []
-        except EngineError as exc:
-            log.warning("dump directory %s of storage %s unreadable: %s", dumpdir, storage, exc)
-            continue
-        _listed[key] = (mtime, time.monotonic())
-        changed |= _store(node, storage, found)
-    return changed
-
-
-def _store(node: Node, storage: str, found) -> set[int]:
-    """Write one dump directory's listing; returns the IDs whose archives changed."""
-    rows = {r.name: r for r in BackupArchive.objects.filter(node=node, storage=storage)}
-    changed: set[int] = set()
-    with transaction.atomic():
-        names = {b.name for b in found}
-        gone = [r for name, r in rows.items() if name not in names]
-        for row in gone:
-            changed.add(row.ctid)
-        BackupArchive.objects.filter(pk__in=[r.pk for r in gone]).delete()
-        for b in found:
-            fields = {"ctid": b.ctid, "time": datetime.fromtimestamp(b.time, UTC), "size": b.size,
-                      "format": b.compression, "protected": b.protected, "notes": b.notes}
-            row = rows.get(b.name)
-            if row is not None and all(getattr(row, k) == v for k, v in fields.items()):
-                continue
-            changed.add(b.ctid)
-            BackupArchive.objects.update_or_create(node=node, storage=storage, name=b.name,
-                                                   defaults={**fields, "seen": timezone.now()})
-    return changed
 
 
 # ---- jobs ------------------------------------------------------------------------------------
@@ -172,7 +100,7 @@ def clean_partials(dumpdir: Path, ctid: int) -> list[str]:
     from engine.state import container_lock
 
     removed = clean_partial(dumpdir)
-    with container_lock(engine().layout, ctid):  # a backup writing one holds this lock for its whole run
+    with container_lock(node_engine().layout, ctid):  # a backup writing one holds this lock for its whole run
         for path in dumpdir.glob(f".vzdump-lxc-{ctid}-*.part"):
             path.unlink(missing_ok=True)
             removed.append(path.name)
@@ -202,13 +130,13 @@ class Vzdump(BackupJob):
                   "protected": bool(params.get("protected")), "prune_options": prune,
                   "progress": _bytes_progress(ctx, "archived"), "cancel": _Cancel(ctx)}
         try:
-            result = backup(engine(), ctid, mode=mode, **kwargs)
+            result = backup(node_engine(), ctid, mode=mode, **kwargs)
         except NotSupported as exc:
             if mode != "snapshot":
                 raise
             # vzdump's own fallback: refused before anything changed, so suspend mode can run instead.
             ctx.log(f"snapshot mode not possible ({exc}); falling back to suspend mode")
-            result = backup(engine(), ctid, mode="suspend", **kwargs)
+            result = backup(node_engine(), ctid, mode="suspend", **kwargs)
         for line in result.log:
             ctx.log(line)
         outcome = {"archive": Path(result.archive).name, "storage": self.storage(ctx), "size": result.size,
@@ -233,7 +161,7 @@ class Vzrestore(BackupJob):
         ctx.log(f"restoring {archive.name} as CT {self.ctid(ctx)}" + (" over the existing one" if params.get("force")
                                                                      else ""))
         ctx.progress(0, None, "restoring", force=True)
-        result = restore(engine(), archive, self.ctid(ctx), force=bool(params.get("force")),
+        result = restore(node_engine(), archive, self.ctid(ctx), force=bool(params.get("force")),
                          storage=params.get("rootfs_storage") or None, options=params.get("options") or {},
                          unique=bool(params.get("unique")), progress=_bytes_progress(ctx, "read"),
                          cancel=ctx.cancel_event)
@@ -251,14 +179,14 @@ class Vzrestore(BackupJob):
         for key, value in (ctx.params.get("options") or {}).items():
             archived.set(key, str(value))
         ctid = self.ctid(ctx)
-        before = engine().config(ctid).current if ctx.params.get("force") and engine().exists(ctid) else None
+        before = node_engine().config(ctid).current if ctx.params.get("force") and node_engine().exists(ctid) else None
         refuse_root_settings(ctx, root_equivalent_changes(before, archived.current), f"backup {archive.name}")
 
     def after(self, ctx: JobContext) -> None:
         ctid = self.ctid(ctx)
         if sync_container(this_node(), ctid) is None:  # failed restore to a new ID: drop the placeholder
             if Container.objects.filter(ctid=ctid, status=Container.Status.CREATING).delete()[0]:
-                forget_container(ctid)
+                BackupSchedule.forget_container(ctid)
                 publish([f"/ct/{ctid}"], {"type": "ct.removed", "ctid": ctid})
 
 

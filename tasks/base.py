@@ -194,9 +194,9 @@ class JobTask(Task):
 
     @contextmanager
     def _serialised(self, job: Job):
-        from tasks.node import engine
+        from tasks.runtime import node_engine
 
-        directory = Path(engine().layout.run) / "jobs"
+        directory = Path(node_engine().layout.run) / "jobs"
         directory.mkdir(parents=True, exist_ok=True)
         # One container, or one template (node-level jobs are keyed by their target).
         scope = job.path if job.path.startswith("/ct/") else f"{job.path}:{job.target}"

@@ -4,9 +4,9 @@ from __future__ import annotations
 from engine.errors import ValidationError
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
-from tasks.node import engine, sync_container, this_node
-from webui.backups import forget_container
-from webui.models import Container
+from tasks.mirror import sync_container
+from tasks.runtime import node_engine, this_node
+from webui.models import BackupSchedule, Container
 
 
 def refuse_root_settings(ctx: JobContext, settings: dict[str, str], what: str) -> None:
@@ -46,19 +46,19 @@ class Create(ContainerJob):
         options = dict(params.get("options") or {})
         if params.get("rootfs"):
             options["rootfs"] = params["rootfs"]  # "<storage>:<GiB>" from the wizard's root disk step
-        engine().create(ctid, params["template"], options)
+        node_engine().create(ctid, params["template"], options)
         if params.get("password") or params.get("password_hash") or params.get("ssh_public_keys"):
             ctx.log("setting root's password and SSH keys")
             try:
-                set_credentials(engine(), ctid, params.get("password"), params.get("ssh_public_keys"),
+                set_credentials(node_engine(), ctid, params.get("password"), params.get("ssh_public_keys"),
                                 password_hash=params.get("password_hash"))
             except Exception:
-                engine().destroy(ctid, force=True)  # no half-made container: all of it or nothing
+                node_engine().destroy(ctid, force=True)  # no half-made container: all of it or nothing
                 raise
         ctx.log(f"created CT {ctid}")
         if params.get("start"):
             ctx.progress(0, None, "starting", force=True)
-            engine().start(ctid)
+            node_engine().start(ctid)
             ctx.log(f"started CT {ctid}")
         return "OK"
 
@@ -66,7 +66,7 @@ class Create(ContainerJob):
         container = sync_container(this_node(), self.ctid(ctx))
         if container is None:  # the create failed: drop the placeholder row the web tier made
             Container.objects.filter(ctid=self.ctid(ctx), status=Container.Status.CREATING).delete()
-            forget_container(self.ctid(ctx))
+            BackupSchedule.forget_container(self.ctid(ctx))
             from webui.live import publish
 
             publish([f"/ct/{self.ctid(ctx)}"], {"type": "ct.removed", "ctid": self.ctid(ctx)})
@@ -76,7 +76,7 @@ class Start(ContainerJob):
     name = "caisson.container.start"
 
     def perform(self, ctx: JobContext) -> str:
-        status = engine().start(self.ctid(ctx))
+        status = node_engine().start(self.ctid(ctx))
         ctx.log(f"init ({status.init}) running as pid {status.pid}")
         return "OK"
 
@@ -88,7 +88,7 @@ class Shutdown(ContainerJob):
         timeout = float(ctx.params.get("timeout", 60))
         force = bool(ctx.params.get("force_stop", True))
         ctx.log(f"asking init to shut down (timeout {timeout:g} s{', then stop' if force else ''})")
-        engine().shutdown(self.ctid(ctx), timeout=timeout, force_stop=force)
+        node_engine().shutdown(self.ctid(ctx), timeout=timeout, force_stop=force)
         return "OK"
 
 
@@ -96,7 +96,7 @@ class Stop(ContainerJob):
     name = "caisson.container.stop"
 
     def perform(self, ctx: JobContext) -> str:
-        engine().stop(self.ctid(ctx))
+        node_engine().stop(self.ctid(ctx))
         return "OK"
 
 
@@ -104,7 +104,7 @@ class Reboot(ContainerJob):
     name = "caisson.container.reboot"
 
     def perform(self, ctx: JobContext) -> str:
-        engine().reboot(self.ctid(ctx), timeout=float(ctx.params.get("timeout", 60)))
+        node_engine().reboot(self.ctid(ctx), timeout=float(ctx.params.get("timeout", 60)))
         return "OK"
 
 
@@ -112,20 +112,20 @@ class Destroy(ContainerJob):
     name = "caisson.container.destroy"
 
     def perform(self, ctx: JobContext) -> str:
-        engine().destroy(self.ctid(ctx), force=bool(ctx.params.get("force", False)))
+        node_engine().destroy(self.ctid(ctx), force=bool(ctx.params.get("force", False)))
         ctx.log(f"removed CT {self.ctid(ctx)} and its volumes")
         return "OK"
 
     def after(self, ctx: JobContext) -> None:
         ctid = self.ctid(ctx)
-        if engine().exists(ctid):
+        if node_engine().exists(ctid):
             super().after(ctx)
             return
         # Gone from the node: its row goes too, even one still marked "creating" (an interrupted create).
         from webui.live import publish
 
         Container.objects.filter(ctid=ctid).delete()
-        forget_container(ctid)
+        BackupSchedule.forget_container(ctid)
         publish([f"/ct/{ctid}", this_node().path], {"type": "ct.removed", "ctid": ctid})
 
 
@@ -141,7 +141,7 @@ class Set(ContainerJob):
             ctx.log(f"{key}: {value}")
         for key in delete:
             ctx.log(f"delete {key}")
-        live = engine().set(self.ctid(ctx), changes, delete, digest=ctx.params.get("digest"))
+        live = node_engine().set(self.ctid(ctx), changes, delete, digest=ctx.params.get("digest"))
         if live:
             ctx.log(f"applied to the running container: {', '.join(live)}")
         return "OK"
@@ -152,7 +152,7 @@ class Snapshot(ContainerJob):
     name = "caisson.container.snapshot"
 
     def perform(self, ctx: JobContext) -> str:
-        info = engine().snapshot(self.ctid(ctx), ctx.params["name"], ctx.params.get("description", ""))
+        info = node_engine().snapshot(self.ctid(ctx), ctx.params["name"], ctx.params.get("description", ""))
         ctx.log(f"snapshot '{info.name}' taken")
         return "OK"
 
@@ -161,7 +161,7 @@ class Rollback(ContainerJob):
     name = "caisson.container.rollback"
 
     def perform(self, ctx: JobContext) -> str:
-        engine().rollback(self.ctid(ctx), ctx.params["name"])
+        node_engine().rollback(self.ctid(ctx), ctx.params["name"])
         ctx.log(f"rolled back to '{ctx.params['name']}'")
         return "OK"
 
@@ -170,7 +170,7 @@ class DeleteSnapshot(ContainerJob):
     name = "caisson.container.delete_snapshot"
 
     def perform(self, ctx: JobContext) -> str:
-        engine().delete_snapshot(self.ctid(ctx), ctx.params["name"], force=bool(ctx.params.get("force")))
+        node_engine().delete_snapshot(self.ctid(ctx), ctx.params["name"], force=bool(ctx.params.get("force")))
         ctx.log(f"snapshot '{ctx.params['name']}' deleted")
         return "OK"
 
@@ -183,13 +183,14 @@ class Clone(ContainerJob):
         from engine.root_settings import root_equivalent
 
         p = ctx.params
-        source = engine().config(self.ctid(ctx))
+        source = node_engine().config(self.ctid(ctx))
         section = source.snapshots.get(p.get("snapshot") or "") or source.current
         refuse_root_settings(ctx, root_equivalent(section), f"CT {self.ctid(ctx)}'s config")
         ctx.progress(0, None, f"cloning to CT {p['newid']}", force=True)
-        engine().clone(self.ctid(ctx), int(p["newid"]), snapshot=p.get("snapshot") or None, full=bool(p.get("full")),
-                       storage=p.get("storage") or None, hostname=p.get("hostname") or None)
-        rootfs = engine().config(int(p["newid"])).current.values.get("rootfs", "")
+        node_engine().clone(self.ctid(ctx), int(p["newid"]), snapshot=p.get("snapshot") or None,
+                            full=bool(p.get("full")), storage=p.get("storage") or None,
+                            hostname=p.get("hostname") or None)
+        rootfs = node_engine().config(int(p["newid"])).current.values.get("rootfs", "")
         ctx.log(f"CT {p['newid']} created on {rootfs}")
         return "OK"
 
@@ -198,7 +199,7 @@ class Clone(ContainerJob):
         newid = int(ctx.params["newid"])
         if sync_container(this_node(), newid) is None:  # the clone failed: free the reserved ID
             Container.objects.filter(ctid=newid, status=Container.Status.CREATING).delete()
-            forget_container(newid)
+            BackupSchedule.forget_container(newid)
 
 
 class Resize(ContainerJob):
@@ -206,7 +207,7 @@ class Resize(ContainerJob):
     name = "caisson.container.resize"
 
     def perform(self, ctx: JobContext) -> str:
-        size = engine().resize(self.ctid(ctx), ctx.params["disk"], ctx.params["size"])
+        size = node_engine().resize(self.ctid(ctx), ctx.params["disk"], ctx.params["size"])
         ctx.log(f"{ctx.params['disk']} is now {size / 1073741824:.1f} GiB")
         return "OK"
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
-from tasks.node import engine, sync_templates, this_node
+from tasks.mirror import sync_templates
+from tasks.runtime import node_engine, this_node
 
 
 class TemplateJob(JobTask):
@@ -12,7 +13,7 @@ class TemplateJob(JobTask):
     def store(self):
         from engine.templates.store import TemplateStore
 
-        return TemplateStore(engine().layout.root)
+        return TemplateStore(node_engine().layout.root)
 
     def after(self, ctx: JobContext) -> None:
         sync_templates(this_node())

@@ -211,15 +211,6 @@ def protect(access: Access, archive: BackupArchive, data, address: str | None = 
 
 
 # ---- backup jobs (schedules) -----------------------------------------------------------------
-def forget_container(ctid: int) -> None:
-    """A destroyed container (or a failed create's ID) leaves the backup jobs that list it, as Proxmox's
-    destroy does: a job must not back up the next container given its ID.  A container that merely
-    vanished from its node stays listed, so that the job's run reports it missing."""
-    for schedule in BackupSchedule.objects.filter(ctids__contains=[ctid]):
-        schedule.ctids = [c for c in schedule.ctids if c != ctid]
-        schedule.save(update_fields=["ctids"])
-
-
 SCHEDULE_TEXT_FIELDS = {"schedule": 128, "mail_to": 512, "notes": 512, "comment": 255}
 
 

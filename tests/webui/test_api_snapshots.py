@@ -55,12 +55,12 @@ def test_each_operation_needs_its_privilege(make_user, ct):
 @pytest.mark.django_db(transaction=True)
 def test_snapshot_and_rollback_run_on_the_agent(agent, node, make_user, engine, busybox_template, ctid_factory,
                                                 monkeypatch):
-    import tasks.node
+    import tasks.mirror
 
-    monkeypatch.setattr(tasks.node, "engine", lambda: engine)
+    monkeypatch.setattr(tasks.mirror, "node_engine", lambda: engine)
     ctid = ctid_factory()
     engine.create(ctid, busybox_template)
-    tasks.node.sync_container(node, ctid)
+    tasks.mirror.sync_container(node, ctid)
     api = client_for(make_user("boss2", superuser=True))
     response = api.post(f"/api/containers/{ctid}/snapshots/", {"name": "first", "description": "d"}, format="json")
     assert response.status_code == 202 and response["Location"].endswith(f"/api/jobs/{response.json()['job']['id']}/")

@@ -25,8 +25,12 @@ def net_node(node):
 
 
 @pytest.fixture
-def tenant(net_node, make_user):
-    return client_for(make_user("tenant", "ContainerAdmin", net_node.path))
+def tenant(net_node, make_user, roles):
+    from webui.models import AccessEntry
+
+    user = make_user("tenant", "ContainerAdmin", net_node.path)
+    AccessEntry.objects.create(user=user, role=roles["ContainerAdmin"], path="/storage/local")  # room for disks
+    return client_for(user)
 
 
 def create(client, node, ctid, **nic):
@@ -110,16 +114,16 @@ def test_the_wizard_offers_only_usable_bridges(net_node, make_user):
 
 
 def test_the_agent_reports_the_bridges_its_interfaces_file_defines(engine, monkeypatch):
-    import tasks.node
+    import tasks.mirror
 
     path = engine.layout.root / "network" / "interfaces"
     path.parent.mkdir(parents=True, exist_ok=True)
     before = path.read_text() if path.exists() else None
     path.write_text("auto vmbr7\niface vmbr7 inet static\n    address 10.77.0.1/24\n    bridge-ports none\n"
                     "    caisson-pool 10.77.0.100-10.77.0.199\n")
-    monkeypatch.setattr(tasks.node, "engine", lambda: engine)
+    monkeypatch.setattr(tasks.mirror, "node_engine", lambda: engine)
     try:
-        assert tasks.node.managed_bridges() == [{"name": "vmbr7", "ipv4": "10.77.0.1/24", "ipv6": None,
+        assert tasks.mirror.managed_bridges() == [{"name": "vmbr7", "ipv4": "10.77.0.1/24", "ipv6": None,
                                                  "pool": "10.77.0.100-10.77.0.199", "dhcp": None}]
     finally:
         path.write_text(before) if before is not None else path.unlink()

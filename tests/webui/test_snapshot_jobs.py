@@ -15,10 +15,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def mirrored(agent, node, engine, busybox_template, ctid_factory, monkeypatch):
     """A stopped busybox container on the node, mirrored into the database."""
-    import tasks.node
-    from tasks.node import sync_container
+    import tasks.mirror
+    from tasks.mirror import sync_container
 
-    monkeypatch.setattr(tasks.node, "engine", lambda: engine)  # the agent's state root, read from here
+    monkeypatch.setattr(tasks.mirror, "node_engine", lambda: engine)  # the agent's state root, read from here
     ctid = ctid_factory()
     engine.create(ctid, busybox_template, {"hostname": "snappy"})
     return sync_container(node, ctid)
@@ -81,7 +81,7 @@ def test_snapshots_need_their_privilege(mirrored, make_user):
 
 def test_resize_refuses_bad_input_an_unenforced_size_and_a_shrink(mirrored, make_user, node, engine, busybox_template,
                                                                    ctid_factory):
-    from tasks.node import sync_container
+    from tasks.mirror import sync_container
 
     admin = Access(make_user("resizer", superuser=True))
     with pytest.raises(ValidationError) as bad:

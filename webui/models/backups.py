@@ -186,6 +186,15 @@ class BackupSchedule(models.Model):
                 task.delete()
         return result
 
+    @classmethod
+    def forget_container(cls, ctid: int) -> None:
+        """A destroyed container (or a failed create's ID) leaves the backup jobs that list it, as Proxmox's
+        destroy does: a job must not back up the next container given its ID.  A container that merely
+        vanished from its node stays listed, so that the job's run reports it missing."""
+        for schedule in cls.objects.filter(ctids__contains=[ctid]):
+            schedule.ctids = [c for c in schedule.ctids if c != ctid]
+            schedule.save(update_fields=["ctids"])
+
     def covered_nodes(self) -> list[Node]:
         return list(self.nodes.all()) or list(Node.objects.all())
 

@@ -1,0 +1,203 @@
+"""The node side of the mirror: the database follows what the node's disk says.
+
+The node's state (configs, cgroups, storages, dump directories) is the truth;
+these functions copy it into the web tier's rows, after each job and on the
+agent's tick, and push what changed to the browsers. The web tier never reads
+a node's disk.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from engine.errors import EngineError, NotFound
+from tasks.runtime import node_engine
+from webui.live import publish
+from webui.models import BackupArchive, CatalogEntry, Container, Node, StorageMirror, StoredTemplate
+
+log = logging.getLogger(__name__)
+FULL_RESYNC_AFTER = 300.0  # seconds: list every dump directory again even if its mtime did not change
+_listed: dict[tuple[str, str], tuple[int, float]] = {}  # (node, storage) -> (dir mtime_ns, when listed)
+
+
+# ---- containers ----------------------------------------------------------------------------
+def container_fields(status, config) -> dict:
+    started = None
+    if status.status == "running" and status.uptime is not None:
+        started = timezone.now() - timedelta(seconds=status.uptime)
+    return {
+        # A create or restore under way (or interrupted) holds "lock: create": not a stopped container yet.
+        "hostname": status.hostname, "status": "creating" if status.lock == "create" else status.status,
+        "unprivileged": status.unprivileged,
+        "config": {**config.current.values, **({"description": config.current.description}  # shown in Options
+                                                if config.current.description else {})},
+        "digest": config.digest(), "started_at": started, "init": status.init or "",
+        "ipv4": status.ipv4 or [], "ipv6": status.ipv6 or [], "memory_used": status.memory_bytes,
+        "memory_limit": status.memory_limit_bytes,
+    }
+
+
+def sync_container(node: Node, ctid: int) -> Container | None:
+    """Mirror one container from the node into the database; delete the row if the node has no such container."""
+    try:
+        status = node_engine().status(ctid)
+        config = node_engine().config(ctid)
+        snapshots = [info.as_dict() for info in node_engine().list_snapshots(ctid)]
+    except NotFound:
+        deleted, _ = Container.objects.filter(node=node, ctid=ctid).exclude(status=Container.Status.CREATING).delete()
+        if deleted:
+            publish([f"/ct/{ctid}", node.path], {"type": "ct.removed", "ctid": ctid})
+        return None
+    fields = {**container_fields(status, config), "snapshots": snapshots}
+    container, _ = Container.objects.update_or_create(ctid=ctid, defaults={"node": node, **fields})
+    publish([container.path, node.path], {"type": "ct.status", "ct": container_event(container)})
+    return container
+
+
+def container_event(container: Container) -> dict:
+    return {"ctid": container.ctid, "node": container.node.name, "hostname": container.hostname,
+            "status": container.status, "uptime": container.uptime, "ipv4": container.ipv4, "ipv6": container.ipv6,
+            "cpu": container.cpu, "memory_used": container.memory_used, "memory_limit": container.memory_limit}
+
+
+def sync_all(node: Node) -> int:
+    """Mirror every container of this node; rows for containers the node no longer has are removed."""
+    on_node = set(node_engine().ids())
+    for ctid in sorted(on_node):
+        sync_container(node, ctid)
+    stale = Container.objects.filter(node=node).exclude(ctid__in=on_node).exclude(status=Container.Status.CREATING)
+    for ctid in list(stale.values_list("ctid", flat=True)):
+        sync_container(node, ctid)
+    sync_backups(node)  # the archives of its dump directories (listed again only when they changed)
+    return len(on_node)
+
+
+def sync_templates(node: Node) -> None:
+    """Mirror the node's local template store and the catalog its sources offer."""
+    from engine.templates.__main__ import local_builds
+    from engine.templates.store import TemplateStore
+
+    store = TemplateStore(node_engine().layout.root)
+    with transaction.atomic():
+        local = store.local()
+        StoredTemplate.objects.filter(node=node).exclude(name__in=[t["name"] for t in local]).delete()
+        for item in local:
+            modified = datetime.fromtimestamp(os.stat(item["path"]).st_mtime, UTC)
+            StoredTemplate.objects.update_or_create(node=node, name=item["name"],
+                                                    defaults={"size": item["size"], "modified": modified})
+        try:
+            groups = store.available()
+        except EngineError as exc:
+            log.warning("template catalog of %s unreadable: %s", node, exc)
+            groups = {}
+        entries = [e for section in groups.values() for e in section] + local_builds()
+        CatalogEntry.objects.filter(node=node).delete()
+        CatalogEntry.objects.bulk_create([CatalogEntry(
+            node=node, source=e.source_id, section=e.section, name=e.name, os=e.os, version=e.version,
+            description=e.description, size=getattr(e, "size", None), buildable=e.source_id == "local",
+            trusted=e.source_id == "local" or store.trusted(e.source_id)) for e in entries],
+            ignore_conflicts=True)
+    publish([node.path], {"type": "templates", "node": node.name})
+
+
+# ---- storages and bridges ------------------------------------------------------------------
+def sync_storages(node: Node) -> None:
+    """Mirror the node's storages (storage.cfg) with their usage."""
+    from engine.storage import status as storage_status
+
+    rows = storage_status(node_engine().layout.root)
+    StorageMirror.objects.filter(node=node).exclude(name__in=[r["id"] for r in rows]).delete()
+    for row in rows:
+        StorageMirror.objects.update_or_create(node=node, name=row["id"], defaults={
+            "type": row["type"], "content": row["content"], "total": row["total"] or 0, "used": row["used"] or 0,
+            "enabled": row["status"] != "disabled", "enforces_size": row["enforces_size"]})
+
+
+def managed_bridges() -> list[dict]:
+    """The bridges this node's interfaces file defines, with their allocation (webui/nic_rights.py reads it)."""
+    from engine.network.bridges import NodeNetwork
+
+    try:
+        bridges = NodeNetwork(node_engine().layout.root).bridges().values()
+    except EngineError as exc:  # a broken file: no managed bridge until it is fixed
+        log.warning("cannot read the node's bridges: %s", exc)
+        return []
+    return [{"name": b.name, "ipv4": str(b.address) if b.address else None,
+             "ipv6": str(b.address6) if b.address6 else None,
+             "pool": f"{b.pool[0]}-{b.pool[1]}" if b.pool else None,
+             "dhcp": f"{b.dhcp[0]}-{b.dhcp[1]}" if b.dhcp else None} for b in bridges]
+
+
+# ---- backup archives --------------------------------------------------------------------------
+def backup_storages() -> dict[str, Path]:
+    """Storages of this node that hold backups, and their dump directories (not made here)."""
+    result = {}
+    for storage_id, definition in node_engine().storages.definitions().items():
+        if "backup" in definition.content and not definition.disabled:
+            result[storage_id] = Path(definition.path) / "dump"
+    return result
+
+
+def sync_backups(node: Node, force: bool = False) -> None:
+    """Mirror this node's archives; a dump directory is listed again only when it changed (or ``force``)."""
+    from engine.backup.names import list_backups
+
+    storages = backup_storages()
+    with transaction.atomic():
+        # One listing at a time per node: a tick must not store an older listing over a job's newer one.
+        Node.objects.select_for_update().filter(pk=node.pk).first()
+        changed = _sync_locked(node, storages, force, list_backups)
+    if changed:
+        publish([node.path, *(f"/ct/{c}" for c in sorted(changed))],
+                {"type": "backups", "node": node.name, "ctids": sorted(changed)})
+
+
+def _sync_locked(node: Node, storages: dict[str, Path], force: bool, list_backups) -> set[int]:
+    stale = BackupArchive.objects.filter(node=node).exclude(storage__in=list(storages))
+    changed = set(stale.values_list("ctid", flat=True))
+    stale.delete()
+    for storage, dumpdir in storages.items():
+        key = (node.name, storage)
+        try:
+            mtime = dumpdir.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = -1
+        previous = _listed.get(key)
+        if not force and previous and previous[0] == mtime and time.monotonic() - previous[1] < FULL_RESYNC_AFTER:
+            continue
+        try:
+            found = list_backups(dumpdir) if mtime != -1 else []
+        except EngineError as exc:
+            log.warning("dump directory %s of storage %s unreadable: %s", dumpdir, storage, exc)
+            continue
+        _listed[key] = (mtime, time.monotonic())
+        changed |= _store(node, storage, found)
+    return changed
+
+
+def _store(node: Node, storage: str, found) -> set[int]:
+    """Write one dump directory's listing; returns the IDs whose archives changed."""
+    rows = {r.name: r for r in BackupArchive.objects.filter(node=node, storage=storage)}
+    changed: set[int] = set()
+    with transaction.atomic():
+        names = {b.name for b in found}
+        gone = [r for name, r in rows.items() if name not in names]
+        for row in gone:
+            changed.add(row.ctid)
+        BackupArchive.objects.filter(pk__in=[r.pk for r in gone]).delete()
+        for b in found:
+            fields = {"ctid": b.ctid, "time": datetime.fromtimestamp(b.time, UTC), "size": b.size,
+                      "format": b.compression, "protected": b.protected, "notes": b.notes}
+            row = rows.get(b.name)
+            if row is not None and all(getattr(row, k) == v for k, v in fields.items()):
+                continue
+            changed.add(b.ctid)
+            BackupArchive.objects.update_or_create(node=node, storage=storage, name=b.name,
+                                                   defaults={**fields, "seen": timezone.now()})
+    return changed

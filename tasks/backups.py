@@ -26,9 +26,8 @@ from tasks.base import JobContext, JobTask
 from tasks.celery import app
 from tasks.containers import refuse_root_settings
 from tasks.node import engine, sync_container, this_node
-from webui.backups import forget_container
 from webui.live import publish
-from webui.models import BackupArchive, Container, Job, Node
+from webui.models import BackupArchive, BackupSchedule, Container, Job, Node
 
 log = logging.getLogger(__name__)
 FULL_RESYNC_AFTER = 300.0  # seconds: list every dump directory again even if its mtime did not change
@@ -258,7 +257,7 @@ class Vzrestore(BackupJob):
         ctid = self.ctid(ctx)
         if sync_container(this_node(), ctid) is None:  # failed restore to a new ID: drop the placeholder
             if Container.objects.filter(ctid=ctid, status=Container.Status.CREATING).delete()[0]:
-                forget_container(ctid)
+                BackupSchedule.forget_container(ctid)
                 publish([f"/ct/{ctid}"], {"type": "ct.removed", "ctid": ctid})
 
 

@@ -5,8 +5,7 @@ from engine.errors import ValidationError
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
 from tasks.node import engine, sync_container, this_node
-from webui.backups import forget_container
-from webui.models import Container
+from webui.models import BackupSchedule, Container
 
 
 def refuse_root_settings(ctx: JobContext, settings: dict[str, str], what: str) -> None:
@@ -66,7 +65,7 @@ class Create(ContainerJob):
         container = sync_container(this_node(), self.ctid(ctx))
         if container is None:  # the create failed: drop the placeholder row the web tier made
             Container.objects.filter(ctid=self.ctid(ctx), status=Container.Status.CREATING).delete()
-            forget_container(self.ctid(ctx))
+            BackupSchedule.forget_container(self.ctid(ctx))
             from webui.live import publish
 
             publish([f"/ct/{self.ctid(ctx)}"], {"type": "ct.removed", "ctid": self.ctid(ctx)})
@@ -125,7 +124,7 @@ class Destroy(ContainerJob):
         from webui.live import publish
 
         Container.objects.filter(ctid=ctid).delete()
-        forget_container(ctid)
+        BackupSchedule.forget_container(ctid)
         publish([f"/ct/{ctid}", this_node().path], {"type": "ct.removed", "ctid": ctid})
 
 
@@ -198,7 +197,7 @@ class Clone(ContainerJob):
         newid = int(ctx.params["newid"])
         if sync_container(this_node(), newid) is None:  # the clone failed: free the reserved ID
             Container.objects.filter(ctid=newid, status=Container.Status.CREATING).delete()
-            forget_container(newid)
+            BackupSchedule.forget_container(newid)
 
 
 class Resize(ContainerJob):

@@ -107,7 +107,7 @@ def on_container_deleted(sender, instance, **kwargs) -> None:
     """A container's row goes (destroyed, a failed create, restore or clone, or gone from its node): its
     ACL entries go with it, as Proxmox removes a guest's, so that nothing granted on it passes to the
     next container given its ID.  Its pool membership is its row's; its place in backup jobs goes when
-    it is destroyed (``webui.backups.forget_container``).  Archives keep their own ID-based checks."""
+    it is destroyed (``BackupSchedule.forget_container``).  Archives keep their own ID-based checks."""
     from webui.models import AccessEntry
 
     AccessEntry.objects.filter(path=instance.path).delete()

@@ -13,16 +13,31 @@ from rest_framework import mixins, serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from webui import actions
-from webui.api import serializers as s
+from webui.actions import containers as actions
+from webui.actions.pools import set_pool
 from webui.api.inputs import body_object, check_type, form_data
+from webui.api.serializers.containers import (
+    CloneSerializer,
+    ConfigChangeSerializer,
+    ContainerConfigSerializer,
+    ContainerCreateSerializer,
+    ContainerDetailSerializer,
+    ContainerSerializer,
+    PoolAssignSerializer,
+    PowerSerializer,
+    ResizeSerializer,
+    SnapshotSerializer,
+    container_row,
+)
+from webui.api.serializers.jobs import JobAcceptedSerializer
+from webui.api.serializers.nodes import MetricsSerializer
 from webui.api.views.base import ApiViewSet, accepted, flag_param, metrics
 from webui.forms.create import STEP_FORMS, propose_ctid
 from webui.models import Container, Pool
 
 LIST_VALUES = ["ctid", "node__name", "pool__name", "hostname", "status", "unprivileged", "started_at", "init", "ipv4",
                "ipv6", "cpu", "memory_used", "memory_limit"]
-ACCEPTED = {202: s.JobAcceptedSerializer}
+ACCEPTED = {202: JobAcceptedSerializer}
 POWER_COMMANDS = list(actions.POWER_ACTIONS)
 TIMEFRAME = OpenApiParameter("timeframe", str, enum=["hour", "day", "week"], default="hour")
 
@@ -30,7 +45,7 @@ TIMEFRAME = OpenApiParameter("timeframe", str, enum=["hour", "day", "week"], def
 @extend_schema(tags=["containers"])
 class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     queryset = Container.objects.select_related("node", "pool")
-    serializer_class = s.ContainerSerializer
+    serializer_class = ContainerSerializer
     lookup_field = "ctid"
     lookup_value_regex = r"[0-9]+"
     object_privileges = {"config:PUT": "VM.Config", "power": "VM.PowerMgmt", "destroy": "VM.Allocate",
@@ -41,7 +56,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         return self.access.visible_containers(super().get_queryset())
 
     def get_serializer_class(self):
-        return s.ContainerDetailSerializer if self.action == "retrieve" else s.ContainerSerializer
+        return ContainerDetailSerializer if self.action == "retrieve" else ContainerSerializer
 
     @extend_schema(parameters=[
         OpenApiParameter("node", str, description="node name"),
@@ -66,9 +81,9 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         # Plain rows, not model instances: a page of 1,000 would otherwise build 3,000 objects.
         page = self.paginate_queryset(queryset.values(*LIST_VALUES))
         now = timezone.now()
-        return self.get_paginated_response([s.container_row(row, now) for row in page])
+        return self.get_paginated_response([container_row(row, now) for row in page])
 
-    @extend_schema(request=s.ContainerCreateSerializer, responses=ACCEPTED,
+    @extend_schema(request=ContainerCreateSerializer, responses=ACCEPTED,
                    description="Runs the create wizard's checks over the body and queues the create job.")
     def create(self, request):
         data = form_data(request.data, STEP_FORMS.values())
@@ -79,8 +94,8 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
     def next_id(self, request):
         return Response({"ctid": propose_ctid()})
 
-    @extend_schema(methods=["GET"], responses=s.ContainerConfigSerializer)
-    @extend_schema(methods=["PUT"], request=s.ConfigChangeSerializer, responses=ACCEPTED,
+    @extend_schema(methods=["GET"], responses=ContainerConfigSerializer)
+    @extend_schema(methods=["PUT"], request=ConfigChangeSerializer, responses=ACCEPTED,
                    description="Change or delete config keys; a 'digest' from GET refuses the change (409) if "
                                "the config changed since.")
     @action(detail=True, methods=["get", "put"])
@@ -106,7 +121,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
                                     body.get("digest") or None, address=self.address)
         return accepted(job)
 
-    @extend_schema(request=s.PowerSerializer, responses=ACCEPTED, parameters=[
+    @extend_schema(request=PowerSerializer, responses=ACCEPTED, parameters=[
         OpenApiParameter("command", str, OpenApiParameter.PATH, enum=POWER_COMMANDS)])
     @action(detail=True, methods=["post"], url_path=r"status/(?P<command>start|shutdown|stop|reboot)")
     def power(self, request, ctid=None, command=None):
@@ -125,7 +140,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         "snapshots": serializers.ListField(child=serializers.DictField())}),
         description="The snapshot list as listsnapshot gives it: name, parent, snaptime, description; "
                     "'current' last.")
-    @extend_schema(methods=["POST"], request=s.SnapshotSerializer, responses=ACCEPTED,
+    @extend_schema(methods=["POST"], request=SnapshotSerializer, responses=ACCEPTED,
                    description="Take a snapshot; a running container is frozen for the instant it takes.")
     @action(detail=True, methods=["get", "post"])
     def snapshots(self, request, ctid=None):
@@ -146,7 +161,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         container = self.get_object()
         return accepted(actions.snapshot(self.access, container, operation, name, address=self.address))
 
-    @extend_schema(request=s.CloneSerializer, responses=ACCEPTED,
+    @extend_schema(request=CloneSerializer, responses=ACCEPTED,
                    description="A new container from this one; linked from a snapshot where the storage can.")
     @action(detail=True, methods=["post"])
     def clone(self, request, ctid=None):
@@ -160,7 +175,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
                                       full=body.get("full", False), storage=body.get("storage"),
                                       hostname=body.get("hostname"), address=self.address))
 
-    @extend_schema(request=s.ResizeSerializer, responses=ACCEPTED)
+    @extend_schema(request=ResizeSerializer, responses=ACCEPTED)
     @action(detail=True, methods=["put"])
     def resize(self, request, ctid=None):
         container = self.get_object()
@@ -183,7 +198,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
             raise serializers.ValidationError(errors)
         return body
 
-    @extend_schema(request=s.PoolAssignSerializer, responses=s.ContainerDetailSerializer,
+    @extend_schema(request=PoolAssignSerializer, responses=ContainerDetailSerializer,
                    description="Move the container into a pool (Pool.Allocate on the pools it leaves and joins).")
     @action(detail=True, methods=["put"])
     def pool(self, request, ctid=None):
@@ -198,10 +213,10 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
             target = Pool.objects.filter(name=name).first()
             if target is None or not self.access.can("Pool.Audit", target):  # an unseen pool does not exist
                 raise serializers.ValidationError({"pool": [f"no pool '{name}'"]})
-        actions.set_pool(self.access, container, target, address=self.address)
-        return Response(s.ContainerDetailSerializer(container).data)
+        set_pool(self.access, container, target, address=self.address)
+        return Response(ContainerDetailSerializer(container).data)
 
-    @extend_schema(responses=s.MetricsSerializer, parameters=[TIMEFRAME])
+    @extend_schema(responses=MetricsSerializer, parameters=[TIMEFRAME])
     @action(detail=True, methods=["get"])
     def metrics(self, request, ctid=None):
         container = self.get_object()

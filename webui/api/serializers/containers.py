@@ -3,6 +3,15 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from webui.api.serializers.base import (
+    BooleanField,
+    CharField,
+    FloatField,
+    IntegerField,
+    StrictSerializer,
+    form_serializer,
+)
+from webui.forms.create import STEP_FORMS
 from webui.models import Container
 
 # Named once for the schema's enums (settings.SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
@@ -56,39 +65,7 @@ class ContainerDetailSerializer(ContainerSerializer):
                 "updated_at": c.updated_at.isoformat(), "protected": c.protected, "config": c.config}
 
 
-class ContainerCreateSerializer(serializers.Serializer):
-    """The create wizard's fields (``webui/forms/create.py``); documented here, validated by the forms."""
-    node = serializers.CharField()
-    ctid = serializers.IntegerField(min_value=100, max_value=999_999_999)
-    hostname = serializers.CharField()
-    password = serializers.CharField(required=False, help_text="at least 5 characters; or give ssh_public_keys")
-    password_confirm = serializers.CharField(required=False)
-    ssh_public_keys = serializers.CharField(required=False)
-    unprivileged = serializers.BooleanField(default=True)
-    nesting = serializers.BooleanField(default=True)
-    template = serializers.CharField(help_text="local:vztmpl/<name>, in the node's store")
-    storage = serializers.CharField(default="local")
-    disk_size = serializers.IntegerField(required=False, help_text="GiB; 0: no size. Default 8 where the storage "
-                                                                   "enforces a size, none where it cannot (a size "
-                                                                   "there is refused)")
-    cores = serializers.IntegerField(required=False)
-    cpulimit = serializers.FloatField(default=0)
-    cpuunits = serializers.IntegerField(default=100)
-    memory = serializers.IntegerField(default=512, help_text="MiB")
-    swap = serializers.IntegerField(default=512, help_text="MiB")
-    bridge = serializers.CharField(required=False, help_text="empty: no network interface")
-    ipv4_mode = serializers.ChoiceField(choices=["none", "static", "dhcp"], default="dhcp")
-    ipv4 = serializers.CharField(required=False, help_text="address/prefix, with ipv4_mode static")
-    gw = serializers.CharField(required=False)
-    ipv6_mode = serializers.ChoiceField(choices=["none", "static", "auto", "dhcp"], default="none")
-    ipv6 = serializers.CharField(required=False)
-    gw6 = serializers.CharField(required=False)
-    tag = serializers.IntegerField(required=False, help_text="VLAN tag")
-    rate = serializers.FloatField(required=False, help_text="MB/s")
-    firewall = serializers.BooleanField(default=True)
-    searchdomain = serializers.CharField(required=False)
-    nameserver = serializers.CharField(required=False, help_text="space-separated addresses")
-    start = serializers.BooleanField(default=False, help_text="start once created")
+ContainerCreateSerializer = form_serializer("ContainerCreateSerializer", STEP_FORMS.values())
 
 
 class ContainerConfigSerializer(serializers.Serializer):
@@ -97,36 +74,43 @@ class ContainerConfigSerializer(serializers.Serializer):
     config = serializers.DictField(child=serializers.CharField())
 
 
-class ConfigChangeSerializer(serializers.Serializer):
+class ConfigChangeSerializer(StrictSerializer):
     changes = serializers.DictField(child=serializers.JSONField(), required=False,
                                     help_text="config key -> new value (string or number)")
-    delete = serializers.ListField(child=serializers.CharField(), required=False)
-    digest = serializers.CharField(required=False, allow_null=True)
+    delete = serializers.ListField(child=CharField(), required=False)
+    digest = CharField(required=False, help_text="the digest GET gave: refuses the change if the config changed")
 
 
-class PowerSerializer(serializers.Serializer):
-    timeout = serializers.IntegerField(required=False, help_text="shutdown: seconds before giving up (1-3600)")
-    force_stop = serializers.BooleanField(required=False, help_text="shutdown: stop hard after the timeout")
+class NumberField(FloatField):
+    """A number, kept as given (an integer stays one)."""
+
+    def to_internal_value(self, data):
+        super().to_internal_value(data)
+        return data
 
 
-class SnapshotSerializer(serializers.Serializer):
-    name = serializers.CharField(help_text="a letter, then letters, digits, '_' or '-'; at most 40")
-    description = serializers.CharField(required=False, allow_blank=True)
+class PowerSerializer(StrictSerializer):
+    timeout = NumberField(required=False, help_text="shutdown: seconds before giving up (1-3600)")
+    force_stop = BooleanField(required=False, help_text="shutdown: stop hard after the timeout")
 
 
-class CloneSerializer(serializers.Serializer):
-    newid = serializers.IntegerField(help_text="the new container's ID (see next-id)")
-    hostname = serializers.CharField(required=False, help_text="default: the source's")
-    snapshot = serializers.CharField(required=False, allow_null=True, help_text="clone this snapshot (linked where "
-                                                                                "the storage can)")
-    full = serializers.BooleanField(required=False, help_text="copy all data even where a linked clone is possible")
-    storage = serializers.CharField(required=False, allow_null=True, help_text="target storage (a full copy)")
+class SnapshotSerializer(StrictSerializer):
+    name = CharField(help_text="a letter, then letters, digits, '_' or '-'; at most 40")
+    description = CharField(required=False, allow_blank=True, trim_whitespace=False)
 
 
-class ResizeSerializer(serializers.Serializer):
-    disk = serializers.CharField(help_text="rootfs or mpN")
-    size = serializers.CharField(help_text="the new size (8G) or an increase (+2G); disks only grow")
+class CloneSerializer(StrictSerializer):
+    newid = IntegerField(help_text="the new container's ID (see next-id)")
+    hostname = CharField(required=False, help_text="default: the source's")
+    snapshot = CharField(required=False, help_text="clone this snapshot (linked where the storage can)")
+    full = BooleanField(required=False, help_text="copy all data even where a linked clone is possible")
+    storage = CharField(required=False, help_text="target storage (a full copy)")
 
 
-class PoolAssignSerializer(serializers.Serializer):
-    pool = serializers.CharField(allow_null=True, help_text="the pool's name, or null to take it out of its pool")
+class ResizeSerializer(StrictSerializer):
+    disk = CharField(help_text="rootfs or mpN")
+    size = CharField(help_text="the new size (8G) or an increase (+2G); disks only grow")
+
+
+class PoolAssignSerializer(StrictSerializer):
+    pool = CharField(required=False, help_text="the pool's name; null or left out: out of its pool")

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from webui.actions import containers as actions
 from webui.actions.pools import set_pool
-from webui.api.inputs import body_object, check_type, form_data
+from webui.api.serializers.base import validated
 from webui.api.serializers.containers import (
     CloneSerializer,
     ConfigChangeSerializer,
@@ -32,7 +32,7 @@ from webui.api.serializers.containers import (
 from webui.api.serializers.jobs import JobAcceptedSerializer
 from webui.api.serializers.nodes import MetricsSerializer
 from webui.api.views.base import ApiViewSet, accepted, flag_param, metrics
-from webui.forms.create import STEP_FORMS, propose_ctid
+from webui.forms.create import propose_ctid
 from webui.models import Container, Pool
 
 LIST_VALUES = ["ctid", "node__name", "pool__name", "hostname", "status", "unprivileged", "started_at", "init", "ipv4",
@@ -86,7 +86,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
     @extend_schema(request=ContainerCreateSerializer, responses=ACCEPTED,
                    description="Runs the create wizard's checks over the body and queues the create job.")
     def create(self, request):
-        data = form_data(request.data, STEP_FORMS.values())
+        data = validated(ContainerCreateSerializer, request.data)
         return accepted(actions.create_container(self.access, data, address=self.address))
 
     @extend_schema(responses=inline_serializer("NextId", {"ctid": serializers.IntegerField()}))
@@ -103,20 +103,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         container = self.get_object()
         if request.method == "GET":
             return Response({"ctid": container.ctid, "digest": container.digest, "config": container.config})
-        body = body_object(request.data)
-        errors = {}
-        for name, value, types, wanted in (("changes", body.get("changes", {}), (dict,), "an object"),
-                                           ("delete", body.get("delete", []), (list,), "a list of keys"),
-                                           ("digest", body.get("digest") or "", (str,), "a string")):
-            message = check_type(name, value, types, wanted)
-            if message:
-                errors[name] = [message]
-        if not errors and not all(isinstance(k, str) for k in body.get("delete") or []):
-            errors["delete"] = ["a list of keys"]
-        unknown = sorted(set(body) - {"changes", "delete", "digest"})
-        errors.update({key: ["unknown field"] for key in unknown})
-        if errors:
-            raise serializers.ValidationError(errors)
+        body = validated(ConfigChangeSerializer, request.data)
         job = actions.update_config(self.access, container, body.get("changes") or {}, body.get("delete") or [],
                                     body.get("digest") or None, address=self.address)
         return accepted(job)
@@ -126,7 +113,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
     @action(detail=True, methods=["post"], url_path=r"status/(?P<command>start|shutdown|stop|reboot)")
     def power(self, request, ctid=None, command=None):
         container = self.get_object()
-        params = body_object(request.data) if request.data else {}
+        params = validated(PowerSerializer, request.data) if request.data else {}
         return accepted(actions.power(self.access, container, command, params, address=self.address))
 
     @extend_schema(responses=ACCEPTED, parameters=[
@@ -147,8 +134,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         container = self.get_object()
         if request.method == "GET":
             return Response({"snapshots": container.snapshots})
-        body = self._fields(request, {"name": ((str,), "a string"), "description": ((str,), "a string")},
-                            required=("name",))
+        body = validated(SnapshotSerializer, request.data)
         return accepted(actions.snapshot(self.access, container, "snapshot", body["name"],
                                          body.get("description", ""), address=self.address))
 
@@ -166,11 +152,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
     @action(detail=True, methods=["post"])
     def clone(self, request, ctid=None):
         container = self.get_object()
-        body = self._fields(request, {"newid": ((int,), "an integer"), "hostname": ((str,), "a string"),
-                                      "snapshot": ((str, type(None)), "a snapshot name or null"),
-                                      "full": ((bool,), "true or false"),
-                                      "storage": ((str, type(None)), "a storage name or null")},
-                            required=("newid",))
+        body = validated(CloneSerializer, request.data)
         return accepted(actions.clone(self.access, container, body["newid"], snapshot_name=body.get("snapshot"),
                                       full=body.get("full", False), storage=body.get("storage"),
                                       hostname=body.get("hostname"), address=self.address))
@@ -179,35 +161,15 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
     @action(detail=True, methods=["put"])
     def resize(self, request, ctid=None):
         container = self.get_object()
-        body = self._fields(request, {"disk": ((str,), "a string"), "size": ((str,), "a string")},
-                            required=("disk", "size"))
+        body = validated(ResizeSerializer, request.data)
         return accepted(actions.resize(self.access, container, body["disk"], body["size"], address=self.address))
-
-    @staticmethod
-    def _fields(request, spec: dict, required: tuple[str, ...] = ()) -> dict:
-        """The JSON body, each field of the type ``spec`` names; unknown or missing fields are errors."""
-        body = body_object(request.data)
-        errors = {name: ["unknown field"] for name in sorted(set(body) - set(spec))}
-        errors.update({name: ["this field is required"] for name in required if name not in body})
-        for name, (types, wanted) in spec.items():
-            if name in body:
-                message = check_type(name, body[name], types, wanted)
-                if message:
-                    errors[name] = [message]
-        if errors:
-            raise serializers.ValidationError(errors)
-        return body
 
     @extend_schema(request=PoolAssignSerializer, responses=ContainerDetailSerializer,
                    description="Move the container into a pool (Pool.Allocate on the pools it leaves and joins).")
     @action(detail=True, methods=["put"])
     def pool(self, request, ctid=None):
         container = self.get_object()
-        body = body_object(request.data)
-        name = body.get("pool")
-        message = check_type("pool", name, (str, type(None)), "a pool name or null")
-        if message:
-            raise serializers.ValidationError({"pool": [message]})
+        name = validated(PoolAssignSerializer, request.data).get("pool")
         target = None
         if name:
             target = Pool.objects.filter(name=name).first()

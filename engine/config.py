@@ -23,6 +23,18 @@ from engine.errors import ValidationError
 MIN_CTID = 100
 MAX_CTID = 999_999_999
 
+# The numeric ranges of the keys a user sets, named once: the schema below checks with them, and the web
+# tier's forms and serializers import them rather than restate them.
+BOUNDS: dict[str, tuple[int | float, int | float]] = {
+    "ctid": (MIN_CTID, MAX_CTID),
+    "cores": (1, 8192),
+    "cpulimit": (0, 8192),
+    "cpuunits": (0, 500_000),
+    "memory": (16, 1 << 30),  # MiB
+    "swap": (0, 1 << 30),  # MiB
+    "tag": (1, 4094),  # a NIC's VLAN tag
+}
+
 HOSTNAME_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}$")
 SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)$")
@@ -165,7 +177,7 @@ MP_SCHEMA = {**ROOTFS_SCHEMA, "mp": _text, "backup": _bool}
 NET_SCHEMA = {
     "name": _text, "bridge": _text, "firewall": _bool, "gw": _text, "gw6": _text, "hwaddr": _mac,
     "ip": _text, "ip6": _text, "link_down": _bool, "mtu": _int(64, 65520), "rate": _float(0, 1e9),
-    "tag": _int(1, 4094), "trunks": _text, "type": _enum("veth"),
+    "tag": _int(*BOUNDS["tag"]), "trunks": _text, "type": _enum("veth"),
 }
 FEATURES_SCHEMA = {
     "nesting": _bool, "keyctl": _bool, "fuse": _bool, "mknod": _bool, "force_rw_sys": _bool, "mount": _text,
@@ -219,11 +231,11 @@ def check_mount_path(path: str, key: str) -> str:
 SCHEMA: dict[str, Callable[[str, str], object]] = {
     "arch": _enum("amd64", "i386", "arm64", "armhf", "riscv32", "riscv64"),
     "hostname": lambda v, k: check_hostname(v, k),
-    "cores": _int(1, 8192),
-    "cpulimit": _float(0, 8192),
-    "cpuunits": _int(0, 500_000),
-    "memory": _int(16, 1 << 30),
-    "swap": _int(0, 1 << 30),
+    "cores": _int(*BOUNDS["cores"]),
+    "cpulimit": _float(*BOUNDS["cpulimit"]),
+    "cpuunits": _int(*BOUNDS["cpuunits"]),
+    "memory": _int(*BOUNDS["memory"]),
+    "swap": _int(*BOUNDS["swap"]),
     "pids": _int(0, 1 << 22),  # Caisson extension: maximum number of tasks (0 = unlimited)
     "ioweight": _int(0, 10_000),  # Caisson extension: block I/O weight (0 = kernel default)
     "rootfs": _rootfs,

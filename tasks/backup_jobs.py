@@ -36,7 +36,6 @@ from tasks.backups import BackupJob
 from tasks.base import JobContext
 from tasks.celery import app
 from tasks.runtime import node_engine, this_node
-from webui.backups import dispatch
 from webui.live import publish
 from webui.models import BackupSchedule, Container, Job, Node
 
@@ -68,7 +67,7 @@ def claim_run(schedule_id: int, now: datetime | None = None) -> list[Job] | None
         if schedule.next_due is None:
             schedule.sync_periodic_task()  # the event has no more times: beat stops checking
         log.info("backup job %s: run due at %s claimed; next at %s", schedule.pk, slot, schedule.next_due)
-        return dispatch(schedule, slot=slot)
+        return schedule.dispatch(slot=slot)
 
 
 # ---- one run on one node ---------------------------------------------------------------------

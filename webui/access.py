@@ -154,3 +154,43 @@ def check_memberships(access: Access, groups, what: str) -> None:
     for path, privileges, name in AccessEntry.objects.filter(group__in=list(groups)).values_list(
             "path", "role__privileges", "group__name"):
         check_grant(access, path, privileges, f"{what} (group '{name}')")
+
+
+# ---- checking and auditing an action: what every action module calls ------------------------------------
+def audit(access: Access, action: str, path: str, address: str | None, outcome: str = "ok", **detail) -> None:
+    """One audit row for what the user did (or was refused) on ``path``."""
+    from webui.models import AuditEntry
+
+    user = access.user if access.user and access.user.is_authenticated else None
+    AuditEntry.objects.create(user=user, username=getattr(user, "username", ""), action=action, path=path,
+                              address=address, outcome=outcome, detail=detail)
+
+
+def deny(access: Access, action: str, where: str, message: str, address: str | None = None) -> None:
+    """Audit a refusal and raise it (403)."""
+    audit(access, action, where, address, outcome="denied", message=message)
+    raise PermissionDenied(message)
+
+
+def require(access: Access, privilege: str, obj=None, path: str = "/", address: str | None = None) -> None:
+    """Refuse (and audit the refusal) unless the user holds ``privilege`` on ``obj`` or ``path``."""
+    if access.can(privilege, obj, path):
+        return
+    where = obj.path if obj is not None else path
+    deny(access, f"denied {privilege}", where, f"permission denied: {privilege} on {where} is required", address)
+
+
+def require_superuser_for(access: Access, settings: dict[str, str], where: str, address: str | None = None) -> None:
+    """Root-equivalent settings (``engine.root_settings``) are for superusers alone, as Proxmox keeps them
+    for root@pam: refused to anyone else, naming each key and why."""
+    if not settings or access.superuser:
+        return
+    reasons = "; ".join(f"{key}: {why}" for key, why in settings.items())
+    deny(access, "denied root-equivalent", where, f"permission denied: only a superuser may set "
+                                                  f"{', '.join(settings)} ({reasons})", address)
+
+
+def require_space(access: Access, storages, address: str | None = None) -> None:
+    """Datastore.AllocateSpace on every storage a change allocates on (Proxmox's ``/storage/<id>`` check)."""
+    for storage in sorted({s for s in storages if s}):
+        require(access, "Datastore.AllocateSpace", path=f"/storage/{storage}", address=address)

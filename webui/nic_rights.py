@@ -95,7 +95,7 @@ def check_nic_rights(access, node, ctid: int, nics: dict[str, str], old: dict[st
     A bridge that may not be used at all is a ValidationError naming the key; the rest needs
     ``VM.Config.Network`` on ``obj`` (the container) or, for a container still to be made, on the node.
     """
-    from webui.actions import require
+    from webui.access import require
 
     old = old or {}
     errors, needs = {}, []
@@ -118,7 +118,7 @@ def set_allowed_bridges(access, node, names, address: str | None = None) -> list
     """Replace the host bridges an administrator allows on ``node`` (Sys.Modify on the node)."""
     import re
 
-    from webui.actions import _audit, require
+    from webui.access import audit, require
 
     require(access, "Sys.Modify", node, address=address)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -129,5 +129,5 @@ def set_allowed_bridges(access, node, names, address: str | None = None) -> list
                                            "'_', '.', '-')"]})
     node.allowed_bridges = sorted(set(names))
     node.save(update_fields=["allowed_bridges"])
-    _audit(access, "node.bridges", node.path, address, allowed=node.allowed_bridges)
+    audit(access, "node.bridges", node.path, address, allowed=node.allowed_bridges)
     return node.allowed_bridges

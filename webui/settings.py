@@ -174,8 +174,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"ContainerStatusEnum": "webui.api.serializers.CONTAINER_STATUS",
-                            "JobStatusEnum": "webui.api.serializers.JOB_STATUS"},
+    "ENUM_NAME_OVERRIDES": {"ContainerStatusEnum": "webui.api.serializers.containers.CONTAINER_STATUS",
+                            "JobStatusEnum": "webui.api.serializers.jobs.JOB_STATUS"},
 }
 
 # ---- security -------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from engine.storage import cfg
 from engine.storage.base import StorageDef
 from tests.webui.api_helpers import create_body, fresh_throttles, template_row  # noqa: F401
 from tests.webui.conftest import wait_job
-from webui.jobs import submit
 from webui.models import ApiToken, Container, Job, StorageMirror
+from webui.models.queue import submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,8 +9,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.webui.conftest import start_agent, stop_agent, wait_job
-from webui.jobs import submit
 from webui.models import BackupArchive, Container, Job
+from webui.models.queue import submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

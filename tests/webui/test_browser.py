@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.webui.conftest import PASSWORD, wait_job
-from webui.jobs import submit
 from webui.models import Container, Job, StoredTemplate
+from webui.models.queue import submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 playwright_api = pytest.importorskip("playwright.sync_api")

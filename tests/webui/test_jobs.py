@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from tests.webui.conftest import wait_job
-from webui.jobs import JobRefused, cancel, submit
 from webui.models import AuditEntry, Container, Job, Node
+from webui.models.queue import JobRefused, cancel, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -115,8 +115,8 @@ def test_an_unknown_builder_fails_with_the_choices(agent, node):
 
 def test_an_interrupted_create_shows_as_creating_and_can_be_destroyed(agent, node, engine, ctid_factory,
                                                                       make_user):
-    from webui import actions
     from webui.access import Access
+    from webui.actions import containers as actions
 
     ctid = ctid_factory()
     engine.layout.config_path(ctid).write_text("hostname: half\nlock: create\nunprivileged: 1\n")
@@ -150,7 +150,7 @@ def test_a_job_delivered_again_runs_once(agent, node, ctid_factory):
     import time
 
     from tasks.celery import app
-    from webui.jobs import TASKS
+    from webui.models.queue import TASKS
 
     def claimed(worker: str) -> Job:
         ctid = ctid_factory()

@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from tests.webui.conftest import wait_job
-from webui.jobs import submit
 from webui.models import Container, Job, MetricSample, StorageMirror
+from webui.models.queue import submit
 
 
 @pytest.mark.django_db

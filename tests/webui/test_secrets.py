@@ -73,7 +73,7 @@ def test_a_create_password_is_never_kept_in_clear(agent, node, stored_busybox, c
 def test_a_bad_password_is_refused_before_anything_is_queued(node):
     from django.core.exceptions import ValidationError
 
-    from webui.jobs import submit
+    from webui.models.queue import submit
 
     with pytest.raises(ValidationError, match="at least 5"):
         submit("vzcreate", node, "/ct/4711", "4711", params={"template": "x", "password": "abc"})

@@ -5,8 +5,8 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from tests.webui.conftest import wait_job
-from webui import actions
 from webui.access import Access
+from webui.actions import containers as actions
 from webui.models import Container
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -150,8 +150,8 @@ def test_room_on_a_storage_opens_no_archive_of_another_tenant(make_user, archive
     # Without the list filter (a user who can see it some other way), the action itself still refuses.
     from django.core.exceptions import PermissionDenied
 
-    from webui import backups
     from webui.access import Access
+    from webui.actions import backups
 
     with pytest.raises(PermissionDenied, match="VM.Backup on /ct/4530"):
         backups.delete(Access(user), archive)
@@ -164,8 +164,8 @@ def test_vm_backup_without_the_storage_opens_nothing_either(make_user, archive):
     assert client.get("/api/backups/").json()["results"] == []
     from django.core.exceptions import PermissionDenied
 
-    from webui import backups
     from webui.access import Access
+    from webui.actions import backups
 
     with pytest.raises(PermissionDenied, match="Datastore.AllocateSpace on /storage/local"):
         backups.verify(Access(user), archive)

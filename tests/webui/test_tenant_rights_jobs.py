@@ -6,8 +6,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.webui.conftest import wait_job
-from webui.jobs import submit
 from webui.models import AccessEntry, BackupArchive, BackupSchedule, Container, Job, Role
+from webui.models.queue import submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

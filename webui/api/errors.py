@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_handler
 
-from webui.jobs import JobRefused
+from webui.models.queue import JobRefused
 
 
 class Refused(exceptions.APIException):

@@ -5,7 +5,7 @@ Views declare what each action needs, as data::
     object_privileges = {"power": "VM.PowerMgmt", "config:PUT": "VM.Config"}  # on the object itself
     path_privileges = {"list": ("Sys.Audit", "/")}  # on a fixed access path
 
-and never check in their bodies.  A refusal is audited (``actions.require``)
+and never check in their bodies.  A refusal is audited (``webui.access.require``)
 and answered with 403.  Objects a user may not see at all are filtered out of
 the view's queryset first, so they are 404, not 403: existence does not leak.
 """
@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
-from webui.access import access_for
-from webui.actions import require
+from webui.access import access_for, require
 from webui.login_limits import client_address  # noqa: F401 - used here and imported from here
 
 

@@ -6,8 +6,8 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.routers import DefaultRouter
 
 from webui.api import schema  # noqa: F401 - registers the token scheme
-from webui.api.backups import router as backups_router
 from webui.api.views.access import AclViewSet, AuditViewSet, PermissionsViewSet, RoleViewSet, TokenViewSet, UserViewSet
+from webui.api.views.backups import router as backups_router
 from webui.api.views.containers import ContainerViewSet
 from webui.api.views.jobs import JobViewSet
 from webui.api.views.nodes import NodeViewSet

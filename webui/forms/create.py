@@ -12,11 +12,17 @@ import ipaddress
 from django import forms
 from django.core.exceptions import ValidationError
 
-from engine.config import ContainerConfig, check_hostname
+from engine.config import BOUNDS, ContainerConfig, check_hostname
 from engine.errors import ValidationError as EngineValidationError
 from engine.network.nics import parse_nic
 from webui.models import Container, Node, StorageMirror, StoredTemplate
-from webui.models.inventory import CTID_MAX, CTID_MIN
+from webui.models.inventory import CTID_MIN
+
+
+def bounded(kind, key: str, **kwargs):
+    """A number field whose range is the engine's for ``key`` (``engine.config.BOUNDS``), never restated here."""
+    low, high = BOUNDS[key]
+    return kind(min_value=low, max_value=high, **kwargs)
 
 
 def propose_ctid() -> int:
@@ -31,7 +37,7 @@ def propose_ctid() -> int:
 class GeneralForm(forms.Form):
     node = forms.ModelChoiceField(queryset=Node.objects.all(), to_field_name="name",
                                   error_messages={"invalid_choice": "no such node"})
-    ctid = forms.IntegerField(label="CT ID", min_value=CTID_MIN, max_value=CTID_MAX)
+    ctid = bounded(forms.IntegerField, "ctid", label="CT ID")
     hostname = forms.CharField(max_length=253)
     password = forms.CharField(required=False, widget=forms.PasswordInput(render_value=True), max_length=1024)
     password_confirm = forms.CharField(required=False, widget=forms.PasswordInput(render_value=True),
@@ -114,15 +120,14 @@ class DiskForm(forms.Form):
 
 
 class CpuForm(forms.Form):
-    cores = forms.IntegerField(min_value=1, max_value=8192, required=False, help_text="empty: all the node's cores")
-    cpulimit = forms.FloatField(min_value=0, max_value=8192, required=False, initial=0,
-                                help_text="0: no limit")
-    cpuunits = forms.IntegerField(min_value=1, max_value=10000, initial=100)
+    cores = bounded(forms.IntegerField, "cores", required=False, help_text="empty: all the node's cores")
+    cpulimit = bounded(forms.FloatField, "cpulimit", required=False, initial=0, help_text="0: no limit")
+    cpuunits = bounded(forms.IntegerField, "cpuunits", initial=100)
 
 
 class MemoryForm(forms.Form):
-    memory = forms.IntegerField(label="Memory (MiB)", min_value=16, max_value=268435456, initial=512)
-    swap = forms.IntegerField(label="Swap (MiB)", min_value=0, max_value=268435456, initial=512)
+    memory = bounded(forms.IntegerField, "memory", label="Memory (MiB)", initial=512)
+    swap = bounded(forms.IntegerField, "swap", label="Swap (MiB)", initial=512)
 
 
 IPV4_MODES = [("none", "none"), ("static", "static"), ("dhcp", "DHCP")]
@@ -137,7 +142,7 @@ class NetworkForm(forms.Form):
     ipv6_mode = forms.ChoiceField(choices=IPV6_MODES, initial="none", label="IPv6")
     ipv6 = forms.CharField(required=False, label="IPv6/CIDR")
     gw6 = forms.CharField(required=False, label="Gateway (IPv6)")
-    tag = forms.IntegerField(min_value=1, max_value=4094, required=False, label="VLAN tag")
+    tag = bounded(forms.IntegerField, "tag", required=False, label="VLAN tag")
     rate = forms.FloatField(min_value=0, max_value=4095, required=False, label="Rate limit (MB/s)")
     firewall = forms.BooleanField(required=False, initial=True)
 

@@ -5,7 +5,7 @@ from django.db import migrations
 
 
 def scrub(apps, schema_editor):
-    from webui.jobs import audited_params, protect_secrets
+    from webui.models.queue import audited_params, protect_secrets
 
     Job, AuditEntry = apps.get_model("webui", "Job"), apps.get_model("webui", "AuditEntry")
     for job in Job.objects.filter(params__has_key="password").iterator():

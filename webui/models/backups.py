@@ -186,6 +186,49 @@ class BackupSchedule(models.Model):
                 task.delete()
         return result
 
+    def covered_nodes(self) -> list[Node]:
+        return list(self.nodes.all()) or list(Node.objects.all())
+
+    # ---- runs: queued by "Run now" (webui.actions.schedules) and by beat's check (tasks.backup_jobs) ----
+    def run_nodes(self) -> list[tuple[Node, bool, list[int]]]:
+        """The nodes a run goes to: each with whether it reports listed containers that exist nowhere, and the
+        listed containers the mirror puts on it (an error there if they are gone by the time it runs)."""
+        from webui.models.inventory import Container
+
+        nodes = self.covered_nodes()
+        if self.selection == self.Selection.INCLUDE:
+            where: dict[int, list[int]] = {}
+            for ctid, node_id in Container.objects.filter(ctid__in=self.ctids).values_list("ctid", "node_id"):
+                where.setdefault(node_id, []).append(ctid)
+            chosen = [n for n in nodes if n.pk in where]
+            unknown = sum(len(ids) for ids in where.values()) < len(self.ctids)
+            if unknown and nodes and not chosen:
+                chosen = [nodes[0]]
+            return [(n, unknown and i == 0, sorted(where.get(n.pk, []))) for i, n in enumerate(chosen)]
+        if self.selection == self.Selection.POOL:
+            where_pool = set(Container.objects.filter(pool_id=self.pool_id).values_list("node_id", flat=True))
+            return [(n, False, []) for n in nodes if n.pk in where_pool]
+        return [(n, False, []) for n in nodes]
+
+    def dispatch(self, slot: datetime | None = None, user=None, address: str | None = None) -> list:
+        """Queue one ``vzdumpjob`` per node with containers to back up; refusals are audited, not raised."""
+        from webui.models.access import AuditEntry
+        from webui.models.queue import JobRefused, submit
+
+        jobs = []
+        for node, report_missing, expected in self.run_nodes():
+            params = {"slot": slot.isoformat() if slot else None, "report_missing": report_missing,
+                      "expected": expected}
+            try:
+                jobs.append(submit("vzdumpjob", node, "/", str(self.pk), user=user, params=params, address=address))
+            except JobRefused as exc:
+                username = getattr(user, "username", "") if user is not None else ""
+                AuditEntry.objects.create(user=user if user is not None and user.is_authenticated else None,
+                                          username=username, action="vzdumpjob", path="/", address=address,
+                                          outcome="refused", detail={"schedule": self.pk, "node": node.name,
+                                                                     "message": str(exc)})
+        return jobs
+
     @classmethod
     def forget_container(cls, ctid: int) -> None:
         """A destroyed container (or a failed create's ID) leaves the backup jobs that list it, as Proxmox's
@@ -194,9 +237,6 @@ class BackupSchedule(models.Model):
         for schedule in cls.objects.filter(ctids__contains=[ctid]):
             schedule.ctids = [c for c in schedule.ctids if c != ctid]
             schedule.save(update_fields=["ctids"])
-
-    def covered_nodes(self) -> list[Node]:
-        return list(self.nodes.all()) or list(Node.objects.all())
 
 
 class BackupArchive(models.Model):

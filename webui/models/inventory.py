@@ -8,11 +8,13 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
+from engine.config import BOUNDS
+
 NODE_NAME = RegexValidator(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
                            "a node name is lower-case letters, digits and inner hyphens, at most 63 characters")
 POOL_NAME = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
                            "a pool name starts with a letter or digit and holds letters, digits, '_', '.', '-'")
-CTID_MIN, CTID_MAX = 100, 999_999_999  # Proxmox's range of guest IDs
+CTID_MIN, CTID_MAX = BOUNDS["ctid"]  # Proxmox's range of guest IDs, as the engine checks it
 
 
 class Node(models.Model):

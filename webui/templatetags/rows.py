@@ -15,9 +15,11 @@ from django import template
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
+from webui.models.inventory import CTID_MAX
+
 register = template.Library()
 
-_PLACEHOLDER = 999_999_999  # a container ID stands in its place in the reversed URL
+_PLACEHOLDER = CTID_MAX  # a container ID stands in its place in the reversed URL
 
 
 def _ct_url() -> str:

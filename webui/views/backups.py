@@ -1,7 +1,7 @@
 """Backup pages: a container's Backup tab (a fragment the container page includes) and Datacenter -> Backup.
 
 Forms post with ``data-async`` like every other page; the actions are
-``webui.backups``; jobs show in the task panel with their progress and log.
+``webui.actions.backups`` and ``webui.actions.schedules``; jobs show in the task panel with their progress and log.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from webui import backups
 from webui.access import access_for
+from webui.actions import backups, schedules
 from webui.models import BackupArchive, BackupSchedule, Container, Job, Node, Pool, StorageMirror
 from webui.models.backups import BACKUP_MODES, COMPRESSIONS, KEEP_FIELDS, next_runs
 from webui.views.common import audit_container, client_address, container_or_gone, error_text, run_action
@@ -63,9 +63,8 @@ def backup_now(request, ctid: int):
 
 def _archive(request, pk: int) -> BackupArchive:
     """An archive the user may not see is 404, as one that does not exist."""
-    from webui.api.backups import visible_archives
-
-    return get_object_or_404(visible_archives(access_for(request), BackupArchive.objects.select_related("node")),
+    return get_object_or_404(backups.visible_archives(access_for(request),
+                                                      BackupArchive.objects.select_related("node")),
                              pk=pk)
 
 
@@ -124,7 +123,7 @@ def _schedule_data(post) -> dict:
 @require_POST
 def schedule_save(request, pk: int | None = None):
     schedule = get_object_or_404(BackupSchedule, pk=pk) if pk else None
-    return run_action(request, lambda: backups.save_schedule(access_for(request), _schedule_data(request.POST),
+    return run_action(request, lambda: schedules.save_schedule(access_for(request), _schedule_data(request.POST),
                                                              schedule, address=client_address(request)) and None,
                       "backup job saved", reverse("backup-schedules"))
 
@@ -132,7 +131,7 @@ def schedule_save(request, pk: int | None = None):
 @require_POST
 def schedule_delete(request, pk: int):
     schedule = get_object_or_404(BackupSchedule, pk=pk)
-    return run_action(request, lambda: backups.delete_schedule(access_for(request), schedule,
+    return run_action(request, lambda: schedules.delete_schedule(access_for(request), schedule,
                                                                address=client_address(request)),
                       f"backup job {pk} removed", reverse("backup-schedules"))
 
@@ -140,7 +139,7 @@ def schedule_delete(request, pk: int):
 @require_POST
 def schedule_run(request, pk: int):
     schedule = get_object_or_404(BackupSchedule, pk=pk)
-    return run_action(request, lambda: backups.run_now(access_for(request), schedule,
+    return run_action(request, lambda: schedules.run_now(access_for(request), schedule,
                                                        address=client_address(request))[0],
                       f"backup job {pk} started (job {{job.pk}})", reverse("backup-schedules"))
 

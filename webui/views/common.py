@@ -8,9 +8,9 @@ from django.shortcuts import redirect
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from webui.access import access_for
-from webui.jobs import JobRefused
 from webui.login_limits import client_address  # noqa: F401 - used here and imported from here
 from webui.models import Container, Job
+from webui.models.queue import JobRefused
 
 
 def wants_json(request) -> bool:

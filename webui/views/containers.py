@@ -8,8 +8,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from webui import actions
 from webui.access import access_for
+from webui.actions import containers as actions
 from webui.forms.create import propose_ctid
 from webui.models import Container, Job
 from webui.views.common import audit_container, client_address, container_or_gone, run_action

@@ -5,8 +5,8 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_POST
 
-from webui import actions
 from webui.access import access_for
+from webui.actions import nodes as actions
 from webui.consumers import can_see_job
 from webui.models import Job
 from webui.views.common import run_action

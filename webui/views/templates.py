@@ -8,8 +8,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from engine import builders
-from webui import actions
 from webui.access import access_for
+from webui.actions import nodes as actions
 from webui.models import CatalogEntry, Job, Node, StoredTemplate
 from webui.views.common import client_address, run_action
 

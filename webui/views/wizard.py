@@ -13,11 +13,11 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from webui import actions
 from webui.access import access_for
+from webui.actions import containers as actions
 from webui.forms.create import STEP_FORMS, STEPS, CreateRequest, propose_ctid
-from webui.jobs import JobRefused
 from webui.models import Node, StorageMirror, StoredTemplate
+from webui.models.queue import JobRefused
 from webui.views.common import client_address, field_errors, wants_json
 
 FIELD_STEP = {field: step for step, form in STEP_FORMS.items() for field in form.base_fields}

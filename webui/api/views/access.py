@@ -18,8 +18,16 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from webui.access import check_grant, check_manages, check_memberships
-from webui.api import serializers as s
 from webui.api.inputs import body_object, check_type
+from webui.api.serializers.access import (
+    AccessEntrySerializer,
+    ApiTokenIssuedSerializer,
+    ApiTokenSerializer,
+    AuditEntrySerializer,
+    PermissionsSerializer,
+    RoleSerializer,
+    UserSerializer,
+)
 from webui.api.views.base import ApiViewSet
 from webui.models import AccessEntry, ApiToken, AuditEntry, Container, Role
 from webui.privileges import validate_path
@@ -39,7 +47,7 @@ class AclViewSet(AuditedMixin, mixins.ListModelMixin, mixins.CreateModelMixin, m
                  ApiViewSet):
     """The ACL: a role for a user or a group on a path (inherited below it when ``propagate``)."""
     queryset = AccessEntry.objects.select_related("user", "group", "role")
-    serializer_class = s.AccessEntrySerializer
+    serializer_class = AccessEntrySerializer
     path_privileges = {"list": ADMIN, "create": ADMIN, "destroy": ADMIN, "retrieve": ADMIN}
 
     @extend_schema(parameters=[OpenApiParameter("path", str), OpenApiParameter("user", str),
@@ -72,7 +80,7 @@ class RoleViewSet(AuditedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin
                   mixins.UpdateModelMixin, mixins.DestroyModelMixin, ApiViewSet):
     """Roles anyone signed in may read; custom ones are made and changed with Permissions.Modify on /."""
     queryset = Role.objects.all()
-    serializer_class = s.RoleSerializer
+    serializer_class = RoleSerializer
     lookup_field = "name"
     lookup_value_regex = r"[A-Za-z0-9_.-]+"
     path_privileges = {"create": ADMIN, "update": ADMIN, "partial_update": ADMIN, "destroy": ADMIN}
@@ -107,7 +115,7 @@ class UserViewSet(AuditedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin
     """Users, for holders of Permissions.Modify on /.  Users are disabled, never deleted (the audit log
     keeps naming them)."""
     queryset = User.objects.prefetch_related("groups").order_by("username")
-    serializer_class = s.UserSerializer
+    serializer_class = UserSerializer
     lookup_field = "username"
     lookup_value_regex = r"[\w.@+-]+"
     path_privileges = {action: ADMIN for action in ("list", "retrieve", "create", "update", "partial_update",
@@ -128,7 +136,7 @@ class UserViewSet(AuditedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin
         user = serializer.save()
         self.audit("user.update", user=user.username, fields=sorted(set(serializer.validated_data) - {"password"}))
 
-    @extend_schema(request=None, responses=s.UserSerializer)
+    @extend_schema(request=None, responses=UserSerializer)
     @action(detail=True, methods=["post"])
     def disable(self, request, username=None):
         user = self.get_object()
@@ -138,28 +146,28 @@ class UserViewSet(AuditedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin
         user.is_active = False
         user.save(update_fields=["is_active"])
         self.audit("user.disable", user=user.username)
-        return Response(s.UserSerializer(user).data)
+        return Response(UserSerializer(user).data)
 
 
 @extend_schema(tags=["access"])
 class TokenViewSet(AuditedMixin, mixins.ListModelMixin, mixins.DestroyModelMixin, ApiViewSet):
     """The caller's own API tokens.  The secret is shown once, in the answer to the create."""
-    serializer_class = s.ApiTokenSerializer
+    serializer_class = ApiTokenSerializer
     lookup_field = "name"
     lookup_value_regex = r"[A-Za-z][A-Za-z0-9_.-]*"
 
     def get_queryset(self):
         return ApiToken.objects.filter(user=self.request.user)
 
-    @extend_schema(request=s.ApiTokenSerializer, responses={201: s.ApiTokenIssuedSerializer})
+    @extend_schema(request=ApiTokenSerializer, responses={201: ApiTokenIssuedSerializer})
     def create(self, request):
         body = body_object(request.data)
-        serializer = s.ApiTokenSerializer(data=body)
+        serializer = ApiTokenSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         token, value = ApiToken.issue(request.user, data["name"], data.get("comment", ""), data.get("expires"))
         self.audit("token.create", token=str(token))
-        return Response({**s.ApiTokenSerializer(token).data, "value": value}, status=status.HTTP_201_CREATED)
+        return Response({**ApiTokenSerializer(token).data, "value": value}, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, token):
         self.audit("token.delete", token=str(token))
@@ -169,7 +177,7 @@ class TokenViewSet(AuditedMixin, mixins.ListModelMixin, mixins.DestroyModelMixin
 @extend_schema(tags=["access"])
 class PermissionsViewSet(ApiViewSet):
     """The caller's effective privileges, like Proxmox's ``/access/permissions``."""
-    serializer_class = s.PermissionsSerializer
+    serializer_class = PermissionsSerializer
     pagination_class = None
 
     @extend_schema(parameters=[OpenApiParameter("path", str, description="an access path; default: / and every "
@@ -200,7 +208,7 @@ class PermissionsViewSet(ApiViewSet):
 class AuditViewSet(mixins.ListModelMixin, ApiViewSet):
     """The audit log, newest first; needs Sys.Audit on /."""
     queryset = AuditEntry.objects.all()
-    serializer_class = s.AuditEntrySerializer
+    serializer_class = AuditEntrySerializer
     path_privileges = {"list": ("Sys.Audit", "/")}
 
     @extend_schema(parameters=[OpenApiParameter("user", str), OpenApiParameter("action", str),

@@ -13,16 +13,31 @@ from rest_framework import mixins, serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from webui import actions
-from webui.api import serializers as s
-from webui.api.inputs import body_object, check_type, form_data
+from webui.actions import containers as actions
+from webui.actions.pools import set_pool
+from webui.api.serializers.base import validated
+from webui.api.serializers.containers import (
+    CloneSerializer,
+    ConfigChangeSerializer,
+    ContainerConfigSerializer,
+    ContainerCreateSerializer,
+    ContainerDetailSerializer,
+    ContainerSerializer,
+    PoolAssignSerializer,
+    PowerSerializer,
+    ResizeSerializer,
+    SnapshotSerializer,
+    container_row,
+)
+from webui.api.serializers.jobs import JobAcceptedSerializer
+from webui.api.serializers.nodes import MetricsSerializer
 from webui.api.views.base import ApiViewSet, accepted, flag_param, metrics
-from webui.forms.create import STEP_FORMS, propose_ctid
+from webui.forms.create import propose_ctid
 from webui.models import Container, Pool
 
 LIST_VALUES = ["ctid", "node__name", "pool__name", "hostname", "status", "unprivileged", "started_at", "init", "ipv4",
                "ipv6", "cpu", "memory_used", "memory_limit"]
-ACCEPTED = {202: s.JobAcceptedSerializer}
+ACCEPTED = {202: JobAcceptedSerializer}
 POWER_COMMANDS = list(actions.POWER_ACTIONS)
 TIMEFRAME = OpenApiParameter("timeframe", str, enum=["hour", "day", "week"], default="hour")
 
@@ -30,7 +45,7 @@ TIMEFRAME = OpenApiParameter("timeframe", str, enum=["hour", "day", "week"], def
 @extend_schema(tags=["containers"])
 class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     queryset = Container.objects.select_related("node", "pool")
-    serializer_class = s.ContainerSerializer
+    serializer_class = ContainerSerializer
     lookup_field = "ctid"
     lookup_value_regex = r"[0-9]+"
     object_privileges = {"config:PUT": "VM.Config", "power": "VM.PowerMgmt", "destroy": "VM.Allocate",
@@ -41,7 +56,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         return self.access.visible_containers(super().get_queryset())
 
     def get_serializer_class(self):
-        return s.ContainerDetailSerializer if self.action == "retrieve" else s.ContainerSerializer
+        return ContainerDetailSerializer if self.action == "retrieve" else ContainerSerializer
 
     @extend_schema(parameters=[
         OpenApiParameter("node", str, description="node name"),
@@ -66,12 +81,12 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         # Plain rows, not model instances: a page of 1,000 would otherwise build 3,000 objects.
         page = self.paginate_queryset(queryset.values(*LIST_VALUES))
         now = timezone.now()
-        return self.get_paginated_response([s.container_row(row, now) for row in page])
+        return self.get_paginated_response([container_row(row, now) for row in page])
 
-    @extend_schema(request=s.ContainerCreateSerializer, responses=ACCEPTED,
+    @extend_schema(request=ContainerCreateSerializer, responses=ACCEPTED,
                    description="Runs the create wizard's checks over the body and queues the create job.")
     def create(self, request):
-        data = form_data(request.data, STEP_FORMS.values())
+        data = validated(ContainerCreateSerializer, request.data)
         return accepted(actions.create_container(self.access, data, address=self.address))
 
     @extend_schema(responses=inline_serializer("NextId", {"ctid": serializers.IntegerField()}))
@@ -79,8 +94,8 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
     def next_id(self, request):
         return Response({"ctid": propose_ctid()})
 
-    @extend_schema(methods=["GET"], responses=s.ContainerConfigSerializer)
-    @extend_schema(methods=["PUT"], request=s.ConfigChangeSerializer, responses=ACCEPTED,
+    @extend_schema(methods=["GET"], responses=ContainerConfigSerializer)
+    @extend_schema(methods=["PUT"], request=ConfigChangeSerializer, responses=ACCEPTED,
                    description="Change or delete config keys; a 'digest' from GET refuses the change (409) if "
                                "the config changed since.")
     @action(detail=True, methods=["get", "put"])
@@ -88,30 +103,17 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         container = self.get_object()
         if request.method == "GET":
             return Response({"ctid": container.ctid, "digest": container.digest, "config": container.config})
-        body = body_object(request.data)
-        errors = {}
-        for name, value, types, wanted in (("changes", body.get("changes", {}), (dict,), "an object"),
-                                           ("delete", body.get("delete", []), (list,), "a list of keys"),
-                                           ("digest", body.get("digest") or "", (str,), "a string")):
-            message = check_type(name, value, types, wanted)
-            if message:
-                errors[name] = [message]
-        if not errors and not all(isinstance(k, str) for k in body.get("delete") or []):
-            errors["delete"] = ["a list of keys"]
-        unknown = sorted(set(body) - {"changes", "delete", "digest"})
-        errors.update({key: ["unknown field"] for key in unknown})
-        if errors:
-            raise serializers.ValidationError(errors)
+        body = validated(ConfigChangeSerializer, request.data)
         job = actions.update_config(self.access, container, body.get("changes") or {}, body.get("delete") or [],
                                     body.get("digest") or None, address=self.address)
         return accepted(job)
 
-    @extend_schema(request=s.PowerSerializer, responses=ACCEPTED, parameters=[
+    @extend_schema(request=PowerSerializer, responses=ACCEPTED, parameters=[
         OpenApiParameter("command", str, OpenApiParameter.PATH, enum=POWER_COMMANDS)])
     @action(detail=True, methods=["post"], url_path=r"status/(?P<command>start|shutdown|stop|reboot)")
     def power(self, request, ctid=None, command=None):
         container = self.get_object()
-        params = body_object(request.data) if request.data else {}
+        params = validated(PowerSerializer, request.data) if request.data else {}
         return accepted(actions.power(self.access, container, command, params, address=self.address))
 
     @extend_schema(responses=ACCEPTED, parameters=[
@@ -125,15 +127,14 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         "snapshots": serializers.ListField(child=serializers.DictField())}),
         description="The snapshot list as listsnapshot gives it: name, parent, snaptime, description; "
                     "'current' last.")
-    @extend_schema(methods=["POST"], request=s.SnapshotSerializer, responses=ACCEPTED,
+    @extend_schema(methods=["POST"], request=SnapshotSerializer, responses=ACCEPTED,
                    description="Take a snapshot; a running container is frozen for the instant it takes.")
     @action(detail=True, methods=["get", "post"])
     def snapshots(self, request, ctid=None):
         container = self.get_object()
         if request.method == "GET":
             return Response({"snapshots": container.snapshots})
-        body = self._fields(request, {"name": ((str,), "a string"), "description": ((str,), "a string")},
-                            required=("name",))
+        body = validated(SnapshotSerializer, request.data)
         return accepted(actions.snapshot(self.access, container, "snapshot", body["name"],
                                          body.get("description", ""), address=self.address))
 
@@ -146,62 +147,38 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         container = self.get_object()
         return accepted(actions.snapshot(self.access, container, operation, name, address=self.address))
 
-    @extend_schema(request=s.CloneSerializer, responses=ACCEPTED,
+    @extend_schema(request=CloneSerializer, responses=ACCEPTED,
                    description="A new container from this one; linked from a snapshot where the storage can.")
     @action(detail=True, methods=["post"])
     def clone(self, request, ctid=None):
         container = self.get_object()
-        body = self._fields(request, {"newid": ((int,), "an integer"), "hostname": ((str,), "a string"),
-                                      "snapshot": ((str, type(None)), "a snapshot name or null"),
-                                      "full": ((bool,), "true or false"),
-                                      "storage": ((str, type(None)), "a storage name or null")},
-                            required=("newid",))
+        body = validated(CloneSerializer, request.data)
         return accepted(actions.clone(self.access, container, body["newid"], snapshot_name=body.get("snapshot"),
                                       full=body.get("full", False), storage=body.get("storage"),
                                       hostname=body.get("hostname"), address=self.address))
 
-    @extend_schema(request=s.ResizeSerializer, responses=ACCEPTED)
+    @extend_schema(request=ResizeSerializer, responses=ACCEPTED)
     @action(detail=True, methods=["put"])
     def resize(self, request, ctid=None):
         container = self.get_object()
-        body = self._fields(request, {"disk": ((str,), "a string"), "size": ((str,), "a string")},
-                            required=("disk", "size"))
+        body = validated(ResizeSerializer, request.data)
         return accepted(actions.resize(self.access, container, body["disk"], body["size"], address=self.address))
 
-    @staticmethod
-    def _fields(request, spec: dict, required: tuple[str, ...] = ()) -> dict:
-        """The JSON body, each field of the type ``spec`` names; unknown or missing fields are errors."""
-        body = body_object(request.data)
-        errors = {name: ["unknown field"] for name in sorted(set(body) - set(spec))}
-        errors.update({name: ["this field is required"] for name in required if name not in body})
-        for name, (types, wanted) in spec.items():
-            if name in body:
-                message = check_type(name, body[name], types, wanted)
-                if message:
-                    errors[name] = [message]
-        if errors:
-            raise serializers.ValidationError(errors)
-        return body
-
-    @extend_schema(request=s.PoolAssignSerializer, responses=s.ContainerDetailSerializer,
+    @extend_schema(request=PoolAssignSerializer, responses=ContainerDetailSerializer,
                    description="Move the container into a pool (Pool.Allocate on the pools it leaves and joins).")
     @action(detail=True, methods=["put"])
     def pool(self, request, ctid=None):
         container = self.get_object()
-        body = body_object(request.data)
-        name = body.get("pool")
-        message = check_type("pool", name, (str, type(None)), "a pool name or null")
-        if message:
-            raise serializers.ValidationError({"pool": [message]})
+        name = validated(PoolAssignSerializer, request.data).get("pool")
         target = None
         if name:
             target = Pool.objects.filter(name=name).first()
             if target is None or not self.access.can("Pool.Audit", target):  # an unseen pool does not exist
                 raise serializers.ValidationError({"pool": [f"no pool '{name}'"]})
-        actions.set_pool(self.access, container, target, address=self.address)
-        return Response(s.ContainerDetailSerializer(container).data)
+        set_pool(self.access, container, target, address=self.address)
+        return Response(ContainerDetailSerializer(container).data)
 
-    @extend_schema(responses=s.MetricsSerializer, parameters=[TIMEFRAME])
+    @extend_schema(responses=MetricsSerializer, parameters=[TIMEFRAME])
     @action(detail=True, methods=["get"])
     def metrics(self, request, ctid=None):
         container = self.get_object()

@@ -12,9 +12,9 @@ from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from webui import actions
 from webui.access import Access
-from webui.api import serializers as s
+from webui.actions import nodes as actions
+from webui.api.serializers.jobs import JobLineSerializer, JobLogSerializer, JobSerializer
 from webui.api.views.base import ApiViewSet, int_param
 from webui.models import Container, Job, Node
 
@@ -33,7 +33,7 @@ def visible_jobs(access: Access, queryset):
 @extend_schema(tags=["jobs"])
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     queryset = Job.objects.select_related("node", "user")
-    serializer_class = s.JobSerializer
+    serializer_class = JobSerializer
 
     def get_queryset(self):
         return visible_jobs(self.access, super().get_queryset())
@@ -50,7 +50,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
                 queryset = queryset.filter(**{field: request.query_params[param]})
         return self.paged(queryset)
 
-    @extend_schema(responses=s.JobLogSerializer, parameters=[
+    @extend_schema(responses=JobLogSerializer, parameters=[
         OpenApiParameter("start", int, description="the first line number wanted (lines count from 1)"),
         OpenApiParameter("limit", int, description=f"at most this many lines (default and maximum {LOG_LIMIT})")],
         description="Read the log from 'start' on, then follow the job's websocket group for new lines.")
@@ -62,10 +62,10 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         lines = list(job.lines.filter(seq__gte=start).order_by("seq")[:limit].values("seq", "time", "text"))
         following = lines[-1]["seq"] + 1 if lines else start
         more = job.lines.filter(seq__gte=following).exists() if len(lines) == limit else False
-        return Response({"job": job.pk, "status": job.status, "lines": s.JobLineSerializer(lines, many=True).data,
+        return Response({"job": job.pk, "status": job.status, "lines": JobLineSerializer(lines, many=True).data,
                          "next": following, "complete": not job.active and not more})
 
-    @extend_schema(request=None, responses=s.JobSerializer,
+    @extend_schema(request=None, responses=JobSerializer,
                    description="The job's owner, or Sys.Modify on its node: a queued job is cancelled at once, a "
                                "running one at its next check.")
     @action(detail=True, methods=["post"])

@@ -13,13 +13,27 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
 from engine import builders
-from webui import actions
-from webui.api import serializers as s
+from webui.actions import nodes as actions
 from webui.api.inputs import body_object, check_type
+from webui.api.serializers.jobs import JobAcceptedSerializer
+from webui.api.serializers.nodes import (
+    AllowedBridgesSerializer,
+    BridgesSerializer,
+    MetricsSerializer,
+    NodeDetailSerializer,
+    NodeSerializer,
+)
+from webui.api.serializers.templates import (
+    BuildSerializer,
+    CatalogEntrySerializer,
+    CatalogUpdateSerializer,
+    DownloadSerializer,
+    StoredTemplateSerializer,
+)
 from webui.api.views.base import ApiViewSet, accepted, metrics
 from webui.models import CatalogEntry, Node, StoredTemplate
 
-ACCEPTED = {202: s.JobAcceptedSerializer}
+ACCEPTED = {202: JobAcceptedSerializer}
 TEMPLATE = OpenApiParameter("template", str, OpenApiParameter.PATH, description="the archive's name in the store")
 
 
@@ -42,7 +56,7 @@ def _strings(body: dict, spec: dict[str, tuple[bool, tuple[type, ...], str]]) ->
 @extend_schema(tags=["nodes"])
 class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     queryset = Node.objects.all()
-    serializer_class = s.NodeSerializer
+    serializer_class = NodeSerializer
     lookup_field = "name"
     lookup_value_regex = r"[a-z0-9-]+"
     object_privileges = {
@@ -52,9 +66,9 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     }
 
     def get_serializer_class(self):
-        return s.NodeDetailSerializer if self.action == "retrieve" else s.NodeSerializer
+        return NodeDetailSerializer if self.action == "retrieve" else NodeSerializer
 
-    @extend_schema(request=s.AllowedBridgesSerializer, responses=s.BridgesSerializer,
+    @extend_schema(request=AllowedBridgesSerializer, responses=BridgesSerializer,
                    description="The bridges containers' NICs may use on this node: those its interfaces file defines "
                                "(managed) and host bridges an administrator allowed; PUT replaces the allowed list "
                                "(Sys.Modify on the node).")
@@ -67,23 +81,23 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
             set_allowed_bridges(self.access, node, body_object(request.data).get("allowed"), address=self.address)
         return Response({"managed": list(managed_bridges(node).values()), "allowed": node.allowed_bridges})
 
-    @extend_schema(responses=s.MetricsSerializer, parameters=[
+    @extend_schema(responses=MetricsSerializer, parameters=[
         OpenApiParameter("timeframe", str, enum=["hour", "day", "week"], default="hour")])
     @action(detail=True, methods=["get"])
     def metrics(self, request, name=None):
         node = self.get_object()
         return metrics(request, f"node/{node.name}")
 
-    @extend_schema(responses=s.StoredTemplateSerializer(many=True))
-    @action(detail=True, methods=["get"], serializer_class=s.StoredTemplateSerializer)
+    @extend_schema(responses=StoredTemplateSerializer(many=True))
+    @action(detail=True, methods=["get"], serializer_class=StoredTemplateSerializer)
     def templates(self, request, name=None):
         node = self.get_object()
-        return self.paged(StoredTemplate.objects.filter(node=node), s.StoredTemplateSerializer)
+        return self.paged(StoredTemplate.objects.filter(node=node), StoredTemplateSerializer)
 
-    @extend_schema(responses=s.CatalogEntrySerializer(many=True), parameters=[
+    @extend_schema(responses=CatalogEntrySerializer(many=True), parameters=[
         OpenApiParameter("section", str, description="system, turnkeylinux, images, local, ..."),
         OpenApiParameter("search", str, description="part of the name, OS or description")])
-    @action(detail=True, methods=["get"], serializer_class=s.CatalogEntrySerializer)
+    @action(detail=True, methods=["get"], serializer_class=CatalogEntrySerializer)
     def catalog(self, request, name=None):
         node = self.get_object()
         queryset = CatalogEntry.objects.filter(node=node)
@@ -93,9 +107,9 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         if term:
             queryset = queryset.filter(Q(name__icontains=term) | Q(os__icontains=term)
                                        | Q(description__icontains=term))
-        return self.paged(queryset, s.CatalogEntrySerializer)
+        return self.paged(queryset, CatalogEntrySerializer)
 
-    @extend_schema(request=s.DownloadSerializer, responses=ACCEPTED)
+    @extend_schema(request=DownloadSerializer, responses=ACCEPTED)
     @action(detail=True, methods=["post"], url_path="templates/download")
     def template_download(self, request, name=None):
         node = self.get_object()
@@ -109,7 +123,7 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
                                    address=self.address)
         return accepted(job)
 
-    @extend_schema(request=s.BuildSerializer, responses=ACCEPTED)
+    @extend_schema(request=BuildSerializer, responses=ACCEPTED)
     @action(detail=True, methods=["post"], url_path="templates/build")
     def template_build(self, request, name=None):
         node = self.get_object()
@@ -128,7 +142,7 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         target = "-".join([body["builder"], *([body["suite"]] if body.get("suite") else [])])
         return accepted(actions.template_job(self.access, node, "tmplbuild", target, params, address=self.address))
 
-    @extend_schema(request=s.CatalogUpdateSerializer, responses=ACCEPTED,
+    @extend_schema(request=CatalogUpdateSerializer, responses=ACCEPTED,
                    description="Refresh the catalog from the node's sources.")
     @action(detail=True, methods=["post"], url_path="templates/update")
     def catalog_update(self, request, name=None):

@@ -6,9 +6,9 @@ from rest_framework import mixins
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from webui import actions
-from webui.api import serializers as s
+from webui.actions import pools as actions
 from webui.api.inputs import body_object, check_type
+from webui.api.serializers.pools import PoolSerializer
 from webui.api.views.base import ApiViewSet
 from webui.models import Pool
 
@@ -17,7 +17,7 @@ from webui.models import Pool
 class PoolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     """Pools the user holds Pool.Audit on; creating one needs Pool.Allocate on /, removing it on the pool."""
     queryset = Pool.objects.prefetch_related("containers")
-    serializer_class = s.PoolSerializer
+    serializer_class = PoolSerializer
     lookup_field = "name"
     lookup_value_regex = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
     path_privileges = {"create": ("Pool.Allocate", "/")}
@@ -36,7 +36,7 @@ class PoolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         if errors:
             raise ValidationError(errors)
         pool = actions.create_pool(self.access, body["name"], body.get("comment", ""), address=self.address)
-        return Response(s.PoolSerializer(pool).data, status=201)
+        return Response(PoolSerializer(pool).data, status=201)
 
     def destroy(self, request, name=None):
         actions.delete_pool(self.access, self.get_object(), address=self.address)

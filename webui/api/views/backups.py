@@ -1,24 +1,21 @@
 """Backups over the API: a container's archives (list, back up now, restore, verify, delete, protect) and the
 datacenter's backup jobs (``/api/backup-schedules/``: CRUD, run now, and a preview of a schedule's next runs).
 
-Checks and validation live in ``webui.backups``; long actions answer 202 with the job.
+Checks live in ``webui.actions.backups`` and ``webui.actions.schedules``; long actions answer 202 with the job.
 """
 from __future__ import annotations
 
-import operator
-from functools import reduce
-
-from django.db.models import Q
 from django.http import Http404
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
-from rest_framework import mixins, serializers
+from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
-from webui import backups
+from webui.actions import backups, schedules
+from webui.api.serializers.backups import BackupArchiveSerializer, BackupScheduleSerializer
 from webui.api.views.base import ApiViewSet
 from webui.models import BackupArchive, BackupSchedule, Container, Job
 from webui.models.backups import next_runs
@@ -38,51 +35,6 @@ def job_answer(jobs: list[Job]) -> Response:
 
 
 
-def visible_archives(access, rows):
-    """The archives a user sees: Datastore.Audit on their storage and VM.Backup on their container ID (which
-    answers after the container is gone, through the grants on ``/`` and the archive's node); any other is 404."""
-    if access.superuser:
-        return rows
-    storages = [s for s in rows.values_list("storage", flat=True).distinct()
-                if access.can("Datastore.Audit", path=f"/storage/{s}")]
-    rows = rows.filter(storage__in=storages)
-    pairs = rows.order_by().values_list("ctid", "node__name").distinct()
-    allowed = [Q(ctid=ctid, node__name=node) for ctid, node in pairs
-               if "VM.Backup" in access.ctid_privileges(ctid, node)]
-    return rows.filter(reduce(operator.or_, allowed)) if allowed else rows.none()
-
-
-class BackupArchiveSerializer(serializers.ModelSerializer):
-    node = serializers.CharField(source="node.name")
-    volid = serializers.CharField(read_only=True)
-
-    class Meta:
-        model = BackupArchive
-        fields = ["id", "volid", "node", "storage", "ctid", "name", "time", "size", "format", "protected", "notes"]
-
-
-class BackupScheduleSerializer(serializers.ModelSerializer):
-    nodes = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
-    pool = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    next_runs = serializers.SerializerMethodField(help_text="the next five times the job runs")
-    last_runs = serializers.SerializerMethodField(help_text="the latest runs, newest first")
-
-    class Meta:
-        model = BackupSchedule
-        fields = ["id", "enabled", "schedule", "selection", "ctids", "pool", "nodes", "storage", "mode", "compress",
-                  "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
-                  "mail_to", "mail_when", "notes", "comment", "next_due", "last_slot", "next_runs", "last_runs"]
-
-    def get_next_runs(self, schedule) -> list[str]:
-        if not schedule.enabled:
-            return []
-        return [t.isoformat() for t in next_runs(schedule.schedule, timezone.now())]
-
-    def get_last_runs(self, schedule) -> list[dict]:
-        jobs = Job.objects.filter(kind="vzdumpjob", target=str(schedule.pk)).select_related("node", "user")[:5]
-        return [j.summary() for j in jobs]
-
-
 class ArchiveViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
     """``/api/backups/``: archives the user may see (VM.Backup on their container ID and Datastore.Audit on
     their storage); filter with ``?ctid=``, ``?node=``, ``?storage=``."""
@@ -100,7 +52,7 @@ class ArchiveViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixi
                 if key == "ctid" and not value.isdigit():
                     raise ApiValidationError({"ctid": [f"'{value}' is not a container ID"]})
                 rows = rows.filter(**{field: value})
-        return visible_archives(self.access, rows)
+        return backups.visible_archives(self.access, rows)
 
     def destroy(self, request, *args, **kwargs):
         return job_answer([backups.delete(self.access, self.get_object(), address=self.address)])
@@ -131,7 +83,7 @@ class ContainerBackupsViewSet(ArchiveViewSet, mixins.CreateModelMixin):
     def get_queryset(self):
         self.container()
         rows = BackupArchive.objects.select_related("node").filter(ctid=self.kwargs["ctid"])
-        return visible_archives(self.access, rows)
+        return backups.visible_archives(self.access, rows)
 
     def create(self, request, *args, **kwargs):
         return job_answer([backups.backup_now(self.access, self.container(), _body(request), address=self.address)])
@@ -145,22 +97,22 @@ class BackupScheduleViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveMo
     path_privileges = {"list": ("Sys.Audit", "/"), "retrieve": ("Sys.Audit", "/")}
 
     def create(self, request, *args, **kwargs):
-        schedule = backups.save_schedule(self.access, _body(request), address=self.address)
+        schedule = schedules.save_schedule(self.access, _body(request), address=self.address)
         return Response(self.get_serializer(schedule).data, status=201)
 
     def update(self, request, *args, **kwargs):
-        schedule = backups.save_schedule(self.access, _body(request), self.get_object(), address=self.address)
+        schedule = schedules.save_schedule(self.access, _body(request), self.get_object(), address=self.address)
         return Response(self.get_serializer(schedule).data)
 
     partial_update = update  # fields left out keep their value either way
 
     def destroy(self, request, *args, **kwargs):
-        backups.delete_schedule(self.access, self.get_object(), address=self.address)
+        schedules.delete_schedule(self.access, self.get_object(), address=self.address)
         return Response(status=204)
 
     @action(detail=True, methods=["post"])
     def run(self, request, *args, **kwargs):
-        return job_answer(backups.run_now(self.access, self.get_object(), address=self.address))
+        return job_answer(schedules.run_now(self.access, self.get_object(), address=self.address))
 
     @action(detail=False, methods=["get"])
     def preview(self, request, *args, **kwargs):

@@ -1,22 +1,24 @@
-"""Every change a user can ask for, checked for permission and validity, then queued as a job.
+"""A container's actions: create, power, destroy, config changes, snapshots, clone, resize.
 
-Pages and API views are thin: they parse the request, call one function here,
-and show the job it returns.  ``PermissionDenied`` becomes 403,
-``ValidationError`` 400 with field errors, ``JobRefused`` 409 (or 503 for an
-offline node).
+Each checks the user's rights and the input, then queues one job.
+``PermissionDenied`` becomes 403, ``ValidationError`` 400 with field errors,
+``JobRefused`` 409 (or 503 for an offline node), in every caller alike.
 """
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied, ValidationError
+import re
+
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from engine.config import ConfigSection, ContainerConfig
 from engine.errors import ValidationError as EngineValidationError
 from engine.root_settings import root_equivalent, root_equivalent_changes, section_of
-from webui.access import Access
+from webui.access import Access, require, require_space, require_superuser_for
 from webui.forms.create import CreateRequest
-from webui.jobs import JobRefused, cancel, submit
-from webui.models import AuditEntry, Container, Job, Node, Pool
+from webui.models import Container, Job
+from webui.models.inventory import CTID_MAX, CTID_MIN
+from webui.models.queue import JobRefused, submit
 from webui.nic_rights import check_nic_rights
 
 POWER_ACTIONS = {"start": "vzstart", "shutdown": "vzshutdown", "stop": "vzstop", "reboot": "vzreboot"}
@@ -26,42 +28,10 @@ EDITABLE_KEYS = {"hostname", "description", "cores", "cpulimit", "cpuunits", "me
                  "tty", "console", *(f"net{i}" for i in range(10)), *(f"mp{i}" for i in range(256))}
 
 
-def require(access: Access, privilege: str, obj=None, path: str = "/", address: str | None = None) -> None:
-    """Refuse (and audit the refusal) unless the user holds ``privilege`` on ``obj`` or ``path``."""
-    if access.can(privilege, obj, path):
-        return
-    where = obj.path if obj is not None else path
-    deny(access, f"denied {privilege}", where, f"permission denied: {privilege} on {where} is required", address)
-
-
-def deny(access: Access, action: str, where: str, message: str, address: str | None = None) -> None:
-    """Audit a refusal and raise it (403)."""
-    user = access.user if access.user and access.user.is_authenticated else None
-    AuditEntry.objects.create(user=user, username=getattr(user, "username", ""), action=action, path=where,
-                              address=address, outcome="denied", detail={"message": message})
-    raise PermissionDenied(message)
-
-
-def require_superuser_for(access: Access, settings: dict[str, str], where: str, address: str | None = None) -> None:
-    """Root-equivalent settings (``engine.root_settings``) are for superusers alone, as Proxmox keeps them
-    for root@pam: refused to anyone else, naming each key and why."""
-    if not settings or access.superuser:
-        return
-    reasons = "; ".join(f"{key}: {why}" for key, why in settings.items())
-    deny(access, "denied root-equivalent", where, f"permission denied: only a superuser may set "
-                                                  f"{', '.join(settings)} ({reasons})", address)
-
-
 def storage_of(volume) -> str | None:
     """The storage of a volume (``<storage>:<volume or GiB>``); None for a host path."""
     text = str(volume or "")
     return None if text.startswith("/") or ":" not in text else text.partition(":")[0]
-
-
-def require_space(access: Access, storages, address: str | None = None) -> None:
-    """Datastore.AllocateSpace on every storage a change allocates on (Proxmox's ``/storage/<id>`` check)."""
-    for storage in sorted({s for s in storages if s}):
-        require(access, "Datastore.AllocateSpace", path=f"/storage/{storage}", address=address)
 
 
 def mirror_section(container: Container) -> ConfigSection:
@@ -187,58 +157,6 @@ def _check_config_rights(access: Access, container: Container, changes: dict, de
                            if k.startswith("mp") and k[2:].isdigit()], address)
 
 
-def template_job(access: Access, node: Node, kind: str, target: str, params: dict | None = None,
-                 address: str | None = None) -> Job:
-    """Download, build, remove a template, or refresh the catalog, on one node."""
-    require(access, "Datastore.AllocateTemplate", node, address=address)
-    return submit(kind, node, node.path, target, user=access.user, params=params or {}, address=address)
-
-
-def cancel_job(access: Access, job: Job) -> None:
-    """The job's owner, or anyone with Sys.Modify on the job's node, may cancel it."""
-    if not (job.user_id == getattr(access.user, "id", None) or access.can("Sys.Modify", job.node)):
-        raise PermissionDenied(f"permission denied: only the job's owner or Sys.Modify on {job.node.path} may "
-                               "cancel it")
-    cancel(job)
-
-
-def _audit(access: Access, action: str, path: str, address: str | None, **detail) -> None:
-    user = access.user if access.user and access.user.is_authenticated else None
-    AuditEntry.objects.create(user=user, username=getattr(user, "username", ""), action=action, path=path,
-                              address=address, detail=detail)
-
-
-def create_pool(access: Access, name: str, comment: str = "", address: str | None = None) -> Pool:
-    require(access, "Pool.Allocate", path="/", address=address)
-    pool = Pool(name=name, comment=comment)
-    pool.full_clean()
-    pool.save()
-    _audit(access, "pool.create", pool.path, address, comment=comment)
-    return pool
-
-
-def delete_pool(access: Access, pool: Pool, address: str | None = None) -> None:
-    """Only an empty pool goes: its containers would silently lose the access granted through it."""
-    require(access, "Pool.Allocate", pool, address=address)
-    count = pool.containers.count()
-    if count:
-        raise ValidationError({"pool": [f"pool '{pool.name}' still holds {count} container(s); move them out first"]})
-    path = pool.path
-    pool.delete()
-    _audit(access, "pool.delete", path, address)
-
-
-def set_pool(access: Access, container: Container, pool: Pool | None, address: str | None = None) -> None:
-    """Move a container into ``pool`` (or out of its pool): VM.Allocate on the container (a pool's grants
-    would reach it: seeing it is not enough), and Pool.Allocate on the pools it leaves and joins."""
-    require(access, "VM.Allocate", container, address=address)
-    for side in {p for p in (container.pool, pool) if p is not None}:
-        require(access, "Pool.Allocate", side, address=address)
-    container.pool = pool
-    container.save(update_fields=["pool"])
-    _audit(access, "pool.set", container.path, address, pool=pool.name if pool else None)
-
-
 def snapshot(access: Access, container: Container, operation: str, name: str, description: str = "",
              address: str | None = None) -> Job:
     """Take (``snapshot``), roll back to (``rollback``) or delete (``delete``) the snapshot ``name``."""
@@ -275,10 +193,10 @@ def clone(access: Access, container: Container, newid, snapshot_name: str | None
     errors: dict[str, list[str]] = {}
     try:
         newid = int(newid)
-        if not 100 <= newid <= 999_999_999:
+        if not CTID_MIN <= newid <= CTID_MAX:
             raise ValueError
     except (TypeError, ValueError):
-        errors["newid"] = ["an ID between 100 and 999999999"]
+        errors["newid"] = [f"an ID between {CTID_MIN} and {CTID_MAX}"]
     if hostname:
         try:
             check_hostname(hostname)
@@ -310,8 +228,6 @@ def clone(access: Access, container: Container, newid, snapshot_name: str | None
 
 def resize(access: Access, container: Container, disk: str, size: str, address: str | None = None) -> Job:
     """Grow a disk; the node refuses a shrink with a clear message too, this catches the obvious cases first."""
-    import re
-
     require(access, "VM.Config", container, address=address)
     _active_state(container)
     errors = {}

@@ -1,4 +1,10 @@
-"""Queue jobs for node agents: the web tier's only way to change anything on a node."""
+"""Queue jobs for node agents: the web tier's only way to change anything on a node.
+
+A model-level operation (a ``Job`` row, its audit row, and the message to the
+node's queue once both are committed), so that the actions of the web tier
+and the beat check of ``tasks/`` queue jobs the same way without ``tasks``
+importing the web tier's actions.
+"""
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
@@ -6,7 +12,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from webui.live import publish
-from webui.models import AuditEntry, Job, Node
+from webui.models.access import AuditEntry
+from webui.models.inventory import Node
+from webui.models.jobs import Job
 
 
 class JobRefused(Exception):

@@ -1,0 +1,185 @@
+"""Backup actions on one container and its archives: checked for permission and validity, then queued as jobs.
+
+As in ``webui.actions.containers``: ``PermissionDenied`` is 403, ``ValidationError``
+400 with field errors, ``JobRefused`` 409 (503 for an offline node).
+Privileges, as Proxmox's: ``VM.Backup`` on the container, and
+``Datastore.AllocateSpace`` on ``/storage/<name>`` to write to a storage.
+Every action on an archive needs both: ``VM.Backup`` on ``/ct/<its ID>``
+(resolved through ``/`` and the archive's node when that container is gone)
+and the storage's privilege (``Datastore.Audit`` to see it,
+``Datastore.AllocateSpace`` to change, restore or delete it); one without
+the other opens nothing.  Restoring needs ``VM.Allocate`` on the node for a
+new ID, ``VM.Allocate`` on the container to restore over it, and
+``Datastore.AllocateSpace`` where the restored disks go; the node checks the
+archive's own config (only it can read it) against what the user may set.
+The datacenter's backup jobs are ``webui.actions.schedules``.
+"""
+from __future__ import annotations
+
+import operator
+import re
+from functools import reduce
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from webui.access import Access, deny, require, require_space
+from webui.forms.backups import check_storage, container_ids
+from webui.models import BackupArchive, Container, Job
+from webui.models.backups import BACKUP_MODES, COMPRESSIONS, STORAGE_NAME
+from webui.models.queue import JobRefused, submit
+
+TRUE = {True, "1", "true", "on", "yes"}  # True == 1, False == 0
+FALSE = {False, "0", "false", "off", "no", "", None}
+
+
+# ---- input helpers ---------------------------------------------------------------------------
+def _flag(data, key: str, default: bool = False) -> bool:
+    value = data.get(key, default)
+    if isinstance(value, str):
+        value = value.strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise ValidationError({key: [f"expected true or false, got '{value}'"]})
+
+
+def _choice(data, key: str, choices, default: str) -> str:
+    value = data.get(key) or default
+    if value not in choices:
+        raise ValidationError({key: [f"'{value}' is not one of {', '.join(choices)}"]})
+    return value
+
+
+def _backup_params(data) -> dict:
+    exclude = data.get("exclude") or []
+    if isinstance(exclude, str):
+        exclude = [line.strip() for line in exclude.splitlines() if line.strip()]
+    if not isinstance(exclude, list) or len(exclude) > 64 or not all(
+            isinstance(p, str) and p.strip() and len(p) <= 1024 and "\n" not in p and "\x00" not in p
+            for p in exclude):
+        raise ValidationError({"exclude": ["a list of at most 64 path globs, one per line"]})
+    notes = data.get("notes") or ""
+    if not isinstance(notes, str) or len(notes) > 1024:
+        raise ValidationError({"notes": ["text of at most 1024 characters"]})
+    return {"storage": data.get("storage") or "local", "mode": _choice(data, "mode", BACKUP_MODES, "snapshot"),
+            "compress": _choice(data, "compress", COMPRESSIONS, "zstd"), "exclude": exclude, "notes": notes,
+            "protected": _flag(data, "protected")}
+
+
+# ---- one container, one archive --------------------------------------------------------------
+def backup_now(access: Access, container: Container, data, address: str | None = None) -> Job:
+    require(access, "VM.Backup", container, address=address)
+    params = _backup_params(data)
+    check_storage(params["storage"], [container.node])
+    require(access, "Datastore.AllocateSpace", path=f"/storage/{params['storage']}", address=address)
+    if container.status == Container.Status.CREATING:
+        raise JobRefused(f"CT {container.ctid} is still being created")
+    return submit("vzdump", container.node, container.path, str(container.ctid), user=access.user, params=params,
+                  address=address)
+
+
+def may_see(access: Access, archive: BackupArchive) -> bool:
+    """VM.Backup on the archive's container ID and Datastore.Audit on its storage (the list's filter)."""
+    return access.can("Datastore.Audit", path=archive.path) and "VM.Backup" in access.ctid_privileges(
+        archive.ctid, archive.node.name)
+
+
+def visible_archives(access, rows):
+    """The archives a user sees: Datastore.Audit on their storage and VM.Backup on their container ID (which
+    answers after the container is gone, through the grants on ``/`` and the archive's node); any other is 404."""
+    if access.superuser:
+        return rows
+    storages = [s for s in rows.values_list("storage", flat=True).distinct()
+                if access.can("Datastore.Audit", path=f"/storage/{s}")]
+    rows = rows.filter(storage__in=storages)
+    pairs = rows.order_by().values_list("ctid", "node__name").distinct()
+    allowed = [Q(ctid=ctid, node__name=node) for ctid, node in pairs
+               if "VM.Backup" in access.ctid_privileges(ctid, node)]
+    return rows.filter(reduce(operator.or_, allowed)) if allowed else rows.none()
+
+
+def _archive_access(access: Access, archive: BackupArchive, address: str | None) -> None:
+    """VM.Backup on the archive's container ID, whether or not it still exists, and Datastore.AllocateSpace
+    on the archive's storage: both, as Proxmox's ``check_volume_access`` asks of a backup volume."""
+    where = f"/ct/{archive.ctid}"
+    if "VM.Backup" not in access.ctid_privileges(archive.ctid, archive.node.name):
+        deny(access, "denied VM.Backup", where, f"permission denied: VM.Backup on {where} is required for "
+                                                f"backup {archive.name}", address)
+    require(access, "Datastore.AllocateSpace", path=archive.path, address=address)
+
+
+def restore(access: Access, archive: BackupArchive, data, address: str | None = None) -> Job:
+    """Restore to a new ID (a placeholder row is made at once), or over a stopped container with ``force``."""
+    _archive_access(access, archive, address)
+    value = data.get("ctid", archive.ctid)
+    ids = container_ids([value] if isinstance(value, int | str) else value, "ctid")
+    if len(ids) != 1:
+        raise ValidationError({"ctid": ["one container ID"]})
+    ctid, force = ids[0], _flag(data, "force")
+    rootfs_storage = data.get("rootfs_storage") or data.get("target_storage") or ""
+    if rootfs_storage and not re.match(STORAGE_NAME, str(rootfs_storage)):
+        raise ValidationError({"rootfs_storage": [f"'{rootfs_storage}' is not a storage name"]})
+    hostname = (data.get("hostname") or "").strip()
+    options = {"hostname": hostname} if hostname else {}
+    params = {"storage": archive.storage, "archive": archive.name, "rootfs_storage": rootfs_storage,
+              "force": force, "unique": _flag(data, "unique"), "options": options}
+    existing = Container.objects.select_related("node", "pool").filter(ctid=ctid).first()
+    if existing is not None:
+        if not force:
+            raise JobRefused(f"CT {ctid} already exists; restore over it with force (it must be stopped), or "
+                             "choose a free ID")
+        require(access, "VM.Allocate", existing, address=address)
+        require_space(access, [rootfs_storage or "local"], address)
+        if existing.status != Container.Status.STOPPED:
+            raise JobRefused(f"CT {ctid} is {existing.status}; stop it before restoring over it")
+        if existing.protected:
+            raise JobRefused(f"CT {ctid} is protected; clear 'protection' in its options first")
+        if existing.node_id != archive.node_id:
+            raise JobRefused(f"the backup is on node {archive.node.name} but CT {ctid} is on "
+                             f"{existing.node.name}; restore it on its own node")
+        return submit("vzrestore", existing.node, existing.path, str(ctid), user=access.user, params=params,
+                      address=address)
+    require(access, "VM.Allocate", path=archive.node.path, address=address)
+    require_space(access, [rootfs_storage or "local"], address)
+    try:
+        with transaction.atomic():
+            Container.objects.create(ctid=ctid, node=archive.node, status=Container.Status.CREATING,
+                                     hostname=hostname)
+            return submit("vzrestore", archive.node, f"/ct/{ctid}", str(ctid), user=access.user, params=params,
+                          address=address)
+    except IntegrityError:
+        raise ValidationError({"ctid": [f"ID {ctid} is already in use"]}) from None
+
+
+def verify(access: Access, archive: BackupArchive, address: str | None = None) -> Job:
+    _archive_access(access, archive, address)
+    return submit("vzverify", archive.node, f"/ct/{archive.ctid}", str(archive.ctid), user=access.user,
+                  params={"storage": archive.storage, "archive": archive.name}, address=address)
+
+
+def delete(access: Access, archive: BackupArchive, address: str | None = None) -> Job:
+    _archive_access(access, archive, address)
+    if archive.protected:
+        raise JobRefused(f"backup {archive.name} is protected; unprotect it first")
+    return submit("vzbackupdelete", archive.node, f"/ct/{archive.ctid}", str(archive.ctid), user=access.user,
+                  params={"storage": archive.storage, "archive": archive.name}, address=address)
+
+
+def protect(access: Access, archive: BackupArchive, data, address: str | None = None) -> Job:
+    """Set ``protected`` and/or ``notes`` of an archive."""
+    _archive_access(access, archive, address)
+    params: dict = {"storage": archive.storage, "archive": archive.name}
+    if "protected" in data:
+        params["protected"] = _flag(data, "protected")
+    if "notes" in data:
+        notes = data.get("notes") or ""
+        if not isinstance(notes, str) or len(notes) > 1024:
+            raise ValidationError({"notes": ["text of at most 1024 characters"]})
+        params["notes"] = notes
+    if len(params) == 2:
+        raise ValidationError({"protected": ["give 'protected' and/or 'notes'"]})
+    return submit("vzprotect", archive.node, f"/ct/{archive.ctid}", str(archive.ctid), user=access.user,
+                  params=params, address=address)

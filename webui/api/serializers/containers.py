@@ -1,0 +1,116 @@
+"""Containers as the API shows them, and the bodies of their actions (strict: see ``base``)."""
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from webui.api.serializers.base import (
+    BooleanField,
+    CharField,
+    FloatField,
+    IntegerField,
+    StrictSerializer,
+    form_serializer,
+)
+from webui.forms.create import STEP_FORMS
+from webui.models import Container
+
+# Named once for the schema's enums (settings.SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
+CONTAINER_STATUS = Container.Status
+
+
+LIST_FIELDS = ["ctid", "node", "pool", "hostname", "status", "unprivileged", "uptime", "init", "ipv4", "ipv6", "cpu",
+               "memory_used", "memory_limit"]
+
+
+class ContainerSerializer(serializers.ModelSerializer):
+    node = serializers.CharField(source="node.name", read_only=True)
+    pool = serializers.CharField(source="pool.name", read_only=True, allow_null=True, default=None)
+    uptime = serializers.FloatField(read_only=True, allow_null=True, help_text="seconds, when running")
+    ipv4 = serializers.ListField(child=serializers.CharField(), read_only=True)
+    ipv6 = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = Container
+        fields = LIST_FIELDS
+        read_only_fields = LIST_FIELDS
+
+    def to_representation(self, c):
+        # Written out by hand: a list page of 1,000 rows must not pay DRF's per-field machinery.
+        return {"ctid": c.ctid, "node": c.node.name, "pool": c.pool.name if c.pool_id else None,
+                "hostname": c.hostname, "status": c.status, "unprivileged": c.unprivileged, "uptime": c.uptime,
+                "init": c.init, "ipv4": c.ipv4, "ipv6": c.ipv6, "cpu": c.cpu, "memory_used": c.memory_used,
+                "memory_limit": c.memory_limit}
+
+
+def container_row(row: dict, now) -> dict:
+    """What ``ContainerSerializer`` shows, from a ``values()`` row of the list's fields (``LIST_VALUES``)."""
+    started = row["started_at"]
+    uptime = max(0.0, (now - started).total_seconds()) if started and row["status"] == "running" else None
+    return {"ctid": row["ctid"], "node": row["node__name"], "pool": row["pool__name"], "hostname": row["hostname"],
+            "status": row["status"], "unprivileged": row["unprivileged"], "uptime": uptime, "init": row["init"],
+            "ipv4": row["ipv4"], "ipv6": row["ipv6"], "cpu": row["cpu"], "memory_used": row["memory_used"],
+            "memory_limit": row["memory_limit"]}
+
+
+class ContainerDetailSerializer(ContainerSerializer):
+    config = serializers.DictField(child=serializers.CharField(), read_only=True)
+    protected = serializers.BooleanField(read_only=True)
+
+    class Meta(ContainerSerializer.Meta):
+        fields = [*LIST_FIELDS, "started_at", "updated_at", "protected", "config"]
+        read_only_fields = fields
+
+    def to_representation(self, c):
+        return {**super().to_representation(c), "started_at": c.started_at.isoformat() if c.started_at else None,
+                "updated_at": c.updated_at.isoformat(), "protected": c.protected, "config": c.config}
+
+
+ContainerCreateSerializer = form_serializer("ContainerCreateSerializer", STEP_FORMS.values())
+
+
+class ContainerConfigSerializer(serializers.Serializer):
+    ctid = serializers.IntegerField()
+    digest = serializers.CharField(help_text="give it back with a change to refuse it if the config changed since")
+    config = serializers.DictField(child=serializers.CharField())
+
+
+class ConfigChangeSerializer(StrictSerializer):
+    changes = serializers.DictField(child=serializers.JSONField(), required=False,
+                                    help_text="config key -> new value (string or number)")
+    delete = serializers.ListField(child=CharField(), required=False)
+    digest = CharField(required=False, help_text="the digest GET gave: refuses the change if the config changed")
+
+
+class NumberField(FloatField):
+    """A number, kept as given (an integer stays one)."""
+
+    def to_internal_value(self, data):
+        super().to_internal_value(data)
+        return data
+
+
+class PowerSerializer(StrictSerializer):
+    timeout = NumberField(required=False, help_text="shutdown: seconds before giving up (1-3600)")
+    force_stop = BooleanField(required=False, help_text="shutdown: stop hard after the timeout")
+
+
+class SnapshotSerializer(StrictSerializer):
+    name = CharField(help_text="a letter, then letters, digits, '_' or '-'; at most 40")
+    description = CharField(required=False, allow_blank=True, trim_whitespace=False)
+
+
+class CloneSerializer(StrictSerializer):
+    newid = IntegerField(help_text="the new container's ID (see next-id)")
+    hostname = CharField(required=False, help_text="default: the source's")
+    snapshot = CharField(required=False, help_text="clone this snapshot (linked where the storage can)")
+    full = BooleanField(required=False, help_text="copy all data even where a linked clone is possible")
+    storage = CharField(required=False, help_text="target storage (a full copy)")
+
+
+class ResizeSerializer(StrictSerializer):
+    disk = CharField(help_text="rootfs or mpN")
+    size = CharField(help_text="the new size (8G) or an increase (+2G); disks only grow")
+
+
+class PoolAssignSerializer(StrictSerializer):
+    pool = CharField(required=False, help_text="the pool's name; null or left out: out of its pool")

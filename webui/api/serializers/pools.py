@@ -1,0 +1,17 @@
+"""Pools as the API shows them."""
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from webui.models import Pool
+
+
+class PoolSerializer(serializers.ModelSerializer):
+    containers = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Pool
+        fields = ["name", "comment", "containers"]
+
+    def get_containers(self, pool) -> list[int]:
+        return sorted(c.ctid for c in pool.containers.all())

@@ -72,17 +72,23 @@ start_daemon() {  # start_daemon NAME: in the background, its pid in RUN_DIR
     say "started $name (log: $log)"
 }
 
-stop_all() {
-    # Daemons started by an older run.sh kept their pid files beside the web data.
+adopt_old_pidfiles() {
+    # Daemons started by an older run.sh kept their pid files beside the web data, which the web user
+    # now owns: only root's files naming a Caisson daemon are believed.
     for pidfile in "$CAISSON_WEB_DATA"/run/*.pid; do
-        [[ -f $pidfile && ! -L $pidfile ]] || continue
-        name=$(basename "$pidfile" .pid)
-        [[ " ${DAEMONS[*]} " == *" $name "* ]] || continue
-        if [[ ! -f $RUN_DIR/$name.pid ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-            mkdir -p "$RUN_DIR" && cp "$pidfile" "$RUN_DIR/$name.pid"
+        [[ -f $pidfile && ! -L $pidfile && -O $pidfile ]] || continue
+        name=$(basename "$pidfile" .pid) pid=$(cat "$pidfile")
+        [[ " ${DAEMONS[*]} " == *" $name "* && $pid =~ ^[0-9]+$ ]] || continue
+        if [[ ! -f $RUN_DIR/$name.pid ]] \
+            && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE 'webui\.serve|tasks\.agent|tasks\.celery beat|tasks\.console_relay'; then
+            mkdir -p "$RUN_DIR" && echo "$pid" >"$RUN_DIR/$name.pid"
         fi
         rm -f "$pidfile"
     done
+}
+
+stop_all() {
+    adopt_old_pidfiles
     for name in "${DAEMONS[@]}"; do
         if running "$name"; then
             say "stopping $name"
@@ -95,6 +101,7 @@ stop_all() {
     done
 }
 
+[[ ! -d $CAISSON_WEB_DATA/run ]] || adopt_old_pidfiles
 case ${1:-start} in
     stop) stop_all; exit 0 ;;
     status)

@@ -109,7 +109,8 @@ def services_env(django_db_setup, django_db_blocker, engine, cgroup_parent, tmp_
     and checked as under ``scripts/run.sh``."""
     from django.conf import settings
 
-    return {**os.environ, "CAISSON_SECRETS": str(settings.CAISSON_SECRETS), "DATABASE_URL": database_url(), "CAISSON_ROOT": str(engine.layout.root),
+    return {**os.environ, "CAISSON_SECRETS": str(settings.CAISSON_SECRETS),
+            "DATABASE_URL": database_url(), "CAISSON_ROOT": str(engine.layout.root),
             "CAISSON_RUN": str(engine.layout.run), "CAISSON_CGROUP_PARENT": cgroup_parent,
             "CAISSON_WEB_DATA": str(tmp_path_factory.mktemp("webdata")), "CAISSON_SAMPLE_INTERVAL": "1",
             "DJANGO_SETTINGS_MODULE": "webui.settings", "PYTHONPATH": str(REPO)}

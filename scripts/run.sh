@@ -4,7 +4,14 @@
 # CAISSON_ADMIN_PASSWORD), the busybox template in the store, then the ASGI
 # web server, this node's agent, Celery beat and the console relay in the
 # background. Prints the address to open. Needs root: the node agent runs
-# containers and the console relay opens terminals inside them.
+# containers and the console relay opens terminals inside them; they alone
+# run as root. The web server and beat run as the system user CAISSON_USER
+# (caisson, made here), which owns $CAISSON_WEB_DATA (database, static files,
+# their logs); Redis runs as Debian's 'redis' user, with a password. The
+# installation's secrets (SECRET_KEY, Redis password, the keys signing jobs and
+# console messages: webui/keys.py) are made once in $CAISSON_SECRETS, 0600,
+# owned by the web user. Pid files and the root daemons' logs are in
+# $CAISSON_ROOT/daemons, which only root may write; Redis keeps its files in $CAISSON_ROOT/redis.
 #
 #   ./scripts/run.sh            start what is not running (idempotent)
 #   ./scripts/run.sh stop       stop web server, agent, beat and console relay (containers keep running)
@@ -12,15 +19,21 @@
 #
 # Settings (environment): CAISSON_ROOT (/var/lib/caisson), CAISSON_PORT (8006),
 # CAISSON_BIND (127.0.0.1), DATABASE_URL (default: SQLite in $CAISSON_ROOT/web),
-# REDIS_URL (redis://127.0.0.1:6379; a local Redis is started if none answers).
+# REDIS_URL (redis://127.0.0.1:6390: Caisson's own Redis, started if it does not
+# answer), CAISSON_SECRETS (/etc/caisson), CAISSON_USER (caisson).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CAISSON_ROOT=${CAISSON_ROOT:-/var/lib/caisson}
 export CAISSON_WEB_DATA=${CAISSON_WEB_DATA:-$CAISSON_ROOT/web}
+export CAISSON_SECRETS=${CAISSON_SECRETS:-/etc/caisson}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6390}
 PORT=${CAISSON_PORT:-8006}
 BIND=${CAISSON_BIND:-127.0.0.1}
-RUN_DIR=$CAISSON_WEB_DATA/run
+WEB_USER=${CAISSON_USER:-caisson}
+DAEMON_DIR=$CAISSON_ROOT/daemons
+RUN_DIR=$DAEMON_DIR/run
+ROOT_LOG_DIR=$DAEMON_DIR/log
 LOG_DIR=$CAISSON_WEB_DATA/log
 PY=.venv/bin/python
 DAEMONS=(web agent beat console)
@@ -35,11 +48,47 @@ command_of() {
         web) echo "$PY -m webui.serve --host $BIND --port $PORT" ;;
         agent) echo "$PY -m tasks.agent" ;;
         console) echo "$PY -m tasks.console_relay" ;;
-        beat) echo "$PY -m celery -A tasks.celery beat --schedule $RUN_DIR/beat-schedule --pidfile= -l info" ;;
+        beat) echo "$PY -m celery -A tasks.celery beat --schedule $CAISSON_WEB_DATA/beat-schedule --pidfile= -l info" ;;
     esac
 }
 
+# The web server, beat and the management commands: the web user, its own home, no root.
+as_web() { setpriv --reuid="$WEB_USER" --regid="$WEB_USER" --init-groups env HOME="$CAISSON_WEB_DATA" "$@"; }
+
+start_daemon() {  # start_daemon NAME: in the background, its pid in RUN_DIR
+    local name=$1 log
+    if [[ $name == web || $name == beat ]]; then
+        # The web user opens its own log, so root never writes through a path that user controls.
+        log=$LOG_DIR/$name.log
+        # shellcheck disable=SC2046,SC2016
+        setsid nohup setpriv --reuid="$WEB_USER" --regid="$WEB_USER" --init-groups \
+            env HOME="$CAISSON_WEB_DATA" bash -c 'exec "$@" >>"$0" 2>&1' "$log" $(command_of "$name") </dev/null &
+    else
+        log=$ROOT_LOG_DIR/$name.log
+        # shellcheck disable=SC2046
+        setsid nohup $(command_of "$name") >>"$log" 2>&1 </dev/null &
+    fi
+    echo $! >"$RUN_DIR/$name.pid"
+    say "started $name (log: $log)"
+}
+
+adopt_old_pidfiles() {
+    # Daemons started by an older run.sh kept their pid files beside the web data, which the web user
+    # now owns: only root's files naming a Caisson daemon are believed.
+    for pidfile in "$CAISSON_WEB_DATA"/run/*.pid; do
+        [[ -f $pidfile && ! -L $pidfile && -O $pidfile ]] || continue
+        name=$(basename "$pidfile" .pid) pid=$(cat "$pidfile")
+        [[ " ${DAEMONS[*]} " == *" $name "* && $pid =~ ^[0-9]+$ ]] || continue
+        if [[ ! -f $RUN_DIR/$name.pid ]] \
+            && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE 'webui\.serve|tasks\.agent|tasks\.celery beat|tasks\.console_relay'; then
+            mkdir -p "$RUN_DIR" && echo "$pid" >"$RUN_DIR/$name.pid"
+        fi
+        rm -f "$pidfile"
+    done
+}
+
 stop_all() {
+    adopt_old_pidfiles
     for name in "${DAEMONS[@]}"; do
         if running "$name"; then
             say "stopping $name"
@@ -52,11 +101,17 @@ stop_all() {
     done
 }
 
+[[ ! -d $CAISSON_WEB_DATA/run ]] || adopt_old_pidfiles
 case ${1:-start} in
     stop) stop_all; exit 0 ;;
     status)
         for name in "${DAEMONS[@]}"; do
-            if running "$name"; then say "$name: running (pid $(cat "$RUN_DIR/$name.pid"))"; else say "$name: stopped"; fi
+            if running "$name"; then
+                pid=$(cat "$RUN_DIR/$name.pid")
+                say "$name: running (pid $pid, user $(ps -o user= -p "$pid"))"
+            else
+                say "$name: stopped"
+            fi
         done
         exit 0 ;;
     start) ;;
@@ -65,20 +120,43 @@ esac
 
 [[ $(id -u) -eq 0 ]] || die "run as root: the node agent creates namespaces, cgroups and mounts"
 bash scripts/setup.sh
-bash scripts/services.sh
-mkdir -p "$RUN_DIR" "$LOG_DIR"
-chmod 700 "$CAISSON_WEB_DATA"
 
-# A secret key of this installation, made once.
-if [[ -z ${DJANGO_SECRET_KEY:-} ]]; then
-    [[ -s $CAISSON_WEB_DATA/secret_key ]] || (umask 077; $PY -c 'import secrets; print(secrets.token_urlsafe(50))' >"$CAISSON_WEB_DATA/secret_key")
-    DJANGO_SECRET_KEY=$(cat "$CAISSON_WEB_DATA/secret_key")
-    export DJANGO_SECRET_KEY
+# The web tier's user, and what it owns.
+if ! id "$WEB_USER" >/dev/null 2>&1; then
+    say "making the system user $WEB_USER (web server and beat)"
+    useradd --system --user-group --home-dir "$CAISSON_WEB_DATA" --no-create-home --shell /usr/sbin/nologin "$WEB_USER"
 fi
+install -d -m 711 "$CAISSON_ROOT"
+install -d -o root -g root -m 700 "$DAEMON_DIR" "$RUN_DIR" "$ROOT_LOG_DIR"
+install -d -o "$WEB_USER" -g "$WEB_USER" -m 700 "$CAISSON_WEB_DATA" "$LOG_DIR"
+chown -R -P "$WEB_USER:$WEB_USER" "$CAISSON_WEB_DATA"  # an older installation's files were root's
+# The web user must reach the checkout and the venv's interpreter (pyenv keeps it under /root): grant
+# traversal (search, not listing) on the directories on the way that it cannot pass.
+for target in "$(pwd)/manage.py" "$(readlink -f "$PY")"; do
+    dir=/
+    IFS=/ read -ra parts <<<"${target#/}"
+    for part in "${parts[@]:0:${#parts[@]}-1}"; do
+        dir=${dir%/}/$part
+        if ! as_web test -x "$dir"; then
+            say "letting $WEB_USER pass through $dir (chmod o+x: it can open what it is told, not list it)"
+            chmod o+x "$dir"
+        fi
+    done
+done
+as_web test -r manage.py -a -x "$PY" \
+    || die "the user $WEB_USER cannot read $(pwd) or run $PY: put the checkout where it can (e.g. /opt/caisson)"
 
-$PY manage.py migrate --noinput -v0
-$PY manage.py collectstatic --noinput -v0
-$PY manage.py ensure_admin
+# The installation's secrets, made once (an older installation's SECRET_KEY is kept).
+$PY -m webui.keys "$CAISSON_SECRETS" --owner "$WEB_USER" --redis-password \
+    --secret-key-from "$CAISSON_WEB_DATA/secret_key"
+rm -f "$CAISSON_WEB_DATA/secret_key"
+
+CAISSON_REDIS_PASSWORD_FILE=$CAISSON_SECRETS/redis.password CAISSON_REDIS_DIR=$CAISSON_ROOT/redis \
+    bash scripts/services.sh
+
+as_web $PY manage.py migrate --noinput -v0
+as_web $PY manage.py collectstatic --noinput -v0
+as_web $PY manage.py ensure_admin
 
 if ! ls "$CAISSON_ROOT"/template/cache/busybox-*.tar.* >/dev/null 2>&1; then
     say "building the busybox template into the store"
@@ -90,10 +168,7 @@ for name in "${DAEMONS[@]}"; do
         say "$name already running (pid $(cat "$RUN_DIR/$name.pid"))"
         continue
     fi
-    # shellcheck disable=SC2046
-    setsid nohup $(command_of "$name") >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
-    echo $! >"$RUN_DIR/$name.pid"
-    say "started $name (log: $LOG_DIR/$name.log)"
+    start_daemon "$name"
 done
 
 url="http://$BIND:$PORT/"
@@ -102,7 +177,7 @@ for _ in $(seq 150); do
         break
     fi
     for name in "${DAEMONS[@]}"; do
-        running "$name" || die "$name stopped at start; see $LOG_DIR/$name.log"
+        running "$name" || die "$name stopped at start; see its log in $LOG_DIR or $ROOT_LOG_DIR"
     done
     sleep 0.2
 done

@@ -145,7 +145,7 @@ class Session:
         self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         size = os.fstat(self.fd).st_size
         os.lseek(self.fd, max(0, size - CONSOLE_TAIL), os.SEEK_SET)
-        banner = (b"\x1b[7m Console of CT %d: what its init writes to /dev/console, read-only \x1b[0m\r\n"
+        banner = (b"\x1b[7m Console of CT %d: what its init writes to its output, read-only \x1b[0m\r\n"
                   % self.ctid)
         self._record(banner)
 
@@ -459,7 +459,7 @@ class Relay:
             await self.open(message)
         elif kind == "console.attach":
             if (session is None or session.ended or session.ctid != message.get("ctid")
-                    or session.user != message.get("user")):
+                    or session.user != message.get("user") or session.mode != message.get("mode")):
                 if isinstance(reply, str) and reply:
                     await self.send(reply, {"type": "console.error", "session": sid, "fatal": True, "gone": True,
                                             "message": "that console session no longer exists (it ended or its "

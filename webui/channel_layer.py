@@ -10,14 +10,40 @@ atomically, and ``receive`` puts back the backup, pops a waiting message and
 backs it up in one script too; only when the channel is empty does it fall
 back to upstream's blocking pop. Messages, keys, capacity, expiry and the
 backup queue (a message popped by a receive that was cancelled is not lost)
-are upstream's, so both kinds of process interoperate.
+are upstream's.
+
+Every message is authenticated: ``C1``, the sender's time (ms), a random
+nonce, then an HMAC-SHA256 (``signing_key``, from the installation's
+secrets) over those and the msgpack body. A receiver drops, and logs, a
+message whose HMAC is wrong, whose time is more than the layer's expiry (plus
+a little clock skew) away from its own, or whose nonce it has already taken
+within that window: only processes of this installation talk to the root
+console relay, and a captured message replays at most into another process.
+The nonce also keeps equal messages apart in Redis's sorted set (upstream's
+random prefix).
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import os
+import struct
 import time
+from collections import deque
 
 from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as UpstreamRedisChannelLayer
+
+log = logging.getLogger("caisson.channels")
+
+MAGIC = b"C1"
+HEADER = struct.Struct(">2sQ16s32s")  # magic, time in ms, nonce, HMAC
+SKEW = 10.0  # seconds of clock difference between hosts tolerated
+
+
+class Rejected(Exception):
+    """A message that failed the check; it is dropped."""
 
 SEND = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
@@ -45,6 +71,48 @@ return false
 
 
 class RedisChannelLayer(UpstreamRedisChannelLayer):
+    def __init__(self, *args, signing_key: str | None = None, **kwargs):
+        if not signing_key:
+            raise ValueError("the channel layer needs a signing_key (CAISSON_SECRETS/channel.key)")
+        kwargs["random_prefix_length"] = 0  # the nonce makes each message unique
+        super().__init__(*args, **kwargs)
+        self.signing_key = signing_key.encode()
+        self.window = float(self.expiry) + SKEW
+        self.seen: set[bytes] = set()
+        self.seen_order: deque[tuple[float, bytes]] = deque()
+
+    def serialize(self, message) -> bytes:
+        body = self._serializer.as_bytes(message)
+        head = struct.pack(">2sQ16s", MAGIC, int(time.time() * 1000), os.urandom(16))
+        return head + hmac.new(self.signing_key, head + body, hashlib.sha256).digest() + body
+
+    def deserialize(self, message: bytes):
+        if len(message) < HEADER.size:
+            raise Rejected("too short to carry an HMAC")
+        magic, millis, nonce, tag = HEADER.unpack_from(message)
+        body = message[HEADER.size:]
+        expected = hmac.new(self.signing_key, message[:HEADER.size - 32] + body, hashlib.sha256).digest()
+        if magic != MAGIC or not hmac.compare_digest(tag, expected):
+            raise Rejected("wrong or missing HMAC")
+        now = time.time()
+        if abs(now - millis / 1000) > self.window:
+            raise Rejected(f"sent {now - millis / 1000:.0f} s ago, outside the {self.window:g} s window")
+        while self.seen_order and self.seen_order[0][0] < now - 2 * self.window:
+            self.seen.discard(self.seen_order.popleft()[1])
+        if nonce in self.seen:
+            raise Rejected("a replay (its nonce was already taken)")
+        self.seen.add(nonce)
+        self.seen_order.append((now, nonce))
+        return self._serializer.from_bytes(body)
+
+    async def receive_single(self, channel):
+        """Upstream's, skipping (and logging) messages that fail the check; they are gone from Redis."""
+        while True:
+            try:
+                return await super().receive_single(channel)
+            except Rejected as exc:
+                log.warning("channel layer: dropped a message on %s: %s", channel, exc)
+
     async def send(self, channel, message):
         assert isinstance(message, dict), "message is not a dict"
         assert self.require_valid_channel_name(channel), "Channel name not valid"

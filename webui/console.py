@@ -11,7 +11,10 @@ Server to browser: binary frames are terminal output; text frames are
 ``{"type": "status", ...}``, ``{"type": "error", "message": ...}`` (with
 ``"fatal": true`` when the socket then closes) and ``{"type": "exit", "code": N}``.
 Frames over ``MAX_FRAME`` end the session. Refusals are an error message,
-then a close code in the 4000s the page understands. Logout of the socket's
+then a close code in the 4000s the page understands. The mode is the
+container's ``cmode`` (``tty``, Proxmox's default: a login prompt; ``shell``:
+a root shell; ``console``: its init's output, read-only), unless the user
+holds VM.Config on the container (``mode_refusal``). Logout of the socket's
 login and loss of VM.Console (pushed through the group ``user.<id>``, see
 ``webui.signals``) end the session at once, processes included.
 """
@@ -50,6 +53,22 @@ CLOSE_STOPPED = 4409
 CLOSE_GONE = 4410
 CLOSE_RELAY = 4502
 CLOSE_NO_RELAY = 4504
+
+
+def container_cmode(container) -> str:
+    """The console mode the container's config asks for (``cmode``; absent: ``tty``, as in Proxmox)."""
+    cmode = (container.config or {}).get("cmode") or "tty"
+    return cmode if cmode in MODES else "tty"
+
+
+def mode_refusal(access, container, mode: str) -> str | None:
+    """Why ``mode`` is refused to a VM.Console holder, or None. Any mode but the container's ``cmode``
+    needs VM.Config: a login prompt must not turn into a root shell for whoever may only log in."""
+    cmode = container_cmode(container)
+    if mode == cmode or access.can("VM.Config", container):
+        return None
+    return (f"permission denied: CT {container.ctid} offers a {cmode} console (cmode); "
+            f"a {mode} console needs VM.Config on {container.path}")
 
 
 class ConsoleConsumer(AsyncWebsocketConsumer):
@@ -359,7 +378,10 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
 
         user = get_user_model().objects.filter(pk=self.user_id, is_active=True).first()
         container = Container.objects.select_related("node", "pool").filter(ctid=self.ctid).first()
-        return bool(user and container and Access(user).can("VM.Console", container))
+        if not (user and container):
+            return False
+        access = Access(user)
+        return access.can("VM.Console", container) and mode_refusal(access, container, self.mode) is None
 
     @database_sync_to_async
     def _redeem(self, token: str, user, ctid: int) -> dict:
@@ -382,8 +404,12 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if not ticket.redeem():
             return {"refused": "the console ticket was already used; reload the console", "code": CLOSE_DENIED}
         container = ticket.container
-        if not Access(user).can("VM.Console", container):
+        access = Access(user)
+        if not access.can("VM.Console", container):
             return {"refused": f"permission denied: VM.Console on {container.path} is required", "code": CLOSE_DENIED}
+        refusal = mode_refusal(access, container, ticket.mode)
+        if refusal:  # checked again here: cmode or the user's rights may have changed since the ticket
+            return {"refused": refusal, "code": CLOSE_DENIED}
         if ticket.mode not in MODES or (ticket.session and not SESSION_ID.match(ticket.session)):
             return {"refused": "malformed console ticket", "code": CLOSE_DENIED}
         return {"node": container.node.name, "mode": ticket.mode, "session": ticket.session}

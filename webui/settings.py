@@ -4,7 +4,10 @@ SQLite in the state directory is the embedded default; set ``DATABASE_URL``
 (postgres://user:pass@host:port/name) to use PostgreSQL.  ``REDIS_URL`` is
 the Celery broker, the channel layer and the cache (databases 0, 1 and 2 of
 that server, or the numbers given in ``CAISSON_REDIS_DBS=broker,channels,cache``).
-``CAISSON_NODE`` names this node (default: the host name).
+``CAISSON_NODE`` names this node (default: the host name). ``CAISSON_SECRETS``
+is the directory of the installation's secrets (``webui.keys``): the
+SECRET_KEY, the Redis password, the keys signing Celery and channel-layer
+messages; without it, ``var/secrets`` of the checkout, made on first use.
 """
 from __future__ import annotations
 
@@ -18,7 +21,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("CAISSON_WEB_DATA", BASE_DIR / "var"))
 DATA_DIR.mkdir(parents=True, exist_ok=True)  # the SQLite file and collected static files live here
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "caisson-development-only-key-change-me")
+from webui import keys  # noqa: E402 - no Django in it
+
+CAISSON_SECRETS = keys.ensure(Path(os.environ.get("CAISSON_SECRETS") or BASE_DIR / "var" / "secrets"))
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or keys.read(CAISSON_SECRETS, "secret_key")
 DEBUG = os.environ.get("DJANGO_DEBUG", "0") == "1"
 ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
 
@@ -115,7 +121,21 @@ LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
 # ---- Redis: broker, channel layer, cache ----------------------------------------------------
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+
+
+def _redis_url() -> str:
+    """``REDIS_URL`` with the installation's Redis password (``redis.password``) unless the URL has one."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+    password = keys.read(CAISSON_SECRETS, "redis.password")
+    parsed = urlparse(url)
+    if password and not parsed.password and parsed.scheme in ("redis", "rediss"):
+        from urllib.parse import quote
+
+        url = parsed._replace(netloc=f"{parsed.username or ''}:{quote(password, safe='')}@{parsed.netloc}").geturl()
+    return url
+
+
+REDIS_URL = _redis_url()
 _BROKER_DB, _CHANNELS_DB, _CACHE_DB = (int(n) for n in os.environ.get("CAISSON_REDIS_DBS", "0,1,2").split(","))
 
 CHANNEL_LAYERS = {
@@ -124,7 +144,9 @@ CHANNEL_LAYERS = {
         # A receive blocks in Redis up to 5 s (channels_redis's brpop_timeout); redis-py's own read
         # timeout is 5 s too by default, so an idle receive raced it and failed now and then.
         "CONFIG": {"hosts": [{"address": f"{REDIS_URL}/{_CHANNELS_DB}", "socket_timeout": 30}],
-                   "capacity": 1000, "expiry": 30},
+                   "capacity": 1000, "expiry": 30,
+                   # every message carries an HMAC of this key, a time and a nonce; others are dropped
+                   "signing_key": keys.read(CAISSON_SECRETS, "channel.key")},
     },
 }
 CACHES = {
@@ -141,6 +163,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}  # longer tha
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Message signing (tasks.celery calls app.setup_security()): a worker runs only jobs signed with the key of
+# this installation (the web tier's and beat's); anything else that lands in Redis is refused and logged.
+CELERY_TASK_SERIALIZER = "auth"
+CELERY_ACCEPT_CONTENT = ["auth"]
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_ACCEPT_CONTENT = ["json"]
+CELERY_SECURITY_KEY = str(CAISSON_SECRETS / "celery.key")
+CELERY_SECURITY_CERTIFICATE = str(CAISSON_SECRETS / "celery.pem")
+CELERY_SECURITY_CERT_STORE = str(CAISSON_SECRETS / "certs" / "*.pem")
+CELERY_SECURITY_DIGEST = "sha256"
 
 CAISSON_NODE = os.environ.get("CAISSON_NODE") or os.uname().nodename.split(".")[0]
 CAISSON_NODE_OFFLINE_AFTER = 45  # seconds without a heartbeat

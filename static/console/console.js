@@ -243,7 +243,7 @@
       showBanner("Starting CT " + ctid + "…", false);
       const until = Date.now() + 120000;
       const poll = async () => {
-        const probe = await post(root.dataset.ticketUrl, { mode: "console" });
+        const probe = await post(root.dataset.ticketUrl, { mode: con.mode });
         if (probe.data.status === "running") return restart(con.mode);
         if (Date.now() > until) return showBanner("CT " + ctid + " did not start; see its task history.", true);
         setTimeout(poll, 1500);

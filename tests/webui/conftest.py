@@ -103,8 +103,14 @@ def _stop(process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def services_env(django_db_setup, django_db_blocker, engine, cgroup_parent, tmp_path_factory) -> dict:
-    """Environment for the agent and the web server: the test database and the tests' engine state."""
-    return {**os.environ, "DATABASE_URL": database_url(), "CAISSON_ROOT": str(engine.layout.root),
+    """Environment for the agent and the web server: the test database and the tests' engine state.
+
+    They share this process's secrets (``CAISSON_SECRETS``), so jobs and channel messages are signed
+    and checked as under ``scripts/run.sh``."""
+    from django.conf import settings
+
+    return {**os.environ, "CAISSON_SECRETS": str(settings.CAISSON_SECRETS),
+            "DATABASE_URL": database_url(), "CAISSON_ROOT": str(engine.layout.root),
             "CAISSON_RUN": str(engine.layout.run), "CAISSON_CGROUP_PARENT": cgroup_parent,
             "CAISSON_WEB_DATA": str(tmp_path_factory.mktemp("webdata")), "CAISSON_SAMPLE_INTERVAL": "1",
             "DJANGO_SETTINGS_MODULE": "webui.settings", "PYTHONPATH": str(REPO)}

@@ -11,11 +11,21 @@ from django.test import Client
 ORIGIN = b"http://127.0.0.1"
 
 
-def mirror(node, ctid: int, status: str = "running"):
+def mirror(node, ctid: int, status: str = "running", cmode: str | None = "shell", engine=None):
+    """The container's row on ``node``. ``cmode`` (default ``shell``, so an Operator gets a shell as most of
+    these tests need; None for the default, a login) is written to the engine's config too when ``engine``
+    is given, so an agent's resync does not take it back."""
     from webui.models import Container
 
+    config = {"cmode": cmode} if cmode else {}
+    if engine is not None and engine.exists(ctid):
+        if cmode:
+            engine.set(ctid, {"cmode": cmode})
+        else:
+            engine.set(ctid, delete=["cmode"])
+        config = dict(engine.config(ctid).current.values)
     return Container.objects.update_or_create(ctid=ctid, defaults={"node": node, "status": status,
-                                                                   "hostname": f"bb{ctid}"})[0]
+                                                                   "hostname": f"bb{ctid}", "config": config})[0]
 
 
 def login_cookie(user) -> bytes:
@@ -24,7 +34,8 @@ def login_cookie(user) -> bytes:
     return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
-def ticket(user, ctid: int, mode: str = "shell", session: str = "") -> str:
+def ticket(user, ctid: int, mode: str = "", session: str = "") -> str:
+    """A console ticket; no ``mode``: the container's cmode."""
     client = Client()
     client.force_login(user)
     answer = client.post(f"/ct/{ctid}/console/ticket", {"mode": mode, "session": session})
@@ -32,7 +43,7 @@ def ticket(user, ctid: int, mode: str = "shell", session: str = "") -> str:
     return answer.json()["ticket"]
 
 
-async def aticket(user, ctid: int, mode: str = "shell", session: str = "") -> str:
+async def aticket(user, ctid: int, mode: str = "", session: str = "") -> str:
     """``ticket`` from inside a test's event loop."""
     from asgiref.sync import sync_to_async
 

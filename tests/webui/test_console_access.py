@@ -24,7 +24,7 @@ PROMPT = 5.0
 
 @pytest.fixture
 def running(engine, container, node, console_relay):
-    mirror(node, container)
+    mirror(node, container, engine=engine)
     return container
 
 

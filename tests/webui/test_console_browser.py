@@ -42,7 +42,7 @@ TAP = """() => {
 def test_console_in_chromium(web, engine, container, node, console_relay, make_user):
     from playwright.sync_api import sync_playwright
 
-    mirror(node, container)
+    mirror(node, container, engine=engine)
     user = make_user("bianca", "Operator", "/")
     session_id = login_cookie(user).decode().split("=", 1)[1]  # the login page may not exist yet: a session cookie
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def running(engine, container, node, console_relay):
     """A running busybox container, mirrored into the database on this node."""
-    mirror(node, container)
+    mirror(node, container, engine=engine)
     return container
 
 
@@ -250,7 +250,7 @@ def test_flood_while_the_container_stops(engine, busybox_template, ctid_factory,
     for ctid in (flooded, other):
         engine.create(ctid, busybox_template, {"hostname": f"bb{ctid}", "memory": "128", "swap": "0"})
         engine.start(ctid)
-        mirror(node, ctid)
+        mirror(node, ctid, engine=engine)
     cookie = login_cookie(operator)
 
     async def scenario():
@@ -284,11 +284,12 @@ def test_flood_while_the_container_stops(engine, busybox_template, ctid_factory,
 
 
 def test_console_on_a_container_being_destroyed(engine, busybox_template, ctid_factory, node, console_relay,
-                                                operator):
+                                                make_user):
     ctid = ctid_factory()
     engine.create(ctid, busybox_template, {"hostname": f"bb{ctid}", "memory": "128", "swap": "0"})
     engine.start(ctid)
-    mirror(node, ctid)
+    mirror(node, ctid, engine=engine)
+    operator = make_user("carl", "ContainerAdmin", "/")  # VM.Config: a mode other than the container's cmode
     cookie = login_cookie(operator)
 
     async def scenario():
@@ -311,15 +312,70 @@ def test_console_on_a_container_being_destroyed(engine, busybox_template, ctid_f
     asyncio.run(scenario())
 
 
-def test_tty_mode_is_the_containers_own_login(running, operator):
-    cookie = login_cookie(operator)
+def test_default_cmode_gives_a_console_user_a_login_not_a_shell(engine, running, node, operator, make_user):
+    """cmode absent (Proxmox's default, tty): VM.Console gets the container's login prompt; a shell, or the
+    console output, needs VM.Config; a VM.Config holder may ask for a shell."""
+    from webui.models import AuditEntry
+
+    mirror(node, running, cmode=None, engine=engine)
+    admin = make_user("carl", "ContainerAdmin", f"/ct/{running}")
+    client = Client()
+    client.force_login(operator)
+    for mode in ("shell", "console"):
+        answer = client.post(f"/ct/{running}/console/ticket", {"mode": mode})
+        assert answer.status_code == 403, answer.content
+        assert "VM.Config" in answer.json()["error"] and "tty" in answer.json()["error"]
+    assert AuditEntry.objects.filter(username="olga", action="denied VM.Config", outcome="denied").count() == 2
+    page = client.get(f"/ct/{running}/console/term/")
+    assert page.status_code == 200
+    assert b'value="tty"' in page.content and b'value="shell"' not in page.content
+    cookie, admin_cookie = login_cookie(operator), login_cookie(admin)
 
     async def scenario():
-        term = Term(running, cookie, await aticket(operator, running, mode="tty"))
+        term = Term(running, cookie, await aticket(operator, running))
         assert await term.connect()
         assert (await term.opened())["mode"] == "tty"
         await term.until(lambda t: f"bb{running} login:".encode() in t.output, what="the login prompt")
-        await term.run("root", b"Password:")
+        await term.run("root", b"Password:")  # a login, not a passwordless root shell
+        await term.com.send_to(bytes_data=b"wrong\recho pwned-$((40+2))\r")
+        await term.wait_closed(20)  # busybox's login refuses (this root has no password) and exits
+        assert b"pwned-42" not in term.output
+        shell = Term(running, admin_cookie, await aticket(admin, running, mode="shell"))
+        assert await shell.connect()
+        assert (await shell.opened())["mode"] == "shell"
+        await shell.run("id -u; echo root-$((40+2))", b"root-42")
+        await shell.send_text({"type": "close"})
+        await shell.wait_closed()
+
+    asyncio.run(scenario())
+
+
+def test_mode_is_checked_again_when_the_socket_opens(engine, running, node, operator):
+    """A shell ticket issued while cmode was shell opens no shell once cmode went back to tty."""
+    token = ticket(operator, running, mode="shell")
+    cookie = login_cookie(operator)
+    mirror(node, running, cmode="tty", engine=engine)
+
+    async def scenario():
+        term = Term(running, cookie, token)
+        assert await term.connect()
+        assert await term.wait_closed() == 4403
+        assert "needs VM.Config" in term.errors()[0]["message"]
+
+    asyncio.run(scenario())
+
+
+def test_cmode_shell_gives_a_console_user_a_shell_and_nothing_else(running, operator):
+    cookie = login_cookie(operator)
+    client = Client()
+    client.force_login(operator)
+    assert client.post(f"/ct/{running}/console/ticket", {"mode": "tty"}).status_code == 403
+
+    async def scenario():
+        term = Term(running, cookie, await aticket(operator, running))
+        assert await term.connect()
+        assert (await term.opened())["mode"] == "shell"
+        await term.run("echo shell-$((6*7))", b"shell-42")
         await term.send_text({"type": "close"})
         await term.wait_closed()
 
@@ -329,7 +385,7 @@ def test_tty_mode_is_the_containers_own_login(running, operator):
 def test_stopped_container_says_so(engine, busybox_template, ctid_factory, node, console_relay, operator):
     ctid = ctid_factory()
     engine.create(ctid, busybox_template, {"hostname": f"bb{ctid}", "memory": "128", "swap": "0"})
-    mirror(node, ctid, status="stopped")
+    mirror(node, ctid, status="stopped", engine=engine)
     cookie = login_cookie(operator)
 
     async def scenario():

@@ -15,10 +15,13 @@ from django.views.decorators.http import require_POST
 
 from webui import actions
 from webui.access import access_for
-from webui.models import ConsoleTicket, Container
+from webui.console import container_cmode, mode_refusal
+from webui.models import AuditEntry, ConsoleTicket, Container
 from webui.views.common import audit_container, client_address, container_or_gone, run_action
 
-MODES = [("shell", "Shell"), ("tty", "Login (tty)"), ("console", "Console log (read-only)")]
+# "console" shows what the container's init writes (its stdout and stderr, kept in the node's console
+# log), read-only: the engine does not attach a terminal to the container's /dev/console yet.
+MODES = [("tty", "Login (tty)"), ("shell", "Shell"), ("console", "Console output (read-only)")]
 
 
 def _container(ctid: int) -> Container:
@@ -33,9 +36,11 @@ def console_page(request, ctid: int):
     audit_container(request, container)  # 404 for one the user may not see
     access = access_for(request)
     actions.require(access, "VM.Console", container, address=client_address(request))
-    mode = request.GET.get("mode", "shell")
+    # Only the modes this user may open: the container's cmode, and the others with VM.Config.
+    modes = [(value, label) for value, label in MODES if mode_refusal(access, container, value) is None]
+    mode = request.GET.get("mode") or container_cmode(container)
     context = {
-        "ct": container, "modes": MODES, "mode": mode if mode in dict(MODES) else "shell",
+        "ct": container, "modes": modes, "mode": mode if mode in dict(modes) else container_cmode(container),
         "running": container.status == Container.Status.RUNNING,
         "can_start": access.can("VM.PowerMgmt", container),
         "grace": settings.CAISSON_CONSOLE_GRACE,
@@ -53,13 +58,20 @@ def ticket(request, ctid: int):
         body = json.loads(request.body or b"{}") if request.content_type == "application/json" else request.POST
     except ValueError:
         return JsonResponse({"error": "the body is not JSON"}, status=400)
-    mode, session = body.get("mode") or "shell", body.get("session") or ""
+    mode, session = body.get("mode") or container_cmode(container), body.get("session") or ""
     if mode not in dict(MODES):
         return JsonResponse({"error": f"unknown mode '{str(mode)[:20]}' (use shell, tty or console)"}, status=400)
     if not isinstance(session, str) or (session and not (len(session) == 32 and session.isalnum())):
         return JsonResponse({"error": "malformed session id"}, status=400)
+    access = access_for(request)
     try:
-        actions.require(access_for(request), "VM.Console", container, address=client_address(request))
+        actions.require(access, "VM.Console", container, address=client_address(request))
+        refusal = mode_refusal(access, container, mode)
+        if refusal:
+            AuditEntry.objects.create(user=request.user, username=request.user.username, action="denied VM.Config",
+                                      path=container.path, address=client_address(request), outcome="denied",
+                                      detail={"console_mode": mode})
+            raise PermissionDenied(refusal)
     except PermissionDenied as exc:
         return JsonResponse({"error": str(exc)}, status=403)
     row, token = ConsoleTicket.issue(request.user, container, mode, session.lower())

@@ -75,7 +75,7 @@ def spawn(spec: AttachSpec, stdio: tuple[int, int, int] | None = None) -> tuple[
     env = {**CONTAINER_ENV, **spec.env}
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        pid = os.fork()
+        pid = sc.fork_quietly()
         if pid == 0:
             parent_sock.close()
             _joiner(spec, pidfd, userns, rules, env, child_sock, stdio)  # never returns
@@ -124,7 +124,7 @@ def _joiner(spec, pidfd, userns, rules, env, sock, stdio) -> None:
         os.setresgid(spec.gid, spec.gid, spec.gid)
         os.setgroups([])
         os.setresuid(spec.uid, spec.uid, spec.uid)
-        child = os.fork()
+        child = sc.fork_quietly()
         if child == 0:
             _command(spec, rules, env, sock)  # never returns
         sock.close()

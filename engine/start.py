@@ -110,7 +110,7 @@ def spawn(spec: StartSpec) -> int:
     seccomp_filter = seccomp.compile_filter(spec.seccomp_rules)
     log_fd = consolelog.open_memfd(spec.console_size)
     try:
-        setup_pid = os.fork()
+        setup_pid = sc.fork_quietly()
         if setup_pid == 0:
             parent_sock.close()
             _setup_child(spec, child_sock, log_fd, seccomp_filter)  # never returns
@@ -212,7 +212,7 @@ def _first_boot_ssh_keys(sock: socket.socket, exec_w: int) -> None:
         return
     if any(name.startswith("ssh_host_") and name.endswith("_key") for name in os.listdir("/etc/ssh")):
         return
-    child = os.fork()
+    child = sc.fork_quietly()
     if child == 0:
         try:
             os.close(sock.fileno())
@@ -266,7 +266,7 @@ def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filt
         step = "unshare"
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
-        holder = os.fork()
+        holder = sc.fork_quietly()
         if holder == 0:
             _namespace_holder(ready_w, hold_r, (ready_r, hold_w))  # never returns
         os.close(ready_w)
@@ -290,7 +290,7 @@ def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filt
             os.chdir(f"../{spec.rootfs.name}")
         step = "fork"
         exec_r, exec_w = os.pipe2(os.O_CLOEXEC)
-        init_pid = os.fork()
+        init_pid = sc.fork_quietly()
         if init_pid == 0:
             os.close(exec_r)
             os.close(hold_w)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import os
 import signal
 import struct
@@ -102,6 +103,28 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_load_libc().prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+
+
+def fork_quietly() -> int:
+    """``os.fork()`` for a child that only makes system calls, then execs or exits: no garbage collection in it.
+
+    The child of a process with threads holds copies of objects whose locks
+    other threads may have held at the fork. A collection in the child runs
+    finalizers (a database connection's, a thread pool's) that can wait on
+    such a lock forever, hanging a container's start; reference counting
+    alone never touches the parent's objects.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        pid = os.fork()
+    except BaseException:
+        if enabled:
+            gc.enable()
+        raise
+    if pid and enabled:
+        gc.enable()
+    return pid
 
 
 def default_signals() -> None:

@@ -110,7 +110,8 @@ def sync_templates(node: Node) -> None:
         CatalogEntry.objects.filter(node=node).delete()
         CatalogEntry.objects.bulk_create([CatalogEntry(
             node=node, source=e.source_id, section=e.section, name=e.name, os=e.os, version=e.version,
-            headline=e.headline[:255], description=e.description, size=getattr(e, "size", None), buildable=e.source_id == "local",
+            headline=e.headline[:255], description=e.description, size=getattr(e, "size", None),
+            buildable=e.source_id == "local",
             trusted=e.source_id == "local" or store.trusted(e.source_id)) for e in entries],
             ignore_conflicts=True)
         sync_template_sources(node, store)

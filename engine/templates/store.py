@@ -153,7 +153,7 @@ class TemplateStore:
             meta = json.loads((where / "meta.json").read_text())
             if meta.get("url") != source.url or meta.get("type") != source.type:
                 return []  # the source changed since the last update
-            return source.entries(lambda name: (where / name).read_bytes())
+            return source.entries(self._reader(source))
         except FileNotFoundError:
             return []
 
@@ -161,10 +161,14 @@ class TemplateStore:
         """The news records of the cached indexes (Proxmox's ``pve-web-news``), per enabled source."""
         found = []
         for source in self.sources():
-            where = self.index_dir / source.id
             if source.enabled and self._cached(source):
-                found += source.news(lambda name: (where / name).read_bytes())
+                found += source.news(self._reader(source))
         return found
+
+    def _reader(self, source: Source):
+        """``read(name)`` for the files of a source's cached index."""
+        where = self.index_dir / source.id
+        return lambda name: (where / name).read_bytes()
 
     def trusted(self, source_id: str) -> bool:
         try:

@@ -92,6 +92,7 @@ def sync_templates(node: Node) -> None:
     """Mirror the node's local template store and the catalog its sources offer."""
     from engine.templates.__main__ import local_builds
     from engine.templates.store import TemplateStore
+    from tasks.sources_mirror import sync_template_sources
 
     store = TemplateStore(engine().layout.root)
     with transaction.atomic():
@@ -114,32 +115,8 @@ def sync_templates(node: Node) -> None:
             buildable=e.source_id == "local",
             trusted=e.source_id == "local" or store.trusted(e.source_id)) for e in entries],
             ignore_conflicts=True)
-        sync_template_sources(node, store)
+        sync_template_sources(node, store)  # tasks/sources_mirror.py
     publish([node.path], {"type": "templates", "node": node.name})
-
-
-def sync_template_sources(node: Node, store) -> None:
-    """Mirror the node's template sources, how each last update went, and the news of their indexes."""
-    from webui.models import TemplateSource
-
-    try:
-        sources, news = store.sources(), {n.source_id: n for n in store.news()}
-    except EngineError as exc:
-        log.warning("template sources of %s unreadable: %s", node, exc)
-        return
-    status = store.status()
-
-    def when(seconds):
-        return datetime.fromtimestamp(seconds, UTC) if seconds else None
-
-    TemplateSource.objects.filter(node=node).exclude(source_id__in=[s.id for s in sources]).delete()
-    for position, source in enumerate(sources):
-        row, item = status.get(source.id) or {}, news.get(source.id)
-        TemplateSource.objects.update_or_create(node=node, source_id=source.id, defaults={
-            "type": source.type, "url": source.url, "enabled": source.enabled, "signed": bool(source.keyring),
-            "position": position, "last_attempt": when(row.get("attempt")), "last_success": when(row.get("success")),
-            "last_error": row.get("error") or "", "count": row.get("count"),
-            "news_headline": item.headline[:255] if item else "", "news_text": item.text if item else ""})
 
 
 # ---- heartbeat and metrics -----------------------------------------------------------------

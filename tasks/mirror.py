@@ -82,6 +82,7 @@ def sync_templates(node: Node) -> None:
     """Mirror the node's local template store and the catalog its sources offer."""
     from engine.templates.__main__ import local_builds
     from engine.templates.store import TemplateStore
+    from tasks.sources_mirror import sync_template_sources
 
     store = TemplateStore(node_engine().layout.root)
     with transaction.atomic():
@@ -100,9 +101,11 @@ def sync_templates(node: Node) -> None:
         CatalogEntry.objects.filter(node=node).delete()
         CatalogEntry.objects.bulk_create([CatalogEntry(
             node=node, source=e.source_id, section=e.section, name=e.name, os=e.os, version=e.version,
-            description=e.description, size=getattr(e, "size", None), buildable=e.source_id == "local",
+            headline=e.headline[:255], description=e.description, size=getattr(e, "size", None),
+            buildable=e.source_id == "local",
             trusted=e.source_id == "local" or store.trusted(e.source_id)) for e in entries],
             ignore_conflicts=True)
+        sync_template_sources(node, store)  # tasks/sources_mirror.py
     publish([node.path], {"type": "templates", "node": node.name})
 
 

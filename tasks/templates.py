@@ -20,13 +20,56 @@ class TemplateJob(JobTask):
 
 
 class Update(TemplateJob):
+    """Every enabled source (or ``params["source"]``); one that fails is logged by name, the others are still
+    updated, and the job then fails naming each that did not update."""
     name = "caisson.templates.update"
 
     def perform(self, ctx: JobContext) -> str:
-        counts = self.store().update(ctx.params.get("source"))
+        from engine.templates.store import UpdateFailed
+
+        failed = None
+        try:
+            counts = self.store().update(ctx.params.get("source"))
+        except UpdateFailed as exc:
+            counts, failed = exc.counts, exc
         for source, count in counts.items():
             ctx.log(f"{source}: {count} templates")
+        if failed is not None:
+            for source, error in failed.failed.items():
+                ctx.log(f"{source}: update failed: {error}")
+            raise failed
         return f"{sum(counts.values())} templates listed"
+
+
+class EditSources(TemplateJob):
+    """Change ``template/sources.json``: ``params``: ``op`` (add, edit, remove), ``source`` (its id), and for
+    add/edit ``type``, ``url``, ``enabled`` (edit keeps what is not given, and the keyring)."""
+    name = "caisson.templates.sources"
+
+    def perform(self, ctx: JobContext) -> str:
+        from engine.errors import AlreadyExists, NotFound, ValidationError
+
+        store, params = self.store(), ctx.params
+        op, sid = params.get("op"), params.get("source")
+        sources = [s.to_dict() for s in store.sources()]
+        index = next((i for i, s in enumerate(sources) if s["id"] == sid), None)
+        fields = {k: params[k] for k in ("type", "url", "enabled") if k in params}
+        if op == "add":
+            if index is not None:
+                raise AlreadyExists(f"template source {sid!r} already exists")
+            sources.append({"id": sid, **fields})
+        elif op in ("edit", "remove"):
+            if index is None:
+                raise NotFound(f"no template source {sid!r}")
+            if op == "edit":
+                sources[index].update(fields)
+            else:
+                del sources[index]
+        else:
+            raise ValidationError(f"op must be add, edit or remove, not {op!r}", key="op")
+        store.set_sources(sources)
+        ctx.log(f"template source {sid}: {op}" + (f" {fields}" if fields else ""))
+        return "OK"
 
 
 class Download(TemplateJob):
@@ -88,5 +131,5 @@ class Remove(TemplateJob):
         return "OK"
 
 
-for job_class in (Update, Download, Build, Remove):
+for job_class in (Update, EditSources, Download, Build, Remove):
     app.register_task(job_class())

@@ -7,7 +7,8 @@ with the archive's size and id map kept). The container is made by
 ``Engine.create`` from the archive itself, so the storage, the safe
 extraction and the ownership shift stay in one place; ``etc/vzdump`` is left
 out of the restored root, and the archive's firewall rules become the
-container's.
+container's. An interface on a bridge this node lacks is restored as it is,
+with a warning in the notes; the start then fails naming the bridge.
 
 Over an existing container ``Engine.create(replace=True)`` builds the new one
 completely beside the old one, which stays as it was; only then is the config
@@ -168,8 +169,12 @@ def restore(engine, archive: Path | str, ctid: int | str, *, force: bool = False
             notes.append(f"{key}: restored as a volume of its own ({engine.config(ctid).current.values[key]})")
         _write_firewall(engine, ctid, firewall_text)
 
-    engine.create(ctid, archive, create_options, progress=_reporter(progress, cancel), replace=replace,
-                  skip_devices=skip_devices, exclude=[VZDUMP_DIR, *mount_paths], finish=finish)
+    from engine.network import missing_bridges_allowed
+
+    with missing_bridges_allowed() as missing:  # as Proxmox: restored, and the start names the bridge
+        engine.create(ctid, archive, create_options, progress=_reporter(progress, cancel), replace=replace,
+                      skip_devices=skip_devices, exclude=[VZDUMP_DIR, *mount_paths], finish=finish)
+    notes.extend(f"warning: {text}" for text in missing)
     result.replaced = replace
     status = engine.status(ctid, stats=False)
     result.hostname, result.unprivileged = status.hostname, status.unprivileged

@@ -137,6 +137,10 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     if wanted("network"):
         network = verbs.add_parser("network", help="show the node's bridges; --apply creates or adopts them")
         network.add_argument("--apply", action="store_true", help="create missing bridges, set their addresses")
+        network.add_argument("--init-default", action="store_true",
+                             help="set-up: define and create vmbr0 on a free private /24 with a pool and DHCP "
+                                  "range, unless the interfaces file or vmbr0 exists (safe to run again)")
+        network.add_argument("--nat", action="store_true", help="with --init-default: masquerade its subnet")
 
     if wanted("firewall"):
         fw = verbs.add_parser("firewall", help="show a container's firewall, or install new rules (applied live)")
@@ -266,7 +270,10 @@ def _dispatch(engine, args) -> int:
     elif verb in ("startall", "stopall"):
         return _boot(engine, args, as_json)
     elif verb == "network":
-        _network(engine, args.apply, as_json)
+        if args.init_default:
+            _init_default(engine, args.nat, as_json)
+        else:
+            _network(engine, args.apply, as_json)
     elif verb == "firewall":
         _firewall(engine, args.ctid, args.rules, as_json)
     else:  # the storage, snapshot, clone and resize verbs
@@ -293,6 +300,19 @@ def _boot(engine, args, as_json: bool) -> int:
     if as_json:
         emit_json([o.as_dict() for o in outcomes])
     return 0 if all(o.ok for o in outcomes) else 1
+
+
+def _init_default(engine, nat: bool, as_json: bool) -> None:
+    from engine.network.default import init_default
+
+    result = init_default(engine.layout.root, nat=nat)
+    if as_json:
+        emit_json(result.as_dict())
+    elif result.created:
+        print(f"{result.name}: {result.address}, pool {result.pool}, DHCP {result.dhcp}, "
+              f"NAT {'on' if result.nat else 'off'}")
+    else:
+        print(f"{result.name}: not created: {result.reason}")
 
 
 def _network(engine, apply: bool, as_json: bool) -> None:

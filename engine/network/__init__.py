@@ -20,6 +20,9 @@ import it inside the verbs that touch the network, not at module level.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from dataclasses import replace
 
 from engine.errors import EngineError, ValidationError
@@ -31,7 +34,24 @@ from engine.network.veth import host_side, interfaces, prepare_nics, teardown_ni
 from engine.network.vlanbridge import check as check_vlan
 
 __all__ = ["Bridge", "Nic", "NodeNetwork", "from_config", "generate_mac", "host_side", "host_veth", "hotplug",
-           "interfaces", "node_lock", "parse_nic", "prepare_nics", "resolve", "teardown_nics", "validate"]
+           "interfaces", "missing_bridges_allowed", "node_lock", "parse_nic", "prepare_nics", "resolve",
+           "teardown_nics", "validate"]
+
+# While set (a restore), an interface on a bridge this node lacks is kept with a warning, as Proxmox does
+# (the start then fails naming it); the list collects the warnings.
+_MISSING_ALLOWED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("missing_bridges", default=None)
+
+
+@contextlib.contextmanager
+def missing_bridges_allowed() -> Iterator[list[str]]:
+    """Within the block, :func:`validate` accepts interfaces on bridges that do not exist here and lists a
+    warning for each in the yielded list (an archive from another node names that node's bridges)."""
+    warnings: list[str] = []
+    token = _MISSING_ALLOWED.set(warnings)
+    try:
+        yield warnings
+    finally:
+        _MISSING_ALLOWED.reset(token)
 
 
 def resolve(ctid: int, nics: list[Nic], node: NodeNetwork, others: Others) -> list[Nic]:
@@ -74,6 +94,11 @@ def validate(ctid: int, nics: list[Nic], node: NodeNetwork, others: Others) -> N
         if nic.bridge is None:
             if nic.tag or nic.trunks:
                 raise ValidationError(f"{nic.key}: a VLAN tag needs a bridge", key=nic.key)
+            continue
+        allowed = _MISSING_ALLOWED.get()
+        if allowed is not None and not node.exists(nic.bridge):
+            allowed.append(f"{nic.key}: bridge '{nic.bridge}' does not exist on this node; the container "
+                           "will not start until it does (or the interface names another bridge)")
             continue
         bridge = bridges[nic.bridge] = _bridge(nic, node)
         check_vlan(nic, bridge)

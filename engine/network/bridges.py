@@ -40,6 +40,10 @@ class NodeNetwork:
         vlan = filtering.exists() and filtering.read_text().strip() == "1"
         return Bridge(name, vlan_aware=vlan, mtu=int((sys_dir / "mtu").read_text()), defined=False)
 
+    def exists(self, name: str) -> bool:
+        """Defined in the interfaces file or present on the host (as anything: :meth:`bridge` says what)."""
+        return name in self._bridges or (SYS_NET / name).exists()
+
     def present(self, name: str) -> bool:
         return (SYS_NET / name / "bridge").is_dir()
 

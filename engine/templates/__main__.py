@@ -17,7 +17,7 @@ from engine.errors import EngineError, ValidationError
 from engine.state import DEFAULT_ROOT
 from engine.templates.download import download
 from engine.templates.entry import Entry
-from engine.templates.store import TemplateStore
+from engine.templates.store import TemplateStore, UpdateFailed
 
 LOCAL_SECTION = "local-build"
 
@@ -73,13 +73,19 @@ def _run(args, out) -> None:
     store = TemplateStore(args.root)
     as_json = args.output == "json"
     if args.command == "update":
-        counts = store.update(args.source)
+        failed = None
+        try:
+            counts = store.update(args.source)
+        except UpdateFailed as exc:  # the other sources were updated: say so, then fail
+            counts, failed = exc.counts, exc
         if as_json:
             print(json.dumps(counts), file=out)
         for sid, count in counts.items():
             if not as_json:
                 trust = "" if store.trusted(sid) else " (signature not checked)"
                 print(f"{sid}: {count} templates{trust}", file=out)
+        if failed is not None:
+            raise failed
     elif args.command == "build":
         if not args.builder_args:
             raise ValidationError(f"build: name a builder: {' or '.join(builders.names())}", key="builder")

@@ -6,8 +6,12 @@ The index is a list of RFC 822-like paragraphs separated by blank lines::
     Version: 12.7-1
     Location: system/debian-12-standard_12.7-1_amd64.tar.zst
     sha512sum: 0123...
+    Infopage: https://pve.proxmox.com/wiki/Linux_Container
     Description: Debian 12 Bookworm (standard)
      A small Debian Bookworm system including all standard packages.
+
+Proxmox's own index opens with a record that is no template
+(``Package: pve-web-news``); such records are skipped (:func:`read_aplinfo`).
 
 Every entry's ``Location`` is resolved against the index URL and must stay
 on the index's server (:func:`engine.templates.entry.resolve_location`).
@@ -20,6 +24,7 @@ import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from engine.errors import HostError, ValidationError
@@ -62,38 +67,108 @@ def _fields(lines: list[str], where: str) -> dict[str, str]:
     return fields
 
 
-def parse_aplinfo(text: str, index_url: str, source_id: str) -> list[Entry]:
-    """Parse ``aplinfo.dat``; a ValidationError names the paragraph (1-based) and field at fault."""
+NEWS_PACKAGE = "pve-web-news"  # Proxmox's record of the news its web interface once showed
+_VERSION = re.compile(r"\d[A-Za-z0-9.+\-:~]*")  # as pveam checks a template's Version
+
+
+class News(NamedTuple):
+    """A source's news record (``Package: pve-web-news``): a headline and its text, an HTML fragment as
+    published; shown as plain text, never as markup."""
+
+    source_id: str
+    headline: str
+    text: str
+
+
+class Catalog(NamedTuple):
+    """What an index holds: its templates, its news, and why each other record was skipped."""
+
+    entries: list[Entry]
+    news: list[News]
+    skipped: list[str]
+
+
+def _description(value: str) -> tuple[str, str]:
+    """``Description:``'s first line is the headline, its continuation lines the long text, joined with
+    spaces as ``pveam`` does (a lone ``.`` line, Debian's paragraph break, becomes a blank line)."""
+    headline, _, rest = value.partition("\n")
+    long = " ".join("\n\n" if line == "" else line for line in rest.split("\n"))
+    return headline.strip(), re.sub(r" ?\n\n ?", "\n\n", long).strip()
+
+
+def _not_a_template(fields: dict[str, str]) -> str | None:
+    """Why a record is no template (Proxmox's indexes also hold news and, in the past, other kinds)."""
+    kind = fields.get("type", "lxc").lower()
+    if kind != "lxc":
+        return f"type {fields['type']!r} is not a container template"
+    if not any(fields.get(k) for k in ("version", "location", "sha512sum", "md5sum")):
+        return "not a template record (no Version, Location or checksum)"
+    return None
+
+
+def read_aplinfo(text: str, index_url: str, source_id: str) -> Catalog:
+    """Read ``aplinfo.dat`` as Proxmox and TurnKey publish it.
+
+    Records that are no template (the ``pve-web-news`` record, records of another ``Type``, records
+    without any template field) are skipped, the news kept; a template record with a missing or bad
+    field is refused, naming the paragraph (1-based) and the field, and so is an index without a
+    template (an error page read as an index must not empty the catalog)."""
     if "\0" in text:
         raise ValidationError(f"source {source_id}: the index is not an aplinfo file (binary data)")
-    entries = []
-    for number, lines in enumerate(_paragraphs(text), 1):
+    entries, news, skipped = [], [], []
+    paragraphs = _paragraphs(text)
+    for number, lines in enumerate(paragraphs, 1):
         where = f"source {source_id}, aplinfo paragraph {number}"
         fields = _fields(lines, where)
-        for required in ("package", "version", "location"):
-            if not fields.get(required):
-                raise ValidationError(f"{where}: missing field {required.capitalize()}", key=required)
-        sums = {}
-        for algo in ("sha512", "md5"):
-            if fields.get(algo + "sum"):
-                sums[algo] = check_checksum(algo, fields[algo + "sum"], f"{where}, field {algo}sum")
-        if not sums:
-            raise ValidationError(f"{where}: missing field sha512sum (or md5sum)", key="sha512sum")
-        url = resolve_location(index_url, fields["location"], f"{where}, field Location")
-        name = unquote(urlsplit(url).path).rsplit("/", 1)[-1]
-        try:
-            check_template_name(name)
-        except ValidationError as exc:
-            raise ValidationError(f"{where}, field Location: {exc}", key="Location") from None
-        entries.append(Entry(
-            name=name, package=fields["package"], version=fields["version"], os=fields.get("os", ""),
-            section=fields.get("section", "system") or "system", type=fields.get("type", "lxc"),
-            arch=fields.get("architecture", ""), location=url, source_id=source_id,
-            description=fields.get("description", ""), headline=fields.get("headline", ""),
-            sha512=sums.get("sha512"), md5=sums.get("md5")))
-    if not entries:
+        headline, description = _description(fields.get("description", ""))
+        if fields.get("package") == NEWS_PACKAGE:
+            if headline or description:
+                news.append(News(source_id, headline, description))
+            continue
+        reason = _not_a_template(fields)
+        if reason is not None:
+            skipped.append(f"paragraph {number} ({fields.get('package') or 'no Package'}): {reason}")
+            continue
+        entries.append(_entry(fields, index_url, source_id, where, headline, description))
+    if not paragraphs:
         raise ValidationError(f"source {source_id}: the index holds no aplinfo paragraph")
-    return entries
+    if not entries:
+        raise ValidationError(f"source {source_id}: the index lists no template ({len(skipped)} other records)")
+    return Catalog(entries, news, skipped)
+
+
+def _entry(fields: dict[str, str], index_url: str, source_id: str, where: str, headline: str,
+           description: str) -> Entry:
+    for required in ("package", "version", "location"):
+        if not fields.get(required):
+            raise ValidationError(f"{where}: missing field {required.capitalize()}", key=required)
+    if not _VERSION.fullmatch(fields["version"]):
+        raise ValidationError(f"{where}: field Version {fields['version'][:40]!r} does not start with a digit "
+                              "or has other characters than letters, digits and .+-:~", key="version")
+    sums = {}
+    for algo in ("sha512", "md5"):
+        if fields.get(algo + "sum"):
+            sums[algo] = check_checksum(algo, fields[algo + "sum"], f"{where}, field {algo}sum")
+    if not sums:
+        raise ValidationError(f"{where}: missing field sha512sum (or md5sum)", key="sha512sum")
+    url = resolve_location(index_url, fields["location"], f"{where}, field Location")
+    name = unquote(urlsplit(url).path).rsplit("/", 1)[-1]
+    try:
+        check_template_name(name)
+    except ValidationError as exc:
+        raise ValidationError(f"{where}, field Location: {exc}", key="Location") from None
+    return Entry(
+        name=name, package=fields["package"], version=fields["version"], os=fields.get("os", ""),
+        section=fields.get("section", "system") or "system", type="lxc",
+        arch=fields.get("architecture", ""), location=url, source_id=source_id,
+        description=description, headline=headline, infopage=fields.get("infopage", ""),
+        manageurl=fields.get("manageurl", ""), certified=fields.get("certified", "").lower() == "yes",
+        sha512=sums.get("sha512"), md5=sums.get("md5"))
+
+
+def parse_aplinfo(text: str, index_url: str, source_id: str) -> list[Entry]:
+    """The templates of ``aplinfo.dat`` (see :func:`read_aplinfo`)."""
+    return read_aplinfo(text, index_url, source_id).entries
 
 
 def verify_signature(data: bytes, signature: bytes, keyring: Path) -> None:
@@ -147,6 +222,9 @@ class AplinfoSource(Source):
 
     def entries(self, read: Callable[[str], bytes]) -> list[Entry]:
         return parse_aplinfo(_text(read("aplinfo.dat"), self.id), self.url, self.id)
+
+    def news(self, read: Callable[[str], bytes]) -> list[News]:
+        return read_aplinfo(_text(read("aplinfo.dat"), self.id), self.url, self.id).news
 
     def _check_signature(self, plain_url: str, data: bytes, raw: bytes) -> bytes:
         """Proxmox publishes ``aplinfo.dat.asc`` beside ``aplinfo.dat.gz``, signing the uncompressed

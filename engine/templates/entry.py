@@ -31,7 +31,10 @@ class Entry:
     location: str
     source_id: str
     description: str = ""
-    headline: str = ""
+    headline: str = ""  # a Description's first line; ``description`` is the rest
+    infopage: str = ""
+    manageurl: str = ""
+    certified: bool = False
     sha512: str | None = None
     sha256: str | None = None
     md5: str | None = None

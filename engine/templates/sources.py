@@ -9,16 +9,47 @@ kind's module registers its class with :func:`register`, and importing
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
+from urllib.parse import urlsplit
 
 from engine.errors import ValidationError
 from engine.templates.entry import Entry
 
 _SOURCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+# What a node offers before anyone edits its sources (as pveam's built-in list, plus the LXC image
+# server): Proxmox's and TurnKey's appliance indexes, in the compressed form pveam fetches.
+DEFAULT_SOURCES = [
+    {"id": "pve", "type": "aplinfo", "url": "http://download.proxmox.com/images/aplinfo-pve-9.dat.gz"},
+    {"id": "turnkey", "type": "aplinfo", "url": "https://releases.turnkeylinux.org/pve/aplinfo.dat.gz"},
+    {"id": "lxc", "type": "simplestreams", "url": "https://images.linuxcontainers.org"},
+]
+
+
+def check_source_url(url: object, where: str) -> str:
+    """http(s) with a host, and not a link-local address literal (names are checked again as they resolve,
+    by :func:`engine.templates.download.check_url`)."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2000:
+        raise ValidationError(f"{where}: url must be http:// or https://", key="url")
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        host = None
+    if not host or any(c.isspace() for c in url):
+        raise ValidationError(f"{where}: url {url[:80]!r} has no valid host", key="url")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return url
+    if address.is_link_local or address.is_unspecified or address.is_multicast:
+        raise ValidationError(f"{where}: url {url[:80]!r}: {host} is a link-local, multicast or unspecified "
+                              "address", key="url")
+    return url
 
 
 class Index(NamedTuple):
@@ -37,6 +68,7 @@ class Source(ABC):
     id: str
     url: str
     keyring: str | None = None
+    enabled: bool = True
 
     type: ClassVar[str]
 
@@ -50,15 +82,17 @@ class Source(ABC):
         kind = _KINDS.get(stype) if isinstance(stype, str) else None
         if kind is None:
             raise ValidationError(f"{where}: type must be one of {', '.join(types())}", key="type")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValidationError(f"{where}: url must be http:// or https://", key="url")
+        check_source_url(url, where)
         keyring = data.get("keyring")
-        if keyring is not None and not isinstance(keyring, str):
-            raise ValidationError(f"{where}: keyring must be a path", key="keyring")
-        return kind(sid, url, keyring)
+        if keyring is not None and not (isinstance(keyring, str) and keyring.startswith("/")):
+            raise ValidationError(f"{where}: keyring must be an absolute path", key="keyring")
+        enabled = data.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ValidationError(f"{where}: enabled must be true or false", key="enabled")
+        return kind(sid, url, keyring or None, enabled)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "type": self.type, "url": self.url, "keyring": self.keyring}
+        return {"id": self.id, "type": self.type, "url": self.url, "keyring": self.keyring, "enabled": self.enabled}
 
     @abstractmethod
     def fetch(self, max_bytes: int) -> Index:
@@ -67,6 +101,10 @@ class Source(ABC):
     @abstractmethod
     def entries(self, read: Callable[[str], bytes]) -> list[Entry]:
         """The entries of an index whose files ``read(name)`` returns (those :meth:`fetch` gave)."""
+
+    def news(self, read: Callable[[str], bytes]) -> list:
+        """News records the index carries besides its templates (none unless the kind has them)."""
+        return []
 
 
 _KINDS: dict[str, type[Source]] = {}

@@ -30,7 +30,7 @@ def test_parse_aplinfo_fields_and_continuation():
     first, second = parse_aplinfo(text, INDEX, "pve")
     assert first.name == "busybox-1.35.0-1_amd64.tar.zst"
     assert first.location == "http://127.0.0.1:8000/images/system/busybox-1.35.0-1_amd64.tar.zst"
-    assert first.description == "Busybox\na tiny system\n\nsecond paragraph"
+    assert (first.headline, first.description) == ("Busybox", "a tiny system\n\nsecond paragraph")
     assert first.checksum() == ("sha512", SHA512)
     assert (second.section, second.arch, second.source_id) == ("turnkey", "amd64", "pve")
 
@@ -159,7 +159,7 @@ def test_each_source_type_has_its_own_kind(tmp_path):
     pve, lxc = store.sources()
     assert (type(pve), type(lxc)) == (AplinfoSource, SimplestreamsSource)
     assert (pve.type, lxc.type, lxc.base) == ("aplinfo", "simplestreams", "https://images.example/")
-    assert json.loads(store.sources_file.read_text())[0] == {"id": "pve", "type": "aplinfo",
+    assert json.loads(store.sources_file.read_text())[0] == {"id": "pve", "type": "aplinfo", "enabled": True,
                                                              "url": "http://x/aplinfo.dat", "keyring": "/k.gpg"}
     assert Source.from_dict(pve.to_dict(), "again") == pve
     with pytest.raises(ValidationError, match="type must be one of aplinfo, simplestreams") as caught:

@@ -12,6 +12,7 @@ from webui.api.views.containers import ContainerViewSet
 from webui.api.views.jobs import JobViewSet
 from webui.api.views.nodes import NodeViewSet
 from webui.api.views.pools import PoolViewSet
+from webui.api.views.template_sources import TemplateSourceViewSet
 
 router = DefaultRouter()
 router.include_format_suffixes = False
@@ -32,6 +33,11 @@ urlpatterns = [
     path("docs/", login_required(SpectacularSwaggerSplitView.as_view(url_name="api-schema",
                                                                      permission_classes=[IsAuthenticated])),
          name="api-docs"),
+    path("nodes/<str:name>/template-sources/",
+         TemplateSourceViewSet.as_view({"get": "list", "post": "create"}), name="template-source-list"),
+    path("nodes/<str:name>/template-sources/<str:source>",
+         TemplateSourceViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"}),
+         name="template-source-detail"),
     *router.urls,
 ]
 

@@ -16,3 +16,6 @@ __all__ = ["AccessEntry", "ApiToken", "AuditEntry", "CatalogEntry", "ConsoleTick
 from webui.models.backups import BackupArchive, BackupSchedule  # noqa: E402 - backups, after the models they use
 
 __all__ += ["BackupArchive", "BackupSchedule"]
+from webui.models.templates import TemplateSource  # noqa: E402 - after the node it belongs to
+
+__all__ += ["TemplateSource"]

@@ -166,6 +166,7 @@ class CatalogEntry(models.Model):
     name = models.CharField(max_length=255)  # the archive name it is stored under
     os = models.CharField(max_length=64, blank=True)
     version = models.CharField(max_length=64, blank=True)
+    headline = models.CharField(max_length=255, blank=True)  # the index's one-line summary
     description = models.TextField(blank=True)
     size = models.BigIntegerField(null=True, blank=True)
     trusted = models.BooleanField(default=False)

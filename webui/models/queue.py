@@ -44,6 +44,7 @@ TASKS = {
     "download": "caisson.templates.download",
     "tmplbuild": "caisson.templates.build",
     "tmplremove": "caisson.templates.remove",
+    "tmplsources": "caisson.templates.sources",
     "noderesync": "caisson.node.resync",
 }
 # Kinds a double click must not queue twice for the same target.

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 from engine import builders
 from webui.access import access_for
 from webui.actions import nodes as actions
-from webui.models import CatalogEntry, Job, Node, StoredTemplate
+from webui.models import CatalogEntry, Job, Node, StoredTemplate, TemplateSource
 from webui.views.common import client_address, run_action
 
 TEMPLATE_KINDS = ("download", "tmplbuild", "tmplremove", "aptupdate")
@@ -36,6 +36,7 @@ def templates_page(request):
                                                       status__in=Job.ACTIVE)}
     context = {"node": node, "nodes": nodes, "catalog": catalog, "active_jobs": [j.summary() for j in active.values()],
                "stored": StoredTemplate.objects.filter(node=node),
+               "sources": TemplateSource.objects.filter(node=node),
                "can_allocate": access.can("Datastore.AllocateTemplate", node),
                "page_subscribe": [f"node/{node.name}"]}
     if request.GET.get("fragment") == "store":

@@ -163,6 +163,13 @@ if ! ls "$CAISSON_ROOT"/template/cache/busybox-*.tar.* >/dev/null 2>&1; then
     $PY -m engine.builders busybox --dest "$CAISSON_ROOT/template/cache" >/dev/null
 fi
 
+# A fresh node gets vmbr0 (a private /24 with an address pool and DHCP, no NAT), as Proxmox's installer makes
+# one; an existing interfaces file or vmbr0 is left alone. CAISSON_DEFAULT_BRIDGE=no skips it.
+if [[ ${CAISSON_DEFAULT_BRIDGE:-yes} != no ]]; then
+    $PY -m engine --root "$CAISSON_ROOT" network --init-default >/dev/null \
+        || say "warning: no default bridge made (see: $PY -m engine network --init-default)"
+fi
+
 for name in "${DAEMONS[@]}"; do
     if running "$name"; then
         say "$name already running (pid $(cat "$RUN_DIR/$name.pid"))"

@@ -64,7 +64,8 @@ def scratch(busybox_template):
     env.update({"CAISSON_ROOT": str(root), "CAISSON_RUN": str(base / "run"), "CAISSON_SECRETS": str(base / "secrets"),
                 "CAISSON_NODE": f"runsh{os.getpid()}", "CAISSON_CGROUP_PARENT": f"caisson-runsh-{os.getpid()}",
                 "CAISSON_PORT": str(web_port), "REDIS_URL": f"redis://127.0.0.1:{redis_port}",
-                "CAISSON_ADMIN_PASSWORD": "scratch admin password", "CAISSON_SAMPLE_INTERVAL": "1"})
+                "CAISSON_ADMIN_PASSWORD": "scratch admin password", "CAISSON_SAMPLE_INTERVAL": "1",
+                "CAISSON_DEFAULT_BRIDGE": "no"})  # the host keeps its own bridges: tests/engine/test_default_bridge.py
     yield {"base": base, "root": root, "env": env, "web_port": web_port, "redis_port": redis_port}
     subprocess.run(["bash", "scripts/run.sh", "stop"], cwd=REPO, env=env, capture_output=True, timeout=120)
     pidfile = root / "redis" / "redis.pid"

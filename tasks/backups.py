@@ -24,7 +24,7 @@ from django.utils import timezone
 from engine.errors import EngineError, NotFound, NotSupported, ValidationError
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
-from tasks.containers import refuse_root_settings
+from tasks.containers import refuse_nic_settings, refuse_root_settings
 from tasks.node import engine, sync_container, this_node
 from webui.backups import forget_container
 from webui.live import publish
@@ -243,7 +243,7 @@ class Vzrestore(BackupJob):
 
     def check_rights(self, ctx: JobContext, archive: Path) -> None:
         """The archive's own config against what the user may set (the web tier cannot read it): over an
-        existing container what differs from its config, to a new ID all of it."""
+        existing container what differs from its config, to a new ID all of it; its NICs by the same rules."""
         from engine.backup.archive import read_archive_config
         from engine.root_settings import root_equivalent_changes
 
@@ -253,6 +253,8 @@ class Vzrestore(BackupJob):
         ctid = self.ctid(ctx)
         before = engine().config(ctid).current if ctx.params.get("force") and engine().exists(ctid) else None
         refuse_root_settings(ctx, root_equivalent_changes(before, archived.current), f"backup {archive.name}")
+        refuse_nic_settings(ctx, ctid, archived.current.values, f"backup {archive.name}",
+                            old=before.values if before is not None else None, new_mac=bool(ctx.params.get("unique")))
 
     def after(self, ctx: JobContext) -> None:
         ctid = self.ctid(ctx)

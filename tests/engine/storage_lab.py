@@ -110,7 +110,7 @@ def make(lab, busybox_template):
     made: list[int] = []
     counter = [500 + (os.getpid() % 50) * 1000]
 
-    def create(backend: str | None = None, options: dict | None = None, start: bool = True) -> int:
+    def create(backend: str | None = None, options: dict | None = None, start: bool = True, **kwargs) -> int:
         while True:
             counter[0] += 1
             if not lab.engine.exists(counter[0]):
@@ -118,7 +118,8 @@ def make(lab, busybox_template):
         ctid = counter[0]
         made.append(ctid)
         lab.engine.create(ctid, busybox_template, {"memory": "128", "swap": "0",
-                                                  **(BACKENDS[backend] if backend else {}), **(options or {})})
+                                                  **(BACKENDS[backend] if backend else {}), **(options or {})},
+                           **kwargs)
         if start:
             lab.engine.start(ctid)
         return ctid

@@ -74,7 +74,7 @@ class ContainerJob(JobTask):
 class Create(ContainerJob):
     """``params``: ``template`` (``local:vztmpl/<name>``), ``options`` (pct keys), ``password_hash`` (SHA-512
     crypt: the web tier never queues a clear password; ``password``, clear, is still taken from other callers),
-    ``ssh_public_keys``, ``start`` (start once created)."""
+    ``ssh_public_keys``, ``start`` (start once created), ``isolated_idmap`` (an id range of its own)."""
     name = "caisson.container.create"
 
     def perform(self, ctx: JobContext) -> str:
@@ -86,7 +86,7 @@ class Create(ContainerJob):
         options = dict(params.get("options") or {})
         if params.get("rootfs"):
             options["rootfs"] = params["rootfs"]  # "<storage>:<GiB>" from the wizard's root disk step
-        engine().create(ctid, params["template"], options)
+        engine().create(ctid, params["template"], options, isolated_idmap=bool(params.get("isolated_idmap")))
         if params.get("password") or params.get("password_hash") or params.get("ssh_public_keys"):
             ctx.log("setting root's password and SSH keys")
             try:
@@ -225,7 +225,9 @@ class Clone(ContainerJob):
         p = ctx.params
         source = engine().config(self.ctid(ctx))
         section = source.snapshots.get(p.get("snapshot") or "") or source.current
-        refuse_root_settings(ctx, root_equivalent(section), f"CT {self.ctid(ctx)}'s config")
+        settings = root_equivalent(section)
+        settings.pop("lxc.idmap", None)  # not carried over: the clone gets a fresh range of its own (engine.idranges)
+        refuse_root_settings(ctx, settings, f"CT {self.ctid(ctx)}'s config")
         refuse_nic_settings(ctx, int(p["newid"]), section.values, f"CT {self.ctid(ctx)}'s config", new_mac=True)
         ctx.progress(0, None, f"cloning to CT {p['newid']}", force=True)
         engine().clone(self.ctid(ctx), int(p["newid"]), snapshot=p.get("snapshot") or None, full=bool(p.get("full")),

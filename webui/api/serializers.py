@@ -146,6 +146,9 @@ class ContainerCreateSerializer(serializers.Serializer):
     ssh_public_keys = serializers.CharField(required=False)
     unprivileged = serializers.BooleanField(default=True)
     nesting = serializers.BooleanField(default=True)
+    isolated_idmap = serializers.BooleanField(default=False, help_text="a 65536-id range of the container's own "
+                                                                       "(lxc.idmap lines the node allocates); "
+                                                                       "unprivileged containers only")
     template = serializers.CharField(help_text="local:vztmpl/<name>, in the node's store")
     storage = serializers.CharField(default="local")
     disk_size = serializers.IntegerField(required=False, help_text="GiB; 0: no size. Default 8 where the storage "

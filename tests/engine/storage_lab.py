@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine.mounts import host_mounts  # noqa: F401 - the storage tests import it from here
+
 NEEDED = ("mkfs.btrfs", "mkfs.ext4", "btrfs")
 
 
@@ -34,11 +36,6 @@ class Lab:
     def sh(self, ctid: int, script: str) -> tuple[int, str]:
         code, out, err = self.engine.exec_output(ctid, ["/bin/sh", "-c", script])
         return code, (out + err).decode(errors="replace")
-
-
-def host_mounts() -> set[str]:
-    with open("/proc/self/mountinfo") as handle:
-        return {" ".join(line.split()[3:5]) for line in handle}
 
 
 def _mount_image(image: Path, size: str, mkfs: list[str], target: Path) -> None:

@@ -25,8 +25,12 @@ def net_node(node):
 
 
 @pytest.fixture
-def tenant(net_node, make_user):
-    return client_for(make_user("tenant", "ContainerAdmin", net_node.path))
+def tenant(net_node, make_user, roles):
+    from webui.models import AccessEntry
+
+    user = make_user("tenant", "ContainerAdmin", net_node.path)
+    AccessEntry.objects.create(user=user, role=roles["ContainerAdmin"], path="/storage/local")  # the root disk's
+    return client_for(user)
 
 
 def create(client, node, ctid, **nic):

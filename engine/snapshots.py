@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 
-from engine import snapconfig
+from engine import idranges, snapconfig
 from engine.config import ConfigSection, ContainerConfig, parse_ctid, parse_size, write_config
 from engine.errors import AlreadyExists, EngineError, InvalidState, NotFound, ValidationError
 from engine.reverter import Reverter
@@ -269,14 +269,20 @@ class SnapshotOps:
         """A new container from ``ctid`` (its current state or a snapshot).
 
         Linked (sharing data with the snapshot) when a snapshot is given, the target storage is the
-        source's and its driver can; a full copy otherwise, or with ``full``.
+        source's and its driver can; a full copy otherwise, or with ``full``.  The clone of a container
+        with an id map of its own (``lxc.idmap``) gets a fresh range and its files shifted into it: while
+        copying to another storage, in place (:mod:`engine.idshift`) after a copy or link on the source's
+        storage, as LXD shifts a copy.
         """
         newid = parse_ctid(newid)
         if newid == ctid:
             raise ValidationError(f"clone: the new ID must differ from {ctid}", key="newid")
         if storage is not None:
             self.storages.get(storage, content="rootdir", key="storage")
-        with container_lock(self.layout, ctid), container_lock(self.layout, newid):
+        before = self.config(ctid)  # read again under the locks; an id map decides whether ranges are locked too
+        isolated = any(s.raw_values("lxc.idmap") for s in [before.current, *before.snapshots.values()])
+        with (idranges.node_lock(self.layout.run) if isolated else contextlib.nullcontext()), \
+                container_lock(self.layout, ctid), container_lock(self.layout, newid):
             config = self.config(ctid)
             self._check_unlocked(config)
             if self.exists(newid):
@@ -295,6 +301,11 @@ class SnapshotOps:
             if section is not config.current:
                 new.current.description = config.current.description
             new.set("hostname", hostname or _clone_hostname(config.hostname))
+            src_idmap = self._idmap(new)
+            if new.unprivileged and new.current.raw_values("lxc.idmap"):
+                if not isolated:
+                    raise InvalidState(f"container {ctid}'s id map changed while the clone began; try again")
+                self._isolate_idmap(newid, new, False)  # the source holds its range: a fresh one
             idmap = self._idmap(new)
             owner = idmap.host_uid(0) if idmap else 0
             record = None if snapshot else self._running(ctid)
@@ -309,8 +320,8 @@ class SnapshotOps:
                                 fd = self._volume_fd(root_fd, volume)
                                 syncfs(fd)
                                 os.close(fd)
-                            new_volid = self._clone_volume(volume, driver, vol, snapshot, newid, owner, idmap,
-                                                           full, storage)
+                            new_volid = self._clone_volume(volume, driver, vol, snapshot, newid, owner,
+                                                           (src_idmap, idmap), full, storage)
                             new.current.values[volume.key] = render_props(new_volid, volume.props)
                 finally:
                     if root_fd is not None:
@@ -326,7 +337,9 @@ class SnapshotOps:
         return self.status(newid)
 
     def _clone_volume(self, volume: Volume, driver, vol: str, snapshot: str | None, newid: int, owner: int,
-                      idmap, full: bool, storage: str | None) -> str:
+                      idmaps: tuple, full: bool, storage: str | None) -> str:
+        """One volume of a clone; ``idmaps`` are the source's and the clone's maps (the same unless isolated)."""
+        src_idmap, idmap = idmaps
         source_storage = volume.volid.partition(":")[0]
         target_id = storage or source_storage
         target = self.storages.get(target_id, content="rootdir", key=volume.key)
@@ -335,6 +348,11 @@ class SnapshotOps:
         if target_id == source_storage:
             linked = bool(snapshot) and not full and driver.info.linked_clones
             new_vol = driver.clone(vol, snapshot, newid, disk, owner, linked, size)
+            if idmap != src_idmap:  # a copy or a link with the source's ids; if this fails it goes with the clone
+                from engine.idshift import shift_tree
+
+                with driver.writable_tree(new_vol) as tree:
+                    shift_tree(tree, src_idmap, idmap)
             return f"{target_id}:{new_vol}"
         target_driver = target.driver_for_new(size, volume.key)
         from engine.unpack import copy_tree
@@ -343,7 +361,7 @@ class SnapshotOps:
             source = driver.copy_source(vol, snapshot)
 
             def fill(path):
-                copy_tree(source, path, idmap, src_idmap=idmap)
+                copy_tree(source, path, idmap, src_idmap=src_idmap)
 
             return dst_driver.create(newid, disk, owner, size, fill)
 

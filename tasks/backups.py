@@ -21,7 +21,7 @@ from pathlib import Path
 from engine.errors import NotFound, NotSupported, ValidationError
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
-from tasks.containers import refuse_root_settings
+from tasks.containers import refuse_nic_settings, refuse_root_settings
 from tasks.mirror import sync_backups, sync_container
 from tasks.runtime import node_engine, this_node
 from webui.live import publish
@@ -171,7 +171,7 @@ class Vzrestore(BackupJob):
 
     def check_rights(self, ctx: JobContext, archive: Path) -> None:
         """The archive's own config against what the user may set (the web tier cannot read it): over an
-        existing container what differs from its config, to a new ID all of it."""
+        existing container what differs from its config, to a new ID all of it; its NICs by the same rules."""
         from engine.backup.archive import read_archive_config
         from engine.root_settings import root_equivalent_changes
 
@@ -181,6 +181,8 @@ class Vzrestore(BackupJob):
         ctid = self.ctid(ctx)
         before = node_engine().config(ctid).current if ctx.params.get("force") and node_engine().exists(ctid) else None
         refuse_root_settings(ctx, root_equivalent_changes(before, archived.current), f"backup {archive.name}")
+        refuse_nic_settings(ctx, ctid, archived.current.values, f"backup {archive.name}",
+                            old=before.values if before is not None else None, new_mac=bool(ctx.params.get("unique")))
 
     def after(self, ctx: JobContext) -> None:
         ctid = self.ctid(ctx)

@@ -1,6 +1,9 @@
 """Container jobs: create, power actions, config changes, destroy.  Each ends by mirroring the container."""
 from __future__ import annotations
 
+import os
+from dataclasses import replace
+
 from engine.errors import ValidationError
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
@@ -21,6 +24,43 @@ def refuse_root_settings(ctx: JobContext, settings: dict[str, str], what: str) -
                           f"set ({reasons})", key=next(iter(settings)))
 
 
+def refuse_nic_settings(ctx: JobContext, ctid: int, values: dict[str, str], what: str,
+                        old: dict[str, str] | None = None, new_mac: bool = False) -> None:
+    """The node's own check of the NICs of a config only it can read: the rules of ``webui.nic_rights`` (usable
+    bridges, ``VM.Config.Network`` to leave the allocation), against the rights the job's user holds now.
+
+    ``old`` is the config a restore replaces (unchanged values need no more than before); ``new_mac`` when the
+    engine gives every NIC a fresh MAC (a clone, a ``unique`` restore).  A superuser passes, as Proxmox's root
+    restores an archive whose bridge this node lacks: the job only warns, and start names the bridge."""
+    from django.core.exceptions import PermissionDenied
+    from django.core.exceptions import ValidationError as FieldErrors
+
+    from engine.network.nics import parse_nic
+    from webui.access import Access
+    from webui.nic_rights import check_nic_rights, nic_findings
+
+    nics = {}
+    for key, value in values.items():
+        if key.startswith("net") and key[3:].isdigit():
+            nic = parse_nic(int(key[3:]), value)
+            if nic.bridge and not os.path.exists(f"/sys/class/net/{nic.bridge}"):
+                ctx.log(f"warning: {key}: bridge '{nic.bridge}' does not exist on this node; the container will "
+                        "not start until it does")
+            nics[key] = replace(nic, hwaddr=None).to_value() if new_mac else value
+    user = ctx.job.user
+    if not nics or (user is not None and user.is_active and user.is_superuser):
+        return
+    node, container = this_node(), Container.objects.filter(ctid=ctid).exclude(status=Container.Status.CREATING)
+    try:
+        check_nic_rights(Access(user), node, ctid, nics, old=old, obj=container.first() if old is not None else None)
+    except FieldErrors as exc:
+        key, messages = next(iter(exc.message_dict.items()))
+        raise ValidationError(f"{what}: {key}: {messages[0]}", key=key) from None
+    except PermissionDenied as exc:
+        key = next(k for k, v in nics.items() if nic_findings(node, ctid, k, v, (old or {}).get(k))[1])
+        raise ValidationError(f"{what}: {exc}", key=key) from None
+
+
 class ContainerJob(JobTask):
     abstract = True
 
@@ -34,7 +74,7 @@ class ContainerJob(JobTask):
 class Create(ContainerJob):
     """``params``: ``template`` (``local:vztmpl/<name>``), ``options`` (pct keys), ``password_hash`` (SHA-512
     crypt: the web tier never queues a clear password; ``password``, clear, is still taken from other callers),
-    ``ssh_public_keys``, ``start`` (start once created)."""
+    ``ssh_public_keys``, ``start`` (start once created), ``isolated_idmap`` (an id range of its own)."""
     name = "caisson.container.create"
 
     def perform(self, ctx: JobContext) -> str:
@@ -46,7 +86,7 @@ class Create(ContainerJob):
         options = dict(params.get("options") or {})
         if params.get("rootfs"):
             options["rootfs"] = params["rootfs"]  # "<storage>:<GiB>" from the wizard's root disk step
-        node_engine().create(ctid, params["template"], options)
+        node_engine().create(ctid, params["template"], options, isolated_idmap=bool(params.get("isolated_idmap")))
         if params.get("password") or params.get("password_hash") or params.get("ssh_public_keys"):
             ctx.log("setting root's password and SSH keys")
             try:
@@ -185,7 +225,10 @@ class Clone(ContainerJob):
         p = ctx.params
         source = node_engine().config(self.ctid(ctx))
         section = source.snapshots.get(p.get("snapshot") or "") or source.current
-        refuse_root_settings(ctx, root_equivalent(section), f"CT {self.ctid(ctx)}'s config")
+        settings = root_equivalent(section)
+        settings.pop("lxc.idmap", None)  # not carried over: the clone gets a fresh range of its own (engine.idranges)
+        refuse_root_settings(ctx, settings, f"CT {self.ctid(ctx)}'s config")
+        refuse_nic_settings(ctx, int(p["newid"]), section.values, f"CT {self.ctid(ctx)}'s config", new_mac=True)
         ctx.progress(0, None, f"cloning to CT {p['newid']}", force=True)
         node_engine().clone(self.ctid(ctx), int(p["newid"]), snapshot=p.get("snapshot") or None,
                             full=bool(p.get("full")), storage=p.get("storage") or None,

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine.mounts import host_mounts  # noqa: F401 - the storage tests import it from here
+
 NEEDED = ("mkfs.btrfs", "mkfs.ext4", "btrfs")
 
 
@@ -34,11 +36,6 @@ class Lab:
     def sh(self, ctid: int, script: str) -> tuple[int, str]:
         code, out, err = self.engine.exec_output(ctid, ["/bin/sh", "-c", script])
         return code, (out + err).decode(errors="replace")
-
-
-def host_mounts() -> set[str]:
-    with open("/proc/self/mountinfo") as handle:
-        return {" ".join(line.split()[3:5]) for line in handle}
 
 
 def _mount_image(image: Path, size: str, mkfs: list[str], target: Path) -> None:
@@ -110,7 +107,7 @@ def make(lab, busybox_template):
     made: list[int] = []
     counter = [500 + (os.getpid() % 50) * 1000]
 
-    def create(backend: str | None = None, options: dict | None = None, start: bool = True) -> int:
+    def create(backend: str | None = None, options: dict | None = None, start: bool = True, **kwargs) -> int:
         while True:
             counter[0] += 1
             if not lab.engine.exists(counter[0]):
@@ -118,7 +115,8 @@ def make(lab, busybox_template):
         ctid = counter[0]
         made.append(ctid)
         lab.engine.create(ctid, busybox_template, {"memory": "128", "swap": "0",
-                                                  **(BACKENDS[backend] if backend else {}), **(options or {})})
+                                                  **(BACKENDS[backend] if backend else {}), **(options or {})},
+                           **kwargs)
         if start:
             lab.engine.start(ctid)
         return ctid

@@ -48,7 +48,7 @@ def leftovers(lab) -> dict:  # noqa: F811
 
 def lab_mounts(lab) -> set[str]:  # noqa: F811 - the fixture's value
     """Host mounts at or below this lab's directory (another module's lab may come and go meanwhile)."""
-    return {m for m in host_mounts() if str(lab.base) in m}
+    return {m for m in host_mounts(lab.base) if str(lab.base) in m}
 
 
 @pytest.mark.parametrize("backend", ["btrfs", "overlay"])

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from engine.errors import AlreadyExists, InvalidState, Locked, NotFound, UnsafeArchive, ValidationError
+from tests.engine.mounts import host_mounts as engine_mounts
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def host_mounts() -> set[str]:
-    with open("/proc/self/mountinfo") as handle:
-        return {" ".join(line.split()[:5]) for line in handle}
+def host_mounts(engine) -> set[str]:
+    """The mounts this test's engine could have made (tests/engine/mounts.py), with their ids."""
+    return engine_mounts(engine.layout.root, engine.layout.run, fields=slice(0, 5))
 
 
 def cgroup_dirs(engine, ctid) -> list[str]:
@@ -32,12 +33,12 @@ def assert_nothing_left(engine, ctid, pid, mounts_before):
     assert not os.path.exists(f"/proc/{pid}"), f"init {pid} still exists (state {open(f'/proc/{pid}/stat').read()})"
     assert cgroup_dirs(engine, ctid) == []
     assert not engine.layout.run_record(ctid).exists()
-    assert host_mounts() == mounts_before
+    assert host_mounts(engine) == mounts_before
 
 
 def test_create_start_stop_destroy_leaves_nothing(engine, busybox_template, ctid_factory):
     ctid = ctid_factory()
-    mounts_before = host_mounts()
+    mounts_before = host_mounts(engine)
     status = engine.create(ctid, busybox_template, {"hostname": "first", "memory": "256", "cores": "1"})
     assert status.status == "stopped"
     config_text = engine.layout.config_path(ctid).read_text()
@@ -142,7 +143,7 @@ def test_destroy_refuses_protected(engine, busybox_template, ctid_factory):
 
 def test_twenty_containers_start_and_stop_concurrently(engine, busybox_template, ctid_factory):
     ids = [ctid_factory() for _ in range(20)]
-    mounts_before = host_mounts()
+    mounts_before = host_mounts(engine)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda c: engine.create(c, busybox_template, {"memory": "64"}), ids))
         started = list(pool.map(engine.start, ids))
@@ -337,13 +338,13 @@ def test_symlinked_dev_makes_start_fail_without_touching_the_host(engine, busybo
     decoy.mkdir()
     os.rmdir(rootfs / "dev")
     os.symlink(str(decoy), rootfs / "dev")
-    mounts_before = host_mounts()
+    mounts_before = host_mounts(engine)
     from engine.errors import StartError
 
     with pytest.raises(StartError, match="mount /dev.*symlink"):
         engine.start(ctid)
     assert list(decoy.iterdir()) == []
-    assert host_mounts() == mounts_before
+    assert host_mounts(engine) == mounts_before
     assert cgroup_dirs(engine, ctid) == []
     assert engine.status(ctid).status == "stopped"
 

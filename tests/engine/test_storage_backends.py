@@ -17,7 +17,7 @@ def read(lab, ctid, path="/root/a") -> str:  # noqa: F811
 @pytest.mark.parametrize("backend", ["dir", "loop", "btrfs", "overlay"])
 def test_snapshot_rollback_delete_clone(lab, make, backend):  # noqa: F811
     e = lab.engine
-    mounts_before = host_mounts()
+    mounts_before = host_mounts(lab.base)
     ctid = make(backend)
     assert lab.sh(ctid, "echo 1 > /root/a")[0] == 0
     e.snapshot(ctid, "s1", description="first")
@@ -26,7 +26,7 @@ def test_snapshot_rollback_delete_clone(lab, make, backend):  # noqa: F811
     lab.sh(ctid, "echo 3 > /root/a")
     e.snapshot(ctid, "s3")
     lab.sh(ctid, "echo 4 > /root/a")
-    assert host_mounts() == mounts_before, host_mounts() ^ mounts_before
+    assert host_mounts(lab.base) == mounts_before, host_mounts(lab.base) ^ mounts_before
 
     # The middle snapshot goes; the chain closes over it.
     e.delete_snapshot(ctid, "s2")
@@ -65,7 +65,7 @@ def test_snapshot_rollback_delete_clone(lab, make, backend):  # noqa: F811
     e.start(ctid)
     assert read(lab, ctid) == "1"
     e.destroy(ctid, force=True)
-    assert host_mounts() == mounts_before
+    assert host_mounts(lab.base) == mounts_before
     assert not (lab.engine.layout.images / str(ctid)).exists()
 
 
@@ -146,7 +146,7 @@ def test_mount_points_volume_and_bind(lab, make, tmp_path):  # noqa: F811
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "hello").write_text("from host\n")
-    mounts_before = host_mounts()
+    mounts_before = host_mounts(lab.base)
     ctid = make("dir", {"mp0": "local-btrfs:0.05,mp=/data", "mp1": f"{shared},mp=/srv/shared,ro=1"})
     mp0 = e.config(ctid).current.values["mp0"]
     assert mp0.startswith(f"local-btrfs:{ctid}/subvol-{ctid}-disk-1.subvol,mp=/data") and "size=" in mp0
@@ -159,7 +159,7 @@ def test_mount_points_volume_and_bind(lab, make, tmp_path):  # noqa: F811
     lab.sh(ctid, "echo later > /data/f")
     e.rollback(ctid, "withdata")
     assert read(lab, ctid, "/data/f") == "inside"
-    assert host_mounts() == mounts_before
+    assert host_mounts(lab.base) == mounts_before
     e.stop(ctid)
 
     # The container replaced its mount point with a symlink to a host path: start fails, the host is untouched.
@@ -173,4 +173,4 @@ def test_mount_points_volume_and_bind(lab, make, tmp_path):  # noqa: F811
     with pytest.raises(StartError, match="symlink"):
         e.start(ctid)
     assert list(decoy.iterdir()) == []
-    assert host_mounts() == mounts_before
+    assert host_mounts(lab.base) == mounts_before

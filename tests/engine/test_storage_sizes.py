@@ -42,13 +42,13 @@ def _leftovers(lab, ctid: int) -> list[str]:  # noqa: F811
 
 def test_overlay_refuses_a_size_naming_the_storage(lab, make, busybox_template):  # noqa: F811
     e = lab.engine
-    mounts = host_mounts()
+    mounts = host_mounts(lab.base)
     ctid = 900 + os.getpid() % 50
     while e.exists(ctid):
         ctid += 1
     with pytest.raises(ValidationError, match=r"rootfs: storage 'local-overlay' \(overlay.*cannot enforce a size"):
         e.create(ctid, busybox_template, {"rootfs": "local-overlay:1"})
-    assert not e.exists(ctid) and _leftovers(lab, ctid) == [] and host_mounts() == mounts
+    assert not e.exists(ctid) and _leftovers(lab, ctid) == [] and host_mounts(lab.base) == mounts
 
     # Without a size it is made, and a sized mount point or a resize on it is refused.
     ctid = make("overlay", start=False)

@@ -46,6 +46,10 @@ class GeneralForm(forms.Form):
                                       label="SSH public keys")
     unprivileged = forms.BooleanField(required=False, initial=True, label="Unprivileged container")
     nesting = forms.BooleanField(required=False, initial=True)
+    isolated_idmap = forms.BooleanField(
+        required=False, initial=False, label="Isolated ID range",
+        help_text="the container's users are 65536 host ids no other container has (LXD's isolated idmap), so its "
+                  "root is not another container's; for unprivileged containers")
 
     def clean_node(self):
         node = self.cleaned_data["node"]
@@ -83,6 +87,9 @@ class GeneralForm(forms.Form):
             self.add_error("password_confirm", "the passwords do not match")
         if password and len(password) < 5:
             self.add_error("password", "at least 5 characters")
+        if data.get("isolated_idmap") and not data.get("unprivileged"):
+            self.add_error("isolated_idmap", "only an unprivileged container has an ID range (a privileged one uses "
+                                             "the host's ids)")
         if not password and not (data.get("ssh_public_keys") or "").strip():
             self.add_error("password", "give a password or SSH public keys, or you cannot log in")
         return data
@@ -301,4 +308,5 @@ class CreateRequest:
         general, disk = self.data("general"), self.data("disk")
         return {"template": self.data("template")["template"], "options": self.options(),
                 "rootfs": f"{disk['storage']}:{disk['disk_size']}", "password": general.get("password") or None,
-                "ssh_public_keys": general.get("ssh_public_keys") or None, "start": self.data("confirm")["start"]}
+                "ssh_public_keys": general.get("ssh_public_keys") or None, "start": self.data("confirm")["start"],
+                "isolated_idmap": bool(general.get("isolated_idmap"))}

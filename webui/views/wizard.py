@@ -91,6 +91,8 @@ def _summary(create: CreateRequest) -> list[tuple[str, str]]:
     rows = [("Node", create.node.name), ("CT ID", str(create.ctid)), ("Template", create.data("template")["template"]),
             ("Root disk", f"{disk['storage']}:{disk['disk_size']}")]
     rows += [(key, value) for key, value in create.options().items()]
+    if general.get("isolated_idmap"):
+        rows.append(("ID range", "isolated: a range of its own, chosen by the node"))
     rows.append(("Root password", "set" if create.has_password else "not set"))
     rows.append(("SSH public keys", "given" if (general.get("ssh_public_keys") or "").strip() else "none"))
     return rows

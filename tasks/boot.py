@@ -131,7 +131,12 @@ def queue_boot_startall(node, run_dir: Path | None = None) -> object | None:
     run_dir = Path(run_dir or node_engine().layout.run)
     if not first_start_since_boot(run_dir):
         return None
-    job = submit("startall", node, node.path, "", params={"boot": True})
+    node.refresh_from_db()  # its heartbeat was just written: online
+    try:
+        job = submit("startall", node, node.path, "", params={"boot": True})
+    except Exception:  # noqa: BLE001 - the agent must still come up; its next start tries again
+        log.exception("host boot: the startall job could not be queued")
+        return None
     mark_this_boot(run_dir)
     log.info("host boot: queued startall (job %s)", job.pk)
     return job

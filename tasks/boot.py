@@ -68,7 +68,7 @@ class StartAll(NodePowerJob):
     def perform(self, ctx: JobContext) -> str:
         engine = node_engine()
         if ctx.params.get("boot"):
-            remove_backup_locks(ctx, engine)
+            remove_backup_locks(ctx, engine, self.ctids(ctx))
 
         def wait(seconds: float) -> None:  # the ``up`` delay, cancellable
             ctx.log(f"waiting {seconds:g} s (startup delay)")
@@ -93,9 +93,9 @@ class StopAll(NodePowerJob):
         return self.verdict(outcomes, "stop")
 
 
-def remove_backup_locks(ctx: JobContext, engine) -> None:
+def remove_backup_locks(ctx: JobContext, engine, ctids: list[int] | None) -> None:
     """A backup the power loss interrupted left its lock; no backup runs at boot, so it goes (as in Proxmox)."""
-    for ctid in engine.ids():
+    for ctid in ctids or engine.ids():
         try:
             if engine.config(ctid).get("lock") == "backup":
                 engine.unlock(ctid)

@@ -7,6 +7,7 @@ import pytest
 from tests.webui.api_helpers import client_for, error_of, fresh_throttles  # noqa: F401
 from tests.webui.conftest import wait_job
 from webui.models import AccessEntry, Container, Job
+from webui.models.queue import submit
 
 
 @pytest.fixture
@@ -120,6 +121,13 @@ def test_startall_and_stopall_jobs_log_each_container_in_order(agent, node, engi
     assert engine.status(second, stats=False).status == "running"
     engine.unlock(first)
     engine.stop(second)
+
+    path.write_text(path.read_text() + "lock: backup\n")  # a backup the power loss cut short
+    job = wait_job(submit("startall", node, node.path, "", params={"boot": True, "vms": [first]}))
+    assert job.status == "ok" and f"warning: removed the left-over backup lock of CT {first}" in job.lines.values_list(
+        "text", flat=True), job.message
+    assert engine.status(first, stats=False).status == "running" and not engine.config(first).get("lock")
+    engine.stop(first)
 
 
 @pytest.mark.django_db

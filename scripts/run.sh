@@ -15,7 +15,15 @@
 #
 #   ./scripts/run.sh            start what is not running (idempotent)
 #   ./scripts/run.sh stop       stop web server, agent, beat and console relay (containers keep running)
+#   ./scripts/run.sh shutdown   as at the host's shutdown: stop the containers in reverse startup order
+#                               (python -m engine stopall, each within its down timeout), then the daemons
 #   ./scripts/run.sh status     show what runs
+#   ./scripts/run.sh units DIR  write the systemd units into DIR (and the daemons' environment file)
+#
+# Where systemd runs as PID 1 (/run/systemd/system; CAISSON_SYSTEMD=no to opt out) the daemons run as
+# systemd units (scripts/systemd.sh), installed and started here, with caisson-guests.service stopping
+# the containers at shutdown; elsewhere as plain background processes. Either way the agent starts the
+# onboot containers in startup order at its first start since the host booted (tasks/boot.py).
 #
 # Settings (environment): CAISSON_ROOT (/var/lib/caisson), CAISSON_PORT (8006),
 # CAISSON_BIND (127.0.0.1), DATABASE_URL (default: SQLite in $CAISSON_ROOT/web),
@@ -41,7 +49,29 @@ DAEMONS=(web agent beat console)
 say() { printf 'run: %s\n' "$*"; }
 die() { printf 'run: error: %s\n' "$*" >&2; exit 1; }
 
-running() { [[ -f $RUN_DIR/$1.pid ]] && kill -0 "$(cat "$RUN_DIR/$1.pid")" 2>/dev/null; }
+# shellcheck source=scripts/systemd.sh
+source scripts/systemd.sh
+# The daemons are systemd's once its units are installed here.
+units_installed() { systemd_runs && [[ -f ${CAISSON_UNIT_DIR:-/etc/systemd/system}/caisson-web.service ]]; }
+
+daemon_pid() {  # the daemon's main pid, or nothing
+    if units_installed; then
+        local pid
+        pid=$(systemctl show -p MainPID --value "caisson-$1.service" 2>/dev/null)
+        [[ $pid =~ ^[1-9][0-9]*$ ]] && echo "$pid"
+    elif [[ -f $RUN_DIR/$1.pid ]]; then
+        cat "$RUN_DIR/$1.pid"
+    fi
+}
+
+# A pid file outlives a reboot (it is not on a tmpfs): its pid counts only while it is that daemon.
+running() {
+    local pid pattern
+    pid=$(daemon_pid "$1") && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
+    case $1 in web) pattern='webui\.serve' ;; agent) pattern='tasks\.agent' ;;
+               beat) pattern='tasks\.celery beat' ;; console) pattern='tasks\.console_relay' ;; esac
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE "$pattern"
+}
 
 command_of() {
     case $1 in
@@ -89,6 +119,11 @@ adopt_old_pidfiles() {
 
 stop_all() {
     adopt_old_pidfiles
+    if units_installed; then
+        say "stopping the daemons' units"
+        systemctl stop caisson-web.service caisson-agent.service caisson-beat.service caisson-console.service
+        return
+    fi
     for name in "${DAEMONS[@]}"; do
         if running "$name"; then
             say "stopping $name"
@@ -104,10 +139,30 @@ stop_all() {
 [[ ! -d $CAISSON_WEB_DATA/run ]] || adopt_old_pidfiles
 case ${1:-start} in
     stop) stop_all; exit 0 ;;
+    shutdown)
+        [[ $(id -u) -eq 0 ]] || die "run as root: stopping containers needs it"
+        outcome=0
+        if units_installed; then
+            say "stopping the containers in reverse startup order (caisson-guests.service)"
+            systemctl stop caisson-guests.service || outcome=$?
+        else
+            say "stopping the containers in reverse startup order (python -m engine stopall)"
+            $PY -m engine stopall || outcome=$?
+        fi
+        stop_all
+        [[ $outcome -eq 0 ]] || die "some containers did not stop (see above); the daemons are stopped"
+        exit 0 ;;
+    units)
+        [[ -n ${2:-} ]] || die "units: name the directory to write the unit files into"
+        install -d -o root -g root -m 700 "$DAEMON_DIR"
+        write_environment "$DAEMON_DIR/environment"
+        write_units "$2"
+        say "units written into $2 (settings in $DAEMON_DIR/environment)"
+        exit 0 ;;
     status)
         for name in "${DAEMONS[@]}"; do
             if running "$name"; then
-                pid=$(cat "$RUN_DIR/$name.pid")
+                pid=$(daemon_pid "$name")
                 say "$name: running (pid $pid, user $(ps -o user= -p "$pid"))"
             else
                 say "$name: stopped"
@@ -115,7 +170,7 @@ case ${1:-start} in
         done
         exit 0 ;;
     start) ;;
-    *) die "unknown command '$1' (use start, stop or status)" ;;
+    *) die "unknown command '$1' (use start, stop, shutdown, status or units DIR)" ;;
 esac
 
 [[ $(id -u) -eq 0 ]] || die "run as root: the node agent creates namespaces, cgroups and mounts"
@@ -170,13 +225,17 @@ if [[ ${CAISSON_DEFAULT_BRIDGE:-yes} != no ]]; then
         || say "warning: no default bridge made (see: $PY -m engine network --init-default)"
 fi
 
-for name in "${DAEMONS[@]}"; do
-    if running "$name"; then
-        say "$name already running (pid $(cat "$RUN_DIR/$name.pid"))"
-        continue
-    fi
-    start_daemon "$name"
-done
+if systemd_runs; then
+    install_units
+else
+    for name in "${DAEMONS[@]}"; do
+        if running "$name"; then
+            say "$name already running (pid $(daemon_pid "$name"))"
+            continue
+        fi
+        start_daemon "$name"
+    done
+fi
 
 url="http://$BIND:$PORT/"
 for _ in $(seq 150); do

@@ -2,7 +2,9 @@
 
 It runs privileged (the engine needs root), registers the node, mirrors its
 containers and templates into the database, schedules its own heartbeat and
-metrics tick in Celery beat's table, then consumes ``node.<name>``.
+metrics tick in Celery beat's table, queues the node's ``startall`` when it is
+the first agent start since the host booted (``tasks.boot``), then consumes
+``node.<name>``.
 Containers do not depend on it: stopping the agent leaves them running.
 """
 from __future__ import annotations
@@ -36,6 +38,7 @@ def prepare_node() -> str:
     from django.conf import settings
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+    from tasks.boot import queue_boot_startall
     from tasks.mirror import sync_all, sync_storages, sync_templates
     from tasks.node import heartbeat
     from tasks.runtime import this_node
@@ -52,6 +55,7 @@ def prepare_node() -> str:
     sync_all(node)
     sync_templates(node)
     sync_storages(node)
+    queue_boot_startall(node)  # the first start since the host booted brings up the onboot containers
     return node.queue
 
 

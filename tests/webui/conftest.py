@@ -124,6 +124,9 @@ def agent(services_env, tmp_path_factory):
 
     queue = f"node.{settings.CAISSON_NODE}"
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(queue)  # nothing left from an earlier, killed run
+    from tasks.boot import mark_this_boot
+
+    mark_this_boot(Path(services_env["CAISSON_RUN"]))  # no boot startall over the tests' containers
     log = tmp_path_factory.mktemp("agent") / "agent.log"
     with open(log, "wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "tasks.agent", "--concurrency", "2"], cwd=REPO,

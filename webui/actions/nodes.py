@@ -1,10 +1,11 @@
-"""A node's actions: its template store and catalog (download, build, remove, refresh); cancelling a job."""
+"""A node's actions: its template store and catalog (download, build, remove, refresh), starting and stopping
+all its containers (startall, stopall); cancelling a job."""
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 
-from webui.access import Access, require
-from webui.models import Job, Node
+from webui.access import Access, deny, require
+from webui.models import Container, Job, Node
 from webui.models.queue import cancel, submit
 
 
@@ -13,6 +14,68 @@ def template_job(access: Access, node: Node, kind: str, target: str, params: dic
     """Download, build, remove a template, or refresh the catalog, on one node."""
     require(access, "Datastore.AllocateTemplate", node, address=address)
     return submit(kind, node, node.path, target, user=access.user, params=params or {}, address=address)
+
+
+MAX_STOP_TIMEOUT = 2 * 3600  # seconds per container, Proxmox's bound
+
+
+def power_all_job(access: Access, node: Node, kind: str, params: dict, address: str | None = None) -> Job:
+    """``startall`` or ``stopall`` on a node, as Proxmox's: ``vms`` (IDs; all the node's containers when absent),
+    ``force`` (startall: not only ``onboot`` ones), ``timeout`` and ``force_stop`` (stopall).
+
+    Proxmox asks VM.PowerMgmt on ``/``, or on each guest named in ``vms``. Here a node's containers inherit
+    from the node, so the whole node needs VM.PowerMgmt on it (``/`` included), and, stricter, on each of
+    its containers: one where it was taken away (a pool's or the container's own grant) is refused by name.
+    """
+    assert kind in ("startall", "stopall")
+    clean = _power_all_params(kind, params)
+    on_node = {c.ctid: c for c in Container.objects.filter(node=node).select_related("node", "pool")}
+    if clean.get("vms"):
+        missing = [ctid for ctid in clean["vms"] if ctid not in on_node]
+        if missing:
+            raise ValidationError({"vms": [f"not on node '{node.name}': CT {', '.join(map(str, missing))}"]})
+        for ctid in clean["vms"]:
+            require(access, "VM.PowerMgmt", on_node[ctid], address=address)
+    else:
+        require(access, "VM.PowerMgmt", node, address=address)
+        denied = sorted(ctid for ctid, c in on_node.items() if not access.can("VM.PowerMgmt", c))
+        if denied:
+            deny(access, "denied VM.PowerMgmt", node.path, f"permission denied: VM.PowerMgmt on CT "
+                 f"{', '.join(map(str, denied))} is required for {kind} on the whole node; name the others in "
+                 "vms", address)
+    return submit(kind, node, node.path, "", user=access.user, params=clean, address=address)
+
+
+def _power_all_params(kind: str, params: dict) -> dict:
+    """The job's parameters, checked: a bad one is refused naming its key."""
+    allowed = {"vms", "force"} if kind == "startall" else {"vms", "timeout", "force_stop"}
+    errors = {key: [f"unknown field (for {kind}: {', '.join(sorted(allowed))})"] for key in params
+              if key not in allowed}
+    clean: dict = {}
+    vms = params.get("vms")
+    if isinstance(vms, str):  # Proxmox's form: "101,102"
+        vms = [v.strip() for v in vms.replace(";", ",").split(",") if v.strip()]
+    if vms not in (None, []):
+        if not isinstance(vms, list) or not all(
+                (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v.isdigit()) for v in vms):
+            errors["vms"] = ["expected a list of container IDs (or Proxmox's comma-separated string)"]
+        else:
+            clean["vms"] = sorted({int(v) for v in vms})
+    for key in ("force", "force_stop"):
+        if params.get(key) is not None and key in allowed:
+            if not isinstance(params[key], bool):
+                errors[key] = ["expected true or false"]
+            else:
+                clean[key] = params[key]
+    if params.get("timeout") is not None and "timeout" in allowed:
+        timeout = params["timeout"]
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 <= timeout <= MAX_STOP_TIMEOUT:
+            errors["timeout"] = [f"expected whole seconds from 0 to {MAX_STOP_TIMEOUT}"]
+        else:
+            clean["timeout"] = timeout
+    if errors:
+        raise ValidationError(errors)
+    return clean
 
 
 def cancel_job(access: Access, job: Job) -> None:

@@ -46,10 +46,12 @@ TASKS = {
     "tmplremove": "caisson.templates.remove",
     "tmplsources": "caisson.templates.sources",
     "noderesync": "caisson.node.resync",
+    "startall": "caisson.node.startall",  # the node's onboot containers in startup order (tasks/boot.py)
+    "stopall": "caisson.node.stopall",
 }
 # Kinds a double click must not queue twice for the same target.
 EXCLUSIVE = {"vzcreate", "vzstart", "vzshutdown", "vzstop", "vzreboot", "vzdestroy", "download", "tmplbuild",
-             "aptupdate"}
+             "aptupdate", "startall", "stopall"}
 
 
 def protect_secrets(params: dict) -> dict:

@@ -1,12 +1,17 @@
-"""The datacenter dashboard and the node page: what runs where, and how busy the nodes are."""
+"""The datacenter dashboard and the node page: what runs where, how busy the nodes are; Start all, Stop all."""
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
 from webui.access import access_for
+from webui.actions.nodes import power_all_job
 from webui.context import Layout
 from webui.models import Container, Node
+from webui.views.common import client_address, run_action
 from webui.views.metrics import TIMEFRAMES, latest, series, timeframe
 
 
@@ -44,5 +49,16 @@ def node_page(request, name: str):
     return render(request, "webui/node.html", {
         "node": node, "containers": containers, "counts": _counts(containers), "latest": latest(f"node/{name}"),
         "chart": series(f"node/{name}", frame), "timeframe": frame, "timeframes": TIMEFRAMES,
-        "page_subscribe": [f"node/{name}"],
+        "page_subscribe": [f"node/{name}"], "can_power": access_for(request).can("VM.PowerMgmt", node),
     })
+
+
+@require_POST
+def node_power(request, name: str, kind: str):
+    """The node page's Start all (onboot containers, in startup order) and Stop all (reverse order)."""
+    if kind not in ("startall", "stopall"):
+        raise Http404(f"no node action '{kind}'")
+    node = get_object_or_404(Node, name=name)
+    return run_action(request, lambda: power_all_job(access_for(request), node, kind, {},
+                                                     address=client_address(request)),
+                      f"{kind} queued (job {{job.pk}})", reverse("node", args=[node.name]))

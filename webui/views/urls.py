@@ -16,6 +16,7 @@ urlpatterns = [
     path("logout/", auth.LogoutView.as_view(), name="logout"),
     path("", page(dashboard.dashboard), name="dashboard"),
     path("nodes/<str:name>/", page(dashboard.node_page), name="node"),
+    path("nodes/<str:name>/<str:kind>", page(dashboard.node_power), name="node-power"),
     path("ct/<int:ctid>/", page(containers.container_page), name="ct"),
     path("ct/<int:ctid>/power/<str:action>", page(containers.power), name="ct-power"),
     path("ct/<int:ctid>/destroy", page(containers.destroy), name="ct-destroy"),

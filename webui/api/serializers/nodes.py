@@ -63,3 +63,17 @@ class MetricsSerializer(serializers.Serializer):
     net_out = serializers.ListField(child=serializers.FloatField())
     disk_used = serializers.ListField(child=serializers.IntegerField())
     disk_total = serializers.ListField(child=serializers.IntegerField())
+
+
+class StartAllSerializer(serializers.Serializer):
+    vms = serializers.ListField(child=serializers.IntegerField(), required=False,
+                                help_text="only these containers (Proxmox's comma-separated string is taken too); "
+                                          "VM.PowerMgmt on each, else on the node and all its containers")
+    force = serializers.BooleanField(required=False, help_text="start every stopped container, not only onboot ones")
+
+
+class StopAllSerializer(serializers.Serializer):
+    vms = serializers.ListField(child=serializers.IntegerField(), required=False, help_text="only these containers")
+    timeout = serializers.IntegerField(required=False, min_value=0, max_value=7200,
+                                       help_text="seconds per container whose startup sets no down (default 180)")
+    force_stop = serializers.BooleanField(required=False, help_text="stop hard after the timeout (default true)")

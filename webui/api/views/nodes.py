@@ -1,7 +1,8 @@
-"""``/api/nodes/``: nodes, their metrics, their template store and catalog, and template jobs.
+"""``/api/nodes/``: nodes, their metrics, their template store and catalog, template jobs, startall and stopall.
 
 Every template change goes through ``actions.template_job`` (download,
-tmplbuild, aptupdate, tmplremove) and answers 202 with the job.
+tmplbuild, aptupdate, tmplremove), starting and stopping all containers
+through ``actions.power_all_job``; each answers 202 with the job.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from webui.api.serializers.nodes import (
     MetricsSerializer,
     NodeDetailSerializer,
     NodeSerializer,
+    StartAllSerializer,
+    StopAllSerializer,
 )
 from webui.api.serializers.templates import (
     BuildSerializer,
@@ -159,3 +162,21 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         if not StoredTemplate.objects.filter(node=node, name=template).exists():
             raise NotFound(f"no template '{template}' in the store of node '{node.name}'")
         return accepted(actions.template_job(self.access, node, "tmplremove", template, address=self.address))
+
+    @extend_schema(request=StartAllSerializer, responses=ACCEPTED,
+                   description="Start the node's onboot containers (all stopped ones with force) in startup order, "
+                               "as Proxmox's startall; one job, a log line per container.")
+    @action(detail=True, methods=["post"])
+    def startall(self, request, name=None):
+        node = self.get_object()
+        return accepted(actions.power_all_job(self.access, node, "startall", body_object(request.data or {}),
+                                              address=self.address))
+
+    @extend_schema(request=StopAllSerializer, responses=ACCEPTED,
+                   description="Shut down the node's running containers in reverse startup order, each within its "
+                               "down timeout, as Proxmox's stopall.")
+    @action(detail=True, methods=["post"])
+    def stopall(self, request, name=None):
+        node = self.get_object()
+        return accepted(actions.power_all_job(self.access, node, "stopall", body_object(request.data or {}),
+                                              address=self.address))

@@ -26,8 +26,12 @@ def _dump(sql: str) -> str:
         return json.dumps(cursor.fetchall(), default=str)
 
 
-def test_a_create_password_is_never_kept_in_clear(agent, node, stored_busybox, ctid_factory, engine, make_user):
+def test_a_create_password_is_never_kept_in_clear(agent, node, stored_busybox, ctid_factory, engine, make_user,
+                                                  roles):
+    from webui.models import AccessEntry
+
     user = make_user("tenant", "ContainerAdmin", node.path)
+    AccessEntry.objects.create(user=user, role=roles["ContainerAdmin"], path="/storage/local")  # room for its disk
     auditor = make_user("auditor", "Auditor", "/")
     template_row(node, stored_busybox.removeprefix("local:vztmpl/"))
     ctid = ctid_factory()

@@ -30,7 +30,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from tasks.console_relay import KEEPALIVE, MODES, SESSION_ID, WINDOW, relay_channel
+from tasks.console_protocol import KEEPALIVE, MODES, SESSION_ID, WINDOW, relay_channel
 from webui.signals import user_group
 
 MAX_FRAME = 64 * 1024  # bytes in one frame from the browser

@@ -168,7 +168,7 @@ def test_slow_browser_holds_output_back_in_order(web, running, make_user):
     from websockets.asyncio.client import connect
 
     from tasks.console_protocol import CHUNK, WINDOW
-    from webui.console import HIGH_WATER
+    from webui.console.relay_client import HIGH_WATER
 
     user = make_user("sam", "Operator", "/")
     cookie = login_cookie(user).decode()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webui.console import ConsoleConsumer
+from webui.console.session import ConsoleConsumer
 from webui.consumers import LiveConsumer
 
 websocket_urlpatterns = [

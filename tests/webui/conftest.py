@@ -194,7 +194,7 @@ def console_relay(services_env, tmp_path_factory):
     import redis
     from django.conf import settings
 
-    from tasks.console_relay import relay_channel
+    from tasks.console_protocol import relay_channel
 
     layer = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]
     client = redis.Redis.from_url(layer["address"] if isinstance(layer, dict) else layer)

@@ -167,8 +167,8 @@ def test_slow_browser_holds_output_back_in_order(web, running, make_user):
     """Through uvicorn: a client that stops reading during a large output stalls the program, not memory."""
     from websockets.asyncio.client import connect
 
-    from tasks.console_relay import CHUNK, WINDOW
-    from webui.console import HIGH_WATER
+    from tasks.console_protocol import CHUNK, WINDOW
+    from webui.console.relay_client import HIGH_WATER
 
     user = make_user("sam", "Operator", "/")
     cookie = login_cookie(user).decode()

@@ -127,7 +127,7 @@ def test_relay_drops_forged_stale_and_replayed_messages(engine, container, conso
     from channels.layers import get_channel_layer
     from django.conf import settings
 
-    from tasks.console_relay import relay_channel
+    from tasks.console_protocol import relay_channel
 
     layer = get_channel_layer()
     client = redis.Redis.from_url(settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"])

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 
 from webui import actions
 from webui.access import access_for
-from webui.console import container_cmode, mode_refusal
+from webui.console.tickets import container_cmode, mode_refusal
 from webui.models import AuditEntry, ConsoleTicket, Container
 from webui.views.common import audit_container, client_address, container_or_gone, run_action
 

@@ -1,12 +1,4 @@
-"""``python -m tasks.console_relay``: this node's console relay, the privileged end of browser terminals.
-
-Web consumers (``webui.console``) never touch a container: they send
-messages to this node's named channel on the channel layer
-(``console.<node>``), and the relay, running as root on the node, starts
-the terminal process and streams its bytes back to the consumer's own
-channel::
-
-    browser ─ws─> consumer (web tier, no root) ─channel layer─> relay (node, root) ─pty─> shell in the container
+"""One console session on the node: its terminal (or the console log it follows), its output stream, its socket.
 
 Per session the relay holds the pty master, the joiner's pid (a child of
 the relay: ``Engine.open_terminal`` forks it, so a terminal costs no
@@ -27,50 +19,30 @@ period (``CAISSON_CONSOLE_GRACE``, 30 s); a socket that re-attaches within it
 gets the output from the offset it had reached. After the grace period every
 process of the terminal's session is killed.
 
-Messages in (``type``): ``console.open``, ``console.attach``, ``console.input``,
-``console.resize``, ``console.ack``, ``console.keepalive``, ``console.detach``,
-``console.close``. Out: ``console.opened``, ``console.output``, ``console.error``,
-``console.exit``, ``console.detached``.
+A session reaches the channel layer and the node's other sessions only
+through its relay (``tasks.console_relay.daemon.Relay``: ``send``, ``spawn``,
+``engine``, ``grace``, ``sessions``).
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import errno
 import logging
 import os
-import re
 import signal
-import sys
 import time
 
 from engine import consolelog
+from tasks.console_protocol import CHUNK, WINDOW, error
 
 log = logging.getLogger("caisson.console")
 
-MODES = ("shell", "tty", "console")
-CHUNK = 128 * 1024  # largest output message (and websocket frame to the browser)
-WINDOW = 1024 * 1024  # output bytes sent but not yet acknowledged by the consumer
 READ = 64 * 1024  # largest single read of the pty
 # Output kept for a re-attaching socket; more than WINDOW + READ, so nothing in flight is lost.
 SCROLLBACK = 2 * 1024 * 1024
 INPUT_BACKLOG = 256 * 1024  # input the terminal has not read yet; beyond it input is refused
 CONSOLE_TAIL = 64 * 1024  # console mode starts this far from the end of the log
-KEEPALIVE = 10.0  # a consumer says it is alive this often ...
-STALE = 3 * KEEPALIVE  # ... and is taken for gone (its session detached) after this long without a word
-SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def relay_channel(node: str) -> str:
-    """The channel-layer name a node's relay listens on."""
-    return f"console.{node}"
-
-
-def grace_seconds() -> float:
-    from django.conf import settings
-
-    return float(getattr(settings, "CAISSON_CONSOLE_GRACE", 30))
 
 
 def _session_members(leader: int) -> list[int]:
@@ -100,7 +72,7 @@ def _children(pid: int) -> list[int]:
 class Session:
     """One terminal: its process (or the console log it follows), its output stream and its socket."""
 
-    def __init__(self, relay: Relay, sid: str, ctid: int, mode: str, user: int):
+    def __init__(self, relay, sid: str, ctid: int, mode: str, user: int):
         self.relay, self.sid, self.ctid, self.mode, self.user = relay, sid, ctid, mode, user
         self.reply: str | None = None
         self.produced = 0  # output bytes so far
@@ -340,13 +312,13 @@ class Session:
         if self.mode == "console":
             if not self.told_readonly and self.reply:
                 self.told_readonly = True
-                await self.relay.send(self.reply, {"type": "console.error", "session": self.sid, "fatal": False,
-                                                   "message": "the console view is read-only; open a shell or tty"})
+                await self.relay.send(self.reply, error(self.sid, "the console view is read-only; open a shell or tty",
+                                                        fatal=False))
             return
         if len(self.pending_input) + len(data) > INPUT_BACKLOG:
             if self.reply:
-                await self.relay.send(self.reply, {"type": "console.error", "session": self.sid, "fatal": False,
-                                                   "message": "input dropped: the terminal is not reading it"})
+                await self.relay.send(self.reply, error(self.sid, "input dropped: the terminal is not reading it",
+                                                        fatal=False))
             return
         self.pending_input += data
         self._flush_input()
@@ -418,188 +390,3 @@ class Session:
         for pid in _session_members(self.leader):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-class Relay:
-    def __init__(self, layer, engine, grace: float):
-        self.layer, self.engine, self.grace = layer, engine, grace
-        self.sessions: dict[str, Session] = {}
-        self.tasks: set[asyncio.Task] = set()
-
-    def spawn(self, coroutine) -> asyncio.Task:
-        task = asyncio.ensure_future(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    async def send(self, channel: str, message: dict, still_wanted=lambda: True) -> bool:
-        """Send, waiting while the channel is full (never dropping); False if no longer wanted or gone."""
-        from channels.exceptions import ChannelFull
-
-        delay = 0.005
-        while still_wanted():
-            try:
-                await self.layer.send(channel, message)
-                return True
-            except ChannelFull:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.2)
-        return False
-
-    async def error(self, reply, sid, text: str) -> None:
-        if isinstance(reply, str) and reply:
-            await self.send(reply, {"type": "console.error", "session": sid, "fatal": True, "message": text})
-
-    async def handle(self, message: dict) -> None:
-        kind = message.get("type")
-        sid = message.get("session")
-        reply = message.get("reply")
-        session = self.sessions.get(sid) if isinstance(sid, str) else None
-        if kind == "console.open":
-            await self.open(message)
-        elif kind == "console.attach":
-            if (session is None or session.ended or session.ctid != message.get("ctid")
-                    or session.user != message.get("user") or session.mode != message.get("mode")):
-                if isinstance(reply, str) and reply:
-                    await self.send(reply, {"type": "console.error", "session": sid, "fatal": True, "gone": True,
-                                            "message": "that console session no longer exists (it ended or its "
-                                                       "grace period ran out); open a new one"})
-                return
-            await session.attach(reply, _int(message.get("since")), *_size(message), resumed=True)
-        elif session is None:
-            if kind in ("console.input", "console.resize", "console.keepalive"):
-                await self.error(reply, sid, "that console session has ended")
-        elif kind == "console.input":
-            if reply == session.reply and isinstance(message.get("data"), bytes):
-                session.last_seen = time.monotonic()
-                await session.input(message["data"])
-        elif kind == "console.resize":
-            if reply == session.reply:
-                session.resize(*_size(message))
-        elif kind == "console.ack":
-            if reply == session.reply:
-                session.last_seen = time.monotonic()
-                session.ack(message.get("offset"))
-        elif kind == "console.keepalive":
-            if reply == session.reply:
-                session.last_seen = time.monotonic()
-        elif kind == "console.detach":
-            session.detach(reply)
-        elif kind == "console.close":
-            if reply == session.reply or session.reply is None:
-                session.reply = None  # it closed on purpose: nothing more to tell it
-                await session.end("closed")
-
-    async def open(self, message: dict) -> None:
-        from engine.errors import EngineError, InvalidState
-
-        sid, reply, mode = message.get("session"), message.get("reply"), message.get("mode")
-        ctid, user = message.get("ctid"), message.get("user")
-        if not (isinstance(sid, str) and SESSION_ID.match(sid) and isinstance(reply, str) and mode in MODES
-                and isinstance(ctid, int) and isinstance(user, int)) or sid in self.sessions:
-            await self.error(reply, sid, "malformed console request")
-            return
-        session = Session(self, sid, ctid, mode, user)
-        cols, rows = _size(message)
-        try:
-            if mode == "console":
-                session.start_console()
-            else:
-                session.start_terminal(cols, rows)
-        except FileNotFoundError:
-            await self.error(reply, sid, f"CT {ctid} has no console log yet: it has never been started")
-            return
-        except InvalidState as exc:  # not running: the page offers to start it
-            await self.send(reply, {"type": "console.error", "session": sid, "fatal": True, "stopped": True,
-                                    "message": str(exc)})
-            return
-        except EngineError as exc:
-            await self.error(reply, sid, str(exc))
-            return
-        except OSError as exc:
-            await self.error(reply, sid, f"cannot open a terminal in CT {ctid}: {exc.strerror or exc}")
-            return
-        self.sessions[sid] = session
-        log.info("console session %s opened (CT %s, %s, user %s)", sid, ctid, mode, user)
-        await session.attach(reply, 0, cols, rows, resumed=False)
-        session.pump = self.spawn(session.run_pump())
-
-    async def sweep(self) -> None:
-        """Detach sessions whose consumer went silent (its web server died without a word)."""
-        while True:
-            await asyncio.sleep(KEEPALIVE / 2)
-            now = time.monotonic()
-            for session in list(self.sessions.values()):
-                if session.reply is not None and now - session.last_seen > STALE:
-                    log.info("console session %s: its socket went silent; detached", session.sid)
-                    session.detach()
-
-    async def shutdown(self) -> None:
-        for session in list(self.sessions.values()):
-            session.reply = None
-            await session.end("the console relay stopped")
-
-
-def _int(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _size(message: dict) -> tuple[int, int]:
-    """(cols, rows) within 1..1000; the consumer refuses others, this only guards the ioctl."""
-    cols, rows = message.get("cols"), message.get("rows")
-    cols = cols if isinstance(cols, int) and 1 <= cols <= 1000 else 80
-    rows = rows if isinstance(rows, int) and 1 <= rows <= 1000 else 24
-    return cols, rows
-
-
-async def serve(node: str) -> None:
-    from channels.layers import get_channel_layer
-
-    from engine.lifecycle import Engine
-
-    layer = get_channel_layer()
-    relay = Relay(layer, Engine(), grace_seconds())
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    channel = relay_channel(node)
-    relay.spawn(relay.sweep())
-    log.info("console relay of node %s listening on %s (grace %g s)", node, channel, relay.grace)
-    print(f"console relay ready on {channel}", flush=True)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        while not stop.is_set():
-            receiving = asyncio.ensure_future(layer.receive(channel))
-            done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if receiving not in done:
-                receiving.cancel()
-                break
-            try:
-                await relay.handle(receiving.result())
-            except Exception:  # noqa: BLE001 - one bad message must not stop every console of the node
-                log.exception("console relay: message failed")
-    finally:
-        await relay.shutdown()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.console_relay", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--loglevel", default="INFO")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("error: the console relay enters containers and needs root", file=sys.stderr)
-        return 1
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webui.settings")
-    import django
-
-    django.setup()
-    from django.conf import settings
-
-    logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(settings.CAISSON_NODE))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

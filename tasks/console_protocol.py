@@ -1,0 +1,71 @@
+"""The console protocol: what the web tier's consumer and the node's relay say to each other.
+
+Both ends import this module and nothing of each other: the consumer
+(``webui.console``, no root) and the relay (``python -m tasks.console_relay``,
+root on the node) meet only on the channel layer. It imports nothing of the
+project, so either side may take it.
+
+The consumer sends to the node's channel (``relay_channel(node)``); the relay
+answers on the consumer's own channel (``reply``). Every message carries the
+``session`` id (``SESSION_ID``: 32 hex digits, made by the consumer) and, to
+the relay, ``reply``.
+
+To the relay (``TO_RELAY``):
+  ``console.open`` (``ctid``, ``mode``, ``user``, ``cols``, ``rows``): a new terminal;
+  ``console.attach`` (the same and ``since``, the output byte reached): take a kept session over;
+  ``console.input`` (``data``, bytes); ``console.resize`` (``cols``, ``rows``);
+  ``console.ack`` (``offset``: output taken up to there; opens the window again);
+  ``console.keepalive`` (every ``KEEPALIVE`` seconds); ``console.detach`` (the socket
+  dropped: the relay keeps the session for its grace period); ``console.close``
+  (end it now, processes included).
+To the consumer (``TO_CONSUMER``):
+  ``console.opened`` (``mode``, ``resumed``, ``reset``, ``offset``);
+  ``console.output`` (``offset``, ``data``: at most ``CHUNK`` bytes, offsets follow on);
+  ``console.error`` (``message``, ``fatal``; ``stopped``, ``gone`` say why);
+  ``console.exit`` (``code``, ``reason``); ``console.detached`` (``message``: another
+  socket took the session).
+
+Flow control: the relay sends at most ``WINDOW`` bytes the consumer has not
+acknowledged, and the consumer acknowledges every ``ACK_EVERY`` bytes.
+"""
+from __future__ import annotations
+
+import re
+
+MODES = ("shell", "tty", "console")  # Proxmox's cmode: a root shell, a login prompt, init's output (read-only)
+CHUNK = 128 * 1024  # largest output message (and websocket frame to the browser)
+WINDOW = 1024 * 1024  # output bytes sent but not yet acknowledged by the consumer
+ACK_EVERY = WINDOW // 4  # the consumer acknowledges output in steps of this many bytes
+KEEPALIVE = 10.0  # a consumer says it is alive this often ...
+STALE = 3 * KEEPALIVE  # ... and is taken for gone (its session detached) after this long without a word
+MAX_SIZE = 1000  # columns and rows of a terminal
+SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+
+TO_RELAY = ("console.open", "console.attach", "console.input", "console.resize", "console.ack",
+            "console.keepalive", "console.detach", "console.close")
+TO_CONSUMER = ("console.opened", "console.output", "console.error", "console.exit", "console.detached")
+
+
+def relay_channel(node: str) -> str:
+    """The channel-layer name a node's relay listens on."""
+    return f"console.{node}"
+
+
+def is_session_id(value) -> bool:
+    return isinstance(value, str) and SESSION_ID.match(value) is not None
+
+
+def is_count(value) -> bool:
+    """A whole number (a bool is not one), as offsets, ids and sizes must be."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_size(value) -> bool:
+    """A terminal's columns or rows: 1 to ``MAX_SIZE``."""
+    return is_count(value) and 1 <= value <= MAX_SIZE
+
+
+def error(session, text: str, fatal: bool = True, **why) -> dict:
+    """A ``console.error``; ``why``: ``stopped=True`` (the container is not running), ``gone=True``
+    (the session no longer exists)."""
+    return {"type": "console.error", "session": session, "fatal": fatal, "message": text, **why}

@@ -1,8 +1,11 @@
 """The layering that docs/architecture.md states, checked on the source (an ``ast`` walk, no imports run).
 
-Calls go one way: ``webui`` -> ``tasks`` -> ``engine``.  ``webui.models`` and
-``webui.live`` are the data layer the jobs share (rows and the push to
-browsers); nothing else of the web tier is the jobs' business.  Every import
+Calls go one way: ``webui`` -> ``tasks`` -> ``engine``.  The jobs share the
+web tier's data layer: its rows (``webui.models``), the push to browsers
+(``webui.live``) and the rights model (``webui.access``, ``webui.privileges``,
+``webui.nic_rights``: a job re-checks what its user may do against a config
+only the node can read, such as an archive's).  That layer imports nothing
+else of the web tier; nothing else of the web tier is the jobs' business.  Every import
 counts, the ones inside functions too: a lazy import still makes the
 dependency, it only hides it from a reader.
 """
@@ -18,10 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("engine", "tasks", "webui")
 THIRD_PARTY_WEB = ("django", "celery", "kombu", "channels", "rest_framework", "drf_spectacular", "redis")
 
+# The web tier's data layer, which the jobs share (module prefixes).
+SHARED = ("webui.models", "webui.live", "webui.access", "webui.privileges", "webui.nic_rights", "webui.userid")
 # What each layer may import from the project's other layers (module prefixes).
 ALLOWED = {
     "engine": (),
-    "tasks": ("engine", "webui.models", "webui.live"),
+    "tasks": ("engine", *SHARED),
     "webui": ("engine", "tasks.celery", "tasks.console_protocol"),
 }
 # Modules of the engine that are command lines: only they (and each other) may import ``engine.cli``.
@@ -88,6 +93,8 @@ def test_each_layer_imports_only_what_it_may():
                 wrong.append(f"{where} ({layer} may import only {', '.join(ALLOWED[layer]) or 'itself'})")
             elif within(target, ("engine.cli",)) and not is_cli(module):
                 wrong.append(f"{where} (library code never imports the command line)")
+            elif within(module, SHARED) and top == "webui" and not within(target, SHARED):
+                wrong.append(f"{where} (the data layer the jobs share imports only itself of the web tier)")
     assert not wrong, "imports against the layering:\n" + "\n".join(wrong)
 
 

@@ -93,17 +93,21 @@ def test_a_worker_killed_mid_backup_leaves_no_archive_and_the_container_running(
         ctid = ctid_factory()
         rootfs = make_running(engine, victim, ctid, stored_busybox, "bk-victim")
         with open(rootfs / "root" / "noise.bin", "wb") as out:  # slow to gzip: the kill lands mid-archive
-            for _ in range(48):
+            for _ in range(96):
                 out.write(os.urandom(1 << 20))
         dump = engine.layout.root / "dump"
         job = submit("vzdump", victim, f"/ct/{ctid}", str(ctid), params={"mode": "suspend", "compress": "gzip"})
-        deadline = time.monotonic() + 60
+        deadline, polls = time.monotonic() + 60, 0
         while time.monotonic() < deadline:
-            job.refresh_from_db()
-            if (job.progress or 0) > 0 and list(dump.glob(f".vzdump-lxc-{ctid}-*.part")):
+            # The archive's temporary file is there: the copy is done and the archive is being written. Looked
+            # for first and often (the database only now and then), so a busy machine does not miss the window.
+            if list(dump.glob(f".vzdump-lxc-{ctid}-*.part")):
                 break
-            assert job.active, (job.status, job.message)
-            time.sleep(0.05)
+            polls += 1
+            if polls % 20 == 0:
+                job.refresh_from_db()
+                assert job.active, (job.status, job.message)
+            time.sleep(0.01)
         else:
             pytest.fail("the backup never got under way")
         os.killpg(process.pid, signal.SIGKILL)

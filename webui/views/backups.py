@@ -14,9 +14,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webui.access import access_for
 from webui.actions import backups, schedules
+from webui.errors import refusal_response
 from webui.models import BackupArchive, BackupSchedule, Container, Job, Node, Pool, StorageMirror
 from webui.models.backups import BACKUP_MODES, COMPRESSIONS, KEEP_FIELDS, next_runs
-from webui.views.common import audit_container, client_address, container_or_gone, error_text, run_action
+from webui.views.common import audit_container, client_address, container_or_gone, run_action
 
 BACKUP_KINDS = ("vzdump", "vzrestore", "vzverify", "vzbackupdelete", "vzprotect")
 
@@ -151,6 +152,6 @@ def schedule_preview(request):
     try:
         runs = next_runs(text, timezone.now())
     except ValidationError as exc:
-        return JsonResponse({"error": error_text(exc)}, status=400)
+        return refusal_response(exc)
     return JsonResponse({"next_runs": [t.isoformat() for t in runs],
                          "shown": [timezone.localtime(t).strftime("%a %Y-%m-%d %H:%M:%S %Z") for t in runs]})

@@ -56,3 +56,20 @@ def test_page_forms_are_read_by_the_api_serializers(make_user, node):
     answer = client.post("/ct/4800/power/shutdown", {"timeout": "30", "force_stop": "on"}, **FETCH)
     assert answer.status_code == 202
     assert Job.objects.get(kind="vzshutdown").params == {"timeout": 30, "force_stop": True}
+
+
+def test_backup_bodies_and_forms_are_read_by_one_serializer(admin, make_user, node):
+    Container.objects.create(ctid=4810, node=node, hostname="bk", status="stopped", config={"hostname": "bk"})
+    url = "/api/containers/4810/backups/"
+    for body, field in (({"protected": "1"}, "protected"), ({"mode": "fast"}, "mode"), ({"colour": 1}, "colour"),
+                        ({"exclude": [1]}, "exclude"), ({"notes": 5}, "notes")):
+        answer = admin.post(url, body, format="json")
+        assert answer.status_code == 400 and field in error_of(answer)["fields"], answer.content
+    assert not Job.objects.exists()
+    page = Client()
+    page.force_login(make_user("strict-bk", superuser=True))
+    answer = page.post("/ct/4810/backups/now", {"mode": "stop", "compress": "gzip", "protected": "1",
+                                           "exclude": "/tmp/*\n/var/cache/*"}, **FETCH)
+    assert answer.status_code == 202, answer.content
+    params = Job.objects.get(kind="vzdump").params
+    assert params["mode"] == "stop" and params["protected"] is True and params["exclude"] == ["/tmp/*", "/var/cache/*"]

@@ -55,9 +55,7 @@ def backup_now(request, ctid: int):
     container, gone = container_or_gone(request, ctid)
     if gone:
         return gone
-    data = {k: request.POST.get(k) for k in ("storage", "mode", "compress", "exclude", "notes")}
-    data["protected"] = request.POST.get("protected") == "1"
-    return run_action(request, lambda: backups.backup_now(access_for(request), container, data,
+    return run_action(request, lambda: backups.backup_now(access_for(request), container, request.POST,
                                                           address=client_address(request)),
                       f"backup of CT {ctid} queued (job {{job.pk}})", reverse("ct-tab", args=[ctid, "backup"]))
 
@@ -75,11 +73,7 @@ def archive_action(request, pk: int, what: str):
     archive, access, address = _archive(request, pk), access_for(request), client_address(request)
     post = request.POST
     calls = {
-        "restore": lambda: backups.restore(access, archive, {"ctid": post.get("ctid", ""),
-                                                             "force": post.get("force") == "1",
-                                                             "rootfs_storage": post.get("rootfs_storage", ""),
-                                                             "hostname": post.get("hostname", ""),
-                                                             "unique": post.get("unique") == "1"}, address),
+        "restore": lambda: backups.restore(access, archive, post, address),
         "verify": lambda: backups.verify(access, archive, address),
         "delete": lambda: backups.delete(access, archive, address),
         "protect": lambda: backups.protect(access, archive, {"protected": True}, address),

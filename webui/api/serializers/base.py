@@ -11,7 +11,9 @@ form checks the meaning: the fields are declared once, in the form.
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
+from django.http import QueryDict
 from rest_framework import serializers
 
 
@@ -126,12 +128,24 @@ def form_validated(serializer_class, post) -> dict:
     """A page's form post checked by ``serializer_class``: its strings read as each field's type, keys that are
     not the serializer's (the CSRF token, ``next``) not its business, an empty value a field left out.
     Refusals are Django ``ValidationError`` keyed by field, as the actions raise them."""
-    from django.core.exceptions import ValidationError
-
     data = {name: post.get(name) for name in serializer_class().fields if post.get(name, "") != ""}
-    serializer = serializer_class(data=data, context={"form": True})
+    return _checked(serializer_class(data=data, context={"form": True}))
+
+
+def read(serializer_class, data) -> dict:
+    """An action's input, from a page (a ``QueryDict``: ``form_validated``) or a JSON body (strict, a null a
+    field left out); refused with a Django ``ValidationError`` keyed by field either way."""
+    if isinstance(data, QueryDict):
+        return form_validated(serializer_class, data)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if v is not None}
+    return _checked(serializer_class(data=data))
+
+
+def _checked(serializer) -> dict:
     if not serializer.is_valid():
-        raise ValidationError({key: [str(m) for m in messages] for key, messages in serializer.errors.items()})
+        raise DjangoValidationError({key: [str(m) for m in (messages if isinstance(messages, list) else [messages])]
+                                     for key, messages in serializer.errors.items()})
     return dict(serializer.validated_data)
 
 

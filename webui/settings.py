@@ -211,6 +211,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # ---- security -------------------------------------------------------------------------------
+CSRF_FAILURE_VIEW = "webui.views.errors.csrf_failure"
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 SESSION_COOKIE_HTTPONLY = True
 # Cookies go over TLS only when the console is served over it: always with CAISSON_HTTPS=1, else on each

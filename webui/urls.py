@@ -7,5 +7,7 @@ urlpatterns = [
     path("", include("webui.views.urls")),
 ]
 
+handler400 = "webui.views.errors.bad_request"
 handler403 = "webui.views.errors.forbidden"
 handler404 = "webui.views.errors.not_found"
+handler500 = "webui.views.errors.server_error"

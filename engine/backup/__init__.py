@@ -17,7 +17,7 @@ Heavy imports (zstandard, the engine) load only when a backup or restore runs.
 """
 from __future__ import annotations
 
-from .names import BackupFile, list_backups
+from .names import COMPRESSIONS, MODES, BackupFile, list_backups
 from .progress import Cancelled
 from .prune import Backup, Decision, PruneOptions, prune
 from .schedule import Schedule, next_run, parse_calendar_event, parse_cron, parse_schedule
@@ -41,5 +41,6 @@ def verify(archive, **kwargs):
     return run(archive, **kwargs)
 
 
-__all__ = ["Backup", "BackupFile", "Cancelled", "Decision", "PruneOptions", "Schedule", "backup", "list_backups",
+__all__ = ["COMPRESSIONS", "MODES",
+           "Backup", "BackupFile", "Cancelled", "Decision", "PruneOptions", "Schedule", "backup", "list_backups",
            "next_run", "parse_calendar_event", "parse_cron", "parse_schedule", "prune", "restore", "verify"]

@@ -48,7 +48,7 @@ from .prune import Backup, PruneOptions, prune
 from .sync import TreeSync
 from .volumes import block_backed, check_storage_volume
 
-MODES = ("stop", "suspend", "snapshot")
+MODES = names.MODES
 
 
 @dataclass

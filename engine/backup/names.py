@@ -20,6 +20,8 @@ from pathlib import Path
 
 from engine.errors import InvalidState, NotFound, ValidationError
 
+# The backup modes and compressions, in the order a form offers them (the first is the default).
+MODES = ("snapshot", "suspend", "stop")
 COMPRESSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 ARCHIVE_RE = re.compile(r"^(?P<stem>vzdump-lxc-(?P<ctid>[1-9][0-9]{2,8})-"
                         r"(?P<time>\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2}))"

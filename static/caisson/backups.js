@@ -19,8 +19,9 @@
                                    { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } });
       const data = await response.json();
       preview.classList.toggle("error", !response.ok);
-      preview.textContent = response.ok ? "Next runs: " + (data.shown.join(", ") || "none") : data.error;
-      input.setCustomValidity(response.ok ? "" : data.error);
+      const refused = response.ok ? "" : (data.error || {}).message || "refused (" + response.status + ")";
+      preview.textContent = response.ok ? "Next runs: " + (data.shown.join(", ") || "none") : refused;
+      input.setCustomValidity(refused);
     } catch (e) {
       preview.textContent = "";
     }
@@ -49,7 +50,10 @@
                                                 headers: { "X-Requested-With": "fetch", "X-CSRFToken": csrf } });
     const data = await response.json().catch(() => ({}));
     if (response.ok) { location.href = form.dataset.doneUrl; return; }
-    showErrors(data.errors || { __all__: [data.error || "refused (" + response.status + ")"] });
+    const error = data.error || {};
+    const fields = error.fields || {};
+    showErrors(Object.keys(fields).length ? fields
+      : { non_field_errors: [error.message || "refused (" + response.status + ")"] });
   });
   showNextRuns();
 })();

@@ -344,8 +344,9 @@
       return;
     }
     if (!response.ok) {
-      flash(data.error || "refused (" + response.status + ")", "error");
-      if (data.gone) removed({ ctid: Number(($("[data-ct-page]") || { dataset: {} }).dataset.ctPage) });
+      const error = data.error || {};
+      flash(error.message || "refused (" + response.status + ")", "error");
+      if (error.gone) removed({ ctid: Number(($("[data-ct-page]") || { dataset: {} }).dataset.ctPage) });
       return;
     }
     flash(data.message || "done", "success");

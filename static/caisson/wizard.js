@@ -33,12 +33,19 @@
     general.textContent = "";
   }
 
+  // A refusal's field errors, or its message as one of no field (the body: webui/errors.py).
+  function fieldsOf(data) {
+    const error = data.error || {};
+    const fields = error.fields || {};
+    return Object.keys(fields).length ? fields : { non_field_errors: [error.message || "refused"] };
+  }
+
   function showErrors(errors) {
     clearErrors();
     const loose = [];
     for (const [field, messages] of Object.entries(errors || {})) {
       const list = form.querySelector(`[data-errors-for="${field}"]`);
-      if (!list) { loose.push(...messages.map((m) => (field === "__all__" ? m : field + ": " + m))); continue; }
+      if (!list) { loose.push(...messages.map((m) => (field === "non_field_errors" ? m : field + ": " + m))); continue; }
       messages.forEach((m) => { const li = document.createElement("li"); li.textContent = m; list.append(li); });
       const input = form.querySelector(`[name="${field}"]`);
       if (input) input.classList.add("invalid");
@@ -54,7 +61,7 @@
     const response = await fetch(url, { method: "POST", body: new FormData(form), headers: headers(),
       credentials: "same-origin" });
     let data = {};
-    try { data = await response.json(); } catch (e) { data = { errors: { __all__: ["the server answered " + response.status] } }; }
+    try { data = await response.json(); } catch (e) { data = { error: { message: "the server answered " + response.status } }; }
     return { ok: response.ok, status: response.status, data };
   }
 
@@ -63,7 +70,7 @@
     busy = true;
     try {
       const { ok, data } = await post(form.dataset.validate.replace("STEP", step));
-      if (!ok) { showErrors(data.errors || { __all__: [data.error || "refused"] }); return; }
+      if (!ok) { showErrors(fieldsOf(data)); return; }
       clearErrors();
       show(steps[steps.indexOf(step) + 1]);
     } finally {
@@ -75,8 +82,8 @@
     const table = document.getElementById("wizard-summary");
     const { ok, data } = await post(form.dataset.summary);
     if (!ok) {
-      show(data.step || "general");
-      showErrors(data.errors);
+      show((data.error || {}).step || "general");
+      showErrors(fieldsOf(data));
       return;
     }
     const body = document.createElement("tbody");
@@ -120,8 +127,8 @@
     try {
       const { ok, data } = await post(form.getAttribute("action"));
       if (ok && data.location) { window.location.assign(data.location); return; }
-      show(data.step || "confirm");
-      showErrors(data.errors || { __all__: [data.error || "refused"] });
+      show((data.error || {}).step || "confirm");
+      showErrors(fieldsOf(data));
     } finally {
       busy = false;
       finish.disabled = false;

@@ -66,9 +66,9 @@
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(), "X-Requested-With": "fetch" },
       body: JSON.stringify(body || {}),
     });
-    if (response.type === "opaqueredirect") return { status: 401, data: { error: "log in again: your login has ended" } };
+    if (response.type === "opaqueredirect") return { status: 401, data: { error: { message: "log in again: your login has ended" } } };
     let data = {};
-    try { data = await response.json(); } catch (e) { data = { error: "the server answered " + response.status }; }
+    try { data = await response.json(); } catch (e) { data = { error: { message: "the server answered " + response.status } }; }
     return { status: response.status, data: data };
   }
 
@@ -86,7 +86,7 @@
     const answer = await post(root.dataset.ticketUrl, { mode: mode, session: resume ? con.session : "" });
     if (mode !== con.mode) return;  // the user switched modes meanwhile
     if (answer.status !== 200) {
-      return failed(answer.data.error || "no console ticket", answer.status >= 500 || answer.status === 0);
+      return failed((answer.data.error || {}).message || "no console ticket", answer.status >= 500 || answer.status === 0);
     }
     if (answer.data.status !== "running" && mode !== "console") {
       setState("stopped", true);
@@ -239,7 +239,7 @@
       startButton.disabled = true;
       const answer = await post(root.dataset.startUrl, {});
       startButton.disabled = false;
-      if (answer.status >= 400) return showBanner(answer.data.error || "start refused", true);
+      if (answer.status >= 400) return showBanner((answer.data.error || {}).message || "start refused", true);
       showBanner("Starting CT " + ctid + "…", false);
       const until = Date.now() + 120000;
       const poll = async () => {

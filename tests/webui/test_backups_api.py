@@ -147,7 +147,7 @@ def test_the_backup_pages_save_a_job_with_its_beat_task_and_show_the_tab(client,
     client.force_login(make_user("bk-page", superuser=True))
     fetch = {"HTTP_X_REQUESTED_WITH": "fetch"}
     bad = client.post("/datacenter/backup/save", {"schedule": "sun 7:99", "storage": "local"}, **fetch)
-    assert bad.status_code == 400 and "minute 99 is outside 0..59" in bad.json()["errors"]["schedule"][0]
+    assert bad.status_code == 400 and "minute 99 is outside 0..59" in bad.json()["error"]["fields"]["schedule"][0]
     assert not BackupSchedule.objects.exists()
     saved = client.post("/datacenter/backup/save", {"schedule": "sun 07:15", "storage": "local", "enabled": "1",
                                                      "selection": "include", "ctids": "4310", "keep_weekly": "4",
@@ -168,7 +168,7 @@ def test_the_backup_pages_save_a_job_with_its_beat_task_and_show_the_tab(client,
     tab = client.get("/ct/4310/backups/fragment").content.decode()
     assert archive.name in tab and f'action="/backups/{archive.pk}/restore"' in tab and "Backup now" in tab
     refused = client.post(f"/backups/{archive.pk}/restore", {"ctid": "4310", "force": "1"}, **fetch)
-    assert refused.status_code == 409 and "is running" in refused.json()["error"]
+    assert refused.status_code == 409 and "is running" in refused.json()["error"]["message"]
 
 
 def test_clock_jumps_neither_miss_nor_double_a_run(node, make_user):

@@ -270,7 +270,7 @@ def test_an_auditor_cannot_start(page, web, node, make_user):
         const token = document.querySelector('input[name=csrfmiddlewaretoken]').value;
         const response = await fetch('/ct/4999/power/start', {method: 'POST', headers: {'X-CSRFToken': token,
             'X-Requested-With': 'fetch'}});
-        return [response.status, (await response.json()).error];
+        return [response.status, (await response.json()).error.message];
     }""")
     assert status[0] == 403 and "VM.PowerMgmt" in status[1]
     assert not Job.objects.filter(kind="vzstart").exists()

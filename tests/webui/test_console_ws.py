@@ -45,7 +45,7 @@ def test_no_console_privilege_no_ticket_and_no_socket(running, make_user, operat
     client.force_login(auditor)
     answer = client.post(f"/ct/{running}/console/ticket", {"mode": "shell"})
     assert answer.status_code == 403
-    assert "VM.Console" in answer.json()["error"]
+    assert "VM.Console" in answer.json()["error"]["message"]
     assert not ConsoleTicket.objects.filter(user=auditor).exists()
     assert AuditEntry.objects.filter(username="audrey", outcome="denied").exists()
 
@@ -324,7 +324,7 @@ def test_default_cmode_gives_a_console_user_a_login_not_a_shell(engine, running,
     for mode in ("shell", "console"):
         answer = client.post(f"/ct/{running}/console/ticket", {"mode": mode})
         assert answer.status_code == 403, answer.content
-        assert "VM.Config" in answer.json()["error"] and "tty" in answer.json()["error"]
+        assert "VM.Config" in answer.json()["error"]["message"] and "tty" in answer.json()["error"]["message"]
     assert AuditEntry.objects.filter(username="olga", action="denied VM.Config", outcome="denied").count() == 2
     page = client.get(f"/ct/{running}/console/term/")
     assert page.status_code == 200

@@ -98,13 +98,13 @@ def test_buttons_follow_status_and_privileges(make_user, world):
 def test_snapshot_and_clone_forms_say_what_is_wrong(make_user, world):
     admin = login(make_user, superuser=True)
     response = admin.post("/ct/100/snapshot/snapshot", {"name": "has space"}, **FETCH)
-    assert response.status_code == 400 and "name" in response.json()["errors"]
+    assert response.status_code == 400 and "name" in response.json()["error"]["fields"]
     response = admin.post("/ct/100/snapshot/rollback", {"name": "never-taken"}, **FETCH)
-    assert response.status_code == 400 and "no snapshot 'never-taken'" in response.json()["error"]
+    assert response.status_code == 400 and "no snapshot 'never-taken'" in response.json()["error"]["message"]
     response = admin.post("/ct/100/clone", {"newid": "101"}, **FETCH)
-    assert response.status_code == 400 and "already in use" in response.json()["error"]
+    assert response.status_code == 400 and "already in use" in response.json()["error"]["message"]
     response = admin.post("/ct/100/clone", {"newid": "5000", "hostname": "bad name"}, **FETCH)
-    assert response.status_code == 400 and "hostname" in response.json()["errors"]
+    assert response.status_code == 400 and "hostname" in response.json()["error"]["fields"]
     response = admin.post("/ct/100/snapshot/snapshot", {"name": "before-upgrade"}, **FETCH)
     assert response.status_code == 202 and response.json()["job"]["kind"] == "vzsnapshot"
 
@@ -150,9 +150,9 @@ def test_power_actions_queue_a_job_and_say_so(make_user, world):
     assert "already queued" in again.content.decode()
     assert Job.objects.filter(kind="vzstart", status="queued").count() == 1
     refused = client.post("/ct/100/destroy", **FETCH)
-    assert refused.status_code == 409 and "is running; stop it first" in refused.json()["error"]
+    assert refused.status_code == 409 and "is running; stop it first" in refused.json()["error"]["message"]
     bad = client.post("/ct/100/power/explode", **FETCH)
-    assert bad.status_code == 400 and "unknown action" in bad.json()["error"]
+    assert bad.status_code == 400 and "unknown action" in bad.json()["error"]["message"]
 
 
 def test_csrf_less_posts_are_refused(make_user, world):
@@ -168,7 +168,8 @@ def test_a_stale_page_acting_on_a_destroyed_container_is_told_so(make_user, worl
     assert response.status_code == 200
     assert "CT 4321 no longer exists" in response.content.decode()
     response = client.post("/ct/4321/destroy", **FETCH)
-    assert response.status_code == 404 and response.json()["gone"] and "no longer exists" in response.json()["error"]
+    error = response.json()["error"]
+    assert response.status_code == 404 and error["gone"] and "no longer exists" in error["message"]
     page = client.get("/ct/4321/")
     body = page.content.decode()
     assert page.status_code == 404 and "does not exist" in body and 'class="tree"' in body
@@ -182,12 +183,12 @@ def test_config_edits_queue_a_set_job_and_stale_edits_are_refused(make_user, wor
     job = Job.objects.get(kind="vzset")
     assert job.params["changes"] == {"memory": "1024"} and job.params["digest"] == "b" * 40
     stale = client.post("/ct/100/config", {"keys": ["memory"], "memory": "1024", "digest": "c" * 40}, **FETCH)
-    assert stale.status_code == 409 and "changed since it was read" in stale.json()["error"]
+    assert stale.status_code == 409 and "changed since it was read" in stale.json()["error"]["message"]
     bad = client.post("/ct/100/config", {"keys": ["memory"], "memory": "lots", "tab": "resources"}, follow=True)
     assert "memory" in bad.content.decode() and bad.redirect_chain[-1][0].endswith("/ct/100/resources/")
     nic = client.post("/ct/100/config", {"slot": "net1", "name": "eth1", "bridge": "vmbr0", "ip": "300.1.1.1/24"},
                       **FETCH)
-    assert nic.status_code == 400 and "net1" in nic.json()["errors"]
+    assert nic.status_code == 400 and "net1" in nic.json()["error"]["fields"]
     removed = client.post("/ct/100/config", {"remove": "net0"}, **FETCH)
     assert removed.status_code == 202 and Job.objects.filter(kind="vzset", params__delete=["net0"]).exists()
 
@@ -200,7 +201,7 @@ GOOD = {"node": None, "ctid": "150", "hostname": "box", "password": "s3cret!", "
 def step(client, name, **changes):
     data = {**GOOD, "node": GOOD["node"], **changes}
     response = client.post(f"/create/validate/{name}", {k: v for k, v in data.items() if v is not None})
-    return response.status_code, response.json()["errors"]
+    return response.status_code, response.json().get("error", {}).get("fields", {})
 
 
 def test_wizard_steps_say_exactly_what_is_wrong(make_user, world):
@@ -233,7 +234,7 @@ def test_wizard_summary_and_submit_land_on_the_new_container(make_user, world):
     assert ["Root disk", "local:4"] in summary and ["hostname", "box"] in summary
     StoredTemplate.objects.filter(name=TEMPLATE).delete()  # vanished between the Template step and Finish
     refused = client.post("/create/submit", GOOD, **FETCH)
-    assert refused.status_code == 400 and refused.json()["step"] == "template"
+    assert refused.status_code == 400 and refused.json()["error"]["step"] == "template"
     assert not Container.objects.filter(ctid=150).exists()
     StoredTemplate.objects.create(node=world["node"], name=TEMPLATE)
     response = client.post("/create/submit", GOOD)

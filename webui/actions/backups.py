@@ -12,7 +12,8 @@ the other opens nothing.  Restoring needs ``VM.Allocate`` on the node for a
 new ID, ``VM.Allocate`` on the container to restore over it, and
 ``Datastore.AllocateSpace`` where the restored disks go; the node checks the
 archive's own config (only it can read it) against what the user may set.
-The datacenter's backup jobs are ``webui.actions.schedules``.
+The datacenter's backup jobs are ``webui.actions.schedules``.  Input is read by the
+serializers of ``webui.api.serializers.backups``, for the API and the pages alike.
 """
 from __future__ import annotations
 
@@ -25,54 +26,18 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from webui.access import Access, deny, require, require_space
+from webui.api.serializers.backups import ArchiveChangeSerializer, BackupSerializer, RestoreSerializer
+from webui.api.serializers.base import read
 from webui.forms.backups import check_storage, container_ids
 from webui.models import BackupArchive, Container, Job
-from webui.models.backups import BACKUP_MODES, COMPRESSIONS, STORAGE_NAME
+from webui.models.backups import STORAGE_NAME
 from webui.models.queue import JobRefused, submit
-
-TRUE = {True, "1", "true", "on", "yes"}  # True == 1, False == 0
-FALSE = {False, "0", "false", "off", "no", "", None}
-
-
-# ---- input helpers ---------------------------------------------------------------------------
-def _flag(data, key: str, default: bool = False) -> bool:
-    value = data.get(key, default)
-    if isinstance(value, str):
-        value = value.strip().lower()
-    if value in TRUE:
-        return True
-    if value in FALSE:
-        return False
-    raise ValidationError({key: [f"expected true or false, got '{value}'"]})
-
-
-def _choice(data, key: str, choices, default: str) -> str:
-    value = data.get(key) or default
-    if value not in choices:
-        raise ValidationError({key: [f"'{value}' is not one of {', '.join(choices)}"]})
-    return value
-
-
-def _backup_params(data) -> dict:
-    exclude = data.get("exclude") or []
-    if isinstance(exclude, str):
-        exclude = [line.strip() for line in exclude.splitlines() if line.strip()]
-    if not isinstance(exclude, list) or len(exclude) > 64 or not all(
-            isinstance(p, str) and p.strip() and len(p) <= 1024 and "\n" not in p and "\x00" not in p
-            for p in exclude):
-        raise ValidationError({"exclude": ["a list of at most 64 path globs, one per line"]})
-    notes = data.get("notes") or ""
-    if not isinstance(notes, str) or len(notes) > 1024:
-        raise ValidationError({"notes": ["text of at most 1024 characters"]})
-    return {"storage": data.get("storage") or "local", "mode": _choice(data, "mode", BACKUP_MODES, "snapshot"),
-            "compress": _choice(data, "compress", COMPRESSIONS, "zstd"), "exclude": exclude, "notes": notes,
-            "protected": _flag(data, "protected")}
 
 
 # ---- one container, one archive --------------------------------------------------------------
 def backup_now(access: Access, container: Container, data, address: str | None = None) -> Job:
     require(access, "VM.Backup", container, address=address)
-    params = _backup_params(data)
+    params = read(BackupSerializer, data)
     check_storage(params["storage"], [container.node])
     require(access, "Datastore.AllocateSpace", path=f"/storage/{params['storage']}", address=address)
     if container.status == Container.Status.CREATING:
@@ -114,18 +79,18 @@ def _archive_access(access: Access, archive: BackupArchive, address: str | None)
 def restore(access: Access, archive: BackupArchive, data, address: str | None = None) -> Job:
     """Restore to a new ID (a placeholder row is made at once), or over a stopped container with ``force``."""
     _archive_access(access, archive, address)
-    value = data.get("ctid", archive.ctid)
-    ids = container_ids([value] if isinstance(value, int | str) else value, "ctid")
+    data = read(RestoreSerializer, data)
+    ids = container_ids([data.get("ctid", archive.ctid)], "ctid")
     if len(ids) != 1:
         raise ValidationError({"ctid": ["one container ID"]})
-    ctid, force = ids[0], _flag(data, "force")
+    ctid, force = ids[0], data["force"]
     rootfs_storage = data.get("rootfs_storage") or data.get("target_storage") or ""
     if rootfs_storage and not re.match(STORAGE_NAME, str(rootfs_storage)):
         raise ValidationError({"rootfs_storage": [f"'{rootfs_storage}' is not a storage name"]})
     hostname = (data.get("hostname") or "").strip()
     options = {"hostname": hostname} if hostname else {}
     params = {"storage": archive.storage, "archive": archive.name, "rootfs_storage": rootfs_storage,
-              "force": force, "unique": _flag(data, "unique"), "options": options}
+              "force": force, "unique": data["unique"], "options": options}
     existing = Container.objects.select_related("node", "pool").filter(ctid=ctid).first()
     if existing is not None:
         if not force:
@@ -171,14 +136,7 @@ def delete(access: Access, archive: BackupArchive, address: str | None = None) -
 def protect(access: Access, archive: BackupArchive, data, address: str | None = None) -> Job:
     """Set ``protected`` and/or ``notes`` of an archive."""
     _archive_access(access, archive, address)
-    params: dict = {"storage": archive.storage, "archive": archive.name}
-    if "protected" in data:
-        params["protected"] = _flag(data, "protected")
-    if "notes" in data:
-        notes = data.get("notes") or ""
-        if not isinstance(notes, str) or len(notes) > 1024:
-            raise ValidationError({"notes": ["text of at most 1024 characters"]})
-        params["notes"] = notes
+    params: dict = {"storage": archive.storage, "archive": archive.name, **read(ArchiveChangeSerializer, data)}
     if len(params) == 2:
         raise ValidationError({"protected": ["give 'protected' and/or 'notes'"]})
     return submit("vzprotect", archive.node, f"/ct/{archive.ctid}", str(archive.ctid), user=access.user,

@@ -23,11 +23,12 @@ from django.core.validators import MaxValueValidator, MinValueValidator, validat
 from django.db import models, transaction
 from django.utils import timezone
 
+from engine.backup import COMPRESSIONS as ENGINE_COMPRESSIONS
+from engine.backup import MODES as BACKUP_MODES
 from webui.models.inventory import CTID_MAX, CTID_MIN, Node, Pool
 
 KEEP_FIELDS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
-BACKUP_MODES = ("snapshot", "suspend", "stop")
-COMPRESSIONS = ("zstd", "gzip", "none")
+COMPRESSIONS = tuple(ENGINE_COMPRESSIONS)  # BACKUP_MODES and these: the engine's, in the order forms offer them
 STORAGE_NAME = r"^[A-Za-z][A-Za-z0-9\-_.]{0,63}$"
 
 

@@ -14,9 +14,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webui.access import access_for
 from webui.actions import backups, schedules
+from webui.errors import refusal_response
 from webui.models import BackupArchive, BackupSchedule, Container, Job, Node, Pool, StorageMirror
 from webui.models.backups import BACKUP_MODES, COMPRESSIONS, KEEP_FIELDS, next_runs
-from webui.views.common import audit_container, client_address, container_or_gone, error_text, run_action
+from webui.views.common import audit_container, client_address, container_or_gone, run_action
 
 BACKUP_KINDS = ("vzdump", "vzrestore", "vzverify", "vzbackupdelete", "vzprotect")
 
@@ -54,9 +55,7 @@ def backup_now(request, ctid: int):
     container, gone = container_or_gone(request, ctid)
     if gone:
         return gone
-    data = {k: request.POST.get(k) for k in ("storage", "mode", "compress", "exclude", "notes")}
-    data["protected"] = request.POST.get("protected") == "1"
-    return run_action(request, lambda: backups.backup_now(access_for(request), container, data,
+    return run_action(request, lambda: backups.backup_now(access_for(request), container, request.POST,
                                                           address=client_address(request)),
                       f"backup of CT {ctid} queued (job {{job.pk}})", reverse("ct-tab", args=[ctid, "backup"]))
 
@@ -74,11 +73,7 @@ def archive_action(request, pk: int, what: str):
     archive, access, address = _archive(request, pk), access_for(request), client_address(request)
     post = request.POST
     calls = {
-        "restore": lambda: backups.restore(access, archive, {"ctid": post.get("ctid", ""),
-                                                             "force": post.get("force") == "1",
-                                                             "rootfs_storage": post.get("rootfs_storage", ""),
-                                                             "hostname": post.get("hostname", ""),
-                                                             "unique": post.get("unique") == "1"}, address),
+        "restore": lambda: backups.restore(access, archive, post, address),
         "verify": lambda: backups.verify(access, archive, address),
         "delete": lambda: backups.delete(access, archive, address),
         "protect": lambda: backups.protect(access, archive, {"protected": True}, address),
@@ -151,6 +146,6 @@ def schedule_preview(request):
     try:
         runs = next_runs(text, timezone.now())
     except ValidationError as exc:
-        return JsonResponse({"error": error_text(exc)}, status=400)
+        return refusal_response(exc)
     return JsonResponse({"next_runs": [t.isoformat() for t in runs],
                          "shown": [timezone.localtime(t).strftime("%a %Y-%m-%d %H:%M:%S %Z") for t in runs]})

@@ -8,6 +8,7 @@ from django.shortcuts import redirect
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from webui.access import access_for
+from webui.errors import error_response, refusal, refusal_response
 from webui.login_limits import client_address  # noqa: F401 - used here and imported from here
 from webui.models import Container, Job
 from webui.models.queue import JobRefused
@@ -25,20 +26,6 @@ def back(request, default: str = "/") -> HttpResponseRedirect:
     return HttpResponseRedirect(target)
 
 
-def error_text(exc: ValidationError) -> str:
-    """One readable line from a Django ValidationError with or without fields."""
-    if hasattr(exc, "error_dict"):
-        return "; ".join(f"{field}: {' '.join(str(m) for m in msgs)}" if field != "__all__" else
-                         " ".join(str(m) for m in msgs) for field, msgs in exc.message_dict.items())
-    return " ".join(exc.messages)
-
-
-def field_errors(exc: ValidationError) -> dict[str, list[str]]:
-    if hasattr(exc, "error_dict"):
-        return {field: [str(m) for m in msgs] for field, msgs in exc.message_dict.items()}
-    return {"__all__": list(exc.messages)}
-
-
 def run_action(request, action, success: str, default_next: str = "/"):
     """Call one ``webui.actions`` function and answer the way the page asked (JSON or redirect + message).
 
@@ -47,20 +34,12 @@ def run_action(request, action, success: str, default_next: str = "/"):
     """
     try:
         job = action()
-    except PermissionDenied as exc:
+    except (PermissionDenied, ValidationError, JobRefused) as exc:
         if wants_json(request):
-            return JsonResponse({"error": str(exc)}, status=403)
-        raise
-    except ValidationError as exc:
-        if wants_json(request):
-            return JsonResponse({"error": error_text(exc), "errors": field_errors(exc)}, status=400)
-        messages.error(request, error_text(exc))
-        return back(request, default_next)
-    except JobRefused as exc:
-        if wants_json(request):
-            return JsonResponse({"error": str(exc), "job": exc.job.summary() if exc.job else None},
-                                status=exc.status)
-        messages.error(request, str(exc))
+            return refusal_response(exc)
+        if isinstance(exc, PermissionDenied):
+            raise
+        messages.error(request, refusal(exc)[1]["error"]["message"])
         return back(request, default_next)
     summary = job.summary() if isinstance(job, Job) else None
     text = success.format(job=job) if job is not None else success
@@ -77,7 +56,7 @@ def container_or_gone(request, ctid: int):
         return container, None  # one the user may not see answers as one that does not exist: nothing leaks
     text = f"CT {ctid} no longer exists (it was destroyed or never created); the page you acted from was out of date"
     if wants_json(request):
-        return None, JsonResponse({"error": text, "gone": True}, status=404)
+        return None, error_response(404, text, gone=True)
     messages.error(request, text)
     return None, redirect("dashboard")
 

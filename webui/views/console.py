@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 from webui import actions
 from webui.access import access_for
 from webui.console.tickets import container_cmode, mode_refusal
+from webui.errors import error_response
 from webui.models import AuditEntry, ConsoleTicket, Container
 from webui.views.common import audit_container, client_address, container_or_gone, run_action
 
@@ -57,12 +58,12 @@ def ticket(request, ctid: int):
     try:
         body = json.loads(request.body or b"{}") if request.content_type == "application/json" else request.POST
     except ValueError:
-        return JsonResponse({"error": "the body is not JSON"}, status=400)
+        return error_response(400, "the body is not JSON")
     mode, session = body.get("mode") or container_cmode(container), body.get("session") or ""
     if mode not in dict(MODES):
-        return JsonResponse({"error": f"unknown mode '{str(mode)[:20]}' (use shell, tty or console)"}, status=400)
+        return error_response(400, f"unknown mode '{str(mode)[:20]}' (use shell, tty or console)")
     if not isinstance(session, str) or (session and not (len(session) == 32 and session.isalnum())):
-        return JsonResponse({"error": "malformed session id"}, status=400)
+        return error_response(400, "malformed session id")
     access = access_for(request)
     try:
         actions.require(access, "VM.Console", container, address=client_address(request))
@@ -73,7 +74,7 @@ def ticket(request, ctid: int):
                                       detail={"console_mode": mode})
             raise PermissionDenied(refusal)
     except PermissionDenied as exc:
-        return JsonResponse({"error": str(exc)}, status=403)
+        return error_response(403, str(exc))
     row, token = ConsoleTicket.issue(request.user, container, mode, session.lower())
     return JsonResponse({"ticket": token, "expires": row.expires.isoformat(), "mode": mode, "session": row.session,
                          "socket": f"/ws/console/{ctid}/", "status": container.status,

@@ -1,4 +1,8 @@
-"""A container's page (one URL per tab) and the actions its buttons and forms send."""
+"""A container's page (one URL per tab) and the actions its buttons and forms send.
+
+The forms of snapshots, clone and power are read by the API's serializers of the same actions
+(``form_validated``): one declaration of each field for both.
+"""
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -10,6 +14,8 @@ from django.views.decorators.http import require_POST
 
 from webui.access import access_for
 from webui.actions import containers as actions
+from webui.api.serializers.base import form_validated
+from webui.api.serializers.containers import CloneSerializer, PowerSerializer, SnapshotSerializer
 from webui.forms.create import propose_ctid
 from webui.models import Container, Job
 from webui.views.common import audit_container, client_address, container_or_gone, run_action
@@ -119,11 +125,14 @@ def snapshot(request, ctid: int, operation: str):
     if gone:
         return gone
     name = request.POST.get("name", "").strip()
-    description = request.POST.get("description", "")
     verb = {"snapshot": "snapshot", "rollback": "rollback to", "delete": "deletion of"}.get(operation, operation)
-    return run_action(request, lambda: actions.snapshot(access_for(request), container, operation, name,
-                                                        description, address=client_address(request)),
-                      f"{verb} '{name}' of CT {ctid} queued (job {{job.pk}})",
+
+    def act():
+        body = form_validated(SnapshotSerializer, request.POST)
+        return actions.snapshot(access_for(request), container, operation, body["name"].strip(),
+                                body.get("description", ""), address=client_address(request))
+
+    return run_action(request, act, f"{verb} '{name}' of CT {ctid} queued (job {{job.pk}})",
                       reverse("ct-tab", args=[ctid, "snapshots"]))
 
 
@@ -132,12 +141,15 @@ def clone(request, ctid: int):
     container, gone = container_or_gone(request, ctid)
     if gone:
         return gone
-    post = request.POST
-    return run_action(request, lambda: actions.clone(
-        access_for(request), container, post.get("newid"), snapshot_name=post.get("snapshot") or None,
-        full=post.get("full") == "1", storage=post.get("storage") or None, hostname=post.get("hostname") or None,
-        address=client_address(request)),
-        f"clone of CT {ctid} to CT {post.get('newid')} queued (job {{job.pk}})", reverse("ct", args=[ctid]))
+
+    def act():
+        body = form_validated(CloneSerializer, request.POST)
+        return actions.clone(access_for(request), container, body["newid"], snapshot_name=body.get("snapshot"),
+                             full=body.get("full", False), storage=body.get("storage"),
+                             hostname=body.get("hostname"), address=client_address(request))
+
+    return run_action(request, act, f"clone of CT {ctid} to CT {request.POST.get('newid')} queued (job {{job.pk}})",
+                      reverse("ct", args=[ctid]))
 
 
 @require_POST
@@ -145,13 +157,8 @@ def power(request, ctid: int, action: str):
     container, gone = container_or_gone(request, ctid)
     if gone:
         return gone
-    params = {}
-    if action == "shutdown" and request.POST.get("timeout"):
-        try:
-            params["timeout"] = int(request.POST["timeout"])
-        except ValueError:
-            params["timeout"] = request.POST["timeout"]  # refused by the action with a message
-    return run_action(request, lambda: actions.power(access_for(request), container, action, params,
+    return run_action(request, lambda: actions.power(access_for(request), container, action,
+                                                     form_validated(PowerSerializer, request.POST),
                                                      address=client_address(request)),
                       f"{action} of CT {ctid} queued (job {{job.pk}})", reverse("ct", args=[ctid]))
 

@@ -15,10 +15,11 @@ from django.views.decorators.http import require_POST
 
 from webui.access import access_for
 from webui.actions import containers as actions
+from webui.errors import NON_FIELD, error_response, refusal_response, validation_fields
 from webui.forms.create import STEP_FORMS, STEPS, CreateRequest, propose_ctid
 from webui.models import Node, StorageMirror, StoredTemplate
 from webui.models.queue import JobRefused
-from webui.views.common import client_address, field_errors, wants_json
+from webui.views.common import client_address, wants_json
 
 FIELD_STEP = {field: step for step, form in STEP_FORMS.items() for field in form.base_fields}
 
@@ -70,9 +71,9 @@ def _template_errors(data) -> dict[str, list[str]]:
 
 @require_POST
 def validate_step(request, step: str):
-    """The errors of one step (``{}`` when it is fine), keyed by field."""
+    """The errors of one step keyed by field (400), or just the step when it is fine."""
     if step not in STEP_FORMS:
-        return JsonResponse({"error": f"no step '{step}'"}, status=404)
+        return error_response(404, f"no step '{step}'")
     if step == "template":
         errors = _template_errors(request.POST)
     else:
@@ -83,7 +84,9 @@ def validate_step(request, step: str):
             node = Node.objects.get(name=request.POST["node"])
             if not access_for(request).can("VM.Allocate", node):
                 errors["node"] = [f"you may not create containers on node '{node.name}' (VM.Allocate)"]
-    return JsonResponse({"step": step, "errors": errors}, status=200 if not errors else 400)
+    if errors:
+        return error_response(400, fields=errors, step=step)
+    return JsonResponse({"step": step})
 
 
 def _summary(create: CreateRequest) -> list[tuple[str, str]]:
@@ -105,7 +108,7 @@ def summary(request):
     if not create.is_valid():
         errors = {k: [str(m) for m in v] for k, v in create.errors.items()}
         first = next((name for name, _, _ in STEPS if any(FIELD_STEP.get(f) == name for f in errors)), "general")
-        return JsonResponse({"errors": errors, "step": first}, status=400)
+        return error_response(400, fields=errors, step=first)
     return JsonResponse({"summary": _summary(create)})
 
 
@@ -114,24 +117,24 @@ def create(request):
     if not allocatable_nodes(request):
         exc = PermissionDenied("permission denied: VM.Allocate on a node is required to create containers")
         if wants_json(request):
-            return JsonResponse({"error": str(exc)}, status=403)
+            return refusal_response(exc)
         raise exc
     try:
         job = actions.create_container(access_for(request), request.POST, address=client_address(request))
     except PermissionDenied as exc:
         if wants_json(request):
-            return JsonResponse({"error": str(exc)}, status=403)
+            return refusal_response(exc)
         raise
     except (ValidationError, JobRefused) as exc:
-        errors = field_errors(exc) if isinstance(exc, ValidationError) else {"__all__": [str(exc)]}
+        errors = validation_fields(exc) if isinstance(exc, ValidationError) else {NON_FIELD: [str(exc)]}
         first = next((name for name, _, _ in STEPS if any(FIELD_STEP.get(f) == name for f in errors)), "confirm")
         if wants_json(request):
-            return JsonResponse({"errors": errors, "step": first}, status=400)
+            return error_response(400, fields=errors, job=getattr(exc, "job", None), step=first)
         nodes = allocatable_nodes(request)
         templates = StoredTemplate.objects.filter(node__in=nodes).select_related("node")
         return render(request, "webui/create.html", {"steps": _forms(request, request.POST), "templates": templates,
                                                      "nodes": nodes, "active": first, "bridges": node_bridges(nodes),
-                                                     "general_errors": errors.get("__all__", [])},
+                                                     "general_errors": errors.get(NON_FIELD, [])},
                       status=400)
     url = reverse("ct", args=[int(job.target)])
     if wants_json(request):

@@ -1,15 +1,16 @@
 """Access control: ACL entries, roles, users, tokens, effective permissions, the audit log (only the API edits
-them, so their serializers validate)."""
+them, so their serializers validate, on the strict base: unknown fields and wrong JSON types refused by name)."""
 from __future__ import annotations
 
 from django.contrib.auth.models import Group, User
 from rest_framework import serializers
 
+from webui.api.serializers.base import CharField, StrictModelSerializer
 from webui.models import AccessEntry, ApiToken, AuditEntry, Role
 from webui.privileges import PRIVILEGES
 
 
-class AccessEntrySerializer(serializers.ModelSerializer):
+class AccessEntrySerializer(StrictModelSerializer):
     user = serializers.SlugRelatedField(slug_field="username", queryset=User.objects.all(), required=False,
                                         allow_null=True)
     group = serializers.SlugRelatedField(slug_field="name", queryset=Group.objects.all(), required=False,
@@ -26,8 +27,8 @@ class AccessEntrySerializer(serializers.ModelSerializer):
         return attrs
 
 
-class RoleSerializer(serializers.ModelSerializer):
-    privileges = serializers.ListField(child=serializers.CharField())
+class RoleSerializer(StrictModelSerializer):
+    privileges = serializers.ListField(child=CharField())
 
     class Meta:
         model = Role
@@ -41,8 +42,8 @@ class RoleSerializer(serializers.ModelSerializer):
         return sorted(set(value))
 
 
-class UserSerializer(serializers.ModelSerializer):
-    password = serializers.CharField(write_only=True, required=False, min_length=8)
+class UserSerializer(StrictModelSerializer):
+    password = CharField(write_only=True, required=False, min_length=8)
     groups = serializers.SlugRelatedField(slug_field="name", queryset=Group.objects.all(), many=True, required=False)
 
     class Meta:
@@ -67,7 +68,7 @@ class UserSerializer(serializers.ModelSerializer):
         return super().update(user, validated)
 
 
-class ApiTokenSerializer(serializers.ModelSerializer):
+class ApiTokenSerializer(StrictModelSerializer):
     class Meta:
         model = ApiToken
         fields = ["name", "comment", "created", "expires", "last_used"]

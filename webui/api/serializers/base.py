@@ -11,6 +11,9 @@ form checks the meaning: the fields are declared once, in the form.
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
+from django.http import QueryDict
 from rest_framework import serializers
 
 
@@ -29,7 +32,9 @@ class StrictField:
     wanted = ""
 
     def to_internal_value(self, data):
-        if isinstance(data, bool) and bool not in self.json_types or not isinstance(data, self.json_types):
+        from_form = isinstance(data, str) and self.context.get("form")
+        if not from_form and (isinstance(data, bool) and bool not in self.json_types
+                              or not isinstance(data, self.json_types)):
             raise serializers.ValidationError(f"expected {self.wanted}, got {_got(data)}")
         return super().to_internal_value(data)
 
@@ -54,7 +59,11 @@ class ChoiceField(StrictField, serializers.ChoiceField):
     json_types, wanted = (str,), "a string"
 
 
-class StrictSerializer(serializers.Serializer):
+class DateTimeField(StrictField, serializers.DateTimeField):
+    json_types, wanted = (str,), "a date and time (ISO 8601)"
+
+
+class StrictInput:
     """Unknown fields refused, each by its name; a body that is not an object refused as a whole."""
 
     def to_internal_value(self, data):
@@ -68,6 +77,21 @@ class StrictSerializer(serializers.Serializer):
         if errors:
             raise serializers.ValidationError(errors)
         return values
+
+
+class StrictSerializer(StrictInput, serializers.Serializer):
+    """A body of the fields declared here, each of its own JSON type."""
+
+
+class StrictModelSerializer(StrictInput, serializers.ModelSerializer):
+    """A model's fields as strict fields (the model's validators kept); unknown fields refused."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: CharField, models.TextField: CharField, models.BooleanField: BooleanField,
+        models.IntegerField: IntegerField, models.PositiveIntegerField: IntegerField,
+        models.BigIntegerField: IntegerField, models.FloatField: FloatField, models.DateTimeField: DateTimeField,
+    }
 
 
 def _field_for(field: forms.Field) -> serializers.Field:
@@ -98,6 +122,31 @@ def form_serializer(name: str, form_classes, overrides: dict | None = None) -> t
     forms_named = ", ".join(form.__name__ for form in form_classes)
     doc = f"The fields of {forms_named}, their JSON types checked; the form checks what they mean."
     return type(name, (StrictSerializer,), {**fields, "__doc__": doc})
+
+
+def form_validated(serializer_class, post) -> dict:
+    """A page's form post checked by ``serializer_class``: its strings read as each field's type, keys that are
+    not the serializer's (the CSRF token, ``next``) not its business, an empty value a field left out.
+    Refusals are Django ``ValidationError`` keyed by field, as the actions raise them."""
+    data = {name: post.get(name) for name in serializer_class().fields if post.get(name, "") != ""}
+    return _checked(serializer_class(data=data, context={"form": True}))
+
+
+def read(serializer_class, data) -> dict:
+    """An action's input, from a page (a ``QueryDict``: ``form_validated``) or a JSON body (strict, a null a
+    field left out); refused with a Django ``ValidationError`` keyed by field either way."""
+    if isinstance(data, QueryDict):
+        return form_validated(serializer_class, data)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if v is not None}
+    return _checked(serializer_class(data=data))
+
+
+def _checked(serializer) -> dict:
+    if not serializer.is_valid():
+        raise DjangoValidationError({key: [str(m) for m in (messages if isinstance(messages, list) else [messages])]
+                                     for key, messages in serializer.errors.items()})
+    return dict(serializer.validated_data)
 
 
 def validated(serializer_class, data, partial: bool = False) -> dict:

@@ -82,10 +82,12 @@ class ConfigChangeSerializer(StrictSerializer):
 
 
 class NumberField(FloatField):
-    """A number, kept as given (an integer stays one)."""
+    """A number, kept as given (an integer stays one; a form's "30" is 30)."""
 
     def to_internal_value(self, data):
-        super().to_internal_value(data)
+        value = super().to_internal_value(data)
+        if isinstance(data, str):
+            return int(value) if value.is_integer() else value
         return data
 
 

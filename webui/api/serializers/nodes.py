@@ -4,6 +4,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from webui.api.serializers.base import CharField, StrictSerializer
 from webui.models import Node
 
 
@@ -15,8 +16,8 @@ class NodeSerializer(serializers.ModelSerializer):
         fields = ["name", "address", "online", "last_seen", "cpus", "memory_total", "info"]
 
 
-class AllowedBridgesSerializer(serializers.Serializer):
-    allowed = serializers.ListField(child=serializers.CharField(), help_text="host bridges containers may use")
+class AllowedBridgesSerializer(StrictSerializer):
+    allowed = serializers.ListField(child=CharField(trim_whitespace=False), help_text="host bridges containers may use")
 
 
 class BridgesSerializer(AllowedBridgesSerializer):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from webui.api.serializers.base import CharField, StrictSerializer
 from webui.models import Pool
 
 
@@ -15,3 +16,8 @@ class PoolSerializer(serializers.ModelSerializer):
 
     def get_containers(self, pool) -> list[int]:
         return sorted(c.ctid for c in pool.containers.all())
+
+
+class PoolCreateSerializer(StrictSerializer):
+    name = CharField(trim_whitespace=False, help_text="letters, digits, '_', '.', '-'")
+    comment = CharField(trim_whitespace=False, required=False, allow_blank=True, default="")

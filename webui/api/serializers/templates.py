@@ -4,6 +4,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from engine import builders
+from webui.api.serializers.base import BooleanField, CharField, StrictSerializer
 from webui.models import CatalogEntry, StoredTemplate
 
 
@@ -21,16 +22,27 @@ class CatalogEntrySerializer(serializers.ModelSerializer):
         fields = ["source", "section", "name", "os", "version", "description", "size", "trusted", "buildable"]
 
 
-class DownloadSerializer(serializers.Serializer):
-    name = serializers.CharField(help_text="a template of the node's catalog (not a buildable one)")
+class DownloadSerializer(StrictSerializer):
+    name = CharField(trim_whitespace=False, help_text="a template of the node's catalog (not a buildable one)")
 
 
-class BuildSerializer(serializers.Serializer):
-    builder = serializers.ChoiceField(choices=builders.names())
-    suite = serializers.CharField(required=False, help_text="debian: the release (e.g. bookworm)")
-    packages = serializers.ListField(child=serializers.CharField(), required=False,
+class BuildSerializer(StrictSerializer):
+    builder = CharField(trim_whitespace=False, help_text=f"a local builder: {', '.join(builders.names())}")
+    suite = CharField(trim_whitespace=False, required=False, help_text="debian: the release (e.g. bookworm)")
+    packages = serializers.ListField(child=CharField(trim_whitespace=False), required=False,
                                      help_text="debian: extra packages")
 
 
-class CatalogUpdateSerializer(serializers.Serializer):
-    source = serializers.CharField(required=False, help_text="only this source (default: all)")
+class CatalogUpdateSerializer(StrictSerializer):
+    source = CharField(trim_whitespace=False, required=False, help_text="only this source (default: all)")
+
+
+class TemplateSourceChangeSerializer(StrictSerializer):
+    """A change to a template source; what the values mean is ``webui.actions.template_sources``'s to check."""
+    type = CharField(trim_whitespace=False, required=False, help_text="one of engine.templates.sources.types()")
+    url = CharField(trim_whitespace=False, required=False, help_text="the index's http(s) URL")
+    enabled = BooleanField(required=False)
+
+
+class TemplateSourceAddSerializer(TemplateSourceChangeSerializer):
+    id = CharField(trim_whitespace=False, help_text="the source's name: letters, digits, '-', '_'")

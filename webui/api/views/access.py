@@ -18,7 +18,6 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from webui.access import check_grant, check_manages, check_memberships
-from webui.api.inputs import body_object, check_type
 from webui.api.serializers.access import (
     AccessEntrySerializer,
     ApiTokenIssuedSerializer,
@@ -28,6 +27,7 @@ from webui.api.serializers.access import (
     RoleSerializer,
     UserSerializer,
 )
+from webui.api.serializers.base import validated
 from webui.api.views.base import ApiViewSet
 from webui.models import AccessEntry, ApiToken, AuditEntry, Container, Role
 from webui.privileges import validate_path
@@ -161,10 +161,7 @@ class TokenViewSet(AuditedMixin, mixins.ListModelMixin, mixins.DestroyModelMixin
 
     @extend_schema(request=ApiTokenSerializer, responses={201: ApiTokenIssuedSerializer})
     def create(self, request):
-        body = body_object(request.data)
-        serializer = ApiTokenSerializer(data=body)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(ApiTokenSerializer, request.data)
         token, value = ApiToken.issue(request.user, data["name"], data.get("comment", ""), data.get("expires"))
         self.audit("token.create", token=str(token))
         return Response({**ApiTokenSerializer(token).data, "value": value}, status=status.HTTP_201_CREATED)
@@ -185,10 +182,7 @@ class PermissionsViewSet(ApiViewSet):
     def list(self, request):
         access = self.access
         path = request.query_params.get("path")
-        if path is not None:
-            message = check_type("path", path, (str,), "a string")
-            if message:
-                raise ValidationError({"path": [message]})
+        if path is not None:  # a query parameter: always a string
             validate_path(path)
             paths = [path]
         else:

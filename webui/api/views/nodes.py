@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from engine import builders
 from webui.actions import nodes as actions
-from webui.api.inputs import body_object, check_type
+from webui.api.serializers.base import validated
 from webui.api.serializers.jobs import JobAcceptedSerializer
 from webui.api.serializers.nodes import (
     AllowedBridgesSerializer,
@@ -40,22 +40,6 @@ ACCEPTED = {202: JobAcceptedSerializer}
 TEMPLATE = OpenApiParameter("template", str, OpenApiParameter.PATH, description="the archive's name in the store")
 
 
-def _strings(body: dict, spec: dict[str, tuple[bool, tuple[type, ...], str]]) -> dict:
-    """Check a small body: ``spec`` maps a key to (required, JSON types, what is wanted)."""
-    errors = {key: ["unknown field"] for key in body if key not in spec}
-    for key, (required, types, wanted) in spec.items():
-        if body.get(key) is None:
-            if required:
-                errors[key] = ["this field is required"]
-            continue
-        message = check_type(key, body[key], types, wanted)
-        if message:
-            errors[key] = [message]
-    if errors:
-        raise ValidationError(errors)
-    return body
-
-
 @extend_schema(tags=["nodes"])
 class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     queryset = Node.objects.all()
@@ -66,6 +50,7 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         "metrics": "Sys.Audit", "templates": "Datastore.Audit", "catalog": "Datastore.Audit",
         "template_download": "Datastore.AllocateTemplate", "template_build": "Datastore.AllocateTemplate",
         "catalog_update": "Datastore.AllocateTemplate", "template_remove": "Datastore.AllocateTemplate",
+        "bridges:PUT": "Sys.Modify",
     }
 
     def get_serializer_class(self):
@@ -81,7 +66,8 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
 
         node = self.get_object()
         if request.method == "PUT":
-            set_allowed_bridges(self.access, node, body_object(request.data).get("allowed"), address=self.address)
+            allowed = validated(AllowedBridgesSerializer, request.data)["allowed"]
+            set_allowed_bridges(self.access, node, allowed, address=self.address)
         return Response({"managed": list(managed_bridges(node).values()), "allowed": node.allowed_bridges})
 
     @extend_schema(responses=MetricsSerializer, parameters=[
@@ -116,7 +102,7 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     @action(detail=True, methods=["post"], url_path="templates/download")
     def template_download(self, request, name=None):
         node = self.get_object()
-        body = _strings(body_object(request.data), {"name": (True, (str,), "a string")})
+        body = validated(DownloadSerializer, request.data)
         entry = CatalogEntry.objects.filter(node=node, name=body["name"]).first()
         if entry is None:
             raise ValidationError({"name": [f"'{body['name']}' is not in the catalog of node '{node.name}'"]})
@@ -130,14 +116,12 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     @action(detail=True, methods=["post"], url_path="templates/build")
     def template_build(self, request, name=None):
         node = self.get_object()
-        body = _strings(body_object(request.data), {"builder": (True, (str,), "a string"),
-                                                     "suite": (False, (str,), "a string"),
-                                                     "packages": (False, (list,), "a list of package names")})
+        body = validated(BuildSerializer, request.data)
         if body["builder"] not in builders.names():
             raise ValidationError({"builder": [f"'{body['builder']}' is not a local builder "
                                                f"({', '.join(builders.names())})"]})
         packages = body.get("packages") or []
-        if not all(isinstance(p, str) and p and not p.startswith("-") and " " not in p for p in packages):
+        if not all(p and not p.startswith("-") and " " not in p for p in packages):
             raise ValidationError({"packages": ["package names, as strings"]})
         params = {"builder": body["builder"]}
         takes = builders.get_builder(body["builder"]).takes
@@ -150,7 +134,7 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     @action(detail=True, methods=["post"], url_path="templates/update")
     def catalog_update(self, request, name=None):
         node = self.get_object()
-        body = _strings(body_object(request.data or {}), {"source": (False, (str,), "a string")})
+        body = validated(CatalogUpdateSerializer, request.data or {})
         params = {"source": body["source"]} if body.get("source") else {}
         return accepted(actions.template_job(self.access, node, "aptupdate", node.name, params,
                                              address=self.address))

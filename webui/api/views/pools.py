@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins
-from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from webui.actions import pools as actions
-from webui.api.inputs import body_object, check_type
-from webui.api.serializers.pools import PoolSerializer
+from webui.api.serializers.base import validated
+from webui.api.serializers.pools import PoolCreateSerializer, PoolSerializer
 from webui.api.views.base import ApiViewSet
 from webui.models import Pool
 
@@ -28,14 +27,10 @@ class PoolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         visible = [pool.pk for pool in Pool.objects.only("name") if access.can("Pool.Audit", pool)]
         return super().get_queryset().filter(pk__in=visible)
 
+    @extend_schema(request=PoolCreateSerializer, responses={201: PoolSerializer})
     def create(self, request):
-        body = body_object(request.data)
-        errors = {key: [message] for key, value in (("name", body.get("name")), ("comment", body.get("comment", "")))
-                  if (message := check_type(key, value, (str,), "a string"))}
-        errors.update({key: ["unknown field"] for key in set(body) - {"name", "comment"}})
-        if errors:
-            raise ValidationError(errors)
-        pool = actions.create_pool(self.access, body["name"], body.get("comment", ""), address=self.address)
+        body = validated(PoolCreateSerializer, request.data)
+        pool = actions.create_pool(self.access, body["name"], body["comment"], address=self.address)
         return Response(PoolSerializer(pool).data, status=201)
 
     def destroy(self, request, name=None):

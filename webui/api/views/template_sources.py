@@ -12,7 +12,9 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
 
 from webui.actions.template_sources import edit_sources
-from webui.api.inputs import body_object
+from webui.api.serializers.base import validated
+from webui.api.serializers.jobs import JobAcceptedSerializer
+from webui.api.serializers.templates import TemplateSourceAddSerializer, TemplateSourceChangeSerializer
 from webui.api.views.base import ApiViewSet, accepted
 from webui.models import Node, TemplateSource
 
@@ -47,13 +49,15 @@ class TemplateSourceViewSet(ApiViewSet):
             raise NotFound(f"no template source '{source}' on node {name}")
         return Response(TemplateSourceSerializer(row).data)
 
+    @extend_schema(request=TemplateSourceAddSerializer, responses={202: JobAcceptedSerializer})
     def create(self, request, name=None):
-        body = dict(body_object(request.data))
-        source_id = body.pop("id", None)
+        body = validated(TemplateSourceAddSerializer, request.data)
+        source_id = body.pop("id")
         return accepted(edit_sources(self.access, self._node(name), "add", source_id, body, address=self.address))
 
+    @extend_schema(request=TemplateSourceChangeSerializer, responses={202: JobAcceptedSerializer})
     def update(self, request, name=None, source=None):
-        body = body_object(request.data)
+        body = validated(TemplateSourceChangeSerializer, request.data)
         return accepted(edit_sources(self.access, self._node(name), "edit", source, body, address=self.address))
 
     def destroy(self, request, name=None, source=None):

@@ -153,7 +153,7 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     @action(detail=True, methods=["post"])
     def startall(self, request, name=None):
         node = self.get_object()
-        return accepted(actions.power_all_job(self.access, node, "startall", body_object(request.data or {}),
+        return accepted(actions.power_all_job(self.access, node, "startall", _object(request.data),
                                               address=self.address))
 
     @extend_schema(request=StopAllSerializer, responses=ACCEPTED,
@@ -162,5 +162,14 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     @action(detail=True, methods=["post"])
     def stopall(self, request, name=None):
         node = self.get_object()
-        return accepted(actions.power_all_job(self.access, node, "stopall", body_object(request.data or {}),
+        return accepted(actions.power_all_job(self.access, node, "stopall", _object(request.data),
                                               address=self.address))
+
+
+def _object(data) -> dict:
+    """startall/stopall take a JSON object (its fields are checked by ``actions.power_all_job``)."""
+    if data in (None, ""):
+        return {}
+    if not isinstance(data, dict):
+        raise ValidationError({"non_field_errors": ["a JSON object of parameters"]})
+    return dict(data)

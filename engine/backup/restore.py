@@ -169,7 +169,7 @@ def restore(engine, archive: Path | str, ctid: int | str, *, force: bool = False
         _write_firewall(engine, ctid, firewall_text)
 
     engine.create(ctid, archive, create_options, progress=_reporter(progress, cancel), replace=replace,
-                  skip_devices=skip_devices, exclude=[VZDUMP_DIR, *mount_paths], finish=finish)
+                  skip_devices=skip_devices, exclude=[VZDUMP_DIR, *mount_paths], finish=finish, template_fixups=False)
     result.replaced = replace
     status = engine.status(ctid, stats=False)
     result.hostname, result.unprivileged = status.hostname, status.unprivileged

@@ -115,10 +115,7 @@ class StatusOps:
         except (OSError, EngineError):
             pass
 
-    # ---- for tests and tools: the Node's answers under their former names -------------------
-    def _running(self, ctid: int) -> RunRecord | None:
-        return self.node.running(ctid)
-
+    # ---- the Node's answers under the names tests and tools know ------------------------------
     def _rootfs(self, config: ContainerConfig) -> Path:
         """The host directory a start enters: the rootfs itself, or the mount point of an image or overlay."""
         _, driver, vol = self.node.rootfs_volume(config)

@@ -75,7 +75,7 @@ def spawn(spec: AttachSpec, stdio: tuple[int, int, int] | None = None) -> tuple[
     env = {**CONTAINER_ENV, **spec.env}
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        pid = os.fork()
+        pid = sc.fork()
         if pid == 0:
             parent_sock.close()
             _joiner(spec, pidfd, userns, rules, env, child_sock, stdio)  # never returns

@@ -110,7 +110,7 @@ def spawn(spec: StartSpec) -> int:
     seccomp_filter = seccomp.compile_filter(spec.seccomp_rules)
     log_fd = consolelog.open_memfd(spec.console_size)
     try:
-        setup_pid = os.fork()
+        setup_pid = sc.fork()
         if setup_pid == 0:
             parent_sock.close()
             _setup_child(spec, child_sock, log_fd, seccomp_filter)  # never returns

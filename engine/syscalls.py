@@ -104,6 +104,26 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return _check(_load_libc().prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
 
 
+def fork() -> int:
+    """``os.fork`` with what this process holds frozen for the garbage collector, in the child.
+
+    A child of the engine runs Python (a mount helper, a container's setup) in a copy of the parent
+    whose other threads are gone.  Collecting an inherited object there can wait on one of them for
+    ever: a zstd compressor left in a reference cycle by a backup joins its worker threads when it is
+    freed.  Frozen objects are never collected; the child's own are, and the parent unfreezes at once.
+    """
+    import gc
+
+    gc.freeze()
+    pid = -1
+    try:
+        pid = os.fork()
+    finally:
+        if pid != 0:
+            gc.unfreeze()
+    return pid
+
+
 def default_signals() -> None:
     """Give a program about to be executed in a container the signal state a fresh process has.
 

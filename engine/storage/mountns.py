@@ -48,7 +48,7 @@ def run(fn: Callable[..., Any], *args: Any, join_pid: int | None = None) -> Any:
 
     sc.load()  # before the fork: each child would load it again
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    pid = sc.fork()
     if pid == 0:  # pragma: no cover - child
         status = 0
         try:
@@ -135,7 +135,7 @@ def holding(fn: Callable[..., Path], *args: Any) -> Iterator[Path]:
     sc.load()  # before the fork: each child would load it again
     answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
     release_r, release_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    pid = sc.fork()
     if pid == 0:  # pragma: no cover - child
         status = 0
         try:

@@ -5,13 +5,13 @@ from engine.errors import InvalidState, ValidationError
 
 
 class CommandOps:
-    """Mixed into :class:`engine.lifecycle.Engine`; uses its the state readers and ``cgroups``."""
+    """Mixed into :class:`engine.lifecycle.Engine`; uses its ``node`` and ``cgroups``."""
 
     # ---- running commands ------------------------------------------------------------------
     def _attach_spec(self, ctid: int, argv: list[str], tty: bool, env: dict[str, str] | None,
                      cwd: str):
         config = self.config(ctid)
-        record = self._running(ctid)
+        record = self.node.running(ctid)
         if not record:
             raise InvalidState(f"container {ctid} is not running")
         if not argv:

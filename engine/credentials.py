@@ -89,9 +89,9 @@ def set_credentials(engine, ctid: int, password: str | None, ssh_keys: str | Non
     hashed = hash_password(validate_password(password)) if password else None
     if password_hash:
         hashed = check_password_hash(password_hash)
-    idmap = engine._idmap(config)
+    idmap = engine.node.idmap_of(config)
     root_owner = (idmap.host_uid(0), idmap.host_gid(0)) if idmap else (0, 0)
-    _, driver, vol = engine._rootfs_volume(config)
+    _, driver, vol = engine.node.rootfs_volume(config)
     with driver.writable_tree(vol) as tree:
         _write(ctid, tree, hashed, keys, root_owner)
 

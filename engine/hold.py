@@ -23,8 +23,10 @@ from pathlib import Path
 from engine.config import ContainerConfig, write_config
 from engine.errors import ValidationError
 from engine.idmap import IdMap
+from engine.node import check_unlocked
+from engine.power import shutdown_container, start_container
 from engine.state import container_lock
-from engine.volumes import Volume, volumes_of
+from engine.volumes import Volume, open_root, open_volume, volumes_of
 
 
 class Held:
@@ -39,21 +41,21 @@ class Held:
 
     @property
     def running(self) -> bool:
-        return self.engine._running(self.ctid) is not None
+        return self.engine.node.running(self.ctid) is not None
 
     @property
     def idmap(self) -> IdMap | None:
         """The id map the container's files are shifted by (None for a privileged container)."""
-        return self.engine._idmap(self.config)
+        return self.engine.node.idmap_of(self.config)
 
     # ---- power ---------------------------------------------------------------------------------
     def shutdown(self, timeout: float = 60.0, force_stop: bool = True) -> None:
         """A clean shutdown (a hard stop after ``timeout`` unless ``force_stop`` is off); the lock stays."""
-        self.engine._shutdown(self.ctid, timeout, force_stop)
+        shutdown_container(self.engine.node, self.ctid, timeout, force_stop)
 
     def start(self) -> None:
         """Start the container although it is locked by this hold."""
-        self.engine._start(self.ctid, allow_lock=self.lock)
+        start_container(self.engine.node, self.ctid, allow_lock=self.lock)
 
     def freeze(self) -> None:
         self.engine.cgroups.freeze(str(self.ctid))
@@ -67,18 +69,18 @@ class Held:
         (so their on-disk state is complete while another mount reads them); thawed whatever happens."""
         from engine.storage import mountns
 
-        record = self.engine._running(self.ctid)
+        record = self.engine.node.running(self.ctid)
         if record is None:
             yield
             return
         frozen_fs: list[int] = []
         self.freeze()
         try:
-            root_fd = self.engine._root_fd(record.pid)
+            root_fd = open_root(record.pid)
             try:
                 for volume, driver, _ in self._volumes(keys):
                     if driver.info.block_backed:
-                        fd = self.engine._volume_fd(root_fd, volume)
+                        fd = open_volume(root_fd, volume)
                         frozen_fs.append(fd)
                         mountns.freeze_fs(fd)
             finally:
@@ -131,15 +133,15 @@ class Held:
         volumes = self._volumes(keys)
         for _, driver, vol in volumes:
             driver.check_backup_snapshot(vol)
-        record = self.engine._running(self.ctid)
+        record = self.engine.node.running(self.ctid)
         with contextlib.ExitStack() as stack:
             for _, driver, vol in volumes:
                 stack.callback(driver.drop_backup_snapshot, vol)
-            with self.engine._frozen(self.ctid, record is not None):
-                root_fd = self.engine._root_fd(record.pid if record else None)
+            with self.engine.node.frozen(self.ctid, record is not None):
+                root_fd = open_root(record.pid if record else None)
                 try:
                     for volume, driver, vol in volumes:
-                        fd = self.engine._volume_fd(root_fd, volume)
+                        fd = open_volume(root_fd, volume)
                         try:
                             driver.take_backup_snapshot(vol, fd)
                         finally:
@@ -159,7 +161,7 @@ def hold(engine, ctid: int, lock: str, timeout: float = 10.0) -> Iterator[Held]:
     """Hold the container's lock for the block with ``lock: <lock>`` in its config; see the module's docstring."""
     with container_lock(engine.layout, ctid, timeout=timeout):
         config = engine.config(ctid)
-        engine._check_unlocked(config)
+        check_unlocked(config)
         config.current.values["lock"] = lock
         path = engine.layout.config_path(ctid)
         write_config(path, config)

@@ -10,9 +10,14 @@ started by a process that has since exited or crashed is found again.
 hold), :mod:`engine.power` (start, stop, shutdown, reboot),
 :mod:`engine.config_changes` (set), :mod:`engine.commands` (exec, enter,
 terminals) and :mod:`engine.snapshots` (snapshots, clones, resize, unlock).
+The mixins never call one another: what they share is the :class:`engine.node.Node`
+(``self.node``: configs, whether a container runs, its id map and rootfs) and
+the functions they import (:mod:`engine.allocation`, the steps of
+:mod:`engine.power`, :mod:`engine.create_steps`).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from engine import consolelog
@@ -22,6 +27,7 @@ from engine.commands import CommandOps
 from engine.config_changes import LIVE_KEYS, ConfigChangeOps
 from engine.creation import VZTMPL_PREFIX, CreationOps
 from engine.idmap import IdMap
+from engine.node import Node
 from engine.power import PowerOps
 from engine.snapshots import SnapshotOps
 from engine.state import DEFAULT_CGROUP_PARENT, DEFAULT_ROOT, DEFAULT_RUN, Layout
@@ -33,19 +39,33 @@ PR_SET_CHILD_SUBREAPER = 36
 __all__ = ["LIVE_KEYS", "VZTMPL_PREFIX", "ContainerStatus", "Engine"]
 
 
+def _of_node(name: str) -> property:
+    """One of the node's parts under the name callers know; setting it (a test's cap) gives a new Node."""
+
+    def get(self):
+        return getattr(self.node, name)
+
+    def set_(self, value) -> None:
+        self.node = replace(self.node, **{name: value})
+
+    return property(get, set_)
+
+
 class Engine(StatusOps, CreationOps, PowerOps, ConfigChangeOps, CommandOps, SnapshotOps):
     """One node's containers.  Cheap to construct; hold one per long-lived process for the warm path."""
+
+    layout, storages, cgroups = _of_node("layout"), _of_node("storages"), _of_node("cgroups")
+    idmap, console_log_size = _of_node("idmap"), _of_node("console_log_size")
 
     def __init__(self, root: Path | str = DEFAULT_ROOT, run_dir: Path | str = DEFAULT_RUN,
                  cgroup_parent: str = DEFAULT_CGROUP_PARENT, idmap: IdMap | None = None, reaper: bool = False,
                  cgroups: CgroupDriver | None = None, console_log_size: int | None = None):
-        self.layout = Layout(Path(root), Path(run_dir))
-        # A node setting (CAISSON_CONSOLE_LOG_SIZE): every engine process of a node should use the same.
-        self.console_log_size = console_log_size or consolelog.node_size()
-        self.layout.ensure()
-        self.storages = Storages(self.layout.root)
-        self.cgroups = cgroups or detect_cgroups(cgroup_parent)
-        self.idmap = idmap or IdMap()
+        layout = Layout(Path(root), Path(run_dir))
+        layout.ensure()
+        # The console log cap is a node setting (CAISSON_CONSOLE_LOG_SIZE): every engine process of a node
+        # should use the same.
+        self.node = Node(layout, Storages(layout.root), cgroups or detect_cgroups(cgroup_parent), idmap or IdMap(),
+                         console_log_size or consolelog.node_size())
         if reaper:
             # Orphaned container inits are re-parented to this process rather than the host's
             # PID 1, and reaped here when they stop: a long-lived engine (the node agent) leaves

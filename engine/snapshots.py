@@ -22,14 +22,18 @@ import time
 from dataclasses import dataclass, replace
 
 from engine import idranges, snapconfig
+from engine.allocation import clear_interrupted_create, configure_network, free_leftovers
 from engine.config import ConfigSection, ContainerConfig, parse_ctid, parse_size, write_config
+from engine.create_steps import isolate_idmap
 from engine.errors import AlreadyExists, EngineError, InvalidState, NotFound, ValidationError
+from engine.node import check_unlocked
+from engine.power import hard_stop, start_container
 from engine.reverter import Reverter
 from engine.state import container_lock
 from engine.storage import check_snapshot_name
 from engine.storage.mountns import run as in_private_mount_ns
 from engine.storage.mountns import syncfs
-from engine.volumes import DISK_KEYS, Volume, open_inside, render_props, volumes_of
+from engine.volumes import DISK_KEYS, Volume, open_root, open_volume, render_props, volumes_of
 
 LOCK_KEYS = ("lock",)
 
@@ -52,19 +56,10 @@ def _copy_section(section: ConfigSection) -> ConfigSection:
 
 
 class SnapshotOps:
-    """Mixed into Engine: needs ``layout``, ``storages``, ``cgroups``, ``config``, ``_running`` and friends."""
+    """Mixed into :class:`engine.lifecycle.Engine`; reads through its :class:`engine.node.Node`, stops and
+    starts through :mod:`engine.power`."""
 
     # ---- helpers ------------------------------------------------------------------------------
-    def _check_unlocked(self, config: ContainerConfig) -> None:
-        lock = config.current.values.get("lock")
-        if lock == "create":
-            raise InvalidState(f"container {config.ctid} is locked (create): a create or restore of it was "
-                               f"interrupted; remove what it left with 'python -m engine unlock {config.ctid}', "
-                               "or create or restore it again")
-        if lock:
-            raise InvalidState(f"container {config.ctid} is locked ({lock}): an operation did not finish; "
-                               f"check it, then clear the lock with 'python -m engine unlock {config.ctid}'")
-
     def _drivers(self, ctid: int, section: ConfigSection):
         """(volume, driver, vol) for each storage volume of a config section."""
         result = []
@@ -73,31 +68,6 @@ class SnapshotOps:
             result.append((volume, driver, vol))
         return result
 
-    @contextlib.contextmanager
-    def _frozen(self, ctid: int, running: bool):
-        """Freeze a running container's cgroup for the block; thaw always."""
-        if not running:
-            yield
-            return
-        self.cgroups.freeze(str(ctid))
-        try:
-            yield
-        finally:
-            self.cgroups.thaw(str(ctid))
-
-    @staticmethod
-    def _volume_fd(root_fd: int | None, volume: Volume) -> int | None:
-        if root_fd is None:
-            return None
-        if volume.key == "rootfs":
-            return os.dup(root_fd)
-        return open_inside(root_fd, str(volume.props["mp"]))
-
-    def _root_fd(self, pid: int | None) -> int | None:
-        if pid is None:
-            return None
-        return os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
     # ---- snapshot -----------------------------------------------------------------------------
     def snapshot(self, ctid: int, name: str, description: str = "") -> SnapshotInfo:
         check_snapshot_name(name)
@@ -105,7 +75,7 @@ class SnapshotOps:
             raise ValidationError("description: NUL characters are not allowed", key="description")
         with container_lock(self.layout, ctid):
             config = self.config(ctid)
-            self._check_unlocked(config)
+            check_unlocked(config)
             if name in config.snapshots:
                 raise AlreadyExists(f"snapshot '{name}' of container {ctid} already exists")
             volumes = self._drivers(ctid, config.current)
@@ -119,12 +89,12 @@ class SnapshotOps:
             write_config(path, config)
             with Reverter() as revert:
                 revert.add(self._restore_config, ctid, original)
-                record = self._running(ctid)
-                root_fd = self._root_fd(record.pid if record else None)
+                record = self.node.running(ctid)
+                root_fd = open_root(record.pid if record else None)
                 try:
-                    with self._frozen(ctid, record is not None):
+                    with self.node.frozen(ctid, record is not None):
                         for volume, driver, vol in volumes:
-                            fd = self._volume_fd(root_fd, volume)
+                            fd = open_volume(root_fd, volume)
                             try:
                                 driver.snapshot(vol, name, fd)
                             finally:
@@ -164,7 +134,7 @@ class SnapshotOps:
         """Bring volumes and config back to snapshot ``name``; a running container is restarted after."""
         with container_lock(self.layout, ctid, timeout=30.0):
             config = self.config(ctid)
-            self._check_unlocked(config)
+            check_unlocked(config)
             self._require_snapshot(config, name)
             section = config.snapshots[name]
             if section.values.get("snapstate"):
@@ -174,13 +144,13 @@ class SnapshotOps:
             for volume, driver, vol in volumes:
                 if not driver.has_snapshot(vol, name):
                     raise InvalidState(f"{volume.key}: the data of snapshot '{name}' is missing from {volume.volid}")
-            was_running = self._running(ctid) is not None
+            was_running = self.node.running(ctid) is not None
             original = config.render()
             path = self.layout.config_path(ctid)
             with Reverter() as revert:
                 if was_running:
-                    self._hard_stop(ctid)
-                    revert.add(self._start, ctid)
+                    hard_stop(self.node, ctid)
+                    revert.add(start_container, self.node, ctid)
                 config.current.values["lock"] = "rollback"
                 write_config(path, config)
                 revert.add(self._restore_config, ctid, original)
@@ -200,7 +170,7 @@ class SnapshotOps:
                 write_config(path, config)
                 revert.success()
             if was_running if start is None else start:
-                self._start(ctid)
+                start_container(self.node, ctid)
 
     def _require_snapshot(self, config: ContainerConfig, name: str) -> None:
         check_snapshot_name(name)
@@ -214,7 +184,7 @@ class SnapshotOps:
             config = self.config(ctid)
             if config.current.values.get("lock") and not (force and config.current.values["lock"] in
                                                           ("snapshot", "snapshot-delete")):
-                self._check_unlocked(config)
+                check_unlocked(config)
             self._require_snapshot(config, name)
             section = config.snapshots[name]
             volumes = self._drivers(ctid, section)
@@ -237,7 +207,7 @@ class SnapshotOps:
         is the snapshot a killed backup (``lock: backup``) left.  A container a killed create or restore
         left (``lock: create``) is removed: its volumes, then its config."""
         with container_lock(self.layout, ctid):
-            if self._clear_interrupted_create(ctid):
+            if clear_interrupted_create(self.node, ctid):
                 return []
             config = self.config(ctid)
             dropped = []
@@ -284,7 +254,7 @@ class SnapshotOps:
         with (idranges.node_lock(self.layout.run) if isolated else contextlib.nullcontext()), \
                 container_lock(self.layout, ctid), container_lock(self.layout, newid):
             config = self.config(ctid)
-            self._check_unlocked(config)
+            check_unlocked(config)
             if self.exists(newid):
                 raise AlreadyExists(f"container {newid} already exists")
             if snapshot is not None:
@@ -301,23 +271,23 @@ class SnapshotOps:
             if section is not config.current:
                 new.current.description = config.current.description
             new.set("hostname", hostname or _clone_hostname(config.hostname))
-            src_idmap = self._idmap(new)
+            src_idmap = self.node.idmap_of(new)
             if new.unprivileged and new.current.raw_values("lxc.idmap"):
                 if not isolated:
                     raise InvalidState(f"container {ctid}'s id map changed while the clone began; try again")
-                self._isolate_idmap(newid, new, False)  # the source holds its range: a fresh one
-            idmap = self._idmap(new)
+                isolate_idmap(self.node, newid, new, False)  # the source holds its range: a fresh one
+            idmap = self.node.idmap_of(new)
             owner = idmap.host_uid(0) if idmap else 0
-            record = None if snapshot else self._running(ctid)
+            record = None if snapshot else self.node.running(ctid)
             with Reverter() as revert:
-                self._free_leftovers(newid)
-                revert.add(self._free_leftovers, newid)
-                root_fd = self._root_fd(record.pid if record else None)
+                free_leftovers(self.node, newid)
+                revert.add(free_leftovers, self.node, newid)
+                root_fd = open_root(record.pid if record else None)
                 try:
-                    with self._frozen(ctid, record is not None):
+                    with self.node.frozen(ctid, record is not None):
                         for volume, driver, vol in self._drivers(ctid, section):
                             if root_fd is not None:
-                                fd = self._volume_fd(root_fd, volume)
+                                fd = open_volume(root_fd, volume)
                                 syncfs(fd)
                                 os.close(fd)
                             new_volid = self._clone_volume(volume, driver, vol, snapshot, newid, owner,
@@ -331,7 +301,7 @@ class SnapshotOps:
 
                     nic = parse_nic(int(key[3:]), new.current.values[key])
                     new.current.values[key] = replace(nic, hwaddr=None).to_value()  # a new MAC is generated
-                self._configure_network(newid, new)
+                configure_network(self.node, newid, new)
                 write_config(self.layout.config_path(newid), new)
                 revert.success()
         return self.status(newid)
@@ -368,29 +338,6 @@ class SnapshotOps:
         new_vol = in_private_mount_ns(copy)
         return f"{target_id}:{new_vol}"
 
-    def _free_leftovers(self, ctid: int) -> None:
-        """Whatever an interrupted create or clone left for an ID without a config, on every storage."""
-        if self.exists(ctid):
-            return
-        for definition in self.storages.definitions().values():
-            from engine.storage import make_storage
-
-            images = definition.path / "images" / str(ctid)
-            if not images.is_dir():
-                continue
-            storage = make_storage(definition)
-            for entry in images.iterdir():
-                if entry.name.startswith("."):
-                    continue
-                vol = f"{ctid}/{entry.name.split('@')[0]}"
-                for driver in storage.drivers():
-                    if driver.owns(vol):
-                        with contextlib.suppress(EngineError, OSError):
-                            driver.delete(vol)
-            import shutil
-
-            shutil.rmtree(images, ignore_errors=True)
-
     # ---- resize -------------------------------------------------------------------------------
     def resize(self, ctid: int, disk: str, size: str) -> int:
         """Grow ``disk`` (``rootfs`` or ``mpN``) to ``size`` (``4G``) or by it (``+1G``); returns the new bytes."""
@@ -401,7 +348,7 @@ class SnapshotOps:
         amount = parse_size(text[1:] if grow else text, "size")
         with container_lock(self.layout, ctid):
             config = self.config(ctid)
-            self._check_unlocked(config)
+            check_unlocked(config)
             if disk not in config.current.values:
                 raise ValidationError(f"resize: container {ctid} has no {disk}", key="disk")
             volume = next(v for v in volumes_of(config.current) if v.key == disk)
@@ -419,10 +366,10 @@ class SnapshotOps:
                                       "(volumes only grow)", key=disk)
             if new == current:
                 return current
-            record = self._running(ctid)
-            root_fd = self._root_fd(record.pid if record else None)
+            record = self.node.running(ctid)
+            root_fd = open_root(record.pid if record else None)
             try:
-                fd = self._volume_fd(root_fd, volume)
+                fd = open_volume(root_fd, volume)
                 try:
                     driver.resize(vol, new, fd)
                 finally:

@@ -1,10 +1,5 @@
-"""A container's state read back: its config, whether it runs, its status and what its rootfs is.
-
-No process of the engine stays behind per container: status is read back from
-the run record, the kernel (pid and start time) and the container's cgroup, so
-a container started by a process that has since exited or crashed is found
-again.
-"""
+"""A container's state read back: its config, its status and its console log (:mod:`engine.node` answers
+whether it runs)."""
 from __future__ import annotations
 
 import os
@@ -12,10 +7,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine import consolelog, inits, procfs
-from engine.config import ContainerConfig, read_config
-from engine.errors import EngineError, NotFound, ValidationError
+from engine import consolelog
+from engine.config import ContainerConfig
+from engine.errors import EngineError, NotFound
 from engine.idmap import IdMap
+from engine.node import has_network
 from engine.state import RunRecord
 
 
@@ -42,21 +38,17 @@ class ContainerStatus:
 
 
 class StatusOps:
-    """Mixed into :class:`engine.lifecycle.Engine`; uses its ``layout``, ``storages``, ``cgroups`` and ``idmap``."""
+    """Mixed into :class:`engine.lifecycle.Engine`: reading state, through its :class:`engine.node.Node`."""
 
     # ---- reading state -------------------------------------------------------------------
     def config(self, ctid: int) -> ContainerConfig:
-        return read_config(self.layout.config_path(ctid), ctid)
+        return self.node.config(ctid)
 
     def exists(self, ctid: int) -> bool:
-        return self.layout.config_path(ctid).exists()
+        return self.node.exists(ctid)
 
     def ids(self) -> list[int]:
-        found = []
-        for path in self.layout.config_dir.glob("*.conf"):
-            if path.stem.isdigit():
-                found.append(int(path.stem))
-        return sorted(found)
+        return self.node.ids()
 
     def list(self) -> list[ContainerStatus]:
         result = []
@@ -69,7 +61,7 @@ class StatusOps:
 
     def status(self, ctid: int, stats: bool = True) -> ContainerStatus:
         config = self.config(ctid)
-        record = self._running(ctid)
+        record = self.node.running(ctid)
         status = ContainerStatus(ctid, config.hostname, "running" if record else "stopped",
                                  unprivileged=config.unprivileged, lock=config.current.values.get("lock"))
         if record:
@@ -83,7 +75,7 @@ class StatusOps:
                     status.cpu_ns, status.pids = usage.cpu_ns, usage.pids
                 except EngineError:
                     pass
-                if _has_network(config):
+                if has_network(config):
                     from engine.network import procnet
 
                     found = procnet.addresses(record.pid)
@@ -104,7 +96,7 @@ class StatusOps:
 
     def drain_console(self, ctid: int) -> int:
         """Copy the running container's new console output to its log; the number of bytes copied."""
-        record = self._running(ctid)
+        record = self.node.running(ctid)
         return self._drain_console(ctid, record) if record else 0
 
     def _drain_console(self, ctid: int, record: RunRecord) -> int:
@@ -123,74 +115,14 @@ class StatusOps:
         except (OSError, EngineError):
             pass
 
-    def _running(self, ctid: int) -> RunRecord | None:
-        """The run record if init is alive; rebuilt from the cgroup if the record is missing or stale."""
-        record = RunRecord.load(self.layout.run_record(ctid))
-        if record:
-            stat = procfs.proc_stat(record.pid)
-            if stat and stat.starttime == record.starttime and stat.state != "Z":
-                return record
-            self._reap(record.pid)
-        if not self.cgroups.exists(str(ctid)):
-            return None
-        init_pid = self._find_init(self.cgroups.procs(str(ctid)))
-        if init_pid is None:
-            return None
-        starttime = procfs.proc_starttime(init_pid)
-        detected = inits.detect(Path(f"/proc/{init_pid}/root"))
-        record = RunRecord(init_pid, starttime or 0, detected.name if detected else "unknown",
-                           _boot_time() + (starttime or 0) / os.sysconf("SC_CLK_TCK"))
-        record.save(self.layout.run_record(ctid))
-        return record
-
-    @staticmethod
-    def _find_init(pids: list[int]) -> int | None:
-        """The process that is PID 1 in the container's pid namespace."""
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/status") as handle:
-                    for line in handle:
-                        if line.startswith("NSpid:"):
-                            ids = line.split()[1:]
-                            stat = procfs.proc_stat(pid)
-                            if len(ids) > 1 and ids[-1] == "1" and stat and stat.state != "Z":
-                                return pid
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-        return None
-
-    @staticmethod
-    def _reap(pid: int) -> None:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-
+    # ---- the Node's answers under the names tests and tools know ------------------------------
     def _rootfs(self, config: ContainerConfig) -> Path:
         """The host directory a start enters: the rootfs itself, or the mount point of an image or overlay."""
-        _, driver, vol = self._rootfs_volume(config)
+        _, driver, vol = self.node.rootfs_volume(config)
         return driver.rootfs(vol)
 
     def _rootfs_volume(self, config: ContainerConfig):
-        rootfs = config.get("rootfs")
-        if not rootfs:
-            raise ValidationError(f"container {config.ctid} has no rootfs in its config", key="rootfs")
-        return self.storages.resolve(rootfs["volume"], config.ctid)
+        return self.node.rootfs_volume(config)
 
     def _idmap(self, config: ContainerConfig) -> IdMap | None:
-        if not config.unprivileged:
-            return None
-        lines = config.current.raw_values("lxc.idmap")
-        return IdMap.from_lxc_lines(lines) if lines else self.idmap
-
-
-def _has_network(config: ContainerConfig) -> bool:
-    return any(key.startswith("net") and key[3:].isdigit() for key in config.current.values)
-
-
-def _boot_time() -> float:
-    with open("/proc/stat") as handle:
-        for line in handle:
-            if line.startswith("btime"):
-                return float(line.split()[1])
-    return 0.0
+        return self.node.idmap_of(config)

@@ -110,9 +110,10 @@ def fork_quietly() -> int:
 
     The child of a process with threads holds copies of objects whose locks
     other threads may have held at the fork. A collection in the child runs
-    finalizers (a database connection's, a thread pool's) that can wait on
-    such a lock forever, hanging a container's start; reference counting
-    alone never touches the parent's objects.
+    finalizers (a database connection's, a thread pool's, a zstd compressor
+    left in a reference cycle, which joins its worker threads when freed)
+    that can wait on such a lock forever, hanging a container's start;
+    reference counting alone never touches the parent's objects.
     """
     enabled = gc.isenabled()
     gc.disable()

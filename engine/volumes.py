@@ -170,3 +170,19 @@ def open_inside(root_fd: int, path: str) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_root(pid: int | None) -> int | None:
+    """An fd of a running container's root (init's, through /proc), or None for a stopped one."""
+    if pid is None:
+        return None
+    return os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def open_volume(root: int | None, volume: Volume) -> int | None:
+    """An fd of where ``volume`` is mounted inside the container whose root fd is ``root`` (None: stopped)."""
+    if root is None:
+        return None
+    if volume.key == "rootfs":
+        return os.dup(root)
+    return open_inside(root, str(volume.props["mp"]))

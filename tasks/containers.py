@@ -86,15 +86,15 @@ class Create(ContainerJob):
         options = dict(params.get("options") or {})
         if params.get("rootfs"):
             options["rootfs"] = params["rootfs"]  # "<storage>:<GiB>" from the wizard's root disk step
-        node_engine().create(ctid, params["template"], options, isolated_idmap=bool(params.get("isolated_idmap")))
-        if params.get("password") or params.get("password_hash") or params.get("ssh_public_keys"):
+
+        def credentials() -> None:  # a step of the create: its failure undoes the create, all of it or nothing
             ctx.log("setting root's password and SSH keys")
-            try:
-                set_credentials(node_engine(), ctid, params.get("password"), params.get("ssh_public_keys"),
-                                password_hash=params.get("password_hash"))
-            except Exception:
-                node_engine().destroy(ctid, force=True)  # no half-made container: all of it or nothing
-                raise
+            set_credentials(node_engine(), ctid, params.get("password"), params.get("ssh_public_keys"),
+                            password_hash=params.get("password_hash"))
+
+        wanted = params.get("password") or params.get("password_hash") or params.get("ssh_public_keys")
+        node_engine().create(ctid, params["template"], options, finish=credentials if wanted else None,
+                             isolated_idmap=bool(params.get("isolated_idmap")))
         ctx.log(f"created CT {ctid}")
         if params.get("start"):
             ctx.progress(0, None, "starting", force=True)

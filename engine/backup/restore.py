@@ -173,7 +173,8 @@ def restore(engine, archive: Path | str, ctid: int | str, *, force: bool = False
 
     with missing_bridges_allowed() as missing:  # as Proxmox: restored, and the start names the bridge
         engine.create(ctid, archive, create_options, progress=_reporter(progress, cancel), replace=replace,
-                      skip_devices=skip_devices, exclude=[VZDUMP_DIR, *mount_paths], finish=finish)
+                      skip_devices=skip_devices, exclude=[VZDUMP_DIR, *mount_paths], finish=finish,
+                      template_fixups=False)
     notes.extend(f"warning: {text}" for text in missing)
     result.replaced = replace
     status = engine.status(ctid, stats=False)

@@ -3,7 +3,8 @@
 ``detect(root, settings)`` picks the family as Proxmox does (os-release's ID,
 then the release files), with Caisson's additions (busybox, ID_LIKE, a
 generic family instead of a refusal); the family's ``pre_start`` runs at
-every start and ``post_create`` once at create.  Changes are staged on the
+every start and its ``create_fixups`` once at create (:func:`post_create`,
+a step of :mod:`engine.create_steps`).  Changes are staged on the
 :class:`Root` and applied by ``Root.commit()``, so a refusal writes nothing.
 """
 from __future__ import annotations
@@ -96,7 +97,15 @@ def detect(root: Root, settings: Settings) -> DistroSetup:
 
 
 __all__ = ["DistroSetup", "Root", "Settings", "Unsupported", "configures_addresses", "detect", "family_of",
-           "host_resolver", "os_release", "settings", "start_step"]
+           "host_resolver", "os_release", "post_create", "settings", "start_step"]
+
+
+def post_create(tree, config: ContainerConfig, owner: tuple[int, int]) -> None:
+    """The create step, on the new container's stopped tree (written by the host, what is created owned by
+    ``owner``, the container's root): the family's template fix-ups and root's cron minutes spread."""
+    with Root(tree, owner=owner) as root:
+        detect(root, settings(config)).create_fixups()
+        root.commit()
 
 
 def start_step(config: ContainerConfig, host_resolv: str = "/etc/resolv.conf"):

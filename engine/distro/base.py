@@ -90,12 +90,17 @@ class DistroSetup:
 
     def post_create(self, password_hash: str | None, ssh_keys: str | None,
                     rand: Callable[[], float] = _random.random) -> None:
-        self.template_fixup()
-        self.randomize_crontab(rand)
+        self.create_fixups(rand)
         self.set_root_password(password_hash)
         if ssh_keys:
             self.set_authorized_keys(ssh_keys)
         self.pre_start()
+
+    def create_fixups(self, rand: Callable[[], float] = _random.random) -> None:
+        """What the engine's create does with a new template's files: the family's fix-ups, root's cron
+        minutes spread (root's credentials are their own step, the start's files written at each start)."""
+        self.template_fixup()
+        self.randomize_crontab(rand)
 
     # ---- steps, with what most families do -------------------------------------------------
     def setup_init(self) -> None:

@@ -90,3 +90,6 @@ class Unmanaged(Generic):
 
     def post_create(self, password_hash, ssh_keys, rand=None) -> None:
         pass
+
+    def create_fixups(self, rand=None) -> None:
+        pass

@@ -192,9 +192,6 @@ class Driver(ABC):
         """
         return self.snapshot_path(vol, snap) if snap else self.rootfs(vol)
 
-    def used_bytes(self, vol: str) -> int | None:
-        return None
-
     @contextlib.contextmanager
     def writable_tree(self, vol: str) -> Iterator[Path]:
         """The volume's tree, writable by this process for the block, while the container is stopped
@@ -268,21 +265,6 @@ class Driver(ABC):
     def drop_backup_snapshot(self, vol: str) -> None:
         """Remove the backup snapshot; a missing one is not an error."""
         remove_path(self.backup_snapshot_path(vol))
-
-    @contextlib.contextmanager
-    def backup_snapshot(self, vol: str, running_root: int | None = None) -> Iterator[Path]:
-        """Take a backup snapshot, yield its read-only tree, and remove it whatever happens.
-
-        Callers with several volumes take every snapshot in one freeze and read them after
-        (``take_backup_snapshot``, ``backup_snapshot_tree``, ``drop_backup_snapshot``).
-        """
-        self.check_backup_snapshot(vol)
-        try:
-            self.take_backup_snapshot(vol, running_root)
-            with self.backup_snapshot_tree(vol) as root:
-                yield root
-        finally:
-            self.drop_backup_snapshot(vol)
 
 
 def check_snapshot_name(name: str) -> str:

@@ -208,9 +208,6 @@ class BtrfsDriver(Driver):
     def resize(self, vol: str, size: int, running_root: int | None) -> None:
         self._limit(self.path(vol), size)
 
-    def used_bytes(self, vol: str) -> int | None:
-        return None
-
     # A backup's snapshot: a read-only subvolume snapshot beside the volume (``…subvol@.vzdump``).
     def take_backup_snapshot(self, vol: str, running_root: int | None) -> None:
         target = self.backup_snapshot_path(vol)

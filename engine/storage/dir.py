@@ -77,6 +77,3 @@ class DirDriver(Driver):
 
     def resize(self, vol: str, size: int, running_root: int | None) -> None:
         raise NotSupported(f"storage '{self.storage.id}': a directory volume cannot be held to a size")
-
-    def used_bytes(self, vol: str) -> int | None:
-        return None

@@ -213,9 +213,6 @@ class LoopDriver(Driver):
         with mountns.holding(self._mount_read_only, vol, target) as root:
             yield root
 
-    def used_bytes(self, vol: str) -> int | None:
-        return self.path(vol).stat().st_blocks * 512
-
 
 def _has_cap_sys_resource() -> bool:
     """ext4's online resize asks for CAP_SYS_RESOURCE (some hosts run their agents without it)."""

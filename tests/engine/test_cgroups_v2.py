@@ -21,14 +21,10 @@ from engine.cgroups import (
     devices_bpf,
 )
 from engine.cgroups.base import MiB
-from engine.errors import InvalidState, NotSupported
+from engine.errors import NotSupported
 from tests.engine.cgroup_support import (
-    FORK,
     MOUNTS,
-    SPIN,
     TREE,
-    WORK,
-    _frozen_makes_no_progress,
     cg,
     probe_devices,
     read,
@@ -39,39 +35,11 @@ from tests.engine.cgroup_support import (
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="cgroup tests need root")
 
 
-def test_v2_create_attach_procs(v2, children):
+def test_v2_create_layout(v2):
+    """One directory on the cgroup2 mount, which is also the cgroup namespace's root (the rest: the contract)."""
     v2.create("ct")
-    assert os.path.isdir(cg(v2, None, "ct")) and v2.exists("ct") and v2.list() == ["ct"]
+    assert os.path.isdir(cg(v2, None, "ct"))
     assert v2.ns_path("ct") == cg(v2, None, "ct")
-    proc = sleeper(children)
-    v2.attach("ct", proc.pid)
-    assert v2.procs("ct") == [proc.pid]
-    assert f"0::/{v2.parent}/ct" in read(f"/proc/{proc.pid}/cgroup").splitlines()
-    sub = cg(v2, None, "ct", "init.scope")
-    os.mkdir(sub)
-    with open(os.path.join(sub, "cgroup.procs"), "w") as fh:
-        fh.write(str(proc.pid))
-    assert v2.procs("ct") == [proc.pid]
-    with pytest.raises(InvalidState):
-        v2.create("ct")
-
-
-def test_v2_cpu_stat_accounting(v2, children):
-    v2.create("ct")
-    proc = spawn(v2, "ct", children, WORK)
-    assert proc.stdout.readline().strip() == "ready"
-    stats = v2.stats("ct")
-    assert stats.cpu_ns >= 100_000_000 and stats.pids == 1
-
-
-def test_v2_freeze_thaw(v2, children):
-    v2.create("ct")
-    if not os.path.exists(cg(v2, None, "ct", "cgroup.freeze")):
-        pytest.skip("kernel lacks cgroup.freeze (Linux < 5.2)")
-    proc = spawn(v2, "ct", children, SPIN)
-    _frozen_makes_no_progress(v2, "ct")
-    assert "frozen 0" in read(cg(v2, None, "ct", "cgroup.events"))
-    assert proc.poll() is None
 
 
 def test_v2_kill_uses_cgroup_kill(v2, children, monkeypatch):
@@ -92,19 +60,6 @@ def test_v2_kill_fallback_freezes_and_kills(v2, children):
     assert proc.stdout.readline().strip() == "ready"
     v2._kill_frozen("ct", 5, can_freeze=os.path.exists(cg(v2, None, "ct", "cgroup.freeze")))
     assert v2.procs("ct") == [] and proc.wait(timeout=5) == -signal.SIGKILL
-
-
-def test_v2_destroy(v2, children):
-    v2.create("ct")
-    proc = sleeper(children)
-    v2.attach("ct", proc.pid)
-    with pytest.raises(InvalidState):
-        v2.destroy("ct")
-    os.makedirs(cg(v2, None, "ct", "system.slice/a.service"))
-    v2.kill("ct")
-    v2.destroy("ct")
-    assert not os.path.exists(cg(v2, None, "ct")) and v2.list() == []
-    v2.destroy("ct")
 
 
 SUBCGROUP_AS_UID = """
@@ -137,12 +92,6 @@ def test_v2_device_filter(v2, children, tmp_path):
     assert len(devices_bpf.attached(cg(v2, None, "ct"))) == 1
     out = probe_devices(v2, "ct", children, tmp_path)
     assert out == {"null": "ok", "kmsg": errno.EPERM, "mknod": "ok", "kmsg_ro": "ok"}
-
-
-def test_v2_device_filter_default_denies(v2, children, tmp_path):
-    v2.create("ct")
-    out = probe_devices(v2, "ct", children, tmp_path)
-    assert out == {"null": "ok", "kmsg": errno.EPERM, "mknod": "ok", "kmsg_ro": errno.EPERM}
 
 
 def test_v2_exec_leaf_when_controllers_enabled(v2, children):
@@ -192,22 +141,6 @@ def test_v2_swap(v2):
         pytest.skip("kernel has no memory.swap.max (swap accounting off)")
     v2.apply("ct", Limits(memory_mb=64, swap_mb=32))
     assert read(cg(v2, None, "ct", "memory.swap.max")) == str(32 * MiB)
-
-
-def test_v2_memory_limit_ooms_the_allocator(v2, children):
-    v2.create("ct")
-    _need_v2(v2, "ct", "memory")
-    v2.apply("ct", Limits(memory_mb=64, swap_mb=0))
-    proc = spawn(v2, "ct", children, "x = b'x' * (200 << 20)\nprint('survived')")
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == -signal.SIGKILL and "survived" not in out
-
-
-def test_v2_pids_limit_blocks_fork(v2, children):
-    v2.create("ct")
-    _need_v2(v2, "ct", "pids")
-    v2.apply("ct", Limits(pids=1))
-    assert spawn(v2, "ct", children, FORK).communicate(timeout=20)[0].strip() == "EAGAIN"
 
 
 def test_v2_missing_controller_is_not_supported(v2):

@@ -9,6 +9,7 @@ tar's side is ``tar -I 'zstd -T0' -cpf`` of the same rootfs and ``tar -xpf`` of 
 fresh directory, with no id shift and no checks, the nearest thing LXC has (it has no backup command;
 Proxmox's vzdump runs this tar). Warm page cache, alternating A B A B; zstd level 3 on both sides.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,18 +59,38 @@ def measure(report: Report, side: CaissonSide, work: Path, dumpdir: Path, label:
         out = work / "tar.tar.zst"
         out.unlink(missing_ok=True)
         start = time.perf_counter_ns()
-        subprocess.run(["tar", "-I", "zstd -3 -T0", "-cpf", str(out), "--numeric-owner", "--xattrs",
-                        "--sparse", "--one-file-system", "-C", str(rootfs), "."], check=True)
+        subprocess.run(
+            [
+                "tar",
+                "-I",
+                "zstd -3 -T0",
+                "-cpf",
+                str(out),
+                "--numeric-owner",
+                "--xattrs",
+                "--sparse",
+                "--one-file-system",
+                "-C",
+                str(rootfs),
+                ".",
+            ],
+            check=True,
+        )
         subprocess.run(["sync", "-f", str(out)], check=True)  # the engine fsyncs its archive
         elapsed = ms_since(start)
         last["tar"] = out
         return elapsed
 
-    samples = alternate([("caisson", caisson_backup), ("tar", tar_backup)], args.runs, args.warmup,
-                        label=f"backup {label}")
+    samples = alternate(
+        [("caisson", caisson_backup), ("tar", tar_backup)], args.runs, args.warmup, label=f"backup {label}"
+    )
     sizes = (last["caisson"].stat().st_size, last["tar"].stat().st_size)
-    report.add(f"backup {label}: engine.backup vs tar -I 'zstd -T0'", samples["caisson"], samples["tar"],
-               note=f"archive sizes: Caisson {sizes[0] / 1e6:.1f} MB, tar {sizes[1] / 1e6:.1f} MB")
+    report.add(
+        f"backup {label}: engine.backup vs tar -I 'zstd -T0'",
+        samples["caisson"],
+        samples["tar"],
+        note=f"archive sizes: Caisson {sizes[0] / 1e6:.1f} MB, tar {sizes[1] / 1e6:.1f} MB",
+    )
     archive, tar_archive = last["caisson"], last["tar"]
 
     def caisson_restore() -> float:
@@ -86,14 +107,17 @@ def measure(report: Report, side: CaissonSide, work: Path, dumpdir: Path, label:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir()
         start = time.perf_counter_ns()
-        subprocess.run(["tar", "-I", "zstd -T0", "-xpf", str(tar_archive), "--numeric-owner", "--xattrs",
-                        "-C", str(target)], check=True)
+        subprocess.run(
+            ["tar", "-I", "zstd -T0", "-xpf", str(tar_archive), "--numeric-owner", "--xattrs", "-C", str(target)],
+            check=True,
+        )
         elapsed = ms_since(start)
         shutil.rmtree(target)
         return elapsed
 
-    samples = alternate([("caisson", caisson_restore), ("tar", tar_restore)], args.runs, args.warmup,
-                        label=f"restore {label}")
+    samples = alternate(
+        [("caisson", caisson_restore), ("tar", tar_restore)], args.runs, args.warmup, label=f"restore {label}"
+    )
     report.add(f"restore {label}: engine.backup.restore vs tar -x", samples["caisson"], samples["tar"])
 
 
@@ -111,13 +135,17 @@ def main() -> None:
         plain = side.create(template, "bkplain")
         big = side.create(template, "bkbig")
         add_data(engine._rootfs(engine.config(big)), args.data_mb)
-        report = Report("backup and restore of a stopped container, warm cache",
-                        {"runs": args.runs, "order": "Caisson tar …", "data": f"{args.data_mb} MB"},
-                        against="tar+zstd")
+        report = Report(
+            "backup and restore of a stopped container, warm cache",
+            {"runs": args.runs, "order": "Caisson tar …", "data": f"{args.data_mb} MB"},
+            against="tar+zstd",
+        )
         for label, ctid in (("busybox", plain), (f"busybox + {args.data_mb} MB", big)):
             measure(report, side, work, dumpdir, label, ctid, args)
-        report.notes.append("tar runs with neither an id shift nor member checks; vzdump itself runs it inside the "
-                            "container's user namespace to unshift owners.")
+        report.notes.append(
+            "tar runs with neither an id shift nor member checks; vzdump itself runs it inside the "
+            "container's user namespace to unshift owners."
+        )
         report.finish(args.json)
 
 

@@ -9,6 +9,7 @@ Everything a benchmark makes (containers of both kinds, their cgroups, temp
 dirs) is registered with a :class:`Session` as soon as it exists and is torn
 down on exit, error, Ctrl-C or SIGTERM.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,6 +51,7 @@ LXCFS_HOOKS = "/usr/share/lxc/config/common.conf.d/00-lxcfs.conf"
 
 # ---- statistics --------------------------------------------------------------------------------
 
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
@@ -81,36 +83,44 @@ def fmt(values: list[float]) -> str:
 
 # ---- timing --------------------------------------------------------------------------------------
 
+
 def ms_since(start_ns: int) -> float:
     return (time.perf_counter_ns() - start_ns) / 1e6
 
 
-def run(argv: list[str], env: dict[str, str] | None = None, check: bool = True,
-        quiet: bool = True) -> subprocess.CompletedProcess:
+def run(
+    argv: list[str], env: dict[str, str] | None = None, check: bool = True, quiet: bool = True
+) -> subprocess.CompletedProcess:
     """One command, stdout discarded, stderr kept for the error message."""
-    result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE)
+    result = subprocess.run(
+        argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE
+    )
     if check and result.returncode != 0:
-        raise RuntimeError(f"{shlex.join(argv)} exited with {result.returncode}: "
-                           f"{result.stderr.decode(errors='replace').strip()}")
+        raise RuntimeError(
+            f"{shlex.join(argv)} exited with {result.returncode}: {result.stderr.decode(errors='replace').strip()}"
+        )
     return result
 
 
 def timed_commands(*argvs: list[str], env: dict[str, str] | None = None) -> float:
     """Wall time in ms of running the commands one after the other (each must succeed)."""
     start = time.perf_counter_ns()
-    results = [subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE) for argv in argvs]
+    results = [
+        subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for argv in argvs
+    ]
     elapsed = ms_since(start)
     for argv, result in zip(argvs, results, strict=True):
         if result.returncode != 0:
-            raise RuntimeError(f"{shlex.join(argv)} exited with {result.returncode}: "
-                               f"{result.stderr.decode(errors='replace').strip()}")
+            raise RuntimeError(
+                f"{shlex.join(argv)} exited with {result.returncode}: {result.stderr.decode(errors='replace').strip()}"
+            )
     return elapsed
 
 
-def alternate(steps: list[tuple[str, Callable[[], float]]], runs: int, warmup: int,
-              label: str = "", idle: float = 0.0) -> dict[str, list[float]]:
+def alternate(
+    steps: list[tuple[str, Callable[[], float]]], runs: int, warmup: int, label: str = "", idle: float = 0.0
+) -> dict[str, list[float]]:
     """Call the steps in order (A B A B ...), warmup + runs times; keep the samples after the warm-ups.
 
     ``idle`` seconds of pause before each step let the kernel settle, as between a node's sporadic
@@ -137,16 +147,32 @@ def _progress(text: str) -> None:
         sys.stderr.flush()
 
 
-def hyperfine(commands: list[tuple[str, str, str | None]], runs: int, warmup: int, workdir: Path,
-              env: dict[str, str] | None = None, shell: bool = True) -> dict[str, list[float]]:
+def hyperfine(
+    commands: list[tuple[str, str, str | None]],
+    runs: int,
+    warmup: int,
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    shell: bool = True,
+) -> dict[str, list[float]]:
     """Whole commands through hyperfine: (name, command, prepare command or None) -> samples in ms.
 
     hyperfine runs each command's block in turn (not A B A B); its figures are a cross-check.
     Without ``shell`` the commands run directly (``-N``) and must be plain words.
     """
     out = workdir / "hyperfine.json"
-    argv = ["hyperfine", "--style", "none", "--warmup", str(warmup), "--runs", str(runs),
-            "--export-json", str(out), *([] if shell else ["-N"])]
+    argv = [
+        "hyperfine",
+        "--style",
+        "none",
+        "--warmup",
+        str(warmup),
+        "--runs",
+        str(runs),
+        "--export-json",
+        str(out),
+        *([] if shell else ["-N"]),
+    ]
     for name, command, prepare in commands:
         argv += ["--command-name", name]
         if prepare is not None:
@@ -173,16 +199,22 @@ def reap_children() -> None:
 def engine_version() -> str:
     """The commit the engine was measured at, with ``+changes`` if engine/ differs from it."""
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "engine"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "engine"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+changes" if dirty else "")
 
 
 # ---- the result table ------------------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -221,20 +253,45 @@ class Report:
     def __post_init__(self) -> None:
         self.settings = {"engine": engine_version(), **self.settings}
 
-    def add(self, metric: str, caisson: list[float], lxc: list[float], unit: str = "ms",
-            goal: float | None = None, note: str = "", limit: float | None = None) -> Row:
+    def add(
+        self,
+        metric: str,
+        caisson: list[float],
+        lxc: list[float],
+        unit: str = "ms",
+        goal: float | None = None,
+        note: str = "",
+        limit: float | None = None,
+    ) -> Row:
         row = Row(metric, unit, list(caisson), list(lxc), goal, note, limit)
         self.rows.append(row)
         return row
 
     def render(self) -> str:
-        head = ["metric", "Caisson median [min–max]", f"{self.against} median [min–max]",
-                f"Caisson/{self.against} (pairwise)", "goal", ""]
+        head = [
+            "metric",
+            "Caisson median [min–max]",
+            f"{self.against} median [min–max]",
+            f"Caisson/{self.against} (pairwise)",
+            "goal",
+            "",
+        ]
         body = []
         for r in self.rows:
-            body.append([f"{r.metric} ({r.unit})", fmt(r.caisson), fmt(r.lxc), fmt(r.ratios),
-                         f"≤ {r.goal:g}×" if r.goal is not None else
-                         f"Caisson ≤ {r.limit:g} {r.unit}" if r.limit is not None else "—", r.verdict()])
+            body.append(
+                [
+                    f"{r.metric} ({r.unit})",
+                    fmt(r.caisson),
+                    fmt(r.lxc),
+                    fmt(r.ratios),
+                    f"≤ {r.goal:g}×"
+                    if r.goal is not None
+                    else f"Caisson ≤ {r.limit:g} {r.unit}"
+                    if r.limit is not None
+                    else "—",
+                    r.verdict(),
+                ]
+            )
         widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
         lines = [self.title, ", ".join(f"{k}: {v}" for k, v in self.settings.items()), ""]
         for line in [head, ["-" * w for w in widths], *body]:
@@ -251,11 +308,20 @@ class Report:
             "settings": self.settings,
             "notes": self.notes,
             "host": {"kernel": os.uname().release, "cpus": os.cpu_count(), "python": sys.version.split()[0]},
-            "rows": [{"metric": r.metric, "unit": r.unit, "goal": r.goal, "verdict": r.verdict(), "note": r.note,
-                      **({"limit": r.limit} if r.limit is not None else {}),
-                      "caisson": {"samples": r.caisson, **summary(r.caisson)},
-                      "lxc": {"samples": r.lxc, **summary(r.lxc)},
-                      "ratio": {"samples": r.ratios, **summary(r.ratios)}} for r in self.rows],
+            "rows": [
+                {
+                    "metric": r.metric,
+                    "unit": r.unit,
+                    "goal": r.goal,
+                    "verdict": r.verdict(),
+                    "note": r.note,
+                    **({"limit": r.limit} if r.limit is not None else {}),
+                    "caisson": {"samples": r.caisson, **summary(r.caisson)},
+                    "lxc": {"samples": r.lxc, **summary(r.lxc)},
+                    "ratio": {"samples": r.ratios, **summary(r.ratios)},
+                }
+                for r in self.rows
+            ],
         }
 
     def finish(self, json_path: Path | None) -> None:
@@ -277,30 +343,48 @@ def entry(main: Callable[[], None]) -> None:
 
 # ---- command line -----------------------------------------------------------------------------------
 
-def parser(description: str, runs: int | None = None, warmup: int = 3, idle: float = 0.0,
-           idle_help: str = "pause before each sample, so that each meets a quiet kernel as sporadic requests do",
-           templates: Iterable[str] = ("busybox", "debian")) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description,
-                                epilog="Needs root, LXC 5 and the engine's dependencies. Every container, "
-                                       "cgroup and temp dir it makes is removed on exit, error or Ctrl-C.")
+
+def parser(
+    description: str,
+    runs: int | None = None,
+    warmup: int = 3,
+    idle: float = 0.0,
+    idle_help: str = "pause before each sample, so that each meets a quiet kernel as sporadic requests do",
+    templates: Iterable[str] = ("busybox", "debian"),
+) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=description,
+        epilog="Needs root, LXC 5 and the engine's dependencies. Every container, "
+        "cgroup and temp dir it makes is removed on exit, error or Ctrl-C.",
+    )
     if runs is not None:
         p.add_argument("--runs", type=int, default=runs, help="measured samples per side (default %(default)s)")
         p.add_argument("--warmup", type=int, default=warmup, help="discarded warm-up rounds (default %(default)s)")
-        p.add_argument("--idle", type=float, default=idle, metavar="SECONDS",
-                       help=f"{idle_help} (default %(default)s)")
-    p.add_argument("--template", choices=list(templates), default="busybox",
-                   help="rootfs both sides boot (default %(default)s); debian reuses the cached "
-                        f"{TEMPLATE_CACHE}/{DEBIAN_GLOB} or builds it there (~1 min)")
+        p.add_argument("--idle", type=float, default=idle, metavar="SECONDS", help=f"{idle_help} (default %(default)s)")
+    p.add_argument(
+        "--template",
+        choices=list(templates),
+        default="busybox",
+        help="rootfs both sides boot (default %(default)s); debian reuses the cached "
+        f"{TEMPLATE_CACHE}/{DEBIAN_GLOB} or builds it there (~1 min)",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the raw samples and summaries here")
-    p.add_argument("--lxc-privileged", action="store_true",
-                   help="run the LXC side privileged (default: unprivileged with u/g 0 100000 65536, as Caisson)")
-    p.add_argument("--lxc-lxcfs-hooks", action="store_true",
-                   help="keep the lxcfs hooks Debian adds to every LXC container (default: cleared; the "
-                        "post-stop one sleeps 0.5 s)")
+    p.add_argument(
+        "--lxc-privileged",
+        action="store_true",
+        help="run the LXC side privileged (default: unprivileged with u/g 0 100000 65536, as Caisson)",
+    )
+    p.add_argument(
+        "--lxc-lxcfs-hooks",
+        action="store_true",
+        help="keep the lxcfs hooks Debian adds to every LXC container (default: cleared; the "
+        "post-stop one sleeps 0.5 s)",
+    )
     return p
 
 
 # ---- the session: templates, temp dir, clean-up -------------------------------------------------------
+
 
 class Session:
     """One benchmark run's temp dir and clean-ups; ``with Session(name, args) as s:``."""
@@ -372,12 +456,16 @@ class Session:
                 self.stack.callback(_umount_quietly, path)
         except OSError as exc:
             self.lxc_unprivileged = False
-            self.notes.append(f"LXC side PRIVILEGED: unprivileged LXC needs root:100000:65536 in /etc/subuid and "
-                              f"/etc/subgid, which the host lacks, and a private mount namespace failed ({exc}).")
+            self.notes.append(
+                f"LXC side PRIVILEGED: unprivileged LXC needs root:100000:65536 in /etc/subuid and "
+                f"/etc/subgid, which the host lacks, and a private mount namespace failed ({exc})."
+            )
             return
-        self.notes.append("LXC side unprivileged (lxc.idmap u/g 0 100000 65536), as Caisson. The host's "
-                          "/etc/subuid and /etc/subgid give root no range, which LXC's newuidmap requires, so the "
-                          "benchmark runs in a private mount namespace where they hold 'root:100000:65536'.")
+        self.notes.append(
+            "LXC side unprivileged (lxc.idmap u/g 0 100000 65536), as Caisson. The host's "
+            "/etc/subuid and /etc/subgid give root no range, which LXC's newuidmap requires, so the "
+            "benchmark runs in a private mount namespace where they hold 'root:100000:65536'."
+        )
 
     def pair(self, label: str) -> tuple[CaissonSide, LxcSide, int, str]:
         """Both sides with one container each from ``--template``: (caisson, lxc, ctid, LXC name)."""
@@ -389,12 +477,14 @@ class Session:
         """The rootfs tarball both sides use: busybox built fresh (~0.1 s), Debian from the cache."""
         if kind == "busybox":
             from engine.builders.busybox import build_busybox
+
             return build_busybox(self.workdir / "templates")
         if kind == "debian":
             found = sorted(TEMPLATE_CACHE.glob(DEBIAN_GLOB))
             if found:
                 return found[-1]
             from engine.builders.debian import build_debian
+
             print(f"building the Debian template into {TEMPLATE_CACHE} (about a minute)", file=sys.stderr)
             return build_debian(TEMPLATE_CACHE, progress=lambda _d, _t, m: print(f"  {m}", file=sys.stderr))
         raise ValueError(f"unknown template {kind}")
@@ -430,6 +520,7 @@ def _still_cleaning(signum, frame) -> None:
 
 # ---- Caisson's side --------------------------------------------------------------------------------------
 
+
 class CaissonSide:
     """An engine with its own state and run dirs, held for the whole run like the node agent's.
 
@@ -448,24 +539,30 @@ class CaissonSide:
         self.engine = Engine(root=self.root, run_dir=self.run_dir, cgroup_parent=CGROUP_PARENT, reaper=True)
         # The CLI runs as an installed package would: with its bytecode cached (here in the temp dir,
         # so nothing is written to the source tree), whatever PYTHONDONTWRITEBYTECODE says.
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-            "PYTHONPYCACHEPREFIX": str(session.workdir / "pycache")}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+            "PYTHONPYCACHEPREFIX": str(session.workdir / "pycache"),
+        }
         self._bytecode_note = bool(self.env.pop("PYTHONDONTWRITEBYTECODE", None))
         self._session = session
 
     @property
     def cli_engine(self) -> Engine:
         if self._cli_engine is None:
-            self._cli_engine = Engine(root=self.root, run_dir=self.run_dir, cgroup_parent=CLI_CGROUP_PARENT,
-                                      reaper=True)
+            self._cli_engine = Engine(
+                root=self.root, run_dir=self.run_dir, cgroup_parent=CLI_CGROUP_PARENT, reaper=True
+            )
         return self._cli_engine
 
     def _free_ctid(self) -> int:
         """A container ID whose cgroup exists under neither parent (other engines may share 'caisson')."""
         ctid = 900_000_000 + (os.getpid() % 90_000) * 1000 + len(self.ctids)
-        while any(os.path.exists(p) for p in glob.glob(f"/sys/fs/cgroup/*/{CLI_CGROUP_PARENT}/{ctid}")
-                  + glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}/{ctid}")):
+        while any(
+            os.path.exists(p)
+            for p in glob.glob(f"/sys/fs/cgroup/*/{CLI_CGROUP_PARENT}/{ctid}")
+            + glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}/{ctid}")
+        ):
             ctid += 1
         return ctid
 
@@ -478,9 +575,11 @@ class CaissonSide:
     def cli(self, *args: str) -> list[str]:
         if self._bytecode_note:
             self._bytecode_note = False
-            self._session.notes.append("CLI: PYTHONDONTWRITEBYTECODE is set here; the CLI runs with it unset and "
-                                       "PYTHONPYCACHEPREFIX in the temp dir, i.e. with cached bytecode as when "
-                                       "installed (compiling the engine from source adds about 55 ms to every call).")
+            self._session.notes.append(
+                "CLI: PYTHONDONTWRITEBYTECODE is set here; the CLI runs with it unset and "
+                "PYTHONPYCACHEPREFIX in the temp dir, i.e. with cached bytecode as when "
+                "installed (compiling the engine from source adds about 55 ms to every call)."
+            )
         return [sys.executable, "-m", "engine", "--root", str(self.root), "--run-dir", str(self.run_dir), *args]
 
     def cli_shell(self, *args: str) -> str:
@@ -523,6 +622,7 @@ class CaissonSide:
 
 # ---- LXC's side ------------------------------------------------------------------------------------------
 
+
 class LxcSide:
     """LXC containers in a private lxcpath, each with its own copy of the template's rootfs."""
 
@@ -534,12 +634,16 @@ class LxcSide:
         self.names: list[str] = []
         session.stack.callback(self.cleanup)
         if self.lxcfs_hooks:
-            session.notes.append("LXC keeps Debian's lxcfs hooks (common.conf.d/00-lxcfs.conf: a mount hook and a "
-                                 "post-stop hook that sleeps 0.5 s).")
+            session.notes.append(
+                "LXC keeps Debian's lxcfs hooks (common.conf.d/00-lxcfs.conf: a mount hook and a "
+                "post-stop hook that sleeps 0.5 s)."
+            )
         elif os.path.exists(LXCFS_HOOKS):
-            session.notes.append(f"LXC runs without the lxcfs hooks that {LXCFS_HOOKS} adds to every container (a "
-                                 "mount hook, and a post-stop hook that sleeps 0.5 s, which lxc-stop waits for); "
-                                 "--lxc-lxcfs-hooks keeps them.")
+            session.notes.append(
+                f"LXC runs without the lxcfs hooks that {LXCFS_HOOKS} adds to every container (a "
+                "mount hook, and a post-stop hook that sleeps 0.5 s, which lxc-stop waits for); "
+                "--lxc-lxcfs-hooks keeps them."
+            )
 
     def create(self, template: Path, name: str, net: Iterable[str] = ("lxc.net.0.type = empty",)) -> str:
         """Extract the template (ids shifted like Caisson's when unprivileged) and write the config
@@ -597,8 +701,7 @@ class LxcSide:
         ``timeout`` seconds rather than hang.
         """
         reap_children()
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while process.poll() is None:
             reap_children()

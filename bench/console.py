@@ -14,6 +14,7 @@ Rows: echo of one keystroke (p50 and p99) with 1 console, and with
 ``--consoles`` (50) typing at once; throughput of ``cat`` of a
 ``--mb`` MB file of numbered lines.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -43,6 +44,7 @@ def pct(values: list[float], q: float) -> float:
 
 # ---- a minimal websocket client (RFC 6455: masked frames out, unmasked in) ----------------------------
 
+
 class Ws:
     def __init__(self, reader, writer):
         self.reader, self.writer = reader, writer
@@ -53,9 +55,13 @@ class Ws:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                      f"Origin: http://127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n").encode())
+        writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Origin: http://127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n"
+            ).encode()
+        )
         head = await reader.readuntil(b"\r\n\r\n")
         if b" 101 " not in head.split(b"\r\n", 1)[0]:
             raise RuntimeError(f"websocket refused: {head[:200]!r}")
@@ -89,11 +95,12 @@ class Ws:
 
 
 def _mask(data: bytes, mask: bytes) -> bytes:
-    key = int.from_bytes((mask * (len(data) // 4 + 1))[:len(data)], "big")
+    key = int.from_bytes((mask * (len(data) // 4 + 1))[: len(data)], "big")
     return (int.from_bytes(data, "big") ^ key).to_bytes(len(data), "big")
 
 
 # ---- Caisson's side: web server, relay, database ------------------------------------------------------
+
 
 class Stack:
     """The web server (python -m webui.serve) + console relay on a private SQLite database and node name."""
@@ -102,9 +109,15 @@ class Stack:
         self.node = f"bench{os.getpid()}"
         data = s.workdir / "web"
         data.mkdir()
-        self.env = {**caisson.env, "CAISSON_ROOT": str(caisson.root), "CAISSON_RUN": str(caisson.run_dir),
-                    "CAISSON_CGROUP_PARENT": "caisson-bench", "CAISSON_WEB_DATA": str(data),
-                    "CAISSON_NODE": self.node, "DJANGO_SETTINGS_MODULE": "webui.settings"}
+        self.env = {
+            **caisson.env,
+            "CAISSON_ROOT": str(caisson.root),
+            "CAISSON_RUN": str(caisson.run_dir),
+            "CAISSON_CGROUP_PARENT": "caisson-bench",
+            "CAISSON_WEB_DATA": str(data),
+            "CAISSON_NODE": self.node,
+            "DJANGO_SETTINGS_MODULE": "webui.settings",
+        }
         self.env.pop("DATABASE_URL", None)
         os.environ.update({k: v for k, v in self.env.items() if k.startswith(("CAISSON_", "DJANGO_"))})
         os.environ.pop("DATABASE_URL", None)
@@ -130,11 +143,19 @@ class Stack:
         logs = s.workdir / "logs"
         logs.mkdir()
         self.procs = []
-        for name, argv in (("web", ["-m", "webui.serve", "--host", "127.0.0.1", "--port", str(self.port)]),
-                           ("relay", ["-m", "tasks.console_relay", "--loglevel", "WARNING"])):
+        for name, argv in (
+            ("web", ["-m", "webui.serve", "--host", "127.0.0.1", "--port", str(self.port)]),
+            ("relay", ["-m", "tasks.console_relay", "--loglevel", "WARNING"]),
+        ):
             out = open(logs / f"{name}.log", "wb")
-            proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=self.env, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, *argv],
+                cwd=REPO,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             self.procs.append(proc)
             s.stack.callback(_stop, proc)
         deadline = time.monotonic() + 30
@@ -190,7 +211,7 @@ class Console:
                 self.buffer += payload
             elif opcode == 0x8:
                 raise RuntimeError("console closed")
-        del self.buffer[:self.buffer.index(marker) + len(marker)]
+        del self.buffer[: self.buffer.index(marker) + len(marker)]
 
     async def echo(self, key: bytes) -> float:
         self.buffer.clear()
@@ -229,6 +250,7 @@ async def keystrokes(console: Console, count: int) -> list[float]:
 
 # ---- LXC's side: lxc-attach on a pty, read and written here -------------------------------------------
 
+
 class LxcTerm:
     def __init__(self, argv: list[str]):
         self.pid, self.fd = pty.fork()
@@ -244,7 +266,7 @@ class LxcTerm:
             if not ready:
                 raise RuntimeError(f"lxc-attach: no {marker!r}; got {bytes(self.buffer[-200:])!r}")
             self.buffer += os.read(self.fd, 65536)
-        del self.buffer[:self.buffer.index(marker) + len(marker)]
+        del self.buffer[: self.buffer.index(marker) + len(marker)]
 
     def echo(self, key: bytes) -> float:
         self.buffer.clear()
@@ -337,13 +359,21 @@ def main() -> None:
         for t in [term, *terms]:
             t.close()
 
-        report = Report(f"browser console: echo and throughput — {args.template} template",
-                        {"keystrokes per console": args.keys, "concurrent consoles": args.consoles,
-                         "file": f"{args.mb} MB of numbered lines", "throughput rounds": args.rounds},
-                        notes=s.notes + [
-                            "Caisson: websocket → uvicorn → Redis channel layer → console relay → pty → sh; "
-                            "LXC: lxc-attach on a local pty (no network, no web tier), the floor.",
-                            "With N consoles Caisson's N clients type at once; LXC's ptys are timed in turn."])
+        report = Report(
+            f"browser console: echo and throughput — {args.template} template",
+            {
+                "keystrokes per console": args.keys,
+                "concurrent consoles": args.consoles,
+                "file": f"{args.mb} MB of numbered lines",
+                "throughput rounds": args.rounds,
+            },
+            notes=s.notes
+            + [
+                "Caisson: websocket → uvicorn → Redis channel layer → console relay → pty → sh; "
+                "LXC: lxc-attach on a local pty (no network, no web tier), the floor.",
+                "With N consoles Caisson's N clients type at once; LXC's ptys are timed in turn.",
+            ],
+        )
         n = min(len(measured["single"]), len(lxc_single))
         report.add("echo, 1 console", measured["single"][:n], lxc_single[:n], goal=None)
         n = min(len(measured["many"]), len(lxc_many))
@@ -351,15 +381,21 @@ def main() -> None:
         report.add("cat throughput (MB/s, higher is better)", measured["rates"], lxc_rates, unit="MB/s")
         report.finish(args.json)
         print()
-        for label, a, b in (("1 console", measured["single"], lxc_single),
-                            (f"{args.consoles} consoles", measured["many"], lxc_many)):
-            print(f"echo {label}: Caisson p50 {pct(a, 50):.2f} ms p99 {pct(a, 99):.2f} ms | "
-                  f"lxc-attach p50 {pct(b, 50):.3f} ms p99 {pct(b, 99):.3f} ms | "
-                  f"ratio p50 {pct(a, 50) / pct(b, 50):.1f}× p99 {pct(a, 99) / pct(b, 99):.1f}× "
-                  f"(goal p99 < {ECHO_GOAL_P99_MS:g} ms: {'met' if pct(a, 99) < ECHO_GOAL_P99_MS else 'NOT met'})")
+        for label, a, b in (
+            ("1 console", measured["single"], lxc_single),
+            (f"{args.consoles} consoles", measured["many"], lxc_many),
+        ):
+            print(
+                f"echo {label}: Caisson p50 {pct(a, 50):.2f} ms p99 {pct(a, 99):.2f} ms | "
+                f"lxc-attach p50 {pct(b, 50):.3f} ms p99 {pct(b, 99):.3f} ms | "
+                f"ratio p50 {pct(a, 50) / pct(b, 50):.1f}× p99 {pct(a, 99) / pct(b, 99):.1f}× "
+                f"(goal p99 < {ECHO_GOAL_P99_MS:g} ms: {'met' if pct(a, 99) < ECHO_GOAL_P99_MS else 'NOT met'})"
+            )
         mean_c, mean_l = statistics.median(measured["rates"]), statistics.median(lxc_rates)
-        print(f"throughput: Caisson {mean_c:.1f} MB/s | lxc-attach {mean_l:.1f} MB/s | ratio {mean_c / mean_l:.2f}× "
-              f"(goal ≥ {THROUGHPUT_GOAL:g} MB/s: {'met' if mean_c >= THROUGHPUT_GOAL else 'NOT met'})")
+        print(
+            f"throughput: Caisson {mean_c:.1f} MB/s | lxc-attach {mean_l:.1f} MB/s | ratio {mean_c / mean_l:.2f}× "
+            f"(goal ≥ {THROUGHPUT_GOAL:g} MB/s: {'met' if mean_c >= THROUGHPUT_GOAL else 'NOT met'})"
+        )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ container its download template extracts inside a user namespace, where the kern
 no extra cost, so the timed work is the same. The containers are destroyed after each sample
 (not timed). No goal yet; the figures are reported.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -31,8 +32,16 @@ from pathlib import Path
 from common import CaissonSide, Report, Session, alternate, entry, ms_since, parser, reap_children, run
 
 
-def measure(kind: str, template: Path, caisson: CaissonSide, lxcpath: Path, lxc_conf: Path, names: list[str],
-            args, report: Report) -> None:
+def measure(
+    kind: str,
+    template: Path,
+    caisson: CaissonSide,
+    lxcpath: Path,
+    lxc_conf: Path,
+    names: list[str],
+    args,
+    report: Report,
+) -> None:
     """Alternate the three ways of creating a container from ``template``; add their rows to ``report``."""
     counter = [0]
 
@@ -65,17 +74,23 @@ def measure(kind: str, template: Path, caisson: CaissonSide, lxcpath: Path, lxc_
         name = f"cb-{kind}-{counter[0]}"
         cdir = lxcpath / name
         rootfs = cdir / "rootfs"
-        script = " && ".join([
-            shlex.join(["lxc-create", "-P", str(lxcpath), "-n", name, "-t", "none", "-f", str(lxc_conf)]),
-            shlex.join(["mkdir", "-m", "0755", str(rootfs)]),
-            f"zstd -dc {shlex.quote(str(template))} | tar -xp --numeric-owner --exclude=./dev/* "
-            f"-C {shlex.quote(str(rootfs))} -f -",
-            f"echo {shlex.quote(f'lxc.rootfs.path = dir:{rootfs}')} >> {shlex.quote(str(cdir / 'config'))}",
-        ])
+        script = " && ".join(
+            [
+                shlex.join(["lxc-create", "-P", str(lxcpath), "-n", name, "-t", "none", "-f", str(lxc_conf)]),
+                shlex.join(["mkdir", "-m", "0755", str(rootfs)]),
+                f"zstd -dc {shlex.quote(str(template))} | tar -xp --numeric-owner --exclude=./dev/* "
+                f"-C {shlex.quote(str(rootfs))} -f -",
+                f"echo {shlex.quote(f'lxc.rootfs.path = dir:{rootfs}')} >> {shlex.quote(str(cdir / 'config'))}",
+            ]
+        )
         names.append(name)
         start = time.perf_counter_ns()
-        result = subprocess.run(["bash", "-o", "pipefail", "-c", script], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        result = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         elapsed = ms_since(start)
         if result.returncode != 0:
             raise RuntimeError(f"LXC side failed: {result.stderr.decode(errors='replace').strip()}")
@@ -83,20 +98,21 @@ def measure(kind: str, template: Path, caisson: CaissonSide, lxcpath: Path, lxc_
         names.remove(name)
         return elapsed
 
-    samples = alternate([("caisson", in_process), ("cli", cli), ("lxc", lxc)], args.runs, args.warmup,
-                        label=f"create {kind}")
-    report.add(f"{kind}: Engine.create (in process) vs lxc-create -t none + tar -x", samples["caisson"],
-               samples["lxc"])
-    report.add(f"{kind}: python -m engine create vs lxc-create -t none + tar -x", samples["cli"],
-               samples["lxc"])
+    samples = alternate(
+        [("caisson", in_process), ("cli", cli), ("lxc", lxc)], args.runs, args.warmup, label=f"create {kind}"
+    )
+    report.add(f"{kind}: Engine.create (in process) vs lxc-create -t none + tar -x", samples["caisson"], samples["lxc"])
+    report.add(f"{kind}: python -m engine create vs lxc-create -t none + tar -x", samples["cli"], samples["lxc"])
     report.notes.append(f"{kind}: {template.name}, {template.stat().st_size / 1e6:.1f} MB")
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0], runs=7, warmup=1)
-    p.add_argument("--templates", default="busybox,debian",
-                   help="comma-separated templates to measure in this run (default %(default)s); "
-                        "--template is ignored")
+    p.add_argument(
+        "--templates",
+        default="busybox,debian",
+        help="comma-separated templates to measure in this run (default %(default)s); --template is ignored",
+    )
     args = p.parse_args()
     with Session("create", args) as s:
         caisson = CaissonSide(s)
@@ -112,13 +128,18 @@ def main() -> None:
             reap_children()
 
         s.stack.callback(destroy_lxc)
-        report = Report("create a container from a template, warm template file",
-                        {"runs": args.runs, "order": "Caisson, Caisson CLI, LXC …"}, against="LXC")
+        report = Report(
+            "create a container from a template, warm template file",
+            {"runs": args.runs, "order": "Caisson, Caisson CLI, LXC …"},
+            against="LXC",
+        )
         for kind in [k.strip() for k in args.templates.split(",") if k.strip()]:
             measure(kind, s.template(kind), caisson, lxcpath, lxc_conf, names, args, report)
-        report.notes.append("Caisson unprivileged (ids shifted to 100000 as it extracts, members checked); LXC "
-                            "extracts as root (an unprivileged download template extracts in a user namespace, "
-                            "where the kernel maps ids for free).")
+        report.notes.append(
+            "Caisson unprivileged (ids shifted to 100000 as it extracts, members checked); LXC "
+            "extracts as root (an unprivileged download template extracts in a user namespace, "
+            "where the kernel maps ids for free)."
+        )
         report.finish(args.json)
 
 

@@ -7,6 +7,7 @@ removed after each sample. The engine also verifies the sha512, makes the file d
 and renames atomically; curl only writes, so a second row compares with ``curl -o`` followed by
 ``sync -d`` on the file (the same durability, without the checksum). Goal: within 1.1x of curl.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,11 @@ def main() -> None:
                 digest.update(chunk)
                 handle.write(chunk)
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                                   "--directory", str(served)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(served)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         s.stack.callback(server.wait)
         s.stack.callback(server.kill)
         url = f"http://127.0.0.1:{port}/{name}"
@@ -58,8 +62,18 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError("the loopback server did not come up")
             time.sleep(0.1)
-        item = Entry(name=name, package="bench", version="1.0", os="none", section="system", type="lxc",
-                     arch="amd64", location=url, source_id="bench", sha512=digest.hexdigest())
+        item = Entry(
+            name=name,
+            package="bench",
+            version="1.0",
+            os="none",
+            section="system",
+            type="lxc",
+            arch="amd64",
+            location=url,
+            source_id="bench",
+            sha512=digest.hexdigest(),
+        )
 
         def caisson() -> float:
             start = time.perf_counter_ns()
@@ -79,15 +93,22 @@ def main() -> None:
             target.unlink()
             return elapsed
 
-        samples = alternate([("caisson", caisson), ("curl", curl), ("curl_sync", lambda: curl(sync=True))], args.runs,
-                            args.warmup, label="download")
+        samples = alternate(
+            [("caisson", caisson), ("curl", curl), ("curl_sync", lambda: curl(sync=True))],
+            args.runs,
+            args.warmup,
+            label="download",
+        )
         report = Report(f"download {args.size} MB from a loopback server", {"runs": args.runs}, against="curl")
         mb = args.size
         report.add("download: engine (verified, atomic) vs curl -o", samples["caisson"], samples["curl"], goal=GOAL)
-        report.add("download: engine vs curl -o && sync -d (same durability)", samples["caisson"],
-                   samples["curl_sync"])
-        report.add("throughput", [mb / (ms / 1000) for ms in samples["caisson"]],
-                   [mb / (ms / 1000) for ms in samples["curl"]], unit="MB/s")
+        report.add("download: engine vs curl -o && sync -d (same durability)", samples["caisson"], samples["curl_sync"])
+        report.add(
+            "throughput",
+            [mb / (ms / 1000) for ms in samples["caisson"]],
+            [mb / (ms / 1000) for ms in samples["curl"]],
+            unit="MB/s",
+        )
         report.finish(args.json)
 
 

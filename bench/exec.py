@@ -10,6 +10,7 @@ Rows (both containers run throughout):
 With ``--hyperfine`` the CLI pair is also timed by hyperfine (``-N``, no shell), as a
 cross-check that does not alternate.
 """
+
 from __future__ import annotations
 
 import time
@@ -54,22 +55,44 @@ def main() -> None:
         def lxc_attach() -> float:
             return timed_commands(lxc.attach_argv(name))
 
-        samples = alternate([("caisson_warm", caisson_warm), ("lxc_warm", lxc_attach),
-                             ("caisson_cli", caisson_cli), ("lxc_cli", lxc_attach)],
-                            args.runs, args.warmup, label="exec", idle=args.idle)
+        samples = alternate(
+            [
+                ("caisson_warm", caisson_warm),
+                ("lxc_warm", lxc_attach),
+                ("caisson_cli", caisson_cli),
+                ("lxc_cli", lxc_attach),
+            ],
+            args.runs,
+            args.warmup,
+            label="exec",
+            idle=args.idle,
+        )
 
-        report = Report(f"exec `true` in a running container — {args.template} template",
-                        {"runs": args.runs, "warm-ups": args.warmup, "order": "Caisson LXC Caisson LXC …",
-                         "idle before each sample": f"{args.idle:g} s"},
-                        notes=s.notes)
-        report.add("warm: e.exec  vs  lxc-attach -- true", samples["caisson_warm"], samples["lxc_warm"],
-                   goal=WARM_GOAL)
+        report = Report(
+            f"exec `true` in a running container — {args.template} template",
+            {
+                "runs": args.runs,
+                "warm-ups": args.warmup,
+                "order": "Caisson LXC Caisson LXC …",
+                "idle before each sample": f"{args.idle:g} s",
+            },
+            notes=s.notes,
+        )
+        report.add("warm: e.exec  vs  lxc-attach -- true", samples["caisson_warm"], samples["lxc_warm"], goal=WARM_GOAL)
         report.add("CLI: engine exec -- true  vs  lxc-attach -- true", samples["caisson_cli"], samples["lxc_cli"])
 
         if args.hyperfine:
-            hf = hyperfine([("caisson", caisson.cli_shell("exec", str(ctid), "--", "true"), None),
-                            ("lxc", lxc.shell("lxc-attach", name, "--", "true"), None)],
-                           args.runs, args.warmup, s.workdir, env=caisson.env, shell=False)
+            hf = hyperfine(
+                [
+                    ("caisson", caisson.cli_shell("exec", str(ctid), "--", "true"), None),
+                    ("lxc", lxc.shell("lxc-attach", name, "--", "true"), None),
+                ],
+                args.runs,
+                args.warmup,
+                s.workdir,
+                env=caisson.env,
+                shell=False,
+            )
             report.add("CLI via hyperfine -N (blocks, not alternating)", hf["caisson"], hf["lxc"])
         report.finish(args.json)
 

@@ -16,6 +16,7 @@ RSS and PSS come from /proc/PID/smaps_rollup. Caisson's per-container figure is 
 over N; LXC's is each monitor's own. The memory charged to each container's own cgroup
 is shown too, to check that both sides run the same thing.
 """
+
 from __future__ import annotations
 
 import os
@@ -123,23 +124,34 @@ def main() -> None:
         caisson_cg = [cgroup_memory_mb(f"/{CGROUP_PARENT}/{ctid}") or 0.0 for ctid in ctids]
         lxc_cg = [cgroup_memory_mb(f"/lxc.payload.{name}") or 0.0 for name in names]
 
-        report = Report(f"host memory per running container, outside the container — {args.template} template",
-                        {"containers per side": n, "started": "alternately, Caisson then LXC",
-                         "settle": f"{args.settle:g} s"}, notes=s.notes)
+        report = Report(
+            f"host memory per running container, outside the container — {args.template} template",
+            {"containers per side": n, "started": "alternately, Caisson then LXC", "settle": f"{args.settle:g} s"},
+            notes=s.notes,
+        )
         report.add("resident processes per container", [len(left) / n] * n, [len(monitors) / n] * n, unit="count")
         report.add("RSS per container", caisson_rss, lxc_rss, unit="MB", goal=GOAL)
         report.add("PSS per container", caisson_pss, lxc_pss, unit="MB", goal=GOAL)
-        report.add("memory charged to the container's own cgroup", caisson_cg, lxc_cg, unit="MB",
-                   note="the containers themselves (not counted above); both sides should be alike")
+        report.add(
+            "memory charged to the container's own cgroup",
+            caisson_cg,
+            lxc_cg,
+            unit="MB",
+            note="the containers themselves (not counted above); both sides should be alike",
+        )
         own_rss, own_pss = rollup(me)
-        report.notes.append(f"Caisson: {len(left)} process(es) left outside the containers"
-                            + (f" ({', '.join(f'{pid} {cmdline(pid)!r}' for pid in left)})" if left else "")
-                            + f"; LXC: {len(monitors)} monitor(s). The engine's own long-lived process (here this "
-                            f"benchmark, on a node the agent) is one per node, not per container: "
-                            f"{own_rss:.1f} MB RSS, {own_pss:.1f} MB PSS.")
+        report.notes.append(
+            f"Caisson: {len(left)} process(es) left outside the containers"
+            + (f" ({', '.join(f'{pid} {cmdline(pid)!r}' for pid in left)})" if left else "")
+            + f"; LXC: {len(monitors)} monitor(s). The engine's own long-lived process (here this "
+            f"benchmark, on a node the agent) is one per node, not per container: "
+            f"{own_rss:.1f} MB RSS, {own_pss:.1f} MB PSS."
+        )
         if other:
-            report.notes.append(f"{len(other)} other new process(es) on the host, not counted: "
-                                + ", ".join(f"{pid} {cmdline(pid)[:40] or '[kernel]'!r}" for pid in other[:8]))
+            report.notes.append(
+                f"{len(other)} other new process(es) on the host, not counted: "
+                + ", ".join(f"{pid} {cmdline(pid)[:40] or '[kernel]'!r}" for pid in other[:8])
+            )
         report.notes.append(f"{len(container)} process(es) inside the {2 * n} containers, not counted.")
         report.finish(args.json)
 

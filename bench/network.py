@@ -24,6 +24,7 @@ NATed) and removes at the end with every port left on it. Rows:
 
 Rounds alternate Caisson with veth, LXC with veth, Caisson without, LXC without.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -102,8 +103,9 @@ def listening(pid: int, port: int) -> bool:
 def wait_address(pid: int, addr: str) -> None:
     """Until ``addr`` is on eth0 in the network namespace of ``pid`` (up to 20 s)."""
     deadline = time.monotonic() + 20
-    while f" {addr}/24 " not in run_text(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-4", "-o", "addr", "show",
-                                          "dev", "eth0"]):
+    while f" {addr}/24 " not in run_text(
+        ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-4", "-o", "addr", "show", "dev", "eth0"]
+    ):
         if time.monotonic() > deadline:
             raise RuntimeError(f"the container answering for {addr} does not have it on eth0")
         time.sleep(0.1)
@@ -111,10 +113,16 @@ def wait_address(pid: int, addr: str) -> None:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0], runs=20)
-    p.add_argument("--stop-idle", type=float, default=0.05, metavar="SECONDS",
-                   help="pause between the untimed start and the timed stop (default %(default)s)")
-    p.add_argument("--iperf-runs", type=int, default=3, help="iperf3 runs per side, after one warm-up (default "
-                                                              "%(default)s)")
+    p.add_argument(
+        "--stop-idle",
+        type=float,
+        default=0.05,
+        metavar="SECONDS",
+        help="pause between the untimed start and the timed stop (default %(default)s)",
+    )
+    p.add_argument(
+        "--iperf-runs", type=int, default=3, help="iperf3 runs per side, after one warm-up (default %(default)s)"
+    )
     p.add_argument("--iperf-time", type=int, default=3, help="seconds per iperf3 run (default %(default)s)")
     args = p.parse_args()
     if not shutil.which("iperf3") or not shutil.which("nsenter"):
@@ -137,14 +145,31 @@ def main() -> None:
         NodeNetwork(caisson.root).ensure_bridge(bridge)  # as the node does at boot; LXC needs it too
         c_net = caisson.create(template, "bench-net", {"net0": f"name=eth0,bridge={bridge},ip={c_ip}/24,gw={gw}"})
         c_none = caisson.create(template, "bench-nonet")
-        l_net = lxc.create(template, "net", net=[
-            "lxc.net.0.type = veth", f"lxc.net.0.link = {bridge}", "lxc.net.0.flags = up", "lxc.net.0.name = eth0",
-            f"lxc.net.0.ipv4.address = {l_ip}/24", f"lxc.net.0.ipv4.gateway = {gw}"])
+        l_net = lxc.create(
+            template,
+            "net",
+            net=[
+                "lxc.net.0.type = veth",
+                f"lxc.net.0.link = {bridge}",
+                "lxc.net.0.flags = up",
+                "lxc.net.0.name = eth0",
+                f"lxc.net.0.ipv4.address = {l_ip}/24",
+                f"lxc.net.0.ipv4.gateway = {gw}",
+            ],
+        )
         l_none = lxc.create(template, "nonet")
         c_net2 = caisson.create(template, "bench-net2", {"net0": f"name=eth0,bridge={bridge},ip={c_ip2}/24"})
-        l_net2 = lxc.create(template, "net2", net=[
-            "lxc.net.0.type = veth", f"lxc.net.0.link = {bridge}", "lxc.net.0.flags = up", "lxc.net.0.name = eth0",
-            f"lxc.net.0.ipv4.address = {l_ip2}/24"])
+        l_net2 = lxc.create(
+            template,
+            "net2",
+            net=[
+                "lxc.net.0.type = veth",
+                f"lxc.net.0.link = {bridge}",
+                "lxc.net.0.flags = up",
+                "lxc.net.0.name = eth0",
+                f"lxc.net.0.ipv4.address = {l_ip2}/24",
+            ],
+        )
         e = caisson.engine
 
         def lxc_pid(name: str) -> int:
@@ -180,11 +205,17 @@ def main() -> None:
 
         sides = {  # key: (start, answer, stop); only the first or the last is timed
             "c_net": (lambda: e.start(c_net), lambda: caisson_answer(c_net), lambda: e.stop(c_net)),
-            "l_net": (lambda: run(lxc.start_argv(l_net)), lambda: run(lxc.attach_argv(l_net)),
-                      lambda: run(lxc.cmd("lxc-stop", l_net, "-k"))),
+            "l_net": (
+                lambda: run(lxc.start_argv(l_net)),
+                lambda: run(lxc.attach_argv(l_net)),
+                lambda: run(lxc.cmd("lxc-stop", l_net, "-k")),
+            ),
             "c_none": (lambda: e.start(c_none), lambda: caisson_answer(c_none), lambda: e.stop(c_none)),
-            "l_none": (lambda: run(lxc.start_argv(l_none)), lambda: run(lxc.attach_argv(l_none)),
-                       lambda: run(lxc.cmd("lxc-stop", l_none, "-k"))),
+            "l_none": (
+                lambda: run(lxc.start_argv(l_none)),
+                lambda: run(lxc.attach_argv(l_none)),
+                lambda: run(lxc.cmd("lxc-stop", l_none, "-k")),
+            ),
         }
         until_gone: dict[str, list[float]] = {"c_net": [], "l_net": []}
         lingered: dict[str, list[bool]] = {"c_net": [], "l_net": []}
@@ -200,6 +231,7 @@ def main() -> None:
                 reap_children()
                 settled(time.perf_counter_ns())
                 return elapsed
+
             return step
 
         def timed_stop(key: str):
@@ -215,13 +247,15 @@ def main() -> None:
                     until_gone[key].append(settled(start))
                 reap_children()
                 return elapsed
+
             return step
 
-        starts = alternate([(key, timed_start(key)) for key in sides], args.runs, args.warmup, label="start→exec",
-                           idle=args.idle)
+        starts = alternate(
+            [(key, timed_start(key)) for key in sides], args.runs, args.warmup, label="start→exec", idle=args.idle
+        )
         stops = alternate([(key, timed_stop(key)) for key in sides], args.runs, args.warmup, label="hard stop")
         for key in until_gone:
-            del until_gone[key][:args.warmup], lingered[key][:args.warmup]
+            del until_gone[key][: args.warmup], lingered[key][: args.warmup]
 
         # The kernel's share of a stop: deleting one veth pair that sits on the bridge (netlink, warm).
         deletes = []
@@ -244,10 +278,22 @@ def main() -> None:
 
         def iperf(addr: str, client_pid: int | None = None):
             def step() -> float:
-                server = subprocess.Popen(["nsenter", f"--net=/proc/{pids[addr]}/ns/net", "iperf3", "-s", "-1",
-                                           "-B", addr, "-p", str(IPERF_PORT)],
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL)
+                server = subprocess.Popen(
+                    [
+                        "nsenter",
+                        f"--net=/proc/{pids[addr]}/ns/net",
+                        "iperf3",
+                        "-s",
+                        "-1",
+                        "-B",
+                        addr,
+                        "-p",
+                        str(IPERF_PORT),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 servers.append(server)
                 deadline = time.monotonic() + 5
                 while not listening(pids[addr], IPERF_PORT):
@@ -255,11 +301,11 @@ def main() -> None:
                         raise RuntimeError(f"iperf3 server for {addr} did not come up")
                     time.sleep(0.01)
                 inside = ["nsenter", f"--net=/proc/{client_pid}/ns/net"] if client_pid else []
-                out = run_text([*inside, "iperf3", "-c", addr, "-p", str(IPERF_PORT), "-t", str(args.iperf_time),
-                                "-J"])
+                out = run_text([*inside, "iperf3", "-c", addr, "-p", str(IPERF_PORT), "-t", str(args.iperf_time), "-J"])
                 server.wait(timeout=10)
                 servers.remove(server)
                 return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
             return step
 
         gbits = alternate([("caisson", iperf(c_ip)), ("lxc", iperf(l_ip))], args.iperf_runs, 1, label="iperf3")
@@ -268,8 +314,12 @@ def main() -> None:
         second = {"caisson": e.status(c_net2, stats=False).pid, "lxc": lxc_pid(l_net2)}
         wait_address(second["caisson"], c_ip2)
         wait_address(second["lxc"], l_ip2)
-        between = alternate([("caisson", iperf(c_ip, second["caisson"])), ("lxc", iperf(l_ip, second["lxc"]))],
-                            args.iperf_runs, 1, label="iperf3 container to container")
+        between = alternate(
+            [("caisson", iperf(c_ip, second["caisson"])), ("lxc", iperf(l_ip, second["lxc"]))],
+            args.iperf_runs,
+            1,
+            label="iperf3 container to container",
+        )
         caisson.stop(c_net2)
         lxc.stop(l_net2)
         caisson.stop(c_net)
@@ -279,37 +329,73 @@ def main() -> None:
             return [x - y for x, y in zip(a, b, strict=True)]
 
         forward = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
-        report = Report(f"one veth on a bridge: start, stop, throughput — {args.template} template",
-                        {"runs": args.runs, "warm-ups": args.warmup,
-                         "iperf3": f"{args.iperf_runs} × {args.iperf_time} s", "order": "Caisson LXC Caisson LXC …",
-                         "bridge": f"{bridge} {gw}/24", "idle before each start": f"{args.idle:g} s",
-                         "pause before each stop": f"{args.stop_idle:g} s"}, notes=s.notes)
-        report.add("start→exec, one veth: e.start+e.exec  vs  lxc-start -d + lxc-attach", starts["c_net"],
-                   starts["l_net"], goal=START_GOAL)
+        report = Report(
+            f"one veth on a bridge: start, stop, throughput — {args.template} template",
+            {
+                "runs": args.runs,
+                "warm-ups": args.warmup,
+                "iperf3": f"{args.iperf_runs} × {args.iperf_time} s",
+                "order": "Caisson LXC Caisson LXC …",
+                "bridge": f"{bridge} {gw}/24",
+                "idle before each start": f"{args.idle:g} s",
+                "pause before each stop": f"{args.stop_idle:g} s",
+            },
+            notes=s.notes,
+        )
+        report.add(
+            "start→exec, one veth: e.start+e.exec  vs  lxc-start -d + lxc-attach",
+            starts["c_net"],
+            starts["l_net"],
+            goal=START_GOAL,
+        )
         report.add("start→exec, no network (same rounds)", starts["c_none"], starts["l_none"])
-        report.add("network set-up per interface: start one veth − start no network", minus(
-            starts["c_net"], starts["c_none"]), minus(starts["l_net"], starts["l_none"]), limit=NET_LIMIT_MS,
-            note="differences taken round by round; the ratio of two small noisy differences is only indicative")
+        report.add(
+            "network set-up per interface: start one veth − start no network",
+            minus(starts["c_net"], starts["c_none"]),
+            minus(starts["l_net"], starts["l_none"]),
+            limit=NET_LIMIT_MS,
+            note="differences taken round by round; the ratio of two small noisy differences is only indicative",
+        )
         report.add("hard stop, one veth: e.stop  vs  lxc-stop -k", stops["c_net"], stops["l_net"], goal=STOP_GOAL)
-        report.add("hard stop, one veth, until its host end is gone from the bridge", until_gone["c_net"],
-                   until_gone["l_net"], note="the stop call plus any wait, polled every 0.2 ms, until the bridge has "
-                   f"no port left; the host end was still there when the call returned in {sum(lingered['c_net'])}/"
-                   f"{args.runs} Caisson and {sum(lingered['l_net'])}/{args.runs} LXC stops (the kernel still "
-                   "deleting it as the container's network namespace goes)")
+        report.add(
+            "hard stop, one veth, until its host end is gone from the bridge",
+            until_gone["c_net"],
+            until_gone["l_net"],
+            note="the stop call plus any wait, polled every 0.2 ms, until the bridge has "
+            f"no port left; the host end was still there when the call returned in {sum(lingered['c_net'])}/"
+            f"{args.runs} Caisson and {sum(lingered['l_net'])}/{args.runs} LXC stops (the kernel still "
+            "deleting it as the container's network namespace goes)",
+        )
         report.add("hard stop, no network (same rounds)", stops["c_none"], stops["l_none"])
-        report.add("network tear-down per interface: stop one veth − stop no network",
-                   minus(stops["c_net"], stops["c_none"]), minus(stops["l_net"], stops["l_none"]))
-        report.add("throughput host → container, iperf3 TCP", gbits["caisson"], gbits["lxc"], unit="Gbit/s",
-                   note="higher is better; iperf3 -s -1 in the container's netns via nsenter, client on the host")
-        report.add("throughput container → container on the bridge, iperf3 TCP", between["caisson"],
-                   between["lxc"], unit="Gbit/s", note="higher is better; server and client each in one "
-                   "container's netns via nsenter (the host's iperf3)")
-        report.notes.append(f"kernel: deleting one veth pair on the bridge explicitly (RTM_DELLINK, warm netlink "
-                            f"socket, in this process): {fmt(deletes)} ms — what a stop pays if it deletes the host "
-                            "end itself and waits; when the container's network namespace goes, the kernel deletes "
-                            "the pair in its own clean-up work instead, off the caller's path.")
-        report.notes.append(f"host: net.ipv4.ip_forward = {forward} (left as it was); the bridge's subnet exists "
-                            "only on the bridge; nothing is routed or NATed.")
+        report.add(
+            "network tear-down per interface: stop one veth − stop no network",
+            minus(stops["c_net"], stops["c_none"]),
+            minus(stops["l_net"], stops["l_none"]),
+        )
+        report.add(
+            "throughput host → container, iperf3 TCP",
+            gbits["caisson"],
+            gbits["lxc"],
+            unit="Gbit/s",
+            note="higher is better; iperf3 -s -1 in the container's netns via nsenter, client on the host",
+        )
+        report.add(
+            "throughput container → container on the bridge, iperf3 TCP",
+            between["caisson"],
+            between["lxc"],
+            unit="Gbit/s",
+            note="higher is better; server and client each in one container's netns via nsenter (the host's iperf3)",
+        )
+        report.notes.append(
+            f"kernel: deleting one veth pair on the bridge explicitly (RTM_DELLINK, warm netlink "
+            f"socket, in this process): {fmt(deletes)} ms — what a stop pays if it deletes the host "
+            "end itself and waits; when the container's network namespace goes, the kernel deletes "
+            "the pair in its own clean-up work instead, off the caller's path."
+        )
+        report.notes.append(
+            f"host: net.ipv4.ip_forward = {forward} (left as it was); the bridge's subnet exists "
+            "only on the bridge; nothing is routed or NATed."
+        )
         report.finish(args.json)
 
 

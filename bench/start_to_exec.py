@@ -12,6 +12,7 @@ Rows (each sample starts a stopped container; the stop between samples is not ti
 With ``--hyperfine`` the CLI pair is also timed by hyperfine as one shell command line each
 (``--prepare`` stops the container), as a cross-check that does not alternate.
 """
+
 from __future__ import annotations
 
 import time
@@ -53,8 +54,9 @@ def main() -> None:
 
         def caisson_cli() -> float:
             caisson.mark_cli_started(ctid)
-            elapsed = timed_commands(caisson.cli("start", str(ctid)), caisson.cli("exec", str(ctid), "--", "true"),
-                                     env=caisson.env)
+            elapsed = timed_commands(
+                caisson.cli("start", str(ctid)), caisson.cli("exec", str(ctid), "--", "true"), env=caisson.env
+            )
             caisson.stop(ctid)
             return elapsed
 
@@ -63,34 +65,75 @@ def main() -> None:
             lxc.stop(name)
             return elapsed
 
-        samples = alternate([("caisson_warm", caisson_warm), ("lxc_warm", lxc_pair),
-                             ("caisson_cli", caisson_cli), ("lxc_cli", lxc_pair)],
-                            args.runs, args.warmup, label="start→exec", idle=args.idle)
+        samples = alternate(
+            [
+                ("caisson_warm", caisson_warm),
+                ("lxc_warm", lxc_pair),
+                ("caisson_cli", caisson_cli),
+                ("lxc_cli", lxc_pair),
+            ],
+            args.runs,
+            args.warmup,
+            label="start→exec",
+            idle=args.idle,
+        )
 
-        report = Report(f"start until `true` answers inside — {args.template} template",
-                        {"runs": args.runs, "warm-ups": args.warmup, "order": "Caisson LXC Caisson LXC …",
-                         "idle before each sample": f"{args.idle:g} s"},
-                        notes=s.notes)
-        report.add("warm: e.start+e.exec  vs  lxc-start -d + lxc-attach", samples["caisson_warm"],
-                   samples["lxc_warm"], goal=WARM_GOAL)
-        report.add("CLI: engine start + engine exec  vs  lxc-start -d + lxc-attach", samples["caisson_cli"],
-                   samples["lxc_cli"], goal=CLI_GOAL)
+        report = Report(
+            f"start until `true` answers inside — {args.template} template",
+            {
+                "runs": args.runs,
+                "warm-ups": args.warmup,
+                "order": "Caisson LXC Caisson LXC …",
+                "idle before each sample": f"{args.idle:g} s",
+            },
+            notes=s.notes,
+        )
+        report.add(
+            "warm: e.start+e.exec  vs  lxc-start -d + lxc-attach",
+            samples["caisson_warm"],
+            samples["lxc_warm"],
+            goal=WARM_GOAL,
+        )
+        report.add(
+            "CLI: engine start + engine exec  vs  lxc-start -d + lxc-attach",
+            samples["caisson_cli"],
+            samples["lxc_cli"],
+            goal=CLI_GOAL,
+        )
 
         if args.hyperfine:
             caisson.mark_cli_started(ctid)
             stop_c = caisson.cli_shell("stop", str(ctid)) + " >/dev/null 2>&1 || true"
             stop_l = lxc.shell("lxc-stop", name, "-k") + " >/dev/null 2>&1 || true"
-            hf = hyperfine([
-                ("caisson", caisson.cli_shell("start", str(ctid)) + " >/dev/null && "
-                 + caisson.cli_shell("exec", str(ctid), "--", "true"), stop_c),
-                ("lxc", lxc.shell("lxc-start", name, "-d") + " && " + lxc.shell("lxc-attach", name, "--", "true"),
-                 stop_l),
-            ], args.runs, args.warmup, s.workdir, env=caisson.env)
+            hf = hyperfine(
+                [
+                    (
+                        "caisson",
+                        caisson.cli_shell("start", str(ctid))
+                        + " >/dev/null && "
+                        + caisson.cli_shell("exec", str(ctid), "--", "true"),
+                        stop_c,
+                    ),
+                    (
+                        "lxc",
+                        lxc.shell("lxc-start", name, "-d") + " && " + lxc.shell("lxc-attach", name, "--", "true"),
+                        stop_l,
+                    ),
+                ],
+                args.runs,
+                args.warmup,
+                s.workdir,
+                env=caisson.env,
+            )
             caisson.stop(ctid)
             lxc.stop(name)
             reap_children()
-            report.add("CLI via hyperfine (sh -c 'start && exec'; blocks, not alternating)", hf["caisson"],
-                       hf["lxc"], goal=CLI_GOAL)
+            report.add(
+                "CLI via hyperfine (sh -c 'start && exec'; blocks, not alternating)",
+                hf["caisson"],
+                hf["lxc"],
+                goal=CLI_GOAL,
+            )
         report.finish(args.json)
 
 

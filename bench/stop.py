@@ -10,6 +10,7 @@ Rows (each sample stops a container started just before, untimed):
   ``lxc.signal.halt``), so both wait for the same shutdown inside: busybox init's own
   sleeps take about 2 s, which is why this row has fewer runs.
 """
+
 from __future__ import annotations
 
 import time
@@ -30,10 +31,15 @@ GOAL = 1.0
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0], runs=30, idle=0.05,
-               idle_help="pause between the untimed start and the timed stop")
-    p.add_argument("--graceful-runs", type=int, default=5,
-                   help="measured graceful stops per side (about 2 s each with busybox; default %(default)s)")
+    p = parser(
+        __doc__.splitlines()[0], runs=30, idle=0.05, idle_help="pause between the untimed start and the timed stop"
+    )
+    p.add_argument(
+        "--graceful-runs",
+        type=int,
+        default=5,
+        help="measured graceful stops per side (about 2 s each with busybox; default %(default)s)",
+    )
     args = p.parse_args()
 
     with Session("stop", args) as s:
@@ -84,17 +90,26 @@ def main() -> None:
             reap_children()
             return elapsed
 
-        hard = alternate([("caisson", caisson_hard), ("lxc", lxc_hard),
-                          ("caisson_cli", caisson_cli_hard), ("lxc_cli", lxc_hard)],
-                         args.runs, args.warmup, label="hard stop")
-        graceful = alternate([("caisson", caisson_graceful), ("lxc", lxc_graceful)],
-                             args.graceful_runs, 1, label="graceful stop")
+        hard = alternate(
+            [("caisson", caisson_hard), ("lxc", lxc_hard), ("caisson_cli", caisson_cli_hard), ("lxc_cli", lxc_hard)],
+            args.runs,
+            args.warmup,
+            label="hard stop",
+        )
+        graceful = alternate(
+            [("caisson", caisson_graceful), ("lxc", lxc_graceful)], args.graceful_runs, 1, label="graceful stop"
+        )
 
-        report = Report(f"stop a running container — {args.template} template",
-                        {"runs": f"{args.runs} hard, {args.graceful_runs} graceful",
-                         "warm-ups": f"{args.warmup} hard, 1 graceful", "order": "Caisson LXC Caisson LXC …",
-                         "pause between start and timed stop": f"{args.idle:g} s"},
-                        notes=s.notes)
+        report = Report(
+            f"stop a running container — {args.template} template",
+            {
+                "runs": f"{args.runs} hard, {args.graceful_runs} graceful",
+                "warm-ups": f"{args.warmup} hard, 1 graceful",
+                "order": "Caisson LXC Caisson LXC …",
+                "pause between start and timed stop": f"{args.idle:g} s",
+            },
+            notes=s.notes,
+        )
         report.add("hard: e.stop  vs  lxc-stop -k", hard["caisson"], hard["lxc"], goal=GOAL)
         report.add("hard, CLI: engine stop  vs  lxc-stop -k", hard["caisson_cli"], hard["lxc_cli"])
         report.add("graceful: e.shutdown  vs  lxc-stop", graceful["caisson"], graceful["lxc"], goal=GOAL)

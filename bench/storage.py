@@ -20,6 +20,7 @@ file system's free space, measured after a sync):
 Goals: btrfs and overlay snapshot and clone within 15 ms and 100 KiB of extra disk whatever the size;
 rollback within 50 ms.
 """
+
 from __future__ import annotations
 
 import os
@@ -83,9 +84,12 @@ def main() -> None:
         lxc = LxcSide(s)
         lxc_btrfs = btrfs / "lxc"
         lxc_btrfs.mkdir(mode=0o711)
-        report = Report("snapshot, rollback, clone — Caisson storage backends against lxc-snapshot / lxc-copy",
-                        {"runs": args.runs, "warm-ups": args.warmup, "large case": f"+{args.big_mib} MiB",
-                         "containers": "stopped"}, notes=s.notes, against="LXC")
+        report = Report(
+            "snapshot, rollback, clone — Caisson storage backends against lxc-snapshot / lxc-copy",
+            {"runs": args.runs, "warm-ups": args.warmup, "large case": f"+{args.big_mib} MiB", "containers": "stopped"},
+            notes=s.notes,
+            against="LXC",
+        )
 
         for size_name, big in (("busybox", 0), (f"+{args.big_mib} MiB", args.big_mib)):
             for backend in BACKENDS:
@@ -104,31 +108,69 @@ def main() -> None:
                 samples = _measure(e, ctid, lxc_path, name, backend, fs_path, args, caisson)
                 label = f"{backend}, {size_name}"
                 fast = backend in ("btrfs", "overlay")
-                report.add(f"snapshot, {label}", samples["snap_ms"], samples["lxc_snap_ms"],
-                           limit=TIME_GOAL_MS if fast else None)
-                report.add(f"snapshot disk, {label}", samples["snap_kib"], samples["lxc_snap_kib"], unit="KiB",
-                           limit=DISK_GOAL_KIB if fast else None)
-                report.add(f"rollback, {label}", samples["rb_ms"], samples["lxc_rb_ms"],
-                           limit=ROLLBACK_GOAL_MS if fast else None)
-                report.add(f"clone, {label}", samples["clone_ms"], samples["lxc_clone_ms"],
-                           limit=TIME_GOAL_MS if fast else None)
-                report.add(f"clone disk, {label}", samples["clone_kib"], samples["lxc_clone_kib"], unit="KiB",
-                           limit=DISK_GOAL_KIB if fast else None)
+                report.add(
+                    f"snapshot, {label}",
+                    samples["snap_ms"],
+                    samples["lxc_snap_ms"],
+                    limit=TIME_GOAL_MS if fast else None,
+                )
+                report.add(
+                    f"snapshot disk, {label}",
+                    samples["snap_kib"],
+                    samples["lxc_snap_kib"],
+                    unit="KiB",
+                    limit=DISK_GOAL_KIB if fast else None,
+                )
+                report.add(
+                    f"rollback, {label}",
+                    samples["rb_ms"],
+                    samples["lxc_rb_ms"],
+                    limit=ROLLBACK_GOAL_MS if fast else None,
+                )
+                report.add(
+                    f"clone, {label}",
+                    samples["clone_ms"],
+                    samples["lxc_clone_ms"],
+                    limit=TIME_GOAL_MS if fast else None,
+                )
+                report.add(
+                    f"clone disk, {label}",
+                    samples["clone_kib"],
+                    samples["lxc_clone_kib"],
+                    unit="KiB",
+                    limit=DISK_GOAL_KIB if fast else None,
+                )
                 e.destroy(ctid, force=True)
                 caisson.ctids.remove(ctid)
                 run(["lxc-destroy", "-P", lxc_path, "-n", name, "-s", "-f"], check=False)
-        report.notes.append("extra disk: the drop of the file system's free space after a sync; btrfs counts free "
-                            "space by allocated chunk, so the few 16 KiB metadata nodes of a snapshot show as 0 "
-                            "on both sides.")
-        report.notes.append("LXC has no overlay snapshot: the overlay rows compare with lxc-snapshot of a directory "
-                            "container (rsync copy) and lxc-copy -s -B overlay.")
+        report.notes.append(
+            "extra disk: the drop of the file system's free space after a sync; btrfs counts free "
+            "space by allocated chunk, so the few 16 KiB metadata nodes of a snapshot show as 0 "
+            "on both sides."
+        )
+        report.notes.append(
+            "LXC has no overlay snapshot: the overlay rows compare with lxc-snapshot of a directory "
+            "container (rsync copy) and lxc-copy -s -B overlay."
+        )
         report.finish(args.json)
 
 
 def _measure(e, ctid, lxc_path, name, backend, fs_path, args, caisson) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {k: [] for k in ("snap_ms", "snap_kib", "lxc_snap_ms", "lxc_snap_kib", "rb_ms",
-                                                   "lxc_rb_ms", "clone_ms", "clone_kib", "lxc_clone_ms",
-                                                   "lxc_clone_kib")}
+    out: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "snap_ms",
+            "snap_kib",
+            "lxc_snap_ms",
+            "lxc_snap_kib",
+            "rb_ms",
+            "lxc_rb_ms",
+            "clone_ms",
+            "clone_kib",
+            "lxc_clone_ms",
+            "lxc_clone_kib",
+        )
+    }
     e.snapshot(ctid, "base")
     run(["lxc-snapshot", "-P", lxc_path, "-n", name])  # snap0, the base
     lxc_clone_args = {"btrfs": ["-s"], "overlay": ["-s", "-B", "overlay"], "dir": []}[backend]

@@ -7,6 +7,7 @@ before, so only the pairwise ratio means much). The engine's side also checks ev
 ownership to the user namespace and renames into place atomically; tar does none of that.
 Goal: within 1.1x of tar.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -52,17 +53,26 @@ def main() -> None:
             target = fresh("tar")
             target.mkdir()
             start = time.perf_counter_ns()
-            subprocess.run(f"zstd -dc '{template}' | tar -x --numeric-owner -C '{target}' -f -", shell=True,
-                           check=True, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                f"zstd -dc '{template}' | tar -x --numeric-owner -C '{target}' -f -",
+                shell=True,
+                check=True,
+                stderr=subprocess.DEVNULL,
+            )
             elapsed = ms_since(start)
             shutil.rmtree(target)
             return elapsed
 
         samples = alternate([("caisson", caisson), ("tar", tar)], args.runs, args.warmup, label="unpack")
-        report = Report(f"unpack {template.name}, cold cache", {"runs": args.runs, "order": "Caisson tar …"},
-                        against="zstd|tar")
-        report.add("unpack: extract_archive (checked, id-shifted, atomic) vs zstd -dc | tar -x", samples["caisson"],
-                   samples["tar"], goal=GOAL)
+        report = Report(
+            f"unpack {template.name}, cold cache", {"runs": args.runs, "order": "Caisson tar …"}, against="zstd|tar"
+        )
+        report.add(
+            "unpack: extract_archive (checked, id-shifted, atomic) vs zstd -dc | tar -x",
+            samples["caisson"],
+            samples["tar"],
+            goal=GOAL,
+        )
         report.finish(args.json)
 
 

@@ -24,6 +24,7 @@ Goals: list p95 under 50 ms for ``?limit=100`` (the page size clients use;
 
     sudo .venv/bin/python bench/web.py [--runs 100] [--starts 20] [--json FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,12 +86,19 @@ class Bench:
         base = urlparse(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/caisson"))
         self.dbname = f"caisson_bench_{os.getpid()}"
         self.admin_dsn = base._replace(path="/postgres").geturl()
-        self.env = {**os.environ, "DATABASE_URL": base._replace(path=f"/{self.dbname}").geturl(),
-                    "CAISSON_NODE": "benchnode", "CAISSON_REDIS_DBS": "13,14,15",
-                    "CAISSON_ROOT": str(self.workdir / "state"), "CAISSON_RUN": str(self.workdir / "run"),
-                    "CAISSON_CGROUP_PARENT": "caisson-bench-web", "CAISSON_WEB_DATA": str(self.workdir / "web"),
-                    "CAISSON_LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "webui.settings",
-                    "PYTHONPATH": str(REPO)}
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": base._replace(path=f"/{self.dbname}").geturl(),
+            "CAISSON_NODE": "benchnode",
+            "CAISSON_REDIS_DBS": "13,14,15",
+            "CAISSON_ROOT": str(self.workdir / "state"),
+            "CAISSON_RUN": str(self.workdir / "run"),
+            "CAISSON_CGROUP_PARENT": "caisson-bench-web",
+            "CAISSON_WEB_DATA": str(self.workdir / "web"),
+            "CAISSON_LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "webui.settings",
+            "PYTHONPATH": str(REPO),
+        }
         os.environ.update(self.env)
 
     # ---- set-up ---------------------------------------------------------------------------------------
@@ -129,20 +137,39 @@ class Bench:
         other = Node.objects.create(name="benchnode2", last_seen=timezone.now())
         half = Pool.objects.create(name="half")
         now = timezone.now()
-        Container.objects.bulk_create([
-            Container(ctid=10_000 + i, node=node if i % 2 else other, pool=half if i < POOLED else None,
-                      hostname=f"ct{i:04d}.example.org", status="running" if i % 3 else "stopped",
-                      started_at=now, init="systemd", ipv4=[f"10.0.{i // 250}.{i % 250 + 1}"],
-                      config={"hostname": f"ct{i:04d}", "memory": "512", "cores": "1",
-                              "net0": "name=eth0,bridge=vmbr0,ip=dhcp"},
-                      cpu=0.01, memory_used=50 << 20, memory_limit=512 << 20) for i in range(CONTAINERS)])
+        Container.objects.bulk_create(
+            [
+                Container(
+                    ctid=10_000 + i,
+                    node=node if i % 2 else other,
+                    pool=half if i < POOLED else None,
+                    hostname=f"ct{i:04d}.example.org",
+                    status="running" if i % 3 else "stopped",
+                    started_at=now,
+                    init="systemd",
+                    ipv4=[f"10.0.{i // 250}.{i % 250 + 1}"],
+                    config={
+                        "hostname": f"ct{i:04d}",
+                        "memory": "512",
+                        "cores": "1",
+                        "net0": "name=eth0,bridge=vmbr0,ip=dhcp",
+                    },
+                    cpu=0.01,
+                    memory_used=50 << 20,
+                    memory_limit=512 << 20,
+                )
+                for i in range(CONTAINERS)
+            ]
+        )
         admin = User.objects.create_user("bench-admin", password="x" * 12)
         AccessEntry.objects.create(user=admin, role=Role.objects.get(name="Administrator"), path="/")
         operator = User.objects.create_user("bench-operator", password="x" * 12)
         AccessEntry.objects.create(user=operator, role=Role.objects.get(name="Operator"), path="/pool/half")
         self.users = {"Administrator": admin, "Operator on a pool of 500": operator}
-        return {"Administrator": ApiToken.issue(admin, "bench")[1], "Operator on a pool of 500":
-                ApiToken.issue(operator, "bench")[1]}
+        return {
+            "Administrator": ApiToken.issue(admin, "bench")[1],
+            "Operator on a pool of 500": ApiToken.issue(operator, "bench")[1],
+        }
 
     def session_cookie(self, who: str) -> str:
         """A logged-in session of the user (the pages take sessions, not tokens), as a Cookie header."""
@@ -173,8 +200,9 @@ class Bench:
     def start(self, name: str, argv: list[str]) -> tuple[subprocess.Popen, Path]:
         log = self.workdir / f"{name}.log"
         with open(log, "wb") as out:
-            process = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                argv, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.stack.callback(self._stop, process)
         return process, log
 
@@ -190,8 +218,9 @@ class Bench:
 
     def web(self) -> int:
         port = free_port()
-        process, log = self.start("web", [sys.executable, "-m", "webui.serve", "--host", "127.0.0.1",
-                                          "--port", str(port)])
+        process, log = self.start(
+            "web", [sys.executable, "-m", "webui.serve", "--host", "127.0.0.1", "--port", str(port)]
+        )
 
         def answers() -> bool:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -206,8 +235,9 @@ class Bench:
         from django.conf import settings
 
         redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("node.benchnode")
-        process, log = self.start("agent", [sys.executable, "-m", "tasks.agent", "--concurrency", "2",
-                                            "--loglevel", "WARNING"])
+        process, log = self.start(
+            "agent", [sys.executable, "-m", "tasks.agent", "--concurrency", "2", "--loglevel", "WARNING"]
+        )
         wait_until(lambda: b"ready" in log.read_bytes() or self._agent_ready(), "the node agent", process, log)
         self.stack.callback(self._destroy_containers)
 
@@ -284,15 +314,31 @@ class Bench:
         store = self.workdir / "state" / "template" / "cache"
         store.mkdir(parents=True, exist_ok=True)
         archive = build_busybox(store)
-        StoredTemplate.objects.get_or_create(node_id=self._node_id(), name=archive.name,
-                                             defaults={"size": archive.stat().st_size, "modified": timezone.now()})
+        StoredTemplate.objects.get_or_create(
+            node_id=self._node_id(),
+            name=archive.name,
+            defaults={"size": archive.stat().st_size, "modified": timezone.now()},
+        )
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         ctid = 9000
         self.heartbeat()
-        status, body = self.request(conn, "POST", "/api/containers/", token, {
-            "node": "benchnode", "ctid": ctid, "hostname": "bench-web", "password": "bench-pw",
-            "password_confirm": "bench-pw", "template": f"local:vztmpl/{archive.name}", "memory": 128, "swap": 0,
-            "disk_size": 1})
+        status, body = self.request(
+            conn,
+            "POST",
+            "/api/containers/",
+            token,
+            {
+                "node": "benchnode",
+                "ctid": ctid,
+                "hostname": "bench-web",
+                "password": "bench-pw",
+                "password_confirm": "bench-pw",
+                "template": f"local:vztmpl/{archive.name}",
+                "memory": 128,
+                "swap": 0,
+                "disk_size": 1,
+            },
+        )
         if status != 202:
             raise RuntimeError(f"create answered {status}: {body}")
         self.wait_job(body["job"]["id"])
@@ -349,24 +395,63 @@ def main() -> None:
                 samples = bench.list_times(port, token, limit, expected[who])
                 rows.append((f"GET /api/containers/?limit={limit} as {who}", samples, LIST_GOAL_MS))
         for who in tokens:
-            rows.append((f"GET / (dashboard, {expected[who]} rows) as {who}",
-                         bench.page_times(port, who, "/", expected[who]), PAGE_GOAL_MS))
+            rows.append(
+                (
+                    f"GET / (dashboard, {expected[who]} rows) as {who}",
+                    bench.page_times(port, who, "/", expected[who]),
+                    PAGE_GOAL_MS,
+                )
+            )
         bench.agent()
-        rows.append(("POST .../status/start/ until the job runs", bench.click_to_running(port, tokens["Administrator"]),
-                     CLICK_GOAL_MS))
-    print(f"Caisson web tier, {CONTAINERS} containers on PostgreSQL, uvicorn on loopback, token auth "
-          f"(list: {args.runs} requests per case; start: {args.starts} cycles)\n")
+        rows.append(
+            (
+                "POST .../status/start/ until the job runs",
+                bench.click_to_running(port, tokens["Administrator"]),
+                CLICK_GOAL_MS,
+            )
+        )
+    print(
+        f"Caisson web tier, {CONTAINERS} containers on PostgreSQL, uvicorn on loopback, token auth "
+        f"(list: {args.runs} requests per case; start: {args.starts} cycles)\n"
+    )
     head = ["metric (ms)", "p50", "p95", "min", "max", "goal (p95)", ""]
-    body = [[name, f"{statistics.median(s):.1f}", f"{percentile(s, 95):.1f}", f"{min(s):.1f}", f"{max(s):.1f}",
-             f"< {goal:g}", "met" if percentile(s, 95) < goal else "MISSED"] for name, s, goal in rows]
+    body = [
+        [
+            name,
+            f"{statistics.median(s):.1f}",
+            f"{percentile(s, 95):.1f}",
+            f"{min(s):.1f}",
+            f"{max(s):.1f}",
+            f"< {goal:g}",
+            "met" if percentile(s, 95) < goal else "MISSED",
+        ]
+        for name, s, goal in rows
+    ]
     widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
     for line in [head, ["-" * w for w in widths], *body]:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"title": "web tier", "rows": [
-            {"metric": name, "unit": "ms", "goal_p95": goal, "samples": s, "p50": statistics.median(s),
-             "p95": percentile(s, 95)} for name, s, goal in rows]}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "title": "web tier",
+                    "rows": [
+                        {
+                            "metric": name,
+                            "unit": "ms",
+                            "goal_p95": goal,
+                            "samples": s,
+                            "p50": statistics.median(s),
+                            "p95": percentile(s, 95),
+                        }
+                        for name, s, goal in rows
+                    ],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"\nraw samples: {args.json}")
 
 

@@ -6,6 +6,7 @@ network's MACs and pool addresses chosen against every other container, the
 volumes a container owns, and the leftovers of a create, restore or clone a
 killed process left behind.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,9 +25,16 @@ from engine.volumes import check_bind_source, disk_number, render_props, volumes
 log = logging.getLogger(__name__)
 
 
-def allocate_mount_points(node: Node, ctid: int, config: ContainerConfig, owner: int, revert: Reverter,
-                          keys: set[str] | None = None, used: set[int] | None = None,
-                          record: Callable[[], None] | None = None) -> None:
+def allocate_mount_points(
+    node: Node,
+    ctid: int,
+    config: ContainerConfig,
+    owner: int,
+    revert: Reverter,
+    keys: set[str] | None = None,
+    used: set[int] | None = None,
+    record: Callable[[], None] | None = None,
+) -> None:
     """Allocate the volumes ``mpN: <storage>:<GiB>,mp=...`` ask for; check bind mounts' host paths.
 
     ``used`` holds disk numbers taken besides the config's own (those of a container being replaced);
@@ -50,8 +58,9 @@ def allocate_mount_points(node: Node, ctid: int, config: ContainerConfig, owner:
         vol = driver.create(ctid, disk, owner, size, None)
         revert.add(driver.delete, vol)
         props = {k: v for k, v in volume.props.items() if k not in ("volume", "size")}
-        config.current.values[volume.key] = render_props(f"{storage_id}:{vol}", {**props, "size": size}
-                                                         if size else props)
+        config.current.values[volume.key] = render_props(
+            f"{storage_id}:{vol}", {**props, "size": size} if size else props
+        )
         if record is not None:
             record()
 
@@ -122,8 +131,11 @@ def clear_interrupted_create(node: Node, ctid: int) -> bool:
         with contextlib.suppress(EngineError, OSError):
             driver.delete(vol)
         volids.append(volume.volid)
-    log.warning("container %s: a create or restore was interrupted (lock: create); removing what it left: "
-                "%s and its config", ctid, ", ".join(volids) if volids else "no volume")
+    log.warning(
+        "container %s: a create or restore was interrupted (lock: create); removing what it left: %s and its config",
+        ctid,
+        ", ".join(volids) if volids else "no volume",
+    )
     path.unlink(missing_ok=True)
     free_leftovers(node, ctid)
     return True
@@ -142,7 +154,9 @@ def owned_volumes(node: Node, ctid: int, config: ContainerConfig) -> dict:
             if name is not None:
                 clones = driver.linked_clones(vol, name)
                 if clones:
-                    raise InvalidState(f"container {ctid}'s snapshot '{name}' is the base of linked clone"
-                                       f"{'s' if len(clones) > 1 else ''} {', '.join(map(str, clones))}; "
-                                       "destroy those first")
+                    raise InvalidState(
+                        f"container {ctid}'s snapshot '{name}' is the base of linked clone"
+                        f"{'s' if len(clones) > 1 else ''} {', '.join(map(str, clones))}; "
+                        "destroy those first"
+                    )
     return volumes

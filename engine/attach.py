@@ -10,6 +10,7 @@ nothing in the container can reach into it before the command is executed
 capability bounding set.  The joiner exits with the command's status
 (128+N for a signal), which the engine returns.
 """
+
 from __future__ import annotations
 
 import array
@@ -28,8 +29,9 @@ from engine import seccomp
 from engine import syscalls as sc
 from engine.start import CONTAINER_ENV, DROPPED_CAPABILITIES, close_fds_except, write_file
 
-ALL_NAMESPACES = (os.CLONE_NEWNS | os.CLONE_NEWUTS | os.CLONE_NEWIPC | os.CLONE_NEWNET | os.CLONE_NEWCGROUP
-                  | os.CLONE_NEWPID)
+ALL_NAMESPACES = (
+    os.CLONE_NEWNS | os.CLONE_NEWUTS | os.CLONE_NEWIPC | os.CLONE_NEWNET | os.CLONE_NEWCGROUP | os.CLONE_NEWPID
+)
 TIOCSPTLCK = 0x40045431
 TIOCGPTN = 0x80045430
 
@@ -39,10 +41,13 @@ TIOCGPTN = 0x80045430
 # tty held from boot (util-linux agetty on Debian, busybox getty, else plain login). Fixed
 # text: nothing a caller sends is ever part of it.
 SHELL_ARGV = ["/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; fi; exec /bin/sh -l"]
-LOGIN_ARGV = ["/bin/sh", "-c",
-              'if [ -x /sbin/agetty ]; then exec /sbin/agetty -L --noclear - 38400 "${TERM:-linux}"; fi; '
-              'if [ -x /sbin/getty ]; then exec /sbin/getty -L 0 - "${TERM:-linux}"; fi; '
-              "exec /bin/login"]
+LOGIN_ARGV = [
+    "/bin/sh",
+    "-c",
+    'if [ -x /sbin/agetty ]; then exec /sbin/agetty -L --noclear - 38400 "${TERM:-linux}"; fi; '
+    'if [ -x /sbin/getty ]; then exec /sbin/getty -L 0 - "${TERM:-linux}"; fi; '
+    "exec /bin/login",
+]
 TERMINAL_ENV = {"TERM": "xterm-256color", "LANG": "C.UTF-8"}
 
 

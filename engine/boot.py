@@ -13,6 +13,7 @@ Proxmox's rules (``pvenode startall``/``stopall``, the ``startup`` key's
 One container's failure is reported and the sequence goes on: a node that
 boots must bring up everything it can.
 """
+
 from __future__ import annotations
 
 import time
@@ -68,8 +69,13 @@ def plan(engine, ctids: Iterable[int] | None = None) -> list[Planned]:
     return sorted(result, key=lambda p: p.key)
 
 
-def start_all(engine, ctids: Iterable[int] | None = None, force: bool = False, report: Report | None = None,
-              sleep: Callable[[float], None] = time.sleep) -> list[Outcome]:
+def start_all(
+    engine,
+    ctids: Iterable[int] | None = None,
+    force: bool = False,
+    report: Report | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[Outcome]:
     """Start the ``onboot`` containers (all stopped ones with ``force``) in order; see the module's text."""
     outcomes = []
     for item in plan(engine, ctids):
@@ -92,8 +98,13 @@ def start_all(engine, ctids: Iterable[int] | None = None, force: bool = False, r
     return outcomes
 
 
-def stop_all(engine, ctids: Iterable[int] | None = None, timeout: float | None = None, force_stop: bool = True,
-             report: Report | None = None) -> list[Outcome]:
+def stop_all(
+    engine,
+    ctids: Iterable[int] | None = None,
+    timeout: float | None = None,
+    force_stop: bool = True,
+    report: Report | None = None,
+) -> list[Outcome]:
     """Shut down every running container in reverse start order, each within its ``down`` (or ``timeout``)."""
     outcomes = []
     for item in reversed(plan(engine, ctids)):

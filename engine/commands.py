@@ -1,4 +1,5 @@
 """Running commands in a container: exec with its output or this process's stdio, a shell, a terminal."""
+
 from __future__ import annotations
 
 from engine.errors import InvalidState, ValidationError
@@ -8,8 +9,7 @@ class CommandOps:
     """Mixed into :class:`engine.lifecycle.Engine`; uses its ``node`` and ``cgroups``."""
 
     # ---- running commands ------------------------------------------------------------------
-    def _attach_spec(self, ctid: int, argv: list[str], tty: bool, env: dict[str, str] | None,
-                     cwd: str):
+    def _attach_spec(self, ctid: int, argv: list[str], tty: bool, env: dict[str, str] | None, cwd: str):
         config = self.config(ctid)
         record = self.node.running(ctid)
         if not record:
@@ -18,19 +18,32 @@ class CommandOps:
             raise ValidationError("no command given", key="command")
         from engine import attach
 
-        return attach.AttachSpec(init_pid=record.pid, argv=list(argv),
-                                 cgroup_procs=_cgroup_procs_of(record.pid, self.cgroups.mounts), env=env or {},
-                                 cwd=cwd, tty=tty, seccomp_rules=attach.seccomp.container_rules(config))
+        return attach.AttachSpec(
+            init_pid=record.pid,
+            argv=list(argv),
+            cgroup_procs=_cgroup_procs_of(record.pid, self.cgroups.mounts),
+            env=env or {},
+            cwd=cwd,
+            tty=tty,
+            seccomp_rules=attach.seccomp.container_rules(config),
+        )
 
-    def exec(self, ctid: int, argv: list[str], stdio: tuple[int, int, int] | None = None,
-             env: dict[str, str] | None = None, cwd: str = "/") -> int:
+    def exec(
+        self,
+        ctid: int,
+        argv: list[str],
+        stdio: tuple[int, int, int] | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str = "/",
+    ) -> int:
         """Run a command without a tty; stdio defaults to this process's own. Returns its exit code."""
         from engine import attach
 
         return attach.run(self._attach_spec(ctid, argv, False, env, cwd), stdio)
 
-    def exec_output(self, ctid: int, argv: list[str], input: bytes = b"", env: dict[str, str] | None = None,
-                    cwd: str = "/") -> tuple[int, bytes, bytes]:
+    def exec_output(
+        self, ctid: int, argv: list[str], input: bytes = b"", env: dict[str, str] | None = None, cwd: str = "/"
+    ) -> tuple[int, bytes, bytes]:
         """Run a command and collect its output: (exit code, stdout, stderr)."""
         from engine import attach
 
@@ -42,8 +55,9 @@ class CommandOps:
 
         return attach.interactive(self._attach_spec(ctid, argv or ["/bin/sh", "-l"], True, None, "/root"))
 
-    def open_terminal(self, ctid: int, argv: list[str], env: dict[str, str] | None = None,
-                      cwd: str = "/root") -> tuple[int, int]:
+    def open_terminal(
+        self, ctid: int, argv: list[str], env: dict[str, str] | None = None, cwd: str = "/root"
+    ) -> tuple[int, int]:
         """Start ``argv`` on a new pty inside the container without waiting for it.
 
         Returns the joiner's pid (a child of the caller, which must reap it; its exit code is the

@@ -10,6 +10,7 @@ Writes are atomic: a temporary file in the same directory, fsync, rename,
 then fsync of the directory, so a crash leaves the old file or the new one,
 never a torn one.
 """
+
 from __future__ import annotations
 
 import os
@@ -124,8 +125,9 @@ def _text(value: str, key: str) -> str:
     return value
 
 
-def parse_property_string(value: str, key: str, schema: dict[str, Callable[[str, str], object]],
-                          default_key: str | None = None) -> dict[str, object]:
+def parse_property_string(
+    value: str, key: str, schema: dict[str, Callable[[str, str], object]], default_key: str | None = None
+) -> dict[str, object]:
     """Parse Proxmox's ``a=1,b=x`` property strings against a per-property schema."""
     result: dict[str, object] = {}
     for index, part in enumerate(p for p in value.split(",") if p != ""):
@@ -170,17 +172,39 @@ def _mac(value: str, key: str) -> str:
 
 
 ROOTFS_SCHEMA = {
-    "volume": _volume, "size": lambda v, k: parse_size(v, k), "acl": _bool, "quota": _bool,
-    "replicate": _bool, "ro": _bool, "shared": _bool, "mountoptions": _text,
+    "volume": _volume,
+    "size": lambda v, k: parse_size(v, k),
+    "acl": _bool,
+    "quota": _bool,
+    "replicate": _bool,
+    "ro": _bool,
+    "shared": _bool,
+    "mountoptions": _text,
 }
 MP_SCHEMA = {**ROOTFS_SCHEMA, "mp": _text, "backup": _bool}
 NET_SCHEMA = {
-    "name": _text, "bridge": _text, "firewall": _bool, "gw": _text, "gw6": _text, "hwaddr": _mac,
-    "ip": _text, "ip6": _text, "link_down": _bool, "mtu": _int(64, 65520), "rate": _float(0, 1e9),
-    "tag": _int(*BOUNDS["tag"]), "trunks": _text, "type": _enum("veth"),
+    "name": _text,
+    "bridge": _text,
+    "firewall": _bool,
+    "gw": _text,
+    "gw6": _text,
+    "hwaddr": _mac,
+    "ip": _text,
+    "ip6": _text,
+    "link_down": _bool,
+    "mtu": _int(64, 65520),
+    "rate": _float(0, 1e9),
+    "tag": _int(*BOUNDS["tag"]),
+    "trunks": _text,
+    "type": _enum("veth"),
 }
 FEATURES_SCHEMA = {
-    "nesting": _bool, "keyctl": _bool, "fuse": _bool, "mknod": _bool, "force_rw_sys": _bool, "mount": _text,
+    "nesting": _bool,
+    "keyctl": _bool,
+    "fuse": _bool,
+    "mknod": _bool,
+    "force_rw_sys": _bool,
+    "mount": _text,
 }
 STARTUP_SCHEMA = {"order": _int(0, 1 << 31), "up": _int(0, 1 << 31), "down": _int(0, 1 << 31)}
 
@@ -217,13 +241,16 @@ def check_mount_path(path: str, key: str) -> str:
     """A mount point inside the container: absolute, no '..', not '/' and not over /proc, /sys or /dev."""
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if not path.startswith("/") or ".." in path.split("/") or not parts:
-        raise ValidationError(f"{key}: mount path '{path}' must be an absolute path inside the container, "
-                              "without '..' and not '/'", key=key)
+        raise ValidationError(
+            f"{key}: mount path '{path}' must be an absolute path inside the container, without '..' and not '/'",
+            key=key,
+        )
     normal = "/" + "/".join(parts)
     for forbidden in FORBIDDEN_MOUNT_PATHS:
         if normal == forbidden or normal.startswith(forbidden + "/"):
-            raise ValidationError(f"{key}: mount path '{path}' is over {forbidden}, which the engine mounts itself",
-                                  key=key)
+            raise ValidationError(
+                f"{key}: mount path '{path}' is over {forbidden}, which the engine mounts itself", key=key
+            )
     return normal
 
 
@@ -244,8 +271,19 @@ SCHEMA: dict[str, Callable[[str, str], object]] = {
     "onboot": _bool,
     "startup": _props(STARTUP_SCHEMA, "order"),
     "description": lambda v, k: v,
-    "ostype": _enum("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux", "alpine",
-                    "gentoo", "nixos", "unmanaged"),
+    "ostype": _enum(
+        "debian",
+        "devuan",
+        "ubuntu",
+        "centos",
+        "fedora",
+        "opensuse",
+        "archlinux",
+        "alpine",
+        "gentoo",
+        "nixos",
+        "unmanaged",
+    ),
     "cmode": _enum("shell", "console", "tty"),
     "console": _bool,
     "tty": _int(0, 6),
@@ -256,8 +294,18 @@ SCHEMA: dict[str, Callable[[str, str], object]] = {
     "protection": _bool,
     "template": _bool,
     "parent": _text,  # the snapshot the current state descends from (managed by the engine)
-    "lock": _enum("backup", "create", "destroyed", "disk", "fstrim", "migrate", "mounted", "rollback",
-                  "snapshot", "snapshot-delete"),
+    "lock": _enum(
+        "backup",
+        "create",
+        "destroyed",
+        "disk",
+        "fstrim",
+        "migrate",
+        "mounted",
+        "rollback",
+        "snapshot",
+        "snapshot-delete",
+    ),
 }
 for _n in range(10):
     SCHEMA[f"net{_n}"] = _net
@@ -275,9 +323,21 @@ _OSTYPE_WORD = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 READ_LENIENT = {"ostype": lambda v, k: v if _OSTYPE_WORD.match(v) else SCHEMA["ostype"](v, k)}
 SUPPORTED_RAW_KEYS = {"lxc.idmap"}
 
-DEFAULTS = {"arch": "amd64", "cores": None, "memory": 512, "swap": 512, "unprivileged": True, "onboot": False,
-            "cpulimit": 0.0, "cpuunits": None, "pids": 0, "ioweight": 0, "features": {}, "cmode": "tty",
-            "tty": 2}
+DEFAULTS = {
+    "arch": "amd64",
+    "cores": None,
+    "memory": 512,
+    "swap": 512,
+    "unprivileged": True,
+    "onboot": False,
+    "cpulimit": 0.0,
+    "cpuunits": None,
+    "pids": 0,
+    "ioweight": 0,
+    "features": {},
+    "cmode": "tty",
+    "tty": 2,
+}
 
 
 @dataclass
@@ -410,8 +470,11 @@ class ContainerConfig:
                 raise ValidationError(f"{where}: expected 'key: value', got '{line}'")
             if key.startswith("lxc."):
                 if key not in SUPPORTED_RAW_KEYS:
-                    raise ValidationError(f"{where}: raw key '{key}' is not supported (supported: "
-                                          f"{', '.join(sorted(SUPPORTED_RAW_KEYS))})", key=key)
+                    raise ValidationError(
+                        f"{where}: raw key '{key}' is not supported (supported: "
+                        f"{', '.join(sorted(SUPPORTED_RAW_KEYS))})",
+                        key=key,
+                    )
                 section.raw.append((key, value))
                 continue
             if key == "description":
@@ -429,8 +492,11 @@ class ContainerConfig:
 
     def render(self) -> str:
         """Sections in Proxmox's order (current, pending, snapshots by name), keys sorted as strings."""
-        used = {v.partition(",")[0].removeprefix("volume=") for k, v in self.current.values.items()
-                if k == "rootfs" or (k.startswith("mp") and k[2:].isdigit())}
+        used = {
+            v.partition(",")[0].removeprefix("volume=")
+            for k, v in self.current.values.items()
+            if k == "rootfs" or (k.startswith("mp") and k[2:].isdigit())
+        }
         text = _render_section(self.current, skip=lambda k, v: _is_unused(k) and v in used)
         pending = self.pending
         if pending is not None and (pending.values or pending.raw or pending.description):
@@ -481,8 +547,10 @@ def decode_text(text: str) -> str:
 
 def _check_snapshot_name(name: str, where: str) -> None:
     if not re.match(r"^[A-Za-z][A-Za-z0-9_\-]{0,39}$", name) or name == "current":
-        raise ValidationError(f"{where}: snapshot name '{name}' must start with a letter and hold only letters, "
-                              "digits, '-' and '_' (at most 40)")
+        raise ValidationError(
+            f"{where}: snapshot name '{name}' must start with a letter and hold only letters, "
+            "digits, '-' and '_' (at most 40)"
+        )
 
 
 def read_config(path: Path, ctid: int) -> ContainerConfig:

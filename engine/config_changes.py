@@ -1,4 +1,5 @@
 """Changing a container's config: limits applied live, mount points allocated and dropped, the network."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,13 @@ class ConfigChangeOps:
     def limits(self, config: ContainerConfig) -> Limits:
         return limits_of(config)
 
-    def set(self, ctid: int, changes: dict[str, str] | None = None, delete: list[str] | None = None,
-            digest: str | None = None) -> list[str]:
+    def set(
+        self,
+        ctid: int,
+        changes: dict[str, str] | None = None,
+        delete: list[str] | None = None,
+        digest: str | None = None,
+    ) -> list[str]:
         """Change config keys; limits of a running container change at once.  Returns the keys applied live.
 
         ``mpN: <storage>:<GiB>,mp=/path`` allocates a volume; deleting an ``mpN`` of a storage volume
@@ -50,8 +56,9 @@ class ConfigChangeOps:
                 if key.startswith("mp") and key[2:].isdigit():
                     check_unlocked(config)
                     if self.node.running(ctid):
-                        raise InvalidState(f"{key}: container {ctid} is running; mount points change when it is "
-                                           "stopped")
+                        raise InvalidState(
+                            f"{key}: container {ctid} is running; mount points change when it is stopped"
+                        )
                     old = config.current.values.get(key)
                     if old and old.split(",")[0] != str(value).split(",")[0]:
                         raise ValidationError(f"{key}: already holds {old.split(',')[0]}; delete it first", key=key)
@@ -74,8 +81,10 @@ class ConfigChangeOps:
                 if net_touched:
                     from engine.network import container as network
 
-                    live = sorted(set(live) | set(network.reconfigure(self.layout.root, ctid, running.pid,
-                                                                      self.config(ctid), config)))
+                    live = sorted(
+                        set(live)
+                        | set(network.reconfigure(self.layout.root, ctid, running.pid, self.config(ctid), config))
+                    )
             write_config(self.layout.config_path(ctid), config)
             revert.success()
             for driver, vol in dropped:
@@ -87,10 +96,15 @@ def limits_of(config: ContainerConfig) -> Limits:
     """The cgroup limits a container's config asks for."""
     cores = config.get("cores")
     cpulimit = config.get("cpulimit")
-    return Limits(memory_mb=config.get("memory"), swap_mb=config.get("swap"),
-                  cpus=_pick_cpus(cores, config.ctid) if cores else None,
-                  cpulimit=cpulimit or None, cpuunits=config.get("cpuunits"),
-                  pids=config.get("pids") or None, ioweight=config.get("ioweight") or None)
+    return Limits(
+        memory_mb=config.get("memory"),
+        swap_mb=config.get("swap"),
+        cpus=_pick_cpus(cores, config.ctid) if cores else None,
+        cpulimit=cpulimit or None,
+        cpuunits=config.get("cpuunits"),
+        pids=config.get("pids") or None,
+        ioweight=config.get("ioweight") or None,
+    )
 
 
 def _drop_mount_point(node: Node, ctid: int, config: ContainerConfig, key: str) -> list:
@@ -105,8 +119,7 @@ def _drop_mount_point(node: Node, ctid: int, config: ContainerConfig, key: str) 
         return []
     for name, section in config.snapshots.items():
         if any(v.volid == volume.volid for v in volumes_of(section)):
-            raise InvalidState(f"{key}: volume {volume.volid} is part of snapshot '{name}'; delete the snapshot "
-                               "first")
+            raise InvalidState(f"{key}: volume {volume.volid} is part of snapshot '{name}'; delete the snapshot first")
     _, driver, vol = node.storages.resolve(volume.volid, ctid, key=key)
     return [(driver, vol)]
 

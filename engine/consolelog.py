@@ -19,6 +19,7 @@ drain's reading of the offset and its rewind (the rewind lets the next write lan
 and, when a container stops by itself, what it wrote since the last drain (the memfd goes
 with its last holder; ``stop`` and ``shutdown`` hold it across the exit and drain it after).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,8 +70,9 @@ def check_support() -> None:
         _pidfd_getfd(-1, 0)
     except OSError as exc:
         if exc.errno == errno.ENOSYS:
-            raise NotSupported("console log: the kernel lacks pidfd_getfd (Linux 5.6), needed to read a "
-                               "container's capped console") from None
+            raise NotSupported(
+                "console log: the kernel lacks pidfd_getfd (Linux 5.6), needed to read a container's capped console"
+            ) from None
 
 
 def open_memfd(size: int) -> int:

@@ -31,6 +31,7 @@ Each step registers its undo as it goes, so a failure leaves the node as it
 was; the exception carries a note naming the step.  A replaced container's old
 volumes are removed only after the switch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -98,20 +99,29 @@ class NewContainer:
 
     def run(self) -> None:
         isolating = self.config.unprivileged and (self.isolated_idmap or self.own_idmap)
-        with (idranges.node_lock(self.node.layout.run) if isolating else contextlib.nullcontext()), \
-                container_lock(self.node.layout, self.ctid), Reverter() as revert:
-            steps = [("idmap", lambda: self.choose_idmap(isolating)),
-                     ("clear-interrupted", lambda: clear_interrupted_create(self.node, self.ctid)),
-                     ("reserve", lambda: self.reserve(revert)),
-                     ("allocate", self.allocate),
-                     ("unpack", lambda: self.unpack(revert)),
-                     ("inspect", self.inspect),
-                     ("mount-points", lambda: allocate_mount_points(self.node, self.ctid, self.config, self.owner,
-                                                                    revert, used=self.used, record=self.record)),
-                     ("network", lambda: configure_network(self.node, self.ctid, self.config)),
-                     ("distro", self.post_create),
-                     ("finish", self.finish_new),
-                     ("write-config", self.write)]
+        with (
+            idranges.node_lock(self.node.layout.run) if isolating else contextlib.nullcontext(),
+            container_lock(self.node.layout, self.ctid),
+            Reverter() as revert,
+        ):
+            steps = [
+                ("idmap", lambda: self.choose_idmap(isolating)),
+                ("clear-interrupted", lambda: clear_interrupted_create(self.node, self.ctid)),
+                ("reserve", lambda: self.reserve(revert)),
+                ("allocate", self.allocate),
+                ("unpack", lambda: self.unpack(revert)),
+                ("inspect", self.inspect),
+                (
+                    "mount-points",
+                    lambda: allocate_mount_points(
+                        self.node, self.ctid, self.config, self.owner, revert, used=self.used, record=self.record
+                    ),
+                ),
+                ("network", lambda: configure_network(self.node, self.ctid, self.config)),
+                ("distro", self.post_create),
+                ("finish", self.finish_new),
+                ("write-config", self.write),
+            ]
             for name, step in steps:
                 try:
                     step()
@@ -187,8 +197,9 @@ class NewContainer:
             if source.is_dir():
                 copy_tree(source, target, idmap)
             else:
-                extract_archive(source, target, idmap, progress=self.progress, skip_devices=self.skip_devices,
-                                exclude=self.exclude)
+                extract_archive(
+                    source, target, idmap, progress=self.progress, skip_devices=self.skip_devices, exclude=self.exclude
+                )
 
         key = None
         if not (self.skip_devices or self.exclude):  # a template as it is: a driver may share it as a layer
@@ -212,8 +223,9 @@ class NewContainer:
 
             init_name, ostype = run(lambda: look(self.driver.copy_source(self.vol, None)))
         if init_name is None:
-            raise ValidationError(f"template '{self.source}' has no /sbin/init: it cannot boot as a system "
-                                  "container", key="ostemplate")
+            raise ValidationError(
+                f"template '{self.source}' has no /sbin/init: it cannot boot as a system container", key="ostemplate"
+            )
         if "ostype" not in self.config.current.values:
             self.config.set("ostype", ostype)
 
@@ -245,8 +257,23 @@ def ostype_of(rootfs: Path) -> str:
             for line in path.read_text(errors="replace").splitlines():
                 if line.startswith("ID="):
                     value = line[3:].strip().strip('"')
-                    return value if value in ("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse",
-                                              "archlinux", "alpine", "gentoo", "nixos") else "unmanaged"
+                    return (
+                        value
+                        if value
+                        in (
+                            "debian",
+                            "devuan",
+                            "ubuntu",
+                            "centos",
+                            "fedora",
+                            "opensuse",
+                            "archlinux",
+                            "alpine",
+                            "gentoo",
+                            "nixos",
+                        )
+                        else "unmanaged"
+                    )
     return "unmanaged"
 
 
@@ -262,8 +289,10 @@ def isolate_idmap(node, ctid: int, config, wanted: bool) -> None:
             if lines:
                 taken += idranges.ranges_of(IdMap.from_lxc_lines(lines))
     if requested != default and not any(
-            base < start + count and start < base + requested.count
-            for base in (requested.uid_base, requested.gid_base) for start, count in taken):
+        base < start + count and start < base + requested.count
+        for base in (requested.uid_base, requested.gid_base)
+        for start, count in taken
+    ):
         return  # a map of its own already, held by no other container
     if not wanted and requested == default:
         return

@@ -1,4 +1,5 @@
 """Creating and destroying containers: the rootfs from a template or an archive, replacing one, holding one."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -24,11 +25,20 @@ class CreationOps:
     templates of containers, destroy, holds."""
 
     # ---- create and destroy ----------------------------------------------------------------
-    def create(self, ctid: int | str, source: Path | str, options: dict[str, str] | None = None, *,
-               progress: Callable[[int, int], None] | None = None, replace: bool = False,
-               skip_devices: bool = False, exclude: Iterable[str] = (),
-               finish: Callable[[], None] | None = None, isolated_idmap: bool = False,
-               template_fixups: bool = True) -> ContainerStatus:
+    def create(
+        self,
+        ctid: int | str,
+        source: Path | str,
+        options: dict[str, str] | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        replace: bool = False,
+        skip_devices: bool = False,
+        exclude: Iterable[str] = (),
+        finish: Callable[[], None] | None = None,
+        isolated_idmap: bool = False,
+        template_fixups: bool = True,
+    ) -> ContainerStatus:
         """Create a container from a rootfs tarball or a template directory.
 
         ``source`` is a path, or a template of the store named as Proxmox does: ``local:vztmpl/<name>``.
@@ -72,9 +82,22 @@ class CreationOps:
             config.set("unprivileged", "1")
         if not source.exists():
             raise ValidationError(f"template '{source}' does not exist", key="ostemplate")
-        NewContainer(self.node, config, source, storage_id, size, rootfs_props, progress=progress, replace=replace,
-                     skip_devices=skip_devices, exclude=tuple(exclude), finish=finish,
-                     isolated_idmap=isolated_idmap, own_idmap=bool(idmap_lines), fixups=template_fixups).run()
+        NewContainer(
+            self.node,
+            config,
+            source,
+            storage_id,
+            size,
+            rootfs_props,
+            progress=progress,
+            replace=replace,
+            skip_devices=skip_devices,
+            exclude=tuple(exclude),
+            finish=finish,
+            isolated_idmap=isolated_idmap,
+            own_idmap=bool(idmap_lines),
+            fixups=template_fixups,
+        ).run()
         return self.status(ctid)
 
     def clear_interrupted_create(self, ctid: int | str) -> bool:
@@ -96,7 +119,7 @@ class CreationOps:
         text = str(source)
         if not text.startswith(VZTMPL_PREFIX):
             return Path(source)
-        name = text[len(VZTMPL_PREFIX):]
+        name = text[len(VZTMPL_PREFIX) :]
         if not name or "/" in name or "\x00" in name or name.startswith("."):
             raise ValidationError(f"template '{text}': the name must be a file name in the store", key="ostemplate")
         return self.layout.templates / name
@@ -131,8 +154,11 @@ class CreationOps:
                 driver.delete(vol)
             self.layout.config_path(ctid).unlink()
             free_leftovers(self.node, ctid)
-            for path in (self.layout.console_log(ctid), self.layout.run_record(ctid),
-                         self.layout.run / "lock" / f"{ctid}.lock"):
+            for path in (
+                self.layout.console_log(ctid),
+                self.layout.run_record(ctid),
+                self.layout.run / "lock" / f"{ctid}.lock",
+            ):
                 path.unlink(missing_ok=True)
 
 
@@ -145,7 +171,8 @@ def _new_rootfs(rootfs: str | None, storage: str | None) -> tuple[str, int | Non
     props = SCHEMA["rootfs"](str(rootfs), "rootfs")
     new = parse_new_volume(str(props.pop("volume")), "rootfs")
     if new is None:
-        raise ValidationError(f"rootfs: at create give '<storage>:<size in GiB>' (e.g. local-btrfs:8), "
-                              f"not '{rootfs}'", key="rootfs")
+        raise ValidationError(
+            f"rootfs: at create give '<storage>:<size in GiB>' (e.g. local-btrfs:8), not '{rootfs}'", key="rootfs"
+        )
     props.pop("size", None)
     return new[0], new[1], props

@@ -5,6 +5,7 @@ inside the rootfs (a symlink in the template cannot send a write to the host),
 files replaced atomically keeping their owner and mode, what is created owned
 by the container's root.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,8 +15,16 @@ import subprocess
 
 from engine.errors import HostError, InvalidState, ValidationError
 
-KEY_TYPES = {"ssh-rsa", "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-             "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com", "ssh-dss"}
+KEY_TYPES = {
+    "ssh-rsa",
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-dss",
+}
 _KEY_LINE = re.compile(r"^(?:(?P<options>\S+) )?(?P<type>[a-z0-9@.-]+) (?P<blob>[A-Za-z0-9+/=]+)(?: .*)?$")
 
 
@@ -37,16 +46,22 @@ def validate_ssh_keys(text: str) -> list[str]:
         match = _KEY_LINE.match(line)
         key_type = match and (match["type"] if match["type"] in KEY_TYPES else None)
         if not match or not key_type:
-            raise ValidationError(f"ssh-public-keys: line {number} is not an OpenSSH public key "
-                                  "(expected e.g. 'ssh-ed25519 AAAA... comment')", key="ssh-public-keys")
+            raise ValidationError(
+                f"ssh-public-keys: line {number} is not an OpenSSH public key "
+                "(expected e.g. 'ssh-ed25519 AAAA... comment')",
+                key="ssh-public-keys",
+            )
         try:
             blob = base64.b64decode(match["blob"], validate=True)
         except binascii.Error:
-            raise ValidationError(f"ssh-public-keys: line {number}: the key data is not base64",
-                                  key="ssh-public-keys") from None
+            raise ValidationError(
+                f"ssh-public-keys: line {number}: the key data is not base64", key="ssh-public-keys"
+            ) from None
         if not blob[4:].startswith(key_type.encode()):
-            raise ValidationError(f"ssh-public-keys: line {number}: the key data does not match its type "
-                                  f"'{key_type}'", key="ssh-public-keys")
+            raise ValidationError(
+                f"ssh-public-keys: line {number}: the key data does not match its type '{key_type}'",
+                key="ssh-public-keys",
+            )
         keys.append(line)
     if not keys:
         raise ValidationError("ssh-public-keys: no key given", key="ssh-public-keys")
@@ -67,8 +82,14 @@ def check_password_hash(value: str) -> str:
 def hash_password(password: str) -> str:
     """SHA-512 crypt, as Debian's passwd makes it (openssl does the hashing; Python 3.13 has no crypt)."""
     try:
-        result = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password + "\n", text=True,
-                                capture_output=True, timeout=30, check=False)
+        result = subprocess.run(
+            ["openssl", "passwd", "-6", "-stdin"],
+            input=password + "\n",
+            text=True,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
     except FileNotFoundError:
         raise HostError("openssl is not installed on this node; it hashes container passwords") from None
     if result.returncode != 0 or not result.stdout.startswith("$6$"):
@@ -76,8 +97,9 @@ def hash_password(password: str) -> str:
     return result.stdout.strip()
 
 
-def set_credentials(engine, ctid: int, password: str | None, ssh_keys: str | None,
-                    password_hash: str | None = None) -> None:
+def set_credentials(
+    engine, ctid: int, password: str | None, ssh_keys: str | None, password_hash: str | None = None
+) -> None:
     """Set root's password (clear, hashed here; or ``password_hash``, already hashed) and/or authorized keys
     in a stopped container."""
     if password and password_hash:
@@ -107,8 +129,10 @@ def _write(ctid: int, tree, hashed: str | None, keys: list[str] | None, root_own
                 raise ValidationError(f"cannot write credentials into container {ctid}: it has no /etc/passwd")
             for path in ("etc/shadow", "etc/passwd"):
                 if root.is_symlink(path) and not root.is_file(path):
-                    raise ValidationError(f"cannot write credentials into container {ctid}: /{path} is a "
-                                          "symlink that leads nowhere inside it")
+                    raise ValidationError(
+                        f"cannot write credentials into container {ctid}: /{path} is a "
+                        "symlink that leads nowhere inside it"
+                    )
             setup = distro.detect(root, distro.Settings())
             if hashed:
                 setup.set_root_password(hashed)
@@ -116,5 +140,6 @@ def _write(ctid: int, tree, hashed: str | None, keys: list[str] | None, root_own
                 setup.set_authorized_keys("\n".join(keys) + "\n")
             root.commit()
     except OSError as exc:
-        raise ValidationError(f"cannot write credentials into container {ctid}: {exc.strerror} "
-                              f"({exc.filename or ''})") from None
+        raise ValidationError(
+            f"cannot write credentials into container {ctid}: {exc.strerror} ({exc.filename or ''})"
+        ) from None

@@ -3,6 +3,7 @@
 Every message names the thing that is wrong (the config key, the path, the
 container ID) so that a user can act on it without reading a traceback.
 """
+
 from __future__ import annotations
 
 

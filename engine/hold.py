@@ -13,6 +13,7 @@ engine: a clean shutdown and a start that keep the lock, the cgroup freeze,
 the readable tree of a volume (mounted privately when it is an image or an
 overlay), and snapshots of every volume taken in one short freeze.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -4,6 +4,7 @@ An unprivileged container sees ids 0..count-1; on disk (and to the host) they
 are base+id. The engine writes host ids directly when it creates a rootfs, so
 the tree is right the moment the container starts and never needs a chown pass.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -54,9 +55,7 @@ class IdMap:
 
     def _to_container(self, kind: str, base: int, hid: int) -> int:
         if not isinstance(hid, int) or not base <= hid < base + self.count:
-            raise ValidationError(
-                f"host {kind} {hid} is outside the id map ({base}..{base + self.count - 1})"
-            )
+            raise ValidationError(f"host {kind} {hid} is outside the id map ({base}..{base + self.count - 1})")
         return hid - base
 
     def host_uid(self, uid: int) -> int:
@@ -100,7 +99,7 @@ class IdMap:
             if not line or line.startswith("#"):
                 continue
             if line.startswith("lxc.idmap"):
-                line = line[len("lxc.idmap"):].lstrip(" \t:=")
+                line = line[len("lxc.idmap") :].lstrip(" \t:=")
             fields = line.split()
             if len(fields) != 4 or fields[0] not in ("u", "g"):
                 raise ValidationError(
@@ -126,8 +125,7 @@ class IdMap:
                 )
             if ranges[kind][0][0] != 0:
                 raise ValidationError(
-                    f"lxc.idmap: the '{kind}' range must start at container id 0, "
-                    f"not {ranges[kind][0][0]}",
+                    f"lxc.idmap: the '{kind}' range must start at container id 0, not {ranges[kind][0][0]}",
                     key="lxc.idmap",
                 )
         (_, uid_base, ucount), (_, gid_base, gcount) = ranges["u"][0], ranges["g"][0]

@@ -7,6 +7,7 @@ beyond the default map, from LXD's convention: 1,000,000 ids upwards, a billion 
 never overlaps the default map, another container's map, nor another user's subordinate range;
 allocation happens under a node-wide lock held until the new config is written.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,14 +49,22 @@ def _overlaps(base: int, ranges: Iterable[tuple[int, int]]) -> bool:
     return any(base < start + count and start < base + SIZE for start, count in ranges)
 
 
-def allocate(taken: Iterable[tuple[int, int]], subuid: str = "/etc/subuid", subgid: str = "/etc/subgid",
-             default: IdMap | None = None) -> IdMap:
+def allocate(
+    taken: Iterable[tuple[int, int]],
+    subuid: str = "/etc/subuid",
+    subgid: str = "/etc/subgid",
+    default: IdMap | None = None,
+) -> IdMap:
     """The lowest free 65536-aligned range, the same for uids and gids."""
     default = default or IdMap()
     uid_pools, uid_others = pools(subuid, default)
     gid_pools, gid_others = pools(subgid, default)
-    avoid = list(taken) + uid_others + gid_others + [(default.uid_base, default.count),
-                                                     (default.gid_base, default.count), (0, MIN_HOST_BASE)]
+    avoid = (
+        list(taken)
+        + uid_others
+        + gid_others
+        + [(default.uid_base, default.count), (default.gid_base, default.count), (0, MIN_HOST_BASE)]
+    )
     for start, count in uid_pools:
         base = -(-start // SIZE) * SIZE
         while base + SIZE <= start + count:
@@ -63,8 +72,9 @@ def allocate(taken: Iterable[tuple[int, int]], subuid: str = "/etc/subuid", subg
             if in_gids and not _overlaps(base, avoid):
                 return IdMap(base, base, SIZE)
             base += SIZE
-    raise ValidationError("no free id range of 65536 is left in the node's subordinate ids (/etc/subuid)",
-                          key="isolated_idmap")
+    raise ValidationError(
+        "no free id range of 65536 is left in the node's subordinate ids (/etc/subuid)", key="isolated_idmap"
+    )
 
 
 def ranges_of(idmap: IdMap) -> list[tuple[int, int]]:

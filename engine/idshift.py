@@ -9,6 +9,7 @@ their own descriptor, other entries through their directory's.  An id outside ``
 not one of the container's (the ``lost+found`` mkfs made on an image, as host root): it stays, and
 the clone's container sees it as nobody, as the source's does.
 """
+
 from __future__ import annotations
 
 import errno
@@ -27,8 +28,9 @@ def shift_tree(root: Path | str, src: IdMap, dst: IdMap) -> int:
     done: set[tuple[int, int]] = set()  # (dev, ino) of hard-linked files already shifted
 
     def ids(st: os.stat_result) -> tuple[int, int]:
-        return _shifted(st.st_uid, src.uid_base, dst.uid_base, src.count), \
-            _shifted(st.st_gid, src.gid_base, dst.gid_base, src.count)
+        return _shifted(st.st_uid, src.uid_base, dst.uid_base, src.count), _shifted(
+            st.st_gid, src.gid_base, dst.gid_base, src.count
+        )
 
     count = 0
     for _top, dirs, files, dfd in os.fwalk(root, follow_symlinks=False):

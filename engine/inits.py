@@ -5,6 +5,7 @@ busybox init powers off on SIGUSR2, systemd on SIGRTMIN+4, sysvinit on
 SIGPWR (with a ``powerfail`` line in inittab, which the engine makes sure of
 at start, as Proxmox's distro setup does).
 """
+
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ The mixins never call one another: what they share is the :class:`engine.node.No
 the functions they import (:mod:`engine.allocation`, the steps of
 :mod:`engine.power`, :mod:`engine.create_steps`).
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -57,15 +58,27 @@ class Engine(StatusOps, CreationOps, PowerOps, ConfigChangeOps, CommandOps, Snap
     layout, storages, cgroups = _of_node("layout"), _of_node("storages"), _of_node("cgroups")
     idmap, console_log_size = _of_node("idmap"), _of_node("console_log_size")
 
-    def __init__(self, root: Path | str = DEFAULT_ROOT, run_dir: Path | str = DEFAULT_RUN,
-                 cgroup_parent: str = DEFAULT_CGROUP_PARENT, idmap: IdMap | None = None, reaper: bool = False,
-                 cgroups: CgroupDriver | None = None, console_log_size: int | None = None):
+    def __init__(
+        self,
+        root: Path | str = DEFAULT_ROOT,
+        run_dir: Path | str = DEFAULT_RUN,
+        cgroup_parent: str = DEFAULT_CGROUP_PARENT,
+        idmap: IdMap | None = None,
+        reaper: bool = False,
+        cgroups: CgroupDriver | None = None,
+        console_log_size: int | None = None,
+    ):
         layout = Layout(Path(root), Path(run_dir))
         layout.ensure()
         # The console log cap is a node setting (CAISSON_CONSOLE_LOG_SIZE): every engine process of a node
         # should use the same.
-        self.node = Node(layout, Storages(layout.root), cgroups or detect_cgroups(cgroup_parent), idmap or IdMap(),
-                         console_log_size or consolelog.node_size())
+        self.node = Node(
+            layout,
+            Storages(layout.root),
+            cgroups or detect_cgroups(cgroup_parent),
+            idmap or IdMap(),
+            console_log_size or consolelog.node_size(),
+        )
         if reaper:
             # Orphaned container inits are re-parented to this process rather than the host's
             # PID 1, and reaped here when they stop: a long-lived engine (the node agent) leaves

@@ -13,6 +13,7 @@ back from the run record, the kernel (pid and start time) and the container's
 cgroup, so a container started by a process that has since exited or crashed
 is found again.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -89,8 +90,12 @@ class Node:
             return None
         starttime = procfs.proc_starttime(init_pid)
         detected = inits.detect(Path(f"/proc/{init_pid}/root"))
-        record = RunRecord(init_pid, starttime or 0, detected.name if detected else "unknown",
-                           _boot_time() + (starttime or 0) / os.sysconf("SC_CLK_TCK"))
+        record = RunRecord(
+            init_pid,
+            starttime or 0,
+            detected.name if detected else "unknown",
+            _boot_time() + (starttime or 0) / os.sysconf("SC_CLK_TCK"),
+        )
         record.save(self.layout.run_record(ctid))
         return record
 
@@ -111,12 +116,16 @@ def check_unlocked(config: ContainerConfig) -> None:
     """InvalidState naming the persisted lock, and how to clear it, if the container has one."""
     lock = config.current.values.get("lock")
     if lock == CREATE_LOCK:
-        raise InvalidState(f"container {config.ctid} is locked (create): a create or restore of it was "
-                           f"interrupted; remove what it left with 'python -m engine unlock {config.ctid}', "
-                           "or create or restore it again")
+        raise InvalidState(
+            f"container {config.ctid} is locked (create): a create or restore of it was "
+            f"interrupted; remove what it left with 'python -m engine unlock {config.ctid}', "
+            "or create or restore it again"
+        )
     if lock:
-        raise InvalidState(f"container {config.ctid} is locked ({lock}): an operation did not finish; "
-                           f"check it, then clear the lock with 'python -m engine unlock {config.ctid}'")
+        raise InvalidState(
+            f"container {config.ctid} is locked ({lock}): an operation did not finish; "
+            f"check it, then clear the lock with 'python -m engine unlock {config.ctid}'"
+        )
 
 
 def has_network(config: ContainerConfig) -> bool:

@@ -1,4 +1,5 @@
 """Starting and stopping containers: start, hard stop, clean shutdown, reboot, and the start's rootfs steps."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,15 @@ class PowerOps:
         with container_lock(self.layout, ctid):
             record = start_container(self.node, ctid)
         config = self.config(ctid)
-        return ContainerStatus(ctid, config.hostname, "running", pid=record.pid, init=record.init, uptime=0.0,
-                               unprivileged=config.unprivileged)
+        return ContainerStatus(
+            ctid,
+            config.hostname,
+            "running",
+            pid=record.pid,
+            init=record.init,
+            uptime=0.0,
+            unprivileged=config.unprivileged,
+        )
 
     def stop(self, ctid: int) -> None:
         """Hard stop: kill every process of the container at once."""
@@ -89,8 +97,7 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
         from engine import distro
 
         extra_setup = [distro.start_step(config)]
-        if has_network(config) or "nameserver" in config.current.values \
-                or "searchdomain" in config.current.values:
+        if has_network(config) or "nameserver" in config.current.values or "searchdomain" in config.current.values:
             from engine.network import container as network
 
             prepare += network.start_steps(node.layout.root, ctid, config)
@@ -98,13 +105,20 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
             inside = network.inside_step(ctid, config)
             if inside is not None:
                 extra_setup.append(inside)
-        spec = start.StartSpec(ctid=ctid, rootfs=rootfs, hostname=config.hostname, idmap=idmap,
-                               cgroup_procs=node.cgroups.procs_file(name),
-                               cgroup2=node.cgroups.ns_path(name) is not None,
-                               console_log=node.layout.console_log(ctid), console_size=node.console_log_size,
-                               seccomp_rules=start.seccomp.container_rules(config),
-                               extra_setup=extra_setup, prepare=prepare,
-                               reenter_rootfs=plan is not None and plan.rootfs_mount is not None)
+        spec = start.StartSpec(
+            ctid=ctid,
+            rootfs=rootfs,
+            hostname=config.hostname,
+            idmap=idmap,
+            cgroup_procs=node.cgroups.procs_file(name),
+            cgroup2=node.cgroups.ns_path(name) is not None,
+            console_log=node.layout.console_log(ctid),
+            console_size=node.console_log_size,
+            seccomp_rules=start.seccomp.container_rules(config),
+            extra_setup=extra_setup,
+            prepare=prepare,
+            reenter_rootfs=plan is not None and plan.rootfs_mount is not None,
+        )
         try:
             pid = start.spawn(spec)
         finally:

@@ -1,4 +1,5 @@
 """Facts about processes read from /proc, without ctypes: cheap enough for every status call."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -16,7 +17,7 @@ def proc_stat(pid: int) -> ProcStat | None:
             data = handle.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = data[data.rindex(b")") + 2:].split()
+    fields = data[data.rindex(b")") + 2 :].split()
     return ProcStat(fields[0].decode(), int(fields[19]))
 
 

@@ -4,6 +4,7 @@ Built on ExitStack; if the block raises, the cleanups run in reverse order and
 the original exception propagates, so a failed create or start leaves the
 host as it was.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ One answer for every path that can set them: the web tier checks a request
 the node can read (a backup archive's config, a snapshot's) before anything
 is written.
 """
+
 from __future__ import annotations
 
 from engine.config import ConfigSection
@@ -33,8 +34,11 @@ def root_equivalent_changes(before: ConfigSection | None, after: ConfigSection) 
     if before is None:
         return {key: reason for key, (_, reason) in new.items()}
     old = _root_settings(before)
-    return {key: (new.get(key) or old[key])[1] for key in sorted(set(old) | set(new))
-            if (new.get(key) or (None,))[0] != (old.get(key) or (None,))[0]}
+    return {
+        key: (new.get(key) or old[key])[1]
+        for key in sorted(set(old) | set(new))
+        if (new.get(key) or (None,))[0] != (old.get(key) or (None,))[0]
+    }
 
 
 def _root_settings(section: ConfigSection) -> dict[str, tuple[object, str]]:
@@ -48,12 +52,14 @@ def _root_settings(section: ConfigSection) -> dict[str, tuple[object, str]]:
             volume = str(section.get(key).get("volume", ""))
             if volume.startswith("/"):
                 found[key] = (raw, f"a mount point of the host path {volume}")
-    features = {name: value for name, value in (section.get("features") or {}).items()
-                if value not in (False, "", "0")}
+    features = {name: value for name, value in (section.get("features") or {}).items() if value not in (False, "", "0")}
     weakening = {name: value for name, value in features.items() if privileged or name not in TENANT_FEATURES}
     if weakening:
-        found["features"] = (sorted(weakening.items()), f"feature(s) {', '.join(sorted(weakening))} " + (
-            "of a privileged container" if privileged else "weaken the container's isolation"))
+        found["features"] = (
+            sorted(weakening.items()),
+            f"feature(s) {', '.join(sorted(weakening))} "
+            + ("of a privileged container" if privileged else "weaken the container's isolation"),
+        )
     for key in sorted({k for k, _ in section.raw}):
         found[key] = (section.raw_values(key), f"the raw LXC key {key}")
     return found

@@ -5,6 +5,7 @@ resolved inside the new root one component at a time without following
 symlinks, so a container that replaced ``/proc`` or ``/dev`` with a symlink
 cannot make the engine mount over a host path (CVE-2019-19921 and kin).
 """
+
 from __future__ import annotations
 
 import errno
@@ -33,8 +34,18 @@ class Mount:
 DEVICES = ["null", "zero", "full", "random", "urandom", "tty"]
 
 # Masked and read-only paths of the OCI default profile (runc, crun) and LXC's proc:mixed.
-MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"]
+MASKED_PATHS = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 
@@ -52,8 +63,9 @@ def host_mounts(root_uid: int, root_gid: int) -> list[Mount]:
     mounts = [
         Mount("proc", "proc", "proc", NOSUID_NODEV_NOEXEC),
         Mount("sys", "sysfs", "sysfs", NOSUID_NODEV_NOEXEC | sc.MS_RDONLY),
-        Mount("dev", "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV,
-              f"mode=755,size=65536k,uid={root_uid},gid={root_gid}"),
+        Mount(
+            "dev", "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"mode=755,size=65536k,uid={root_uid},gid={root_gid}"
+        ),
     ]
     for name in DEVICES:
         mounts.append(Mount(f"dev/{name}", None, f"/dev/{name}", sc.MS_BIND, kind="file"))
@@ -69,8 +81,14 @@ CONTAINER_MOUNTS = [
 ]
 
 
-DEV_SYMLINKS = {"dev/ptmx": "pts/ptmx", "dev/fd": "/proc/self/fd", "dev/stdin": "/proc/self/fd/0",
-                "dev/stdout": "/proc/self/fd/1", "dev/stderr": "/proc/self/fd/2", "dev/core": "/proc/kcore"}
+DEV_SYMLINKS = {
+    "dev/ptmx": "pts/ptmx",
+    "dev/fd": "/proc/self/fd",
+    "dev/stdin": "/proc/self/fd/0",
+    "dev/stdout": "/proc/self/fd/1",
+    "dev/stderr": "/proc/self/fd/2",
+    "dev/core": "/proc/kcore",
+}
 
 
 def open_beneath(relpath: str, kind: str = "dir", create: bool = True) -> int:
@@ -94,17 +112,16 @@ def open_beneath(relpath: str, kind: str = "dir", create: bool = True) -> int:
                 if not create:
                     raise
                 if want_file:
-                    os.close(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644,
-                                     dir_fd=fd))
+                    os.close(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644, dir_fd=fd))
                 else:
                     os.mkdir(part, 0o755, dir_fd=fd)
                 st = os.stat(part, dir_fd=fd, follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
-                raise OSError(errno.ELOOP, f"'{'/'.join(parts[:index + 1])}' is a symlink in the container's root")
+                raise OSError(errno.ELOOP, f"'{'/'.join(parts[: index + 1])}' is a symlink in the container's root")
             if want_file and not stat.S_ISREG(st.st_mode) and not stat.S_ISCHR(st.st_mode):
                 raise OSError(errno.EINVAL, f"'{relpath}' is not a file")
             if not want_file and not stat.S_ISDIR(st.st_mode):
-                raise OSError(errno.ENOTDIR, f"'{'/'.join(parts[:index + 1])}' is not a directory")
+                raise OSError(errno.ENOTDIR, f"'{'/'.join(parts[: index + 1])}' is not a directory")
             flags = os.O_PATH | os.O_NOFOLLOW | (0 if want_file else os.O_DIRECTORY)
             new_fd = os.open(part, flags, dir_fd=fd)
             os.close(fd)

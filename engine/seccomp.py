@@ -17,6 +17,7 @@ libc needs it.  The x32 ABI is refused wholesale.  The program is a few dozen
 instructions, so it is assembled by hand rather than through libseccomp,
 which has no maintained binding for this Python.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -53,29 +54,112 @@ SYS_SOCKET = 1  # socketcall's first argument for socket(2)
 # Numbers from asm/unistd_64.h and asm/unistd_32.h; a call missing from a table does not exist there.
 SYSCALLS = {
     AUDIT_ARCH_X86_64: {
-        "kexec_load": 246, "kexec_file_load": 320, "open_by_handle_at": 304, "init_module": 175,
-        "finit_module": 313, "delete_module": 176, "create_module": 174, "get_kernel_syms": 177,
-        "query_module": 178, "umount2": 166, "keyctl": 250, "add_key": 248, "request_key": 249, "socket": 41,
-        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "userfaultfd": 323, "bpf": 321,
-        "perf_event_open": 298, "lookup_dcookie": 212, "acct": 163, "swapon": 167, "swapoff": 168,
-        "uselib": 134, "ustat": 136, "sysfs": 139, "_sysctl": 156, "nfsservctl": 180, "iopl": 172,
-        "ioperm": 173, "clone": 56, "unshare": 272, "clone3": 435},
+        "kexec_load": 246,
+        "kexec_file_load": 320,
+        "open_by_handle_at": 304,
+        "init_module": 175,
+        "finit_module": 313,
+        "delete_module": 176,
+        "create_module": 174,
+        "get_kernel_syms": 177,
+        "query_module": 178,
+        "umount2": 166,
+        "keyctl": 250,
+        "add_key": 248,
+        "request_key": 249,
+        "socket": 41,
+        "io_uring_setup": 425,
+        "io_uring_enter": 426,
+        "io_uring_register": 427,
+        "userfaultfd": 323,
+        "bpf": 321,
+        "perf_event_open": 298,
+        "lookup_dcookie": 212,
+        "acct": 163,
+        "swapon": 167,
+        "swapoff": 168,
+        "uselib": 134,
+        "ustat": 136,
+        "sysfs": 139,
+        "_sysctl": 156,
+        "nfsservctl": 180,
+        "iopl": 172,
+        "ioperm": 173,
+        "clone": 56,
+        "unshare": 272,
+        "clone3": 435,
+    },
     AUDIT_ARCH_I386: {
-        "kexec_load": 283, "open_by_handle_at": 342, "init_module": 128, "finit_module": 350,
-        "delete_module": 129, "create_module": 127, "get_kernel_syms": 130, "query_module": 167, "umount2": 52,
-        "keyctl": 288, "add_key": 286, "request_key": 287, "socket": 359, "io_uring_setup": 425,
-        "io_uring_enter": 426, "io_uring_register": 427, "userfaultfd": 374, "bpf": 357,
-        "perf_event_open": 336, "lookup_dcookie": 253, "acct": 51, "swapon": 87, "swapoff": 115, "uselib": 86,
-        "ustat": 62, "sysfs": 135, "_sysctl": 149, "nfsservctl": 169, "iopl": 110, "ioperm": 101,
-        "vm86old": 113, "vm86": 166, "clone": 120, "unshare": 310, "clone3": 435, "socketcall": 102},
+        "kexec_load": 283,
+        "open_by_handle_at": 342,
+        "init_module": 128,
+        "finit_module": 350,
+        "delete_module": 129,
+        "create_module": 127,
+        "get_kernel_syms": 130,
+        "query_module": 167,
+        "umount2": 52,
+        "keyctl": 288,
+        "add_key": 286,
+        "request_key": 287,
+        "socket": 359,
+        "io_uring_setup": 425,
+        "io_uring_enter": 426,
+        "io_uring_register": 427,
+        "userfaultfd": 374,
+        "bpf": 357,
+        "perf_event_open": 336,
+        "lookup_dcookie": 253,
+        "acct": 51,
+        "swapon": 87,
+        "swapoff": 115,
+        "uselib": 86,
+        "ustat": 62,
+        "sysfs": 135,
+        "_sysctl": 149,
+        "nfsservctl": 169,
+        "iopl": 110,
+        "ioperm": 101,
+        "vm86old": 113,
+        "vm86": 166,
+        "clone": 120,
+        "unshare": 310,
+        "clone3": 435,
+        "socketcall": 102,
+    },
 }
 
 # What runc, crun and Docker refuse by default (EPERM), beyond LXC's list, that a system container never needs.
-EPERM_CALLS = ("kexec_load", "kexec_file_load", "open_by_handle_at", "init_module", "finit_module",
-               "delete_module", "create_module", "get_kernel_syms", "query_module", "io_uring_setup",
-               "io_uring_enter", "io_uring_register", "userfaultfd", "bpf", "perf_event_open", "lookup_dcookie",
-               "acct", "swapon", "swapoff", "uselib", "ustat", "sysfs", "_sysctl", "nfsservctl", "iopl", "ioperm",
-               "vm86old", "vm86")
+EPERM_CALLS = (
+    "kexec_load",
+    "kexec_file_load",
+    "open_by_handle_at",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "create_module",
+    "get_kernel_syms",
+    "query_module",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "userfaultfd",
+    "bpf",
+    "perf_event_open",
+    "lookup_dcookie",
+    "acct",
+    "swapon",
+    "swapoff",
+    "uselib",
+    "ustat",
+    "sysfs",
+    "_sysctl",
+    "nfsservctl",
+    "iopl",
+    "ioperm",
+    "vm86old",
+    "vm86",
+)
 
 
 @dataclass(frozen=True)
@@ -97,16 +181,19 @@ def default_rules(keyctl: bool = False, nesting: bool = False, i386: bool = Fals
     if not keyctl:
         rules += [Rule(name, errno.ENOSYS) for name in ("keyctl", "add_key", "request_key")]
     if not nesting:
-        rules += [Rule("clone", errno.EPERM, arg=0, arg_has_bits=CLONE_NEWUSER),
-                  Rule("unshare", errno.EPERM, arg=0, arg_has_bits=CLONE_NEWUSER),
-                  Rule("clone3", errno.ENOSYS)]
+        rules += [
+            Rule("clone", errno.EPERM, arg=0, arg_has_bits=CLONE_NEWUSER),
+            Rule("unshare", errno.EPERM, arg=0, arg_has_bits=CLONE_NEWUSER),
+            Rule("clone3", errno.ENOSYS),
+        ]
     return rules
 
 
 def container_rules(config) -> list[Rule]:
     """The rules for a container's config (its features and arch): the same at start and attach."""
-    return default_rules(keyctl=config.feature("keyctl"), nesting=config.feature("nesting"),
-                         i386=config.get("arch") == "i386")
+    return default_rules(
+        keyctl=config.feature("keyctl"), nesting=config.feature("nesting"), i386=config.get("arch") == "i386"
+    )
 
 
 def _insn(code: int, jt: int, jf: int, k: int) -> tuple[int, int, int, int]:
@@ -123,10 +210,18 @@ def _arch_block(numbers: dict[str, int], rules: list[Rule]) -> list[tuple]:
         if rule.arg is None:
             block += [_insn(JEQ, 0, 1, nr), ret]
         else:
-            test = (_insn(JEQ, 0, 1, rule.arg_equals) if rule.arg_equals is not None
-                    else _insn(JSET, 0, 1, rule.arg_has_bits))
-            block += [_insn(JEQ, 0, 3, nr), _insn(LD_ABS, 0, 0, _arg_offset(rule.arg)), test, ret,
-                      _insn(LD_ABS, 0, 0, OFF_NR)]
+            test = (
+                _insn(JEQ, 0, 1, rule.arg_equals)
+                if rule.arg_equals is not None
+                else _insn(JSET, 0, 1, rule.arg_has_bits)
+            )
+            block += [
+                _insn(JEQ, 0, 3, nr),
+                _insn(LD_ABS, 0, 0, _arg_offset(rule.arg)),
+                test,
+                ret,
+                _insn(LD_ABS, 0, 0, OFF_NR),
+            ]
     block.append(_insn(RET, 0, 0, RET_ALLOW))
     return block
 

@@ -8,6 +8,7 @@ does the volume work in between.  The steps and their order are Proxmox's
 ``snapshot_rollback``), so a Proxmox config goes through them to the same file
 Proxmox writes, checked against pve-container's own snapshot test data.
 """
+
 from __future__ import annotations
 
 from engine.config import MAX_UNUSED, ConfigSection, ContainerConfig, _is_unused

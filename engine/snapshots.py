@@ -14,6 +14,7 @@ restores it.  A running container is frozen (cgroup freezer) while its
 volumes are snapshotted and thawed after, whatever happens; rollback stops a
 running container and starts it again.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,13 @@ class SnapshotInfo:
     state: str | None  # None when complete, else "prepare" or "delete"
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "parent": self.parent, "snaptime": self.snaptime,
-                "description": self.description, "snapstate": self.state}
+        return {
+            "name": self.name,
+            "parent": self.parent,
+            "snaptime": self.snaptime,
+            "description": self.description,
+            "snapstate": self.state,
+        }
 
 
 def _copy_section(section: ConfigSection) -> ConfigSection:
@@ -81,8 +87,10 @@ class SnapshotOps:
             volumes = self._drivers(ctid, config.current)
             for volume, driver, vol in volumes:
                 if driver.has_snapshot(vol, name):
-                    raise AlreadyExists(f"{volume.key}: storage already holds a snapshot '{name}' of {volume.volid}; "
-                                        f"remove it or choose another name")
+                    raise AlreadyExists(
+                        f"{volume.key}: storage already holds a snapshot '{name}' of {volume.volid}; "
+                        f"remove it or choose another name"
+                    )
             original = config.render()
             section = snapconfig.prepare(config, name, description, int(time.time()))
             path = self.layout.config_path(ctid)
@@ -117,16 +125,24 @@ class SnapshotOps:
     @staticmethod
     def _snapshot_info(name: str, section: ConfigSection) -> SnapshotInfo:
         snaptime = section.values.get("snaptime")
-        return SnapshotInfo(name, section.values.get("parent"), int(snaptime) if snaptime else None,
-                            section.description, section.values.get("snapstate"))
+        return SnapshotInfo(
+            name,
+            section.values.get("parent"),
+            int(snaptime) if snaptime else None,
+            section.description,
+            section.values.get("snapstate"),
+        )
 
     def list_snapshots(self, ctid: int) -> list[SnapshotInfo]:
         """Every snapshot, oldest first, then ``current`` (whose parent is the snapshot it descends from)."""
         config = self.config(ctid)
         infos = [self._snapshot_info(n, s) for n, s in config.snapshots.items()]
         infos.sort(key=lambda i: (i.snaptime or 0, i.name))
-        infos.append(SnapshotInfo("current", config.current.values.get("parent"), None, "You are here!",
-                                  config.current.values.get("lock")))
+        infos.append(
+            SnapshotInfo(
+                "current", config.current.values.get("parent"), None, "You are here!", config.current.values.get("lock")
+            )
+        )
         return infos
 
     # ---- rollback -----------------------------------------------------------------------------
@@ -138,8 +154,9 @@ class SnapshotOps:
             self._require_snapshot(config, name)
             section = config.snapshots[name]
             if section.values.get("snapstate"):
-                raise InvalidState(f"snapshot '{name}' of container {ctid} is incomplete "
-                                   f"({section.values['snapstate']}); delete it")
+                raise InvalidState(
+                    f"snapshot '{name}' of container {ctid} is incomplete ({section.values['snapstate']}); delete it"
+                )
             volumes = self._drivers(ctid, section)
             for volume, driver, vol in volumes:
                 if not driver.has_snapshot(vol, name):
@@ -162,9 +179,11 @@ class SnapshotOps:
                 except BaseException:
                     if changed:
                         revert.success()  # data changed: the lock stays to say so
-                        raise EngineError(f"rollback of container {ctid} to '{name}' failed after {changed} of "
-                                          f"{len(volumes)} volumes; the container stays locked (rollback): "
-                                          f"run the rollback again, or unlock it") from None
+                        raise EngineError(
+                            f"rollback of container {ctid} to '{name}' failed after {changed} of "
+                            f"{len(volumes)} volumes; the container stays locked (rollback): "
+                            f"run the rollback again, or unlock it"
+                        ) from None
                     raise
                 snapconfig.rollback_apply(config, name)
                 write_config(path, config)
@@ -182,17 +201,20 @@ class SnapshotOps:
     def delete_snapshot(self, ctid: int, name: str, force: bool = False) -> None:
         with container_lock(self.layout, ctid):
             config = self.config(ctid)
-            if config.current.values.get("lock") and not (force and config.current.values["lock"] in
-                                                          ("snapshot", "snapshot-delete")):
+            if config.current.values.get("lock") and not (
+                force and config.current.values["lock"] in ("snapshot", "snapshot-delete")
+            ):
                 check_unlocked(config)
             self._require_snapshot(config, name)
             section = config.snapshots[name]
             volumes = self._drivers(ctid, section)
             clones = sorted({c for _, driver, vol in volumes for c in driver.linked_clones(vol, name)})
             if clones:
-                raise InvalidState(f"snapshot '{name}' of container {ctid} is the base of linked clone"
-                                   f"{'s' if len(clones) > 1 else ''} {', '.join(map(str, clones))}; "
-                                   "destroy the clone first (or make full clones)")
+                raise InvalidState(
+                    f"snapshot '{name}' of container {ctid} is the base of linked clone"
+                    f"{'s' if len(clones) > 1 else ''} {', '.join(map(str, clones))}; "
+                    "destroy the clone first (or make full clones)"
+                )
             path = self.layout.config_path(ctid)
             section.values["snapstate"] = "delete"
             config.current.values["lock"] = "snapshot-delete"
@@ -234,8 +256,15 @@ class SnapshotOps:
             return dropped
 
     # ---- clone --------------------------------------------------------------------------------
-    def clone(self, ctid: int, newid: int | str, snapshot: str | None = None, full: bool = False,
-              storage: str | None = None, hostname: str | None = None):
+    def clone(
+        self,
+        ctid: int,
+        newid: int | str,
+        snapshot: str | None = None,
+        full: bool = False,
+        storage: str | None = None,
+        hostname: str | None = None,
+    ):
         """A new container from ``ctid`` (its current state or a snapshot).
 
         Linked (sharing data with the snapshot) when a snapshot is given, the target storage is the
@@ -251,8 +280,11 @@ class SnapshotOps:
             self.storages.get(storage, content="rootdir", key="storage")
         before = self.config(ctid)  # read again under the locks; an id map decides whether ranges are locked too
         isolated = any(s.raw_values("lxc.idmap") for s in [before.current, *before.snapshots.values()])
-        with (idranges.node_lock(self.layout.run) if isolated else contextlib.nullcontext()), \
-                container_lock(self.layout, ctid), container_lock(self.layout, newid):
+        with (
+            idranges.node_lock(self.layout.run) if isolated else contextlib.nullcontext(),
+            container_lock(self.layout, ctid),
+            container_lock(self.layout, newid),
+        ):
             config = self.config(ctid)
             check_unlocked(config)
             if self.exists(newid):
@@ -290,8 +322,9 @@ class SnapshotOps:
                                 fd = open_volume(root_fd, volume)
                                 syncfs(fd)
                                 os.close(fd)
-                            new_volid = self._clone_volume(volume, driver, vol, snapshot, newid, owner,
-                                                           (src_idmap, idmap), full, storage)
+                            new_volid = self._clone_volume(
+                                volume, driver, vol, snapshot, newid, owner, (src_idmap, idmap), full, storage
+                            )
                             new.current.values[volume.key] = render_props(new_volid, volume.props)
                 finally:
                     if root_fd is not None:
@@ -306,8 +339,18 @@ class SnapshotOps:
                 revert.success()
         return self.status(newid)
 
-    def _clone_volume(self, volume: Volume, driver, vol: str, snapshot: str | None, newid: int, owner: int,
-                      idmaps: tuple, full: bool, storage: str | None) -> str:
+    def _clone_volume(
+        self,
+        volume: Volume,
+        driver,
+        vol: str,
+        snapshot: str | None,
+        newid: int,
+        owner: int,
+        idmaps: tuple,
+        full: bool,
+        storage: str | None,
+    ) -> str:
         """One volume of a clone; ``idmaps`` are the source's and the clone's maps (the same unless isolated)."""
         src_idmap, idmap = idmaps
         source_storage = volume.volid.partition(":")[0]
@@ -356,14 +399,19 @@ class SnapshotOps:
                 raise ValidationError(f"resize: {disk} is a bind mount of a host directory; it has no size", key=disk)
             storage, driver, vol = self.storages.resolve(volume.volid, ctid, key=disk)
             if not driver.info.size_enforced:
-                raise ValidationError(f"resize: {disk} is a volume of storage '{storage.id}' ({driver.info.name}), "
-                                      "which cannot enforce a size; move it to a storage that can (a 'dir' "
-                                      "storage's raw images, btrfs) to give it one", key=disk)
+                raise ValidationError(
+                    f"resize: {disk} is a volume of storage '{storage.id}' ({driver.info.name}), "
+                    "which cannot enforce a size; move it to a storage that can (a 'dir' "
+                    "storage's raw images, btrfs) to give it one",
+                    key=disk,
+                )
             current = int(volume.props.get("size") or 0)
             new = current + amount if grow else amount
             if new < current:
-                raise ValidationError(f"resize: {disk} is {current} bytes; shrinking to {new} is not supported "
-                                      "(volumes only grow)", key=disk)
+                raise ValidationError(
+                    f"resize: {disk} is {current} bytes; shrinking to {new} is not supported (volumes only grow)",
+                    key=disk,
+                )
             if new == current:
                 return current
             record = self.node.running(ctid)

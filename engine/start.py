@@ -11,6 +11,7 @@ host-side prepare steps on its namespaces, learns init's host pid from it,
 and then waits on a close-on-exec socket: end of file means the container's
 init was executed, a message means a named step failed.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,12 @@ CONTAINER_ENV = {
 
 # The forked children below only make system calls (os, ctypes) before exec: no lock of
 # another thread is ever taken, which is the hazard Python's fork warning is about.
-warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning,
-                        module=r"engine\.(start|attach)")
+warnings.filterwarnings(
+    "ignore",
+    message=r".*use of fork\(\) may lead to deadlocks",
+    category=DeprecationWarning,
+    module=r"engine\.(start|attach)",
+)
 
 
 class Phase(IntEnum):
@@ -245,8 +250,9 @@ def _namespace_holder(ready_w: int, hold_r: int, keep_closed: tuple[int, ...]) -
 
 
 def _open_namespaces(holder: int) -> dict[str, int]:
-    return {name: os.open(f"/proc/{holder}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-            for name in ("user", "net", "uts", "ipc")}
+    return {
+        name: os.open(f"/proc/{holder}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in ("user", "net", "uts", "ipc")
+    }
 
 
 def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filter) -> None:
@@ -308,8 +314,7 @@ def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filt
         _fail(sock, step, exc)
 
 
-def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, seccomp_filter,
-                userns_fd: int) -> None:
+def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, seccomp_filter, userns_fd: int) -> None:
     """PID 1 of the container: build its tree as host root, then become container root and exec init.
 
     Everything built before the user namespace is entered (rootfs, proc, sysfs, /dev, the masks and

@@ -17,6 +17,7 @@ and under the run directory (``/run/caisson``, cleared at boot as it should be):
 The run record is only a cache: the container's cgroup is the truth, and a
 missing or stale record is rebuilt from it.
 """
+
 from __future__ import annotations
 
 import errno
@@ -72,9 +73,16 @@ class Layout:
 
     def ensure(self) -> None:
         """Make the directories; image and config dirs are not listable by other host users."""
-        for path, mode in ((self.root, 0o711), (self.config_dir, 0o700), (self.images, 0o711),
-                           (self.root / "template", 0o755), (self.templates, 0o755), (self.logs, 0o700),
-                           (self.run, 0o711), (self.run / "lock", 0o700)):
+        for path, mode in (
+            (self.root, 0o711),
+            (self.config_dir, 0o700),
+            (self.images, 0o711),
+            (self.root / "template", 0o755),
+            (self.templates, 0o755),
+            (self.logs, 0o700),
+            (self.run, 0o711),
+            (self.run / "lock", 0o700),
+        ):
             path.mkdir(mode=mode, parents=True, exist_ok=True)
 
 

@@ -1,5 +1,6 @@
 """A container's state read back: its config, its status and its console log (:mod:`engine.node` answers
 whether it runs)."""
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,13 @@ class StatusOps:
     def status(self, ctid: int, stats: bool = True) -> ContainerStatus:
         config = self.config(ctid)
         record = self.node.running(ctid)
-        status = ContainerStatus(ctid, config.hostname, "running" if record else "stopped",
-                                 unprivileged=config.unprivileged, lock=config.current.values.get("lock"))
+        status = ContainerStatus(
+            ctid,
+            config.hostname,
+            "running" if record else "stopped",
+            unprivileged=config.unprivileged,
+            lock=config.current.values.get("lock"),
+        )
         if record:
             self._drain_console_quietly(ctid, record)
             status.pid, status.init = record.pid, record.init

@@ -3,6 +3,7 @@
 Each wrapper raises OSError with the errno and the call's arguments, so a
 failing start step can name exactly what the kernel refused.
 """
+
 from __future__ import annotations
 
 import errno
@@ -43,6 +44,7 @@ def __getattr__(name: str):
         return _load_libc()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 # mount(2) flags
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -65,13 +67,47 @@ SYS_PIVOT_ROOT = 155  # x86_64
 
 # Capability numbers (linux/capability.h)
 CAPABILITIES = {
-    "chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "fsetid": 4, "kill": 5, "setgid": 6,
-    "setuid": 7, "setpcap": 8, "linux_immutable": 9, "net_bind_service": 10, "net_broadcast": 11,
-    "net_admin": 12, "net_raw": 13, "ipc_lock": 14, "ipc_owner": 15, "sys_module": 16, "sys_rawio": 17,
-    "sys_chroot": 18, "sys_ptrace": 19, "sys_pacct": 20, "sys_admin": 21, "sys_boot": 22, "sys_nice": 23,
-    "sys_resource": 24, "sys_time": 25, "sys_tty_config": 26, "mknod": 27, "lease": 28, "audit_write": 29,
-    "audit_control": 30, "setfcap": 31, "mac_override": 32, "mac_admin": 33, "syslog": 34, "wake_alarm": 35,
-    "block_suspend": 36, "audit_read": 37, "perfmon": 38, "bpf": 39, "checkpoint_restore": 40,
+    "chown": 0,
+    "dac_override": 1,
+    "dac_read_search": 2,
+    "fowner": 3,
+    "fsetid": 4,
+    "kill": 5,
+    "setgid": 6,
+    "setuid": 7,
+    "setpcap": 8,
+    "linux_immutable": 9,
+    "net_bind_service": 10,
+    "net_broadcast": 11,
+    "net_admin": 12,
+    "net_raw": 13,
+    "ipc_lock": 14,
+    "ipc_owner": 15,
+    "sys_module": 16,
+    "sys_rawio": 17,
+    "sys_chroot": 18,
+    "sys_ptrace": 19,
+    "sys_pacct": 20,
+    "sys_admin": 21,
+    "sys_boot": 22,
+    "sys_nice": 23,
+    "sys_resource": 24,
+    "sys_time": 25,
+    "sys_tty_config": 26,
+    "mknod": 27,
+    "lease": 28,
+    "audit_write": 29,
+    "audit_control": 30,
+    "setfcap": 31,
+    "mac_override": 32,
+    "mac_admin": 33,
+    "syslog": 34,
+    "wake_alarm": 35,
+    "block_suspend": 36,
+    "audit_read": 37,
+    "perfmon": 38,
+    "bpf": 39,
+    "checkpoint_restore": 40,
 }
 
 
@@ -89,8 +125,9 @@ def _b(value: str | bytes | None) -> bytes | None:
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
-    _check(_load_libc().mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
-           f"mount {source or fstype} on {target}")
+    _check(
+        _load_libc().mount(_b(source), _b(target), _b(fstype), flags, _b(data)), f"mount {source or fstype} on {target}"
+    )
 
 
 def umount(target: str, flags: int = 0) -> None:

@@ -3,6 +3,7 @@
 Kept apart from ``engine.cli`` so that library code (a backup's log, a job's
 progress line) can speak in the same units as the CLI without importing it.
 """
+
 from __future__ import annotations
 
 

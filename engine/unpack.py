@@ -7,6 +7,7 @@ filters are not used). Work happens in a hidden sibling of the target, renamed
 into place on success and removed on any failure, so a target is either
 complete or absent. Ownership is shifted into the id map as entries are made.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -37,8 +38,14 @@ _ZERO = bytes(CHUNK)
 DIR_FD_CACHE = 64
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAGIC = ((b"\x1f\x8b", "gz"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zst"), (b"BZh", "bz2"))
-_KINDS = {stat.S_IFDIR: "d", stat.S_IFREG: "f", stat.S_IFLNK: "l", stat.S_IFCHR: "c",
-          stat.S_IFBLK: "b", stat.S_IFIFO: "p"}
+_KINDS = {
+    stat.S_IFDIR: "d",
+    stat.S_IFREG: "f",
+    stat.S_IFLNK: "l",
+    stat.S_IFCHR: "c",
+    stat.S_IFBLK: "b",
+    stat.S_IFIFO: "p",
+}
 _XATTR, _CAPS = "SCHILY.xattr.", "security.capability"
 
 
@@ -92,8 +99,16 @@ def _split(name: str) -> list[str]:
 class _Writer:
     """Creates entries under a fresh root that only root can enter until finish()."""
 
-    def __init__(self, root: Path, idmap: IdMap | None, source: str, noun: str, max_bytes: int | None,
-                 skip_devices: bool = False, exclude: tuple[tuple[str, ...], ...] = ()):
+    def __init__(
+        self,
+        root: Path,
+        idmap: IdMap | None,
+        source: str,
+        noun: str,
+        max_bytes: int | None,
+        skip_devices: bool = False,
+        exclude: tuple[tuple[str, ...], ...] = (),
+    ):
         self.idmap, self.source, self.noun, self.max_bytes = idmap, source, noun, max_bytes
         self.skip_devices, self.exclude = skip_devices, exclude
         self.stats = ExtractStats()
@@ -144,7 +159,7 @@ class _Writer:
             self.pending[""] = (e.mode, e.mtime_ns)
             return
         key, name = "/".join(parts), parts[-1]
-        if any(tuple(parts[:len(x)]) == x for x in self.exclude):
+        if any(tuple(parts[: len(x)]) == x for x in self.exclude):
             self.kinds[key] = "x"
             self.stats.excluded += 1
             return
@@ -234,14 +249,16 @@ class _Writer:
             while data is not None and (chunk := data.read(CHUNK)):
                 size += len(chunk)
                 if self.max_bytes is not None and self.stats.bytes + size > self.max_bytes:
-                    raise UnsafeArchive(f"{self.source}: archive expands beyond {self.max_bytes} bytes "
-                                        f"(at {self.noun} '{e.name}')", key=e.name)
+                    raise UnsafeArchive(
+                        f"{self.source}: archive expands beyond {self.max_bytes} bytes (at {self.noun} '{e.name}')",
+                        key=e.name,
+                    )
                 if chunk == _ZERO[: len(chunk)]:  # leave a hole instead of writing zeros
                     os.lseek(fd, len(chunk), os.SEEK_CUR)
                     continue
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
             os.ftruncate(fd, size)  # extends over a trailing hole
             os.fchown(fd, *owner)  # before the caps xattr and the mode: chown clears both
             self._xattrs(e, fd)
@@ -442,7 +459,7 @@ class _Prefetch:
                 return b""
             self.buf, self.pos = chunk, 0
         end = len(self.buf) if n < 0 else min(len(self.buf), self.pos + n)
-        data = self.buf[self.pos:end] if (self.pos, end) != (0, len(self.buf)) else self.buf
+        data = self.buf[self.pos : end] if (self.pos, end) != (0, len(self.buf)) else self.buf
         self.pos = end
         return data
 
@@ -497,19 +514,51 @@ def open_archive(archive: Path, raw: BinaryIO, prefetch: bool = False) -> tuple[
 
 
 def _member_entry(m: tarfile.TarInfo) -> _Entry:
-    kind = ("f" if m.isreg() else "d" if m.isdir() else "l" if m.issym() else "h" if m.islnk()
-            else "c" if m.ischr() else "b" if m.isblk() else "p" if m.isfifo() else "")
-    xattrs = {k[len(_XATTR):]: v.encode("utf-8", "surrogateescape")
-              for k, v in m.pax_headers.items() if k.startswith(_XATTR)}
+    kind = (
+        "f"
+        if m.isreg()
+        else "d"
+        if m.isdir()
+        else "l"
+        if m.issym()
+        else "h"
+        if m.islnk()
+        else "c"
+        if m.ischr()
+        else "b"
+        if m.isblk()
+        else "p"
+        if m.isfifo()
+        else ""
+    )
+    xattrs = {
+        k[len(_XATTR) :]: v.encode("utf-8", "surrogateescape") for k, v in m.pax_headers.items() if k.startswith(_XATTR)
+    }
     mtime = m.mtime * 10**9 if isinstance(m.mtime, int) else round(m.mtime * 1e9)  # pax: a float
-    return _Entry(m.name, kind, m.mode & 0o7777, m.uid, m.gid, mtime, m.linkname,
-                  os.makedev(m.devmajor, m.devminor) if kind in ("c", "b") else 0, xattrs)
+    return _Entry(
+        m.name,
+        kind,
+        m.mode & 0o7777,
+        m.uid,
+        m.gid,
+        mtime,
+        m.linkname,
+        os.makedev(m.devmajor, m.devminor) if kind in ("c", "b") else 0,
+        xattrs,
+    )
 
 
-def extract_archive(archive: Path, target: Path, idmap: IdMap | None, *,
-                    progress: Callable[[int, int], None] | None = None,
-                    max_members: int = 2_000_000, max_bytes: int | None = None, skip_devices: bool = False,
-                    exclude: Iterable[str] = ()) -> ExtractStats:
+def extract_archive(
+    archive: Path,
+    target: Path,
+    idmap: IdMap | None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    max_members: int = 2_000_000,
+    max_bytes: int | None = None,
+    skip_devices: bool = False,
+    exclude: Iterable[str] = (),
+) -> ExtractStats:
     """Extract a rootfs tarball into the new directory target, shifting ownership by idmap.
 
     progress(done, total) gets the archive bytes read so far and the archive's size.
@@ -606,8 +655,16 @@ def _copy_into(sfd: int, w: _Writer, src_idmap: IdMap | None) -> None:
     first: dict[tuple[int, int], str] = {}  # (dev, ino) -> first path, to keep hard links
 
     def entry(name: str, st: os.stat_result, kind: str, where: int | str) -> _Entry:
-        e = _Entry(name, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns,
-                   rdev=st.st_rdev, xattrs=_read_xattrs(where))
+        e = _Entry(
+            name,
+            kind,
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+            st.st_mtime_ns,
+            rdev=st.st_rdev,
+            xattrs=_read_xattrs(where),
+        )
         caps = e.xattrs.get(_CAPS, b"")  # type: ignore[union-attr]
         if src_idmap is not None:  # back to container ids; w shifts them to idmap
             try:

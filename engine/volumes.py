@@ -13,6 +13,7 @@ the rootfs by fd one component at a time without following symlinks
 (:func:`engine.rootfs.open_beneath`), as the container's root would.  The
 host's mount table never sees any of it.
 """
+
 from __future__ import annotations
 
 import os

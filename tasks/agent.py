@@ -7,6 +7,7 @@ the first agent start since the host booted (``tasks.boot``), then consumes
 ``node.<name>``.
 Containers do not depend on it: stopping the agent leaves them running.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,15 @@ def prepare_node() -> str:
     every, _ = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.update_or_create(
         name=f"tick {node.name}",
-        defaults={"task": "caisson.node.tick", "interval": every, "queue": node.queue, "enabled": True,
-                  "expire_seconds": seconds, "description": "heartbeat, metrics and mirror of this node"})
+        defaults={
+            "task": "caisson.node.tick",
+            "interval": every,
+            "queue": node.queue,
+            "enabled": True,
+            "expire_seconds": seconds,
+            "description": "heartbeat, metrics and mirror of this node",
+        },
+    )
     sync_all(node)
     sync_templates(node)
     sync_storages(node)
@@ -61,8 +69,12 @@ def prepare_node() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.agent", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--concurrency", type=int, default=max(2, os.cpu_count() or 1),
-                        help="jobs run side by side (default: %(default)s)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=max(2, os.cpu_count() or 1),
+        help="jobs run side by side (default: %(default)s)",
+    )
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
@@ -76,8 +88,22 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.celery import app
 
     syscalls.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: inits orphaned by a recycled worker process are reaped here
-    app.worker_main(["worker", "-Q", queue, "-n", f"agent@{queue}", "-c", str(args.concurrency),
-                     "--loglevel", args.loglevel, "--without-gossip", "--without-mingle", "-E"])
+    app.worker_main(
+        [
+            "worker",
+            "-Q",
+            queue,
+            "-n",
+            f"agent@{queue}",
+            "-c",
+            str(args.concurrency),
+            "--loglevel",
+            args.loglevel,
+            "--without-gossip",
+            "--without-mingle",
+            "-E",
+        ]
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ it has succeeded; protected archives are never pruned.  At the end, one mail
 per run (always, or on failure only) lists each container's result, size,
 duration and pruned archives.
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,8 +72,9 @@ def claim_run(schedule_id: int, now: datetime | None = None) -> list[Job] | None
 
 
 # ---- one run on one node ---------------------------------------------------------------------
-def selected(schedule: BackupSchedule, node: Node, report_missing: bool, expected: list[int] | None = None
-             ) -> tuple[list[int], list[int]]:
+def selected(
+    schedule: BackupSchedule, node: Node, report_missing: bool, expected: list[int] | None = None
+) -> tuple[list[int], list[int]]:
     """This node's containers the job selects, by the node's own list; and listed IDs found nowhere."""
     here, expected = set(node_engine().ids()), set(expected or [])
     mode = schedule.selection
@@ -81,8 +83,9 @@ def selected(schedule: BackupSchedule, node: Node, report_missing: bool, expecte
     elif mode == BackupSchedule.Selection.EXCLUDE:
         chosen = here - set(schedule.ctids)
     elif mode == BackupSchedule.Selection.POOL:
-        chosen = here & set(Container.objects.filter(pool_id=schedule.pool_id, node=node)
-                            .values_list("ctid", flat=True))
+        chosen = here & set(
+            Container.objects.filter(pool_id=schedule.pool_id, node=node).values_list("ctid", flat=True)
+        )
     else:
         chosen = here & set(schedule.ctids)
     missing = []
@@ -90,8 +93,11 @@ def selected(schedule: BackupSchedule, node: Node, report_missing: bool, expecte
         # Listed but not here: an error if the run was sent here for it, if the mirror puts it on this node,
         # or if it exists nowhere (one node reports those).
         where = dict(Container.objects.filter(ctid__in=schedule.ctids).values_list("ctid", "node_id"))
-        missing = [c for c in schedule.ctids if c not in here and (
-            c in expected or where.get(c) == node.pk or (c not in where and report_missing))]
+        missing = [
+            c
+            for c in schedule.ctids
+            if c not in here and (c in expected or where.get(c) == node.pk or (c not in where and report_missing))
+        ]
     return sorted(chosen), missing
 
 
@@ -109,11 +115,24 @@ class Run(BackupJob):
             raise EngineError(f"backup job {ctx.job.target} no longer exists")
         node = this_node()
         ctids, missing = selected(schedule, node, bool(ctx.params.get("report_missing")), ctx.params.get("expected"))
-        ctx.log(f"backup job {schedule.pk} ({schedule.schedule}) on {node.name}: "
-                f"{', '.join(map(str, ctids)) or 'no containers'}; storage {schedule.storage}, mode {schedule.mode}, "
-                f"compress {schedule.compress}; retention {schedule.prune_options() or 'keep all'}")
-        results = [{"ctid": ctid, "status": "error", "message": f"CT {ctid} does not exist", "hostname": "",
-                    "size": None, "seconds": None, "archive": "", "pruned": []} for ctid in missing]
+        ctx.log(
+            f"backup job {schedule.pk} ({schedule.schedule}) on {node.name}: "
+            f"{', '.join(map(str, ctids)) or 'no containers'}; storage {schedule.storage}, mode {schedule.mode}, "
+            f"compress {schedule.compress}; retention {schedule.prune_options() or 'keep all'}"
+        )
+        results = [
+            {
+                "ctid": ctid,
+                "status": "error",
+                "message": f"CT {ctid} does not exist",
+                "hostname": "",
+                "size": None,
+                "seconds": None,
+                "archive": "",
+                "pruned": [],
+            }
+            for ctid in missing
+        ]
         for ctid in missing:
             ctx.log(f"CT {ctid}: ERROR: it does not exist on any node")
         vzdump = app.tasks["caisson.backup.vzdump"]
@@ -132,17 +151,25 @@ class Run(BackupJob):
         if schedule.mail_list and (failed or schedule.mail_when == BackupSchedule.MailWhen.ALWAYS):
             self.mail(ctx, schedule, node, results)
         if failed:
-            raise EngineError(f"{len(failed)} of {len(results)} backups failed: "
-                              f"{', '.join(str(r['ctid']) for r in failed)}")
+            raise EngineError(
+                f"{len(failed)} of {len(results)} backups failed: {', '.join(str(r['ctid']) for r in failed)}"
+            )
         return f"{len(results)} backups OK"
 
     def child(self, ctx: JobContext, schedule: BackupSchedule, node: Node, ctid: int) -> Job:
-        params = {"storage": schedule.storage, "mode": schedule.mode, "compress": schedule.compress,
-                  "notes": schedule.notes, "prune": schedule.prune_options(), "parent": ctx.job.pk,
-                  "schedule": schedule.pk}
+        params = {
+            "storage": schedule.storage,
+            "mode": schedule.mode,
+            "compress": schedule.compress,
+            "notes": schedule.notes,
+            "prune": schedule.prune_options(),
+            "parent": ctx.job.pk,
+            "schedule": schedule.pk,
+        }
         with transaction.atomic():
-            job = Job.objects.create(node=node, kind="vzdump", path=f"/ct/{ctid}", target=str(ctid), params=params,
-                                     user=ctx.job.user)
+            job = Job.objects.create(
+                node=node, kind="vzdump", path=f"/ct/{ctid}", target=str(ctid), params=params, user=ctx.job.user
+            )
             publish([job.path], {"type": "job", "job": job.summary()})
         return job
 
@@ -159,9 +186,17 @@ def summary_row(child: Job) -> dict:
     result = child.params.get("result") or {}
     seconds = (child.ended - child.started).total_seconds() if child.ended and child.started else None
     hostname = Container.objects.filter(ctid=int(child.target)).values_list("hostname", flat=True).first() or ""
-    return {"ctid": int(child.target), "status": child.status, "message": child.message, "hostname": hostname,
-            "size": result.get("size"), "seconds": seconds, "archive": result.get("archive", ""),
-            "pruned": result.get("pruned", []), "job": child.pk}
+    return {
+        "ctid": int(child.target),
+        "status": child.status,
+        "message": child.message,
+        "hostname": hostname,
+        "size": result.get("size"),
+        "seconds": seconds,
+        "archive": result.get("archive", ""),
+        "pruned": result.get("pruned", []),
+        "job": child.pk,
+    }
 
 
 def mail_text(schedule: BackupSchedule, node: Node, results: list[dict], job: Job) -> tuple[str, str]:
@@ -169,22 +204,33 @@ def mail_text(schedule: BackupSchedule, node: Node, results: list[dict], job: Jo
     from engine.units import human_bytes
 
     failed = [r for r in results if r["status"] != "ok"]
-    subject = (f"vzdump backup status ({node.name}): backup "
-               f"{'failed' if failed else 'successful'}{f' ({len(failed)} of {len(results)})' if failed else ''}")
-    lines = [f"Backup job {schedule.pk} on {node.name} ({socket.gethostname()}), schedule '{schedule.schedule}', "
-             f"storage {schedule.storage}" + (f" - {schedule.comment}" if schedule.comment else ""),
-             f"Task {job.upid}", "",
-             f"{'VMID':<10} {'NAME':<20} {'STATUS':<8} {'TIME':>8} {'SIZE':>10}  FILENAME"]
+    subject = (
+        f"vzdump backup status ({node.name}): backup "
+        f"{'failed' if failed else 'successful'}{f' ({len(failed)} of {len(results)})' if failed else ''}"
+    )
+    lines = [
+        f"Backup job {schedule.pk} on {node.name} ({socket.gethostname()}), schedule '{schedule.schedule}', "
+        f"storage {schedule.storage}" + (f" - {schedule.comment}" if schedule.comment else ""),
+        f"Task {job.upid}",
+        "",
+        f"{'VMID':<10} {'NAME':<20} {'STATUS':<8} {'TIME':>8} {'SIZE':>10}  FILENAME",
+    ]
     for r in results:
         took = f"{r['seconds']:.0f}s" if r["seconds"] is not None else "-"
-        lines.append(f"{r['ctid']:<10} {r['hostname'][:20]:<20} {r['status'].upper():<8} {took:>8} "
-                     f"{human_bytes(r['size']):>10}  {r['archive'] or '-'}")
+        lines.append(
+            f"{r['ctid']:<10} {r['hostname'][:20]:<20} {r['status'].upper():<8} {took:>8} "
+            f"{human_bytes(r['size']):>10}  {r['archive'] or '-'}"
+        )
     total = sum(r["size"] or 0 for r in results)
     lines += ["", f"TOTAL: {len(results)} backups, {len(failed)} failed, {human_bytes(total)}"]
     pruned = [(r["ctid"], name) for r in results for name in r["pruned"]]
     if pruned:
-        lines += ["", "Pruned (retention " + ", ".join(f"{k.replace('_', '-')}={v}" for k, v in
-                                                   schedule.prune_options().items()) + "):"]
+        lines += [
+            "",
+            "Pruned (retention "
+            + ", ".join(f"{k.replace('_', '-')}={v}" for k, v in schedule.prune_options().items())
+            + "):",
+        ]
         lines += [f"  CT {ctid}: {name}" for ctid, name in pruned]
     if failed:
         lines += ["", "Failures:"]

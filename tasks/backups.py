@@ -12,6 +12,7 @@ mirrors every dump directory into ``BackupArchive`` rows, after each job and
 on the agent's tick (only a directory whose modification time changed is
 listed again).
 """
+
 from __future__ import annotations
 
 import logging
@@ -125,10 +126,16 @@ class Vzdump(BackupJob):
         prune = PruneOptions(**params["prune"]) if params.get("prune") else None
         ctx.progress(0, None, "backing up", force=True)
         mode = params.get("mode", "snapshot")
-        kwargs = {"dumpdir": dumpdir, "compress": params.get("compress", "zstd"),
-                  "exclude_paths": params.get("exclude") or [], "notes": params.get("notes") or None,
-                  "protected": bool(params.get("protected")), "prune_options": prune,
-                  "progress": _bytes_progress(ctx, "archived"), "cancel": _Cancel(ctx)}
+        kwargs = {
+            "dumpdir": dumpdir,
+            "compress": params.get("compress", "zstd"),
+            "exclude_paths": params.get("exclude") or [],
+            "notes": params.get("notes") or None,
+            "protected": bool(params.get("protected")),
+            "prune_options": prune,
+            "progress": _bytes_progress(ctx, "archived"),
+            "cancel": _Cancel(ctx),
+        }
         try:
             result = backup(node_engine(), ctid, mode=mode, **kwargs)
         except NotSupported as exc:
@@ -139,8 +146,13 @@ class Vzdump(BackupJob):
             result = backup(node_engine(), ctid, mode="suspend", **kwargs)
         for line in result.log:
             ctx.log(line)
-        outcome = {"archive": Path(result.archive).name, "storage": self.storage(ctx), "size": result.size,
-                   "seconds": result.seconds, "pruned": result.pruned}
+        outcome = {
+            "archive": Path(result.archive).name,
+            "storage": self.storage(ctx),
+            "size": result.size,
+            "seconds": result.seconds,
+            "pruned": result.pruned,
+        }
         ctx.job.params = {**params, "result": outcome}
         Job.objects.filter(pk=ctx.job.pk).update(params=ctx.job.params)
         return f"{outcome['archive']} ({human_bytes(result.size)})"
@@ -158,13 +170,22 @@ class Vzrestore(BackupJob):
         params = ctx.params
         archive = archive_path(self.storage(ctx), params.get("archive"))
         self.check_rights(ctx, archive)
-        ctx.log(f"restoring {archive.name} as CT {self.ctid(ctx)}" + (" over the existing one" if params.get("force")
-                                                                     else ""))
+        ctx.log(
+            f"restoring {archive.name} as CT {self.ctid(ctx)}"
+            + (" over the existing one" if params.get("force") else "")
+        )
         ctx.progress(0, None, "restoring", force=True)
-        result = restore(node_engine(), archive, self.ctid(ctx), force=bool(params.get("force")),
-                         storage=params.get("rootfs_storage") or None, options=params.get("options") or {},
-                         unique=bool(params.get("unique")), progress=_bytes_progress(ctx, "read"),
-                         cancel=ctx.cancel_event)
+        result = restore(
+            node_engine(),
+            archive,
+            self.ctid(ctx),
+            force=bool(params.get("force")),
+            storage=params.get("rootfs_storage") or None,
+            options=params.get("options") or {},
+            unique=bool(params.get("unique")),
+            progress=_bytes_progress(ctx, "read"),
+            cancel=ctx.cancel_event,
+        )
         for note in result.notes:
             ctx.log(note)
         return f"restored CT {result.ctid} ({result.hostname})"
@@ -181,8 +202,14 @@ class Vzrestore(BackupJob):
         ctid = self.ctid(ctx)
         before = node_engine().config(ctid).current if ctx.params.get("force") and node_engine().exists(ctid) else None
         refuse_root_settings(ctx, root_equivalent_changes(before, archived.current), f"backup {archive.name}")
-        refuse_nic_settings(ctx, ctid, archived.current.values, f"backup {archive.name}",
-                            old=before.values if before is not None else None, new_mac=bool(ctx.params.get("unique")))
+        refuse_nic_settings(
+            ctx,
+            ctid,
+            archived.current.values,
+            f"backup {archive.name}",
+            old=before.values if before is not None else None,
+            new_mac=bool(ctx.params.get("unique")),
+        )
 
     def after(self, ctx: JobContext) -> None:
         ctid = self.ctid(ctx)
@@ -200,8 +227,10 @@ class Vzverify(BackupJob):
 
         archive = archive_path(self.storage(ctx), ctx.params.get("archive"))
         result = verify(archive, progress=_bytes_progress(ctx, "read"), cancel=ctx.cancel_event)
-        ctx.log(f"{result.members} members, {result.bytes} bytes of file data, CT {result.ctid} "
-                f"'{result.hostname}' ({'unprivileged' if result.unprivileged else 'privileged'})")
+        ctx.log(
+            f"{result.members} members, {result.bytes} bytes of file data, CT {result.ctid} "
+            f"'{result.hostname}' ({'unprivileged' if result.unprivileged else 'privileged'})"
+        )
         return f"{archive.name} is readable end to end"
 
 

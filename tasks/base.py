@@ -4,6 +4,7 @@ A job takes the primary key of its ``Job`` row and re-reads it.  Jobs on
 one target (a container, a template) are serialised by a lock on the node;
 jobs on different targets run side by side in the worker's processes.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -142,18 +143,25 @@ class JobTask(Task):
             if worker_alive(job.worker):
                 # Redis hands an unacknowledged message out again after the broker's visibility timeout,
                 # so a job longer than that is delivered twice: the copy leaves the running one alone.
-                log.warning("job %s delivered again while %s still runs it (broker visibility timeout); ignored",
-                            job_id, job.worker)
+                log.warning(
+                    "job %s delivered again while %s still runs it (broker visibility timeout); ignored",
+                    job_id,
+                    job.worker,
+                )
                 return
             # Delivered again after the worker that ran it died: say so rather than run it twice.
-            self._finish(job, Job.Status.ERROR, "the node agent stopped while this job ran; "
-                                                "check the target's state before retrying")
+            self._finish(
+                job,
+                Job.Status.ERROR,
+                "the node agent stopped while this job ran; check the target's state before retrying",
+            )
             return
         if job.status != Job.Status.QUEUED:
             return  # cancelled while queued
         with self._serialised(job):
             claimed = Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
-                status=Job.Status.RUNNING, started=timezone.now(), worker=f"{socket.gethostname()}:{os.getpid()}")
+                status=Job.Status.RUNNING, started=timezone.now(), worker=f"{socket.gethostname()}:{os.getpid()}"
+            )
             if not claimed:
                 return
             job.refresh_from_db()
@@ -187,8 +195,12 @@ class JobTask(Task):
 
     @staticmethod
     def _finish(job: Job, status: str, message: str) -> None:
-        Job.objects.filter(pk=job.pk).update(status=status, message=message, ended=timezone.now(),
-                                             progress=1.0 if status == Job.Status.OK else job.progress)
+        Job.objects.filter(pk=job.pk).update(
+            status=status,
+            message=message,
+            ended=timezone.now(),
+            progress=1.0 if status == Job.Status.OK else job.progress,
+        )
         job.refresh_from_db()
         publish([job.path], {"type": "job", "job": job.summary()})
 

@@ -15,6 +15,7 @@ backup can still be running then).
 kernel's boot ID, so a run directory that is not a tmpfs still tells a
 reboot (another boot ID) from a restart of the agent (the same one).
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,6 +49,7 @@ class NodePowerJob(JobTask):
             else:
                 ctx.log(f"CT {outcome.ctid}: {verb} failed: {outcome.message}")
             ctx.check_cancel()
+
         return say
 
     @staticmethod
@@ -77,8 +79,9 @@ class StartAll(NodePowerJob):
                 ctx.check_cancel()
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
-        outcomes = boot.start_all(engine, self.ctids(ctx), force=bool(ctx.params.get("force")),
-                                  report=self.report(ctx, "start"), sleep=wait)
+        outcomes = boot.start_all(
+            engine, self.ctids(ctx), force=bool(ctx.params.get("force")), report=self.report(ctx, "start"), sleep=wait
+        )
         return self.verdict(outcomes, "start")
 
 
@@ -87,9 +90,13 @@ class StopAll(NodePowerJob):
 
     def perform(self, ctx: JobContext) -> str:
         timeout = ctx.params.get("timeout")
-        outcomes = boot.stop_all(node_engine(), self.ctids(ctx), timeout=None if timeout is None else float(timeout),
-                                 force_stop=bool(ctx.params.get("force_stop", True)),
-                                 report=self.report(ctx, "stop"))
+        outcomes = boot.stop_all(
+            node_engine(),
+            self.ctids(ctx),
+            timeout=None if timeout is None else float(timeout),
+            force_stop=bool(ctx.params.get("force_stop", True)),
+            report=self.report(ctx, "stop"),
+        )
         return self.verdict(outcomes, "stop")
 
 

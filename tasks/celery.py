@@ -7,6 +7,7 @@ installation's key (``task_serializer = 'auth'``) and a worker accepts only
 signed ones whose certificate is in its store: a job pushed into Redis by
 anyone else is refused with "Can't decode message body" (and logged), not run.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,9 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webui.settings")
 
-app = Celery("caisson", include=["tasks.containers", "tasks.templates", "tasks.node", "tasks.boot", "tasks.backups",
-                                   "tasks.backup_jobs"])
+app = Celery(
+    "caisson",
+    include=["tasks.containers", "tasks.templates", "tasks.node", "tasks.boot", "tasks.backups", "tasks.backup_jobs"],
+)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.setup_security()

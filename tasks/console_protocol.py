@@ -28,6 +28,7 @@ To the consumer (``TO_CONSUMER``):
 Flow control: the relay sends at most ``WINDOW`` bytes the consumer has not
 acknowledged, and the consumer acknowledges every ``ACK_EVERY`` bytes.
 """
+
 from __future__ import annotations
 
 import re
@@ -41,8 +42,16 @@ STALE = 3 * KEEPALIVE  # ... and is taken for gone (its session detached) after 
 MAX_SIZE = 1000  # columns and rows of a terminal
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 
-TO_RELAY = ("console.open", "console.attach", "console.input", "console.resize", "console.ack",
-            "console.keepalive", "console.detach", "console.close")
+TO_RELAY = (
+    "console.open",
+    "console.attach",
+    "console.input",
+    "console.resize",
+    "console.ack",
+    "console.keepalive",
+    "console.detach",
+    "console.close",
+)
 TO_CONSUMER = ("console.opened", "console.output", "console.error", "console.exit", "console.detached")
 
 

@@ -1,4 +1,5 @@
 """Container jobs: create, power actions, config changes, destroy.  Each ends by mirroring the container."""
+
 from __future__ import annotations
 
 import os
@@ -20,12 +21,20 @@ def refuse_root_settings(ctx: JobContext, settings: dict[str, str], what: str) -
     if not settings or (user is not None and user.is_active and user.is_superuser):
         return
     reasons = "; ".join(f"{key}: {why}" for key, why in settings.items())
-    raise ValidationError(f"permission denied: {what} sets {', '.join(settings)}, which only a superuser may "
-                          f"set ({reasons})", key=next(iter(settings)))
+    raise ValidationError(
+        f"permission denied: {what} sets {', '.join(settings)}, which only a superuser may set ({reasons})",
+        key=next(iter(settings)),
+    )
 
 
-def refuse_nic_settings(ctx: JobContext, ctid: int, values: dict[str, str], what: str,
-                        old: dict[str, str] | None = None, new_mac: bool = False) -> None:
+def refuse_nic_settings(
+    ctx: JobContext,
+    ctid: int,
+    values: dict[str, str],
+    what: str,
+    old: dict[str, str] | None = None,
+    new_mac: bool = False,
+) -> None:
     """The node's own check of the NICs of a config only it can read: the rules of ``webui.nic_rights`` (usable
     bridges, ``VM.Config.Network`` to leave the allocation), against the rights the job's user holds now.
 
@@ -44,8 +53,10 @@ def refuse_nic_settings(ctx: JobContext, ctid: int, values: dict[str, str], what
         if key.startswith("net") and key[3:].isdigit():
             nic = parse_nic(int(key[3:]), value)
             if nic.bridge and not os.path.exists(f"/sys/class/net/{nic.bridge}"):
-                ctx.log(f"warning: {key}: bridge '{nic.bridge}' does not exist on this node; the container will "
-                        "not start until it does")
+                ctx.log(
+                    f"warning: {key}: bridge '{nic.bridge}' does not exist on this node; the container will "
+                    "not start until it does"
+                )
             nics[key] = replace(nic, hwaddr=None).to_value() if new_mac else value
     user = ctx.job.user
     if not nics or (user is not None and user.is_active and user.is_superuser):
@@ -75,6 +86,7 @@ class Create(ContainerJob):
     """``params``: ``template`` (``local:vztmpl/<name>``), ``options`` (pct keys), ``password_hash`` (SHA-512
     crypt: the web tier never queues a clear password; ``password``, clear, is still taken from other callers),
     ``ssh_public_keys``, ``start`` (start once created), ``isolated_idmap`` (an id range of its own)."""
+
     name = "caisson.container.create"
 
     def perform(self, ctx: JobContext) -> str:
@@ -89,12 +101,22 @@ class Create(ContainerJob):
 
         def credentials() -> None:  # a step of the create: its failure undoes the create, all of it or nothing
             ctx.log("setting root's password and SSH keys")
-            set_credentials(node_engine(), ctid, params.get("password"), params.get("ssh_public_keys"),
-                            password_hash=params.get("password_hash"))
+            set_credentials(
+                node_engine(),
+                ctid,
+                params.get("password"),
+                params.get("ssh_public_keys"),
+                password_hash=params.get("password_hash"),
+            )
 
         wanted = params.get("password") or params.get("password_hash") or params.get("ssh_public_keys")
-        node_engine().create(ctid, params["template"], options, finish=credentials if wanted else None,
-                             isolated_idmap=bool(params.get("isolated_idmap")))
+        node_engine().create(
+            ctid,
+            params["template"],
+            options,
+            finish=credentials if wanted else None,
+            isolated_idmap=bool(params.get("isolated_idmap")),
+        )
         ctx.log(f"created CT {ctid}")
         if params.get("start"):
             ctx.progress(0, None, "starting", force=True)
@@ -171,6 +193,7 @@ class Destroy(ContainerJob):
 
 class Set(ContainerJob):
     """``params``: ``changes`` (key -> value), ``delete`` (keys), ``digest`` (refuse a stale edit)."""
+
     name = "caisson.container.set"
 
     def perform(self, ctx: JobContext) -> str:
@@ -189,6 +212,7 @@ class Set(ContainerJob):
 
 class Snapshot(ContainerJob):
     """``params``: ``name``, ``description``.  A running container is frozen for the instant of the snapshot."""
+
     name = "caisson.container.snapshot"
 
     def perform(self, ctx: JobContext) -> str:
@@ -217,6 +241,7 @@ class DeleteSnapshot(ContainerJob):
 
 class Clone(ContainerJob):
     """``params``: ``newid``, ``snapshot``, ``full``, ``storage``, ``hostname``."""
+
     name = "caisson.container.clone"
 
     def perform(self, ctx: JobContext) -> str:
@@ -230,9 +255,14 @@ class Clone(ContainerJob):
         refuse_root_settings(ctx, settings, f"CT {self.ctid(ctx)}'s config")
         refuse_nic_settings(ctx, int(p["newid"]), section.values, f"CT {self.ctid(ctx)}'s config", new_mac=True)
         ctx.progress(0, None, f"cloning to CT {p['newid']}", force=True)
-        node_engine().clone(self.ctid(ctx), int(p["newid"]), snapshot=p.get("snapshot") or None,
-                            full=bool(p.get("full")), storage=p.get("storage") or None,
-                            hostname=p.get("hostname") or None)
+        node_engine().clone(
+            self.ctid(ctx),
+            int(p["newid"]),
+            snapshot=p.get("snapshot") or None,
+            full=bool(p.get("full")),
+            storage=p.get("storage") or None,
+            hostname=p.get("hostname") or None,
+        )
         rootfs = node_engine().config(int(p["newid"])).current.values.get("rootfs", "")
         ctx.log(f"CT {p['newid']} created on {rootfs}")
         return "OK"
@@ -247,6 +277,7 @@ class Clone(ContainerJob):
 
 class Resize(ContainerJob):
     """``params``: ``disk`` (rootfs, mpN), ``size`` (``4G`` or ``+1G``); grows only."""
+
     name = "caisson.container.resize"
 
     def perform(self, ctx: JobContext) -> str:
@@ -255,6 +286,18 @@ class Resize(ContainerJob):
         return "OK"
 
 
-for job_class in (Create, Start, Shutdown, Stop, Reboot, Destroy, Set, Snapshot, Rollback, DeleteSnapshot, Clone,
-                  Resize):
+for job_class in (
+    Create,
+    Start,
+    Shutdown,
+    Stop,
+    Reboot,
+    Destroy,
+    Set,
+    Snapshot,
+    Rollback,
+    DeleteSnapshot,
+    Clone,
+    Resize,
+):
     app.register_task(job_class())

@@ -5,6 +5,7 @@ these functions copy it into the web tier's rows, after each job and on the
 agent's tick, and push what changed to the browsers. The web tier never reads
 a node's disk.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,12 +34,23 @@ def container_fields(status, config) -> dict:
         started = timezone.now() - timedelta(seconds=status.uptime)
     return {
         # A create or restore under way (or interrupted) holds "lock: create": not a stopped container yet.
-        "hostname": status.hostname, "status": "creating" if status.lock == "create" else status.status,
+        "hostname": status.hostname,
+        "status": "creating" if status.lock == "create" else status.status,
         "unprivileged": status.unprivileged,
-        "config": {**config.current.values, **({"description": config.current.description}  # shown in Options
-                                                if config.current.description else {})},
-        "digest": config.digest(), "started_at": started, "init": status.init or "",
-        "ipv4": status.ipv4 or [], "ipv6": status.ipv6 or [], "memory_used": status.memory_bytes,
+        "config": {
+            **config.current.values,
+            **(
+                {"description": config.current.description}  # shown in Options
+                if config.current.description
+                else {}
+            ),
+        },
+        "digest": config.digest(),
+        "started_at": started,
+        "init": status.init or "",
+        "ipv4": status.ipv4 or [],
+        "ipv6": status.ipv6 or [],
+        "memory_used": status.memory_bytes,
         "memory_limit": status.memory_limit_bytes,
     }
 
@@ -61,9 +73,18 @@ def sync_container(node: Node, ctid: int) -> Container | None:
 
 
 def container_event(container: Container) -> dict:
-    return {"ctid": container.ctid, "node": container.node.name, "hostname": container.hostname,
-            "status": container.status, "uptime": container.uptime, "ipv4": container.ipv4, "ipv6": container.ipv6,
-            "cpu": container.cpu, "memory_used": container.memory_used, "memory_limit": container.memory_limit}
+    return {
+        "ctid": container.ctid,
+        "node": container.node.name,
+        "hostname": container.hostname,
+        "status": container.status,
+        "uptime": container.uptime,
+        "ipv4": container.ipv4,
+        "ipv6": container.ipv6,
+        "cpu": container.cpu,
+        "memory_used": container.memory_used,
+        "memory_limit": container.memory_limit,
+    }
 
 
 def sync_all(node: Node) -> int:
@@ -90,8 +111,9 @@ def sync_templates(node: Node) -> None:
         StoredTemplate.objects.filter(node=node).exclude(name__in=[t["name"] for t in local]).delete()
         for item in local:
             modified = datetime.fromtimestamp(os.stat(item["path"]).st_mtime, UTC)
-            StoredTemplate.objects.update_or_create(node=node, name=item["name"],
-                                                    defaults={"size": item["size"], "modified": modified})
+            StoredTemplate.objects.update_or_create(
+                node=node, name=item["name"], defaults={"size": item["size"], "modified": modified}
+            )
         try:
             groups = store.available()
         except EngineError as exc:
@@ -99,12 +121,25 @@ def sync_templates(node: Node) -> None:
             groups = {}
         entries = [e for section in groups.values() for e in section] + local_builds()
         CatalogEntry.objects.filter(node=node).delete()
-        CatalogEntry.objects.bulk_create([CatalogEntry(
-            node=node, source=e.source_id, section=e.section, name=e.name, os=e.os, version=e.version,
-            headline=e.headline[:255], description=e.description, size=getattr(e, "size", None),
-            buildable=e.source_id == "local",
-            trusted=e.source_id == "local" or store.trusted(e.source_id)) for e in entries],
-            ignore_conflicts=True)
+        CatalogEntry.objects.bulk_create(
+            [
+                CatalogEntry(
+                    node=node,
+                    source=e.source_id,
+                    section=e.section,
+                    name=e.name,
+                    os=e.os,
+                    version=e.version,
+                    headline=e.headline[:255],
+                    description=e.description,
+                    size=getattr(e, "size", None),
+                    buildable=e.source_id == "local",
+                    trusted=e.source_id == "local" or store.trusted(e.source_id),
+                )
+                for e in entries
+            ],
+            ignore_conflicts=True,
+        )
         sync_template_sources(node, store)  # tasks/sources_mirror.py
     publish([node.path], {"type": "templates", "node": node.name})
 
@@ -117,9 +152,18 @@ def sync_storages(node: Node) -> None:
     rows = storage_status(node_engine().layout.root)
     StorageMirror.objects.filter(node=node).exclude(name__in=[r["id"] for r in rows]).delete()
     for row in rows:
-        StorageMirror.objects.update_or_create(node=node, name=row["id"], defaults={
-            "type": row["type"], "content": row["content"], "total": row["total"] or 0, "used": row["used"] or 0,
-            "enabled": row["status"] != "disabled", "enforces_size": row["enforces_size"]})
+        StorageMirror.objects.update_or_create(
+            node=node,
+            name=row["id"],
+            defaults={
+                "type": row["type"],
+                "content": row["content"],
+                "total": row["total"] or 0,
+                "used": row["used"] or 0,
+                "enabled": row["status"] != "disabled",
+                "enforces_size": row["enforces_size"],
+            },
+        )
 
 
 def managed_bridges() -> list[dict]:
@@ -131,10 +175,16 @@ def managed_bridges() -> list[dict]:
     except EngineError as exc:  # a broken file: no managed bridge until it is fixed
         log.warning("cannot read the node's bridges: %s", exc)
         return []
-    return [{"name": b.name, "ipv4": str(b.address) if b.address else None,
-             "ipv6": str(b.address6) if b.address6 else None,
-             "pool": f"{b.pool[0]}-{b.pool[1]}" if b.pool else None,
-             "dhcp": f"{b.dhcp[0]}-{b.dhcp[1]}" if b.dhcp else None} for b in bridges]
+    return [
+        {
+            "name": b.name,
+            "ipv4": str(b.address) if b.address else None,
+            "ipv6": str(b.address6) if b.address6 else None,
+            "pool": f"{b.pool[0]}-{b.pool[1]}" if b.pool else None,
+            "dhcp": f"{b.dhcp[0]}-{b.dhcp[1]}" if b.dhcp else None,
+        }
+        for b in bridges
+    ]
 
 
 # ---- backup archives --------------------------------------------------------------------------
@@ -157,8 +207,10 @@ def sync_backups(node: Node, force: bool = False) -> None:
         Node.objects.select_for_update().filter(pk=node.pk).first()
         changed = _sync_locked(node, storages, force, list_backups)
     if changed:
-        publish([node.path, *(f"/ct/{c}" for c in sorted(changed))],
-                {"type": "backups", "node": node.name, "ctids": sorted(changed)})
+        publish(
+            [node.path, *(f"/ct/{c}" for c in sorted(changed))],
+            {"type": "backups", "node": node.name, "ctids": sorted(changed)},
+        )
 
 
 def _sync_locked(node: Node, storages: dict[str, Path], force: bool, list_backups) -> set[int]:
@@ -195,12 +247,19 @@ def _store(node: Node, storage: str, found) -> set[int]:
             changed.add(row.ctid)
         BackupArchive.objects.filter(pk__in=[r.pk for r in gone]).delete()
         for b in found:
-            fields = {"ctid": b.ctid, "time": datetime.fromtimestamp(b.time, UTC), "size": b.size,
-                      "format": b.compression, "protected": b.protected, "notes": b.notes}
+            fields = {
+                "ctid": b.ctid,
+                "time": datetime.fromtimestamp(b.time, UTC),
+                "size": b.size,
+                "format": b.compression,
+                "protected": b.protected,
+                "notes": b.notes,
+            }
             row = rows.get(b.name)
             if row is not None and all(getattr(row, k) == v for k, v in fields.items()):
                 continue
             changed.add(b.ctid)
-            BackupArchive.objects.update_or_create(node=node, storage=storage, name=b.name,
-                                                   defaults={**fields, "seen": timezone.now()})
+            BackupArchive.objects.update_or_create(
+                node=node, storage=storage, name=b.name, defaults={**fields, "seen": timezone.now()}
+            )
     return changed

@@ -1,4 +1,5 @@
 """The node's pulse: heartbeat, sampled metrics, the tick that runs them with the mirror, and the resync job."""
+
 from __future__ import annotations
 
 import logging
@@ -23,10 +24,16 @@ log = logging.getLogger(__name__)
 # ---- heartbeat and metrics -----------------------------------------------------------------
 def heartbeat(node: Node) -> None:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    Node.objects.filter(pk=node.pk).update(last_seen=timezone.now(), cpus=os.cpu_count() or 1, memory_total=memory,
-                                           info={"kernel": os.uname().release,
-                                                 "cgroups": type(node_engine().cgroups).__name__,
-                                                 "bridges": managed_bridges()})
+    Node.objects.filter(pk=node.pk).update(
+        last_seen=timezone.now(),
+        cpus=os.cpu_count() or 1,
+        memory_total=memory,
+        info={
+            "kernel": os.uname().release,
+            "cgroups": type(node_engine().cgroups).__name__,
+            "bridges": managed_bridges(),
+        },
+    )
 
 
 _last_counters: dict[str, tuple[float, float, float, float]] = {}  # scope -> (time, cpu seconds, rx, tx)
@@ -39,8 +46,11 @@ def _rates(scope: str, cpu_seconds: float, rx: float, tx: float) -> tuple[float,
     if not previous or now <= previous[0]:
         return 0.0, 0.0, 0.0
     elapsed = now - previous[0]
-    return (max(0.0, (cpu_seconds - previous[1]) / elapsed), max(0.0, (rx - previous[2]) / elapsed),
-            max(0.0, (tx - previous[3]) / elapsed))
+    return (
+        max(0.0, (cpu_seconds - previous[1]) / elapsed),
+        max(0.0, (rx - previous[2]) / elapsed),
+        max(0.0, (tx - previous[3]) / elapsed),
+    )
 
 
 def record_metric(scope: str, when: float, **values) -> None:
@@ -49,7 +59,8 @@ def record_metric(scope: str, when: float, **values) -> None:
         bucket = int(when) - int(when) % step
         with transaction.atomic():
             row, created = MetricSample.objects.select_for_update().get_or_create(
-                scope=scope, step=step, ts=bucket, defaults={**values, "samples": 1})
+                scope=scope, step=step, ts=bucket, defaults={**values, "samples": 1}
+            )
             if not created:
                 n = row.samples
                 for key, value in values.items():
@@ -82,8 +93,9 @@ def sample(node: Node) -> None:
     disk = shutil.disk_usage(node_engine().layout.root)
     used, total = _host_memory()
     cpu, _, _ = _rates(f"node/{node.name}", _host_cpu_seconds(), 0, 0)
-    record_metric(f"node/{node.name}", when, cpu=cpu, memory=used, memory_total=total, disk_used=disk.used,
-                  disk_total=disk.total)
+    record_metric(
+        f"node/{node.name}", when, cpu=cpu, memory=used, memory_total=total, disk_used=disk.used, disk_total=disk.total
+    )
     running = Container.objects.filter(node=node, status=Container.Status.RUNNING)
     for container in running:
         try:
@@ -97,15 +109,44 @@ def sample(node: Node) -> None:
         tx = sum(c.get("tx_bytes", 0) for c in (status.net or {}).values())
         scope = f"ct/{container.ctid}"
         cpu, net_in, net_out = _rates(scope, (status.cpu_ns or 0) / 1e9, rx, tx)
-        record_metric(scope, when, cpu=cpu, memory=status.memory_bytes or 0,
-                      memory_total=status.memory_limit_bytes or 0, net_in=net_in, net_out=net_out)
-        Container.objects.filter(pk=container.pk).update(cpu=cpu, memory_used=status.memory_bytes,
-                                                         ipv4=status.ipv4 or [], ipv6=status.ipv6 or [])
-        publish([container.path], {"type": "ct.metrics", "ctid": container.ctid, "ts": when, "cpu": cpu,
-                                   "memory": status.memory_bytes, "memory_total": status.memory_limit_bytes,
-                                   "net_in": net_in, "net_out": net_out})
-    publish([node.path], {"type": "node.metrics", "node": node.name, "ts": when, "cpu": cpu, "memory": used,
-                          "memory_total": total, "disk_used": disk.used, "disk_total": disk.total})
+        record_metric(
+            scope,
+            when,
+            cpu=cpu,
+            memory=status.memory_bytes or 0,
+            memory_total=status.memory_limit_bytes or 0,
+            net_in=net_in,
+            net_out=net_out,
+        )
+        Container.objects.filter(pk=container.pk).update(
+            cpu=cpu, memory_used=status.memory_bytes, ipv4=status.ipv4 or [], ipv6=status.ipv6 or []
+        )
+        publish(
+            [container.path],
+            {
+                "type": "ct.metrics",
+                "ctid": container.ctid,
+                "ts": when,
+                "cpu": cpu,
+                "memory": status.memory_bytes,
+                "memory_total": status.memory_limit_bytes,
+                "net_in": net_in,
+                "net_out": net_out,
+            },
+        )
+    publish(
+        [node.path],
+        {
+            "type": "node.metrics",
+            "node": node.name,
+            "ts": when,
+            "cpu": cpu,
+            "memory": used,
+            "memory_total": total,
+            "disk_used": disk.used,
+            "disk_total": disk.total,
+        },
+    )
 
 
 @app.task(name="caisson.node.tick", ignore_result=True)

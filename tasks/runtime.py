@@ -3,6 +3,7 @@
 Every job and mirror function of ``tasks`` asks here, and this module asks
 nothing of them: the bottom of the package, so no import runs back up.
 """
+
 from __future__ import annotations
 
 from functools import cache

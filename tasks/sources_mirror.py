@@ -2,6 +2,7 @@
 
 Called by the template mirror (``sync_templates``) inside its transaction, after every template job.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,20 @@ def sync_template_sources(node: Node, store) -> None:
     TemplateSource.objects.filter(node=node).exclude(source_id__in=[s.id for s in sources]).delete()
     for position, source in enumerate(sources):
         row, item = status.get(source.id) or {}, news.get(source.id)
-        TemplateSource.objects.update_or_create(node=node, source_id=source.id, defaults={
-            "type": source.type, "url": source.url, "enabled": source.enabled, "signed": bool(source.keyring),
-            "position": position, "last_attempt": when(row.get("attempt")), "last_success": when(row.get("success")),
-            "last_error": row.get("error") or "", "count": row.get("count"),
-            "news_headline": item.headline[:255] if item else "", "news_text": item.text if item else ""})
+        TemplateSource.objects.update_or_create(
+            node=node,
+            source_id=source.id,
+            defaults={
+                "type": source.type,
+                "url": source.url,
+                "enabled": source.enabled,
+                "signed": bool(source.keyring),
+                "position": position,
+                "last_attempt": when(row.get("attempt")),
+                "last_success": when(row.get("success")),
+                "last_error": row.get("error") or "",
+                "count": row.get("count"),
+                "news_headline": item.headline[:255] if item else "",
+                "news_text": item.text if item else "",
+            },
+        )

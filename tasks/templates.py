@@ -1,4 +1,5 @@
 """Template jobs: refresh the catalog, download with progress, build locally, remove."""
+
 from __future__ import annotations
 
 from tasks.base import JobContext, JobTask
@@ -22,6 +23,7 @@ class TemplateJob(JobTask):
 class Update(TemplateJob):
     """Every enabled source (or ``params["source"]``); one that fails is logged by name, the others are still
     updated, and the job then fails naming each that did not update."""
+
     name = "caisson.templates.update"
 
     def perform(self, ctx: JobContext) -> str:
@@ -44,6 +46,7 @@ class Update(TemplateJob):
 class EditSources(TemplateJob):
     """Change ``template/sources.json``: ``params``: ``op`` (add, edit, remove), ``source`` (its id), and for
     add/edit ``type``, ``url``, ``enabled`` (edit keeps what is not given, and the keyring)."""
+
     name = "caisson.templates.sources"
 
     def perform(self, ctx: JobContext) -> str:
@@ -94,6 +97,7 @@ class Download(TemplateJob):
 class Build(TemplateJob):
     """``params``: ``builder`` (a registered builder), and those of ``suite``, ``packages`` (list) and
     ``flavor`` that the builder takes."""
+
     name = "caisson.templates.build"
 
     def perform(self, ctx: JobContext) -> str:
@@ -111,8 +115,9 @@ class Build(TemplateJob):
         last = [""]
 
         def progress(done: float, total: int, text: str) -> None:
-            if text != last[0] and not text.startswith(("downloading packages", "packing", "unpacking ",
-                                                         "configuring ", "extracting ")):
+            if text != last[0] and not text.startswith(
+                ("downloading packages", "packing", "unpacking ", "configuring ", "extracting ")
+            ):
                 ctx.log(text)  # stage changes go to the log; per-package lines only to the bar
             last[0] = text
             ctx.progress(done, total, text)

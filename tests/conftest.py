@@ -1,4 +1,5 @@
 """Shared fixtures: a private engine state per test session, real templates, real containers."""
+
 from __future__ import annotations
 
 import os

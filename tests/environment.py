@@ -3,6 +3,7 @@
 The web tier's tests use a node name of their own and Redis databases apart
 from a development instance on the same server.
 """
+
 import os
 
 os.environ.setdefault("CAISSON_NODE", "testnode")

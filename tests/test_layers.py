@@ -9,6 +9,7 @@ else of the web tier; nothing else of the web tier is the jobs' business.  Every
 counts, the ones inside functions too: a lazy import still makes the
 dependency, it only hides it from a reader.
 """
+
 from __future__ import annotations
 
 import ast
@@ -55,7 +56,7 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -71,8 +72,7 @@ def _is_module(name: str) -> bool:
 
 
 def sources() -> list[Path]:
-    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py")
-                  if "migrations" not in p.parts)
+    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py") if "migrations" not in p.parts)
 
 
 def within(name: str, prefixes) -> bool:

@@ -7,6 +7,7 @@ node's ``startall`` job, which brings the ``onboot`` containers back in ``startu
 ``up`` delays; the others stay stopped. ``run.sh shutdown`` stops them in reverse order. And the
 systemd units ``run.sh`` would install where systemd runs, checked here where it does not.
 """
+
 from __future__ import annotations
 
 import configparser
@@ -30,8 +31,14 @@ CTIDS = (101, 102, 103, 104)
 
 
 def engine_cli(scratch, *args: str) -> subprocess.CompletedProcess:  # noqa: F811
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=scratch["env"],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=REPO,
+        env=scratch["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def status(scratch, ctid: int) -> dict:  # noqa: F811
@@ -65,9 +72,11 @@ def wait_for(what: str, check, timeout: float = 30, scratch=None):  # noqa: F811
 
 def boot_startall_ended(scratch, count: int):  # noqa: F811
     """The node's startall jobs once ``count`` of them exist and none is queued or running."""
+
     def check():
         found = jobs(scratch, "startall")
         return found if len(found) == count and all(j[1] not in ("queued", "running") for j in found) else None
+
     return wait_for(f"startall job {count}", check, scratch=scratch)
 
 
@@ -77,13 +86,17 @@ def node(scratch):  # noqa: F811
     run(scratch)
     boot_startall_ended(scratch, 1)  # the first agent start since this boot: nothing to start yet
     template = next((scratch["root"] / "template" / "cache").glob("busybox-*"))
-    configs = {101: ["--onboot", "1", "--startup", "order=2,down=5"],
-               102: ["--onboot", "1", "--startup", "order=1,up=1"],
-               103: ["--onboot", "1", "--startup", "down=5"], 104: ["--startup", "order=0"]}  # 104: not onboot
+    configs = {
+        101: ["--onboot", "1", "--startup", "order=2,down=5"],
+        102: ["--onboot", "1", "--startup", "order=1,up=1"],
+        103: ["--onboot", "1", "--startup", "down=5"],
+        104: ["--startup", "order=0"],
+    }  # 104: not onboot
     try:
         for ctid, options in configs.items():
-            made = engine_cli(scratch, "create", str(ctid), str(template), "--memory", "64", "--swap", "0",
-                              *options, "--start")
+            made = engine_cli(
+                scratch, "create", str(ctid), str(template), "--memory", "64", "--swap", "0", *options, "--start"
+            )
             assert made.returncode == 0, made.stderr
         yield scratch
     finally:
@@ -118,7 +131,11 @@ def test_a_host_restart_brings_back_the_onboot_containers_in_order(node):
     started = {text.split(":")[0]: when for text, when in log if text.endswith(": started")}
     assert (started["CT 101"] - started["CT 102"]).total_seconds() >= 1  # 102's up delay before the next
     assert {ctid: status(scratch, ctid)["status"] for ctid in CTIDS} == {
-        101: "running", 102: "running", 103: "running", 104: "stopped"}
+        101: "running",
+        102: "running",
+        103: "running",
+        104: "stopped",
+    }
 
     pids = [int(p.read_text()) for p in (scratch["root"] / "daemons" / "run").glob("*.pid")]
     out = run(scratch, "shutdown")
@@ -131,8 +148,14 @@ def test_a_host_restart_brings_back_the_onboot_containers_in_order(node):
 def test_the_systemd_units(scratch, tmp_path):  # noqa: F811
     """The units run.sh installs where systemd runs: the same commands, users and settings as its processes."""
     env = scratch["env"]
-    out = subprocess.run(["bash", "scripts/run.sh", "units", str(tmp_path)], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        ["bash", "scripts/run.sh", "units", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     units = {}
     for path in sorted(tmp_path.glob("*.service")):
@@ -140,17 +163,35 @@ def test_the_systemd_units(scratch, tmp_path):  # noqa: F811
         parser.optionxform = str
         parser.read(path)
         units[path.stem] = parser
-    assert set(units) == {"caisson-services", "caisson-web", "caisson-agent", "caisson-beat", "caisson-console",
-                          "caisson-guests"}
+    assert set(units) == {
+        "caisson-services",
+        "caisson-web",
+        "caisson-agent",
+        "caisson-beat",
+        "caisson-console",
+        "caisson-guests",
+    }
     users = {name: units[name]["Service"].get("User", "root") for name in units}
-    assert users == {"caisson-services": "root", "caisson-web": "caisson", "caisson-beat": "caisson",
-                     "caisson-agent": "root", "caisson-console": "root", "caisson-guests": "root"}
+    assert users == {
+        "caisson-services": "root",
+        "caisson-web": "caisson",
+        "caisson-beat": "caisson",
+        "caisson-agent": "root",
+        "caisson-console": "root",
+        "caisson-guests": "root",
+    }
     pwd.getpwnam("caisson")
     commands = {name: units[name]["Service"]["ExecStart"].split() for name in units}
     for name, command in commands.items():
         assert Path(command[0]).is_absolute() and os.access(command[0], os.X_OK), (name, command)
-    assert commands["caisson-web"][1:] == ["-m", "webui.serve", "--host", "127.0.0.1", "--port",
-                                           str(scratch["web_port"])]
+    assert commands["caisson-web"][1:] == [
+        "-m",
+        "webui.serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(scratch["web_port"]),
+    ]
     assert commands["caisson-agent"][1:] == ["-m", "tasks.agent"]
     assert commands["caisson-console"][1:] == ["-m", "tasks.console_relay"]
     assert commands["caisson-beat"][1:4] == ["-m", "celery", "-A"]
@@ -163,6 +204,11 @@ def test_the_systemd_units(scratch, tmp_path):  # noqa: F811
     assert settings["CAISSON_ROOT"] == f"'{scratch['root']}'" and settings["CAISSON_NODE"] == f"'{env['CAISSON_NODE']}'"
     assert "CAISSON_ADMIN_PASSWORD" not in settings and oct(environment.stat().st_mode & 0o777) == "0o600"
     if shutil.which("systemd-analyze"):
-        verify = subprocess.run(["systemd-analyze", "verify", "--man=no", *sorted(tmp_path.glob("*.service"))],
-                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", *sorted(tmp_path.glob("*.service"))],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert verify.returncode == 0, verify.stdout + verify.stderr

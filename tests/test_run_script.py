@@ -5,6 +5,7 @@ Redis port (a password-protected redis-server it starts as the ``redis`` user), 
 PostgreSQL and Redis are not touched. Checks ``ps -o user``: the web server and beat as the
 unprivileged ``caisson`` user, only the agent and the console relay as root, Redis as ``redis``.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,13 +60,25 @@ def scratch(busybox_template):
     (root / "template" / "cache").mkdir(parents=True)
     shutil.copy2(busybox_template, root / "template" / "cache" / busybox_template.name)
     redis_port, web_port = free_port(), free_port()
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("DATABASE_URL", "CAISSON_REDIS_DBS", "DJANGO_SECRET_KEY", "CAISSON_WEB_DATA")}
-    env.update({"CAISSON_ROOT": str(root), "CAISSON_RUN": str(base / "run"), "CAISSON_SECRETS": str(base / "secrets"),
-                "CAISSON_NODE": f"runsh{os.getpid()}", "CAISSON_CGROUP_PARENT": f"caisson-runsh-{os.getpid()}",
-                "CAISSON_PORT": str(web_port), "REDIS_URL": f"redis://127.0.0.1:{redis_port}",
-                "CAISSON_ADMIN_PASSWORD": "scratch admin password", "CAISSON_SAMPLE_INTERVAL": "1",
-                "CAISSON_DEFAULT_BRIDGE": "no"})  # the host keeps its own bridges: tests/engine/test_default_bridge.py
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "CAISSON_REDIS_DBS", "DJANGO_SECRET_KEY", "CAISSON_WEB_DATA")
+    }
+    env.update(
+        {
+            "CAISSON_ROOT": str(root),
+            "CAISSON_RUN": str(base / "run"),
+            "CAISSON_SECRETS": str(base / "secrets"),
+            "CAISSON_NODE": f"runsh{os.getpid()}",
+            "CAISSON_CGROUP_PARENT": f"caisson-runsh-{os.getpid()}",
+            "CAISSON_PORT": str(web_port),
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}",
+            "CAISSON_ADMIN_PASSWORD": "scratch admin password",
+            "CAISSON_SAMPLE_INTERVAL": "1",
+            "CAISSON_DEFAULT_BRIDGE": "no",
+        }
+    )  # the host keeps its own bridges: tests/engine/test_default_bridge.py
     yield {"base": base, "root": root, "env": env, "web_port": web_port, "redis_port": redis_port}
     subprocess.run(["bash", "scripts/run.sh", "stop"], cwd=REPO, env=env, capture_output=True, timeout=120)
     pidfile = root / "redis" / "redis.pid"
@@ -75,8 +88,9 @@ def scratch(busybox_template):
 
 
 def run(scratch, *args: str) -> str:
-    done = subprocess.run(["bash", "scripts/run.sh", *args], cwd=REPO, env=scratch["env"], capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        ["bash", "scripts/run.sh", *args], cwd=REPO, env=scratch["env"], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -84,8 +98,10 @@ def run(scratch, *args: str) -> str:
 def test_run_sh_keeps_root_to_the_agent_and_the_relay(scratch):
     root, secrets_dir = scratch["root"], scratch["base"] / "secrets"
     run(scratch)
-    pids = {name: int((root / "daemons" / "run" / f"{name}.pid").read_text()) for name in
-            ("web", "agent", "beat", "console")}
+    pids = {
+        name: int((root / "daemons" / "run" / f"{name}.pid").read_text())
+        for name in ("web", "agent", "beat", "console")
+    }
     users = {name: user_of(pid) for name, pid in pids.items()}
     assert users == {"web": "caisson", "beat": "caisson", "agent": "root", "console": "root"}, users
     redis_pid = int((root / "redis" / "redis.pid").read_text())

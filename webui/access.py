@@ -1,4 +1,5 @@
 """Resolve what a user may do on a path: one place for pages, API, websockets and console alike."""
+
 from __future__ import annotations
 
 import operator
@@ -30,9 +31,10 @@ class Access:
         from webui.models import AccessEntry
 
         group_ids = list(user.groups.values_list("id", flat=True))
-        rows = (AccessEntry.objects.filter(user=user) | AccessEntry.objects.filter(group_id__in=group_ids))
-        for path, user_id, propagate, privileges in rows.values_list("path", "user_id", "propagate",
-                                                                      "role__privileges"):
+        rows = AccessEntry.objects.filter(user=user) | AccessEntry.objects.filter(group_id__in=group_ids)
+        for path, user_id, propagate, privileges in rows.values_list(
+            "path", "user_id", "propagate", "role__privileges"
+        ):
             table = self.own if user_id else self.groups
             table[path].append((propagate, frozenset(privileges)))
 
@@ -94,17 +96,27 @@ class Access:
         if not (self.own or self.groups):
             return queryset.none()
         own_path = {int(path[4:]) for table in (self.own, self.groups) for path in table if path.startswith("/ct/")}
-        pairs = (queryset.exclude(ctid__in=own_path).order_by()
-                 .values_list("node_id", "node__name", "pool_id", "pool__name").distinct())
+        pairs = (
+            queryset.exclude(ctid__in=own_path)
+            .order_by()
+            .values_list("node_id", "node__name", "pool_id", "pool__name")
+            .distinct()
+        )
         shown, hidden = [], 0
         for node_id, node, pool_id, pool in pairs:
             if "VM.Audit" in self._resolve(container_paths(0, node, pool)):  # /ct/0: a path with no entries
-                shown.append(Q(node_id=node_id, pool_id=pool_id) if pool_id else Q(node_id=node_id,
-                                                                                   pool__isnull=True))
+                shown.append(Q(node_id=node_id, pool_id=pool_id) if pool_id else Q(node_id=node_id, pool__isnull=True))
             else:
                 hidden += 1
-        with_entries = list(queryset.filter(ctid__in=own_path).select_related("node", "pool")
-                            .only("ctid", "node__name", "pool__name")) if own_path else []
+        with_entries = (
+            list(
+                queryset.filter(ctid__in=own_path)
+                .select_related("node", "pool")
+                .only("ctid", "node__name", "pool__name")
+            )
+            if own_path
+            else []
+        )
         special = [c.ctid for c in with_entries if "VM.Audit" in self.container_privileges(c)]
         if not hidden and len(special) == len(with_entries):
             return queryset  # every container is visible: no filter at all
@@ -136,15 +148,18 @@ def check_grant(access: Access, path: str, privileges, what: str) -> None:
     """Refuse to grant, change or revoke ``privileges`` on ``path`` unless the user holds each of them there."""
     missing = sorted(set(privileges) - held_on(access, path))
     if missing and not access.superuser:
-        raise PermissionDenied(f"permission denied: {what} needs {', '.join(missing)} on {path}, which you do not "
-                               "hold; no one grants more than they hold")
+        raise PermissionDenied(
+            f"permission denied: {what} needs {', '.join(missing)} on {path}, which you do not "
+            "hold; no one grants more than they hold"
+        )
 
 
 def check_manages(access: Access, user) -> None:
     """Only a superuser creates, changes, grants to or removes a superuser."""
     if user is not None and user.is_superuser and not access.superuser:
-        raise PermissionDenied(f"permission denied: '{user.username}' is a superuser; only a superuser may manage "
-                               "or grant to a superuser")
+        raise PermissionDenied(
+            f"permission denied: '{user.username}' is a superuser; only a superuser may manage or grant to a superuser"
+        )
 
 
 def check_memberships(access: Access, groups, what: str) -> None:
@@ -152,7 +167,8 @@ def check_memberships(access: Access, groups, what: str) -> None:
     from webui.models import AccessEntry
 
     for path, privileges, name in AccessEntry.objects.filter(group__in=list(groups)).values_list(
-            "path", "role__privileges", "group__name"):
+        "path", "role__privileges", "group__name"
+    ):
         check_grant(access, path, privileges, f"{what} (group '{name}')")
 
 
@@ -162,8 +178,15 @@ def audit(access: Access, action: str, path: str, address: str | None, outcome: 
     from webui.models import AuditEntry
 
     user = access.user if access.user and access.user.is_authenticated else None
-    AuditEntry.objects.create(user=user, username=getattr(user, "username", ""), action=action, path=path,
-                              address=address, outcome=outcome, detail=detail)
+    AuditEntry.objects.create(
+        user=user,
+        username=getattr(user, "username", ""),
+        action=action,
+        path=path,
+        address=address,
+        outcome=outcome,
+        detail=detail,
+    )
 
 
 def deny(access: Access, action: str, where: str, message: str, address: str | None = None) -> None:
@@ -186,8 +209,13 @@ def require_superuser_for(access: Access, settings: dict[str, str], where: str, 
     if not settings or access.superuser:
         return
     reasons = "; ".join(f"{key}: {why}" for key, why in settings.items())
-    deny(access, "denied root-equivalent", where, f"permission denied: only a superuser may set "
-                                                  f"{', '.join(settings)} ({reasons})", address)
+    deny(
+        access,
+        "denied root-equivalent",
+        where,
+        f"permission denied: only a superuser may set {', '.join(settings)} ({reasons})",
+        address,
+    )
 
 
 def require_space(access: Access, storages, address: str | None = None) -> None:

@@ -8,6 +8,7 @@ API's rules too: Permissions.Modify on ``/`` besides the staff check, no one
 hands out a privilege they do not hold, and only a superuser manages a
 superuser or makes anyone staff or superuser.
 """
+
 from __future__ import annotations
 
 from django.contrib import admin
@@ -120,11 +121,13 @@ class CaissonUserAdmin(PermissionsAdmin, UserAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return not (obj and obj.is_superuser and not request.user.is_superuser) and super().has_change_permission(
-            request, obj)
+            request, obj
+        )
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return not (obj and obj.is_superuser and not request.user.is_superuser) and super().has_delete_permission(
-            request, obj)
+            request, obj
+        )
 
     def save_model(self, request, obj, form, change) -> None:
         access = access_for(request)
@@ -136,8 +139,9 @@ class CaissonUserAdmin(PermissionsAdmin, UserAdmin):
     def save_related(self, request, form, formsets, change) -> None:
         if "groups" in form.cleaned_data:
             before = set(form.instance.groups.all()) if change else set()
-            check_memberships(access_for(request), before ^ set(form.cleaned_data["groups"]),
-                              "joining or leaving a group")
+            check_memberships(
+                access_for(request), before ^ set(form.cleaned_data["groups"]), "joining or leaving a group"
+            )
         super().save_related(request, form, formsets, change)
 
     def delete_queryset(self, request, queryset) -> None:
@@ -158,6 +162,7 @@ class CaissonGroupAdmin(PermissionsAdmin, GroupAdmin):
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     """Tokens are issued through the API (the secret is shown once there); here they are listed and revoked."""
+
     list_display = ["user", "name", "comment", "created", "expires", "last_used"]
     readonly_fields = ["user", "name", "secret_hash", "created", "last_used"]
 
@@ -206,9 +211,15 @@ def throttled_login(request, extra_context=None):
     if not message:
         return _admin_login(request, extra_context)
     form = refused_form(AdminAuthenticationForm, request, message)
-    context = {**admin.site.each_context(request), "title": "Log in", "site_header": admin.site.site_header,
-               "app_path": request.get_full_path(), "form": form, "username": request.POST.get("username", ""),
-               **(extra_context or {})}
+    context = {
+        **admin.site.each_context(request),
+        "title": "Log in",
+        "site_header": admin.site.site_header,
+        "app_path": request.get_full_path(),
+        "form": form,
+        "username": request.POST.get("username", ""),
+        **(extra_context or {}),
+    }
     return TemplateResponse(request, admin.site.login_template or "admin/login.html", context, status=429)
 
 

@@ -22,6 +22,7 @@ console relay, and a captured message replays at most into another process.
 The nonce also keeps equal messages apart in Redis's sorted set (upstream's
 random prefix).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,6 +45,7 @@ SKEW = 10.0  # seconds of clock difference between hosts tolerated
 
 class Rejected(Exception):
     """A message that failed the check; it is dropped."""
+
 
 SEND = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
@@ -90,8 +92,8 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
         if len(message) < HEADER.size:
             raise Rejected("too short to carry an HMAC")
         magic, millis, nonce, tag = HEADER.unpack_from(message)
-        body = message[HEADER.size:]
-        expected = hmac.new(self.signing_key, message[:HEADER.size - 32] + body, hashlib.sha256).digest()
+        body = message[HEADER.size :]
+        expected = hmac.new(self.signing_key, message[: HEADER.size - 32] + body, hashlib.sha256).digest()
         if magic != MAGIC or not hmac.compare_digest(tag, expected):
             raise Rejected("wrong or missing HMAC")
         now = time.time()
@@ -126,8 +128,15 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
             index = next(self._send_index_generator)
         now = time.time()
         added = await self.connection(index).eval(
-            SEND, 1, self.prefix + key_name, int(now) - int(self.expiry), self.get_capacity(channel), now,
-            self.serialize(message), int(self.expiry))
+            SEND,
+            1,
+            self.prefix + key_name,
+            int(now) - int(self.expiry),
+            self.get_capacity(channel),
+            now,
+            self.serialize(message),
+            int(self.expiry),
+        )
         if not added:
             raise ChannelFull()
 

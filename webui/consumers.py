@@ -8,6 +8,7 @@ subscription at once, leaves the groups no longer allowed and says so with
 ``{"type": "unsubscribed", "groups": [...]}``; on logout of its session, on
 deactivation or deletion of the user, it closes (4401).
 """
+
 from __future__ import annotations
 
 import json
@@ -85,8 +86,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             self.groups_joined.discard(group)
             self.subscribed.pop(group, None)
         if dropped:
-            await self.send(json.dumps({"type": "unsubscribed", "groups": dropped,
-                                        "message": "your access to these changed"}))
+            await self.send(
+                json.dumps({"type": "unsubscribed", "groups": dropped, "message": "your access to these changed"})
+            )
 
     async def _end(self, text: str) -> None:
         await self._error(text)

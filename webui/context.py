@@ -3,6 +3,7 @@
 The tree and the task panel are computed only when a template shows them
 (the login page and JSON answers never pay for them).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class NodeName:
 class ContainerRow:
     """What the tree and the container table show of a container: a plain row, not a model instance
     (1,000 containers would otherwise build 2,000 model objects and decode every config per page)."""
+
     ctid: int
     hostname: str
     status: str
@@ -62,8 +64,10 @@ class Layout:
     @cached_property
     def containers(self) -> list[ContainerRow]:
         rows = self.access.visible_containers(Container.objects.all()).order_by("ctid").values_list(*ROW_FIELDS)
-        return [ContainerRow(ctid, hostname, status, ipv4, node_id, NodeName(node), pool_id, unprivileged)
-                for ctid, hostname, status, ipv4, node_id, node, pool_id, unprivileged in rows]
+        return [
+            ContainerRow(ctid, hostname, status, ipv4, node_id, NodeName(node), pool_id, unprivileged)
+            for ctid, hostname, status, ipv4, node_id, node, pool_id, unprivileged in rows
+        ]
 
     @cached_property
     def tree(self) -> list[dict]:
@@ -80,8 +84,15 @@ class Layout:
             templates = audit or self.access.can("Datastore.AllocateTemplate", node)
             if not (audit or by_node.get(node.pk) or templates):
                 continue
-            nodes.append({"node": node, "audit": audit, "containers": by_node.get(node.pk, []),
-                          "templates": templates, "storages": storages.get(node.pk, [])})
+            nodes.append(
+                {
+                    "node": node,
+                    "audit": audit,
+                    "containers": by_node.get(node.pk, []),
+                    "templates": templates,
+                    "storages": storages.get(node.pk, []),
+                }
+            )
         return nodes
 
     @cached_property
@@ -97,7 +108,7 @@ class Layout:
             paths += [entry["node"].path for entry in self.tree if entry["audit"]]
             jobs = jobs.filter(Q(user_id=getattr(self.access.user, "id", None)) | Q(path__in=paths))
         active = list(jobs.filter(status__in=Job.ACTIVE)[:TASK_PANEL_SIZE])
-        recent = list(jobs.exclude(status__in=Job.ACTIVE)[:max(0, TASK_PANEL_SIZE - len(active))])
+        recent = list(jobs.exclude(status__in=Job.ACTIVE)[: max(0, TASK_PANEL_SIZE - len(active))])
         return active + recent
 
     @cached_property
@@ -114,6 +125,10 @@ def layout(request) -> dict:
     if not request.user.is_authenticated:
         return {}
     access = access_for(request)
-    return {"can": {priv: priv in access.privileges("/") for priv in
-                    ("Sys.Audit", "Sys.Modify", "Permissions.Modify", "VM.Allocate", "Datastore.AllocateTemplate")},
-            "layout": Layout.of(request)}
+    return {
+        "can": {
+            priv: priv in access.privileges("/")
+            for priv in ("Sys.Audit", "Sys.Modify", "Permissions.Modify", "VM.Allocate", "Datastore.AllocateTemplate")
+        },
+        "layout": Layout.of(request),
+    }

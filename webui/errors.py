@@ -8,6 +8,7 @@ these (``gone``: the container no longer exists; ``step``: the wizard's step
 the fields belong to).  ``error_body`` builds it, and only it; the API's
 exception handler and the pages' answers both call it.
 """
+
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -31,8 +32,12 @@ def error_body(status: int, message: str = "", fields: dict | None = None, job=N
     """The body of every JSON error answer; ``message`` defaults to the fields' line.  A form's ``__all__``
     is ``non_field_errors`` here, as DRF names it."""
     fields = {(NON_FIELD if key == "__all__" else key): messages for key, messages in (fields or {}).items()}
-    body = {"status": status, "message": message or message_of(fields), "fields": fields,
-            "job": getattr(job, "pk", job)}
+    body = {
+        "status": status,
+        "message": message or message_of(fields),
+        "fields": fields,
+        "job": getattr(job, "pk", job),
+    }
     body.update(extra)
     return {"error": body}
 
@@ -40,8 +45,10 @@ def error_body(status: int, message: str = "", fields: dict | None = None, job=N
 def validation_fields(exc: ValidationError) -> dict[str, list[str]]:
     """A Django ``ValidationError``'s messages by field (``__all__`` and a bare message as non-field)."""
     if hasattr(exc, "error_dict"):
-        return {(NON_FIELD if key == "__all__" else key): [str(m) for m in messages]
-                for key, messages in exc.message_dict.items()}
+        return {
+            (NON_FIELD if key == "__all__" else key): [str(m) for m in messages]
+            for key, messages in exc.message_dict.items()
+        }
     return {NON_FIELD: [str(m) for m in exc.messages]}
 
 

@@ -5,6 +5,7 @@ console reachable over both HTTP and HTTPS would otherwise hand its HTTPS users 
 request could leak.  ``request.is_secure()`` is the TLS of the connection itself, or the proxy header named in
 ``CAISSON_PROXY_SSL_HEADER`` when one is configured.
 """
+
 from __future__ import annotations
 
 from django.conf import settings

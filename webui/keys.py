@@ -15,6 +15,7 @@ This module imports neither Django nor Celery: settings read it first.
 Files that are missing are made under a lock on the directory, so processes
 starting together agree on one set.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,11 +41,19 @@ def generate_signing_pair() -> tuple[bytes, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "caisson job signer")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256()))
-    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return pem_key, cert.public_bytes(serialization.Encoding.PEM)
 
 
@@ -69,8 +78,9 @@ def _complete(directory: Path, redis_password: bool) -> bool:
     return all((directory / name).is_file() for name in names)
 
 
-def ensure(directory: Path, owner: str | None = None, redis_password: bool = False,
-           secret_key: str | None = None) -> Path:
+def ensure(
+    directory: Path, owner: str | None = None, redis_password: bool = False, secret_key: str | None = None
+) -> Path:
     """Make what is missing in ``directory``; ``owner`` (a user name) gets the files; returns the directory.
 
     ``secret_key``: the value to keep when there is no ``secret_key`` yet (an older installation's).

@@ -4,6 +4,7 @@ Groups: ``dc`` (everything, for users with Sys.Audit on ``/``), ``node.<name>``,
 ``ct.<id>`` and ``job.<id>`` (a job's log lines).  The live consumer checks
 access before it joins a browser to any of them.
 """
+
 from __future__ import annotations
 
 import logging

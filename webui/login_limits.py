@@ -10,6 +10,7 @@ has passed.  Counters live in Django's cache (Redis), so every web process sees 
 Failures are counted from Django's ``user_login_failed`` signal, which ``authenticate`` sends on every path
 that checks a password; the API's token check counts its own.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -19,6 +19,7 @@ Within an allowed bridge, a NIC stays inside its allocation unless the user hold
 A value that is unchanged from the container's current one never needs more than it did (old containers
 keep working).  Create, config edit, restore and clone all call ``check_nic_rights``.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -47,15 +48,19 @@ def _static_problem(nic: Nic, bridge: dict) -> str | None:
     ip4 = nic.ipv4
     if ip4 is not None:
         if bridge.get("pool"):
-            return f"a static IPv4 address on bridge '{nic.bridge}', which hands out addresses from its pool " \
-                   f"({bridge['pool']}; use ip=pool or ip=dhcp)"
+            return (
+                f"a static IPv4 address on bridge '{nic.bridge}', which hands out addresses from its pool "
+                f"({bridge['pool']}; use ip=pool or ip=dhcp)"
+            )
         if bridge.get("ipv4"):
             subnet = ipaddress.IPv4Interface(bridge["ipv4"])
             first, _, last = (bridge.get("dhcp") or "-").partition("-")
             in_dhcp = bool(first) and ipaddress.IPv4Address(first) <= ip4.ip <= ipaddress.IPv4Address(last)
             if ip4.ip not in subnet.network or ip4.ip == subnet.ip or in_dhcp:
-                return f"IPv4 address {ip4.ip} outside bridge '{nic.bridge}''s allocation ({subnet.network}, " \
-                       "not the bridge's own address nor its DHCP range)"
+                return (
+                    f"IPv4 address {ip4.ip} outside bridge '{nic.bridge}''s allocation ({subnet.network}, "
+                    "not the bridge's own address nor its DHCP range)"
+                )
     ip6 = nic.ipv6
     if ip6 is not None and bridge.get("ipv6"):
         subnet6 = ipaddress.IPv6Interface(bridge["ipv6"])
@@ -72,8 +77,10 @@ def nic_findings(node, ctid: int, key: str, value: str, old: str | None = None) 
     except EngineValidationError:
         return None, []  # the config parser reports a malformed value with its own message
     if nic.bridge and nic.bridge not in usable_bridges(node) and not (before and before.bridge == nic.bridge):
-        return (f"bridge '{nic.bridge}' is neither managed by Caisson on node '{node.name}' nor allowed there by "
-                f"an administrator (usable: {', '.join(usable_bridges(node)) or 'none'})"), []
+        return (
+            f"bridge '{nic.bridge}' is neither managed by Caisson on node '{node.name}' nor allowed there by "
+            f"an administrator (usable: {', '.join(usable_bridges(node)) or 'none'})"
+        ), []
     needs = []
     if not nic.firewall and (before is None or before.firewall):
         needs.append("the firewall off")
@@ -88,8 +95,15 @@ def nic_findings(node, ctid: int, key: str, value: str, old: str | None = None) 
     return None, needs
 
 
-def check_nic_rights(access, node, ctid: int, nics: dict[str, str], old: dict[str, str] | None = None, obj=None,
-                     address: str | None = None) -> None:
+def check_nic_rights(
+    access,
+    node,
+    ctid: int,
+    nics: dict[str, str],
+    old: dict[str, str] | None = None,
+    obj=None,
+    address: str | None = None,
+) -> None:
     """Refuse NIC values (``{"net0": value}``) the user may not set on ``node`` for container ``ctid``.
 
     A bridge that may not be used at all is a ValidationError naming the key; the rest needs
@@ -110,8 +124,9 @@ def check_nic_rights(access, node, ctid: int, nics: dict[str, str], old: dict[st
         try:
             require(access, PRIVILEGE, obj, path=node.path, address=address)
         except PermissionDenied:
-            raise PermissionDenied(f"permission denied: {PRIVILEGE} on {obj.path if obj else node.path} is "
-                                   f"required for {'; '.join(needs)}") from None
+            raise PermissionDenied(
+                f"permission denied: {PRIVILEGE} on {obj.path if obj else node.path} is required for {'; '.join(needs)}"
+            ) from None
 
 
 def set_allowed_bridges(access, node, names, address: str | None = None) -> list[str]:
@@ -125,8 +140,9 @@ def set_allowed_bridges(access, node, names, address: str | None = None) -> list
         raise ValidationError({"allowed": ["a list of bridge names"]})
     bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}", n)]
     if bad:
-        raise ValidationError({"allowed": [f"'{bad[0]}' is not an interface name (at most 15 letters, digits, "
-                                           "'_', '.', '-')"]})
+        raise ValidationError(
+            {"allowed": [f"'{bad[0]}' is not an interface name (at most 15 letters, digits, '_', '.', '-')"]}
+        )
     node.allowed_bridges = sorted(set(names))
     node.save(update_fields=["allowed_bridges"])
     audit(access, "node.bridges", node.path, address, allowed=node.allowed_bridges)

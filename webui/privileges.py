@@ -5,6 +5,7 @@ Paths: ``/`` (the datacenter), ``/nodes/<name>``, ``/ct/<id>``,
 on ``/``, on its node, and on its pool; what is granted on a more specific
 path replaces what came from above (so ``NoAccess`` on ``/ct/100`` revokes).
 """
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,7 @@ PRIVILEGES = {
     "VM.Console": "open the container's console",
     "VM.Config": "change limits, network and options",
     "VM.Config.Network": "set a NIC outside its allocation: firewall off, its own MAC, a static address outside "
-                         "the bridge's pool or subnet",
+    "the bridge's pool or subnet",
     "VM.Allocate": "create and destroy containers",
     "VM.Snapshot": "take, roll back and delete snapshots",
     "VM.Backup": "back up and restore",
@@ -37,8 +38,19 @@ BUILTIN_ROLES = {
     "Administrator": sorted(PRIVILEGES),
     "Operator": ["VM.Audit", "VM.PowerMgmt", "VM.Console", "Datastore.Audit", "Pool.Audit"],
     "Auditor": ["Sys.Audit", "VM.Audit", "Datastore.Audit", "Pool.Audit"],
-    "ContainerAdmin": ["VM.Audit", "VM.PowerMgmt", "VM.Console", "VM.Config", "VM.Allocate", "VM.Snapshot",
-                       "VM.Backup", "VM.Clone", "Datastore.Audit", "Datastore.AllocateSpace", "Pool.Audit"],
+    "ContainerAdmin": [
+        "VM.Audit",
+        "VM.PowerMgmt",
+        "VM.Console",
+        "VM.Config",
+        "VM.Allocate",
+        "VM.Snapshot",
+        "VM.Backup",
+        "VM.Clone",
+        "Datastore.Audit",
+        "Datastore.AllocateSpace",
+        "Pool.Audit",
+    ],
     "NoAccess": [],
 }
 
@@ -47,8 +59,9 @@ _PATH = re.compile(r"^/$|^/(nodes|pool|storage)/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$
 
 def validate_path(value: str) -> None:
     if not _PATH.match(value or ""):
-        raise ValidationError(f"'{value}' is not an access path (use /, /nodes/<name>, /ct/<id>, /pool/<name>"
-                              " or /storage/<name>)")
+        raise ValidationError(
+            f"'{value}' is not an access path (use /, /nodes/<name>, /ct/<id>, /pool/<name> or /storage/<name>)"
+        )
 
 
 def container_paths(ctid: int, node: str | None, pool: str | None) -> list[list[str]]:

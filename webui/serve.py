@@ -19,6 +19,7 @@ compose file, the tests and the benchmarks:
 - On SIGTERM open websockets are closed (code 1012, which the console page
   resumes from) after at most ``--graceful`` seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,17 +30,31 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m webui.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8006)
-    parser.add_argument("--graceful", type=float, default=5.0, metavar="SECONDS",
-                        help="how long a stop waits for open connections (default %(default)s)")
+    parser.add_argument(
+        "--graceful",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long a stop waits for open connections (default %(default)s)",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webui.settings")
     os.environ.setdefault("CAISSON_DB_POOL", "1")  # PostgreSQL connections from a pool: see webui/settings.py
     import uvicorn
 
-    uvicorn.run("webui.asgi:application", host=args.host, port=args.port, lifespan="off", access_log=False,
-                proxy_headers=False, server_header=False, timeout_keep_alive=65,
-                timeout_graceful_shutdown=args.graceful, log_level=args.log_level)
+    uvicorn.run(
+        "webui.asgi:application",
+        host=args.host,
+        port=args.port,
+        lifespan="off",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        timeout_keep_alive=65,
+        timeout_graceful_shutdown=args.graceful,
+        log_level=args.log_level,
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ is the directory of the installation's secrets (``webui.keys``): the
 SECRET_KEY, the Redis password, the keys signing Celery and channel-layer
 messages; without it, ``var/secrets`` of the checkout, made on first use.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,15 +82,26 @@ def _database() -> dict:
     url = os.environ.get("DATABASE_URL")
     if not url:
         # WAL and a busy timeout: the web server, the agent and beat write the same file.
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "caisson.sqlite3",
-                "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
-                            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"}}
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "caisson.sqlite3",
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+            },
+        }
     parsed = urlparse(url)
     if parsed.scheme not in ("postgres", "postgresql"):
         raise ValueError(f"DATABASE_URL: unsupported scheme '{parsed.scheme}' (use postgres://)")
-    database = {"ENGINE": "django.db.backends.postgresql", "NAME": parsed.path.lstrip("/"),
-                "USER": parsed.username or "", "PASSWORD": parsed.password or "", "HOST": parsed.hostname or "",
-                "PORT": str(parsed.port or "")}
+    database = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parsed.path.lstrip("/"),
+        "USER": parsed.username or "",
+        "PASSWORD": parsed.password or "",
+        "HOST": parsed.hostname or "",
+        "PORT": str(parsed.port or ""),
+    }
     if os.environ.get("CAISSON_DB_POOL") == "1":
         # The web server (python -m webui.serve sets this): Django runs each request's sync code in a thread of
         # its own, and connections are per thread, so a kept connection is never reused and every
@@ -143,10 +155,13 @@ CHANNEL_LAYERS = {
         "BACKEND": "webui.channel_layer.RedisChannelLayer",  # fewer round trips; see there
         # A receive blocks in Redis up to 5 s (channels_redis's brpop_timeout); redis-py's own read
         # timeout is 5 s too by default, so an idle receive raced it and failed now and then.
-        "CONFIG": {"hosts": [{"address": f"{REDIS_URL}/{_CHANNELS_DB}", "socket_timeout": 30}],
-                   "capacity": 1000, "expiry": 30,
-                   # every message carries an HMAC of this key, a time and a nonce; others are dropped
-                   "signing_key": keys.read(CAISSON_SECRETS, "channel.key")},
+        "CONFIG": {
+            "hosts": [{"address": f"{REDIS_URL}/{_CHANNELS_DB}", "socket_timeout": 30}],
+            "capacity": 1000,
+            "expiry": 30,
+            # every message carries an HMAC of this key, a time and a nonce; others are dropped
+            "signing_key": keys.read(CAISSON_SECRETS, "channel.key"),
+        },
     },
 }
 CACHES = {
@@ -206,8 +221,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"ContainerStatusEnum": "webui.api.serializers.containers.CONTAINER_STATUS",
-                            "JobStatusEnum": "webui.api.serializers.jobs.JOB_STATUS"},
+    "ENUM_NAME_OVERRIDES": {
+        "ContainerStatusEnum": "webui.api.serializers.containers.CONTAINER_STATUS",
+        "JobStatusEnum": "webui.api.serializers.jobs.JOB_STATUS",
+    },
 }
 
 # ---- security -------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ group membership) send ``{"type": "user.access", ...}`` there after commit;
 the consumers re-check their access on the spot (``webui.console``,
 ``webui.consumers``). The consumers' periodic checks stay as a backstop.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,9 @@ def _send(user_ids, reason: str, session: str | None = None) -> None:
         return
     for user_id in sorted({u for u in user_ids if u}):
         try:
-            async_to_sync(layer.group_send)(user_group(user_id), {"type": "user.access", "reason": reason,
-                                                                  "session": session})
+            async_to_sync(layer.group_send)(
+                user_group(user_id), {"type": "user.access", "reason": reason, "session": session}
+            )
         except Exception:  # noqa: BLE001 - the periodic checks still end what this could not reach
             log.warning("access change of user %s not pushed to its sockets", user_id, exc_info=True)
 

@@ -5,6 +5,7 @@ Caisson's own accounts live in its database, which is what Proxmox calls the
 for (scheduled backups, the node's own jobs) runs as ``root@pam``, as
 Proxmox's scheduler does.
 """
+
 from __future__ import annotations
 
 REALM = "pve"

@@ -15,6 +15,7 @@
 
 Heavy imports (zstandard, the engine) load only when a backup or restore runs.
 """
+
 from __future__ import annotations
 
 from .names import COMPRESSIONS, MODES, BackupFile, list_backups
@@ -41,6 +42,22 @@ def verify(archive, **kwargs):
     return run(archive, **kwargs)
 
 
-__all__ = ["COMPRESSIONS", "MODES",
-           "Backup", "BackupFile", "Cancelled", "Decision", "PruneOptions", "Schedule", "backup", "list_backups",
-           "next_run", "parse_calendar_event", "parse_cron", "parse_schedule", "prune", "restore", "verify"]
+__all__ = [
+    "COMPRESSIONS",
+    "MODES",
+    "Backup",
+    "BackupFile",
+    "Cancelled",
+    "Decision",
+    "PruneOptions",
+    "Schedule",
+    "backup",
+    "list_backups",
+    "next_run",
+    "parse_calendar_event",
+    "parse_cron",
+    "parse_schedule",
+    "prune",
+    "restore",
+    "verify",
+]

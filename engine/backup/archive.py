@@ -12,6 +12,7 @@ packer's (``engine.builders.add_tree``), so backups and custom templates
 archive a tree the same way; compression is zstd (multi-threaded), gzip or
 none.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -79,27 +80,33 @@ class Excluder:
 
 
 @contextlib.contextmanager
-def open_writer(fileobj: BinaryIO, compress: str, threads: int = -1, level: int | None = None
-                ) -> Iterator[tarfile.TarFile]:
+def open_writer(
+    fileobj: BinaryIO, compress: str, threads: int = -1, level: int | None = None
+) -> Iterator[tarfile.TarFile]:
     """A streaming PAX tar writer into ``fileobj`` through the chosen compressor."""
     with contextlib.ExitStack() as stack:
         if compress == "zstd":
             import zstandard
 
-            compressor = zstandard.ZstdCompressor(level=3 if level is None else level, threads=threads,
-                                                  write_checksum=True)
+            compressor = zstandard.ZstdCompressor(
+                level=3 if level is None else level, threads=threads, write_checksum=True
+            )
             out = stack.enter_context(compressor.stream_writer(fileobj, closefd=False))
         elif compress == "gzip":
-            out = stack.enter_context(gzip.GzipFile(fileobj=fileobj, mode="wb",
-                                                    compresslevel=6 if level is None else level))
+            out = stack.enter_context(
+                gzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=6 if level is None else level)
+            )
         elif compress == "none":
             out = fileobj
         else:
             raise ValidationError(f"compression '{compress}' is not one of zstd, gzip, none", key="compress")
         # Large buffers: tarfile's stream writer slices its buffer per record, which is quadratic in
         # the chunk size it is fed unless its own buffer is as large as the chunks.
-        tar = stack.enter_context(tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
-                                               encoding="utf-8", bufsize=CHUNK, copybufsize=CHUNK))
+        tar = stack.enter_context(
+            tarfile.open(
+                fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", bufsize=CHUNK, copybufsize=CHUNK
+            )
+        )
         yield tar
 
 
@@ -135,8 +142,17 @@ def tree_size(root: Path) -> int:
 class _Member:
     """The per-member hook given to ``add_tree``: owners, excludes, hard links, progress, cancel."""
 
-    def __init__(self, root: Path, idmap: IdMap | None, excluder: Excluder, stats: WriteStats,
-                 progress: Progress | None, total: int, cancel: CancelCheck | None, prefix: str = "."):
+    def __init__(
+        self,
+        root: Path,
+        idmap: IdMap | None,
+        excluder: Excluder,
+        stats: WriteStats,
+        progress: Progress | None,
+        total: int,
+        cancel: CancelCheck | None,
+        prefix: str = ".",
+    ):
         self.root, self.idmap, self.excluder, self.stats = root, idmap, excluder, stats
         self.progress, self.total, self.cancel, self.prefix = progress, total, cancel, prefix
         self.link_first: dict[str, str | None] = {}  # a dropped hard-link target -> the copy kept instead
@@ -151,10 +167,16 @@ class _Member:
         except ValidationError:
             # Owned by a host id outside the map (made from the host): the container sees the overflow id.
             self.stats.unmapped += 1
-            info.uid = self.idmap.container_uid(uid) if self.idmap.uid_base <= uid < self.idmap.uid_base + \
-                self.idmap.count else OVERFLOW_ID
-            info.gid = self.idmap.container_gid(gid) if self.idmap.gid_base <= gid < self.idmap.gid_base + \
-                self.idmap.count else OVERFLOW_ID
+            info.uid = (
+                self.idmap.container_uid(uid)
+                if self.idmap.uid_base <= uid < self.idmap.uid_base + self.idmap.count
+                else OVERFLOW_ID
+            )
+            info.gid = (
+                self.idmap.container_gid(gid)
+                if self.idmap.gid_base <= gid < self.idmap.gid_base + self.idmap.count
+                else OVERFLOW_ID
+            )
 
     def __call__(self, info: tarfile.TarInfo) -> tarfile.TarInfo | None:
         check(self.cancel, "backup")
@@ -187,11 +209,21 @@ class _Member:
         return info
 
 
-def write_archive(fileobj: BinaryIO, rootfs: Path, idmap: IdMap | None, config_text: str,
-                  firewall_text: str | None = None, *, compress: str = "zstd", threads: int = -1,
-                  level: int | None = None, exclude_paths: Iterable[str] = (),
-                  mountpoints: Iterable[tuple[str, Path]] = (), progress: Progress | None = None,
-                  cancel: CancelCheck | None = None) -> WriteStats:
+def write_archive(
+    fileobj: BinaryIO,
+    rootfs: Path,
+    idmap: IdMap | None,
+    config_text: str,
+    firewall_text: str | None = None,
+    *,
+    compress: str = "zstd",
+    threads: int = -1,
+    level: int | None = None,
+    exclude_paths: Iterable[str] = (),
+    mountpoints: Iterable[tuple[str, Path]] = (),
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+) -> WriteStats:
     """Write one container's archive into ``fileobj``; ``mountpoints`` are (path inside, host dir) to include."""
     excluder = Excluder([*DEFAULT_EXCLUDES, *exclude_paths])
     mountpoints = list(mountpoints)
@@ -232,8 +264,7 @@ def open_reader(archive: Path, raw: BinaryIO):
     return open_archive(archive, raw)
 
 
-def read_archive_config(archive: Path, ctid: int = 0, *, scan: bool = False
-                        ) -> tuple[ContainerConfig, str | None, int]:
+def read_archive_config(archive: Path, ctid: int = 0, *, scan: bool = False) -> tuple[ContainerConfig, str | None, int]:
     """The archive's pct.conf (validated), its pct.fw text if any, and (with ``scan``) how many device
     nodes it holds outside ``/dev``; ValidationError if the config is missing or invalid.
 
@@ -267,8 +298,9 @@ def read_archive_config(archive: Path, ctid: int = 0, *, scan: bool = False
         except tarfile.TarError as err:
             raise ValidationError(f"{archive}: corrupt or truncated archive: {err}") from err
     if config_text is None:
-        raise ValidationError(f"{archive}: no container config ({CONFIG_MEMBER}) in the archive: "
-                              "not a container backup", key="archive")
+        raise ValidationError(
+            f"{archive}: no container config ({CONFIG_MEMBER}) in the archive: not a container backup", key="archive"
+        )
     config = ContainerConfig.parse(ctid, config_text, origin=f"{archive.name}:{CONFIG_MEMBER}")
     return config, firewall_text, devices
 

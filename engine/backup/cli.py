@@ -5,6 +5,7 @@ Verbs: ``backup ID...``, ``restore ARCHIVE ID``, ``verify ARCHIVE``, ``list``,
 ``-o json`` for scripts, progress on a terminal; exit codes are the engine's
 (2 bad input, 3 not found, 4 exists, 5 wrong state, 6 busy, 8/9 host, 130 cancelled).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,16 +38,21 @@ def _key_value(value: str) -> tuple[str, str]:
 
 
 def _add_keep(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--keep-all", action="store_true", default=None,
-                        help="keep every backup (Proxmox's keep-all=1; not with other --keep-* rules)")
+    parser.add_argument(
+        "--keep-all",
+        action="store_true",
+        default=None,
+        help="keep every backup (Proxmox's keep-all=1; not with other --keep-* rules)",
+    )
     for rule in RULES:
         parser.add_argument(f"--{rule}", type=int, metavar="N", help=f"{rule.replace('-', ' ')} (see PBS prune)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine.backup",
-                                     description="Back up, restore, verify and prune container backups "
-                                                 "(Proxmox vzdump archives).")
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.backup",
+        description="Back up, restore, verify and prune container backups (Proxmox vzdump archives).",
+    )
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="state directory (default %(default)s)")
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="runtime directory (default %(default)s)")
     parser.add_argument("--output", "-o", choices=("text", "json"), default="text", help="output format")
@@ -58,8 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     bk.add_argument("--compress", default="zstd", help="zstd, gzip or none (default %(default)s)")
     bk.add_argument("--dumpdir", type=Path, help="where archives go (default <root>/dump)")
     bk.add_argument("--tmpdir", type=Path, help="where suspend mode's copy goes (default the dump directory)")
-    bk.add_argument("--exclude-path", action="append", default=[], metavar="GLOB",
-                    help="leave out matching paths; /x is anchored at the root, x matches at any depth")
+    bk.add_argument(
+        "--exclude-path",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="leave out matching paths; /x is anchored at the root, x matches at any depth",
+    )
     bk.add_argument("--notes", help="notes beside the archive ({{guestname}}, {{vmid}}, {{node}} are filled in)")
     bk.add_argument("--protected", action="store_true", help="mark the backup protected (never pruned)")
     bk.add_argument("--prune-backups", metavar="KEEP", help="prune after success, e.g. keep-last=3,keep-daily=7")
@@ -72,8 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--force", action="store_true", help="replace an existing (stopped) container")
     rs.add_argument("--storage", help="storage for the root disk (default: the node's local storage)")
     rs.add_argument("--unique", action="store_true", help="new MAC addresses instead of the archive's")
-    rs.add_argument("-o", dest="set_options", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                    help="override a config key of the archive (hostname, unprivileged, memory, ...)")
+    rs.add_argument(
+        "-o",
+        dest="set_options",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="override a config key of the archive (hostname, unprivileged, memory, ...)",
+    )
 
     vf = verbs.add_parser("verify", help="read an archive end to end without restoring it")
     vf.add_argument("archive", type=Path)
@@ -175,17 +193,27 @@ def _dispatch(args) -> int:
         if as_json:
             emit_json(result.as_dict())
         else:
-            print(f"{args.archive}: OK, {result.members} members, {human_bytes(result.bytes)} of data in "
-                  f"{human_bytes(result.size)}; container '{result.hostname}'"
-                  f"{'' if result.unprivileged else ' (privileged)'}")
+            print(
+                f"{args.archive}: OK, {result.members} members, {human_bytes(result.bytes)} of data in "
+                f"{human_bytes(result.size)}; container '{result.hostname}'"
+                f"{'' if result.unprivileged else ' (privileged)'}"
+            )
         return 0
     engine = _engine(args)
     if args.verb == "restore":
         from .restore import restore
 
         bar = _progress(f"restore {args.ctid}", as_json)
-        result = restore(engine, args.archive, args.ctid, force=args.force, storage=args.storage,
-                         options=dict(args.set_options), unique=args.unique, progress=bar)
+        result = restore(
+            engine,
+            args.archive,
+            args.ctid,
+            force=args.force,
+            storage=args.storage,
+            options=dict(args.set_options),
+            unique=args.unique,
+            progress=bar,
+        )
         if bar:
             bar.end()
         if as_json:
@@ -193,8 +221,10 @@ def _dispatch(args) -> int:
         else:
             for note in result.notes:
                 print(f"note: {note}")
-            print(f"restored {args.archive.name} as container {result.ctid} ({result.hostname})"
-                  f"{', replacing the old one' if result.replaced else ''}")
+            print(
+                f"restored {args.archive.name} as container {result.ctid} ({result.hostname})"
+                f"{', replacing the old one' if result.replaced else ''}"
+            )
         return 0
     return _backup(engine, args, as_json)
 
@@ -207,10 +237,21 @@ def _backup(engine, args, as_json: bool) -> int:
     for ctid in args.ctids:
         bar = _progress(f"backup {ctid}", as_json)
         try:
-            result = backup(engine, ctid, dumpdir=args.dumpdir, mode=args.mode, compress=args.compress,
-                            exclude_paths=args.exclude_path, notes=args.notes, protected=args.protected,
-                            prune_options=prune_options, threads=args.threads, shutdown_timeout=args.timeout,
-                            progress=bar, tmpdir=args.tmpdir)
+            result = backup(
+                engine,
+                ctid,
+                dumpdir=args.dumpdir,
+                mode=args.mode,
+                compress=args.compress,
+                exclude_paths=args.exclude_path,
+                notes=args.notes,
+                protected=args.protected,
+                prune_options=prune_options,
+                threads=args.threads,
+                shutdown_timeout=args.timeout,
+                progress=bar,
+                tmpdir=args.tmpdir,
+            )
         except EngineError as exc:  # vzdump goes on with the other containers and fails at the end
             if bar:
                 bar.end()
@@ -225,8 +266,10 @@ def _backup(engine, args, as_json: bool) -> int:
             bar.end()
         results.append(result.as_dict())
         if not as_json:
-            print(f"{result.archive}  {human_bytes(result.size)}  {result.seconds:.1f} s"
-                  + (f"  pruned: {', '.join(result.pruned)}" if result.pruned else ""))
+            print(
+                f"{result.archive}  {human_bytes(result.size)}  {result.seconds:.1f} s"
+                + (f"  pruned: {', '.join(result.pruned)}" if result.pruned else "")
+            )
     if as_json:
         emit_json(results)
     return code
@@ -239,10 +282,21 @@ def _list(args, as_json: bool) -> int:
     if as_json:
         emit_json([b.as_dict() for b in found])
     else:
-        table(["VMID", "TIME", "SIZE", "FORMAT", "PROTECTED", "NAME", "NOTES"],
-              [[b.ctid, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b.time)), human_bytes(b.size),
-                b.compression, "yes" if b.protected else "", b.name, b.notes.splitlines()[0] if b.notes else ""]
-               for b in found])
+        table(
+            ["VMID", "TIME", "SIZE", "FORMAT", "PROTECTED", "NAME", "NOTES"],
+            [
+                [
+                    b.ctid,
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b.time)),
+                    human_bytes(b.size),
+                    b.compression,
+                    "yes" if b.protected else "",
+                    b.name,
+                    b.notes.splitlines()[0] if b.notes else "",
+                ]
+                for b in found
+            ],
+        )
     return 0
 
 
@@ -250,8 +304,9 @@ def _prune(args, as_json: bool) -> int:
     from .names import list_backups, remove_backup
     from .prune import Backup, prune
 
-    options = PruneOptions(keep_all=args.keep_all,
-                           **{r.replace("-", "_"): getattr(args, r.replace("-", "_")) for r in RULES})
+    options = PruneOptions(
+        keep_all=args.keep_all, **{r.replace("-", "_"): getattr(args, r.replace("-", "_")) for r in RULES}
+    )
     if not options.active() and not options.keep_all:
         raise ValidationError("prune: give --keep-all or at least one --keep-* rule above 0")
     dumpdir = _dumpdir(args)
@@ -261,15 +316,32 @@ def _prune(args, as_json: bool) -> int:
         for decision in decisions:
             if not decision.keep:
                 remove_backup(dumpdir / decision.backup.name)
-    rows = [{"name": d.backup.name, "ctid": d.backup.ctid, "time": d.backup.time,
-             "action": "keep" if d.keep else ("would remove" if args.dry_run else "removed"),
-             "reason": d.reason if d.keep else d.removed_by} for d in decisions]
+    rows = [
+        {
+            "name": d.backup.name,
+            "ctid": d.backup.ctid,
+            "time": d.backup.time,
+            "action": "keep" if d.keep else ("would remove" if args.dry_run else "removed"),
+            "reason": d.reason if d.keep else d.removed_by,
+        }
+        for d in decisions
+    ]
     if as_json:
         emit_json(rows)
     else:
-        table(["VMID", "TIME", "ACTION", "REASON", "NAME"],
-              [[r["ctid"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])), r["action"], r["reason"],
-                r["name"]] for r in rows])
+        table(
+            ["VMID", "TIME", "ACTION", "REASON", "NAME"],
+            [
+                [
+                    r["ctid"],
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])),
+                    r["action"],
+                    r["reason"],
+                    r["name"],
+                ]
+                for r in rows
+            ],
+        )
     return 0
 
 

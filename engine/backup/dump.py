@@ -23,6 +23,7 @@ name. A watchdog process (``guard``) thaws or restarts the container if the
 backup process dies while the container is frozen or stopped. Pruning runs
 only after a successful backup, and protected backups are never pruned.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -123,8 +124,9 @@ class _Run:
 
 
 @contextlib.contextmanager
-def _two_pass(held, keys: list[str], skips: dict, tmpdir: Path, cancel: CancelCheck | None, log: _Log,
-              run: _Run) -> Iterator[dict[str, Path]]:
+def _two_pass(
+    held, keys: list[str], skips: dict, tmpdir: Path, cancel: CancelCheck | None, log: _Log, run: _Run
+) -> Iterator[dict[str, Path]]:
     """Suspend mode: the volumes copied while the container runs, again frozen, the copies yielded."""
     copy = Path(tempfile.mkdtemp(prefix=tmp_prefix(held.ctid), dir=tmpdir))
     try:
@@ -162,9 +164,19 @@ def _two_pass(held, keys: list[str], skips: dict, tmpdir: Path, cancel: CancelCh
 
 
 @contextlib.contextmanager
-def _mode(held, mode: str, running: bool, keys: list[str], timeout: float, log: _Log, *,
-          skips: dict | None = None, tmpdir: Path | None = None, cancel: CancelCheck | None = None,
-          run: _Run | None = None) -> Iterator[dict[str, Path]]:
+def _mode(
+    held,
+    mode: str,
+    running: bool,
+    keys: list[str],
+    timeout: float,
+    log: _Log,
+    *,
+    skips: dict | None = None,
+    tmpdir: Path | None = None,
+    cancel: CancelCheck | None = None,
+    run: _Run | None = None,
+) -> Iterator[dict[str, Path]]:
     """The trees to archive (by volume key), with the container stopped, frozen or snapshotted while they are
     read, or (suspend mode) copies of them made while it ran and then frozen."""
     if not running:
@@ -213,8 +225,12 @@ def _mountpoints(config, log: _Log) -> list[tuple[str, str]]:
 
 
 def _notes(template: str, ctid: int, hostname: str) -> str:
-    return (template.replace("{{guestname}}", hostname).replace("{{vmid}}", str(ctid))
-            .replace("{{node}}", socket.gethostname()).replace("{{cluster}}", ""))
+    return (
+        template.replace("{{guestname}}", hostname)
+        .replace("{{vmid}}", str(ctid))
+        .replace("{{node}}", socket.gethostname())
+        .replace("{{cluster}}", "")
+    )
 
 
 def _os_error(err: OSError, dumpdir: Path) -> EngineError:
@@ -225,11 +241,24 @@ def _os_error(err: OSError, dumpdir: Path) -> EngineError:
     return HostError(f"dump directory {dumpdir}: {err.strerror or err}")
 
 
-def backup(engine, ctid: int | str, *, dumpdir: Path | str | None = None, mode: str = "suspend",
-           compress: str = "zstd", exclude_paths: Iterable[str] = (), notes: str | None = None,
-           protected: bool = False, prune_options: PruneOptions | None = None, threads: int = -1,
-           level: int | None = None, shutdown_timeout: float = 60.0, progress: Progress | None = None,
-           cancel: CancelCheck | None = None, tmpdir: Path | str | None = None) -> BackupResult:
+def backup(
+    engine,
+    ctid: int | str,
+    *,
+    dumpdir: Path | str | None = None,
+    mode: str = "suspend",
+    compress: str = "zstd",
+    exclude_paths: Iterable[str] = (),
+    notes: str | None = None,
+    protected: bool = False,
+    prune_options: PruneOptions | None = None,
+    threads: int = -1,
+    level: int | None = None,
+    shutdown_timeout: float = 60.0,
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+    tmpdir: Path | str | None = None,
+) -> BackupResult:
     """Back up one container; returns where the archive is and what was pruned after it.
 
     ``tmpdir`` is where suspend mode's copy goes (``<tmpdir>/.tmp-<ID>-…``; default the dump directory).
@@ -238,8 +267,7 @@ def backup(engine, ctid: int | str, *, dumpdir: Path | str | None = None, mode: 
     if mode not in MODES:
         raise ValidationError(f"mode '{mode}' is not one of {', '.join(MODES)}", key="mode")
     if compress not in names.COMPRESSIONS:
-        raise ValidationError(f"compression '{compress}' is not one of {', '.join(names.COMPRESSIONS)}",
-                              key="compress")
+        raise ValidationError(f"compression '{compress}' is not one of {', '.join(names.COMPRESSIONS)}", key="compress")
     exclude_paths = list(exclude_paths)
     config = engine.config(ctid)  # NotFound for an unknown container
     dumpdir = check_dumpdir(Path(dumpdir) if dumpdir is not None else default_dumpdir(engine), dumpdir is None)
@@ -274,31 +302,58 @@ def backup(engine, ctid: int | str, *, dumpdir: Path | str | None = None, mode: 
         run = _Run()
         try:
             with atomic_file(target) as fileobj:
-                with _mode(held, mode, running, keys, shutdown_timeout, log, skips={"rootfs": excluder},
-                           tmpdir=tmpbase, cancel=cancel, run=run) as trees:
+                with _mode(
+                    held,
+                    mode,
+                    running,
+                    keys,
+                    shutdown_timeout,
+                    log,
+                    skips={"rootfs": excluder},
+                    tmpdir=tmpbase,
+                    cancel=cancel,
+                    run=run,
+                ) as trees:
                     included = []
                     for key, inside in mountpoints:
                         if not trees[key].is_dir():
-                            raise NotFound(f"{key}: volume {config.get(key)['volume']} has no directory "
-                                           f"at {trees[key]}")
+                            raise NotFound(
+                                f"{key}: volume {config.get(key)['volume']} has no directory at {trees[key]}"
+                            )
                         included.append((inside, trees[key]))
-                    stats = write_archive(fileobj, trees["rootfs"], held.idmap, config_for_archive(config),
-                                          firewall_text, compress=compress, threads=threads, level=level,
-                                          exclude_paths=exclude_paths, mountpoints=included,
-                                          progress=progress, cancel=cancel)
+                    stats = write_archive(
+                        fileobj,
+                        trees["rootfs"],
+                        held.idmap,
+                        config_for_archive(config),
+                        firewall_text,
+                        compress=compress,
+                        threads=threads,
+                        level=level,
+                        exclude_paths=exclude_paths,
+                        mountpoints=included,
+                        progress=progress,
+                        cancel=cancel,
+                    )
                 check(cancel, "backup")
         except OSError as err:
             raise _os_error(err, dumpdir) from err
     size = target.stat().st_size
     seconds = time.time() - started
-    log(f"Total bytes written: {size} ({stats.bytes} bytes of file data in {stats.members} members, "
-        f"{stats.excluded} excluded)")
+    log(
+        f"Total bytes written: {size} ({stats.bytes} bytes of file data in {stats.members} members, "
+        f"{stats.excluded} excluded)"
+    )
     if stats.unmapped:
-        log(f"{stats.unmapped} files owned by host ids outside the container's id map were stored as "
-            f"owned by {OVERFLOW_ID}", "WARN")
+        log(
+            f"{stats.unmapped} files owned by host ids outside the container's id map were stored as "
+            f"owned by {OVERFLOW_ID}",
+            "WARN",
+        )
     log(f"archive file size: {human_bytes(size)}")
-    result = BackupResult(ctid, str(target), size, mode, compress, round(seconds, 3), stats.members, stats.bytes,
-                          frozen_ms=run.frozen_ms)
+    result = BackupResult(
+        ctid, str(target), size, mode, compress, round(seconds, 3), stats.members, stats.bytes, frozen_ms=run.frozen_ms
+    )
     try:
         if notes:
             write_atomic(names.notes_path(target), _notes(notes, ctid, config.hostname) + "\n", mode=0o644)
@@ -316,8 +371,7 @@ def backup(engine, ctid: int | str, *, dumpdir: Path | str | None = None, mode: 
     return result
 
 
-def prune_dumpdir(dumpdir: Path, options: PruneOptions, ctid: int | None = None, dry_run: bool = False
-                  ) -> list[str]:
+def prune_dumpdir(dumpdir: Path, options: PruneOptions, ctid: int | None = None, dry_run: bool = False) -> list[str]:
     """Apply retention to a dump directory (one container's backups, or each container's); the names removed."""
     found = names.list_backups(dumpdir, ctid)
     decisions = prune([Backup(b.time, b.ctid, b.protected, b.name) for b in found], options)

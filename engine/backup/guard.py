@@ -10,6 +10,7 @@ starts (``start``) the container.
 
 Run as ``python -m engine.backup.guard ROOT RUN_DIR CGROUP_PARENT ID thaw|start``.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,10 +27,23 @@ class Guard:
         os.set_inheritable(read_end, True)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engine.backup.guard", str(engine.layout.root), str(engine.layout.run),
-                 engine.cgroups.parent, str(ctid), action],
-                stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                cwd="/", env={**os.environ, "PYTHONPATH": _package_root()})
+                [
+                    sys.executable,
+                    "-m",
+                    "engine.backup.guard",
+                    str(engine.layout.root),
+                    str(engine.layout.run),
+                    engine.cgroups.parent,
+                    str(ctid),
+                    action,
+                ],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd="/",
+                env={**os.environ, "PYTHONPATH": _package_root()},
+            )
         finally:
             os.close(read_end)
 

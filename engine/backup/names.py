@@ -10,6 +10,7 @@ marker: a protected backup is never pruned), as Proxmox's directory storage
 keeps them. Files still being written have a hidden temporary name and are
 never listed.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,11 @@ from engine.errors import InvalidState, NotFound, ValidationError
 # The backup modes and compressions, in the order a form offers them (the first is the default).
 MODES = ("snapshot", "suspend", "stop")
 COMPRESSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
-ARCHIVE_RE = re.compile(r"^(?P<stem>vzdump-lxc-(?P<ctid>[1-9][0-9]{2,8})-"
-                        r"(?P<time>\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2}))"
-                        r"\.(?:tgz|tar(?:\.(?P<comp>gz|lzo|zst|bz2))?)$")
+ARCHIVE_RE = re.compile(
+    r"^(?P<stem>vzdump-lxc-(?P<ctid>[1-9][0-9]{2,8})-"
+    r"(?P<time>\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2}))"
+    r"\.(?:tgz|tar(?:\.(?P<comp>gz|lzo|zst|bz2))?)$"
+)
 TIME_FORMAT = "%Y_%m_%d-%H_%M_%S"
 
 
@@ -103,8 +106,16 @@ def parse_archive(path: Path) -> BackupFile | None:
         notes = notes_path(path).read_text(errors="replace").strip()
     except OSError:
         notes = ""
-    return BackupFile(path.name, str(path), int(match.group("ctid")), when, st.st_size, compression,
-                      protected_path(path).exists(), notes)
+    return BackupFile(
+        path.name,
+        str(path),
+        int(match.group("ctid")),
+        when,
+        st.st_size,
+        compression,
+        protected_path(path).exists(),
+        notes,
+    )
 
 
 def list_backups(dumpdir: Path, ctid: int | None = None) -> list[BackupFile]:

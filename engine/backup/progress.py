@@ -7,6 +7,7 @@ the archive's size. ``cancel`` is a callable returning True, or a
 can stop a long backup cleanly (the temporary file is removed, the container
 thawed or restarted).
 """
+
 from __future__ import annotations
 
 import threading
@@ -16,7 +17,6 @@ from engine.errors import Cancelled
 
 Progress = Callable[[int, int], None]
 CancelCheck = Callable[[], bool] | threading.Event
-
 
 
 def is_cancelled(cancel: CancelCheck | None) -> bool:

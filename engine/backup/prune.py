@@ -14,6 +14,7 @@ Periods are taken in local time (``tz``), as the server does.
 
 Pure functions: the caller lists the backups and deletes what is marked.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -75,8 +76,14 @@ class PruneOptions:
 
     def render(self) -> str:
         parts = [] if self.keep_all is None else [f"keep-all={int(self.keep_all)}"]
-        return ",".join(parts + [f"{r}={getattr(self, r.replace('-', '_'))}" for r in RULES
-                                 if getattr(self, r.replace("-", "_")) is not None])
+        return ",".join(
+            parts
+            + [
+                f"{r}={getattr(self, r.replace('-', '_'))}"
+                for r in RULES
+                if getattr(self, r.replace("-", "_")) is not None
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -110,10 +117,12 @@ def _period(rule: str, when: datetime) -> str:
     return when.strftime("%Y")
 
 
-def _select(marks: dict[int, Decision], group: list[Backup], keep: int, rule: str,
-            period: Callable[[Backup], str]) -> None:
-    already = {period(b) for i, b in enumerate(group)
-               if i in marks and marks[i].keep and marks[i].reason != "protected"}
+def _select(
+    marks: dict[int, Decision], group: list[Backup], keep: int, rule: str, period: Callable[[Backup], str]
+) -> None:
+    already = {
+        period(b) for i, b in enumerate(group) if i in marks and marks[i].keep and marks[i].reason != "protected"
+    }
     kept: set[str] = set()
     for i, backup in enumerate(group):
         if i in marks:
@@ -150,8 +159,9 @@ def prune(backups: Iterable[Backup], options: PruneOptions, tz: tzinfo | None = 
         for rule in RULES[1:]:
             count = getattr(options, rule.replace("-", "_"))
             if count:
-                _select(marks, group, count, rule,
-                        lambda b, rule=rule: _period(rule, datetime.fromtimestamp(b.time, tz)))
+                _select(
+                    marks, group, count, rule, lambda b, rule=rule: _period(rule, datetime.fromtimestamp(b.time, tz))
+                )
         for i, backup in enumerate(group):
             if backup.protected:
                 result.append(Decision(backup, True, "protected"))

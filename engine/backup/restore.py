@@ -31,6 +31,7 @@ their own on the target storage with their size (``mpN: <storage>:<GiB>,mp=/path
 extracted without what lies below their paths, and each volume gets the members below its path through
 the same checked extraction. Bind mount points are restored as config only.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,8 +70,14 @@ def _gib(size) -> str:
     return repr(int(size) / (1 << 30)) if size else "0"  # exact: a binary fraction
 
 
-def _options(archived: ContainerConfig, overrides: dict[str, str], unique: bool, storage: str | None,
-             notes: list[str], volumes: dict[str, str]) -> dict:
+def _options(
+    archived: ContainerConfig,
+    overrides: dict[str, str],
+    unique: bool,
+    storage: str | None,
+    notes: list[str],
+    volumes: dict[str, str],
+) -> dict:
     """The create options: the archive's config less what belongs to the old disk or host, its root disk's
     size and id map, then the overrides."""
     options: dict = {}
@@ -121,9 +128,18 @@ def _write_firewall(engine, ctid: int, text: str | None) -> None:
     write_atomic(path, text, mode=0o600)
 
 
-def restore(engine, archive: Path | str, ctid: int | str, *, force: bool = False, storage: str | None = None,
-            options: dict[str, str] | None = None, unique: bool = False, progress: Progress | None = None,
-            cancel: CancelCheck | None = None) -> RestoreResult:
+def restore(
+    engine,
+    archive: Path | str,
+    ctid: int | str,
+    *,
+    force: bool = False,
+    storage: str | None = None,
+    options: dict[str, str] | None = None,
+    unique: bool = False,
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+) -> RestoreResult:
     """Make container ``ctid`` from a backup archive; see the module's docstring for the guarantees."""
     ctid = parse_ctid(ctid)
     archive = Path(archive)
@@ -148,14 +164,17 @@ def restore(engine, archive: Path | str, ctid: int | str, *, force: bool = False
     volumes: dict[str, str] = {}  # mount point key -> path inside, for volumes restored apart
     create_options = _options(archived, overrides, unique, storage, notes, volumes)
     unprivileged = create_options.get("unprivileged", "1") != "0"
-    result = RestoreResult(ctid, str(archive), create_options.get("hostname", f"CT{ctid}"), unprivileged,
-                           replaced=False, notes=notes)
+    result = RestoreResult(
+        ctid, str(archive), create_options.get("hostname", f"CT{ctid}"), unprivileged, replaced=False, notes=notes
+    )
     skip_devices = not archived.unprivileged and unprivileged  # a privileged backup made unprivileged
     if skip_devices:
         _, _, result.devices_skipped = read_archive_config(archive, ctid, scan=True)
         if result.devices_skipped:
-            notes.append(f"{result.devices_skipped} device nodes of the privileged backup left out "
-                         "(an unprivileged container cannot have them)")
+            notes.append(
+                f"{result.devices_skipped} device nodes of the privileged backup left out "
+                "(an unprivileged container cannot have them)"
+            )
     check(cancel, "restore")
     replace = engine.exists(ctid)
     if replace and not force:
@@ -172,9 +191,17 @@ def restore(engine, archive: Path | str, ctid: int | str, *, force: bool = False
     from engine.network import missing_bridges_allowed
 
     with missing_bridges_allowed() as missing:  # as Proxmox: restored, and the start names the bridge
-        engine.create(ctid, archive, create_options, progress=_reporter(progress, cancel), replace=replace,
-                      skip_devices=skip_devices, exclude=[VZDUMP_DIR, *mount_paths], finish=finish,
-                      template_fixups=False)
+        engine.create(
+            ctid,
+            archive,
+            create_options,
+            progress=_reporter(progress, cancel),
+            replace=replace,
+            skip_devices=skip_devices,
+            exclude=[VZDUMP_DIR, *mount_paths],
+            finish=finish,
+            template_fixups=False,
+        )
     notes.extend(f"warning: {text}" for text in missing)
     result.replaced = replace
     status = engine.status(ctid, stats=False)
@@ -210,8 +237,11 @@ def _fill_volume(engine, ctid: int, key: str, archive: Path, inside: str, skip_d
     prefix = "./" + inside.strip("/")
     fd, part = tempfile.mkstemp(dir=archive.parent, prefix=f".restore-{ctid}-{key}-", suffix=".tar")
     try:
-        with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst, \
-                open(archive, "rb") as raw:
+        with (
+            os.fdopen(fd, "wb") as out,
+            tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst,
+            open(archive, "rb") as raw,
+        ):
             src, _ = open_reader(archive, raw)
             with src:
                 for member in src:
@@ -219,12 +249,12 @@ def _fill_volume(engine, ctid: int, key: str, archive: Path, inside: str, skip_d
                     name = member_name(member.name)
                     if name != prefix and not name.startswith(prefix + "/"):
                         continue
-                    member.name = "." + name[len(prefix):]
+                    member.name = "." + name[len(prefix) :]
                     if member.islnk():
                         link = member_name(member.linkname)
                         if not link.startswith(prefix + "/"):
                             continue  # a hard link out of the volume cannot be one on its own disk
-                        member.linkname = "." + link[len(prefix):]
+                        member.linkname = "." + link[len(prefix) :]
                     dst.addfile(member, src.extractfile(member) if member.isreg() else None)
         with driver.writable_tree(vol) as root:
             staging = Path(root) / f".restore-{key}"

@@ -22,6 +22,7 @@ Times are wall-clock times in a time zone (``zoneinfo``): a time that a DST
 change skips does not happen that day, a time that it repeats happens once
 (its first occurrence).
 """
+
 from __future__ import annotations
 
 import calendar
@@ -35,13 +36,26 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 SPECIAL = {
-    "minutely": "*-*-* *:*:00", "hourly": "*-*-* *:00:00", "daily": "*-*-* 00:00:00",
-    "weekly": "mon *-*-* 00:00:00", "monthly": "*-*-01 00:00:00", "yearly": "*-01-01 00:00:00",
-    "annually": "*-01-01 00:00:00", "quarterly": "*-01,04,07,10-01 00:00:00",
-    "semiannually": "*-01,07-01 00:00:00", "semi-annually": "*-01,07-01 00:00:00",
+    "minutely": "*-*-* *:*:00",
+    "hourly": "*-*-* *:00:00",
+    "daily": "*-*-* 00:00:00",
+    "weekly": "mon *-*-* 00:00:00",
+    "monthly": "*-*-01 00:00:00",
+    "yearly": "*-01-01 00:00:00",
+    "annually": "*-01-01 00:00:00",
+    "quarterly": "*-01,04,07,10-01 00:00:00",
+    "semiannually": "*-01,07-01 00:00:00",
+    "semi-annually": "*-01,07-01 00:00:00",
 }
-CRON_SPECIAL = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
-                "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+CRON_SPECIAL = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 GREGORIAN_CYCLE = 400  # years after which dates and weekdays repeat: an event not found by then never fires
 MAX_YEAR = 9999  # the last year Python's dates hold
 
@@ -136,8 +150,17 @@ def _number(token: str, lo: int, hi: int, what: str, text: str, names: tuple[str
     return value
 
 
-def _field(spec: str, lo: int, hi: int, what: str, text: str, *, range_sep: str = "..",
-           names: tuple[str, ...] = (), base: int = 0) -> frozenset[int]:
+def _field(
+    spec: str,
+    lo: int,
+    hi: int,
+    what: str,
+    text: str,
+    *,
+    range_sep: str = "..",
+    names: tuple[str, ...] = (),
+    base: int = 0,
+) -> frozenset[int]:
     """One field: comma-separated ``*``, ``v``, ``a<sep>b``, each with an optional ``/step``."""
     if not spec:
         raise _fail(text, f"empty {what} field")
@@ -170,10 +193,22 @@ class _EventParser:
     """Proxmox's calendar-event grammar, read left to right; every refusal names the part that is wrong."""
 
     # field -> (first value of ``*/step``, limit: values and steps must be below it)
-    FIELDS = {"year": (0, 2200), "month": (1, 13), "day": (1, 32), "hour": (0, 24), "minute": (0, 60),
-              "second": (0, 60)}
-    DOMAIN = {"year": (0, MAX_YEAR), "month": (1, 12), "day": (1, 31), "hour": (0, 23), "minute": (0, 59),
-              "second": (0, 59)}
+    FIELDS = {
+        "year": (0, 2200),
+        "month": (1, 13),
+        "day": (1, 32),
+        "hour": (0, 24),
+        "minute": (0, 60),
+        "second": (0, 60),
+    }
+    DOMAIN = {
+        "year": (0, MAX_YEAR),
+        "month": (1, 12),
+        "day": (1, 31),
+        "hour": (0, 23),
+        "minute": (0, 59),
+        "second": (0, 59),
+    }
 
     def __init__(self, source: str):
         self.source = source
@@ -199,7 +234,7 @@ class _EventParser:
         word = re.match(r"[A-Za-z]*", text).group(0)
         low = word.lower()
         if low in WEEKDAYS or low in WEEKDAY_NAMES:
-            return (WEEKDAYS.index(low[:3])), text[len(word):]
+            return (WEEKDAYS.index(low[:3])), text[len(word) :]
         raise self.fail(f"'{word or text}' is not a valid weekday")
 
     def field(self, spec: str, what: str) -> frozenset[int] | None:
@@ -244,8 +279,21 @@ class _EventParser:
         return frozenset(range(start, top + 1, step)) if step else frozenset({start})
 
 
-KEYWORDS = {word: SPECIAL[word] for word in ("minutely", "hourly", "daily", "weekly", "monthly", "yearly",
-                                             "annually", "quarterly", "semiannually", "semi-annually")}
+KEYWORDS = {
+    word: SPECIAL[word]
+    for word in (
+        "minutely",
+        "hourly",
+        "daily",
+        "weekly",
+        "monthly",
+        "yearly",
+        "annually",
+        "quarterly",
+        "semiannually",
+        "semi-annually",
+    )
+}
 
 
 def parse_calendar_event(text: str) -> Schedule:
@@ -273,7 +321,7 @@ def parse_calendar_event(text: str) -> Schedule:
         if len(parts) != 2:
             raise _fail(source, f"date '{token}' must be [YEARS-]MONTHS-DAYS")
         months, days = parser.field(parts[0], "month"), parser.field(parts[1], "day")
-        text = text[len(token):].lstrip(" ")
+        text = text[len(token) :].lstrip(" ")
     hours, minutes, seconds = frozenset({0}), frozenset({0}), frozenset({0})
     if text:
         token, _, rest = text.partition(" ")
@@ -296,10 +344,17 @@ def parse_calendar_event(text: str) -> Schedule:
         lo, hi = _EventParser.DOMAIN[what]
         return frozenset(range(lo, hi + 1)) if values is None else values
 
-    return Schedule(source, years, full(months, "month"), full(days, "day"),
-                    weekdays if weekdays is not None else frozenset(range(7)),
-                    tuple(sorted(full(hours, "hour"))), tuple(sorted(full(minutes, "minute"))),
-                    tuple(sorted(full(seconds, "second"))), utc=utc)
+    return Schedule(
+        source,
+        years,
+        full(months, "month"),
+        full(days, "day"),
+        weekdays if weekdays is not None else frozenset(range(7)),
+        tuple(sorted(full(hours, "hour"))),
+        tuple(sorted(full(minutes, "minute"))),
+        tuple(sorted(full(seconds, "second"))),
+        utc=utc,
+    )
 
 
 def parse_cron(text: str) -> Schedule:
@@ -317,11 +372,17 @@ def parse_cron(text: str) -> Schedule:
     dows = _field(dow, 0, 7, "day of week", source, range_sep="-", names=("sun",) + WEEKDAYS[:6])
     # cron counts Sunday as 0 (or 7); Schedule counts Monday as 0.
     weekdays = frozenset((d - 1) % 7 for d in dows)
-    return Schedule(source, None, _field(month, 1, 12, "month", source, range_sep="-", names=MONTHS, base=1),
-                    _field(dom, 1, 31, "day of month", source, range_sep="-"), weekdays,
-                    tuple(sorted(_field(hour, 0, 23, "hour", source, range_sep="-"))),
-                    tuple(sorted(_field(minute, 0, 59, "minute", source, range_sep="-"))), (0,),
-                    day_or_weekday=not dom.startswith("*") and not dow.startswith("*"))
+    return Schedule(
+        source,
+        None,
+        _field(month, 1, 12, "month", source, range_sep="-", names=MONTHS, base=1),
+        _field(dom, 1, 31, "day of month", source, range_sep="-"),
+        weekdays,
+        tuple(sorted(_field(hour, 0, 23, "hour", source, range_sep="-"))),
+        tuple(sorted(_field(minute, 0, 59, "minute", source, range_sep="-"))),
+        (0,),
+        day_or_weekday=not dom.startswith("*") and not dow.startswith("*"),
+    )
 
 
 def parse_schedule(text: str) -> Schedule:

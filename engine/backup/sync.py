@@ -32,6 +32,7 @@ attribute, a new hard link). The change time cannot be set from user space,
 so a change between two passes is never missed. A changed file is replaced,
 never rewritten in place, so other names of its old inode keep theirs.
 """
+
 from __future__ import annotations
 
 import errno
@@ -58,8 +59,10 @@ class SyncStats:
     removed: int = 0  # entries of the copy that the source no longer has
 
     def describe(self) -> str:
-        return (f"{self.entries} entries walked, {self.copied} copied ({self.bytes} bytes), "
-                f"{self.updated} updated, {self.removed} removed")
+        return (
+            f"{self.entries} entries walked, {self.copied} copied ({self.bytes} bytes), "
+            f"{self.updated} updated, {self.removed} removed"
+        )
 
 
 def _signature(st: os.stat_result) -> tuple:
@@ -154,8 +157,7 @@ def _copy_xattrs(src: str | int, dst: str, is_link: bool) -> None:
         except OSError as err:
             if is_link and err.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                 continue  # user.* attributes cannot be set on a symbolic link; the archive has none either
-            raise EngineError(f"cannot keep extended attribute '{name}' of {src} in {dst}: "
-                              f"{err.strerror}") from err
+            raise EngineError(f"cannot keep extended attribute '{name}' of {src} in {dst}: {err.strerror}") from err
 
 
 class TreeSync:
@@ -165,8 +167,9 @@ class TreeSync:
     is below it) out of the copy. ``dst`` must not exist, or be an empty directory, before the first run.
     """
 
-    def __init__(self, src: Path, dst: Path, skip: Callable[[str], bool] | None = None,
-                 cancel: CancelCheck | None = None):
+    def __init__(
+        self, src: Path, dst: Path, skip: Callable[[str], bool] | None = None, cancel: CancelCheck | None = None
+    ):
         self.src, self.dst, self.skip, self.cancel = os.fspath(src), os.fspath(dst), skip, cancel
         self.records: dict[str, tuple] = {}  # member name -> (signature, change time) when last copied
         self.passes = 0

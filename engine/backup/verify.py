@@ -6,6 +6,7 @@ end-of-archive marker and the compressed stream with its own end, no member
 may leave the tree (absolute, ``..``), and the container config inside must
 parse. The answer says how many members and bytes it holds.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,9 @@ def verify(archive: Path | str, progress: Progress | None = None, cancel: Cancel
                     if member.name.startswith("/") or ".." in parts:
                         raise UnsafeArchive(f"{archive}: member '{member.name}' would leave the tree", key=member.name)
                     if member.islnk() and (member.linkname.startswith("/") or ".." in member.linkname.split("/")):
-                        raise UnsafeArchive(f"{archive}: hard link '{member.name}' points outside the tree",
-                                            key=member.name)
+                        raise UnsafeArchive(
+                            f"{archive}: hard link '{member.name}' points outside the tree", key=member.name
+                        )
                     members += 1
                     if member.isreg():
                         handle = tar.extractfile(member)
@@ -85,8 +87,9 @@ def verify(archive: Path | str, progress: Progress | None = None, cancel: Cancel
             where = f" at member '{current}'" if current else ""
             raise ValidationError(f"{archive}: corrupt or truncated archive{where}: {err}") from err
     if config_text is None:
-        raise ValidationError(f"{archive}: no container config ({CONFIG_MEMBER}): not a container backup",
-                              key="archive")
+        raise ValidationError(
+            f"{archive}: no container config ({CONFIG_MEMBER}): not a container backup", key="archive"
+        )
     config = ContainerConfig.parse(ctid or 0, config_text, origin=f"{archive.name}:{CONFIG_MEMBER}")
     if progress is not None:
         progress(total, total)

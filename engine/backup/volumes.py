@@ -5,6 +5,7 @@ The volumes themselves are read through the engine's public API
 ``snapshot`` mode); restores replace a container through ``Engine.create``.
 What is left here are the checks made before anything changes.
 """
+
 from __future__ import annotations
 
 

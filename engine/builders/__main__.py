@@ -44,8 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, parents=[common], help=builder.help)
         for option in builder.options:
             if option.cli:
-                command.add_argument(f"--{option.name}", default=option.default,
-                                     choices=option.choices or None, help=option.help)
+                command.add_argument(
+                    f"--{option.name}", default=option.default, choices=option.choices or None, help=option.help
+                )
     return parser
 
 
@@ -72,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     options = {o.name: getattr(args, o.name) for o in get(args.template).options if o.cli}
     try:
-        path = build(args.template, dest, {k: v for k, v in options.items() if v}, progress=_reporter(),
-                     force=args.force)
+        path = build(
+            args.template, dest, {k: v for k, v in options.items() if v}, progress=_reporter(), force=args.force
+        )
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -54,6 +54,7 @@ def check_cancel(cancel: threading.Event | None, what: str = "build") -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled(f"{what} cancelled; nothing was kept")
 
+
 # Debian architecture names for ``uname -m``, used when dpkg is absent.
 _MACHINE_TO_DEBIAN = {
     "x86_64": "amd64",
@@ -150,8 +151,9 @@ def _xattr_headers(path: str) -> dict[str, str]:
     return headers
 
 
-def add_tree(tar: tarfile.TarFile, root: Path,
-             transform: Callable[[tarfile.TarInfo], tarfile.TarInfo | None] | None = None) -> int:
+def add_tree(
+    tar: tarfile.TarFile, root: Path, transform: Callable[[tarfile.TarInfo], tarfile.TarInfo | None] | None = None
+) -> int:
     """Add the directory ``root`` as ``.`` and everything below it; return the member count.
 
     Hard links become tar hard links, sockets are skipped (they cannot be

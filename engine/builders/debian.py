@@ -72,7 +72,6 @@ ff02::2		ip6-allrouters
 """
 
 
-
 # --- mirror -----------------------------------------------------------------
 
 
@@ -330,8 +329,11 @@ def build_debian(
         steps.say(0, f"running debootstrap {suite} from {mirror} (minbase + {len(packages)} packages)")
         run_debootstrap(cmd, rootfs, steps, timeout, cancel)
         check_cancel(cancel, "Debian build")
-        steps.say(3, f"debootstrap done in {time.monotonic() - started:.0f} s "
-                     f"({len(steps.validated)} packages); tidying the rootfs")
+        steps.say(
+            3,
+            f"debootstrap done in {time.monotonic() - started:.0f} s "
+            f"({len(steps.validated)} packages); tidying the rootfs",
+        )
         common.unmount_under(workdir)  # debootstrap unmounts what it mounted; make sure
         if common.mounts_under(workdir):  # never empty /dev or /proc through a live mount
             raise EngineError(f"still mounted below {workdir}: {', '.join(common.mounts_under(workdir))}")
@@ -347,8 +349,10 @@ def build_debian(
                 now = time.monotonic()
                 if now - packed[1] >= 0.25:
                     packed[1] = now
-                    steps.say(4 + min(packed[0] / total, 0.99),
-                              f"packing {target.name}: {packed[0] >> 20} of {total >> 20} MiB")
+                    steps.say(
+                        4 + min(packed[0] / total, 0.99),
+                        f"packing {target.name}: {packed[0] >> 20} of {total >> 20} MiB",
+                    )
             return info
 
         steps.say(4, f"packing {target.name}")
@@ -382,8 +386,12 @@ class DebianBuilder(Builder):
     help = "Debian with systemd via debootstrap (root, network to the mirror)"
     options = (
         Option("suite", "Debian suite (default: bookworm)", default="bookworm", choices=tuple(sorted(SUITES))),
-        Option("packages", "extra packages, comma-separated (e.g. nginx,curl); the template is then named "
-                           "custom-<hash>", default="", parse=_package_list),
+        Option(
+            "packages",
+            "extra packages, comma-separated (e.g. nginx,curl); the template is then named custom-<hash>",
+            default="",
+            parse=_package_list,
+        ),
         Option("flavor", "name part after the version, e.g. 'nginx' (default: standard)"),
         Option("mirror", "Debian mirror URL (default: the one apt uses)"),
         Option("timeout", "seconds debootstrap may take", cli=False),
@@ -394,8 +402,14 @@ class DebianBuilder(Builder):
 
     def build(self, dest_dir, options, progress, cancel, force):
         kwargs = {key: options[key] for key in ("suite", "flavor", "mirror", "timeout") if options.get(key)}
-        return build_debian(dest_dir, extra_packages=options.get("packages") or [], progress=progress,
-                            cancel=cancel, force=force, **kwargs)
+        return build_debian(
+            dest_dir,
+            extra_packages=options.get("packages") or [],
+            progress=progress,
+            cancel=cancel,
+            force=force,
+            **kwargs,
+        )
 
 
 register(DebianBuilder())

@@ -62,8 +62,9 @@ class Steps:
             self.say(*self.last)
 
     def line(self, line: str) -> None:
-        match = re.match(r"I: (Retrieving|Validating|Extracting|Unpacking|Configuring) (\S+?)(?:\.\.\.)?(?: (\S+))?$",
-                         line)
+        match = re.match(
+            r"I: (Retrieving|Validating|Extracting|Unpacking|Configuring) (\S+?)(?:\.\.\.)?(?: (\S+))?$", line
+        )
         if match is None:
             if line.startswith("I: "):
                 self.say(self.last[0], f"debootstrap: {line[3:]}")
@@ -79,8 +80,9 @@ class Steps:
             self.validated.add(name)
         if verb in ("Retrieving", "Validating"):
             count = len(self.validated)
-            self.say(1 + min(0.95, count / max(self.expected, count + 1)),
-                     f"downloading packages: {count} checked ({name})")
+            self.say(
+                1 + min(0.95, count / max(self.expected, count + 1)), f"downloading packages: {count} checked ({name})"
+            )
             return
         total = max(len(self.validated), 1)
         self.installed += 1
@@ -93,6 +95,7 @@ class Steps:
 def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM debootstrap's process group, SIGKILL it after ``grace``, and wait until it is empty
     (dpkg and maintainer scripts in the chroot are in the group too)."""
+
     def signal_group(sig: int) -> bool:
         try:
             os.killpg(proc.pid, sig)
@@ -113,8 +116,7 @@ def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def run_debootstrap(cmd: list[str], rootfs: Path, steps: Steps, timeout: float,
-                     cancel: threading.Event | None) -> None:
+def run_debootstrap(cmd: list[str], rootfs: Path, steps: Steps, timeout: float, cancel: threading.Event | None) -> None:
     env = dict(os.environ, PATH=SBIN_PATH, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
     tail: deque[str] = deque(maxlen=25)
     proc = subprocess.Popen(

@@ -59,8 +59,11 @@ class Builder(ABC):
         allowed = [o.name for o in self.options]
         unknown = sorted(set(options) - set(allowed))
         if unknown:
-            raise ValidationError(f"the {self.name} builder takes no option {', '.join(unknown)}"
-                                  + (f" (it takes {', '.join(allowed)})" if allowed else ""), key=unknown[0])
+            raise ValidationError(
+                f"the {self.name} builder takes no option {', '.join(unknown)}"
+                + (f" (it takes {', '.join(allowed)})" if allowed else ""),
+                key=unknown[0],
+            )
         checked = {}
         for option in self.options:
             if option.name in options:
@@ -73,8 +76,9 @@ class Builder(ABC):
         return [Offer(self.name, self.name, self.name)]
 
     @abstractmethod
-    def build(self, dest_dir: Path, options: dict, progress: Progress | None,
-              cancel: threading.Event | None, force: bool) -> Path:
+    def build(
+        self, dest_dir: Path, options: dict, progress: Progress | None, cancel: threading.Event | None, force: bool
+    ) -> Path:
         """Build into ``dest_dir`` with checked ``options``; return the template's path."""
 
 
@@ -110,8 +114,15 @@ def find_offer(name: str) -> Offer | None:
     return next((offer for offer in offers() if offer.name == name), None)
 
 
-def build(name: str, dest: Path | str | None = None, options: dict | None = None, *,
-          progress: Progress | None = None, cancel: threading.Event | None = None, force: bool = False) -> Path:
+def build(
+    name: str,
+    dest: Path | str | None = None,
+    options: dict | None = None,
+    *,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    force: bool = False,
+) -> Path:
     """Build the template ``name`` (a registered builder) into ``dest`` and return its path.
 
     ``dest`` defaults to the store's cache directory. ``options`` are the builder's own (its

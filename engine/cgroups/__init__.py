@@ -11,6 +11,7 @@ fits. Three layouts exist in the wild:
   cgroup namespace root (``ns_path``) for a systemd inside. crun refuses this
   layout; we support it.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,22 @@ from engine.cgroups.v1 import V1Driver
 from engine.cgroups.v2 import V2Driver
 from engine.errors import HostError
 
-__all__ = ["CgroupDriver", "CgroupMounts", "DeviceRule", "Limits", "Stats", "V1Driver", "V2Driver",
-           "DEFAULT_DEVICES", "FUSE_DEVICE", "TUN_DEVICE", "DRIVERS", "detect", "detect_kind", "read_mounts"]
+__all__ = [
+    "CgroupDriver",
+    "CgroupMounts",
+    "DeviceRule",
+    "Limits",
+    "Stats",
+    "V1Driver",
+    "V2Driver",
+    "DEFAULT_DEVICES",
+    "FUSE_DEVICE",
+    "TUN_DEVICE",
+    "DRIVERS",
+    "detect",
+    "detect_kind",
+    "read_mounts",
+]
 
 DRIVERS: dict[str, type[CgroupDriver]] = {"v1": V1Driver, "v2": V2Driver}
 CGROUP2_SUPER_MAGIC = 0x63677270
@@ -61,7 +76,7 @@ def _unified_controllers(mounts: CgroupMounts) -> set[str]:
 
 
 def detect_kind(mounts: CgroupMounts, root_magic: int | None) -> str:
-    """"v2" when the cgroup2 mount holds the controllers, else "v1" (pure v1 or hybrid)."""
+    """ "v2" when the cgroup2 mount holds the controllers, else "v1" (pure v1 or hybrid)."""
     if root_magic == CGROUP2_SUPER_MAGIC:
         return "v2"
     if mounts.unified and "memory" in _unified_controllers(mounts):

@@ -5,6 +5,7 @@ hierarchy a driver uses. The engine talks to :class:`CgroupDriver` only, so the
 same start code runs on pure cgroup v2 hosts, pure v1 hosts and the systemd
 "hybrid" layout (v1 controllers plus a controller-less cgroup2 mount).
 """
+
 from __future__ import annotations
 
 import errno
@@ -45,8 +46,11 @@ class Limits:
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise ValidationError(f"{key} must be an integer >= {low}, got {value!r}", key=key)
-        if self.cpulimit is not None and (isinstance(self.cpulimit, bool) or not isinstance(self.cpulimit, (int, float))
-                                          or not 0 <= self.cpulimit < 1e6):
+        if self.cpulimit is not None and (
+            isinstance(self.cpulimit, bool)
+            or not isinstance(self.cpulimit, (int, float))
+            or not 0 <= self.cpulimit < 1e6
+        ):
             raise ValidationError(f"cpulimit must be a number >= 0, got {self.cpulimit!r}", key="cpulimit")
         if self.cpus is not None and not _CPUS.fullmatch(self.cpus):
             raise ValidationError(f"cpus must be a CPU list like '0-1,3', got {self.cpus!r}", key="cpus")
@@ -91,17 +95,17 @@ class DeviceRule:
 
 # LXC's default allow-list: everything else is denied.
 DEFAULT_DEVICES: tuple[DeviceRule, ...] = (
-    DeviceRule("c", None, None, "m"),   # mknod of any char device (opening still needs a rule)
-    DeviceRule("b", None, None, "m"),   # mknod of any block device
-    DeviceRule("c", 1, 3),              # null
-    DeviceRule("c", 1, 5),              # zero
-    DeviceRule("c", 1, 7),              # full
-    DeviceRule("c", 1, 8),              # random
-    DeviceRule("c", 1, 9),              # urandom
-    DeviceRule("c", 5, 0),              # tty
-    DeviceRule("c", 5, 1),              # console
-    DeviceRule("c", 5, 2),              # ptmx
-    DeviceRule("c", 136, None),         # pts/*
+    DeviceRule("c", None, None, "m"),  # mknod of any char device (opening still needs a rule)
+    DeviceRule("b", None, None, "m"),  # mknod of any block device
+    DeviceRule("c", 1, 3),  # null
+    DeviceRule("c", 1, 5),  # zero
+    DeviceRule("c", 1, 7),  # full
+    DeviceRule("c", 1, 8),  # random
+    DeviceRule("c", 1, 9),  # urandom
+    DeviceRule("c", 5, 0),  # tty
+    DeviceRule("c", 5, 1),  # console
+    DeviceRule("c", 5, 2),  # ptmx
+    DeviceRule("c", 136, None),  # pts/*
 )
 FUSE_DEVICE = DeviceRule("c", 10, 229)
 TUN_DEVICE = DeviceRule("c", 10, 200)
@@ -233,8 +237,13 @@ class CgroupDriver(ABC):
         """Mount points of every hierarchy the container has a directory in."""
 
     @abstractmethod
-    def create(self, ctid: str, owner_uid: int | None = None, owner_gid: int | None = None,
-               extra_devices: Iterable[DeviceRule] = ()) -> None:
+    def create(
+        self,
+        ctid: str,
+        owner_uid: int | None = None,
+        owner_gid: int | None = None,
+        extra_devices: Iterable[DeviceRule] = (),
+    ) -> None:
         """Make the cgroups with the device allow-list (DEFAULT_DEVICES + extra); InvalidState if present.
 
         With owner_uid the cgroup2 view (and a v1 name=systemd dir) is chowned so a

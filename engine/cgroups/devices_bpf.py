@@ -10,6 +10,7 @@ The program is attached with BPF_F_ALLOW_MULTI, so a systemd inside the
 container can still attach its own (stricter) programs to sub-cgroups; every
 program on the path must allow an access for it to succeed.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -22,8 +23,16 @@ from collections.abc import Iterable
 from engine.cgroups.base import DeviceRule
 from engine.errors import HostError, NotSupported
 
-_SYS_BPF = {"x86_64": 321, "aarch64": 280, "i686": 357, "armv7l": 386, "ppc64le": 361,
-            "s390x": 351, "riscv64": 280, "loongarch64": 280}
+_SYS_BPF = {
+    "x86_64": 321,
+    "aarch64": 280,
+    "i686": 357,
+    "armv7l": 386,
+    "ppc64le": 361,
+    "s390x": 351,
+    "riscv64": 280,
+    "loongarch64": 280,
+}
 BPF_PROG_LOAD, BPF_PROG_ATTACH, BPF_PROG_QUERY = 5, 8, 16
 BPF_PROG_TYPE_CGROUP_DEVICE = 15
 BPF_CGROUP_DEVICE = 6
@@ -34,14 +43,14 @@ _ACC = {"m": 1, "r": 2, "w": 4}
 _DEV = {"b": 1, "c": 2}
 
 # Opcodes (class | op | source), see include/uapi/linux/bpf.h.
-_LDX_W = 0x61     # BPF_LDX | BPF_MEM | BPF_W
-_AND_K = 0x57     # BPF_ALU64 | BPF_AND | BPF_K
-_RSH_K = 0x77     # BPF_ALU64 | BPF_RSH | BPF_K
-_MOV_K = 0xB7     # BPF_ALU64 | BPF_MOV | BPF_K
-_MOV_X = 0xBF     # BPF_ALU64 | BPF_MOV | BPF_X
-_JNE_K = 0x55     # BPF_JMP | BPF_JNE | BPF_K
-_JNE_X = 0x5D     # BPF_JMP | BPF_JNE | BPF_X
-_EXIT = 0x95      # BPF_JMP | BPF_EXIT
+_LDX_W = 0x61  # BPF_LDX | BPF_MEM | BPF_W
+_AND_K = 0x57  # BPF_ALU64 | BPF_AND | BPF_K
+_RSH_K = 0x77  # BPF_ALU64 | BPF_RSH | BPF_K
+_MOV_K = 0xB7  # BPF_ALU64 | BPF_MOV | BPF_K
+_MOV_X = 0xBF  # BPF_ALU64 | BPF_MOV | BPF_X
+_JNE_K = 0x55  # BPF_JMP | BPF_JNE | BPF_K
+_JNE_X = 0x5D  # BPF_JMP | BPF_JNE | BPF_X
+_EXIT = 0x95  # BPF_JMP | BPF_EXIT
 _JUMP_TO_NEXT = object()
 
 
@@ -52,10 +61,12 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
 def assemble(rules: Iterable[DeviceRule]) -> bytes:
     """The program: one block per rule that returns 1 on a match, then ``return 0`` (deny)."""
     code = [
-        _insn(_LDX_W, dst=2, src=1, off=0), _insn(_AND_K, dst=2, imm=0xFFFF),  # r2 = device type
-        _insn(_LDX_W, dst=3, src=1, off=0), _insn(_RSH_K, dst=3, imm=16),      # r3 = requested access
-        _insn(_LDX_W, dst=4, src=1, off=4),                                    # r4 = major
-        _insn(_LDX_W, dst=5, src=1, off=8),                                    # r5 = minor
+        _insn(_LDX_W, dst=2, src=1, off=0),
+        _insn(_AND_K, dst=2, imm=0xFFFF),  # r2 = device type
+        _insn(_LDX_W, dst=3, src=1, off=0),
+        _insn(_RSH_K, dst=3, imm=16),  # r3 = requested access
+        _insn(_LDX_W, dst=4, src=1, off=4),  # r4 = major
+        _insn(_LDX_W, dst=5, src=1, off=8),  # r5 = minor
     ]
     for rule in rules:
         block: list = [(_JNE_K, 2, 0, _DEV[rule.kind])]
@@ -97,9 +108,23 @@ def load(rules: Iterable[DeviceRule]) -> int:
     log = ctypes.create_string_buffer(1 << 16)
     for level in (0, 1):  # retry with the verifier log only to explain a failure
         attr = ctypes.create_string_buffer(128)
-        struct.pack_into("<IIQQIIQII16sII", attr, 0, BPF_PROG_TYPE_CGROUP_DEVICE, len(insns) // 8,
-                         ctypes.addressof(prog), ctypes.addressof(license), level, len(log) if level else 0,
-                         ctypes.addressof(log) if level else 0, 0, 0, b"caisson_dev", 0, BPF_CGROUP_DEVICE)
+        struct.pack_into(
+            "<IIQQIIQII16sII",
+            attr,
+            0,
+            BPF_PROG_TYPE_CGROUP_DEVICE,
+            len(insns) // 8,
+            ctypes.addressof(prog),
+            ctypes.addressof(license),
+            level,
+            len(log) if level else 0,
+            ctypes.addressof(log) if level else 0,
+            0,
+            0,
+            b"caisson_dev",
+            0,
+            BPF_CGROUP_DEVICE,
+        )
         try:
             return _bpf(BPF_PROG_LOAD, attr)
         except OSError as exc:
@@ -108,8 +133,10 @@ def load(rules: Iterable[DeviceRule]) -> int:
         raise HostError("bpf(BPF_PROG_LOAD) denied: loading a cgroup device program needs CAP_SYS_ADMIN") from error
     if error.errno in (errno.ENOSYS, errno.EINVAL) and not log.value:
         raise NotSupported("the kernel cannot load cgroup device BPF programs (CONFIG_CGROUP_BPF)") from error
-    raise HostError(f"bpf(BPF_PROG_LOAD) of the device program failed: {error.strerror}; "
-                    f"verifier: {log.value.decode(errors='replace').strip()[-500:]}") from error
+    raise HostError(
+        f"bpf(BPF_PROG_LOAD) of the device program failed: {error.strerror}; "
+        f"verifier: {log.value.decode(errors='replace').strip()[-500:]}"
+    ) from error
 
 
 def attach(cgroup_dir: str, rules: Iterable[DeviceRule]) -> None:

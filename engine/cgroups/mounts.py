@@ -3,6 +3,7 @@
 Apart from the drivers so that both the package's ``detect`` and a driver made
 without explicit mounts can read them, with no import running back up.
 """
+
 from __future__ import annotations
 
 import re
@@ -10,8 +11,22 @@ from dataclasses import dataclass, field
 
 from engine.errors import HostError
 
-_V1_CONTROLLERS = {"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
-                   "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc"}
+_V1_CONTROLLERS = {
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "blkio",
+    "pids",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "hugetlb",
+    "rdma",
+    "misc",
+}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ the controller-less cgroup2 mount: it is only the container's cgroup
 namespace view, which a systemd inside needs, and it is delegated to the
 container's root when an owner is given.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,7 @@ from engine.cgroups.base import (
 )
 from engine.errors import HostError, InvalidState, NotSupported
 
-_UNLIMITED_FROM = 1 << 60   # the kernel reports "no limit" as PAGE_COUNTER_MAX * page size
+_UNLIMITED_FROM = 1 << 60  # the kernel reports "no limit" as PAGE_COUNTER_MAX * page size
 # blkio weight files: (file, min, max, default). CFQ's blkio.weight is gone since 5.0; BFQ's remains.
 _IO_WEIGHT = (("blkio.weight", 10, 1000, 500), ("blkio.bfq.weight", 10, 1000, 100))
 
@@ -37,8 +38,12 @@ def io_weight_lack(blkio_root: str | None) -> str:
     """What the host lacks for an I/O weight, in words a node administrator can act on."""
     if blkio_root is None:
         return "it has no v1 'blkio' controller mounted"
-    return ("its v1 'blkio' controller has neither blkio.weight nor blkio.bfq.weight (weights need the BFQ "
-            "I/O scheduler: no disk of this node uses it; see /sys/block/*/queue/scheduler)")
+    return (
+        "its v1 'blkio' controller has neither blkio.weight nor blkio.bfq.weight (weights need the BFQ "
+        "I/O scheduler: no disk of this node uses it; see /sys/block/*/queue/scheduler)"
+    )
+
+
 _IO_BYTES = ("blkio.throttle.io_service_bytes_recursive", "blkio.bfq.io_service_bytes_recursive")
 
 
@@ -83,8 +88,13 @@ class V1Driver(CgroupDriver):
             if not read_file(os.path.join(path, name)):
                 write_file(os.path.join(path, name), read_file(os.path.join(upper, name)))
 
-    def create(self, ctid: str, owner_uid: int | None = None, owner_gid: int | None = None,
-               extra_devices: Iterable[DeviceRule] = ()) -> None:
+    def create(
+        self,
+        ctid: str,
+        owner_uid: int | None = None,
+        owner_gid: int | None = None,
+        extra_devices: Iterable[DeviceRule] = (),
+    ) -> None:
         """Make the container's cgroup in every hierarchy; owner_gid defaults to owner_uid."""
         if self.exists(ctid):
             raise InvalidState(f"container {ctid} already has a cgroup under {self.parent}")
@@ -130,8 +140,9 @@ class V1Driver(CgroupDriver):
         self._require(ctid)
         writes: list[tuple[str, str | int]] = []
         mem = self._opt(ctid, "memory", "memory.limit_in_bytes", limits.memory_mb, "memory_mb")
-        memsw = self._opt(ctid, "memory", "memory.memsw.limit_in_bytes", limits.swap_mb,
-                          "swap_mb (boot with swapaccount=1)")
+        memsw = self._opt(
+            ctid, "memory", "memory.memsw.limit_in_bytes", limits.swap_mb, "swap_mb (boot with swapaccount=1)"
+        )
         if mem:
             new_mem = limits.memory_mb * MiB if limits.memory_mb is not None else -1
             new_sw = new_mem + limits.swap_mb * MiB if limits.swap_mb is not None else -1
@@ -177,10 +188,14 @@ class V1Driver(CgroupDriver):
             if path:
                 r, w = _blkio_bytes(path)
                 read, write = max(read, r), max(write, w)
-        return Stats(cpu_ns=cpu or 0, memory_bytes=mem or 0,
-                     memory_limit_bytes=limit if limit is not None and limit < _UNLIMITED_FROM else None,
-                     pids=len(self.procs(ctid)) if pids is None else pids,
-                     io_read_bytes=read, io_write_bytes=write)
+        return Stats(
+            cpu_ns=cpu or 0,
+            memory_bytes=mem or 0,
+            memory_limit_bytes=limit if limit is not None and limit < _UNLIMITED_FROM else None,
+            pids=len(self.procs(ctid)) if pids is None else pids,
+            io_read_bytes=read,
+            io_write_bytes=write,
+        )
 
     # -- freezer / kill -------------------------------------------------------
     def _set_freezer(self, ctid: str, state: str, timeout: float) -> None:

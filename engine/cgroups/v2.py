@@ -6,6 +6,7 @@ keeps the no-internal-process rule. Controllers are enabled top-down in
 cgroup.subtree_control (only those the kernel offers in cgroup.controllers).
 Device access is a BPF program (devices_bpf) since v2 has no devices files.
 """
+
 from __future__ import annotations
 
 import os
@@ -66,8 +67,10 @@ class V2Driver(CgroupDriver):
         if not os.path.exists(path):
             controller = controller or name.split(".")[0]
             offered = read_file(os.path.join(os.path.dirname(path), "cgroup.controllers"))
-            raise NotSupported(f"{what} needs the cgroup2 '{controller}' controller ({name}), which is not "
-                               f"available here (enabled for this cgroup: {offered or 'none'})")
+            raise NotSupported(
+                f"{what} needs the cgroup2 '{controller}' controller ({name}), which is not "
+                f"available here (enabled for this cgroup: {offered or 'none'})"
+            )
         return path
 
     def _opt(self, ctid: str, name: str, value: object, what: str) -> str | None:
@@ -94,8 +97,13 @@ class V2Driver(CgroupDriver):
                     except EngineError:
                         pass  # e.g. busy: apply() then reports the controller as missing
 
-    def create(self, ctid: str, owner_uid: int | None = None, owner_gid: int | None = None,
-               extra_devices: Iterable[DeviceRule] = ()) -> None:
+    def create(
+        self,
+        ctid: str,
+        owner_uid: int | None = None,
+        owner_gid: int | None = None,
+        extra_devices: Iterable[DeviceRule] = (),
+    ) -> None:
         """Make the container's cgroup with its device filter; owner_gid defaults to owner_uid."""
         if self.exists(ctid):
             raise InvalidState(f"container {ctid} already has a cgroup under {self.parent}")
@@ -142,9 +150,11 @@ class V2Driver(CgroupDriver):
         weights = [(p, lo, hi, d) for f, lo, hi, d in _IO_WEIGHT if os.path.exists(p := self._path(ctid, f))]
         if limits.ioweight is not None and not weights:
             self._need(ctid, "io.max", "ioweight", controller="io")  # no 'io' controller at all: named as such
-            raise NotSupported("ioweight cannot be applied on this host: its cgroup2 'io' controller has neither "
-                               "io.weight (blk-iocost) nor io.bfq.weight (the BFQ I/O scheduler; no disk of this "
-                               "node uses it, see /sys/block/*/queue/scheduler)")
+            raise NotSupported(
+                "ioweight cannot be applied on this host: its cgroup2 'io' controller has neither "
+                "io.weight (blk-iocost) nor io.bfq.weight (the BFQ I/O scheduler; no disk of this "
+                "node uses it, see /sys/block/*/queue/scheduler)"
+            )
         for path, lo, hi, default in weights:
             writes.append((path, default if limits.ioweight is None else min(max(limits.ioweight, lo), hi)))
         for path, value in writes:
@@ -166,9 +176,14 @@ class V2Driver(CgroupDriver):
                 fields = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
                 read += int(fields.get("rbytes", 0))
                 write += int(fields.get("wbytes", 0))
-        return Stats(cpu_ns=cpu, memory_bytes=mem or 0, memory_limit_bytes=limit,
-                     pids=len(self.procs(ctid)) if pids is None else pids,
-                     io_read_bytes=read, io_write_bytes=write)
+        return Stats(
+            cpu_ns=cpu,
+            memory_bytes=mem or 0,
+            memory_limit_bytes=limit,
+            pids=len(self.procs(ctid)) if pids is None else pids,
+            io_read_bytes=read,
+            io_write_bytes=write,
+        )
 
     # -- freezer / kill -------------------------------------------------------
     def _set_frozen(self, ctid: str, frozen: int, timeout: float) -> None:

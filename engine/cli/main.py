@@ -4,6 +4,7 @@ Exit codes: 0 success; 2 bad input; 3 no such container; 4 already exists;
 5 wrong state (running/stopped/locked); 6 busy; 7 start failed; 8/9 the host
 lacks something; ``exec`` and ``enter`` return the command's own code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,11 @@ from engine.errors import EngineError, ValidationError
 from engine.state import DEFAULT_ROOT, DEFAULT_RUN
 from engine.units import human_bytes, human_duration
 
-CONFIG_OPTIONS = sorted(k for k in SCHEMA if not (k.startswith("mp") and k[2:].isdigit() and int(k[2:]) > 9)
-                        and k not in ("rootfs", "lock", "parent"))
+CONFIG_OPTIONS = sorted(
+    k
+    for k in SCHEMA
+    if not (k.startswith("mp") and k[2:].isdigit() and int(k[2:]) > 9) and k not in ("rootfs", "lock", "parent")
+)
 
 
 def _ctid(value: str) -> int:
@@ -30,8 +34,12 @@ def _ctid(value: str) -> int:
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("container settings (pct config keys)")
     for key in CONFIG_OPTIONS:
-        group.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="VALUE", help=argparse.SUPPRESS
-                           if key.startswith(("net", "mp")) and key[-1] != "0" else None)
+        group.add_argument(
+            f"--{key}",
+            dest=f"cfg_{key}",
+            metavar="VALUE",
+            help=argparse.SUPPRESS if key.startswith(("net", "mp")) and key[-1] != "0" else None,
+        )
 
 
 def _config_values(args: argparse.Namespace) -> dict[str, str]:
@@ -55,8 +63,26 @@ def _verb_of(argv: list[str]) -> str | None:
 
 
 # The verbs defined here, in the order --help lists them; the storage verbs follow (engine.cli.storage).
-CORE_VERBS = ("create", "start", "stop", "status", "config", "shutdown", "reboot", "destroy", "list", "set", "exec",
-              "enter", "make-template", "network", "firewall", "startall", "stopall", "log")
+CORE_VERBS = (
+    "create",
+    "start",
+    "stop",
+    "status",
+    "config",
+    "shutdown",
+    "reboot",
+    "destroy",
+    "list",
+    "set",
+    "exec",
+    "enter",
+    "make-template",
+    "network",
+    "firewall",
+    "startall",
+    "stopall",
+    "log",
+)
 
 
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
@@ -78,17 +104,28 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         create.add_argument("ctid", type=_ctid, help="container ID (100 and up)")
         create.add_argument("template", type=Path, help="rootfs tarball (.tar, .tar.gz/.xz/.zst) or directory")
         create.add_argument("--start", action="store_true", help="start it once created")
-        create.add_argument("--rootfs", dest="cfg_rootfs", metavar="STORAGE:GIB",
-                            help="storage and size of the root disk, e.g. local-btrfs:8 (default: local, no size)")
+        create.add_argument(
+            "--rootfs",
+            dest="cfg_rootfs",
+            metavar="STORAGE:GIB",
+            help="storage and size of the root disk, e.g. local-btrfs:8 (default: local, no size)",
+        )
         create.add_argument("--storage", dest="cfg_storage", metavar="STORAGE", help="storage of the root disk")
-        create.add_argument("--isolated-idmap", action="store_true",
-                            help="give the (unprivileged) container a 65536-id range of its own")
+        create.add_argument(
+            "--isolated-idmap",
+            action="store_true",
+            help="give the (unprivileged) container a 65536-id range of its own",
+        )
         if verb in (None, "create"):
             _add_config_options(create)
 
-    for name, text in (("start", "start a container"), ("stop", "stop a container at once (kill)"),
-                       ("status", "show a container's state"), ("config", "print a container's configuration"),
-                       ("log", "print what the container's init wrote to its console (the newest, up to the cap)")):
+    for name, text in (
+        ("start", "start a container"),
+        ("stop", "stop a container at once (kill)"),
+        ("status", "show a container's state"),
+        ("config", "print a container's configuration"),
+        ("log", "print what the container's init wrote to its console (the newest, up to the cap)"),
+    ):
         if wanted(name):
             sub = verbs.add_parser(name, help=text)
             sub.add_argument("ctid", type=_ctid)
@@ -99,8 +136,12 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
             sub.add_argument("ctid", type=_ctid)
             sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default %(default)s)")
             if name == "shutdown":
-                sub.add_argument("--no-force-stop", dest="force_stop", action="store_false",
-                                 help="fail instead of killing the container after the timeout")
+                sub.add_argument(
+                    "--no-force-stop",
+                    dest="force_stop",
+                    action="store_false",
+                    help="fail instead of killing the container after the timeout",
+                )
 
     if wanted("destroy"):
         destroy = verbs.add_parser("destroy", help="delete a container and its root disk")
@@ -126,8 +167,12 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     if wanted("enter"):
         enter = verbs.add_parser("enter", help="open a shell inside a running container")
         enter.add_argument("ctid", type=_ctid)
-        enter.add_argument("--mode", choices=("shell", "tty"), default="shell",
-                           help="shell: a root login shell (default); tty: the container's own login prompt")
+        enter.add_argument(
+            "--mode",
+            choices=("shell", "tty"),
+            default="shell",
+            help="shell: a root login shell (default); tty: the container's own login prompt",
+        )
 
     if wanted("make-template"):
         tmpl = verbs.add_parser("make-template", help="pack a stopped container as a template in the store")
@@ -137,28 +182,45 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     if wanted("network"):
         network = verbs.add_parser("network", help="show the node's bridges; --apply creates or adopts them")
         network.add_argument("--apply", action="store_true", help="create missing bridges, set their addresses")
-        network.add_argument("--init-default", action="store_true",
-                             help="set-up: define and create vmbr0 on a free private /24 with a pool and DHCP "
-                                  "range, unless the interfaces file or vmbr0 exists (safe to run again)")
+        network.add_argument(
+            "--init-default",
+            action="store_true",
+            help="set-up: define and create vmbr0 on a free private /24 with a pool and DHCP "
+            "range, unless the interfaces file or vmbr0 exists (safe to run again)",
+        )
         network.add_argument("--nat", action="store_true", help="with --init-default: masquerade its subnet")
 
     if wanted("firewall"):
         fw = verbs.add_parser("firewall", help="show a container's firewall, or install new rules (applied live)")
         fw.add_argument("ctid", type=_ctid)
-        fw.add_argument("--rules", type=Path, metavar="FILE",
-                        help="rules in Proxmox's <ID>.fw format; checked, saved, applied to a running container")
+        fw.add_argument(
+            "--rules",
+            type=Path,
+            metavar="FILE",
+            help="rules in Proxmox's <ID>.fw format; checked, saved, applied to a running container",
+        )
     if wanted("startall"):
         startall = verbs.add_parser("startall", help="start the onboot containers in startup order (node boot)")
         startall.add_argument("ctids", nargs="*", type=_ctid, metavar="CTID", help="only these containers")
-        startall.add_argument("--force", action="store_true",
-                              help="start every stopped container, whether onboot is set or not")
+        startall.add_argument(
+            "--force", action="store_true", help="start every stopped container, whether onboot is set or not"
+        )
     if wanted("stopall"):
         stopall = verbs.add_parser("stopall", help="shut down every running container in reverse startup order")
         stopall.add_argument("ctids", nargs="*", type=_ctid, metavar="CTID", help="only these containers")
-        stopall.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                             help="per container when its startup has no down= (default 180, as Proxmox)")
-        stopall.add_argument("--no-force-stop", dest="force_stop", action="store_false",
-                             help="leave a container running when it does not stop within its timeout")
+        stopall.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="per container when its startup has no down= (default 180, as Proxmox)",
+        )
+        stopall.add_argument(
+            "--no-force-stop",
+            dest="force_stop",
+            action="store_false",
+            help="leave a container running when it does not stop within its timeout",
+        )
     if only is None:  # a storage verb, or none yet (help, errors): their parsers and module too
         from engine.cli import storage as storage_cli
 
@@ -177,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(engine, args)
     except EngineError as exc:
         if args.output == "json":
-            emit_json({"error": str(exc), "kind": type(exc).__name__, "key": getattr(exc, "key", None)},
-                      sys.stderr)
+            emit_json({"error": str(exc), "kind": type(exc).__name__, "key": getattr(exc, "key", None)}, sys.stderr)
         else:
             print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -228,10 +289,23 @@ def _dispatch(engine, args) -> int:
         if as_json:
             emit_json([s.as_dict() for s in statuses])
         else:
-            table(["VMID", "STATUS", "NAME", "PID", "UPTIME", "MEMORY", "CPU TIME", "IPV4", "LOCK"],
-                  [[s.ctid, s.status, s.hostname, s.pid or "-", human_duration(s.uptime),
-                    human_bytes(s.memory_bytes), f"{s.cpu_ns / 1e9:.1f}s" if s.cpu_ns is not None else "-",
-                    ",".join(s.ipv4 or []) or "-", s.lock or "-"] for s in statuses])
+            table(
+                ["VMID", "STATUS", "NAME", "PID", "UPTIME", "MEMORY", "CPU TIME", "IPV4", "LOCK"],
+                [
+                    [
+                        s.ctid,
+                        s.status,
+                        s.hostname,
+                        s.pid or "-",
+                        human_duration(s.uptime),
+                        human_bytes(s.memory_bytes),
+                        f"{s.cpu_ns / 1e9:.1f}s" if s.cpu_ns is not None else "-",
+                        ",".join(s.ipv4 or []) or "-",
+                        s.lock or "-",
+                    ]
+                    for s in statuses
+                ],
+            )
     elif verb == "config":
         config = engine.config(args.ctid)
         if as_json:
@@ -289,8 +363,7 @@ def _boot(engine, args, as_json: bool) -> int:
 
     def say(outcome) -> None:
         if not as_json:
-            print(f"{outcome.ctid}: {outcome.action} {'ok' if outcome.ok else 'FAILED'}: {outcome.message}",
-                  flush=True)
+            print(f"{outcome.ctid}: {outcome.action} {'ok' if outcome.ok else 'FAILED'}: {outcome.message}", flush=True)
 
     ctids = args.ctids or None
     if args.verb == "startall":
@@ -309,8 +382,10 @@ def _init_default(engine, nat: bool, as_json: bool) -> None:
     if as_json:
         emit_json(result.as_dict())
     elif result.created:
-        print(f"{result.name}: {result.address}, pool {result.pool}, DHCP {result.dhcp}, "
-              f"NAT {'on' if result.nat else 'off'}")
+        print(
+            f"{result.name}: {result.address}, pool {result.pool}, DHCP {result.dhcp}, "
+            f"NAT {'on' if result.nat else 'off'}"
+        )
     else:
         print(f"{result.name}: not created: {result.reason}")
 
@@ -323,16 +398,35 @@ def _network(engine, apply: bool, as_json: bool) -> None:
         node.ensure_bridges()
     rows = []
     for bridge in node.bridges().values():
-        rows.append({"name": bridge.name, "address": str(bridge.address) if bridge.address else None,
-                     "vlan_aware": bridge.vlan_aware, "present": node.present(bridge.name),
-                     "pool": "-".join(map(str, bridge.pool)) if bridge.pool else None,
-                     "dhcp": "-".join(map(str, bridge.dhcp)) if bridge.dhcp else None, "nat": bridge.nat})
+        rows.append(
+            {
+                "name": bridge.name,
+                "address": str(bridge.address) if bridge.address else None,
+                "vlan_aware": bridge.vlan_aware,
+                "present": node.present(bridge.name),
+                "pool": "-".join(map(str, bridge.pool)) if bridge.pool else None,
+                "dhcp": "-".join(map(str, bridge.dhcp)) if bridge.dhcp else None,
+                "nat": bridge.nat,
+            }
+        )
     if as_json:
         emit_json(rows)
     else:
-        table(["BRIDGE", "ADDRESS", "PRESENT", "VLAN", "POOL", "DHCP", "NAT"],
-              [[r["name"], r["address"] or "-", "yes" if r["present"] else "no", "yes" if r["vlan_aware"] else "no",
-                r["pool"] or "-", r["dhcp"] or "-", "yes" if r["nat"] else "no"] for r in rows])
+        table(
+            ["BRIDGE", "ADDRESS", "PRESENT", "VLAN", "POOL", "DHCP", "NAT"],
+            [
+                [
+                    r["name"],
+                    r["address"] or "-",
+                    "yes" if r["present"] else "no",
+                    "yes" if r["vlan_aware"] else "no",
+                    r["pool"] or "-",
+                    r["dhcp"] or "-",
+                    "yes" if r["nat"] else "no",
+                ]
+                for r in rows
+            ],
+        )
 
 
 def _firewall(engine, ctid: int, rules: Path | None, as_json: bool) -> None:
@@ -354,8 +448,14 @@ def _firewall(engine, ctid: int, rules: Path | None, as_json: bool) -> None:
             network.reload_firewall(engine.layout.root, ctid, config)
     active = firewall.ruleset_for(ctid)
     if as_json:
-        emit_json({"ctid": ctid, "rules_file": str(path), "rules": path.read_text() if path.exists() else None,
-                   "active": active})
+        emit_json(
+            {
+                "ctid": ctid,
+                "rules_file": str(path),
+                "rules": path.read_text() if path.exists() else None,
+                "active": active,
+            }
+        )
     else:
         print(path.read_text() if path.exists() else f"# no {path}: anti-spoofing only on firewall=1 interfaces")
         print(active or "# nothing active in nftables for this container")

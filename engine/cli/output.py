@@ -1,4 +1,5 @@
 """Readable tables for people, JSON for scripts: one place that renders command results."""
+
 from __future__ import annotations
 
 import json

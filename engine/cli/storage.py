@@ -8,6 +8,7 @@
     clone ID NEWID [--snapshot NAME] [--full] [--storage S] [--hostname H]
     resize ID DISK SIZE                        (DISK: rootfs or mpN; SIZE: 4G, or +1G to grow by)
 """
+
 from __future__ import annotations
 
 import time
@@ -96,12 +97,19 @@ def dispatch(engine, args) -> int:
         elif dropped:
             print(f"removed unfinished snapshot(s): {', '.join(dropped)}")
     elif verb == "clone":
-        status = engine.clone(args.ctid, args.newid, snapshot=args.snapshot, full=args.full, storage=args.storage,
-                              hostname=args.hostname)
+        status = engine.clone(
+            args.ctid, args.newid, snapshot=args.snapshot, full=args.full, storage=args.storage, hostname=args.hostname
+        )
         config = engine.config(args.newid)
         if as_json:
-            emit_json({"ctid": args.newid, "source": args.ctid, "hostname": status.hostname,
-                       "rootfs": config.current.values["rootfs"]})
+            emit_json(
+                {
+                    "ctid": args.newid,
+                    "source": args.ctid,
+                    "hostname": status.hostname,
+                    "rootfs": config.current.values["rootfs"],
+                }
+            )
         else:
             print(f"{args.newid}: {config.current.values['rootfs']}")
     elif verb == "resize":
@@ -142,19 +150,46 @@ def _storage(engine, args, as_json: bool) -> int:
         rows = []
         for definition in cfg.load(root).values():
             drivers = [driver_class(n).info for n in dict.fromkeys(STORAGE_TYPES[definition.type])]
-            rows.append({"id": definition.id, "type": definition.type, "path": str(definition.path),
-                         "content": sorted(definition.content), "nodes": list(definition.nodes),
-                         "enabled": not definition.disabled, "active": definition.path.is_dir(),
-                         "drivers": [{"name": i.name, "snapshots_instant": i.snapshots_instant,
-                                      "linked_clones": i.linked_clones, "size_enforced": i.size_enforced,
-                                      "block_backed": i.block_backed} for i in drivers]})
+            rows.append(
+                {
+                    "id": definition.id,
+                    "type": definition.type,
+                    "path": str(definition.path),
+                    "content": sorted(definition.content),
+                    "nodes": list(definition.nodes),
+                    "enabled": not definition.disabled,
+                    "active": definition.path.is_dir(),
+                    "drivers": [
+                        {
+                            "name": i.name,
+                            "snapshots_instant": i.snapshots_instant,
+                            "linked_clones": i.linked_clones,
+                            "size_enforced": i.size_enforced,
+                            "block_backed": i.block_backed,
+                        }
+                        for i in drivers
+                    ],
+                }
+            )
         if as_json:
             emit_json(rows)
         else:
-            table(["ID", "TYPE", "PATH", "CONTENT", "ENABLED", "INSTANT SNAPSHOTS", "LINKED CLONES", "SIZE LIMIT"],
-                  [[r["id"], r["type"], r["path"], ",".join(r["content"]), "yes" if r["enabled"] else "no",
-                    _flags(r["drivers"], "snapshots_instant"), _flags(r["drivers"], "linked_clones"),
-                    _flags(r["drivers"], "size_enforced")] for r in rows])
+            table(
+                ["ID", "TYPE", "PATH", "CONTENT", "ENABLED", "INSTANT SNAPSHOTS", "LINKED CLONES", "SIZE LIMIT"],
+                [
+                    [
+                        r["id"],
+                        r["type"],
+                        r["path"],
+                        ",".join(r["content"]),
+                        "yes" if r["enabled"] else "no",
+                        _flags(r["drivers"], "snapshots_instant"),
+                        _flags(r["drivers"], "linked_clones"),
+                        _flags(r["drivers"], "size_enforced"),
+                    ]
+                    for r in rows
+                ],
+            )
         return 0
     if action == "status":
         from engine.storage import status
@@ -166,10 +201,21 @@ def _storage(engine, args, as_json: bool) -> int:
         if as_json:
             emit_json(rows)
         else:
-            table(["NAME", "TYPE", "STATUS", "TOTAL", "USED", "AVAILABLE", "%"],
-                  [[r["id"], r["type"], r["status"], human_bytes(r["total"]), human_bytes(r["used"]),
-                    human_bytes(r["available"]),
-                    f"{100 * r['used'] / r['total']:.2f}%" if r["total"] else "-"] for r in rows])
+            table(
+                ["NAME", "TYPE", "STATUS", "TOTAL", "USED", "AVAILABLE", "%"],
+                [
+                    [
+                        r["id"],
+                        r["type"],
+                        r["status"],
+                        human_bytes(r["total"]),
+                        human_bytes(r["used"]),
+                        human_bytes(r["available"]),
+                        f"{100 * r['used'] / r['total']:.2f}%" if r["total"] else "-",
+                    ]
+                    for r in rows
+                ],
+            )
         return 0 if all(r["status"] == "active" for r in rows) or not args.storage_id else 5
     with cfg.locked(root):
         definitions = cfg.load(root)
@@ -196,9 +242,11 @@ def _storage(engine, args, as_json: bool) -> int:
                 raise NotFound(f"storage '{args.storage_id}' is not defined (known: {', '.join(sorted(definitions))})")
             users = _users(engine, args.storage_id)
             if users:
-                raise InvalidState(f"storage '{args.storage_id}' holds volumes of container"
-                                   f"{'s' if len(users) > 1 else ''} {', '.join(map(str, users))}; "
-                                   "destroy or move them first")
+                raise InvalidState(
+                    f"storage '{args.storage_id}' holds volumes of container"
+                    f"{'s' if len(users) > 1 else ''} {', '.join(map(str, users))}; "
+                    "destroy or move them first"
+                )
             del definitions[args.storage_id]
             cfg.save(root, definitions)
     if as_json:
@@ -207,8 +255,9 @@ def _storage(engine, args, as_json: bool) -> int:
 
 
 def _flags(drivers: list[dict], key: str) -> str:
-    return "/".join(f"{d['name']}:{'yes' if d[key] else 'no'}" if len(drivers) > 1 else ("yes" if d[key] else "no")
-                    for d in drivers)
+    return "/".join(
+        f"{d['name']}:{'yes' if d[key] else 'no'}" if len(drivers) > 1 else ("yes" if d[key] else "no") for d in drivers
+    )
 
 
 def _users(engine, storage_id: str) -> list[int]:

@@ -7,6 +7,7 @@ every start and its ``create_fixups`` once at create (:func:`post_create`,
 a step of :mod:`engine.create_steps`).  Changes are staged on the
 :class:`Root` and applied by ``Root.commit()``, so a refusal writes nothing.
 """
+
 from __future__ import annotations
 
 import errno
@@ -22,11 +23,17 @@ from engine.errors import ValidationError
 from engine.network.nics import from_config
 
 # Proxmox's fallback when os-release names nothing known: the release files, in this order
-RELEASE_FILES = (("etc/debian_version", "debian"), ("etc/devuan_version", "devuan"),
-                 ("etc/SuSE-brand", "opensuse"), ("etc/SuSE-release", "opensuse"),
-                 ("etc/fedora-release", "fedora"), ("etc/centos-release", "centos"),
-                 ("etc/redhat-release", "centos"), ("etc/arch-release", "archlinux"),
-                 ("etc/alpine-release", "alpine"))
+RELEASE_FILES = (
+    ("etc/debian_version", "debian"),
+    ("etc/devuan_version", "devuan"),
+    ("etc/SuSE-brand", "opensuse"),
+    ("etc/SuSE-release", "opensuse"),
+    ("etc/fedora-release", "fedora"),
+    ("etc/centos-release", "centos"),
+    ("etc/redhat-release", "centos"),
+    ("etc/arch-release", "archlinux"),
+    ("etc/alpine-release", "alpine"),
+)
 
 
 def host_resolver(text: str | None) -> tuple[tuple[str, ...], str | None]:
@@ -55,10 +62,17 @@ def settings(config: ContainerConfig, host_resolv: str | None = None, **override
                 ipaddress.ip_address(server)
             except ValueError:
                 raise ValidationError(f"nameserver: '{server}' is not an IP address", key="nameserver") from None
-    fields = dict(hostname=values.get("hostname") or "localhost", nics=tuple(from_config(config)),
-                  nameserver=values.get("nameserver"), searchdomain=values.get("searchdomain"),
-                  tty=int(config.get("tty")), unprivileged=config.unprivileged, host_nameservers=servers,
-                  host_search=search, ostype=values.get("ostype"))
+    fields = dict(
+        hostname=values.get("hostname") or "localhost",
+        nics=tuple(from_config(config)),
+        nameserver=values.get("nameserver"),
+        searchdomain=values.get("searchdomain"),
+        tty=int(config.get("tty")),
+        unprivileged=config.unprivileged,
+        host_nameservers=servers,
+        host_search=search,
+        ostype=values.get("ostype"),
+    )
     fields.update(overrides)
     return Settings(**fields)
 
@@ -96,8 +110,20 @@ def detect(root: Root, settings: Settings) -> DistroSetup:
     return cls(root, settings, cls.read_version(root, values))
 
 
-__all__ = ["DistroSetup", "Root", "Settings", "Unsupported", "configures_addresses", "detect", "family_of",
-           "host_resolver", "os_release", "post_create", "settings", "start_step"]
+__all__ = [
+    "DistroSetup",
+    "Root",
+    "Settings",
+    "Unsupported",
+    "configures_addresses",
+    "detect",
+    "family_of",
+    "host_resolver",
+    "os_release",
+    "post_create",
+    "settings",
+    "start_step",
+]
 
 
 def post_create(tree, config: ContainerConfig, owner: tuple[int, int]) -> None:

@@ -1,4 +1,5 @@
 """Arch Linux: systemd-networkd, enabled by a first-boot preset."""
+
 from __future__ import annotations
 
 from engine.distro.base import DistroSetup, register

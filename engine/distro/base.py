@@ -13,6 +13,7 @@ files and a template configured here looks the way Proxmox users know:
 Everything goes through :class:`engine.distro.files.Root`, so nothing is
 written outside the container's root and nothing at all when a step refuses.
 """
+
 from __future__ import annotations
 
 import random as _random
@@ -88,8 +89,9 @@ class DistroSetup:
         self.set_hostname()
         self.set_dns()
 
-    def post_create(self, password_hash: str | None, ssh_keys: str | None,
-                    rand: Callable[[], float] = _random.random) -> None:
+    def post_create(
+        self, password_hash: str | None, ssh_keys: str | None, rand: Callable[[], float] = _random.random
+    ) -> None:
         self.create_fixups(rand)
         self.set_root_password(password_hash)
         if ssh_keys:
@@ -180,8 +182,13 @@ class DistroSetup:
 
     def setup_systemd_preset(self, extra: dict[str, bool] | None = None) -> None:
         """First-boot presets (only read while /etc/machine-id is missing): units useless in a container off."""
-        preset = {"sys-kernel-config.mount": False, "sys-kernel-debug.mount": False, "getty@.service": False,
-                  "container-getty@.service": True, **(extra or {})}
+        preset = {
+            "sys-kernel-config.mount": False,
+            "sys-kernel-debug.mount": False,
+            "getty@.service": False,
+            "container-getty@.service": True,
+            **(extra or {}),
+        }
         data = "# Added by PVE at create-time for first-boot configuration.\n"
         data += "".join(f"{'enable' if on else 'disable'} {unit}\n" for unit, on in sorted(preset.items()))
         self.root.write("etc/systemd/system-preset/00-pve.preset", data)
@@ -190,8 +197,9 @@ class DistroSetup:
         """One ``<name>.network`` per interface, with on-link routes to gateways outside the subnet."""
         dhcp_modes = ("no", "ipv4", "ipv6", "yes")
         for nic in self.settings.nics:
-            data = (f"[Match]\nName = {nic.name}\n\n[Network]\nDescription = Interface {nic.name} "
-                    "autoconfigured by PVE\n")
+            data = (
+                f"[Match]\nName = {nic.name}\n\n[Network]\nDescription = Interface {nic.name} autoconfigured by PVE\n"
+            )
             routes, dhcp, accept_ra = "", 0, "false"
             if nic.ip == "dhcp":
                 dhcp |= 1
@@ -235,11 +243,15 @@ class DistroSetup:
         days = int(time.time() // 86400)
         shadow = self.root.read("etc/shadow")
         if shadow is not None:
-            self.root.write("etc/shadow", re.sub(r"^root:[^:\n]*:[^:\n]*:", f"root:{_sub(hashed)}:{days}:", shadow,
-                                                 flags=re.MULTILINE))
+            self.root.write(
+                "etc/shadow",
+                re.sub(r"^root:[^:\n]*:[^:\n]*:", f"root:{_sub(hashed)}:{days}:", shadow, flags=re.MULTILINE),
+            )
             hashed = "x"
-        self.root.write("etc/passwd", re.sub(r"^root:[^:\n]*:", f"root:{_sub(hashed)}:", self.root.read("etc/passwd"),
-                                             flags=re.MULTILINE))
+        self.root.write(
+            "etc/passwd",
+            re.sub(r"^root:[^:\n]*:", f"root:{_sub(hashed)}:", self.root.read("etc/passwd"), flags=re.MULTILINE),
+        )
 
     def set_authorized_keys(self, keys: str) -> None:
         """Root's keys in the marked block of ``~root/.ssh/authorized_keys`` (home from /etc/passwd)."""
@@ -256,8 +268,9 @@ class DistroSetup:
 
     def randomize_crontab(self, rand: Callable[[], float]) -> None:
         """Spread root's cron jobs over the hour, so containers made from one template do not run them at once."""
-        files = [f"etc/cron.d/{name}" for name in self.root.listdir("etc/cron.d")
-                 if re.fullmatch(r"[A-Z\-_a-z0-9]+", name)]
+        files = [
+            f"etc/cron.d/{name}" for name in self.root.listdir("etc/cron.d") if re.fullmatch(r"[A-Z\-_a-z0-9]+", name)
+        ]
         if self.root.is_file("etc/crontab"):
             files.insert(0, "etc/crontab")
         for path in files:
@@ -283,10 +296,12 @@ REGISTRY: dict[str, type[DistroSetup]] = {}
 
 def register(*ids: str):
     """Register a family under os-release IDs (and Proxmox's ``ostype`` names)."""
+
     def decorate(cls: type[DistroSetup]) -> type[DistroSetup]:
         for name in ids:
             REGISTRY[name] = cls
         return cls
+
     return decorate
 
 

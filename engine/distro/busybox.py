@@ -6,6 +6,7 @@ respawn ``udhcpc`` in the foreground with the engine's event script, which
 adds the lease's address and router and renews it.  An unknown distribution
 gets hostname, hosts and resolv.conf, and a sysvinit power-off line.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,8 +52,9 @@ class Generic(DistroSetup):
         old = self.root.read("etc/inittab")
         if old is None or self.init_name() != "sysvinit":
             return
-        if any(len(line.split(":")) >= 4 and line.split(":")[2] in ("powerfail", "powerwait")
-               for line in old.splitlines()):
+        if any(
+            len(line.split(":")) >= 4 and line.split(":")[2] in ("powerfail", "powerwait") for line in old.splitlines()
+        ):
             return
         self.root.write("etc/inittab", old + ("" if old.endswith("\n") or not old else "\n") + POWERFAIL)
 
@@ -67,8 +69,9 @@ class Busybox(Generic):
 
     def setup_init(self) -> None:
         super().setup_init()  # a busybox tree booting another init still needs its power-off line
-        block = "\n".join(f"::respawn:/{UDHCPC_SCRIPT} run {nic.name}" for nic in self.settings.nics
-                          if nic.ip == "dhcp")
+        block = "\n".join(
+            f"::respawn:/{UDHCPC_SCRIPT} run {nic.name}" for nic in self.settings.nics if nic.ip == "dhcp"
+        )
         if block:
             self.root.write(UDHCPC_SCRIPT, UDHCPC_EVENTS, mode=0o755)
         old = self.root.read("etc/inittab")

@@ -1,4 +1,5 @@
 """Debian, Devuan and Ubuntu: ifupdown's interfaces file (networkd from Ubuntu 17.10 on), sysvinit's inittab."""
+
 from __future__ import annotations
 
 import re
@@ -8,8 +9,16 @@ from engine.distro.interfaces import InterfacesWriter
 from engine.distro.text import at_least
 
 # testing releases and derivatives whose debian_version is a name
-DEBIAN_NAMES = {"stretch/sid": "9.1", "buster/sid": "10", "bullseye/sid": "11", "bookworm/sid": "12",
-                "trixie/sid": "13", "forky/sid": "14", "duke/sid": "15", "kali-rolling": "12"}
+DEBIAN_NAMES = {
+    "stretch/sid": "9.1",
+    "buster/sid": "10",
+    "bullseye/sid": "11",
+    "bookworm/sid": "12",
+    "trixie/sid": "13",
+    "forky/sid": "14",
+    "duke/sid": "15",
+    "kali-rolling": "12",
+}
 DEVUAN_NAMES = {"jessie": 8, "ascii": 9, "beowulf": 10, "chimaera": 11, "daedalus": 12, "excalibur": 13}
 POWERFAIL = "p0::powerfail:/sbin/init 0\n"
 
@@ -47,8 +56,11 @@ class Debian(DistroSetup):
         old = self.root.read("etc/inittab")
         if old is None:
             return
-        lines = [line for line in old.split("\n")
-                 if not re.match(r"^\s*\d+:\d*:[^:]*:.*getty", line) and not re.match(r"^\s*p[fno0]:", line)]
+        lines = [
+            line
+            for line in old.split("\n")
+            if not re.match(r"^\s*\d+:\d*:[^:]*:.*getty", line) and not re.match(r"^\s*p[fno0]:", line)
+        ]
         while lines and lines[-1] == "":
             lines.pop()
         text = "\n".join(lines) + "\n" + POWERFAIL
@@ -60,7 +72,8 @@ class Debian(DistroSetup):
 
     def setup_network(self) -> None:
         new = InterfacesWriter(list(self.nics_for_interfaces()), self.cidr_form()).render(
-            self.root.read("etc/network/interfaces"))
+            self.root.read("etc/network/interfaces")
+        )
         if new is not None:
             self.root.write("etc/network/interfaces", new)
 

@@ -12,6 +12,7 @@ fails half-way (a file Caisson cannot honour) leaves the container's files as
 they were.  ``etc/.pve-ignore.<name>`` (Proxmox's convention) makes
 ``etc/<name>`` read-only to the setup.
 """
+
 from __future__ import annotations
 
 import errno
@@ -84,8 +85,7 @@ class Root:
                     return os.dup(stack[-1]), part
                 if not stat.S_ISDIR(st.st_mode):
                     raise OSError(errno.ENOTDIR, f"'{relpath}': '{part}' is not a directory")
-                stack.append(os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                     dir_fd=stack[-1]))
+                stack.append(os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=stack[-1]))
             raise OSError(errno.EINVAL, f"bad path '{relpath}'")
         finally:
             for fd in stack:
@@ -184,8 +184,12 @@ class Root:
     def symlink(self, target: str, relpath: str) -> None:
         """Stage a symlink, made only if nothing is at ``relpath`` and its directory exists (as ``ln -s``)."""
         head = relpath.rpartition("/")[0]
-        if not self.ignored(relpath) and not self.exists(relpath) and not self.is_symlink(relpath) \
-                and (not head or self.is_dir(head)):
+        if (
+            not self.ignored(relpath)
+            and not self.exists(relpath)
+            and not self.is_symlink(relpath)
+            and (not head or self.is_dir(head))
+        ):
             self.new_links[relpath] = target
 
     def remove(self, relpath: str) -> None:
@@ -248,8 +252,7 @@ class Root:
                 os.unlink(tmp, dir_fd=dir_fd)
             except FileNotFoundError:
                 pass
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=dir_fd)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
             try:
                 os.write(fd, text.encode("utf-8", "surrogateescape"))
                 if owner and os.geteuid() == 0:

@@ -10,6 +10,7 @@ marker comments, written *inside* the stanza; those marked lines (and, in
 files from before the markers, the same four lines unmarked) are what gets
 replaced on the next run, so nothing the user added is lost.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -32,10 +33,12 @@ class _Section:
 
 
 def _routes(ifname: str, gw: str) -> str:
-    return (f"{BEGIN}\n\tpost-up ip route add {gw} dev {ifname}\n"
-            f"\tpost-up ip route add default via {gw} dev {ifname}\n"
-            f"\tpre-down ip route del default via {gw} dev {ifname}\n"
-            f"\tpre-down ip route del {gw} dev {ifname}\n{END}\n")
+    return (
+        f"{BEGIN}\n\tpost-up ip route add {gw} dev {ifname}\n"
+        f"\tpost-up ip route add default via {gw} dev {ifname}\n"
+        f"\tpre-down ip route del default via {gw} dev {ifname}\n"
+        f"\tpre-down ip route del {gw} dev {ifname}\n{END}\n"
+    )
 
 
 def _drop_old_routes(options: list[str]) -> list[str]:
@@ -50,15 +53,17 @@ def _drop_old_routes(options: list[str]) -> list[str]:
             kept.append(line)
     if marked:
         return kept
-    patterns = (r"post-up\s+ip\s+route\s+add\s+(\S+)\s+dev\s+(\S+)$",
-                r"post-up\s+ip\s+route\s+add\s+default\s+via\s+(\S+)\s+dev\s+(\S+)$",
-                r"pre-down\s+ip\s+route\s+del\s+default\s+via\s+(\S+)\s+dev\s+(\S+)$",
-                r"pre-down\s+ip\s+route\s+del\s+(\S+)\s+dev\s+(\S+)$")
+    patterns = (
+        r"post-up\s+ip\s+route\s+add\s+(\S+)\s+dev\s+(\S+)$",
+        r"post-up\s+ip\s+route\s+add\s+default\s+via\s+(\S+)\s+dev\s+(\S+)$",
+        r"pre-down\s+ip\s+route\s+del\s+default\s+via\s+(\S+)\s+dev\s+(\S+)$",
+        r"pre-down\s+ip\s+route\s+del\s+(\S+)\s+dev\s+(\S+)$",
+    )
     index = 0
     while index < len(kept) - 3:  # before the markers: the exact four lines, same gateway and device
         matches = [re.match(r"^\s*" + pattern, kept[index + n]) for n, pattern in enumerate(patterns)]
         if all(matches) and len({(m[1], m[2]) for m in matches}) == 1:
-            del kept[index:index + 4]
+            del kept[index : index + 4]
         else:
             index += 1
     return kept

@@ -1,5 +1,6 @@
 """CentOS, AlmaLinux, Rocky and Fedora: network-scripts' ifcfg/route files (NetworkManager keyfiles from
 release 10 on; systemd-networkd on Fedora >= 25), the full hostname, first-boot presets."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -41,12 +42,14 @@ script
         done
 end script
 """
-UPSTART_POWER = ("#  power-status-changed - shutdown on SIGPWR\n#\nstart on power-status-changed\n    \n"
-                 'exec /sbin/shutdown -h now "SIGPWR received"\n')
+UPSTART_POWER = (
+    "#  power-status-changed - shutdown on SIGPWR\n#\nstart on power-status-changed\n    \n"
+    'exec /sbin/shutdown -h now "SIGPWR received"\n'
+)
 
 
 def release_version(text: str | None) -> str:
-    """"CentOS release 6.3 (Final)" -> "6.3"; "CentOS Stream release 10 (Coughlan)" -> "10"."""
+    """ "CentOS release 6.3 (Final)" -> "6.3"; "CentOS Stream release 10 (Coughlan)" -> "10"."""
     match = re.search(r"release\s+(\d+\.\d+)(\.\d+)?", text or "") or re.search(r"release\s+(\d+)", text or "")
     if not match:
         raise Unsupported(f"etc/redhat-release: cannot parse the release '{(text or '').strip()}'")
@@ -70,18 +73,27 @@ class CentOS(DistroSetup):
     def template_fixup(self) -> None:
         if self.major() < 7:  # upstart: gettys and a clean shutdown on SIGPWR, no udev
             tty = self.root.read("etc/init/tty.conf")
-            self.root.write("etc/init/tty.conf", UPSTART_TTY if tty is None else re.sub(
-                r"^(exec /sbin/mingetty)(?!.*--nohangup) (.*)$", r"\1 --nohangup \2", tty, flags=re.MULTILINE))
-            for path, text in (("etc/init/start-ttys.conf", UPSTART_START_TTYS),
-                               ("etc/init/power-status-changed.conf", UPSTART_POWER)):
+            self.root.write(
+                "etc/init/tty.conf",
+                UPSTART_TTY
+                if tty is None
+                else re.sub(
+                    r"^(exec /sbin/mingetty)(?!.*--nohangup) (.*)$", r"\1 --nohangup \2", tty, flags=re.MULTILINE
+                ),
+            )
+            for path, text in (
+                ("etc/init/start-ttys.conf", UPSTART_START_TTYS),
+                ("etc/init/power-status-changed.conf", UPSTART_POWER),
+            ):
                 if not self.root.is_file(path):
                     self.root.write(path, text)
         # No udev in a container.  Proxmox does this below release 7 only; an rc.sysinit found in a later
         # release's tree is no different (Proxmox's expected files for 8 and 10 show it commented too).
         sysinit = self.root.read("etc/rc.d/rc.sysinit")
         if sysinit is not None:
-            self.root.write("etc/rc.d/rc.sysinit", re.sub(r"^(/sbin/start_udev.*)$", r"#\1", sysinit,
-                                                           flags=re.MULTILINE))
+            self.root.write(
+                "etc/rc.d/rc.sysinit", re.sub(r"^(/sbin/start_udev.*)$", r"#\1", sysinit, flags=re.MULTILINE)
+            )
         if not self.root.is_file("etc/locale.conf"):
             self.root.write("etc/locale.conf", "LANG=C.utf8")  # systemd-firstboot would ask on a tty nobody sees
         self.setup_securetty()
@@ -99,8 +111,9 @@ class CentOS(DistroSetup):
         self.root.write("etc/hostname", hostname + "\n")  # Red Hat keeps the full name
         network = self.root.read("etc/sysconfig/network")
         if network is not None:
-            new, count = re.subn(r"^HOSTNAME=[ \t]*(\S+)[ \t]*$", f"HOSTNAME={hostname}", network, count=1,
-                                 flags=re.MULTILINE)
+            new, count = re.subn(
+                r"^HOSTNAME=[ \t]*(\S+)[ \t]*$", f"HOSTNAME={hostname}", network, count=1, flags=re.MULTILINE
+            )
             self.root.write("etc/sysconfig/network", new if count else network + f"HOSTNAME={hostname}\n")
 
     def setup_network(self) -> None:
@@ -117,8 +130,10 @@ class CentOS(DistroSetup):
         domains = ";".join(split_list(search))
         for nic in self.settings.nics:
             path = f"etc/NetworkManager/system-connections/{nic.name}.nmconnection"
-            data = (f"[connection]\nid={nic.name}\nuuid={self._uuid(path, r'^uuid=(\S+)$')}\ntype=ethernet\n"
-                    f"interface-name={nic.name}\n[ipv4]\n")
+            data = (
+                f"[connection]\nid={nic.name}\nuuid={self._uuid(path, r'^uuid=(\S+)$')}\ntype=ethernet\n"
+                f"interface-name={nic.name}\n[ipv4]\n"
+            )
             if nic.ip and nic.ip != "manual":
                 if nic.ip == "dhcp":
                     data += "method=auto\n"

@@ -1,4 +1,5 @@
 """openSUSE and SLES: wicked's ifcfg/ifroute files, plus networkd files where networkd is installed."""
+
 from __future__ import annotations
 
 import re
@@ -15,8 +16,12 @@ class Suse(DistroSetup):
         version = os_release.get("VERSION_ID", "")
         if match := re.match(r"^(\d+)\.(\d+)$", version):
             major, minor = int(match[1]), int(match[2])
-            if major >= 42 or (major == 13 and minor <= 2) or major in (15, 16) \
-                    or (os_release.get("ID") == "sles" and major == 12):
+            if (
+                major >= 42
+                or (major == 13 and minor <= 2)
+                or major in (15, 16)
+                or (os_release.get("ID") == "sles" and major == 12)
+            ):
                 return version
         elif match := re.match(r"^(\d{4})(\d{2})(\d{2})$", version):  # Tumbleweed's date
             if int(match[1]) >= 2017 and int(match[2]) <= 12 and int(match[3]) <= 31:

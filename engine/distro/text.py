@@ -1,4 +1,5 @@
 """Pure text helpers shared by the families: Proxmox's marked blocks, list splitting, version checks."""
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,7 @@ def split_list(value: str | None) -> list[str]:
     return re.sub(r"[,;]", " ", value or "").split()
 
 
-def modify_block(old: str | None, data: str, *, replace: bool = False, prepend: bool = False,
-                 delete: bool = False):
+def modify_block(old: str | None, data: str, *, replace: bool = False, prepend: bool = False, delete: bool = False):
     """The file with its marked block set to ``data``: the new text, None (leave it), or ``REMOVE``.
 
     The block is the first BEGIN line and the first END after it; without a
@@ -39,7 +39,7 @@ def modify_block(old: str | None, data: str, *, replace: bool = False, prepend: 
     if begin is not None and end is not None:
         if not data and begin == 0 and end == len(lines) - 1:
             return REMOVE if delete else None
-        lines[begin:end + 1] = [block]
+        lines[begin : end + 1] = [block]
         return "\n".join(lines) + "\n"
     if not data:
         return None
@@ -53,8 +53,12 @@ def modify_block(old: str | None, data: str, *, replace: bool = False, prepend: 
 
 def remove_blocks(text: str) -> str:
     """The text without any marked block (from a BEGIN line to the next END line, inclusive)."""
-    return re.sub(r"^[ \t]*" + re.escape(BEGIN) + r".*?^[ \t]*" + re.escape(END) + r"[^\n]*", "", text,
-                  flags=re.MULTILINE | re.DOTALL)
+    return re.sub(
+        r"^[ \t]*" + re.escape(BEGIN) + r".*?^[ \t]*" + re.escape(END) + r"[^\n]*",
+        "",
+        text,
+        flags=re.MULTILINE | re.DOTALL,
+    )
 
 
 def at_least(version: str | None, major: int, minor: int) -> bool:

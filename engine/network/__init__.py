@@ -18,6 +18,7 @@ pyroute2 (about 130 ms) is imported only by ``netlink`` and only when a call
 needs it; the package itself takes about 20 ms to import, so the engine should
 import it inside the verbs that touch the network, not at module level.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,9 +34,24 @@ from engine.network.pool import Others, allocate, check_collisions, claims, node
 from engine.network.veth import host_side, interfaces, prepare_nics, teardown_nics
 from engine.network.vlanbridge import check as check_vlan
 
-__all__ = ["Bridge", "Nic", "NodeNetwork", "from_config", "generate_mac", "host_side", "host_veth", "hotplug",
-           "interfaces", "missing_bridges_allowed", "node_lock", "parse_nic", "prepare_nics", "resolve",
-           "teardown_nics", "validate"]
+__all__ = [
+    "Bridge",
+    "Nic",
+    "NodeNetwork",
+    "from_config",
+    "generate_mac",
+    "host_side",
+    "host_veth",
+    "hotplug",
+    "interfaces",
+    "missing_bridges_allowed",
+    "node_lock",
+    "parse_nic",
+    "prepare_nics",
+    "resolve",
+    "teardown_nics",
+    "validate",
+]
 
 # While set (a restore), an interface on a bridge this node lacks is kept with a warning, as Proxmox does
 # (the start then fails naming it); the list collects the warnings.
@@ -89,22 +105,24 @@ def validate(ctid: int, nics: list[Nic], node: NodeNetwork, others: Others) -> N
     bridges: dict[str, Bridge] = {}
     for nic in nics:
         if nic.ip == "pool":
-            raise ValidationError(f"{nic.key}: ip=pool must be resolved to an address before it is stored",
-                                  key=nic.key)
+            raise ValidationError(f"{nic.key}: ip=pool must be resolved to an address before it is stored", key=nic.key)
         if nic.bridge is None:
             if nic.tag or nic.trunks:
                 raise ValidationError(f"{nic.key}: a VLAN tag needs a bridge", key=nic.key)
             continue
         allowed = _MISSING_ALLOWED.get()
         if allowed is not None and not node.exists(nic.bridge):
-            allowed.append(f"{nic.key}: bridge '{nic.bridge}' does not exist on this node; the container "
-                           "will not start until it does (or the interface names another bridge)")
+            allowed.append(
+                f"{nic.key}: bridge '{nic.bridge}' does not exist on this node; the container "
+                "will not start until it does (or the interface names another bridge)"
+            )
             continue
         bridge = bridges[nic.bridge] = _bridge(nic, node)
         check_vlan(nic, bridge)
         if nic.mtu and bridge.mtu and nic.mtu > bridge.mtu:
-            raise ValidationError(f"{nic.key}: mtu {nic.mtu} is above the MTU {bridge.mtu} of bridge "
-                                  f"'{bridge.name}'", key=nic.key)
+            raise ValidationError(
+                f"{nic.key}: mtu {nic.mtu} is above the MTU {bridge.mtu} of bridge '{bridge.name}'", key=nic.key
+            )
     check_collisions(ctid, nics, others, bridges)
 
 

@@ -5,6 +5,7 @@ A bridge Caisson creates has STP off, its MTU pinned (a container's smaller MTU 
 the whole bridge) and, without ports, a fixed MAC (so it does not change as containers come and
 go).  A missing file means no defined bridges.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -94,8 +95,13 @@ class NodeNetwork:
         info = netlink.link(ipr, bridge.name)
         try:
             if info is None:
-                index = netlink.create_bridge(ipr, bridge.name, bridge.vlan_aware, bridge.mtu or 1500,
-                                              None if bridge.ports else stable_mac(bridge.name))
+                index = netlink.create_bridge(
+                    ipr,
+                    bridge.name,
+                    bridge.vlan_aware,
+                    bridge.mtu or 1500,
+                    None if bridge.ports else stable_mac(bridge.name),
+                )
             elif info["kind"] != "bridge":
                 raise HostError(f"bridge '{bridge.name}': the host has an interface of that name that is not a bridge")
             else:
@@ -120,8 +126,10 @@ class NodeNetwork:
             netlink.set_link(ipr, index, state="up")
         except OSError as exc:
             if exc.errno == 95 and bridge.vlan_aware:  # EOPNOTSUPP
-                raise NotSupported(f"bridge '{bridge.name}': this kernel has no VLAN filtering on bridges "
-                                   "(CONFIG_BRIDGE_VLAN_FILTERING); set bridge-vlan-aware no") from None
+                raise NotSupported(
+                    f"bridge '{bridge.name}': this kernel has no VLAN filtering on bridges "
+                    "(CONFIG_BRIDGE_VLAN_FILTERING); set bridge-vlan-aware no"
+                ) from None
             raise HostError(f"bridge '{bridge.name}': {exc.strerror}") from None
 
     def _nat_all(self) -> None:

@@ -12,6 +12,7 @@ format). With ``firewall=1`` on an interface and no file, anti-spoofing still
 applies (the container may send only from its MAC and addresses) and traffic
 is otherwise allowed both ways.
 """
+
 from __future__ import annotations
 
 import os
@@ -83,8 +84,9 @@ def dhcp_server(root: Path, node: NodeNetwork, bridge_name: str) -> DhcpServer |
         return None
     # dnsmasq runs as its own user: its state dir must sit under directories that user can search.
     state = Path(os.environ.get("CAISSON_DHCP_DIR", root / "dhcp"))
-    return DhcpServer(bridge.name, bridge.address.network, bridge.dhcp[0], bridge.dhcp[1], state,
-                      router=str(bridge.address.ip))
+    return DhcpServer(
+        bridge.name, bridge.address.network, bridge.dhcp[0], bridge.dhcp[1], state, router=str(bridge.address.ip)
+    )
 
 
 def start_steps(root: Path, ctid: int, config: ContainerConfig) -> list:
@@ -140,8 +142,9 @@ def reconfigure(root: Path, ctid: int, pid: int, old: ContainerConfig, new: Cont
         if before == after:
             continue
         index = int(key[3:])
-        hotplug(ctid, pid, parse_nic(index, before) if before else None, parse_nic(index, after) if after else None,
-                node)
+        hotplug(
+            ctid, pid, parse_nic(index, before) if before else None, parse_nic(index, after) if after else None, node
+        )
         live.append(key)
     if live:
         _apply_firewall(root, ctid, from_config(new), node)
@@ -168,5 +171,14 @@ def stopped(root: Path, ctid: int, config: ContainerConfig) -> None:
                 server.release(nic.hwaddr)
 
 
-__all__ = ["NET_KEYS", "configure", "firewall_file", "inside_step", "interfaces", "reconfigure", "reload_firewall",
-           "start_steps", "stopped"]
+__all__ = [
+    "NET_KEYS",
+    "configure",
+    "firewall_file",
+    "inside_step",
+    "interfaces",
+    "reconfigure",
+    "reload_firewall",
+    "start_steps",
+    "stopped",
+]

@@ -11,6 +11,7 @@ bridge) gets the next one.
 An existing interfaces file, or a host interface of that name, is left alone:
 the set-up may run any number of times, and an administrator's edits win.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -67,26 +68,29 @@ def free_subnet(used: list[ipaddress.IPv4Network] | None = None) -> ipaddress.IP
         candidate = ipaddress.IPv4Network((int(FIRST_SUBNET.network_address) + step * 256, 24))
         if not any(candidate.overlaps(net) for net in used):
             return candidate
-    raise HostError(f"no free /24 between {FIRST_SUBNET} and {candidate}: the host uses all of them; "
-                    "write the bridge into the interfaces file by hand")
+    raise HostError(
+        f"no free /24 between {FIRST_SUBNET} and {candidate}: the host uses all of them; "
+        "write the bridge into the interfaces file by hand"
+    )
 
 
 def stanza(name: str, subnet: ipaddress.IPv4Network, nat: bool) -> str:
     """The ifupdown stanza: .1 the bridge, .100-.199 the pool, .200-.249 the DHCP range."""
     host = list(subnet.hosts())
-    return (f"auto {name}\n"
-            f"iface {name} inet static\n"
-            f"    address {host[0]}/{subnet.prefixlen}\n"
-            f"    bridge-ports none\n"
-            f"    bridge-stp off\n"
-            f"    bridge-fd 0\n"
-            f"    caisson-pool {host[99]}-{host[198]}\n"
-            f"    caisson-dhcp {host[199]}-{host[248]}\n"
-            f"    caisson-nat {'yes' if nat else 'no'}\n")
+    return (
+        f"auto {name}\n"
+        f"iface {name} inet static\n"
+        f"    address {host[0]}/{subnet.prefixlen}\n"
+        f"    bridge-ports none\n"
+        f"    bridge-stp off\n"
+        f"    bridge-fd 0\n"
+        f"    caisson-pool {host[99]}-{host[198]}\n"
+        f"    caisson-dhcp {host[199]}-{host[248]}\n"
+        f"    caisson-nat {'yes' if nat else 'no'}\n"
+    )
 
 
-def init_default(root: Path | str, name: str = DEFAULT_BRIDGE, nat: bool = False,
-                 apply: bool = True) -> DefaultBridge:
+def init_default(root: Path | str, name: str = DEFAULT_BRIDGE, nat: bool = False, apply: bool = True) -> DefaultBridge:
     """Write the default bridge into ``<root>/network/interfaces`` and create it (``apply``), unless
     the file exists or the host already has an interface ``name``."""
     path = Path(root) / "network" / "interfaces"
@@ -96,12 +100,21 @@ def init_default(root: Path | str, name: str = DEFAULT_BRIDGE, nat: bool = False
             return DefaultBridge(name, False, f"{path} exists; left as it is")
         if (SYS_NET / name).exists():
             return DefaultBridge(name, False, f"the host already has an interface '{name}'; left as it is")
-        text = ("# The node's bridges (ifupdown syntax, see Caisson's README). Written at set-up;\n"
-                "# edit freely: the set-up never rewrites this file.\n\n" + stanza(name, free_subnet(), nat))
+        text = (
+            "# The node's bridges (ifupdown syntax, see Caisson's README). Written at set-up;\n"
+            "# edit freely: the set-up never rewrites this file.\n\n" + stanza(name, free_subnet(), nat)
+        )
         parse_interfaces(text, str(path))  # what is written must read back
         write_atomic(path, text, 0o644)
     if apply:
         NodeNetwork(root).ensure_bridge(name)
     bridge = NodeNetwork(root).bridges()[name]
-    return DefaultBridge(name, True, "", str(bridge.address), "-".join(map(str, bridge.pool)),
-                         "-".join(map(str, bridge.dhcp)), bridge.nat)
+    return DefaultBridge(
+        name,
+        True,
+        "",
+        str(bridge.address),
+        "-".join(map(str, bridge.pool)),
+        "-".join(map(str, bridge.dhcp)),
+        bridge.nat,
+    )

@@ -13,6 +13,7 @@ dropping them).
 Every value that reaches the config file or an argument list is validated first (interface
 name rules, ``ipaddress``, MAC and hostname patterns) and no shell is ever involved.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -52,7 +53,7 @@ def check_mac(mac: str) -> str:
 
 @dataclass(frozen=True)
 class Lease:
-    expiry: int             # seconds since the epoch; 0 means never
+    expiry: int  # seconds since the epoch; 0 means never
     mac: str
     ip: str
     hostname: str | None
@@ -62,9 +63,18 @@ class Lease:
 class DhcpServer:
     """A DHCP server for one bridge; all methods are idempotent and safe to call from a fresh instance."""
 
-    def __init__(self, bridge: str, subnet: ipaddress.IPv4Network | str, range_start, range_end,
-                 state_dir: Path, lease_time: int = 3600, *, router: str | None = None,
-                 dns_servers: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        bridge: str,
+        subnet: ipaddress.IPv4Network | str,
+        range_start,
+        range_end,
+        state_dir: Path,
+        lease_time: int = 3600,
+        *,
+        router: str | None = None,
+        dns_servers: tuple[str, ...] = (),
+    ):
         self.bridge = check_ifname(bridge)
         try:
             self.subnet = ipaddress.IPv4Network(str(subnet))
@@ -99,9 +109,17 @@ class DhcpServer:
     # ---- process ---------------------------------------------------------------------------
     def _config(self) -> str:
         lines = [
-            "port=0", f"interface={self.bridge}", "bind-interfaces", "except-interface=lo",
-            "no-resolv", "no-hosts", "dhcp-authoritative", f"user={DNSMASQ_USER}",
-            f"pid-file={self.pid_file}", f"dhcp-leasefile={self.lease_file}", f"dhcp-hostsfile={self.hosts_file}",
+            "port=0",
+            f"interface={self.bridge}",
+            "bind-interfaces",
+            "except-interface=lo",
+            "no-resolv",
+            "no-hosts",
+            "dhcp-authoritative",
+            f"user={DNSMASQ_USER}",
+            f"pid-file={self.pid_file}",
+            f"dhcp-leasefile={self.lease_file}",
+            f"dhcp-hostsfile={self.hosts_file}",
             f"dhcp-range={self.range_start},{self.range_end},{self.subnet.netmask},{self.lease_time}s",
         ]
         if self.router:
@@ -140,8 +158,14 @@ class DhcpServer:
         self.pid_file.unlink(missing_ok=True)
         _write(self.conf, self._config())
         with open(self.log_file, "wb") as log:
-            proc = subprocess.Popen([binary, "-k", f"--conf-file={self.conf}"], stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=log, start_new_session=True, close_fds=True)
+            proc = subprocess.Popen(
+                [binary, "-k", f"--conf-file={self.conf}"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
+            )
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -158,15 +182,18 @@ class DhcpServer:
         try:
             pwd.getpwnam(DNSMASQ_USER)
         except KeyError:
-            raise EngineError(f"cannot start DHCP on bridge {self.bridge}: no user {DNSMASQ_USER} "
-                              "(install dnsmasq-base)") from None
+            raise EngineError(
+                f"cannot start DHCP on bridge {self.bridge}: no user {DNSMASQ_USER} (install dnsmasq-base)"
+            ) from None
         path = self.dir.parent
         while not path.exists():
             path = path.parent
         for part in [path, *path.parents]:
             if not os.stat(part).st_mode & 0o001:
-                raise EngineError(f"cannot start DHCP on bridge {self.bridge}: {part} is not searchable by "
-                                  f"user {DNSMASQ_USER}; keep the DHCP state dir under world-searchable dirs")
+                raise EngineError(
+                    f"cannot start DHCP on bridge {self.bridge}: {part} is not searchable by "
+                    f"user {DNSMASQ_USER}; keep the DHCP state dir under world-searchable dirs"
+                )
 
     def stop(self) -> None:
         pid = self._pid()
@@ -197,8 +224,15 @@ class DhcpServer:
                 expiry = int(fields[0])
             except ValueError:
                 continue
-            result.append(Lease(expiry, fields[1], fields[2], None if fields[3] == "*" else fields[3],
-                                None if fields[4] == "*" else fields[4]))
+            result.append(
+                Lease(
+                    expiry,
+                    fields[1],
+                    fields[2],
+                    None if fields[3] == "*" else fields[3],
+                    None if fields[4] == "*" else fields[4],
+                )
+            )
         return result
 
     def release(self, mac: str) -> None:
@@ -230,8 +264,11 @@ class DhcpServer:
         was_running = self.running()
         if was_running:
             self.stop()
-        kept = [line for line in self.lease_file.read_text().splitlines()
-                if len(line.split()) < 2 or line.split()[1].lower() != mac]
+        kept = [
+            line
+            for line in self.lease_file.read_text().splitlines()
+            if len(line.split()) < 2 or line.split()[1].lower() != mac
+        ]
         _write(self.lease_file, "".join(line + "\n" for line in kept))
         if was_running:
             self.start()

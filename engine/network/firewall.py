@@ -18,6 +18,7 @@ language is complete, pyroute2's nftables support is not.  Kernel limits, probed
 - REJECT needs nft_reject_bridge and is allowed only in ``prerouting``: OUT rules reject, IN
   rules (forward/output hooks) and kernels without the module drop instead.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -39,21 +40,27 @@ TABLE = "caisson"
 LOCK_PATH = "/run/lock/caisson-firewall.lock"
 ACTIONS = ("ACCEPT", "DROP", "REJECT")
 PROTOS = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "icmpv6", "ipv6-icmp": "icmpv6"}  # name: canonical
-MACROS = {"SSH": [("tcp", "22")], "HTTP": [("tcp", "80")], "HTTPS": [("tcp", "443")], "SMTP": [("tcp", "25")],
-          "DNS": [("udp", "53"), ("tcp", "53")], "NTP": [("udp", "123")]}
+MACROS = {
+    "SSH": [("tcp", "22")],
+    "HTTP": [("tcp", "80")],
+    "HTTPS": [("tcp", "443")],
+    "SMTP": [("tcp", "25")],
+    "DNS": [("udp", "53"), ("tcp", "53")],
+    "NTP": [("udp", "123")],
+}
 FLAGS = ("macfilter", "ipfilter", "dhcp", "ndp", "radv")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 @dataclass
 class FirewallRule:
-    direction: str                 # "in" | "out"
-    action: str                    # ACCEPT | DROP | REJECT
-    proto: str | None = None       # tcp | udp | icmp | icmpv6 | None (any)
-    dport: str | None = None       # "22", "1000:2000", "22,80,443"
-    source: str | None = None      # address or CIDR, or a comma list of them
+    direction: str  # "in" | "out"
+    action: str  # ACCEPT | DROP | REJECT
+    proto: str | None = None  # tcp | udp | icmp | icmpv6 | None (any)
+    dport: str | None = None  # "22", "1000:2000", "22,80,443"
+    source: str | None = None  # address or CIDR, or a comma list of them
     comment: str | None = None
-    iface: str | None = None       # "net0": only this NIC of the container
+    iface: str | None = None  # "net0": only this NIC of the container
 
 
 @dataclass
@@ -62,19 +69,19 @@ class FirewallPolicy:
     policy_in: str = "DROP"
     policy_out: str = "ACCEPT"
     rules: list[FirewallRule] = field(default_factory=list)
-    macfilter: bool = True         # a container sends only from its own MAC
-    ipfilter: bool = True          # ... and only from its own addresses
-    dhcp: bool = True              # DHCP client traffic passes whatever the policy
-    ndp: bool = True               # IPv6 neighbour discovery passes whatever the policy
-    radv: bool = False             # may the container send router advertisements
+    macfilter: bool = True  # a container sends only from its own MAC
+    ipfilter: bool = True  # ... and only from its own addresses
+    dhcp: bool = True  # DHCP client traffic passes whatever the policy
+    ndp: bool = True  # IPv6 neighbour discovery passes whatever the policy
+    radv: bool = False  # may the container send router advertisements
 
 
 class Port(NamedTuple):
-    host_ifname: str               # veth<ID>i<N>
+    host_ifname: str  # veth<ID>i<N>
     mac: str
     ipv4: Sequence[str] = ()
     ipv6: Sequence[str] = ()
-    firewall: bool = True          # False: this NIC is not filtered at all
+    firewall: bool = True  # False: this NIC is not filtered at all
 
 
 class Features(NamedTuple):
@@ -177,8 +184,15 @@ def _rule_line(line: str) -> list[FirewallRule]:
         options[name] = tokens[index + 1]
     if options.pop("-log", "nolog") != "nolog":
         raise ValueError("-log", "logging is not supported (only nolog)")
-    base = FirewallRule(tokens[0], tokens[1], options.get("-p"), options.get("-dport"), options.get("-source"),
-                        comment.strip() or None, options.get("-i"))
+    base = FirewallRule(
+        tokens[0],
+        tokens[1],
+        options.get("-p"),
+        options.get("-dport"),
+        options.get("-source"),
+        comment.strip() or None,
+        options.get("-i"),
+    )
     macro = re.fullmatch(r"([A-Za-z][A-Za-z0-9]*)\((\w+)\)", tokens[1])
     if not macro:
         return [check_rule(base)]
@@ -208,22 +222,31 @@ def _rule_lines(rule: FirewallRule, feats: Features) -> list[str]:
     match += f"th dport {_set(rule.dport.replace(':', '-').split(','))} " if rule.dport else ""
     tail = f' comment "{rule.comment}"' if rule.comment else ""
     nets = [ipaddress.ip_network(net) for net in rule.source.split(",")] if rule.source else []
-    prefixes = [f"{key} saddr {_set([str(n) for n in nets if n.version == version])} "
-                for version, key in ((4, "ip"), (6, "ip6")) if any(n.version == version for n in nets)] or [""]
-    return [line + tail for prefix in prefixes
-            for line in _verdict(rule.action, rule.direction, feats, prefix + match, rule.proto)]
+    prefixes = [
+        f"{key} saddr {_set([str(n) for n in nets if n.version == version])} "
+        for version, key in ((4, "ip"), (6, "ip6"))
+        if any(n.version == version for n in nets)
+    ] or [""]
+    return [
+        line + tail
+        for prefix in prefixes
+        for line in _verdict(rule.action, rule.direction, feats, prefix + match, rule.proto)
+    ]
 
 
 def _replies(feats: Features) -> list[str]:
     if feats.conntrack:
         return ["ct state invalid drop", "ct state established,related accept"]
-    return ["tcp flags & ack == ack accept",
-            "icmp type { echo-reply, destination-unreachable, time-exceeded, parameter-problem } accept",
-            "icmpv6 type { echo-reply, destination-unreachable, packet-too-big, time-exceeded } accept"]
+    return [
+        "tcp flags & ack == ack accept",
+        "icmp type { echo-reply, destination-unreachable, time-exceeded, parameter-problem } accept",
+        "icmpv6 type { echo-reply, destination-unreachable, packet-too-big, time-exceeded } accept",
+    ]
 
 
-def _chains(port: Port, nic: str, policy: FirewallPolicy, rules: list[FirewallRule],
-            feats: Features) -> tuple[list[str], list[str]]:
+def _chains(
+    port: Port, nic: str, policy: FirewallPolicy, rules: list[FirewallRule], feats: Features
+) -> tuple[list[str], list[str]]:
     """(out chain, in chain) rules for one port: anti-spoofing, DHCP/ND, replies, the rules, the policy."""
     v4 = sorted({str(ipaddress.IPv4Interface(str(a)).ip) for a in port.ipv4})
     v6 = sorted({str(ipaddress.IPv6Interface(str(a)).ip) for a in port.ipv6})
@@ -232,13 +255,17 @@ def _chains(port: Port, nic: str, policy: FirewallPolicy, rules: list[FirewallRu
         out.append(f"arp saddr ip != {_set(['0.0.0.0', *v4])} drop")
     out.append("ether type arp accept")
     if policy.dhcp:
-        out += ["ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
-                "ip6 saddr fe80::/10 udp sport 546 udp dport 547 accept"]
+        out += [
+            "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
+            "ip6 saddr fe80::/10 udp sport 546 udp dport 547 accept",
+        ]
     if policy.ipfilter:
         out.append(f"ip saddr != {_set(v4)} drop" if v4 else "ether type ip drop")
         if policy.ndp:  # duplicate address detection and MLD reports come from ::
-            out.append("ip6 saddr :: icmpv6 type { nd-neighbor-solicit, nd-router-solicit, mld-listener-report, "
-                       "mld2-listener-report } accept")
+            out.append(
+                "ip6 saddr :: icmpv6 type { nd-neighbor-solicit, nd-router-solicit, mld-listener-report, "
+                "mld2-listener-report } accept"
+            )
         out += [f"ip6 saddr != {_set(['fe80::/10', *v6])} drop", "ether type != { ip, ip6, arp } drop"]
     out += [] if policy.radv else ["icmpv6 type nd-router-advert drop"]
     out += ["icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept"] if policy.ndp else []
@@ -267,9 +294,11 @@ def _nft(args: list[str], text: str | None = None, check: bool = False) -> subpr
 @functools.cache
 def features() -> Features:
     """What this kernel's bridge family can do, checked without committing anything (nft -c)."""
+
     def works(statement: str) -> bool:
         probe = f"table bridge {TABLE}-probe {{ chain c {{ type filter hook prerouting priority 0; {statement}; }} }}"
         return _nft(["-c", "-f", "-"], probe + "\n").returncode == 0
+
     return Features(conntrack=works("ct state established accept"), reject=works("reject"))
 
 
@@ -317,20 +346,30 @@ def apply(ctid: int, ports: Sequence[Port], policy: FirewallPolicy) -> None:
     for port in ports:
         match = re.fullmatch(rf"veth{ctid}i(\d+)", str(port.host_ifname))
         if not match or not MAC_RE.match(str(port.mac).lower()):
-            raise ValidationError(f"firewall port {port.host_ifname!r}/{port.mac!r}: expected veth{ctid}i<N> "
-                                  "and a MAC address", key="ports")
+            raise ValidationError(
+                f"firewall port {port.host_ifname!r}/{port.mac!r}: expected veth{ctid}i<N> and a MAC address",
+                key="ports",
+            )
         try:
             chains = _chains(port._replace(mac=port.mac.lower()), f"net{match.group(1)}", policy, rules, features())
         except ValueError as exc:
             raise ValidationError(f"firewall port {port.host_ifname}: bad address: {exc}", key="ports") from None
         if port.firewall:
             wanted[f"ct{ctid}i{match.group(1)}"] = (port.host_ifname, chains)
-    lines = [f"add table bridge {TABLE}",
-             *(f"add map bridge {TABLE} {m} {{ type ifname : verdict; }}" for m in ("out_ports", "in_ports"))]
-    for hook, vmap in (("prerouting", "iifname vmap @out_ports"), ("forward", "oifname vmap @in_ports"),
-                       ("output", "oifname vmap @in_ports")):
-        lines += [f"add chain bridge {TABLE} {hook} {{ type filter hook {hook} priority 0; policy accept; }}",
-                  f"flush chain bridge {TABLE} {hook}", f"add rule bridge {TABLE} {hook} {vmap}"]
+    lines = [
+        f"add table bridge {TABLE}",
+        *(f"add map bridge {TABLE} {m} {{ type ifname : verdict; }}" for m in ("out_ports", "in_ports")),
+    ]
+    for hook, vmap in (
+        ("prerouting", "iifname vmap @out_ports"),
+        ("forward", "oifname vmap @in_ports"),
+        ("output", "oifname vmap @in_ports"),
+    ):
+        lines += [
+            f"add chain bridge {TABLE} {hook} {{ type filter hook {hook} priority 0; policy accept; }}",
+            f"flush chain bridge {TABLE} {hook}",
+            f"add rule bridge {TABLE} {hook} {vmap}",
+        ]
     with _locked():
         elements, chains, _ = _state(ctid)
         keep = {ifname for ifname, _ in wanted.values()}

@@ -7,6 +7,7 @@ new name or MAC re-creates the interface (the container sees it go and come
 back).  Each step registers its inverse, so a change that fails half-way
 puts back what it had done.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,9 @@ def hotplug(ctid: int, init_pid: int, old: Nic | None, new: Nic | None, node: No
                 unplug(ipr, ctid, old.index)
                 revert.add(_replug, ipr, ns, ctid, old, node, init_pid)
             if netlink.link(ns, new.name) is not None:
-                raise ValidationError(f"{new.key}: the container already has an interface named '{new.name}'",
-                                      key=new.key)
+                raise ValidationError(
+                    f"{new.key}: the container already has an interface named '{new.name}'", key=new.key
+                )
             _replug(ipr, ns, ctid, new, node, init_pid)
             revert.success()
     vlanbridge.sweep()

@@ -20,6 +20,7 @@ default).  ``gateway`` is accepted and ignored: the host's own routes are not
 Caisson's.  Options that would run commands (``post-up``...) are refused: the
 engine never runs shell lines from a config file.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -30,8 +31,20 @@ from typing import NoReturn
 from engine.errors import ValidationError
 from engine.network.nics import IFNAME_MAX
 
-_KNOWN = {"address", "netmask", "gateway", "mtu", "bridge-ports", "bridge-stp", "bridge-fd", "bridge-vlan-aware",
-          "bridge-vids", "caisson-pool", "caisson-nat", "caisson-dhcp"}
+_KNOWN = {
+    "address",
+    "netmask",
+    "gateway",
+    "mtu",
+    "bridge-ports",
+    "bridge-stp",
+    "bridge-fd",
+    "bridge-vlan-aware",
+    "bridge-vids",
+    "caisson-pool",
+    "caisson-nat",
+    "caisson-dhcp",
+}
 
 
 @dataclass
@@ -71,8 +84,11 @@ def parse_interfaces(text: str, origin: str = "interfaces") -> dict[str, Bridge]
         if words[0] in ("auto", "allow-hotplug"):
             current = None
         elif words[0] == "iface":
-            if len(words) != 4 or words[2] not in ("inet", "inet6") or words[3] not in ("static", "manual",
-                                                                                         "loopback", "dhcp"):
+            if (
+                len(words) != 4
+                or words[2] not in ("inet", "inet6")
+                or words[3] not in ("static", "manual", "loopback", "dhcp")
+            ):
                 raise ValidationError(f"{where}: expected 'iface <name> inet|inet6 static|manual'", key="network")
             current = (words[1], words[2])
             stanzas.setdefault(words[1], []).append((lineno, words[2], "", ""))
@@ -99,8 +115,9 @@ def _bridge(name: str, options: list[tuple[int, str, str, str]], origin: str) ->
         if not option:
             continue
         if option not in _KNOWN:
-            raise ValidationError(f"{where}: option '{option}' is not supported (supported: "
-                                  f"{', '.join(sorted(_KNOWN))})", key="network")
+            raise ValidationError(
+                f"{where}: option '{option}' is not supported (supported: {', '.join(sorted(_KNOWN))})", key="network"
+            )
         try:
             if option == "address" and family == "inet6":
                 bridge.address6 = ipaddress.IPv6Interface(value)

@@ -4,6 +4,7 @@ Each change is one ``nft -f -`` transaction (a script on stdin, no shell).  The 
 single rule for the bridge's own subnet, so nothing else on the host is rewritten.  Forwarding
 (``net.ipv4.ip_forward``) stays the host administrator's choice: the engine never changes it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,10 +27,12 @@ def nat_ruleset(bridge: Bridge) -> str:
     if bridge.address is None:
         raise ValidationError(f"bridge '{bridge.name}': caisson-nat needs an IPv4 address on the bridge")
     table, net = nat_table(bridge.name), bridge.address.network
-    return (f"table ip {table} {{}}\ndelete table ip {table}\n"
-            f"table ip {table} {{\n  chain postrouting {{\n"
-            f"    type nat hook postrouting priority srcnat; policy accept;\n"
-            f"    ip saddr {net} ip daddr != {net} oifname != \"{bridge.name}\" masquerade\n  }}\n}}\n")
+    return (
+        f"table ip {table} {{}}\ndelete table ip {table}\n"
+        f"table ip {table} {{\n  chain postrouting {{\n"
+        f"    type nat hook postrouting priority srcnat; policy accept;\n"
+        f'    ip saddr {net} ip daddr != {net} oifname != "{bridge.name}" masquerade\n  }}\n}}\n'
+    )
 
 
 def apply_nat(bridge: Bridge) -> None:
@@ -37,8 +40,11 @@ def apply_nat(bridge: Bridge) -> None:
     _nft(nat_ruleset(bridge), bridge.name)
     try:
         if Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() != "1":
-            log.warning("bridge %s: NAT is on but net.ipv4.ip_forward is 0; containers will not reach out "
-                        "until the host enables forwarding", bridge.name)
+            log.warning(
+                "bridge %s: NAT is on but net.ipv4.ip_forward is 0; containers will not reach out "
+                "until the host enables forwarding",
+                bridge.name,
+            )
     except OSError:
         pass
 

@@ -10,6 +10,7 @@ with setns(2), which costs well under a millisecond, where pyroute2's own
 ``netns=`` forks a helper process.  Netlink errors leave as OSError with the
 kernel's errno, so callers name what failed without knowing pyroute2.
 """
+
 from __future__ import annotations
 
 import functools
@@ -128,11 +129,18 @@ def link(ipr: Any, name: str) -> dict | None:
         raise
     info = msg.get_attr("IFLA_LINKINFO")
     data = info.get_attr("IFLA_INFO_DATA") if info else None
-    return {"index": msg["index"], "name": name, "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
-            "mtu": msg.get_attr("IFLA_MTU"), "master": msg.get_attr("IFLA_MASTER"), "up": bool(msg["flags"] & IFF_UP),
-            "mac": msg.get_attr("IFLA_ADDRESS"),
-            "vlan_filtering": bool(data.get_attr("IFLA_BR_VLAN_FILTERING")) if data is not None
-            and info.get_attr("IFLA_INFO_KIND") == "bridge" else False}
+    return {
+        "index": msg["index"],
+        "name": name,
+        "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
+        "mtu": msg.get_attr("IFLA_MTU"),
+        "master": msg.get_attr("IFLA_MASTER"),
+        "up": bool(msg["flags"] & IFF_UP),
+        "mac": msg.get_attr("IFLA_ADDRESS"),
+        "vlan_filtering": bool(data.get_attr("IFLA_BR_VLAN_FILTERING"))
+        if data is not None and info.get_attr("IFLA_INFO_KIND") == "bridge"
+        else False,
+    }
 
 
 @checked
@@ -248,11 +256,20 @@ def dump_interfaces(ipr: Any) -> list[dict]:
     for msg in ipr.link("dump"):
         stats = msg.get_attr("IFLA_STATS64") or {}
         found = addresses.get(msg["index"], {"ipv4": [], "ipv6": []})
-        result.append({"name": msg.get_attr("IFLA_IFNAME"), "mac": (msg.get_attr("IFLA_ADDRESS") or "").upper(),
-                       "mtu": msg.get_attr("IFLA_MTU"), "state": str(msg.get_attr("IFLA_OPERSTATE")).lower(),
-                       "ipv4": found["ipv4"], "ipv6": found["ipv6"],
-                       "rx_bytes": stats.get("rx_bytes", 0), "tx_bytes": stats.get("tx_bytes", 0),
-                       "rx_packets": stats.get("rx_packets", 0), "tx_packets": stats.get("tx_packets", 0)})
+        result.append(
+            {
+                "name": msg.get_attr("IFLA_IFNAME"),
+                "mac": (msg.get_attr("IFLA_ADDRESS") or "").upper(),
+                "mtu": msg.get_attr("IFLA_MTU"),
+                "state": str(msg.get_attr("IFLA_OPERSTATE")).lower(),
+                "ipv4": found["ipv4"],
+                "ipv6": found["ipv6"],
+                "rx_bytes": stats.get("rx_bytes", 0),
+                "tx_bytes": stats.get("tx_bytes", 0),
+                "rx_packets": stats.get("rx_packets", 0),
+                "tx_packets": stats.get("tx_packets", 0),
+            }
+        )
     return result
 
 
@@ -269,9 +286,17 @@ def redirect_ingress(ipr: Any, index: int, target: int) -> None:
     from pyroute2.protocols import ETH_P_ALL
 
     ipr.tc("add", "ingress", index, handle=0xFFFF0000)
-    ipr.tc("add-filter", "u32", index, parent=0xFFFF0000, prio=1, protocol=ETH_P_ALL, target=0x10001,
-           keys=["0x0/0x0+0"], action={"kind": "mirred", "direction": "egress", "action": "redirect",
-                                       "ifindex": target})
+    ipr.tc(
+        "add-filter",
+        "u32",
+        index,
+        parent=0xFFFF0000,
+        prio=1,
+        protocol=ETH_P_ALL,
+        target=0x10001,
+        keys=["0x0/0x0+0"],
+        action={"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": target},
+    )
 
 
 @checked

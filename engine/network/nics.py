@@ -6,6 +6,7 @@ what needs more than one property at a time: addresses are real CIDRs, the
 gateway is not the address itself, VLAN lists parse, the interface name
 is one Linux accepts.  Nothing here touches the kernel.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -24,8 +25,22 @@ MAX_RATE = 4095.0  # MB/s: tbf's rate is a 32-bit count of bytes per second
 MIN_MTU = 68  # the kernel's floor for veth
 TRUNKS_RE = re.compile(r"^\d+(?:-\d+)?(?:;\d+(?:-\d+)?)*$")
 # Order of the properties in a rendered value: name first, then Proxmox's alphabetical order.
-_ORDER = ("name", "bridge", "firewall", "gw", "gw6", "hwaddr", "ip", "ip6", "link_down", "mtu", "rate", "tag",
-          "trunks", "type")
+_ORDER = (
+    "name",
+    "bridge",
+    "firewall",
+    "gw",
+    "gw6",
+    "hwaddr",
+    "ip",
+    "ip6",
+    "link_down",
+    "mtu",
+    "rate",
+    "tag",
+    "trunks",
+    "type",
+)
 
 
 @dataclass(frozen=True)
@@ -138,8 +153,11 @@ def parse_nic(index: int, value: str | dict) -> Nic:
     rate = props.get("rate")
     if rate is not None:
         if rate > MAX_RATE:
-            raise ValidationError(f"{key}.rate: {rate:g} MB/s is above the {MAX_RATE:g} MB/s the kernel's "
-                                  "shaper can hold; leave rate unset for no limit", key=key)
+            raise ValidationError(
+                f"{key}.rate: {rate:g} MB/s is above the {MAX_RATE:g} MB/s the kernel's "
+                "shaper can hold; leave rate unset for no limit",
+                key=key,
+            )
         rate = rate or None  # 0 means no limit
     mtu = props.get("mtu")
     if mtu is not None and mtu < MIN_MTU:
@@ -149,15 +167,29 @@ def parse_nic(index: int, value: str | dict) -> Nic:
         raise ValidationError(f"{key}.tag: {tag!r} is not a VLAN ID within 1..4094", key=key)
     trunks = _parse_trunks(str(props["trunks"]), key) if props.get("trunks") else ()
     hwaddr = props.get("hwaddr")
-    return Nic(index=index, name=name, bridge=props.get("bridge") or None, hwaddr=hwaddr.upper() if hwaddr else None,
-               ip=ip, gw=gw, ip6=ip6, gw6=gw6, tag=tag, trunks=trunks, mtu=mtu, rate=rate,
-               firewall=bool(props.get("firewall")), link_down=bool(props.get("link_down")))
+    return Nic(
+        index=index,
+        name=name,
+        bridge=props.get("bridge") or None,
+        hwaddr=hwaddr.upper() if hwaddr else None,
+        ip=ip,
+        gw=gw,
+        ip6=ip6,
+        gw6=gw6,
+        tag=tag,
+        trunks=trunks,
+        mtu=mtu,
+        rate=rate,
+        firewall=bool(props.get("firewall")),
+        link_down=bool(props.get("link_down")),
+    )
 
 
 def from_config(config: ContainerConfig) -> list[Nic]:
     """The interfaces of a container's current config, by index."""
-    return [parse_nic(i, config.current.values[f"net{i}"]) for i in range(MAX_NICS)
-            if f"net{i}" in config.current.values]
+    return [
+        parse_nic(i, config.current.values[f"net{i}"]) for i in range(MAX_NICS) if f"net{i}" in config.current.values
+    ]
 
 
 def with_mac(ctid: int, nic: Nic) -> Nic:
@@ -170,15 +202,19 @@ def check_names(nics: list[Nic]) -> None:
     seen: dict[str, str] = {}
     for nic in nics:
         if nic.name in seen:
-            raise ValidationError(f"{nic.key}: interface name '{nic.name}' is already used by {seen[nic.name]}",
-                                  key=nic.key)
+            raise ValidationError(
+                f"{nic.key}: interface name '{nic.name}' is already used by {seen[nic.name]}", key=nic.key
+            )
         seen[nic.name] = nic.key
 
 
 def _check_ifname(name: str, key: str) -> None:
     if not 1 <= len(name) <= IFNAME_MAX or name in (".", "..", "lo") or any(c in name for c in "/: \t\n%"):
-        raise ValidationError(f"{key}.name: '{name}' is not a usable interface name (1 to {IFNAME_MAX} characters, "
-                              "no '/', ':', '%' or spaces, not 'lo')", key=key)
+        raise ValidationError(
+            f"{key}.name: '{name}' is not a usable interface name (1 to {IFNAME_MAX} characters, "
+            "no '/', ':', '%' or spaces, not 'lo')",
+            key=key,
+        )
 
 
 def _check_cidr(value: str, version: int, keywords: tuple[str, ...], field: str) -> str:
@@ -187,9 +223,11 @@ def _check_cidr(value: str, version: int, keywords: tuple[str, ...], field: str)
         return value
     kind = "IPv4" if version == 4 else "IPv6"
     if "/" not in value:
-        raise ValidationError(f"{field}: '{value}' needs a prefix length ({kind} CIDR like "
-                              f"{'10.0.0.2/24' if version == 4 else 'fd00::2/64'}) or one of {', '.join(keywords)}",
-                              key=key)
+        raise ValidationError(
+            f"{field}: '{value}' needs a prefix length ({kind} CIDR like "
+            f"{'10.0.0.2/24' if version == 4 else 'fd00::2/64'}) or one of {', '.join(keywords)}",
+            key=key,
+        )
     try:
         iface = ipaddress.ip_interface(value)
     except ValueError as exc:
@@ -213,8 +251,10 @@ def _check_gateway(gw: str, iface: str | None, ip: str | None, version: int, fie
     if address.version != version:
         raise ValidationError(f"{field}: '{gw}' is not an IPv{version} address", key=key)
     if iface is None and ip != "pool":
-        raise ValidationError(f"{field}: a gateway needs a static address in "
-                              f"'{'ip' if version == 4 else 'ip6'}' (got {ip or 'none'})", key=key)
+        raise ValidationError(
+            f"{field}: a gateway needs a static address in '{'ip' if version == 4 else 'ip6'}' (got {ip or 'none'})",
+            key=key,
+        )
     # A gateway outside the subnet is accepted, as Proxmox does (a routed /32 with the provider's gateway):
     # it is reached by a route on the link first.
     if iface is not None and not (version == 6 and address.is_link_local):

@@ -5,6 +5,7 @@ container's config puts it on the same bridge.  Allocation and the config
 write that records it must happen under ``node_lock``, or two creates at
 once could draw the same address.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -77,15 +78,23 @@ def check_collisions(ctid: int, nics: list[Nic], others: Others, bridges: Mappin
         values: list[tuple[object, str]] = [(a.ip, "address") for a in (nic.ipv4, nic.ipv6) if a is not None]
         values.append(((nic.hwaddr or generate_mac(ctid, nic.index)).upper(), "MAC"))
         for value, what in values:
-            if bridge is not None and value in (getattr(bridge.address, "ip", None),
-                                                getattr(bridge.address6, "ip", None)):
-                raise ValidationError(f"{nic.key}: {what} {value} is the bridge '{nic.bridge}''s own address",
-                                      key=nic.key)
+            if bridge is not None and value in (
+                getattr(bridge.address, "ip", None),
+                getattr(bridge.address6, "ip", None),
+            ):
+                raise ValidationError(
+                    f"{nic.key}: {what} {value} is the bridge '{nic.bridge}''s own address", key=nic.key
+                )
             if value in held:
                 other, key = held[value]
-                raise ValidationError(f"{nic.key}: {what} {value} on bridge '{nic.bridge}' is already used by "
-                                      f"container {other} ({key})", key=nic.key)
+                raise ValidationError(
+                    f"{nic.key}: {what} {value} on bridge '{nic.bridge}' is already used by container {other} ({key})",
+                    key=nic.key,
+                )
             if value in own:
-                raise ValidationError(f"{nic.key}: {what} {value} on bridge '{nic.bridge}' is already used by "
-                                      f"{own[value]} of this container", key=nic.key)
+                raise ValidationError(
+                    f"{nic.key}: {what} {value} on bridge '{nic.bridge}' is already used by "
+                    f"{own[value]} of this container",
+                    key=nic.key,
+                )
             own[value] = nic.key

@@ -4,6 +4,7 @@
 netlink socket (and no pyroute2 import) is needed for the dashboard's table
 and graphs; ``veth.interfaces`` gives the full netlink view when asked.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -22,8 +23,12 @@ def counters(pid: int) -> dict[str, dict[str, int]]:
         fields = data.split()
         name = name.strip()
         if name != "lo" and len(fields) >= 10:
-            result[name] = {"rx_bytes": int(fields[0]), "rx_packets": int(fields[1]),
-                            "tx_bytes": int(fields[8]), "tx_packets": int(fields[9])}
+            result[name] = {
+                "rx_bytes": int(fields[0]),
+                "rx_packets": int(fields[1]),
+                "tx_bytes": int(fields[8]),
+                "tx_packets": int(fields[9]),
+            }
     return result
 
 

@@ -10,6 +10,7 @@ Nothing here imports pyroute2, so a start with plain interfaces never loads it
 
 Safe to call in a forked child before exec: only ``socket`` and ``struct``.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -74,19 +75,32 @@ def _ifinfo(index: int = 0, up: bool | None = None) -> bytes:
 
 
 # ---- requests ------------------------------------------------------------------------------
-def new_veth(host: str, host_mac: str, peer: str, peer_mac: str, mtu: int, ns_fd: int, master: int | None,
-             host_up: bool) -> Request:
+def new_veth(
+    host: str, host_mac: str, peer: str, peer_mac: str, mtu: int, ns_fd: int, master: int | None, host_up: bool
+) -> Request:
     """``ip link add <host> address .. mtu .. [master ..] [up] type veth peer <peer> address .. netns <fd>``.
 
     The peer comes down: the kernel refuses (ENOTCONN) to bring it up while the pair is being made, so it
     is brought up from inside, with its addresses (``set_up``).
     """
-    peer_msg = _ifinfo() + attr(IFLA_IFNAME, _name(peer)) + attr(IFLA_ADDRESS, _mac(peer_mac)) \
-        + attr(IFLA_MTU, _u32(mtu)) + attr(IFLA_NET_NS_FD, _u32(ns_fd))
-    info = nested(IFLA_LINKINFO, attr(IFLA_INFO_KIND, b"veth"),
-                  nested(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer_msg)))  # an ifinfomsg first: not flagged nested
-    body = _ifinfo(up=host_up) + attr(IFLA_IFNAME, _name(host)) + attr(IFLA_ADDRESS, _mac(host_mac)) \
-        + attr(IFLA_MTU, _u32(mtu)) + (attr(IFLA_MASTER, _u32(master)) if master else b"") + info
+    peer_msg = (
+        _ifinfo()
+        + attr(IFLA_IFNAME, _name(peer))
+        + attr(IFLA_ADDRESS, _mac(peer_mac))
+        + attr(IFLA_MTU, _u32(mtu))
+        + attr(IFLA_NET_NS_FD, _u32(ns_fd))
+    )
+    info = nested(
+        IFLA_LINKINFO, attr(IFLA_INFO_KIND, b"veth"), nested(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer_msg))
+    )  # an ifinfomsg first: not flagged nested
+    body = (
+        _ifinfo(up=host_up)
+        + attr(IFLA_IFNAME, _name(host))
+        + attr(IFLA_ADDRESS, _mac(host_mac))
+        + attr(IFLA_MTU, _u32(mtu))
+        + (attr(IFLA_MASTER, _u32(master)) if master else b"")
+        + info
+    )
     return Request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"creating veth '{host}'")
 
 
@@ -114,8 +128,11 @@ def default_route(index: int, gateway: str, onlink: bool = False) -> Request:
     gw = ipaddress.ip_address(gateway)
     family = socket.AF_INET if gw.version == 4 else socket.AF_INET6
     flags = RTNH_F_ONLINK if onlink else 0
-    body = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST, flags) \
-        + attr(RTA_GATEWAY, gw.packed) + attr(RTA_OIF, _u32(index))
+    body = (
+        _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST, flags)
+        + attr(RTA_GATEWAY, gw.packed)
+        + attr(RTA_OIF, _u32(index))
+    )
     return Request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body, f"default route via {gateway}")
 
 
@@ -148,8 +165,10 @@ def call(sock: socket.socket, requests: list[Request], ignore: dict[int, tuple[i
     if not requests:
         return
     base = int.from_bytes(os.urandom(3), "little") << 4
-    data = b"".join(_HEADER.pack(_HEADER.size + len(r.body), r.type, NLM_F_REQUEST | NLM_F_ACK | r.flags, base + i,
-                                 0) + r.body for i, r in enumerate(requests))
+    data = b"".join(
+        _HEADER.pack(_HEADER.size + len(r.body), r.type, NLM_F_REQUEST | NLM_F_ACK | r.flags, base + i, 0) + r.body
+        for i, r in enumerate(requests)
+    )
     sock.sendto(data, (0, 0))  # to the kernel
     errors: dict[int, int] = {}
     pending = set(range(len(requests)))

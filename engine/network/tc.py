@@ -9,6 +9,7 @@ needs no ``act_police`` (absent from some kernels) and queues instead of
 dropping, which TCP likes better.  Everything lives on the host side: the
 container's root cannot lift its own limit.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -9,6 +9,7 @@ teardown, but for the per-tag bridges of ``tag=N`` on bridges that are not
 VLAN-aware (``vlanbridge``), swept once no container uses them.  Every
 multi-step change registers its undo in a Reverter.
 """
+
 from __future__ import annotations
 
 import errno
@@ -104,8 +105,9 @@ def configure_fresh(sock: socket.socket, pairs: list[tuple[Nic, int]], addresses
         rtnl.call(sock, requests, ignore)
     except rtnl.RtnlError as exc:
         nic = owner[next(i for i, r in enumerate(requests) if r.what == exc.what)]
-        raise EngineError(f"{nic.key}: configuring '{nic.name}' inside the container: {exc.what}: "
-                          f"{exc.strerror}") from None
+        raise EngineError(
+            f"{nic.key}: configuring '{nic.name}' inside the container: {exc.what}: {exc.strerror}"
+        ) from None
 
 
 def teardown_nics(ctid: int, nics: list[Nic]) -> None:
@@ -154,8 +156,13 @@ def host_side(ctid: int, index: int) -> dict | None:
         if info is None:
             return None
         master = SYS_NET / info["name"] / "master"
-        return {"name": info["name"], "bridge": master.resolve().name if master.exists() else None,
-                "up": info["up"], "mtu": info["mtu"], "rate": tc.limits(ipr, ctid, index, info["index"])}
+        return {
+            "name": info["name"],
+            "bridge": master.resolve().name if master.exists() else None,
+            "up": info["up"],
+            "mtu": info["mtu"],
+            "rate": tc.limits(ipr, ctid, index, info["index"]),
+        }
 
 
 # ---- steps, shared with hotplug -----------------------------------------------------------
@@ -209,8 +216,7 @@ def nic_mtu(nic: Nic, bridge: Bridge | None) -> tuple[int, int | None]:
     if index is None or mtu is None:
         raise ValidationError(f"{nic.key}: bridge '{bridge.name}' does not exist", key=nic.key)
     if nic.mtu and nic.mtu > int(mtu):
-        raise ValidationError(f"{nic.key}: mtu {nic.mtu} is above the MTU {mtu} of bridge '{bridge.name}'",
-                              key=nic.key)
+        raise ValidationError(f"{nic.key}: mtu {nic.mtu} is above the MTU {mtu} of bridge '{bridge.name}'", key=nic.key)
     return nic.mtu or int(mtu), int(index)
 
 
@@ -222,8 +228,9 @@ def sysfs(name: str, attribute: str) -> str | None:
         return None
 
 
-def plug(ipr: Any, ctid: int, nic: Nic, node: NodeNetwork, ns_fd: int, revert: Reverter,
-         sock: socket.socket | None = None) -> int:
+def plug(
+    ipr: Any, ctid: int, nic: Nic, node: NodeNetwork, ns_fd: int, revert: Reverter, sock: socket.socket | None = None
+) -> int:
     """Host side of one interface: veth (peer inside, still down), bridge port, VLANs, rate.  Returns the peer's index.
 
     The pair is one rtnetlink request on ``sock`` (or a fresh socket); pyroute2 (``ipr``, or this
@@ -234,8 +241,9 @@ def plug(ipr: Any, ctid: int, nic: Nic, node: NodeNetwork, ns_fd: int, revert: R
     with tagged_lock(nic, bridge):
         bridge = attach_to(nic, bridge, node, revert)
         mtu, bridge_index = nic_mtu(nic, bridge)
-        create = rtnl.new_veth(host, _host_mac(), nic.name, nic_mac(ctid, nic), mtu, ns_fd, bridge_index,
-                               host_up=not nic.link_down)
+        create = rtnl.new_veth(
+            host, _host_mac(), nic.name, nic_mac(ctid, nic), mtu, ns_fd, bridge_index, host_up=not nic.link_down
+        )
         try:
             if sock is None:
                 rtnl.request(create)

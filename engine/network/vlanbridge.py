@@ -26,6 +26,7 @@ step that makes, uses or removes a per-tag bridge runs under one host-wide
 lock (``locked``), so a stop's sweep never takes a bridge a start is about
 to use.
 """
+
 from __future__ import annotations
 
 import errno
@@ -64,9 +65,12 @@ def bridge_name(parent: str, tag: int, key: str) -> str:
     """``<parent>v<tag>``; ValidationError if the kernel could not hold the name."""
     name = f"{parent}v{tag}"
     if len(name) > IFNAME_MAX:
-        raise ValidationError(f"{key}: tag={tag} on bridge '{parent}' (not VLAN-aware) needs a bridge '{name}', "
-                              f"longer than the {IFNAME_MAX} characters of an interface name; use a bridge with a "
-                              "shorter name, or a VLAN-aware one", key=key)
+        raise ValidationError(
+            f"{key}: tag={tag} on bridge '{parent}' (not VLAN-aware) needs a bridge '{name}', "
+            f"longer than the {IFNAME_MAX} characters of an interface name; use a bridge with a "
+            "shorter name, or a VLAN-aware one",
+            key=key,
+        )
     return name
 
 
@@ -74,8 +78,11 @@ def device_name(port: str, tag: int, key: str, parent: str) -> str:
     """``<port>.<tag>``; ValidationError if the kernel could not hold the name."""
     name = f"{port}.{tag}"
     if len(name) > IFNAME_MAX:
-        raise ValidationError(f"{key}: tag={tag} on bridge '{parent}' needs a VLAN device '{name}' on its port "
-                              f"'{port}', longer than the {IFNAME_MAX} characters of an interface name", key=key)
+        raise ValidationError(
+            f"{key}: tag={tag} on bridge '{parent}' needs a VLAN device '{name}' on its port "
+            f"'{port}', longer than the {IFNAME_MAX} characters of an interface name",
+            key=key,
+        )
     return name
 
 
@@ -100,12 +107,18 @@ def check(nic: Nic, bridge: Bridge) -> None:
     if bridge.vlan_aware or not (nic.tag or nic.trunks):
         return
     if nic.trunks:
-        raise ValidationError(f"{key}: trunks need a VLAN-aware bridge; '{bridge.name}' is not "
-                              "(bridge-vlan-aware yes); a plain tag=N works on it", key=key)
+        raise ValidationError(
+            f"{key}: trunks need a VLAN-aware bridge; '{bridge.name}' is not "
+            "(bridge-vlan-aware yes); a plain tag=N works on it",
+            key=key,
+        )
     if nic.ip in ("dhcp", "pool"):
-        raise ValidationError(f"{key}: ip={nic.ip} with tag={nic.tag} on bridge '{bridge.name}' (not VLAN-aware): "
-                              "the node's DHCP server and address pool serve the untagged bridge only; give a "
-                              "static address or drop the tag", key=key)
+        raise ValidationError(
+            f"{key}: ip={nic.ip} with tag={nic.tag} on bridge '{bridge.name}' (not VLAN-aware): "
+            "the node's DHCP server and address pool serve the untagged bridge only; give a "
+            "static address or drop the tag",
+            key=key,
+        )
     bridge_name(bridge.name, nic.tag, key)
     for port in uplinks(bridge):
         device_name(port, nic.tag, key, bridge.name)
@@ -151,8 +164,11 @@ def ensure(nic: Nic, parent: Bridge, node: NodeNetwork, revert: Reverter) -> Bri
                 netlink.set_link(ipr, index, ifalias=f"{BRIDGE_MARK}{tag} of {parent.name}")
                 _host_stays_off(name)
             elif info["kind"] != "bridge":
-                raise ValidationError(f"{key}: tag={tag} needs a bridge '{name}', but the host has an interface of "
-                                      "that name that is not a bridge", key=key)
+                raise ValidationError(
+                    f"{key}: tag={tag} needs a bridge '{name}', but the host has an interface of "
+                    "that name that is not a bridge",
+                    key=key,
+                )
             elif not _ours(name):
                 return Bridge(name, mtu=info["mtu"], defined=False)  # not the engine's: used as it is
             else:
@@ -168,8 +184,10 @@ def ensure(nic: Nic, parent: Bridge, node: NodeNetwork, revert: Reverter) -> Bri
 def _host_stays_off(bridge: str) -> None:
     """The host has no address on a per-tag bridge and must not seem to: no IPv6 link-local, and no ARP
     replies for the addresses of its other interfaces (the parent's among them), which it gives by default."""
-    for path, value in ((f"/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6", "1"),
-                        (f"/proc/sys/net/ipv4/conf/{bridge}/arp_ignore", "1")):
+    for path, value in (
+        (f"/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6", "1"),
+        (f"/proc/sys/net/ipv4/conf/{bridge}/arp_ignore", "1"),
+    ):
         try:
             Path(path).write_text(value)
         except OSError:
@@ -187,15 +205,20 @@ def _ensure_device(ipr: Any, nic: Nic, parent: str, bridge: str, bridge_index: i
             index = netlink.create_vlan(ipr, device, port_info["index"], nic.tag)
         except OSError as exc:
             if exc.errno == errno.EOPNOTSUPP:
-                raise NotSupported(f"{key}: tag={nic.tag} on bridge '{parent}' needs a VLAN device '{device}' on its "
-                                   "port, and this kernel has no 802.1Q VLAN devices (CONFIG_VLAN_8021Q); use a "
-                                   "bridge without ports for tags on this node only") from None
+                raise NotSupported(
+                    f"{key}: tag={nic.tag} on bridge '{parent}' needs a VLAN device '{device}' on its "
+                    "port, and this kernel has no 802.1Q VLAN devices (CONFIG_VLAN_8021Q); use a "
+                    "bridge without ports for tags on this node only"
+                ) from None
             raise
         netlink.set_link(ipr, index, ifalias=f"{PORT_MARK}{bridge}")
     elif _alias(device) != f"{PORT_MARK}{bridge}" and info["master"] != bridge_index:
-        raise ValidationError(f"{key}: tag={nic.tag} on bridge '{parent}' needs the VLAN device '{device}', which "
-                              "the host already has and the engine did not make; remove it or put it on "
-                              f"bridge '{bridge}'", key=key)
+        raise ValidationError(
+            f"{key}: tag={nic.tag} on bridge '{parent}' needs the VLAN device '{device}', which "
+            "the host already has and the engine did not make; remove it or put it on "
+            f"bridge '{bridge}'",
+            key=key,
+        )
     else:
         index = info["index"]
     netlink.set_link(ipr, index, master=bridge_index, state="up")
@@ -237,8 +260,12 @@ def _candidates(names: list[str] | None) -> tuple[dict[str, list[str]], list[str
                 continue
             if all(_alias(port) == f"{PORT_MARK}{name}" for port in ports):
                 bridges[name] = ports
-        elif names is None and _VLAN_NAME.fullmatch(name) and _alias(name).startswith(PORT_MARK) \
-                and not (SYS_NET / name / "master").exists():
+        elif (
+            names is None
+            and _VLAN_NAME.fullmatch(name)
+            and _alias(name).startswith(PORT_MARK)
+            and not (SYS_NET / name / "master").exists()
+        ):
             orphans.append(name)
     return (bridges, orphans) if bridges or orphans else ({}, [])
 

@@ -12,6 +12,7 @@ resolves volume IDs (``<storage>:<ID>/<file>``) to a driver, refusing unknown
 storages, disabled ones, storages not available on this node and volumes that
 do not belong to the container asking.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -38,8 +39,18 @@ STORAGE_TYPES: dict[str, tuple[str, str]] = {
 }
 NEW_VOLUME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9\-_.]*):(\d+(?:\.\d+)?)$")  # Proxmox's "<storage>:<GiB>"
 
-__all__ = ["DRIVERS", "STORAGE_TYPES", "Driver", "Info", "Storage", "StorageDef", "Storages",
-           "check_snapshot_name", "driver_class", "status"]
+__all__ = [
+    "DRIVERS",
+    "STORAGE_TYPES",
+    "Driver",
+    "Info",
+    "Storage",
+    "StorageDef",
+    "Storages",
+    "check_snapshot_name",
+    "driver_class",
+    "status",
+]
 
 _driver_classes: dict[str, type[Driver]] = {}
 
@@ -70,8 +81,9 @@ class Storage:
         for driver in self.drivers():
             if driver.owns(vol):
                 return driver
-        raise ValidationError(f"volume '{self.id}:{vol}' is not a volume this storage ({self.definition.type}) "
-                              "can hold", key="rootfs")
+        raise ValidationError(
+            f"volume '{self.id}:{vol}' is not a volume this storage ({self.definition.type}) can hold", key="rootfs"
+        )
 
     @property
     def enforces_size(self) -> bool:
@@ -81,9 +93,12 @@ class Storage:
     def driver_for_new(self, size: int | None, key: str = "rootfs") -> Driver:
         """The driver for a new volume; a size this storage could not enforce is refused, naming it."""
         if size and not self.enforces_size:
-            raise ValidationError(f"{key}: storage '{self.id}' ({self.definition.type}, {self.sized.info.name} "
-                                  "volumes) cannot enforce a size; give size 0 (no limit) or use a storage that "
-                                  "can (a 'dir' storage's raw images, btrfs)", key=key)
+            raise ValidationError(
+                f"{key}: storage '{self.id}' ({self.definition.type}, {self.sized.info.name} "
+                "volumes) cannot enforce a size; give size 0 (no limit) or use a storage that "
+                "can (a 'dir' storage's raw images, btrfs)",
+                key=key,
+            )
         return self.sized if size else self.plain
 
     def available(self) -> bool:
@@ -105,9 +120,16 @@ def status(root: Path, storage_id: str | None = None) -> list[dict]:
             continue
         storage = make_storage(definition)
         active = definition.path.is_dir() and storage.available()
-        row = {"id": definition.id, "type": definition.type, "content": sorted(definition.content),
-               "status": "disabled" if definition.disabled else "active" if active else "inactive",
-               "enforces_size": storage.enforces_size, "total": None, "used": None, "available": None}
+        row = {
+            "id": definition.id,
+            "type": definition.type,
+            "content": sorted(definition.content),
+            "status": "disabled" if definition.disabled else "active" if active else "inactive",
+            "enforces_size": storage.enforces_size,
+            "total": None,
+            "used": None,
+            "available": None,
+        }
         if definition.path.is_dir():
             st = os.statvfs(definition.path)
             row["total"] = st.f_blocks * st.f_frsize
@@ -130,18 +152,27 @@ class Storages:
         definitions = self.definitions()
         definition = definitions.get(storage_id)
         if definition is None:
-            raise ValidationError(f"{key}: storage '{storage_id}' is not defined on this node (known: "
-                                  f"{', '.join(sorted(definitions)) or 'none'})", key=key)
+            raise ValidationError(
+                f"{key}: storage '{storage_id}' is not defined on this node (known: "
+                f"{', '.join(sorted(definitions)) or 'none'})",
+                key=key,
+            )
         storage = make_storage(definition)
         if content is not None:
             if definition.disabled:
                 raise ValidationError(f"{key}: storage '{storage_id}' is disabled", key=key)
             if definition.nodes and cfg.this_node() not in definition.nodes:
-                raise ValidationError(f"{key}: storage '{storage_id}' is not available on node '{cfg.this_node()}' "
-                                      f"(nodes: {', '.join(definition.nodes)})", key=key)
+                raise ValidationError(
+                    f"{key}: storage '{storage_id}' is not available on node '{cfg.this_node()}' "
+                    f"(nodes: {', '.join(definition.nodes)})",
+                    key=key,
+                )
             if content not in definition.content:
-                raise ValidationError(f"{key}: storage '{storage_id}' does not hold content type '{content}' "
-                                      f"(its content: {', '.join(sorted(definition.content)) or 'none'})", key=key)
+                raise ValidationError(
+                    f"{key}: storage '{storage_id}' does not hold content type '{content}' "
+                    f"(its content: {', '.join(sorted(definition.content)) or 'none'})",
+                    key=key,
+                )
         return storage
 
     def resolve(self, volid: str, ctid: int, key: str = "rootfs") -> tuple[Storage, Driver, str]:

@@ -18,6 +18,7 @@ LVM-thin, ZFS or RBD fit the same interface: a driver whose ``activate``
 returns the block device to mount, and whose snapshot and clone calls use the
 backend's own.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -111,8 +112,9 @@ class Driver(ABC):
         """The host path of a volume (a directory, an image, or a volume's own directory)."""
         owner, _, leaf = vol.partition("/")
         if not owner.isdigit() or not leaf or "/" in leaf or leaf in (".", "..") or "@" in leaf:
-            raise ValidationError(f"volume '{self.storage.id}:{vol}' is not a volume name of storage "
-                                  f"'{self.storage.id}'", key="rootfs")
+            raise ValidationError(
+                f"volume '{self.storage.id}:{vol}' is not a volume name of storage '{self.storage.id}'", key="rootfs"
+            )
         return self.images / owner / leaf
 
     def snapshot_path(self, vol: str, snap: str) -> Path:
@@ -133,8 +135,9 @@ class Driver(ABC):
 
     # ---- what every driver does ------------------------------------------------------------
     @abstractmethod
-    def create(self, ctid: int, disk: int, owner: int, size: int | None, fill: Fill | None,
-               fill_key: str | None = None) -> str:
+    def create(
+        self, ctid: int, disk: int, owner: int, size: int | None, fill: Fill | None, fill_key: str | None = None
+    ) -> str:
         """Allocate a volume and fill it (``fill`` makes the tree; None leaves it empty, owned by ``owner``).
 
         ``fill_key`` names what ``fill`` makes (a template and its id map): a driver that shares
@@ -171,8 +174,9 @@ class Driver(ABC):
     def has_snapshot(self, vol: str, snap: str) -> bool:
         return os.path.lexists(self.snapshot_path(vol, snap))
 
-    def clone(self, vol: str, snap: str | None, ctid: int, disk: int, owner: int, linked: bool,
-              size: int | None = None) -> str:
+    def clone(
+        self, vol: str, snap: str | None, ctid: int, disk: int, owner: int, linked: bool, size: int | None = None
+    ) -> str:
         """A new volume on this storage from ``vol`` (or its snapshot), for container ``ctid``."""
         raise NotSupported(f"storage '{self.storage.id}' ({self.info.name}) cannot clone volumes in place")
 
@@ -244,8 +248,10 @@ class Driver(ABC):
     def check_backup_snapshot(self, vol: str) -> None:
         """NotSupported naming the storage when this volume cannot be snapshotted for a backup."""
         if not self.info.backup_snapshots:
-            raise NotSupported(f"snapshot mode: storage '{self.storage.id}' ({self.info.name}) cannot take "
-                               "snapshots for a backup; use --mode suspend (frozen during the copy) or --mode stop")
+            raise NotSupported(
+                f"snapshot mode: storage '{self.storage.id}' ({self.info.name}) cannot take "
+                "snapshots for a backup; use --mode suspend (frozen during the copy) or --mode stop"
+            )
 
     def take_backup_snapshot(self, vol: str, running_root: int | None) -> None:
         """Keep the volume's content at this instant for a backup (the caller froze the container;
@@ -270,8 +276,11 @@ class Driver(ABC):
 def check_snapshot_name(name: str) -> str:
     """Proxmox's rules: a letter first, then letters, digits, '-' and '_', at most 40; 'current' is reserved."""
     if not isinstance(name, str) or not SNAPSHOT_RE.match(name):
-        raise ValidationError(f"snapshot name '{name}' is invalid: it must start with a letter and hold only "
-                              "letters, digits, '-' and '_' (at most 40 characters)", key="snapname")
+        raise ValidationError(
+            f"snapshot name '{name}' is invalid: it must start with a letter and hold only "
+            "letters, digits, '-' and '_' (at most 40 characters)",
+            key="snapname",
+        )
     if name == "current":
         raise ValidationError("snapshot name 'current' is reserved (it names the live state)", key="snapname")
     return name

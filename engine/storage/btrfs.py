@@ -13,6 +13,7 @@ system with the first sized volume).  Writing past it fails inside the
 container with EDQUOT ("Disk quota exceeded"), btrfs's word for the volume
 being full.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,9 +67,12 @@ def subvolume_create(path: Path) -> None:
 def subvolume_snapshot(source: Path, target: Path, readonly: bool) -> None:
     sfd = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        _ioctl_in(target.parent, BTRFS_IOC_SNAP_CREATE_V2,
-                  _vol_args_v2(target.name, sfd, BTRFS_SUBVOL_RDONLY if readonly else 0),
-                  f"snapshot of {source} as {target}")
+        _ioctl_in(
+            target.parent,
+            BTRFS_IOC_SNAP_CREATE_V2,
+            _vol_args_v2(target.name, sfd, BTRFS_SUBVOL_RDONLY if readonly else 0),
+            f"snapshot of {source} as {target}",
+        )
     finally:
         os.close(sfd)
 
@@ -101,8 +105,16 @@ def is_btrfs(path: Path) -> bool:
 
 
 class BtrfsDriver(Driver):
-    info = Info("btrfs", snapshots_instant=True, linked_clones=True, clones_depend_on_snapshot=False,
-                size_enforced=True, block_backed=False, mounted_at_start=False, backup_snapshots=True)
+    info = Info(
+        "btrfs",
+        snapshots_instant=True,
+        linked_clones=True,
+        clones_depend_on_snapshot=False,
+        size_enforced=True,
+        block_backed=False,
+        mounted_at_start=False,
+        backup_snapshots=True,
+    )
     suffix = ".subvol"
 
     def _check_fs(self) -> None:
@@ -110,8 +122,9 @@ class BtrfsDriver(Driver):
         if not is_btrfs(self.images):
             raise HostError(f"storage '{self.storage.id}': {self.storage.path} is not on a btrfs file system")
 
-    def create(self, ctid: int, disk: int, owner: int, size: int | None, fill: Fill | None,
-               fill_key: str | None = None) -> str:
+    def create(
+        self, ctid: int, disk: int, owner: int, size: int | None, fill: Fill | None, fill_key: str | None = None
+    ) -> str:
         self._check_fs()
         self.owner_dir(ctid, owner)
         vol = self.volname(ctid, disk)
@@ -188,8 +201,9 @@ class BtrfsDriver(Driver):
     def delete_snapshot(self, vol: str, snap: str) -> None:
         subvolume_delete(self.snapshot_path(vol, snap))
 
-    def clone(self, vol: str, snap: str | None, ctid: int, disk: int, owner: int, linked: bool,
-              size: int | None = None) -> str:
+    def clone(
+        self, vol: str, snap: str | None, ctid: int, disk: int, owner: int, linked: bool, size: int | None = None
+    ) -> str:
         source = self.snapshot_path(vol, snap) if snap else self.path(vol)
         self._check_fs()
         self.owner_dir(ctid, owner)

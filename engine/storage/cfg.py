@@ -18,6 +18,7 @@ not exist the node has one storage, ``local``, a directory storage at the
 state root, which is where Caisson has always kept containers
 (``images/<ID>/subvol-<ID>-disk-0.subvol``).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -48,8 +49,10 @@ def this_node() -> str:
 
 def check_id(value: str) -> str:
     if not STORAGE_ID_RE.match(value or "") or len(value) > 64:
-        raise ValidationError(f"storage ID '{value}' is invalid: a letter first, then letters, digits, "
-                              "'-', '_' or '.' (at most 64)", key="storage")
+        raise ValidationError(
+            f"storage ID '{value}' is invalid: a letter first, then letters, digits, '-', '_' or '.' (at most 64)",
+            key="storage",
+        )
     return value
 
 
@@ -57,24 +60,33 @@ def parse_content(value: str, where: str = "content") -> frozenset[str]:
     items = [c.strip() for c in value.split(",") if c.strip()]
     for item in items:
         if item not in CONTENT_TYPES:
-            raise ValidationError(f"{where}: unknown content type '{item}' (known: {', '.join(CONTENT_TYPES)})",
-                                  key="content")
+            raise ValidationError(
+                f"{where}: unknown content type '{item}' (known: {', '.join(CONTENT_TYPES)})", key="content"
+            )
     return frozenset(items)
 
 
 def make_def(kind: str, storage_id: str, props: dict[str, str], where: str) -> StorageDef:
     check_id(storage_id)
     if kind not in TYPES:
-        raise ValidationError(f"{where}: storage type '{kind}' is not supported (supported: {', '.join(TYPES)})",
-                              key="type")
+        raise ValidationError(
+            f"{where}: storage type '{kind}' is not supported (supported: {', '.join(TYPES)})", key="type"
+        )
     path = props.get("path")
     if not path or not path.startswith("/") or "\x00" in path or ".." in path.split("/"):
         raise ValidationError(f"{where}: storage '{storage_id}' needs an absolute 'path' without '..'", key="path")
     nodes = tuple(n.strip() for n in props.get("nodes", "").split(",") if n.strip())
     content = parse_content(props["content"], f"{where}: content") if "content" in props else DEFAULT_CONTENT
     options = {k: v for k, v in props.items() if k not in ("path", "content", "nodes", "disable")}
-    return StorageDef(storage_id, kind, Path(os.path.normpath(path)), content, nodes,
-                      props.get("disable", "0") not in ("0", ""), options)
+    return StorageDef(
+        storage_id,
+        kind,
+        Path(os.path.normpath(path)),
+        content,
+        nodes,
+        props.get("disable", "0") not in ("0", ""),
+        options,
+    )
 
 
 def parse(text: str, origin: str = "storage.cfg") -> dict[str, StorageDef]:
@@ -110,8 +122,10 @@ def parse(text: str, origin: str = "storage.cfg") -> dict[str, StorageDef]:
                 raise ValidationError(f"{where}: '{key}' needs a value", key=key)
             current[2][key] = value
         else:
-            raise ValidationError(f"{where}: unknown storage property '{key}' (known: "
-                                  f"{', '.join(sorted(FLAG_KEYS | VALUE_KEYS))})", key=key)
+            raise ValidationError(
+                f"{where}: unknown storage property '{key}' (known: {', '.join(sorted(FLAG_KEYS | VALUE_KEYS))})",
+                key=key,
+            )
     close()
     return result
 

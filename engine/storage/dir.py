@@ -9,6 +9,7 @@ full copy (``snapshots_instant`` is false).  A directory cannot be held to a siz
 ``dir`` storage gives a raw image (:mod:`engine.storage.loop`) to a volume with one, and a
 resize of a directory volume is refused (``size_enforced`` is false).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,12 +21,20 @@ from engine.storage.mountns import syncfs
 
 
 class DirDriver(Driver):
-    info = Info("dir", snapshots_instant=False, linked_clones=False, clones_depend_on_snapshot=False,
-                size_enforced=False, block_backed=False, mounted_at_start=False)
+    info = Info(
+        "dir",
+        snapshots_instant=False,
+        linked_clones=False,
+        clones_depend_on_snapshot=False,
+        size_enforced=False,
+        block_backed=False,
+        mounted_at_start=False,
+    )
     suffix = ".subvol"
 
-    def create(self, ctid: int, disk: int, owner: int, size: int | None, fill: Fill | None,
-               fill_key: str | None = None) -> str:
+    def create(
+        self, ctid: int, disk: int, owner: int, size: int | None, fill: Fill | None, fill_key: str | None = None
+    ) -> str:
         self.owner_dir(ctid, owner)
         vol = self.volname(ctid, disk)
         target = self.path(vol)
@@ -67,8 +76,9 @@ class DirDriver(Driver):
     def delete_snapshot(self, vol: str, snap: str) -> None:
         remove_path(self.snapshot_path(vol, snap))
 
-    def clone(self, vol: str, snap: str | None, ctid: int, disk: int, owner: int, linked: bool,
-              size: int | None = None) -> str:
+    def clone(
+        self, vol: str, snap: str | None, ctid: int, disk: int, owner: int, linked: bool, size: int | None = None
+    ) -> str:
         source = self.snapshot_path(vol, snap) if snap else self.path(vol)
         self.owner_dir(ctid, owner)
         new = self.volname(ctid, disk)

@@ -22,6 +22,7 @@ Snapshots are copies of the image (``vm-100-disk-0.raw@<name>``, ``cp
 while it runs; they are full copies unless the host file system shares
 extents.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,21 +42,31 @@ MIN_SIZE = 16 << 20
 
 
 class LoopDriver(Driver):
-    info = Info("loop", snapshots_instant=False, linked_clones=False, clones_depend_on_snapshot=False,
-                size_enforced=True, block_backed=True, mounted_at_start=True, backup_snapshots=True)
+    info = Info(
+        "loop",
+        snapshots_instant=False,
+        linked_clones=False,
+        clones_depend_on_snapshot=False,
+        size_enforced=True,
+        block_backed=True,
+        mounted_at_start=True,
+        backup_snapshots=True,
+    )
     suffix = ".raw"
     prefix = "vm"
 
     def rootfs(self, vol: str) -> Path:
         return self.path(vol).with_suffix(".mnt")
 
-    def create(self, ctid: int, disk: int, owner: int, size: int | None, fill: Fill | None,
-               fill_key: str | None = None) -> str:
+    def create(
+        self, ctid: int, disk: int, owner: int, size: int | None, fill: Fill | None, fill_key: str | None = None
+    ) -> str:
         if not size:
             raise ValidationError(f"storage '{self.storage.id}': an image volume needs a size", key="rootfs")
         if size < MIN_SIZE:
-            raise ValidationError(f"size {size} bytes is below the {MIN_SIZE >> 20} MiB an ext4 image needs",
-                                  key="rootfs")
+            raise ValidationError(
+                f"size {size} bytes is below the {MIN_SIZE >> 20} MiB an ext4 image needs", key="rootfs"
+            )
         self.owner_dir(ctid, owner)
         vol = self.volname(ctid, disk)
         image, mnt = self.path(vol), self.rootfs(vol)
@@ -66,8 +77,10 @@ class LoopDriver(Driver):
         try:
             with open(staged, "wb") as handle:
                 handle.truncate(size)
-            run_tool(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", f"root_owner={owner}:{owner}", str(staged)],
-                     f"making the file system of {image.name}")
+            run_tool(
+                ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", f"root_owner={owner}:{owner}", str(staged)],
+                f"making the file system of {image.name}",
+            )
             mnt.mkdir(mode=0o755, exist_ok=True)
             os.chown(mnt, owner, owner)
             if fill is not None:
@@ -117,8 +130,9 @@ class LoopDriver(Driver):
     def delete_snapshot(self, vol: str, snap: str) -> None:
         self.snapshot_path(vol, snap).unlink(missing_ok=True)
 
-    def clone(self, vol: str, snap: str | None, ctid: int, disk: int, owner: int, linked: bool,
-              size: int | None = None) -> str:
+    def clone(
+        self, vol: str, snap: str | None, ctid: int, disk: int, owner: int, linked: bool, size: int | None = None
+    ) -> str:
         source = self.snapshot_path(vol, snap) if snap else self.path(vol)
         self.owner_dir(ctid, owner)
         new = self.volname(ctid, disk)
@@ -141,8 +155,10 @@ class LoopDriver(Driver):
                 raise
             return
         if not _has_cap_sys_resource():
-            raise NotSupported(f"growing {image.name} while the container runs needs CAP_SYS_RESOURCE, which "
-                               "this engine process lacks; stop the container and resize again")
+            raise NotSupported(
+                f"growing {image.name} while the container runs needs CAP_SYS_RESOURCE, which "
+                "this engine process lacks; stop the container and resize again"
+            )
         device = mountns.loop_of(image)
         if device is None:
             raise HostError(f"{image.name} is not attached to a loop device although the container runs")
@@ -187,9 +203,11 @@ class LoopDriver(Driver):
             for leftover in (probe, clone):
                 remove_path(leftover)
         if not ok:
-            raise NotSupported(f"snapshot mode: storage '{self.storage.id}' keeps raw images on a file system "
-                               f"that cannot clone files ({self.storage.path}); use --mode suspend (frozen "
-                               "during the copy) or --mode stop")
+            raise NotSupported(
+                f"snapshot mode: storage '{self.storage.id}' keeps raw images on a file system "
+                f"that cannot clone files ({self.storage.path}); use --mode suspend (frozen "
+                "during the copy) or --mode stop"
+            )
 
     def take_backup_snapshot(self, vol: str, running_root: int | None) -> None:
         image, target = self.path(vol), self.backup_snapshot_path(vol)

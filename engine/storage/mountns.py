@@ -8,6 +8,7 @@ nor a crash of any Caisson process can leave one behind on the host.  Loop
 devices are attached with ``LO_FLAGS_AUTOCLEAR``: the kernel detaches them when
 their last user (the mount, or the fd held until the mount exists) goes away.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -96,7 +97,7 @@ def _outcome(fn: Callable[..., Any], args: tuple) -> tuple[int, bytes]:
 def _write_all(fd: int, payload: bytes) -> None:
     view = memoryview(payload)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _answer(fd: int) -> Any:

@@ -24,6 +24,7 @@ exists.  Layers no record refers to are removed; template layers stay as a
 cache.  Nothing holds an upper layer to a size, so a size is refused (``size_enforced`` is
 false; :meth:`engine.storage.Storage.driver_for_new`), and so is a resize.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,16 @@ MAX_LAYERS = 400  # the kernel stacks at most 500 lower layers
 
 
 class OverlayDriver(Driver):
-    info = Info("overlay", snapshots_instant=True, linked_clones=True, clones_depend_on_snapshot=True,
-                size_enforced=False, block_backed=False, mounted_at_start=True, backup_snapshots=True)
+    info = Info(
+        "overlay",
+        snapshots_instant=True,
+        linked_clones=True,
+        clones_depend_on_snapshot=True,
+        size_enforced=False,
+        block_backed=False,
+        mounted_at_start=True,
+        backup_snapshots=True,
+    )
     suffix = ".overlay"
 
     def __init__(self, storage):
@@ -113,8 +122,9 @@ class OverlayDriver(Driver):
     def rootfs(self, vol: str) -> Path:
         return self.path(vol) / "root"
 
-    def _make_volume(self, vol: str, owner: int, layers: list[str], upper_like: Path | None,
-                     origin: str | None = None) -> None:
+    def _make_volume(
+        self, vol: str, owner: int, layers: list[str], upper_like: Path | None, origin: str | None = None
+    ) -> None:
         """The volume directory: its layer list, an empty upper (root attributes like ``upper_like``)."""
         path = self.path(vol)
         if os.path.lexists(path):
@@ -136,8 +146,9 @@ class OverlayDriver(Driver):
             remove_path(staged)
             raise
 
-    def create(self, ctid: int, disk: int, owner: int, size: int | None, fill: Fill | None,
-               fill_key: str | None = None) -> str:
+    def create(
+        self, ctid: int, disk: int, owner: int, size: int | None, fill: Fill | None, fill_key: str | None = None
+    ) -> str:
         self.owner_dir(ctid, owner)
         vol = self.volname(ctid, disk)
         with self._locked():
@@ -244,14 +255,14 @@ class OverlayDriver(Driver):
                 continue
         return sorted(found)
 
-    def clone(self, vol: str, snap: str | None, ctid: int, disk: int, owner: int, linked: bool,
-              size: int | None = None) -> str:
+    def clone(
+        self, vol: str, snap: str | None, ctid: int, disk: int, owner: int, linked: bool, size: int | None = None
+    ) -> str:
         self.owner_dir(ctid, owner)
         new = self.volname(ctid, disk)
         if snap:
             layers = self._read_layers(self.snapshot_path(vol, snap))
-            self._make_volume(new, owner, layers, self.layers / layers[0],
-                              origin=f"{vol}@{snap}" if linked else None)
+            self._make_volume(new, owner, layers, self.layers / layers[0], origin=f"{vol}@{snap}" if linked else None)
             return new
         # The current state: the read-only layers are shared, the source's own changes copied.
         source = self.path(vol)
@@ -284,8 +295,9 @@ class OverlayDriver(Driver):
         if len(layers) < 2:
             layers = [*layers, EMPTY]
         os.chdir(self.layers)
-        sc.mount("overlay", str(self.rootfs(vol)), "overlay", sc.MS_RDONLY,
-                 f"lowerdir={':'.join(layers)},{MOUNT_OPTIONS}")
+        sc.mount(
+            "overlay", str(self.rootfs(vol)), "overlay", sc.MS_RDONLY, f"lowerdir={':'.join(layers)},{MOUNT_OPTIONS}"
+        )
         return self.rootfs(vol)
 
     # A backup's snapshot: the volume's layers frozen, as a snapshot would make them, recorded as

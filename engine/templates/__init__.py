@@ -4,6 +4,7 @@ Each kind of source is a :class:`Source` class registered under its type
 (:mod:`engine.templates.sources`); importing this package loads every kind.
 Library only: no Django or Celery here; the CLI is ``python -m engine.templates``.
 """
+
 from __future__ import annotations
 
 from engine.templates.aplinfo import AplinfoSource, parse_aplinfo, verify_signature
@@ -14,7 +15,18 @@ from engine.templates.sources import Source
 from engine.templates.store import TemplateStore
 
 __all__ = [
-    "AplinfoSource", "Cancelled", "DownloadError", "Entry", "SimplestreamsSource", "Source", "TemplateStore",
-    "check_template_name", "check_url", "download", "parse_aplinfo", "parse_images", "products_path",
+    "AplinfoSource",
+    "Cancelled",
+    "DownloadError",
+    "Entry",
+    "SimplestreamsSource",
+    "Source",
+    "TemplateStore",
+    "check_template_name",
+    "check_url",
+    "download",
+    "parse_aplinfo",
+    "parse_images",
+    "products_path",
     "verify_signature",
 ]

@@ -4,6 +4,7 @@ Commands: ``update [SOURCE]``, ``available [--section S]``, ``download NAME``,
 ``build BUILDER [...]`` (the local builders), ``list``, ``remove NAME``.
 Exit codes are the engine's (2 bad input, 3 not found, 1 other errors, 130 interrupted).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,17 +27,34 @@ def local_builds() -> list[Entry]:
     """What the local builders offer, listed beside the sources' templates (``build`` makes them)."""
     entries = []
     for offer in builders.offers():
-        how = " ".join(["python -m engine.templates build", offer.builder,
-                        *(f"--{key} {value}" for key, value in offer.options.items())])
-        entries.append(Entry(name=offer.name, package=offer.name, version="local", os=offer.os,
-                             section=LOCAL_SECTION, type="lxc", arch="", location="", source_id="local",
-                             description=how))
+        how = " ".join(
+            [
+                "python -m engine.templates build",
+                offer.builder,
+                *(f"--{key} {value}" for key, value in offer.options.items()),
+            ]
+        )
+        entries.append(
+            Entry(
+                name=offer.name,
+                package=offer.name,
+                version="local",
+                os=offer.os,
+                section=LOCAL_SECTION,
+                type="lxc",
+                arch="",
+                location="",
+                source_id="local",
+                description=how,
+            )
+        )
     return entries
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine.templates",
-                                     description="List, download and remove container templates.")
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.templates", description="List, download and remove container templates."
+    )
     parser.add_argument("--root", default=str(DEFAULT_ROOT), help="state root (default: %(default)s)")
     parser.add_argument("--output", choices=("text", "json"), default="text", help="output format")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,8 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     available.add_argument("--section", help="only this section (system, turnkeylinux, ...)")
     dl = sub.add_parser("download", help="download a template into the cache")
     dl.add_argument("name")
-    build = sub.add_parser("build", help=f"build a template locally into the cache: {' or '.join(builders.names())}, "
-                                         "with the builder's options (see python -m engine.builders)")
+    build = sub.add_parser(
+        "build",
+        help=f"build a template locally into the cache: {' or '.join(builders.names())}, "
+        "with the builder's options (see python -m engine.builders)",
+    )
     build.add_argument("builder_args", nargs=argparse.REMAINDER, metavar="BUILDER [OPTIONS]")
     sub.add_parser("list", help="templates in the local cache")
     remove = sub.add_parser("remove", help="delete a template from the local cache")

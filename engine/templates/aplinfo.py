@@ -16,6 +16,7 @@ Proxmox's own index opens with a record that is no template
 Every entry's ``Location`` is resolved against the index URL and must stay
 on the index's server (:func:`engine.templates.entry.resolve_location`).
 """
+
 from __future__ import annotations
 
 import re
@@ -137,14 +138,18 @@ def read_aplinfo(text: str, index_url: str, source_id: str) -> Catalog:
     return Catalog(entries, news, skipped)
 
 
-def _entry(fields: dict[str, str], index_url: str, source_id: str, where: str, headline: str,
-           description: str) -> Entry:
+def _entry(
+    fields: dict[str, str], index_url: str, source_id: str, where: str, headline: str, description: str
+) -> Entry:
     for required in ("package", "version", "location"):
         if not fields.get(required):
             raise ValidationError(f"{where}: missing field {required.capitalize()}", key=required)
     if not _VERSION.fullmatch(fields["version"]):
-        raise ValidationError(f"{where}: field Version {fields['version'][:40]!r} does not start with a digit "
-                              "or has other characters than letters, digits and .+-:~", key="version")
+        raise ValidationError(
+            f"{where}: field Version {fields['version'][:40]!r} does not start with a digit "
+            "or has other characters than letters, digits and .+-:~",
+            key="version",
+        )
     sums = {}
     for algo in ("sha512", "md5"):
         if fields.get(algo + "sum"):
@@ -158,12 +163,23 @@ def _entry(fields: dict[str, str], index_url: str, source_id: str, where: str, h
     except ValidationError as exc:
         raise ValidationError(f"{where}, field Location: {exc}", key="Location") from None
     return Entry(
-        name=name, package=fields["package"], version=fields["version"], os=fields.get("os", ""),
-        section=fields.get("section", "system") or "system", type="lxc",
-        arch=fields.get("architecture", ""), location=url, source_id=source_id,
-        description=description, headline=headline, infopage=fields.get("infopage", ""),
-        manageurl=fields.get("manageurl", ""), certified=fields.get("certified", "").lower() == "yes",
-        sha512=sums.get("sha512"), md5=sums.get("md5"))
+        name=name,
+        package=fields["package"],
+        version=fields["version"],
+        os=fields.get("os", ""),
+        section=fields.get("section", "system") or "system",
+        type="lxc",
+        arch=fields.get("architecture", ""),
+        location=url,
+        source_id=source_id,
+        description=description,
+        headline=headline,
+        infopage=fields.get("infopage", ""),
+        manageurl=fields.get("manageurl", ""),
+        certified=fields.get("certified", "").lower() == "yes",
+        sha512=sums.get("sha512"),
+        md5=sums.get("md5"),
+    )
 
 
 def parse_aplinfo(text: str, index_url: str, source_id: str) -> list[Entry]:
@@ -182,7 +198,11 @@ def verify_signature(data: bytes, signature: bytes, keyring: Path) -> None:
         try:
             result = subprocess.run(
                 ["gpgv", "--keyring", str(keyring), str(sig_path), str(data_path)],
-                capture_output=True, text=True, timeout=60, check=False)
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
         except FileNotFoundError:
             raise HostError("gpgv is not installed; it is needed to check the index signature") from None
         except subprocess.TimeoutExpired:
@@ -245,8 +265,10 @@ class AplinfoSource(Source):
                     raise
                 verify_signature(raw, signature, Path(self.keyring or ""))  # over the .gz itself
             return signature
-        raise ValidationError(f"source {self.id}: no signature at {plain_url}.asc, .gpg"
-                              + (" or .gz.asc" if raw is not data else ""), key="signature")
+        raise ValidationError(
+            f"source {self.id}: no signature at {plain_url}.asc, .gpg" + (" or .gz.asc" if raw is not data else ""),
+            key="signature",
+        )
 
 
 def _gunzip(raw: bytes, source_id: str, max_bytes: int) -> bytes:

@@ -11,6 +11,7 @@ The tree is read through the storage driver (``Driver.tree``): an image or
 overlay volume is mounted read-only in a private mount namespace for the packing.
 The MAC lives in the container's config, not in its rootfs.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -23,8 +24,15 @@ from engine.errors import AlreadyExists, ValidationError
 from engine.idmap import IdMap
 from engine.templates.entry import check_template_name
 
-DROPPED = ["./lost+found", "./etc/ssh/ssh_host_*", "./var/lib/dhcp/*.leases", "./var/lib/dhcpcd/*",
-           "./root/.bash_history", "./root/.ash_history", "./var/lib/systemd/random-seed"]
+DROPPED = [
+    "./lost+found",
+    "./etc/ssh/ssh_host_*",
+    "./var/lib/dhcp/*.leases",
+    "./var/lib/dhcpcd/*",
+    "./root/.bash_history",
+    "./root/.ash_history",
+    "./var/lib/systemd/random-seed",
+]
 EMPTIED = {"./etc/machine-id", "./var/lib/dbus/machine-id"}
 HOSTNAME = b"localhost\n"
 CAP_XATTR = "SCHILY.xattr.security.capability"

@@ -4,6 +4,7 @@ Only ``http`` and ``https`` URLs are fetched, and never from a host that
 resolves to a link-local address (169.254.0.0/16, fe80::/10: cloud metadata
 services live there). Redirects are checked the same way.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -32,7 +33,6 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 class DownloadError(EngineError):
     """The server could not be reached, answered an error, or sent something else than announced."""
-
 
 
 def check_url(url: str) -> str:
@@ -125,8 +125,10 @@ class _Sink:
         self.fd, self.digest, self.written, self.synced = fd, digest, offset, offset
         self.error: BaseException | None = None
         self.queues: list[queue.Queue[bytes | None]] = [queue.Queue(maxsize=16), queue.Queue(maxsize=16)]
-        self.threads = [threading.Thread(target=self._hash, name="template-hash", daemon=True),
-                        threading.Thread(target=self._write, name="template-write", daemon=True)]
+        self.threads = [
+            threading.Thread(target=self._hash, name="template-hash", daemon=True),
+            threading.Thread(target=self._write, name="template-write", daemon=True),
+        ]
 
     def _hash(self) -> None:
         while (chunk := self.queues[0].get()) is not None:
@@ -139,7 +141,7 @@ class _Sink:
             try:
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(self.fd, view):]
+                    view = view[os.write(self.fd, view) :]
                 self.written += len(chunk)
                 if _SYNC_FILE_RANGE is not None and self.written - self.synced >= WRITEBACK_STEP:
                     _SYNC_FILE_RANGE(self.fd, self.synced, self.written - self.synced, _SYNC_FILE_RANGE_WRITE)
@@ -225,9 +227,15 @@ def _attempt(entry: Entry, part: Path, digest_algo: str, progress, cancel, max_b
         return digest
 
 
-def download(entry: Entry, dest_dir: Path, progress: Callable[[int, int | None], None] | None = None,
-             cancel: threading.Event | None = None, max_bytes: int | None = None,
-             retries: int = 3, timeout: float = TIMEOUT) -> Path:
+def download(
+    entry: Entry,
+    dest_dir: Path,
+    progress: Callable[[int, int | None], None] | None = None,
+    cancel: threading.Event | None = None,
+    max_bytes: int | None = None,
+    retries: int = 3,
+    timeout: float = TIMEOUT,
+) -> Path:
     """Download ``entry`` into ``dest_dir`` and return the path of the verified template.
 
     Bytes go to ``<dest>/.<name>.part``; a partial file from an earlier try is
@@ -273,7 +281,9 @@ def download(entry: Entry, dest_dir: Path, progress: Callable[[int, int | None],
             part.unlink(missing_ok=True)
             raise ValidationError(
                 f"{name}: {algo} checksum mismatch (got {digest.hexdigest()[:16]}..., "
-                f"index says {expected[:16]}...); download removed", key="checksum")
+                f"index says {expected[:16]}...); download removed",
+                key="checksum",
+            )
         os.chmod(part, 0o644)
         os.rename(part, final)
         dir_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY)

@@ -4,6 +4,7 @@ Every entry's location is resolved against its index's URL and must stay on
 the index's server (same scheme and host, no ``..`` segment), so a tampered
 or careless index cannot point a download elsewhere.
 """
+
 from __future__ import annotations
 
 import re
@@ -57,16 +58,14 @@ def check_template_name(name: str) -> str:
     if not isinstance(name, str) or "/" in name or "\0" in name or name.startswith("."):
         raise ValidationError(f"invalid template name {name!r}", key="name")
     if not TEMPLATE_NAME.fullmatch(name):
-        raise ValidationError(
-            f"invalid template name {name!r}: expected NAME.tar.gz, .tar.xz or .tar.zst", key="name")
+        raise ValidationError(f"invalid template name {name!r}: expected NAME.tar.gz, .tar.xz or .tar.zst", key="name")
     return name
 
 
 def check_checksum(algo: str, value: str, where: str) -> str:
     value = value.strip().lower()
     if len(value) != CHECKSUM_LENGTHS[algo] or not _HEX.fullmatch(value):
-        raise ValidationError(
-            f"{where}: bad {algo} checksum (want {CHECKSUM_LENGTHS[algo]} hex digits)", key=algo)
+        raise ValidationError(f"{where}: bad {algo} checksum (want {CHECKSUM_LENGTHS[algo]} hex digits)", key=algo)
     return value
 
 

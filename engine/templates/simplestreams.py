@@ -6,6 +6,7 @@ file (usually ``streams/v1/images.json``); each product
 whose ``ftype`` is ``root.tar.xz`` is the rootfs tarball this engine can
 use. Only the latest version of each product is listed.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,14 +85,23 @@ def parse_images(images_text: str | bytes, base_url: str, source_id: str) -> lis
         package = _safe(f"{os_name.lower()}-{release}-{variant}")
         name = check_template_name(f"{package}_{_safe(version)}_{_safe(arch)}.tar.xz")
         size = item.get("size")
-        entries.append(Entry(
-            name=name, package=package, version=version, os=f"{os_name.lower()}-{release}",
-            section="system", type="lxc", arch=arch,
-            location=resolve_location(base_url, item["path"], f"{where}, path"),
-            source_id=source_id, headline=f"{os_name} {release} {arch} ({variant})",
-            description=str(product.get("release_title") or ""),
-            sha256=check_checksum("sha256", item["sha256"], f"{where}, sha256"),
-            size=size if isinstance(size, int) and size >= 0 else None))
+        entries.append(
+            Entry(
+                name=name,
+                package=package,
+                version=version,
+                os=f"{os_name.lower()}-{release}",
+                section="system",
+                type="lxc",
+                arch=arch,
+                location=resolve_location(base_url, item["path"], f"{where}, path"),
+                source_id=source_id,
+                headline=f"{os_name} {release} {arch} ({variant})",
+                description=str(product.get("release_title") or ""),
+                sha256=check_checksum("sha256", item["sha256"], f"{where}, sha256"),
+                size=size if isinstance(size, int) and size >= 0 else None,
+            )
+        )
     return entries
 
 

@@ -7,6 +7,7 @@ URL and checksum. The store only keeps the files and asks the kind; each
 kind's module registers its class with :func:`register`, and importing
 ``engine.templates`` loads them all.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -47,8 +48,9 @@ def check_source_url(url: object, where: str) -> str:
     except ValueError:
         return url
     if address.is_link_local or address.is_unspecified or address.is_multicast:
-        raise ValidationError(f"{where}: url {url[:80]!r}: {host} is a link-local, multicast or unspecified "
-                              "address", key="url")
+        raise ValidationError(
+            f"{where}: url {url[:80]!r}: {host} is a link-local, multicast or unspecified address", key="url"
+        )
     return url
 
 

@@ -14,6 +14,7 @@ one, so a failed or bad update leaves the old index in use. One source that
 fails (unreachable, bad index) does not stop the others; its error is kept
 in ``status.json`` beside the time it last succeeded.
 """
+
 from __future__ import annotations
 
 import json
@@ -107,8 +108,13 @@ class TemplateStore:
             index = source.fetch(MAX_INDEX)
             for fname, data in index.files.items():
                 (staging / fname).write_bytes(data)
-            meta = {"id": source.id, "type": source.type, "url": source.url,
-                    "trusted": index.trusted, "fetched": int(time.time())}
+            meta = {
+                "id": source.id,
+                "type": source.type,
+                "url": source.url,
+                "trusted": index.trusted,
+                "fetched": int(time.time()),
+            }
             (staging / "meta.json").write_text(json.dumps(meta))
             os.chmod(staging, 0o755)
             self._swap(staging, self.index_dir / source.id)
@@ -211,4 +217,3 @@ class TemplateStore:
         if not path.is_file() or path.is_symlink():
             raise NotFound(f"no template {name!r} in {self.cache}")
         path.unlink()
-

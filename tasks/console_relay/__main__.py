@@ -1,4 +1,5 @@
 """``python -m tasks.console_relay``: run this node's console relay (see ``tasks.console_relay.daemon``)."""
+
 import sys
 
 from tasks.console_relay.daemon import main

@@ -7,6 +7,7 @@ installation's channel layer (``CHANNEL_LAYERS`` in the settings), which
 drops any whose HMAC, time or nonce is wrong before they get here. SIGTERM
 and SIGINT end every session (processes included) and then the process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,11 +71,23 @@ class Relay:
         if kind == "console.open":
             await self.open(message)
         elif kind == "console.attach":
-            if (session is None or session.ended or session.ctid != message.get("ctid")
-                    or session.user != message.get("user") or session.mode != message.get("mode")):
+            if (
+                session is None
+                or session.ended
+                or session.ctid != message.get("ctid")
+                or session.user != message.get("user")
+                or session.mode != message.get("mode")
+            ):
                 if isinstance(reply, str) and reply:
-                    await self.send(reply, error(sid, "that console session no longer exists (it ended or its "
-                                                      "grace period ran out); open a new one", gone=True))
+                    await self.send(
+                        reply,
+                        error(
+                            sid,
+                            "that console session no longer exists (it ended or its "
+                            "grace period ran out); open a new one",
+                            gone=True,
+                        ),
+                    )
                 return
             await session.attach(reply, _int(message.get("since")), *_size(message), resumed=True)
         elif session is None:
@@ -106,8 +119,16 @@ class Relay:
 
         sid, reply, mode = message.get("session"), message.get("reply"), message.get("mode")
         ctid, user = message.get("ctid"), message.get("user")
-        if not (is_session_id(sid) and isinstance(reply, str) and mode in MODES
-                and isinstance(ctid, int) and isinstance(user, int)) or sid in self.sessions:
+        if (
+            not (
+                is_session_id(sid)
+                and isinstance(reply, str)
+                and mode in MODES
+                and isinstance(ctid, int)
+                and isinstance(user, int)
+            )
+            or sid in self.sessions
+        ):
             await self.refuse(reply, sid, "malformed console request")
             return
         session = Session(self, sid, ctid, mode, user)
@@ -192,8 +213,10 @@ async def serve(node: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.console_relay",
-                                     description="this node's console relay, the privileged end of browser terminals")
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.console_relay",
+        description="this node's console relay, the privileged end of browser terminals",
+    )
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:

@@ -23,6 +23,7 @@ A session reaches the channel layer and the node's other sessions only
 through its relay (``tasks.console_relay.daemon.Relay``: ``send``, ``spawn``,
 ``engine``, ``grace``, ``sessions``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -117,8 +118,7 @@ class Session:
         self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         size = os.fstat(self.fd).st_size
         os.lseek(self.fd, max(0, size - CONSOLE_TAIL), os.SEEK_SET)
-        banner = (b"\x1b[7m Console of CT %d: what its init writes to its output, read-only \x1b[0m\r\n"
-                  % self.ctid)
+        banner = b"\x1b[7m Console of CT %d: what its init writes to its output, read-only \x1b[0m\r\n" % self.ctid
         self._record(banner)
 
     def _reap(self) -> None:
@@ -127,8 +127,7 @@ class Session:
         except ChildProcessError:
             pid, status = self.pid, 0
         if pid:
-            self.exit_code = (os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
-                              else 128 + os.WTERMSIG(status))
+            self.exit_code = os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
             loop = asyncio.get_running_loop()
             loop.remove_reader(self.pidfd)
             os.close(self.pidfd)
@@ -175,7 +174,7 @@ class Session:
         while True:
             data = os.read(self.fd, CHUNK)
             if data:
-                self.log_seen = (self.log_seen + data)[-consolelog.OVERLAP:]
+                self.log_seen = (self.log_seen + data)[-consolelog.OVERLAP :]
                 # A file, not a terminal: no line discipline turned its newlines into CR LF.
                 return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
             stat = os.fstat(self.fd)
@@ -259,9 +258,12 @@ class Session:
             if start < self.scroll_start:  # cannot happen with SCROLLBACK > WINDOW; never skip silently
                 raise RuntimeError("output fell out of the scrollback before it was delivered")
             begin = start - self.scroll_start
-            data = bytes(self.scroll[begin:begin + CHUNK])
-            if not await self.relay.send(reply, {"type": "console.output", "session": self.sid, "offset": start,
-                                                 "data": data}, lambda: reply == self.reply):
+            data = bytes(self.scroll[begin : begin + CHUNK])
+            if not await self.relay.send(
+                reply,
+                {"type": "console.output", "session": self.sid, "offset": start, "data": data},
+                lambda: reply == self.reply,
+            ):
                 return
             start += len(data)
             self.delivered = start
@@ -273,8 +275,14 @@ class Session:
             self.grace.cancel()
             self.grace = None
         if previous and previous != reply:
-            await self.relay.send(previous, {"type": "console.detached", "session": self.sid,
-                                             "message": "this console was opened in another window"})
+            await self.relay.send(
+                previous,
+                {
+                    "type": "console.detached",
+                    "session": self.sid,
+                    "message": "this console was opened in another window",
+                },
+            )
         async with self.send_lock:
             self.reply = reply
             self.last_seen = time.monotonic()
@@ -282,8 +290,17 @@ class Session:
             start = self.scroll_start if reset else since
             self.acked = start
             self.delivered = start
-            await self.relay.send(reply, {"type": "console.opened", "session": self.sid, "mode": self.mode,
-                                          "resumed": resumed, "reset": reset, "offset": start})
+            await self.relay.send(
+                reply,
+                {
+                    "type": "console.opened",
+                    "session": self.sid,
+                    "mode": self.mode,
+                    "resumed": resumed,
+                    "reset": reset,
+                    "offset": start,
+                },
+            )
             self.resize(cols, rows)
             await self._send_from(start)
             self._update_window()
@@ -312,13 +329,15 @@ class Session:
         if self.mode == "console":
             if not self.told_readonly and self.reply:
                 self.told_readonly = True
-                await self.relay.send(self.reply, error(self.sid, "the console view is read-only; open a shell or tty",
-                                                        fatal=False))
+                await self.relay.send(
+                    self.reply, error(self.sid, "the console view is read-only; open a shell or tty", fatal=False)
+                )
             return
         if len(self.pending_input) + len(data) > INPUT_BACKLOG:
             if self.reply:
-                await self.relay.send(self.reply, error(self.sid, "input dropped: the terminal is not reading it",
-                                                        fatal=False))
+                await self.relay.send(
+                    self.reply, error(self.sid, "input dropped: the terminal is not reading it", fatal=False)
+                )
             return
         self.pending_input += data
         self._flush_input()
@@ -380,8 +399,9 @@ class Session:
                 self._reap()
         log.info("console session %s (CT %s, %s) ended: %s", self.sid, self.ctid, self.mode, reason)
         if self.reply:
-            await self.relay.send(self.reply, {"type": "console.exit", "session": self.sid, "code": self.exit_code,
-                                               "reason": reason})
+            await self.relay.send(
+                self.reply, {"type": "console.exit", "session": self.sid, "code": self.exit_code, "reason": reason}
+            )
 
     def kill(self) -> None:
         """Kill every process of the terminal's session (background jobs included)."""

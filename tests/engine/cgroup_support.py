@@ -1,4 +1,5 @@
 """Helpers for the cgroup driver tests: spawning children in a cgroup, reading files, probing devices."""
+
 from __future__ import annotations
 
 import itertools
@@ -16,7 +17,6 @@ MOUNTS = read_mounts()
 HAS_V1 = "memory" in MOUNTS.v1 and "cpu" in MOUNTS.v1
 _seq = itertools.count()
 SPIN = "import time\nwhile True: pass"
-
 
 
 def _cleanup(driver) -> None:
@@ -96,6 +96,7 @@ def probe_devices(driver, ctid, children, tmp_path) -> dict:
 
 # -- detection ------------------------------------------------------------------
 
+
 def _mountinfo(tmp_path, lines: list[str]) -> str:
     path = tmp_path / "mountinfo"
     path.write_text("\n".join(lines) + "\n")
@@ -139,7 +140,7 @@ time.sleep(100)
 
 
 def _frozen_makes_no_progress(driver, ctid: str) -> None:
-    assert wait_until(lambda: driver.stats(ctid).cpu_ns > 50_000_000, 5)   # the spinner runs
+    assert wait_until(lambda: driver.stats(ctid).cpu_ns > 50_000_000, 5)  # the spinner runs
     driver.freeze(ctid)
     before = driver.stats(ctid).cpu_ns
     time.sleep(0.3)

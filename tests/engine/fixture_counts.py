@@ -7,6 +7,7 @@ identical; xfailed is expected-different (an explicit, reasoned expected failure
 error is a ValidationError is refused; any other failure is different.  Exit status 1 if any case is
 refused or different.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,10 +19,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # test module::function -> the fixture set its cases belong to
 SETS = {
-    "test_pve_config_fixtures.py::test_round_trip_byte_for_byte_with_proxmox_digest":
-        "pve-container snapshot files: parse -> render",
-    "test_pve_config_fixtures.py::test_operation_gives_proxmox_file":
-        "pve-container snapshot operations (prepare/commit/create/delete/rollback)",
+    "test_pve_config_fixtures.py::test_round_trip_byte_for_byte_with_proxmox_digest": (
+        "pve-container snapshot files: parse -> render"
+    ),
+    "test_pve_config_fixtures.py::test_operation_gives_proxmox_file": (
+        "pve-container snapshot operations (prepare/commit/create/delete/rollback)"
+    ),
     "test_calendar_events_fixtures.py::test_next_event": "calendar-events.json: next",
     "test_calendar_events_fixtures.py::test_never_fires": "calendar-events.json: never",
     "test_calendar_events_fixtures.py::test_valid": "calendar-events.json: valid",

@@ -6,6 +6,7 @@ are left out; everything else stays: mounts below the directories given (the tes
 run directories, its storage lab) and any mount elsewhere on the host, which no engine of a test should
 make.  The engine names no network namespaces, so ``/run/netns`` holds none of its making.
 """
+
 from __future__ import annotations
 
 import tempfile

@@ -1,4 +1,5 @@
 """A small lab for the network tests: a bridge and namespaces wired with engine-style veth names."""
+
 from __future__ import annotations
 
 import os
@@ -6,8 +7,8 @@ import subprocess
 import sys
 
 RUN = os.getpid() % 9000
-BASE_ID = 900000 + RUN * 10      # veth<ID>i0 stays within 15 characters
-TIMEOUT = 0.6                     # a dropped packet costs this much
+BASE_ID = 900000 + RUN * 10  # veth<ID>i0 stays within 15 characters
+TIMEOUT = 0.6  # a dropped packet costs this much
 
 # Runs inside a namespace: TCP listeners that answer "ok", one per port given.
 LISTENER = """
@@ -62,8 +63,10 @@ class NetLab:
     def _free_subnet() -> str:
         for third in [RUN % 200 + 20, *range(20, 250)]:
             prefix = f"10.214.{third}.0/24"
-            used = sh("ip", "-4", "-o", "addr", "show", "to", prefix).stdout + sh("ip", "-4", "route", "show", "table",
-                                                                                "all", "root", prefix).stdout
+            used = (
+                sh("ip", "-4", "-o", "addr", "show", "to", prefix).stdout
+                + sh("ip", "-4", "route", "show", "table", "all", "root", prefix).stdout
+            )
             if not used.strip():
                 return f"10.214.{third}"
         raise RuntimeError("no free 10.214.x.0/24 for the test bridge")
@@ -96,8 +99,12 @@ class NetLab:
         return subprocess.run(["ip", "netns", "exec", ns, *args], capture_output=True, text=True, timeout=timeout)
 
     def listen(self, ns: str, *ports: int) -> None:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", LISTENER, *map(str, ports)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", LISTENER, *map(str, ports)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.procs.append(proc)
         assert proc.stdout.readline().strip() == "ready"
 

@@ -4,6 +4,7 @@ Each test run names its bridges ``cbr<4 hex>x`` and its namespaces ``cns<4 hex>N
 addresses from one 10.213.x.0/24 on its own bridges only, and removes all of it afterwards.
 Traffic flows only between the host and the namespaces and bridges made here.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,9 @@ def vlan_devices_supported() -> bool:
     """Can this kernel make 802.1Q VLAN devices (CONFIG_VLAN_8021Q), as the per-tag bridges' ports need."""
     port = f"cbr{RUN}q"
     subprocess.run(["ip", "link", "add", port, "type", "veth", "peer", "name", f"cbr{RUN}r"], capture_output=True)
-    done = subprocess.run(["ip", "link", "add", "link", port, "name", f"{port}.2", "type", "vlan", "id", "2"],
-                          capture_output=True)
+    done = subprocess.run(
+        ["ip", "link", "add", "link", port, "name", f"{port}.2", "type", "vlan", "id", "2"], capture_output=True
+    )
     subprocess.run(["ip", "link", "del", port], capture_output=True)
     return done.returncode == 0
 
@@ -81,8 +83,9 @@ class Namespace:
         self.pid = self.proc.pid
 
     def run(self, *argv: str, timeout: float = 10, input: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True,
-                              timeout=timeout, input=input)
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True, timeout=timeout, input=input
+        )
 
     def ping(self, address: str) -> bool:
         return self.run("busybox", "ping", "-c1", "-W1", address).returncode == 0

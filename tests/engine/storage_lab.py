@@ -11,6 +11,7 @@ The fixture writes ``storage.cfg`` for a private engine root::
 
 and unmounts and removes everything afterwards.
 """
+
 from __future__ import annotations
 
 import os
@@ -114,9 +115,12 @@ def make(lab, busybox_template):
                 break
         ctid = counter[0]
         made.append(ctid)
-        lab.engine.create(ctid, busybox_template, {"memory": "128", "swap": "0",
-                                                  **(BACKENDS[backend] if backend else {}), **(options or {})},
-                           **kwargs)
+        lab.engine.create(
+            ctid,
+            busybox_template,
+            {"memory": "128", "swap": "0", **(BACKENDS[backend] if backend else {}), **(options or {})},
+            **kwargs,
+        )
         if start:
             lab.engine.start(ctid)
         return ctid

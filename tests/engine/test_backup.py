@@ -1,4 +1,5 @@
 """Backups and restores of real containers: modes, what an archive keeps, Proxmox's format, failures."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,11 @@ BASE = 100000  # the default id map
 
 
 def members(path: Path) -> list[tarfile.TarInfo]:
-    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream, \
-            tarfile.open(fileobj=stream, mode="r|") as tar:
+    with (
+        open(path, "rb") as raw,
+        zstandard.ZstdDecompressor().stream_reader(raw) as stream,
+        tarfile.open(fileobj=stream, mode="r|") as tar,
+    ):
         return list(tar)
 
 
@@ -76,8 +80,13 @@ def facts(root: Path, shift: int) -> dict[str, tuple]:
     out = {}
     for name in ("owned", "setuid", "secret", "sparse"):
         st = os.lstat(root / "srv" / name)
-        out[name] = (stat.S_IMODE(st.st_mode), st.st_uid - shift, st.st_gid - shift, st.st_size,
-                     hashlib.sha256((root / "srv" / name).read_bytes()).hexdigest())
+        out[name] = (
+            stat.S_IMODE(st.st_mode),
+            st.st_uid - shift,
+            st.st_gid - shift,
+            st.st_size,
+            hashlib.sha256((root / "srv" / name).read_bytes()).hexdigest(),
+        )
     out["xattr"] = os.getxattr(root / "srv" / "owned", "user.caisson")
     out["linked"] = os.lstat(root / "srv" / "owned").st_ino == os.lstat(root / "srv" / "hardlink").st_ino
     return out
@@ -89,18 +98,27 @@ def test_suspend_backup_of_a_running_container_restores_to_a_new_id(engine, cont
     before = facts(root, BASE)
     pid = engine.status(container).pid
     seen = []
-    result = backup(engine, container, dumpdir=tmp_path, mode="suspend", notes="{{guestname}} nightly",
-                    exclude_paths=["/srv/cache", "*.log"], progress=lambda done, total: seen.append((done, total)))
+    result = backup(
+        engine,
+        container,
+        dumpdir=tmp_path,
+        mode="suspend",
+        notes="{{guestname}} nightly",
+        exclude_paths=["/srv/cache", "*.log"],
+        progress=lambda done, total: seen.append((done, total)),
+    )
     archive = Path(result.archive)
     assert archive.name.startswith(f"vzdump-lxc-{container}-") and archive.name.endswith(".tar.zst")
     assert engine.status(container).pid == pid  # thawed, not restarted
     assert engine.exec_output(container, ["true"])[0] == 0
     assert seen[-1][0] == seen[-1][1] > 16 << 20
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [archive.name, archive.name + ".notes", archive.name.replace(".tar.zst", ".log")])
+        [archive.name, archive.name + ".notes", archive.name.replace(".tar.zst", ".log")]
+    )
     listed = list_backups(tmp_path)
     assert [(b.ctid, b.compression, b.notes, b.protected) for b in listed] == [
-        (container, "zstd", f"bb{container} nightly", False)]
+        (container, "zstd", f"bb{container} nightly", False)
+    ]
 
     found = members(archive)
     assert [m.name for m in found[:2]] == ["./etc/vzdump/pct.conf", "."]  # the config first, as vzdump writes
@@ -128,8 +146,9 @@ def test_suspend_backup_of_a_running_container_restores_to_a_new_id(engine, cont
     assert (code, out.decode().split("\n")[:3]) == (0, ["owned by 1000", "1000:1001 644", "0:0 4755"])
 
 
-def test_stop_mode_restarts_the_container_and_keeps_device_nodes_of_a_privileged_one(engine, busybox_template,
-                                                                                     ctid_factory, tmp_path):
+def test_stop_mode_restarts_the_container_and_keeps_device_nodes_of_a_privileged_one(
+    engine, busybox_template, ctid_factory, tmp_path
+):
     ctid = ctid_factory()
     engine.create(ctid, busybox_template, {"hostname": "priv", "unprivileged": "0"})
     root = rootfs(engine, ctid)
@@ -169,10 +188,14 @@ def test_snapshot_mode_is_refused_on_directory_storage(engine, container, tmp_pa
 
 def _proxmox_archive(template: Path, path: Path, conf: str) -> None:
     """What vzdump writes: pct.conf first (no ./etc entry before it), then ./ and the tree, zstd."""
-    with open(template, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream, \
-            tarfile.open(fileobj=stream, mode="r|") as src, open(path, "wb") as out, \
-            zstandard.ZstdCompressor().stream_writer(out) as writer, \
-            tarfile.open(fileobj=writer, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+    with (
+        open(template, "rb") as raw,
+        zstandard.ZstdDecompressor().stream_reader(raw) as stream,
+        tarfile.open(fileobj=stream, mode="r|") as src,
+        open(path, "wb") as out,
+        zstandard.ZstdCompressor().stream_writer(out) as writer,
+        tarfile.open(fileobj=writer, mode="w|", format=tarfile.GNU_FORMAT) as tar,
+    ):
         info = tarfile.TarInfo("./etc/vzdump/pct.conf")
         info.size = len(conf)
         tar.addfile(info, io.BytesIO(conf.encode()))
@@ -199,8 +222,11 @@ def test_an_archive_in_proxmox_format_restores_and_boots(engine, busybox_templat
     ctid = ctid_factory()
     restore(engine, archive, ctid)
     config = engine.config(ctid)
-    assert (config.hostname, config.get("memory"), config.current.description) == ("frompve", 128,
-                                                                                   "Restored from elsewhere")
+    assert (config.hostname, config.get("memory"), config.current.description) == (
+        "frompve",
+        128,
+        "Restored from elsewhere",
+    )
     engine.start(ctid)
     assert engine.exec_output(ctid, ["hostname"])[1] == b"frompve\n"
     assert not (rootfs(engine, ctid) / "etc" / "vzdump").exists()
@@ -217,7 +243,7 @@ def test_verify_catches_truncated_and_corrupted_archives(engine, container, tmp_
     bad = tmp_path / "bad" / archive.name
     bad.parent.mkdir()
     middle = len(data) // 2
-    bad.write_bytes(data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 64]) + data[middle + 64:])
+    bad.write_bytes(data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[middle + 64 :])
     with pytest.raises(ValidationError, match="corrupt or truncated"):
         verify(bad)
     assert verify(archive).members > 100
@@ -250,15 +276,33 @@ def _freezer_state(engine, cgroup_parent: str, ctid: int) -> str:
     return "FROZEN" if frozen.read_text().strip() == "1" else "THAWED"
 
 
-def test_a_backup_killed_while_frozen_leaves_no_archive_and_the_container_thawed(engine, container, tmp_path,
-                                                                                 cgroup_parent):
+def test_a_backup_killed_while_frozen_leaves_no_archive_and_the_container_thawed(
+    engine, container, tmp_path, cgroup_parent
+):
     marker, dumpdir = tmp_path / "second-pass", tmp_path / "dump"
     dumpdir.mkdir()
     env = {**os.environ, "CAISSON_CGROUP_PARENT": cgroup_parent, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", HANG_IN_SECOND_PASS, str(marker), "--root",
-                             str(engine.layout.root), "--run-dir", str(engine.layout.run), "backup", str(container),
-                             "--mode", "suspend", "--dumpdir", str(dumpdir)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            HANG_IN_SECOND_PASS,
+            str(marker),
+            "--root",
+            str(engine.layout.root),
+            "--run-dir",
+            str(engine.layout.run),
+            "backup",
+            str(container),
+            "--mode",
+            "suspend",
+            "--dumpdir",
+            str(dumpdir),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not marker.exists():
         assert proc.poll() is None, proc.stderr.read()
@@ -284,16 +328,15 @@ def _phases(engine, monkeypatch) -> list[str]:
     """The phases of a suspend backup as they happen: first pass, frozen, archive (after the thaw)."""
     phases = ["first pass"]
     real_freeze, real_thaw = engine.cgroups.freeze, engine.cgroups.thaw
-    monkeypatch.setattr(engine.cgroups, "freeze", lambda name, **kw: (real_freeze(name, **kw),
-                                                                      phases.append("frozen"))[0])
-    monkeypatch.setattr(engine.cgroups, "thaw", lambda name, **kw: (phases.append("archive"),
-                                                                    real_thaw(name, **kw))[1])
+    monkeypatch.setattr(
+        engine.cgroups, "freeze", lambda name, **kw: (real_freeze(name, **kw), phases.append("frozen"))[0]
+    )
+    monkeypatch.setattr(engine.cgroups, "thaw", lambda name, **kw: (phases.append("archive"), real_thaw(name, **kw))[1])
     return phases
 
 
 @pytest.mark.parametrize("phase", ["first pass", "frozen", "archive"])
-def test_cancel_in_each_phase_thaws_and_leaves_nothing(engine, container, tmp_path, monkeypatch, cgroup_parent,
-                                                       phase):
+def test_cancel_in_each_phase_thaws_and_leaves_nothing(engine, container, tmp_path, monkeypatch, cgroup_parent, phase):
     phases = _phases(engine, monkeypatch)
     calls = []
 
@@ -311,13 +354,17 @@ def test_cancel_in_each_phase_thaws_and_leaves_nothing(engine, container, tmp_pa
 
 
 def _archived(archive: Path) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
-    with open(archive, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream, \
-            tarfile.open(fileobj=stream, mode="r|") as tar:
+    with (
+        open(archive, "rb") as raw,
+        zstandard.ZstdDecompressor().stream_reader(raw) as stream,
+        tarfile.open(fileobj=stream, mode="r|") as tar,
+    ):
         return {m.name: (m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar}
 
 
-def test_suspend_mode_copies_while_running_and_freezes_only_for_the_changes(engine, container, ctid_factory,
-                                                                           tmp_path, monkeypatch, cgroup_parent):
+def test_suspend_mode_copies_while_running_and_freezes_only_for_the_changes(
+    engine, container, ctid_factory, tmp_path, monkeypatch, cgroup_parent
+):
     from engine.backup import sync
 
     root = rootfs(engine, container) / "root"
@@ -325,8 +372,9 @@ def test_suspend_mode_copies_while_running_and_freezes_only_for_the_changes(engi
     (root / "kept").write_text("kept\n")
     os.link(root / "kept", root / "linked-later")
     os.mkfifo(root / "fifo")
-    code, _, _ = engine.exec_output(container, ["sh", "-c", "(i=0; while true; do i=$((i+1)); echo $i >> /root/log; "
-                                                            "done) >/dev/null 2>&1 &"])
+    code, _, _ = engine.exec_output(
+        container, ["sh", "-c", "(i=0; while true; do i=$((i+1)); echo $i >> /root/log; done) >/dev/null 2>&1 &"]
+    )
     assert code == 0
     deadline = time.monotonic() + 10
     while not (root / "log").exists() and time.monotonic() < deadline:
@@ -435,8 +483,9 @@ def _tar(path: Path, entries: list[tuple[str, bytes]]) -> Path:
     return path
 
 
-def test_bad_archives_and_targets_are_refused_and_change_nothing(engine, busybox_template, container, ctid_factory,
-                                                                  tmp_path):
+def test_bad_archives_and_targets_are_refused_and_change_nothing(
+    engine, busybox_template, container, ctid_factory, tmp_path
+):
     good = Path(backup(engine, container, dumpdir=tmp_path).archive)
     images = sorted(os.listdir(engine.layout.images))
     ids = engine.ids()
@@ -450,8 +499,7 @@ def test_bad_archives_and_targets_are_refused_and_change_nothing(engine, busybox
         restore(engine, tmp_path / "notatar.tar", target)
     conf = b"hostname: evil\nunprivileged: 1\n"
     with pytest.raises(UnsafeArchive, match=r"'\.\.' components"):
-        restore(engine, _tar(tmp_path / "dotdot.tar", [("./etc/vzdump/pct.conf", conf), ("./../escape", b"x")]),
-                target)
+        restore(engine, _tar(tmp_path / "dotdot.tar", [("./etc/vzdump/pct.conf", conf), ("./../escape", b"x")]), target)
     assert not (engine.layout.images / "escape").exists() and not (tmp_path / "escape").exists()
     with pytest.raises(ValidationError, match="no container config"):
         restore(engine, _tar(tmp_path / "noconf.tar", [("./bin/x", b"x")]), target)
@@ -465,7 +513,8 @@ def test_bad_archives_and_targets_are_refused_and_change_nothing(engine, busybox
 
 
 def test_restore_over_a_stopped_container_keeps_the_old_one_until_the_new_one_is_complete(
-        engine, busybox_template, ctid_factory, tmp_path):
+    engine, busybox_template, ctid_factory, tmp_path
+):
     ctid = ctid_factory()
     engine.create(ctid, busybox_template, {"hostname": "old"})
     (rootfs(engine, ctid) / "root" / "marker").write_text("old\n")
@@ -495,8 +544,15 @@ def test_cli_backup_list_verify_prune(engine, busybox_template, ctid_factory, tm
     ctid = ctid_factory()
     engine.create(ctid, busybox_template, {"hostname": "cli"})
     env = {**os.environ, "CAISSON_CGROUP_PARENT": cgroup_parent, "PYTHONPATH": str(REPO)}
-    base = [sys.executable, "-m", "engine.backup", "--root", str(engine.layout.root), "--run-dir",
-            str(engine.layout.run)]
+    base = [
+        sys.executable,
+        "-m",
+        "engine.backup",
+        "--root",
+        str(engine.layout.root),
+        "--run-dir",
+        str(engine.layout.run),
+    ]
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([*base, *args], env=env, capture_output=True, text=True, timeout=60)
@@ -522,8 +578,9 @@ def test_cli_backup_list_verify_prune(engine, busybox_template, ctid_factory, tm
     assert nxt.stdout.strip() == "2026-03-07 03:30:00+00:00"
 
 
-def test_restore_keeps_an_id_map_of_its_own_and_reports_progress(engine, busybox_template, ctid_factory, tmp_path,
-                                                                 monkeypatch):
+def test_restore_keeps_an_id_map_of_its_own_and_reports_progress(
+    engine, busybox_template, ctid_factory, tmp_path, monkeypatch
+):
     class NoNames:  # the archive writer must not look owners' names up, file by file
         def getpwuid(self, uid):
             raise AssertionError("a user name was looked up")
@@ -583,7 +640,8 @@ def test_a_volume_mount_point_is_restored_as_a_volume_of_its_own(engine, busybox
 
 
 def test_a_restore_killed_while_extracting_leaves_a_locked_container_that_is_cleared(
-        engine, busybox_template, ctid_factory, tmp_path, cgroup_parent):
+    engine, busybox_template, ctid_factory, tmp_path, cgroup_parent
+):
     ctid = ctid_factory()
     engine.create(ctid, busybox_template, {"hostname": "big"})
     with open(rootfs(engine, ctid) / "root" / "data", "wb") as handle:  # about 50 MB the extraction must write
@@ -597,8 +655,12 @@ def test_a_restore_killed_while_extracting_leaves_a_locked_container_that_is_cle
         """A restore to ``new`` killed while it extracts: its config holds ``lock: create`` and names the root
         disk, whose tree is being made."""
         conf, images = engine.layout.config_path(new), engine.layout.image_dir(new)
-        proc = subprocess.Popen([sys.executable, "-m", "engine.backup", *state, "restore", str(archive), str(new)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.backup", *state, "restore", str(archive), str(new)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             text = conf.read_text() if conf.exists() else ""
@@ -611,8 +673,14 @@ def test_a_restore_killed_while_extracting_leaves_a_locked_container_that_is_cle
         assert "lock: create" in conf.read_text() and any(images.iterdir())  # a half-made volume left
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "engine", *state, *args], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "engine", *state, *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     new = ctid_factory()
     killed_restore(new)

@@ -6,6 +6,7 @@ look at an entry and its open. The swaps are made here at exactly that point (on
 pass, through the module's own ``lstat``), as the container's root could by winning a race.
 The backup must finish, archive every link as a link, and hold no byte of a host file.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,6 +37,7 @@ def host_secrets(tmp_path_factory) -> Path:
 @pytest.fixture
 def alarm():
     """A hang (a FIFO opened for reading) fails the test instead of stalling the suite."""
+
     def expired(*_):
         raise TimeoutError("the backup hung")
 
@@ -46,13 +48,16 @@ def alarm():
     signal.signal(signal.SIGALRM, old)
 
 
-def test_suspend_backup_archives_links_as_links_and_never_opens_fifos(engine, container, tmp_path, host_secrets,
-                                                                      monkeypatch, alarm):
+def test_suspend_backup_archives_links_as_links_and_never_opens_fifos(
+    engine, container, tmp_path, host_secrets, monkeypatch, alarm
+):
     root = engine._rootfs(engine.config(container)) / "root"
-    plant = (f"ln -s /etc/shadow /root/shadow && ln -s ../../../../../../.. /root/up && "
-             f"ln -s {host_secrets}/secret /root/hostsecret && mkfifo /root/fifo && "
-             "echo plain > /root/file-to-fifo && echo plain > /root/file-to-link && mkdir /root/dir-to-link && "
-             "echo inside > /root/dir-to-link/f")
+    plant = (
+        f"ln -s /etc/shadow /root/shadow && ln -s ../../../../../../.. /root/up && "
+        f"ln -s {host_secrets}/secret /root/hostsecret && mkfifo /root/fifo && "
+        "echo plain > /root/file-to-fifo && echo plain > /root/file-to-link && mkdir /root/dir-to-link && "
+        "echo inside > /root/dir-to-link/f"
+    )
     code, out, err = engine.exec_output(container, ["sh", "-c", plant])
     assert code == 0, (out, err)
     owner = os.lstat(root).st_uid
@@ -89,13 +94,22 @@ def test_suspend_backup_archives_links_as_links_and_never_opens_fifos(engine, co
     assert not pending  # every swap happened on the first pass
     assert engine.exec_output(container, ["true"])[0] == 0
 
-    with open(result.archive, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream, \
-            tarfile.open(fileobj=stream, mode="r|") as tar:
+    with (
+        open(result.archive, "rb") as raw,
+        zstandard.ZstdDecompressor().stream_reader(raw) as stream,
+        tarfile.open(fileobj=stream, mode="r|") as tar,
+    ):
         found = {m.name: (m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar}
-    links = {name[len("./root/"):]: m.linkname for name, (m, _) in found.items() if m.issym()
-             and name.startswith("./root/")}
-    assert links == {"shadow": "/etc/shadow", "up": "../../../../../../..", "hostsecret": f"{host_secrets}/secret",
-                     "file-to-link": f"{host_secrets}/secret", "dir-to-link": f"{host_secrets}/dir"}
+    links = {
+        name[len("./root/") :]: m.linkname for name, (m, _) in found.items() if m.issym() and name.startswith("./root/")
+    }
+    assert links == {
+        "shadow": "/etc/shadow",
+        "up": "../../../../../../..",
+        "hostsecret": f"{host_secrets}/secret",
+        "file-to-link": f"{host_secrets}/secret",
+        "dir-to-link": f"{host_secrets}/dir",
+    }
     assert found["./root/fifo"][0].isfifo() and found["./root/file-to-fifo"][0].isfifo()
     assert not any(name.startswith("./root/dir-to-link/") or name.startswith("./root/up/") for name in found)
     shadow = Path("/etc/shadow").read_bytes()

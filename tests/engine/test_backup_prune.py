@@ -1,4 +1,5 @@
 """Retention with Proxmox Backup Server's rules, on simulated calendars worked out by hand from its documentation."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -22,49 +23,80 @@ def run(times: list[str], protected: tuple[str, ...] = (), **keep) -> dict[str, 
 def test_keep_last_keeps_the_newest():
     times = [f"2025-01-0{d} 02:00" for d in range(1, 6)]
     assert run(times, keep_last=3) == {
-        "2025-01-05 02:00": "keep-last", "2025-01-04 02:00": "keep-last", "2025-01-03 02:00": "keep-last",
-        "2025-01-02 02:00": "remove", "2025-01-01 02:00": "remove"}
+        "2025-01-05 02:00": "keep-last",
+        "2025-01-04 02:00": "keep-last",
+        "2025-01-03 02:00": "keep-last",
+        "2025-01-02 02:00": "remove",
+        "2025-01-01 02:00": "remove",
+    }
 
 
 def test_daily_keeps_the_latest_of_each_day_and_days_without_backups_do_not_count():
     times = ["2025-01-01 10:00", "2025-01-01 12:00", "2025-01-03 09:00", "2025-01-03 18:00", "2025-01-04 08:00"]
     assert run(times, keep_daily=2) == {
-        "2025-01-04 08:00": "keep-daily", "2025-01-03 18:00": "keep-daily", "2025-01-03 09:00": "remove",
-        "2025-01-01 12:00": "remove", "2025-01-01 10:00": "remove"}
+        "2025-01-04 08:00": "keep-daily",
+        "2025-01-03 18:00": "keep-daily",
+        "2025-01-03 09:00": "remove",
+        "2025-01-01 12:00": "remove",
+        "2025-01-01 10:00": "remove",
+    }
 
 
 def test_a_later_rule_skips_periods_an_earlier_rule_covered():
     times = ["2025-01-03 08:00", "2025-01-03 06:00", "2025-01-02 18:00", "2025-01-01 12:00"]
     assert run(times, keep_last=1, keep_daily=2) == {
-        "2025-01-03 08:00": "keep-last", "2025-01-03 06:00": "remove",
-        "2025-01-02 18:00": "keep-daily", "2025-01-01 12:00": "keep-daily"}
+        "2025-01-03 08:00": "keep-last",
+        "2025-01-03 06:00": "remove",
+        "2025-01-02 18:00": "keep-daily",
+        "2025-01-01 12:00": "keep-daily",
+    }
 
 
 def test_weeks_are_iso_weeks_across_the_year_end():
     # 2024-12-30 is the Monday of ISO week 2025-W01; 2024-12-29 is the Sunday of 2024-W52.
     times = ["2025-01-05 02:00", "2024-12-30 02:00", "2024-12-29 02:00"]
     assert run(times, keep_weekly=2) == {
-        "2025-01-05 02:00": "keep-weekly", "2024-12-30 02:00": "remove", "2024-12-29 02:00": "keep-weekly"}
+        "2025-01-05 02:00": "keep-weekly",
+        "2024-12-30 02:00": "remove",
+        "2024-12-29 02:00": "keep-weekly",
+    }
 
 
 def test_monthly_then_yearly():
-    times = ["2025-03-15 00:00", "2025-03-01 00:00", "2025-02-10 00:00", "2025-01-05 00:00", "2024-12-31 00:00",
-             "2023-06-01 00:00"]
+    times = [
+        "2025-03-15 00:00",
+        "2025-03-01 00:00",
+        "2025-02-10 00:00",
+        "2025-01-05 00:00",
+        "2024-12-31 00:00",
+        "2023-06-01 00:00",
+    ]
     assert run(times, keep_monthly=2, keep_yearly=2) == {
-        "2025-03-15 00:00": "keep-monthly", "2025-03-01 00:00": "remove", "2025-02-10 00:00": "keep-monthly",
-        "2025-01-05 00:00": "remove", "2024-12-31 00:00": "keep-yearly", "2023-06-01 00:00": "keep-yearly"}
+        "2025-03-15 00:00": "keep-monthly",
+        "2025-03-01 00:00": "remove",
+        "2025-02-10 00:00": "keep-monthly",
+        "2025-01-05 00:00": "remove",
+        "2024-12-31 00:00": "keep-yearly",
+        "2023-06-01 00:00": "keep-yearly",
+    }
 
 
 def test_protected_backups_are_kept_and_do_not_count():
     times = ["2025-01-04 02:00", "2025-01-03 02:00", "2025-01-02 02:00", "2025-01-01 02:00"]
     assert run(times, protected=("2025-01-04 02:00", "2025-01-01 02:00"), keep_last=1) == {
-        "2025-01-04 02:00": "protected", "2025-01-03 02:00": "keep-last", "2025-01-02 02:00": "remove",
-        "2025-01-01 02:00": "protected"}
+        "2025-01-04 02:00": "protected",
+        "2025-01-03 02:00": "keep-last",
+        "2025-01-02 02:00": "remove",
+        "2025-01-01 02:00": "protected",
+    }
 
 
 def test_no_rule_keeps_everything_and_containers_are_pruned_apart():
-    backups = [Backup(at("2025-01-01 00:00"), 100), Backup(at("2025-01-02 00:00"), 100),
-               Backup(at("2025-01-01 00:00"), 200)]
+    backups = [
+        Backup(at("2025-01-01 00:00"), 100),
+        Backup(at("2025-01-02 00:00"), 100),
+        Backup(at("2025-01-01 00:00"), 200),
+    ]
     assert all(d.keep and d.reason == "keep-all" for d in prune(backups, PruneOptions()))
     decisions = prune(backups, PruneOptions(keep_last=1))
     assert [(d.backup.ctid, d.keep) for d in decisions] == [(100, True), (100, False), (200, True)]
@@ -127,8 +159,24 @@ def test_prune_cli_keep_all(tmp_path):
     root = Path(__file__).resolve().parents[2]
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "engine.backup", "--root", str(tmp_path / "state"), "-o", "json",
-                               "prune", "--dumpdir", str(tmp_path), *args], cwd=root, capture_output=True, text=True)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "engine.backup",
+                "--root",
+                str(tmp_path / "state"),
+                "-o",
+                "json",
+                "prune",
+                "--dumpdir",
+                str(tmp_path),
+                *args,
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
 
     done = cli("--keep-all")
     assert done.returncode == 0, done.stderr

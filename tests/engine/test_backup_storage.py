@@ -1,4 +1,5 @@
 """Backups on every storage backend: snapshot mode, raw images, restores over a container, the backup lock."""
+
 from __future__ import annotations
 
 import os
@@ -36,14 +37,20 @@ def volume(e, ctid):
 
 def leftovers(lab) -> dict:  # noqa: F811
     """What a backup could leave behind: backup snapshots, overlay layers, btrfs subvolumes, host mounts."""
-    images = [lab.engine.layout.images, lab.btrfs / "store" / "images", lab.base / "overlay" / "images",
-              lab.btrfs / "dir" / "images"]
+    images = [
+        lab.engine.layout.images,
+        lab.btrfs / "store" / "images",
+        lab.base / "overlay" / "images",
+        lab.btrfs / "dir" / "images",
+    ]
     layers = lab.base / "overlay" / "layers"
-    subvolumes = subprocess.run(["btrfs", "subvolume", "list", str(lab.btrfs)], capture_output=True,
-                                text=True).stdout
-    return {"snapshots": sorted(str(p) for d in images if d.is_dir() for p in d.glob("*/*@.vzdump")),
-            "layers": sorted(os.listdir(layers)) if layers.is_dir() else [],
-            "subvolumes": len(subvolumes.splitlines()), "mounts": lab_mounts(lab)}
+    subvolumes = subprocess.run(["btrfs", "subvolume", "list", str(lab.btrfs)], capture_output=True, text=True).stdout
+    return {
+        "snapshots": sorted(str(p) for d in images if d.is_dir() for p in d.glob("*/*@.vzdump")),
+        "layers": sorted(os.listdir(layers)) if layers.is_dir() else [],
+        "subvolumes": len(subvolumes.splitlines()),
+        "mounts": lab_mounts(lab),
+    }
 
 
 def lab_mounts(lab) -> set[str]:  # noqa: F811 - the fixture's value
@@ -52,8 +59,13 @@ def lab_mounts(lab) -> set[str]:  # noqa: F811 - the fixture's value
 
 
 @pytest.mark.parametrize("backend", ["btrfs", "overlay"])
-def test_snapshot_mode_archives_one_point_while_the_container_runs(lab, make, backend, tmp_path,  # noqa: F811
-                                                                   monkeypatch):
+def test_snapshot_mode_archives_one_point_while_the_container_runs(
+    lab,  # noqa: F811 - the fixture
+    make,  # noqa: F811 - the fixture
+    backend,
+    tmp_path,
+    monkeypatch,
+):
     e = lab.engine
     ctid = make(backend)
     lab.sh(ctid, "(i=0; while true; do i=$((i+1)); echo $i >> /root/log; done) >/dev/null 2>&1 &")
@@ -187,6 +199,7 @@ def test_restore_over_a_container_on_each_backend(lab, make, backend, tmp_path):
     driver, vol = volume(e, ctid)
     assert vol != old_vol and not os.path.lexists(driver.path(old_vol))  # built beside, the old one removed
     assert sorted(os.listdir(driver.path(vol).parent)) == sorted(
-        {driver.path(vol).name, driver.rootfs(vol).name} - {"root"})
+        {driver.path(vol).name, driver.rootfs(vol).name} - {"root"}
+    )
     e.start(ctid)
     assert read(lab, ctid, "/root/marker") == "old"

@@ -1,4 +1,5 @@
 """Node boot and shutdown as Proxmox's startall/stopall: onboot, startup order, up delays, reverse stop."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,11 @@ def test_startall_follows_order_then_id_and_waits_up(engine, busybox_template, c
     assert [o.ctid for o in outcomes] == [first, late, unordered] and all(o.ok for o in outcomes)
     assert seen == outcomes and waits == [3]
     assert {c: engine.status(c, stats=False).status for c in mine} == {
-        first: "running", late: "running", unordered: "running", manual: "stopped"}
+        first: "running",
+        late: "running",
+        unordered: "running",
+        manual: "stopped",
+    }
 
     again = boot.start_all(engine, mine, sleep=waits.append)  # a second boot: nothing started twice
     assert [(o.action, o.ok) for o in again] == [("skip", True)] * 3 and waits == [3]

@@ -236,7 +236,9 @@ def test_the_registry_names_every_builder_with_its_options_and_offers() -> None:
 
     assert names() == ["busybox", "debian"]
     assert [(o.builder, o.name, o.options) for o in offers()][:2] == [
-        ("busybox", "busybox", {}), ("debian", "debian-bookworm", {"suite": "bookworm"})]
+        ("busybox", "busybox", {}),
+        ("debian", "debian-bookworm", {"suite": "bookworm"}),
+    ]
     offer = find_offer("debian-trixie")
     assert offer is not None and (offer.builder, offer.os, offer.options) == ("debian", "debian", {"suite": "trixie"})
     assert find_offer("alpine-3") is None
@@ -245,8 +247,10 @@ def test_the_registry_names_every_builder_with_its_options_and_offers() -> None:
     assert caught.value.key == "builder"
     debian = get_builder("debian")
     assert debian.takes("suite") and not get_builder("busybox").takes("suite")
-    assert debian.check_options({"packages": "curl, nginx", "suite": "sid"}) == {"packages": ["curl", "nginx"],
-                                                                                  "suite": "sid"}
+    assert debian.check_options({"packages": "curl, nginx", "suite": "sid"}) == {
+        "packages": ["curl", "nginx"],
+        "suite": "sid",
+    }
     with pytest.raises(ValidationError, match="packages: a list") as caught:
         debian.check_options({"packages": 3})
     assert caught.value.key == "packages"
@@ -408,8 +412,13 @@ def test_debian_cancel_kills_debootstrap_and_leaves_nothing(tmp_path: Path) -> N
         port = mirror.getsockname()[1]
         started = time.monotonic()
         with pytest.raises(Cancelled):
-            build("debian", dest, {"mirror": f"http://127.0.0.1:{port}/debian", "timeout": 120},
-                  progress=progress, cancel=cancel)
+            build(
+                "debian",
+                dest,
+                {"mirror": f"http://127.0.0.1:{port}/debian", "timeout": 120},
+                progress=progress,
+                cancel=cancel,
+            )
     assert time.monotonic() - started < 60
     assert seen[0][:2] == (0, 5) and cancel.is_set()
     assert running and running[0], "debootstrap was not running when the build was cancelled"

@@ -3,6 +3,7 @@
 proxmox-time's and pve-common's cases, in UTC: the next event after a given time, events that never
 fire, and events that must parse or must be refused.
 """
+
 from __future__ import annotations
 
 import json

@@ -35,14 +35,15 @@ from tests.engine.cgroup_support import (
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="cgroup tests need root")
 
 # Per driver kind: the controller holding I/O weights and the files that can carry one.
-IO_WEIGHT_FILES = {"v1": ("blkio", ("blkio.weight", "blkio.bfq.weight")),
-                   "v2": (None, ("io.weight", "io.bfq.weight"))}
+IO_WEIGHT_FILES = {"v1": ("blkio", ("blkio.weight", "blkio.bfq.weight")), "v2": (None, ("io.weight", "io.bfq.weight"))}
 PIDS_FILE = {"v1": ("pids", "pids.max"), "v2": (None, "pids.max")}
 # Where a systemd inside makes its sub-cgroups: the hierarchy without controllers (v1) or the one tree (v2).
 SYSTEMD = {"v1": "name=systemd", "v2": None}
 # Sub-cgroups a destroy must remove with the container's own.
-NESTED = {"v1": (("name=systemd", "system.slice/a.service"), (None, "init.scope")),
-          "v2": ((None, "system.slice/a.service"),)}
+NESTED = {
+    "v1": (("name=systemd", "system.slice/a.service"), (None, "init.scope")),
+    "v2": ((None, "system.slice/a.service"),),
+}
 
 
 @pytest.fixture(params=["v1", "v2"])
@@ -162,7 +163,7 @@ def test_destroy(driver, children):
     for root in d._roots():
         assert not os.path.exists(os.path.join(root, d.parent, "ct"))
     assert not d.exists("ct") and d.list() == []
-    d.destroy("ct")   # idempotent
+    d.destroy("ct")  # idempotent
 
 
 def test_device_defaults_deny(driver, children, tmp_path):

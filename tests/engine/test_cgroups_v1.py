@@ -50,6 +50,7 @@ def test_v1_create_layout(v1, children):
 def test_v1_create_failure_rolls_back(v1, monkeypatch):
     def boom(self, ctid, rules):
         raise HostError("injected")
+
     monkeypatch.setattr(V1Driver, "_setup_devices", boom)
     with pytest.raises(HostError, match="injected"):
         v1.create("ct2")
@@ -91,11 +92,12 @@ def test_v1_apply_reads_back_and_changes_live(v1, children):
 
 def test_v1_missing_controller_is_not_supported(v1):
     v1.create("ct")
-    lacking = V1Driver(v1.parent, mounts=CgroupMounts(
-        v1={k: p for k, p in MOUNTS.v1.items() if k != "pids"}, unified=MOUNTS.unified))
+    lacking = V1Driver(
+        v1.parent, mounts=CgroupMounts(v1={k: p for k, p in MOUNTS.v1.items() if k != "pids"}, unified=MOUNTS.unified)
+    )
     with pytest.raises(NotSupported, match="'pids'"):
         lacking.apply("ct", Limits(pids=5))
-    lacking.apply("ct", Limits(memory_mb=64))   # fields the host has still work; pids None is skipped
+    lacking.apply("ct", Limits(memory_mb=64))  # fields the host has still work; pids None is skipped
     assert read(cg(v1, "pids", "ct", "pids.max")) == "max"
 
 
@@ -119,8 +121,10 @@ def test_v1_stats_io(v1, children, tmp_path):
         with open(cg(v1, "blkio", "ct", name), "w") as fh:
             fh.write(f"{disk} {1 << 40}")
     data = tmp_path / "data"
-    script = (f"dd if=/dev/zero of={data} bs=1M count=4 oflag=direct status=none && "
-              f"dd if={data} of=/dev/null bs=1M iflag=direct status=none")
+    script = (
+        f"dd if=/dev/zero of={data} bs=1M count=4 oflag=direct status=none && "
+        f"dd if={data} of=/dev/null bs=1M iflag=direct status=none"
+    )
     proc = spawn(v1, "ct", children, argv=["sh", "-c", script])
     _, err = proc.communicate(timeout=30)
     if proc.returncode != 0 and "Invalid argument" in err:
@@ -150,8 +154,7 @@ def test_v1_delegation(v1):
     for path in owned:
         st = os.stat(path)
         assert (st.st_uid, st.st_gid) == (100000, 100001), path
-    assert os.stat(cg(v1, "memory", "ct")).st_uid == 0   # controller dirs stay root's
+    assert os.stat(cg(v1, "memory", "ct")).st_uid == 0  # controller dirs stay root's
 
 
 # -- v2 ---------------------------------------------------------------------------
-

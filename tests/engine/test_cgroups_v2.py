@@ -88,7 +88,7 @@ def test_v2_delegation(v2, children):
 
 
 def test_v2_device_filter(v2, children, tmp_path):
-    v2.create("ct", extra_devices=[DeviceRule("c", 1, 11, "r")])   # kmsg read-only: checks the access mask
+    v2.create("ct", extra_devices=[DeviceRule("c", 1, 11, "r")])  # kmsg read-only: checks the access mask
     assert len(devices_bpf.attached(cg(v2, None, "ct"))) == 1
     out = probe_devices(v2, "ct", children, tmp_path)
     assert out == {"null": "ok", "kmsg": errno.EPERM, "mknod": "ok", "kmsg_ro": "ok"}
@@ -114,8 +114,12 @@ def _need_v2(v2, ctid: str, controller: str) -> None:
 
 V2_LIMITS = [
     ("memory", Limits(memory_mb=64), {"memory.max": str(64 * MiB)}, {"memory.max": "max"}),
-    ("cpu", Limits(cpulimit=0.5, cpuunits=20000), {"cpu.max": "50000 100000", "cpu.weight": "10000"},
-     {"cpu.max": "max 100000", "cpu.weight": "100"}),
+    (
+        "cpu",
+        Limits(cpulimit=0.5, cpuunits=20000),
+        {"cpu.max": "50000 100000", "cpu.weight": "10000"},
+        {"cpu.max": "max 100000", "cpu.weight": "100"},
+    ),
     ("cpuset", Limits(cpus="0"), {"cpuset.cpus": "0"}, {"cpuset.cpus": ""}),
     ("pids", Limits(pids=7), {"pids.max": "7"}, {"pids.max": "max"}),
 ]
@@ -146,14 +150,17 @@ def test_v2_swap(v2):
 def test_v2_missing_controller_is_not_supported(v2):
     v2.create("ct")
     offered = read(cg(v2, None, "ct", "cgroup.controllers")).split()
-    cases = [("memory", Limits(memory_mb=64)), ("pids", Limits(pids=5)), ("cpu", Limits(cpuunits=50)),
-             ("cpuset", Limits(cpus="0")), ("io", Limits(ioweight=50))]
+    cases = [
+        ("memory", Limits(memory_mb=64)),
+        ("pids", Limits(pids=5)),
+        ("cpu", Limits(cpuunits=50)),
+        ("cpuset", Limits(cpus="0")),
+        ("io", Limits(ioweight=50)),
+    ]
     missing = [(c, lim) for c, lim in cases if c not in offered]
     if not missing:
         pytest.skip("every controller is available on this cgroup2 mount")
     for controller, limits in missing:
         with pytest.raises(NotSupported, match=f"'{controller}'"):
             v2.apply("ct", limits)
-    v2.apply("ct", Limits())   # resetting absent controllers is not an error
-
-
+    v2.apply("ct", Limits())  # resetting absent controllers is not an error

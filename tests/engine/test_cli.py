@@ -1,4 +1,5 @@
 """The pct-like CLI as scripts use it: verbs, tables, JSON, exit codes."""
+
 from __future__ import annotations
 
 import json
@@ -14,12 +15,23 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def cli(engine):
-    env = {**os.environ, "CAISSON_ROOT": str(engine.layout.root), "CAISSON_RUN": str(engine.layout.run),
-           "CAISSON_CGROUP_PARENT": engine.cgroups.parent}
+    env = {
+        **os.environ,
+        "CAISSON_ROOT": str(engine.layout.root),
+        "CAISSON_RUN": str(engine.layout.run),
+        "CAISSON_CGROUP_PARENT": engine.cgroups.parent,
+    }
 
     def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True,
-                              text=True, input=input, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "engine", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
+        )
 
     return run
 
@@ -27,8 +39,22 @@ def cli(engine):
 def test_help_lists_every_verb(cli):
     result = cli("--help")
     assert result.returncode == 0
-    for verb in ("create", "start", "stop", "shutdown", "reboot", "destroy", "list", "status", "config", "set",
-                 "exec", "enter", "network", "firewall"):
+    for verb in (
+        "create",
+        "start",
+        "stop",
+        "shutdown",
+        "reboot",
+        "destroy",
+        "list",
+        "status",
+        "config",
+        "set",
+        "exec",
+        "enter",
+        "network",
+        "firewall",
+    ):
         assert verb in result.stdout
 
 
@@ -63,16 +89,19 @@ def test_a_whole_life_through_the_cli(cli, busybox_template, ctid_factory):
     assert cli("status", ctid).returncode == 3
 
 
-@pytest.mark.parametrize("args, code, words", [
-    (["status", "12345678"], 3, "does not exist"),
-    (["status", "42"], 2, "outside 100"),
-    (["create", "{ctid}", "{template}", "--hostname", "bad_name"], 2, "hostname"),
-    (["create", "{ctid}", "{template}", "--memory", "abc"], 2, "memory"),
-    (["create", "{ctid}", "{template}", "--cores", "-1"], 2, "cores"),
-    (["create", "{ctid}", "/no/such/template.tar.zst"], 2, "does not exist"),
-    (["exec", "{ctid}"], 2, "give the command"),
-    (["set", "{ctid}"], 2, "nothing to change"),
-])
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["status", "12345678"], 3, "does not exist"),
+        (["status", "42"], 2, "outside 100"),
+        (["create", "{ctid}", "{template}", "--hostname", "bad_name"], 2, "hostname"),
+        (["create", "{ctid}", "{template}", "--memory", "abc"], 2, "memory"),
+        (["create", "{ctid}", "{template}", "--cores", "-1"], 2, "cores"),
+        (["create", "{ctid}", "/no/such/template.tar.zst"], 2, "does not exist"),
+        (["exec", "{ctid}"], 2, "give the command"),
+        (["set", "{ctid}"], 2, "nothing to change"),
+    ],
+)
 def test_bad_input_gives_a_clear_message_and_exit_code(cli, busybox_template, ctid_factory, args, code, words):
     ctid = str(ctid_factory())
     if args[0] in ("exec", "set"):
@@ -95,11 +124,23 @@ def test_enter_gives_an_interactive_shell_on_a_terminal(engine, container):
 
     from tests.conftest import read_until_closed
 
-    env = {**os.environ, "CAISSON_ROOT": str(engine.layout.root), "CAISSON_RUN": str(engine.layout.run),
-           "CAISSON_CGROUP_PARENT": engine.cgroups.parent, "TERM": "xterm"}
+    env = {
+        **os.environ,
+        "CAISSON_ROOT": str(engine.layout.root),
+        "CAISSON_RUN": str(engine.layout.run),
+        "CAISSON_CGROUP_PARENT": engine.cgroups.parent,
+        "TERM": "xterm",
+    }
     master, slave = pty.openpty()
-    child = subprocess.Popen([sys.executable, "-m", "engine", "enter", str(container)], cwd=REPO, env=env,
-                             stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "engine", "enter", str(container)],
+        cwd=REPO,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
     os.close(slave)
     os.write(master, b"echo $((6*7)); tty; exit 3\n")
     output = read_until_closed(master)
@@ -112,8 +153,19 @@ def test_a_closed_pipe_is_not_an_error(engine, busybox_template, ctid_factory):
     ctid = ctid_factory()
     # More than a pipe holds, so the writer is still writing when the reader goes away.
     engine.create(ctid, busybox_template, {"description": "x" * 300_000})
-    env = {**os.environ, "CAISSON_ROOT": str(engine.layout.root), "CAISSON_RUN": str(engine.layout.run),
-           "CAISSON_CGROUP_PARENT": engine.cgroups.parent}
-    result = subprocess.run(f"{sys.executable} -m engine -o json config {ctid} | head -c 1", shell=True, cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "CAISSON_ROOT": str(engine.layout.root),
+        "CAISSON_RUN": str(engine.layout.run),
+        "CAISSON_CGROUP_PARENT": engine.cgroups.parent,
+    }
+    result = subprocess.run(
+        f"{sys.executable} -m engine -o json config {ctid} | head -c 1",
+        shell=True,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and "Traceback" not in result.stderr

@@ -1,4 +1,5 @@
 """The pct config format: parsing, validation messages, round trips, atomic writes."""
+
 from __future__ import annotations
 
 import os
@@ -64,23 +65,26 @@ def test_defaults_when_keys_are_absent():
     assert config.get("cores") is None
 
 
-@pytest.mark.parametrize("line, key, words", [
-    ("memory: abc", "memory", "not an integer"),
-    ("memory: 8", "memory", "outside"),
-    ("cores: -1", "cores", "outside"),
-    ("cpulimit: nan", "cpulimit", "outside"),
-    ("hostname: bad;name", "hostname", "not a valid host name"),
-    ("hostname: " + "a" * 64, "hostname", "not a valid host name"),
-    ("unprivileged: yes", "unprivileged", "0 or 1"),
-    ("features: nesting=1,bogus=1", "features", "unknown property 'bogus'"),
-    ("rootfs: local:../../etc", "rootfs", "must stay inside"),
-    ("rootfs: /etc", "rootfs", "<storage>:<volume name>"),
-    ("net0: bridge=vmbr0", "net0", "'name'"),
-    ("net0: name=eth0,hwaddr=01:00:00:00:00:01", "net0", "multicast"),
-    ("colour: blue", "colour", "unknown configuration key 'colour'"),
-    ("lxc.apparmor.profile: unconfined", "lxc.apparmor.profile", "not supported"),
-    ("net10: name=eth0", "net10", "unknown configuration key"),
-])
+@pytest.mark.parametrize(
+    "line, key, words",
+    [
+        ("memory: abc", "memory", "not an integer"),
+        ("memory: 8", "memory", "outside"),
+        ("cores: -1", "cores", "outside"),
+        ("cpulimit: nan", "cpulimit", "outside"),
+        ("hostname: bad;name", "hostname", "not a valid host name"),
+        ("hostname: " + "a" * 64, "hostname", "not a valid host name"),
+        ("unprivileged: yes", "unprivileged", "0 or 1"),
+        ("features: nesting=1,bogus=1", "features", "unknown property 'bogus'"),
+        ("rootfs: local:../../etc", "rootfs", "must stay inside"),
+        ("rootfs: /etc", "rootfs", "<storage>:<volume name>"),
+        ("net0: bridge=vmbr0", "net0", "'name'"),
+        ("net0: name=eth0,hwaddr=01:00:00:00:00:01", "net0", "multicast"),
+        ("colour: blue", "colour", "unknown configuration key 'colour'"),
+        ("lxc.apparmor.profile: unconfined", "lxc.apparmor.profile", "not supported"),
+        ("net10: name=eth0", "net10", "unknown configuration key"),
+    ],
+)
 def test_bad_values_name_the_key(line, key, words):
     with pytest.raises(ValidationError) as info:
         ContainerConfig.parse(100, f"ostype: debian\n{line}\n", origin="100.conf")
@@ -103,8 +107,21 @@ def test_snapshot_only_keys_are_refused_in_the_current_section():
         ContainerConfig.parse(100, "snaptime: 5\n")
 
 
-@pytest.mark.parametrize("hostname", ["", "-lead", "trail-", "semi;colon", "dollar$(x)", "new\nline",
-                                      "caf\u00e9", "rtl\u200fmark", "a" * 64, ("a" * 63 + ".") * 4 + "a"])
+@pytest.mark.parametrize(
+    "hostname",
+    [
+        "",
+        "-lead",
+        "trail-",
+        "semi;colon",
+        "dollar$(x)",
+        "new\nline",
+        "caf\u00e9",
+        "rtl\u200fmark",
+        "a" * 64,
+        ("a" * 63 + ".") * 4 + "a",
+    ],
+)
 def test_set_refuses_bad_hostnames(hostname):
     config = ContainerConfig(100)
     with pytest.raises(ValidationError) as info:
@@ -118,8 +135,9 @@ def test_description_with_newlines_and_percent_round_trips():
     assert ContainerConfig.parse(100, config.render()).current.description == "100% ready\nline two: ok"
 
 
-@pytest.mark.parametrize("value, ok", [("100", True), ("999999999", True), ("99", False), ("abc", False),
-                                       ("-5", False), ("1e3", False)])
+@pytest.mark.parametrize(
+    "value, ok", [("100", True), ("999999999", True), ("99", False), ("abc", False), ("-5", False), ("1e3", False)]
+)
 def test_container_ids(value, ok):
     if ok:
         assert parse_ctid(value) == int(value)
@@ -172,10 +190,12 @@ def test_missing_config_is_not_found(tmp_path):
 def test_proxmox_key_order_pending_section_and_late_comments():
     """Keys sort as strings (mp10 before mp2, as Perl's sort), [pve:pending] sits between the current config
     and the snapshots, and a comment after the first key joins the description at the top."""
-    text = ("hostname: a\n#late note: 100%\nmp2: local:101/b.raw,mp=/b\nmp10: local:101/c.raw,mp=/c\n"
-            "rootfs: local:101/a.raw\nunused0: local:101/old.raw\n\n[zz]\nrootfs: local:101/a.raw\nsnaptime: 1\n"
-            "\n[pve:pending]\ndelete: mp2,!unused0\nmemory: 1024\n\n[aa]\nrootfs: local:101/a.raw\nsnaptime: 2\n"
-            "vmstate: local:101/state.raw\n")
+    text = (
+        "hostname: a\n#late note: 100%\nmp2: local:101/b.raw,mp=/b\nmp10: local:101/c.raw,mp=/c\n"
+        "rootfs: local:101/a.raw\nunused0: local:101/old.raw\n\n[zz]\nrootfs: local:101/a.raw\nsnaptime: 1\n"
+        "\n[pve:pending]\ndelete: mp2,!unused0\nmemory: 1024\n\n[aa]\nrootfs: local:101/a.raw\nsnaptime: 2\n"
+        "vmstate: local:101/state.raw\n"
+    )
     config = ContainerConfig.parse(101, text)
     assert config.current.description == "late note: 100%"
     assert config.pending.values == {"delete": "mp2,!unused0", "memory": "1024"}
@@ -183,7 +203,8 @@ def test_proxmox_key_order_pending_section_and_late_comments():
         "#late note%3A 100%25\nhostname: a\nmp10: local:101/c.raw,mp=/c\nmp2: local:101/b.raw,mp=/b\n"
         "rootfs: local:101/a.raw\nunused0: local:101/old.raw\n\n[pve:pending]\ndelete: mp2,!unused0\n"
         "memory: 1024\n\n[aa]\nrootfs: local:101/a.raw\nsnaptime: 2\nvmstate: local:101/state.raw\n\n"
-        "[zz]\nrootfs: local:101/a.raw\nsnaptime: 1\n")
+        "[zz]\nrootfs: local:101/a.raw\nsnaptime: 1\n"
+    )
 
 
 def test_unused_entry_of_a_mounted_volume_is_not_written():
@@ -191,14 +212,17 @@ def test_unused_entry_of_a_mounted_volume_is_not_written():
     assert config.render() == "rootfs: local:101/a.raw\nunused1: local:x\n"
 
 
-@pytest.mark.parametrize("text, key", [
-    ("[pve:pending]\ndelete: nosuchkey\n", "delete"),
-    ("delete: memory\n", "delete"),
-    ("unused0: no-volume\n", "unused0"),
-    ("unused256: local:x\n", "unused256"),
-    ("vmstate: local:x\n", "vmstate"),
-    ("ostype: Red Hat\n", "ostype"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("[pve:pending]\ndelete: nosuchkey\n", "delete"),
+        ("delete: memory\n", "delete"),
+        ("unused0: no-volume\n", "unused0"),
+        ("unused256: local:x\n", "unused256"),
+        ("vmstate: local:x\n", "vmstate"),
+        ("ostype: Red Hat\n", "ostype"),
+    ],
+)
 def test_invalid_proxmox_keys_are_refused_by_name(text, key):
     with pytest.raises(ValidationError) as caught:
         ContainerConfig.parse(101, text)

@@ -1,4 +1,5 @@
 """The console log is capped: a container printing forever cannot fill the host (engine.consolelog)."""
+
 from __future__ import annotations
 
 import errno
@@ -19,9 +20,11 @@ CAP = 64 * 1024
 # Prints for as long as /tmp/stop is absent, in bursts longer than the cap (each a bounded `sed`, which ends
 # whatever its writes do: no pipe, since the container inherits an ignored SIGPIPE and a `yes` writing into a
 # closed pipe would spin), then, a second later, says its last words and stays.
-FLOOD = ("::once:/bin/sh -c 'i=0; while [ $i -lt 8000 ]; do echo x; i=$((i+1)); done > /tmp/lines; n=0; "
-         "while [ ! -e /tmp/stop ]; do n=$((n+1)); sed \"s/.*/flood $n/\" /tmp/lines; sleep 0.05; done; "
-         "sleep 1; echo; echo LAST-WORDS $n; sleep 100000'\n")
+FLOOD = (
+    "::once:/bin/sh -c 'i=0; while [ $i -lt 8000 ]; do echo x; i=$((i+1)); done > /tmp/lines; n=0; "
+    'while [ ! -e /tmp/stop ]; do n=$((n+1)); sed "s/.*/flood $n/" /tmp/lines; sleep 0.05; done; '
+    "sleep 1; echo; echo LAST-WORDS $n; sleep 100000'\n"
+)
 
 
 # ---- the memfd and the drain, without a container ---------------------------------------------
@@ -63,8 +66,8 @@ def test_a_drain_keeps_the_newest_output_within_the_cap(tmp_path):
 def test_a_follower_finds_its_place_in_a_trimmed_log():
     old = b"".join(b"message %d\n" % i for i in range(100))
     new = old[-300:] + b"fresh output\n"
-    seen = old[-consolelog.OVERLAP:]
-    assert new[consolelog.resume_offset(new, seen):] == b"fresh output\n"
+    seen = old[-consolelog.OVERLAP :]
+    assert new[consolelog.resume_offset(new, seen) :] == b"fresh output\n"
     assert consolelog.resume_offset(b"all new\n", seen) == 0
 
 
@@ -143,9 +146,15 @@ def test_the_cli_prints_the_log(engine, flooding):
     time.sleep(0.5)
     engine.drain_console(ctid)
     time.sleep(1.5)
-    env = {**os.environ, "CAISSON_ROOT": str(engine.layout.root), "CAISSON_RUN": str(engine.layout.run),
-           "CAISSON_CGROUP_PARENT": engine.cgroups.parent, "CAISSON_CONSOLE_LOG_SIZE": str(CAP)}
-    result = subprocess.run([sys.executable, "-m", "engine", "log", str(ctid)], cwd=REPO, env=env,
-                            capture_output=True, timeout=60)
+    env = {
+        **os.environ,
+        "CAISSON_ROOT": str(engine.layout.root),
+        "CAISSON_RUN": str(engine.layout.run),
+        "CAISSON_CGROUP_PARENT": engine.cgroups.parent,
+        "CAISSON_CONSOLE_LOG_SIZE": str(CAP),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "log", str(ctid)], cwd=REPO, env=env, capture_output=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert len(result.stdout) <= CAP and b"LAST-WORDS" in result.stdout.splitlines()[-1]

@@ -1,4 +1,5 @@
 """Create as named steps (engine.create_steps): a failure names its step and leaves nothing; the distro step."""
+
 from __future__ import annotations
 
 import io
@@ -10,9 +11,15 @@ import pytest
 
 from engine.errors import AlreadyExists, ValidationError
 
-ALPINE = {"sbin/init": "", "etc/os-release": "ID=alpine\n", "etc/alpine-release": "3.19.1\n",
-          "etc/securetty": "console\n", "etc/hosts": "127.0.0.1 localhost\n127.0.1.1 LXC_NAME\n",
-          "etc/crontab": "17 * * * * root run-parts /etc/periodic/hourly\n", "etc/runlevels/boot": None}
+ALPINE = {
+    "sbin/init": "",
+    "etc/os-release": "ID=alpine\n",
+    "etc/alpine-release": "3.19.1\n",
+    "etc/securetty": "console\n",
+    "etc/hosts": "127.0.0.1 localhost\n127.0.1.1 LXC_NAME\n",
+    "etc/crontab": "17 * * * * root run-parts /etc/periodic/hourly\n",
+    "etc/runlevels/boot": None,
+}
 
 
 def _template(tmp_path: Path, files: dict[str, str | None]) -> Path:

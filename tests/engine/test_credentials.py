@@ -1,4 +1,5 @@
 """Root's password and SSH keys written at create time, on a directory volume and on an ext4 image."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,7 @@ import pytest
 from engine.credentials import set_credentials, validate_ssh_keys
 from engine.errors import ValidationError
 
-KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@example")
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@example"
 
 
 def read(engine, ctid, relpath):
@@ -50,13 +51,16 @@ def test_a_symlinked_shadow_is_not_followed(engine, busybox_template, ctid_facto
     assert target.read_text() == "host data\n"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("ssh-ed25519", "not an OpenSSH public key"),
-    ("ssh-ed25519 not*base64", "not an OpenSSH public key"),
-    ("ssh-ed25519 AAAA", "does not match its type"),
-    ("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", "does not match its type"),
-    ("# only a comment\n", "no key given"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("ssh-ed25519", "not an OpenSSH public key"),
+        ("ssh-ed25519 not*base64", "not an OpenSSH public key"),
+        ("ssh-ed25519 AAAA", "does not match its type"),
+        ("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", "does not match its type"),
+        ("# only a comment\n", "no key given"),
+    ],
+)
 def test_bad_ssh_keys_are_refused_with_the_line(text, message):
     with pytest.raises(ValidationError, match=message):
         validate_ssh_keys(text)

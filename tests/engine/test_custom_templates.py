@@ -1,4 +1,5 @@
 """Custom templates from stopped containers: unshifted owners, identity cleared, usable like any template."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,11 @@ from engine.errors import AlreadyExists, InvalidState, ValidationError
 
 
 def members(path) -> dict[str, tarfile.TarInfo]:
-    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream, \
-            tarfile.open(fileobj=stream, mode="r|") as tar:
+    with (
+        open(path, "rb") as raw,
+        zstandard.ZstdDecompressor().stream_reader(raw) as stream,
+        tarfile.open(fileobj=stream, mode="r|") as tar,
+    ):
         return {m.name: m for m in tar}
 
 
@@ -21,11 +25,13 @@ def test_a_container_becomes_a_template_and_a_new_container_boots_from_it(engine
     engine.create(ctid, busybox_template, {"hostname": "original"})
     engine.start(ctid)
     # A stand-in for OpenSSH: a config, host keys, and an ssh-keygen that makes a key for -A.
-    keygen = "#!/bin/sh\n[ \"$1\" = -A ] && echo new > /etc/ssh/ssh_host_ed25519_key\n"
-    script = ("mkdir -p /etc/ssh /srv /usr/bin && echo key > /etc/ssh/ssh_host_ed25519_key "
-              "&& echo c > /etc/ssh/sshd_config "
-              f"&& printf '{keygen}' > /usr/bin/ssh-keygen && chmod 755 /usr/bin/ssh-keygen "
-              "&& echo 0123456789abcdef > /etc/machine-id && echo app > /srv/app && chown 1000:1000 /srv/app")
+    keygen = '#!/bin/sh\n[ "$1" = -A ] && echo new > /etc/ssh/ssh_host_ed25519_key\n'
+    script = (
+        "mkdir -p /etc/ssh /srv /usr/bin && echo key > /etc/ssh/ssh_host_ed25519_key "
+        "&& echo c > /etc/ssh/sshd_config "
+        f"&& printf '{keygen}' > /usr/bin/ssh-keygen && chmod 755 /usr/bin/ssh-keygen "
+        "&& echo 0123456789abcdef > /etc/machine-id && echo app > /srv/app && chown 1000:1000 /srv/app"
+    )
     assert engine.exec_output(ctid, ["sh", "-c", script])[0] == 0
     with pytest.raises(InvalidState, match="is running"):
         engine.make_template(ctid, "mine-1.0-1_amd64.tar.zst")
@@ -44,8 +50,9 @@ def test_a_container_becomes_a_template_and_a_new_container_boots_from_it(engine
     clone = ctid_factory()
     engine.create(clone, f"local:vztmpl/{name}", {"hostname": "fromtemplate"})
     engine.start(clone)
-    code, out, _ = engine.exec_output(clone, ["sh", "-c", "cat /srv/app; hostname; stat -c %u /srv/app; "
-                                                          "cat /etc/ssh/ssh_host_ed25519_key"])
+    code, out, _ = engine.exec_output(
+        clone, ["sh", "-c", "cat /srv/app; hostname; stat -c %u /srv/app; cat /etc/ssh/ssh_host_ed25519_key"]
+    )
     assert out.decode().split() == ["app", "fromtemplate", "1000", "new"]  # host keys made at first start
     assert os.stat(engine._rootfs(engine.config(clone)) / "srv" / "app").st_uid == 101000
     engine.stop(clone)
@@ -72,16 +79,20 @@ def overlay_engine(tmp_path_factory, cgroup_parent):
     os.chmod(base, 0o711)
     root = base / "state"
     node = Engine(root=root, run_dir=base / "run", cgroup_parent=cgroup_parent, reaper=True)
-    cfg.save(root, {"local": StorageDef("local", "dir", root, frozenset({"rootdir", "vztmpl"})),
-                    "local-overlay": StorageDef("local-overlay", "overlay", base / "overlay", frozenset({"rootdir"}))})
+    cfg.save(
+        root,
+        {
+            "local": StorageDef("local", "dir", root, frozenset({"rootdir", "vztmpl"})),
+            "local-overlay": StorageDef("local-overlay", "overlay", base / "overlay", frozenset({"rootdir"})),
+        },
+    )
     yield node
     for ctid in node.ids():
         node.destroy(ctid, force=True)
 
 
 @pytest.mark.parametrize("backend", ["raw image", "overlay"])
-def test_make_template_reads_image_and_overlay_volumes_through_the_driver(
-        request, busybox_template, backend):
+def test_make_template_reads_image_and_overlay_volumes_through_the_driver(request, busybox_template, backend):
     """A raw image or an overlay is only an empty mount point on the host: the packer must see
     the volume's own tree (mounted privately), not that directory."""
     if backend == "raw image":

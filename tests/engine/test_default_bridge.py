@@ -1,4 +1,5 @@
 """The node's default bridge (``python -m engine network --init-default``): vmbr0 on a free private /24."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -18,8 +19,14 @@ OWN = f"cstd{os.getpid() % 100000}"  # a bridge name of this test run (the host'
 
 
 def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", "--root", str(root), "-o", "json", "network", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "--root", str(root), "-o", "json", "network", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_init_default_writes_vmbr0_and_is_idempotent(tmp_path):
@@ -33,8 +40,15 @@ def test_init_default_writes_vmbr0_and_is_idempotent(tmp_path):
         assert made["created"] and not made["nat"] and subnet.prefixlen == 24
         text = (tmp_path / "network" / "interfaces").read_text()
         host = str(subnet.network_address)[:-1]  # "10.213.0."
-        for line in ("auto vmbr0", "iface vmbr0 inet static", f"address {host}1/24", "bridge-ports none",
-                     f"caisson-pool {host}100-{host}199", f"caisson-dhcp {host}200-{host}249", "caisson-nat no"):
+        for line in (
+            "auto vmbr0",
+            "iface vmbr0 inet static",
+            f"address {host}1/24",
+            "bridge-ports none",
+            f"caisson-pool {host}100-{host}199",
+            f"caisson-dhcp {host}200-{host}249",
+            "caisson-nat no",
+        ):
             assert line in text
         assert Path("/sys/class/net/vmbr0/bridge").is_dir()
         again = _cli(tmp_path, "--init-default")

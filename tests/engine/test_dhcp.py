@@ -3,6 +3,7 @@
 dnsmasq listens on the test bridge only, with DNS off; its state dir is under /run because it
 re-reads its hosts file as the unprivileged dnsmasq user (pytest's tmp dirs are private to root).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -22,8 +23,10 @@ from tests.engine.netlab import NetLab
 NEEDED = ("ip", "busybox", "dnsmasq")
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network tests need root"),
-    pytest.mark.skipif(not all(shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin") for b in NEEDED),
-                       reason=f"needs {', '.join(NEEDED)}"),
+    pytest.mark.skipif(
+        not all(shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin") for b in NEEDED),
+        reason=f"needs {', '.join(NEEDED)}",
+    ),
 ]
 UDHCPC_SCRIPT = """#!/bin/sh
 [ "$1" = bound ] && /bin/busybox ip addr add "$ip/${mask:-24}" dev "$interface"
@@ -56,8 +59,21 @@ def server(lab, state_dir):
 
 def lease(lab: NetLab, ns: str, state_dir: Path, hostname: str | None = None) -> str | None:
     """Run udhcpc once in ``ns``; the address it got, or None."""
-    args = ["busybox", "udhcpc", "-i", "eth0", "-q", "-n", "-f", "-t", "6", "-T", "1", "-s",
-            str(state_dir / "udhcpc.sh")]
+    args = [
+        "busybox",
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-q",
+        "-n",
+        "-f",
+        "-t",
+        "6",
+        "-T",
+        "1",
+        "-s",
+        str(state_dir / "udhcpc.sh"),
+    ]
     if hostname:
         args += ["-x", f"hostname:{hostname}"]
     done = lab.run(ns, *args)
@@ -88,8 +104,9 @@ def test_a_container_gets_a_lease_which_release_and_stop_clear(lab, state_dir, s
     server.start()  # idempotent
     assert server.running() and server._pid() == pid and dnsmasq_processes(server) == [pid]
     ip = lease(lab, ns, state_dir, hostname="web1")
-    assert ip and ipaddress.IPv4Address(f"{lab.subnet}.100") <= ipaddress.IPv4Address(ip) <= \
-        ipaddress.IPv4Address(f"{lab.subnet}.150")
+    assert ip and ipaddress.IPv4Address(f"{lab.subnet}.100") <= ipaddress.IPv4Address(ip) <= ipaddress.IPv4Address(
+        f"{lab.subnet}.150"
+    )
     (got,) = server.leases()
     assert (got.mac, got.ip, got.hostname) == (mac, ip, "web1") and got.expiry > time.time()
     server.release(mac.upper())
@@ -106,8 +123,9 @@ def test_release_without_dhcp_release_restarts_dnsmasq_on_a_rewritten_file(lab, 
     server.start()
     assert lease(lab, ns, state_dir)
     real_which = shutil.which
-    monkeypatch.setattr(dhcp.shutil, "which", lambda name, **kw: None if name == "dhcp_release" else
-                        real_which(name, **kw))
+    monkeypatch.setattr(
+        dhcp.shutil, "which", lambda name, **kw: None if name == "dhcp_release" else real_which(name, **kw)
+    )
     old = server._pid()
     server.release(mac)
     assert server.leases() == [] and server.running() and server._pid() != old
@@ -156,24 +174,47 @@ def test_start_without_dnsmasq_names_the_package(lab, state_dir, server, monkeyp
         server.start()
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"bridge": "-br"}, {"bridge": "a/b"}, {"bridge": "x" * 16}, {"bridge": "br0\ndhcp-range=1"}, {"bridge": ""},
-    {"range_start": "10.214.9.10"}, {"range_end": "10.214.251.255"}, {"range_start": "10.214.251.30"},
-    {"range_end": "10.214.251.5,static"}, {"lease_time": 60}, {"router": "8.8.8.8"},
-    {"state_dir": Path("/run/x\nuser=root")}, {"subnet": "10.214.251.0/33"}, {"dns_servers": ("1.2.3.4\nport=53",)},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"bridge": "-br"},
+        {"bridge": "a/b"},
+        {"bridge": "x" * 16},
+        {"bridge": "br0\ndhcp-range=1"},
+        {"bridge": ""},
+        {"range_start": "10.214.9.10"},
+        {"range_end": "10.214.251.255"},
+        {"range_start": "10.214.251.30"},
+        {"range_end": "10.214.251.5,static"},
+        {"lease_time": 60},
+        {"router": "8.8.8.8"},
+        {"state_dir": Path("/run/x\nuser=root")},
+        {"subnet": "10.214.251.0/33"},
+        {"dns_servers": ("1.2.3.4\nport=53",)},
+    ],
+)
 def test_bad_arguments_are_refused(kwargs):
-    args = {"bridge": "csbr0", "subnet": "10.214.251.0/24", "range_start": "10.214.251.10",
-            "range_end": "10.214.251.20", "state_dir": Path("/run/caisson-test"), **kwargs}
+    args = {
+        "bridge": "csbr0",
+        "subnet": "10.214.251.0/24",
+        "range_start": "10.214.251.10",
+        "range_end": "10.214.251.20",
+        "state_dir": Path("/run/caisson-test"),
+        **kwargs,
+    }
     with pytest.raises(ValidationError):
         DhcpServer(**args)
 
 
 def test_bad_mappings_are_refused(state_dir):
     srv = DhcpServer("csbr0", "10.214.251.0/24", "10.214.251.10", "10.214.251.20", state_dir)
-    for mac, ip, name in (("02:00:00:00:00:0g", None, None), ("02:00:00:00:00:01,x", None, None),
-                          ("02:00:00:00:00:01", "10.214.252.5", None), ("02:00:00:00:00:01", None, "a,b"),
-                          ("02:00:00:00:00:01", None, "x\ndhcp-range=1")):
+    for mac, ip, name in (
+        ("02:00:00:00:00:0g", None, None),
+        ("02:00:00:00:00:01,x", None, None),
+        ("02:00:00:00:00:01", "10.214.252.5", None),
+        ("02:00:00:00:00:01", None, "a,b"),
+        ("02:00:00:00:00:01", None, "x\ndhcp-range=1"),
+    ):
         with pytest.raises(ValidationError):
             srv.add_host(mac, ip, name)
     with pytest.raises(ValidationError):
@@ -187,6 +228,9 @@ def test_lease_file_parsing(state_dir):
         "1700000000 02:00:00:00:00:01 10.214.251.11 web 01:02:00:00:00:00:01\n"
         "0 02:00:00:00:00:02 10.214.251.12 * *\n"
         "duid 00:01:00:01:2c:aa:bb:cc\n"
-        "garbage\n")
-    assert srv.leases() == [Lease(1700000000, "02:00:00:00:00:01", "10.214.251.11", "web", "01:02:00:00:00:00:01"),
-                            Lease(0, "02:00:00:00:00:02", "10.214.251.12", None, None)]
+        "garbage\n"
+    )
+    assert srv.leases() == [
+        Lease(1700000000, "02:00:00:00:00:01", "10.214.251.11", "web", "01:02:00:00:00:00:01"),
+        Lease(0, "02:00:00:00:00:02", "10.214.251.12", None, None),
+    ]

@@ -3,6 +3,7 @@
 Traffic stays between the host and the namespaces on the test's own bridge (a private /24 no
 route on the host uses).  ``NetLab`` is shared with test_dhcp.
 """
+
 from __future__ import annotations
 
 import os
@@ -83,17 +84,19 @@ def test_rules_hold_between_two_containers_on_one_bridge(lab, ids):
     lab.listen(ns1, 22, 23)
     not_ct2 = FirewallRule("in", "DROP", "tcp", "22", f"{lab.subnet}.12/32")
     firewall.apply(ct1, [port(lab, ct1, mac1, 11)], FirewallPolicy(True, rules=[not_ct2, *ssh_only().rules]))
-    assert connects(f"{lab.subnet}.11", 22)                          # the host: allowed
-    assert not lab.client(ns2, "tcp", f"{lab.subnet}.11", 22)        # ct2: the first rule drops it
-    assert not lab.client(ns2, "tcp", f"{lab.subnet}.11", 23)        # the policy
+    assert connects(f"{lab.subnet}.11", 22)  # the host: allowed
+    assert not lab.client(ns2, "tcp", f"{lab.subnet}.11", 22)  # ct2: the first rule drops it
+    assert not lab.client(ns2, "tcp", f"{lab.subnet}.11", 23)  # the policy
 
 
 def test_out_drop_rule_blocks_what_it_names(lab, ids):
     ctid, ns, mac = lab.container(1, "11")
     out_drop = FirewallRule("out", "DROP", "udp", "5000:6000")
     firewall.apply(ctid, [port(lab, ctid, mac, 11)], FirewallPolicy(True, "ACCEPT", "ACCEPT", [out_drop]))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blocked, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as free:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blocked,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as free,
+    ):
         blocked.bind((lab.host_ip, 5000 + RUN % 1000))
         free.bind((lab.host_ip, 6001 + RUN % 1000))
         for sock in (blocked, free):
@@ -128,15 +131,31 @@ def test_icmp_rule_and_replies_to_the_containers_own_connections(lab, ids):
 
     def ping() -> bool:
         return sh("busybox", "ping", "-c", "1", "-W", "1", ip, check=False).returncode == 0
+
     assert not ping()
-    firewall.apply(ctid, [port(lab, ctid, mac, 11)], FirewallPolicy(True, "DROP", rules=[FirewallRule("in", "ACCEPT",
-                                                                                                      "icmp")]))
+    firewall.apply(
+        ctid, [port(lab, ctid, mac, 11)], FirewallPolicy(True, "DROP", rules=[FirewallRule("in", "ACCEPT", "icmp")])
+    )
     assert ping()
     with socket.socket() as server:  # policy_in DROP still lets the answers to the container's own connection in
         server.bind((lab.host_ip, 0))
         server.listen(1)
-        client = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, "tcp", "-", lab.host_ip,
-                                   str(server.getsockname()[1]), "3"])
+        client = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                sys.executable,
+                "-c",
+                CLIENT,
+                "tcp",
+                "-",
+                lab.host_ip,
+                str(server.getsockname()[1]),
+                "3",
+            ]
+        )
         server.settimeout(3)
         conn, _ = server.accept()
         conn.sendall(b"ok")
@@ -161,10 +180,14 @@ def test_remove_leaves_no_trace_and_is_idempotent(lab, ids):
 
 def test_generated_chains(ids):
     ctid = ids[0]
-    ports = [Port(f"veth{ctid}i0", "02:AA:00:00:00:01", ["10.214.250.5/24"], ["fd00::5/64"]),
-             Port(f"veth{ctid}i1", "02:aa:00:00:00:02", [], [])]
-    rules = [FirewallRule("out", "REJECT", "tcp", "25", comment='spam "quoted"'),
-             FirewallRule("in", "REJECT", None, None, "10.0.0.0/8,fd00::/8", iface="net1")]
+    ports = [
+        Port(f"veth{ctid}i0", "02:AA:00:00:00:01", ["10.214.250.5/24"], ["fd00::5/64"]),
+        Port(f"veth{ctid}i1", "02:aa:00:00:00:02", [], []),
+    ]
+    rules = [
+        FirewallRule("out", "REJECT", "tcp", "25", comment='spam "quoted"'),
+        FirewallRule("in", "REJECT", None, None, "10.0.0.0/8,fd00::/8", iface="net1"),
+    ]
     firewall.apply(ctid, ports, FirewallPolicy(True, "REJECT", "DROP", rules))
     text = firewall.ruleset_for(ctid)
     assert "ether saddr != 02:aa:00:00:00:01 drop" in text
@@ -214,26 +237,29 @@ def test_parse_rules_reads_the_proxmox_format():
     assert parse_rules("") == FirewallPolicy(False)
 
 
-@pytest.mark.parametrize(("line", "field"), [
-    ("[RULES]\nIN FOO(ACCEPT)", "macro"),
-    ("[OPTIONS]\nfrobnicate: 1", "frobnicate"),
-    ("[OPTIONS]\npolicy_in: ALLOW", "policy_in"),
-    ("[OPTIONS]\nenable: yes", "enable"),
-    ("[RULES]\nIN ACCEPT -p tcp -dport 70000", "-dport"),
-    ("[RULES]\nIN ACCEPT -p tcp -dport 2000:1000", "-dport"),
-    ("[RULES]\nIN ACCEPT -p tcp -dport ssh", "-dport"),
-    ("[RULES]\nIN ACCEPT -dport 22", "-dport"),
-    ("[RULES]\nIN ACCEPT -source 10.0.0.0/33", "-source"),
-    ("[RULES]\nIN ACCEPT -source 10.0.0.1;flush", "-source"),
-    ("[RULES]\nIN ACCEPT -p icmp -source fd00::1", "-source"),
-    ("[RULES]\nIN ALLOW -p tcp", "action"),
-    ("[RULES]\nSIDEWAYS ACCEPT", "direction"),
-    ("[RULES]\nIN ACCEPT -p gre", "-p"),
-    ("[RULES]\nIN ACCEPT -sport 22", "-sport"),
-    ("[RULES]\nIN ACCEPT -p", "-p"),
-    ("[IPSET management]", "section"),
-    ("enable: 1", "section"),
-])
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ("[RULES]\nIN FOO(ACCEPT)", "macro"),
+        ("[OPTIONS]\nfrobnicate: 1", "frobnicate"),
+        ("[OPTIONS]\npolicy_in: ALLOW", "policy_in"),
+        ("[OPTIONS]\nenable: yes", "enable"),
+        ("[RULES]\nIN ACCEPT -p tcp -dport 70000", "-dport"),
+        ("[RULES]\nIN ACCEPT -p tcp -dport 2000:1000", "-dport"),
+        ("[RULES]\nIN ACCEPT -p tcp -dport ssh", "-dport"),
+        ("[RULES]\nIN ACCEPT -dport 22", "-dport"),
+        ("[RULES]\nIN ACCEPT -source 10.0.0.0/33", "-source"),
+        ("[RULES]\nIN ACCEPT -source 10.0.0.1;flush", "-source"),
+        ("[RULES]\nIN ACCEPT -p icmp -source fd00::1", "-source"),
+        ("[RULES]\nIN ALLOW -p tcp", "action"),
+        ("[RULES]\nSIDEWAYS ACCEPT", "direction"),
+        ("[RULES]\nIN ACCEPT -p gre", "-p"),
+        ("[RULES]\nIN ACCEPT -sport 22", "-sport"),
+        ("[RULES]\nIN ACCEPT -p", "-p"),
+        ("[IPSET management]", "section"),
+        ("enable: 1", "section"),
+    ],
+)
 def test_parse_rules_names_the_line_and_field(line, field):
     text = "# header\n" + line  # the bad line is the last one
     with pytest.raises(ValidationError) as info:
@@ -244,8 +270,12 @@ def test_parse_rules_names_the_line_and_field(line, field):
 def test_apply_refuses_bad_ports_before_touching_nftables(ids):
     ctid = ids[0]
     good = Port(f"veth{ctid}i0", "02:00:00:00:00:01", ["10.214.250.5/24"])
-    for bad in (good._replace(host_ifname="eth0"), good._replace(host_ifname=f"veth{ctid + 1}i0"),
-                good._replace(mac="02:00:00:00:00:01 drop"), good._replace(ipv4=["10.214.250.5 }"])):
+    for bad in (
+        good._replace(host_ifname="eth0"),
+        good._replace(host_ifname=f"veth{ctid + 1}i0"),
+        good._replace(mac="02:00:00:00:00:01 drop"),
+        good._replace(ipv4=["10.214.250.5 }"]),
+    ):
         with pytest.raises(ValidationError):
             firewall.apply(ctid, [bad], FirewallPolicy(True))
     with pytest.raises(ValidationError):
@@ -253,4 +283,3 @@ def test_apply_refuses_bad_ports_before_touching_nftables(ids):
     with pytest.raises(ValidationError):
         firewall.apply(ctid, [good], FirewallPolicy(True, policy_in="accept; flush ruleset"))
     assert firewall.ruleset_for(ctid) == ""
-

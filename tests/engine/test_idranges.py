@@ -1,4 +1,5 @@
 """Isolated id maps: each container created with one gets a 65536-id range no other holds."""
+
 from __future__ import annotations
 
 import os
@@ -65,14 +66,20 @@ def _inside(lab_, ctid: int, path: str) -> os.stat_result:
     return os.stat(f"/proc/{lab_.engine.status(ctid).pid}/root{path}", follow_symlinks=False)
 
 
-@pytest.mark.parametrize("backend, snapshot", [("dir", None), ("loop", None), ("btrfs", "s"), ("overlay", "s")],
-                         ids=["dir-full", "loop-full", "btrfs-linked", "overlay-linked"])
+@pytest.mark.parametrize(
+    "backend, snapshot",
+    [("dir", None), ("loop", None), ("btrfs", "s"), ("overlay", "s")],
+    ids=["dir-full", "loop-full", "btrfs-linked", "overlay-linked"],
+)
 def test_a_clone_of_an_isolated_container_gets_a_range_of_its_own(lab, make, backend, snapshot):  # noqa: F811
     """Full clones shift while copying; linked ones (a snapshot of the source's) are shifted in place."""
     e = lab.engine
     ctid = make(backend, isolated_idmap=True)
-    code, out = lab.sh(ctid, "touch /root/f && chown 1000:1001 /root/f && cp /bin/busybox /root/su && "
-                              "chmod 4755 /root/su && ln -s f /root/l")
+    code, out = lab.sh(
+        ctid,
+        "touch /root/f && chown 1000:1001 /root/f && cp /bin/busybox /root/su && "
+        "chmod 4755 /root/su && ln -s f /root/l",
+    )
     assert code == 0, out
     if snapshot:
         e.snapshot(ctid, snapshot)

@@ -1,4 +1,5 @@
 """Inside a running container: what it can see and do, checked from both sides."""
+
 from __future__ import annotations
 
 import os
@@ -99,13 +100,18 @@ def test_no_host_fd_leaks_into_the_container(engine, container):
 def test_cgroup_v1_gives_no_way_out(engine, container):
     """CVE-2022-0492: even a v1 hierarchy mounted inside shows only the container's own
     cgroup (cgroup namespace), owned by host root: no release_agent, no limit or child to write."""
-    code, out, _ = sh(engine, container, "mkdir -p /tmp/cg && mount -t cgroup -o memory cgroup /tmp/cg 2>/dev/null "
-                                         "&& ls /tmp/cg")
+    code, out, _ = sh(
+        engine, container, "mkdir -p /tmp/cg && mount -t cgroup -o memory cgroup /tmp/cg 2>/dev/null && ls /tmp/cg"
+    )
     if code != 0:
         return  # the kernel refused the mount outright: nothing more to check
     assert "release_agent" not in out.split()
-    for attempt in ("echo 1 > /tmp/cg/memory.limit_in_bytes", "mkdir /tmp/cg/child",
-                    "echo /evil > /tmp/cg/release_agent", "echo 1 > /tmp/cg/notify_on_release"):
+    for attempt in (
+        "echo 1 > /tmp/cg/memory.limit_in_bytes",
+        "mkdir /tmp/cg/child",
+        "echo /evil > /tmp/cg/release_agent",
+        "echo 1 > /tmp/cg/notify_on_release",
+    ):
         assert sh(engine, container, attempt)[0] != 0, attempt
 
 

@@ -1,4 +1,5 @@
 """Create, start, stop, shutdown, reboot, destroy; leftovers; concurrency; survival."""
+
 from __future__ import annotations
 
 import io
@@ -231,6 +232,7 @@ def test_set_with_a_stale_digest_is_refused(engine, busybox_template, ctid_facto
 
 # ---- bad input: a clear error and nothing created -------------------------------------------
 
+
 def _nothing_for(engine, ctid):
     assert not engine.exists(ctid)
     assert not engine.layout.image_dir(ctid).exists()
@@ -248,13 +250,16 @@ def test_unknown_and_duplicate_ids(engine, busybox_template, ctid_factory):
     assert engine.config(ctid).hostname == "original"
 
 
-@pytest.mark.parametrize("options, key", [
-    ({"hostname": "bad;name"}, "hostname"),
-    ({"memory": "abc"}, "memory"),
-    ({"cores": "-2"}, "cores"),
-    ({"rootfs": "local:1/x"}, "rootfs"),
-    ({"bogus": "1"}, "bogus"),
-])
+@pytest.mark.parametrize(
+    "options, key",
+    [
+        ({"hostname": "bad;name"}, "hostname"),
+        ({"memory": "abc"}, "memory"),
+        ({"cores": "-2"}, "cores"),
+        ({"rootfs": "local:1/x"}, "rootfs"),
+        ({"bogus": "1"}, "bogus"),
+    ],
+)
 def test_bad_options_create_nothing(engine, busybox_template, ctid_factory, options, key):
     ctid = ctid_factory()
     with pytest.raises(ValidationError) as info:
@@ -289,13 +294,17 @@ def _link(name, target, kind=tarfile.SYMTYPE):
     return info, None
 
 
-@pytest.mark.parametrize("members", [
-    [_file("./sbin/init"), _file("../escaped")],
-    [_file("./sbin/init"), _file("/etc/escaped")],
-    [_file("./sbin/init"), _link("./etc", "/etc"), _file("./etc/escaped")],
-    [_file("./sbin/init"), _link("./hard", "/etc/passwd", tarfile.LNKTYPE)],
-    [_file("./sbin/init"), _link("./up", "../../../../../etc")],
-], ids=["dotdot", "absolute", "through-symlink", "hardlink-out", "escaping-symlink"])
+@pytest.mark.parametrize(
+    "members",
+    [
+        [_file("./sbin/init"), _file("../escaped")],
+        [_file("./sbin/init"), _file("/etc/escaped")],
+        [_file("./sbin/init"), _link("./etc", "/etc"), _file("./etc/escaped")],
+        [_file("./sbin/init"), _link("./hard", "/etc/passwd", tarfile.LNKTYPE)],
+        [_file("./sbin/init"), _link("./up", "../../../../../etc")],
+    ],
+    ids=["dotdot", "absolute", "through-symlink", "hardlink-out", "escaping-symlink"],
+)
 def test_malicious_templates_create_nothing(engine, ctid_factory, tmp_path, members):
     ctid = ctid_factory()
     with pytest.raises(UnsafeArchive):

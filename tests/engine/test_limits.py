@@ -1,4 +1,5 @@
 """Resource limits enforced by the kernel on real containers, changed live, read back."""
+
 from __future__ import annotations
 
 import os

@@ -4,14 +4,20 @@ The tree is built by host root and copied into a mount namespace owned by the co
 namespace: the kernel locks every such mount (no umount, no clearing of ro/nosuid/nodev/noexec) and
 refuses a fresh procfs or sysfs while the existing ones are not fully visible.
 """
+
 from __future__ import annotations
 
 import os
 
 import pytest
 
-KNOBS = ["/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe", "/proc/sysrq-trigger",
-         "/sys/kernel/uevent_helper", "/proc/sys/kernel/hostname"]
+KNOBS = [
+    "/proc/sys/kernel/core_pattern",
+    "/proc/sys/kernel/modprobe",
+    "/proc/sysrq-trigger",
+    "/sys/kernel/uevent_helper",
+    "/proc/sys/kernel/hostname",
+]
 MASKS = ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/sys/firmware", "/proc/acpi"]
 READ_ONLY = ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs", "/sys"]
 
@@ -60,8 +66,11 @@ def test_read_only_mounts_cannot_be_made_writable(engine, guest, path):
     if not present(engine, guest, path):
         pytest.skip(f"this kernel has no {path}")
     before = mountinfo(engine, guest)
-    for command in (f"mount -o remount,rw {path}", f"mount -o remount,bind,rw {path}",
-                    f"mkdir -p /tmp/rw && mount --bind {path} /tmp/rw && mount -o remount,bind,rw /tmp/rw"):
+    for command in (
+        f"mount -o remount,rw {path}",
+        f"mount -o remount,bind,rw {path}",
+        f"mkdir -p /tmp/rw && mount --bind {path} /tmp/rw && mount -o remount,bind,rw /tmp/rw",
+    ):
         assert sh(engine, guest, command)[0] != 0, command
         sh(engine, guest, "umount /tmp/rw 2>/dev/null")
     assert mountinfo(engine, guest) == before
@@ -79,8 +88,12 @@ def test_a_bind_mount_reveals_nothing_masked(engine, guest):
     """A plain bind of /proc is refused (locked mounts below it); a recursive one carries the masks."""
     code, _, _ = sh(engine, guest, "mkdir -p /tmp/b && mount --bind /proc /tmp/b")
     assert code != 0
-    code, out, _ = sh(engine, guest, "mount --rbind /proc /tmp/b && cat /tmp/b/timer_list /tmp/b/keys; "
-                                     "umount /tmp/b/timer_list; cat /tmp/b/timer_list")
+    code, out, _ = sh(
+        engine,
+        guest,
+        "mount --rbind /proc /tmp/b && cat /tmp/b/timer_list /tmp/b/keys; "
+        "umount /tmp/b/timer_list; cat /tmp/b/timer_list",
+    )
     assert out == ""
     code, out, _ = sh(engine, guest, "mount --rbind /sys /tmp/b 2>/dev/null; ls -A /tmp/b/firmware")
     assert out == ""

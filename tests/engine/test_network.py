@@ -3,6 +3,7 @@
 Namespaces made by the tests stand in for containers (``network_support``); a real container is
 started with the network step in ``test_network_container.py``.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -75,10 +76,18 @@ def vlan_node(tmp_path):
         subprocess.run(["ip", "link", "del", BR_V], capture_output=True)
 
 
-@pytest.fixture(params=[pytest.param(False, id="per-tag-bridges"),
-                        pytest.param(True, id="vlan-aware", marks=pytest.mark.skipif(
-                            not VLAN, reason="this kernel has no bridge VLAN filtering "
-                                             "(CONFIG_BRIDGE_VLAN_FILTERING)"))])
+@pytest.fixture(
+    params=[
+        pytest.param(False, id="per-tag-bridges"),
+        pytest.param(
+            True,
+            id="vlan-aware",
+            marks=pytest.mark.skipif(
+                not VLAN, reason="this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)"
+            ),
+        ),
+    ]
+)
 def tag_node(request, tmp_path):
     """A node whose one bridge is VLAN-aware or not (tags then go on per-tag bridges ``<bridge>v<N>``)."""
     try:
@@ -97,8 +106,9 @@ def test_vlan_tag_separates_and_the_same_tag_connects(tag_node, spaces):
     assert ten.ping(ip(33))
     assert not ten.ping(ip(32))
     if aware:
-        vlans = subprocess.run(["bridge", "-j", "vlan", "show", "dev", f"veth{ctid}i0"], capture_output=True,
-                               text=True).stdout
+        vlans = subprocess.run(
+            ["bridge", "-j", "vlan", "show", "dev", f"veth{ctid}i0"], capture_output=True, text=True
+        ).stdout
         assert '"vlan":10' in vlans.replace(" ", "") and '"vlan":100' in vlans.replace(" ", "")
     else:
         assert net.host_side(ctid, 0)["bridge"] == f"{BR_V}v10"
@@ -114,8 +124,11 @@ def test_vlan_aware_bridge_without_kernel_support_is_refused_by_name(vlan_node):
 
 def test_trunks_on_a_bridge_that_is_not_vlan_aware_are_refused_and_nothing_is_left(node, spaces):
     ctid, space = spaces()
-    step = net.prepare_nics(ctid, [nic(0, f"name=eth0,bridge={BR_A},ip={ip(41)}/24,tag=5"),
-                                   nic(1, f"name=eth1,bridge={BR_A},tag=5,trunks=6")], node)
+    step = net.prepare_nics(
+        ctid,
+        [nic(0, f"name=eth0,bridge={BR_A},ip={ip(41)}/24,tag=5"), nic(1, f"name=eth1,bridge={BR_A},tag=5,trunks=6")],
+        node,
+    )
     assert step.__name__ == "network"
     with pytest.raises(ValidationError, match=f"net1: trunks need a VLAN-aware bridge; '{BR_A}' is not"):
         step(space.pid)
@@ -125,8 +138,7 @@ def test_trunks_on_a_bridge_that_is_not_vlan_aware_are_refused_and_nothing_is_le
 
 def test_a_missing_bridge_fails_the_start_step_naming_the_interface_and_reverts(node, spaces):
     ctid, space = spaces()
-    step = net.prepare_nics(ctid, [nic(0, f"name=eth0,bridge={BR_A},rate=5"),
-                                   nic(1, "name=eth1,bridge=vmbr7")], node)
+    step = net.prepare_nics(ctid, [nic(0, f"name=eth0,bridge={BR_A},rate=5"), nic(1, "name=eth1,bridge=vmbr7")], node)
     with pytest.raises(EngineError, match="net1: bridge 'vmbr7' does not exist"):
         step(space.pid)
     assert f"veth{ctid}i" not in host_links() and f"ifb{ctid}i" not in host_links()
@@ -174,8 +186,11 @@ def test_rate_limit_is_read_back_and_holds_both_ways(node, spaces):
     thread.join(15)
     listener.close()
     # host -> container: shaped on the host end of the veth
-    receiver = subprocess.Popen(["ip", "netns", "exec", space.name, sys.executable, "-c", RECEIVER, ip(81), "5201"],
-                                stdout=subprocess.PIPE, text=True)
+    receiver = subprocess.Popen(
+        ["ip", "netns", "exec", space.name, sys.executable, "-c", RECEIVER, ip(81), "5201"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert receiver.stdout.readline() == "ready\n"
     with socket.create_connection((ip(81), 5201)) as sock:
         sock.sendall(b"x" * size)
@@ -187,8 +202,12 @@ def test_rate_limit_is_read_back_and_holds_both_ways(node, spaces):
 
 def test_ipv6_static_and_auto(node, spaces):
     prefix = f"fd00:213:{SUBNET:x}"
-    ctid, space, _ = plug(node, spaces, f"name=eth0,bridge={BR_A},ip6={prefix}::11/64,gw6={prefix}::1",
-                          f"name=eth1,bridge={BR_B},ip6=auto")
+    ctid, space, _ = plug(
+        node,
+        spaces,
+        f"name=eth0,bridge={BR_A},ip6={prefix}::11/64,gw6={prefix}::1",
+        f"name=eth1,bridge={BR_B},ip6=auto",
+    )
     seen = {i["name"]: i for i in net.interfaces(space.pid)}
     assert f"{prefix}::11/64" in seen["eth0"]["ipv6"]
     assert f"default via {prefix}::1" in space.run("ip", "-6", "route").stdout
@@ -196,8 +215,9 @@ def test_ipv6_static_and_auto(node, spaces):
 
 
 def test_teardown_leaves_no_veth_ifb_route_or_qdisc(node, spaces):
-    ctid, space, nics = plug(node, spaces, f"name=eth0,bridge={BR_A},ip={ip(91)}/24,rate=1",
-                             f"name=eth1,bridge={BR_B},rate=1")
+    ctid, space, nics = plug(
+        node, spaces, f"name=eth0,bridge={BR_A},ip={ip(91)}/24,rate=1", f"name=eth1,bridge={BR_B},rate=1"
+    )
     assert f"ifb{ctid}i1" in host_links()
     space.close()  # the container stops: its namespace goes, the host ends may linger
     started = time.perf_counter()
@@ -206,8 +226,10 @@ def test_teardown_leaves_no_veth_ifb_route_or_qdisc(node, spaces):
     net.teardown_nics(ctid, nics)  # idempotent
     for name in (f"veth{ctid}i", f"ifb{ctid}i"):
         assert name not in host_links()
-    assert f"veth{ctid}" not in subprocess.run(["ip", "route", "show", "table", "all"], capture_output=True,
-                                               text=True).stdout
+    assert (
+        f"veth{ctid}"
+        not in subprocess.run(["ip", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    )
     assert f"{ctid}i" not in subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True).stdout
 
 

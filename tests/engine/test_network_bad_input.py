@@ -3,6 +3,7 @@
 These tests need no kernel state: bridges are defined in a node file and
 not created (``validate`` accepts a bridge that is defined or present).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -53,25 +54,28 @@ def refused(value: str, index: int = 0) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("value, message", [
-    ("name=eth0,ip=10.0.0.1/33", "net0.ip: '10.0.0.1/33' is not a valid IPv4 CIDR"),
-    ("name=eth0,ip=10.0.0.1", "net0.ip: '10.0.0.1' needs a prefix length"),
-    ("name=eth0,ip=fd00::1/64", "is not an IPv4 address"),
-    ("name=eth0,ip=10.0.0.0/24", "network's own or broadcast address"),
-    ("name=eth0,ip6=fd00::1/129", "net0.ip6: 'fd00::1/129' is not a valid IPv6 CIDR"),
-    ("name=eth0,ip=10.0.0.2/24,gw=10.0.0.2", "is the interface's own address"),
-    ("name=eth0,ip=dhcp,gw=10.0.0.1", "net0.gw: a gateway needs a static address in 'ip' (got dhcp)"),
-    ("name=eth0,ip=10.0.0.2/24,gw=nonsense", "net0.gw: 'nonsense' is not an IP address"),
-    ("name=eth0/1", "net0.name: 'eth0/1' is not a usable interface name"),
-    ("name=averyveryverylongname", "is not a usable interface name"),
-    ("name=eth0,trunks=10;5000", "net0.trunks: '5000' is not a VLAN range"),
-    ("name=eth0,trunks=10,20", "not of the form name=value"),
-    ("name=eth0,rate=5000", "net0.rate: 5000 MB/s is above"),
-    ("name=eth0,mtu=64", "net0.mtu: 64 is below 68"),
-    ("name=eth0,bridge=vmbr0,foo=1", "net0: unknown property 'foo'"),
-    ("name=eth0,hwaddr=01:00:5E:00:00:01", "is a multicast address"),
-    ("bridge=vmbr0", "the property 'name'"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("name=eth0,ip=10.0.0.1/33", "net0.ip: '10.0.0.1/33' is not a valid IPv4 CIDR"),
+        ("name=eth0,ip=10.0.0.1", "net0.ip: '10.0.0.1' needs a prefix length"),
+        ("name=eth0,ip=fd00::1/64", "is not an IPv4 address"),
+        ("name=eth0,ip=10.0.0.0/24", "network's own or broadcast address"),
+        ("name=eth0,ip6=fd00::1/129", "net0.ip6: 'fd00::1/129' is not a valid IPv6 CIDR"),
+        ("name=eth0,ip=10.0.0.2/24,gw=10.0.0.2", "is the interface's own address"),
+        ("name=eth0,ip=dhcp,gw=10.0.0.1", "net0.gw: a gateway needs a static address in 'ip' (got dhcp)"),
+        ("name=eth0,ip=10.0.0.2/24,gw=nonsense", "net0.gw: 'nonsense' is not an IP address"),
+        ("name=eth0/1", "net0.name: 'eth0/1' is not a usable interface name"),
+        ("name=averyveryverylongname", "is not a usable interface name"),
+        ("name=eth0,trunks=10;5000", "net0.trunks: '5000' is not a VLAN range"),
+        ("name=eth0,trunks=10,20", "not of the form name=value"),
+        ("name=eth0,rate=5000", "net0.rate: 5000 MB/s is above"),
+        ("name=eth0,mtu=64", "net0.mtu: 64 is below 68"),
+        ("name=eth0,bridge=vmbr0,foo=1", "net0: unknown property 'foo'"),
+        ("name=eth0,hwaddr=01:00:5E:00:00:01", "is a multicast address"),
+        ("bridge=vmbr0", "the property 'name'"),
+    ],
+)
 def test_bad_values_are_refused_naming_the_field(value, message):
     assert message in refused(value)
 
@@ -87,8 +91,10 @@ def test_net10_and_unknown_options_are_refused_by_the_config_schema():
 
 
 def test_a_parsed_nic_renders_back_to_an_equal_value():
-    value = ("name=eth0,bridge=vmbr1,firewall=1,gw=10.0.0.1,gw6=fe80::1,hwaddr=BC:24:11:00:00:05,ip=10.0.0.2/24,"
-             "ip6=fd00::2/64,link_down=1,mtu=1400,rate=1.5,tag=10,trunks=20;30-40,type=veth")
+    value = (
+        "name=eth0,bridge=vmbr1,firewall=1,gw=10.0.0.1,gw6=fe80::1,hwaddr=BC:24:11:00:00:05,ip=10.0.0.2/24,"
+        "ip6=fd00::2/64,link_down=1,mtu=1400,rate=1.5,tag=10,trunks=20;30-40,type=veth"
+    )
     nic = net.parse_nic(3, value)
     assert nic.to_value() == value and net.parse_nic(3, nic.to_value()) == nic
     assert nic.trunk_vids()[:3] == [20, 30, 31] and nic.key == "net3"
@@ -121,8 +127,9 @@ def test_a_tag_on_a_bridge_that_is_not_vlan_aware_is_accepted_but_trunks_dhcp_an
     assert info.value.key == "net0"
 
 
-@pytest.mark.parametrize("value", ["name=eth0,tag=0", "name=eth0,tag=4095", {"name": "eth0", "tag": 0},
-                                   {"name": "eth0", "tag": 4095}])
+@pytest.mark.parametrize(
+    "value", ["name=eth0,tag=0", "name=eth0,tag=4095", {"name": "eth0", "tag": 0}, {"name": "eth0", "tag": 4095}]
+)
 def test_a_tag_outside_1_to_4094_is_refused(value):
     assert "net0.tag: " in refused(value) and "4094" in refused(value)
 
@@ -130,15 +137,21 @@ def test_a_tag_outside_1_to_4094_is_refused(value):
 def test_a_per_tag_bridge_or_vlan_device_name_that_does_not_fit_is_refused(tmp_path):
     (tmp_path / "network").mkdir()
     (tmp_path / "network" / "interfaces").write_text(
-        "iface vmbrlongname1 inet manual\n bridge-ports none\n\n"
-        "iface vmbr2 inet manual\n bridge-ports enp0s31f6long\n")
+        "iface vmbrlongname1 inet manual\n bridge-ports none\n\niface vmbr2 inet manual\n bridge-ports enp0s31f6long\n"
+    )
     node = net.NodeNetwork(tmp_path)
     net.validate(100, [net.parse_nic(0, "name=eth0,bridge=vmbrlongname1,tag=9")], node, {})
-    with pytest.raises(ValidationError, match="net0: tag=10 on bridge 'vmbrlongname1' .* needs a bridge "
-                                              "'vmbrlongname1v10', longer than the 15 characters"):
+    with pytest.raises(
+        ValidationError,
+        match="net0: tag=10 on bridge 'vmbrlongname1' .* needs a bridge "
+        "'vmbrlongname1v10', longer than the 15 characters",
+    ):
         net.validate(100, [net.parse_nic(0, "name=eth0,bridge=vmbrlongname1,tag=10")], node, {})
-    with pytest.raises(ValidationError, match="net1: tag=100 on bridge 'vmbr2' needs a VLAN device "
-                                              "'enp0s31f6long.100' on its port 'enp0s31f6long', longer than"):
+    with pytest.raises(
+        ValidationError,
+        match="net1: tag=100 on bridge 'vmbr2' needs a VLAN device "
+        "'enp0s31f6long.100' on its port 'enp0s31f6long', longer than",
+    ):
         net.validate(100, [net.parse_nic(1, "name=eth1,bridge=vmbr2,tag=100")], node, {})
 
 
@@ -150,10 +163,15 @@ def test_mtu_above_the_bridge_and_duplicate_names_are_refused(node):
 
 
 def test_an_address_another_container_holds_on_the_bridge_is_refused_naming_it(node):
-    others = {101: [net.parse_nic(0, "name=eth0,bridge=vmbr0,ip=10.213.0.5/24")],
-              102: [net.parse_nic(0, "name=eth0,bridge=vmbr1,ip=10.213.0.6/24")]}
-    with pytest.raises(ValidationError, match=r"net1: address 10.213.0.5 on bridge 'vmbr0' is already used by "
-                                              r"container 101 \(net0\)") as info:
+    others = {
+        101: [net.parse_nic(0, "name=eth0,bridge=vmbr0,ip=10.213.0.5/24")],
+        102: [net.parse_nic(0, "name=eth0,bridge=vmbr1,ip=10.213.0.6/24")],
+    }
+    with pytest.raises(
+        ValidationError,
+        match=r"net1: address 10.213.0.5 on bridge 'vmbr0' is already used by "
+        r"container 101 \(net0\)",
+    ) as info:
         net.validate(100, [net.parse_nic(1, "name=eth1,bridge=vmbr0,ip=10.213.0.5/24")], node, others)
     assert info.value.key == "net1"
     # the same address on another bridge is another network; the container's own old config is no collision
@@ -161,8 +179,10 @@ def test_an_address_another_container_holds_on_the_bridge_is_refused_naming_it(n
     net.validate(101, [net.parse_nic(0, "name=eth0,bridge=vmbr0,ip=10.213.0.5/24")], node, others)
     with pytest.raises(ValidationError, match="is the bridge 'vmbr0''s own address"):
         net.validate(100, [net.parse_nic(0, "name=eth0,bridge=vmbr0,ip=10.213.0.1/24")], node, others)
-    twice = [net.parse_nic(0, "name=eth0,bridge=vmbr0,ip=10.213.0.9/24"),
-             net.parse_nic(1, "name=eth1,bridge=vmbr0,ip=10.213.0.9/24")]
+    twice = [
+        net.parse_nic(0, "name=eth0,bridge=vmbr0,ip=10.213.0.9/24"),
+        net.parse_nic(1, "name=eth1,bridge=vmbr0,ip=10.213.0.9/24"),
+    ]
     with pytest.raises(ValidationError, match="already used by net0 of this container"):
         net.validate(100, twice, node, others)
     clash = {101: [net.parse_nic(0, "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01")]}
@@ -186,8 +206,12 @@ def test_the_pool_hands_out_unique_addresses_until_it_is_empty(node):
         net.validate(202, [net.parse_nic(0, "name=eth0,bridge=vmbr0,ip=pool")], node, others)
     with pytest.raises(ValidationError, match="net0: bridge 'vmbr1' has no address pool"):
         net.resolve(202, [net.parse_nic(0, "name=eth0,bridge=vmbr1,ip=pool")], node, others)
-    two = net.resolve(203, [net.parse_nic(0, "name=eth0,bridge=vmbr0,ip=pool"),
-                            net.parse_nic(1, "name=eth1,bridge=vmbr0,ip=pool")], node, {})
+    two = net.resolve(
+        203,
+        [net.parse_nic(0, "name=eth0,bridge=vmbr0,ip=pool"), net.parse_nic(1, "name=eth1,bridge=vmbr0,ip=pool")],
+        node,
+        {},
+    )
     assert len({n.ip for n in two}) == 2
 
 
@@ -209,16 +233,24 @@ def test_a_refused_change_leaves_the_config_file_as_it_was(tmp_path, node):
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("text, message", [
-    ("iface vmbr0 inet static\n bridge-ports none\n post-up iptables -F\n", "option 'post-up' is not supported"),
-    ("iface vmbr0 inet static\n address 10.0.0.1/24\n bridge-ports none\n caisson-pool 10.0.1.1-10.0.1.9\n",
-     "the range must be ascending and inside 10.0.0.0/24"),
-    ("iface vmbr0 inet manual\n bridge-ports none\n caisson-pool 10.0.0.2-10.0.0.9\n", "a range needs the bridge's"),
-    ("iface vmbr0 inet static\n address 10.0.0.1/33\n bridge-ports none\n", "line 2 (vmbr0): address"),
-    ("iface vmbr0 inet manual\n bridge-ports none\n caisson-nat maybe\n", "'maybe' is not yes or no"),
-    ("address 10.0.0.1/24\n", "line 1: option 'address' outside an iface stanza"),
-    ("source /etc/network/interfaces.d/*\n", "'source' is not supported"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("iface vmbr0 inet static\n bridge-ports none\n post-up iptables -F\n", "option 'post-up' is not supported"),
+        (
+            "iface vmbr0 inet static\n address 10.0.0.1/24\n bridge-ports none\n caisson-pool 10.0.1.1-10.0.1.9\n",
+            "the range must be ascending and inside 10.0.0.0/24",
+        ),
+        (
+            "iface vmbr0 inet manual\n bridge-ports none\n caisson-pool 10.0.0.2-10.0.0.9\n",
+            "a range needs the bridge's",
+        ),
+        ("iface vmbr0 inet static\n address 10.0.0.1/33\n bridge-ports none\n", "line 2 (vmbr0): address"),
+        ("iface vmbr0 inet manual\n bridge-ports none\n caisson-nat maybe\n", "'maybe' is not yes or no"),
+        ("address 10.0.0.1/24\n", "line 1: option 'address' outside an iface stanza"),
+        ("source /etc/network/interfaces.d/*\n", "'source' is not supported"),
+    ],
+)
 def test_bad_interfaces_files_are_refused_naming_the_line(text, message):
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_interfaces(text, "interfaces")
@@ -230,7 +262,7 @@ def test_interfaces_file_defaults_and_nat_ruleset(node):
     assert bridges["vmbr0"].address == ipaddress.IPv4Interface("10.213.0.1/24") and not bridges["vmbr0"].nat
     assert bridges["vmbr1"].vlan_aware and bridges["vmbr1"].vids == "2-4094" and bridges["vmbr1"].ports == []
     rules = nat_ruleset(bridges["vmbr0"])
-    assert "ip saddr 10.213.0.0/24 ip daddr != 10.213.0.0/24 oifname != \"vmbr0\" masquerade" in rules
+    assert 'ip saddr 10.213.0.0/24 ip daddr != 10.213.0.0/24 oifname != "vmbr0" masquerade' in rules
     with pytest.raises(ValidationError, match="caisson-nat needs an IPv4 address"):
         nat_ruleset(bridges["vmbr1"])
 

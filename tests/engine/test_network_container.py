@@ -4,6 +4,7 @@ The test's node gets its own bridge (``cbr<hex>c``) with an address, a pool
 and a DHCP range on 10.213.x.0/24; traffic flows only between the host and
 these containers, and everything is removed afterwards.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,10 @@ def node(engine):
     os.environ["CAISSON_DHCP_DIR"] = str(dhcp_dir)
     path = engine.layout.root / "network" / "interfaces"
     path.parent.mkdir(exist_ok=True)
-    path.write_text(f"auto {BRIDGE}\niface {BRIDGE} inet static\n    address {GW}/24\n    bridge-ports none\n"
-                    f"    caisson-pool {ip(100)}-{ip(109)}\n    caisson-dhcp {ip(200)}-{ip(209)}\n")
+    path.write_text(
+        f"auto {BRIDGE}\niface {BRIDGE} inet static\n    address {GW}/24\n    bridge-ports none\n"
+        f"    caisson-pool {ip(100)}-{ip(109)}\n    caisson-dhcp {ip(200)}-{ip(209)}\n"
+    )
     node = net.NodeNetwork(engine.layout.root)
     node.ensure_bridges()
     yield node
@@ -111,8 +114,7 @@ def wait_for(check, seconds: float = 15.0):
     return result
 
 
-def test_dhcp_lease_comes_from_the_containers_own_client_and_goes_at_stop(engine, node, busybox_template,
-                                                                         ctid_factory):
+def test_dhcp_lease_comes_from_the_containers_own_client_and_goes_at_stop(engine, node, busybox_template, ctid_factory):
     ctid = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip=dhcp")
     engine.start(ctid)
     # Nothing runs a client by hand: busybox init respawns udhcpc from the engine's inittab block.
@@ -139,8 +141,14 @@ def test_dhcp_lease_comes_from_the_containers_own_client_and_goes_at_stop(engine
 
 
 def test_resolv_conf_from_the_config_keeps_the_users_lines(engine, node, busybox_template, ctid_factory):
-    ctid = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip={ip(10)}/24",
-                nameserver="192.0.2.53 2001:db8::53", searchdomain="example.test")
+    ctid = make(
+        engine,
+        busybox_template,
+        ctid_factory,
+        net0=f"name=eth0,bridge={BRIDGE},ip={ip(10)}/24",
+        nameserver="192.0.2.53 2001:db8::53",
+        searchdomain="example.test",
+    )
     engine.start(ctid)
     resolv = sh(engine, ctid, "cat /etc/resolv.conf")[1]
     assert "search example.test\nnameserver 192.0.2.53\nnameserver 2001:db8::53\n" in resolv
@@ -155,8 +163,9 @@ def test_resolv_conf_from_the_config_keeps_the_users_lines(engine, node, busybox
 
 
 def test_firewall_applies_live_and_goes_at_stop(engine, node, busybox_template, ctid_factory):
-    ctid = make(engine, busybox_template, ctid_factory,
-                net0=f"name=eth0,bridge={BRIDGE},ip={ip(5)}/24,gw={GW},firewall=1")
+    ctid = make(
+        engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip={ip(5)}/24,gw={GW},firewall=1"
+    )
     rules = engine.layout.root / "firewall" / f"{ctid}.fw"
     rules.parent.mkdir(exist_ok=True)
     rules.write_text("[OPTIONS]\nenable: 1\npolicy_in: DROP\npolicy_out: ACCEPT\n")
@@ -188,11 +197,14 @@ def test_a_routed_32_reaches_a_gateway_outside_its_subnet(engine, node, busybox_
     engine.stop(ctid)
 
 
-@pytest.mark.parametrize("option, words", [
-    ("name=eth0,bridge=vmbr7", "bridge 'vmbr7' does not exist"),
-    ("name=eth0,bridge={bridge},ip=10.0.0.1/33", "not a valid IPv4 CIDR"),
-    ("name=eth0,bridge={bridge},ip={addr}/24,gw={addr}", "the interface's own address"),
-])
+@pytest.mark.parametrize(
+    "option, words",
+    [
+        ("name=eth0,bridge=vmbr7", "bridge 'vmbr7' does not exist"),
+        ("name=eth0,bridge={bridge},ip=10.0.0.1/33", "not a valid IPv4 CIDR"),
+        ("name=eth0,bridge={bridge},ip={addr}/24,gw={addr}", "the interface's own address"),
+    ],
+)
 def test_bad_interfaces_create_nothing(engine, node, busybox_template, ctid_factory, option, words):
     ctid = ctid_factory()
     with pytest.raises(ValidationError, match=words) as info:
@@ -201,8 +213,7 @@ def test_bad_interfaces_create_nothing(engine, node, busybox_template, ctid_fact
     assert not engine.exists(ctid) and not engine.layout.image_dir(ctid).exists()
 
 
-def test_duplicate_address_is_refused_and_the_running_container_unchanged(engine, node, busybox_template,
-                                                                         ctid_factory):
+def test_duplicate_address_is_refused_and_the_running_container_unchanged(engine, node, busybox_template, ctid_factory):
     first = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip={ip(8)}/24")
     second = make(engine, busybox_template, ctid_factory)
     engine.start(second)
@@ -214,8 +225,9 @@ def test_duplicate_address_is_refused_and_the_running_container_unchanged(engine
     engine.stop(second)
 
 
-def test_tagged_containers_meet_on_a_per_tag_bridge_move_live_and_leave_nothing(engine, node, busybox_template,
-                                                                              ctid_factory):
+def test_tagged_containers_meet_on_a_per_tag_bridge_move_live_and_leave_nothing(
+    engine, node, busybox_template, ctid_factory
+):
     with pytest.raises(ValidationError, match=f"net0: ip=pool with tag=10 on bridge '{BRIDGE}'"):
         engine.create(ctid_factory(), busybox_template, {"net0": f"name=eth0,bridge={BRIDGE},ip=pool,tag=10"})
     a = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip={ip(21)}/24,tag=10")
@@ -236,23 +248,33 @@ def test_tagged_containers_meet_on_a_per_tag_bridge_move_live_and_leave_nothing(
     assert f"{BRIDGE}v" not in host_links()
 
 
-def test_cli_shows_bridges_addresses_and_installs_firewall_rules(engine, node, busybox_template, ctid_factory,
-                                                               tmp_path):
+def test_cli_shows_bridges_addresses_and_installs_firewall_rules(
+    engine, node, busybox_template, ctid_factory, tmp_path
+):
     import json
     import sys
 
-    env = {**os.environ, "CAISSON_ROOT": str(engine.layout.root), "CAISSON_RUN": str(engine.layout.run),
-           "CAISSON_CGROUP_PARENT": engine.cgroups.parent}
+    env = {
+        **os.environ,
+        "CAISSON_ROOT": str(engine.layout.root),
+        "CAISSON_RUN": str(engine.layout.run),
+        "CAISSON_CGROUP_PARENT": engine.cgroups.parent,
+    }
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "engine", *args], env=env, capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parents[2], timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "engine", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+            timeout=60,
+        )
 
     bridges = json.loads(cli("-o", "json", "network").stdout)
     mine = next(b for b in bridges if b["name"] == BRIDGE)
     assert mine["present"] and mine["address"] == f"{GW}/24" and mine["dhcp"] == f"{ip(200)}-{ip(209)}"
-    ctid = make(engine, busybox_template, ctid_factory,
-                net0=f"name=eth0,bridge={BRIDGE},ip={ip(9)}/24,firewall=1")
+    ctid = make(engine, busybox_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip={ip(9)}/24,firewall=1")
     engine.start(ctid)
     row = next(line.split() for line in cli("list").stdout.splitlines() if line.split()[0] == str(ctid))
     assert ip(9) in row  # the IPV4 column (LOCK comes after it)
@@ -269,12 +291,22 @@ def test_cli_shows_bridges_addresses_and_installs_firewall_rules(engine, node, b
 
 
 @pytest.mark.slow
-def test_debian_keeps_its_static_address_across_a_networking_restart(engine, node, debian_template,  # noqa: F811
-                                                                   ctid_factory):
+def test_debian_keeps_its_static_address_across_a_networking_restart(
+    engine,
+    node,
+    debian_template,  # noqa: F811
+    ctid_factory,
+):
     from tests.engine.test_systemd import wait_running
 
-    ctid = make(engine, debian_template, ctid_factory, net0=f"name=eth0,bridge={BRIDGE},ip={ip(11)}/24,gw={GW}",
-                memory="512", nameserver="192.0.2.53")
+    ctid = make(
+        engine,
+        debian_template,
+        ctid_factory,
+        net0=f"name=eth0,bridge={BRIDGE},ip={ip(11)}/24,gw={GW}",
+        memory="512",
+        nameserver="192.0.2.53",
+    )
     engine.start(ctid)
     assert wait_running(engine, ctid) == "running", sh(engine, ctid, "systemctl --failed --no-pager")
     interfaces = sh(engine, ctid, "cat /etc/network/interfaces")[1]

@@ -1,6 +1,7 @@
 """The container's own files per distribution family: which family a rootfs gets, what is written, what
 survives, and that writes never leave the container's root.  No kernel, no container: a temp dir as the root.
 Proxmox's own cases are in test_pve_setup_fixtures.py; these are Caisson's additions and migrations."""
+
 from __future__ import annotations
 
 import os
@@ -32,20 +33,23 @@ def put(root, relpath: str, text: str):
     (root / relpath).write_text(text)
 
 
-@pytest.mark.parametrize("files, family", [
-    ({"etc/os-release": DEBIAN}, "debian"),
-    ({"etc/os-release": "ID=ubuntu\nVERSION_ID=24.04\n"}, "ubuntu"),
-    ({"etc/os-release": "ID=linuxmint\nID_LIKE=\"ubuntu debian\"\n"}, "ubuntu"),
-    ({"etc/os-release": "ID=neon\n", "etc/debian_version": "12.1\n"}, "debian"),  # Proxmox's release files
-    ({"etc/os-release": "ID=alpine\n"}, "alpine"),
-    ({"etc/os-release": "ID=busybox\n"}, "busybox"),
-    ({"etc/os-release": "ID=rocky\n"}, "centos"),
-    ({"etc/os-release": "ID=fedora\n"}, "fedora"),
-    ({"etc/os-release": "ID=opensuse-tumbleweed\n"}, "opensuse"),
-    ({"etc/os-release": "ID=arch\n"}, "archlinux"),
-    ({"etc/os-release": "ID=gentoo\n"}, "generic"),
-    ({}, "generic"),
-])
+@pytest.mark.parametrize(
+    "files, family",
+    [
+        ({"etc/os-release": DEBIAN}, "debian"),
+        ({"etc/os-release": "ID=ubuntu\nVERSION_ID=24.04\n"}, "ubuntu"),
+        ({"etc/os-release": 'ID=linuxmint\nID_LIKE="ubuntu debian"\n'}, "ubuntu"),
+        ({"etc/os-release": "ID=neon\n", "etc/debian_version": "12.1\n"}, "debian"),  # Proxmox's release files
+        ({"etc/os-release": "ID=alpine\n"}, "alpine"),
+        ({"etc/os-release": "ID=busybox\n"}, "busybox"),
+        ({"etc/os-release": "ID=rocky\n"}, "centos"),
+        ({"etc/os-release": "ID=fedora\n"}, "fedora"),
+        ({"etc/os-release": "ID=opensuse-tumbleweed\n"}, "opensuse"),
+        ({"etc/os-release": "ID=arch\n"}, "archlinux"),
+        ({"etc/os-release": "ID=gentoo\n"}, "generic"),
+        ({}, "generic"),
+    ],
+)
 def test_the_family_comes_from_os_release_and_the_release_files(tmp_path, files, family):
     for relpath, text in files.items():
         put(tmp_path, relpath, text)
@@ -74,31 +78,40 @@ def test_a_file_caisson_wrote_before_becomes_proxmox_s_stanzas(tmp_path):
     """Caisson used to wrap whole stanzas in one marked block; Proxmox marks only route lines inside a stanza.
     Either kind of file ends with one stanza per interface, the user's lines kept."""
     put(tmp_path, "etc/debian_version", "12.5\n")
-    put(tmp_path, "etc/network/interfaces",
+    put(
+        tmp_path,
+        "etc/network/interfaces",
         "source /etc/network/interfaces.d/*\n\n# --- BEGIN PVE ---\nauto lo\niface lo inet loopback\n\n"
         "auto eth0\niface eth0 inet static\n\taddress 10.0.0.2/24\n\tgateway 10.0.0.1\n# --- END PVE ---\n"
-        "\n# a user's note\nauto eth9\niface eth9 inet manual\n")
+        "\n# a user's note\nauto eth9\niface eth9 inet manual\n",
+    )
     for _ in range(2):
         setup(tmp_path, "name=eth0,ip=10.0.0.100/32,gw=11.0.0.1")
         text = (tmp_path / "etc/network/interfaces").read_text()
-        assert text == ("source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nauto eth0\n"
-                        "iface eth0 inet static\n\taddress 10.0.0.100/32\n# --- BEGIN PVE ---\n"
-                        "\tpost-up ip route add 11.0.0.1 dev eth0\n"
-                        "\tpost-up ip route add default via 11.0.0.1 dev eth0\n"
-                        "\tpre-down ip route del default via 11.0.0.1 dev eth0\n"
-                        "\tpre-down ip route del 11.0.0.1 dev eth0\n"
-                        "# --- END PVE ---\n\n# a user's note\nauto eth9\niface eth9 inet manual\n")
+        assert text == (
+            "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nauto eth0\n"
+            "iface eth0 inet static\n\taddress 10.0.0.100/32\n# --- BEGIN PVE ---\n"
+            "\tpost-up ip route add 11.0.0.1 dev eth0\n"
+            "\tpost-up ip route add default via 11.0.0.1 dev eth0\n"
+            "\tpre-down ip route del default via 11.0.0.1 dev eth0\n"
+            "\tpre-down ip route del 11.0.0.1 dev eth0\n"
+            "# --- END PVE ---\n\n# a user's note\nauto eth9\niface eth9 inet manual\n"
+        )
 
 
 def test_a_template_stanza_is_rewritten_in_place_keeping_its_other_options(tmp_path):
     put(tmp_path, "etc/debian_version", "12.5\n")
-    put(tmp_path, "etc/network/interfaces", "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n"
-                                            "\thostname x\n")
+    put(
+        tmp_path,
+        "etc/network/interfaces",
+        "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n\thostname x\n",
+    )
     setup(tmp_path, "name=eth0,ip=10.0.0.2/24,gw=10.0.0.1,ip6=auto", "name=eth1,ip=dhcp,ip6=dhcp")
     assert (tmp_path / "etc/network/interfaces").read_text() == (
         "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n\taddress 10.0.0.2/24\n"
         "\tgateway 10.0.0.1\n\thostname x\n\niface eth0 inet6 auto\n\nauto eth1\niface eth1 inet dhcp\n\n"
-        "iface eth1 inet6 dhcp\n\n")
+        "iface eth1 inet6 dhcp\n\n"
+    )
 
 
 def test_networkd_files_for_ubuntu(tmp_path):
@@ -108,7 +121,8 @@ def test_networkd_files_for_ubuntu(tmp_path):
     assert (tmp_path / "etc/systemd/network/eth0.network").read_text() == (
         "[Match]\nName = eth0\n\n[Network]\nDescription = Interface eth0 autoconfigured by PVE\n"
         "Address = 10.0.0.2/32\nGateway = 10.9.0.1\nDHCP = no\nIPv6AcceptRA = true\n\n[Route]\n"
-        "Destination = 10.9.0.1/32\nScope = link\n")
+        "Destination = 10.9.0.1/32\nScope = link\n"
+    )
     assert "DHCP = ipv4\n" in (tmp_path / "etc/systemd/network/eth1.network").read_text()
 
 
@@ -116,9 +130,11 @@ def test_busybox_runs_udhcpc_from_a_marked_inittab_block(tmp_path):
     put(tmp_path, "etc/os-release", "ID=busybox\n")
     put(tmp_path, "etc/inittab", "::sysinit:/etc/init.d/rcS\n")
     setup(tmp_path, "name=eth0,bridge=b,ip=dhcp", "name=eth1,bridge=b,ip=10.0.0.2/24")
-    assert (tmp_path / "etc/inittab").read_text() == ("::sysinit:/etc/init.d/rcS\n# --- BEGIN PVE ---\n"
-                                                      "::respawn:/etc/caisson/udhcpc.script run eth0\n"
-                                                      "# --- END PVE ---\n")
+    assert (tmp_path / "etc/inittab").read_text() == (
+        "::sysinit:/etc/init.d/rcS\n# --- BEGIN PVE ---\n"
+        "::respawn:/etc/caisson/udhcpc.script run eth0\n"
+        "# --- END PVE ---\n"
+    )
     assert os.access(tmp_path / UDHCPC_SCRIPT, os.X_OK)
     setup(tmp_path, "name=eth0,bridge=b,ip=10.0.0.2/24")
     assert "udhcpc" not in (tmp_path / "etc/inittab").read_text()
@@ -131,8 +147,10 @@ def test_resolv_conf_from_the_config_or_the_host_without_loopback(tmp_path):
     assert distro.host_resolver(host) == (("10.1.1.1",), "a.test b.test")
     put(tmp_path, "etc/resolv.conf", "nameserver 9.9.9.9\n")
     setup(tmp_path, nameserver="192.0.2.1,192.0.2.2", searchdomain="x.test")
-    assert (tmp_path / "etc/resolv.conf").read_text() == \
-        "# --- BEGIN PVE ---\nsearch x.test\nnameserver 192.0.2.1\nnameserver 192.0.2.2\n# --- END PVE ---\n"
+    assert (
+        (tmp_path / "etc/resolv.conf").read_text()
+        == "# --- BEGIN PVE ---\nsearch x.test\nnameserver 192.0.2.1\nnameserver 192.0.2.2\n# --- END PVE ---\n"
+    )
     setup(tmp_path, host_nameservers=("10.1.1.1",), host_search="a.test")
     assert "search a.test\nnameserver 10.1.1.1\n" in (tmp_path / "etc/resolv.conf").read_text()
 

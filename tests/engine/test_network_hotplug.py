@@ -1,4 +1,5 @@
 """Hot-plug against the real kernel: add, remove and change a running container's interfaces, with no restart."""
+
 from __future__ import annotations
 
 import subprocess
@@ -30,9 +31,11 @@ def test_hotplug_changes_address_rate_bridge_mtu_and_link_state_without_restart(
     _, peer, _ = plug(node, spaces, f"name=eth0,bridge={BR_A},ip={ip(61)}/24")
     ctid, space, nics = plug(node, spaces, f"name=eth0,bridge={BR_A},ip={ip(62)}/24,gw={GW}")
     pid_before = space.pid
-    steps = [f"name=eth0,bridge={BR_A},ip={ip(63)}/24,gw={GW},rate=4,mtu=1400",
-             f"name=eth0,bridge={BR_A},ip={ip(63)}/24,gw={GW},link_down=1",
-             f"name=eth0,bridge={BR_B},ip={ip(63)}/24"]
+    steps = [
+        f"name=eth0,bridge={BR_A},ip={ip(63)}/24,gw={GW},rate=4,mtu=1400",
+        f"name=eth0,bridge={BR_A},ip={ip(63)}/24,gw={GW},link_down=1",
+        f"name=eth0,bridge={BR_B},ip={ip(63)}/24",
+    ]
     old = nics[0]
     for value in steps:
         new = nic(0, value)

@@ -5,6 +5,7 @@ are all made here and removed afterwards; frames go only between them and the ho
 end stays on the host, unconfigured (no addresses, no IPv6), where a raw socket reads what leaves
 through the port.
 """
+
 from __future__ import annotations
 
 import re
@@ -155,10 +156,13 @@ def test_the_engine_removes_what_a_crash_left_and_never_what_it_did_not_make(nod
 def test_bad_tags_are_refused_at_start_and_nothing_is_left(node, spaces):
     ctid, space = spaces()
     for value, message in (
-            (f"name=eth0,bridge={LONG},tag=100", f"net1: tag=100 on bridge '{LONG}' .* '{LONG}v100', longer than "
-                                                 "the 15 characters"),
-            (f"name=eth0,bridge={PARENT},tag=10,ip=dhcp", f"net1: ip=dhcp with tag=10 on bridge '{PARENT}'"),
-            (f"name=eth0,bridge={PARENT},tag=10,trunks=11", f"net1: trunks need a VLAN-aware bridge; '{PARENT}'")):
+        (
+            f"name=eth0,bridge={LONG},tag=100",
+            f"net1: tag=100 on bridge '{LONG}' .* '{LONG}v100', longer than the 15 characters",
+        ),
+        (f"name=eth0,bridge={PARENT},tag=10,ip=dhcp", f"net1: ip=dhcp with tag=10 on bridge '{PARENT}'"),
+        (f"name=eth0,bridge={PARENT},tag=10,trunks=11", f"net1: trunks need a VLAN-aware bridge; '{PARENT}'"),
+    ):
         with pytest.raises(ValidationError, match=message):
             net.prepare_nics(ctid, [nic(0, f"name=eth1,bridge={PARENT},tag=12"), nic(1, value)], node)(space.pid)
     with pytest.raises(ValidationError, match=f"'{LONG}v100', longer"):
@@ -174,8 +178,11 @@ def test_bad_tags_are_refused_at_start_and_nothing_is_left(node, spaces):
 def test_without_vlan_devices_a_tag_on_a_bridge_with_ports_is_refused_by_name(node, spaces):
     ctid, space = spaces()
     step = net.prepare_nics(ctid, [nic(0, f"name=eth0,bridge={PORTED},tag=10")], node)
-    with pytest.raises(NotSupported, match=f"net0: tag=10 on bridge '{PORTED}' needs a VLAN device '{PORT}.10'.*"
-                                           r"\(CONFIG_VLAN_8021Q\)"):
+    with pytest.raises(
+        NotSupported,
+        match=f"net0: tag=10 on bridge '{PORTED}' needs a VLAN device '{PORT}.10'.*"
+        r"\(CONFIG_VLAN_8021Q\)",
+    ):
         step(space.pid)
     assert f"veth{ctid}i" not in host_links() and made() == []
 

@@ -8,6 +8,7 @@ name, as Proxmox's test mocks do: ``snapshotable-disk-N`` can be snapshotted and
 ``snapshotable-disk-4`` says a rollback is possible but then fails.  The case table (operation,
 arguments, whether Proxmox refuses it, the volume operations it makes) is Proxmox's test plan.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -228,8 +229,7 @@ def test_every_operation_fixture_has_a_case():
     assert have == files
 
 
-@pytest.mark.parametrize("op, vmid, args, refused, settings, volume_ops", CASES,
-                         ids=[f"{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize("op, vmid, args, refused, settings, volume_ops", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_operation_gives_proxmox_file(tmp_path, op, vmid, args, refused, settings, volume_ops):
     work = tmp_path / f"{vmid}.conf"
     work.write_bytes((FIXTURES / "snapshot-input" / op / "lxc" / f"{vmid}.conf").read_bytes())
@@ -242,4 +242,8 @@ def test_operation_gives_proxmox_file(tmp_path, op, vmid, args, refused, setting
         getattr(runner, op)(*args)
     assert work.read_text() == (FIXTURES / "snapshot-expected" / op / "lxc" / f"{vmid}.conf").read_text()
     assert {"made": storage.made, "deleted": storage.deleted, "rolled": storage.rolled} == {
-        "made": {}, "deleted": {}, "rolled": {}, **volume_ops}
+        "made": {},
+        "deleted": {},
+        "rolled": {},
+        **volume_ops,
+    }

@@ -12,6 +12,7 @@ is compared byte for byte with ``<file>`` (``@DAYS@`` in shadow.exp: days since
 ``python -m tests.engine.test_pve_setup_fixtures`` prints identical /
 expected-different / refused.
 """
+
 from __future__ import annotations
 
 import os
@@ -66,10 +67,14 @@ def run_case(root: Path) -> None:
     """Proxmox's runner: parse the config, set up twice in test mode."""
     config = ContainerConfig.parse(100, (root / "config").read_text())
     values = config.current.values
-    settings = distro.settings(config, None, nameserver=values.get("nameserver", "8.8.8.8 8.8.8.9"),
-                               searchdomain=values.get("searchdomain", "proxmox.com"),
-                               unprivileged=bool(values.get("unprivileged", False)),  # Proxmox's default
-                               new_uuid=lambda: "00000000-0000-0000-0000-000000000000")
+    settings = distro.settings(
+        config,
+        None,
+        nameserver=values.get("nameserver", "8.8.8.8 8.8.8.9"),
+        searchdomain=values.get("searchdomain", "proxmox.com"),
+        unprivileged=bool(values.get("unprivileged", False)),  # Proxmox's default
+        new_uuid=lambda: "00000000-0000-0000-0000-000000000000",
+    )
     for _ in range(2):
         with distro.Root(root) as fs:
             distro.detect(fs, settings).post_create(PASSWORD, KEYS, rand=drand48(0))
@@ -80,7 +85,7 @@ def differences(case: str, root: Path) -> list[str]:
     days = str(int(time.time() // 86400))
     wrong = []
     for expected in sorted((FIXTURES / case).rglob("*.exp")):
-        relpath = expected.relative_to(FIXTURES / case).as_posix()[:-len(".exp")]
+        relpath = expected.relative_to(FIXTURES / case).as_posix()[: -len(".exp")]
         want = expected.read_bytes()
         if relpath.endswith("shadow"):
             want = want.replace(b"@DAYS@", days.encode())
@@ -100,8 +105,15 @@ def outcome(case: str, tmp: Path) -> tuple[str, list[str]]:
 
 
 @pytest.mark.skipif(not CASES, reason="the peer fixtures are not next to the project")
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=EXPECTED_DIFFERENT[c]))
-                                  if c in EXPECTED_DIFFERENT else c for c in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=EXPECTED_DIFFERENT[c]))
+        if c in EXPECTED_DIFFERENT
+        else c
+        for c in CASES
+    ],
+)
 def test_proxmox_case_gives_proxmox_files(case, tmp_path):
     result, details = outcome(case, tmp_path)
     assert (result, details) == ("identical", [])
@@ -126,6 +138,8 @@ if __name__ == "__main__":
         counts[result] += 1
         if result != "identical":
             print(f"{name}: {result}: {', '.join(details)}")
-    print(f"{len(CASES)} cases: {counts['identical']} identical, {counts['different']} expected-different "
-          f"({len(EXPECTED_DIFFERENT)} declared), {counts['refused']} refused")
+    print(
+        f"{len(CASES)} cases: {counts['identical']} identical, {counts['different']} expected-different "
+        f"({len(EXPECTED_DIFFERENT)} declared), {counts['refused']} refused"
+    )
     sys.exit(0 if counts["different"] == len(EXPECTED_DIFFERENT) and not counts["refused"] else 1)

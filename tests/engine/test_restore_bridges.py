@@ -1,4 +1,5 @@
 """A backup from another node names that node's bridge: it restores with a warning, and start names it."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The seccomp program, loaded for real into a forked child that then makes the denied calls."""
+
 from __future__ import annotations
 
 import ctypes
@@ -14,8 +15,16 @@ from engine import seccomp
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 
-NR = {"keyctl": 250, "init_module": 175, "finit_module": 313, "delete_module": 176, "kexec_load": 246,
-      "open_by_handle_at": 304, "umount2": 166, "getpid": 39}
+NR = {
+    "keyctl": 250,
+    "init_module": 175,
+    "finit_module": 313,
+    "delete_module": 176,
+    "kexec_load": 246,
+    "open_by_handle_at": 304,
+    "umount2": 166,
+    "getpid": 39,
+}
 
 
 def in_filtered_child(rules, probe) -> int:
@@ -46,10 +55,17 @@ def raw(name, *args) -> int:
     return probe
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("init_module", errno.EPERM), ("finit_module", errno.EPERM), ("delete_module", errno.EPERM),
-    ("kexec_load", errno.EPERM), ("open_by_handle_at", errno.EPERM), ("keyctl", errno.ENOSYS),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("init_module", errno.EPERM),
+        ("finit_module", errno.EPERM),
+        ("delete_module", errno.EPERM),
+        ("kexec_load", errno.EPERM),
+        ("open_by_handle_at", errno.EPERM),
+        ("keyctl", errno.ENOSYS),
+    ],
+)
 def test_denied_calls_get_their_errno(name, expected):
     assert in_filtered_child(seccomp.default_rules(), raw(name, 0, 0, 0, 0)) == expected
 
@@ -102,8 +118,17 @@ def test_every_refused_call_gets_eperm(name):
 
 
 def test_refused_calls_are_the_ones_that_matter():
-    for name in ("io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd", "bpf",
-                 "perf_event_open", "kexec_load", "init_module", "open_by_handle_at"):
+    for name in (
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "userfaultfd",
+        "bpf",
+        "perf_event_open",
+        "kexec_load",
+        "init_module",
+        "open_by_handle_at",
+    ):
         assert name in seccomp.EPERM_CALLS and name in X86_64 and name in I386
 
 
@@ -113,8 +138,7 @@ def test_nested_user_namespaces_need_nesting():
     assert in_filtered_child(seccomp.default_rules(), unshare_user) == errno.EPERM
     assert in_filtered_child(seccomp.default_rules(nesting=True), unshare_user) == 0
     # clone(CLONE_NEWUSER | SIGCHLD) is refused before any child exists.
-    assert in_filtered_child(seccomp.default_rules(), raw("clone", seccomp.CLONE_NEWUSER | 17, 0, 0, 0)) \
-        == errno.EPERM
+    assert in_filtered_child(seccomp.default_rules(), raw("clone", seccomp.CLONE_NEWUSER | 17, 0, 0, 0)) == errno.EPERM
     # clone3's flags are in memory: without nesting it answers ENOSYS, so libc falls back to clone.
     assert in_filtered_child(seccomp.default_rules(), raw("clone3", 0, 0)) == errno.ENOSYS
     assert in_filtered_child(seccomp.default_rules(nesting=True), raw("clone3", 0, 0)) != errno.ENOSYS
@@ -144,8 +168,7 @@ def i386_call(nr: int, *args: int):
         address = ctypes.addressof(ctypes.c_char.from_buffer(code))
         call = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint)(address)
         libc.mmap.restype = ctypes.c_void_p
-        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                              ctypes.c_long]
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
         low = libc.mmap(None, 4096, 3, 0x22 | MAP_32BIT, -1, 0)
         words = []
         for arg in args:
@@ -182,8 +205,10 @@ def test_i386_abi_gets_the_same_refusals(ia32, name):
 def test_i386_abi_rules_with_arguments(ia32):
     rules = seccomp.default_rules()
     assert in_filtered_child(rules, i386_call(I386["keyctl"], 0, 0, 0)) == errno.ENOSYS
-    assert in_filtered_child(rules, i386_call(I386["socket"], seccomp.AF_ALG, socket.SOCK_SEQPACKET, 0)) \
+    assert (
+        in_filtered_child(rules, i386_call(I386["socket"], seccomp.AF_ALG, socket.SOCK_SEQPACKET, 0))
         == errno.EAFNOSUPPORT
+    )
     assert in_filtered_child(rules, i386_call(I386["unshare"], seccomp.CLONE_NEWUSER)) == errno.EPERM
     assert in_filtered_child(rules, i386_call(I386["umount2"], 0, seccomp.MNT_FORCE)) == errno.EPERM
     assert in_filtered_child(rules, i386_call(20)) == 0  # getpid passes
@@ -193,8 +218,7 @@ def test_socketcall_cannot_make_an_af_alg_socket(ia32):
     """socketcall hides the family in memory: SYS_SOCKET is refused as a whole, other calls pass."""
     args = struct.pack("=3I", seccomp.AF_ALG, socket.SOCK_SEQPACKET, 0)
     socketcall = I386["socketcall"]
-    assert in_filtered_child(seccomp.default_rules(), i386_call(socketcall, seccomp.SYS_SOCKET, args)) \
-        == errno.ENOSYS
+    assert in_filtered_child(seccomp.default_rules(), i386_call(socketcall, seccomp.SYS_SOCKET, args)) == errno.ENOSYS
     unfiltered = i386_call(socketcall, seccomp.SYS_SOCKET, args)
     assert in_filtered_child([], unfiltered) in (0, errno.EAFNOSUPPORT)  # what the rule stands between
     # SYS_SOCKETPAIR (8) on AF_UNIX is not refused.

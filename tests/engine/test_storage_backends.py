@@ -1,4 +1,5 @@
 """Every storage backend against the real kernel: snapshots, rollback, clones, size limits, mount points."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Bad input and faults around storages, snapshots, clones and resize: clear errors, data and config unchanged."""
+
 from __future__ import annotations
 
 import json
@@ -21,31 +22,57 @@ def stopped(lab, make):  # noqa: F811
     return ctid
 
 
-@pytest.mark.parametrize("call, error, message", [
-    (lambda e, c: e.snapshot(c, "with space"), ValidationError, "snapshot name 'with space' is invalid"),
-    (lambda e, c: e.snapshot(c, "a/b"), ValidationError, "'a/b' is invalid"),
-    (lambda e, c: e.snapshot(c, "x" * 41), ValidationError, "at most 40"),
-    (lambda e, c: e.snapshot(c, "1st"), ValidationError, "start with a letter"),
-    (lambda e, c: e.snapshot(c, "current"), ValidationError, "reserved"),
-    (lambda e, c: e.snapshot(c, "base"), AlreadyExists, "snapshot 'base' of container .* already exists"),
-    (lambda e, c: e.rollback(c, "missing"), NotFound, r"snapshot 'missing' .* does not exist \(snapshots: base\)"),
-    (lambda e, c: e.delete_snapshot(c, "missing"), NotFound, "snapshot 'missing'"),
-    (lambda e, c: e.resize(c, "rootfs", "1G"), ValidationError, r"'local' \(dir\), which cannot enforce a size"),
-    (lambda e, c: e.resize(c, "mp7", "+1G"), ValidationError, "has no mp7"),
-    (lambda e, c: e.set(c, {"mp0": "local:0.01,mp=/proc/x"}), ValidationError, "over /proc"),
-    (lambda e, c: e.set(c, {"mp0": "local:0.01,mp=/data/../etc"}), ValidationError, "without '..'"),
-    (lambda e, c: e.set(c, {"mp0": "local:0.01,mp=data"}), ValidationError, "absolute path"),
-    (lambda e, c: e.set(c, {"mp0": "local:0.01,mp=/"}), ValidationError, "not '/'"),
-    (lambda e, c: e.set(c, {"mp0": "nosuch:1,mp=/data"}), ValidationError, "storage 'nosuch' is not defined"),
-    (lambda e, c: e.set(c, {"mp0": "tmplonly:1,mp=/data"}), ValidationError,
-     "storage 'tmplonly' does not hold content type 'rootdir'"),
-    (lambda e, c: e.set(c, {"mp0": "/proc,mp=/data"}), ValidationError, "may not be bound"),
-    (lambda e, c: e.set(c, {"mp0": f"{e.layout.root}/lxc,mp=/data"}), ValidationError, "state directory"),
-    (lambda e, c: e.clone(c, c + 1, storage="nosuch"), ValidationError, "storage 'nosuch' is not defined"),
-    (lambda e, c: e.clone(c, c + 1, snapshot="nope"), NotFound, "snapshot 'nope'"),
-], ids=["space", "slash", "too-long", "digit-first", "current", "duplicate", "rollback-missing", "delete-missing",
-        "resize-dir", "no-disk", "mp-proc", "mp-dotdot", "mp-relative", "mp-root", "unknown-storage", "no-rootdir",
-        "bind-proc", "bind-state", "clone-unknown-storage", "clone-missing-snapshot"])
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda e, c: e.snapshot(c, "with space"), ValidationError, "snapshot name 'with space' is invalid"),
+        (lambda e, c: e.snapshot(c, "a/b"), ValidationError, "'a/b' is invalid"),
+        (lambda e, c: e.snapshot(c, "x" * 41), ValidationError, "at most 40"),
+        (lambda e, c: e.snapshot(c, "1st"), ValidationError, "start with a letter"),
+        (lambda e, c: e.snapshot(c, "current"), ValidationError, "reserved"),
+        (lambda e, c: e.snapshot(c, "base"), AlreadyExists, "snapshot 'base' of container .* already exists"),
+        (lambda e, c: e.rollback(c, "missing"), NotFound, r"snapshot 'missing' .* does not exist \(snapshots: base\)"),
+        (lambda e, c: e.delete_snapshot(c, "missing"), NotFound, "snapshot 'missing'"),
+        (lambda e, c: e.resize(c, "rootfs", "1G"), ValidationError, r"'local' \(dir\), which cannot enforce a size"),
+        (lambda e, c: e.resize(c, "mp7", "+1G"), ValidationError, "has no mp7"),
+        (lambda e, c: e.set(c, {"mp0": "local:0.01,mp=/proc/x"}), ValidationError, "over /proc"),
+        (lambda e, c: e.set(c, {"mp0": "local:0.01,mp=/data/../etc"}), ValidationError, "without '..'"),
+        (lambda e, c: e.set(c, {"mp0": "local:0.01,mp=data"}), ValidationError, "absolute path"),
+        (lambda e, c: e.set(c, {"mp0": "local:0.01,mp=/"}), ValidationError, "not '/'"),
+        (lambda e, c: e.set(c, {"mp0": "nosuch:1,mp=/data"}), ValidationError, "storage 'nosuch' is not defined"),
+        (
+            lambda e, c: e.set(c, {"mp0": "tmplonly:1,mp=/data"}),
+            ValidationError,
+            "storage 'tmplonly' does not hold content type 'rootdir'",
+        ),
+        (lambda e, c: e.set(c, {"mp0": "/proc,mp=/data"}), ValidationError, "may not be bound"),
+        (lambda e, c: e.set(c, {"mp0": f"{e.layout.root}/lxc,mp=/data"}), ValidationError, "state directory"),
+        (lambda e, c: e.clone(c, c + 1, storage="nosuch"), ValidationError, "storage 'nosuch' is not defined"),
+        (lambda e, c: e.clone(c, c + 1, snapshot="nope"), NotFound, "snapshot 'nope'"),
+    ],
+    ids=[
+        "space",
+        "slash",
+        "too-long",
+        "digit-first",
+        "current",
+        "duplicate",
+        "rollback-missing",
+        "delete-missing",
+        "resize-dir",
+        "no-disk",
+        "mp-proc",
+        "mp-dotdot",
+        "mp-relative",
+        "mp-root",
+        "unknown-storage",
+        "no-rootdir",
+        "bind-proc",
+        "bind-state",
+        "clone-unknown-storage",
+        "clone-missing-snapshot",
+    ],
+)
 def test_bad_input_changes_nothing(lab, stopped, call, error, message):  # noqa: F811
     e = lab.engine
     path = e.layout.config_path(stopped)
@@ -60,10 +87,12 @@ def test_bad_input_changes_nothing(lab, stopped, call, error, message):  # noqa:
 
 def test_create_on_an_unknown_or_unfit_storage_is_refused(lab, make, busybox_template):  # noqa: F811
     e = lab.engine
-    for options, message in (({"rootfs": "nosuch:1"}, "storage 'nosuch' is not defined"),
-                             ({"rootfs": "tmplonly:1"}, "does not hold content type 'rootdir'"),
-                             ({"storage": "nosuch"}, "storage 'nosuch' is not defined"),
-                             ({"rootfs": "local:100/subvol-100-disk-0.subvol"}, "give '<storage>:<size in GiB>'")):
+    for options, message in (
+        ({"rootfs": "nosuch:1"}, "storage 'nosuch' is not defined"),
+        ({"rootfs": "tmplonly:1"}, "does not hold content type 'rootdir'"),
+        ({"storage": "nosuch"}, "storage 'nosuch' is not defined"),
+        ({"rootfs": "local:100/subvol-100-disk-0.subvol"}, "give '<storage>:<size in GiB>'"),
+    ):
         with pytest.raises(ValidationError, match=message):
             e.create(990001, busybox_template, options)
         assert not e.exists(990001) and not (e.layout.images / "990001").exists()
@@ -145,8 +174,12 @@ def test_clone_gets_new_macs_and_hostname(lab, make):  # noqa: F811
 
 
 def _cli(root, run, *args):
-    return subprocess.run([sys.executable, "-m", "engine", "--root", str(root), "--run-dir", str(run), *args],
-                          capture_output=True, text=True, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "--root", str(root), "--run-dir", str(run), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def test_cli_storage_and_snapshot_verbs(lab, stopped, tmp_path):  # noqa: F811

@@ -5,6 +5,7 @@ volume to its size: writing past it fails inside the container.  Directories and
 upper layers cannot be held to a size: a size there is refused at create, when a mount
 point is added, at clone and restore onto such a storage, and at resize, and nothing is left.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,7 +65,8 @@ def test_overlay_refuses_a_size_naming_the_storage(lab, make, busybox_template):
     assert not e.exists(sized + 700) and _leftovers(lab, sized + 700) == []
     assert e.layout.config_path(ctid).read_text() == before
     assert sorted(p.name for p in (lab.base / "overlay" / "images" / str(ctid)).iterdir()) == [
-        f"subvol-{ctid}-disk-0.overlay"]
+        f"subvol-{ctid}-disk-0.overlay"
+    ]
 
 
 def test_a_directory_volume_refuses_a_resize(lab, make):  # noqa: F811

@@ -1,4 +1,5 @@
 """A Debian 12 rootfs made with debootstrap boots systemd as PID 1, unprivileged."""
+
 from __future__ import annotations
 
 import time

@@ -5,6 +5,7 @@ publish theirs (a news record first, records of another type, continuation lines
 Certified, md5sum and sha512sum). They are served from a loopback HTTP server; no test reaches the
 real servers the default sources name.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,8 +33,12 @@ TURNKEY_URL = "https://127.0.0.1:9/pve/aplinfo.dat"
 def test_proxmox_index_as_published():
     """The news record first and a record of another type are skipped; the templates are all read."""
     catalog = read_aplinfo((DATA / "aplinfo-pve.dat").read_text(), PVE_URL, "pve")
-    assert [e.package for e in catalog.entries] == ["almalinux-9-default", "debian-12-standard",
-                                                    "ubuntu-24.04-standard", "proxmox-mail-gateway-8.2-standard"]
+    assert [e.package for e in catalog.entries] == [
+        "almalinux-9-default",
+        "debian-12-standard",
+        "ubuntu-24.04-standard",
+        "proxmox-mail-gateway-8.2-standard",
+    ]
     assert len(catalog.skipped) == 1 and "type 'qemu' is not a container template" in catalog.skipped[0]
     (news,) = catalog.news
     assert news.headline == "News displayed on the admin interface"
@@ -55,17 +60,24 @@ def test_turnkey_index_as_published():
     assert (wordpress.section, wordpress.os, wordpress.certified) == ("turnkeylinux", "debian-12", True)
     assert wordpress.manageurl == "https://__IPADDRESS__/"
     assert (wordpress.headline, wordpress.description) == (
-        "TurnKey WordPress", "Blog publishing platform and CMS. It is built on PHP and MySQL.")
+        "TurnKey WordPress",
+        "Blog publishing platform and CMS. It is built on PHP and MySQL.",
+    )
     assert nextcloud.description == "Share and access files from anywhere."
     assert catalog.news == [] and catalog.skipped == []
 
 
-@pytest.mark.parametrize("text, words", [
-    ("Package: pve-web-news\nDescription: News\n only news\n", ["lists no template"]),
-    ("Error: 502 Bad Gateway\n", ["lists no template", "1 other records"]),
-    ("Package: x\nVersion: latest\nLocation: x_1_amd64.tar.gz\nsha512sum: " + "a" * 128 + "\n",
-     ["paragraph 1", "Version"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("Package: pve-web-news\nDescription: News\n only news\n", ["lists no template"]),
+        ("Error: 502 Bad Gateway\n", ["lists no template", "1 other records"]),
+        (
+            "Package: x\nVersion: latest\nLocation: x_1_amd64.tar.gz\nsha512sum: " + "a" * 128 + "\n",
+            ["paragraph 1", "Version"],
+        ),
+    ],
+)
 def test_index_without_a_usable_template_is_refused(text, words):
     """An error page read as an index, or a template record with a bad field, never empties the catalog."""
     with pytest.raises(ValidationError) as caught:
@@ -79,20 +91,24 @@ def test_fresh_store_has_the_default_sources(tmp_path):
     assert [(s.id, s.type, s.url, s.enabled) for s in store.sources()] == [
         ("pve", "aplinfo", "http://download.proxmox.com/images/aplinfo-pve-9.dat.gz", True),
         ("turnkey", "aplinfo", "https://releases.turnkeylinux.org/pve/aplinfo.dat.gz", True),
-        ("lxc", "simplestreams", "https://images.linuxcontainers.org", True)]
+        ("lxc", "simplestreams", "https://images.linuxcontainers.org", True),
+    ]
     assert [s["id"] for s in DEFAULT_SOURCES] == ["pve", "turnkey", "lxc"]
     assert not store.sources_file.exists()  # defaults until someone edits the list
     store.set_sources([])
     assert store.sources() == []
 
 
-@pytest.mark.parametrize("url, word", [
-    ("ftp://127.0.0.1/aplinfo.dat", "http:// or https://"),
-    ("http:///aplinfo.dat", "no valid host"),
-    ("http://169.254.169.254/latest", "link-local"),
-    ("http://[fe80::1]/x", "link-local"),
-    ("http://0.0.0.0/x", "unspecified"),
-])
+@pytest.mark.parametrize(
+    "url, word",
+    [
+        ("ftp://127.0.0.1/aplinfo.dat", "http:// or https://"),
+        ("http:///aplinfo.dat", "no valid host"),
+        ("http://169.254.169.254/latest", "link-local"),
+        ("http://[fe80::1]/x", "link-local"),
+        ("http://0.0.0.0/x", "unspecified"),
+    ],
+)
 def test_source_url_checked(url, word):
     with pytest.raises(ValidationError, match=word) as caught:
         Source.from_dict({"id": "a", "type": "aplinfo", "url": url}, "source a")
@@ -127,10 +143,14 @@ def served(tmp_path):
 def test_one_unreachable_source_does_not_stop_the_others(tmp_path, served, capsys):
     store = TemplateStore(tmp_path)
     dead = f"http://127.0.0.1:{_closed_port()}/"
-    store.set_sources([{"id": "pve", "type": "aplinfo", "url": served + "images/aplinfo-pve-9.dat.gz"},
-                       {"id": "gone", "type": "simplestreams", "url": dead},
-                       {"id": "turnkey", "type": "aplinfo", "url": served + "pve/aplinfo.dat"},
-                       {"id": "off", "type": "aplinfo", "url": dead + "aplinfo.dat", "enabled": False}])
+    store.set_sources(
+        [
+            {"id": "pve", "type": "aplinfo", "url": served + "images/aplinfo-pve-9.dat.gz"},
+            {"id": "gone", "type": "simplestreams", "url": dead},
+            {"id": "turnkey", "type": "aplinfo", "url": served + "pve/aplinfo.dat"},
+            {"id": "off", "type": "aplinfo", "url": dead + "aplinfo.dat", "enabled": False},
+        ]
+    )
     assert main(["--root", str(tmp_path), "update"]) == 1
     out, err = capsys.readouterr()
     assert "pve: 4 templates" in out and "turnkey: 2 templates" in out

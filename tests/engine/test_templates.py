@@ -1,4 +1,5 @@
 """Template catalog: index parsing and input checks (no network)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,17 +17,32 @@ SHA512 = hashlib.sha512(b"x").hexdigest()
 
 
 def paragraph(**over) -> str:
-    fields = {"Package": "busybox", "Version": "1.35.0-1", "Type": "lxc", "OS": "busybox",
-              "Section": "system", "Architecture": "amd64",
-              "Location": "system/busybox-1.35.0-1_amd64.tar.zst", "sha512sum": SHA512,
-              "Description": "Busybox\n a tiny system\n .\n second paragraph"}
+    fields = {
+        "Package": "busybox",
+        "Version": "1.35.0-1",
+        "Type": "lxc",
+        "OS": "busybox",
+        "Section": "system",
+        "Architecture": "amd64",
+        "Location": "system/busybox-1.35.0-1_amd64.tar.zst",
+        "sha512sum": SHA512,
+        "Description": "Busybox\n a tiny system\n .\n second paragraph",
+    }
     fields.update(over)
     return "".join(f"{k}: {v}\n" for k, v in fields.items() if v is not None)
 
 
 def test_parse_aplinfo_fields_and_continuation():
-    text = paragraph() + "\n\n" + paragraph(Package="debian-12-standard", Version="12.15-1", Section="turnkey",
-                                            Location="system/debian-12-standard_12.15-1_amd64.tar.zst")
+    text = (
+        paragraph()
+        + "\n\n"
+        + paragraph(
+            Package="debian-12-standard",
+            Version="12.15-1",
+            Section="turnkey",
+            Location="system/debian-12-standard_12.15-1_amd64.tar.zst",
+        )
+    )
     first, second = parse_aplinfo(text, INDEX, "pve")
     assert first.name == "busybox-1.35.0-1_amd64.tar.zst"
     assert first.location == "http://127.0.0.1:8000/images/system/busybox-1.35.0-1_amd64.tar.zst"
@@ -40,23 +56,26 @@ def test_md5_only_entry():
     assert entry.checksum() == ("md5", "a" * 32)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("<html><body>Not here</body></html>\n", ["paragraph 1", "not an aplinfo field"]),
-    ('{"index": {}}', ["paragraph 1"]),
-    ("\n\n", ["no aplinfo paragraph"]),
-    (paragraph() + "\n" + paragraph(Version=None), ["paragraph 2", "Version"]),
-    (paragraph(Package=None), ["paragraph 1", "Package"]),
-    (paragraph(Location=None), ["Location"]),
-    (paragraph(sha512sum=None), ["sha512sum"]),
-    (paragraph(sha512sum="abc"), ["paragraph 1", "sha512sum", "128"]),
-    (paragraph(sha512sum="z" * 128), ["sha512"]),
-    (paragraph(Location="../../etc/passwd"), ["Location", "escapes"]),
-    (paragraph(Location="system/%2e%2e/%2e%2e/etc/x.tar.gz"), ["escapes"]),
-    (paragraph(Location="http://evil.example/busybox.tar.zst"), ["another server"]),
-    (paragraph(Location="//evil.example/busybox.tar.zst"), ["another server"]),
-    (paragraph(Location="file:///etc/passwd"), ["another server"]),
-    (paragraph(Location="system/passwd"), ["invalid template name"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("<html><body>Not here</body></html>\n", ["paragraph 1", "not an aplinfo field"]),
+        ('{"index": {}}', ["paragraph 1"]),
+        ("\n\n", ["no aplinfo paragraph"]),
+        (paragraph() + "\n" + paragraph(Version=None), ["paragraph 2", "Version"]),
+        (paragraph(Package=None), ["paragraph 1", "Package"]),
+        (paragraph(Location=None), ["Location"]),
+        (paragraph(sha512sum=None), ["sha512sum"]),
+        (paragraph(sha512sum="abc"), ["paragraph 1", "sha512sum", "128"]),
+        (paragraph(sha512sum="z" * 128), ["sha512"]),
+        (paragraph(Location="../../etc/passwd"), ["Location", "escapes"]),
+        (paragraph(Location="system/%2e%2e/%2e%2e/etc/x.tar.gz"), ["escapes"]),
+        (paragraph(Location="http://evil.example/busybox.tar.zst"), ["another server"]),
+        (paragraph(Location="//evil.example/busybox.tar.zst"), ["another server"]),
+        (paragraph(Location="file:///etc/passwd"), ["another server"]),
+        (paragraph(Location="system/passwd"), ["invalid template name"]),
+    ],
+)
 def test_bad_aplinfo(text, words):
     with pytest.raises(ValidationError) as info:
         parse_aplinfo(text, INDEX, "pve")
@@ -72,11 +91,23 @@ def test_absolute_location_same_server_is_allowed():
 
 def images(path="images/debian/bookworm/amd64/default/20240102_05:24/rootfs.tar.xz", sha="b" * 64) -> dict:
     item = {"ftype": "root.tar.xz", "path": path, "sha256": sha, "size": 10}
-    return {"format": "products:1.0", "products": {"debian:bookworm:amd64:default": {
-        "os": "Debian", "release": "bookworm", "arch": "amd64", "variant": "default",
-        "versions": {"20240101_05:24": {"items": {"root.tar.xz": dict(item, sha256="c" * 64)}},
-                     "20240102_05:24": {"items": {"root.tar.xz": item,
-                                                  "lxd.tar.xz": {"ftype": "lxd.tar.xz", "path": "x"}}}}}}}
+    return {
+        "format": "products:1.0",
+        "products": {
+            "debian:bookworm:amd64:default": {
+                "os": "Debian",
+                "release": "bookworm",
+                "arch": "amd64",
+                "variant": "default",
+                "versions": {
+                    "20240101_05:24": {"items": {"root.tar.xz": dict(item, sha256="c" * 64)}},
+                    "20240102_05:24": {
+                        "items": {"root.tar.xz": item, "lxd.tar.xz": {"ftype": "lxd.tar.xz", "path": "x"}}
+                    },
+                },
+            }
+        },
+    }
 
 
 def test_simplestreams_latest_version():
@@ -87,14 +118,17 @@ def test_simplestreams_latest_version():
     assert entry.location.startswith("http://127.0.0.1:1/images/debian/")
 
 
-@pytest.mark.parametrize("text, word", [
-    ("aplinfo", "not simplestreams JSON"),
-    ("[]", "not a simplestreams document"),
-    ("{}", "products"),
-    (json.dumps(images(path="../../etc/passwd")), "escapes"),
-    (json.dumps(images(path="http://evil.example/r.tar.xz")), "another server"),
-    (json.dumps(images(sha="short")), "sha256"),
-])
+@pytest.mark.parametrize(
+    "text, word",
+    [
+        ("aplinfo", "not simplestreams JSON"),
+        ("[]", "not a simplestreams document"),
+        ("{}", "products"),
+        (json.dumps(images(path="../../etc/passwd")), "escapes"),
+        (json.dumps(images(path="http://evil.example/r.tar.xz")), "another server"),
+        (json.dumps(images(sha="short")), "sha256"),
+    ],
+)
 def test_bad_simplestreams(text, word):
     with pytest.raises(ValidationError, match=word):
         parse_images(text, "http://127.0.0.1:1/", "lxc")
@@ -107,15 +141,18 @@ def test_simplestreams_index():
         products_path('{"index": {}}', "lxc")
 
 
-@pytest.mark.parametrize("name", ["a/b.tar.gz", "x\0.tar.gz", ".hidden.tar.gz", "../x.tar.gz", "x.tar",
-                                  "x.tar.bz2", "", "-x.tar.gz"])
+@pytest.mark.parametrize(
+    "name", ["a/b.tar.gz", "x\0.tar.gz", ".hidden.tar.gz", "../x.tar.gz", "x.tar", "x.tar.bz2", "", "-x.tar.gz"]
+)
 def test_bad_template_names(name):
     with pytest.raises(ValidationError):
         check_template_name(name)
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x", "http://169.254.169.254/latest",
-                                 "http://[fe80::1]/x", "gopher://x"])
+@pytest.mark.parametrize(
+    "url",
+    ["file:///etc/passwd", "ftp://127.0.0.1/x", "http://169.254.169.254/latest", "http://[fe80::1]/x", "gopher://x"],
+)
 def test_refused_urls(url):
     with pytest.raises(ValidationError, match="refusing"):
         check_url(url)
@@ -154,13 +191,22 @@ def test_each_source_type_has_its_own_kind(tmp_path):
     from engine.templates import AplinfoSource, SimplestreamsSource, Source
 
     store = TemplateStore(tmp_path)
-    store.set_sources([{"id": "pve", "type": "aplinfo", "url": "http://x/aplinfo.dat", "keyring": "/k.gpg"},
-                       {"id": "lxc", "type": "simplestreams", "url": "https://images.example"}])
+    store.set_sources(
+        [
+            {"id": "pve", "type": "aplinfo", "url": "http://x/aplinfo.dat", "keyring": "/k.gpg"},
+            {"id": "lxc", "type": "simplestreams", "url": "https://images.example"},
+        ]
+    )
     pve, lxc = store.sources()
     assert (type(pve), type(lxc)) == (AplinfoSource, SimplestreamsSource)
     assert (pve.type, lxc.type, lxc.base) == ("aplinfo", "simplestreams", "https://images.example/")
-    assert json.loads(store.sources_file.read_text())[0] == {"id": "pve", "type": "aplinfo", "enabled": True,
-                                                             "url": "http://x/aplinfo.dat", "keyring": "/k.gpg"}
+    assert json.loads(store.sources_file.read_text())[0] == {
+        "id": "pve",
+        "type": "aplinfo",
+        "enabled": True,
+        "url": "http://x/aplinfo.dat",
+        "keyring": "/k.gpg",
+    }
     assert Source.from_dict(pve.to_dict(), "again") == pve
     with pytest.raises(ValidationError, match="type must be one of aplinfo, simplestreams") as caught:
         Source.from_dict({"id": "a", "type": ["aplinfo"], "url": "http://x/"}, "source 0")

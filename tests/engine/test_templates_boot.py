@@ -1,4 +1,5 @@
 """Templates from each kind of source, downloaded from a loopback server, boot as containers."""
+
 from __future__ import annotations
 
 import functools
@@ -25,18 +26,41 @@ def catalog_server(tmp_path, busybox_template):
     (www / "system" / name).write_bytes(zst)
     (www / "aplinfo.dat").write_text(
         f"Package: bootbox\nVersion: 1.0-1\nType: lxc\nOS: busybox\nSection: system\nArchitecture: amd64\n"
-        f"Location: system/{name}\nsha512sum: {hashlib.sha512(zst).hexdigest()}\nDescription: busybox\n")
+        f"Location: system/{name}\nsha512sum: {hashlib.sha512(zst).hexdigest()}\nDescription: busybox\n"
+    )
     xz = lzma.compress(zstandard.ZstdDecompressor().decompressobj().decompress(zst))
     (www / "images").mkdir()
     (www / "images" / "rootfs.tar.xz").write_bytes(xz)
     (www / "streams" / "v1").mkdir(parents=True)
-    (www / "streams/v1/index.json").write_text(json.dumps(
-        {"index": {"images": {"datatype": "image-downloads", "path": "streams/v1/images.json"}}}))
-    (www / "streams/v1/images.json").write_text(json.dumps({"products": {"busybox:1.35:amd64:default": {
-        "os": "Busybox", "release": "1.35", "arch": "amd64", "variant": "default",
-        "versions": {"20261123_00:00": {"items": {"root.tar.xz": {
-            "ftype": "root.tar.xz", "path": "images/rootfs.tar.xz", "sha256": hashlib.sha256(xz).hexdigest(),
-            "size": len(xz)}}}}}}}))
+    (www / "streams/v1/index.json").write_text(
+        json.dumps({"index": {"images": {"datatype": "image-downloads", "path": "streams/v1/images.json"}}})
+    )
+    (www / "streams/v1/images.json").write_text(
+        json.dumps(
+            {
+                "products": {
+                    "busybox:1.35:amd64:default": {
+                        "os": "Busybox",
+                        "release": "1.35",
+                        "arch": "amd64",
+                        "variant": "default",
+                        "versions": {
+                            "20261123_00:00": {
+                                "items": {
+                                    "root.tar.xz": {
+                                        "ftype": "root.tar.xz",
+                                        "path": "images/rootfs.tar.xz",
+                                        "sha256": hashlib.sha256(xz).hexdigest(),
+                                        "size": len(xz),
+                                    }
+                                }
+                            }
+                        },
+                    }
+                }
+            }
+        )
+    )
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.log_message = lambda *a: None
@@ -48,8 +72,12 @@ def catalog_server(tmp_path, busybox_template):
 
 def test_a_template_from_each_source_kind_boots(engine, catalog_server, ctid_factory):
     store = TemplateStore(engine.layout.root)
-    store.set_sources([{"id": "pve", "type": "aplinfo", "url": catalog_server + "aplinfo.dat"},
-                       {"id": "images", "type": "simplestreams", "url": catalog_server}])
+    store.set_sources(
+        [
+            {"id": "pve", "type": "aplinfo", "url": catalog_server + "aplinfo.dat"},
+            {"id": "images", "type": "simplestreams", "url": catalog_server},
+        ]
+    )
     store.update()
     entries = [e for group in store.available().values() for e in group if e.source_id in ("pve", "images")]
     assert {e.source_id for e in entries} == {"pve", "images"}

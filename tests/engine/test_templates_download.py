@@ -1,4 +1,5 @@
 """Template catalog over a loopback HTTP server: update, available, download, resume, lock, signature."""
+
 from __future__ import annotations
 
 import gzip
@@ -78,18 +79,41 @@ def server(tmp_path):
         f"Architecture: amd64\nLocation: system/{NAME}\nsha512sum: {hashlib.sha512(template).hexdigest()}\n"
         "Description: Busybox\n a tiny system\n\n"
         "Package: mail\nVersion: 1.0\nSection: mail\nLocation: mail/mail_1.0.tar.gz\n"
-        f"md5sum: {'0' * 32}\n")
+        f"md5sum: {'0' * 32}\n"
+    )
     rootfs = os.urandom(1000)
     (www / Path(ROOTFS).parent).mkdir(parents=True)
     (www / ROOTFS).write_bytes(rootfs)
     (www / "streams" / "v1").mkdir(parents=True)
-    (www / "streams/v1/index.json").write_text(json.dumps(
-        {"index": {"images": {"datatype": "image-downloads", "path": "streams/v1/images.json"}}}))
-    (www / "streams/v1/images.json").write_text(json.dumps({"products": {"debian:bookworm:amd64:default": {
-        "os": "Debian", "release": "bookworm", "arch": "amd64", "variant": "default",
-        "versions": {"20240102_05:24": {"items": {"root.tar.xz": {
-            "ftype": "root.tar.xz", "path": ROOTFS, "sha256": hashlib.sha256(rootfs).hexdigest(),
-            "size": len(rootfs)}}}}}}}))
+    (www / "streams/v1/index.json").write_text(
+        json.dumps({"index": {"images": {"datatype": "image-downloads", "path": "streams/v1/images.json"}}})
+    )
+    (www / "streams/v1/images.json").write_text(
+        json.dumps(
+            {
+                "products": {
+                    "debian:bookworm:amd64:default": {
+                        "os": "Debian",
+                        "release": "bookworm",
+                        "arch": "amd64",
+                        "variant": "default",
+                        "versions": {
+                            "20240102_05:24": {
+                                "items": {
+                                    "root.tar.xz": {
+                                        "ftype": "root.tar.xz",
+                                        "path": ROOTFS,
+                                        "sha256": hashlib.sha256(rootfs).hexdigest(),
+                                        "size": len(rootfs),
+                                    }
+                                }
+                            }
+                        },
+                    }
+                }
+            }
+        )
+    )
 
     def handler(*args, **kw):
         return RangeHandler(*args, directory=str(www), **kw)
@@ -110,8 +134,12 @@ def server(tmp_path):
 @pytest.fixture
 def store(tmp_path, server):
     store = TemplateStore(tmp_path / "root")
-    store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat"},
-                       {"id": "lxc", "type": "simplestreams", "url": server.base}])
+    store.set_sources(
+        [
+            {"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat"},
+            {"id": "lxc", "type": "simplestreams", "url": server.base},
+        ]
+    )
     assert store.update() == {"pve": 2, "lxc": 1}
     return store
 
@@ -135,7 +163,7 @@ def test_download_verifies_and_places(store, server, capsys):
     assert main(["--root", str(store.root), "download", "debian-bookworm-default_20240102_05-24_amd64.tar.xz"]) == 0
     assert main(["--root", str(store.root), "--output", "json", "list"]) == 0
     out = capsys.readouterr().out
-    assert len(json.loads(out[out.index("["):])) == 2
+    assert len(json.loads(out[out.index("[") :])) == 2
 
 
 def test_interrupted_download_resumes_with_range(store, server):
@@ -224,16 +252,27 @@ def signer(tmp_path_factory):
     env = dict(os.environ, GNUPGHOME=str(home))
     gpg = ["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
     try:
-        subprocess.run(gpg + ["--quick-gen-key", "Caisson Test <test@example.invalid>", "ed25519", "sign", "never"],
-                       env=env, check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            gpg + ["--quick-gen-key", "Caisson Test <test@example.invalid>", "ed25519", "sign", "never"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         keyring = base / "keyring.gpg"
-        keyring.write_bytes(subprocess.run(["gpg", "--batch", "--export"], env=env, check=True,
-                                           capture_output=True, timeout=30).stdout)
+        keyring.write_bytes(
+            subprocess.run(["gpg", "--batch", "--export"], env=env, check=True, capture_output=True, timeout=30).stdout
+        )
 
         def sign(path: Path, output: Path) -> None:
             output.unlink(missing_ok=True)
-            subprocess.run(gpg + ["--armor", "--detach-sign", "-o", str(output), str(path)],
-                           env=env, check=True, capture_output=True, timeout=60)
+            subprocess.run(
+                gpg + ["--armor", "--detach-sign", "-o", str(output), str(path)],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
 
         yield keyring, sign
     finally:
@@ -244,8 +283,7 @@ def test_signed_index(store, server, signer):
     keyring, sign = signer
     data = server.www / "aplinfo.dat"
     sign(data, server.www / "aplinfo.dat.asc")
-    store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat",
-                        "keyring": str(keyring)}])
+    store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat", "keyring": str(keyring)}])
     assert store.update("pve") == {"pve": 2} and store.trusted("pve")
     data.write_text(data.read_text().replace("Version: 1.0", "Version: 6.6"))
     with pytest.raises(ValidationError, match="bad signature"):
@@ -290,10 +328,13 @@ def test_gzip_index_preferred_when_named_and_fallbacks(store, server):
     assert store.update("pve") == {"pve": 2}
 
 
-@pytest.mark.parametrize("body, words", [
-    (gzip.compress(b"")[:10] + b"\xff" * 20, "not valid gzip"),  # a reserved deflate block type
-    (gzip.compress(b"Package: x\n" * 50)[:-12], "cut short"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (gzip.compress(b"")[:10] + b"\xff" * 20, "not valid gzip"),  # a reserved deflate block type
+        (gzip.compress(b"Package: x\n" * 50)[:-12], "cut short"),
+    ],
+)
 def test_bad_gzip_index_keeps_old_cache(store, server, body, words):
     gzip_index(server, keep_plain=True)
     store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat.gz"}])
@@ -320,8 +361,9 @@ def test_signed_gzip_index_as_proxmox_publishes_it(store, server, signer):
     keyring, sign = signer
     sign(server.www / "aplinfo.dat", server.www / "aplinfo.dat.asc")
     gzip_index(server)
-    store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat.gz",
-                        "keyring": str(keyring)}])
+    store.set_sources(
+        [{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat.gz", "keyring": str(keyring)}]
+    )
     assert store.update("pve") == {"pve": 2} and store.trusted("pve")
     assert "/aplinfo.dat.asc" in [p for p, _ in server.log]
     tampered = gzip.decompress((server.www / "aplinfo.dat.gz").read_bytes()).replace(b"Version: 1.0", b"Version: 6.6")
@@ -338,6 +380,7 @@ def test_signature_over_the_compressed_file_is_accepted(store, server, signer):
     keyring, sign = signer
     gzip_index(server)
     sign(server.www / "aplinfo.dat.gz", server.www / "aplinfo.dat.gz.asc")
-    store.set_sources([{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat.gz",
-                        "keyring": str(keyring)}])
+    store.set_sources(
+        [{"id": "pve", "type": "aplinfo", "url": server.base + "aplinfo.dat.gz", "keyring": str(keyring)}]
+    )
     assert store.update("pve") == {"pve": 2} and store.trusted("pve")

@@ -1,4 +1,5 @@
 """Rootfs extraction and copying: real archives, real filesystem, run as root."""
+
 from __future__ import annotations
 
 import bz2
@@ -23,9 +24,18 @@ MTIME = 1_600_000_000
 MAP = IdMap()
 
 
-def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", *, mode: int = 0o644,
-           uid: int = 0, gid: int = 0, link: str = "", xattrs: dict[str, str] | None = None,
-           dev: tuple[int, int] = (0, 0)) -> tuple[tarfile.TarInfo, bytes]:
+def member(
+    name: str,
+    kind: bytes = tarfile.REGTYPE,
+    data: bytes = b"",
+    *,
+    mode: int = 0o644,
+    uid: int = 0,
+    gid: int = 0,
+    link: str = "",
+    xattrs: dict[str, str] | None = None,
+    dev: tuple[int, int] = (0, 0),
+) -> tuple[tarfile.TarInfo, bytes]:
     ti = tarfile.TarInfo(name)
     ti.type, ti.mode, ti.uid, ti.gid, ti.mtime, ti.linkname = kind, mode, uid, gid, MTIME, link
     ti.size = len(data) if kind == tarfile.REGTYPE else 0
@@ -55,6 +65,7 @@ def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes]], comp: str = "") -> b
     raw = buf.getvalue()
     if comp == "zst":
         import zstandard
+
         return zstandard.ZstdCompressor().compress(raw)
     return {"": lambda b: b, "gz": gzip.compress, "xz": lzma.compress, "bz2": bz2.compress}[comp](raw)
 
@@ -144,10 +155,15 @@ def test_root_entry_sets_root_attributes(tmp_path: Path, work: Path) -> None:
 
 
 def test_privileged_keeps_ids_and_makes_devices(tmp_path: Path, work: Path) -> None:
-    archive = write(tmp_path, [member("f", data=b"1", uid=7, gid=8),
-                               member("etc/chr", tarfile.CHRTYPE, dev=(1, 3), mode=0o620),
-                               member("run/fifo", tarfile.FIFOTYPE, mode=0o600),
-                               member("bin/ping", data=b"p", xattrs={"security.capability": CAP_V2_TEXT})])
+    archive = write(
+        tmp_path,
+        [
+            member("f", data=b"1", uid=7, gid=8),
+            member("etc/chr", tarfile.CHRTYPE, dev=(1, 3), mode=0o620),
+            member("run/fifo", tarfile.FIFOTYPE, mode=0o600),
+            member("bin/ping", data=b"p", xattrs={"security.capability": CAP_V2_TEXT}),
+        ],
+    )
     stats = extract_archive(archive, work / "root", None)
     assert owner(work / "root/f") == (7, 8) and owner(work / "root") == (0, 0)
     chr_st = (work / "root/etc/chr").lstat()
@@ -172,19 +188,24 @@ def test_suffix_is_ignored(tmp_path: Path, work: Path) -> None:
 
 MALICIOUS = {
     "dotdot": ([member("../x", data=b"evil")], "../x", "x"),
-    "absolute": ([member("/etc/caisson-unpack-evil", data=b"evil")], "/etc/caisson-unpack-evil",
-                 "/etc/caisson-unpack-evil"),
+    "absolute": (
+        [member("/etc/caisson-unpack-evil", data=b"evil")],
+        "/etc/caisson-unpack-evil",
+        "/etc/caisson-unpack-evil",
+    ),
     "dotdot-inside": ([d("a"), member("./a/../../x", data=b"evil")], "./a/../../x", "x"),
-    "through-symlink": ([d("etc"), sym("etc/evil", "{outside}"), member("etc/evil/passwd", data=b"evil")],
-                        "etc/evil/passwd", "outside/passwd"),
+    "through-symlink": (
+        [d("etc"), sym("etc/evil", "{outside}"), member("etc/evil/passwd", data=b"evil")],
+        "etc/evil/passwd",
+        "outside/passwd",
+    ),
     "through-relative-symlink": ([sym("up", "."), member("up/x", data=b"evil")], "up/x", "x"),
     "hardlink-outside": ([hard("h", "../../outside/secret")], "'h'", "h"),
     "hardlink-absolute": ([hard("h", "/etc/passwd")], "'h'", "h"),
     "hardlink-to-symlink": ([sym("s", "/etc/passwd"), hard("h", "s")], "'h'", "h"),
     "hardlink-missing": ([hard("h", "nope")], "'h'", "h"),
     "escaping-symlink": ([d("a/b"), sym("a/b/c", "../../../x")], "a/b/c", "x"),
-    "replace-dir-with-symlink": ([d("etc"), sym("etc", "{outside}"), member("etc/x", data=b"e")], "'etc'",
-                                 "outside/x"),
+    "replace-dir-with-symlink": ([d("etc"), sym("etc", "{outside}"), member("etc/x", data=b"e")], "'etc'", "outside/x"),
     "device-in-etc": ([d("etc"), member("etc/sda", tarfile.BLKTYPE, dev=(8, 0))], "etc/sda", "sda"),
     "uid-outside-map": ([member("etc/f", data=b"x", uid=70000)], "'etc/f': uid 70000", "f"),
 }
@@ -251,8 +272,9 @@ def test_gzip_checksum_is_verified(tmp_path: Path, work: Path) -> None:
 
 
 def test_later_member_replaces_earlier(tmp_path: Path, work: Path) -> None:
-    archive = write(tmp_path, [member("f", data=b"old"), sym("l", "f"), member("f", data=b"new"),
-                               member("l", data=b"file now")])
+    archive = write(
+        tmp_path, [member("f", data=b"old"), sym("l", "f"), member("f", data=b"new"), member("l", data=b"file now")]
+    )
     extract_archive(archive, work / "root", MAP)
     assert (work / "root/f").read_bytes() == b"new" and not (work / "root/l").is_symlink()
 
@@ -339,12 +361,15 @@ def test_idmap() -> None:
         IdMap(uid_base=1000)
     assert IdMap.from_lxc_lines(["u 0 200000 65536", "lxc.idmap: g 0 300000 65536"]) == IdMap(200000, 300000)
     assert IdMap.from_lxc_lines(MAP.lxc_lines()) == MAP
-    for lines, needle in ((["u 0 100000 65536"], "no 'g'"),
-                          (["u 0 100000 1000", "u 1000 1000 1", "g 0 100000 65536"], "single contiguous"),
-                          (["u 1 100000 65536", "g 0 100000 65536"], "start at container id 0"),
-                          (["u 0 100000 65536", "g 0 100000 1000"], "same count"),
-                          (["x 0 1 2"], "expected"), (["u 0 a 1", "g 0 1 1"], "integers"),
-                          (["u 0 0 65536", "g 0 0 65536"], "below 65536")):
+    for lines, needle in (
+        (["u 0 100000 65536"], "no 'g'"),
+        (["u 0 100000 1000", "u 1000 1000 1", "g 0 100000 65536"], "single contiguous"),
+        (["u 1 100000 65536", "g 0 100000 65536"], "start at container id 0"),
+        (["u 0 100000 65536", "g 0 100000 1000"], "same count"),
+        (["x 0 1 2"], "expected"),
+        (["u 0 a 1", "g 0 1 1"], "integers"),
+        (["u 0 0 65536", "g 0 0 65536"], "below 65536"),
+    ):
         with pytest.raises(ValidationError, match=needle):
             IdMap.from_lxc_lines(lines)
 
@@ -352,11 +377,23 @@ def test_idmap() -> None:
 @pytest.mark.skipif(not Path("/bin/busybox").exists(), reason="/bin/busybox (busybox-static) not installed")
 def test_busybox_rootfs_runs(tmp_path: Path, work: Path) -> None:
     busybox = Path("/bin/busybox").read_bytes()
-    members = [d("bin"), member("bin/busybox", data=busybox, mode=0o755), sym("bin/sh", "busybox"),
-               sym("bin/ls", "/bin/busybox"), hard("bin/cat", "bin/busybox"), d("etc"),
-               member("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n"), d("tmp", mode=0o1777)]
+    members = [
+        d("bin"),
+        member("bin/busybox", data=busybox, mode=0o755),
+        sym("bin/sh", "busybox"),
+        sym("bin/ls", "/bin/busybox"),
+        hard("bin/cat", "bin/busybox"),
+        d("etc"),
+        member("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n"),
+        d("tmp", mode=0o1777),
+    ]
     extract_archive(write(tmp_path, members, "xz", name="busybox.tar.zst"), work / "root", MAP)
     assert owner(work / "root/bin/busybox") == (100000, 100000)
-    out = subprocess.run(["chroot", str(work / "root"), "/bin/sh", "-c", "cat /etc/passwd; ls -ld /tmp"],
-                         capture_output=True, text=True, timeout=10, check=True).stdout
+    out = subprocess.run(
+        ["chroot", str(work / "root"), "/bin/sh", "-c", "cat /etc/passwd; ls -ld /tmp"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
     assert out.startswith("root:x:0:0") and "drwxrwxrwt" in out

@@ -1,4 +1,5 @@
 """What the API tests share: clients signed in as a user, and a create body that passes the wizard's checks."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,13 +28,20 @@ def client_for(user) -> APIClient:
 def template_row(node, name="busybox-1.36.1-1_amd64.tar.zst"):
     from webui.models import StoredTemplate
 
-    return StoredTemplate.objects.get_or_create(node=node, name=name, defaults={"size": 1 << 20,
-                                                                                "modified": timezone.now()})[0]
+    return StoredTemplate.objects.get_or_create(
+        node=node, name=name, defaults={"size": 1 << 20, "modified": timezone.now()}
+    )[0]
 
 
 def create_body(node, ctid, /, **changes) -> dict:
-    body = {"node": node.name, "ctid": ctid, "hostname": f"web{ctid}", "password": "s3cret!",
-            "password_confirm": "s3cret!", "template": f"local:vztmpl/{template_row(node).name}"}
+    body = {
+        "node": node.name,
+        "ctid": ctid,
+        "hostname": f"web{ctid}",
+        "password": "s3cret!",
+        "password_confirm": "s3cret!",
+        "template": f"local:vztmpl/{template_row(node).name}",
+    }
     body.update(changes)
     return body
 

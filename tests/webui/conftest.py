@@ -5,6 +5,7 @@
 end-to-end tests go through the same path as production.  Tests using them
 need ``transactional_db``: the other processes only see committed rows.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,10 @@ def roles(db):
     from webui.models import Role
     from webui.privileges import BUILTIN_ROLES
 
-    return {name: Role.objects.update_or_create(name=name, defaults={"privileges": privs, "builtin": True})[0]
-            for name, privs in BUILTIN_ROLES.items()}
+    return {
+        name: Role.objects.update_or_create(name=name, defaults={"privileges": privs, "builtin": True})[0]
+        for name, privs in BUILTIN_ROLES.items()
+    }
 
 
 @pytest.fixture
@@ -40,8 +43,9 @@ def node(db):
 
     from webui.models import Node
 
-    row, _ = Node.objects.update_or_create(name=settings.CAISSON_NODE, defaults={"last_seen": timezone.now(),
-                                                                                 "cpus": 2})
+    row, _ = Node.objects.update_or_create(
+        name=settings.CAISSON_NODE, defaults={"last_seen": timezone.now(), "cpus": 2}
+    )
     return row
 
 
@@ -109,11 +113,18 @@ def services_env(django_db_setup, django_db_blocker, engine, cgroup_parent, tmp_
     and checked as under ``scripts/run.sh``."""
     from django.conf import settings
 
-    return {**os.environ, "CAISSON_SECRETS": str(settings.CAISSON_SECRETS),
-            "DATABASE_URL": database_url(), "CAISSON_ROOT": str(engine.layout.root),
-            "CAISSON_RUN": str(engine.layout.run), "CAISSON_CGROUP_PARENT": cgroup_parent,
-            "CAISSON_WEB_DATA": str(tmp_path_factory.mktemp("webdata")), "CAISSON_SAMPLE_INTERVAL": "1",
-            "DJANGO_SETTINGS_MODULE": "webui.settings", "PYTHONPATH": str(REPO)}
+    return {
+        **os.environ,
+        "CAISSON_SECRETS": str(settings.CAISSON_SECRETS),
+        "DATABASE_URL": database_url(),
+        "CAISSON_ROOT": str(engine.layout.root),
+        "CAISSON_RUN": str(engine.layout.run),
+        "CAISSON_CGROUP_PARENT": cgroup_parent,
+        "CAISSON_WEB_DATA": str(tmp_path_factory.mktemp("webdata")),
+        "CAISSON_SAMPLE_INTERVAL": "1",
+        "DJANGO_SETTINGS_MODULE": "webui.settings",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -129,8 +140,14 @@ def agent(services_env, tmp_path_factory):
     mark_this_boot(Path(services_env["CAISSON_RUN"]))  # no boot startall over the tests' containers
     log = tmp_path_factory.mktemp("agent") / "agent.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "tasks.agent", "--concurrency", "2"], cwd=REPO,
-                                   env=services_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tasks.agent", "--concurrency", "2"],
+            cwd=REPO,
+            env=services_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         _wait_for(lambda: b" ready." in log.read_bytes(), "the node agent", log, process)
         process.log = log  # what the worker wrote, for tests that check what it logs
@@ -145,9 +162,14 @@ def web(services_env, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("web") / "web.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "webui.serve", "--host", "127.0.0.1", "--port", str(port),
-                                    "--log-level", "info"], cwd=REPO, env=services_env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "webui.serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"],
+            cwd=REPO,
+            env=services_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def answers() -> bool:
         try:
@@ -203,8 +225,14 @@ def console_relay(services_env, tmp_path_factory):
     log = tmp_path_factory.mktemp("console") / "relay.log"
     env = {**services_env, "CAISSON_CONSOLE_GRACE": str(CONSOLE_GRACE)}
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "tasks.console_relay", "--loglevel", "DEBUG"], cwd=REPO,
-                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tasks.console_relay", "--loglevel", "DEBUG"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         _wait_for(lambda: b"console relay ready" in log.read_bytes(), "the console relay", log, process)
         process.log = log
@@ -217,9 +245,14 @@ def console_relay(services_env, tmp_path_factory):
 def start_agent(services_env: dict, node_name: str, log: Path, **env) -> subprocess.Popen:
     """A node agent under another node name (its own queue), e.g. one a test may kill or give mail settings."""
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "tasks.agent", "--concurrency", "2"], cwd=REPO,
-                                   env={**services_env, "CAISSON_NODE": node_name, **env}, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tasks.agent", "--concurrency", "2"],
+            cwd=REPO,
+            env={**services_env, "CAISSON_NODE": node_name, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     _wait_for(lambda: b" ready." in log.read_bytes(), f"the agent of node {node_name}", log, process)
     return process
 
@@ -239,13 +272,36 @@ def beat(services_env, tmp_path):
     def start() -> subprocess.Popen:
         log, pidfile = tmp_path / f"beat{len(started)}.log", tmp_path / f"beat{len(started)}.pid"
         with open(log, "wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks.celery", "beat", "--loglevel",
-                                        "INFO", "--max-interval", "1", "--pidfile", str(pidfile),
-                                        "-S", "django_celery_beat.schedulers:DatabaseScheduler"], cwd=REPO,
-                                       env=services_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "tasks.celery",
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "--max-interval",
+                    "1",
+                    "--pidfile",
+                    str(pidfile),
+                    "-S",
+                    "django_celery_beat.schedulers:DatabaseScheduler",
+                ],
+                cwd=REPO,
+                env=services_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         started.append(process)
-        _wait_for(lambda: b"beat: Starting" in log.read_bytes() or b"Scheduler: Sending" in log.read_bytes(),
-                  "celery beat", log, process)
+        _wait_for(
+            lambda: b"beat: Starting" in log.read_bytes() or b"Scheduler: Sending" in log.read_bytes(),
+            "celery beat",
+            log,
+            process,
+        )
         return process
 
     yield start

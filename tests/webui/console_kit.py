@@ -1,4 +1,5 @@
 """What the console tests share: a running container mirrored into the database, tickets, a socket client."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,9 @@ def mirror(node, ctid: int, status: str = "running", cmode: str | None = "shell"
         else:
             engine.set(ctid, delete=["cmode"])
         config = dict(engine.config(ctid).current.values)
-    return Container.objects.update_or_create(ctid=ctid, defaults={"node": node, "status": status,
-                                                                   "hostname": f"bb{ctid}", "config": config})[0]
+    return Container.objects.update_or_create(
+        ctid=ctid, defaults={"node": node, "status": status, "hostname": f"bb{ctid}", "config": config}
+    )[0]
 
 
 def login_cookie(user) -> bytes:
@@ -117,11 +119,14 @@ class Term:
         deadline = time.monotonic() + timeout
         while not predicate(self):
             if self.closed is not None:
-                raise AssertionError(f"socket closed ({self.closed}) before {what}; controls {self.controls}, "
-                                     f"output {bytes(self.output[-400:])!r}")
+                raise AssertionError(
+                    f"socket closed ({self.closed}) before {what}; controls {self.controls}, "
+                    f"output {bytes(self.output[-400:])!r}"
+                )
             if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout:g} s; controls {self.controls}, "
-                                     f"output {bytes(self.output[-400:])!r}")
+                raise AssertionError(
+                    f"no {what} within {timeout:g} s; controls {self.controls}, output {bytes(self.output[-400:])!r}"
+                )
             await self.pump(0.5)
 
     async def opened(self) -> dict:

@@ -1,4 +1,5 @@
 """Authentication, throttling, CSRF, and the access API: ACL, roles, users, tokens, permissions, audit."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -28,6 +29,7 @@ def token_client(value: str) -> APIClient:
 
 # ---- token authentication ----------------------------------------------------------------------------------
 
+
 def test_tokens_authenticate_and_fail_cleanly(make_user, node, settings):
     settings.LOGIN_FAILURE_LIMIT = 20  # more failures here than the default limit
     user = make_user("alice", "Auditor", "/")
@@ -35,8 +37,12 @@ def test_tokens_authenticate_and_fail_cleanly(make_user, node, settings):
     assert token_client(value).get("/api/nodes/").status_code == 200
     assert ApiToken.objects.get(pk=token.pk).last_used is not None
     name, _, secret = value.partition("=")
-    cases = {"wrong secret": f"{name}={secret[:-2]}xx", "unknown token": f"alice!other={secret}",
-             "malformed": "alice-ci-" + secret, "empty": ""}
+    cases = {
+        "wrong secret": f"{name}={secret[:-2]}xx",
+        "unknown token": f"alice!other={secret}",
+        "malformed": "alice-ci-" + secret,
+        "empty": "",
+    }
     for label, header in cases.items():
         response = token_client(header).get("/api/nodes/")
         assert response.status_code == 401, label
@@ -81,6 +87,7 @@ def test_a_session_post_without_csrf_token_is_refused(make_user, node):
 
 # ---- the caller's tokens --------------------------------------------------------------------------------------
 
+
 def test_token_lifecycle(make_user, node):
     user = make_user("bob", "Auditor", "/")
     client = client_for(user)
@@ -104,6 +111,7 @@ def test_token_lifecycle(make_user, node):
 
 # ---- ACL, roles, users ---------------------------------------------------------------------------------------
 
+
 def test_acl_needs_permissions_modify(make_user, admin, roles, node):
     operator = make_user("op", "ContainerAdmin", "/")
     target = make_user("dave")
@@ -115,27 +123,41 @@ def test_acl_needs_permissions_modify(make_user, admin, roles, node):
     assert made.status_code == 201, made.content
     assert Access(target).can("VM.PowerMgmt", path="/ct/100")
     group = Group.objects.create(name="ops")
-    assert client.post("/api/access/acl/", {"path": "/", "group": "ops", "role": "Auditor"},
-                       format="json").status_code == 201
+    assert (
+        client.post("/api/access/acl/", {"path": "/", "group": "ops", "role": "Auditor"}, format="json").status_code
+        == 201
+    )
     assert [e["path"] for e in client.get("/api/access/acl/?user=dave").json()["results"]] == ["/ct/100"]
-    for bad, field in (({**body, "path": "/vms/1"}, "path"), ({**body, "role": "Nope"}, "role"),
-                       ({**body, "group": group.name}, "user"), ({"path": "/", "role": "Auditor"}, "user")):
+    for bad, field in (
+        ({**body, "path": "/vms/1"}, "path"),
+        ({**body, "role": "Nope"}, "role"),
+        ({**body, "group": group.name}, "user"),
+        ({"path": "/", "role": "Auditor"}, "user"),
+    ):
         assert field in error_of(client.post("/api/access/acl/", bad, format="json"))["fields"], bad
     assert client_for(operator).delete(f"/api/access/acl/{made.json()['id']}/").status_code == 403
     assert client.delete(f"/api/access/acl/{made.json()['id']}/").status_code == 204
     assert not Access(target).can("VM.PowerMgmt", path="/ct/100")
     assert list(AuditEntry.objects.filter(action__startswith="acl.").values_list("action", flat=True)) == [
-        "acl.revoke", "acl.grant", "acl.grant"]
+        "acl.revoke",
+        "acl.grant",
+        "acl.grant",
+    ]
 
 
 def test_roles(make_user, admin, roles):
     client = client_for(admin)
-    assert {"Administrator", "Operator", "NoAccess"} <= {r["name"] for r in client.get("/api/access/roles/").json()[
-        "results"]}
-    made = client.post("/api/access/roles/", {"name": "Powerer", "privileges": ["VM.PowerMgmt", "VM.Audit"]},
-                       format="json")
-    assert made.status_code == 201 and made.json() == {"name": "Powerer", "privileges": ["VM.Audit", "VM.PowerMgmt"],
-                                                       "builtin": False}
+    assert {"Administrator", "Operator", "NoAccess"} <= {
+        r["name"] for r in client.get("/api/access/roles/").json()["results"]
+    }
+    made = client.post(
+        "/api/access/roles/", {"name": "Powerer", "privileges": ["VM.PowerMgmt", "VM.Audit"]}, format="json"
+    )
+    assert made.status_code == 201 and made.json() == {
+        "name": "Powerer",
+        "privileges": ["VM.Audit", "VM.PowerMgmt"],
+        "builtin": False,
+    }
     bad = client.post("/api/access/roles/", {"name": "X", "privileges": ["VM.Fly"]}, format="json")
     assert "VM.Fly" in error_of(bad)["fields"]["privileges"][0]
     assert client.patch("/api/access/roles/Powerer/", {"privileges": ["VM.Audit"]}, format="json").status_code == 200
@@ -152,8 +174,9 @@ def test_roles(make_user, admin, roles):
 def test_users(make_user, admin):
     client = client_for(admin)
     Group.objects.create(name="ops")
-    made = client.post("/api/access/users/", {"username": "erin", "password": "long enough pw", "groups": ["ops"]},
-                       format="json")
+    made = client.post(
+        "/api/access/users/", {"username": "erin", "password": "long enough pw", "groups": ["ops"]}, format="json"
+    )
     assert made.status_code == 201 and "password" not in made.json() and made.json()["groups"] == ["ops"]
     assert client.login(username="erin", password="long enough pw")
     client.force_login(admin)
@@ -184,12 +207,15 @@ def test_audit_log_needs_sys_audit(make_user, admin, node):
     client_for(make_user("op", "Operator", "/ct/100")).delete("/api/containers/100/")  # denied and audited
     assert client_for(make_user("op2", "Operator", "/")).get("/api/audit/").status_code == 403
     entries = client_for(admin).get("/api/audit/?outcome=denied").json()["results"]
-    assert [(e["username"], e["action"], e["path"]) for e in entries] == [("op2", "denied Sys.Audit", "/"),
-                                                                          ("op", "denied VM.Allocate", "/ct/100")]
+    assert [(e["username"], e["action"], e["path"]) for e in entries] == [
+        ("op2", "denied Sys.Audit", "/"),
+        ("op", "denied VM.Allocate", "/ct/100"),
+    ]
     assert client_for(admin).get("/api/audit/?user=op").json()["count"] == 1
 
 
 # ---- pools ---------------------------------------------------------------------------------------------------------
+
 
 def test_pools(make_user, admin, node):
     client = client_for(admin)
@@ -210,11 +236,16 @@ def test_pools(make_user, admin, node):
 
 # ---- visible_containers: the SQL filter agrees with resolving each container -------------------------------------
 
+
 def test_visible_containers_agrees_with_per_container_resolution(make_user, roles, node):
     other = Node.objects.create(name="other")
     pools = [Pool.objects.create(name=n) for n in ("a", "b")]
-    Container.objects.bulk_create([Container(ctid=100 + i, node=(node, other)[i % 2], pool=(None, *pools)[i % 3],
-                                             status="stopped") for i in range(24)])
+    Container.objects.bulk_create(
+        [
+            Container(ctid=100 + i, node=(node, other)[i % 2], pool=(None, *pools)[i % 3], status="stopped")
+            for i in range(24)
+        ]
+    )
     group = Group.objects.create(name="g")
     cases = [
         [("Administrator", "/", True)],
@@ -228,11 +259,11 @@ def test_visible_containers_agrees_with_per_container_resolution(make_user, role
         user = make_user(f"u{index}")
         for role, path, propagate in grants:
             AccessEntry.objects.create(user=user, role=roles[role], path=path, propagate=propagate)
-        for role, path, propagate in ((("NoAccess", "/ct/100", True),) if index == 0 else ()):
+        for role, path, propagate in (("NoAccess", "/ct/100", True),) if index == 0 else ():
             user.groups.add(group)
             AccessEntry.objects.create(group=group, role=roles[role], path=path, propagate=propagate)
         access = Access(user)
-        expected = sorted(c.ctid for c in Container.objects.select_related("node", "pool")
-                          if access.can("VM.Audit", c))
-        assert sorted(access.visible_containers(Container.objects.all()).values_list("ctid", flat=True)) == \
-            expected, grants
+        expected = sorted(c.ctid for c in Container.objects.select_related("node", "pool") if access.can("VM.Audit", c))
+        assert sorted(access.visible_containers(Container.objects.all()).values_list("ctid", flat=True)) == expected, (
+            grants
+        )

@@ -3,6 +3,7 @@
 No node agent here: jobs are recorded and left queued (their messages are
 sent only on commit, which these tests never reach).
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -21,10 +22,18 @@ pytestmark = pytest.mark.django_db
 def cts(node):
     """Three stopped containers; 102 is in pool 'web'."""
     web = Pool.objects.create(name="web")
-    return {ctid: Container.objects.create(ctid=ctid, node=node, status="stopped", hostname=f"ct{ctid}",
-                                           pool=web if ctid == 102 else None,
-                                           config={"hostname": f"ct{ctid}", "memory": "512"}, digest="d" * 40)
-            for ctid in (100, 101, 102)}
+    return {
+        ctid: Container.objects.create(
+            ctid=ctid,
+            node=node,
+            status="stopped",
+            hostname=f"ct{ctid}",
+            pool=web if ctid == 102 else None,
+            config={"hostname": f"ct{ctid}", "memory": "512"},
+            digest="d" * 40,
+        )
+        for ctid in (100, 101, 102)
+    }
 
 
 @pytest.fixture
@@ -44,8 +53,15 @@ def users(make_user, roles, cts):
     return {u.username: u for u in (admin, operator, auditor, revoked, member, pooled, nobody)}
 
 
-VISIBLE = {"admin": [100, 101, 102], "operator": [100], "auditor": [100, 101, 102], "revoked": [100, 102],
-           "member": [101], "pooled": [102], "nobody": []}
+VISIBLE = {
+    "admin": [100, 101, 102],
+    "operator": [100],
+    "auditor": [100, 101, 102],
+    "revoked": [100, 102],
+    "member": [101],
+    "pooled": [102],
+    "nobody": [],
+}
 
 
 @pytest.mark.parametrize("who", sorted(VISIBLE))
@@ -62,8 +78,16 @@ def test_list_and_detail_show_only_what_the_user_audits(users, node, who):
 
 
 # (user, ctid) -> may power it on: Operator and ContainerAdmin hold VM.PowerMgmt; Auditor does not.
-POWER = {("admin", 100): 202, ("operator", 100): 202, ("auditor", 100): 403, ("member", 101): 202,
-         ("pooled", 102): 202, ("revoked", 101): 404, ("operator", 101): 404, ("nobody", 100): 404}
+POWER = {
+    ("admin", 100): 202,
+    ("operator", 100): 202,
+    ("auditor", 100): 403,
+    ("member", 101): 202,
+    ("pooled", 102): 202,
+    ("revoked", 101): 404,
+    ("operator", 101): 404,
+    ("nobody", 100): 404,
+}
 
 
 @pytest.mark.parametrize("who,ctid", sorted(POWER))
@@ -80,8 +104,14 @@ def test_power_matrix(users, who, ctid):
         assert AuditEntry.objects.filter(username=who, outcome="denied", path=f"/ct/{ctid}").exists()
 
 
-CONFIG = {("admin", 100): 202, ("operator", 100): 403, ("member", 101): 202, ("pooled", 102): 403,
-          ("auditor", 100): 403, ("nobody", 100): 404}
+CONFIG = {
+    ("admin", 100): 202,
+    ("operator", 100): 403,
+    ("member", 101): 202,
+    ("pooled", 102): 403,
+    ("auditor", 100): 403,
+    ("nobody", 100): 404,
+}
 
 
 @pytest.mark.parametrize("who,ctid", sorted(CONFIG))
@@ -91,16 +121,22 @@ def test_config_matrix(users, who, ctid):
     assert read.status_code == (404 if CONFIG[(who, ctid)] == 404 else 200)
     if read.status_code == 200:
         assert read.json() == {"ctid": ctid, "digest": "d" * 40, "config": {"hostname": f"ct{ctid}", "memory": "512"}}
-    response = client.put(f"/api/containers/{ctid}/config/", {"changes": {"memory": 1024}, "digest": "d" * 40},
-                          format="json")
+    response = client.put(
+        f"/api/containers/{ctid}/config/", {"changes": {"memory": 1024}, "digest": "d" * 40}, format="json"
+    )
     assert response.status_code == CONFIG[(who, ctid)], response.content
     if response.status_code == 202:
         job = Job.objects.get(pk=response.json()["job"]["id"])
         assert job.kind == "vzset" and job.params == {"changes": {"memory": "1024"}, "delete": [], "digest": "d" * 40}
 
 
-DESTROY = {("admin", 100): 202, ("operator", 100): 403, ("member", 101): 202, ("auditor", 102): 403,
-           ("nobody", 101): 404}
+DESTROY = {
+    ("admin", 100): 202,
+    ("operator", 100): 403,
+    ("member", 101): 202,
+    ("auditor", 102): 403,
+    ("nobody", 101): 404,
+}
 
 
 @pytest.mark.parametrize("who,ctid", sorted(DESTROY))
@@ -137,8 +173,9 @@ def test_moving_a_container_between_pools_needs_pool_allocate(users, cts, make_u
     keeper = make_user("keeper", "Administrator", "/pool/db")
     admin = client_for(users["admin"])
     assert admin.put("/api/containers/100/pool/", {"pool": "db"}, format="json").json()["pool"] == "db"
-    assert client_for(users["operator"]).put("/api/containers/100/pool/", {"pool": None},
-                                             format="json").status_code == 403
+    assert (
+        client_for(users["operator"]).put("/api/containers/100/pool/", {"pool": None}, format="json").status_code == 403
+    )
     assert client_for(keeper).put("/api/containers/100/pool/", {"pool": None}, format="json").json()["pool"] is None
     bad = admin.put("/api/containers/100/pool/", {"pool": "nope"}, format="json")
     assert bad.status_code == 400 and "nope" in error_of(bad)["fields"]["pool"][0]
@@ -174,16 +211,33 @@ def test_next_id(users, node):
 
 # ---- bad input ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("changes,field", [
-    ({"memory": "lots"}, "memory"), ({"ctid": [1]}, "ctid"), ({"ctid": "100a"}, "ctid"),
-    ({"unprivileged": "yes"}, "unprivileged"), ({"start": 1}, "start"), ({"memory": True}, "memory"),
-    ({"hostname": 5}, "hostname"), ({"cores": 1.5}, "cores"), ({"memory": 8}, "memory"),
-    ({"memory": 10**12}, "memory"), ({"ctid": 99}, "ctid"), ({"ctid": 10**10}, "ctid"),
-    ({"disk_size": -1}, "disk_size"), ({"hostname": "my host"}, "hostname"), ({"tag": 4095}, "tag"),
-    ({"password_confirm": "other"}, "password_confirm"),
-    ({"node": "nowhere"}, "node"), ({"bogus": 1}, "bogus"), ({"nameserver": "not-an-ip"}, "nameserver"),
-    ({"bridge": "vmbr0", "ipv4_mode": "static"}, "ipv4"), ({"template": "local:vztmpl/vanished.tar.zst"}, "template"),
-])
+
+@pytest.mark.parametrize(
+    "changes,field",
+    [
+        ({"memory": "lots"}, "memory"),
+        ({"ctid": [1]}, "ctid"),
+        ({"ctid": "100a"}, "ctid"),
+        ({"unprivileged": "yes"}, "unprivileged"),
+        ({"start": 1}, "start"),
+        ({"memory": True}, "memory"),
+        ({"hostname": 5}, "hostname"),
+        ({"cores": 1.5}, "cores"),
+        ({"memory": 8}, "memory"),
+        ({"memory": 10**12}, "memory"),
+        ({"ctid": 99}, "ctid"),
+        ({"ctid": 10**10}, "ctid"),
+        ({"disk_size": -1}, "disk_size"),
+        ({"hostname": "my host"}, "hostname"),
+        ({"tag": 4095}, "tag"),
+        ({"password_confirm": "other"}, "password_confirm"),
+        ({"node": "nowhere"}, "node"),
+        ({"bogus": 1}, "bogus"),
+        ({"nameserver": "not-an-ip"}, "nameserver"),
+        ({"bridge": "vmbr0", "ipv4_mode": "static"}, "ipv4"),
+        ({"template": "local:vztmpl/vanished.tar.zst"}, "template"),
+    ],
+)
 def test_create_rejects_bad_input_with_field_errors(users, node, changes, field):
     response = client_for(users["admin"]).post("/api/containers/", create_body(node, 4200, **changes), format="json")
     assert response.status_code == 400, response.content
@@ -266,18 +320,22 @@ def test_a_destroyed_container_is_404_and_a_running_one_needs_force(users, cts):
     assert client.delete("/api/containers/101/?force=1").status_code == 202
     assert client.delete("/api/containers/100/?force=maybe").status_code == 400
     Container.objects.filter(ctid=100).delete()
-    for response in (client.get("/api/containers/100/"), client.post("/api/containers/100/status/start/"),
-                     client.put("/api/containers/100/config/", {"changes": {"memory": 1}}, format="json"),
-                     client.delete("/api/containers/100/")):
+    for response in (
+        client.get("/api/containers/100/"),
+        client.post("/api/containers/100/status/start/"),
+        client.put("/api/containers/100/config/", {"changes": {"memory": 1}}, format="json"),
+        client.delete("/api/containers/100/"),
+    ):
         assert response.status_code == 404 and error_of(response)["status"] == 404
 
 
 def test_metrics_as_arrays(users, cts, node):
     from webui.models import MetricSample
 
-    MetricSample.objects.bulk_create([MetricSample(scope="ct/100", step=10, ts=1000 + 10 * i, cpu=i / 10,
-                                                   memory=i << 20) for i in range(3)]
-                                     + [MetricSample(scope="ct/100", step=300, ts=900, cpu=0.5)])
+    MetricSample.objects.bulk_create(
+        [MetricSample(scope="ct/100", step=10, ts=1000 + 10 * i, cpu=i / 10, memory=i << 20) for i in range(3)]
+        + [MetricSample(scope="ct/100", step=300, ts=900, cpu=0.5)]
+    )
     client = client_for(users["operator"])
     hour = client.get("/api/containers/100/metrics/").json()
     assert hour["timeframe"] == "hour" and hour["step"] == 10 and hour["ts"] == [1000, 1010, 1020]

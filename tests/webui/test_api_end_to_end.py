@@ -1,4 +1,5 @@
 """Through the API with the real node agent: create and start a busybox container, stop it, destroy it."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Jobs, nodes and templates through the API, and the OpenAPI schema with its local docs."""
+
 from __future__ import annotations
 
 import re
@@ -20,10 +21,13 @@ pytestmark = pytest.mark.django_db
 def people(make_user, roles, node):
     Container.objects.create(ctid=100, node=node, status="stopped")
     Container.objects.create(ctid=101, node=node, status="stopped")
-    return {"admin": make_user("admin", "Administrator", "/"), "op": make_user("op", "Operator", "/ct/100"),
-            "nodeaudit": make_user("nodeaudit", "Auditor", f"/nodes/{node.name}", propagate=False),
-            "tmpl": make_user("tmpl", "Administrator", f"/nodes/{node.name}", propagate=False),
-            "nobody": make_user("nobody")}
+    return {
+        "admin": make_user("admin", "Administrator", "/"),
+        "op": make_user("op", "Operator", "/ct/100"),
+        "nodeaudit": make_user("nodeaudit", "Auditor", f"/nodes/{node.name}", propagate=False),
+        "tmpl": make_user("tmpl", "Administrator", f"/nodes/{node.name}", propagate=False),
+        "nobody": make_user("nobody"),
+    }
 
 
 def job(node, path, target, kind="vzstart", user=None, status="ok"):
@@ -32,13 +36,16 @@ def job(node, path, target, kind="vzstart", user=None, status="ok"):
 
 # ---- jobs ----------------------------------------------------------------------------------------------------------
 
+
 def test_job_visibility_and_filters(people, node):
     mine = job(node, "/ct/101", "101", user=people["nobody"])
     on_100 = job(node, "/ct/100", "100", kind="vzstop")
     on_101 = job(node, "/ct/101", "101")
     on_node = job(node, node.path, "x.tar.zst", kind="download", status="error")
-    seen = {who: [j["id"] for j in client_for(people[who]).get("/api/jobs/").json()["results"]]
-            for who in ("admin", "op", "nodeaudit", "nobody")}
+    seen = {
+        who: [j["id"] for j in client_for(people[who]).get("/api/jobs/").json()["results"]]
+        for who in ("admin", "op", "nodeaudit", "nobody")
+    }
     assert seen["admin"] == [on_node.pk, on_101.pk, on_100.pk, mine.pk]  # newest first
     assert seen["op"] == [on_100.pk] and seen["nobody"] == [mine.pk]
     assert seen["nodeaudit"] == [on_node.pk]
@@ -85,9 +92,14 @@ def test_cancel(people, node):
 
 # ---- nodes -----------------------------------------------------------------------------------------------------------
 
+
 def test_nodes_and_their_metrics(people, node):
-    MetricSample.objects.bulk_create([MetricSample(scope=f"node/{node.name}", step=10, ts=t, cpu=0.25 * n,
-                                                   memory=n, memory_total=100) for n, t in enumerate((10, 20))])
+    MetricSample.objects.bulk_create(
+        [
+            MetricSample(scope=f"node/{node.name}", step=10, ts=t, cpu=0.25 * n, memory=n, memory_total=100)
+            for n, t in enumerate((10, 20))
+        ]
+    )
     Node.objects.create(name="gone", last_seen=timezone.now() - timedelta(hours=1))
     client = client_for(people["op"])
     listed = {n["name"]: n for n in client.get("/api/nodes/").json()["results"]}
@@ -102,23 +114,41 @@ def test_nodes_and_their_metrics(people, node):
 
 # ---- templates ----------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def catalog(node):
     template_row(node)
-    CatalogEntry.objects.bulk_create([
-        CatalogEntry(node=node, source="pve", section="system", name="debian-12-standard_12.7-1_amd64.tar.zst",
-                     os="debian", description="Debian 12 Bookworm"),
-        CatalogEntry(node=node, source="pve", section="turnkeylinux", name="debian-12-turnkey-wordpress.tar.gz",
-                     os="debian", description="WordPress"),
-        CatalogEntry(node=node, source="local", section="local", name="busybox-1.36.1-1_amd64.tar.zst",
-                     buildable=True)])
+    CatalogEntry.objects.bulk_create(
+        [
+            CatalogEntry(
+                node=node,
+                source="pve",
+                section="system",
+                name="debian-12-standard_12.7-1_amd64.tar.zst",
+                os="debian",
+                description="Debian 12 Bookworm",
+            ),
+            CatalogEntry(
+                node=node,
+                source="pve",
+                section="turnkeylinux",
+                name="debian-12-turnkey-wordpress.tar.gz",
+                os="debian",
+                description="WordPress",
+            ),
+            CatalogEntry(
+                node=node, source="local", section="local", name="busybox-1.36.1-1_amd64.tar.zst", buildable=True
+            ),
+        ]
+    )
 
 
 def test_template_store_and_catalog(people, node, catalog):
     client = client_for(people["tmpl"])
     store = client.get(f"/api/nodes/{node.name}/templates/").json()["results"]
-    assert [(t["name"], t["volid"]) for t in store] == [("busybox-1.36.1-1_amd64.tar.zst",
-                                                         "local:vztmpl/busybox-1.36.1-1_amd64.tar.zst")]
+    assert [(t["name"], t["volid"]) for t in store] == [
+        ("busybox-1.36.1-1_amd64.tar.zst", "local:vztmpl/busybox-1.36.1-1_amd64.tar.zst")
+    ]
     names = [e["name"] for e in client.get(f"/api/nodes/{node.name}/catalog/?section=system").json()["results"]]
     assert names == ["debian-12-standard_12.7-1_amd64.tar.zst"]
     assert client.get(f"/api/nodes/{node.name}/catalog/?search=wordpress").json()["count"] == 1
@@ -135,18 +165,25 @@ def test_template_jobs(people, node, catalog):
     assert again.status_code == 409 and error_of(again)["job"] == download.json()["job"]["id"]
     for bad in ({"name": "nope.tar.zst"}, {"name": "busybox-1.36.1-1_amd64.tar.zst"}, {"name": 3}, {}):
         assert "name" in error_of(client.post(f"{base}/download/", bad, format="json"))["fields"], bad
-    build = client.post(f"{base}/build/", {"builder": "debian", "suite": "bookworm", "packages": ["nginx"]},
-                        format="json")
+    build = client.post(
+        f"{base}/build/", {"builder": "debian", "suite": "bookworm", "packages": ["nginx"]}, format="json"
+    )
     assert build.status_code == 202
     built = Job.objects.get(pk=build.json()["job"]["id"])
-    assert (built.kind, built.target, built.params) == ("tmplbuild", "debian-bookworm",
-                                                        {"builder": "debian", "suite": "bookworm",
-                                                         "packages": ["nginx"]})
+    assert (built.kind, built.target, built.params) == (
+        "tmplbuild",
+        "debian-bookworm",
+        {"builder": "debian", "suite": "bookworm", "packages": ["nginx"]},
+    )
     assert "builder" in error_of(client.post(f"{base}/build/", {"builder": "arch"}, format="json"))["fields"]
-    assert "packages" in error_of(client.post(f"{base}/build/", {"builder": "debian", "packages": "nginx"},
-                                              format="json"))["fields"]
-    assert "packages" in error_of(client.post(f"{base}/build/", {"builder": "debian", "packages": ["-x"]},
-                                              format="json"))["fields"]
+    assert (
+        "packages"
+        in error_of(client.post(f"{base}/build/", {"builder": "debian", "packages": "nginx"}, format="json"))["fields"]
+    )
+    assert (
+        "packages"
+        in error_of(client.post(f"{base}/build/", {"builder": "debian", "packages": ["-x"]}, format="json"))["fields"]
+    )
     assert client.post(f"{base}/update/").status_code == 202
     removed = client.delete(f"{base}/busybox-1.36.1-1_amd64.tar.zst/")
     assert removed.status_code == 202 and Job.objects.get(pk=removed.json()["job"]["id"]).kind == "tmplremove"
@@ -161,9 +198,23 @@ def test_template_jobs(people, node, catalog):
 
 # ---- schema and docs -------------------------------------------------------------------------------------------------
 
+
 def test_schema_validates_without_warnings(tmp_path):
-    result = subprocess.run([sys.executable, "manage.py", "spectacular", "--validate", "--fail-on-warn", "--file",
-                             str(tmp_path / "schema.yml")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "spectacular",
+            "--validate",
+            "--fail-on-warn",
+            "--file",
+            str(tmp_path / "schema.yml"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     schema = (tmp_path / "schema.yml").read_text()
     assert "/api/containers/{ctid}/status/{command}/" in schema and "tokenAuth" in schema
@@ -180,8 +231,10 @@ def test_docs_are_served_locally(client, make_user):
 
 
 # Proxmox's own UPID pattern (PVE::Tools::upid_decode): node, pid, pstart, starttime, type, id, user@realm.
-PVE_UPID = re.compile(r"^UPID:([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?):([0-9A-Fa-f]{8}):([0-9A-Fa-f]{8,9}):"
-                      r"([0-9A-Fa-f]{8}):([^:\s]+):([^:\s]*):([^:\s]+):$")
+PVE_UPID = re.compile(
+    r"^UPID:([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?):([0-9A-Fa-f]{8}):([0-9A-Fa-f]{8,9}):"
+    r"([0-9A-Fa-f]{8}):([^:\s]+):([^:\s]*):([^:\s]+):$"
+)
 
 
 def test_upids_decode_as_proxmox_decodes_them(people, node):

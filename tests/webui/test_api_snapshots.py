@@ -1,4 +1,5 @@
 """Snapshots, clones and resize through the API: typed bodies, the privilege each needs, 202 with the job."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,9 +11,13 @@ from webui.models import Container, Job
 
 @pytest.fixture
 def ct(node):
-    return Container.objects.create(ctid=700, node=node, hostname="snap", status="stopped",
-                                    snapshots=[{"name": "base", "parent": None, "snaptime": 1_790_000_000},
-                                               {"name": "current", "parent": "base"}])
+    return Container.objects.create(
+        ctid=700,
+        node=node,
+        hostname="snap",
+        status="stopped",
+        snapshots=[{"name": "base", "parent": None, "snaptime": 1_790_000_000}, {"name": "current", "parent": "base"}],
+    )
 
 
 @pytest.mark.django_db
@@ -45,16 +50,18 @@ def test_each_operation_needs_its_privilege(make_user, ct):
     assert operator.post("/api/containers/700/snapshots/", {"name": "x"}, format="json").status_code == 403
     assert operator.post("/api/containers/700/snapshots/base/rollback/").status_code == 403
     assert operator.post("/api/containers/700/clone/", {"newid": 701}, format="json").status_code == 403
-    assert operator.put("/api/containers/700/resize/", {"disk": "rootfs", "size": "+1G"},
-                        format="json").status_code == 403
+    assert (
+        operator.put("/api/containers/700/resize/", {"disk": "rootfs", "size": "+1G"}, format="json").status_code == 403
+    )
     stranger = client_for(make_user("nobody"))
     assert stranger.post("/api/containers/700/snapshots/", {"name": "x"}, format="json").status_code == 404
     assert not Job.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_snapshot_and_rollback_run_on_the_agent(agent, node, make_user, engine, busybox_template, ctid_factory,
-                                                monkeypatch):
+def test_snapshot_and_rollback_run_on_the_agent(
+    agent, node, make_user, engine, busybox_template, ctid_factory, monkeypatch
+):
     import tasks.mirror
 
     monkeypatch.setattr(tasks.mirror, "node_engine", lambda: engine)

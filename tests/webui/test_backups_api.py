@@ -1,4 +1,5 @@
 """Backups through the API without a node agent: backup jobs and their beat tasks, and refusals of bad input."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -23,8 +24,15 @@ def admin_api(make_user, node):
 @pytest.fixture
 def archive(node):
     Container.objects.create(ctid=4310, node=node, status="running", hostname="src")
-    return BackupArchive.objects.create(node=node, storage="local", ctid=4310, size=1234, format="zstd",
-                                        name="vzdump-lxc-4310-2026_01_02-03_04_05.tar.zst", time=timezone.now())
+    return BackupArchive.objects.create(
+        node=node,
+        storage="local",
+        ctid=4310,
+        size=1234,
+        format="zstd",
+        name="vzdump-lxc-4310-2026_01_02-03_04_05.tar.zst",
+        time=timezone.now(),
+    )
 
 
 def error(response) -> dict:
@@ -34,10 +42,19 @@ def error(response) -> dict:
 def test_a_backup_job_owns_its_beat_task_through_create_change_and_delete(admin_api, node, settings):
     settings.CAISSON_BACKUP_CHECK_INTERVAL = 7
     Container.objects.create(ctid=4300, node=node, status="stopped")
-    response = admin_api.post("/api/backup-schedules/", {"schedule": "mon..fri 02:30", "selection": "include",
-                                                         "ctids": [4300], "keep_last": 3, "keep_daily": 7,
-                                                         "mail_to": "ops@example.org", "mail_when": "failure"},
-                              format="json")
+    response = admin_api.post(
+        "/api/backup-schedules/",
+        {
+            "schedule": "mon..fri 02:30",
+            "selection": "include",
+            "ctids": [4300],
+            "keep_last": 3,
+            "keep_daily": 7,
+            "mail_to": "ops@example.org",
+            "mail_when": "failure",
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.content
     body = response.json()
     schedule = BackupSchedule.objects.get(pk=body["id"])
@@ -52,8 +69,9 @@ def test_a_backup_job_owns_its_beat_task_through_create_change_and_delete(admin_
     assert response.status_code == 200, response.content
     task.refresh_from_db()
     assert not task.enabled and response.json()["next_runs"] == []
-    response = admin_api.patch(f"/api/backup-schedules/{schedule.pk}/", {"enabled": True, "schedule": "15 4 * * *"},
-                               format="json")
+    response = admin_api.patch(
+        f"/api/backup-schedules/{schedule.pk}/", {"enabled": True, "schedule": "15 4 * * *"}, format="json"
+    )
     task.refresh_from_db()
     schedule.refresh_from_db()
     assert task.enabled and (schedule.next_due.hour, schedule.next_due.minute) == (4, 15)
@@ -64,16 +82,19 @@ def test_a_backup_job_owns_its_beat_task_through_create_change_and_delete(admin_
     assert AuditEntry.objects.filter(action="backupjob.delete").exists()
 
 
-@pytest.mark.parametrize(("data", "field", "text"), [
-    ({"schedule": "mon..fri 25:00"}, "schedule", "hour 25 is outside 0..23"),
-    ({"schedule": "0 2 * * * *"}, "schedule", "unexpected"),
-    ({"schedule": "61 2 * * *"}, "schedule", "minute 61 is outside 0..59"),
-    ({"schedule": "daily", "selection": "include", "ctids": [4999]}, "ctids", "CT 4999 does not exist"),
-    ({"schedule": "daily", "storage": "nowhere"}, "storage", "storage 'nowhere' does not exist"),
-    ({"schedule": "daily", "keep_last": -1}, "keep_last", "keep-last must be 0 or more"),
-    ({"schedule": "daily", "mail_to": "not an address"}, "mail_to", "is not an e-mail address"),
-    ({"schedule": "daily", "mode": "fast"}, "mode", "'fast' is not one of"),
-])
+@pytest.mark.parametrize(
+    ("data", "field", "text"),
+    [
+        ({"schedule": "mon..fri 25:00"}, "schedule", "hour 25 is outside 0..23"),
+        ({"schedule": "0 2 * * * *"}, "schedule", "unexpected"),
+        ({"schedule": "61 2 * * *"}, "schedule", "minute 61 is outside 0..59"),
+        ({"schedule": "daily", "selection": "include", "ctids": [4999]}, "ctids", "CT 4999 does not exist"),
+        ({"schedule": "daily", "storage": "nowhere"}, "storage", "storage 'nowhere' does not exist"),
+        ({"schedule": "daily", "keep_last": -1}, "keep_last", "keep-last must be 0 or more"),
+        ({"schedule": "daily", "mail_to": "not an address"}, "mail_to", "is not an e-mail address"),
+        ({"schedule": "daily", "mode": "fast"}, "mode", "'fast' is not one of"),
+    ],
+)
 def test_a_bad_backup_job_is_refused_with_its_field_and_changes_nothing(admin_api, data, field, text):
     response = admin_api.post("/api/backup-schedules/", data, format="json")
     assert response.status_code == 400, response.content
@@ -129,14 +150,22 @@ def test_backup_needs_vm_backup_and_queues_a_job(admin_api, archive, make_user, 
     stranger.force_authenticate(make_user("bk-nobody"))
     assert stranger.get("/api/backups/").json()["results"] == []
 
-    response = admin_api.post("/api/containers/4310/backups/", {"mode": "suspend", "compress": "gzip",
-                                                                 "exclude": ["/var/cache"], "protected": True},
-                              format="json")
+    response = admin_api.post(
+        "/api/containers/4310/backups/",
+        {"mode": "suspend", "compress": "gzip", "exclude": ["/var/cache"], "protected": True},
+        format="json",
+    )
     assert response.status_code == 202, response.content
     job = Job.objects.get(pk=response.json()["job"]["id"])
     assert (job.kind, job.path, job.target) == ("vzdump", "/ct/4310", "4310")
-    assert job.params == {"storage": "local", "mode": "suspend", "compress": "gzip", "exclude": ["/var/cache"],
-                          "notes": "", "protected": True}
+    assert job.params == {
+        "storage": "local",
+        "mode": "suspend",
+        "compress": "gzip",
+        "exclude": ["/var/cache"],
+        "notes": "",
+        "protected": True,
+    }
     again = admin_api.post("/api/containers/4310/backups/", {}, format="json")
     assert again.status_code == 409 and error(again)["job"] == job.pk  # a double click queues one backup
 
@@ -149,9 +178,20 @@ def test_the_backup_pages_save_a_job_with_its_beat_task_and_show_the_tab(client,
     bad = client.post("/datacenter/backup/save", {"schedule": "sun 7:99", "storage": "local"}, **fetch)
     assert bad.status_code == 400 and "minute 99 is outside 0..59" in bad.json()["error"]["fields"]["schedule"][0]
     assert not BackupSchedule.objects.exists()
-    saved = client.post("/datacenter/backup/save", {"schedule": "sun 07:15", "storage": "local", "enabled": "1",
-                                                     "selection": "include", "ctids": "4310", "keep_weekly": "4",
-                                                     "nodes": [node.name], "mail_when": "always"}, **fetch)
+    saved = client.post(
+        "/datacenter/backup/save",
+        {
+            "schedule": "sun 07:15",
+            "storage": "local",
+            "enabled": "1",
+            "selection": "include",
+            "ctids": "4310",
+            "keep_weekly": "4",
+            "nodes": [node.name],
+            "mail_when": "always",
+        },
+        **fetch,
+    )
     assert saved.status_code == 200, saved.content
     schedule = BackupSchedule.objects.get()
     assert schedule.ctids == [4310] and schedule.keep_weekly == 4 and list(schedule.nodes.all()) == [node]

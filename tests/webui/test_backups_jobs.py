@@ -1,4 +1,5 @@
 """Backups end to end through the real node agent: back up a running container, restore it, verify, protect, delete."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def make_running(engine, node, ctid, template, hostname):
     engine.create(ctid, template, {"hostname": hostname})
     engine.start(ctid)
-    Container.objects.update_or_create(ctid=ctid, defaults={"node": node, "status": "running",
-                                                             "hostname": hostname})
+    Container.objects.update_or_create(ctid=ctid, defaults={"node": node, "status": "running", "hostname": hostname})
     return engine._rootfs(engine.config(ctid))
 
 
@@ -28,8 +28,9 @@ def answer_job(response) -> Job:
     return wait_job(Job.objects.get(pk=response.json()["job"]["id"]))
 
 
-def test_back_up_a_running_container_and_restore_it_to_a_new_id(agent, node, stored_busybox, ctid_factory, engine,
-                                                               make_user):
+def test_back_up_a_running_container_and_restore_it_to_a_new_id(
+    agent, node, stored_busybox, ctid_factory, engine, make_user
+):
     api = APIClient()
     api.force_authenticate(make_user("bk-root", superuser=True))
     source, copy = ctid_factory(), ctid_factory()
@@ -37,8 +38,9 @@ def test_back_up_a_running_container_and_restore_it_to_a_new_id(agent, node, sto
     (rootfs / "root" / "data.txt").write_text("kept across backup and restore\n")
     os.symlink("data.txt", rootfs / "root" / "link")
 
-    job = answer_job(api.post(f"/api/containers/{source}/backups/", {"mode": "suspend", "notes": "first {{vmid}}"},
-                              format="json"))
+    job = answer_job(
+        api.post(f"/api/containers/{source}/backups/", {"mode": "suspend", "notes": "first {{vmid}}"}, format="json")
+    )
     assert job.status == "ok", "\n".join(job.lines.values_list("text", flat=True))
     assert engine.status(source).status == "running"
     archive = BackupArchive.objects.get(ctid=source, node=node)  # mirrored by the job, no disk read here
@@ -52,8 +54,9 @@ def test_back_up_a_running_container_and_restore_it_to_a_new_id(agent, node, sto
     job = answer_job(api.post(f"/api/backups/{archive.pk}/verify/", {}, format="json"))
     assert job.status == "ok" and "readable end to end" in job.message, list(job.lines.values_list("text", flat=True))
 
-    job = answer_job(api.post(f"/api/backups/{archive.pk}/restore/", {"ctid": copy, "hostname": "bk-copy"},
-                              format="json"))
+    job = answer_job(
+        api.post(f"/api/backups/{archive.pk}/restore/", {"ctid": copy, "hostname": "bk-copy"}, format="json")
+    )
     assert job.status == "ok", "\n".join(job.lines.values_list("text", flat=True))
     restored = engine._rootfs(engine.config(copy))
     assert (restored / "root" / "data.txt").read_text() == "kept across backup and restore\n"
@@ -69,8 +72,11 @@ def test_back_up_a_running_container_and_restore_it_to_a_new_id(agent, node, sto
     refused = api.delete(f"/api/backups/{archive.pk}/")
     assert refused.status_code == 409 and "protected" in refused.json()["error"]["message"]
     # Even queued directly, the node refuses to delete a protected backup.
-    job = wait_job(submit("vzbackupdelete", node, f"/ct/{source}", str(source),
-                          params={"storage": "local", "archive": archive.name}))
+    job = wait_job(
+        submit(
+            "vzbackupdelete", node, f"/ct/{source}", str(source), params={"storage": "local", "archive": archive.name}
+        )
+    )
     assert job.status == "error" and "protected" in job.message
     assert (engine.layout.root / "dump" / archive.name).is_file()
 
@@ -82,7 +88,8 @@ def test_back_up_a_running_container_and_restore_it_to_a_new_id(agent, node, sto
 
 
 def test_a_worker_killed_mid_backup_leaves_no_archive_and_the_container_running(
-        services_env, tmp_path, node, stored_busybox, ctid_factory, engine):
+    services_env, tmp_path, node, stored_busybox, ctid_factory, engine
+):
     """A private agent (its own node name and queue) is killed while it archives a container it froze."""
     name = f"bk-kill-{os.getpid()}"
     process = start_agent(services_env, name, tmp_path / "agent.log")

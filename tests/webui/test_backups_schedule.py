@@ -3,6 +3,7 @@
 The agent here is one of its own (another node name and queue) so that it
 has the mail settings of a real SMTP server listening on loopback.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,18 +49,26 @@ def fake_archive(dump, ctid: int, stamp: str, protected: bool = False) -> str:
 
 
 def test_beat_fires_a_backup_job_that_backs_up_prunes_after_success_and_mails(
-        services_env, tmp_path, beat, smtp, make_user, stored_busybox, ctid_factory, engine, settings):
+    services_env, tmp_path, beat, smtp, make_user, stored_busybox, ctid_factory, engine, settings
+):
     inbox, port = smtp
     name = f"bk-mail-{os.getpid()}"
-    process = start_agent(services_env, name, tmp_path / "agent.log", CAISSON_EMAIL_HOST="127.0.0.1",
-                          CAISSON_EMAIL_PORT=str(port), CAISSON_EMAIL_FROM="backup@caisson.test")
+    process = start_agent(
+        services_env,
+        name,
+        tmp_path / "agent.log",
+        CAISSON_EMAIL_HOST="127.0.0.1",
+        CAISSON_EMAIL_PORT=str(port),
+        CAISSON_EMAIL_FROM="backup@caisson.test",
+    )
     try:
         node = Node.objects.get(name=name)
         good, ghost = ctid_factory(), ctid_factory()
         engine.create(good, stored_busybox, {"hostname": "bk-good"})
         engine.start(good)
-        Container.objects.update_or_create(ctid=good, defaults={"node": node, "status": "running",
-                                                                 "hostname": "bk-good"})
+        Container.objects.update_or_create(
+            ctid=good, defaults={"node": node, "status": "running", "hostname": "bk-good"}
+        )
         # In the mirror on this node, but gone from it: its backup fails.
         Container.objects.update_or_create(ctid=ghost, defaults={"node": node, "status": "stopped"})
         dump = engine.layout.root / "dump"
@@ -73,9 +82,20 @@ def test_beat_fires_a_backup_job_that_backs_up_prunes_after_success_and_mails(
         settings.CAISSON_BACKUP_CHECK_INTERVAL = 1
         api = APIClient()
         api.force_authenticate(make_user("bk-sched", superuser=True))
-        response = api.post("/api/backup-schedules/", {
-            "schedule": "mon..fri 02:30", "selection": "include", "ctids": [good, ghost], "nodes": [name],
-            "mode": "suspend", "keep_last": 1, "mail_to": "ops@example.org", "mail_when": "failure"}, format="json")
+        response = api.post(
+            "/api/backup-schedules/",
+            {
+                "schedule": "mon..fri 02:30",
+                "selection": "include",
+                "ctids": [good, ghost],
+                "nodes": [name],
+                "mode": "suspend",
+                "keep_last": 1,
+                "mail_to": "ops@example.org",
+                "mail_when": "failure",
+            },
+            format="json",
+        )
         assert response.status_code == 201, response.content
         schedule = BackupSchedule.objects.get(pk=response.json()["id"])
         assert schedule.periodic_task.queue == node.queue
@@ -109,7 +129,7 @@ def test_beat_fires_a_backup_job_that_backs_up_prunes_after_success_and_mails(
         mirrored = set(BackupArchive.objects.filter(node=node).values_list("name", flat=True))
         assert mirrored == {new, kept, *ghosts}, list(BackupArchive.objects.values_list("node__name", "name"))
 
-        (recipients, mail), = inbox.messages
+        ((recipients, mail),) = inbox.messages
         assert recipients == ["ops@example.org"] and mail["From"] == "backup@caisson.test"
         assert mail["Subject"] == f"vzdump backup status ({name}): backup failed (1 of 2)"
         body = mail.get_payload(decode=True).decode()

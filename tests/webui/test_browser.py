@@ -3,6 +3,7 @@
 Each test watches the page change through the live websocket: a marker set
 in the page's JavaScript survives only if no navigation happened.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -21,8 +22,14 @@ from webui.models.queue import submit
 pytestmark = pytest.mark.django_db(transaction=True)
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 LIVE = 30_000  # ms a live change may take to arrive (a job through the agent)
 
 
@@ -67,16 +74,19 @@ def login(page, web: str, username: str) -> None:
 
 def jobs_said(**filters) -> str:
     """The log of matching jobs, for a failure message."""
-    return "\n".join(f"{job.kind} {job.status}: {job.message}\n" + "\n".join(job.lines.values_list("text", flat=True))
-                     for job in Job.objects.filter(**filters))
+    return "\n".join(
+        f"{job.kind} {job.status}: {job.message}\n" + "\n".join(job.lines.values_list("text", flat=True))
+        for job in Job.objects.filter(**filters)
+    )
 
 
 def expect_status(page, ctid: int, status: str) -> None:
     try:
         expect(page.locator("#ct-status")).to_have_text(status, timeout=LIVE)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\npage says: {page.inner_text('#messages')}\n{jobs_said(path=f'/ct/{ctid}')}") \
-            from None
+        raise AssertionError(
+            f"{exc}\npage says: {page.inner_text('#messages')}\n{jobs_said(path=f'/ct/{ctid}')}"
+        ) from None
 
 
 def mark(page) -> None:
@@ -161,8 +171,9 @@ def test_wizard_create_start_and_stop_live(page, web, agent, node, make_user, st
     page.screenshot(path=str(Path(os.environ.get("CAISSON_SCREENSHOTS", "/tmp")) / "caisson-container.png"))
     page.click("#job-dialog button")
     page.goto(f"{web}/")
-    page.screenshot(path=str(Path(os.environ.get("CAISSON_SCREENSHOTS", "/tmp")) / "caisson-dashboard.png"),
-                    full_page=True)
+    page.screenshot(
+        path=str(Path(os.environ.get("CAISSON_SCREENSHOTS", "/tmp")) / "caisson-dashboard.png"), full_page=True
+    )
     wait_job(submit("vzdestroy", node, f"/ct/{ctid}", str(ctid)))
 
 
@@ -193,7 +204,7 @@ class SlowHandler(http.server.BaseHTTPRequestHandler):
             return
         half = len(body) // 2
         for offset in range(0, half, 256 << 10):  # the first half slowly: several progress readings
-            self.wfile.write(body[offset:min(offset + (256 << 10), half)])
+            self.wfile.write(body[offset : min(offset + (256 << 10), half)])
             self.wfile.flush()
             srv.release.wait(0.08)
         srv.release.wait(30)  # then hold until the test saw an intermediate value
@@ -208,15 +219,18 @@ def catalog(engine):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
     httpd.daemon_threads = True
     httpd.payload, httpd.release = payload, threading.Event()
-    httpd.index = (f"Package: slowbox\nVersion: 1.0-1\nType: lxc\nOS: busybox\nSection: system\nArchitecture: amd64\n"
-                   f"Location: system/{NAME}\nsha512sum: {hashlib.sha512(payload).hexdigest()}\n"
-                   "Description: A template served slowly\n\n").encode()
+    httpd.index = (
+        f"Package: slowbox\nVersion: 1.0-1\nType: lxc\nOS: busybox\nSection: system\nArchitecture: amd64\n"
+        f"Location: system/{NAME}\nsha512sum: {hashlib.sha512(payload).hexdigest()}\n"
+        "Description: A template served slowly\n\n"
+    ).encode()
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     store = TemplateStore(engine.layout.root)
     previous = store.sources_file.read_text() if store.sources_file.exists() else None
-    store.set_sources([{"id": "loop", "type": "aplinfo", "url": f"http://127.0.0.1:{httpd.server_address[1]}/"
-                                                                "aplinfo.dat"}])
+    store.set_sources(
+        [{"id": "loop", "type": "aplinfo", "url": f"http://127.0.0.1:{httpd.server_address[1]}/aplinfo.dat"}]
+    )
     yield httpd
     httpd.release.set()
     httpd.shutdown()
@@ -244,9 +258,12 @@ def test_download_a_template_with_live_progress(page, web, agent, node, make_use
     row.locator("button", has_text="Download").click()
     bar = page.locator(f'progress[data-progress-for="{NAME}"]')
     expect(bar).to_be_visible(timeout=LIVE)
-    page.wait_for_function(f"""() => {{
+    page.wait_for_function(
+        f"""() => {{
         const bar = document.querySelector('progress[data-progress-for="{NAME}"]');
-        return bar && !bar.hidden && bar.position > 0 && bar.value > 0 && bar.value < 1; }}""", timeout=LIVE)
+        return bar && !bar.hidden && bar.position > 0 && bar.value > 0 && bar.value < 1; }}""",
+        timeout=LIVE,
+    )
     expect(row.locator("form[data-cancel-for] button")).to_be_visible()
     expect(row.locator(f'[data-start-for="{NAME}"]')).to_be_disabled()
     catalog.release.set()

@@ -1,5 +1,6 @@
 """The channel layer's one-script send and receive keep channels_redis's behaviour (real Redis); unsigned
 messages (upstream's, or anyone's without the installation's key) are dropped and logged."""
+
 from __future__ import annotations
 
 import asyncio

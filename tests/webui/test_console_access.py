@@ -4,6 +4,7 @@ Real path as in test_console_ws.py: the ASGI application, the Redis channel laye
 relay and a busybox container. Logout, revocation and deactivation reach the sockets through the
 channel-layer group ``user.<id>`` (webui.signals), not through the consumers' periodic check.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -83,8 +84,11 @@ def test_revoking_a_role_closes_that_users_console_only(running, make_user, engi
         error = term.errors()[-1]
         assert error["fatal"] and f"your access to CT {running} was revoked" in error["message"]
         await asyncio.get_running_loop().run_in_executor(
-            None, lambda: wait_until(lambda: container_pids(init) == with_otto, timeout=PROMPT,
-                                     what="olga's shell and its job gone"))
+            None,
+            lambda: wait_until(
+                lambda: container_pids(init) == with_otto, timeout=PROMPT, what="olga's shell and its job gone"
+            ),
+        )
         await theirs.run("echo otto-again-$((6+6))", b"otto-again-12")
         await theirs.send_text({"type": "close"})
         await theirs.wait_closed()
@@ -180,9 +184,13 @@ def test_slow_browser_holds_output_back_in_order(web, running, make_user):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # a small window: the server feels it
         sock.connect(("127.0.0.1", port))
-        async with connect(f"ws://127.0.0.1:{port}/ws/console/{running}/?ticket={token}", sock=sock,
-                           additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
-                           max_queue=1, max_size=1 << 20) as ws:
+        async with connect(
+            f"ws://127.0.0.1:{port}/ws/console/{running}/?ticket={token}",
+            sock=sock,
+            additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
+            max_queue=1,
+            max_size=1 << 20,
+        ) as ws:
             output, controls = bytearray(), []
 
             async def read_until(check, timeout: float = 30.0) -> None:

@@ -1,4 +1,5 @@
 """The console in a real browser: headless Chromium on the console page, through uvicorn, Redis and the relay."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,8 +9,14 @@ from tests.webui.console_kit import login_cookie, mirror
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 LINES = 1_250_000  # `seq -w 1 1250000`: 7 digits and a newline each, 10,000,000 bytes
 
 BUFFER = """() => {
@@ -56,8 +63,9 @@ def test_console_in_chromium(web, engine, container, node, console_relay, make_u
             page.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m.text))
             answer = page.goto(f"{web}/ct/{container}/console/term/")
             assert "script-src 'self'" in answer.headers["content-security-policy"]
-            page.wait_for_function("() => window.caissonConsole && window.caissonConsole.state.startsWith('connected')",
-                                   timeout=15000)
+            page.wait_for_function(
+                "() => window.caissonConsole && window.caissonConsole.state.startsWith('connected')", timeout=15000
+            )
             page.click("#terminal")
 
             def screen() -> str:

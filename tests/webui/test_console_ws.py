@@ -4,6 +4,7 @@ Real path: ``WebsocketCommunicator`` against ``webui.asgi.application`` (origin 
 auth, the consumer) → Redis channel layer → ``python -m tasks.console_relay`` → pty in a real
 busybox container run by the ``engine`` fixture.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -283,8 +284,7 @@ def test_flood_while_the_container_stops(engine, busybox_template, ctid_factory,
     assert engine.status(other, stats=False).status == "running"
 
 
-def test_console_on_a_container_being_destroyed(engine, busybox_template, ctid_factory, node, console_relay,
-                                                make_user):
+def test_console_on_a_container_being_destroyed(engine, busybox_template, ctid_factory, node, console_relay, make_user):
     ctid = ctid_factory()
     engine.create(ctid, busybox_template, {"hostname": f"bb{ctid}", "memory": "128", "swap": "0"})
     engine.start(ctid)

@@ -5,6 +5,7 @@ by ``webui.keys`` with a Redis password), fed jobs published straight into Redis
 unsigned, signed with another installation's key, and signed with this one's. A real console relay
 fed forged, stale, replayed and genuine channel-layer messages.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -49,9 +50,25 @@ def private_redis(tmp_path):
     secrets_dir = keys.ensure(tmp_path / "secrets", redis_password=True)
     password = keys.read(secrets_dir, "redis.password")
     port = free_port()
-    process = subprocess.Popen(["redis-server", "-", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(tmp_path)], stdin=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "-",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     process.stdin.write(f"requirepass {password}\n".encode())  # never on a command line
     process.stdin.close()
     import redis
@@ -73,8 +90,9 @@ def _answers(client) -> bool:
 
 
 def publish(env: dict, queue: str, how: str) -> None:
-    done = subprocess.run([sys.executable, "-c", PUBLISH, queue, how], cwd=REPO, env=env, capture_output=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", PUBLISH, queue, how], cwd=REPO, env=env, capture_output=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
@@ -87,8 +105,12 @@ def test_agent_runs_only_jobs_signed_by_this_installation(services_env, private_
     with pytest.raises(redis.AuthenticationError):  # no password, no service
         redis.Redis(port=private_redis["port"]).ping()
     name = f"signed{os.getpid()}"
-    env = {**services_env, "CAISSON_SECRETS": str(private_redis["secrets"]),
-           "REDIS_URL": f"redis://127.0.0.1:{private_redis['port']}", "CAISSON_SAMPLE_INTERVAL": "3600"}
+    env = {
+        **services_env,
+        "CAISSON_SECRETS": str(private_redis["secrets"]),
+        "REDIS_URL": f"redis://127.0.0.1:{private_redis['port']}",
+        "CAISSON_SAMPLE_INTERVAL": "3600",
+    }
     log = tmp_path / "agent.log"
     agent = start_agent(env, name, log)
     try:
@@ -100,9 +122,14 @@ def test_agent_runs_only_jobs_signed_by_this_installation(services_env, private_
         shutil.copy(private_redis["secrets"] / "redis.password", stranger / "redis.password")
         publish({**env, "CAISSON_SECRETS": str(stranger)}, queue, "signed")
         publish(env, queue, "unsigned")
-        wait_until(lambda: "Can't decode message body" in log.read_text()  # the wrong signature
-                   and "Refusing to deserialize untrusted content" in log.read_text(), timeout=30,
-                   what="both forged jobs refused in the agent's log")
+        wait_until(
+            lambda: (
+                "Can't decode message body" in log.read_text()  # the wrong signature
+                and "Refusing to deserialize untrusted content" in log.read_text()
+            ),
+            timeout=30,
+            what="both forged jobs refused in the agent's log",
+        )
         time.sleep(1)
         assert "Task caisson.node.tick[" not in log.read_text()  # "received": never
         row.refresh_from_db()
@@ -137,8 +164,16 @@ def test_relay_drops_forged_stale_and_replayed_messages(engine, container, conso
         reply = await layer.new_channel()
 
         def open_message() -> dict:
-            return {"type": "console.open", "session": uuid.uuid4().hex, "ctid": container, "mode": "console",
-                    "user": 1, "reply": reply, "cols": 80, "rows": 24}
+            return {
+                "type": "console.open",
+                "session": uuid.uuid4().hex,
+                "ctid": container,
+                "mode": "console",
+                "user": 1,
+                "reply": reply,
+                "cols": 80,
+                "rows": 24,
+            }
 
         async def answer(timeout: float = 3.0):
             try:
@@ -146,9 +181,11 @@ def test_relay_drops_forged_stale_and_replayed_messages(engine, container, conso
             except TimeoutError:
                 return None
 
-        forged = [_raw(layer, open_message(), key=b"not the installation's key"),
-                  layer._serializer.as_bytes(open_message()),  # no HMAC at all
-                  _raw(layer, open_message(), age=600)]  # genuine, but ten minutes old
+        forged = [
+            _raw(layer, open_message(), key=b"not the installation's key"),
+            layer._serializer.as_bytes(open_message()),  # no HMAC at all
+            _raw(layer, open_message(), age=600),
+        ]  # genuine, but ten minutes old
         for raw in forged:
             client.zadd(key, {raw: time.time()})
         assert await answer() is None  # the relay opened nothing for any of them
@@ -156,8 +193,10 @@ def test_relay_drops_forged_stale_and_replayed_messages(engine, container, conso
         client.zadd(key, {genuine: time.time()})
         opened = await answer(10)
         assert opened and opened["type"] == "console.opened"
-        await layer.send(relay_channel(settings.CAISSON_NODE), {"type": "console.close", "reply": reply,
-                                                                 "session": opened["session"]})
+        await layer.send(
+            relay_channel(settings.CAISSON_NODE),
+            {"type": "console.close", "reply": reply, "session": opened["session"]},
+        )
         client.zadd(key, {genuine: time.time()})  # the same bytes again
         after = []
         while (message := await answer()) is not None:  # the first session's output at most

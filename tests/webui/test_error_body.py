@@ -1,4 +1,5 @@
 """One error body for every JSON answer: the API's, the pages' (``fetch``) and Django's own handlers'."""
+
 from __future__ import annotations
 
 from django.test import Client
@@ -21,8 +22,9 @@ def test_pages_and_api_answer_the_same_body_for_the_same_refusal(make_user, node
     client = Client()
     client.force_login(make_user("eb-admin", superuser=True))
     page = body_of(client.post("/ct/4700/snapshot/snapshot", {"name": "has space"}, **FETCH))
-    api = body_of(client.post("/api/containers/4700/snapshots/", {"name": "has space"},
-                              content_type="application/json"))
+    api = body_of(
+        client.post("/api/containers/4700/snapshots/", {"name": "has space"}, content_type="application/json")
+    )
     assert page["fields"] == api["fields"] and set(page["fields"]) == {"name"} and page["message"] == api["message"]
     page = body_of(client.post("/ct/4700/destroy", **FETCH))
     api = body_of(client.delete("/api/containers/4700/"))

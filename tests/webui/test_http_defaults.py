@@ -1,5 +1,6 @@
 """HTTP defaults: a Content-Security-Policy on every answer, cookies Secure over HTTPS, the API's schema and docs
 behind login, and one answer (404) for what a user may not see: another tenant's container, job, archive, pool."""
+
 from __future__ import annotations
 
 import pytest
@@ -52,8 +53,15 @@ def tenants(node, make_user):
     Container.objects.create(ctid=302, node=node, hostname="b", status="stopped", pool=pool_b)
     alice = make_user("alice", "ContainerAdmin", "/pool/tenant-a")
     bob = make_user("bob", "ContainerAdmin", "/pool/tenant-b")
-    archive = BackupArchive.objects.create(node=node, storage="local", ctid=302, size=1, format="zstd",
-                                           name="vzdump-lxc-302-2026_01_01-00_00_00.tar.zst", time=timezone.now())
+    archive = BackupArchive.objects.create(
+        node=node,
+        storage="local",
+        ctid=302,
+        size=1,
+        format="zstd",
+        name="vzdump-lxc-302-2026_01_01-00_00_00.tar.zst",
+        time=timezone.now(),
+    )
     job = Job.objects.create(node=node, kind="vzstart", path="/ct/302", target="302", user=bob)
     return alice, archive, job
 
@@ -62,10 +70,15 @@ def test_another_tenants_objects_answer_404_through_the_api(tenants):
     alice, archive, job = tenants
     api = client_for(alice)
     assert api.get("/api/containers/301/").status_code == 200
-    for method, url in (("get", "/api/containers/302/"), ("post", "/api/containers/302/status/start/"),
-                        ("delete", "/api/containers/302/"), ("get", f"/api/jobs/{job.pk}/"),
-                        ("get", f"/api/backups/{archive.pk}/"), ("post", f"/api/backups/{archive.pk}/restore/"),
-                        ("get", "/api/pools/tenant-b/")):
+    for method, url in (
+        ("get", "/api/containers/302/"),
+        ("post", "/api/containers/302/status/start/"),
+        ("delete", "/api/containers/302/"),
+        ("get", f"/api/jobs/{job.pk}/"),
+        ("get", f"/api/backups/{archive.pk}/"),
+        ("post", f"/api/backups/{archive.pk}/restore/"),
+        ("get", "/api/pools/tenant-b/"),
+    ):
         assert getattr(api, method)(url, {}, format="json").status_code == 404, (method, url)
     # Moving one's own container into another tenant's pool: "no pool", as for a pool that does not exist.
     moved = api.put("/api/containers/301/pool/", {"pool": "tenant-b"}, format="json")

@@ -1,5 +1,6 @@
 """An isolated id range asked for through the API: the node allocates it, so a tenant may ask; a clone of the
 container gets one of its own.  A user-supplied lxc.idmap stays a superuser's."""
+
 from __future__ import annotations
 
 import os
@@ -29,22 +30,36 @@ def own_map(engine, ctid: int) -> IdMap:
     return IdMap.from_lxc_lines(lines)
 
 
-def test_a_tenant_creates_an_isolated_container_and_clones_it(agent, node, stored_busybox, ctid_factory, engine,
-                                                              make_user):
+def test_a_tenant_creates_an_isolated_container_and_clones_it(
+    agent, node, stored_busybox, ctid_factory, engine, make_user
+):
     tenant = APIClient()
     tenant.force_authenticate(make_user("tenant", "ContainerAdmin", "/"))
     template_row(node, stored_busybox.removeprefix("local:vztmpl/"))
     ctid, copy, plain = ctid_factory(), ctid_factory(), ctid_factory()
 
-    refused = tenant.post("/api/containers/", create_body(node, ctid, template=stored_busybox, unprivileged=False,
-                                                          isolated_idmap=True), format="json")
+    refused = tenant.post(
+        "/api/containers/",
+        create_body(node, ctid, template=stored_busybox, unprivileged=False, isolated_idmap=True),
+        format="json",
+    )
     assert refused.status_code == 400 and "isolated_idmap" in refused.json()["error"]["fields"], refused.content
     assert not Job.objects.exists()
 
-    follow(tenant.post("/api/containers/", create_body(node, ctid, template=stored_busybox, memory=128, swap=0,
-                                                       disk_size=0, isolated_idmap=True), format="json"))
-    follow(tenant.post("/api/containers/", create_body(node, plain, template=stored_busybox, memory=128, swap=0,
-                                                       disk_size=0), format="json"))
+    follow(
+        tenant.post(
+            "/api/containers/",
+            create_body(node, ctid, template=stored_busybox, memory=128, swap=0, disk_size=0, isolated_idmap=True),
+            format="json",
+        )
+    )
+    follow(
+        tenant.post(
+            "/api/containers/",
+            create_body(node, plain, template=stored_busybox, memory=128, swap=0, disk_size=0),
+            format="json",
+        )
+    )
     assert engine.config(plain).current.raw_values("lxc.idmap") == []  # the default map, as before
     idmap = own_map(engine, ctid)
     assert idmap != engine.idmap and idmap.count == 65536
@@ -65,5 +80,6 @@ def test_a_tenant_creates_an_isolated_container_and_clones_it(agent, node, store
 
 
 def test_a_user_supplied_id_map_stays_root_equivalent():
-    assert "lxc.idmap" in root_equivalent(section_of({}, [("lxc.idmap", "u 0 1048576 65536"),
-                                                          ("lxc.idmap", "g 0 1048576 65536")]))
+    assert "lxc.idmap" in root_equivalent(
+        section_of({}, [("lxc.idmap", "u 0 1048576 65536"), ("lxc.idmap", "g 0 1048576 65536")])
+    )

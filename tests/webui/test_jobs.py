@@ -1,4 +1,5 @@
 """Jobs end to end: queued by the web tier, run by the real node agent through the engine, mirrored back."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -15,8 +16,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def create(node, ctid, template, user=None, **params):
     Container.objects.create(ctid=ctid, node=node, status=Container.Status.CREATING)
-    return submit("vzcreate", node, f"/ct/{ctid}", str(ctid), user=user,
-                  params={"template": template, "options": {"hostname": f"web{ctid}"}, **params})
+    return submit(
+        "vzcreate",
+        node,
+        f"/ct/{ctid}",
+        str(ctid),
+        user=user,
+        params={"template": template, "options": {"hostname": f"web{ctid}"}, **params},
+    )
 
 
 def test_create_start_stop_destroy_through_the_agent(agent, node, stored_busybox, ctid_factory, engine, make_user):
@@ -51,8 +58,7 @@ def test_a_failed_create_says_why_and_leaves_nothing(agent, node, ctid_factory, 
     assert not engine.exists(ctid) and not Container.objects.filter(ctid=ctid).exists()
 
 
-def test_a_bad_password_fails_the_create_and_removes_the_container(agent, node, stored_busybox, ctid_factory,
-                                                                   engine):
+def test_a_bad_password_fails_the_create_and_removes_the_container(agent, node, stored_busybox, ctid_factory, engine):
     ctid = ctid_factory()
     job = wait_job(create(node, ctid, stored_busybox, password_hash="$6$not-a-hash"))
     assert job.status == "error" and "password-hash" in job.message
@@ -113,8 +119,7 @@ def test_an_unknown_builder_fails_with_the_choices(agent, node):
     assert job.status == "error" and "busybox" in job.message and "debian" in job.message
 
 
-def test_an_interrupted_create_shows_as_creating_and_can_be_destroyed(agent, node, engine, ctid_factory,
-                                                                      make_user):
+def test_an_interrupted_create_shows_as_creating_and_can_be_destroyed(agent, node, engine, ctid_factory, make_user):
     from webui.access import Access
     from webui.actions import containers as actions
 
@@ -154,11 +159,18 @@ def test_a_job_delivered_again_runs_once(agent, node, ctid_factory):
 
     def claimed(worker: str) -> Job:
         ctid = ctid_factory()
-        return Job.objects.create(node=node, kind="vzstart", path=f"/ct/{ctid}", target=str(ctid),
-                                  status=Job.Status.RUNNING, started=timezone.now(), worker=worker)
+        return Job.objects.create(
+            node=node,
+            kind="vzstart",
+            path=f"/ct/{ctid}",
+            target=str(ctid),
+            status=Job.Status.RUNNING,
+            started=timezone.now(),
+            worker=worker,
+        )
 
     alive = claimed(f"{socket.gethostname()}:{os.getpid()}")  # this test process: alive
-    dead = claimed(f"{socket.gethostname()}:{2 ** 22 + 1}")  # above any pid_max: no such process
+    dead = claimed(f"{socket.gethostname()}:{2**22 + 1}")  # above any pid_max: no such process
     for job in (alive, dead):
         app.send_task(TASKS["vzstart"], args=[job.pk], queue=node.queue)
     assert wait_job(dead).status == "error" and "agent stopped" in Job.objects.get(pk=dead.pk).message

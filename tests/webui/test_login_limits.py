@@ -1,5 +1,6 @@
 """Failed logins are limited on every login path (the page, Django's admin, API tokens), by normalised user
 name, by address and by network (/24, /64), with one counter across paths and a clear 429 with the wait."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,7 @@ def page_login(address: str, username: str, password: str = "wrong"):
 
 
 def admin_login(address: str, username: str, password: str = "wrong"):
-    return Client(REMOTE_ADDR=address).post("/admin/login/?next=/admin/", {"username": username,
-                                                                          "password": password})
+    return Client(REMOTE_ADDR=address).post("/admin/login/?next=/admin/", {"username": username, "password": password})
 
 
 def token_login(address: str, value: str):
@@ -45,10 +45,14 @@ def test_spellings_of_one_name_share_its_counter(make_user, settings):
     assert AuditEntry.objects.filter(action="login", outcome="failed").count() == 3
 
 
-@pytest.mark.parametrize("first, neighbour, outside", [
-    ("192.0.2.1", "192.0.2.200", "192.0.3.1"),
-    ("2001:db8:0:1::1", "2001:db8:0:1:ffff::9", "2001:db8:0:2::1"),
-], ids=["ipv4-24", "ipv6-64"])
+@pytest.mark.parametrize(
+    "first, neighbour, outside",
+    [
+        ("192.0.2.1", "192.0.2.200", "192.0.3.1"),
+        ("2001:db8:0:1::1", "2001:db8:0:1:ffff::9", "2001:db8:0:2::1"),
+    ],
+    ids=["ipv4-24", "ipv6-64"],
+)
 def test_a_network_is_limited_beside_each_address(make_user, settings, first, neighbour, outside):
     settings.LOGIN_FAILURE_LIMIT, settings.LOGIN_FAILURE_NETWORK_LIMIT = 100, 4
     make_user("dave")

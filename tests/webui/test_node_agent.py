@@ -1,4 +1,5 @@
 """The node side of the mirror: metrics kept bounded, out-of-band changes found, orphaned jobs closed."""
+
 from __future__ import annotations
 
 import time
@@ -28,8 +29,7 @@ def test_metrics_are_averaged_per_bucket_and_kept_bounded():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_resync_finds_containers_made_and_removed_outside_caisson(agent, node, engine, busybox_template,
-                                                                  ctid_factory):
+def test_resync_finds_containers_made_and_removed_outside_caisson(agent, node, engine, busybox_template, ctid_factory):
     ctid = ctid_factory()
     engine.create(ctid, busybox_template, {"hostname": "outside"})  # as the CLI would, behind the web tier's back
     engine.start(ctid)
@@ -67,8 +67,9 @@ def test_the_tick_samples_running_containers(agent, node, engine, busybox_templa
 def test_jobs_left_running_by_a_dead_agent_are_closed_at_its_start(node):
     from tasks.agent import fail_orphaned_jobs
 
-    running = Job.objects.create(node=node, kind="vzstart", path="/ct/100", target="100", status="running",
-                                 started=timezone.now())
+    running = Job.objects.create(
+        node=node, kind="vzstart", path="/ct/100", target="100", status="running", started=timezone.now()
+    )
     finished = Job.objects.create(node=node, kind="vzstop", path="/ct/100", target="100", status="ok")
     assert fail_orphaned_jobs(node) == 1
     running.refresh_from_db()

@@ -1,5 +1,6 @@
 """startall and stopall as jobs: who may queue them (Proxmox's rules, a node's containers inheriting from it),
 their inputs, the log line per container, a failure named; the agent's once-per-boot startall."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,10 @@ from webui.models.queue import submit
 
 @pytest.fixture
 def rows(node):
-    return {ctid: Container.objects.create(ctid=ctid, node=node, status="stopped", hostname=f"ct{ctid}")
-            for ctid in (100, 101)}
+    return {
+        ctid: Container.objects.create(ctid=ctid, node=node, status="stopped", hostname=f"ct{ctid}")
+        for ctid in (100, 101)
+    }
 
 
 def post(user, node, kind, body=None):
@@ -50,17 +53,20 @@ def test_who_may_queue_startall_and_stopall(make_user, roles, node, rows):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("kind, body, field", [
-    ("startall", {"vms": ["abc"]}, "vms"),
-    ("startall", {"vms": 100}, "vms"),
-    ("startall", {"vms": [999]}, "vms"),  # not on this node
-    ("startall", {"force": "yes"}, "force"),
-    ("startall", {"timeout": 5}, "timeout"),  # a stopall key
-    ("stopall", {"timeout": -1}, "timeout"),
-    ("stopall", {"timeout": 7201}, "timeout"),
-    ("stopall", {"force_stop": 1}, "force_stop"),
-    ("stopall", {"bogus": 1}, "bogus"),
-])
+@pytest.mark.parametrize(
+    "kind, body, field",
+    [
+        ("startall", {"vms": ["abc"]}, "vms"),
+        ("startall", {"vms": 100}, "vms"),
+        ("startall", {"vms": [999]}, "vms"),  # not on this node
+        ("startall", {"force": "yes"}, "force"),
+        ("startall", {"timeout": 5}, "timeout"),  # a stopall key
+        ("stopall", {"timeout": -1}, "timeout"),
+        ("stopall", {"timeout": 7201}, "timeout"),
+        ("stopall", {"force_stop": 1}, "force_stop"),
+        ("stopall", {"bogus": 1}, "bogus"),
+    ],
+)
 def test_bad_input_is_refused_by_name(make_user, node, rows, kind, body, field):
     admin = make_user("admin", "Administrator", "/")
     answer = post(admin, node, kind, body)
@@ -87,8 +93,9 @@ def test_the_node_page_offers_the_buttons_to_those_who_may(make_user, node, rows
 
 
 @pytest.mark.django_db(transaction=True)
-def test_startall_and_stopall_jobs_log_each_container_in_order(agent, node, engine, busybox_template, ctid_factory,
-                                                               make_user):
+def test_startall_and_stopall_jobs_log_each_container_in_order(
+    agent, node, engine, busybox_template, ctid_factory, make_user
+):
     def make(**config):
         ctid = ctid_factory()
         engine.create(ctid, busybox_template, {"hostname": f"p{ctid}", "memory": "64", "swap": "0", **config})
@@ -99,18 +106,23 @@ def test_startall_and_stopall_jobs_log_each_container_in_order(agent, node, engi
     first = make(onboot="1", startup="order=1,up=1")
     manual = make()
     admin = make_user("admin", "Administrator", "/")
-    job = wait_job(Job.objects.get(pk=post(admin, node, "startall", {"vms": [second, first, manual]})
-                                   .json()["job"]["id"]))
+    job = wait_job(
+        Job.objects.get(pk=post(admin, node, "startall", {"vms": [second, first, manual]}).json()["job"]["id"])
+    )
     lines = list(job.lines.values_list("text", flat=True))
     assert job.status == "ok", lines
     assert lines[1:4] == [f"CT {first}: started", "waiting 1 s (startup delay)", f"CT {second}: started"], lines
     assert job.message == "2 container(s) started"
     assert {c: engine.status(c, stats=False).status for c in (first, second, manual)} == {
-        first: "running", second: "running", manual: "stopped"}
+        first: "running",
+        second: "running",
+        manual: "stopped",
+    }
     assert Container.objects.get(ctid=first).status == "running"  # mirrored at the end of the job
 
-    job = wait_job(Job.objects.get(pk=post(admin, node, "stopall", {"vms": [first, second], "timeout": 5})
-                                   .json()["job"]["id"]))
+    job = wait_job(
+        Job.objects.get(pk=post(admin, node, "stopall", {"vms": [first, second], "timeout": 5}).json()["job"]["id"])
+    )
     lines = list(job.lines.values_list("text", flat=True))
     assert job.status == "ok" and lines[1:3] == [f"CT {second}: stopped", f"CT {first}: stopped"], lines
 
@@ -125,7 +137,8 @@ def test_startall_and_stopall_jobs_log_each_container_in_order(agent, node, engi
     path.write_text(path.read_text() + "lock: backup\n")  # a backup the power loss cut short
     job = wait_job(submit("startall", node, node.path, "", params={"boot": True, "vms": [first]}))
     assert job.status == "ok" and f"warning: removed the left-over backup lock of CT {first}" in job.lines.values_list(
-        "text", flat=True), job.message
+        "text", flat=True
+    ), job.message
     assert engine.status(first, stats=False).status == "running" and not engine.config(first).get("lock")
     engine.stop(first)
 

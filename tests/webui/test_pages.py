@@ -1,4 +1,5 @@
 """The server-rendered console through Django's test client: pages, visibility, refusals, the wizard's checks."""
+
 from __future__ import annotations
 
 import time
@@ -24,24 +25,56 @@ def clean_cache():
 @pytest.fixture
 def world(node):
     """Two containers, a stored template, a catalog entry, a job with a log, some metrics."""
-    running = Container.objects.create(ctid=100, node=node, hostname="web", status="running", ipv4=["10.0.0.5"],
-                                       config={"hostname": "web", "memory": "512", "swap": "512",
-                                               "net0": "name=eth0,bridge=vmbr0,ip=10.0.0.5/24,gw=10.0.0.1"},
-                                       digest="a" * 40,
-                                       snapshots=[{"name": "fresh", "parent": None, "snaptime": 1_790_000_000,
-                                                   "description": "as created"},
-                                                  {"name": "current", "parent": "fresh"}])
-    stopped = Container.objects.create(ctid=101, node=node, hostname="db", status="stopped",
-                                       config={"hostname": "db", "memory": "256"}, digest="b" * 40)
+    running = Container.objects.create(
+        ctid=100,
+        node=node,
+        hostname="web",
+        status="running",
+        ipv4=["10.0.0.5"],
+        config={
+            "hostname": "web",
+            "memory": "512",
+            "swap": "512",
+            "net0": "name=eth0,bridge=vmbr0,ip=10.0.0.5/24,gw=10.0.0.1",
+        },
+        digest="a" * 40,
+        snapshots=[
+            {"name": "fresh", "parent": None, "snaptime": 1_790_000_000, "description": "as created"},
+            {"name": "current", "parent": "fresh"},
+        ],
+    )
+    stopped = Container.objects.create(
+        ctid=101,
+        node=node,
+        hostname="db",
+        status="stopped",
+        config={"hostname": "db", "memory": "256"},
+        digest="b" * 40,
+    )
     StoredTemplate.objects.create(node=node, name=TEMPLATE, size=1_000_000)
-    CatalogEntry.objects.create(node=node, source="pve", section="system", name="debian-12-standard_amd64.tar.zst",
-                                os="debian", version="12", description="Debian 12 (standard)")
+    CatalogEntry.objects.create(
+        node=node,
+        source="pve",
+        section="system",
+        name="debian-12-standard_amd64.tar.zst",
+        os="debian",
+        version="12",
+        description="Debian 12 (standard)",
+    )
     job = Job.objects.create(node=node, kind="vzstart", path="/ct/101", target="101", status="ok", message="OK")
     JobLine.objects.create(job=job, seq=1, text="starting vzstart 101")
     now = int(time.time())
     for scope in (f"node/{node.name}", "ct/100"):
-        MetricSample.objects.create(scope=scope, step=10, ts=now - now % 10, cpu=0.5, memory=1 << 20,
-                                    memory_total=1 << 30, disk_used=1 << 30, disk_total=1 << 33)
+        MetricSample.objects.create(
+            scope=scope,
+            step=10,
+            ts=now - now % 10,
+            cpu=0.5,
+            memory=1 << 20,
+            memory_total=1 << 30,
+            disk_used=1 << 30,
+            disk_total=1 << 33,
+        )
     return {"node": node, "running": running, "stopped": stopped, "job": job}
 
 
@@ -55,20 +88,22 @@ def login(make_user, username="admin", role=None, path="/", superuser=False, csr
 def test_every_page_renders_for_an_admin(make_user, world):
     client = login(make_user, superuser=True)
     node = world["node"].name
-    pages = {"/": ["Datacenter", 'data-tree-ct="100"', 'data-tree-ct="101"', "chart-node-"],
-             f"/nodes/{node}/": [f"Node {node}", 'data-chart="cpu"', 'data-chart="disk"'],
-             "/ct/100/": ["Container 100", 'id="btn-start"', "10.0.0.5", 'data-chart="net"'],
-             "/ct/100/console/": ['id="console-frame"', "/ct/100/console/term/"],
-             "/ct/100/resources/": ['name="memory"', 'value="512"', "a" * 40],
-             "/ct/100/network/": ["net0", "vmbr0", "10.0.0.1", "Add an interface"],
-             "/ct/100/network/?edit=net0": ["Edit net0"],
-             "/ct/100/options/": ['name="hostname"', 'value="web"', 'name="protection"'],
-             "/ct/100/snapshots/": ["Take snapshot", "NOW", "fresh", "as created", "Rollback"],
-             "/ct/100/backup/": ["Backups of CT 100", "Backup now"],
-             "/ct/101/tasks/": ["vzstart 101"],
-             "/create/": ["General", "Root disk", "Confirm", TEMPLATE, 'value="102"'],
-             "/templates/": [f"local:vztmpl/{TEMPLATE}", "debian-12-standard_amd64.tar.zst", "Download"],
-             f"/jobs/{world['job'].pk}/": ["starting vzstart 101"]}
+    pages = {
+        "/": ["Datacenter", 'data-tree-ct="100"', 'data-tree-ct="101"', "chart-node-"],
+        f"/nodes/{node}/": [f"Node {node}", 'data-chart="cpu"', 'data-chart="disk"'],
+        "/ct/100/": ["Container 100", 'id="btn-start"', "10.0.0.5", 'data-chart="net"'],
+        "/ct/100/console/": ['id="console-frame"', "/ct/100/console/term/"],
+        "/ct/100/resources/": ['name="memory"', 'value="512"', "a" * 40],
+        "/ct/100/network/": ["net0", "vmbr0", "10.0.0.1", "Add an interface"],
+        "/ct/100/network/?edit=net0": ["Edit net0"],
+        "/ct/100/options/": ['name="hostname"', 'value="web"', 'name="protection"'],
+        "/ct/100/snapshots/": ["Take snapshot", "NOW", "fresh", "as created", "Rollback"],
+        "/ct/100/backup/": ["Backups of CT 100", "Backup now"],
+        "/ct/101/tasks/": ["vzstart 101"],
+        "/create/": ["General", "Root disk", "Confirm", TEMPLATE, 'value="102"'],
+        "/templates/": [f"local:vztmpl/{TEMPLATE}", "debian-12-standard_amd64.tar.zst", "Download"],
+        f"/jobs/{world['job'].pk}/": ["starting vzstart 101"],
+    }
     for url, texts in pages.items():
         response = client.get(url)
         assert response.status_code == 200, url
@@ -177,8 +212,18 @@ def test_a_stale_page_acting_on_a_destroyed_container_is_told_so(make_user, worl
 
 def test_config_edits_queue_a_set_job_and_stale_edits_are_refused(make_user, world):
     client = login(make_user, superuser=True)
-    response = client.post("/ct/101/config", {"keys": ["cores", "memory", "swap"], "memory": "1024", "swap": "",
-                                              "cores": "", "digest": "b" * 40, "tab": "resources"}, **FETCH)
+    response = client.post(
+        "/ct/101/config",
+        {
+            "keys": ["cores", "memory", "swap"],
+            "memory": "1024",
+            "swap": "",
+            "cores": "",
+            "digest": "b" * 40,
+            "tab": "resources",
+        },
+        **FETCH,
+    )
     assert response.status_code == 202, response.content
     job = Job.objects.get(kind="vzset")
     assert job.params["changes"] == {"memory": "1024"} and job.params["digest"] == "b" * 40
@@ -186,16 +231,31 @@ def test_config_edits_queue_a_set_job_and_stale_edits_are_refused(make_user, wor
     assert stale.status_code == 409 and "changed since it was read" in stale.json()["error"]["message"]
     bad = client.post("/ct/100/config", {"keys": ["memory"], "memory": "lots", "tab": "resources"}, follow=True)
     assert "memory" in bad.content.decode() and bad.redirect_chain[-1][0].endswith("/ct/100/resources/")
-    nic = client.post("/ct/100/config", {"slot": "net1", "name": "eth1", "bridge": "vmbr0", "ip": "300.1.1.1/24"},
-                      **FETCH)
+    nic = client.post(
+        "/ct/100/config", {"slot": "net1", "name": "eth1", "bridge": "vmbr0", "ip": "300.1.1.1/24"}, **FETCH
+    )
     assert nic.status_code == 400 and "net1" in nic.json()["error"]["fields"]
     removed = client.post("/ct/100/config", {"remove": "net0"}, **FETCH)
     assert removed.status_code == 202 and Job.objects.filter(kind="vzset", params__delete=["net0"]).exists()
 
 
-GOOD = {"node": None, "ctid": "150", "hostname": "box", "password": "s3cret!", "password_confirm": "s3cret!",
-        "unprivileged": "on", "template": f"local:vztmpl/{TEMPLATE}", "storage": "local", "disk_size": "4",
-        "cpuunits": "100", "memory": "256", "swap": "0", "ipv4_mode": "dhcp", "ipv6_mode": "none", "start": "on"}
+GOOD = {
+    "node": None,
+    "ctid": "150",
+    "hostname": "box",
+    "password": "s3cret!",
+    "password_confirm": "s3cret!",
+    "unprivileged": "on",
+    "template": f"local:vztmpl/{TEMPLATE}",
+    "storage": "local",
+    "disk_size": "4",
+    "cpuunits": "100",
+    "memory": "256",
+    "swap": "0",
+    "ipv4_mode": "dhcp",
+    "ipv6_mode": "none",
+    "start": "on",
+}
 
 
 def step(client, name, **changes):
@@ -244,8 +304,11 @@ def test_wizard_summary_and_submit_land_on_the_new_container(make_user, world):
     assert Container.objects.get(ctid=150).status == "creating"
     assert 'data-ct-status="150" id="ct-status">creating' in client.get("/ct/150/").content.decode()
     page = client.post("/create/submit", {**GOOD, "hostname": "bad name", "ctid": "151"})
-    assert page.status_code == 400 and "bad name" in page.content.decode() and 'data-active="general"' in \
-        page.content.decode()
+    assert (
+        page.status_code == 400
+        and "bad name" in page.content.decode()
+        and 'data-active="general"' in page.content.decode()
+    )
 
 
 def test_template_actions(make_user, world):
@@ -266,8 +329,11 @@ def test_template_actions(make_user, world):
 def test_build_from_the_catalog_takes_the_builder_and_options_of_its_offer(make_user, world):
     client = login(make_user, superuser=True)
     node = world["node"].name
-    for name, params in (("debian-trixie", {"builder": "debian", "suite": "trixie"}),
-                         ("busybox", {"builder": "busybox"}), ("alpine-3", {"builder": "alpine-3"})):
+    for name, params in (
+        ("debian-trixie", {"builder": "debian", "suite": "trixie"}),
+        ("busybox", {"builder": "busybox"}),
+        ("alpine-3", {"builder": "alpine-3"}),
+    ):
         response = client.post(f"/templates/{node}/tmplbuild", {"name": name}, **FETCH)
         assert response.status_code == 202, response.content
         job = Job.objects.get(pk=response.json()["job"]["id"])
@@ -282,8 +348,9 @@ def test_login_logout_and_throttling(make_user, settings):
     assert "Log in" in client.get("/login/").content.decode()
     for _ in range(3):
         response = client.post("/login/", {"username": "carol", "password": "wrong"})
-        assert response.status_code == 200 and "Please enter a correct username and password" in \
-            response.content.decode()
+        assert (
+            response.status_code == 200 and "Please enter a correct username and password" in response.content.decode()
+        )
     response = client.post("/login/", {"username": "carol", "password": PASSWORD})
     assert response.status_code == 429 and "Too many failed logins" in response.content.decode()
     assert "_auth_user_id" not in client.session
@@ -309,8 +376,14 @@ def test_login_throttling_per_address(make_user, settings):
 
 def test_the_admin_lists_grants_and_keeps_built_in_roles_and_the_audit_log_read_only(make_user, world, roles):
     admin = login(make_user, superuser=True)
-    for url in ("/admin/webui/accessentry/", "/admin/webui/role/", "/admin/webui/auditentry/",
-                "/admin/webui/container/", "/admin/webui/apitoken/", "/admin/auth/user/"):
+    for url in (
+        "/admin/webui/accessentry/",
+        "/admin/webui/role/",
+        "/admin/webui/auditentry/",
+        "/admin/webui/container/",
+        "/admin/webui/apitoken/",
+        "/admin/auth/user/",
+    ):
         assert admin.get(url).status_code == 200, url
     builtin = roles["Administrator"]
     assert admin.post(f"/admin/webui/role/{builtin.pk}/delete/", {"post": "yes"}).status_code == 403

@@ -1,5 +1,6 @@
 """Through the API and the agent: a Proxmox backup whose net0 names a bridge this node lacks restores with a
 warning in the job log, and its start fails naming the interface and the bridge."""
+
 from __future__ import annotations
 
 from pathlib import Path

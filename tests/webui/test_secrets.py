@@ -1,6 +1,7 @@
 """Root's password given at create is hashed before anything is queued, stored or audited (issue: secrets in
 clear); SSH keys stay out of the audit log's text.  Checked from an Auditor's side, through the API and in the
 database, and inside the container: its shadow has the hash, and the hash is the password's."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,7 @@ def _dump(sql: str) -> str:
         return json.dumps(cursor.fetchall(), default=str)
 
 
-def test_a_create_password_is_never_kept_in_clear(agent, node, stored_busybox, ctid_factory, engine, make_user,
-                                                  roles):
+def test_a_create_password_is_never_kept_in_clear(agent, node, stored_busybox, ctid_factory, engine, make_user, roles):
     from webui.models import AccessEntry
 
     user = make_user("tenant", "ContainerAdmin", node.path)
@@ -35,8 +35,17 @@ def test_a_create_password_is_never_kept_in_clear(agent, node, stored_busybox, c
     auditor = make_user("auditor", "Auditor", "/")
     template_row(node, stored_busybox.removeprefix("local:vztmpl/"))
     ctid = ctid_factory()
-    body = create_body(node, ctid, template=stored_busybox, password=PASSWORD, password_confirm=PASSWORD,
-                       ssh_public_keys=KEY, memory=64, swap=0, disk_size=1)
+    body = create_body(
+        node,
+        ctid,
+        template=stored_busybox,
+        password=PASSWORD,
+        password_confirm=PASSWORD,
+        ssh_public_keys=KEY,
+        memory=64,
+        swap=0,
+        disk_size=1,
+    )
     response = client_for(user).post("/api/containers/", body, format="json")
     assert response.status_code == 202, response.content
     job = wait_job(Job.objects.get(pk=response.json()["job"]["id"]))
@@ -46,15 +55,21 @@ def test_a_create_password_is_never_kept_in_clear(agent, node, stored_busybox, c
     reader = client_for(auditor)
     audit = reader.get("/api/audit/", {"limit": 1000})
     assert audit.status_code == 200
-    seen = audit.content.decode() + reader.get(f"/api/jobs/{job.pk}/").content.decode() + \
-        reader.get(f"/api/jobs/{job.pk}/log/").content.decode()
+    seen = (
+        audit.content.decode()
+        + reader.get(f"/api/jobs/{job.pk}/").content.decode()
+        + reader.get(f"/api/jobs/{job.pk}/log/").content.decode()
+    )
     assert PASSWORD not in seen and KEY_BLOB not in seen
     entry = AuditEntry.objects.get(action="vzcreate", path=f"/ct/{ctid}")
     assert entry.detail["params"]["password_hash"] == "set" and entry.detail["params"]["ssh_public_keys"] == "1 key(s)"
 
     # The database itself: job parameters, job log lines, audit rows.
-    stored = _dump(f"SELECT params FROM {Job._meta.db_table}") + _dump(f"SELECT text FROM {JobLine._meta.db_table}") \
+    stored = (
+        _dump(f"SELECT params FROM {Job._meta.db_table}")
+        + _dump(f"SELECT text FROM {JobLine._meta.db_table}")
         + _dump(f"SELECT detail FROM {AuditEntry._meta.db_table}")
+    )
     assert PASSWORD not in stored and KEY_BLOB not in _dump(f"SELECT detail FROM {AuditEntry._meta.db_table}")
     hashed = Job.objects.get(pk=job.pk).params["password_hash"]
     assert hashed.startswith("$6$")
@@ -69,8 +84,13 @@ def test_a_create_password_is_never_kept_in_clear(agent, node, stored_busybox, c
     finally:
         engine.stop(ctid)
     salt = hashed.split("$")[2]
-    again = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input=PASSWORD + "\n",
-                           capture_output=True, text=True, check=True).stdout.strip()
+    again = subprocess.run(
+        ["openssl", "passwd", "-6", "-salt", salt, "-stdin"],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert again == hashed
 
 
@@ -89,10 +109,19 @@ def test_the_migration_scrubs_rows_left_in_clear(node):
 
     from django.apps import apps
 
-    Job.objects.create(node=node, kind="vzcreate", path="/ct/4712", target="4712",
-                       params={"template": "x", "password": PASSWORD, "ssh_public_keys": KEY})
-    AuditEntry.objects.create(username="old", action="vzcreate", path="/ct/4712",
-                              detail={"job": 1, "params": {"password": PASSWORD, "ssh_public_keys": KEY}})
+    Job.objects.create(
+        node=node,
+        kind="vzcreate",
+        path="/ct/4712",
+        target="4712",
+        params={"template": "x", "password": PASSWORD, "ssh_public_keys": KEY},
+    )
+    AuditEntry.objects.create(
+        username="old",
+        action="vzcreate",
+        path="/ct/4712",
+        detail={"job": 1, "params": {"password": PASSWORD, "ssh_public_keys": KEY}},
+    )
     import_module("webui.migrations.0007_scrub_clear_passwords").scrub(apps, None)
     params = Job.objects.get(target="4712").params
     assert "password" not in params and params["password_hash"].startswith("$6$")

@@ -1,4 +1,5 @@
 """Snapshots, rollback, clones and resize as jobs: validated by the web tier, run by the real agent."""
+
 from __future__ import annotations
 
 import pytest
@@ -79,8 +80,9 @@ def test_snapshots_need_their_privilege(mirrored, make_user):
         actions.clone(operator, mirrored, 123456)
 
 
-def test_resize_refuses_bad_input_an_unenforced_size_and_a_shrink(mirrored, make_user, node, engine, busybox_template,
-                                                                   ctid_factory):
+def test_resize_refuses_bad_input_an_unenforced_size_and_a_shrink(
+    mirrored, make_user, node, engine, busybox_template, ctid_factory
+):
     from tasks.mirror import sync_container
 
     admin = Access(make_user("resizer", superuser=True))

@@ -1,5 +1,6 @@
 """Every body the API reads is checked by a strict serializer (unknown fields, bools as numbers or strings
 refused, each by name), and the pages' forms of the same actions are read by the same serializers."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,21 +17,27 @@ def admin(make_user, node):
     return client_for(make_user("strict-admin", superuser=True))
 
 
-@pytest.mark.parametrize("url, body, field", [
-    ("/api/pools/", {"name": 5}, "name"),
-    ("/api/pools/", {"name": "p1", "comment": True}, "comment"),
-    ("/api/pools/", {"name": "p1", "owner": "x"}, "owner"),
-    ("/api/nodes/{node}/templates/download/", {"name": True}, "name"),
-    ("/api/nodes/{node}/templates/build/", {"builder": "debian", "packages": "curl"}, "packages"),
-    ("/api/nodes/{node}/templates/build/", {"builder": "debian", "packages": [1]}, "packages"),
-    ("/api/nodes/{node}/templates/update/", {"source": 1}, "source"),
-    ("/api/nodes/{node}/template-sources/", {"id": "x", "type": "aplinfo", "url": "http://127.0.0.1/",
-                                              "enabled": "yes"}, "enabled"),
-    ("/api/access/tokens/", {"name": "t1", "scope": "all"}, "scope"),
-    ("/api/access/tokens/", {"name": 1}, "name"),
-    ("/api/access/acl/", {"path": "/", "user": "strict-admin", "role": "Auditor", "propagate": 1}, "propagate"),
-    ("/api/access/roles/", {"name": "r1", "privileges": ["VM.Audit"], "builtin": 1, "extra": 1}, "extra"),
-])
+@pytest.mark.parametrize(
+    "url, body, field",
+    [
+        ("/api/pools/", {"name": 5}, "name"),
+        ("/api/pools/", {"name": "p1", "comment": True}, "comment"),
+        ("/api/pools/", {"name": "p1", "owner": "x"}, "owner"),
+        ("/api/nodes/{node}/templates/download/", {"name": True}, "name"),
+        ("/api/nodes/{node}/templates/build/", {"builder": "debian", "packages": "curl"}, "packages"),
+        ("/api/nodes/{node}/templates/build/", {"builder": "debian", "packages": [1]}, "packages"),
+        ("/api/nodes/{node}/templates/update/", {"source": 1}, "source"),
+        (
+            "/api/nodes/{node}/template-sources/",
+            {"id": "x", "type": "aplinfo", "url": "http://127.0.0.1/", "enabled": "yes"},
+            "enabled",
+        ),
+        ("/api/access/tokens/", {"name": "t1", "scope": "all"}, "scope"),
+        ("/api/access/tokens/", {"name": 1}, "name"),
+        ("/api/access/acl/", {"path": "/", "user": "strict-admin", "role": "Auditor", "propagate": 1}, "propagate"),
+        ("/api/access/roles/", {"name": "r1", "privileges": ["VM.Audit"], "builtin": 1, "extra": 1}, "extra"),
+    ],
+)
 def test_bodies_are_refused_by_field(admin, node, url, body, field):
     answer = admin.post(url.format(node=node.name), body, format="json")
     assert answer.status_code == 400 and field in error_of(answer)["fields"], answer.content
@@ -61,15 +68,23 @@ def test_page_forms_are_read_by_the_api_serializers(make_user, node):
 def test_backup_bodies_and_forms_are_read_by_one_serializer(admin, make_user, node):
     Container.objects.create(ctid=4810, node=node, hostname="bk", status="stopped", config={"hostname": "bk"})
     url = "/api/containers/4810/backups/"
-    for body, field in (({"protected": "1"}, "protected"), ({"mode": "fast"}, "mode"), ({"colour": 1}, "colour"),
-                        ({"exclude": [1]}, "exclude"), ({"notes": 5}, "notes")):
+    for body, field in (
+        ({"protected": "1"}, "protected"),
+        ({"mode": "fast"}, "mode"),
+        ({"colour": 1}, "colour"),
+        ({"exclude": [1]}, "exclude"),
+        ({"notes": 5}, "notes"),
+    ):
         answer = admin.post(url, body, format="json")
         assert answer.status_code == 400 and field in error_of(answer)["fields"], answer.content
     assert not Job.objects.exists()
     page = Client()
     page.force_login(make_user("strict-bk", superuser=True))
-    answer = page.post("/ct/4810/backups/now", {"mode": "stop", "compress": "gzip", "protected": "1",
-                                           "exclude": "/tmp/*\n/var/cache/*"}, **FETCH)
+    answer = page.post(
+        "/ct/4810/backups/now",
+        {"mode": "stop", "compress": "gzip", "protected": "1", "exclude": "/tmp/*\n/var/cache/*"},
+        **FETCH,
+    )
     assert answer.status_code == 202, answer.content
     params = Job.objects.get(kind="vzdump").params
     assert params["mode"] == "stop" and params["protected"] is True and params["exclude"] == ["/tmp/*", "/var/cache/*"]

@@ -3,6 +3,7 @@
 Indexes come from a loopback HTTP server (the fixture indexes of ``tests/engine/data``); a source that
 cannot be reached is a loopback port nothing listens on. No test reaches the default sources' servers.
 """
+
 from __future__ import annotations
 
 import functools
@@ -60,10 +61,20 @@ def _done(response):
 def test_admin_edits_sources_and_a_failing_one_is_shown(agent, node, make_user, node_sources, index_server):
     admin = client_for(make_user("admin", superuser=True))
     base = f"/api/nodes/{node.name}/template-sources/"
-    assert _done(admin.post(base, {"id": "pve", "type": "aplinfo", "url": index_server + "aplinfo-pve-9.dat.gz"},
-                            format="json")).status == "ok"
-    assert _done(admin.post(base, {"id": "turnkey", "type": "aplinfo", "url": index_server + "aplinfo.dat"},
-                            format="json")).status == "ok"
+    assert (
+        _done(
+            admin.post(
+                base, {"id": "pve", "type": "aplinfo", "url": index_server + "aplinfo-pve-9.dat.gz"}, format="json"
+            )
+        ).status
+        == "ok"
+    )
+    assert (
+        _done(
+            admin.post(base, {"id": "turnkey", "type": "aplinfo", "url": index_server + "aplinfo.dat"}, format="json")
+        ).status
+        == "ok"
+    )
     dead = f"http://127.0.0.1:{_closed_port()}/"
     assert _done(admin.post(base, {"id": "gone", "type": "simplestreams", "url": dead}, format="json")).status == "ok"
     assert [s.id for s in node_sources.sources()] == ["pve", "turnkey", "gone"]
@@ -85,8 +96,9 @@ def test_admin_edits_sources_and_a_failing_one_is_shown(agent, node, make_user, 
     assert "Welcome to the template index" in sources_page and "<b>Welcome" not in sources_page  # text, not markup
 
     # Disable from the page, edit and remove through the API.
-    disabled = admin.post(f"/datacenter/template-sources/{node.name}/disable", {"id": "gone"},
-                          HTTP_X_REQUESTED_WITH="fetch")
+    disabled = admin.post(
+        f"/datacenter/template-sources/{node.name}/disable", {"id": "gone"}, HTTP_X_REQUESTED_WITH="fetch"
+    )
     assert disabled.status_code == 202, disabled.content
     wait_job(Job.objects.get(pk=disabled.json()["job"]["id"]))
     assert not TemplateSource.objects.get(node=node, source_id="gone").enabled
@@ -97,14 +109,17 @@ def test_admin_edits_sources_and_a_failing_one_is_shown(agent, node, make_user, 
     assert not TemplateSource.objects.filter(node=node, source_id="gone").exists()
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"id": "x", "type": "aplinfo", "url": "file:///etc/passwd"}, "url"),
-    ({"id": "x", "type": "aplinfo", "url": "http://169.254.169.254/latest"}, "url"),
-    ({"id": "x", "type": "apt", "url": "http://127.0.0.1/"}, "type"),
-    ({"id": "../x", "type": "aplinfo", "url": "http://127.0.0.1/"}, "id"),
-    ({"id": "x", "type": "aplinfo"}, "url"),
-    ({"id": "x", "type": "aplinfo", "url": "http://127.0.0.1/", "keyring": "/etc/shadow"}, "keyring"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"id": "x", "type": "aplinfo", "url": "file:///etc/passwd"}, "url"),
+        ({"id": "x", "type": "aplinfo", "url": "http://169.254.169.254/latest"}, "url"),
+        ({"id": "x", "type": "apt", "url": "http://127.0.0.1/"}, "type"),
+        ({"id": "../x", "type": "aplinfo", "url": "http://127.0.0.1/"}, "id"),
+        ({"id": "x", "type": "aplinfo"}, "url"),
+        ({"id": "x", "type": "aplinfo", "url": "http://127.0.0.1/", "keyring": "/etc/shadow"}, "keyring"),
+    ],
+)
 def test_bad_sources_are_refused_by_field(node, make_user, body, field):
     admin = client_for(make_user("admin", superuser=True))
     answer = admin.post(f"/api/nodes/{node.name}/template-sources/", body, format="json")

@@ -1,6 +1,7 @@
 """Tenants' rights through the real API, from the side of a user with the narrowest role that could try:
 root-equivalent settings, backup archives, pools, storage, a destroyed container's grants, and the
 managers of permissions.  Each refusal is a 403 naming the privilege or key, and nothing changed."""
+
 from __future__ import annotations
 
 import pytest
@@ -35,8 +36,14 @@ def refused(response, *words: str) -> str:
 
 def ct(node, ctid: int, status: str = "stopped", **config) -> Container:
     values = {"hostname": f"t{ctid}", "unprivileged": "1", "rootfs": ROOTFS.format(ctid=ctid), **config}
-    return Container.objects.create(ctid=ctid, node=node, status=status, hostname=values["hostname"],
-                                    unprivileged=values["unprivileged"] == "1", config=values)
+    return Container.objects.create(
+        ctid=ctid,
+        node=node,
+        status=status,
+        hostname=values["hostname"],
+        unprivileged=values["unprivileged"] == "1",
+        config=values,
+    )
 
 
 @pytest.fixture
@@ -48,30 +55,39 @@ def tenant(make_user, node):
 
 
 # ---- item 1: root-equivalent settings ----------------------------------------------------------------
-@pytest.mark.parametrize(("changes", "key"), [({"unprivileged": False}, "unprivileged"),
-                                              ({"nesting": False, "unprivileged": False}, "unprivileged")])
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [({"unprivileged": False}, "unprivileged"), ({"nesting": False, "unprivileged": False}, "unprivileged")],
+)
 def test_a_tenant_cannot_create_a_privileged_container(tenant, make_user, node, changes, key):
     response = api(tenant).post("/api/containers/", create_body(node, 4501, **changes), format="json")
     refused(response, key, "superuser")
     assert not Job.objects.exists() and not Container.objects.exists()
-    response = api(make_user("root", superuser=True)).post("/api/containers/", create_body(node, 4501, **changes),
-                                                           format="json")
+    response = api(make_user("root", superuser=True)).post(
+        "/api/containers/", create_body(node, 4501, **changes), format="json"
+    )
     assert response.status_code == 202, response.content
     assert Job.objects.get().params["options"]["unprivileged"] == "0"
 
 
 def test_create_needs_room_on_the_target_storage(make_user, node):
     user = make_user("no-space", "ContainerAdmin", node.path)
-    refused(api(user).post("/api/containers/", create_body(node, 4502), format="json"),
-            "Datastore.AllocateSpace", "/storage/local")
+    refused(
+        api(user).post("/api/containers/", create_body(node, 4502), format="json"),
+        "Datastore.AllocateSpace",
+        "/storage/local",
+    )
     assert not Job.objects.exists() and not Container.objects.exists()
 
 
-@pytest.mark.parametrize(("changes", "key"), [
-    ({"mp0": "/srv,mp=/mnt/host"}, "mp0"),
-    ({"features": "nesting=1,fuse=1"}, "features"),
-    ({"features": "keyctl=1"}, "features"),
-])
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"mp0": "/srv,mp=/mnt/host"}, "mp0"),
+        ({"features": "nesting=1,fuse=1"}, "features"),
+        ({"features": "keyctl=1"}, "features"),
+    ],
+)
 def test_a_tenant_cannot_set_root_equivalent_keys_in_a_config_edit(tenant, node, changes, key):
     container = ct(node, 4510)
     before = dict(container.config)
@@ -83,22 +99,32 @@ def test_a_tenant_cannot_set_root_equivalent_keys_in_a_config_edit(tenant, node,
 def test_features_of_a_privileged_container_and_its_bind_mounts_stay_a_superusers(tenant, node, make_user):
     ct(node, 4511, unprivileged="0", mp0="/srv/share,mp=/share")
     client = api(tenant)
-    refused(client.put("/api/containers/4511/config/", {"changes": {"features": "nesting=1"}}, format="json"),
-            "features", "privileged")
+    refused(
+        client.put("/api/containers/4511/config/", {"changes": {"features": "nesting=1"}}, format="json"),
+        "features",
+        "privileged",
+    )
     refused(client.put("/api/containers/4511/config/", {"delete": ["mp0"]}, format="json"), "mp0")
     # What does not touch them stays the tenant's to change.
     assert client.put("/api/containers/4511/config/", {"changes": {"memory": 1024}}, format="json").status_code == 202
     assert Job.objects.count() == 1
     root = api(make_user("root", superuser=True))
-    assert root.put("/api/containers/4511/config/", {"changes": {"features": "nesting=1,fuse=1"}},
-                    format="json").status_code == 202
+    assert (
+        root.put(
+            "/api/containers/4511/config/", {"changes": {"features": "nesting=1,fuse=1"}}, format="json"
+        ).status_code
+        == 202
+    )
 
 
 def test_a_mount_point_volume_needs_room_on_its_storage(tenant, node):
     ct(node, 4512)
     client = api(tenant)
-    refused(client.put("/api/containers/4512/config/", {"changes": {"mp1": "other:4,mp=/data"}}, format="json"),
-            "Datastore.AllocateSpace", "/storage/other")
+    refused(
+        client.put("/api/containers/4512/config/", {"changes": {"mp1": "other:4,mp=/data"}}, format="json"),
+        "Datastore.AllocateSpace",
+        "/storage/other",
+    )
     assert not Job.objects.exists()
     response = client.put("/api/containers/4512/config/", {"changes": {"mp1": "local:4,mp=/data"}}, format="json")
     assert response.status_code == 202, response.content
@@ -106,32 +132,47 @@ def test_a_mount_point_volume_needs_room_on_its_storage(tenant, node):
 
 def test_a_clone_of_a_privileged_container_is_a_superusers(tenant, node):
     ct(node, 4520, unprivileged="0")
-    refused(api(tenant).post("/api/containers/4520/clone/", {"newid": 4521}, format="json"), "unprivileged",
-            "superuser")
+    refused(
+        api(tenant).post("/api/containers/4520/clone/", {"newid": 4521}, format="json"), "unprivileged", "superuser"
+    )
     assert not Job.objects.exists() and not Container.objects.filter(ctid=4521).exists()
 
 
 def test_clone_and_resize_need_room_on_the_storage_they_allocate_on(tenant, node, make_user):
     ct(node, 4522)
     client = api(tenant)
-    refused(client.post("/api/containers/4522/clone/", {"newid": 4523, "storage": "fast"}, format="json"),
-            "Datastore.AllocateSpace", "/storage/fast")
+    refused(
+        client.post("/api/containers/4522/clone/", {"newid": 4523, "storage": "fast"}, format="json"),
+        "Datastore.AllocateSpace",
+        "/storage/fast",
+    )
     assert not Container.objects.filter(ctid=4523).exists()
     no_space = api(make_user("no-space", "ContainerAdmin", node.path))
     refused(no_space.post("/api/containers/4522/clone/", {"newid": 4523}, format="json"), "/storage/local")
-    refused(no_space.put("/api/containers/4522/resize/", {"disk": "rootfs", "size": "+1G"}, format="json"),
-            "Datastore.AllocateSpace", "/storage/local")
+    refused(
+        no_space.put("/api/containers/4522/resize/", {"disk": "rootfs", "size": "+1G"}, format="json"),
+        "Datastore.AllocateSpace",
+        "/storage/local",
+    )
     assert not Job.objects.exists()
-    assert client.put("/api/containers/4522/resize/", {"disk": "rootfs", "size": "+1G"},
-                      format="json").status_code == 202
+    assert (
+        client.put("/api/containers/4522/resize/", {"disk": "rootfs", "size": "+1G"}, format="json").status_code == 202
+    )
 
 
 # ---- item 4: backup archives ---------------------------------------------------------------------------
 @pytest.fixture
 def archive(node):
     ct(node, 4530)
-    return BackupArchive.objects.create(node=node, storage="local", ctid=4530, size=1, format="zstd",
-                                        name="vzdump-lxc-4530-2026_01_02-03_04_05.tar.zst", time=timezone.now())
+    return BackupArchive.objects.create(
+        node=node,
+        storage="local",
+        ctid=4530,
+        size=1,
+        format="zstd",
+        name="vzdump-lxc-4530-2026_01_02-03_04_05.tar.zst",
+        time=timezone.now(),
+    )
 
 
 def test_room_on_a_storage_opens_no_archive_of_another_tenant(make_user, archive):
@@ -139,9 +180,13 @@ def test_room_on_a_storage_opens_no_archive_of_another_tenant(make_user, archive
     grant(user, "SpaceOnly", "/storage/local", ["Datastore.AllocateSpace", "Datastore.Audit"])
     client = api(user)
     assert client.get("/api/backups/").json()["results"] == []
-    for method, url, body in (("post", "restore/", {"ctid": 4539}), ("post", "verify/", {}),
-                              ("post", "protect/", {"protected": True}), ("post", "protect/", {"notes": "x"}),
-                              ("delete", "", None)):
+    for method, url, body in (
+        ("post", "restore/", {"ctid": 4539}),
+        ("post", "verify/", {}),
+        ("post", "protect/", {"protected": True}),
+        ("post", "protect/", {"notes": "x"}),
+        ("delete", "", None),
+    ):
         response = getattr(client, method)(f"/api/backups/{archive.pk}/{url}", body, format="json")
         assert response.status_code in (403, 404), response.content
         if response.status_code == 403:
@@ -196,8 +241,7 @@ def test_moving_a_container_into_ones_pool_needs_vm_allocate_on_it(make_user, no
     pool = Pool.objects.create(name="mine")
     user = make_user("pooler", "Auditor", "/")
     grant(user, "PoolAdmin", "/", ["Pool.Allocate", "Pool.Audit"])
-    refused(api(user).put("/api/containers/4540/pool/", {"pool": pool.name}, format="json"), "VM.Allocate",
-            "/ct/4540")
+    refused(api(user).put("/api/containers/4540/pool/", {"pool": pool.name}, format="json"), "VM.Allocate", "/ct/4540")
     assert Container.objects.get(ctid=4540).pool is None
 
 

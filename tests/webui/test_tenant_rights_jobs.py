@@ -1,5 +1,6 @@
 """The node's own rights checks, through the real agent: what only the node can read (an archive's config,
 a clone source's) is checked against what the user who asked may set, before anything is written."""
+
 from __future__ import annotations
 
 import secrets
@@ -19,8 +20,9 @@ def lines(job) -> str:
     return "\n".join(job.lines.values_list("text", flat=True))
 
 
-def test_a_privileged_archive_restores_and_clones_only_for_a_superuser(agent, node, stored_busybox, ctid_factory,
-                                                                       engine, make_user):
+def test_a_privileged_archive_restores_and_clones_only_for_a_superuser(
+    agent, node, stored_busybox, ctid_factory, engine, make_user
+):
     root = APIClient()
     root.force_authenticate(make_user("root", superuser=True))
     tenant_user = make_user("tenant", "ContainerAdmin", "/")  # everything a tenant gets, on every node and storage
@@ -28,8 +30,9 @@ def test_a_privileged_archive_restores_and_clones_only_for_a_superuser(agent, no
     tenant.force_authenticate(tenant_user)
     source, target, copy = ctid_factory(), ctid_factory(), ctid_factory()
     engine.create(source, stored_busybox, {"hostname": "priv", "unprivileged": "0"})
-    Container.objects.create(ctid=source, node=node, status="stopped", hostname="priv", unprivileged=False,
-                             config={"unprivileged": "0"})
+    Container.objects.create(
+        ctid=source, node=node, status="stopped", hostname="priv", unprivileged=False, config={"unprivileged": "0"}
+    )
     response = root.post(f"/api/containers/{source}/backups/", {"mode": "stop"}, format="json")
     assert response.status_code == 202, response.content
     job = wait_job(Job.objects.get(pk=response.json()["job"]["id"]))
@@ -45,8 +48,16 @@ def test_a_privileged_archive_restores_and_clones_only_for_a_superuser(agent, no
     assert not (engine.layout.root / "images" / str(target)).exists()
 
     # The clone job checks its source's config itself (here queued without the web tier's check).
-    job = wait_job(submit("vzclone", node, f"/ct/{source}", str(source), user=tenant_user,
-                          params={"newid": copy, "snapshot": None, "full": True, "storage": None, "hostname": None}))
+    job = wait_job(
+        submit(
+            "vzclone",
+            node,
+            f"/ct/{source}",
+            str(source),
+            user=tenant_user,
+            params={"newid": copy, "snapshot": None, "full": True, "storage": None, "hostname": None},
+        )
+    )
     assert job.status == "error" and "unprivileged" in job.message, lines(job)
     assert not engine.exists(copy)
 
@@ -69,8 +80,9 @@ def test_a_privileged_archive_restores_and_clones_only_for_a_superuser(agent, no
     (engine.layout.root / "dump" / archive.name).unlink()
 
 
-def test_restore_and_clone_apply_the_nic_rules_on_the_node(agent, node, stored_busybox, ctid_factory, engine,
-                                                           make_user):
+def test_restore_and_clone_apply_the_nic_rules_on_the_node(
+    agent, node, stored_busybox, ctid_factory, engine, make_user
+):
     """The archive's (or the clone source's) NICs against webui.nic_rights, with the rights the user holds when
     the job runs; a superuser passes, and a bridge this node lacks is only a warning of the node's check."""
     bridge = f"cnr{secrets.token_hex(3)}"  # a host bridge of this test's: neither managed nor allowed at first
@@ -97,15 +109,22 @@ def _nic_rules(node, stored_busybox, ctid_factory, engine, make_user, bridge):
     archive = BackupArchive.objects.get(name=job.params["result"]["archive"])
 
     def restore(client, unique=False):
-        response = client.post(f"/api/backups/{archive.pk}/restore/", {"ctid": target, "unique": unique},
-                               format="json")
+        response = client.post(f"/api/backups/{archive.pk}/restore/", {"ctid": target, "unique": unique}, format="json")
         assert response.status_code == 202, response.content
         return wait_job(Job.objects.get(pk=response.json()["job"]["id"]), timeout=120)
 
     def clone(user):
-        return wait_job(submit("vzclone", node, f"/ct/{source}", str(source), user=user,
-                               params={"newid": copy, "snapshot": None, "full": True, "storage": None,
-                                       "hostname": None}), timeout=120)
+        return wait_job(
+            submit(
+                "vzclone",
+                node,
+                f"/ct/{source}",
+                str(source),
+                user=user,
+                params={"newid": copy, "snapshot": None, "full": True, "storage": None, "hostname": None},
+            ),
+            timeout=120,
+        )
 
     def remove(ctid):
         if engine.exists(ctid):
@@ -129,8 +148,7 @@ def _nic_rules(node, stored_busybox, ctid_factory, engine, make_user, bridge):
     assert "net0: the firewall off" in job.message and "MAC" in job.message, job.message
     nothing_left(target)
     job = clone(tenant_user)  # a clone gets a new MAC: only the firewall is asked about
-    assert job.status == "error" and "net0: the firewall off" in job.message and "MAC" not in job.message, \
-        lines(job)
+    assert job.status == "error" and "net0: the firewall off" in job.message and "MAC" not in job.message, lines(job)
     nothing_left(copy)
 
     # Granted now, with nothing queued again by the web tier: the node reads the rights as the job runs.

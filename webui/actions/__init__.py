@@ -6,5 +6,6 @@ these, and show the job it returns.  ``PermissionDenied`` becomes 403,
 ``ValidationError`` 400 with field errors, ``JobRefused`` 409 (or 503 for an
 offline node).  The permission helpers are ``webui.access``'s.
 """
+
 from webui.access import require  # noqa: F401 - the console views call ``actions.require``
 from webui.actions.containers import POWER_ACTIONS, power  # noqa: F401 - and ``actions.power``

@@ -15,6 +15,7 @@ archive's own config (only it can read it) against what the user may set.
 The datacenter's backup jobs are ``webui.actions.schedules``.  Input is read by the
 serializers of ``webui.api.serializers.backups``, for the API and the pages alike.
 """
+
 from __future__ import annotations
 
 import operator
@@ -42,14 +43,16 @@ def backup_now(access: Access, container: Container, data, address: str | None =
     require(access, "Datastore.AllocateSpace", path=f"/storage/{params['storage']}", address=address)
     if container.status == Container.Status.CREATING:
         raise JobRefused(f"CT {container.ctid} is still being created")
-    return submit("vzdump", container.node, container.path, str(container.ctid), user=access.user, params=params,
-                  address=address)
+    return submit(
+        "vzdump", container.node, container.path, str(container.ctid), user=access.user, params=params, address=address
+    )
 
 
 def may_see(access: Access, archive: BackupArchive) -> bool:
     """VM.Backup on the archive's container ID and Datastore.Audit on its storage (the list's filter)."""
     return access.can("Datastore.Audit", path=archive.path) and "VM.Backup" in access.ctid_privileges(
-        archive.ctid, archive.node.name)
+        archive.ctid, archive.node.name
+    )
 
 
 def visible_archives(access, rows):
@@ -57,12 +60,16 @@ def visible_archives(access, rows):
     answers after the container is gone, through the grants on ``/`` and the archive's node); any other is 404."""
     if access.superuser:
         return rows
-    storages = [s for s in rows.values_list("storage", flat=True).distinct()
-                if access.can("Datastore.Audit", path=f"/storage/{s}")]
+    storages = [
+        s
+        for s in rows.values_list("storage", flat=True).distinct()
+        if access.can("Datastore.Audit", path=f"/storage/{s}")
+    ]
     rows = rows.filter(storage__in=storages)
     pairs = rows.order_by().values_list("ctid", "node__name").distinct()
-    allowed = [Q(ctid=ctid, node__name=node) for ctid, node in pairs
-               if "VM.Backup" in access.ctid_privileges(ctid, node)]
+    allowed = [
+        Q(ctid=ctid, node__name=node) for ctid, node in pairs if "VM.Backup" in access.ctid_privileges(ctid, node)
+    ]
     return rows.filter(reduce(operator.or_, allowed)) if allowed else rows.none()
 
 
@@ -71,8 +78,13 @@ def _archive_access(access: Access, archive: BackupArchive, address: str | None)
     on the archive's storage: both, as Proxmox's ``check_volume_access`` asks of a backup volume."""
     where = f"/ct/{archive.ctid}"
     if "VM.Backup" not in access.ctid_privileges(archive.ctid, archive.node.name):
-        deny(access, "denied VM.Backup", where, f"permission denied: VM.Backup on {where} is required for "
-                                                f"backup {archive.name}", address)
+        deny(
+            access,
+            "denied VM.Backup",
+            where,
+            f"permission denied: VM.Backup on {where} is required for backup {archive.name}",
+            address,
+        )
     require(access, "Datastore.AllocateSpace", path=archive.path, address=address)
 
 
@@ -89,13 +101,20 @@ def restore(access: Access, archive: BackupArchive, data, address: str | None = 
         raise ValidationError({"rootfs_storage": [f"'{rootfs_storage}' is not a storage name"]})
     hostname = (data.get("hostname") or "").strip()
     options = {"hostname": hostname} if hostname else {}
-    params = {"storage": archive.storage, "archive": archive.name, "rootfs_storage": rootfs_storage,
-              "force": force, "unique": data["unique"], "options": options}
+    params = {
+        "storage": archive.storage,
+        "archive": archive.name,
+        "rootfs_storage": rootfs_storage,
+        "force": force,
+        "unique": data["unique"],
+        "options": options,
+    }
     existing = Container.objects.select_related("node", "pool").filter(ctid=ctid).first()
     if existing is not None:
         if not force:
-            raise JobRefused(f"CT {ctid} already exists; restore over it with force (it must be stopped), or "
-                             "choose a free ID")
+            raise JobRefused(
+                f"CT {ctid} already exists; restore over it with force (it must be stopped), or choose a free ID"
+            )
         require(access, "VM.Allocate", existing, address=address)
         require_space(access, [rootfs_storage or "local"], address)
         if existing.status != Container.Status.STOPPED:
@@ -103,34 +122,51 @@ def restore(access: Access, archive: BackupArchive, data, address: str | None = 
         if existing.protected:
             raise JobRefused(f"CT {ctid} is protected; clear 'protection' in its options first")
         if existing.node_id != archive.node_id:
-            raise JobRefused(f"the backup is on node {archive.node.name} but CT {ctid} is on "
-                             f"{existing.node.name}; restore it on its own node")
-        return submit("vzrestore", existing.node, existing.path, str(ctid), user=access.user, params=params,
-                      address=address)
+            raise JobRefused(
+                f"the backup is on node {archive.node.name} but CT {ctid} is on "
+                f"{existing.node.name}; restore it on its own node"
+            )
+        return submit(
+            "vzrestore", existing.node, existing.path, str(ctid), user=access.user, params=params, address=address
+        )
     require(access, "VM.Allocate", path=archive.node.path, address=address)
     require_space(access, [rootfs_storage or "local"], address)
     try:
         with transaction.atomic():
-            Container.objects.create(ctid=ctid, node=archive.node, status=Container.Status.CREATING,
-                                     hostname=hostname)
-            return submit("vzrestore", archive.node, f"/ct/{ctid}", str(ctid), user=access.user, params=params,
-                          address=address)
+            Container.objects.create(ctid=ctid, node=archive.node, status=Container.Status.CREATING, hostname=hostname)
+            return submit(
+                "vzrestore", archive.node, f"/ct/{ctid}", str(ctid), user=access.user, params=params, address=address
+            )
     except IntegrityError:
         raise ValidationError({"ctid": [f"ID {ctid} is already in use"]}) from None
 
 
 def verify(access: Access, archive: BackupArchive, address: str | None = None) -> Job:
     _archive_access(access, archive, address)
-    return submit("vzverify", archive.node, f"/ct/{archive.ctid}", str(archive.ctid), user=access.user,
-                  params={"storage": archive.storage, "archive": archive.name}, address=address)
+    return submit(
+        "vzverify",
+        archive.node,
+        f"/ct/{archive.ctid}",
+        str(archive.ctid),
+        user=access.user,
+        params={"storage": archive.storage, "archive": archive.name},
+        address=address,
+    )
 
 
 def delete(access: Access, archive: BackupArchive, address: str | None = None) -> Job:
     _archive_access(access, archive, address)
     if archive.protected:
         raise JobRefused(f"backup {archive.name} is protected; unprotect it first")
-    return submit("vzbackupdelete", archive.node, f"/ct/{archive.ctid}", str(archive.ctid), user=access.user,
-                  params={"storage": archive.storage, "archive": archive.name}, address=address)
+    return submit(
+        "vzbackupdelete",
+        archive.node,
+        f"/ct/{archive.ctid}",
+        str(archive.ctid),
+        user=access.user,
+        params={"storage": archive.storage, "archive": archive.name},
+        address=address,
+    )
 
 
 def protect(access: Access, archive: BackupArchive, data, address: str | None = None) -> Job:
@@ -139,5 +175,12 @@ def protect(access: Access, archive: BackupArchive, data, address: str | None = 
     params: dict = {"storage": archive.storage, "archive": archive.name, **read(ArchiveChangeSerializer, data)}
     if len(params) == 2:
         raise ValidationError({"protected": ["give 'protected' and/or 'notes'"]})
-    return submit("vzprotect", archive.node, f"/ct/{archive.ctid}", str(archive.ctid), user=access.user,
-                  params=params, address=address)
+    return submit(
+        "vzprotect",
+        archive.node,
+        f"/ct/{archive.ctid}",
+        str(archive.ctid),
+        user=access.user,
+        params=params,
+        address=address,
+    )

@@ -4,6 +4,7 @@ Each checks the user's rights and the input, then queues one job.
 ``PermissionDenied`` becomes 403, ``ValidationError`` 400 with field errors,
 ``JobRefused`` 409 (or 503 for an offline node), in every caller alike.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,9 +24,29 @@ from webui.nic_rights import check_nic_rights
 
 POWER_ACTIONS = {"start": "vzstart", "shutdown": "vzshutdown", "stop": "vzstop", "reboot": "vzreboot"}
 # Keys a user edits through the Resources, Network and Options tabs (and the API).
-EDITABLE_KEYS = {"hostname", "description", "cores", "cpulimit", "cpuunits", "memory", "swap", "pids", "ioweight",
-                 "onboot", "startup", "protection", "tags", "nameserver", "searchdomain", "features", "cmode",
-                 "tty", "console", *(f"net{i}" for i in range(10)), *(f"mp{i}" for i in range(256))}
+EDITABLE_KEYS = {
+    "hostname",
+    "description",
+    "cores",
+    "cpulimit",
+    "cpuunits",
+    "memory",
+    "swap",
+    "pids",
+    "ioweight",
+    "onboot",
+    "startup",
+    "protection",
+    "tags",
+    "nameserver",
+    "searchdomain",
+    "features",
+    "cmode",
+    "tty",
+    "console",
+    *(f"net{i}" for i in range(10)),
+    *(f"mp{i}" for i in range(256)),
+}
 
 
 def storage_of(volume) -> str | None:
@@ -54,10 +75,22 @@ def create_container(access: Access, data, address: str | None = None) -> Job:
         raise ValidationError({"bridge": exc.message_dict.get("net0", [])}) from None
     try:
         with transaction.atomic():
-            Container.objects.create(ctid=request.ctid, node=node, status=Container.Status.CREATING,
-                                     hostname=request.options()["hostname"], config=request.options())
-            job = submit("vzcreate", node, f"/ct/{request.ctid}", str(request.ctid), user=access.user,
-                         params=request.job_params(), address=address)
+            Container.objects.create(
+                ctid=request.ctid,
+                node=node,
+                status=Container.Status.CREATING,
+                hostname=request.options()["hostname"],
+                config=request.options(),
+            )
+            job = submit(
+                "vzcreate",
+                node,
+                f"/ct/{request.ctid}",
+                str(request.ctid),
+                user=access.user,
+                params=request.job_params(),
+                address=address,
+            )
     except IntegrityError:
         raise ValidationError({"ctid": [f"ID {request.ctid} is already in use"]}) from None
     return job
@@ -68,8 +101,9 @@ def _active_state(container: Container) -> None:
         raise JobRefused(f"CT {container.ctid} is still being created")
 
 
-def power(access: Access, container: Container, action: str, params: dict | None = None,
-          address: str | None = None) -> Job:
+def power(
+    access: Access, container: Container, action: str, params: dict | None = None, address: str | None = None
+) -> Job:
     if action not in POWER_ACTIONS:
         raise ValidationError({"action": [f"unknown action '{action}' (use {', '.join(POWER_ACTIONS)})"]})
     require(access, "VM.PowerMgmt", container, address=address)
@@ -82,26 +116,48 @@ def power(access: Access, container: Container, action: str, params: dict | None
         params = {"timeout": timeout, "force_stop": bool(params.get("force_stop", True))}
     else:
         params = {}
-    return submit(POWER_ACTIONS[action], container.node, container.path, str(container.ctid), user=access.user,
-                  params=params, address=address)
+    return submit(
+        POWER_ACTIONS[action],
+        container.node,
+        container.path,
+        str(container.ctid),
+        user=access.user,
+        params=params,
+        address=address,
+    )
 
 
 def destroy(access: Access, container: Container, force: bool = False, address: str | None = None) -> Job:
     require(access, "VM.Allocate", container, address=address)
-    if container.status == Container.Status.CREATING and Job.objects.filter(
-            path=container.path, status__in=Job.ACTIVE).exists():
+    if (
+        container.status == Container.Status.CREATING
+        and Job.objects.filter(path=container.path, status__in=Job.ACTIVE).exists()
+    ):
         raise JobRefused(f"CT {container.ctid} is still being created")
     # With no job running, a container left "creating" is an interrupted create: destroying it cleans up.
     if container.protected:
         raise JobRefused(f"CT {container.ctid} is protected; clear 'protection' in its options first")
     if container.status == Container.Status.RUNNING and not force:
         raise JobRefused(f"CT {container.ctid} is running; stop it first (or destroy with force)")
-    return submit("vzdestroy", container.node, container.path, str(container.ctid), user=access.user,
-                  params={"force": force}, address=address)
+    return submit(
+        "vzdestroy",
+        container.node,
+        container.path,
+        str(container.ctid),
+        user=access.user,
+        params={"force": force},
+        address=address,
+    )
 
 
-def update_config(access: Access, container: Container, changes: dict, delete: list[str] | None = None,
-                  digest: str | None = None, address: str | None = None) -> Job:
+def update_config(
+    access: Access,
+    container: Container,
+    changes: dict,
+    delete: list[str] | None = None,
+    digest: str | None = None,
+    address: str | None = None,
+) -> Job:
     """Check every key with the engine's parser before queueing; network keys need VM.Config too."""
     require(access, "VM.Config", container, address=address)
     _active_state(container)
@@ -136,15 +192,23 @@ def update_config(access: Access, container: Container, changes: dict, delete: l
         raise ValidationError(errors)
     _check_config_rights(access, container, changes, delete, address)
     nics = {k: v for k, v in changes.items() if k.startswith("net")}
-    check_nic_rights(access, container.node, container.ctid, nics, old=container.config or {}, obj=container,
-                     address=address)
-    return submit("vzset", container.node, container.path, str(container.ctid), user=access.user,
-                  params={"changes": {k: str(v) for k, v in changes.items()}, "delete": delete, "digest": digest},
-                  address=address)
+    check_nic_rights(
+        access, container.node, container.ctid, nics, old=container.config or {}, obj=container, address=address
+    )
+    return submit(
+        "vzset",
+        container.node,
+        container.path,
+        str(container.ctid),
+        user=access.user,
+        params={"changes": {k: str(v) for k, v in changes.items()}, "delete": delete, "digest": digest},
+        address=address,
+    )
 
 
-def _check_config_rights(access: Access, container: Container, changes: dict, delete: list[str],
-                         address: str | None) -> None:
+def _check_config_rights(
+    access: Access, container: Container, changes: dict, delete: list[str], address: str | None
+) -> None:
     """What a valid change needs beyond VM.Config: a superuser for root-equivalent settings, VM.Allocate to
     turn nesting on or off (Proxmox's rule), and Datastore.AllocateSpace where a mount point goes."""
     before = mirror_section(container)
@@ -153,12 +217,16 @@ def _check_config_rights(access: Access, container: Container, changes: dict, de
     require_superuser_for(access, root_equivalent_changes(before, after), container.path, address)
     if (before.get("features") or {}).get("nesting") != (after.get("features") or {}).get("nesting"):
         require(access, "VM.Allocate", container, address=address)
-    require_space(access, [storage_of(after.get(k).get("volume")) for k in changes
-                           if k.startswith("mp") and k[2:].isdigit()], address)
+    require_space(
+        access,
+        [storage_of(after.get(k).get("volume")) for k in changes if k.startswith("mp") and k[2:].isdigit()],
+        address,
+    )
 
 
-def snapshot(access: Access, container: Container, operation: str, name: str, description: str = "",
-             address: str | None = None) -> Job:
+def snapshot(
+    access: Access, container: Container, operation: str, name: str, description: str = "", address: str | None = None
+) -> Job:
     """Take (``snapshot``), roll back to (``rollback``) or delete (``delete``) the snapshot ``name``."""
     from engine.storage.base import check_snapshot_name
 
@@ -178,12 +246,27 @@ def snapshot(access: Access, container: Container, operation: str, name: str, de
         raise ValidationError({"name": [f"CT {container.ctid} has no snapshot '{name}'"]})
     if not isinstance(description, str) or len(description) > 8192:
         raise ValidationError({"description": ["text of at most 8192 characters"]})
-    return submit(kinds[operation], container.node, container.path, str(container.ctid), user=access.user,
-                  params={"name": name, "description": description}, address=address)
+    return submit(
+        kinds[operation],
+        container.node,
+        container.path,
+        str(container.ctid),
+        user=access.user,
+        params={"name": name, "description": description},
+        address=address,
+    )
 
 
-def clone(access: Access, container: Container, newid, snapshot_name: str | None = None, full: bool = False,
-          storage: str | None = None, hostname: str | None = None, address: str | None = None) -> Job:
+def clone(
+    access: Access,
+    container: Container,
+    newid,
+    snapshot_name: str | None = None,
+    full: bool = False,
+    storage: str | None = None,
+    hostname: str | None = None,
+    address: str | None = None,
+) -> Job:
     """A new container from this one (linked from a snapshot where the storage can); reserves the new ID."""
     from engine.config import check_hostname
 
@@ -208,20 +291,49 @@ def clone(access: Access, container: Container, newid, snapshot_name: str | None
         raise ValidationError(errors)
     source = mirror_section(container)
     # The node checks the section it clones (a snapshot's too); a clone of a privileged container is privileged.
-    require_superuser_for(access, root_equivalent(source) if not snapshot_name else
-                          {k: v for k, v in root_equivalent(source).items() if k == "unprivileged"},
-                          f"/ct/{newid}", address)
-    require_space(access, [storage] if storage else [storage_of(source.get(k).get("volume")) for k in source.values
-                                                     if k == "rootfs" or k.startswith("mp") and k[2:].isdigit()],
-                  address)
-    params = {"newid": newid, "snapshot": snapshot_name or None, "full": bool(full), "storage": storage or None,
-              "hostname": hostname or None}
+    require_superuser_for(
+        access,
+        root_equivalent(source)
+        if not snapshot_name
+        else {k: v for k, v in root_equivalent(source).items() if k == "unprivileged"},
+        f"/ct/{newid}",
+        address,
+    )
+    require_space(
+        access,
+        [storage]
+        if storage
+        else [
+            storage_of(source.get(k).get("volume"))
+            for k in source.values
+            if k == "rootfs" or k.startswith("mp") and k[2:].isdigit()
+        ],
+        address,
+    )
+    params = {
+        "newid": newid,
+        "snapshot": snapshot_name or None,
+        "full": bool(full),
+        "storage": storage or None,
+        "hostname": hostname or None,
+    }
     try:
         with transaction.atomic():
-            Container.objects.create(ctid=newid, node=container.node, status=Container.Status.CREATING,
-                                     hostname=hostname or container.hostname)
-            return submit("vzclone", container.node, container.path, str(container.ctid), user=access.user,
-                          params=params, address=address)
+            Container.objects.create(
+                ctid=newid,
+                node=container.node,
+                status=Container.Status.CREATING,
+                hostname=hostname or container.hostname,
+            )
+            return submit(
+                "vzclone",
+                container.node,
+                container.path,
+                str(container.ctid),
+                user=access.user,
+                params=params,
+                address=address,
+            )
     except IntegrityError:
         raise ValidationError({"newid": [f"ID {newid} is already in use"]}) from None
 
@@ -243,5 +355,12 @@ def resize(access: Access, container: Container, disk: str, size: str, address: 
     if storage_of(volume) is None:
         raise ValidationError({"disk": [f"{disk} is a host path ({volume}), not a volume; it has no size here"]})
     require_space(access, [storage_of(volume)], address)
-    return submit("vzresize", container.node, container.path, str(container.ctid), user=access.user,
-                  params={"disk": disk, "size": size.strip()}, address=address)
+    return submit(
+        "vzresize",
+        container.node,
+        container.path,
+        str(container.ctid),
+        user=access.user,
+        params={"disk": disk, "size": size.strip()},
+        address=address,
+    )

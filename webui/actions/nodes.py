@@ -1,5 +1,6 @@
 """A node's actions: its template store and catalog (download, build, remove, refresh), starting and stopping
 all its containers (startall, stopall); cancelling a job."""
+
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -9,8 +10,9 @@ from webui.models import Container, Job, Node
 from webui.models.queue import cancel, submit
 
 
-def template_job(access: Access, node: Node, kind: str, target: str, params: dict | None = None,
-                 address: str | None = None) -> Job:
+def template_job(
+    access: Access, node: Node, kind: str, target: str, params: dict | None = None, address: str | None = None
+) -> Job:
     """Download, build, remove a template, or refresh the catalog, on one node."""
     require(access, "Datastore.AllocateTemplate", node, address=address)
     return submit(kind, node, node.path, target, user=access.user, params=params or {}, address=address)
@@ -40,24 +42,32 @@ def power_all_job(access: Access, node: Node, kind: str, params: dict, address: 
         require(access, "VM.PowerMgmt", node, address=address)
         denied = sorted(ctid for ctid, c in on_node.items() if not access.can("VM.PowerMgmt", c))
         if denied:
-            deny(access, "denied VM.PowerMgmt", node.path, f"permission denied: VM.PowerMgmt on CT "
-                 f"{', '.join(map(str, denied))} is required for {kind} on the whole node; name the others in "
-                 "vms", address)
+            deny(
+                access,
+                "denied VM.PowerMgmt",
+                node.path,
+                f"permission denied: VM.PowerMgmt on CT "
+                f"{', '.join(map(str, denied))} is required for {kind} on the whole node; name the others in "
+                "vms",
+                address,
+            )
     return submit(kind, node, node.path, "", user=access.user, params=clean, address=address)
 
 
 def _power_all_params(kind: str, params: dict) -> dict:
     """The job's parameters, checked: a bad one is refused naming its key."""
     allowed = {"vms", "force"} if kind == "startall" else {"vms", "timeout", "force_stop"}
-    errors = {key: [f"unknown field (for {kind}: {', '.join(sorted(allowed))})"] for key in params
-              if key not in allowed}
+    errors = {
+        key: [f"unknown field (for {kind}: {', '.join(sorted(allowed))})"] for key in params if key not in allowed
+    }
     clean: dict = {}
     vms = params.get("vms")
     if isinstance(vms, str):  # Proxmox's form: "101,102"
         vms = [v.strip() for v in vms.replace(";", ",").split(",") if v.strip()]
     if vms not in (None, []):
         if not isinstance(vms, list) or not all(
-                (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v.isdigit()) for v in vms):
+            (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v.isdigit()) for v in vms
+        ):
             errors["vms"] = ["expected a list of container IDs (or Proxmox's comma-separated string)"]
         else:
             clean["vms"] = sorted({int(v) for v in vms})
@@ -81,6 +91,7 @@ def _power_all_params(kind: str, params: dict) -> dict:
 def cancel_job(access: Access, job: Job) -> None:
     """The job's owner, or anyone with Sys.Modify on the job's node, may cancel it."""
     if not (job.user_id == getattr(access.user, "id", None) or access.can("Sys.Modify", job.node)):
-        raise PermissionDenied(f"permission denied: only the job's owner or Sys.Modify on {job.node.path} may "
-                               "cancel it")
+        raise PermissionDenied(
+            f"permission denied: only the job's owner or Sys.Modify on {job.node.path} may cancel it"
+        )
     cancel(job)

@@ -1,4 +1,5 @@
 """Pools: create, delete, and moving a container in or out (Pool.Allocate on each side)."""
+
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError

@@ -4,6 +4,7 @@ The fields are checked by ``webui.forms.backups.ScheduleForm``, the same
 form for the page and the API; a job's beat task follows it in the same
 transaction.
 """
+
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
@@ -15,8 +16,9 @@ from webui.models import BackupSchedule, Job
 from webui.models.queue import JobRefused
 
 
-def save_schedule(access: Access, data, schedule: BackupSchedule | None = None,
-                  address: str | None = None) -> BackupSchedule:
+def save_schedule(
+    access: Access, data, schedule: BackupSchedule | None = None, address: str | None = None
+) -> BackupSchedule:
     """Create (``schedule`` None) or change a backup job; fields left out keep their value."""
     require(access, "Sys.Modify", path="/", address=address)
     if not hasattr(data, "get"):
@@ -28,8 +30,15 @@ def save_schedule(access: Access, data, schedule: BackupSchedule | None = None,
     with transaction.atomic():
         schedule = form.save()
         schedule.rearm()
-        audit(access, "backupjob.create" if creating else "backupjob.update", "/", address,
-              schedule=schedule.pk, text=schedule.schedule, enabled=schedule.enabled)
+        audit(
+            access,
+            "backupjob.create" if creating else "backupjob.update",
+            "/",
+            address,
+            schedule=schedule.pk,
+            text=schedule.schedule,
+            enabled=schedule.enabled,
+        )
     return schedule
 
 
@@ -48,6 +57,8 @@ def run_now(access: Access, schedule: BackupSchedule, address: str | None = None
         raise JobRefused(f"backup job {schedule.pk} selects no container on any node")
     jobs = schedule.dispatch(user=access.user, address=address)
     if not jobs:
-        raise JobRefused(f"backup job {schedule.pk} could not start on any node (offline, or a run is still "
-                         "going on); see the audit log")
+        raise JobRefused(
+            f"backup job {schedule.pk} could not start on any node (offline, or a run is still "
+            "going on); see the audit log"
+        )
     return jobs

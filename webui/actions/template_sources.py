@@ -5,6 +5,7 @@ checks the request the way the node will (id, type, URL: http(s), never a link-l
 and queues the change; the agent mirrors the result into ``TemplateSource`` rows after the job.
 Only an administrator may change it: Sys.Modify on ``/`` (a source decides what every user downloads).
 """
+
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
@@ -47,8 +48,9 @@ def _check(op: str, source_id: object, data: dict) -> dict:
     return {**params, **fields}
 
 
-def edit_sources(access: Access, node: Node, op: str, source_id: str, data: dict | None = None,
-                 address: str | None = None) -> Job:
+def edit_sources(
+    access: Access, node: Node, op: str, source_id: str, data: dict | None = None, address: str | None = None
+) -> Job:
     """Add, edit (type, url, enabled) or remove one template source of ``node``."""
     require(access, "Sys.Modify", path="/", address=address)
     params = _check(op, source_id, dict(data or {}))

@@ -4,6 +4,7 @@ Failures count with every other login path's (``webui.login_limits``: the token'
 address and its network); past a limit every try is refused with 429 and the wait, even with a right secret,
 until the window has passed.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -24,7 +25,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).decode("latin-1")
         if not header.startswith(self.keyword + " "):
             return None
-        value = header[len(self.keyword) + 1:].strip()
+        value = header[len(self.keyword) + 1 :].strip()
         username, address = value.partition("!")[0], client_address(request)
         wait = blocked_for(username, address)
         if wait:

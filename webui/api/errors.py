@@ -7,6 +7,7 @@ status (409, or 503 for an offline node) with ``job``, the ID of the job
 already doing the same thing, when there is one; DRF's own exceptions keep
 their status, their field errors in ``fields``.
 """
+
 from __future__ import annotations
 
 from rest_framework import exceptions

@@ -9,6 +9,7 @@ and never check in their bodies.  A refusal is audited (``webui.access.require``
 and answered with 403.  Objects a user may not see at all are filtered out of
 the view's queryset first, so they are 404, not 403: existence does not leak.
 """
+
 from __future__ import annotations
 
 from rest_framework.permissions import BasePermission

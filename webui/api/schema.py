@@ -1,4 +1,5 @@
 """What drf-spectacular cannot infer: how the token authentication looks in the OpenAPI schema."""
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
@@ -7,5 +8,9 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
     name = "tokenAuth"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "apiKey", "in": "header", "name": "Authorization",
-                "description": "Token <user>!<name>=<secret> (create one at /api/access/tokens/)"}
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "Token <user>!<name>=<secret> (create one at /api/access/tokens/)",
+        }

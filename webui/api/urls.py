@@ -1,4 +1,5 @@
 """The API's routes: one router, one viewset per resource; the schema and its browsable docs."""
+
 from django.contrib.auth.decorators import login_required
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
@@ -30,14 +31,23 @@ router.register("audit", AuditViewSet, basename="audit")
 urlpatterns = [
     # Behind login: the schema for a session or a token, the docs page for a session (else the login page).
     path("schema/", SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]), name="api-schema"),
-    path("docs/", login_required(SpectacularSwaggerSplitView.as_view(url_name="api-schema",
-                                                                     permission_classes=[IsAuthenticated])),
-         name="api-docs"),
-    path("nodes/<str:name>/template-sources/",
-         TemplateSourceViewSet.as_view({"get": "list", "post": "create"}), name="template-source-list"),
-    path("nodes/<str:name>/template-sources/<str:source>",
-         TemplateSourceViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"}),
-         name="template-source-detail"),
+    path(
+        "docs/",
+        login_required(
+            SpectacularSwaggerSplitView.as_view(url_name="api-schema", permission_classes=[IsAuthenticated])
+        ),
+        name="api-docs",
+    ),
+    path(
+        "nodes/<str:name>/template-sources/",
+        TemplateSourceViewSet.as_view({"get": "list", "post": "create"}),
+        name="template-source-list",
+    ),
+    path(
+        "nodes/<str:name>/template-sources/<str:source>",
+        TemplateSourceViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"}),
+        name="template-source-detail",
+    ),
     *router.urls,
 ]
 

@@ -7,6 +7,7 @@ its high-water mark); what is queued or in a send that has not returned is
 ``pending``, which the consumer weighs before acknowledging output to the
 relay.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -5,6 +5,7 @@ node (``tasks.console_protocol.relay_channel``), holding input typed before
 the relay answered, and counts the session's output so that it can tell a
 stream that does not follow on and acknowledge what the browser took.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -60,12 +61,21 @@ class RelayClient:
             await self.stuck()
         return False
 
-    async def open(self, ctid: int, mode: str, user: int, cols: int, rows: int, since: int | None,
-                   resuming: bool) -> bool:
+    async def open(
+        self, ctid: int, mode: str, user: int, cols: int, rows: int, since: int | None, resuming: bool
+    ) -> bool:
         """Ask for a new terminal, or (``resuming``) to take the kept session over from byte ``since``."""
-        return await self.send({"type": "console.attach" if resuming else "console.open", "ctid": ctid,
-                                "mode": mode, "user": user, "cols": cols, "rows": rows,
-                                "since": since if resuming else None})
+        return await self.send(
+            {
+                "type": "console.attach" if resuming else "console.open",
+                "ctid": ctid,
+                "mode": mode,
+                "user": user,
+                "cols": cols,
+                "rows": rows,
+                "since": since if resuming else None,
+            }
+        )
 
     async def input(self, data: bytes) -> None:
         """Terminal input; before the relay answered it is kept (up to ``EARLY_INPUT``, then dropped)."""

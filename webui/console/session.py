@@ -19,6 +19,7 @@ holds VM.Config on the container (``mode_refusal``). Logout of the socket's
 login and loss of VM.Console (pushed through the group ``user.<id>``, see
 ``webui.signals``) end the session at once, processes included.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -108,8 +109,9 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             return
         size = len(bytes_data) if bytes_data is not None else len((text_data or "").encode())
         if size > MAX_FRAME:
-            await self.end_session(CLOSE_TOO_BIG, f"a frame of {size} bytes is over the limit of {MAX_FRAME}; "
-                                                  "the session was ended")
+            await self.end_session(
+                CLOSE_TOO_BIG, f"a frame of {size} bytes is over the limit of {MAX_FRAME}; the session was ended"
+            )
             return
         if bytes_data is not None:
             if bytes_data:
@@ -123,24 +125,43 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if kind == "resize":
             cols, rows = control.get("cols"), control.get("rows")
             if not (is_size(cols) and is_size(rows)):
-                await self.send_json({"type": "error", "fatal": False,
-                                      "message": f"resize refused: columns and rows are whole numbers from 1 to "
-                                                 f"{MAX_SIZE} (got {str(cols)[:12]}×{str(rows)[:12]})"})
+                await self.send_json(
+                    {
+                        "type": "error",
+                        "fatal": False,
+                        "message": f"resize refused: columns and rows are whole numbers from 1 to "
+                        f"{MAX_SIZE} (got {str(cols)[:12]}×{str(rows)[:12]})",
+                    }
+                )
                 return
             await self.relay.send({"type": "console.resize", "cols": cols, "rows": rows})
         elif kind == "flow":
             relay, outbox = self.relay, self.outbox
-            self.outbox.put({"type": "flow", "pending": outbox.pending, "peak": outbox.peak, "offset": relay.offset,
-                             "written": relay.written, "acked": relay.acked, "high_water": HIGH_WATER})
+            self.outbox.put(
+                {
+                    "type": "flow",
+                    "pending": outbox.pending,
+                    "peak": outbox.peak,
+                    "offset": relay.offset,
+                    "written": relay.written,
+                    "acked": relay.acked,
+                    "high_water": HIGH_WATER,
+                }
+            )
         elif kind == "close":
             self.ended = True
             await self.relay.send({"type": "console.close"}, quiet=True)
             await self.audit("console.close", "ok", kept=False)
             await self.close(CLOSE_EXITED)
         else:
-            await self.send_json({"type": "error", "fatal": False,
-                                  "message": 'control frames are JSON: {"type": "resize", "cols": C, "rows": R} '
-                                             'or {"type": "close"}; terminal input goes in binary frames'})
+            await self.send_json(
+                {
+                    "type": "error",
+                    "fatal": False,
+                    "message": 'control frames are JSON: {"type": "resize", "cols": C, "rows": R} '
+                    'or {"type": "close"}; terminal input goes in binary frames',
+                }
+            )
 
     # ---- from the relay ---------------------------------------------------------------------------
     def _ours(self, message) -> bool:
@@ -150,10 +171,19 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if not self._ours(message):
             return
         offset = message.get("offset", 0)
-        await self.send_json({"type": "status", "state": "open", "session": self.session, "ctid": self.ctid,
-                              "mode": message.get("mode"), "resumed": message.get("resumed", False),
-                              "reset": message.get("reset", True), "offset": offset,
-                              "readonly": message.get("mode") == "console"})
+        await self.send_json(
+            {
+                "type": "status",
+                "state": "open",
+                "session": self.session,
+                "ctid": self.ctid,
+                "mode": message.get("mode"),
+                "resumed": message.get("resumed", False),
+                "reset": message.get("reset", True),
+                "offset": offset,
+                "readonly": message.get("mode") == "console",
+            }
+        )
         await self.relay.opened_at(offset)
 
     async def console_output(self, message):
@@ -173,8 +203,15 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         self.ended = True
         stopped = bool(message.get("stopped"))
         await self.audit("console.refused", "failed", reason=message.get("message", ""))
-        await self.send_json({"type": "error", "fatal": True, "stopped": stopped, "gone": bool(message.get("gone")),
-                              "message": message.get("message", "the console failed")})
+        await self.send_json(
+            {
+                "type": "error",
+                "fatal": True,
+                "stopped": stopped,
+                "gone": bool(message.get("gone")),
+                "message": message.get("message", "the console failed"),
+            }
+        )
         await self.close(CLOSE_STOPPED if stopped else CLOSE_GONE)
 
     async def console_exit(self, message):
@@ -199,8 +236,13 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     async def _relay_stuck(self) -> None:
         if not self.ended:
             self.ended = True
-            await self.send_json({"type": "error", "fatal": True,
-                                  "message": f"the console relay of node {self.node} does not keep up; try again"})
+            await self.send_json(
+                {
+                    "type": "error",
+                    "fatal": True,
+                    "message": f"the console relay of node {self.node} does not keep up; try again",
+                }
+            )
             await self.close(CLOSE_NO_RELAY)
 
     async def _open_timeout(self) -> None:
@@ -209,9 +251,14 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             self.ended = True
             await self.relay.send({"type": "console.close"}, quiet=True)
             await self.audit("console.refused", "failed", reason="relay did not answer")
-            await self.send_json({"type": "error", "fatal": True,
-                                  "message": f"the console relay of node {self.node} does not answer "
-                                             "(is python -m tasks.console_relay running there?)"})
+            await self.send_json(
+                {
+                    "type": "error",
+                    "fatal": True,
+                    "message": f"the console relay of node {self.node} does not answer "
+                    "(is python -m tasks.console_relay running there?)",
+                }
+            )
             await self.close(CLOSE_NO_RELAY)
 
     # ---- access withdrawn ---------------------------------------------------------------------------
@@ -277,8 +324,9 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         await self.close(code)
 
     async def audit(self, action: str, outcome: str, **detail) -> None:
-        await database_sync_to_async(tickets.audit)(self.scope, f"/ct/{self.ctid}", action, outcome,
-                                                    {**self.audit_detail, **detail})
+        await database_sync_to_async(tickets.audit)(
+            self.scope, f"/ct/{self.ctid}", action, outcome, {**self.audit_detail, **detail}
+        )
 
 
 def _number(query: dict, key: str, default):

@@ -4,6 +4,7 @@ Synchronous database work, run by the consumer through
 ``database_sync_to_async``; the ticket page (``webui.views.console``) asks
 the same ``mode_refusal`` when it issues a ticket.
 """
+
 from __future__ import annotations
 
 from tasks.console_protocol import MODES, is_session_id
@@ -23,8 +24,10 @@ def mode_refusal(access, container, mode: str) -> str | None:
     cmode = container_cmode(container)
     if mode == cmode or access.can("VM.Config", container):
         return None
-    return (f"permission denied: CT {container.ctid} offers a {cmode} console (cmode); "
-            f"a {mode} console needs VM.Config on {container.path}")
+    return (
+        f"permission denied: CT {container.ctid} offers a {cmode} console (cmode); "
+        f"a {mode} console needs VM.Config on {container.path}"
+    )
 
 
 def redeem(token: str, user, ctid: int) -> dict:
@@ -37,13 +40,17 @@ def redeem(token: str, user, ctid: int) -> dict:
 
     ticket = ConsoleTicket.find(token)
     if ticket is None:
-        return {"refused": "no valid console ticket (it is unknown or was forged); reload the console",
-                "code": CLOSE_DENIED}
+        return {
+            "refused": "no valid console ticket (it is unknown or was forged); reload the console",
+            "code": CLOSE_DENIED,
+        }
     if ticket.user_id != user.id:
         return {"refused": "this console ticket was issued to another user", "code": CLOSE_DENIED}
     if ticket.container.ctid != ctid:
-        return {"refused": f"this console ticket is for CT {ticket.container.ctid}, not CT {ctid}",
-                "code": CLOSE_DENIED}
+        return {
+            "refused": f"this console ticket is for CT {ticket.container.ctid}, not CT {ctid}",
+            "code": CLOSE_DENIED,
+        }
     if ticket.expires <= timezone.now():
         return {"refused": "the console ticket expired; reload the console", "code": CLOSE_DENIED}
     if not ticket.redeem():
@@ -81,5 +88,12 @@ def audit(scope, path: str, action: str, outcome: str, detail: dict) -> None:
     user = scope.get("user")
     user = user if user is not None and user.is_authenticated else None
     client = scope.get("client") or (None, None)
-    AuditEntry.objects.create(user=user, username=getattr(user, "username", ""), action=action, path=path,
-                              address=client[0], outcome=outcome, detail=detail)
+    AuditEntry.objects.create(
+        user=user,
+        username=getattr(user, "username", ""),
+        action=action,
+        path=path,
+        address=client[0],
+        outcome=outcome,
+        detail=detail,
+    )

@@ -4,6 +4,7 @@ validate with (the API's serializer checks the JSON types first, then hands the 
 Fields left out of a change keep their value: the form is bound to the
 schedule's current values with the given ones on top.
 """
+
 from __future__ import annotations
 
 import re
@@ -51,11 +52,18 @@ def check_storage(storage, nodes: list[Node] | None = None) -> str:
         found = found.filter(node__in=nodes)
     found = list(found)
     if not found:
-        raise ValidationError({"storage": [f"storage '{storage}' does not exist"
-                                           + (f" on node {', '.join(n.name for n in nodes)}" if nodes else "")]})
+        raise ValidationError(
+            {
+                "storage": [
+                    f"storage '{storage}' does not exist"
+                    + (f" on node {', '.join(n.name for n in nodes)}" if nodes else "")
+                ]
+            }
+        )
     if not any("backup" in (s.content or []) and s.enabled for s in found):
-        raise ValidationError({"storage": [f"storage '{storage}' does not hold backups (content 'backup' is not "
-                                           "enabled on it)"]})
+        raise ValidationError(
+            {"storage": [f"storage '{storage}' does not hold backups (content 'backup' is not enabled on it)"]}
+        )
     return storage
 
 
@@ -84,15 +92,37 @@ def one_of(choices) -> dict[str, str]:
 
 class ScheduleForm(forms.ModelForm):
     ctids = ContainerIdsField(required=False)
-    pool = forms.ModelChoiceField(queryset=Pool.objects.all(), to_field_name="name", required=False,
-                                  error_messages={"invalid_choice": "that pool does not exist"})
-    nodes = NamesField(queryset=Node.objects.all(), to_field_name="name", required=False,
-                       error_messages={"invalid_choice": "unknown node '%(value)s'"})
+    pool = forms.ModelChoiceField(
+        queryset=Pool.objects.all(),
+        to_field_name="name",
+        required=False,
+        error_messages={"invalid_choice": "that pool does not exist"},
+    )
+    nodes = NamesField(
+        queryset=Node.objects.all(),
+        to_field_name="name",
+        required=False,
+        error_messages={"invalid_choice": "unknown node '%(value)s'"},
+    )
 
     class Meta:
         model = BackupSchedule
-        fields = ["enabled", "schedule", "selection", "ctids", "pool", "nodes", "storage", "mode", "compress",
-                  *KEEP_FIELDS, "mail_to", "mail_when", "notes", "comment"]
+        fields = [
+            "enabled",
+            "schedule",
+            "selection",
+            "ctids",
+            "pool",
+            "nodes",
+            "storage",
+            "mode",
+            "compress",
+            *KEEP_FIELDS,
+            "mail_to",
+            "mail_when",
+            "notes",
+            "comment",
+        ]
 
     def __init__(self, data, instance: BackupSchedule | None = None):
         """``data``: the fields to change; the others keep the schedule's values (a new one's defaults)."""
@@ -104,12 +134,14 @@ class ScheduleForm(forms.ModelForm):
         for name in ("selection", "mode", "compress", "mail_when"):
             self.fields[name].error_messages.update(one_of(c for c, _ in self.fields[name].choices if c))
         for name in KEEP_FIELDS:
-            self.fields[name].validators = [MinValueValidator(0, f"{name.replace('_', '-')} must be 0 or more, "
-                                                                 "not %(show_value)s")]
+            self.fields[name].validators = [
+                MinValueValidator(0, f"{name.replace('_', '-')} must be 0 or more, not %(show_value)s")
+            ]
         for name in ("storage", "mode", "compress", "mail_when", "selection"):
             self.fields[name].required = False  # empty: the model's default
-        self.fields["schedule"].error_messages["required"] = ("a schedule is required (e.g. 'mon..fri 02:00' or "
-                                                              "'0 2 * * *')")
+        self.fields["schedule"].error_messages["required"] = (
+            "a schedule is required (e.g. 'mon..fri 02:00' or '0 2 * * *')"
+        )
         self.fields["notes"].strip = False
 
     def clean(self):

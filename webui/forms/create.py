@@ -5,6 +5,7 @@ is checked the same way wherever it comes from.  Values are checked with the
 engine's own config parser (pure Python, no kernel): what passes here is what
 the node accepts.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -35,21 +36,25 @@ def propose_ctid() -> int:
 
 
 class GeneralForm(forms.Form):
-    node = forms.ModelChoiceField(queryset=Node.objects.all(), to_field_name="name",
-                                  error_messages={"invalid_choice": "no such node"})
+    node = forms.ModelChoiceField(
+        queryset=Node.objects.all(), to_field_name="name", error_messages={"invalid_choice": "no such node"}
+    )
     ctid = bounded(forms.IntegerField, "ctid", label="CT ID")
     hostname = forms.CharField(max_length=253)
     password = forms.CharField(required=False, widget=forms.PasswordInput(render_value=True), max_length=1024)
-    password_confirm = forms.CharField(required=False, widget=forms.PasswordInput(render_value=True),
-                                       label="Confirm password")
-    ssh_public_keys = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}),
-                                      label="SSH public keys")
+    password_confirm = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=True), label="Confirm password"
+    )
+    ssh_public_keys = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), label="SSH public keys")
     unprivileged = forms.BooleanField(required=False, initial=True, label="Unprivileged container")
     nesting = forms.BooleanField(required=False, initial=True)
     isolated_idmap = forms.BooleanField(
-        required=False, initial=False, label="Isolated ID range",
+        required=False,
+        initial=False,
+        label="Isolated ID range",
         help_text="the container's users are 65536 host ids no other container has (LXD's isolated idmap), so its "
-                  "root is not another container's; for unprivileged containers")
+        "root is not another container's; for unprivileged containers",
+    )
 
     def clean_node(self):
         node = self.cleaned_data["node"]
@@ -88,8 +93,10 @@ class GeneralForm(forms.Form):
         if password and len(password) < 5:
             self.add_error("password", "at least 5 characters")
         if data.get("isolated_idmap") and not data.get("unprivileged"):
-            self.add_error("isolated_idmap", "only an unprivileged container has an ID range (a privileged one uses "
-                                             "the host's ids)")
+            self.add_error(
+                "isolated_idmap",
+                "only an unprivileged container has an ID range (a privileged one uses the host's ids)",
+            )
         if not password and not (data.get("ssh_public_keys") or "").strip():
             self.add_error("password", "give a password or SSH public keys, or you cannot log in")
         return data
@@ -104,14 +111,22 @@ class TemplateForm(forms.Form):
             return
         name = volid.removeprefix("local:vztmpl/")
         if not StoredTemplate.objects.filter(node=node, name=name).exists():
-            self.add_error("template", f"template '{name}' is not in the store of node '{node.name}' "
-                                       "(it may have been removed; pick another or download it)")
+            self.add_error(
+                "template",
+                f"template '{name}' is not in the store of node '{node.name}' "
+                "(it may have been removed; pick another or download it)",
+            )
 
 
 class DiskForm(forms.Form):
     storage = forms.CharField(max_length=64, initial="local")
-    disk_size = forms.IntegerField(label="Disk size (GiB)", min_value=0, max_value=131072, required=False,
-                                   help_text="0: no size (a directory volume); empty: 8")
+    disk_size = forms.IntegerField(
+        label="Disk size (GiB)",
+        min_value=0,
+        max_value=131072,
+        required=False,
+        help_text="0: no size (a directory volume); empty: 8",
+    )
 
     def check_on(self, node: Node | None) -> None:
         """No size where the node's storage cannot enforce one (refused if given); else 8 GiB unless given."""
@@ -119,8 +134,11 @@ class DiskForm(forms.Form):
         mirror = StorageMirror.objects.filter(node=node, name=name).first() if node and name else None
         if mirror is not None and not mirror.enforces_size:
             if size:
-                self.add_error("disk_size", f"storage '{name}' ({mirror.type}) cannot enforce a size: give none "
-                                            "(or 0), or pick a storage that can")
+                self.add_error(
+                    "disk_size",
+                    f"storage '{name}' ({mirror.type}) cannot enforce a size: give none "
+                    "(or 0), or pick a storage that can",
+                )
             self.cleaned_data["disk_size"] = 0
         elif size is None:
             self.cleaned_data["disk_size"] = 8
@@ -167,8 +185,15 @@ class NetworkForm(forms.Form):
             try:
                 parse_nic(0, self.net0())
             except EngineValidationError as exc:
-                field = {"ip": "ipv4", "ip6": "ipv6", "gw": "gw", "gw6": "gw6", "bridge": "bridge",
-                         "rate": "rate", "tag": "tag"}.get(_property_of(str(exc)), None)
+                field = {
+                    "ip": "ipv4",
+                    "ip6": "ipv6",
+                    "gw": "gw",
+                    "gw6": "gw6",
+                    "bridge": "bridge",
+                    "rate": "rate",
+                    "tag": "tag",
+                }.get(_property_of(str(exc)), None)
                 self.add_error(field, str(exc).removeprefix("net0: "))
         return data
 
@@ -179,8 +204,9 @@ class NetworkForm(forms.Form):
         bridge = self.cleaned_data.get("bridge")
         if node is not None and bridge and bridge not in usable_bridges(node):
             usable = ", ".join(usable_bridges(node)) or "none"
-            self.add_error("bridge", f"bridge '{bridge}' is not one a container may use on node '{node.name}' "
-                                     f"(usable: {usable})")
+            self.add_error(
+                "bridge", f"bridge '{bridge}' is not one a container may use on node '{node.name}' (usable: {usable})"
+            )
 
     def net0(self) -> str:
         data = self.cleaned_data
@@ -206,8 +232,12 @@ def _property_of(message: str) -> str | None:
 
 class DnsForm(forms.Form):
     searchdomain = forms.CharField(required=False, max_length=253, label="DNS domain")
-    nameserver = forms.CharField(required=False, max_length=255, label="DNS servers",
-                                 help_text="space-separated addresses; empty: use the host's")
+    nameserver = forms.CharField(
+        required=False,
+        max_length=255,
+        label="DNS servers",
+        help_text="space-separated addresses; empty: use the host's",
+    )
 
     def clean_nameserver(self):
         value = self.cleaned_data["nameserver"].strip()
@@ -232,9 +262,16 @@ class ConfirmForm(forms.Form):
     start = forms.BooleanField(required=False, label="Start after created")
 
 
-STEPS = [("general", "General", GeneralForm), ("template", "Template", TemplateForm), ("disk", "Root disk", DiskForm),
-         ("cpu", "CPU", CpuForm), ("memory", "Memory", MemoryForm), ("network", "Network", NetworkForm),
-         ("dns", "DNS", DnsForm), ("confirm", "Confirm", ConfirmForm)]
+STEPS = [
+    ("general", "General", GeneralForm),
+    ("template", "Template", TemplateForm),
+    ("disk", "Root disk", DiskForm),
+    ("cpu", "CPU", CpuForm),
+    ("memory", "Memory", MemoryForm),
+    ("network", "Network", NetworkForm),
+    ("dns", "DNS", DnsForm),
+    ("confirm", "Confirm", ConfirmForm),
+]
 STEP_FORMS = {name: form for name, _, form in STEPS}
 
 
@@ -282,8 +319,13 @@ class CreateRequest:
     def options(self) -> dict[str, str]:
         """The container's config keys in pct syntax."""
         general, cpu, memory = self.data("general"), self.data("cpu"), self.data("memory")
-        options = {"hostname": general["hostname"], "unprivileged": "1" if general["unprivileged"] else "0",
-                   "memory": str(memory["memory"]), "swap": str(memory["swap"]), "cpuunits": str(cpu["cpuunits"])}
+        options = {
+            "hostname": general["hostname"],
+            "unprivileged": "1" if general["unprivileged"] else "0",
+            "memory": str(memory["memory"]),
+            "swap": str(memory["swap"]),
+            "cpuunits": str(cpu["cpuunits"]),
+        }
         if general["nesting"]:
             options["features"] = "nesting=1"
         if cpu.get("cores"):
@@ -306,7 +348,12 @@ class CreateRequest:
     def job_params(self) -> dict:
         """What the node needs (``submit`` turns the password into its hash before anything is stored)."""
         general, disk = self.data("general"), self.data("disk")
-        return {"template": self.data("template")["template"], "options": self.options(),
-                "rootfs": f"{disk['storage']}:{disk['disk_size']}", "password": general.get("password") or None,
-                "ssh_public_keys": general.get("ssh_public_keys") or None, "start": self.data("confirm")["start"],
-                "isolated_idmap": bool(general.get("isolated_idmap"))}
+        return {
+            "template": self.data("template")["template"],
+            "options": self.options(),
+            "rootfs": f"{disk['storage']}:{disk['disk_size']}",
+            "password": general.get("password") or None,
+            "ssh_public_keys": general.get("ssh_public_keys") or None,
+            "start": self.data("confirm")["start"],
+            "isolated_idmap": bool(general.get("isolated_idmap")),
+        }

@@ -5,14 +5,29 @@ storage); ``Container``, ``StoredTemplate`` and ``CatalogEntry`` rows are
 mirrors a node agent refreshes after every job and on a timer.  Jobs, access
 control, audit and metrics history exist only here.
 """
+
 from webui.models.access import AccessEntry, ApiToken, AuditEntry, Role
 from webui.models.console import ConsoleTicket
 from webui.models.inventory import CatalogEntry, Container, Node, Pool, StorageMirror, StoredTemplate
 from webui.models.jobs import Job, JobLine
 from webui.models.metrics import MetricSample
 
-__all__ = ["AccessEntry", "ApiToken", "AuditEntry", "CatalogEntry", "ConsoleTicket", "Container", "Job", "JobLine",
-           "MetricSample", "Node", "Pool", "Role", "StorageMirror", "StoredTemplate"]
+__all__ = [
+    "AccessEntry",
+    "ApiToken",
+    "AuditEntry",
+    "CatalogEntry",
+    "ConsoleTicket",
+    "Container",
+    "Job",
+    "JobLine",
+    "MetricSample",
+    "Node",
+    "Pool",
+    "Role",
+    "StorageMirror",
+    "StoredTemplate",
+]
 from webui.models.backups import BackupArchive, BackupSchedule  # noqa: E402 - backups, after the models they use
 
 __all__ += ["BackupArchive", "BackupSchedule"]

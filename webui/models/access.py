@@ -1,4 +1,5 @@
 """Who may do what, where: roles granted on paths, API tokens, and the audit log."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,12 +14,14 @@ from django.utils import timezone
 
 from webui.privileges import PRIVILEGES, validate_path
 
-TOKEN_NAME = RegexValidator(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$",
-                            "a token name starts with a letter and holds letters, digits, '_', '.', '-'")
+TOKEN_NAME = RegexValidator(
+    r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$", "a token name starts with a letter and holds letters, digits, '_', '.', '-'"
+)
 
 
 class Role(models.Model):
     """A named set of privileges (Proxmox's Administrator, PVEVMUser, PVEAuditor...)."""
+
     name = models.CharField(max_length=64, unique=True)
     privileges = models.JSONField(default=list)
     builtin = models.BooleanField(default=False)
@@ -37,9 +40,11 @@ class Role(models.Model):
 
 class AccessEntry(models.Model):
     """One ACL line: a role for a user or a group on a path, inherited below it when ``propagate``."""
+
     path = models.CharField(max_length=255, validators=[validate_path])
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True,
-                             related_name="access_entries")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="access_entries"
+    )
     group = models.ForeignKey(Group, on_delete=models.CASCADE, null=True, blank=True, related_name="access_entries")
     role = models.ForeignKey(Role, on_delete=models.CASCADE, related_name="entries")
     propagate = models.BooleanField(default=True)
@@ -47,9 +52,11 @@ class AccessEntry(models.Model):
     class Meta:
         ordering = ["path"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(user__isnull=False, group__isnull=True)
-                                   | models.Q(user__isnull=True, group__isnull=False),
-                                   name="access_entry_user_xor_group"),
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, group__isnull=True)
+                | models.Q(user__isnull=True, group__isnull=False),
+                name="access_entry_user_xor_group",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -66,6 +73,7 @@ class ApiToken(models.Model):
 
     Only a hash of the secret is kept; the secret is shown once, when the token is made.
     """
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=64, validators=[TOKEN_NAME])
     secret_hash = models.CharField(max_length=64)
@@ -101,6 +109,7 @@ class ApiToken(models.Model):
 
 class AuditEntry(models.Model):
     """Who did what, from where, and whether it was allowed."""
+
     time = models.DateTimeField(default=timezone.now, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     username = models.CharField(max_length=150, blank=True)  # kept when the user is deleted

@@ -12,6 +12,7 @@ one run, and a clock jumping back does not run a claimed time again.
 ``BackupArchive`` rows mirror each node's dump directories; the web tier
 never reads a node's disk.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -94,8 +95,13 @@ class BackupSchedule(models.Model):
     comment = models.CharField(max_length=255, blank=True)
     next_due = models.DateTimeField(null=True, blank=True)  # the next run not claimed yet
     last_slot = models.DateTimeField(null=True, blank=True)  # the due time of the last run claimed
-    periodic_task = models.OneToOneField("django_celery_beat.PeriodicTask", on_delete=models.SET_NULL, null=True,
-                                         blank=True, related_name="backup_schedule")
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="backup_schedule",
+    )
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -124,8 +130,9 @@ class BackupSchedule(models.Model):
                 errors["schedule"] = [f"schedule '{self.schedule}' never fires again"]
         except ValidationError as exc:
             errors.update(exc.message_dict)
-        if not isinstance(self.ctids, list) or not all(isinstance(c, int) and not isinstance(c, bool)
-                                                      and CTID_MIN <= c <= CTID_MAX for c in self.ctids):
+        if not isinstance(self.ctids, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and CTID_MIN <= c <= CTID_MAX for c in self.ctids
+        ):
             errors["ctids"] = [f"a list of container IDs ({CTID_MIN}..{CTID_MAX})"]
         elif self.selection in (self.Selection.INCLUDE, self.Selection.EXCLUDE) and not self.ctids:
             errors["ctids"] = [f"selection '{self.selection}' needs at least one container ID"]
@@ -157,9 +164,15 @@ class BackupSchedule(models.Model):
 
         every = max(1, int(getattr(settings, "CAISSON_BACKUP_CHECK_INTERVAL", 30)))
         interval, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)
-        fields = {"task": "caisson.backup.check", "interval": interval, "kwargs": f'{{"schedule": {self.pk}}}',
-                  "queue": self.home_queue(), "enabled": self.enabled and self.next_due is not None,
-                  "expire_seconds": every, "description": f"backup job {self.pk}: {self.schedule}"}
+        fields = {
+            "task": "caisson.backup.check",
+            "interval": interval,
+            "kwargs": f'{{"schedule": {self.pk}}}',
+            "queue": self.home_queue(),
+            "enabled": self.enabled and self.next_due is not None,
+            "expire_seconds": every,
+            "description": f"backup job {self.pk}: {self.schedule}",
+        }
         task = self.periodic_task
         if task is None:
             task = PeriodicTask.objects.create(name=f"backup job {self.pk}", **fields)
@@ -218,16 +231,24 @@ class BackupSchedule(models.Model):
 
         jobs = []
         for node, report_missing, expected in self.run_nodes():
-            params = {"slot": slot.isoformat() if slot else None, "report_missing": report_missing,
-                      "expected": expected}
+            params = {
+                "slot": slot.isoformat() if slot else None,
+                "report_missing": report_missing,
+                "expected": expected,
+            }
             try:
                 jobs.append(submit("vzdumpjob", node, "/", str(self.pk), user=user, params=params, address=address))
             except JobRefused as exc:
                 username = getattr(user, "username", "") if user is not None else ""
-                AuditEntry.objects.create(user=user if user is not None and user.is_authenticated else None,
-                                          username=username, action="vzdumpjob", path="/", address=address,
-                                          outcome="refused", detail={"schedule": self.pk, "node": node.name,
-                                                                     "message": str(exc)})
+                AuditEntry.objects.create(
+                    user=user if user is not None and user.is_authenticated else None,
+                    username=username,
+                    action="vzdumpjob",
+                    path="/",
+                    address=address,
+                    outcome="refused",
+                    detail={"schedule": self.pk, "node": node.name, "message": str(exc)},
+                )
         return jobs
 
     @classmethod
@@ -245,8 +266,10 @@ class BackupArchive(models.Model):
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="backup_archives")
     storage = models.CharField(max_length=64)
-    ctid = models.PositiveIntegerField(db_column="vmid",  # "ctid" is a system column in PostgreSQL
-                                       validators=[MinValueValidator(CTID_MIN), MaxValueValidator(CTID_MAX)])
+    ctid = models.PositiveIntegerField(
+        db_column="vmid",  # "ctid" is a system column in PostgreSQL
+        validators=[MinValueValidator(CTID_MIN), MaxValueValidator(CTID_MAX)],
+    )
     name = models.CharField(max_length=255)
     time = models.DateTimeField()
     size = models.BigIntegerField(default=0)

@@ -1,4 +1,5 @@
 """Console tickets: what lets one websocket open (or resume) one container's console, once."""
+
 from __future__ import annotations
 
 import hashlib
@@ -50,16 +51,26 @@ class ConsoleTicket(models.Model):
         now = timezone.now()
         cls.objects.filter(expires__lt=now - timedelta(hours=1)).delete()
         token = secrets.token_urlsafe(32)
-        ticket = cls.objects.create(token_hash=ticket_hash(token), user=user, container=container, mode=mode,
-                                    session=session, created=now, expires=now + timedelta(seconds=TICKET_SECONDS))
+        ticket = cls.objects.create(
+            token_hash=ticket_hash(token),
+            user=user,
+            container=container,
+            mode=mode,
+            session=session,
+            created=now,
+            expires=now + timedelta(seconds=TICKET_SECONDS),
+        )
         return ticket, token
 
     @classmethod
     def find(cls, token: str) -> ConsoleTicket | None:
         if not token or len(token) > 128:
             return None
-        return cls.objects.select_related("container", "container__node", "container__pool", "user").filter(
-            token_hash=ticket_hash(token)).first()
+        return (
+            cls.objects.select_related("container", "container__node", "container__pool", "user")
+            .filter(token_hash=ticket_hash(token))
+            .first()
+        )
 
     def redeem(self) -> bool:
         """Mark used, atomically: of two sockets racing with one ticket, exactly one wins."""

@@ -1,4 +1,5 @@
 """Nodes and what lives on them, as last reported by each node's agent."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -10,10 +11,14 @@ from django.utils import timezone
 
 from engine.config import BOUNDS
 
-NODE_NAME = RegexValidator(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
-                           "a node name is lower-case letters, digits and inner hyphens, at most 63 characters")
-POOL_NAME = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-                           "a pool name starts with a letter or digit and holds letters, digits, '_', '.', '-'")
+NODE_NAME = RegexValidator(
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+    "a node name is lower-case letters, digits and inner hyphens, at most 63 characters",
+)
+POOL_NAME = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+    "a pool name starts with a letter or digit and holds letters, digits, '_', '.', '-'",
+)
 CTID_MIN, CTID_MAX = BOUNDS["ctid"]  # Proxmox's range of guest IDs, as the engine checks it
 
 
@@ -51,6 +56,7 @@ class Node(models.Model):
 
 class Pool(models.Model):
     """A named group of containers, granted access as one (Proxmox's resource pools)."""
+
     name = models.CharField(max_length=64, unique=True, validators=[POOL_NAME])
     comment = models.CharField(max_length=255, blank=True)
 
@@ -73,8 +79,9 @@ class Container(models.Model):
         UNKNOWN = "unknown", "unknown"  # its node has not reported it lately
 
     # "ctid" is a system column in PostgreSQL, hence Proxmox's "vmid" in the table.
-    ctid = models.PositiveIntegerField(unique=True, db_column="vmid",
-                                       validators=[MinValueValidator(CTID_MIN), MaxValueValidator(CTID_MAX)])
+    ctid = models.PositiveIntegerField(
+        unique=True, db_column="vmid", validators=[MinValueValidator(CTID_MIN), MaxValueValidator(CTID_MAX)]
+    )
     node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="containers")
     pool = models.ForeignKey(Pool, on_delete=models.SET_NULL, null=True, blank=True, related_name="containers")
     hostname = models.CharField(max_length=253, blank=True)
@@ -116,6 +123,7 @@ class Container(models.Model):
 
 class StorageMirror(models.Model):
     """A storage as its node reports it: type, content types, usage."""
+
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="storages")
     name = models.CharField(max_length=64)
     type = models.CharField(max_length=32)
@@ -141,6 +149,7 @@ class StorageMirror(models.Model):
 
 class StoredTemplate(models.Model):
     """A template archive in a node's local store (``local:vztmpl/<name>``)."""
+
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="templates")
     name = models.CharField(max_length=255)
     size = models.BigIntegerField(default=0)
@@ -160,6 +169,7 @@ class StoredTemplate(models.Model):
 
 class CatalogEntry(models.Model):
     """One template a catalog source offers (``pveam available``), as the node last read its index."""
+
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="catalog")
     source = models.CharField(max_length=64)
     section = models.CharField(max_length=64, blank=True)

@@ -1,4 +1,5 @@
 """Jobs: every action is one, with a record and a log, in the spirit of Proxmox's UPIDs."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -52,8 +53,10 @@ class Job(models.Model):
         """
         created = self.created.timestamp()
         pstart = int(created * 100) & 0xFFFFFFFF
-        return (f"UPID:{self.node.name}:{self.pk:08X}:{pstart:08X}:{int(created):08X}:{self.kind}:{self.target}:"
-                f"{userid(self.user)}:")
+        return (
+            f"UPID:{self.node.name}:{self.pk:08X}:{pstart:08X}:{int(created):08X}:{self.kind}:{self.target}:"
+            f"{userid(self.user)}:"
+        )
 
     @property
     def active(self) -> bool:
@@ -62,16 +65,26 @@ class Job(models.Model):
     def summary(self) -> dict:
         """What the task panel and the live stream show of a job."""
         return {
-            "id": self.pk, "upid": self.upid, "node": self.node.name, "kind": self.kind, "target": self.target,
-            "path": self.path, "user": self.user.username if self.user else None, "status": self.status,
-            "progress": self.progress, "progress_text": self.progress_text, "message": self.message,
-            "created": self.created.isoformat(), "started": self.started.isoformat() if self.started else None,
+            "id": self.pk,
+            "upid": self.upid,
+            "node": self.node.name,
+            "kind": self.kind,
+            "target": self.target,
+            "path": self.path,
+            "user": self.user.username if self.user else None,
+            "status": self.status,
+            "progress": self.progress,
+            "progress_text": self.progress_text,
+            "message": self.message,
+            "created": self.created.isoformat(),
+            "started": self.started.isoformat() if self.started else None,
             "ended": self.ended.isoformat() if self.ended else None,
         }
 
 
 class JobLine(models.Model):
     """One line of a job's log, numbered so a page can read history and then follow the live stream."""
+
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="lines")
     seq = models.PositiveIntegerField()
     time = models.DateTimeField(default=timezone.now)

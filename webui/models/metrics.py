@@ -1,4 +1,5 @@
 """Sampled metrics kept bounded like an RRD: a fixed number of buckets per resolution."""
+
 from __future__ import annotations
 
 from django.db import models

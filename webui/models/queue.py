@@ -5,6 +5,7 @@ node's queue once both are committed), so that the actions of the web tier
 and the beat check of ``tasks/`` queue jobs the same way without ``tasks``
 importing the web tier's actions.
 """
+
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
@@ -50,8 +51,19 @@ TASKS = {
     "stopall": "caisson.node.stopall",
 }
 # Kinds a double click must not queue twice for the same target.
-EXCLUSIVE = {"vzcreate", "vzstart", "vzshutdown", "vzstop", "vzreboot", "vzdestroy", "download", "tmplbuild",
-             "aptupdate", "startall", "stopall"}
+EXCLUSIVE = {
+    "vzcreate",
+    "vzstart",
+    "vzshutdown",
+    "vzstop",
+    "vzreboot",
+    "vzdestroy",
+    "download",
+    "tmplbuild",
+    "aptupdate",
+    "startall",
+    "stopall",
+}
 
 
 def protect_secrets(params: dict) -> dict:
@@ -81,8 +93,9 @@ def audited_params(params: dict) -> dict:
     return shown
 
 
-def submit(kind: str, node: Node, path: str, target: str, user=None, params: dict | None = None,
-           address: str | None = None) -> Job:
+def submit(
+    kind: str, node: Node, path: str, target: str, user=None, params: dict | None = None, address: str | None = None
+) -> Job:
     """Record a job and hand it to its node's queue once the record is committed."""
     from tasks.celery import app  # the Celery app only, not the node-side task code
 
@@ -90,20 +103,35 @@ def submit(kind: str, node: Node, path: str, target: str, user=None, params: dic
         raise ValueError(f"unknown job kind {kind}")
     params = protect_secrets(params or {})
     if not node.online:
-        raise JobRefused(f"node '{node.name}' is offline (no heartbeat for {_ago(node)}); "
-                         "start its agent or wait for it to come back", status=503)
+        raise JobRefused(
+            f"node '{node.name}' is offline (no heartbeat for {_ago(node)}); "
+            "start its agent or wait for it to come back",
+            status=503,
+        )
     with transaction.atomic():
         Node.objects.select_for_update().get(pk=node.pk)  # serialise the duplicate check below per node
         if kind in EXCLUSIVE:
             existing = Job.objects.filter(kind=kind, path=path, target=target, status__in=Job.ACTIVE).first()
             if existing:
-                raise JobRefused(f"a {kind} job for {target or path} is already {existing.status} "
-                                 f"(job {existing.pk})", job=existing)
-        job = Job.objects.create(node=node, kind=kind, path=path, target=target, params=params or {},
-                                 user=user if user and user.is_authenticated else None)
-        AuditEntry.objects.create(user=job.user, username=getattr(user, "username", ""), action=kind, path=path,
-                                  address=address,
-                                  detail={"job": job.pk, "target": target, "params": audited_params(params)})
+                raise JobRefused(
+                    f"a {kind} job for {target or path} is already {existing.status} (job {existing.pk})", job=existing
+                )
+        job = Job.objects.create(
+            node=node,
+            kind=kind,
+            path=path,
+            target=target,
+            params=params or {},
+            user=user if user and user.is_authenticated else None,
+        )
+        AuditEntry.objects.create(
+            user=job.user,
+            username=getattr(user, "username", ""),
+            action=kind,
+            path=path,
+            address=address,
+            detail={"job": job.pk, "target": target, "params": audited_params(params)},
+        )
         task_name = TASKS[kind]
         transaction.on_commit(lambda: app.send_task(task_name, args=[job.pk], queue=node.queue))
         publish([path], {"type": "job", "job": job.summary()})
@@ -127,8 +155,17 @@ def _ago(node: Node) -> str:
     if not node.last_seen:
         return "never seen"
     return f"{int((timezone.now() - node.last_seen).total_seconds())} s"
+
+
 # Backups and restores (tasks/backups.py): one container, an archive, and the runs of backup jobs.
-TASKS.update({"vzdump": "caisson.backup.vzdump", "vzrestore": "caisson.backup.restore",
-              "vzverify": "caisson.backup.verify", "vzbackupdelete": "caisson.backup.delete",
-              "vzprotect": "caisson.backup.protect", "vzdumpjob": "caisson.backup.run"})
+TASKS.update(
+    {
+        "vzdump": "caisson.backup.vzdump",
+        "vzrestore": "caisson.backup.restore",
+        "vzverify": "caisson.backup.verify",
+        "vzbackupdelete": "caisson.backup.delete",
+        "vzprotect": "caisson.backup.protect",
+        "vzdumpjob": "caisson.backup.run",
+    }
+)
 EXCLUSIVE |= {"vzdump", "vzrestore", "vzbackupdelete", "vzdumpjob"}

@@ -1,4 +1,5 @@
 """A node's template sources (``template/sources.json`` on the node), as its agent last reported them."""
+
 from __future__ import annotations
 
 from django.db import models
@@ -10,6 +11,7 @@ class TemplateSource(models.Model):
     """One catalog source of a node with how its last update went and the news its index carries.
 
     The node owns the list; edits go to it as ``tmplsources`` jobs and come back here after each."""
+
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="template_sources")
     source_id = models.CharField(max_length=64)
     type = models.CharField(max_length=32)

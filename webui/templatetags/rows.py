@@ -7,6 +7,7 @@ the page's time. These tags write the same markup from plain Python with
 escaping (``html.escape``, what Django's own escape calls), the link built
 once per page.
 """
+
 from __future__ import annotations
 
 from html import escape
@@ -35,10 +36,12 @@ def ct_tree_rows(containers, current=None) -> SafeString:
     out = []
     for c in containers:
         ctid, status = c.ctid, esc(c.status)
-        out.append(f'<li data-tree-ct="{ctid}"><a href="{url.format(ctid=ctid)}" class="'
-                   f'{"current" if ctid == current_id else ""}"><span class="icon icon-ct status-{status}" '
-                   f'data-ct-status-icon="{ctid}" title="{status}"></span>{ctid} <span class="muted" '
-                   f'data-ct-hostname="{ctid}">({esc(c.hostname)})</span>{_privileged_mark(c)}</a></li>\n')
+        out.append(
+            f'<li data-tree-ct="{ctid}"><a href="{url.format(ctid=ctid)}" class="'
+            f'{"current" if ctid == current_id else ""}"><span class="icon icon-ct status-{status}" '
+            f'data-ct-status-icon="{ctid}" title="{status}"></span>{ctid} <span class="muted" '
+            f'data-ct-hostname="{ctid}">({esc(c.hostname)})</span>{_privileged_mark(c)}</a></li>\n'
+        )
     return mark_safe("".join(out))  # noqa: S308 - every value above is escaped or an integer
 
 
@@ -46,8 +49,10 @@ def _privileged_mark(container) -> str:
     """Proxmox marks a privileged container: its root is the host's root."""
     if getattr(container, "unprivileged", True):
         return ""
-    return (f' <span class="badge privileged" data-ct-privileged="{container.ctid}" title="privileged container: '
-            'its root is root on the host">privileged</span>')
+    return (
+        f' <span class="badge privileged" data-ct-privileged="{container.ctid}" title="privileged container: '
+        'its root is root on the host">privileged</span>'
+    )
 
 
 @register.simple_tag
@@ -57,9 +62,11 @@ def ct_table_rows(containers) -> SafeString:
     out = []
     for c in containers:
         ctid, status = c.ctid, esc(c.status)
-        out.append(f'<tr data-ct-row="{ctid}"><td><a href="{url.format(ctid=ctid)}">{ctid}</a></td>'
-                   f'<td data-ct-hostname="{ctid}">{esc(c.hostname)}</td>\n'
-                   f'    <td>{esc(c.node.name)}</td><td><span class="badge status-{status}" '
-                   f'data-ct-status="{ctid}">{status}</span></td>\n'
-                   f'    <td data-ct-ipv4="{ctid}">{esc(", ".join(map(str, c.ipv4 or ())))}</td></tr>\n')
+        out.append(
+            f'<tr data-ct-row="{ctid}"><td><a href="{url.format(ctid=ctid)}">{ctid}</a></td>'
+            f'<td data-ct-hostname="{ctid}">{esc(c.hostname)}</td>\n'
+            f'    <td>{esc(c.node.name)}</td><td><span class="badge status-{status}" '
+            f'data-ct-status="{ctid}">{status}</span></td>\n'
+            f'    <td data-ct-ipv4="{ctid}">{esc(", ".join(map(str, c.ipv4 or ())))}</td></tr>\n'
+        )
     return mark_safe("".join(out))  # noqa: S308 - every value above is escaped or an integer

@@ -3,6 +3,7 @@
 A refused try (too many failures for the name, the address or its network) is answered 429 with the wait,
 without checking the password.  Successes, failures and refusals are audited.
 """
+
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
@@ -18,13 +19,19 @@ def refused(request) -> str | None:
     wait = blocked_for(username, address)
     if not wait:
         return None
-    AuditEntry.objects.create(username=username[:150], action="login", address=address, outcome="denied",
-                              detail={"reason": "too many failed logins"})
+    AuditEntry.objects.create(
+        username=username[:150],
+        action="login",
+        address=address,
+        outcome="denied",
+        detail={"reason": "too many failed logins"},
+    )
     return refusal(wait)
 
 
 def refused_form(form_class, request, message: str):
     """The login form, bound to what was sent, showing ``message``: its password is never checked."""
+
     class Refused(form_class):
         def clean(self):
             raise ValidationError(message, code="throttled")
@@ -46,14 +53,20 @@ class LoginView(auth_views.LoginView):
     def form_valid(self, form):
         response = super().form_valid(form)
         user = form.get_user()
-        AuditEntry.objects.create(user=user, username=user.get_username(), action="login",
-                                  address=client_address(self.request), outcome="ok")
+        AuditEntry.objects.create(
+            user=user, username=user.get_username(), action="login", address=client_address(self.request), outcome="ok"
+        )
         return response
 
 
 class LogoutView(auth_views.LogoutView):
     def post(self, request, *args, **kwargs):
         if request.user.is_authenticated:
-            AuditEntry.objects.create(user=request.user, username=request.user.get_username(), action="logout",
-                                      address=client_address(request), outcome="ok")
+            AuditEntry.objects.create(
+                user=request.user,
+                username=request.user.get_username(),
+                action="logout",
+                address=client_address(request),
+                outcome="ok",
+            )
         return super().post(request, *args, **kwargs)

@@ -3,6 +3,7 @@
 Forms post with ``data-async`` like every other page; the actions are
 ``webui.actions.backups`` and ``webui.actions.schedules``; jobs show in the task panel with their progress and log.
 """
+
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -31,13 +32,18 @@ def backup_tab_context(request, container: Container) -> dict:
     """What ``webui/backups_tab.html`` needs; the container page adds it to its context for the Backup tab."""
     access = access_for(request)
     return {
-        "archives": [a for a in BackupArchive.objects.filter(ctid=container.ctid).select_related("node")
-                     if backups.may_see(access, a)],
+        "archives": [
+            a
+            for a in BackupArchive.objects.filter(ctid=container.ctid).select_related("node")
+            if backups.may_see(access, a)
+        ],
         "can_backup": access.can("VM.Backup", container),
-        "backup_storages": backup_storages(container.node), "backup_modes": BACKUP_MODES,
+        "backup_storages": backup_storages(container.node),
+        "backup_modes": BACKUP_MODES,
         "compressions": COMPRESSIONS,
-        "backup_jobs": Job.objects.filter(path=container.path, kind__in=BACKUP_KINDS).select_related("node",
-                                                                                                     "user")[:10],
+        "backup_jobs": Job.objects.filter(path=container.path, kind__in=BACKUP_KINDS).select_related("node", "user")[
+            :10
+        ],
     }
 
 
@@ -55,16 +61,19 @@ def backup_now(request, ctid: int):
     container, gone = container_or_gone(request, ctid)
     if gone:
         return gone
-    return run_action(request, lambda: backups.backup_now(access_for(request), container, request.POST,
-                                                          address=client_address(request)),
-                      f"backup of CT {ctid} queued (job {{job.pk}})", reverse("ct-tab", args=[ctid, "backup"]))
+    return run_action(
+        request,
+        lambda: backups.backup_now(access_for(request), container, request.POST, address=client_address(request)),
+        f"backup of CT {ctid} queued (job {{job.pk}})",
+        reverse("ct-tab", args=[ctid, "backup"]),
+    )
 
 
 def _archive(request, pk: int) -> BackupArchive:
     """An archive the user may not see is 404, as one that does not exist."""
-    return get_object_or_404(backups.visible_archives(access_for(request),
-                                                      BackupArchive.objects.select_related("node")),
-                             pk=pk)
+    return get_object_or_404(
+        backups.visible_archives(access_for(request), BackupArchive.objects.select_related("node")), pk=pk
+    )
 
 
 @require_POST
@@ -82,8 +91,12 @@ def archive_action(request, pk: int, what: str):
     }
     if what not in calls:
         raise Http404(f"no backup action '{what}'")
-    return run_action(request, calls[what], f"{what} of {archive.name} queued (job {{job.pk}})",
-                      reverse("ct-tab", args=[archive.ctid, "backup"]))
+    return run_action(
+        request,
+        calls[what],
+        f"{what} of {archive.name} queued (job {{job.pk}})",
+        reverse("ct-tab", args=[archive.ctid, "backup"]),
+    )
 
 
 # ---- Datacenter -> Backup --------------------------------------------------------------------
@@ -96,20 +109,44 @@ def schedules_page(request, pk: int | None = None):
     now = timezone.now()
     for schedule in schedules:
         schedule.last_job = Job.objects.filter(kind="vzdumpjob", target=str(schedule.pk)).first()
-    return render(request, "webui/backups_schedules.html", {
-        "schedules": schedules, "editing": editing, "can_modify": access.can("Sys.Modify", path="/"),
-        "nodes": Node.objects.all(), "pools": Pool.objects.all(), "modes": BACKUP_MODES,
-        "compressions": COMPRESSIONS,
-        "keep_fields": [(k, k.replace("_", "-"), getattr(editing, k) if editing else None) for k in KEEP_FIELDS],
-        "selections": BackupSchedule.Selection.choices, "mail_whens": BackupSchedule.MailWhen.choices,
-        "preview": next_runs(editing.schedule, now) if editing else [],
-        "editing_nodes": [n.name for n in editing.nodes.all()] if editing else [],
-    })
+    return render(
+        request,
+        "webui/backups_schedules.html",
+        {
+            "schedules": schedules,
+            "editing": editing,
+            "can_modify": access.can("Sys.Modify", path="/"),
+            "nodes": Node.objects.all(),
+            "pools": Pool.objects.all(),
+            "modes": BACKUP_MODES,
+            "compressions": COMPRESSIONS,
+            "keep_fields": [(k, k.replace("_", "-"), getattr(editing, k) if editing else None) for k in KEEP_FIELDS],
+            "selections": BackupSchedule.Selection.choices,
+            "mail_whens": BackupSchedule.MailWhen.choices,
+            "preview": next_runs(editing.schedule, now) if editing else [],
+            "editing_nodes": [n.name for n in editing.nodes.all()] if editing else [],
+        },
+    )
 
 
 def _schedule_data(post) -> dict:
-    data = {k: post.get(k, "") for k in ("schedule", "selection", "ctids", "pool", "storage", "mode", "compress",
-                                         "mail_to", "mail_when", "notes", "comment", *KEEP_FIELDS)}
+    data = {
+        k: post.get(k, "")
+        for k in (
+            "schedule",
+            "selection",
+            "ctids",
+            "pool",
+            "storage",
+            "mode",
+            "compress",
+            "mail_to",
+            "mail_when",
+            "notes",
+            "comment",
+            *KEEP_FIELDS,
+        )
+    }
     data["enabled"] = post.get("enabled") == "1"
     data["nodes"] = post.getlist("nodes")
     return data
@@ -118,25 +155,39 @@ def _schedule_data(post) -> dict:
 @require_POST
 def schedule_save(request, pk: int | None = None):
     schedule = get_object_or_404(BackupSchedule, pk=pk) if pk else None
-    return run_action(request, lambda: schedules.save_schedule(access_for(request), _schedule_data(request.POST),
-                                                             schedule, address=client_address(request)) and None,
-                      "backup job saved", reverse("backup-schedules"))
+    return run_action(
+        request,
+        lambda: (
+            schedules.save_schedule(
+                access_for(request), _schedule_data(request.POST), schedule, address=client_address(request)
+            )
+            and None
+        ),
+        "backup job saved",
+        reverse("backup-schedules"),
+    )
 
 
 @require_POST
 def schedule_delete(request, pk: int):
     schedule = get_object_or_404(BackupSchedule, pk=pk)
-    return run_action(request, lambda: schedules.delete_schedule(access_for(request), schedule,
-                                                               address=client_address(request)),
-                      f"backup job {pk} removed", reverse("backup-schedules"))
+    return run_action(
+        request,
+        lambda: schedules.delete_schedule(access_for(request), schedule, address=client_address(request)),
+        f"backup job {pk} removed",
+        reverse("backup-schedules"),
+    )
 
 
 @require_POST
 def schedule_run(request, pk: int):
     schedule = get_object_or_404(BackupSchedule, pk=pk)
-    return run_action(request, lambda: schedules.run_now(access_for(request), schedule,
-                                                       address=client_address(request))[0],
-                      f"backup job {pk} started (job {{job.pk}})", reverse("backup-schedules"))
+    return run_action(
+        request,
+        lambda: schedules.run_now(access_for(request), schedule, address=client_address(request))[0],
+        f"backup job {pk} started (job {{job.pk}})",
+        reverse("backup-schedules"),
+    )
 
 
 @require_GET
@@ -147,5 +198,9 @@ def schedule_preview(request):
         runs = next_runs(text, timezone.now())
     except ValidationError as exc:
         return refusal_response(exc)
-    return JsonResponse({"next_runs": [t.isoformat() for t in runs],
-                         "shown": [timezone.localtime(t).strftime("%a %Y-%m-%d %H:%M:%S %Z") for t in runs]})
+    return JsonResponse(
+        {
+            "next_runs": [t.isoformat() for t in runs],
+            "shown": [timezone.localtime(t).strftime("%a %Y-%m-%d %H:%M:%S %Z") for t in runs],
+        }
+    )

@@ -1,4 +1,5 @@
 """What every page view shares: the client's address, access checks, and turning refusals into messages."""
+
 from __future__ import annotations
 
 from django.contrib import messages

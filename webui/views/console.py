@@ -3,6 +3,7 @@
 ``/ct/<ctid>/console/`` is the container page's Console tab; the terminal
 itself lives at ``/ct/<ctid>/console/term/`` so that tab can frame it.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,9 @@ def console_page(request, ctid: int):
     modes = [(value, label) for value, label in MODES if mode_refusal(access, container, value) is None]
     mode = request.GET.get("mode") or container_cmode(container)
     context = {
-        "ct": container, "modes": modes, "mode": mode if mode in dict(modes) else container_cmode(container),
+        "ct": container,
+        "modes": modes,
+        "mode": mode if mode in dict(modes) else container_cmode(container),
         "running": container.status == Container.Status.RUNNING,
         "can_start": access.can("VM.PowerMgmt", container),
         "grace": settings.CAISSON_CONSOLE_GRACE,
@@ -69,16 +72,30 @@ def ticket(request, ctid: int):
         actions.require(access, "VM.Console", container, address=client_address(request))
         refusal = mode_refusal(access, container, mode)
         if refusal:
-            AuditEntry.objects.create(user=request.user, username=request.user.username, action="denied VM.Config",
-                                      path=container.path, address=client_address(request), outcome="denied",
-                                      detail={"console_mode": mode})
+            AuditEntry.objects.create(
+                user=request.user,
+                username=request.user.username,
+                action="denied VM.Config",
+                path=container.path,
+                address=client_address(request),
+                outcome="denied",
+                detail={"console_mode": mode},
+            )
             raise PermissionDenied(refusal)
     except PermissionDenied as exc:
         return error_response(403, str(exc))
     row, token = ConsoleTicket.issue(request.user, container, mode, session.lower())
-    return JsonResponse({"ticket": token, "expires": row.expires.isoformat(), "mode": mode, "session": row.session,
-                         "socket": f"/ws/console/{ctid}/", "status": container.status,
-                         "grace": settings.CAISSON_CONSOLE_GRACE})
+    return JsonResponse(
+        {
+            "ticket": token,
+            "expires": row.expires.isoformat(),
+            "mode": mode,
+            "session": row.session,
+            "socket": f"/ws/console/{ctid}/",
+            "status": container.status,
+            "grace": settings.CAISSON_CONSOLE_GRACE,
+        }
+    )
 
 
 @require_POST
@@ -87,6 +104,9 @@ def start(request, ctid: int):
     container, gone = container_or_gone(request, ctid)
     if gone:
         return gone
-    return run_action(request, lambda: actions.power(access_for(request), container, "start",
-                                                     address=client_address(request)),
-                      f"start of CT {ctid} queued (job {{job.pk}})", f"/ct/{ctid}/console/term/")
+    return run_action(
+        request,
+        lambda: actions.power(access_for(request), container, "start", address=client_address(request)),
+        f"start of CT {ctid} queued (job {{job.pk}})",
+        f"/ct/{ctid}/console/term/",
+    )

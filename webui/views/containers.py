@@ -3,6 +3,7 @@
 The forms of snapshots, clone and power are read by the API's serializers of the same actions
 (``form_validated``): one declaration of each field for both.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -21,8 +22,16 @@ from webui.models import Container, Job
 from webui.views.common import audit_container, client_address, container_or_gone, run_action
 from webui.views.metrics import TIMEFRAMES, series, timeframe
 
-TABS = [("summary", "Summary"), ("console", "Console"), ("resources", "Resources"), ("network", "Network"),
-        ("options", "Options"), ("snapshots", "Snapshots"), ("backup", "Backup"), ("tasks", "Task history")]
+TABS = [
+    ("summary", "Summary"),
+    ("console", "Console"),
+    ("resources", "Resources"),
+    ("network", "Network"),
+    ("options", "Options"),
+    ("snapshots", "Snapshots"),
+    ("backup", "Backup"),
+    ("tasks", "Task history"),
+]
 RESOURCE_KEYS = ["cores", "cpulimit", "cpuunits", "memory", "swap"]
 OPTION_KEYS = ["hostname", "description", "onboot", "startup", "protection", "tags", "nameserver", "searchdomain"]
 CHECKBOX_KEYS = {"onboot", "protection"}
@@ -44,14 +53,34 @@ def buttons(access, container: Container) -> list[dict]:
     """The power and destroy buttons; ``when`` is the status they need, ``allowed`` the user's right."""
     power = access.can("VM.PowerMgmt", container)
     allocate = access.can("VM.Allocate", container)
-    spec = [("start", "Start", "stopped", power), ("shutdown", "Shutdown", "running", power),
-            ("stop", "Stop", "running", power), ("reboot", "Reboot", "running", power)]
-    result = [{"action": a, "label": label, "when": when, "allowed": ok,
-               "url": reverse("ct-power", args=[container.ctid, a]),
-               "enabled": ok and container.status == when} for a, label, when, ok in spec]
-    result.append({"action": "destroy", "label": "Destroy", "when": "stopped", "allowed": allocate,
-                   "url": reverse("ct-destroy", args=[container.ctid]),
-                   "enabled": allocate and container.status == "stopped", "confirm": True})
+    spec = [
+        ("start", "Start", "stopped", power),
+        ("shutdown", "Shutdown", "running", power),
+        ("stop", "Stop", "running", power),
+        ("reboot", "Reboot", "running", power),
+    ]
+    result = [
+        {
+            "action": a,
+            "label": label,
+            "when": when,
+            "allowed": ok,
+            "url": reverse("ct-power", args=[container.ctid, a]),
+            "enabled": ok and container.status == when,
+        }
+        for a, label, when, ok in spec
+    ]
+    result.append(
+        {
+            "action": "destroy",
+            "label": "Destroy",
+            "when": "stopped",
+            "allowed": allocate,
+            "url": reverse("ct-destroy", args=[container.ctid]),
+            "enabled": allocate and container.status == "stopped",
+            "confirm": True,
+        }
+    )
     return result
 
 
@@ -64,38 +93,50 @@ def container_page(request, ctid: int, tab: str = "summary"):
     audit_container(request, container)
     access = access_for(request)
     context = {
-        "ct": container, "tabs": TABS, "tab": tab, "buttons": buttons(access, container),
-        "can_config": access.can("VM.Config", container), "digest": container.digest,
+        "ct": container,
+        "tabs": TABS,
+        "tab": tab,
+        "buttons": buttons(access, container),
+        "can_config": access.can("VM.Config", container),
+        "digest": container.digest,
         "page_subscribe": [f"ct/{ctid}"],
     }
     if tab == "summary":
         frame = timeframe(request)
-        context.update(chart=series(f"ct/{ctid}", frame, ("cpu", "memory", "net")), timeframe=frame,
-                       timeframes=TIMEFRAMES)
+        context.update(
+            chart=series(f"ct/{ctid}", frame, ("cpu", "memory", "net")), timeframe=frame, timeframes=TIMEFRAMES
+        )
     elif tab == "resources":
         context["values"] = {k: container.config.get(k, "") for k in RESOURCE_KEYS}
     elif tab == "options":
         context["values"] = {k: container.config.get(k, "") for k in OPTION_KEYS}
     elif tab == "network":
-        nics = [{"slot": slot, "raw": container.config[slot], **parse_props(container.config[slot])}
-                for slot in NIC_SLOTS if container.config.get(slot)]
+        nics = [
+            {"slot": slot, "raw": container.config[slot], **parse_props(container.config[slot])}
+            for slot in NIC_SLOTS
+            if container.config.get(slot)
+        ]
         used = {n["slot"] for n in nics}
         edit = request.GET.get("edit")
-        context.update(nics=nics, free_slots=[s for s in NIC_SLOTS if s not in used],
-                       edit=next((n for n in nics if n["slot"] == edit), None),
-                       bridges=container.node.info.get("bridges") or [])
+        context.update(
+            nics=nics,
+            free_slots=[s for s in NIC_SLOTS if s not in used],
+            edit=next((n for n in nics if n["slot"] == edit), None),
+            bridges=container.node.info.get("bridges") or [],
+        )
     elif tab == "snapshots":
-        context.update(snapshots=snapshot_rows(container.snapshots),
-                       can_snapshot=access.can("VM.Snapshot", container))
+        context.update(snapshots=snapshot_rows(container.snapshots), can_snapshot=access.can("VM.Snapshot", container))
     elif tab == "backup":
         from webui.views.backups import backup_tab_context
 
         context.update(backup_tab_context(request, container))
     elif tab == "tasks":
         context["jobs"] = Job.objects.filter(path=container.path).select_related("node", "user")[:100]
-    context.update(can_console=access.can("VM.Console", container),
-                   can_clone=access.can("VM.Clone", container) and access.can("VM.Allocate", container.node),
-                   next_id=propose_ctid() if tab == "summary" else None)
+    context.update(
+        can_console=access.can("VM.Console", container),
+        can_clone=access.can("VM.Clone", container) and access.can("VM.Allocate", container.node),
+        next_id=propose_ctid() if tab == "summary" else None,
+    )
     return render(request, "webui/container.html", context)
 
 
@@ -129,11 +170,21 @@ def snapshot(request, ctid: int, operation: str):
 
     def act():
         body = form_validated(SnapshotSerializer, request.POST)
-        return actions.snapshot(access_for(request), container, operation, body["name"].strip(),
-                                body.get("description", ""), address=client_address(request))
+        return actions.snapshot(
+            access_for(request),
+            container,
+            operation,
+            body["name"].strip(),
+            body.get("description", ""),
+            address=client_address(request),
+        )
 
-    return run_action(request, act, f"{verb} '{name}' of CT {ctid} queued (job {{job.pk}})",
-                      reverse("ct-tab", args=[ctid, "snapshots"]))
+    return run_action(
+        request,
+        act,
+        f"{verb} '{name}' of CT {ctid} queued (job {{job.pk}})",
+        reverse("ct-tab", args=[ctid, "snapshots"]),
+    )
 
 
 @require_POST
@@ -144,12 +195,23 @@ def clone(request, ctid: int):
 
     def act():
         body = form_validated(CloneSerializer, request.POST)
-        return actions.clone(access_for(request), container, body["newid"], snapshot_name=body.get("snapshot"),
-                             full=body.get("full", False), storage=body.get("storage"),
-                             hostname=body.get("hostname"), address=client_address(request))
+        return actions.clone(
+            access_for(request),
+            container,
+            body["newid"],
+            snapshot_name=body.get("snapshot"),
+            full=body.get("full", False),
+            storage=body.get("storage"),
+            hostname=body.get("hostname"),
+            address=client_address(request),
+        )
 
-    return run_action(request, act, f"clone of CT {ctid} to CT {request.POST.get('newid')} queued (job {{job.pk}})",
-                      reverse("ct", args=[ctid]))
+    return run_action(
+        request,
+        act,
+        f"clone of CT {ctid} to CT {request.POST.get('newid')} queued (job {{job.pk}})",
+        reverse("ct", args=[ctid]),
+    )
 
 
 @require_POST
@@ -157,10 +219,18 @@ def power(request, ctid: int, action: str):
     container, gone = container_or_gone(request, ctid)
     if gone:
         return gone
-    return run_action(request, lambda: actions.power(access_for(request), container, action,
-                                                     form_validated(PowerSerializer, request.POST),
-                                                     address=client_address(request)),
-                      f"{action} of CT {ctid} queued (job {{job.pk}})", reverse("ct", args=[ctid]))
+    return run_action(
+        request,
+        lambda: actions.power(
+            access_for(request),
+            container,
+            action,
+            form_validated(PowerSerializer, request.POST),
+            address=client_address(request),
+        ),
+        f"{action} of CT {ctid} queued (job {{job.pk}})",
+        reverse("ct", args=[ctid]),
+    )
 
 
 @require_POST
@@ -169,9 +239,12 @@ def destroy(request, ctid: int):
     if gone:
         return gone
     force = request.POST.get("force") == "1"
-    return run_action(request, lambda: actions.destroy(access_for(request), container, force=force,
-                                                       address=client_address(request)),
-                      f"destroy of CT {ctid} queued (job {{job.pk}})", reverse("ct", args=[ctid]))
+    return run_action(
+        request,
+        lambda: actions.destroy(access_for(request), container, force=force, address=client_address(request)),
+        f"destroy of CT {ctid} queued (job {{job.pk}})",
+        reverse("ct", args=[ctid]),
+    )
 
 
 def config_changes(container: Container, post) -> tuple[dict, list[str]]:
@@ -214,7 +287,11 @@ def update_config(request, ctid: int):
         changes, delete = config_changes(container, request.POST)
     digest = request.POST.get("digest") or None
     tab = request.POST.get("tab", "summary")
-    return run_action(request, lambda: actions.update_config(access_for(request), container, changes, delete,
-                                                             digest=digest, address=client_address(request)),
-                      f"configuration change of CT {ctid} queued (job {{job.pk}})",
-                      reverse("ct-tab", args=[ctid, tab]))
+    return run_action(
+        request,
+        lambda: actions.update_config(
+            access_for(request), container, changes, delete, digest=digest, address=client_address(request)
+        ),
+        f"configuration change of CT {ctid} queued (job {{job.pk}})",
+        reverse("ct-tab", args=[ctid, tab]),
+    )

@@ -1,4 +1,5 @@
 """The datacenter dashboard and the node page: what runs where, how busy the nodes are; Start all, Stop all."""
+
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
@@ -31,12 +32,19 @@ def dashboard(request):
     for node in Node.objects.all():
         if "Sys.Audit" not in access.privileges(node.path):
             continue
-        nodes.append({"node": node, "latest": latest(f"node/{node.name}"),
-                      "chart": series(f"node/{node.name}", frame)})
-    return render(request, "webui/dashboard.html", {
-        "containers": layout.containers, "counts": _counts(layout.containers), "nodes": nodes,
-        "timeframe": frame, "timeframes": TIMEFRAMES, "page_subscribe": [f"node/{n['node'].name}" for n in nodes],
-    })
+        nodes.append({"node": node, "latest": latest(f"node/{node.name}"), "chart": series(f"node/{node.name}", frame)})
+    return render(
+        request,
+        "webui/dashboard.html",
+        {
+            "containers": layout.containers,
+            "counts": _counts(layout.containers),
+            "nodes": nodes,
+            "timeframe": frame,
+            "timeframes": TIMEFRAMES,
+            "page_subscribe": [f"node/{n['node'].name}" for n in nodes],
+        },
+    )
 
 
 def node_page(request, name: str):
@@ -44,13 +52,24 @@ def node_page(request, name: str):
     if "Sys.Audit" not in access_for(request).privileges(node.path):
         raise PermissionDenied(f"permission denied: Sys.Audit on {node.path} is required to see this node")
     frame = timeframe(request)
-    containers = list(access_for(request).visible_containers(Container.objects.filter(node=node)
-                                                             .select_related("node")))
-    return render(request, "webui/node.html", {
-        "node": node, "containers": containers, "counts": _counts(containers), "latest": latest(f"node/{name}"),
-        "chart": series(f"node/{name}", frame), "timeframe": frame, "timeframes": TIMEFRAMES,
-        "page_subscribe": [f"node/{name}"], "can_power": access_for(request).can("VM.PowerMgmt", node),
-    })
+    containers = list(
+        access_for(request).visible_containers(Container.objects.filter(node=node).select_related("node"))
+    )
+    return render(
+        request,
+        "webui/node.html",
+        {
+            "node": node,
+            "containers": containers,
+            "counts": _counts(containers),
+            "latest": latest(f"node/{name}"),
+            "chart": series(f"node/{name}", frame),
+            "timeframe": frame,
+            "timeframes": TIMEFRAMES,
+            "page_subscribe": [f"node/{name}"],
+            "can_power": access_for(request).can("VM.PowerMgmt", node),
+        },
+    )
 
 
 @require_POST
@@ -59,6 +78,9 @@ def node_power(request, name: str, kind: str):
     if kind not in ("startall", "stopall"):
         raise Http404(f"no node action '{kind}'")
     node = get_object_or_404(Node, name=name)
-    return run_action(request, lambda: power_all_job(access_for(request), node, kind, {},
-                                                     address=client_address(request)),
-                      f"{kind} queued (job {{job.pk}})", reverse("node", args=[node.name]))
+    return run_action(
+        request,
+        lambda: power_all_job(access_for(request), node, kind, {}, address=client_address(request)),
+        f"{kind} queued (job {{job.pk}})",
+        reverse("node", args=[node.name]),
+    )

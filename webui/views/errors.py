@@ -1,5 +1,6 @@
 """Django's own error answers: the layout's page with the reason, or the one JSON error body
 (``webui.errors``) for the API's paths and ``fetch`` requests; never a stack trace."""
+
 from __future__ import annotations
 
 from django.shortcuts import render

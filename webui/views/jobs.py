@@ -1,4 +1,5 @@
 """A job's log (history as JSON for the task panel's viewer, or a page of its own) and cancelling it."""
+
 from __future__ import annotations
 
 from django.http import Http404, JsonResponse
@@ -23,8 +24,9 @@ def job_page(request, job_id: int):
     job = _job(request, job_id)
     lines = list(job.lines.order_by("seq").values("seq", "time", "text"))
     if request.headers.get("Accept", "").startswith("application/json"):
-        return JsonResponse({"job": job.summary(), "lines": [{**line, "time": line["time"].isoformat()}
-                                                             for line in lines]})
+        return JsonResponse(
+            {"job": job.summary(), "lines": [{**line, "time": line["time"].isoformat()} for line in lines]}
+        )
     return render(request, "webui/job.html", {"job": job, "lines": lines, "page_subscribe": [f"job/{job.pk}"]})
 
 

@@ -3,6 +3,7 @@
 Everyone with Sys.Audit on ``/`` sees the list; Sys.Modify on ``/`` adds, edits, enables, disables and
 removes (``webui.actions.template_sources``, applied on the node by a job).
 """
+
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
@@ -26,9 +27,16 @@ def sources_page(request):
     for source in TemplateSource.objects.all():
         rows.setdefault(source.node_id, []).append(source)
     editing = request.GET.get("edit")
-    return render(request, "webui/template_sources.html", {
-        "nodes": [(n, rows.get(n.pk, [])) for n in nodes], "types": types(), "editing": editing,
-        "can_modify": access.can("Sys.Modify", None, "/")})
+    return render(
+        request,
+        "webui/template_sources.html",
+        {
+            "nodes": [(n, rows.get(n.pk, [])) for n in nodes],
+            "types": types(),
+            "editing": editing,
+            "can_modify": access.can("Sys.Modify", None, "/"),
+        },
+    )
 
 
 @require_POST
@@ -44,7 +52,9 @@ def source_action(request, name: str, op: str):
             data["enabled"] = post.get("enabled", "1") in ("1", "on", "true")
     elif op in ("enable", "disable"):
         data, op = {"enabled": op == "enable"}, "edit"
-    return run_action(request, lambda: edit_sources(access_for(request), node, op, source_id, data,
-                                                    address=client_address(request)),
-                      f"template source {source_id} on {node.name}: change queued (job {{job.pk}})",
-                      reverse("template-sources"))
+    return run_action(
+        request,
+        lambda: edit_sources(access_for(request), node, op, source_id, data, address=client_address(request)),
+        f"template source {source_id} on {node.name}: change queued (job {{job.pk}})",
+        reverse("template-sources"),
+    )

@@ -48,8 +48,11 @@ urlpatterns += [
     path("backups/<int:pk>/<str:what>", page(backup_views.archive_action), name="backup-action"),
     path("datacenter/backup/", page(backup_views.schedules_page), name="backup-schedules"),
     path("datacenter/template-sources/", page(source_views.sources_page), name="template-sources"),
-    path("datacenter/template-sources/<str:name>/<str:op>", page(source_views.source_action),
-         name="template-source-action"),
+    path(
+        "datacenter/template-sources/<str:name>/<str:op>",
+        page(source_views.source_action),
+        name="template-source-action",
+    ),
     path("datacenter/backup/<int:pk>/", page(backup_views.schedules_page), name="backup-schedule-edit"),
     path("datacenter/backup/save", page(backup_views.schedule_save), name="backup-schedule-create"),
     path("datacenter/backup/<int:pk>/save", page(backup_views.schedule_save), name="backup-schedule-save"),

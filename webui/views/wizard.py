@@ -5,6 +5,7 @@ beside the fields); ``summary`` runs every step together, as the final
 submit will; ``create`` calls ``actions.create_container`` and lands on the
 new container's page.
 """
+
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -47,10 +48,22 @@ def wizard(request):
     if not nodes:
         raise PermissionDenied("permission denied: VM.Allocate on a node is required to create containers")
     templates = StoredTemplate.objects.filter(node__in=nodes).select_related("node")
-    storages = [st for st in StorageMirror.objects.filter(node__in=nodes, enabled=True).select_related("node")
-                if "rootdir" in st.content]
-    return render(request, "webui/create.html", {"steps": _forms(request), "templates": templates,
-                                                 "storages": storages, "nodes": nodes, "bridges": node_bridges(nodes)})
+    storages = [
+        st
+        for st in StorageMirror.objects.filter(node__in=nodes, enabled=True).select_related("node")
+        if "rootdir" in st.content
+    ]
+    return render(
+        request,
+        "webui/create.html",
+        {
+            "steps": _forms(request),
+            "templates": templates,
+            "storages": storages,
+            "nodes": nodes,
+            "bridges": node_bridges(nodes),
+        },
+    )
 
 
 def node_bridges(nodes: list[Node]) -> list[tuple[str, str]]:
@@ -91,8 +104,12 @@ def validate_step(request, step: str):
 
 def _summary(create: CreateRequest) -> list[tuple[str, str]]:
     general, disk = create.data("general"), create.data("disk")
-    rows = [("Node", create.node.name), ("CT ID", str(create.ctid)), ("Template", create.data("template")["template"]),
-            ("Root disk", f"{disk['storage']}:{disk['disk_size']}")]
+    rows = [
+        ("Node", create.node.name),
+        ("CT ID", str(create.ctid)),
+        ("Template", create.data("template")["template"]),
+        ("Root disk", f"{disk['storage']}:{disk['disk_size']}"),
+    ]
     rows += [(key, value) for key, value in create.options().items()]
     if general.get("isolated_idmap"):
         rows.append(("ID range", "isolated: a range of its own, chosen by the node"))
@@ -132,10 +149,19 @@ def create(request):
             return error_response(400, fields=errors, job=getattr(exc, "job", None), step=first)
         nodes = allocatable_nodes(request)
         templates = StoredTemplate.objects.filter(node__in=nodes).select_related("node")
-        return render(request, "webui/create.html", {"steps": _forms(request, request.POST), "templates": templates,
-                                                     "nodes": nodes, "active": first, "bridges": node_bridges(nodes),
-                                                     "general_errors": errors.get(NON_FIELD, [])},
-                      status=400)
+        return render(
+            request,
+            "webui/create.html",
+            {
+                "steps": _forms(request, request.POST),
+                "templates": templates,
+                "nodes": nodes,
+                "active": first,
+                "bridges": node_bridges(nodes),
+                "general_errors": errors.get(NON_FIELD, []),
+            },
+            status=400,
+        )
     url = reverse("ct", args=[int(job.target)])
     if wants_json(request):
         return JsonResponse({"job": job.summary(), "location": url}, status=202)

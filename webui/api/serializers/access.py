@@ -1,5 +1,6 @@
 """Access control: ACL entries, roles, users, tokens, effective permissions, the audit log (only the API edits
 them, so their serializers validate, on the strict base: unknown fields and wrong JSON types refused by name)."""
+
 from __future__ import annotations
 
 from django.contrib.auth.models import Group, User
@@ -11,10 +12,12 @@ from webui.privileges import PRIVILEGES
 
 
 class AccessEntrySerializer(StrictModelSerializer):
-    user = serializers.SlugRelatedField(slug_field="username", queryset=User.objects.all(), required=False,
-                                        allow_null=True)
-    group = serializers.SlugRelatedField(slug_field="name", queryset=Group.objects.all(), required=False,
-                                         allow_null=True)
+    user = serializers.SlugRelatedField(
+        slug_field="username", queryset=User.objects.all(), required=False, allow_null=True
+    )
+    group = serializers.SlugRelatedField(
+        slug_field="name", queryset=Group.objects.all(), required=False, allow_null=True
+    )
     role = serializers.SlugRelatedField(slug_field="name", queryset=Role.objects.all())
 
     class Meta:
@@ -48,8 +51,18 @@ class UserSerializer(StrictModelSerializer):
 
     class Meta:
         model = User
-        fields = ["username", "email", "first_name", "last_name", "is_active", "is_superuser", "groups", "password",
-                  "last_login", "date_joined"]
+        fields = [
+            "username",
+            "email",
+            "first_name",
+            "last_name",
+            "is_active",
+            "is_superuser",
+            "groups",
+            "password",
+            "last_login",
+            "date_joined",
+        ]
         read_only_fields = ["is_superuser", "last_login", "date_joined"]
 
     def create(self, validated):

@@ -1,4 +1,5 @@
 """Backup archives and the datacenter's backup jobs as the API shows them."""
+
 from __future__ import annotations
 
 from django.utils import timezone
@@ -26,9 +27,32 @@ class BackupScheduleSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = BackupSchedule
-        fields = ["id", "enabled", "schedule", "selection", "ctids", "pool", "nodes", "storage", "mode", "compress",
-                  "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
-                  "mail_to", "mail_when", "notes", "comment", "next_due", "last_slot", "next_runs", "last_runs"]
+        fields = [
+            "id",
+            "enabled",
+            "schedule",
+            "selection",
+            "ctids",
+            "pool",
+            "nodes",
+            "storage",
+            "mode",
+            "compress",
+            "keep_last",
+            "keep_hourly",
+            "keep_daily",
+            "keep_weekly",
+            "keep_monthly",
+            "keep_yearly",
+            "mail_to",
+            "mail_when",
+            "notes",
+            "comment",
+            "next_due",
+            "last_slot",
+            "next_runs",
+            "last_runs",
+        ]
 
     def get_next_runs(self, schedule) -> list[str]:
         if not schedule.enabled:
@@ -46,9 +70,13 @@ class ExcludeField(serializers.Field):
     def to_internal_value(self, data):
         if isinstance(data, str):
             data = [line.strip() for line in data.splitlines() if line.strip()]
-        if not isinstance(data, list) or len(data) > 64 or not all(
-                isinstance(p, str) and p.strip() and len(p) <= 1024 and "\n" not in p and "\x00" not in p
-                for p in data):
+        if (
+            not isinstance(data, list)
+            or len(data) > 64
+            or not all(
+                isinstance(p, str) and p.strip() and len(p) <= 1024 and "\n" not in p and "\x00" not in p for p in data
+            )
+        ):
             raise serializers.ValidationError("a list of at most 64 path globs, one per line")
         return data
 
@@ -59,6 +87,7 @@ def notes_field(**options) -> CharField:
 
 class BackupSerializer(StrictSerializer):
     """A backup of one container now (``POST /api/containers/<ID>/backups/`` and the Backup tab's form)."""
+
     storage = CharField(default="local", help_text="a storage that holds backups")
     mode = ChoiceField(choices=BACKUP_MODES, default=BACKUP_MODES[0])
     compress = ChoiceField(choices=COMPRESSIONS, default=COMPRESSIONS[0])
@@ -69,6 +98,7 @@ class BackupSerializer(StrictSerializer):
 
 class RestoreSerializer(StrictSerializer):
     """A restore of an archive: to a new ID, or over a stopped container with ``force``."""
+
     ctid = IntegerField(required=False, help_text="default: the archive's container ID")
     force = BooleanField(default=False, help_text="restore over an existing, stopped container")
     unique = BooleanField(default=False, help_text="new MAC addresses")
@@ -79,5 +109,6 @@ class RestoreSerializer(StrictSerializer):
 
 class ArchiveChangeSerializer(StrictSerializer):
     """An archive's protection and/or notes."""
+
     protected = BooleanField(required=False)
     notes = notes_field(required=False)

@@ -8,6 +8,7 @@ message is keyed by the field's name.  ``form_serializer`` builds one from
 the forms a page validates with, so the API checks the types and the shared
 form checks the meaning: the fields are declared once, in the form.
 """
+
 from __future__ import annotations
 
 from django import forms
@@ -33,8 +34,9 @@ class StrictField:
 
     def to_internal_value(self, data):
         from_form = isinstance(data, str) and self.context.get("form")
-        if not from_form and (isinstance(data, bool) and bool not in self.json_types
-                              or not isinstance(data, self.json_types)):
+        if not from_form and (
+            isinstance(data, bool) and bool not in self.json_types or not isinstance(data, self.json_types)
+        ):
             raise serializers.ValidationError(f"expected {self.wanted}, got {_got(data)}")
         return super().to_internal_value(data)
 
@@ -88,9 +90,14 @@ class StrictModelSerializer(StrictInput, serializers.ModelSerializer):
 
     serializer_field_mapping = {
         **serializers.ModelSerializer.serializer_field_mapping,
-        models.CharField: CharField, models.TextField: CharField, models.BooleanField: BooleanField,
-        models.IntegerField: IntegerField, models.PositiveIntegerField: IntegerField,
-        models.BigIntegerField: IntegerField, models.FloatField: FloatField, models.DateTimeField: DateTimeField,
+        models.CharField: CharField,
+        models.TextField: CharField,
+        models.BooleanField: BooleanField,
+        models.IntegerField: IntegerField,
+        models.PositiveIntegerField: IntegerField,
+        models.BigIntegerField: IntegerField,
+        models.FloatField: FloatField,
+        models.DateTimeField: DateTimeField,
     }
 
 
@@ -144,8 +151,12 @@ def read(serializer_class, data) -> dict:
 
 def _checked(serializer) -> dict:
     if not serializer.is_valid():
-        raise DjangoValidationError({key: [str(m) for m in (messages if isinstance(messages, list) else [messages])]
-                                     for key, messages in serializer.errors.items()})
+        raise DjangoValidationError(
+            {
+                key: [str(m) for m in (messages if isinstance(messages, list) else [messages])]
+                for key, messages in serializer.errors.items()
+            }
+        )
     return dict(serializer.validated_data)
 
 

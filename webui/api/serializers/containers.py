@@ -1,4 +1,5 @@
 """Containers as the API shows them, and the bodies of their actions (strict: see ``base``)."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
@@ -18,8 +19,21 @@ from webui.models import Container
 CONTAINER_STATUS = Container.Status
 
 
-LIST_FIELDS = ["ctid", "node", "pool", "hostname", "status", "unprivileged", "uptime", "init", "ipv4", "ipv6", "cpu",
-               "memory_used", "memory_limit"]
+LIST_FIELDS = [
+    "ctid",
+    "node",
+    "pool",
+    "hostname",
+    "status",
+    "unprivileged",
+    "uptime",
+    "init",
+    "ipv4",
+    "ipv6",
+    "cpu",
+    "memory_used",
+    "memory_limit",
+]
 
 
 class ContainerSerializer(serializers.ModelSerializer):
@@ -36,20 +50,42 @@ class ContainerSerializer(serializers.ModelSerializer):
 
     def to_representation(self, c):
         # Written out by hand: a list page of 1,000 rows must not pay DRF's per-field machinery.
-        return {"ctid": c.ctid, "node": c.node.name, "pool": c.pool.name if c.pool_id else None,
-                "hostname": c.hostname, "status": c.status, "unprivileged": c.unprivileged, "uptime": c.uptime,
-                "init": c.init, "ipv4": c.ipv4, "ipv6": c.ipv6, "cpu": c.cpu, "memory_used": c.memory_used,
-                "memory_limit": c.memory_limit}
+        return {
+            "ctid": c.ctid,
+            "node": c.node.name,
+            "pool": c.pool.name if c.pool_id else None,
+            "hostname": c.hostname,
+            "status": c.status,
+            "unprivileged": c.unprivileged,
+            "uptime": c.uptime,
+            "init": c.init,
+            "ipv4": c.ipv4,
+            "ipv6": c.ipv6,
+            "cpu": c.cpu,
+            "memory_used": c.memory_used,
+            "memory_limit": c.memory_limit,
+        }
 
 
 def container_row(row: dict, now) -> dict:
     """What ``ContainerSerializer`` shows, from a ``values()`` row of the list's fields (``LIST_VALUES``)."""
     started = row["started_at"]
     uptime = max(0.0, (now - started).total_seconds()) if started and row["status"] == "running" else None
-    return {"ctid": row["ctid"], "node": row["node__name"], "pool": row["pool__name"], "hostname": row["hostname"],
-            "status": row["status"], "unprivileged": row["unprivileged"], "uptime": uptime, "init": row["init"],
-            "ipv4": row["ipv4"], "ipv6": row["ipv6"], "cpu": row["cpu"], "memory_used": row["memory_used"],
-            "memory_limit": row["memory_limit"]}
+    return {
+        "ctid": row["ctid"],
+        "node": row["node__name"],
+        "pool": row["pool__name"],
+        "hostname": row["hostname"],
+        "status": row["status"],
+        "unprivileged": row["unprivileged"],
+        "uptime": uptime,
+        "init": row["init"],
+        "ipv4": row["ipv4"],
+        "ipv6": row["ipv6"],
+        "cpu": row["cpu"],
+        "memory_used": row["memory_used"],
+        "memory_limit": row["memory_limit"],
+    }
 
 
 class ContainerDetailSerializer(ContainerSerializer):
@@ -61,8 +97,13 @@ class ContainerDetailSerializer(ContainerSerializer):
         read_only_fields = fields
 
     def to_representation(self, c):
-        return {**super().to_representation(c), "started_at": c.started_at.isoformat() if c.started_at else None,
-                "updated_at": c.updated_at.isoformat(), "protected": c.protected, "config": c.config}
+        return {
+            **super().to_representation(c),
+            "started_at": c.started_at.isoformat() if c.started_at else None,
+            "updated_at": c.updated_at.isoformat(),
+            "protected": c.protected,
+            "config": c.config,
+        }
 
 
 ContainerCreateSerializer = form_serializer("ContainerCreateSerializer", STEP_FORMS.values())
@@ -75,8 +116,9 @@ class ContainerConfigSerializer(serializers.Serializer):
 
 
 class ConfigChangeSerializer(StrictSerializer):
-    changes = serializers.DictField(child=serializers.JSONField(), required=False,
-                                    help_text="config key -> new value (string or number)")
+    changes = serializers.DictField(
+        child=serializers.JSONField(), required=False, help_text="config key -> new value (string or number)"
+    )
     delete = serializers.ListField(child=CharField(), required=False)
     digest = CharField(required=False, help_text="the digest GET gave: refuses the change if the config changed")
 

@@ -1,4 +1,5 @@
 """Jobs and their log lines as the API shows them."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
@@ -16,8 +17,22 @@ class JobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Job
-        fields = ["id", "upid", "node", "kind", "target", "path", "user", "status", "progress", "progress_text",
-                  "message", "created", "started", "ended"]
+        fields = [
+            "id",
+            "upid",
+            "node",
+            "kind",
+            "target",
+            "path",
+            "user",
+            "status",
+            "progress",
+            "progress_text",
+            "message",
+            "created",
+            "started",
+            "ended",
+        ]
         read_only_fields = fields
 
     def to_representation(self, job):

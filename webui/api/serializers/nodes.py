@@ -1,4 +1,5 @@
 """Nodes and their metrics as the API shows them."""
+
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema_field
@@ -54,6 +55,7 @@ class NodeDetailSerializer(NodeSerializer):
 
 class MetricsSerializer(serializers.Serializer):
     """One resolution's samples as parallel arrays, oldest first, ready for a chart."""
+
     timeframe = serializers.ChoiceField(choices=["hour", "day", "week"])
     step = serializers.IntegerField(help_text="bucket width in seconds")
     ts = serializers.ListField(child=serializers.IntegerField(), help_text="bucket starts, Unix seconds")
@@ -67,14 +69,21 @@ class MetricsSerializer(serializers.Serializer):
 
 
 class StartAllSerializer(serializers.Serializer):
-    vms = serializers.ListField(child=serializers.IntegerField(), required=False,
-                                help_text="only these containers (Proxmox's comma-separated string is taken too); "
-                                          "VM.PowerMgmt on each, else on the node and all its containers")
+    vms = serializers.ListField(
+        child=serializers.IntegerField(),
+        required=False,
+        help_text="only these containers (Proxmox's comma-separated string is taken too); "
+        "VM.PowerMgmt on each, else on the node and all its containers",
+    )
     force = serializers.BooleanField(required=False, help_text="start every stopped container, not only onboot ones")
 
 
 class StopAllSerializer(serializers.Serializer):
     vms = serializers.ListField(child=serializers.IntegerField(), required=False, help_text="only these containers")
-    timeout = serializers.IntegerField(required=False, min_value=0, max_value=7200,
-                                       help_text="seconds per container whose startup sets no down (default 180)")
+    timeout = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=7200,
+        help_text="seconds per container whose startup sets no down (default 180)",
+    )
     force_stop = serializers.BooleanField(required=False, help_text="stop hard after the timeout (default true)")

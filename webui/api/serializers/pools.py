@@ -1,4 +1,5 @@
 """Pools as the API shows them."""
+
 from __future__ import annotations
 
 from rest_framework import serializers

@@ -1,4 +1,5 @@
 """A node's template store and catalog, and the bodies of its template jobs."""
+
 from __future__ import annotations
 
 from rest_framework import serializers
@@ -29,8 +30,9 @@ class DownloadSerializer(StrictSerializer):
 class BuildSerializer(StrictSerializer):
     builder = CharField(trim_whitespace=False, help_text=f"a local builder: {', '.join(builders.names())}")
     suite = CharField(trim_whitespace=False, required=False, help_text="debian: the release (e.g. bookworm)")
-    packages = serializers.ListField(child=CharField(trim_whitespace=False), required=False,
-                                     help_text="debian: extra packages")
+    packages = serializers.ListField(
+        child=CharField(trim_whitespace=False), required=False, help_text="debian: extra packages"
+    )
 
 
 class CatalogUpdateSerializer(StrictSerializer):
@@ -39,6 +41,7 @@ class CatalogUpdateSerializer(StrictSerializer):
 
 class TemplateSourceChangeSerializer(StrictSerializer):
     """A change to a template source; what the values mean is ``webui.actions.template_sources``'s to check."""
+
     type = CharField(trim_whitespace=False, required=False, help_text="one of engine.templates.sources.types()")
     url = CharField(trim_whitespace=False, required=False, help_text="the index's http(s) URL")
     enabled = BooleanField(required=False)

@@ -7,6 +7,7 @@ on a path, making or changing a role, and moving a user into or out of a
 group need every privilege involved, on that path (``/`` for roles); and
 only a superuser manages or grants to a superuser.
 """
+
 from __future__ import annotations
 
 from django.contrib.auth.models import User
@@ -38,20 +39,22 @@ ADMIN = ("Permissions.Modify", "/")
 class AuditedMixin:
     def audit(self, action: str, path: str = "/", **detail) -> None:
         user = self.request.user
-        AuditEntry.objects.create(user=user, username=user.username, action=action, path=path,
-                                  address=self.address, detail=detail)
+        AuditEntry.objects.create(
+            user=user, username=user.username, action=action, path=path, address=self.address, detail=detail
+        )
 
 
 @extend_schema(tags=["access"])
-class AclViewSet(AuditedMixin, mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin,
-                 ApiViewSet):
+class AclViewSet(AuditedMixin, mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, ApiViewSet):
     """The ACL: a role for a user or a group on a path (inherited below it when ``propagate``)."""
+
     queryset = AccessEntry.objects.select_related("user", "group", "role")
     serializer_class = AccessEntrySerializer
     path_privileges = {"list": ADMIN, "create": ADMIN, "destroy": ADMIN, "retrieve": ADMIN}
 
-    @extend_schema(parameters=[OpenApiParameter("path", str), OpenApiParameter("user", str),
-                               OpenApiParameter("group", str)])
+    @extend_schema(
+        parameters=[OpenApiParameter("path", str), OpenApiParameter("user", str), OpenApiParameter("group", str)]
+    )
     def list(self, request, *args, **kwargs):
         queryset = self.get_queryset()
         for param, field in (("path", "path"), ("user", "user__username"), ("group", "group__name")):
@@ -64,21 +67,38 @@ class AclViewSet(AuditedMixin, mixins.ListModelMixin, mixins.CreateModelMixin, m
         check_manages(self.access, data.get("user"))
         check_grant(self.access, data["path"], data["role"].privileges, f"granting role '{data['role'].name}'")
         entry = serializer.save()
-        self.audit("acl.grant", entry.path, role=entry.role.name, propagate=entry.propagate,
-                   **({"user": entry.user.username} if entry.user_id else {"group": entry.group.name}))
+        self.audit(
+            "acl.grant",
+            entry.path,
+            role=entry.role.name,
+            propagate=entry.propagate,
+            **({"user": entry.user.username} if entry.user_id else {"group": entry.group.name}),
+        )
 
     def perform_destroy(self, entry):
         check_manages(self.access, entry.user)
         check_grant(self.access, entry.path, entry.role.privileges, f"revoking role '{entry.role.name}'")
-        self.audit("acl.revoke", entry.path, role=entry.role.name,
-                   **({"user": entry.user.username} if entry.user_id else {"group": entry.group.name}))
+        self.audit(
+            "acl.revoke",
+            entry.path,
+            role=entry.role.name,
+            **({"user": entry.user.username} if entry.user_id else {"group": entry.group.name}),
+        )
         entry.delete()
 
 
 @extend_schema(tags=["access"])
-class RoleViewSet(AuditedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                  mixins.UpdateModelMixin, mixins.DestroyModelMixin, ApiViewSet):
+class RoleViewSet(
+    AuditedMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    ApiViewSet,
+):
     """Roles anyone signed in may read; custom ones are made and changed with Permissions.Modify on /."""
+
     queryset = Role.objects.all()
     serializer_class = RoleSerializer
     lookup_field = "name"
@@ -97,8 +117,9 @@ class RoleViewSet(AuditedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin
         self.audit("role.create", role=role.name, privileges=role.privileges)
 
     def perform_update(self, serializer):
-        changed = set(serializer.instance.privileges) ^ set(serializer.validated_data.get(
-            "privileges", serializer.instance.privileges))
+        changed = set(serializer.instance.privileges) ^ set(
+            serializer.validated_data.get("privileges", serializer.instance.privileges)
+        )
         check_grant(self.access, "/", changed, f"changing role '{serializer.instance.name}'")
         role = serializer.save()
         self.audit("role.update", role=role.name, privileges=role.privileges)
@@ -110,16 +131,24 @@ class RoleViewSet(AuditedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin
 
 
 @extend_schema(tags=["access"])
-class UserViewSet(AuditedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                  mixins.UpdateModelMixin, ApiViewSet):
+class UserViewSet(
+    AuditedMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    ApiViewSet,
+):
     """Users, for holders of Permissions.Modify on /.  Users are disabled, never deleted (the audit log
     keeps naming them)."""
+
     queryset = User.objects.prefetch_related("groups").order_by("username")
     serializer_class = UserSerializer
     lookup_field = "username"
     lookup_value_regex = r"[\w.@+-]+"
-    path_privileges = {action: ADMIN for action in ("list", "retrieve", "create", "update", "partial_update",
-                                                     "disable")}
+    path_privileges = {
+        action: ADMIN for action in ("list", "retrieve", "create", "update", "partial_update", "disable")
+    }
 
     def perform_create(self, serializer):
         check_memberships(self.access, serializer.validated_data.get("groups", []), "joining a group")
@@ -152,6 +181,7 @@ class UserViewSet(AuditedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin
 @extend_schema(tags=["access"])
 class TokenViewSet(AuditedMixin, mixins.ListModelMixin, mixins.DestroyModelMixin, ApiViewSet):
     """The caller's own API tokens.  The secret is shown once, in the answer to the create."""
+
     serializer_class = ApiTokenSerializer
     lookup_field = "name"
     lookup_value_regex = r"[A-Za-z][A-Za-z0-9_.-]*"
@@ -174,11 +204,17 @@ class TokenViewSet(AuditedMixin, mixins.ListModelMixin, mixins.DestroyModelMixin
 @extend_schema(tags=["access"])
 class PermissionsViewSet(ApiViewSet):
     """The caller's effective privileges, like Proxmox's ``/access/permissions``."""
+
     serializer_class = PermissionsSerializer
     pagination_class = None
 
-    @extend_schema(parameters=[OpenApiParameter("path", str, description="an access path; default: / and every "
-                                                                         "path the caller has entries on")])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "path", str, description="an access path; default: / and every path the caller has entries on"
+            )
+        ]
+    )
     def list(self, request):
         access = self.access
         path = request.query_params.get("path")
@@ -191,8 +227,11 @@ class PermissionsViewSet(ApiViewSet):
         for item in paths:
             container = None
             if item.startswith("/ct/"):
-                container = access.visible_containers(Container.objects.select_related("node", "pool")).filter(
-                    ctid=int(item[4:])).first()
+                container = (
+                    access.visible_containers(Container.objects.select_related("node", "pool"))
+                    .filter(ctid=int(item[4:]))
+                    .first()
+                )
             privileges = access.container_privileges(container) if container else access.privileges(item)
             result.append({"path": item, "privileges": sorted(privileges)})
         return Response(result)
@@ -201,13 +240,19 @@ class PermissionsViewSet(ApiViewSet):
 @extend_schema(tags=["access"])
 class AuditViewSet(mixins.ListModelMixin, ApiViewSet):
     """The audit log, newest first; needs Sys.Audit on /."""
+
     queryset = AuditEntry.objects.all()
     serializer_class = AuditEntrySerializer
     path_privileges = {"list": ("Sys.Audit", "/")}
 
-    @extend_schema(parameters=[OpenApiParameter("user", str), OpenApiParameter("action", str),
-                               OpenApiParameter("path", str), OpenApiParameter("outcome", str,
-                                                                               enum=["ok", "denied", "failed"])])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("user", str),
+            OpenApiParameter("action", str),
+            OpenApiParameter("path", str),
+            OpenApiParameter("outcome", str, enum=["ok", "denied", "failed"]),
+        ]
+    )
     def list(self, request, *args, **kwargs):
         queryset = self.get_queryset()
         for param, field in (("user", "username"), ("action", "action"), ("path", "path"), ("outcome", "outcome")):

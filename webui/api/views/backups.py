@@ -3,6 +3,7 @@ datacenter's backup jobs (``/api/backup-schedules/``: CRUD, run now, and a previ
 
 Checks live in ``webui.actions.backups`` and ``webui.actions.schedules``; long actions answer 202 with the job.
 """
+
 from __future__ import annotations
 
 from django.http import Http404
@@ -32,7 +33,6 @@ def job_answer(jobs: list[Job]) -> Response:
     if len(jobs) > 1:
         body["jobs"] = [j.summary() for j in jobs]
     return Response(body, status=202, headers={"Location": location})
-
 
 
 class ArchiveViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
@@ -74,8 +74,9 @@ class ContainerBackupsViewSet(ArchiveViewSet, mixins.CreateModelMixin):
     """``/api/containers/<ctid>/backups/``: one container's archives; POST backs it up now."""
 
     def container(self) -> Container:
-        found = self.access.visible_containers(Container.objects.select_related("node", "pool")
-                                               .filter(ctid=self.kwargs["ctid"])).first()
+        found = self.access.visible_containers(
+            Container.objects.select_related("node", "pool").filter(ctid=self.kwargs["ctid"])
+        ).first()
         if found is None:
             raise Http404(f"CT {self.kwargs['ctid']} does not exist")
         return found

@@ -1,4 +1,5 @@
 """What every API view shares: authentication, permission classes, pagination, the 202 job answer, metrics."""
+
 from __future__ import annotations
 
 from django.urls import reverse
@@ -20,6 +21,7 @@ class Pagination(LimitOffsetPagination):
 
 class ApiViewSet(viewsets.GenericViewSet):
     """Authenticated, paginated, and checked by the view's ``object_privileges`` / ``path_privileges`` tables."""
+
     permission_classes = [IsAuthenticated, PathPrivilege, ObjectPrivilege]
     pagination_class = Pagination
     object_privileges: dict[str, str] = {}
@@ -85,8 +87,7 @@ def metrics(request, scope: str) -> Response:
     if timeframe not in MetricSample.RESOLUTIONS:
         raise ValidationError({"timeframe": [f"one of {', '.join(MetricSample.RESOLUTIONS)}"]})
     step, _ = MetricSample.RESOLUTIONS[timeframe]
-    rows = list(MetricSample.objects.filter(scope=scope, step=step).order_by("ts")
-                .values_list("ts", *METRIC_FIELDS))
+    rows = list(MetricSample.objects.filter(scope=scope, step=step).order_by("ts").values_list("ts", *METRIC_FIELDS))
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in range(len(METRIC_FIELDS) + 1)]
     data = {"timeframe": timeframe, "step": step, "ts": list(columns[0])}
     data.update({name: list(values) for name, values in zip(METRIC_FIELDS, columns[1:], strict=True)})

@@ -3,6 +3,7 @@
 A user sees their own jobs, jobs on containers they audit, and jobs on
 nodes where they hold Sys.Audit; any other job is 404.
 """
+
 from __future__ import annotations
 
 from django.db.models import CharField, Q, Value
@@ -24,8 +25,11 @@ LOG_LIMIT = 5000
 def visible_jobs(access: Access, queryset):
     if access.superuser:
         return queryset
-    containers = access.visible_containers(Container.objects.all()).annotate(
-        job_path=Concat(Value("/ct/"), Cast("ctid", output_field=CharField()))).values("job_path")
+    containers = (
+        access.visible_containers(Container.objects.all())
+        .annotate(job_path=Concat(Value("/ct/"), Cast("ctid", output_field=CharField())))
+        .values("job_path")
+    )
     nodes = [node.path for node in Node.objects.only("name") if access.can("Sys.Audit", node)]
     return queryset.filter(Q(user=access.user) | Q(path__in=containers) | Q(path__in=nodes))
 
@@ -38,11 +42,14 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     def get_queryset(self):
         return visible_jobs(self.access, super().get_queryset())
 
-    @extend_schema(parameters=[
-        OpenApiParameter("target", str, description="container ID, template name, ..."),
-        OpenApiParameter("status", str, enum=[c for c, _ in Job.Status.choices]),
-        OpenApiParameter("kind", str, description="vzstart, vzcreate, download, ..."),
-        OpenApiParameter("node", str, description="node name")])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("target", str, description="container ID, template name, ..."),
+            OpenApiParameter("status", str, enum=[c for c, _ in Job.Status.choices]),
+            OpenApiParameter("kind", str, description="vzstart, vzcreate, download, ..."),
+            OpenApiParameter("node", str, description="node name"),
+        ]
+    )
     def list(self, request, *args, **kwargs):
         queryset = self.get_queryset()
         for param, field in (("target", "target"), ("status", "status"), ("kind", "kind"), ("node", "node__name")):
@@ -50,10 +57,14 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
                 queryset = queryset.filter(**{field: request.query_params[param]})
         return self.paged(queryset)
 
-    @extend_schema(responses=JobLogSerializer, parameters=[
-        OpenApiParameter("start", int, description="the first line number wanted (lines count from 1)"),
-        OpenApiParameter("limit", int, description=f"at most this many lines (default and maximum {LOG_LIMIT})")],
-        description="Read the log from 'start' on, then follow the job's websocket group for new lines.")
+    @extend_schema(
+        responses=JobLogSerializer,
+        parameters=[
+            OpenApiParameter("start", int, description="the first line number wanted (lines count from 1)"),
+            OpenApiParameter("limit", int, description=f"at most this many lines (default and maximum {LOG_LIMIT})"),
+        ],
+        description="Read the log from 'start' on, then follow the job's websocket group for new lines.",
+    )
     @action(detail=True, methods=["get"])
     def log(self, request, pk=None):
         job = self.get_object()
@@ -62,12 +73,22 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         lines = list(job.lines.filter(seq__gte=start).order_by("seq")[:limit].values("seq", "time", "text"))
         following = lines[-1]["seq"] + 1 if lines else start
         more = job.lines.filter(seq__gte=following).exists() if len(lines) == limit else False
-        return Response({"job": job.pk, "status": job.status, "lines": JobLineSerializer(lines, many=True).data,
-                         "next": following, "complete": not job.active and not more})
+        return Response(
+            {
+                "job": job.pk,
+                "status": job.status,
+                "lines": JobLineSerializer(lines, many=True).data,
+                "next": following,
+                "complete": not job.active and not more,
+            }
+        )
 
-    @extend_schema(request=None, responses=JobSerializer,
-                   description="The job's owner, or Sys.Modify on its node: a queued job is cancelled at once, a "
-                               "running one at its next check.")
+    @extend_schema(
+        request=None,
+        responses=JobSerializer,
+        description="The job's owner, or Sys.Modify on its node: a queued job is cancelled at once, a "
+        "running one at its next check.",
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         job = self.get_object()

@@ -4,6 +4,7 @@ Every template change goes through ``actions.template_job`` (download,
 tmplbuild, aptupdate, tmplremove), starting and stopping all containers
 through ``actions.power_all_job``; each answers 202 with the job.
 """
+
 from __future__ import annotations
 
 from django.db.models import Q
@@ -47,19 +48,26 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     lookup_field = "name"
     lookup_value_regex = r"[a-z0-9-]+"
     object_privileges = {
-        "metrics": "Sys.Audit", "templates": "Datastore.Audit", "catalog": "Datastore.Audit",
-        "template_download": "Datastore.AllocateTemplate", "template_build": "Datastore.AllocateTemplate",
-        "catalog_update": "Datastore.AllocateTemplate", "template_remove": "Datastore.AllocateTemplate",
+        "metrics": "Sys.Audit",
+        "templates": "Datastore.Audit",
+        "catalog": "Datastore.Audit",
+        "template_download": "Datastore.AllocateTemplate",
+        "template_build": "Datastore.AllocateTemplate",
+        "catalog_update": "Datastore.AllocateTemplate",
+        "template_remove": "Datastore.AllocateTemplate",
         "bridges:PUT": "Sys.Modify",
     }
 
     def get_serializer_class(self):
         return NodeDetailSerializer if self.action == "retrieve" else NodeSerializer
 
-    @extend_schema(request=AllowedBridgesSerializer, responses=BridgesSerializer,
-                   description="The bridges containers' NICs may use on this node: those its interfaces file defines "
-                               "(managed) and host bridges an administrator allowed; PUT replaces the allowed list "
-                               "(Sys.Modify on the node).")
+    @extend_schema(
+        request=AllowedBridgesSerializer,
+        responses=BridgesSerializer,
+        description="The bridges containers' NICs may use on this node: those its interfaces file defines "
+        "(managed) and host bridges an administrator allowed; PUT replaces the allowed list "
+        "(Sys.Modify on the node).",
+    )
     @action(detail=True, methods=["get", "put"])
     def bridges(self, request, name=None):
         from webui.nic_rights import managed_bridges, set_allowed_bridges
@@ -70,8 +78,10 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
             set_allowed_bridges(self.access, node, allowed, address=self.address)
         return Response({"managed": list(managed_bridges(node).values()), "allowed": node.allowed_bridges})
 
-    @extend_schema(responses=MetricsSerializer, parameters=[
-        OpenApiParameter("timeframe", str, enum=["hour", "day", "week"], default="hour")])
+    @extend_schema(
+        responses=MetricsSerializer,
+        parameters=[OpenApiParameter("timeframe", str, enum=["hour", "day", "week"], default="hour")],
+    )
     @action(detail=True, methods=["get"])
     def metrics(self, request, name=None):
         node = self.get_object()
@@ -83,9 +93,13 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         node = self.get_object()
         return self.paged(StoredTemplate.objects.filter(node=node), StoredTemplateSerializer)
 
-    @extend_schema(responses=CatalogEntrySerializer(many=True), parameters=[
-        OpenApiParameter("section", str, description="system, turnkeylinux, images, local, ..."),
-        OpenApiParameter("search", str, description="part of the name, OS or description")])
+    @extend_schema(
+        responses=CatalogEntrySerializer(many=True),
+        parameters=[
+            OpenApiParameter("section", str, description="system, turnkeylinux, images, local, ..."),
+            OpenApiParameter("search", str, description="part of the name, OS or description"),
+        ],
+    )
     @action(detail=True, methods=["get"], serializer_class=CatalogEntrySerializer)
     def catalog(self, request, name=None):
         node = self.get_object()
@@ -94,8 +108,7 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
             queryset = queryset.filter(section=request.query_params["section"])
         term = request.query_params.get("search", "").strip()
         if term:
-            queryset = queryset.filter(Q(name__icontains=term) | Q(os__icontains=term)
-                                       | Q(description__icontains=term))
+            queryset = queryset.filter(Q(name__icontains=term) | Q(os__icontains=term) | Q(description__icontains=term))
         return self.paged(queryset, CatalogEntrySerializer)
 
     @extend_schema(request=DownloadSerializer, responses=ACCEPTED)
@@ -108,8 +121,9 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
             raise ValidationError({"name": [f"'{body['name']}' is not in the catalog of node '{node.name}'"]})
         if entry.buildable:
             raise ValidationError({"name": [f"'{entry.name}' is made by a local builder: build it instead"]})
-        job = actions.template_job(self.access, node, "download", entry.name, {"source": entry.source},
-                                   address=self.address)
+        job = actions.template_job(
+            self.access, node, "download", entry.name, {"source": entry.source}, address=self.address
+        )
         return accepted(job)
 
     @extend_schema(request=BuildSerializer, responses=ACCEPTED)
@@ -118,8 +132,9 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         node = self.get_object()
         body = validated(BuildSerializer, request.data)
         if body["builder"] not in builders.names():
-            raise ValidationError({"builder": [f"'{body['builder']}' is not a local builder "
-                                               f"({', '.join(builders.names())})"]})
+            raise ValidationError(
+                {"builder": [f"'{body['builder']}' is not a local builder ({', '.join(builders.names())})"]}
+            )
         packages = body.get("packages") or []
         if not all(p and not p.startswith("-") and " " not in p for p in packages):
             raise ValidationError({"packages": ["package names, as strings"]})
@@ -129,15 +144,15 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         target = "-".join([body["builder"], *([body["suite"]] if body.get("suite") else [])])
         return accepted(actions.template_job(self.access, node, "tmplbuild", target, params, address=self.address))
 
-    @extend_schema(request=CatalogUpdateSerializer, responses=ACCEPTED,
-                   description="Refresh the catalog from the node's sources.")
+    @extend_schema(
+        request=CatalogUpdateSerializer, responses=ACCEPTED, description="Refresh the catalog from the node's sources."
+    )
     @action(detail=True, methods=["post"], url_path="templates/update")
     def catalog_update(self, request, name=None):
         node = self.get_object()
         body = validated(CatalogUpdateSerializer, request.data or {})
         params = {"source": body["source"]} if body.get("source") else {}
-        return accepted(actions.template_job(self.access, node, "aptupdate", node.name, params,
-                                             address=self.address))
+        return accepted(actions.template_job(self.access, node, "aptupdate", node.name, params, address=self.address))
 
     @extend_schema(request=None, responses=ACCEPTED, parameters=[TEMPLATE])
     @action(detail=True, methods=["delete"], url_path=r"templates/(?P<template>[^/]+)")
@@ -147,23 +162,31 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
             raise NotFound(f"no template '{template}' in the store of node '{node.name}'")
         return accepted(actions.template_job(self.access, node, "tmplremove", template, address=self.address))
 
-    @extend_schema(request=StartAllSerializer, responses=ACCEPTED,
-                   description="Start the node's onboot containers (all stopped ones with force) in startup order, "
-                               "as Proxmox's startall; one job, a log line per container.")
+    @extend_schema(
+        request=StartAllSerializer,
+        responses=ACCEPTED,
+        description="Start the node's onboot containers (all stopped ones with force) in startup order, "
+        "as Proxmox's startall; one job, a log line per container.",
+    )
     @action(detail=True, methods=["post"])
     def startall(self, request, name=None):
         node = self.get_object()
-        return accepted(actions.power_all_job(self.access, node, "startall", _object(request.data),
-                                              address=self.address))
+        return accepted(
+            actions.power_all_job(self.access, node, "startall", _object(request.data), address=self.address)
+        )
 
-    @extend_schema(request=StopAllSerializer, responses=ACCEPTED,
-                   description="Shut down the node's running containers in reverse startup order, each within its "
-                               "down timeout, as Proxmox's stopall.")
+    @extend_schema(
+        request=StopAllSerializer,
+        responses=ACCEPTED,
+        description="Shut down the node's running containers in reverse startup order, each within its "
+        "down timeout, as Proxmox's stopall.",
+    )
     @action(detail=True, methods=["post"])
     def stopall(self, request, name=None):
         node = self.get_object()
-        return accepted(actions.power_all_job(self.access, node, "stopall", _object(request.data),
-                                              address=self.address))
+        return accepted(
+            actions.power_all_job(self.access, node, "stopall", _object(request.data), address=self.address)
+        )
 
 
 def _object(data) -> dict:

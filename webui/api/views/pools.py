@@ -1,4 +1,5 @@
 """``/api/pools/``: resource pools (a container's pool is set through ``/api/containers/<id>/pool/``)."""
+
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
@@ -15,6 +16,7 @@ from webui.models import Pool
 @extend_schema(tags=["pools"])
 class PoolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     """Pools the user holds Pool.Audit on; creating one needs Pool.Allocate on /, removing it on the pool."""
+
     queryset = Pool.objects.prefetch_related("containers")
     serializer_class = PoolSerializer
     lookup_field = "name"

@@ -3,6 +3,7 @@
 GET needs Sys.Audit on ``/``; POST (add), PUT (type, url, enabled) and DELETE need Sys.Modify on ``/``
 and answer 202 with the ``tmplsources`` job that applies the change on the node.
 """
+
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
@@ -25,8 +26,20 @@ class TemplateSourceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = TemplateSource
-        fields = ["id", "node", "type", "url", "enabled", "signed", "last_attempt", "last_success", "last_error",
-                  "count", "news_headline", "news_text"]
+        fields = [
+            "id",
+            "node",
+            "type",
+            "url",
+            "enabled",
+            "signed",
+            "last_attempt",
+            "last_success",
+            "last_error",
+            "count",
+            "news_headline",
+            "news_text",
+        ]
 
 
 @extend_schema(tags=["nodes"])

@@ -4,6 +4,7 @@ The password comes from ``CAISSON_ADMIN_PASSWORD`` when set, else it is
 generated and printed on this one occasion (it is not stored anywhere in
 clear).  With an administrator already present, nothing changes.
 """
+
 from __future__ import annotations
 
 import os

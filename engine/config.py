@@ -206,6 +206,8 @@ FEATURES_SCHEMA = {
     "force_rw_sys": _bool,
     "mount": _text,
 }
+# Proxmox's ostype values for a distribution it sets up (``unmanaged``: it leaves the container's files alone).
+OSTYPES = ("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux", "alpine", "gentoo", "nixos")
 STARTUP_SCHEMA = {"order": _int(0, 1 << 31), "up": _int(0, 1 << 31), "down": _int(0, 1 << 31)}
 
 
@@ -271,19 +273,7 @@ SCHEMA: dict[str, Callable[[str, str], object]] = {
     "onboot": _bool,
     "startup": _props(STARTUP_SCHEMA, "order"),
     "description": lambda v, k: v,
-    "ostype": _enum(
-        "debian",
-        "devuan",
-        "ubuntu",
-        "centos",
-        "fedora",
-        "opensuse",
-        "archlinux",
-        "alpine",
-        "gentoo",
-        "nixos",
-        "unmanaged",
-    ),
+    "ostype": _enum(*OSTYPES, "unmanaged"),
     "cmode": _enum("shell", "console", "tty"),
     "console": _bool,
     "tty": _int(0, 6),

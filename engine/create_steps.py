@@ -49,7 +49,7 @@ from engine.allocation import (
     free_leftovers,
     owned_volumes,
 )
-from engine.config import ContainerConfig, write_config
+from engine.config import OSTYPES, ContainerConfig, write_config
 from engine.errors import AlreadyExists, EngineError, InvalidState, ValidationError
 from engine.idmap import IdMap
 from engine.node import CREATE_LOCK, Node, check_unlocked
@@ -257,23 +257,7 @@ def ostype_of(rootfs: Path) -> str:
             for line in path.read_text(errors="replace").splitlines():
                 if line.startswith("ID="):
                     value = line[3:].strip().strip('"')
-                    return (
-                        value
-                        if value
-                        in (
-                            "debian",
-                            "devuan",
-                            "ubuntu",
-                            "centos",
-                            "fedora",
-                            "opensuse",
-                            "archlinux",
-                            "alpine",
-                            "gentoo",
-                            "nixos",
-                        )
-                        else "unmanaged"
-                    )
+                    return value if value in OSTYPES else "unmanaged"
     return "unmanaged"
 
 

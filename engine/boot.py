@@ -31,6 +31,7 @@ class Planned:
     """One container in the boot sequence."""
 
     ctid: int
+    onboot: bool
     order: int | None
     up: int
     down: int | None
@@ -62,10 +63,15 @@ def plan(engine, ctids: Iterable[int] | None = None) -> list[Planned]:
         if wanted is not None and ctid not in wanted:
             continue
         try:
-            startup = engine.config(ctid).get("startup") or {}
+            config = engine.config(ctid)
+            startup = config.get("startup") or {}
         except EngineError:
             continue  # destroyed meanwhile, or a config the operator must fix: start/stop report it
-        result.append(Planned(ctid, startup.get("order"), int(startup.get("up") or 0), startup.get("down")))
+        result.append(
+            Planned(
+                ctid, bool(config.get("onboot")), startup.get("order"), int(startup.get("up") or 0), startup.get("down")
+            )
+        )
     return sorted(result, key=lambda p: p.key)
 
 
@@ -80,8 +86,7 @@ def start_all(
     outcomes = []
     for item in plan(engine, ctids):
         try:
-            config = engine.config(item.ctid)
-            if not (force or config.get("onboot")):
+            if not (force or item.onboot):
                 continue
             if engine.status(item.ctid, stats=False).status == "running":
                 outcome = Outcome(item.ctid, "skip", True, "already running")

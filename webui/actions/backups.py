@@ -143,29 +143,15 @@ def restore(access: Access, archive: BackupArchive, data, address: str | None = 
 
 def verify(access: Access, archive: BackupArchive, address: str | None = None) -> Job:
     _archive_access(access, archive, address)
-    return submit(
-        "vzverify",
-        archive.node,
-        f"/ct/{archive.ctid}",
-        str(archive.ctid),
-        user=access.user,
-        params={"storage": archive.storage, "archive": archive.name},
-        address=address,
-    )
+    return archive_job(access, archive, "vzverify", {"storage": archive.storage, "archive": archive.name}, address)
 
 
 def delete(access: Access, archive: BackupArchive, address: str | None = None) -> Job:
     _archive_access(access, archive, address)
     if archive.protected:
         raise JobRefused(f"backup {archive.name} is protected; unprotect it first")
-    return submit(
-        "vzbackupdelete",
-        archive.node,
-        f"/ct/{archive.ctid}",
-        str(archive.ctid),
-        user=access.user,
-        params={"storage": archive.storage, "archive": archive.name},
-        address=address,
+    return archive_job(
+        access, archive, "vzbackupdelete", {"storage": archive.storage, "archive": archive.name}, address
     )
 
 
@@ -175,12 +161,11 @@ def protect(access: Access, archive: BackupArchive, data, address: str | None = 
     params: dict = {"storage": archive.storage, "archive": archive.name, **read(ArchiveChangeSerializer, data)}
     if len(params) == 2:
         raise ValidationError({"protected": ["give 'protected' and/or 'notes'"]})
+    return archive_job(access, archive, "vzprotect", params, address)
+
+
+def archive_job(access: Access, archive: BackupArchive, kind: str, params: dict, address: str | None) -> Job:
+    """Queue ``kind`` on the archive's node, on its container's path (which may be gone), as the acting user."""
     return submit(
-        "vzprotect",
-        archive.node,
-        f"/ct/{archive.ctid}",
-        str(archive.ctid),
-        user=access.user,
-        params=params,
-        address=address,
+        kind, archive.node, f"/ct/{archive.ctid}", str(archive.ctid), user=access.user, params=params, address=address
     )

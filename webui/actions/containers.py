@@ -116,15 +116,7 @@ def power(
         params = {"timeout": timeout, "force_stop": bool(params.get("force_stop", True))}
     else:
         params = {}
-    return submit(
-        POWER_ACTIONS[action],
-        container.node,
-        container.path,
-        str(container.ctid),
-        user=access.user,
-        params=params,
-        address=address,
-    )
+    return container_job(access, container, POWER_ACTIONS[action], params, address)
 
 
 def destroy(access: Access, container: Container, force: bool = False, address: str | None = None) -> Job:
@@ -139,15 +131,7 @@ def destroy(access: Access, container: Container, force: bool = False, address: 
         raise JobRefused(f"CT {container.ctid} is protected; clear 'protection' in its options first")
     if container.status == Container.Status.RUNNING and not force:
         raise JobRefused(f"CT {container.ctid} is running; stop it first (or destroy with force)")
-    return submit(
-        "vzdestroy",
-        container.node,
-        container.path,
-        str(container.ctid),
-        user=access.user,
-        params={"force": force},
-        address=address,
-    )
+    return container_job(access, container, "vzdestroy", {"force": force}, address)
 
 
 def update_config(
@@ -195,14 +179,12 @@ def update_config(
     check_nic_rights(
         access, container.node, container.ctid, nics, old=container.config or {}, obj=container, address=address
     )
-    return submit(
+    return container_job(
+        access,
+        container,
         "vzset",
-        container.node,
-        container.path,
-        str(container.ctid),
-        user=access.user,
-        params={"changes": {k: str(v) for k, v in changes.items()}, "delete": delete, "digest": digest},
-        address=address,
+        {"changes": {k: str(v) for k, v in changes.items()}, "delete": delete, "digest": digest},
+        address,
     )
 
 
@@ -246,15 +228,7 @@ def snapshot(
         raise ValidationError({"name": [f"CT {container.ctid} has no snapshot '{name}'"]})
     if not isinstance(description, str) or len(description) > 8192:
         raise ValidationError({"description": ["text of at most 8192 characters"]})
-    return submit(
-        kinds[operation],
-        container.node,
-        container.path,
-        str(container.ctid),
-        user=access.user,
-        params={"name": name, "description": description},
-        address=address,
-    )
+    return container_job(access, container, kinds[operation], {"name": name, "description": description}, address)
 
 
 def clone(
@@ -325,15 +299,7 @@ def clone(
                 status=Container.Status.CREATING,
                 hostname=hostname or container.hostname,
             )
-            return submit(
-                "vzclone",
-                container.node,
-                container.path,
-                str(container.ctid),
-                user=access.user,
-                params=params,
-                address=address,
-            )
+            return container_job(access, container, "vzclone", params, address)
     except IntegrityError:
         raise ValidationError({"newid": [f"ID {newid} is already in use"]}) from None
 
@@ -355,12 +321,11 @@ def resize(access: Access, container: Container, disk: str, size: str, address: 
     if storage_of(volume) is None:
         raise ValidationError({"disk": [f"{disk} is a host path ({volume}), not a volume; it has no size here"]})
     require_space(access, [storage_of(volume)], address)
+    return container_job(access, container, "vzresize", {"disk": disk, "size": size.strip()}, address)
+
+
+def container_job(access: Access, container: Container, kind: str, params: dict, address: str | None) -> Job:
+    """Queue ``kind`` on the container's node, on its path, as the acting user."""
     return submit(
-        "vzresize",
-        container.node,
-        container.path,
-        str(container.ctid),
-        user=access.user,
-        params={"disk": disk, "size": size.strip()},
-        address=address,
+        kind, container.node, container.path, str(container.ctid), user=access.user, params=params, address=address
     )

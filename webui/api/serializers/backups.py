@@ -6,6 +6,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from webui.api.serializers.base import BooleanField, CharField, ChoiceField, IntegerField, StrictSerializer
+from webui.forms.backups import ScheduleForm
 from webui.models import BackupArchive, BackupSchedule, Job
 from webui.models.backups import BACKUP_MODES, COMPRESSIONS, next_runs
 
@@ -27,32 +28,8 @@ class BackupScheduleSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = BackupSchedule
-        fields = [
-            "id",
-            "enabled",
-            "schedule",
-            "selection",
-            "ctids",
-            "pool",
-            "nodes",
-            "storage",
-            "mode",
-            "compress",
-            "keep_last",
-            "keep_hourly",
-            "keep_daily",
-            "keep_weekly",
-            "keep_monthly",
-            "keep_yearly",
-            "mail_to",
-            "mail_when",
-            "notes",
-            "comment",
-            "next_due",
-            "last_slot",
-            "next_runs",
-            "last_runs",
-        ]
+        # What the page and the API edit (the form's fields), then what only the API shows.
+        fields = ["id", *ScheduleForm.Meta.fields, "next_due", "last_slot", "next_runs", "last_runs"]
 
     def get_next_runs(self, schedule) -> list[str]:
         if not schedule.enabled:

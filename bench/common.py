@@ -504,6 +504,15 @@ def _covers(path: str, base: int, count: int) -> bool:
     return False
 
 
+def _stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _umount_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         sc.umount(path, sc.MNT_DETACH)
@@ -545,7 +554,29 @@ class CaissonSide:
             "PYTHONPYCACHEPREFIX": str(session.workdir / "pycache"),
         }
         self._bytecode_note = bool(self.env.pop("PYTHONDONTWRITEBYTECODE", None))
+        self.env["CAISSON_CLI_SOCKET"] = ""  # in-process unless a row asks for the service (below)
         self._session = session
+        self._service_env: dict[str, str] | None = None
+
+    @property
+    def service_env(self) -> dict[str, str]:
+        """The CLI's environment with the node's CLI service running, as when the agent runs (started once)."""
+        if self._service_env is None:
+            sock = self.run_dir / "cli.sock"
+            env = {**self.env, "CAISSON_CLI_SOCKET": str(sock)}
+            service = subprocess.Popen(
+                [sys.executable, "-m", "engine.cli.service", "--socket", str(sock), "--with-parent"],
+                env=env,
+                stderr=subprocess.DEVNULL,
+            )
+            self._session.stack.callback(_stop_process, service)
+            deadline = time.monotonic() + 30
+            while not sock.exists():
+                if service.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the CLI service did not start")
+                time.sleep(0.02)
+            self._service_env = env
+        return self._service_env
 
     @property
     def cli_engine(self) -> Engine:

@@ -28,6 +28,7 @@ from common import (
 )
 
 WARM_GOAL = 1.0
+CLI_GOAL = 2.0
 
 
 def main() -> None:
@@ -50,6 +51,9 @@ def main() -> None:
             return elapsed
 
         def caisson_cli() -> float:
+            return timed_commands(caisson.cli("exec", str(ctid), "--", "true"), env=caisson.service_env)
+
+        def caisson_cli_alone() -> float:
             return timed_commands(caisson.cli("exec", str(ctid), "--", "true"), env=caisson.env)
 
         def lxc_attach() -> float:
@@ -61,6 +65,8 @@ def main() -> None:
                 ("lxc_warm", lxc_attach),
                 ("caisson_cli", caisson_cli),
                 ("lxc_cli", lxc_attach),
+                ("caisson_cli_alone", caisson_cli_alone),
+                ("lxc_cli_alone", lxc_attach),
             ],
             args.runs,
             args.warmup,
@@ -79,7 +85,17 @@ def main() -> None:
             notes=s.notes,
         )
         report.add("warm: e.exec  vs  lxc-attach -- true", samples["caisson_warm"], samples["lxc_warm"], goal=WARM_GOAL)
-        report.add("CLI: engine exec -- true  vs  lxc-attach -- true", samples["caisson_cli"], samples["lxc_cli"])
+        report.add(
+            "CLI (agent running): engine exec -- true  vs  lxc-attach -- true",
+            samples["caisson_cli"],
+            samples["lxc_cli"],
+            goal=CLI_GOAL,
+        )
+        report.add(
+            "CLI (no agent: in-process)  vs  lxc-attach -- true",
+            samples["caisson_cli_alone"],
+            samples["lxc_cli_alone"],
+        )
 
         if args.hyperfine:
             hf = hyperfine(

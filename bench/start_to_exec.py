@@ -7,7 +7,8 @@ Rows (each sample starts a stopped container; the stop between samples is not ti
   agent calls it) against ``lxc-start -d`` then ``lxc-attach -- true`` run as subprocesses,
   which is what an LXC user runs; both timed here with perf_counter_ns.
 * CLI: ``python -m engine start C`` then ``python -m engine exec C -- true`` against the same
-  two LXC commands, each pair timed the same way.
+  two LXC commands, each pair timed the same way: once with the node's CLI service running (as
+  when the agent runs: the thin client forwards each command line), once without (in-process).
 
 With ``--hyperfine`` the CLI pair is also timed by hyperfine as one shell command line each
 (``--prepare`` stops the container), as a cross-check that does not alternate.
@@ -16,6 +17,7 @@ With ``--hyperfine`` the CLI pair is also timed by hyperfine as one shell comman
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from common import (
     Report,
@@ -52,13 +54,16 @@ def main() -> None:
             caisson.stop(ctid)
             return elapsed
 
-        def caisson_cli() -> float:
-            caisson.mark_cli_started(ctid)
-            elapsed = timed_commands(
-                caisson.cli("start", str(ctid)), caisson.cli("exec", str(ctid), "--", "true"), env=caisson.env
-            )
-            caisson.stop(ctid)
-            return elapsed
+        def caisson_cli(env: dict[str, str]) -> Callable[[], float]:
+            def sample() -> float:
+                caisson.mark_cli_started(ctid)
+                elapsed = timed_commands(
+                    caisson.cli("start", str(ctid)), caisson.cli("exec", str(ctid), "--", "true"), env=env
+                )
+                caisson.stop(ctid)
+                return elapsed
+
+            return sample
 
         def lxc_pair() -> float:
             elapsed = timed_commands(lxc.start_argv(name), lxc.attach_argv(name))
@@ -69,8 +74,10 @@ def main() -> None:
             [
                 ("caisson_warm", caisson_warm),
                 ("lxc_warm", lxc_pair),
-                ("caisson_cli", caisson_cli),
+                ("caisson_cli", caisson_cli(caisson.service_env)),
                 ("lxc_cli", lxc_pair),
+                ("caisson_cli_alone", caisson_cli(caisson.env)),
+                ("lxc_cli_alone", lxc_pair),
             ],
             args.runs,
             args.warmup,
@@ -95,10 +102,15 @@ def main() -> None:
             goal=WARM_GOAL,
         )
         report.add(
-            "CLI: engine start + engine exec  vs  lxc-start -d + lxc-attach",
+            "CLI (agent running): engine start + engine exec  vs  lxc-start -d + lxc-attach",
             samples["caisson_cli"],
             samples["lxc_cli"],
             goal=CLI_GOAL,
+        )
+        report.add(
+            "CLI (no agent: in-process)  vs  lxc-start -d + lxc-attach",
+            samples["caisson_cli_alone"],
+            samples["lxc_cli_alone"],
         )
 
         if args.hyperfine:

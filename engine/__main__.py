@@ -1,5 +1,5 @@
 import sys
 
-from engine.cli.main import main
+from engine.cli.thin import run
 
-sys.exit(main())
+sys.exit(run("engine"))

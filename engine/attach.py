@@ -133,6 +133,7 @@ def _joiner(spec, pidfd, userns, rules, env, sock, stdio) -> None:
         if child == 0:
             _command(spec, rules, env, sock)  # never returns
         sock.close()
+        _forward_signals_to(child)
         _, status = os.waitpid(child, 0)
         code = _exit_code(status)
     except BaseException as exc:  # noqa: BLE001
@@ -141,6 +142,22 @@ def _joiner(spec, pidfd, userns, rules, env, sock, stdio) -> None:
         except OSError:
             pass
     os._exit(code)
+
+
+# What stops the caller stops the command too, as lxc-attach passes them on: the command runs in a
+# session of its own inside the container, out of reach of the caller's terminal and process group.
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def _forward_signals_to(child: int) -> None:
+    def forward(signum, _frame):
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
 
 
 def _command(spec, rules, env, sock) -> None:

@@ -3,8 +3,9 @@
 It runs privileged (the engine needs root), registers the node, mirrors its
 containers and templates into the database, schedules its own heartbeat and
 metrics tick in Celery beat's table, queues the node's ``startall`` when it is
-the first agent start since the host booted (``tasks.boot``), then consumes
-``node.<name>``.
+the first agent start since the host booted (``tasks.boot``), starts the node's
+CLI service (``engine.cli.service``: ``python -m engine`` then runs in a warm
+process), then consumes ``node.<name>``.
 Containers do not depend on it: stopping the agent leaves them running.
 """
 
@@ -67,6 +68,17 @@ def prepare_node() -> str:
     return node.queue
 
 
+def start_cli_service():
+    """The node's CLI service (``engine.cli.service``), so ``python -m engine`` runs in a warm process.
+
+    It is a child of this agent that exits with it; its socket is ``$CAISSON_RUN/cli.sock``."""
+    import subprocess
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.cli.service", "--with-parent"], stdin=subprocess.DEVNULL, close_fds=True
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.agent", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -88,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.celery import app
 
     syscalls.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: inits orphaned by a recycled worker process are reaped here
+    start_cli_service()
     app.worker_main(
         [
             "worker",

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# Command lines run by the tests are run in-process unless a test asks for a CLI service: a node agent
+# this machine runs for real (another checkout's code) must never answer them.
+os.environ["CAISSON_CLI_SOCKET"] = ""
+
 TEMPLATE_CACHE = Path(os.environ.get("CAISSON_TEST_CACHE", Path.home() / ".cache" / "caisson" / "templates"))
 
 

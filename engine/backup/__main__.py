@@ -1,5 +1,5 @@
 import sys
 
-from engine.backup.cli import main
+from engine.cli.thin import run
 
-sys.exit(main())
+sys.exit(run("engine.backup"))

@@ -1,4 +1,8 @@
-"""The pct-like CLI as scripts use it: verbs, tables, JSON, exit codes."""
+"""The pct-like CLI as scripts use it: verbs, tables, JSON, exit codes.
+
+Every test that runs the command line runs twice: in-process (no agent on the node) and through the
+node's CLI service (the thin client forwarding to a warm process, as when the agent runs), and the
+service's log shows that the second way really went through it."""
 
 from __future__ import annotations
 
@@ -6,27 +10,39 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.engine.cli_support import REPO, cli_service, layout_env, served
+
+
+@pytest.fixture(scope="module")
+def service(engine):
+    """The node's CLI service for the tests' engine layout: (its socket, its log file)."""
+    socket_path, log = engine.layout.run / "cli.sock", engine.layout.run / "cli-service.log"
+    with cli_service({**layout_env(engine), "CAISSON_CLI_SOCKET": str(socket_path)}, socket_path, log):
+        yield socket_path, log
+
+
+@pytest.fixture(params=["in-process", "service"])
+def cli_env(request, engine):
+    """The environment of a command line run in-process, or through the CLI service."""
+    if request.param == "in-process":
+        yield {**layout_env(engine), "CAISSON_CLI_SOCKET": ""}
+        return
+    socket_path, log = request.getfixturevalue("service")
+    before = served(log)
+    yield {**layout_env(engine), "CAISSON_CLI_SOCKET": str(socket_path)}
+    assert served(log) > before, "no command went through the service"
 
 
 @pytest.fixture
-def cli(engine):
-    env = {
-        **os.environ,
-        "CAISSON_ROOT": str(engine.layout.root),
-        "CAISSON_RUN": str(engine.layout.run),
-        "CAISSON_CGROUP_PARENT": engine.cgroups.parent,
-    }
-
+def cli(cli_env):
     def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "engine", *args],
             cwd=REPO,
-            env=env,
+            env=cli_env,
             capture_output=True,
             text=True,
             input=input,
@@ -149,16 +165,11 @@ def test_enter_gives_an_interactive_shell_on_a_terminal(engine, container):
     assert child.wait(timeout=30) == 3
 
 
-def test_a_closed_pipe_is_not_an_error(engine, busybox_template, ctid_factory):
+def test_a_closed_pipe_is_not_an_error(engine, cli_env, busybox_template, ctid_factory):
     ctid = ctid_factory()
     # More than a pipe holds, so the writer is still writing when the reader goes away.
     engine.create(ctid, busybox_template, {"description": "x" * 300_000})
-    env = {
-        **os.environ,
-        "CAISSON_ROOT": str(engine.layout.root),
-        "CAISSON_RUN": str(engine.layout.run),
-        "CAISSON_CGROUP_PARENT": engine.cgroups.parent,
-    }
+    env = cli_env
     result = subprocess.run(
         f"{sys.executable} -m engine -o json config {ctid} | head -c 1",
         shell=True,

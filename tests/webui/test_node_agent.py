@@ -76,3 +76,25 @@ def test_jobs_left_running_by_a_dead_agent_are_closed_at_its_start(node):
     finished.refresh_from_db()
     assert running.status == "error" and "agent stopped" in running.message and running.ended
     assert finished.status == "ok"
+
+
+def test_the_agent_runs_the_nodes_cli_service(agent, services_env, engine):
+    """With the agent up, `python -m engine` is answered by its warm CLI service, which dies with it."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    socket_path = Path(services_env["CAISSON_RUN"]) / "cli.sock"
+    deadline = time.monotonic() + 60
+    while not socket_path.exists():
+        assert time.monotonic() < deadline, agent.log.read_text()
+        time.sleep(0.1)
+    env = {**services_env, "CAISSON_CGROUP_PARENT": engine.cgroups.parent}
+    env.pop("CAISSON_CLI_SOCKET", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "-o", "json", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert isinstance(json.loads(result.stdout), list)
+    assert "cli-service: engine -o json list" in agent.log.read_text()

@@ -1,0 +1,264 @@
+"""``python -m engine.cli.service``: the node's CLI service, which runs command lines for the thin client.
+
+The node agent starts it (and it dies with the agent). It imports the engine and the command lines once,
+then waits on a Unix socket that only root may use (mode 0600, and the peer's credentials checked on
+every connection). Each request is run in a child forked from this single-threaded, fully imported
+process: the child takes the client's stdin, stdout and stderr, working directory and environment, runs
+the same ``main()`` the command runs in-process, and its exit status is sent back. A fork of a warm
+process costs about a millisecond where a new interpreter importing the engine costs a hundred or more.
+
+Requests are answered in the order their commands end; a signal byte from the client (its Ctrl-C) is
+delivered to its command's process group, as a terminal delivers Ctrl-C to the foreground group. A
+client that goes away does not stop its command: what was started is finished, as it would be had the
+client been a job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import ctypes
+import importlib
+import io
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+
+from engine.cli import thin
+
+PR_SET_PDEATHSIG = 1
+MAX_REQUEST = 1 << 20
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return uid
+
+
+def _receive(conn: socket.socket) -> tuple[list[str], list[int]]:
+    """Read one request and the three descriptors sent with it."""
+    fds = array.array("i")
+    data = b""
+    size = None
+    while size is None or len(data) < thin.HEADER.size + size:
+        chunk, ancillary, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(3 * fds.itemsize))
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        if not chunk:
+            break
+        data += chunk
+        if size is None and len(data) >= thin.HEADER.size:
+            (size,) = thin.HEADER.unpack_from(data)
+            if size > MAX_REQUEST:
+                break
+    if size is None or len(data) != thin.HEADER.size + size or len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        raise ValueError("malformed request")
+    return data[thin.HEADER.size :].decode("utf-8", "surrogateescape").split("\0"), list(fds)
+
+
+def _run_child(fields: list[str], fds: list[int], inherited: list[int]) -> None:
+    """In the forked child: become the client's command and exit with its code. Never returns.
+
+    ``inherited`` are the service's own descriptors (its socket, the other clients, their commands'
+    pidfds, the selector), closed first so that no command holds another's connection open."""
+    code = 1
+    try:
+        for fd in inherited:
+            os.close(fd)
+        os.setpgid(0, 0)  # a process group of its own, which the client's signals reach as a terminal's would
+        for signum in thin.FORWARDED_SIGNALS:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        program, cwd, count = fields[0], fields[1], int(fields[2])
+        argv, env = fields[3 : 3 + count], fields[3 + count :]
+        os.environ.clear()
+        os.environ.update(item.split("=", 1) for item in env if "=" in item)
+        os.chdir(cwd)
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=os.isatty(1))
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+        sys.argv = [program, *argv]
+        code = importlib.import_module(thin.PROGRAMS[program]).main(argv)
+    except SystemExit as exc:  # argparse's --help and usage errors
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException as exc:  # noqa: BLE001 - the child must always exit, never return to the loop
+        print(f"error: {exc}", file=sys.stderr)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code if isinstance(code, int) and 0 <= code < 256 else 1)
+
+
+class Service:
+    """The accept loop: one selector over the listening socket, the clients and their commands' pidfds."""
+
+    def __init__(self, path: str, log=sys.stderr) -> None:
+        self.path = path
+        self.log = log
+        self.selector = selectors.DefaultSelector()
+        self.children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, client)
+        self.clients: dict[socket.socket, int] = {}  # client -> pid of its command
+        self.layout = {key: os.environ.get(key) for key in thin.LAYOUT_KEYS}
+
+    def listen(self) -> socket.socket:
+        """Bind the socket, readable and writable by root alone, replacing a dead service's."""
+        try:
+            os.unlink(self.path)  # a previous service's socket: no one listens on it any more
+        except FileNotFoundError:
+            pass
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            listener.bind(self.path)
+        finally:
+            os.umask(old)
+        self.inode = os.stat(self.path).st_ino
+        listener.listen(64)
+        return listener
+
+    def say(self, text: str) -> None:
+        print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} cli-service: {text}", file=self.log, flush=True)
+
+    def serve(self, listener: socket.socket) -> None:
+        self.selector.register(listener, selectors.EVENT_READ, "accept")
+        while True:
+            for key, _events in self.selector.select():
+                if key.data == "accept":
+                    self._accept(listener)
+                elif key.data == "client":
+                    self._signal_from(key.fileobj)
+                else:
+                    self._reap(key.fd)
+
+    def _accept(self, listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        try:
+            uid = _peer_uid(conn)
+            if uid != 0:
+                self.say(f"refused a client running as uid {uid}: the CLI service serves root only")
+                conn.close()
+                return
+            fields, fds = _receive(conn)
+        except (OSError, ValueError) as exc:
+            self.say(f"dropped a request: {exc}")
+            conn.close()
+            return
+        env = dict(item.split("=", 1) for item in fields[3 + int(fields[2]) :] if "=" in item)
+        if fields[0] not in thin.PROGRAMS or any(env.get(key) != value for key, value in self.layout.items()):
+            for fd in fds:
+                os.close(fd)
+            conn.sendall(thin.HEADER.pack(thin.REFUSED))  # another node layout: the client runs it itself
+            conn.close()
+            return
+        self.say(f"{fields[0]} {' '.join(fields[3 : 3 + int(fields[2])])}")
+        pid = os.fork()
+        if pid == 0:
+            own = [listener.fileno(), conn.fileno(), self.selector.fileno(), *self.children]
+            _run_child(fields, fds, own + [client.fileno() for client in self.clients])
+        for fd in fds:
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        self.children[pidfd] = (pid, conn)
+        self.clients[conn] = pid
+        self.selector.register(pidfd, selectors.EVENT_READ, "child")
+        self.selector.register(conn, selectors.EVENT_READ, "client")
+
+    def _signal_from(self, conn: socket.socket) -> None:
+        data = conn.recv(16)
+        pid = self.clients[conn]
+        if not data:  # the client went away: its command goes on to its end
+            self.selector.unregister(conn)
+            return
+        for signum in data:
+            if signum in thin.FORWARDED_SIGNALS:
+                try:
+                    os.killpg(pid, signum)  # the command and what it runs (an exec's process), as Ctrl-C does
+                except ProcessLookupError:
+                    pass
+
+    def _reap(self, pidfd: int) -> None:
+        pid, conn = self.children.pop(pidfd)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        try:
+            conn.sendall(thin.HEADER.pack(code if code >= 0 else thin.KILLED - code))
+        except OSError:
+            pass
+        self.clients.pop(conn, None)
+        try:
+            self.selector.unregister(conn)
+        except KeyError:
+            pass
+        conn.close()
+
+
+def preload() -> None:
+    """Import the whole engine, so each forked child finds in memory what its command would import lazily.
+
+    The engine defers many imports to the call that needs them (a start's mounts, an exec's attach, the
+    network's netlink), which keeps a one-off command's start-up short; here they are paid once."""
+    import pkgutil
+
+    import engine
+
+    for module in thin.PROGRAMS.values():
+        importlib.import_module(module)
+    for info in pkgutil.walk_packages(engine.__path__, "engine."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.cli.service",
+        description="Serve `python -m engine` command lines from a warm process (the node agent starts it).",
+    )
+    parser.add_argument(
+        "--socket", default=thin.node_socket(), help="the Unix socket to listen on (default: %(default)s)"
+    )
+    parser.add_argument("--with-parent", action="store_true", help="exit when the process that started this one exits")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("error: the CLI service runs as root (it runs the engine's commands)", file=sys.stderr)
+        return 8
+    if args.with_parent:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent died before the request took effect
+            return 0
+    preload()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # before the socket exists: it is always removed
+    service = Service(args.socket)
+    listener = service.listen()
+    service.say(f"listening on {args.socket}")
+    try:
+        service.serve(listener)
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        try:
+            if os.stat(args.socket).st_ino == service.inode:  # not a newer service's socket
+                os.unlink(args.socket)
+        except OSError:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

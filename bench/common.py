@@ -224,16 +224,37 @@ class Row:
     lxc: list[float]
     goal: float | None = None
     note: str = ""
-    limit: float | None = None  # an absolute goal instead: Caisson's median at most this, in the row's unit
+    limit: float | None = None  # an absolute goal instead: Caisson's `statistic` at most this, in the row's unit
+    statistic: str = "median"  # what `limit` bounds: "median" or "p99"
+    floor: float | None = None  # an absolute goal the other way: Caisson's median at least this (a throughput)
 
     @property
     def ratios(self) -> list[float]:
         return pair_ratios(self.caisson, self.lxc)
 
+    def measured(self) -> float:
+        """Caisson's value that an absolute goal is judged on."""
+        if self.statistic == "p99":
+            ordered = sorted(self.caisson)
+            return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+        return statistics.median(self.caisson)
+
+    def goal_text(self) -> str:
+        if self.goal is not None:
+            return f"≤ {self.goal:g}×"
+        if self.limit is not None:
+            return f"Caisson {self.statistic} ≤ {self.limit:g} {self.unit}"
+        if self.floor is not None:
+            return f"Caisson ≥ {self.floor:g} {self.unit}"
+        return "—"
+
     def verdict(self) -> str:
         if self.limit is not None:
-            median = statistics.median(self.caisson)
-            return "met" if median <= self.limit else f"MISSED ({median / self.limit:.1f}× the goal)"
+            value = self.measured()
+            return "met" if value <= self.limit else f"MISSED ({value / self.limit:.1f}× the goal)"
+        if self.floor is not None:
+            value = self.measured()
+            return "met" if value >= self.floor else f"MISSED ({value / self.floor:.2f} of the goal)"
         if self.goal is None:
             return ""
         median = statistics.median(self.ratios)
@@ -262,8 +283,10 @@ class Report:
         goal: float | None = None,
         note: str = "",
         limit: float | None = None,
+        statistic: str = "median",
+        floor: float | None = None,
     ) -> Row:
-        row = Row(metric, unit, list(caisson), list(lxc), goal, note, limit)
+        row = Row(metric, unit, list(caisson), list(lxc), goal, note, limit, statistic, floor)
         self.rows.append(row)
         return row
 
@@ -284,11 +307,7 @@ class Report:
                     fmt(r.caisson),
                     fmt(r.lxc),
                     fmt(r.ratios),
-                    f"≤ {r.goal:g}×"
-                    if r.goal is not None
-                    else f"Caisson ≤ {r.limit:g} {r.unit}"
-                    if r.limit is not None
-                    else "—",
+                    r.goal_text(),
                     r.verdict(),
                 ]
             )
@@ -313,9 +332,12 @@ class Report:
                     "metric": r.metric,
                     "unit": r.unit,
                     "goal": r.goal,
+                    "goal_text": r.goal_text(),
+                    "measured": r.measured(),
                     "verdict": r.verdict(),
                     "note": r.note,
-                    **({"limit": r.limit} if r.limit is not None else {}),
+                    **({"limit": r.limit, "statistic": r.statistic} if r.limit is not None else {}),
+                    **({"floor": r.floor} if r.floor is not None else {}),
                     "caisson": {"samples": r.caisson, **summary(r.caisson)},
                     "lxc": {"samples": r.lxc, **summary(r.lxc)},
                     "ratio": {"samples": r.ratios, **summary(r.ratios)},

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every Caisson-versus-LXC benchmark in turn, with their default run counts (a few
-# minutes in all), and keep the raw samples as JSON under bench/results/<timestamp>/.
+# minutes in all), keep the raw samples as JSON under bench/results/<timestamp>/, and end with one
+# table of every goal, met or missed (bench/summary.py).
 #
 # Usage: bench/run_all.sh [--template busybox|debian] [--lxc-privileged] [--lxc-lxcfs-hooks]
 # (the options go to every script). Needs root and LXC 5. The Python used is $PYTHON,
@@ -32,3 +33,6 @@ echo "== web"  # absolute goals, no LXC, no options of the others
 "$py" bench/web.py --json "$results/web.json"
 echo
 echo "raw samples (JSON): $results/"
+echo
+echo "== every goal of this run"
+"$py" bench/summary.py "$results"

@@ -113,16 +113,28 @@ def _answer(fmt: str, status: int, data, message: str = "", errors: dict | None 
     return JsonResponse(body, status=status, json_dumps_params={"separators": (",", ":")})
 
 
-@csrf_exempt
-def dispatch(request, fmt: str, path: str = ""):
+def run(method: str, path: str, raw: dict, access: Access | None, request=None, address: str | None = None):
+    """Run the handler of ``method path`` with ``raw`` parameters: ``(status, data, message, errors)``.
+
+    ``access`` None: the request's own authentication (ticket or token); ``pvesh`` passes the node user's."""
     from webui.pve import views  # noqa: F401 - the handlers register themselves
 
-    method = request.method if request.method != "HEAD" else "GET"
     try:
         handler, path_values, public = _resolve(method, "/" + path.strip("/"))
-        access = Access(None) if public else _authenticate(request, method)
-        call = Call(request, access, client_address(request), _raw_params(request), path_values)
-        return _answer(fmt, 200, handler(call))
+        if access is None:
+            access = Access(None) if public else _authenticate(request, method)
+        return 200, handler(Call(request, access, address, raw, path_values)), "", {}
     except Exception as exc:  # noqa: BLE001 - every refusal becomes Proxmox's shape; anything else re-raises
         error = translate(exc)
+        return error.status, None, error.message, error.errors
+
+
+@csrf_exempt
+def dispatch(request, fmt: str, path: str = ""):
+    method = request.method if request.method != "HEAD" else "GET"
+    try:
+        raw = _raw_params(request)
+    except PveError as error:
         return _answer(fmt, error.status, None, error.message, error.errors)
+    status, data, message, errors = run(method, path, raw, None, request, client_address(request))
+    return _answer(fmt, status, data, message, errors)

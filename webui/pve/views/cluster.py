@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from webui.forms.create import propose_ctid
@@ -14,7 +15,10 @@ from webui.pve.views.common import need, node_of
 # The Proxmox VE release whose API this mapping follows; clients gate features on it (Ansible: >= 4.2).
 PVE_VERSION, PVE_RELEASE = "8.2.4", "8.2"
 GUEST_VALUES = ["ctid", "node__name", "pool__name", "hostname", "status", "started_at", "cpu"]
-GUEST_VALUES += ["memory_used", "memory_limit", "config"]
+GUEST_VALUES += ["memory_used", "memory_limit"]
+# The config keys a guest row shows, read in SQL (``->>``): no row's whole config is decoded for a list.
+CONFIG_KEYS = ("memory", "swap", "cores", "tags", "lock", "template")
+GUEST_CONFIG = {f"config_{key}": KT(f"config__{key}") for key in CONFIG_KEYS}
 
 
 @route("/version", "GET")
@@ -25,7 +29,7 @@ def version(call: Call):
 
 def guest(row: dict, now) -> dict:
     """A container as Proxmox's resource and ``lxc`` lists show it, from a ``values()`` row (``GUEST_VALUES``)."""
-    config = row["config"] or {}
+    config = {key: row[f"config_{key}"] for key in CONFIG_KEYS if row[f"config_{key}"] is not None}
     running = row["status"] == "running"
     started = row["started_at"]
     memory = int(config.get("memory", 512)) * 1024 * 1024
@@ -54,8 +58,8 @@ def guest(row: dict, now) -> dict:
 def values_of(container: Container) -> dict:
     """A container's ``GUEST_VALUES`` row, from the model instance."""
     return {
-        **{k: getattr(container, k) for k in ("ctid", "hostname", "status", "started_at", "cpu", "config")},
-        **{k: getattr(container, k) for k in ("memory_used", "memory_limit")},
+        **{k: getattr(container, k) for k in GUEST_VALUES if "__" not in k},
+        **{f"config_{key}": (container.config or {}).get(key) for key in CONFIG_KEYS},
         "node__name": container.node.name,
         "pool__name": container.pool.name if container.pool_id else None,
     }
@@ -65,7 +69,7 @@ def guests(call: Call, queryset=None) -> list[dict]:
     rows = call.access.visible_containers(queryset if queryset is not None else Container.objects.all())
     now = timezone.now()
     out = []
-    for row in rows.exclude(status=Container.Status.CREATING).order_by("ctid").values(*GUEST_VALUES):
+    for row in rows.exclude(status=Container.Status.CREATING).order_by("ctid").values(*GUEST_VALUES, **GUEST_CONFIG):
         item = guest(row, now)
         out.append({k: v for k, v in item.items() if v is not None})
     return out

@@ -14,7 +14,7 @@ from webui.models import BackupArchive, Container, Pool
 from webui.pve.errors import PveError, config_missing, param_error
 from webui.pve.router import Call, route
 from webui.pve.schema import NODE, VMID, P
-from webui.pve.views.cluster import GUEST_VALUES, guest, values_of
+from webui.pve.views.cluster import GUEST_CONFIG, GUEST_VALUES, guest, values_of
 from webui.pve.views.common import container_of, node_of, wait
 
 BOOL, INT, TEXT = P("boolean"), P("integer"), P()
@@ -66,7 +66,7 @@ def lxc_list(call: Call):
     rows = call.access.visible_containers(Container.objects.filter(node=node)).exclude(status="creating")
     now = timezone.now()
     out = []
-    for row in rows.values(*GUEST_VALUES):
+    for row in rows.values(*GUEST_VALUES, **GUEST_CONFIG):
         item = guest(row, now)
         item["cpus"] = item.pop("maxcpu", None) or 1
         out.append({k: v for k, v in item.items() if v is not None and k not in ("id", "node")})

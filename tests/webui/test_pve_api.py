@@ -148,3 +148,33 @@ def test_extjs_format(make_user, node):
     answer = client.get("/api2/extjs/nodes/nosuchnode/lxc")
     assert answer.status_code == 200
     assert answer.json() == {"data": None, "success": 0, "message": "no such cluster node 'nosuchnode'", "status": 596}
+
+
+def test_tokens_and_acl_through_the_api(make_user, node, ct):
+    client, data = signed_in(make_user)
+    headers = {"HTTP_CSRFPREVENTIONTOKEN": data["CSRFPreventionToken"]}
+    made = client.post("/api2/json/access/users/alice@pve/token/ci", {"comment": "pipeline"}, **headers).json()["data"]
+    assert made["full-tokenid"] == "alice@pve!ci" and made["info"]["privsep"] == 1
+    token = ApiToken.objects.get(user__username="alice", name="ci")
+    assert token.secret_hash == ApiToken.hash(made["value"]) and made["value"] not in token.secret_hash
+    header = {"HTTP_AUTHORIZATION": f"PVEAPIToken=alice@pve!ci={made['value']}"}
+    start = f"/api2/json/nodes/{node.name}/lxc/150/status/start"
+    assert client.post(start, **header).status_code == 403
+    grant = "path=/vms/150&roles=Operator&tokens=alice@pve!ci"
+    form = "application/x-www-form-urlencoded"
+    assert client.put("/api2/json/access/acl", grant, content_type=form, **headers).status_code == 200
+    acl = client.get("/api2/json/access/acl").json()["data"]
+    assert {"path": "/vms/150", "roleid": "Operator", "type": "token", "ugid": "alice@pve!ci", "propagate": 1} in acl
+    started = Client().post(start, **header)
+    assert started.status_code == 200 and started.json()["data"].startswith(f"UPID:{node.name}:")
+    assert client.put("/api2/json/access/acl", grant + "&delete=1", content_type=form, **headers).status_code == 200
+    assert Client().post(start, **header).status_code == 403
+    # Someone without Permissions.Modify changes no ACL, nor another user's tokens.
+    make_user("carol", "Operator", "/")
+    carol = Client()
+    carol_data = login(carol, "carol@pve").json()["data"]
+    carol.cookies["PVEAuthCookie"] = carol_data["ticket"]
+    carol_headers = {"HTTP_CSRFPREVENTIONTOKEN": carol_data["CSRFPreventionToken"]}
+    assert carol.put("/api2/json/access/acl", grant, content_type=form, **carol_headers).status_code == 403
+    assert carol.post("/api2/json/access/users/alice@pve/token/x", **carol_headers).status_code == 403
+    assert not AccessEntry.objects.filter(token=token).exists()

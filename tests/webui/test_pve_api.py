@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from tests.webui.api_helpers import fresh_throttles  # noqa: F401
+from tests.webui.api_helpers import fresh_throttles, template_row  # noqa: F401
 from tests.webui.conftest import PASSWORD
 from webui.models import AccessEntry, ApiToken, Container, Job
 
@@ -178,3 +178,20 @@ def test_tokens_and_acl_through_the_api(make_user, node, ct):
     assert carol.put("/api2/json/access/acl", grant, content_type=form, **carol_headers).status_code == 403
     assert carol.post("/api2/json/access/users/alice@pve/token/x", **carol_headers).status_code == 403
     assert not AccessEntry.objects.filter(token=token).exists()
+
+
+def test_create_refusals_change_nothing(make_user, node, ct):
+    client, data = signed_in(make_user)
+    headers = {"HTTP_CSRFPREVENTIONTOKEN": data["CSRFPreventionToken"]}
+    url = f"/api2/json/nodes/{node.name}/lxc"
+    base = {"vmid": 151, "ostemplate": template_row(node).volid, "password": "s3cret!pw"}
+    # Proxmox's default is a privileged container: root-equivalent, for superusers only here.
+    privileged = client.post(url, base, **headers)
+    assert privileged.status_code == 403 and privileged.json()["message"].startswith("Permission check failed (")
+    missing = client.post(url, {**base, "unprivileged": 1, "ostemplate": "local:vztmpl/none.tar.zst"}, **headers)
+    assert missing.status_code == 400 and "not in the store" in missing.json()["errors"]["template"]
+    taken = client.get("/api2/json/cluster/nextid", {"vmid": 150})
+    assert taken.status_code == 400 and taken.json()["errors"] == {"vmid": "VM 150 already exists"}
+    restore = client.post(url, {**base, "ostemplate": "local:backup/x.tar.zst", "restore": 1, "memory": 64}, **headers)
+    assert restore.status_code == 400 and set(restore.json()["errors"]) == {"memory"}
+    assert not Job.objects.exists() and list(Container.objects.values_list("ctid", flat=True)) == [150]

@@ -45,7 +45,3 @@ def wait(job: Job, timeout: float = 120.0) -> Job:
             return job
         time.sleep(0.1)
     raise PveError(500, f"{job.kind} did not end within {timeout:g} s (task {job.upid})")
-
-
-def flag(value) -> int:
-    return 1 if value else 0

@@ -15,7 +15,7 @@ from webui.pve.errors import PveError, config_missing, param_error
 from webui.pve.router import Call, route
 from webui.pve.schema import NODE, VMID, P
 from webui.pve.views.cluster import GUEST_CONFIG, GUEST_VALUES, guest, values_of
-from webui.pve.views.common import container_of, node_of, wait
+from webui.pve.views.common import container_of, need, node_of, wait
 
 BOOL, INT, TEXT = P("boolean"), P("integer"), P()
 # Config keys as Proxmox's lxc schema names them; their values are checked by the engine's parser.
@@ -93,6 +93,7 @@ def lxc_create(call: Call):
         pool = Pool.objects.filter(name=params["pool"]).first()
         if pool is None:
             raise param_error({"pool": f"pool '{params['pool']}' does not exist"})
+        need(call, "Pool.Allocate", obj=pool)  # before anything is queued: set_pool checks it again after
     if params.get("restore"):
         job = _restore(call, node, params)
     else:
@@ -130,6 +131,10 @@ def lxc_create(call: Call):
 EXTRA_AT_CREATE = {"description", "onboot", "protection", "startup", "tags", "features", "cmode", "tty", "console"}
 
 
+def _indexed(key: str) -> bool:
+    return bool(re.fullmatch(r"(net|mp)\d+", key))
+
+
 def _pct(value) -> str:
     return (
         ("1" if value else "0") if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
@@ -137,6 +142,12 @@ def _pct(value) -> str:
 
 
 def _restore(call: Call, node, params: dict):
+    """A backup restored to ``vmid``; of the config keys only ``hostname`` is applied here (others: PUT config)."""
+    ignored = sorted(k for k in params if (k in CONFIG or _indexed(k)) and k != "hostname")
+    if ignored:
+        raise param_error(
+            {k: "not applied by a restore here; change it with PUT .../config afterwards" for k in ignored}
+        )
     storage, _, name = params["ostemplate"].partition(":backup/")
     archive = BackupArchive.objects.select_related("node").filter(node=node, storage=storage, name=name).first()
     if archive is None:

@@ -116,6 +116,12 @@ class ApiToken(models.Model):
         token.save()
         return token, f"{user.username}!{name}={secret}"
 
+    def touch(self) -> None:
+        """Stamp ``last_used``, to the minute: a write per request would cost a commit each."""
+        now = timezone.now()
+        if self.last_used is None or (now - self.last_used).total_seconds() > 60:
+            ApiToken.objects.filter(pk=self.pk).update(last_used=now)
+
     @property
     def expired(self) -> bool:
         return self.expires is not None and self.expires <= timezone.now()

@@ -133,4 +133,5 @@ def token_of(header: str, request):
     ):
         record_failure(username, address)
         raise PveError(401, "authentication failure")
+    token.touch()
     return token

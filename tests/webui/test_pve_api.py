@@ -195,3 +195,34 @@ def test_create_refusals_change_nothing(make_user, node, ct):
     restore = client.post(url, {**base, "ostemplate": "local:backup/x.tar.zst", "restore": 1, "memory": 64}, **headers)
     assert restore.status_code == 400 and set(restore.json()["errors"]) == {"memory"}
     assert not Job.objects.exists() and list(Container.objects.values_list("ctid", flat=True)) == [150]
+
+
+def test_listings_in_proxmox_shapes(make_user, node, ct):
+    client, _ = signed_in(make_user)
+    assert {"subdir": "nodes"} in client.get("/api2/json").json()["data"]
+    guests = client.get("/api2/json/cluster/resources", {"type": "vm"}).json()["data"]
+    assert guests == [
+        {
+            "id": "lxc/150",
+            "type": "lxc",
+            "vmid": 150,
+            "name": "web",
+            "node": node.name,
+            "status": "stopped",
+            "template": 0,
+            "cpu": 0,
+            "maxmem": 256 << 20,
+            "mem": 0,
+            "maxswap": 512 << 20,
+            "uptime": 0,
+            "tags": "",
+            "lock": "",
+            "disk": 0,
+            "maxdisk": 0,
+        }
+    ]
+    assert [n["node"] for n in client.get("/api2/json/nodes").json()["data"]] == [node.name]
+    local = client.get(f"/api2/json/nodes/{node.name}/storage/local/status").json()["data"]
+    assert local["active"] == 1 and "backup" in local["content"]
+    config = client.get(f"/api2/json/nodes/{node.name}/lxc/150/config").json()["data"]
+    assert config == {"memory": 256, "hostname": "web", "digest": "a" * 40}

@@ -21,6 +21,12 @@ CONFIG_KEYS = ("memory", "swap", "cores", "tags", "lock", "template")
 GUEST_CONFIG = {f"config_{key}": KT(f"config__{key}") for key in CONFIG_KEYS}
 
 
+@route("/", "GET")
+def root(call: Call):
+    call.params({})
+    return [{"subdir": s} for s in ("version", "cluster", "nodes", "storage", "access", "pools")]
+
+
 @route("/version", "GET")
 def version(call: Call):
     call.params({})

@@ -55,6 +55,21 @@ def storage_index(call: Call):
     return [{"subdir": "content"}, {"subdir": "status"}]
 
 
+@route("/nodes/{node}/storage/{storage}/status", "GET")
+def storage_status(call: Call):
+    s = _storage(call, call.params({"node": NODE, "storage": STORAGE}))
+    return {
+        "type": s.type,
+        "content": ",".join(s.content),
+        "total": s.total,
+        "used": s.used,
+        "avail": max(0, s.total - s.used),
+        "active": 1,
+        "enabled": 1 if s.enabled else 0,
+        "shared": 0,
+    }
+
+
 def _storage(call: Call, params: dict) -> StorageMirror:
     node = node_of(params["node"])
     found = next((s for s in _storages(node) if s.name == params["storage"]), None)

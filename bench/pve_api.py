@@ -97,7 +97,9 @@ def main() -> None:
     for who, own, pve in results:
         ratio = percentile(pve, 95) / percentile(own, 95)
         pairs = statistics.median(pair_ratios(pve, own))
-        verdict = "met" if 1 / GOAL_RATIO <= ratio <= GOAL_RATIO else "MISSED"
+        verdict = (
+            "met" if 1 / GOAL_RATIO <= ratio <= GOAL_RATIO else "MISSED, /api2 the faster" if ratio < 1 else "MISSED"
+        )
         print(
             f"{who}: /api2 p95 / /api p95 = {ratio:.2f} (goal within {GOAL_RATIO}x: {verdict}); "
             f"median pair ratio {pairs:.2f}"

@@ -110,7 +110,11 @@ def _answer(fmt: str, status: int, data, message: str = "", errors: dict | None 
         status = 200
     elif status >= 400:
         body["message"] = message
-    return JsonResponse(body, status=status, json_dumps_params={"separators": (",", ":")})
+    response = JsonResponse(body, status=status, json_dumps_params={"separators": (",", ":")})
+    # Proxmox answers a missing config or a busy container with 500: a deliberate answer, not a server error
+    # for Django's request log (refusals of rights are in the audit log).
+    response._has_been_logged = True
+    return response
 
 
 def run(method: str, path: str, raw: dict, access: Access | None, request=None, address: str | None = None):

@@ -32,6 +32,9 @@ echo
 echo "== web"  # absolute goals, no LXC, no options of the others
 "$py" bench/web.py --json "$results/web.json"
 echo
+echo "== Proxmox's API against Caisson's own: the same container list"
+"$py" bench/pve_api.py --json "$results/pve_api.json"
+echo
 echo "raw samples (JSON): $results/"
 echo
 echo "== every goal of this run"

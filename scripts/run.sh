@@ -28,7 +28,8 @@
 # Settings (environment): CAISSON_ROOT (/var/lib/caisson), CAISSON_PORT (8006),
 # CAISSON_BIND (127.0.0.1), DATABASE_URL (default: SQLite in $CAISSON_ROOT/web),
 # REDIS_URL (redis://127.0.0.1:6390: Caisson's own Redis, started if it does not
-# answer), CAISSON_SECRETS (/etc/caisson), CAISSON_USER (caisson).
+# answer), CAISSON_SECRETS (/etc/caisson), CAISSON_USER (caisson), CAISSON_HTTP (1: plain HTTP instead of
+# HTTPS with the certificate $CAISSON_SECRETS/caisson-ssl.pem, made once and replaceable: webui/tls.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +46,11 @@ ROOT_LOG_DIR=$DAEMON_DIR/log
 LOG_DIR=$CAISSON_WEB_DATA/log
 PY=.venv/bin/python
 DAEMONS=(web agent beat console)
+if [[ ${CAISSON_HTTP:-0} == 1 ]]; then
+    SCHEME=http TLS_ARGS=""
+else
+    SCHEME=https TLS_ARGS="--certfile $CAISSON_SECRETS/caisson-ssl.pem --keyfile $CAISSON_SECRETS/caisson-ssl.key"
+fi
 
 say() { printf 'run: %s\n' "$*"; }
 die() { printf 'run: error: %s\n' "$*" >&2; exit 1; }
@@ -75,7 +81,7 @@ running() {
 
 command_of() {
     case $1 in
-        web) echo "$PY -m webui.serve --host $BIND --port $PORT" ;;
+        web) echo "$PY -m webui.serve --host $BIND --port $PORT $TLS_ARGS" ;;
         agent) echo "$PY -m tasks.agent" ;;
         console) echo "$PY -m tasks.console_relay" ;;
         beat) echo "$PY -m celery -A tasks.celery beat --schedule $CAISSON_WEB_DATA/beat-schedule --pidfile= -l info" ;;
@@ -205,6 +211,10 @@ as_web test -r manage.py -a -x "$PY" \
 $PY -m webui.keys "$CAISSON_SECRETS" --owner "$WEB_USER" --redis-password \
     --secret-key-from "$CAISSON_WEB_DATA/secret_key"
 rm -f "$CAISSON_WEB_DATA/secret_key"
+# HTTPS as Proxmox's: a self-signed certificate made once (its fingerprint printed), replaceable in place.
+if [[ $SCHEME == https ]]; then
+    say "$($PY -m webui.tls "$CAISSON_SECRETS" --owner "$WEB_USER")"
+fi
 
 CAISSON_REDIS_PASSWORD_FILE=$CAISSON_SECRETS/redis.password CAISSON_REDIS_DIR=$CAISSON_ROOT/redis \
     bash scripts/services.sh
@@ -237,9 +247,11 @@ else
     done
 fi
 
-url="http://$BIND:$PORT/"
+url="$SCHEME://$BIND:$PORT/"
+# The health check takes the self-signed certificate as it is: it only asks whether the server answers.
+healthy() { $PY -c "import ssl, urllib.request; urllib.request.urlopen('${url}healthz', timeout=$1, context=ssl._create_unverified_context())" 2>/dev/null; }
 for _ in $(seq 150); do
-    if $PY -c "import sys, urllib.request; urllib.request.urlopen('${url}healthz', timeout=1)" 2>/dev/null; then
+    if healthy 1; then
         break
     fi
     for name in "${DAEMONS[@]}"; do
@@ -247,6 +259,5 @@ for _ in $(seq 150); do
     done
     sleep 0.2
 done
-$PY -c "import sys, urllib.request; urllib.request.urlopen('${url}healthz', timeout=2)" 2>/dev/null \
-    || die "the web server does not answer at $url; see $LOG_DIR/web.log"
+healthy 2 || die "the web server does not answer at $url; see $LOG_DIR/web.log"
 say "Caisson is up: open $url (log in as the administrator above; stop with ./scripts/run.sh stop)"

@@ -57,7 +57,7 @@ WantedBy=multi-user.target
 EOF
     for name in web agent beat console; do
         case $name in
-            web) description="the web server (http://$BIND:$PORT/)" ;;
+            web) description="the web server ($SCHEME://$BIND:$PORT/)" ;;
             agent) description="this node's agent (jobs, as root)" ;;
             beat) description="Celery beat (the node's tick, scheduled backups)" ;;
             console) description="the console relay (browser terminals, as root)" ;;

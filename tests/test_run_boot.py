@@ -191,6 +191,10 @@ def test_the_systemd_units(scratch, tmp_path):  # noqa: F811
         "127.0.0.1",
         "--port",
         str(scratch["web_port"]),
+        "--certfile",
+        f"{env['CAISSON_SECRETS']}/caisson-ssl.pem",
+        "--keyfile",
+        f"{env['CAISSON_SECRETS']}/caisson-ssl.key",
     ]
     assert commands["caisson-agent"][1:] == ["-m", "tasks.agent"]
     assert commands["caisson-console"][1:] == ["-m", "tasks.console_relay"]

@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import stat
 import subprocess
 import tempfile
@@ -97,7 +98,7 @@ def run(scratch, *args: str) -> str:
 
 def test_run_sh_keeps_root_to_the_agent_and_the_relay(scratch):
     root, secrets_dir = scratch["root"], scratch["base"] / "secrets"
-    run(scratch)
+    output = run(scratch)
     pids = {
         name: int((root / "daemons" / "run" / f"{name}.pid").read_text())
         for name in ("web", "agent", "beat", "console")
@@ -109,10 +110,18 @@ def test_run_sh_keeps_root_to_the_agent_and_the_relay(scratch):
     # Its password is nowhere on a command line.
     password = (secrets_dir / "redis.password").read_text().strip()
     assert password not in Path(f"/proc/{redis_pid}/cmdline").read_text()
-    with urllib.request.urlopen(f"http://127.0.0.1:{scratch['web_port']}/healthz", timeout=5) as answer:
+    # HTTPS by default, with the certificate made at set-up (its fingerprint printed), verified here.
+    from webui.tls import fingerprint
+
+    cert = secrets_dir / "caisson-ssl.pem"
+    assert f"SHA-256 fingerprint {fingerprint(cert)}" in output
+    context = ssl.create_default_context(cafile=str(cert))
+    with urllib.request.urlopen(
+        f"https://127.0.0.1:{scratch['web_port']}/healthz", timeout=5, context=context
+    ) as answer:
         assert answer.status == 200
     caisson = pwd.getpwnam("caisson").pw_uid
-    for name in ("secret_key", "redis.password", "channel.key", "celery.key", "celery.pem"):
+    for name in ("secret_key", "redis.password", "channel.key", "celery.key", "celery.pem", "caisson-ssl.key"):
         info = (secrets_dir / name).stat()
         assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (caisson, 0o600), name
     data = root / "web"

@@ -127,11 +127,43 @@ class Access:
         return self.superuser or bool(self.own or self.groups)
 
 
+class TokenAccess(Access):
+    """A privilege-separated API token (Proxmox's ``privsep``): on every path, what its user holds there and
+    its own access entries grant there, both; a superuser's token is limited the same way."""
+
+    def __init__(self, token):
+        self.user_access = Access(token.user)
+        super().__init__(None)
+        self.user, self.token = token.user, token
+        self.limit = Access(None)
+        from webui.models import AccessEntry
+
+        for path, propagate, privileges in AccessEntry.objects.filter(token=token).values_list(
+            "path", "propagate", "role__privileges"
+        ):
+            self.limit.own[path].append((propagate, frozenset(privileges)))
+
+    def _resolve(self, levels: list[list[str]]) -> frozenset[str]:
+        return self.user_access._resolve(levels) & self.limit._resolve(levels)
+
+    def visible_containers(self, queryset):
+        return self.user_access.visible_containers(self.limit.visible_containers(queryset))
+
+    def anything_granted(self) -> bool:
+        return self.limit.anything_granted() and self.user_access.anything_granted()
+
+
+def access_of_token(token) -> Access:
+    """What an API token may do: its user's rights, or with ``privsep`` only what its own entries also grant."""
+    return TokenAccess(token) if token.privsep else Access(token.user)
+
+
 def access_for(request) -> Access:
-    """The request's Access, built on first use."""
+    """The request's Access, built on first use (an API token's, when the request came with one)."""
     cached = getattr(request, "_caisson_access", None)
     if cached is None or cached.user is not request.user:
-        cached = Access(request.user)
+        token = getattr(request, "auth", None)
+        cached = access_of_token(token) if token is not None and hasattr(token, "privsep") else Access(request.user)
         request._caisson_access = cached
     return cached
 

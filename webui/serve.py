@@ -16,6 +16,8 @@ compose file, the tests and the benchmarks:
   see webui/settings.py).
 - No lifespan protocol (Django and Channels have no use for it), no access
   log (the audit log records what matters), no Server header.
+- ``--certfile``/``--keyfile``: HTTPS (``scripts/run.sh`` serves HTTPS on 8006 with the certificate of
+  ``python -m webui.tls``, as Proxmox does; plain HTTP only when asked).
 - On SIGTERM open websockets are closed (code 1012, which the console page
   resumes from) after at most ``--graceful`` seconds.
 """
@@ -38,7 +40,11 @@ def main(argv: list[str] | None = None) -> None:
         help="how long a stop waits for open connections (default %(default)s)",
     )
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--certfile", help="PEM certificate (chain): serve HTTPS; without it, plain HTTP")
+    parser.add_argument("--keyfile", help="the certificate's PEM private key")
     args = parser.parse_args(argv)
+    if bool(args.certfile) != bool(args.keyfile):
+        parser.error("give both --certfile and --keyfile, or neither")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webui.settings")
     os.environ.setdefault("CAISSON_DB_POOL", "1")  # PostgreSQL connections from a pool: see webui/settings.py
     import uvicorn
@@ -54,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         timeout_keep_alive=65,
         timeout_graceful_shutdown=args.graceful,
         log_level=args.log_level,
+        ssl_certfile=args.certfile,
+        ssl_keyfile=args.keyfile,
     )
 
 

@@ -3,6 +3,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("webui.pve.urls")),  # Proxmox's API, /api2/json/...
     path("api/", include("webui.api.urls")),
     path("", include("webui.views.urls")),
 ]

@@ -307,3 +307,37 @@ def beat(services_env, tmp_path):
     yield start
     for process in started:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def web_https(services_env, tmp_path_factory):
+    """The web server over HTTPS with a certificate of ``python -m webui.tls``, as ``scripts/run.sh`` serves
+    it; yields ``(base URL, certificate path)`` (clients verify against that certificate)."""
+    from webui.tls import ensure
+
+    cert, key, _ = ensure(tmp_path_factory.mktemp("tls"))
+    port = free_port()
+    log = tmp_path_factory.mktemp("web-https") / "web.log"
+    command = [sys.executable, "-m", "webui.serve", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [*command, "--certfile", str(cert), "--keyfile", str(key), "--log-level", "info"],
+            cwd=REPO,
+            env=services_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    try:
+        _wait_for(answers, "the HTTPS web server", log, process)
+        yield f"https://127.0.0.1:{port}", cert
+    finally:
+        _stop(process)

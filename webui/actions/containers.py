@@ -60,8 +60,12 @@ def mirror_section(container: Container) -> ConfigSection:
     return ConfigSection(values={k: str(v) for k, v in (container.config or {}).items() if k != "description"})
 
 
-def create_container(access: Access, data, address: str | None = None) -> Job:
-    request = CreateRequest(data)
+def create_container(access: Access, data, address: str | None = None, extra: dict | None = None) -> Job:
+    """The wizard's fields in ``data``; ``extra``: further config keys (``EDITABLE_KEYS``), as Proxmox's create."""
+    unknown = sorted(set(extra or {}) - EDITABLE_KEYS)
+    if unknown:
+        raise ValidationError({key: ["not a key that can be set at create"] for key in unknown})
+    request = CreateRequest(data, extra)
     if not request.is_valid():
         raise ValidationError(request.errors)
     node = request.node

@@ -276,10 +276,14 @@ STEP_FORMS = {name: form for name, _, form in STEPS}
 
 
 class CreateRequest:
-    """All steps over one set of data: valid when every step is, plus the checks that span steps."""
+    """All steps over one set of data: valid when every step is, plus the checks that span steps.
 
-    def __init__(self, data):
+    ``extra``: further config keys in pct syntax (``onboot``, ``tags``...; Proxmox's create takes any), checked
+    with the rest by the engine's parser and merged over what the steps make."""
+
+    def __init__(self, data, extra: dict[str, str] | None = None):
         self.forms = {name: form(data) for name, form in STEP_FORMS.items()}
+        self.extra = dict(extra or {})
         self.errors: dict[str, list[str]] = {}
 
     def is_valid(self) -> bool:
@@ -339,7 +343,7 @@ class CreateRequest:
         for key in ("nameserver", "searchdomain"):
             if dns.get(key):
                 options[key] = dns[key]
-        return options
+        return {**options, **self.extra}
 
     @property
     def has_password(self) -> bool:

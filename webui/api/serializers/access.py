@@ -19,10 +19,11 @@ class AccessEntrySerializer(StrictModelSerializer):
         slug_field="name", queryset=Group.objects.all(), required=False, allow_null=True
     )
     role = serializers.SlugRelatedField(slug_field="name", queryset=Role.objects.all())
+    token = serializers.CharField(read_only=True, default=None, help_text="user!name of an API token's entry")
 
     class Meta:
         model = AccessEntry
-        fields = ["id", "path", "user", "group", "role", "propagate"]
+        fields = ["id", "path", "user", "group", "token", "role", "propagate"]
 
     def validate(self, attrs):
         if bool(attrs.get("user")) == bool(attrs.get("group")):
@@ -84,7 +85,7 @@ class UserSerializer(StrictModelSerializer):
 class ApiTokenSerializer(StrictModelSerializer):
     class Meta:
         model = ApiToken
-        fields = ["name", "comment", "created", "expires", "last_used"]
+        fields = ["name", "comment", "created", "expires", "last_used", "privsep"]
         read_only_fields = ["created", "last_used"]
 
 

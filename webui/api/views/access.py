@@ -48,7 +48,7 @@ class AuditedMixin:
 class AclViewSet(AuditedMixin, mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, ApiViewSet):
     """The ACL: a role for a user or a group on a path (inherited below it when ``propagate``)."""
 
-    queryset = AccessEntry.objects.select_related("user", "group", "role")
+    queryset = AccessEntry.objects.select_related("user", "group", "role", "token__user")
     serializer_class = AccessEntrySerializer
     path_privileges = {"list": ADMIN, "create": ADMIN, "destroy": ADMIN, "retrieve": ADMIN}
 
@@ -192,7 +192,9 @@ class TokenViewSet(AuditedMixin, mixins.ListModelMixin, mixins.DestroyModelMixin
     @extend_schema(request=ApiTokenSerializer, responses={201: ApiTokenIssuedSerializer})
     def create(self, request):
         data = validated(ApiTokenSerializer, request.data)
-        token, value = ApiToken.issue(request.user, data["name"], data.get("comment", ""), data.get("expires"))
+        token, value = ApiToken.issue(
+            request.user, data["name"], data.get("comment", ""), data.get("expires"), bool(data.get("privsep"))
+        )
         self.audit("token.create", token=str(token))
         return Response({**ApiTokenSerializer(token).data, "value": value}, status=status.HTTP_201_CREATED)
 

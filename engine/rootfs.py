@@ -29,6 +29,7 @@ class Mount:
     data: str | None = None
     kind: str = "dir"  # what the target must be: "dir", or "file" for a bind of a device node
     optional: bool = False  # skip if the kernel refuses (e.g. no cgroup2 on the host)
+    remount: int | None = None  # flags of a bind remount after the bind (0: clear the source's nodev etc.)
 
 
 DEVICES = ["null", "zero", "full", "random", "urandom", "tty"]
@@ -137,6 +138,12 @@ def apply_mount(mount: Mount) -> None:
     fd = open_beneath(mount.target, mount.kind)
     try:
         sc.mount(mount.source or mount.fstype, f"/proc/self/fd/{fd}", mount.fstype, mount.flags, mount.data)
+        if mount.remount is not None:  # on the new mount: the target opened again, through it
+            top = open_beneath(mount.target, mount.kind, create=False)
+            try:
+                sc.mount(None, f"/proc/self/fd/{top}", None, sc.MS_BIND | sc.MS_REMOUNT | mount.remount)
+            finally:
+                os.close(top)
     except OSError:
         if not mount.optional:
             raise

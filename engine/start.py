@@ -91,6 +91,8 @@ class StartSpec:
     # container's namespaces (network interfaces are moved into its namespace here); each is a
     # callable(pid) whose __name__ names the step in a StartError.
     prepare: list = field(default_factory=list)
+    # Binds made as host root after proc, sysfs and /dev, so locked like them: lxcfs's files, passed devices.
+    extra_mounts: list = field(default_factory=list)
     # The prepare steps mounted the rootfs (an image or an overlay) over the directory the setup
     # child entered: it steps out and back in, through its parent, to stand on that mount.
     reenter_rootfs: bool = False
@@ -333,7 +335,7 @@ def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, 
         # Device nodes in the rootfs (an archive's) open nowhere: /dev is a tmpfs of bound nodes.
         sc.mount(None, ".", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NODEV)
         root_uid, root_gid = (spec.idmap.host_uid(0), spec.idmap.host_gid(0)) if spec.idmap else (0, 0)
-        for mount in fs.host_mounts(root_uid, root_gid):
+        for mount in fs.host_mounts(root_uid, root_gid) + spec.extra_mounts:
             step = f"mount /{mount.target}"
             fs.apply_mount(mount)
         step = "pivot_root"

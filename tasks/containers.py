@@ -120,7 +120,8 @@ class Create(ContainerJob):
         ctx.log(f"created CT {ctid}")
         if params.get("start"):
             ctx.progress(0, None, "starting", force=True)
-            node_engine().start(ctid)
+            for warning in node_engine().start(ctid).warnings or []:
+                ctx.log(f"warning: {warning}")
             ctx.log(f"started CT {ctid}")
         return "OK"
 
@@ -139,6 +140,8 @@ class Start(ContainerJob):
 
     def perform(self, ctx: JobContext) -> str:
         status = node_engine().start(self.ctid(ctx))
+        for warning in status.warnings or []:
+            ctx.log(f"warning: {warning}")
         ctx.log(f"init ({status.init}) running as pid {status.pid}")
         return "OK"
 

@@ -250,6 +250,10 @@ class CgroupDriver(ABC):
         systemd in a user namespace can make sub-cgroups. A failure removes what was made.
         """
 
+    def allow_devices(self, ctid: str, extra_devices: Iterable[DeviceRule]) -> None:
+        """Widen a running container's allow-list to DEFAULT_DEVICES + ``extra_devices`` (hot-plug)."""
+        raise NotImplementedError
+
     @abstractmethod
     def apply(self, ctid: str, limits: Limits) -> None:
         """Set every limit, live; None resets; NotSupported names a controller the host lacks."""

@@ -149,6 +149,9 @@ def start_container(
         record = RunRecord(pid, procfs.proc_starttime(pid) or 0, init.name, time.time())
         record.save(node.layout.run_record(ctid))
         revert.success()
+    from engine import provision
+
+    provision.run_first_boot(node, ctid, record.pid, record.init, config, warn)
     hooks.run(node.storages, config, "post-start", warn)
     return record
 

@@ -118,6 +118,14 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
             action="store_true",
             help="give the (unprivileged) container a 65536-id range of its own",
         )
+        first_boot = create.add_argument_group("provisioning at first boot")
+        for name, text in (
+            ("user-data", "cloud-init user data (#cloud-config ...) for a template with cloud-init"),
+            ("meta-data", "cloud-init meta data (default: instance-id and hostname)"),
+            ("network-config", "cloud-init network config (v1 or v2 YAML)"),
+            ("firstboot", "a script ('#!...') run once inside at the first start, for templates without cloud-init"),
+        ):
+            first_boot.add_argument(f"--{name}", type=Path, metavar="FILE", help=text)
         if verb in (None, "create"):
             _add_config_options(create)
 
@@ -265,7 +273,13 @@ def _dispatch(engine, args) -> int:
     as_json = args.output == "json"
     verb = args.verb
     if verb == "create":
-        status = engine.create(args.ctid, args.template, _config_values(args), isolated_idmap=args.isolated_idmap)
+        status = engine.create(
+            args.ctid,
+            args.template,
+            _config_values(args),
+            isolated_idmap=args.isolated_idmap,
+            finish=_provisioning_step(engine, args),
+        )
         if args.start:
             status = engine.start(args.ctid)
         _show_status(status, as_json)
@@ -365,6 +379,30 @@ def _dispatch(engine, args) -> int:
 
         return storage_cli.dispatch(engine, args)
     return 0
+
+
+def _provisioning_step(engine, args):
+    """The create's ``finish`` step writing the cloud-init seed or first-boot script given as files, or None."""
+    from engine.provision import Provisioning
+
+    texts = {}
+    for name in ("user-data", "meta-data", "network-config", "firstboot"):
+        path = getattr(args, name.replace("-", "_"))
+        if path is not None:
+            try:
+                texts[name.replace("-", "_")] = path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValidationError(f"--{name}: cannot read {path}: {exc}", key=name) from None
+    wanted = Provisioning.from_dict(texts)
+    if wanted is None:
+        return None
+
+    def provision() -> None:
+        from engine import provision as writer
+
+        writer.write(engine, args.ctid, wanted)
+
+    return provision
 
 
 def _lxcfs(args, as_json: bool) -> int:

@@ -260,3 +260,88 @@ def test_the_timezone_is_linked_at_start(engine, busybox_template, ctid_factory)
     engine.set(ctid, {"timezone": "Etc/Missing"})  # not in the container: left as it is
     engine.start(ctid)
     assert _sh(engine, ctid, "readlink /etc/localtime").strip() == "/usr/share/zoneinfo/Europe/Vienna"
+
+
+# ---- provisioning ----------------------------------------------------------------------------
+def _wait_for(engine, ctid, path: str, tries: int = 200) -> str:
+    import time
+
+    for _ in range(tries):
+        code, out, _ = engine.exec_output(ctid, ["cat", path])
+        if code == 0:
+            return out.decode()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared in CT {ctid}")
+
+
+def test_a_first_boot_script_runs_exactly_once(engine, busybox_template, ctid_factory):
+    from engine import provision
+
+    ctid = _make(engine, busybox_template, ctid_factory)
+    script = '#!/bin/sh\necho "ran as $(id -u)" >> /root/firstboot-count\nexit 1\n'
+    written = provision.write(engine, ctid, provision.Provisioning(firstboot=script))
+    assert "/var/lib/caisson/firstboot" in written
+    engine.start(ctid)
+    assert _wait_for(engine, ctid, "/root/firstboot-count") == "ran as 0\n"
+    engine.stop(ctid)
+    engine.start(ctid)
+    engine.reboot(ctid, timeout=10)
+    assert _sh(engine, ctid, "cat /root/firstboot-count") == "ran as 0\n"
+    assert _sh(engine, ctid, "ls /var/lib/caisson").split() == ["firstboot.ran"]
+
+
+def test_the_cli_create_takes_a_first_boot_script(engine, busybox_template, ctid_factory, tmp_path):
+    from engine.cli.main import main
+
+    ctid = ctid_factory()
+    script = tmp_path / "fb.sh"
+    script.write_text("#!/bin/sh\nhostname > /root/who\n")
+    argv = ["--root", str(engine.layout.root), "--run-dir", str(engine.layout.run), "create", str(ctid)]
+    assert main([*argv, str(busybox_template), "--hostname", "fbcli", "--firstboot", str(script)]) == 0
+    assert (_rootfs(engine, ctid) / "var/lib/caisson/firstboot").read_text() == script.read_text()
+    engine.start(ctid)
+    assert _wait_for(engine, ctid, "/root/who") == "fbcli\n"
+
+
+def test_a_cloud_init_seed_is_written_where_nocloud_reads_it(engine, busybox_template, ctid_factory):
+    from engine import provision
+
+    ctid = _make(engine, busybox_template, ctid_factory)
+    root = _rootfs(engine, ctid)
+    (root / "usr/bin/cloud-init").write_text("#!/bin/sh\n")  # the template carries cloud-init
+    user = "#cloud-config\npackages: [htop]\n"
+    network = "version: 2\nethernets:\n  eth0:\n    dhcp4: true\n"
+    provision.write(engine, ctid, provision.Provisioning(user_data=user, network_config=network))
+    seed = root / "var/lib/cloud/seed/nocloud"
+    assert (seed / "user-data").read_text() == user
+    assert (seed / "network-config").read_text() == network
+    assert (seed / "meta-data").read_text() == f"instance-id: caisson-{ctid}\nlocal-hostname: m{ctid}\n"
+    owner = engine.node.idmap_of(engine.config(ctid)).host_uid(0)
+    assert (seed / "user-data").stat().st_uid == owner and (seed / "user-data").stat().st_mode & 0o777 == 0o600
+
+
+def test_cloud_init_data_is_refused_for_a_template_without_it(engine, busybox_template, ctid_factory):
+    from engine import provision
+
+    ctid = _make(engine, busybox_template, ctid_factory)
+    with pytest.raises(ValidationError, match="no cloud-init"):
+        provision.write(engine, ctid, provision.Provisioning(user_data="#cloud-config\n"))
+    assert not (_rootfs(engine, ctid) / "var/lib/cloud").exists()
+    with pytest.raises(ValidationError, match="#!"):
+        provision.Provisioning(firstboot="echo no shebang")
+
+
+def test_provisioning_never_writes_through_a_symlink_of_the_container(engine, busybox_template, ctid_factory, tmp_path):
+    from engine import provision
+
+    ctid = _make(engine, busybox_template, ctid_factory)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = _rootfs(engine, ctid)
+    (root / "var/lib").mkdir(parents=True, exist_ok=True)
+    (root / "var/lib/caisson").symlink_to(outside)
+    try:
+        provision.write(engine, ctid, provision.Provisioning(firstboot="#!/bin/sh\ntrue\n"))
+    except (ValidationError, OSError):
+        pass
+    assert list(outside.iterdir()) == []

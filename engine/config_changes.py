@@ -150,10 +150,11 @@ def _check_devices_and_hook(node: Node, config: ContainerConfig, changed: set[st
 
 def _hotplug(node: Node, ctid: int, pid: int, config: ContainerConfig, new: list) -> None:
     """Devices added to a running container: the cgroup allows them first, then each node is put in its /dev."""
-    from engine import devices
+    from engine import devices, nesting
     from engine.storage.mountns import run
 
-    node.cgroups.allow_devices(str(ctid), [d.rule for d in devices.devices_of(config)])
+    kept = devices.devices_of(config) + nesting.features_of(config, lambda _: None).devices  # fuse=1's too
+    node.cgroups.allow_devices(str(ctid), [d.rule for d in kept])
     idmap = node.idmap_of(config)
     for device in new:
         staged = devices.stage(node.layout.run, ctid, device, idmap)

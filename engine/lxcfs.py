@@ -107,27 +107,38 @@ def ensure(path: Path | None = None, binary: str = "lxcfs", log: Path | None = N
     raise HostError(f"lxcfs did not serve {path} within {timeout:g} s")
 
 
-def mounts(path: Path | None = None) -> list[Mount]:
-    """The binds of lxcfs's files over the container's, for the start; empty when lxcfs is not serving."""
+def mounts(path: Path | None = None, source: Path | None = None) -> list[Mount]:
+    """The binds of lxcfs's files over the container's; ``source`` is where the bind reads them (``path``,
+    or, for binds made after pivot_root, the lxcfs tree's place inside the container)."""
     path = path or mountpoint()
+    source = source or path
     result = []
     for name in PROC_FILES:
         if (path / "proc" / name).exists():
             result.append(
-                Mount(f"proc/{name}", None, str(path / "proc" / name), sc.MS_BIND, kind="file", optional=True)
+                Mount(f"proc/{name}", None, str(source / "proc" / name), sc.MS_BIND, kind="file", optional=True)
             )
     if (path / SYS_CPU).is_dir():
-        result.append(Mount(SYS_CPU, None, str(path / SYS_CPU), sc.MS_BIND | sc.MS_REC, optional=True))
+        result.append(Mount(SYS_CPU, None, str(source / SYS_CPU), sc.MS_BIND | sc.MS_REC, optional=True))
     return result
 
 
-def start_mounts(warn) -> list[Mount]:
-    """The start's ``lxcfs`` step: the binds, or none and a warning naming why."""
+INSIDE = Path("/dev/.lxcfs")  # with nesting: lxcfs's tree bound here by host root, its files by container root
+
+
+def start_mounts(warn, nesting: bool = False) -> tuple[list[Mount], list[Mount]]:
+    """The start's ``lxcfs`` step: (binds made by host root, binds made by container root), or none and a
+    warning naming why.  Without nesting host root binds the files (locked: container root cannot lift
+    them); with nesting it binds the tree at /dev/.lxcfs and container root binds the files from there, so
+    that its /proc and /sys carry no locked mount and a nested runtime may mount its own."""
     path = mountpoint()
     if not serving(path):
         warn(
             f"lxcfs is not serving at {path}: the container sees the host's /proc/meminfo, cpuinfo, "
             "uptime... (start it with 'python -m engine lxcfs')"
         )
-        return []
-    return mounts(path)
+        return [], []
+    if not nesting:
+        return mounts(path), []
+    tree = Mount(str(INSIDE).lstrip("/"), None, str(path), sc.MS_BIND | sc.MS_REC)
+    return [tree], mounts(path, INSIDE)

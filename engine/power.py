@@ -92,9 +92,10 @@ def start_container(
             raise StartError("init", f"{rootfs} has no /sbin/init")
     idmap = node.idmap_of(config)
     consolelog.check_support()
-    from engine import devices, lxcfs
+    from engine import devices, lxcfs, nesting
 
-    passed = devices.devices_of(config)  # each devN checked against the host before anything is made
+    features = nesting.features_of(config, warn)
+    passed = devices.devices_of(config) + features.devices  # each devN checked against the host first
     hooks.run(node.storages, config, "pre-start", warn)
     name = str(ctid)
     from engine import start  # the start machinery (ctypes, seccomp) loads only when something starts
@@ -105,7 +106,10 @@ def start_container(
         owner = (idmap.host_uid(0), idmap.host_gid(0)) if idmap else (None, None)
         node.cgroups.create(name, *owner, extra_devices=[device.rule for device in passed])
         revert.add(_cleanup_cgroup, node, name)
-        extra_mounts = lxcfs.start_mounts(warn) + devices.start_mounts(node.layout.run, ctid, passed, idmap)
+        if features.nesting and idmap:
+            node.cgroups.delegate_subtree(name, *owner)
+        host_views, inner_views = lxcfs.start_mounts(warn, features.nesting)
+        extra_mounts = host_views + devices.start_mounts(node.layout.run, ctid, passed, idmap)
         revert.add(devices.unstage, node.layout.run, ctid)
         node.cgroups.apply(name, limits_of(config))
         prepare = []
@@ -137,6 +141,9 @@ def start_container(
             extra_setup=extra_setup,
             prepare=prepare,
             extra_mounts=extra_mounts,
+            nesting=features.nesting,
+            inner_mounts=inner_views,
+            rw_sys=features.rw_sys,
             reenter_rootfs=plan is not None and plan.rootfs_mount is not None,
         )
         try:

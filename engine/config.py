@@ -198,14 +198,77 @@ NET_SCHEMA = {
     "trunks": _text,
     "type": _enum("veth"),
 }
+_FSTYPE = re.compile(r"^[a-z0-9][a-z0-9_.]{0,31}$")
+
+
+def _fstypes(value: str, key: str) -> str:
+    """``mount=nfs;cifs``: file system types the container may mount (Proxmox's ``features: mount=``)."""
+    for name in value.split(";"):
+        if not _FSTYPE.match(name):
+            raise ValidationError(f"{key}: '{name}' is not a file system type (as in 'nfs;cifs')", key=key)
+    return value
+
+
 FEATURES_SCHEMA = {
     "nesting": _bool,
     "keyctl": _bool,
     "fuse": _bool,
     "mknod": _bool,
     "force_rw_sys": _bool,
-    "mount": _text,
+    "mount": _fstypes,
 }
+MAX_DEVICES = 256  # dev0 … dev255, as Proxmox
+
+
+def _dev_path(value: str, key: str) -> str:
+    parts = value.split("/")
+    if not value.startswith("/dev/") or ".." in parts or "" in parts[1:] or any(ord(c) < 33 for c in value):
+        raise ValidationError(f"{key}: '{value}' is not a path below /dev (no '..', no empty parts)", key=key)
+    return value
+
+
+def _octal_mode(value: str, key: str) -> int:
+    if not re.match(r"^0?[0-7]{3}$", value):
+        raise ValidationError(f"{key}: '{value}' is not an octal access mode like 0660", key=key)
+    return int(value, 8)
+
+
+DEV_SCHEMA = {
+    "path": _dev_path,
+    "uid": _int(0, (1 << 32) - 2),
+    "gid": _int(0, (1 << 32) - 2),
+    "mode": _octal_mode,
+    "deny-write": _bool,
+}
+
+
+def _dev(value: str, key: str) -> dict:
+    props = parse_property_string(value, key, DEV_SCHEMA, "path")
+    if "path" not in props:
+        raise ValidationError(f"{key}: a device path is required", key=key)
+    return props
+
+
+_SNIPPET = re.compile(r"^([A-Za-z][A-Za-z0-9\-_.]*):snippets/([A-Za-z0-9][A-Za-z0-9_.\-]*)$")
+
+
+def _hookscript(value: str, key: str) -> str:
+    """``<storage>:snippets/<file>``: an executable on a storage holding snippets (Proxmox's hookscript)."""
+    if not _SNIPPET.match(value):
+        raise ValidationError(f"{key}: '{value}' is not a snippet volume like 'local:snippets/hook.sh'", key=key)
+    return value
+
+
+_ZONE = re.compile(r"^[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*$")
+
+
+def _timezone(value: str, key: str) -> str:
+    """``host`` or a zone name of /usr/share/zoneinfo (``Europe/Vienna``); applied at start."""
+    if value != "host" and (not _ZONE.match(value) or len(value) > 64):
+        raise ValidationError(f"{key}: '{value}' is not 'host' or a time zone name like Europe/Vienna", key=key)
+    return value
+
+
 # Proxmox's ostype values for a distribution it sets up (``unmanaged``: it leaves the container's files alone).
 OSTYPES = ("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux", "alpine", "gentoo", "nixos")
 STARTUP_SCHEMA = {"order": _int(0, 1 << 31), "up": _int(0, 1 << 31), "down": _int(0, 1 << 31)}
@@ -280,7 +343,8 @@ SCHEMA: dict[str, Callable[[str, str], object]] = {
     "nameserver": _text,
     "searchdomain": _text,
     "tags": _text,
-    "timezone": _text,
+    "timezone": _timezone,
+    "hookscript": _hookscript,
     "protection": _bool,
     "template": _bool,
     "parent": _text,  # the snapshot the current state descends from (managed by the engine)
@@ -301,6 +365,8 @@ for _n in range(10):
     SCHEMA[f"net{_n}"] = _net
 for _n in range(256):
     SCHEMA[f"mp{_n}"] = _rootfs
+for _n in range(MAX_DEVICES):
+    SCHEMA[f"dev{_n}"] = _dev
 # Keys only a snapshot section holds; ``vmstate`` (a QEMU RAM image, never made for containers) is kept as found.
 SNAPSHOT_ONLY_KEYS = {"snaptime": _int(0, 1 << 62), "snapstate": _enum("prepare", "delete"), "vmstate": _text}
 MAX_UNUSED = 256  # unused0 … unused255: volumes no longer mounted but kept, as Proxmox's unusedN

@@ -73,11 +73,16 @@ class ConfigChangeOps:
             net_touched = {k for k in touched if k.startswith("net") and k[3:].isdigit()}
             if net_touched:
                 configure_network(self.node, ctid, config)
+            plugged = _check_devices_and_hook(self.node, config, set(changes or {}))
             running = self.node.running(ctid)
             live: list[str] = []
             if running:
                 self.cgroups.apply(str(ctid), limits_of(config))
                 live = sorted(touched & LIVE_KEYS)
+                new = [d for d in plugged if d.key not in self.config(ctid).current.values]
+                if new:
+                    _hotplug(self.node, ctid, running.pid, config, new)
+                    live = sorted(set(live) | {d.key for d in new})
                 if net_touched:
                     from engine.network import container as network
 
@@ -132,3 +137,28 @@ def _pick_cpus(cores: int, ctid: int) -> str | None:
     offset = ctid % len(online)
     chosen = sorted(online[(offset + i) % len(online)] for i in range(cores))
     return ",".join(str(c) for c in chosen)
+
+
+def _check_devices_and_hook(node: Node, config: ContainerConfig, changed: set[str]) -> list:
+    """The changed ``devN`` checked against the host (each a device one may pass), the hookscript's file."""
+    from engine import devices, hooks
+
+    if "hookscript" in changed:
+        hooks.resolve(node.storages, config.current.values["hookscript"])
+    return [d for d in devices.devices_of(config) if d.key in changed]
+
+
+def _hotplug(node: Node, ctid: int, pid: int, config: ContainerConfig, new: list) -> None:
+    """Devices added to a running container: the cgroup allows them first, then each node is put in its /dev."""
+    from engine import devices, nesting
+    from engine.storage.mountns import run
+
+    kept = devices.devices_of(config) + nesting.features_of(config, lambda _: None).devices  # fuse=1's too
+    node.cgroups.allow_devices(str(ctid), [d.rule for d in kept])
+    idmap = node.idmap_of(config)
+    for device in new:
+        staged = devices.stage(node.layout.run, ctid, device, idmap)
+        try:
+            run(devices.hotplug, pid, staged, device.path)
+        except OSError as exc:
+            raise InvalidState(f"{device.key}: cannot add {device.path} to running container {ctid}: {exc}") from exc

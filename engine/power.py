@@ -6,11 +6,11 @@ import os
 import select
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine import consolelog, inits, procfs
+from engine import consolelog, hooks, inits, procfs
 from engine.config import ContainerConfig
 from engine.config_changes import limits_of
 from engine.errors import EngineError, InvalidState, StartError
@@ -26,8 +26,10 @@ class PowerOps:
     module's functions, which :mod:`engine.hold`, :mod:`engine.snapshots` and :mod:`engine.creation` use too."""
 
     def start(self, ctid: int) -> ContainerStatus:
+        """Start it; what the start could not give (lxcfs absent, a hook's failure) is in ``warnings``."""
+        warnings: list[str] = []
         with container_lock(self.layout, ctid):
-            record = start_container(self.node, ctid)
+            record = start_container(self.node, ctid, warn=warnings.append)
         config = self.config(ctid)
         return ContainerStatus(
             ctid,
@@ -37,6 +39,7 @@ class PowerOps:
             init=record.init,
             uptime=0.0,
             unprivileged=config.unprivileged,
+            warnings=warnings,
         )
 
     def stop(self, ctid: int) -> None:
@@ -45,6 +48,7 @@ class PowerOps:
             self.config(ctid)
             if not self.node.running(ctid):
                 raise InvalidState(f"container {ctid} is not running")
+            hooks.run(self.node.storages, self.config(ctid), "pre-stop", _log_warning)
             hard_stop(self.node, ctid)
 
     def shutdown(self, ctid: int, timeout: float = 60.0, force_stop: bool = True) -> None:
@@ -61,8 +65,17 @@ class PowerOps:
 
 
 # ---- the steps, under the container's lock (the caller's) ----------------------------------------
-def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> RunRecord:
-    """Start a stopped container; ``allow_lock`` is a persisted lock the caller holds (a backup's hold)."""
+def _log_warning(message: str) -> None:
+    import logging
+
+    logging.getLogger("caisson.engine").warning("%s", message)
+
+
+def start_container(
+    node: Node, ctid: int, allow_lock: str | None = None, warn: Callable[[str], None] = _log_warning
+) -> RunRecord:
+    """Start a stopped container; ``allow_lock`` is a persisted lock the caller holds (a backup's hold).
+    What the start goes on without (lxcfs, a post-start hook) is told to ``warn``."""
     config = node.config(ctid)
     if node.running(ctid):
         raise InvalidState(f"container {ctid} is already running")
@@ -79,6 +92,11 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
             raise StartError("init", f"{rootfs} has no /sbin/init")
     idmap = node.idmap_of(config)
     consolelog.check_support()
+    from engine import devices, lxcfs, nesting
+
+    features = nesting.features_of(config, warn)
+    passed = devices.devices_of(config) + features.devices  # each devN checked against the host first
+    hooks.run(node.storages, config, "pre-start", warn)
     name = str(ctid)
     from engine import start  # the start machinery (ctypes, seccomp) loads only when something starts
 
@@ -86,17 +104,22 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
         if node.cgroups.exists(name):
             _cleanup_cgroup(node, name)  # left over from a crash: no process may survive in it
         owner = (idmap.host_uid(0), idmap.host_gid(0)) if idmap else (None, None)
-        node.cgroups.create(name, *owner)
+        node.cgroups.create(name, *owner, extra_devices=[device.rule for device in passed])
         revert.add(_cleanup_cgroup, node, name)
+        if features.nesting and idmap:
+            node.cgroups.delegate_subtree(name, *owner)
+        host_views, inner_views = lxcfs.start_mounts(warn, features.nesting)
+        extra_mounts = host_views + devices.start_mounts(node.layout.run, ctid, passed, idmap)
+        revert.add(devices.unstage, node.layout.run, ctid)
         node.cgroups.apply(name, limits_of(config))
         prepare = []
         plan = _mount_plan(node, ctid, config, driver, vol, idmap)
         if plan is not None:
             revert.add(plan.release)
             prepare.append(_volume_mounts(plan))
-        from engine import distro
+        from engine import distro, timezone
 
-        extra_setup = [distro.start_step(config)]
+        extra_setup = [distro.start_step(config)] + [step for step in [timezone.start_step(config)] if step]
         if has_network(config) or "nameserver" in config.current.values or "searchdomain" in config.current.values:
             from engine.network import container as network
 
@@ -117,6 +140,10 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
             seccomp_rules=start.seccomp.container_rules(config),
             extra_setup=extra_setup,
             prepare=prepare,
+            extra_mounts=extra_mounts,
+            nesting=features.nesting,
+            inner_mounts=inner_views,
+            rw_sys=features.rw_sys,
             reenter_rootfs=plan is not None and plan.rootfs_mount is not None,
         )
         try:
@@ -129,6 +156,10 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
         record = RunRecord(pid, procfs.proc_starttime(pid) or 0, init.name, time.time())
         record.save(node.layout.run_record(ctid))
         revert.success()
+    from engine import provision
+
+    provision.run_first_boot(node, ctid, record.pid, record.init, config, warn)
+    hooks.run(node.storages, config, "post-start", warn)
     return record
 
 
@@ -204,7 +235,11 @@ def _cleanup_after_exit(node: Node, ctid: int) -> None:
         from engine.network import container as network
 
         network.stopped(node.layout.root, ctid, config)
+    from engine import devices
+
+    devices.unstage(node.layout.run, ctid)
     node.layout.run_record(ctid).unlink(missing_ok=True)
+    hooks.run(node.storages, config, "post-stop", _log_warning)
 
 
 def shutdown_container(node: Node, ctid: int, timeout: float, force_stop: bool) -> None:
@@ -214,6 +249,7 @@ def shutdown_container(node: Node, ctid: int, timeout: float, force_stop: bool) 
     if not record:
         raise InvalidState(f"container {ctid} is not running")
     init = inits.BY_NAME.get(record.init, inits.SYSVINIT)
+    hooks.run(node.storages, node.config(ctid), "pre-stop", _log_warning)
     with _console_held(node, ctid, record):
         pidfd = os.pidfd_open(record.pid)
         try:

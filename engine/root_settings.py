@@ -18,8 +18,9 @@ def root_equivalent(section: ConfigSection) -> dict[str, str]:
     """The settings of a config that only an administrator may make, each with the reason.
 
     Proxmox's rules (``PVE::LXC::check_ct_modify_config_perm`` and the create and restore paths) are the
-    floor: a privileged container, a mount point of a host path, raw ``lxc.*`` keys, any feature of a
-    privileged container and every feature but nesting of an unprivileged one are for root alone,
+    floor: a privileged container, a mount point of a host path, a passed-through device (``devN``), a
+    hookscript, raw ``lxc.*`` keys, any feature of a privileged container and every feature but nesting
+    of an unprivileged one are for root alone,
     because each lets the container's root reach the host (or weakens the walls that stop it).
     The web tier checks a request with this, and the node checks what only it can read (an archive's
     config, a snapshot's) with the same function.
@@ -52,6 +53,10 @@ def _root_settings(section: ConfigSection) -> dict[str, tuple[object, str]]:
             volume = str(section.get(key).get("volume", ""))
             if volume.startswith("/"):
                 found[key] = (raw, f"a mount point of the host path {volume}")
+        elif key.startswith("dev") and key[3:].isdigit():
+            found[key] = (raw, f"device passthrough of the host's {section.get(key).get('path')}")
+        elif key == "hookscript":
+            found[key] = (raw, "a hookscript: a program the node runs as root at each start and stop")
     features = {name: value for name, value in (section.get("features") or {}).items() if value not in (False, "", "0")}
     weakening = {name: value for name, value in features.items() if privileged or name not in TENANT_FEATURES}
     if weakening:

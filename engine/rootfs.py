@@ -29,6 +29,7 @@ class Mount:
     data: str | None = None
     kind: str = "dir"  # what the target must be: "dir", or "file" for a bind of a device node
     optional: bool = False  # skip if the kernel refuses (e.g. no cgroup2 on the host)
+    remount: int | None = None  # flags of a bind remount after the bind (0: clear the source's nodev etc.)
 
 
 DEVICES = ["null", "zero", "full", "random", "urandom", "tty"]
@@ -54,7 +55,7 @@ READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 CGROUP2_MOUNT = Mount("sys/fs/cgroup", "cgroup2", "cgroup2", NOSUID_NODEV_NOEXEC, optional=True)
 
 
-def host_mounts(root_uid: int, root_gid: int) -> list[Mount]:
+def host_mounts(root_uid: int, root_gid: int, rw_sys: bool = False) -> list[Mount]:
     """What host root mounts in the host-owned namespace: inherited by the container's, hence locked.
 
     /dev is a tmpfs owned by container root (tmpfs reads ``uid=``/``gid=`` as ids of the mounter's
@@ -62,7 +63,7 @@ def host_mounts(root_uid: int, root_gid: int) -> list[Mount]:
     """
     mounts = [
         Mount("proc", "proc", "proc", NOSUID_NODEV_NOEXEC),
-        Mount("sys", "sysfs", "sysfs", NOSUID_NODEV_NOEXEC | sc.MS_RDONLY),
+        Mount("sys", "sysfs", "sysfs", NOSUID_NODEV_NOEXEC | (0 if rw_sys else sc.MS_RDONLY)),
         Mount(
             "dev", "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"mode=755,size=65536k,uid={root_uid},gid={root_gid}"
         ),
@@ -137,6 +138,12 @@ def apply_mount(mount: Mount) -> None:
     fd = open_beneath(mount.target, mount.kind)
     try:
         sc.mount(mount.source or mount.fstype, f"/proc/self/fd/{fd}", mount.fstype, mount.flags, mount.data)
+        if mount.remount is not None:  # on the new mount: the target opened again, through it
+            top = open_beneath(mount.target, mount.kind, create=False)
+            try:
+                sc.mount(None, f"/proc/self/fd/{top}", None, sc.MS_BIND | sc.MS_REMOUNT | mount.remount)
+            finally:
+                os.close(top)
     except OSError:
         if not mount.optional:
             raise
@@ -162,8 +169,12 @@ def remount_readonly(path: str, extra: int = 0) -> None:
         sc.mount(None, path, None, flags | NOSUID_NODEV_NOEXEC)
 
 
-def mask_paths() -> None:
-    """After pivot_root: hide sensitive /proc and /sys entries, make others read-only."""
+def mask_paths(writable_net: bool = False) -> None:
+    """After pivot_root: hide sensitive /proc and /sys entries, make others read-only.
+
+    ``writable_net``: /proc/sys/net (scoped by the kernel to the container's network namespace) stays
+    writable under the read-only /proc/sys, as LXC's ``proc:mixed`` leaves it.
+    """
     for path in MASKED_PATHS:
         try:
             st = os.lstat(path)
@@ -176,3 +187,6 @@ def mask_paths() -> None:
     for path in READONLY_PATHS:
         if os.path.lexists(path):
             remount_readonly(path, NOSUID_NODEV_NOEXEC)
+    if writable_net and os.path.isdir("/proc/sys/net"):
+        sc.mount("/proc/sys/net", "/proc/sys/net", None, sc.MS_BIND | sc.MS_REC)
+        sc.mount(None, "/proc/sys/net", None, sc.MS_BIND | sc.MS_REMOUNT | NOSUID_NODEV_NOEXEC)

@@ -91,6 +91,13 @@ class StartSpec:
     # container's namespaces (network interfaces are moved into its namespace here); each is a
     # callable(pid) whose __name__ names the step in a StartError.
     prepare: list = field(default_factory=list)
+    # Binds made as host root after proc, sysfs and /dev, so locked like them: lxcfs's files, passed devices.
+    extra_mounts: list = field(default_factory=list)
+    # features: nesting=1 (engine.nesting): the /proc and /sys masks are made by container root (not locked),
+    # so a nested runtime may mount a proc and sysfs of its own namespaces.
+    nesting: bool = False
+    inner_mounts: list = field(default_factory=list)  # with nesting: binds made by container root (lxcfs's)
+    rw_sys: bool = False  # features: force_rw_sys=1
     # The prepare steps mounted the rootfs (an image or an overlay) over the directory the setup
     # child entered: it steps out and back in, through its parent, to stand on that mount.
     reenter_rootfs: bool = False
@@ -333,15 +340,16 @@ def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, 
         # Device nodes in the rootfs (an archive's) open nowhere: /dev is a tmpfs of bound nodes.
         sc.mount(None, ".", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NODEV)
         root_uid, root_gid = (spec.idmap.host_uid(0), spec.idmap.host_gid(0)) if spec.idmap else (0, 0)
-        for mount in fs.host_mounts(root_uid, root_gid):
+        for mount in fs.host_mounts(root_uid, root_gid, spec.rw_sys) + spec.extra_mounts:
             step = f"mount /{mount.target}"
             fs.apply_mount(mount)
         step = "pivot_root"
         sc.pivot_root(".", ".")
         sc.umount(".", sc.MNT_DETACH)
         os.chdir("/")
-        step = "mask-paths"
-        fs.mask_paths()
+        if not spec.nesting:
+            step = "mask-paths"
+            fs.mask_paths()
         step = "enter-user-namespace"
         os.setns(userns_fd, os.CLONE_NEWUSER)
         os.setresgid(0, 0, 0)
@@ -350,6 +358,12 @@ def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, 
         step = "lock-mounts"
         # After the engine moved us into our cgroups: that one is the cgroup namespace's root.
         os.unshare(os.CLONE_NEWNS | os.CLONE_NEWCGROUP)
+        if spec.nesting:  # made by container root: not locked, so its proc and sysfs stay "fully visible"
+            for mount in spec.inner_mounts:
+                step = f"mount /{mount.target}"
+                fs.apply_mount(mount)
+            step = "mask-paths"
+            fs.mask_paths(writable_net=True)
         for mount in fs.CONTAINER_MOUNTS + ([fs.CGROUP2_MOUNT] if spec.cgroup2 else []):
             step = f"mount /{mount.target}"
             fs.apply_mount(mount)

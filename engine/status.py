@@ -33,6 +33,7 @@ class ContainerStatus:
     ipv6: list[str] | None = None
     net: dict[str, dict[str, int]] | None = None  # per interface: rx/tx bytes and packets
     lock: str | None = None  # a persisted lock (backup, snapshot, rollback...): state changes are refused
+    warnings: list[str] | None = None  # from a start: what it went on without (lxcfs, a post-start hook)
 
     def as_dict(self) -> dict:
         return asdict(self)

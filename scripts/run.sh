@@ -235,6 +235,10 @@ if [[ ${CAISSON_DEFAULT_BRIDGE:-yes} != no ]]; then
         || say "warning: no default bridge made (see: $PY -m engine network --init-default)"
 fi
 
+# One lxcfs per node (containers' /proc/meminfo, cpuinfo, uptime... show their limits); the agent restarts it too.
+$PY -m engine lxcfs --log "$CAISSON_ROOT/log/lxcfs.log" >/dev/null \
+    || say "warning: lxcfs is not serving; containers will see the host's /proc/meminfo (see: $PY -m engine lxcfs)"
+
 if systemd_runs; then
     install_units
 else

@@ -42,11 +42,12 @@ def prepare_node() -> str:
 
     from tasks.boot import queue_boot_startall
     from tasks.mirror import sync_all, sync_storages, sync_templates
-    from tasks.node import heartbeat
+    from tasks.node import ensure_lxcfs, heartbeat
     from tasks.runtime import this_node
 
     node = this_node()
     heartbeat(node)
+    ensure_lxcfs()
     fail_orphaned_jobs(node)
     seconds = max(1, int(settings.CAISSON_SAMPLE_INTERVAL))
     every, _ = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)

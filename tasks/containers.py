@@ -85,7 +85,8 @@ class ContainerJob(JobTask):
 class Create(ContainerJob):
     """``params``: ``template`` (``local:vztmpl/<name>``), ``options`` (pct keys), ``password_hash`` (SHA-512
     crypt: the web tier never queues a clear password; ``password``, clear, is still taken from other callers),
-    ``ssh_public_keys``, ``start`` (start once created), ``isolated_idmap`` (an id range of its own)."""
+    ``ssh_public_keys``, ``start`` (start once created), ``isolated_idmap`` (an id range of its own),
+    ``provision`` (``user_data``, ``meta_data``, ``network_config``, ``firstboot``: engine.provision)."""
 
     name = "caisson.container.create"
 
@@ -109,18 +110,30 @@ class Create(ContainerJob):
                 password_hash=params.get("password_hash"),
             )
 
+        from engine.provision import Provisioning, write
+
         wanted = params.get("password") or params.get("password_hash") or params.get("ssh_public_keys")
+        provisioning = Provisioning.from_dict(params.get("provision"))
+
+        def finish() -> None:
+            if wanted:
+                credentials()
+            if provisioning is not None:
+                ctx.log("writing the first-boot provisioning (" + ", ".join(provisioning.documents()) + ")")
+                write(node_engine(), ctid, provisioning)
+
         node_engine().create(
             ctid,
             params["template"],
             options,
-            finish=credentials if wanted else None,
+            finish=finish if wanted or provisioning else None,
             isolated_idmap=bool(params.get("isolated_idmap")),
         )
         ctx.log(f"created CT {ctid}")
         if params.get("start"):
             ctx.progress(0, None, "starting", force=True)
-            node_engine().start(ctid)
+            for warning in node_engine().start(ctid).warnings or []:
+                ctx.log(f"warning: {warning}")
             ctx.log(f"started CT {ctid}")
         return "OK"
 
@@ -139,6 +152,8 @@ class Start(ContainerJob):
 
     def perform(self, ctx: JobContext) -> str:
         status = node_engine().start(self.ctid(ctx))
+        for warning in status.warnings or []:
+            ctx.log(f"warning: {warning}")
         ctx.log(f"init ({status.init}) running as pid {status.pid}")
         return "OK"
 

@@ -150,10 +150,26 @@ def sample(node: Node) -> None:
 
 
 @app.task(name="caisson.node.tick", ignore_result=True)
+def ensure_lxcfs() -> None:
+    """Start the node's lxcfs if it is not serving (at the agent's start and each tick): containers started
+    while it was away run without its views and said so; it must not stay away."""
+    from engine import lxcfs
+    from engine.errors import EngineError
+
+    if os.environ.get("CAISSON_LXCFS_AUTOSTART", "1") == "0":
+        return
+    try:
+        if lxcfs.ensure(log=node_engine().layout.logs / "lxcfs.log"):
+            log.warning("lxcfs was not serving at %s; started it", lxcfs.mountpoint())
+    except EngineError as exc:
+        log.warning("lxcfs: %s", exc)
+
+
 def tick() -> None:
     """Every few seconds on each node: heartbeat, metrics, and a mirror of changes made outside Caisson."""
     node = this_node()
     heartbeat(node)
+    ensure_lxcfs()
     try:
         sample(node)
         sync_all(node)

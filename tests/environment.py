@@ -10,3 +10,5 @@ os.environ.setdefault("CAISSON_NODE", "testnode")
 os.environ.setdefault("CAISSON_REDIS_DBS", "10,11,12")
 # The suite runs against a real PostgreSQL (pytest-django creates test_<name> beside this database).
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/caisson")
+# The agent's tick starts the node's lxcfs when absent; tests that want one start their own.
+os.environ.setdefault("CAISSON_LXCFS_AUTOSTART", "0")

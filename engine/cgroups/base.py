@@ -250,6 +250,10 @@ class CgroupDriver(ABC):
         systemd in a user namespace can make sub-cgroups. A failure removes what was made.
         """
 
+    def allow_devices(self, ctid: str, extra_devices: Iterable[DeviceRule]) -> None:
+        """Widen a running container's allow-list to DEFAULT_DEVICES + ``extra_devices`` (hot-plug)."""
+        raise NotImplementedError
+
     @abstractmethod
     def apply(self, ctid: str, limits: Limits) -> None:
         """Set every limit, live; None resets; NotSupported names a controller the host lacks."""
@@ -346,6 +350,21 @@ class CgroupDriver(ABC):
                 except OSError as exc:  # optional files (memory.reclaim, tasks...) may be absent
                     if exc.errno != errno.ENOENT or path == top or path.endswith(("/cgroup.procs", "_control")):
                         raise os_error(exc, f"cannot chown {path} to {uid}:{gid}") from exc
+
+    def delegate_subtree(self, ctid: str, uid: int, gid: int) -> None:
+        """Nesting: the container's directory in every v1 hierarchy is its root's too (it makes and fills
+        sub-cgroups there; the limit files of its own cgroup stay the host's)."""
+        for root in self.mounts.v1_roots():
+            if root not in self._roots():
+                continue
+            top = self._dir(root, ctid)
+            for path in [top, *(os.path.join(top, n) for n in ("tasks", "cgroup.procs", "cgroup.clone_children"))]:
+                try:
+                    os.chown(path, uid, gid)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise os_error(exc, f"cannot chown {path} to {uid}:{gid}") from exc
 
     def _kill_frozen(self, ctid: str, timeout: float, can_freeze: bool) -> None:
         """Freeze (so nothing forks or exits under us), SIGKILL every pid, thaw; repeat until empty."""

@@ -33,7 +33,7 @@ _SYS_BPF = {
     "riscv64": 280,
     "loongarch64": 280,
 }
-BPF_PROG_LOAD, BPF_PROG_ATTACH, BPF_PROG_QUERY = 5, 8, 16
+BPF_PROG_LOAD, BPF_PROG_ATTACH, BPF_PROG_DETACH, BPF_PROG_GET_FD_BY_ID, BPF_PROG_QUERY = 5, 8, 9, 13, 16
 BPF_PROG_TYPE_CGROUP_DEVICE = 15
 BPF_CGROUP_DEVICE = 6
 BPF_F_ALLOW_MULTI = 2
@@ -172,3 +172,32 @@ def attached(cgroup_dir: str) -> list[int]:
         os.close(cg_fd)
     count = struct.unpack_from("<I", attr, 24)[0]
     return list(ids[:count])
+
+
+def replace(cgroup_dir: str, rules: Iterable[DeviceRule]) -> None:
+    """Swap the cgroup's own device programs for one allowing ``rules`` (a device passed to a running container).
+
+    Every attached program must allow an access, so the new one is attached first and the old ones
+    detached after: in between the old list still holds, never more than either list.
+    """
+    old = attached(cgroup_dir)
+    attach(cgroup_dir, rules)
+    cg_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for prog_id in old:
+            attr = ctypes.create_string_buffer(64)
+            struct.pack_into("<I", attr, 0, prog_id)
+            try:
+                prog_fd = _bpf(BPF_PROG_GET_FD_BY_ID, attr)
+            except OSError as exc:
+                raise HostError(f"cannot reach device program {prog_id} of {cgroup_dir}: {exc.strerror}") from exc
+            try:
+                attr = ctypes.create_string_buffer(64)
+                struct.pack_into("<IIII", attr, 0, cg_fd, prog_fd, BPF_CGROUP_DEVICE, 0)
+                _bpf(BPF_PROG_DETACH, attr)
+            except OSError as exc:
+                raise HostError(f"cannot detach device program {prog_id} of {cgroup_dir}: {exc.strerror}") from exc
+            finally:
+                os.close(prog_fd)
+    finally:
+        os.close(cg_fd)

@@ -119,6 +119,17 @@ class V1Driver(CgroupDriver):
                     pass
             raise
 
+    def allow_devices(self, ctid: str, extra_devices: Iterable[DeviceRule]) -> None:
+        self._require(ctid)
+        allow = self._file(ctid, "devices", "devices.allow")
+        if allow:
+            for rule in extra_devices:
+                write_file(allow, rule.v1_line())
+        else:
+            from engine.cgroups import devices_bpf
+
+            devices_bpf.replace(self._dir(self.mounts.unified, ctid), [*DEFAULT_DEVICES, *extra_devices])
+
     def _setup_devices(self, ctid: str, rules: list[DeviceRule]) -> None:
         """Deny all, then allow the list; without a v1 devices hierarchy use BPF on the cgroup2 view."""
         deny = self._file(ctid, "devices", "devices.deny")

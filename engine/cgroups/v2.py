@@ -123,6 +123,12 @@ class V2Driver(CgroupDriver):
                 pass
             raise
 
+    def allow_devices(self, ctid: str, extra_devices: Iterable[DeviceRule]) -> None:
+        self._require(ctid)
+        from engine.cgroups import devices_bpf
+
+        devices_bpf.replace(self._path(ctid), [*DEFAULT_DEVICES, *extra_devices])
+
     # -- limits -------------------------------------------------------------
     def apply(self, ctid: str, limits: Limits) -> None:
         """Check every field is supported first, then write; None resets to unlimited/default."""

@@ -20,7 +20,8 @@ from engine.units import human_bytes, human_duration
 CONFIG_OPTIONS = sorted(
     k
     for k in SCHEMA
-    if not (k.startswith("mp") and k[2:].isdigit() and int(k[2:]) > 9) and k not in ("rootfs", "lock", "parent")
+    if not (k.startswith(("mp", "dev")) and k.lstrip("mpdev").isdigit() and int(k.lstrip("mpdev")) > 9)
+    and k not in ("rootfs", "lock", "parent")
 )
 
 
@@ -38,7 +39,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             f"--{key}",
             dest=f"cfg_{key}",
             metavar="VALUE",
-            help=argparse.SUPPRESS if key.startswith(("net", "mp")) and key[-1] != "0" else None,
+            help=argparse.SUPPRESS if key.startswith(("net", "mp", "dev")) and key[-1] != "0" else None,
         )
 
 
@@ -82,6 +83,7 @@ CORE_VERBS = (
     "startall",
     "stopall",
     "log",
+    "lxcfs",
 )
 
 
@@ -116,6 +118,14 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
             action="store_true",
             help="give the (unprivileged) container a 65536-id range of its own",
         )
+        first_boot = create.add_argument_group("provisioning at first boot")
+        for name, text in (
+            ("user-data", "cloud-init user data (#cloud-config ...) for a template with cloud-init"),
+            ("meta-data", "cloud-init meta data (default: instance-id and hostname)"),
+            ("network-config", "cloud-init network config (v1 or v2 YAML)"),
+            ("firstboot", "a script ('#!...') run once inside at the first start, for templates without cloud-init"),
+        ):
+            first_boot.add_argument(f"--{name}", type=Path, metavar="FILE", help=text)
         if verb in (None, "create"):
             _add_config_options(create)
 
@@ -199,6 +209,12 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
             metavar="FILE",
             help="rules in Proxmox's <ID>.fw format; checked, saved, applied to a running container",
         )
+    if wanted("lxcfs"):
+        lxcfs = verbs.add_parser(
+            "lxcfs", help="start the node's lxcfs unless one serves (containers' /proc/meminfo, cpuinfo, uptime...)"
+        )
+        lxcfs.add_argument("--status", action="store_true", help="only say whether it serves (exit 1 if not)")
+        lxcfs.add_argument("--log", type=Path, help="file for lxcfs's own output (default: none)")
     if wanted("startall"):
         startall = verbs.add_parser("startall", help="start the onboot containers in startup order (node boot)")
         startall.add_argument("ctids", nargs="*", type=_ctid, metavar="CTID", help="only these containers")
@@ -257,7 +273,13 @@ def _dispatch(engine, args) -> int:
     as_json = args.output == "json"
     verb = args.verb
     if verb == "create":
-        status = engine.create(args.ctid, args.template, _config_values(args), isolated_idmap=args.isolated_idmap)
+        status = engine.create(
+            args.ctid,
+            args.template,
+            _config_values(args),
+            isolated_idmap=args.isolated_idmap,
+            finish=_provisioning_step(engine, args),
+        )
         if args.start:
             status = engine.start(args.ctid)
         _show_status(status, as_json)
@@ -343,6 +365,8 @@ def _dispatch(engine, args) -> int:
             print(f"local:vztmpl/{path.name}")
     elif verb in ("startall", "stopall"):
         return _boot(engine, args, as_json)
+    elif verb == "lxcfs":
+        return _lxcfs(args, as_json)
     elif verb == "network":
         if args.init_default:
             _init_default(engine, args.nat, as_json)
@@ -355,6 +379,43 @@ def _dispatch(engine, args) -> int:
 
         return storage_cli.dispatch(engine, args)
     return 0
+
+
+def _provisioning_step(engine, args):
+    """The create's ``finish`` step writing the cloud-init seed or first-boot script given as files, or None."""
+    from engine.provision import Provisioning
+
+    texts = {}
+    for name in ("user-data", "meta-data", "network-config", "firstboot"):
+        path = getattr(args, name.replace("-", "_"))
+        if path is not None:
+            try:
+                texts[name.replace("-", "_")] = path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValidationError(f"--{name}: cannot read {path}: {exc}", key=name) from None
+    wanted = Provisioning.from_dict(texts)
+    if wanted is None:
+        return None
+
+    def provision() -> None:
+        from engine import provision as writer
+
+        writer.write(engine, args.ctid, wanted)
+
+    return provision
+
+
+def _lxcfs(args, as_json: bool) -> int:
+    from engine import lxcfs
+
+    path = lxcfs.mountpoint()
+    pid = None if args.status else lxcfs.ensure(path, log=args.log)
+    serving = lxcfs.serving(path)
+    if as_json:
+        emit_json({"mountpoint": str(path), "serving": serving, "started_pid": pid or None})
+    else:
+        print(f"lxcfs {'serving' if serving else 'NOT serving'} at {path}" + (f" (started, pid {pid})" if pid else ""))
+    return 0 if serving else 1
 
 
 def _boot(engine, args, as_json: bool) -> int:
@@ -465,6 +526,8 @@ def _show_status(status, as_json: bool) -> None:
     if as_json:
         emit_json(status.as_dict())
         return
+    for warning in status.warnings or []:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"status: {status.status}")
     if status.lock:
         print(f"lock: {status.lock}")

@@ -160,6 +160,22 @@ def test_create_matrix(users, node, who, status):
         assert not Container.objects.filter(ctid=4100).exists()
 
 
+def test_create_carries_first_boot_provisioning_and_the_audit_only_its_size(users, node):
+    from webui.models import AuditEntry
+
+    script = "#!/bin/sh\necho hello > /root/hello\n"
+    user_data = "#cloud-config\npassword: secret-in-user-data\n"
+    body = create_body(node, 4101, firstboot=script, user_data=user_data)
+    response = client_for(users["admin"]).post("/api/containers/", body, format="json")
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["job"]["id"])
+    assert job.params["provision"] == {"firstboot": script, "user_data": user_data}
+    audit = " ".join(str(entry.__dict__) for entry in AuditEntry.objects.all())
+    assert "secret-in-user-data" not in audit and f"{len(user_data)} bytes" in audit
+    plain = client_for(users["admin"]).post("/api/containers/", create_body(node, 4102), format="json")
+    assert Job.objects.get(pk=plain.json()["job"]["id"]).params["provision"] is None
+
+
 def test_a_pool_grant_follows_the_container_into_and_out_of_the_pool(users, cts, node, make_user, roles):
     pooled = client_for(users["pooled"])
     assert pooled.get("/api/containers/100/").status_code == 404
@@ -236,6 +252,9 @@ def test_next_id(users, node):
         ({"nameserver": "not-an-ip"}, "nameserver"),
         ({"bridge": "vmbr0", "ipv4_mode": "static"}, "ipv4"),
         ({"template": "local:vztmpl/vanished.tar.zst"}, "template"),
+        ({"firstboot": "echo no interpreter line"}, "firstboot"),
+        ({"user_data": "packages: [htop]"}, "user_data"),
+        ({"unprivileged": False, "nesting": True}, "nesting"),
     ],
 )
 def test_create_rejects_bad_input_with_field_errors(users, node, changes, field):

@@ -47,7 +47,12 @@ class GeneralForm(forms.Form):
     )
     ssh_public_keys = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), label="SSH public keys")
     unprivileged = forms.BooleanField(required=False, initial=True, label="Unprivileged container")
-    nesting = forms.BooleanField(required=False, initial=True)
+    nesting = forms.BooleanField(
+        required=False,
+        initial=True,
+        help_text="lets the container run containers of its own (crun, LXC, Docker): features: nesting=1; "
+        "unprivileged containers only",
+    )
     isolated_idmap = forms.BooleanField(
         required=False,
         initial=False,
@@ -74,6 +79,21 @@ class GeneralForm(forms.Form):
         except EngineValidationError as exc:
             raise ValidationError(str(exc).removeprefix("hostname: ")) from None
 
+    user_data = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="cloud-init user data",
+        help_text="#cloud-config ... for a template that carries cloud-init (NoCloud seed, applied at first boot)",
+    )
+    firstboot = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="First-boot script",
+        help_text="#!/bin/sh ... run once inside at the first start (for templates without cloud-init)",
+    )
+
     def clean_ssh_public_keys(self):
         text = self.cleaned_data["ssh_public_keys"]
         if text.strip():
@@ -97,6 +117,15 @@ class GeneralForm(forms.Form):
                 "isolated_idmap",
                 "only an unprivileged container has an ID range (a privileged one uses the host's ids)",
             )
+        if data.get("nesting") and not data.get("unprivileged"):
+            self.add_error("nesting", "nesting needs an unprivileged container")
+        for key in ("user_data", "firstboot"):
+            try:
+                from engine.provision import Provisioning
+
+                Provisioning.from_dict({key: data.get(key)})
+            except EngineValidationError as exc:
+                self.add_error(key, str(exc))
         if not password and not (data.get("ssh_public_keys") or "").strip():
             self.add_error("password", "give a password or SSH public keys, or you cannot log in")
         return data
@@ -360,4 +389,5 @@ class CreateRequest:
             "ssh_public_keys": general.get("ssh_public_keys") or None,
             "start": self.data("confirm")["start"],
             "isolated_idmap": bool(general.get("isolated_idmap")),
+            "provision": {k: general[k] for k in ("user_data", "firstboot") if general.get(k)} or None,
         }

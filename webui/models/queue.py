@@ -83,13 +83,16 @@ def protect_secrets(params: dict) -> dict:
 
 def audited_params(params: dict) -> dict:
     """A job's parameters as the audit log keeps them: whether a password was set, how many SSH keys were given
-    (not the keys: the log's text stays free of them), everything else as it is."""
+    (not the keys: the log's text stays free of them), the sizes of provisioning documents, everything else as
+    it is."""
     shown = dict(params)
     if "password_hash" in shown:
         shown["password_hash"] = "set" if shown["password_hash"] else None
     if shown.get("ssh_public_keys"):
         count = sum(1 for line in shown["ssh_public_keys"].splitlines() if line.strip() and not line.startswith("#"))
         shown["ssh_public_keys"] = f"{count} key(s)"
+    if isinstance(shown.get("provision"), dict):  # cloud-init user data may hold secrets: only their sizes
+        shown["provision"] = {k: f"{len(str(v).encode())} bytes" for k, v in shown["provision"].items() if v}
     return shown
 
 

@@ -115,6 +115,9 @@ def _summary(create: CreateRequest) -> list[tuple[str, str]]:
         rows.append(("ID range", "isolated: a range of its own, chosen by the node"))
     rows.append(("Root password", "set" if create.has_password else "not set"))
     rows.append(("SSH public keys", "given" if (general.get("ssh_public_keys") or "").strip() else "none"))
+    for key, label in (("user_data", "cloud-init user data"), ("firstboot", "First-boot script")):
+        if (general.get(key) or "").strip():
+            rows.append((label, f"{len(general[key].encode())} bytes"))
     return rows
 
 

@@ -169,3 +169,5 @@ TASKS.update(
     }
 )
 EXCLUSIVE |= {"vzdump", "vzrestore", "vzbackupdelete", "vzdumpjob"}
+TASKS["snapshotjob"] = "caisson.protection.run"  # a protection policy's scheduled snapshots on one node
+EXCLUSIVE.add("snapshotjob")

@@ -1,0 +1,71 @@
+"""``/api/protection-policies/`` and ``/api/notification-targets/``: Sys.Audit on ``/`` to read, Sys.Modify
+to change."""
+
+from __future__ import annotations
+
+from rest_framework import mixins
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.routers import SimpleRouter
+
+from webui.actions import protection
+from webui.api.serializers.protection import NotificationTargetSerializer, ProtectionPolicySerializer
+from webui.api.views.backups import _body, job_answer
+from webui.api.views.base import ApiViewSet
+from webui.models import NotificationTarget, ProtectionPolicy
+
+READ = {"list": ("Sys.Audit", "/"), "retrieve": ("Sys.Audit", "/")}
+
+
+class ProtectionPolicyViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
+    """Policies: selection, snapshot schedule/pattern/expiry/retention, ``backup`` (a backup job's fields or
+    null), notification ``targets``; ``POST .../run/`` takes the snapshots now."""
+
+    serializer_class = ProtectionPolicySerializer
+    queryset = ProtectionPolicy.objects.select_related("pool", "backup").prefetch_related("targets")
+    path_privileges = READ
+
+    def create(self, request, *args, **kwargs):
+        policy = protection.save_policy(self.access, _body(request), address=self.address)
+        return Response(self.get_serializer(policy).data, status=201)
+
+    def update(self, request, *args, **kwargs):
+        policy = protection.save_policy(self.access, _body(request), self.get_object(), address=self.address)
+        return Response(self.get_serializer(policy).data)
+
+    partial_update = update  # fields left out keep their value either way
+
+    def destroy(self, request, *args, **kwargs):
+        protection.delete_policy(self.access, self.get_object(), address=self.address)
+        return Response(status=204)
+
+    @action(detail=True, methods=["post"])
+    def run(self, request, *args, **kwargs):
+        return job_answer(protection.run_now(self.access, self.get_object(), address=self.address))
+
+
+class NotificationTargetViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
+    """Mail targets (``mail_to``) and webhooks (``url``, POSTed a JSON object after each run)."""
+
+    serializer_class = NotificationTargetSerializer
+    queryset = NotificationTarget.objects.all()
+    path_privileges = READ
+
+    def create(self, request, *args, **kwargs):
+        target = protection.save_target(self.access, _body(request), address=self.address)
+        return Response(self.get_serializer(target).data, status=201)
+
+    def update(self, request, *args, **kwargs):
+        target = protection.save_target(self.access, _body(request), self.get_object(), address=self.address)
+        return Response(self.get_serializer(target).data)
+
+    partial_update = update
+
+    def destroy(self, request, *args, **kwargs):
+        protection.delete_target(self.access, self.get_object(), address=self.address)
+        return Response(status=204)
+
+
+router = SimpleRouter()
+router.register(r"protection-policies", ProtectionPolicyViewSet, basename="protection-policy")
+router.register(r"notification-targets", NotificationTargetViewSet, basename="notification-target")

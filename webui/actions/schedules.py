@@ -48,7 +48,10 @@ def delete_schedule(access: Access, schedule: BackupSchedule, address: str | Non
     require(access, "Sys.Modify", path="/", address=address)
     pk = schedule.pk
     with transaction.atomic():
+        policy = getattr(schedule, "policy", None)
         schedule.delete()  # and its beat task
+        if policy is not None and not policy.snapshot_schedule:
+            policy.delete()  # the policy was only this job; one with scheduled snapshots stays
         audit(access, "backupjob.delete", "/", address, schedule=pk)
 
 

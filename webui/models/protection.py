@@ -232,7 +232,8 @@ class ProtectionPolicy(models.Model):
 
     def delete(self, *args, **kwargs):
         with transaction.atomic():
-            task, backup = self.periodic_task, self.backup
+            task = self.periodic_task
+            backup = BackupSchedule.objects.filter(pk=self.backup_id).first() if self.backup_id else None
             result = super().delete(*args, **kwargs)
             if task is not None:
                 task.delete()

@@ -59,7 +59,7 @@ def test_beat_fires_a_policys_snapshots_that_expire_prune_and_notify(
     services_env,
     tmp_path,
     beat,
-    smtp,
+    smtp,  # noqa: F811 - the fixture imported above
     webhook,
     make_user,
     stored_busybox,

@@ -28,7 +28,6 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from engine.cli.output import emit_json, table
 from webui.access import Access
 from webui.actions import protection
 from webui.api.serializers.protection import NotificationTargetSerializer, ProtectionPolicySerializer, preview
@@ -36,6 +35,18 @@ from webui.models import NotificationTarget, ProtectionPolicy
 from webui.models.queue import JobRefused
 
 BAD_INPUT, NOT_FOUND, DENIED, REFUSED = 2, 3, 4, 6
+
+
+def table(headers: list[str], rows: list[list], out) -> None:
+    """Columns padded to their widest cell (the engine's CLI has its own; the web tier may not import it)."""
+    cells = [headers, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for row in cells:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def emit_json(data) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def fields(pairs: list[str]) -> dict:

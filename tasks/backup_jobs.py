@@ -166,11 +166,24 @@ class Run(BackupJob):
 
             subject, body = mail_text(schedule, node, results, ctx.job)
             notify(policy, "backup", node.name, bool(failed), subject, body, results, ctx.log)
+            proven = [r["ctid"] for r in results if r["status"] == "ok"]
+            if policy.restore_test and proven:
+                self.queue_restore_test(ctx, policy, node, proven)
         if failed:
             raise EngineError(
                 f"{len(failed)} of {len(results)} backups failed: {', '.join(str(r['ctid']) for r in failed)}"
             )
         return f"{len(results)} backups OK"
+
+    def queue_restore_test(self, ctx: JobContext, policy, node: Node, ctids: list[int]) -> None:
+        """The policy asks for its new archives to be proven: a ``restoretest`` job on this node, after this run."""
+        from webui.models.queue import JobRefused, submit
+
+        try:
+            job = submit("restoretest", node, "/", str(policy.pk), user=ctx.job.user, params={"ctids": ctids})
+            ctx.log(f"restore test queued (job {job.pk})")
+        except JobRefused as exc:
+            ctx.log(f"restore test not queued: {exc}")
 
     def child(self, ctx: JobContext, schedule: BackupSchedule, node: Node, ctid: int) -> Job:
         params = {

@@ -34,7 +34,7 @@ from tasks.celery import app
 from tasks.mirror import sync_container
 from tasks.notify import notify
 from tasks.runtime import node_engine, this_node
-from webui.models import ProtectionPolicy
+from webui.models import BackupArchive, Container, ProtectionPolicy, RestoreTest
 
 log = logging.getLogger(__name__)
 
@@ -111,4 +111,80 @@ class Run(JobTask):
         return summary
 
 
+def scratch_id(taken: set[int]) -> int:
+    """A free ID for the throwaway container, from the top of the range down (away from the IDs people use)."""
+    from webui.models.inventory import CTID_MAX
+
+    used = taken | set(Container.objects.filter(ctid__gt=CTID_MAX - 10_000).values_list("ctid", flat=True))
+    return next(i for i in range(CTID_MAX, CTID_MAX - 10_000, -1) if i not in used)
+
+
+class RestoreTestRun(JobTask):
+    """A ``restoretest``: ``target`` is the policy's ID; ``params``: ``ctids`` (default: the policy's containers
+    on this node).  The newest archive of each is restored as a throwaway, booted, checked and destroyed."""
+
+    name = "caisson.protection.restore_test"
+
+    def perform(self, ctx: JobContext) -> str:
+        from engine.backup.restoretest import HealthCheck, restore_test
+        from tasks.backups import archive_path
+        from tasks.mirror import sync_backups
+
+        policy = ProtectionPolicy.objects.filter(pk=int(ctx.job.target)).first()
+        if policy is None:
+            raise EngineError(f"protection policy {ctx.job.target} no longer exists")
+        node, engine = this_node(), node_engine()
+        sync_backups(node, force=True)
+        wanted = ctx.params.get("ctids") or [c.ctid for c in policy.containers(node)]
+        check = HealthCheck(**policy.health_check())
+        results = []
+        for number, ctid in enumerate(sorted(wanted)):
+            ctx.check_cancel()
+            ctx.progress(number, len(wanted), f"CT {ctid} ({number + 1} of {len(wanted)})", force=True)
+            archive = BackupArchive.objects.filter(node=node, ctid=ctid).order_by("-time").first()
+            if archive is None:
+                ctx.log(f"CT {ctid}: no archive on {node.name} to test")
+                results.append({"ctid": ctid, "status": "error", "message": "no archive to test"})
+                continue
+            scratch = scratch_id(set(engine.ids()))
+            ctx.log(f"CT {ctid}: testing {archive.volid} as CT {scratch}")
+            outcome = restore_test(
+                engine, archive_path(archive.storage, archive.name), scratch, check, log=lambda t: ctx.log(f"  {t}")
+            )
+            RestoreTest.objects.create(
+                node=node,
+                ctid=ctid,
+                storage=archive.storage,
+                archive=archive.name,
+                policy=policy,
+                job=ctx.job,
+                passed=outcome.passed,
+                reason=outcome.reason,
+                timings=outcome.timings,
+                log="\n".join(outcome.log),
+            )
+            results.append(
+                {
+                    "ctid": ctid,
+                    "status": "ok" if outcome.passed else "error",
+                    "archive": archive.volid,
+                    "message": "restorable" if outcome.passed else outcome.reason,
+                    "timings": outcome.timings,
+                }
+            )
+        ctx.progress(len(wanted), len(wanted), "done", force=True)
+        failed = [r for r in results if r["status"] == "error"]
+        summary = f"{len(results) - len(failed)} of {len(results)} archives restorable"
+        title = f"restore test of policy {policy.name} on {node.name}: " + ("FAILED" if failed else "passed")
+        body = "\n".join(
+            [f"Policy {policy.name} on {node.name}, task {ctx.job.upid}: {summary}", ""]
+            + [f"CT {r['ctid']}: {r.get('archive', '-')}: {r['message']}" for r in results]
+        )
+        notify(policy, "restore-test", node.name, bool(failed), title, body + "\n", results, ctx.log)
+        if failed:
+            raise EngineError(f"{summary}; failed: " + "; ".join(f"CT {r['ctid']}: {r['message']}" for r in failed))
+        return summary
+
+
 app.register_task(Run())
+app.register_task(RestoreTestRun())

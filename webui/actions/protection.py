@@ -21,6 +21,8 @@ MISSING = object()
 
 
 def _object(data, what: str):
+    if hasattr(data, "getlist"):  # a form-encoded body (QueryDict): one value per key, the last given
+        data = data.dict()
     if not hasattr(data, "get"):
         raise ValidationError({"non_field_errors": [f"a JSON object of {what} fields"]})
     return data
@@ -108,6 +110,20 @@ def run_now(access: Access, policy: ProtectionPolicy, address: str | None = None
     if not jobs:
         raise JobRefused(
             f"policy {policy.name} could not start on any node (offline, or a run is still going on); see the audit log"
+        )
+    return jobs
+
+
+def restore_test_now(access: Access, policy: ProtectionPolicy, address: str | None = None) -> list[Job]:
+    """Prove the policy's newest archives now: a ``restoretest`` job on every node with a selected container."""
+    require(access, "Sys.Modify", path="/", address=address)
+    if not policy.containers():
+        raise JobRefused(f"policy {policy.name} selects no container on any node")
+    jobs = policy.dispatch(user=access.user, address=address, kind="restoretest")
+    if not jobs:
+        raise JobRefused(
+            f"policy {policy.name}: no restore test could start (nodes offline, or one is still going on); "
+            "see the audit log"
         )
     return jobs
 

@@ -87,6 +87,9 @@ class PolicyForm(Bound):
             *SNAP_KEEP_FIELDS,
             "targets",
             "notify_when",
+            "restore_test",
+            "restore_test_command",
+            "restore_test_port",
         ]
 
     def __init__(self, data, instance=None):

@@ -37,3 +37,6 @@ __all__ += ["TemplateSource"]
 from webui.models.protection import NotificationTarget, ProtectionPolicy  # noqa: E402 - after backup jobs
 
 __all__ += ["NotificationTarget", "ProtectionPolicy"]
+from webui.models.protection import RestoreTest  # noqa: E402
+
+__all__ += ["RestoreTest"]

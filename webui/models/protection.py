@@ -25,11 +25,11 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator, validate_email
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, validate_email
 from django.db import models, transaction
 from django.utils import timezone
 
-from webui.models.backups import KEEP_FIELDS, BackupSchedule, parse_event, schedule_zone, sync_check_task
+from webui.models.backups import KEEP_FIELDS, BackupArchive, BackupSchedule, parse_event, schedule_zone, sync_check_task
 from webui.models.inventory import CTID_MAX, CTID_MIN, Container, Node, Pool
 
 NAME = RegexValidator(r"^[A-Za-z][A-Za-z0-9\-_.]{0,63}$", "a letter, then letters, digits, '-', '_' or '.' (<= 64)")
@@ -125,6 +125,12 @@ class ProtectionPolicy(models.Model):
     )
     targets = models.ManyToManyField(NotificationTarget, blank=True, related_name="policies")
     notify_when = models.CharField(max_length=16, choices=NotifyWhen.choices, default=NotifyWhen.ALWAYS)
+    # Restore tests (engine.backup.restoretest): after each backup run of the policy, and on demand.
+    restore_test = models.BooleanField(default=False, help_text="restore-test the new archives after each backup run")
+    restore_test_command = models.CharField(max_length=255, blank=True, help_text="run inside; must exit 0")
+    restore_test_port = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
     next_due = models.DateTimeField(null=True, blank=True)  # the next snapshot run not claimed yet
     last_slot = models.DateTimeField(null=True, blank=True)
     periodic_task = models.OneToOneField(
@@ -174,6 +180,13 @@ class ProtectionPolicy(models.Model):
             errors["ctids"] = [f"selection '{self.selection}' takes no container IDs"]
         if (self.selection == self.Selection.POOL) != (self.pool_id is not None):
             errors["pool"] = ["selection 'pool' needs a pool; other selections take none"]
+        if self.restore_test_command:
+            import shlex
+
+            try:
+                shlex.split(self.restore_test_command)
+            except ValueError as exc:
+                errors["restore_test_command"] = [f"'{self.restore_test_command}': {exc}"]
         if self.selection == self.Selection.TAG:
             import re
 
@@ -241,8 +254,17 @@ class ProtectionPolicy(models.Model):
                 backup.delete()  # and its beat task; its runs stay in the task history
         return result
 
-    def dispatch(self, slot: datetime | None = None, user=None, address: str | None = None) -> list:
-        """Queue one ``snapshotjob`` per node holding a selected container; refusals are audited, not raised."""
+    def health_check(self) -> dict:
+        """The restore test's checks, as ``engine.backup.restoretest.HealthCheck`` keywords."""
+        import shlex
+
+        return {"command": tuple(shlex.split(self.restore_test_command)), "port": self.restore_test_port}
+
+    def dispatch(
+        self, slot: datetime | None = None, user=None, address: str | None = None, kind: str = "snapshotjob"
+    ) -> list:
+        """Queue one ``snapshotjob`` (or ``restoretest``) per node holding a selected container; refusals are
+        audited, not raised."""
         from webui.models.access import AuditEntry
         from webui.models.queue import JobRefused, submit
 
@@ -251,15 +273,50 @@ class ProtectionPolicy(models.Model):
         for node in nodes:
             params = {"slot": slot.isoformat() if slot else None}
             try:
-                jobs.append(submit("snapshotjob", node, "/", str(self.pk), user=user, params=params, address=address))
+                jobs.append(submit(kind, node, "/", str(self.pk), user=user, params=params, address=address))
             except JobRefused as exc:
                 AuditEntry.objects.create(
                     user=user if user is not None and user.is_authenticated else None,
                     username=getattr(user, "username", "") if user is not None else "",
-                    action="snapshotjob",
+                    action=kind,
                     path="/",
                     address=address,
                     outcome="refused",
                     detail={"policy": self.pk, "node": node.name, "message": str(exc)},
                 )
         return jobs
+
+
+class RestoreTest(models.Model):
+    """One archive restored as a throwaway container, booted and checked (``engine.backup.restoretest``)."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="restore_tests")
+    ctid = models.PositiveIntegerField(db_column="vmid")  # the container the archive is of
+    storage = models.CharField(max_length=64)
+    archive = models.CharField(max_length=255)
+    policy = models.ForeignKey(ProtectionPolicy, on_delete=models.SET_NULL, null=True, blank=True)
+    job = models.ForeignKey("webui.Job", on_delete=models.SET_NULL, null=True, blank=True)
+    passed = models.BooleanField()
+    reason = models.TextField(blank=True)
+    timings = models.JSONField(default=dict, blank=True)  # step -> seconds
+    log = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["node", "storage", "archive"])]
+
+    def __str__(self) -> str:
+        return f"restore test of {self.archive}: {'passed' if self.passed else 'failed'}"
+
+    @property
+    def seconds(self) -> float:
+        return round(sum(self.timings.values()), 2)
+
+    @classmethod
+    def last_proven(cls, archive: BackupArchive):
+        """When ``archive`` last passed a restore test (None: never)."""
+        found = cls.objects.filter(
+            node_id=archive.node_id, storage=archive.storage, archive=archive.name, passed=True
+        ).first()
+        return found.created if found else None

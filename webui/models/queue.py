@@ -170,4 +170,5 @@ TASKS.update(
 )
 EXCLUSIVE |= {"vzdump", "vzrestore", "vzbackupdelete", "vzdumpjob"}
 TASKS["snapshotjob"] = "caisson.protection.run"  # a protection policy's scheduled snapshots on one node
-EXCLUSIVE.add("snapshotjob")
+TASKS["restoretest"] = "caisson.protection.restore_test"  # a policy's archives restored, booted and checked
+EXCLUSIVE |= {"snapshotjob", "restoretest"}

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 from webui.access import access_for
 from webui.actions import protection
 from webui.api.serializers.protection import preview
-from webui.models import Job, NotificationTarget, Pool, ProtectionPolicy
+from webui.models import Job, NotificationTarget, Pool, ProtectionPolicy, RestoreTest
 from webui.models.backups import BACKUP_MODES, KEEP_FIELDS
 from webui.models.protection import SNAP_KEEP_FIELDS
 from webui.views.common import client_address, run_action
@@ -45,6 +45,7 @@ def protection_page(request, pk: int | None = None):
             "editing": editing,
             "backup": backup,
             "targets": NotificationTarget.objects.all(),
+            "restore_tests": RestoreTest.objects.select_related("policy")[:20],
             "can_modify": access.can("Sys.Modify", path="/"),
             "pools": Pool.objects.all(),
             "modes": BACKUP_MODES,
@@ -69,6 +70,9 @@ def _policy_data(post) -> dict:
     data["snapshot_stopped"] = post.get("snapshot_stopped") == "1"
     data["targets"] = post.getlist("targets")
     data["notify_when"] = post.get("notify_when", "")
+    data["restore_test"] = post.get("restore_test") == "1"
+    data["restore_test_command"] = post.get("restore_test_command", "")
+    data["restore_test_port"] = post.get("restore_test_port") or None
     if post.get("backup_schedule", "").strip():
         data["backup"] = {k: post.get(f"backup_{k}") or None for k in BACKUP_TEXT}
         data["backup"]["enabled"] = data["enabled"]
@@ -111,6 +115,17 @@ def policy_run(request, pk: int):
         request,
         lambda: protection.run_now(access_for(request), policy, address=client_address(request))[0],
         f"snapshots of policy {policy.name} started (job {{job.pk}})",
+        reverse("protection"),
+    )
+
+
+@require_POST
+def policy_restore_test(request, pk: int):
+    policy = get_object_or_404(ProtectionPolicy, pk=pk)
+    return run_action(
+        request,
+        lambda: protection.restore_test_now(access_for(request), policy, address=client_address(request))[0],
+        f"restore test of policy {policy.name} started (job {{job.pk}})",
         reverse("protection"),
     )
 

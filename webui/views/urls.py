@@ -70,6 +70,11 @@ urlpatterns += [
     path("datacenter/protection/<int:pk>/save", page(protection_views.policy_save), name="protection-save"),
     path("datacenter/protection/<int:pk>/delete", page(protection_views.policy_delete), name="protection-delete"),
     path("datacenter/protection/<int:pk>/run", page(protection_views.policy_run), name="protection-run"),
+    path(
+        "datacenter/protection/<int:pk>/restore-test",
+        page(protection_views.policy_restore_test),
+        name="protection-restore-test",
+    ),
     path("datacenter/protection/targets/save", page(protection_views.target_save), name="protection-target-save"),
     path(
         "datacenter/protection/targets/<str:name>/delete",

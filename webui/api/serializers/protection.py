@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from webui.api.serializers.backups import BackupScheduleSerializer
 from webui.forms.protection import BACKUP_FIELDS, PolicyForm, TargetForm
-from webui.models import Job, NotificationTarget, ProtectionPolicy
+from webui.models import Job, NotificationTarget, ProtectionPolicy, RestoreTest
 from webui.models.backups import next_runs
 
 
@@ -15,6 +15,29 @@ class NotificationTargetSerializer(serializers.ModelSerializer):
     class Meta:
         model = NotificationTarget
         fields = ["id", *TargetForm.Meta.fields]
+
+
+class RestoreTestSerializer(serializers.ModelSerializer):
+    node = serializers.CharField(source="node.name")
+    policy = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    job = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = RestoreTest
+        fields = [
+            "id",
+            "node",
+            "ctid",
+            "storage",
+            "archive",
+            "policy",
+            "job",
+            "passed",
+            "reason",
+            "timings",
+            "log",
+            "created",
+        ]
 
 
 class ProtectionPolicySerializer(serializers.ModelSerializer):
@@ -38,7 +61,7 @@ class ProtectionPolicySerializer(serializers.ModelSerializer):
         return preview(policy)
 
     def get_last_runs(self, policy) -> list[dict]:
-        snaps = Job.objects.filter(kind="snapshotjob", target=str(policy.pk))
+        snaps = Job.objects.filter(kind__in=("snapshotjob", "restoretest"), target=str(policy.pk))
         backups = Job.objects.filter(kind="vzdumpjob", target=str(policy.backup_id)) if policy.backup_id else []
         jobs = sorted([*snaps[:5], *backups[:5]], key=lambda j: j.created, reverse=True)[:5]
         return [j.summary() for j in jobs]

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from rest_framework import mixins
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
 from webui.actions import protection
-from webui.api.serializers.protection import NotificationTargetSerializer, ProtectionPolicySerializer
+from webui.api.serializers.protection import (
+    NotificationTargetSerializer,
+    ProtectionPolicySerializer,
+    RestoreTestSerializer,
+)
 from webui.api.views.backups import _body, job_answer
 from webui.api.views.base import ApiViewSet
-from webui.models import NotificationTarget, ProtectionPolicy
+from webui.models import NotificationTarget, ProtectionPolicy, RestoreTest
 
 READ = {"list": ("Sys.Audit", "/"), "retrieve": ("Sys.Audit", "/")}
 
@@ -43,6 +48,32 @@ class ProtectionPolicyViewSet(ApiViewSet, mixins.ListModelMixin, mixins.Retrieve
     def run(self, request, *args, **kwargs):
         return job_answer(protection.run_now(self.access, self.get_object(), address=self.address))
 
+    @action(detail=True, methods=["post"], url_path="restore-test")
+    def restore_test(self, request, *args, **kwargs):
+        """Restore the newest archive of each selected container as a throwaway, boot and check it."""
+        return job_answer(protection.restore_test_now(self.access, self.get_object(), address=self.address))
+
+
+class RestoreTestViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
+    """Restore test results, newest first (Sys.Audit on ``/``); ``?ctid=``, ``?passed=0|1``."""
+
+    serializer_class = RestoreTestSerializer
+    queryset = RestoreTest.objects.select_related("node", "policy")
+    path_privileges = READ
+
+    def get_queryset(self):
+        rows = super().get_queryset()
+        ctid, passed = self.request.query_params.get("ctid"), self.request.query_params.get("passed")
+        if ctid:
+            if not ctid.isdigit():
+                raise ApiValidationError({"ctid": [f"'{ctid}' is not a container ID"]})
+            rows = rows.filter(ctid=int(ctid))
+        if passed:
+            if passed not in ("0", "1"):
+                raise ApiValidationError({"passed": ["0 or 1"]})
+            rows = rows.filter(passed=passed == "1")
+        return rows
+
 
 class NotificationTargetViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
     """Mail targets (``mail_to``) and webhooks (``url``, POSTed a JSON object after each run)."""
@@ -68,4 +99,5 @@ class NotificationTargetViewSet(ApiViewSet, mixins.ListModelMixin, mixins.Retrie
 
 router = SimpleRouter()
 router.register(r"protection-policies", ProtectionPolicyViewSet, basename="protection-policy")
+router.register(r"restore-tests", RestoreTestViewSet, basename="restore-test")
 router.register(r"notification-targets", NotificationTargetViewSet, basename="notification-target")

@@ -6,6 +6,8 @@
     manage.py policy set nightly enabled=false
     manage.py policy preview nightly          # the next runs, snapshots and backups merged
     manage.py policy run nightly              # the snapshots now (the backup job has its own "run")
+    manage.py policy restore-test nightly     # prove the newest archives restore, boot and pass the checks
+    manage.py policy restore-tests            # the results, newest first (restore-tests NAME: one policy's)
     manage.py policy delete nightly
     manage.py policy targets
     manage.py policy target-set ops-hook kind=webhook url=https://hooks.example.org/caisson
@@ -30,8 +32,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from webui.access import Access
 from webui.actions import protection
-from webui.api.serializers.protection import NotificationTargetSerializer, ProtectionPolicySerializer, preview
-from webui.models import NotificationTarget, ProtectionPolicy
+from webui.api.serializers.protection import (
+    NotificationTargetSerializer,
+    ProtectionPolicySerializer,
+    RestoreTestSerializer,
+    preview,
+)
+from webui.models import NotificationTarget, ProtectionPolicy, RestoreTest
 from webui.models.queue import JobRefused
 
 BAD_INPUT, NOT_FOUND, DENIED, REFUSED = 2, 3, 4, 6
@@ -92,6 +99,8 @@ class Command(BaseCommand):
                 "delete",
                 "run",
                 "preview",
+                "restore-test",
+                "restore-tests",
                 "targets",
                 "target-set",
                 "target-delete",
@@ -108,7 +117,7 @@ class Command(BaseCommand):
             raise CommandError(f"no active user '{options['user']}' (see --user)", returncode=NOT_FOUND)
         self.access, self.json = Access(user), options["output"] == "json"
         verb, name = options["verb"], options["name"]
-        if verb not in ("list", "targets") and not name:
+        if verb not in ("list", "targets", "restore-tests") and not name:
             raise CommandError(f"'{verb}' needs a name", returncode=BAD_INPUT)
         try:
             getattr(self, "do_" + verb.replace("-", "_"))(name, fields(options["fields"]))
@@ -176,6 +185,37 @@ class Command(BaseCommand):
             emit_json([j.summary() for j in jobs])
         else:
             table(["JOB", "NODE", "UPID"], [[j.pk, j.node.name, j.upid] for j in jobs], self.stdout)
+
+    def do_restore_test(self, name, data) -> None:
+        jobs = protection.restore_test_now(self.access, self.policy(name))
+        if self.json:
+            emit_json([j.summary() for j in jobs])
+        else:
+            table(["JOB", "NODE", "UPID"], [[j.pk, j.node.name, j.upid] for j in jobs], self.stdout)
+
+    def do_restore_tests(self, name, data) -> None:
+        rows = RestoreTest.objects.select_related("node", "policy")
+        if name:
+            rows = rows.filter(policy=self.policy(name))
+        data = RestoreTestSerializer(rows[: int(data.get("count", 20))], many=True).data
+        if self.json:
+            emit_json(data)
+            return
+        table(
+            ["WHEN", "CT", "ARCHIVE", "RESULT", "SECONDS", "REASON"],
+            [
+                [
+                    r["created"][:19],
+                    r["ctid"],
+                    r["archive"],
+                    "passed" if r["passed"] else "FAILED",
+                    round(sum(r["timings"].values()), 2),
+                    r["reason"] or "-",
+                ]
+                for r in data
+            ],
+            self.stdout,
+        )
 
     def do_preview(self, name, data) -> None:
         runs = preview(self.policy(name), count=int(data.get("count", 10)))

@@ -17,7 +17,8 @@ from django.views.decorators.http import require_POST
 from webui.access import access_for
 from webui.actions import protection
 from webui.api.serializers.protection import preview
-from webui.models import Job, NotificationTarget, Pool, ProtectionPolicy, RestoreTest
+from webui.eol import report as eol_report
+from webui.models import Container, Job, NotificationTarget, Pool, ProtectionPolicy, RestoreTest
 from webui.models.backups import BACKUP_MODES, KEEP_FIELDS
 from webui.models.protection import SNAP_KEEP_FIELDS
 from webui.views.common import client_address, run_action
@@ -46,6 +47,7 @@ def protection_page(request, pk: int | None = None):
             "backup": backup,
             "targets": NotificationTarget.objects.all(),
             "restore_tests": RestoreTest.objects.select_related("policy")[:20],
+            "eol_rows": eol_report([c for c in Container.objects.select_related("node") if access.can("VM.Audit", c)]),
             "can_modify": access.can("Sys.Modify", path="/"),
             "pools": Pool.objects.all(),
             "modes": BACKUP_MODES,

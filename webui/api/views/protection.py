@@ -3,7 +3,7 @@ to change."""
 
 from __future__ import annotations
 
-from rest_framework import mixins
+from rest_framework import mixins, serializers
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.response import Response
@@ -17,7 +17,7 @@ from webui.api.serializers.protection import (
 )
 from webui.api.views.backups import _body, job_answer
 from webui.api.views.base import ApiViewSet
-from webui.models import NotificationTarget, ProtectionPolicy, RestoreTest
+from webui.models import Container, NotificationTarget, ProtectionPolicy, RestoreTest
 
 READ = {"list": ("Sys.Audit", "/"), "retrieve": ("Sys.Audit", "/")}
 
@@ -97,7 +97,35 @@ class NotificationTargetViewSet(ApiViewSet, mixins.ListModelMixin, mixins.Retrie
         return Response(status=204)
 
 
+class EolRowSerializer(serializers.Serializer):
+    ctid = serializers.IntegerField()
+    hostname = serializers.CharField()
+    node = serializers.CharField()
+    os = serializers.CharField(help_text="PRETTY_NAME of its os-release")
+    distro = serializers.CharField()
+    version = serializers.CharField()
+    name = serializers.CharField()
+    eol = serializers.DateField(allow_null=True, help_text="end of regular security support")
+    lts = serializers.DateField(allow_null=True, help_text="end of extended support, where there is one")
+    end_of_life = serializers.BooleanField()
+
+
+class EolReportViewSet(ApiViewSet):
+    """``/api/eol-report/``: containers on a distribution release past its end of life (``?all=1``: every
+    container whose release is known), among those the user may see (VM.Audit)."""
+
+    serializer_class = EolRowSerializer
+    queryset = Container.objects.none()  # the schema's type; the rows are computed
+
+    def list(self, request, *args, **kwargs):
+        from webui.eol import report
+
+        visible = [c for c in Container.objects.select_related("node") if self.access.can("VM.Audit", c)]
+        return Response(report(visible, all_known=request.query_params.get("all") == "1"))
+
+
 router = SimpleRouter()
 router.register(r"protection-policies", ProtectionPolicyViewSet, basename="protection-policy")
 router.register(r"restore-tests", RestoreTestViewSet, basename="restore-test")
 router.register(r"notification-targets", NotificationTargetViewSet, basename="notification-target")
+router.register(r"eol-report", EolReportViewSet, basename="eol-report")

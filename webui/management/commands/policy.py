@@ -9,6 +9,7 @@
     manage.py policy restore-test nightly     # prove the newest archives restore, boot and pass the checks
     manage.py policy restore-tests            # the results, newest first (restore-tests NAME: one policy's)
     manage.py policy delete nightly
+    manage.py policy eol-report               # containers on a distribution past its end of life (all=1: every known)
     manage.py policy targets
     manage.py policy target-set ops-hook kind=webhook url=https://hooks.example.org/caisson
     manage.py policy target-delete ops-hook
@@ -17,8 +18,9 @@ Fields are ``KEY=VALUE``; a VALUE that reads as JSON (numbers, true/false,
 null, lists, objects) is taken as such, anything else as text.  Every change
 goes through the same checks and rights (``Sys.Modify`` on ``/``) as the page
 and the API, as ``--user`` (default ``$CAISSON_ADMIN_USER`` or ``admin``).
-Exit codes: 0 done, 2 bad input, 3 no such policy or target or user,
-4 permission denied, 6 refused (nothing to run, or a run still going on).
+Exit codes: 0 done (eol-report: none past end of life), 1 eol-report found some,
+2 bad input, 3 no such policy or target or user, 4 permission denied,
+6 refused (nothing to run, or a run still going on).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from webui.api.serializers.protection import (
     RestoreTestSerializer,
     preview,
 )
-from webui.models import NotificationTarget, ProtectionPolicy, RestoreTest
+from webui.models import Container, NotificationTarget, ProtectionPolicy, RestoreTest
 from webui.models.queue import JobRefused
 
 BAD_INPUT, NOT_FOUND, DENIED, REFUSED = 2, 3, 4, 6
@@ -101,6 +103,7 @@ class Command(BaseCommand):
                 "preview",
                 "restore-test",
                 "restore-tests",
+                "eol-report",
                 "targets",
                 "target-set",
                 "target-delete",
@@ -117,7 +120,7 @@ class Command(BaseCommand):
             raise CommandError(f"no active user '{options['user']}' (see --user)", returncode=NOT_FOUND)
         self.access, self.json = Access(user), options["output"] == "json"
         verb, name = options["verb"], options["name"]
-        if verb not in ("list", "targets", "restore-tests") and not name:
+        if verb not in ("list", "targets", "restore-tests", "eol-report") and not name:
             raise CommandError(f"'{verb}' needs a name", returncode=BAD_INPUT)
         try:
             getattr(self, "do_" + verb.replace("-", "_"))(name, fields(options["fields"]))
@@ -216,6 +219,25 @@ class Command(BaseCommand):
             ],
             self.stdout,
         )
+
+    def do_eol_report(self, name, data) -> None:
+        from webui.eol import report
+
+        visible = [c for c in Container.objects.select_related("node") if self.access.can("VM.Audit", c)]
+        rows = report(visible, all_known=bool(data.get("all")))
+        if self.json:
+            emit_json(rows)
+            return
+        table(
+            ["CT", "NAME", "NODE", "DISTRIBUTION", "SUPPORT ENDED", "EXTENDED UNTIL"],
+            [
+                [r["ctid"], r["hostname"], r["node"], f"{r['distro']} {r['version']}", r["eol"], r["lts"] or "-"]
+                for r in rows
+            ],
+            self.stdout,
+        )
+        if any(r["end_of_life"] for r in rows):
+            raise CommandError(f"{sum(r['end_of_life'] for r in rows)} containers past end of life", returncode=1)
 
     def do_preview(self, name, data) -> None:
         runs = preview(self.policy(name), count=int(data.get("count", 10)))

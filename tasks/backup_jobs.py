@@ -52,23 +52,31 @@ def check(schedule: int) -> None:
 
 def claim_run(schedule_id: int, now: datetime | None = None) -> list[Job] | None:
     """Claim the schedule's due run and queue it on its nodes; None when nothing is due (or it is claimed)."""
+    return claim_slot(BackupSchedule, schedule_id, "schedule", now)
+
+
+def claim_slot(model, pk: int, event_field: str, now: datetime | None = None) -> list[Job] | None:
+    """Claim the due run of a scheduled row (a backup job, a policy's snapshots) and ``dispatch`` it.
+
+    ``model`` has ``enabled``, ``next_due``, ``last_slot``, the calendar event in ``event_field``,
+    ``sync_periodic_task`` or ``rearm`` and ``dispatch(slot=)``; None when nothing is due or it is claimed."""
     from webui.models.backups import parse_event, schedule_zone
 
     with transaction.atomic():
-        schedule = BackupSchedule.objects.select_for_update().filter(pk=schedule_id).first()
-        if schedule is None or not schedule.enabled or schedule.next_due is None:
+        row = model.objects.select_for_update().filter(pk=pk).first()
+        if row is None or not row.enabled or row.next_due is None:
             return None
         now = now or timezone.now()
-        if now < schedule.next_due:
+        if now < row.next_due:
             return None
-        slot = schedule.next_due
-        schedule.last_slot = slot
-        schedule.next_due = parse_event(schedule.schedule).next_after(max(now, slot), schedule_zone())
-        schedule.save(update_fields=["last_slot", "next_due"])
-        if schedule.next_due is None:
-            schedule.sync_periodic_task()  # the event has no more times: beat stops checking
-        log.info("backup job %s: run due at %s claimed; next at %s", schedule.pk, slot, schedule.next_due)
-        return schedule.dispatch(slot=slot)
+        slot = row.next_due
+        row.last_slot = slot
+        row.next_due = parse_event(getattr(row, event_field)).next_after(max(now, slot), schedule_zone())
+        row.save(update_fields=["last_slot", "next_due"])
+        if row.next_due is None:
+            row.rearm(after=max(now, slot))  # the event has no more times: beat stops checking
+        log.info("%s: run due at %s claimed; next at %s", row, slot, row.next_due)
+        return row.dispatch(slot=slot)
 
 
 # ---- one run on one node ---------------------------------------------------------------------
@@ -82,6 +90,8 @@ def selected(
         chosen = here
     elif mode == BackupSchedule.Selection.EXCLUDE:
         chosen = here - set(schedule.ctids)
+    elif mode == BackupSchedule.Selection.TAG:
+        chosen = here & {c.ctid for c in schedule.tagged(node)}
     elif mode == BackupSchedule.Selection.POOL:
         chosen = here & set(
             Container.objects.filter(pool_id=schedule.pool_id, node=node).values_list("ctid", flat=True)
@@ -150,11 +160,30 @@ class Run(BackupJob):
         failed = [r for r in results if r["status"] != "ok"]
         if schedule.mail_list and (failed or schedule.mail_when == BackupSchedule.MailWhen.ALWAYS):
             self.mail(ctx, schedule, node, results)
+        policy = getattr(schedule, "policy", None)
+        if policy is not None:
+            from tasks.notify import notify
+
+            subject, body = mail_text(schedule, node, results, ctx.job)
+            notify(policy, "backup", node.name, bool(failed), subject, body, results, ctx.log)
+            proven = [r["ctid"] for r in results if r["status"] == "ok"]
+            if policy.restore_test and proven:
+                self.queue_restore_test(ctx, policy, node, proven)
         if failed:
             raise EngineError(
                 f"{len(failed)} of {len(results)} backups failed: {', '.join(str(r['ctid']) for r in failed)}"
             )
         return f"{len(results)} backups OK"
+
+    def queue_restore_test(self, ctx: JobContext, policy, node: Node, ctids: list[int]) -> None:
+        """The policy asks for its new archives to be proven: a ``restoretest`` job on this node, after this run."""
+        from webui.models.queue import JobRefused, submit
+
+        try:
+            job = submit("restoretest", node, "/", str(policy.pk), user=ctx.job.user, params={"ctids": ctids})
+            ctx.log(f"restore test queued (job {job.pk})")
+        except JobRefused as exc:
+            ctx.log(f"restore test not queued: {exc}")
 
     def child(self, ctx: JobContext, schedule: BackupSchedule, node: Node, ctid: int) -> Job:
         params = {

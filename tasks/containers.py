@@ -10,6 +10,7 @@ from tasks.base import JobContext, JobTask
 from tasks.celery import app
 from tasks.mirror import sync_container
 from tasks.runtime import node_engine, this_node
+from tasks.safety import before_risky
 from webui.models import BackupSchedule, Container
 
 
@@ -219,6 +220,8 @@ class Set(ContainerJob):
             ctx.log(f"{key}: {value}")
         for key in delete:
             ctx.log(f"delete {key}")
+        if ctx.params.get("risky"):
+            before_risky(ctx, self.ctid(ctx), "config")
         live = node_engine().set(self.ctid(ctx), changes, delete, digest=ctx.params.get("digest"))
         if live:
             ctx.log(f"applied to the running container: {', '.join(live)}")
@@ -240,6 +243,7 @@ class Rollback(ContainerJob):
     name = "caisson.container.rollback"
 
     def perform(self, ctx: JobContext) -> str:
+        before_risky(ctx, self.ctid(ctx), "rollback")  # the state rolled away from can be come back to
         node_engine().rollback(self.ctid(ctx), ctx.params["name"])
         ctx.log(f"rolled back to '{ctx.params['name']}'")
         return "OK"

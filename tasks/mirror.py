@@ -66,10 +66,27 @@ def sync_container(node: Node, ctid: int) -> Container | None:
         if deleted:
             publish([f"/ct/{ctid}", node.path], {"type": "ct.removed", "ctid": ctid})
         return None
-    fields = {**container_fields(status, config), "snapshots": snapshots}
+    fields = {**container_fields(status, config), "snapshots": snapshots, "os_release": os_release(ctid, status)}
     container, _ = Container.objects.update_or_create(ctid=ctid, defaults={"node": node, **fields})
     publish([container.path, node.path], {"type": "ct.status", "ct": container_event(container)})
     return container
+
+
+_os_releases: dict[int, tuple[tuple, dict]] = {}  # ctid -> ((pid, config mtime), what os-release said)
+
+
+def os_release(ctid: int, status) -> dict:
+    """The container's os-release (engine.templates.eol), read again only when it starts or its config changes."""
+    from engine.templates.eol import container_os_release
+
+    try:
+        stamp = (status.pid, node_engine().layout.config_path(ctid).stat().st_mtime_ns)
+    except OSError:
+        stamp = (status.pid, None)
+    cached = _os_releases.get(ctid)
+    if cached is None or cached[0] != stamp:
+        cached = _os_releases[ctid] = (stamp, container_os_release(node_engine(), ctid))
+    return cached[1]
 
 
 def container_event(container: Container) -> dict:

@@ -15,6 +15,7 @@ from tasks.base import JobContext, JobTask
 from tasks.celery import app
 from tasks.mirror import managed_bridges, sync_all, sync_container, sync_storages, sync_templates
 from tasks.runtime import node_engine, this_node
+from tasks.safety import sweep
 from webui.live import publish
 from webui.models import Container, MetricSample, Node
 
@@ -174,6 +175,7 @@ def tick() -> None:
         sample(node)
         sync_all(node)
         sync_storages(node)
+        sweep()  # expired safety snapshots (tasks.safety), at most once a minute
     except Exception:  # noqa: BLE001 - one bad reading must not stop the heartbeat
         log.exception("sampling on %s failed", node)
 

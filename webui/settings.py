@@ -224,6 +224,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ContainerStatusEnum": "webui.api.serializers.containers.CONTAINER_STATUS",
         "JobStatusEnum": "webui.api.serializers.jobs.JOB_STATUS",
+        "NotifyWhenEnum": "webui.models.protection.ProtectionPolicy.NotifyWhen",
     },
 }
 

@@ -50,6 +50,9 @@ from .progress import CancelCheck, Progress, check
 from .volumes import check_storage
 
 DROPPED_KEYS = ("rootfs", "lock", "parent", "snaptime", "snapstate")
+# What an isolated restore (a restore test's throwaway container) leaves out: it must not reach the
+# network, start at boot, run the host's hook script, or write into the host's bind-mounted paths.
+ISOLATED_KEYS = ("onboot", "startup", "hookscript")
 
 
 @dataclass
@@ -77,6 +80,7 @@ def _options(
     storage: str | None,
     notes: list[str],
     volumes: dict[str, str],
+    isolate: bool = False,
 ) -> dict:
     """The create options: the archive's config less what belongs to the old disk or host, its root disk's
     size and id map, then the overrides."""
@@ -84,8 +88,14 @@ def _options(
     for key, value in archived.current.values.items():
         if key in DROPPED_KEYS:
             continue
+        if isolate and (key in ISOLATED_KEYS or (key.startswith("net") and key[3:].isdigit())):
+            notes.append(f"{key}: left out (isolated restore)")
+            continue
         if key.startswith("mp") and key[2:].isdigit():
             props = archived.get(key)
+            if isolate and str(props["volume"]).startswith("/"):
+                notes.append(f"{key}: the host's {props['volume']} left out (isolated restore)")
+                continue
             if not str(props["volume"]).startswith("/"):  # a volume: a new one of its size on the storage
                 extra = {k: v for k, v in props.items() if k not in ("volume", "size")}
                 options[key] = render_props(f"{storage or 'local'}:{_gib(props.get('size'))}", extra)
@@ -137,6 +147,7 @@ def restore(
     storage: str | None = None,
     options: dict[str, str] | None = None,
     unique: bool = False,
+    isolate: bool = False,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
 ) -> RestoreResult:
@@ -162,7 +173,7 @@ def restore(
         except (ValueError, EngineError) as err:
             raise ValidationError(f"{archive}: its firewall rules (pct.fw) are invalid: {err}") from None
     volumes: dict[str, str] = {}  # mount point key -> path inside, for volumes restored apart
-    create_options = _options(archived, overrides, unique, storage, notes, volumes)
+    create_options = _options(archived, overrides, unique, storage, notes, volumes, isolate)
     unprivileged = create_options.get("unprivileged", "1") != "0"
     result = RestoreResult(
         ctid, str(archive), create_options.get("hostname", f"CT{ctid}"), unprivileged, replaced=False, notes=notes

@@ -5,7 +5,11 @@ backend), imported when a storage of that type is first used (:func:`driver_clas
 ``STORAGE_TYPES`` says which drivers a storage type offers: the first for a
 volume without a size, the second for one with a size.  A ``dir`` storage
 thus gives a directory (``subvol-…``) or, with a size, a raw ext4 image
-(``vm-….raw``), as Proxmox's ``dir`` storage does for containers.
+(``vm-….raw``), as Proxmox's ``dir`` storage does for containers.  With
+``layout overlay`` (Caisson's option) its unsized volumes are overlay volumes
+instead (``subvol-….overlay``: template layers shared, snapshots and linked
+clones of a stopped container made without copying data), and the plain
+directories it already holds keep working.
 
 :class:`Storages` reads ``storage.cfg`` (see :mod:`engine.storage.cfg`) and
 resolves volume IDs (``<storage>:<ID>/<file>``) to a driver, refusing unknown
@@ -69,13 +73,14 @@ class Storage:
     definition: StorageDef
     plain: Driver
     sized: Driver
+    older: tuple[Driver, ...] = ()  # drivers of volumes made before the layout changed
 
     @property
     def id(self) -> str:
         return self.definition.id
 
     def drivers(self) -> list[Driver]:
-        return [self.plain] if self.plain is self.sized else [self.plain, self.sized]
+        return [self.plain, *([] if self.plain is self.sized else [self.sized]), *self.older]
 
     def driver_for(self, vol: str) -> Driver:
         for driver in self.drivers():
@@ -107,9 +112,14 @@ class Storage:
 
 def make_storage(definition: StorageDef) -> Storage:
     plain_name, sized_name = STORAGE_TYPES[definition.type]
+    if definition.type == "dir" and definition.options.get("layout") == "overlay":
+        older = (driver_class(plain_name)(definition),)
+        plain_name = "overlay"
+    else:
+        older = ()
     plain = driver_class(plain_name)(definition)
     sized = plain if sized_name == plain_name else driver_class(sized_name)(definition)
-    return Storage(definition, plain, sized)
+    return Storage(definition, plain, sized, older)
 
 
 def status(root: Path, storage_id: str | None = None) -> list[dict]:

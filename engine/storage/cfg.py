@@ -33,7 +33,8 @@ from engine.storage.base import CONTENT_TYPES, StorageDef
 
 TYPES = ("dir", "btrfs", "overlay")
 FLAG_KEYS = {"disable", "shared", "mkdir", "is_mountpoint"}  # may stand alone (Proxmox writes "disable")
-VALUE_KEYS = {"path", "content", "nodes", "prune-backups", "preallocation", "format"}
+VALUE_KEYS = {"path", "content", "nodes", "prune-backups", "preallocation", "format", "layout"}
+LAYOUTS = ("directory", "overlay")  # a dir storage's new unsized volumes: plain directories, or overlay layers
 DEFAULT_CONTENT = frozenset({"rootdir", "vztmpl", "backup"})
 
 
@@ -77,6 +78,11 @@ def make_def(kind: str, storage_id: str, props: dict[str, str], where: str) -> S
         raise ValidationError(f"{where}: storage '{storage_id}' needs an absolute 'path' without '..'", key="path")
     nodes = tuple(n.strip() for n in props.get("nodes", "").split(",") if n.strip())
     content = parse_content(props["content"], f"{where}: content") if "content" in props else DEFAULT_CONTENT
+    if "layout" in props and (kind != "dir" or props["layout"] not in LAYOUTS):
+        raise ValidationError(
+            f"{where}: storage '{storage_id}': 'layout' is for dir storages, one of {', '.join(LAYOUTS)}",
+            key="layout",
+        )
     options = {k: v for k, v in props.items() if k not in ("path", "content", "nodes", "disable")}
     return StorageDef(
         storage_id,

@@ -61,7 +61,7 @@ def test_snapshot_rollback_delete_and_clone(mirrored, make_user, engine, ctid_fa
 
     assert wait_job(actions.snapshot(admin, ct, "delete", "before")).status == "ok"
     ct.refresh_from_db()
-    assert [s["name"] for s in ct.snapshots] == ["current"]
+    assert [s["name"] for s in ct.snapshots] == ["pre-rollback-0", "current"]  # the rollback's safety snapshot
 
 
 def test_a_failed_clone_frees_the_reserved_id(mirrored, make_user, ctid_factory):

@@ -145,8 +145,10 @@ def update_config(
     delete: list[str] | None = None,
     digest: str | None = None,
     address: str | None = None,
+    risky: bool = False,
 ) -> Job:
-    """Check every key with the engine's parser before queueing; network keys need VM.Config too."""
+    """Check every key with the engine's parser before queueing; network keys need VM.Config too.  ``risky``:
+    the node takes a safety snapshot first (``tasks.safety``), which needs VM.Snapshot too."""
     require(access, "VM.Config", container, address=address)
     _active_state(container)
     if digest and container.digest and digest != container.digest:
@@ -179,6 +181,8 @@ def update_config(
     if errors:
         raise ValidationError(errors)
     _check_config_rights(access, container, changes, delete, address)
+    if risky:
+        require(access, "VM.Snapshot", container, address=address)
     nics = {k: v for k, v in changes.items() if k.startswith("net")}
     check_nic_rights(
         access, container.node, container.ctid, nics, old=container.config or {}, obj=container, address=address
@@ -187,7 +191,8 @@ def update_config(
         access,
         container,
         "vzset",
-        {"changes": {k: str(v) for k, v in changes.items()}, "delete": delete, "digest": digest},
+        {"changes": {k: str(v) for k, v in changes.items()}, "delete": delete, "digest": digest}
+        | ({"risky": True} if risky else {}),
         address,
     )
 

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from webui.access import Access, audit, require
+from webui.actions.protection import adopt_backup_job
 from webui.forms.backups import ScheduleForm
 from webui.models import BackupSchedule, Job
 from webui.models.queue import JobRefused
@@ -30,6 +31,7 @@ def save_schedule(
     with transaction.atomic():
         schedule = form.save()
         schedule.rearm()
+        adopt_backup_job(schedule)  # every backup job is part of a protection policy
         audit(
             access,
             "backupjob.create" if creating else "backupjob.update",
@@ -46,7 +48,10 @@ def delete_schedule(access: Access, schedule: BackupSchedule, address: str | Non
     require(access, "Sys.Modify", path="/", address=address)
     pk = schedule.pk
     with transaction.atomic():
+        policy = getattr(schedule, "policy", None)
         schedule.delete()  # and its beat task
+        if policy is not None and not policy.snapshot_schedule:
+            policy.delete()  # the policy was only this job; one with scheduled snapshots stays
         audit(access, "backupjob.delete", "/", address, schedule=pk)
 
 

@@ -13,6 +13,7 @@ from webui.api.views.containers import ContainerViewSet
 from webui.api.views.jobs import JobViewSet
 from webui.api.views.nodes import NodeViewSet
 from webui.api.views.pools import PoolViewSet
+from webui.api.views.protection import router as protection_router
 from webui.api.views.template_sources import TemplateSourceViewSet
 
 router = DefaultRouter()
@@ -53,3 +54,5 @@ urlpatterns = [
 
 # Backups: archives, a container's backups, the datacenter's backup jobs (a router of their own).
 urlpatterns += backups_router.urls
+# Protection policies and their notification targets (Datacenter -> Protection).
+urlpatterns += protection_router.urls

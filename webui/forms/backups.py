@@ -113,6 +113,7 @@ class ScheduleForm(forms.ModelForm):
             "selection",
             "ctids",
             "pool",
+            "tag",
             "nodes",
             "storage",
             "mode",

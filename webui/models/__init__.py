@@ -34,3 +34,9 @@ __all__ += ["BackupArchive", "BackupSchedule"]
 from webui.models.templates import TemplateSource  # noqa: E402 - after the node it belongs to
 
 __all__ += ["TemplateSource"]
+from webui.models.protection import NotificationTarget, ProtectionPolicy  # noqa: E402 - after backup jobs
+
+__all__ += ["NotificationTarget", "ProtectionPolicy"]
+from webui.models.protection import RestoreTest  # noqa: E402
+
+__all__ += ["RestoreTest"]

@@ -63,12 +63,42 @@ def next_runs(text: str, after: datetime, count: int = 5) -> list[datetime]:
     return runs
 
 
+def sync_check_task(owner, task: str, kwargs: dict, label: str, description: str, queue: str) -> None:
+    """Create or update the PeriodicTask that sends ``task`` every few seconds for ``owner`` (a model with
+    ``enabled``, ``next_due`` and ``periodic_task``); call inside the transaction that saves the owner."""
+    import json
+
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every = max(1, int(getattr(settings, "CAISSON_BACKUP_CHECK_INTERVAL", 30)))
+    interval, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)
+    fields = {
+        "task": task,
+        "interval": interval,
+        "kwargs": json.dumps(kwargs),
+        "queue": queue,
+        "enabled": owner.enabled and owner.next_due is not None,
+        "expire_seconds": every,
+        "description": description,
+    }
+    periodic = owner.periodic_task
+    if periodic is None:
+        periodic = PeriodicTask.objects.create(name=label, **fields)
+        type(owner).objects.filter(pk=owner.pk).update(periodic_task=periodic)
+        owner.periodic_task = periodic
+        return
+    for key, value in fields.items():
+        setattr(periodic, key, value)
+    periodic.save()  # save(), not update(): beat notices the change through PeriodicTasks
+
+
 class BackupSchedule(models.Model):
     class Selection(models.TextChoices):
         ALL = "all", "all containers"
         INCLUDE = "include", "these containers"
         EXCLUDE = "exclude", "all but these containers"
         POOL = "pool", "the containers of a pool"
+        TAG = "tag", "the containers with a tag"  # a protection policy's selection
 
     class MailWhen(models.TextChoices):
         ALWAYS = "always", "always"
@@ -79,6 +109,7 @@ class BackupSchedule(models.Model):
     selection = models.CharField(max_length=16, choices=Selection.choices, default=Selection.ALL)
     ctids = models.JSONField(default=list, blank=True)  # for include / exclude
     pool = models.ForeignKey(Pool, on_delete=models.PROTECT, null=True, blank=True, related_name="backup_schedules")
+    tag = models.CharField(max_length=64, blank=True)  # for selection "tag"
     nodes = models.ManyToManyField(Node, blank=True, related_name="backup_schedules")  # none: every node
     storage = models.CharField(max_length=64, default="local")
     mode = models.CharField(max_length=16, choices=[(m, m) for m in BACKUP_MODES], default="snapshot")
@@ -142,6 +173,8 @@ class BackupSchedule(models.Model):
             errors["pool"] = ["selection 'pool' needs a pool"]
         if self.selection != self.Selection.POOL and self.pool_id is not None:
             errors["pool"] = [f"selection '{self.selection}' takes no pool"]
+        if (self.selection == self.Selection.TAG) != bool(self.tag):
+            errors["tag"] = ["selection 'tag' needs a tag; other selections take none"]
         for address in self.mail_list:
             try:
                 validate_email(address)
@@ -160,28 +193,14 @@ class BackupSchedule(models.Model):
 
     def sync_periodic_task(self) -> None:
         """Create or update this schedule's PeriodicTask; call inside the transaction that saves the schedule."""
-        from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
-        every = max(1, int(getattr(settings, "CAISSON_BACKUP_CHECK_INTERVAL", 30)))
-        interval, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)
-        fields = {
-            "task": "caisson.backup.check",
-            "interval": interval,
-            "kwargs": f'{{"schedule": {self.pk}}}',
-            "queue": self.home_queue(),
-            "enabled": self.enabled and self.next_due is not None,
-            "expire_seconds": every,
-            "description": f"backup job {self.pk}: {self.schedule}",
-        }
-        task = self.periodic_task
-        if task is None:
-            task = PeriodicTask.objects.create(name=f"backup job {self.pk}", **fields)
-            BackupSchedule.objects.filter(pk=self.pk).update(periodic_task=task)
-            self.periodic_task = task
-            return
-        for key, value in fields.items():
-            setattr(task, key, value)
-        task.save()  # save(), not update(): beat notices the change through PeriodicTasks
+        sync_check_task(
+            self,
+            task="caisson.backup.check",
+            kwargs={"schedule": self.pk},
+            label=f"backup job {self.pk}",
+            description=f"backup job {self.pk}: {self.schedule}",
+            queue=self.home_queue(),
+        )
 
     def home_queue(self) -> str:
         """Where the check runs: an online node the job covers (any node can claim the run for all)."""
@@ -222,7 +241,18 @@ class BackupSchedule(models.Model):
         if self.selection == self.Selection.POOL:
             where_pool = set(Container.objects.filter(pool_id=self.pool_id).values_list("node_id", flat=True))
             return [(n, False, []) for n in nodes if n.pk in where_pool]
+        if self.selection == self.Selection.TAG:
+            where_tag = {c.node_id for c in self.tagged()}
+            return [(n, False, []) for n in nodes if n.pk in where_tag]
         return [(n, False, []) for n in nodes]
+
+    def tagged(self, node: Node | None = None) -> list:
+        """The containers (of ``node``) carrying the job's tag, by the mirror of their configs."""
+        from webui.models.inventory import Container
+        from webui.models.protection import tags_of
+
+        found = Container.objects.filter(node=node) if node is not None else Container.objects.all()
+        return [c for c in found.only("ctid", "node_id", "config") if self.tag in tags_of(c.config)]
 
     def dispatch(self, slot: datetime | None = None, user=None, address: str | None = None) -> list:
         """Queue one ``vzdumpjob`` per node with containers to back up; refusals are audited, not raised."""

@@ -92,6 +92,7 @@ class Container(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     init = models.CharField(max_length=32, blank=True)
     snapshots = models.JSONField(default=list, blank=True)  # as listsnapshot gives them, "current" last
+    os_release = models.JSONField(default=dict, blank=True)  # ID, VERSION_ID, PRETTY_NAME (engine.templates.eol)
     ipv4 = models.JSONField(default=list, blank=True)
     ipv6 = models.JSONField(default=list, blank=True)
     cpu = models.FloatField(null=True, blank=True)  # fraction of one CPU, last sample

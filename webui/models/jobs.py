@@ -63,8 +63,9 @@ class Job(models.Model):
         return self.status in self.ACTIVE
 
     def summary(self) -> dict:
-        """What the task panel and the live stream show of a job."""
-        return {
+        """What the task panel and the live stream show of a job (and the safety snapshot it took, if any)."""
+        safety = (self.params.get("result") or {}).get("safety_snapshot") if isinstance(self.params, dict) else None
+        return ({"safety_snapshot": safety} if safety else {}) | {
             "id": self.pk,
             "upid": self.upid,
             "node": self.node.name,

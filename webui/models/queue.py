@@ -172,3 +172,6 @@ TASKS.update(
     }
 )
 EXCLUSIVE |= {"vzdump", "vzrestore", "vzbackupdelete", "vzdumpjob"}
+TASKS["snapshotjob"] = "caisson.protection.run"  # a protection policy's scheduled snapshots on one node
+TASKS["restoretest"] = "caisson.protection.restore_test"  # a policy's archives restored, booted and checked
+EXCLUSIVE |= {"snapshotjob", "restoretest"}

@@ -3,6 +3,7 @@ from django.urls import path
 
 from webui.views import auth, console, containers, dashboard, health, jobs, templates, wizard
 from webui.views import backups as backup_views
+from webui.views import protection as protection_views
 from webui.views import template_sources as source_views
 
 
@@ -59,4 +60,25 @@ urlpatterns += [
     path("datacenter/backup/<int:pk>/delete", page(backup_views.schedule_delete), name="backup-schedule-delete"),
     path("datacenter/backup/<int:pk>/run", page(backup_views.schedule_run), name="backup-schedule-run"),
     path("datacenter/backup/preview", page(backup_views.schedule_preview), name="backup-schedule-preview"),
+]
+
+# Datacenter -> Protection: protection policies and notification targets.
+urlpatterns += [
+    path("datacenter/protection/", page(protection_views.protection_page), name="protection"),
+    path("datacenter/protection/<int:pk>/", page(protection_views.protection_page), name="protection-edit"),
+    path("datacenter/protection/save", page(protection_views.policy_save), name="protection-create"),
+    path("datacenter/protection/<int:pk>/save", page(protection_views.policy_save), name="protection-save"),
+    path("datacenter/protection/<int:pk>/delete", page(protection_views.policy_delete), name="protection-delete"),
+    path("datacenter/protection/<int:pk>/run", page(protection_views.policy_run), name="protection-run"),
+    path(
+        "datacenter/protection/<int:pk>/restore-test",
+        page(protection_views.policy_restore_test),
+        name="protection-restore-test",
+    ),
+    path("datacenter/protection/targets/save", page(protection_views.target_save), name="protection-target-save"),
+    path(
+        "datacenter/protection/targets/<str:name>/delete",
+        page(protection_views.target_delete),
+        name="protection-target-delete",
+    ),
 ]

@@ -14,10 +14,30 @@ from webui.models.backups import BACKUP_MODES, COMPRESSIONS, next_runs
 class BackupArchiveSerializer(serializers.ModelSerializer):
     node = serializers.CharField(source="node.name")
     volid = serializers.CharField(read_only=True)
+    last_proven = serializers.SerializerMethodField(help_text="when a restore test last passed on it, or null")
 
     class Meta:
         model = BackupArchive
-        fields = ["id", "volid", "node", "storage", "ctid", "name", "time", "size", "format", "protected", "notes"]
+        fields = [
+            "id",
+            "volid",
+            "node",
+            "storage",
+            "ctid",
+            "name",
+            "time",
+            "size",
+            "format",
+            "protected",
+            "notes",
+            "last_proven",
+        ]
+
+    def get_last_proven(self, archive) -> str | None:
+        from webui.models import RestoreTest
+
+        when = RestoreTest.last_proven(archive)
+        return when.isoformat() if when else None
 
 
 class BackupScheduleSerializer(serializers.ModelSerializer):

@@ -121,6 +121,9 @@ class ConfigChangeSerializer(StrictSerializer):
     )
     delete = serializers.ListField(child=CharField(), required=False)
     digest = CharField(required=False, help_text="the digest GET gave: refuses the change if the config changed")
+    risky = serializers.BooleanField(
+        required=False, help_text="take an expiring safety snapshot first (needs VM.Snapshot); the task offers rollback"
+    )
 
 
 class NumberField(FloatField):

@@ -141,6 +141,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
             body.get("delete") or [],
             body.get("digest") or None,
             address=self.address,
+            risky=bool(body.get("risky")),
         )
         return accepted(job)
 

@@ -1,0 +1,71 @@
+"""Safety snapshots: taken by the node before a risky change, expiring after a set time, one click to go back.
+
+Before a rollback, and before a config change the user marks risky
+(``risky`` on ``PUT /api/containers/<id>/config``), the job snapshots the
+container as it is, named ``pre-<change>-<n>``, with a description marker
+(``engine.autosnap``, policy number 0) that says when it expires
+(``CAISSON_SAFETY_SNAPSHOT_EXPIRY``, Incus's units, ``1d`` by default).  The
+job's result names it (``params["result"]["safety_snapshot"]``), and the task
+page offers to roll back to it.  A storage that cannot snapshot is said so
+in the log and the change goes ahead, as Proxmox's vzdump falls back.  The
+node's tick deletes expired safety snapshots (at most once a minute); a
+snapshot with linked clones stays, and is tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+from django.utils import timezone
+
+from engine.autosnap import expires_at, marker, owned, snapshot_name
+from engine.errors import EngineError, NotSupported
+from tasks.base import JobContext
+from tasks.runtime import node_engine
+from webui.models import Job
+
+log = logging.getLogger(__name__)
+SAFETY = 0  # the marker's policy number of safety snapshots (policies count from 1)
+SWEEP_EVERY = 60.0  # seconds between two sweeps of expired safety snapshots on a node
+_last_sweep = [0.0]
+
+
+def expiry() -> str:
+    return getattr(settings, "CAISSON_SAFETY_SNAPSHOT_EXPIRY", "") or "1d"
+
+
+def before_risky(ctx: JobContext, ctid: int, change: str) -> str | None:
+    """Snapshot ``ctid`` before ``change`` (a word: rollback, config); returns its name, None if not taken."""
+    engine = node_engine()
+    now = timezone.now()
+    expires = expires_at(now, expiry())
+    try:
+        name = snapshot_name(f"pre-{change}-%d", now, {s.name for s in engine.list_snapshots(ctid)})
+        engine.snapshot(ctid, name, marker(SAFETY, expires) + f"\nbefore {change} (task {ctx.job.upid})")
+    except NotSupported as exc:
+        ctx.log(f"no safety snapshot: {exc}; the change goes ahead without one")
+        return None
+    ctx.log(f"safety snapshot '{name}' taken; it expires {expires.isoformat() if expires else 'never'}")
+    ctx.job.params = {**ctx.params, "result": {**(ctx.params.get("result") or {}), "safety_snapshot": name}}
+    Job.objects.filter(pk=ctx.job.pk).update(params=ctx.job.params)
+    return name
+
+
+def sweep(force: bool = False) -> list[tuple[int, str]]:
+    """Delete this node's expired safety snapshots; returns ``(ctid, name)`` of those deleted."""
+    if not force and time.monotonic() - _last_sweep[0] < SWEEP_EVERY:
+        return []
+    _last_sweep[0] = time.monotonic()
+    engine, now, deleted = node_engine(), timezone.now(), []
+    for ctid in engine.ids():
+        try:
+            for snap in owned(SAFETY, engine.list_snapshots(ctid)):
+                if snap.expires is not None and snap.expires <= now:
+                    engine.delete_snapshot(ctid, snap.name)
+                    deleted.append((ctid, snap.name))
+                    log.info("CT %s: expired safety snapshot '%s' deleted", ctid, snap.name)
+        except EngineError as exc:  # locked, busy, linked clones: the next sweep tries again
+            log.info("CT %s: safety snapshots not swept: %s", ctid, exc)
+    return deleted

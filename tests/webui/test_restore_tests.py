@@ -1,0 +1,103 @@
+"""Restore tests through the API on a real agent: the newest archive of each of the policy's containers is
+restored as a throwaway, booted and checked; a good one passes and is shown proven, a corrupted one and one
+that cannot boot fail with the reason, the webhook is told, and no throwaway is left."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from rest_framework.test import APIClient
+
+from engine.backup.dump import backup
+from tests.webui.conftest import start_agent, stop_agent, wait_job
+from tests.webui.test_protection_policy import webhook  # noqa: F401 - fixture
+from webui.models import BackupArchive, Container, Job, Node, RestoreTest
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def unbootable(root: Path) -> None:
+    init = root / "sbin" / "init"
+    init.unlink()
+    init.write_text("#!/bin/sh\nexit 1\n")
+    init.chmod(0o755)
+
+
+def test_restore_tests_prove_good_archives_and_name_what_is_wrong_with_bad_ones(
+    services_env,
+    tmp_path,
+    webhook,  # noqa: F811 - the fixture imported above
+    make_user,
+    stored_busybox,
+    ctid_factory,
+    engine,
+):
+    hooks, url = webhook
+    name = f"rt-{os.getpid()}"
+    process = start_agent(services_env, name, tmp_path / "agent.log")
+    try:
+        node = Node.objects.get(name=name)
+        dump = engine.layout.root / "dump"
+        dump.mkdir(exist_ok=True)
+        good, broken, corrupt = ctid_factory(), ctid_factory(), ctid_factory()
+        for ctid in (good, broken, corrupt):
+            engine.create(ctid, stored_busybox, {"hostname": f"rt-{ctid}"})
+            if ctid == broken:
+                unbootable(engine._rootfs(engine.config(ctid)))
+            archive = Path(backup(engine, ctid, dumpdir=dump, mode="stop").archive)
+            if ctid == corrupt:
+                data = bytearray(archive.read_bytes())
+                data[len(data) // 2 : len(data) // 2 + 4096] = os.urandom(4096)
+                archive.write_bytes(bytes(data))
+            Container.objects.update_or_create(ctid=ctid, defaults={"node": node, "status": "stopped"})
+        before = set(engine.ids())
+
+        api = APIClient()
+        api.force_authenticate(make_user("rt-admin", superuser=True))
+        assert (
+            api.post("/api/notification-targets/", {"name": "hook", "kind": "webhook", "url": url}).status_code == 201
+        )
+        response = api.post(
+            "/api/protection-policies/",
+            {
+                "name": "proof",
+                "selection": "include",
+                "ctids": [good, broken, corrupt],
+                "restore_test_command": "test -s /etc/hostname",
+                "targets": ["hook"],
+                "notify_when": "failure",
+            },
+            format="json",
+        )
+        assert response.status_code == 201, response.content
+        policy = response.json()["id"]
+        response = api.post(f"/api/protection-policies/{policy}/restore-test/")
+        assert response.status_code == 202, response.content
+        job = wait_job(Job.objects.get(pk=response.json()["job"]["id"]), timeout=180)
+        lines = list(job.lines.values_list("text", flat=True))
+        assert job.kind == "restoretest" and job.status == "error", lines
+        assert job.message.startswith("1 of 3 archives restorable; failed:"), job.message
+
+        tests = {t.ctid: t for t in RestoreTest.objects.all()}
+        assert tests[good].passed and tests[good].reason == "" and "PASSED" in tests[good].log
+        assert set(tests[good].timings) == {"restore", "start", "boot", "health"}
+        assert (
+            not tests[broken].passed and tests[broken].reason == "boot: init exited during boot (the container stopped)"
+        )
+        assert not tests[corrupt].passed and tests[corrupt].reason.startswith("restore: ")
+        assert "corrupt or truncated archive" in tests[corrupt].reason
+        assert set(engine.ids()) == before  # every throwaway destroyed
+
+        shown = {a["ctid"]: a for a in api.get("/api/backups/").json()["results"]}
+        assert shown[good]["last_proven"] is not None and shown[broken]["last_proven"] is None
+        assert BackupArchive.objects.filter(ctid=good).count() == 1
+        failed = api.get("/api/restore-tests/", {"passed": "0"}).json()["results"]
+        assert sorted(r["ctid"] for r in failed) == sorted([broken, corrupt])
+
+        ((_, _, payload),) = hooks
+        assert payload["event"] == "restore-test" and payload["severity"] == "error"
+        assert {r["ctid"]: r["status"] for r in payload["results"]} == {good: "ok", broken: "error", corrupt: "error"}
+    finally:
+        stop_agent(process)

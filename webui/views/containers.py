@@ -49,6 +49,15 @@ def parse_props(text: str) -> dict[str, str]:
     return props
 
 
+# What the page asks before an action that interrupts a running container or loses data (asked in the page).
+CONFIRM = {
+    "shutdown": "Shut down CT {ctid}? Its services stop; it is stopped hard if it does not halt in time.",
+    "stop": "Stop CT {ctid} now? Its processes are killed without a clean shutdown; unsaved data is lost.",
+    "reboot": "Reboot CT {ctid}? Its services are interrupted while it restarts.",
+    "destroy": "Destroy CT {ctid} and all its volumes? This cannot be undone.",
+}
+
+
 def buttons(access, container: Container) -> list[dict]:
     """The power and destroy buttons; ``when`` is the status they need, ``allowed`` the user's right."""
     power = access.can("VM.PowerMgmt", container)
@@ -67,6 +76,7 @@ def buttons(access, container: Container) -> list[dict]:
             "allowed": ok,
             "url": reverse("ct-power", args=[container.ctid, a]),
             "enabled": ok and container.status == when,
+            "confirm": CONFIRM.get(a, "").format(ctid=container.ctid),
         }
         for a, label, when, ok in spec
     ]
@@ -78,7 +88,7 @@ def buttons(access, container: Container) -> list[dict]:
             "allowed": allocate,
             "url": reverse("ct-destroy", args=[container.ctid]),
             "enabled": allocate and container.status == "stopped",
-            "confirm": True,
+            "confirm": CONFIRM["destroy"].format(ctid=container.ctid),
         }
     )
     return result

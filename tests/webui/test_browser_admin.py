@@ -4,6 +4,7 @@ bulk actions and the tree's context menu. Each defect test failed before its fix
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 
@@ -235,3 +236,51 @@ def test_bulk_start_of_ten_containers(page, web, agent, node, make_user, engine,
     page.click("#confirm-yes")
     expect(page.locator(f'#ct-table [data-ct-status="{ids[0]}"]')).to_have_text("stopped", timeout=LIVE)
     assert engine.status(ids[0]).status == "stopped"
+
+
+def test_resources_disks_and_nic_settings(page, web, agent, node, make_user, engine, busybox_template, ctid_factory):
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": f"res{ctid}", "memory": "64", "swap": "0"})
+    config = {k: str(v) for k, v in engine.config(ctid).current.values.items()}
+    Container.objects.create(ctid=ctid, node=node, hostname=f"res{ctid}", status="stopped", config=config)
+    make_user("admin", superuser=True)
+    login(page, web, "admin")
+    page.goto(f"{web}/ct/{ctid}/resources/")
+    page.fill("#resources-form [name=pids]", "64")
+    page.fill("#resources-form [name=ioweight]", "200")
+    page.click("#resources-form button[type=submit]")
+    page.wait_for_function(
+        "() => document.querySelector('#resources-form [name=pids]').value === '64'"
+        " && document.querySelector('#resources-form [name=digest]').value !== ''",
+        timeout=LIVE,
+    )
+    values = engine.config(ctid).current.values
+    expect(page.locator('#disk-table tr[data-disk="rootfs"]')).to_be_visible(timeout=LIVE)
+    assert (values.get("pids"), values.get("ioweight")) == ("64", "200"), values
+
+    page.fill("#mp-form [name=size]", "0.1")
+    page.fill("#mp-form [name=path]", "/srv/data")
+    page.click("#mp-form button[type=submit]")
+    expect(page.locator('#disk-table tr[data-disk="mp0"]')).to_contain_text("/srv/data", timeout=LIVE)
+    assert "mp=/srv/data" in engine.config(ctid).current.values["mp0"]
+    page.locator('#disk-table tr[data-disk="mp0"] button', has_text="Remove").click()
+    expect(page.locator("#confirm-text")).to_contain_text("is destroyed with its data")
+    page.click("#confirm-yes")
+    expect(page.locator('#disk-table tr[data-disk="mp0"]')).to_have_count(0, timeout=LIVE)
+    assert "mp0" not in engine.config(ctid).current.values
+
+    bridge = f"cbr{ctid % 100000}"  # a real bridge of this test's own, allowed by an administrator
+    subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
+    try:
+        node.allowed_bridges = [bridge]
+        node.save(update_fields=["allowed_bridges"])
+        page.goto(f"{web}/ct/{ctid}/network/")
+        page.fill("#nic-form [name=bridge]", bridge)
+        page.fill("#nic-form [name=mtu]", "1400")
+        page.fill("#nic-form [name=hwaddr]", "BC:24:11:00:00:42")
+        page.click("#nic-form button[type=submit]")
+        expect(page.locator('#nic-table tr[data-nic="net0"]')).to_contain_text("1400", timeout=LIVE)
+        net0 = engine.config(ctid).current.values["net0"]
+        assert "mtu=1400" in net0 and "hwaddr=BC:24:11:00:00:42" in net0, net0
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], check=False)

@@ -32,11 +32,11 @@ TABS = [
     ("backup", "Backup"),
     ("tasks", "Task history"),
 ]
-RESOURCE_KEYS = ["cores", "cpulimit", "cpuunits", "memory", "swap"]
+RESOURCE_KEYS = ["cores", "cpulimit", "cpuunits", "memory", "swap", "pids", "ioweight"]
 OPTION_KEYS = ["hostname", "description", "onboot", "startup", "protection", "tags", "nameserver", "searchdomain"]
 CHECKBOX_KEYS = {"onboot", "protection"}
 NIC_SLOTS = [f"net{i}" for i in range(10)]
-NIC_FIELDS = ["name", "bridge", "ip", "gw", "ip6", "gw6", "tag", "rate", "firewall", "hwaddr"]
+NIC_FIELDS = ["name", "bridge", "ip", "gw", "ip6", "gw6", "tag", "trunks", "mtu", "rate", "firewall", "hwaddr"]
 
 
 def parse_props(text: str) -> dict[str, str]:
@@ -117,7 +117,10 @@ def container_page(request, ctid: int, tab: str = "summary"):
             chart=series(f"ct/{ctid}", frame, ("cpu", "memory", "net")), timeframe=frame, timeframes=TIMEFRAMES
         )
     elif tab == "resources":
+        from webui.views.disks import disk_rows, free_mount_slots
+
         context["values"] = {k: container.config.get(k, "") for k in RESOURCE_KEYS}
+        context.update(disks=disk_rows(container), free_mp=free_mount_slots(container))
     elif tab == "options":
         context["values"] = {k: container.config.get(k, "") for k in OPTION_KEYS}
     elif tab == "network":

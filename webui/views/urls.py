@@ -1,7 +1,7 @@
 from django.contrib.auth.decorators import login_required
 from django.urls import path
 
-from webui.views import auth, bulk, console, containers, dashboard, health, jobs, templates, wizard
+from webui.views import auth, bulk, console, containers, dashboard, disks, health, jobs, templates, wizard
 from webui.views import backups as backup_views
 from webui.views import template_sources as source_views
 
@@ -25,6 +25,7 @@ urlpatterns = [
     path("ct/<int:ctid>/config", page(containers.update_config), name="ct-config"),
     path("ct/<int:ctid>/snapshot/<str:operation>", page(containers.snapshot), name="ct-snapshot"),
     path("ct/<int:ctid>/clone", page(containers.clone), name="ct-clone"),
+    path("ct/<int:ctid>/disk/<str:op>", page(disks.disk_action), name="ct-disk"),
     path("ct/<int:ctid>/<str:tab>/", page(containers.container_page), name="ct-tab"),
     path("create/", page(wizard.wizard), name="create"),
     path("create/validate/<str:step>", page(wizard.validate_step), name="create-validate"),

@@ -298,6 +298,7 @@
     $$(`[data-job-message="${job.id}"]`).forEach((el) => { el.textContent = job.message || ""; });
     templateProgress(job);
     lastRun(job);
+    if (job.kind === "vzstart" && !ACTIVE.has(job.status)) refreshDiagnosis(job);
     if (dialogJob === job.id) dialogStatus(job);
     const mine = pending.get(job.id);
     if (mine && !ACTIVE.has(job.status)) {
@@ -444,6 +445,16 @@
     } else if (form.hasAttribute("data-reload-on-done")) {
       location.reload(); // done at once (no job to wait for)
     }
+  }
+
+  // A start that failed: the container's summary shows the diagnosis the node made (the page's own slot).
+  async function refreshDiagnosis(job) {
+    const slot = document.getElementById("start-diagnosis-slot");
+    if (!slot || slot.dataset.ct !== String(job.target)) return;
+    const response = await fetch(location.pathname, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html").getElementById("start-diagnosis-slot");
+    if (fresh) slot.replaceChildren(...fresh.childNodes);
   }
 
   // A scheduled backup run (vzdumpjob, target: the schedule's ID) shows as its schedule's "Last run".

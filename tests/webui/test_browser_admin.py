@@ -284,3 +284,37 @@ def test_resources_disks_and_nic_settings(page, web, agent, node, make_user, eng
         assert "mtu=1400" in net0 and "hwaddr=BC:24:11:00:00:42" in net0, net0
     finally:
         subprocess.run(["ip", "link", "del", bridge], check=False)
+
+
+def test_a_start_failure_diagnosed_on_the_page(
+    page, web, agent, node, make_user, engine, busybox_template, ctid_factory
+):
+    ctid = ctid_factory()
+    bridge = f"dbr{ctid % 100000}"
+    subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
+    try:
+        engine.create(
+            ctid,
+            busybox_template,
+            {"hostname": f"diag{ctid}", "memory": "64", "swap": "0", "net0": f"name=eth0,bridge={bridge}"},
+        )
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], check=False)  # gone before the start: the classic case
+    config = {k: str(v) for k, v in engine.config(ctid).current.values.items()}
+    Container.objects.create(ctid=ctid, node=node, hostname=f"diag{ctid}", status="stopped", config=config)
+    make_user("admin", superuser=True)
+    login(page, web, "admin")
+    page.goto(f"{web}/ct/{ctid}/")
+    expect(page.locator("body")).to_have_attribute("data-live", "ready")
+    expect(page.locator("#start-diagnosis")).to_have_count(0)
+    mark(page)
+    page.click("#btn-start")
+    diagnosis = page.locator("#start-diagnosis")
+    expect(diagnosis).to_be_visible(timeout=LIVE)
+    expect(page.locator("#diagnosis-step")).to_have_text("network")
+    expect(page.locator("#diagnosis-cause")).to_contain_text(f"bridge '{bridge}'")
+    expect(page.locator("#diagnosis-fix")).to_contain_text("Node → Network")
+    assert stayed(page)
+    assert engine.status(ctid).status == "stopped"
+    page.reload()  # it stays on the page until a start succeeds
+    expect(page.locator("#diagnosis-cause")).to_contain_text(f"bridge '{bridge}'")

@@ -113,6 +113,7 @@ def container_page(request, ctid: int, tab: str = "summary"):
     }
     if tab == "summary":
         frame = timeframe(request)
+        context["diagnosis"] = start_diagnosis(container)
         context.update(
             chart=series(f"ct/{ctid}", frame, ("cpu", "memory", "net")), timeframe=frame, timeframes=TIMEFRAMES
         )
@@ -151,6 +152,16 @@ def container_page(request, ctid: int, tab: str = "summary"):
         next_id=propose_ctid() if tab == "summary" else None,
     )
     return render(request, "webui/container.html", context)
+
+
+def start_diagnosis(container: Container) -> dict | None:
+    """The newest start's diagnosis (``tasks.start_diagnosis``) while the container is not running, if it failed."""
+    if container.status == Container.Status.RUNNING:
+        return None
+    last = Job.objects.filter(path=container.path, kind="vzstart").exclude(status__in=Job.ACTIVE).first()
+    if last is None or last.status != Job.Status.ERROR or not isinstance(last.params.get("diagnosis"), dict):
+        return None
+    return {**last.params["diagnosis"], "job": last}
 
 
 def snapshot_rows(snapshots: list[dict]) -> list[dict]:

@@ -139,5 +139,18 @@
   });
   document.addEventListener("click", (event) => { if (menu && !menu.contains(event.target)) closeMenu(); });
 
+  // ---- Datacenter → Search: filter as one types -----------------------------------------
+  const search = document.getElementById("resource-search");
+  if (search) {
+    const apply = () => {
+      const words = search.value.toLowerCase().split(/\s+/).filter(Boolean);
+      $$("#search-table tr[data-search]").forEach((tr) => {
+        tr.hidden = !words.every((w) => tr.dataset.search.includes(w));
+      });
+    };
+    search.addEventListener("input", apply);
+    apply();
+  }
+
   $$("form.bulk-bar").forEach(wireBar);
 })();

@@ -69,3 +69,13 @@ def test_bulk_refuses_bad_input_by_name(make_user, world):
     bad = client.post("/bulk", {"action": "start"}, HTTP_X_REQUESTED_WITH="fetch")
     assert bad.status_code == 400 and "select at least one" in bad.json()["error"]["message"]
     assert not Job.objects.exclude(pk=world["job"].pk).exists()
+
+
+def test_search_lists_what_one_may_see_with_tags(make_user, world):
+    Container.objects.filter(ctid=100).update(config={"hostname": "web", "tags": "prod;edge"})
+    body = login(make_user, superuser=True).get("/search/?q=prod").content.decode()
+    assert 'data-resource="lxc/100"' in body and 'data-resource="lxc/101"' in body
+    assert '<span class="tag">prod</span><span class="tag">edge</span>' in body
+    assert 'value="prod"' in body and f'data-resource="node/{world["node"].name}"' in body
+    operator = login(make_user, "op", "Operator", "/ct/101").get("/search/").content.decode()
+    assert 'data-resource="lxc/101"' in operator and 'data-resource="lxc/100"' not in operator

@@ -1,7 +1,7 @@
 from django.contrib.auth.decorators import login_required
 from django.urls import path
 
-from webui.views import auth, bulk, console, containers, dashboard, disks, health, jobs, templates, wizard
+from webui.views import auth, bulk, console, containers, dashboard, disks, health, jobs, search, templates, wizard
 from webui.views import backups as backup_views
 from webui.views import template_sources as source_views
 
@@ -19,6 +19,7 @@ urlpatterns = [
     path("nodes/<str:name>/", page(dashboard.node_page), name="node"),
     path("nodes/<str:name>/<str:kind>", page(dashboard.node_power), name="node-power"),
     path("bulk", page(bulk.bulk), name="bulk"),
+    path("search/", page(search.search_page), name="search"),
     path("ct/<int:ctid>/", page(containers.container_page), name="ct"),
     path("ct/<int:ctid>/power/<str:action>", page(containers.power), name="ct-power"),
     path("ct/<int:ctid>/destroy", page(containers.destroy), name="ct-destroy"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from engine.errors import ValidationError
+from engine.errors import EngineError, ValidationError
+from tasks import start_diagnosis
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
 from tasks.mirror import sync_container
@@ -152,7 +153,11 @@ class Start(ContainerJob):
     name = "caisson.container.start"
 
     def perform(self, ctx: JobContext) -> str:
-        status = node_engine().start(self.ctid(ctx))
+        try:
+            status = node_engine().start(self.ctid(ctx))
+        except EngineError as exc:
+            start_diagnosis.record(ctx, self.ctid(ctx), exc)
+            raise
         for warning in status.warnings or []:
             ctx.log(f"warning: {warning}")
         ctx.log(f"init ({status.init}) running as pid {status.pid}")

@@ -101,6 +101,7 @@ def container_event(container: Container) -> dict:
         "cpu": container.cpu,
         "memory_used": container.memory_used,
         "memory_limit": container.memory_limit,
+        "tags": container.tags,
     }
 
 

@@ -13,9 +13,10 @@ from django.db.models import Q
 
 from webui.access import access_for
 from webui.models import Container, Job, Node, StorageMirror
+from webui.models.inventory import split_tags
 
 TASK_PANEL_SIZE = 12
-ROW_FIELDS = ("ctid", "hostname", "status", "ipv4", "node_id", "node__name", "pool_id", "unprivileged")
+ROW_FIELDS = ("ctid", "hostname", "status", "ipv4", "node_id", "node__name", "pool_id", "unprivileged", "config__tags")
 
 
 @dataclass(slots=True, frozen=True)
@@ -36,10 +37,15 @@ class ContainerRow:
     node: NodeName
     pool_id: int | None
     unprivileged: bool = True
+    tags_text: str | None = None  # the config's "tags" value
 
     @property
     def path(self) -> str:
         return f"/ct/{self.ctid}"
+
+    @property
+    def tags(self) -> list[str]:
+        return split_tags(self.tags_text)
 
 
 class Layout:
@@ -65,8 +71,8 @@ class Layout:
     def containers(self) -> list[ContainerRow]:
         rows = self.access.visible_containers(Container.objects.all()).order_by("ctid").values_list(*ROW_FIELDS)
         return [
-            ContainerRow(ctid, hostname, status, ipv4, node_id, NodeName(node), pool_id, unprivileged)
-            for ctid, hostname, status, ipv4, node_id, node, pool_id, unprivileged in rows
+            ContainerRow(ctid, hostname, status, ipv4, node_id, NodeName(node), pool_id, unprivileged, tags)
+            for ctid, hostname, status, ipv4, node_id, node, pool_id, unprivileged, tags in rows
         ]
 
     @cached_property

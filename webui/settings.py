@@ -73,6 +73,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "webui.context.layout",
             ],
+            "builtins": ["webui.templatetags.sizes"],  # |ibytes: sizes in KiB/MiB/GiB, on every page
         },
     },
 ]

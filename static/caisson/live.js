@@ -92,6 +92,7 @@
     });
     $$(`[data-ct-ipv4="${id}"]`).forEach((el) => { el.textContent = (ct.ipv4 || []).join(", ") || "–"; });
     $$(`[data-ct-ipv6="${id}"]`).forEach((el) => { el.textContent = (ct.ipv6 || []).join(", ") || "–"; });
+    if (ct.tags) $$(`[data-ct-tags="${id}"]`).forEach((el) => { el.replaceChildren(...tagSpans(ct.tags)); });
     $$(`[data-ct-uptime="${id}"]`).forEach((el) => { el.textContent = ct.uptime == null ? "–" : duration(ct.uptime); });
     $$(`[data-ct-actions="${id}"] button[data-when]`).forEach((button) => {
       button.disabled = !(button.dataset.allowed === "1" && button.dataset.when === ct.status);
@@ -99,6 +100,70 @@
     const page = $(`[data-ct-page="${id}"]`);
     if (page) page.dataset.status = ct.status;
     if (!$(`[data-tree-ct="${id}"]`)) addTreeLeaf(ct);
+    if (!$(`[data-ct-row="${id}"]`)) addTableRow(ct);
+    recount();
+  }
+
+  // The summary cards (running, stopped, total) count the container table's rows as they change.
+  function recount() {
+    const table = document.getElementById("ct-table");
+    if (!table) return;
+    const counts = { running: 0, stopped: 0, total: 0 };
+    $$("tr[data-ct-row]", table).forEach((tr) => {
+      const badge = $("[data-ct-status]", tr);
+      const status = badge ? badge.textContent.trim() : "";
+      counts.total++;
+      if (status in counts) counts[status]++;
+    });
+    $$("[data-count]").forEach((el) => { el.textContent = String(counts[el.dataset.count] || 0); });
+  }
+
+  function addTableRow(ct) {
+    const table = document.getElementById("ct-table");
+    if (!table || (table.dataset.node && table.dataset.node !== ct.node)) return;
+    const body = $("tbody", table);
+    const empty = $("tr.empty", body);
+    if (empty) empty.remove();
+    const tr = document.createElement("tr");
+    tr.dataset.ctRow = ct.ctid;
+    const cell = (text, data) => {
+      const td = document.createElement("td");
+      if (text != null) td.textContent = text;
+      if (data) Object.assign(td.dataset, data);
+      tr.append(td);
+      return td;
+    };
+    const pick = cell(null);
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.className = "ct-select";
+    box.value = ct.ctid;
+    box.setAttribute("aria-label", "select CT " + ct.ctid);
+    pick.append(box);
+    const link = document.createElement("a");
+    link.href = "/ct/" + ct.ctid + "/";
+    link.textContent = ct.ctid;
+    cell(null).append(link);
+    cell(ct.hostname || "", { ctHostname: ct.ctid });
+    cell(ct.node);
+    const badge = document.createElement("span");
+    badge.className = "badge status-" + ct.status;
+    badge.dataset.ctStatus = ct.ctid;
+    badge.textContent = ct.status;
+    cell(null).append(badge);
+    cell((ct.ipv4 || []).join(", "), { ctIpv4: ct.ctid });
+    cell(null, { ctTags: ct.ctid }).append(...tagSpans(ct.tags));
+    const after = Array.from(body.children).find((el) => Number(el.dataset.ctRow) > ct.ctid);
+    body.insertBefore(tr, after || null);
+  }
+
+  function tagSpans(tags) {
+    return (tags || []).map((t) => {
+      const span = document.createElement("span");
+      span.className = "tag";
+      span.textContent = t;
+      return span;
+    });
   }
 
   function addTreeLeaf(ct) {
@@ -115,7 +180,11 @@
     name.className = "muted";
     name.dataset.ctHostname = ct.ctid;
     name.textContent = "(" + (ct.hostname || "") + ")";
-    a.append(icon, ct.ctid + " ", name);
+    const tags = document.createElement("span");
+    tags.className = "tags";
+    tags.dataset.ctTags = ct.ctid;
+    tags.append(...tagSpans(ct.tags));
+    a.append(icon, ct.ctid + " ", name, " ", tags);
     li.append(a);
     const after = Array.from(list.children).find((el) => Number(el.dataset.treeCt) > ct.ctid);
     list.insertBefore(li, after || null);
@@ -132,6 +201,7 @@
       const banner = document.getElementById("ct-gone");
       if (banner) banner.hidden = false;
     }
+    recount();
   }
 
   function duration(seconds) {
@@ -227,6 +297,8 @@
     $$(`[data-job-status="${job.id}"]`).forEach((el) => { el.textContent = job.status; });
     $$(`[data-job-message="${job.id}"]`).forEach((el) => { el.textContent = job.message || ""; });
     templateProgress(job);
+    lastRun(job);
+    if (job.kind === "vzstart" && !ACTIVE.has(job.status)) refreshDiagnosis(job);
     if (dialogJob === job.id) dialogStatus(job);
     const mine = pending.get(job.id);
     if (mine && !ACTIVE.has(job.status)) {
@@ -331,8 +403,22 @@
   }
 
   // ---- forms sent with fetch -------------------------------------------------------------
+  // Asked in the page, not by the browser's window.confirm (which some browsers let users silence for good).
+  function confirmInPage(text) {
+    const dialog = document.getElementById("confirm-dialog");
+    if (!dialog) return Promise.resolve(window.confirm(text));
+    $("#confirm-text", dialog).textContent = text;
+    dialog.returnValue = "";
+    dialog.showModal();
+    $("#confirm-no", dialog).focus();
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+    });
+  }
+
   async function sendForm(form, submitter) {
-    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
+    const question = (submitter && submitter.dataset.confirm) || form.dataset.confirm;
+    if (question && !(await confirmInPage(question))) return;
     const body = new FormData(form, submitter || undefined);
     let response, data = {};
     try {
@@ -353,7 +439,35 @@
     if (data.job) {
       pending.set(data.job.id, { reload: form.hasAttribute("data-reload-on-done") || form.id.endsWith("-form") });
       updateJob({ job: data.job });
+    } else if (form.hasAttribute("data-remove-on-done")) {
+      const row = form.closest("tr");
+      if (row) row.remove();
+    } else if (form.hasAttribute("data-reload-on-done")) {
+      location.reload(); // done at once (no job to wait for)
     }
+  }
+
+  // A start that failed: the container's summary shows the diagnosis the node made (the page's own slot).
+  async function refreshDiagnosis(job) {
+    const slot = document.getElementById("start-diagnosis-slot");
+    if (!slot || slot.dataset.ct !== String(job.target)) return;
+    const response = await fetch(location.pathname, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html").getElementById("start-diagnosis-slot");
+    if (fresh) slot.replaceChildren(...fresh.childNodes);
+  }
+
+  // A scheduled backup run (vzdumpjob, target: the schedule's ID) shows as its schedule's "Last run".
+  function lastRun(job) {
+    if (job.kind !== "vzdumpjob") return;
+    $$(`[data-last-run="${CSS.escape(String(job.target))}"]`).forEach((cell) => {
+      const span = document.createElement("span");
+      span.className = "job-row status-" + job.status;
+      span.dataset.jobId = job.id;
+      span.tabIndex = 0;
+      span.textContent = job.created.slice(0, 16).replace("T", " ") + ": " + jobStatusText(job);
+      cell.replaceChildren(span);
+    });
   }
 
   // ---- wiring ----------------------------------------------------------------------------
@@ -376,7 +490,7 @@
     sendForm(form, event.submitter);
   });
   document.addEventListener("click", (event) => {
-    const row = event.target.closest("tr[data-job-id]");
+    const row = event.target.closest("[data-job-id]");
     if (row && !event.target.closest("a, button, form")) openJob(Number(row.dataset.jobId));
   });
   document.addEventListener("keydown", (event) => {
@@ -389,6 +503,6 @@
   readJSON("active-template-jobs").forEach((job) => templateProgress(job));
   filterCatalog();
   [...readJSON("live-subscriptions"), ...readJSON("page-subscriptions")].forEach((item) => wanted.add(item));
-  window.CaissonLive = { subscribe, flash, openJob };
+  window.CaissonLive = { subscribe, flash, openJob, confirm: confirmInPage, track: (job) => updateJob({ job }) };
   connect();
 })();

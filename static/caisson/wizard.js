@@ -152,6 +152,21 @@
     if (!sized) form.querySelector("[name=disk_size]").value = "";
   }
 
+  // A field's errors go once it is edited: the server checks it again at Next, and stale errors mislead.
+  function clearFieldErrors(event) {
+    const name = event.target.name;
+    if (!name) return;
+    const list = form.querySelector(`[data-errors-for="${CSS.escape(name)}"]`);
+    if (list) list.textContent = "";
+    event.target.classList.remove("invalid");
+    if (name === "password" || name === "password_confirm") {
+      form.querySelectorAll('[data-errors-for="password"], [data-errors-for="password_confirm"]')
+        .forEach((ul) => { ul.textContent = ""; });
+    }
+  }
+  form.addEventListener("input", clearFieldErrors);
+  form.addEventListener("change", clearFieldErrors);
+
   form.querySelector("[name=node]").addEventListener("change", () => { filterTemplates(); offerSize(); });
   form.querySelector("[name=storage]").addEventListener("input", offerSize);
   filterTemplates();

@@ -158,6 +158,8 @@ def test_wizard_create_start_and_stop_live(page, web, agent, node, make_user, st
     assert engine.status(ctid).status == "running"
 
     page.click("#btn-stop")
+    expect(page.locator("#confirm-text")).to_contain_text(f"Stop CT {ctid} now?")  # asked in the page
+    page.click("#confirm-yes")
     expect_status(page, ctid, "stopped")
     expect(page.locator("#btn-start")).to_be_enabled()
     expect(page.locator("#btn-stop")).to_be_disabled()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from django.conf import settings
@@ -120,6 +121,15 @@ class Container(models.Model):
     @property
     def protected(self) -> bool:
         return str(self.config.get("protection", "0")) == "1"
+
+    @property
+    def tags(self) -> list[str]:
+        return split_tags((self.config or {}).get("tags"))
+
+
+def split_tags(raw) -> list[str]:
+    """Proxmox's ``tags: a;b`` as a list (commas and spaces separate too, as pct accepts)."""
+    return [t for t in re.split(r"[;,\s]+", str(raw or "")) if t]
 
 
 class StorageMirror(models.Model):

@@ -40,7 +40,8 @@ def ct_tree_rows(containers, current=None) -> SafeString:
             f'<li data-tree-ct="{ctid}"><a href="{url.format(ctid=ctid)}" class="'
             f'{"current" if ctid == current_id else ""}"><span class="icon icon-ct status-{status}" '
             f'data-ct-status-icon="{ctid}" title="{status}"></span>{ctid} <span class="muted" '
-            f'data-ct-hostname="{ctid}">({esc(c.hostname)})</span>{_privileged_mark(c)}</a></li>\n'
+            f'data-ct-hostname="{ctid}">({esc(c.hostname)})</span>{_privileged_mark(c)} <span class="tags" '
+            f'data-ct-tags="{ctid}">{_tags_html(c)}</span></a></li>\n'
         )
     return mark_safe("".join(out))  # noqa: S308 - every value above is escaped or an integer
 
@@ -55,18 +56,24 @@ def _privileged_mark(container) -> str:
     )
 
 
+def _tags_html(container) -> str:
+    return "".join(f'<span class="tag">{escape(t)}</span>' for t in container.tags)
+
+
 @register.simple_tag
 def ct_table_rows(containers) -> SafeString:
-    """The container table's ``<tr>`` per container."""
+    """The container table's ``<tr>`` per container, with its selection box for the bulk actions."""
     url, esc = _ct_url(), escape
     out = []
     for c in containers:
         ctid, status = c.ctid, esc(c.status)
         out.append(
-            f'<tr data-ct-row="{ctid}"><td><a href="{url.format(ctid=ctid)}">{ctid}</a></td>'
+            f'<tr data-ct-row="{ctid}" data-node="{esc(c.node.name)}"><td><input type="checkbox" class="ct-select" '
+            f'value="{ctid}" aria-label="select CT {ctid}"></td><td><a href="{url.format(ctid=ctid)}">{ctid}</a></td>'
             f'<td data-ct-hostname="{ctid}">{esc(c.hostname)}</td>\n'
             f'    <td>{esc(c.node.name)}</td><td><span class="badge status-{status}" '
             f'data-ct-status="{ctid}">{status}</span></td>\n'
-            f'    <td data-ct-ipv4="{ctid}">{esc(", ".join(map(str, c.ipv4 or ())))}</td></tr>\n'
+            f'    <td data-ct-ipv4="{ctid}">{esc(", ".join(map(str, c.ipv4 or ())))}</td>'
+            f'<td data-ct-tags="{ctid}">{_tags_html(c)}</td></tr>\n'
         )
     return mark_safe("".join(out))  # noqa: S308 - every value above is escaped or an integer

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from webui.access import access_for
 from webui.actions import backups, schedules
 from webui.errors import refusal_response
+from webui.forms.create import propose_ctid
 from webui.models import BackupArchive, BackupSchedule, Container, Job, Node, Pool, StorageMirror
 from webui.models.backups import BACKUP_MODES, COMPRESSIONS, KEEP_FIELDS, next_runs
 from webui.views.common import audit_container, client_address, container_or_gone, run_action
@@ -38,6 +39,7 @@ def backup_tab_context(request, container: Container) -> dict:
             if backups.may_see(access, a)
         ],
         "can_backup": access.can("VM.Backup", container),
+        "restore_id": propose_ctid(),  # a new container by default; over this one only when asked
         "backup_storages": backup_storages(container.node),
         "backup_modes": BACKUP_MODES,
         "compressions": COMPRESSIONS,

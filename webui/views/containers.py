@@ -32,11 +32,11 @@ TABS = [
     ("backup", "Backup"),
     ("tasks", "Task history"),
 ]
-RESOURCE_KEYS = ["cores", "cpulimit", "cpuunits", "memory", "swap"]
+RESOURCE_KEYS = ["cores", "cpulimit", "cpuunits", "memory", "swap", "pids", "ioweight"]
 OPTION_KEYS = ["hostname", "description", "onboot", "startup", "protection", "tags", "nameserver", "searchdomain"]
 CHECKBOX_KEYS = {"onboot", "protection"}
 NIC_SLOTS = [f"net{i}" for i in range(10)]
-NIC_FIELDS = ["name", "bridge", "ip", "gw", "ip6", "gw6", "tag", "rate", "firewall", "hwaddr"]
+NIC_FIELDS = ["name", "bridge", "ip", "gw", "ip6", "gw6", "tag", "trunks", "mtu", "rate", "firewall", "hwaddr"]
 
 
 def parse_props(text: str) -> dict[str, str]:
@@ -47,6 +47,15 @@ def parse_props(text: str) -> dict[str, str]:
         if sep:
             props[key.strip()] = value.strip()
     return props
+
+
+# What the page asks before an action that interrupts a running container or loses data (asked in the page).
+CONFIRM = {
+    "shutdown": "Shut down CT {ctid}? Its services stop; it is stopped hard if it does not halt in time.",
+    "stop": "Stop CT {ctid} now? Its processes are killed without a clean shutdown; unsaved data is lost.",
+    "reboot": "Reboot CT {ctid}? Its services are interrupted while it restarts.",
+    "destroy": "Destroy CT {ctid} and all its volumes? This cannot be undone.",
+}
 
 
 def buttons(access, container: Container) -> list[dict]:
@@ -67,6 +76,7 @@ def buttons(access, container: Container) -> list[dict]:
             "allowed": ok,
             "url": reverse("ct-power", args=[container.ctid, a]),
             "enabled": ok and container.status == when,
+            "confirm": CONFIRM.get(a, "").format(ctid=container.ctid),
         }
         for a, label, when, ok in spec
     ]
@@ -78,7 +88,7 @@ def buttons(access, container: Container) -> list[dict]:
             "allowed": allocate,
             "url": reverse("ct-destroy", args=[container.ctid]),
             "enabled": allocate and container.status == "stopped",
-            "confirm": True,
+            "confirm": CONFIRM["destroy"].format(ctid=container.ctid),
         }
     )
     return result
@@ -103,11 +113,15 @@ def container_page(request, ctid: int, tab: str = "summary"):
     }
     if tab == "summary":
         frame = timeframe(request)
+        context["diagnosis"] = start_diagnosis(container)
         context.update(
             chart=series(f"ct/{ctid}", frame, ("cpu", "memory", "net")), timeframe=frame, timeframes=TIMEFRAMES
         )
     elif tab == "resources":
+        from webui.views.disks import disk_rows, free_mount_slots
+
         context["values"] = {k: container.config.get(k, "") for k in RESOURCE_KEYS}
+        context.update(disks=disk_rows(container), free_mp=free_mount_slots(container))
     elif tab == "options":
         context["values"] = {k: container.config.get(k, "") for k in OPTION_KEYS}
     elif tab == "network":
@@ -138,6 +152,16 @@ def container_page(request, ctid: int, tab: str = "summary"):
         next_id=propose_ctid() if tab == "summary" else None,
     )
     return render(request, "webui/container.html", context)
+
+
+def start_diagnosis(container: Container) -> dict | None:
+    """The newest start's diagnosis (``tasks.start_diagnosis``) while the container is not running, if it failed."""
+    if container.status == Container.Status.RUNNING:
+        return None
+    last = Job.objects.filter(path=container.path, kind="vzstart").exclude(status__in=Job.ACTIVE).first()
+    if last is None or last.status != Job.Status.ERROR or not isinstance(last.params.get("diagnosis"), dict):
+        return None
+    return {**last.params["diagnosis"], "job": last}
 
 
 def snapshot_rows(snapshots: list[dict]) -> list[dict]:

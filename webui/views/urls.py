@@ -1,7 +1,7 @@
 from django.contrib.auth.decorators import login_required
 from django.urls import path
 
-from webui.views import auth, console, containers, dashboard, health, jobs, templates, wizard
+from webui.views import auth, bulk, console, containers, dashboard, disks, health, jobs, search, templates, wizard
 from webui.views import backups as backup_views
 from webui.views import protection as protection_views
 from webui.views import template_sources as source_views
@@ -13,17 +13,21 @@ def page(view):
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    path("favicon.ico", health.favicon, name="favicon"),
     path("login/", auth.LoginView.as_view(), name="login"),
     path("logout/", auth.LogoutView.as_view(), name="logout"),
     path("", page(dashboard.dashboard), name="dashboard"),
     path("nodes/<str:name>/", page(dashboard.node_page), name="node"),
     path("nodes/<str:name>/<str:kind>", page(dashboard.node_power), name="node-power"),
+    path("bulk", page(bulk.bulk), name="bulk"),
+    path("search/", page(search.search_page), name="search"),
     path("ct/<int:ctid>/", page(containers.container_page), name="ct"),
     path("ct/<int:ctid>/power/<str:action>", page(containers.power), name="ct-power"),
     path("ct/<int:ctid>/destroy", page(containers.destroy), name="ct-destroy"),
     path("ct/<int:ctid>/config", page(containers.update_config), name="ct-config"),
     path("ct/<int:ctid>/snapshot/<str:operation>", page(containers.snapshot), name="ct-snapshot"),
     path("ct/<int:ctid>/clone", page(containers.clone), name="ct-clone"),
+    path("ct/<int:ctid>/disk/<str:op>", page(disks.disk_action), name="ct-disk"),
     path("ct/<int:ctid>/<str:tab>/", page(containers.container_page), name="ct-tab"),
     path("create/", page(wizard.wizard), name="create"),
     path("create/validate/<str:step>", page(wizard.validate_step), name="create-validate"),

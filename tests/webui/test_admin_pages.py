@@ -1,0 +1,81 @@
+"""Pages' defects and the bulk endpoint, through Django's test client (no browser needed)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.utils import timezone
+
+from tests.webui import test_pages
+from tests.webui.test_pages import login
+from webui.models import BackupArchive, Container, Job, MetricSample
+
+pytestmark = pytest.mark.django_db
+world = test_pages.world  # two containers (100 running, 101 stopped), metrics
+
+
+def test_favicon_answers_without_login(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200 and response["Content-Type"] == "image/svg+xml"
+    assert b"<svg" in b"".join(response.streaming_content)
+
+
+def test_sizes_are_binary_and_say_so(make_user, world):
+    MetricSample.objects.filter(scope=f"node/{world['node'].name}").update(memory=3 << 29, memory_total=1 << 31)
+    body = login(make_user, superuser=True).get("/").content.decode()
+    assert "1.5 GiB of 2.0 GiB" in body
+    assert not re.search(r"\d (KB|MB|GB|TB)\b", body)
+
+
+def test_restore_proposes_a_free_id(make_user, world):
+    BackupArchive.objects.create(
+        node=world["node"],
+        storage="local",
+        ctid=101,
+        name="vzdump-lxc-101-2026_01_01-00_00_00.tar.zst",
+        time=timezone.now(),
+        size=1 << 20,
+        format="zstd",
+    )
+    body = login(make_user, superuser=True).get("/ct/101/backup/").content.decode()
+    proposed = re.search(r'name="ctid" type="number"[^>]* value="(\d+)"', body).group(1)
+    assert int(proposed) not in (100, 101) and not Container.objects.filter(ctid=int(proposed)).exists()
+
+
+def test_bulk_checks_each_container(make_user, world, roles):
+    from webui.models import AccessEntry
+
+    client = login(make_user, "op", "Auditor", "/")
+    user = client.session["_auth_user_id"]
+    AccessEntry.objects.create(user_id=user, role=roles["Operator"], path="/ct/101")
+    answer = client.post(
+        "/bulk", {"action": "start", "ctid": ["100", "101", "555"]}, HTTP_X_REQUESTED_WITH="fetch"
+    ).json()
+    assert answer["skipped"] == [100]  # running already
+    assert [j["target"] for j in answer["jobs"]] == ["101"]
+    assert answer["refused"] == {"555": "CT 555 does not exist"}
+    answer = client.post("/bulk", {"action": "stop", "ctid": ["100"]}, HTTP_X_REQUESTED_WITH="fetch").json()
+    assert "VM.PowerMgmt" in answer["refused"]["100"] and not answer["jobs"]
+    assert list(Job.objects.exclude(pk=world["job"].pk).values_list("kind", "target")) == [("vzstart", "101")]
+
+
+def test_bulk_refuses_bad_input_by_name(make_user, world):
+    client = login(make_user, superuser=True)
+    bad = client.post("/bulk", {"action": "tag", "ctid": ["100"], "tags": "ok bad/tag"}, HTTP_X_REQUESTED_WITH="fetch")
+    assert bad.status_code == 400 and "bad/tag" in bad.json()["error"]["message"]
+    bad = client.post("/bulk", {"action": "explode", "ctid": ["100"]}, HTTP_X_REQUESTED_WITH="fetch")
+    assert bad.status_code == 400 and "explode" in bad.json()["error"]["message"]
+    bad = client.post("/bulk", {"action": "start"}, HTTP_X_REQUESTED_WITH="fetch")
+    assert bad.status_code == 400 and "select at least one" in bad.json()["error"]["message"]
+    assert not Job.objects.exclude(pk=world["job"].pk).exists()
+
+
+def test_search_lists_what_one_may_see_with_tags(make_user, world):
+    Container.objects.filter(ctid=100).update(config={"hostname": "web", "tags": "prod;edge"})
+    body = login(make_user, superuser=True).get("/search/?q=prod").content.decode()
+    assert 'data-resource="lxc/100"' in body and 'data-resource="lxc/101"' in body
+    assert '<span class="tag">prod</span><span class="tag">edge</span>' in body
+    assert 'value="prod"' in body and f'data-resource="node/{world["node"].name}"' in body
+    operator = login(make_user, "op", "Operator", "/ct/101").get("/search/").content.decode()
+    assert 'data-resource="lxc/101"' in operator and 'data-resource="lxc/100"' not in operator

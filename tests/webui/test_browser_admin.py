@@ -1,0 +1,320 @@
+"""Everyday administration in Chromium: live summary cards, backup job rows, graphs' axes, in-page confirmations,
+bulk actions and the tree's context menu. Each defect test failed before its fix.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from tests.webui import test_browser as kit
+from tests.webui.test_browser import LIVE, expect, login, mark, stayed
+from webui import live
+from webui.models import BackupSchedule, Container, Job, MetricSample
+
+pytestmark = pytest.mark.django_db(transaction=True)
+browser, page = kit.browser, kit.page  # the same Chromium fixtures
+
+
+def publish(paths: list[str], event: dict) -> None:
+    """``webui.live.publish`` from a thread of its own: this one runs Playwright's event loop."""
+
+    def send():
+        try:
+            live.publish(paths, event)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=send)
+    worker.start()
+    worker.join()
+
+
+def ct_event(container: Container) -> dict:
+    return {
+        "type": "ct.status",
+        "ct": {
+            "ctid": container.ctid,
+            "node": container.node.name,
+            "hostname": container.hostname,
+            "status": container.status,
+        },
+    }
+
+
+def set_status(container: Container, status: str) -> None:
+    container.status = status
+    container.save(update_fields=["status"])
+    publish([container.path, container.node.path], ct_event(container))
+
+
+def test_summary_cards_count_live(page, web, node, make_user):
+    first = Container.objects.create(ctid=4101, node=node, hostname="one", status="stopped")
+    Container.objects.create(ctid=4102, node=node, hostname="two", status="stopped")
+    make_user("admin", superuser=True)
+    login(page, web, "admin")
+    expect(page.locator("#count-stopped")).to_have_text("2")
+    expect(page.locator("#count-running")).to_have_text("0")
+    mark(page)
+    set_status(first, "running")
+    expect(page.locator('[data-ct-status="4101"]')).to_have_text("running", timeout=LIVE)
+    expect(page.locator("#count-running")).to_have_text("1")
+    expect(page.locator("#count-stopped")).to_have_text("1")
+    third = Container(ctid=4103, node=node, hostname="three", status="running")  # one created elsewhere
+    publish([f"/ct/{third.ctid}", node.path], ct_event(third))
+    expect(page.locator('#ct-table [data-ct-row="4103"]')).to_be_visible(timeout=LIVE)
+    expect(page.locator("#count-running")).to_have_text("2")
+    expect(page.locator("#count-total")).to_have_text("3")
+    Container.objects.filter(ctid=4102).delete()
+    publish(["/ct/4102", node.path], {"type": "ct.removed", "ctid": 4102})
+    expect(page.locator("#count-stopped")).to_have_text("0", timeout=LIVE)
+    expect(page.locator("#count-total")).to_have_text("2")
+    page.goto(f"{web}/nodes/{node.name}/")  # the node page's cards too
+    expect(page.locator("body")).to_have_attribute("data-live", "ready")
+    set_status(first, "stopped")
+    expect(page.locator("#count-stopped")).to_have_text("1", timeout=LIVE)
+
+
+def test_backup_job_rows_go_on_removal_and_last_run_follows(page, web, node, make_user):
+    keep = BackupSchedule.objects.create(schedule="mon..fri 02:00")
+    gone = BackupSchedule.objects.create(schedule="sat 03:00")
+    make_user("admin", superuser=True)
+    login(page, web, "admin")
+    page.goto(f"{web}/datacenter/backup/")
+    expect(page.locator("body")).to_have_attribute("data-live", "ready")
+    mark(page)
+    page.locator(f'tr[data-schedule="{gone.pk}"] button', has_text="Remove").click()
+    expect(page.locator("#confirm-text")).to_contain_text(f"Remove backup job {gone.pk}?")
+    page.click("#confirm-yes")
+    expect(page.locator(f'tr[data-schedule="{gone.pk}"]')).to_have_count(0)
+    assert not BackupSchedule.objects.filter(pk=gone.pk).exists()
+
+    run = Job.objects.create(node=node, kind="vzdumpjob", path="/", target=str(keep.pk), status="running")
+    publish(["/"], {"type": "job", "job": run.summary()})
+    cell = page.locator(f'[data-last-run="{keep.pk}"]')
+    expect(cell).to_contain_text("running", timeout=LIVE)
+    run.status, run.message = "ok", "OK: 2 containers"
+    run.save()
+    publish(["/"], {"type": "job", "job": run.summary()})
+    expect(cell).to_contain_text("OK: 2 containers", timeout=LIVE)
+    assert stayed(page)
+
+
+def test_the_container_buttons_ask_in_the_page(page, web, node, make_user):
+    Container.objects.create(ctid=4111, node=node, hostname="busy", status="running")
+    make_user("admin", superuser=True)
+    login(page, web, "admin")
+    page.goto(f"{web}/ct/4111/")
+    expect(page.locator("body")).to_have_attribute("data-live", "ready")
+    for action, words in (("shutdown", "Shut down CT 4111?"), ("reboot", "Reboot CT 4111?"), ("stop", "Stop CT 4111")):
+        page.click(f"#btn-{action}")
+        expect(page.locator("#confirm-dialog")).to_be_visible()
+        expect(page.locator("#confirm-text")).to_contain_text(words)
+        page.click("#confirm-no")
+        expect(page.locator("#confirm-dialog")).to_be_hidden()
+    assert not Job.objects.exists()  # nothing was sent
+
+
+def _samples(scope: str, step: int, count: int, **values) -> None:
+    now = int(time.time())
+    for i in range(count):
+        ts = now - now % step - i * step
+        MetricSample.objects.create(scope=scope, step=step, ts=ts, **{k: v(i) for k, v in values.items()})
+
+
+CHART = "window.CaissonCharts.charts.find((c) => c.figure.dataset.chart === '{}')"
+
+
+def test_graph_axes(page, web, node, make_user):
+    scope = f"node/{node.name}"
+    _samples(
+        scope,
+        10,
+        30,
+        cpu=lambda i: 0.001 + i * 0.0001,  # an idle node: ticks are not all "0.00"
+        memory=lambda i: 700_000_000 + i * 10_000_000,
+        memory_total=lambda i: 1_000_000_000,
+        disk_used=lambda i: 5 << 30,
+        disk_total=lambda i: 9 << 30,
+    )
+    _samples(scope, 300, 1, cpu=lambda i: 0.5, memory=lambda i: 1 << 29, memory_total=lambda i: 1 << 30)
+    make_user("admin", superuser=True)
+    login(page, web, "admin")
+    cpu = page.evaluate(f"JSON.parse({CHART.format('cpu')}.figure.dataset.yTicks)")
+    assert len(set(cpu)) == len(cpu) > 1, cpu
+    memory = page.evaluate(f"JSON.parse({CHART.format('memory')}.figure.dataset.yTicks)")
+    # Binary steps: every tick a whole number of its unit (256 MiB, 512 MiB), not 190.7 MiB.
+    assert all(label == "0 B" or label.split()[0].isdigit() for label in memory), memory
+    for kind in ("cpu", "memory", "disk"):  # the value axis is as wide as its longest label
+        fits = page.evaluate(f"""(() => {{
+            const u = {CHART.format(kind)}.plot, axis = u.axes[1];
+            u.ctx.font = axis.font[0];
+            const widest = Math.max(...axis._values.map((v) => u.ctx.measureText(v).width / devicePixelRatio));
+            return [axis._size, widest + axis.ticks.size + axis.gap];
+        }})()""")
+        assert fits[0] >= fits[1], (kind, fits)
+
+    page.goto(f"{web}/?timeframe=day")  # one sample in the day: the axis ends now, not in 2029
+    span = page.evaluate(f"(() => {{ const x = {CHART.format('cpu')}.plot.scales.x; return [x.min, x.max]; }})()")
+    now = time.time()
+    assert abs(span[1] - now) < 600 and abs(span[1] - span[0] - 86400) < 1, span
+
+
+def test_the_wizard_confirm_step_and_errors(page, web, node, make_user):
+    make_user("admin", superuser=True)
+    login(page, web, "admin")
+    page.goto(f"{web}/create/")
+    page.fill("#id_hostname", "my box")
+    page.click("#next-general")
+    errors = page.locator('[data-errors-for="hostname"]')
+    expect(errors).to_contain_text("is not a valid host name")
+    page.fill("#id_hostname", "mybox")  # fixed: the error goes at once, not at the next Next
+    expect(errors).to_be_empty()
+    expect(page.locator("#id_hostname")).not_to_have_class("invalid")
+    # The Confirm step with a long summary: the "Start after created" box has its own row below it.
+    page.evaluate("""() => {
+        const form = document.getElementById('wizard');
+        form.querySelectorAll('fieldset[data-step]').forEach((f) => { f.hidden = f.dataset.step !== 'confirm'; });
+        const body = document.createElement('tbody');
+        for (let i = 0; i < 12; i++) {
+            const tr = document.createElement('tr');
+            tr.innerHTML = '<th>Network ' + i + '</th><td>name=eth0,bridge=vmbr0,ip=10.0.0.' + i
+                + '/24,gw=10.0.0.1,firewall=1</td>';
+            body.append(tr);
+        }
+        document.getElementById('wizard-summary').replaceChildren(body);
+    }""")
+    summary = page.locator("#wizard-summary").bounding_box()
+    box = page.locator("#step-confirm label.check").bounding_box()
+    overlap = not (
+        box["x"] >= summary["x"] + summary["width"]
+        or summary["x"] >= box["x"] + box["width"]
+        or box["y"] >= summary["y"] + summary["height"]
+        or summary["y"] >= box["y"] + box["height"]
+    )
+    assert not overlap, (summary, box)
+
+
+def test_bulk_start_of_ten_containers(page, web, agent, node, make_user, engine, busybox_template, ctid_factory):
+    ids = [ctid_factory() for _ in range(10)]
+    for ctid in ids:
+        engine.create(ctid, busybox_template, {"hostname": f"bulk{ctid}", "memory": "64", "swap": "0"})
+        Container.objects.create(ctid=ctid, node=node, hostname=f"bulk{ctid}", status="stopped")
+    Container.objects.create(ctid=ids[-1] + 1000, node=node, hostname="other", status="stopped")  # not selected
+    make_user("admin", superuser=True)
+    login(page, web, "admin")
+    mark(page)
+    page.fill("#ct-filter", "bulk")
+    expect(page.locator(f'#ct-table tr[data-ct-row="{ids[-1] + 1000}"]')).to_be_hidden()
+    page.check("#ct-select-all")
+    expect(page.locator("#bulk-count")).to_have_text("10 selected")
+    page.click("#bulk-start")
+    for ctid in ids:
+        expect(page.locator(f'#ct-table [data-ct-status="{ctid}"]')).to_have_text("running", timeout=LIVE * 3)
+    expect(page.locator("#count-running")).to_have_text("10")
+    assert stayed(page)
+    assert [engine.status(ctid).status for ctid in ids] == ["running"] * 10
+    assert Job.objects.filter(kind="vzstart").count() == 10  # the one filtered out was not started
+
+    # Tags for the selection, shown in the table and the tree, and found by the filter.
+    page.fill("#bulk-tags", "web;prod")
+    page.click("#bulk-tag")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#ct-table [data-ct-tags] .tag').length >= 20", timeout=LIVE * 2
+    )
+    assert all(engine.config(ctid).current.values.get("tags") == "web;prod" for ctid in ids)
+    expect(page.locator(f'[data-tree-ct="{ids[0]}"] .tag')).to_have_text(["web", "prod"])
+
+    # The tree's context menu: Stop, asked in the page, on one container.
+    page.click(f'[data-tree-ct="{ids[0]}"] a', button="right")
+    expect(page.locator("#ct-menu button[data-action=start]")).to_be_disabled()
+    page.click("#ct-menu button[data-action=stop]")
+    page.click("#confirm-yes")
+    expect(page.locator(f'#ct-table [data-ct-status="{ids[0]}"]')).to_have_text("stopped", timeout=LIVE)
+    assert engine.status(ids[0]).status == "stopped"
+
+
+def test_resources_disks_and_nic_settings(page, web, agent, node, make_user, engine, busybox_template, ctid_factory):
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": f"res{ctid}", "memory": "64", "swap": "0"})
+    config = {k: str(v) for k, v in engine.config(ctid).current.values.items()}
+    Container.objects.create(ctid=ctid, node=node, hostname=f"res{ctid}", status="stopped", config=config)
+    make_user("admin", superuser=True)
+    login(page, web, "admin")
+    page.goto(f"{web}/ct/{ctid}/resources/")
+    page.fill("#resources-form [name=pids]", "64")
+    page.fill("#resources-form [name=ioweight]", "200")
+    page.click("#resources-form button[type=submit]")
+    page.wait_for_function(
+        "() => document.querySelector('#resources-form [name=pids]').value === '64'"
+        " && document.querySelector('#resources-form [name=digest]').value !== ''",
+        timeout=LIVE,
+    )
+    values = engine.config(ctid).current.values
+    expect(page.locator('#disk-table tr[data-disk="rootfs"]')).to_be_visible(timeout=LIVE)
+    assert (values.get("pids"), values.get("ioweight")) == ("64", "200"), values
+
+    page.fill("#mp-form [name=size]", "0.1")
+    page.fill("#mp-form [name=path]", "/srv/data")
+    page.click("#mp-form button[type=submit]")
+    expect(page.locator('#disk-table tr[data-disk="mp0"]')).to_contain_text("/srv/data", timeout=LIVE)
+    assert "mp=/srv/data" in engine.config(ctid).current.values["mp0"]
+    page.locator('#disk-table tr[data-disk="mp0"] button', has_text="Remove").click()
+    expect(page.locator("#confirm-text")).to_contain_text("is destroyed with its data")
+    page.click("#confirm-yes")
+    expect(page.locator('#disk-table tr[data-disk="mp0"]')).to_have_count(0, timeout=LIVE)
+    assert "mp0" not in engine.config(ctid).current.values
+
+    bridge = f"cbr{ctid % 100000}"  # a real bridge of this test's own, allowed by an administrator
+    subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
+    try:
+        node.allowed_bridges = [bridge]
+        node.save(update_fields=["allowed_bridges"])
+        page.goto(f"{web}/ct/{ctid}/network/")
+        page.fill("#nic-form [name=bridge]", bridge)
+        page.fill("#nic-form [name=mtu]", "1400")
+        page.fill("#nic-form [name=hwaddr]", "BC:24:11:00:00:42")
+        page.click("#nic-form button[type=submit]")
+        expect(page.locator('#nic-table tr[data-nic="net0"]')).to_contain_text("1400", timeout=LIVE)
+        net0 = engine.config(ctid).current.values["net0"]
+        assert "mtu=1400" in net0 and "hwaddr=BC:24:11:00:00:42" in net0, net0
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], check=False)
+
+
+def test_a_start_failure_diagnosed_on_the_page(
+    page, web, agent, node, make_user, engine, busybox_template, ctid_factory
+):
+    ctid = ctid_factory()
+    bridge = f"dbr{ctid % 100000}"
+    subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
+    try:
+        engine.create(
+            ctid,
+            busybox_template,
+            {"hostname": f"diag{ctid}", "memory": "64", "swap": "0", "net0": f"name=eth0,bridge={bridge}"},
+        )
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], check=False)  # gone before the start: the classic case
+    config = {k: str(v) for k, v in engine.config(ctid).current.values.items()}
+    Container.objects.create(ctid=ctid, node=node, hostname=f"diag{ctid}", status="stopped", config=config)
+    make_user("admin", superuser=True)
+    login(page, web, "admin")
+    page.goto(f"{web}/ct/{ctid}/")
+    expect(page.locator("body")).to_have_attribute("data-live", "ready")
+    expect(page.locator("#start-diagnosis")).to_have_count(0)
+    mark(page)
+    page.click("#btn-start")
+    diagnosis = page.locator("#start-diagnosis")
+    expect(diagnosis).to_be_visible(timeout=LIVE)
+    expect(page.locator("#diagnosis-step")).to_have_text("network")
+    expect(page.locator("#diagnosis-cause")).to_contain_text(f"bridge '{bridge}'")
+    expect(page.locator("#diagnosis-fix")).to_contain_text("Node → Network")
+    assert stayed(page)
+    assert engine.status(ctid).status == "stopped"
+    page.reload()  # it stays on the page until a start succeeds
+    expect(page.locator("#diagnosis-cause")).to_contain_text(f"bridge '{bridge}'")

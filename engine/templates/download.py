@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from engine import faults
 from engine.errors import Cancelled, EngineError, ValidationError
 from engine.templates.entry import Entry, check_template_name
 
@@ -217,6 +218,7 @@ def _attempt(entry: Entry, part: Path, digest_algo: str, progress, cancel, max_b
                     if max_bytes is not None and done > max_bytes:
                         raise ValidationError(f"{entry.name}: more than {max_bytes} bytes", key="size")
                     sink.put(chunk)
+                    faults.point("download:partial")
                     if progress is not None:
                         progress(done, total)
                 sink.finish()

@@ -210,3 +210,68 @@ def test_build_killed(lab, mounts_unchanged):
     actions = _recover(lab)
     assert any(a.what == "swept" for a in actions)
     assert temporary_files(lab) == []
+
+
+def test_download_killed_keeps_its_partial_for_a_day(lab, tmp_path):
+    """A download's partial file is kept for a resume (tests/engine/test_templates_download.py resumes one);
+    one nobody resumed for a day is swept."""
+    import hashlib
+    import http.server
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from tests.faults.kit import ROOT
+
+    www = tmp_path / "www"
+    www.mkdir()
+    blob = os.urandom(4 << 20)
+    name = "dl-1.0-1_amd64.tar.zst"
+    (www / name).write_bytes(blob)
+    handler = http.server.SimpleHTTPRequestHandler
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **k: handler(*a, directory=str(www), **k))
+    handler.log_message = lambda *a: None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fields = {
+        "name": name,
+        "package": "dl",
+        "version": "1.0-1",
+        "os": "busybox",
+        "section": "system",
+        "type": "lxc",
+        "arch": "amd64",
+        "location": f"http://127.0.0.1:{server.server_address[1]}/{name}",
+        "source_id": "test",
+        "sha512": hashlib.sha512(blob).hexdigest(),
+    }
+    dest = lab.engine.layout.templates
+    script = (
+        "import json, sys; from engine.templates import download; from engine.templates.entry import Entry; "
+        f"download(Entry(**json.loads(sys.argv[1])), {str(dest)!r})"
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(fields)],
+            env={**os.environ, "CAISSON_FAULT_AT": "download:partial", "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            cwd=ROOT,
+        )
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        part = dest / f".{name}.part"
+        assert part.exists()
+        _recover(lab)
+        assert part.exists()  # fresh: kept for the resume
+        os.utime(part, (0, 0))  # nobody came back for it
+        assert any(a.what == "swept" and name in a.detail for a in _recover(lab))
+        assert not part.exists()
+        from engine.templates import download
+        from engine.templates.entry import Entry
+
+        assert download(Entry(**fields), dest).read_bytes() == blob
+        (dest / name).unlink()
+    finally:
+        server.shutdown()
+        server.server_close()

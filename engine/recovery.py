@@ -41,7 +41,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.errors import EngineError
+from engine.errors import EngineError, NotFound
 from engine.state import Intent, container_busy, container_lock
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,12 @@ def recover(engine, ctid: int | None = None, full: bool = True) -> list[Action]:
     ids = [ctid] if ctid is not None else engine.node.ids()
     actions: list[Action] = []
     for ident in ids:
-        if not engine.exists(ident) or container_busy(engine.layout, ident):
+        if container_busy(engine.layout, ident):
             continue
         try:
             actions += _recover_container(engine, ident, full)
+        except NotFound:
+            continue  # destroyed meanwhile
         except EngineError as err:  # one container's trouble must not stop the others'
             actions.append(Action(ident, "failed", f"container {ident}: recovery failed: {err}"))
     if ctid is None:
@@ -92,9 +94,9 @@ def recover(engine, ctid: int | None = None, full: bool = True) -> list[Action]:
 
 # ---- one container ---------------------------------------------------------------------------------
 def _recover_container(engine, ctid: int, full: bool) -> list[Action]:
-    lock = engine.config(ctid).current.values.get("lock")
+    lock = engine.config(ctid).current.values.get("lock")  # read once: the tick runs this for every container
     actions = [_release(engine, ctid, lock)] if lock else []
-    if engine.exists(ctid) and not engine.config(ctid).current.values.get("lock"):
+    if not lock or (engine.exists(ctid) and not engine.config(ctid).current.values.get("lock")):
         actions += _settle(engine, ctid)
         if full and engine.node.running(ctid) is not None:
             from engine.config_changes import limits_of

@@ -104,3 +104,32 @@ def test_a_pool_process_killed_mid_backup_is_recovered_by_the_tick(
     finally:
         stop_agent(process)
         engine.stop(ctid)
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_again(agent, node, engine, busybox_template, ctid_factory):
+    """Redis restarted without its data (or a process died between the commit and the send): the job's row
+    says queued, no message names it. The tick sends it again, and it runs once."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tasks.celery import app
+    from webui.models import Container
+
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": "lost-msg"})
+    Container.objects.update_or_create(ctid=ctid, defaults={"node": node, "status": "stopped"})
+    job = Job.objects.create(
+        node=node,
+        kind="vzstart",
+        path=f"/ct/{ctid}",
+        target=str(ctid),
+        created=timezone.now() - timedelta(minutes=5),  # as if sent five minutes ago
+    )
+    app.send_task("caisson.node.tick", queue=node.queue)
+    job = wait_job(job)
+    assert job.status == "ok", job.message
+    assert engine.status(ctid).status == "running"
+    app.send_task("caisson.node.tick", queue=node.queue)  # again: the job is no longer queued, nothing is resent
+    assert wait_job(job).status == "ok"
+    engine.stop(ctid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from engine import faults
 from engine.allocation import allocate_mount_points, configure_network
 from engine.cgroups.base import Limits
 from engine.config import ContainerConfig, write_config
@@ -90,6 +91,7 @@ class ConfigChangeOps:
                         set(live)
                         | set(network.reconfigure(self.layout.root, ctid, running.pid, self.config(ctid), config))
                     )
+            faults.point("set:applied")
             write_config(self.layout.config_path(ctid), config)
             revert.success()
             for driver, vol in dropped:

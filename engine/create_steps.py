@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine import idranges, inits
+from engine import faults, idranges, inits
 from engine.allocation import (
     allocate_mount_points,
     clear_interrupted_create,
@@ -123,6 +123,7 @@ class NewContainer:
                 ("write-config", self.write),
             ]
             for name, step in steps:
+                faults.point(f"create:{name}")
                 try:
                     step()
                 except BaseException as exc:

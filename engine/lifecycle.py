@@ -86,3 +86,6 @@ class Engine(StatusOps, CreationOps, PowerOps, ConfigChangeOps, CommandOps, Snap
             from engine import syscalls
 
             syscalls.prctl(PR_SET_CHILD_SUBREAPER, 1)
+            from engine import reaper as init_reaper
+
+            init_reaper.start(layout.run)

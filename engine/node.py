@@ -82,7 +82,7 @@ class Node:
             stat = procfs.proc_stat(record.pid)
             if stat and stat.starttime == record.starttime and stat.state != "Z":
                 return record
-            reap(record.pid)
+            reap(record.pid, record.starttime)
         if not self.cgroups.exists(str(ctid)):
             return None
         init_pid = _find_init(self.cgroups.procs(str(ctid)))
@@ -132,9 +132,11 @@ def has_network(config: ContainerConfig) -> bool:
     return any(key.startswith("net") and key[3:].isdigit() for key in config.current.values)
 
 
-def reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+def reap(pid: int, starttime: int) -> None:
+    """Reap an exited container init if it is our child; never a recycled pid (see :mod:`engine.reaper`)."""
+    from engine.reaper import reap_init
+
+    reap_init(pid, starttime)
 
 
 def _find_init(pids: list[int]) -> int | None:

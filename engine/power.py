@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine import consolelog, hooks, inits, procfs
+from engine import consolelog, faults, hooks, inits, procfs
 from engine.config import ContainerConfig
 from engine.config_changes import limits_of
 from engine.errors import EngineError, InvalidState, StartError
@@ -146,6 +146,7 @@ def start_container(
             rw_sys=features.rw_sys,
             reenter_rootfs=plan is not None and plan.rootfs_mount is not None,
         )
+        faults.point("start:cgroup")
         try:
             pid = start.spawn(spec)
         finally:
@@ -153,6 +154,7 @@ def start_container(
                 plan.release()
         if init is None:
             init = inits.detect(Path(f"/proc/{pid}/root")) or inits.SYSVINIT
+        faults.point("start:spawned")
         record = RunRecord(pid, procfs.proc_starttime(pid) or 0, init.name, time.time())
         record.save(node.layout.run_record(ctid))
         revert.success()
@@ -206,7 +208,8 @@ def hard_stop(node: Node, ctid: int) -> None:
                     select.select([pidfd], [], [], 5.0)
                 finally:
                     os.close(pidfd)
-            reap(record.pid)
+            reap(record.pid, record.starttime)
+    faults.point("stop:killed")
     _cleanup_after_exit(node, ctid)
 
 
@@ -262,7 +265,8 @@ def shutdown_container(node: Node, ctid: int, timeout: float, force_stop: bool) 
             raise InvalidState(f"container {ctid} did not shut down within {timeout:g} s; it is still running")
         hard_stop(node, ctid)
         return
-    reap(record.pid)
+    reap(record.pid, record.starttime)
+    faults.point("shutdown:exited")
     _cleanup_after_exit(node, ctid)
 
 

@@ -22,7 +22,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 
-from engine import idranges, snapconfig
+from engine import faults, idranges, snapconfig
 from engine.allocation import clear_interrupted_create, configure_network, free_leftovers
 from engine.config import ConfigSection, ContainerConfig, parse_ctid, parse_size, write_config
 from engine.create_steps import isolate_idmap
@@ -30,7 +30,7 @@ from engine.errors import AlreadyExists, EngineError, InvalidState, NotFound, Va
 from engine.node import check_unlocked
 from engine.power import hard_stop, start_container
 from engine.reverter import Reverter
-from engine.state import container_lock
+from engine.state import Intent, container_lock
 from engine.storage import check_snapshot_name
 from engine.storage.mountns import run as in_private_mount_ns
 from engine.storage.mountns import syncfs
@@ -95,6 +95,7 @@ class SnapshotOps:
             section = snapconfig.prepare(config, name, description, int(time.time()))
             path = self.layout.config_path(ctid)
             write_config(path, config)
+            faults.point("snapshot:prepared")
             with Reverter() as revert:
                 revert.add(self._restore_config, ctid, original)
                 record = self.node.running(ctid)
@@ -109,9 +110,11 @@ class SnapshotOps:
                                 if fd is not None:
                                     os.close(fd)
                             revert.add(driver.delete_snapshot, vol, name)
+                            faults.point("snapshot:frozen")
                 finally:
                     if root_fd is not None:
                         os.close(root_fd)
+                faults.point("snapshot:taken")
                 snapconfig.commit(config, name)
                 write_config(path, config)
                 revert.success()
@@ -164,10 +167,15 @@ class SnapshotOps:
             was_running = self.node.running(ctid) is not None
             original = config.render()
             path = self.layout.config_path(ctid)
+            intent = Intent(self.layout, ctid)
             with Reverter() as revert:
+                # what recovery needs to finish this rollback if the process is killed (the lock names no snapshot)
+                intent.write({"op": "rollback", "snapshot": name, "running": was_running})
+                revert.add(intent.clear)
                 if was_running:
                     hard_stop(self.node, ctid)
                     revert.add(start_container, self.node, ctid)
+                faults.point("rollback:stopped")
                 config.current.values["lock"] = "rollback"
                 write_config(path, config)
                 revert.add(self._restore_config, ctid, original)
@@ -176,7 +184,9 @@ class SnapshotOps:
                     for _, driver, vol in volumes:
                         driver.rollback(vol, name)
                         changed += 1
+                        faults.point("rollback:volume")
                 except BaseException:
+                    intent.clear()
                     if changed:
                         revert.success()  # data changed: the lock stays to say so
                         raise EngineError(
@@ -187,6 +197,7 @@ class SnapshotOps:
                     raise
                 snapconfig.rollback_apply(config, name)
                 write_config(path, config)
+                intent.clear()
                 revert.success()
             if was_running if start is None else start:
                 start_container(self.node, ctid)
@@ -219,6 +230,7 @@ class SnapshotOps:
             section.values["snapstate"] = "delete"
             config.current.values["lock"] = "snapshot-delete"
             write_config(path, config)
+            faults.point("delsnapshot:marked")
             for _, driver, vol in volumes:
                 driver.delete_snapshot(vol, name)
             snapconfig.finish_delete(config, name, [volume.volid for volume, _, _ in volumes])
@@ -326,6 +338,7 @@ class SnapshotOps:
                                 volume, driver, vol, snapshot, newid, owner, (src_idmap, idmap), full, storage
                             )
                             new.current.values[volume.key] = render_props(new_volid, volume.props)
+                            faults.point("clone:volume")
                 finally:
                     if root_fd is not None:
                         os.close(root_fd)
@@ -335,6 +348,7 @@ class SnapshotOps:
                     nic = parse_nic(int(key[3:]), new.current.values[key])
                     new.current.values[key] = replace(nic, hwaddr=None).to_value()  # a new MAC is generated
                 configure_network(self.node, newid, new)
+                faults.point("clone:network")
                 write_config(self.layout.config_path(newid), new)
                 revert.success()
         return self.status(newid)
@@ -426,6 +440,7 @@ class SnapshotOps:
             finally:
                 if root_fd is not None:
                     os.close(root_fd)
+            faults.point("resize:grown")
             props = dict(volume.props)
             props["size"] = new
             config.current.values[disk] = render_props(volume.volid, props)

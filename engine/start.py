@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
-from engine import consolelog, seccomp
+from engine import consolelog, faults, seccomp
 from engine import rootfs as fs
 from engine import syscalls as sc
 from engine.errors import StartError
@@ -181,6 +181,7 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int) -> int:
                 _kill_quietly(setup_pid)
                 raise StartError("idmap", str(exc)) from None
             for step in spec.prepare:
+                faults.point(f"start:{getattr(step, '__name__', 'prepare')}")
                 try:
                     step(setup_pid)
                 except Exception as exc:  # noqa: BLE001 - reported as the named step

@@ -14,6 +14,9 @@ and under the run directory (``/run/caisson``, cleared at boot as it should be):
     <ID>.json                     init's pid and start time while it runs
     lock/<ID>.lock                flock per container
 
+and ``intent/<ID>.json`` under the state root: what recovery needs to finish an
+operation a killed process left under a persisted lock (see :class:`Intent`).
+
 The run record is only a cache: the container's cgroup is the truth, and a
 missing or stale record is rebuilt from it.
 """
@@ -103,6 +106,44 @@ class RunRecord:
 
     def save(self, path: Path) -> None:
         write_atomic(path, json.dumps(self.__dict__), mode=0o600, durable=False)  # a cache, rebuilt from cgroups
+
+
+class Intent:
+    """What an operation under a persisted lock means to do, for recovery to finish it if the process dies.
+
+    Proxmox's ``lock: rollback`` does not say which snapshot, nor whether the
+    container ran: the rollback writes both here before it changes anything and
+    removes the file when it ends (a failure it reports itself removes it too, so
+    only a killed process leaves it).  Kept under the state root, not the run
+    directory, since a host crash must not lose it while the lock stays.
+    """
+
+    def __init__(self, layout: Layout, ctid: int):
+        self.path = layout.root / "intent" / f"{ctid}.json"
+
+    def write(self, facts: dict) -> None:
+        self.path.parent.mkdir(mode=0o700, exist_ok=True)
+        write_atomic(self.path, json.dumps(facts), mode=0o600)
+
+    def read(self) -> dict | None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def container_busy(layout: Layout, ctid: int) -> bool:
+    """Whether a process holds the container's flock now: every operation holds it for its whole run, and the
+    kernel drops it when the holder dies, so a persisted lock with the flock free was left by a dead process."""
+    try:
+        with container_lock(layout, ctid, timeout=0):
+            return False
+    except Locked:
+        return True
 
 
 @contextmanager

@@ -16,22 +16,6 @@ import os
 import sys
 
 
-def fail_orphaned_jobs(node) -> int:
-    """Jobs this node was running when its agent died: one agent per node, so none of them still runs."""
-    from django.utils import timezone
-
-    from webui.live import publish
-    from webui.models import Job
-
-    orphans = list(Job.objects.filter(node=node, status=Job.Status.RUNNING))
-    for job in orphans:
-        job.status, job.ended = Job.Status.ERROR, timezone.now()
-        job.message = "the node agent stopped while this job ran; check the target's state before retrying"
-        job.save(update_fields=["status", "ended", "message"])
-        publish([job.path], {"type": "job", "job": job.summary()})
-    return len(orphans)
-
-
 def prepare_node() -> str:
     """Register this node, its periodic tick and its current state; return its queue."""
     import django
@@ -43,12 +27,13 @@ def prepare_node() -> str:
     from tasks.boot import queue_boot_startall
     from tasks.mirror import sync_all, sync_storages, sync_templates
     from tasks.node import ensure_lxcfs, heartbeat
+    from tasks.recovery import recover_node
     from tasks.runtime import this_node
 
     node = this_node()
     heartbeat(node)
     ensure_lxcfs()
-    fail_orphaned_jobs(node)
+    recover_node(node, at_start=True)  # jobs the dead agent ran failed, what they left recovered
     seconds = max(1, int(settings.CAISSON_SAMPLE_INTERVAL))
     every, _ = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.update_or_create(
@@ -97,10 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webui.settings")
     queue = prepare_node()
-    from engine import syscalls
+    from engine import reaper, syscalls
+    from engine.state import DEFAULT_RUN
     from tasks.celery import app
 
-    syscalls.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: inits orphaned by a recycled worker process are reaped here
+    syscalls.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: inits orphaned by a recycled worker process come here
+    reaper.start(DEFAULT_RUN)  # and are reaped as they exit
     start_cli_service()
     app.worker_main(
         [

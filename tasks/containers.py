@@ -195,8 +195,12 @@ class Destroy(ContainerJob):
     name = "caisson.container.destroy"
 
     def perform(self, ctx: JobContext) -> str:
+        from engine.recovery import sweep
+
         node_engine().destroy(self.ctid(ctx), force=bool(ctx.params.get("force", False)))
         ctx.log(f"removed CT {self.ctid(ctx)} and its volumes")
+        for action in sweep(node_engine(), self.ctid(ctx)):  # a killed backup's copy or partial archive
+            ctx.log(action.detail)
         return "OK"
 
     def after(self, ctx: JobContext) -> None:

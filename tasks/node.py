@@ -178,6 +178,13 @@ def tick() -> None:
         sweep()  # expired safety snapshots (tasks.safety), at most once a minute
     except Exception:  # noqa: BLE001 - one bad reading must not stop the heartbeat
         log.exception("sampling on %s failed", node)
+    try:
+        from tasks.recovery import recover_node
+
+        if recover_node(node, at_start=False):
+            sync_all(node)  # locks released, containers started again: the mirror shows it now
+    except Exception:  # noqa: BLE001 - nor must recovery
+        log.exception("recovery on %s failed", node)
 
 
 class Resync(JobTask):

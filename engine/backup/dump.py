@@ -36,9 +36,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from engine import faults
 from engine.builders import atomic_file
 from engine.config import parse_ctid, write_atomic
 from engine.errors import EngineError, HostError, NotFound, ValidationError
+from engine.state import Intent
 from engine.units import human_bytes
 
 from . import names
@@ -140,6 +142,7 @@ def _two_pass(
             with held.tree(key) as tree:
                 syncs[key].src = str(tree)
                 log(f"first pass {key}: {syncs[key].run().describe()}")
+        faults.point("backup:first-pass")
         guard = Guard(held.engine, held.ctid, "thaw")
         try:
             log("freezing the container for the second pass")
@@ -150,6 +153,7 @@ def _two_pass(
                     for key in keys:
                         syncs[key].src = str(trees[key])
                         stats[key] = syncs[key].run()
+                    faults.point("backup:frozen")
             finally:
                 run.frozen_ms = round((time.monotonic() - started) * 1000)
         finally:
@@ -187,6 +191,7 @@ def _mode(
     if mode == "snapshot":
         log("taking a storage snapshot (the container is frozen only while it is taken)")
         with held.snapshot_trees(keys) as trees:
+            faults.point("backup:snapshot")
             log("archiving the snapshot while the container runs")
             yield trees
         return
@@ -198,6 +203,7 @@ def _mode(
     try:
         log("stopping the container (clean shutdown)")
         held.shutdown(timeout)
+        faults.point("backup:stopped")
         try:
             with _volume_trees(held, keys) as trees:
                 yield trees
@@ -231,6 +237,17 @@ def _notes(template: str, ctid: int, hostname: str) -> str:
         .replace("{{node}}", socket.gethostname())
         .replace("{{cluster}}", "")
     )
+
+
+@contextlib.contextmanager
+def _intent(engine, ctid: int, running: bool) -> Iterator[None]:
+    """Whether the container ran, for recovery to start it again if a killed stop-mode backup left it down."""
+    intent = Intent(engine.layout, ctid)
+    intent.write({"op": "backup", "running": running})
+    try:
+        yield
+    finally:
+        intent.clear()
 
 
 def _os_error(err: OSError, dumpdir: Path) -> EngineError:
@@ -286,9 +303,10 @@ def backup(
     if exclude_paths:
         log(f"excluding paths: {', '.join(exclude_paths)}")
     keys = ["rootfs", *(key for key, _ in mountpoints)]
-    with engine.hold(ctid, "backup") as held:
+    with engine.hold(ctid, "backup") as held, _intent(engine, ctid, held.running):
         config = held.config
         running = held.running
+        faults.point("backup:held")
         log(f"Backup mode: {mode}; container is {'running' if running else 'stopped'}")
         if running and mode == "snapshot":
             held.check_snapshots(keys)  # NotSupported naming the storage, before anything changes
@@ -335,6 +353,7 @@ def backup(
                         progress=progress,
                         cancel=cancel,
                     )
+                    faults.point("backup:archive")
                 check(cancel, "backup")
         except OSError as err:
             raise _os_error(err, dumpdir) from err

@@ -82,6 +82,9 @@ def main(argv: list[str]) -> int:
     if engine.exists(ident) and engine.config(ident).current.values.get("lock") == "backup":
         engine.unlock(ident)  # the backup that held it is gone (its snapshot, if any, goes too)
     if action == "thaw":
+        from engine.recovery import thaw_filesystems
+
+        thaw_filesystems(engine, ident)  # an image volume's FIFREEZE outlives the process that froze it
         if engine.cgroups.exists(ctid):
             engine.cgroups.thaw(ctid)
     elif action == "start":

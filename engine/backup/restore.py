@@ -41,6 +41,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from engine import faults
 from engine.config import ContainerConfig, parse_ctid, write_atomic
 from engine.errors import AlreadyExists, EngineError, InvalidState, ValidationError
 from engine.volumes import render_props
@@ -267,6 +268,7 @@ def _fill_volume(engine, ctid: int, key: str, archive: Path, inside: str, skip_d
                             continue  # a hard link out of the volume cannot be one on its own disk
                         member.linkname = "." + link[len(prefix) :]
                     dst.addfile(member, src.extractfile(member) if member.isreg() else None)
+        faults.point("restore:volume")
         with driver.writable_tree(vol) as root:
             staging = Path(root) / f".restore-{key}"
             extract_archive(Path(part), staging, engine._idmap(config), skip_devices=skip_devices)

@@ -24,6 +24,7 @@ import tarfile
 import threading
 from pathlib import Path
 
+from engine import faults
 from engine.builders.common import TEMPLATE_SUFFIX, Progress, atomic_file, check_cancel, debian_arch, zstd_tar
 from engine.builders.registry import Builder, register
 from engine.errors import HostError
@@ -259,6 +260,7 @@ def build_busybox(
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
             if done % 64 == 0:
                 say(1 + done / len(members), 2, f"packing {target.name}: {done} of {len(members)} members")
+        faults.point("build:archive")
     say(2, 2, f"wrote {target.name} ({target.stat().st_size} bytes)")
     return target
 

@@ -271,6 +271,10 @@ class CgroupDriver(ABC):
         """Thaw and wait until the kernel reports it thawed."""
 
     @abstractmethod
+    def frozen(self, ctid: str) -> bool:
+        """Whether the cgroup is frozen (or freezing); False when it does not exist."""
+
+    @abstractmethod
     def kill(self, ctid: str, timeout: float = 5.0) -> None:
         """SIGKILL everything in the cgroup (sub-cgroups too) and wait until it is empty."""
 

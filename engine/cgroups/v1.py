@@ -225,6 +225,10 @@ class V1Driver(CgroupDriver):
         self._require(ctid)
         self._set_freezer(ctid, "THAWED", timeout)
 
+    def frozen(self, ctid: str) -> bool:
+        path = self._file(ctid, "freezer", "freezer.state")
+        return path is not None and read_file(path) != "THAWED"
+
     def kill(self, ctid: str, timeout: float = 5.0) -> None:
         if not self.exists(ctid):
             return

@@ -208,6 +208,10 @@ class V2Driver(CgroupDriver):
     def thaw(self, ctid: str, timeout: float = 10.0) -> None:
         self._set_frozen(ctid, 0, timeout)
 
+    def frozen(self, ctid: str) -> bool:
+        events = self._path(ctid, "cgroup.events")
+        return os.path.exists(events) and read_keyed(events).get("frozen") == 1
+
     def kill(self, ctid: str, timeout: float = 5.0) -> None:
         """cgroup.kill (Linux 5.14+) kills the whole subtree at once; older kernels freeze and kill."""
         if not self.exists(ctid):

@@ -238,9 +238,11 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
             help="leave a container running when it does not stop within its timeout",
         )
     if only is None:  # a storage verb, or none yet (help, errors): their parsers and module too
+        from engine.cli import recover as recover_cli
         from engine.cli import storage as storage_cli
 
         storage_cli.add_parsers(verbs, _ctid)
+        recover_cli.add_parser(verbs, _ctid)
     return parser
 
 
@@ -374,6 +376,10 @@ def _dispatch(engine, args) -> int:
             _network(engine, args.apply, as_json)
     elif verb == "firewall":
         _firewall(engine, args.ctid, args.rules, as_json)
+    elif verb == "recover":
+        from engine.cli import recover as recover_cli
+
+        return recover_cli.dispatch(engine, args)
     else:  # the storage, snapshot, clone and resize verbs
         from engine.cli import storage as storage_cli
 

@@ -249,12 +249,15 @@ def freeze_fs(fd: int) -> None:
         syncfs(fd)
 
 
-def thaw_fs(fd: int) -> None:
+def thaw_fs(fd: int) -> bool:
+    """FITHAW; False when the file system was not frozen (or cannot be)."""
     try:
         fcntl.ioctl(fd, FITHAW, 0)
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL):
             raise
+        return False
+    return True
 
 
 def reflink(source: Path, target: Path) -> bool:

@@ -8,6 +8,7 @@ services live there). Redirects are checked the same way.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import hashlib
 import http.client
@@ -23,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from engine.errors import Cancelled, EngineError, ValidationError
+from engine import faults
+from engine.errors import Cancelled, EngineError, HostError, ValidationError
 from engine.templates.entry import Entry, check_template_name
 
 TIMEOUT = 30.0
@@ -217,6 +219,7 @@ def _attempt(entry: Entry, part: Path, digest_algo: str, progress, cancel, max_b
                     if max_bytes is not None and done > max_bytes:
                         raise ValidationError(f"{entry.name}: more than {max_bytes} bytes", key="size")
                     sink.put(chunk)
+                    faults.point("download:partial")
                     if progress is not None:
                         progress(done, total)
                 sink.finish()
@@ -277,6 +280,13 @@ def download(
             except ValidationError:
                 part.unlink(missing_ok=True)
                 raise
+            except OSError as exc:  # the destination's disk, not the network: a retry would not help
+                part.unlink(missing_ok=True)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise HostError(
+                        f"{dest_dir}: no space left on the device for {name}; the partial download was removed"
+                    ) from None
+                raise HostError(f"{dest_dir}: writing {name} failed: {exc.strerror or exc}") from None
         if digest.hexdigest() != expected:
             part.unlink(missing_ok=True)
             raise ValidationError(

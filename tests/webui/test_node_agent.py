@@ -65,13 +65,13 @@ def test_the_tick_samples_running_containers(agent, node, engine, busybox_templa
 
 @pytest.mark.django_db
 def test_jobs_left_running_by_a_dead_agent_are_closed_at_its_start(node):
-    from tasks.agent import fail_orphaned_jobs
+    from tasks.recovery import fail_dead_jobs
 
     running = Job.objects.create(
         node=node, kind="vzstart", path="/ct/100", target="100", status="running", started=timezone.now()
     )
     finished = Job.objects.create(node=node, kind="vzstop", path="/ct/100", target="100", status="ok")
-    assert fail_orphaned_jobs(node) == 1
+    assert fail_dead_jobs(node, everything=True) == 1
     running.refresh_from_db()
     finished.refresh_from_db()
     assert running.status == "error" and "agent stopped" in running.message and running.ended

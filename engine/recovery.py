@@ -1,0 +1,437 @@
+"""Recovery after a crash: what a killed job left is finished, undone or named, with nobody's help.
+
+Proxmox leaves a killed job's ``lock:`` for a person to clear; Caisson's node
+state is the truth, so it reconciles instead (:func:`recover`, run by the node
+agent at start and on its periodic tick, and as ``python -m engine recover``).
+
+Whether the job still runs is never guessed from time or pids: every operation
+holds the container's ``flock`` (``run/lock/<ID>.lock``) for its whole run,
+and the kernel drops it when the holder dies, so a persisted lock whose flock
+is free was left by a dead process (:func:`engine.state.container_busy`).  A
+container whose flock is held is left alone.
+
+Per lock (see ``docs/architecture.md``, Recovery):
+
+- ``create`` (a create, restore or clone target): the half-made container is removed;
+- ``snapshot``: the snapshot that never finished is removed with its partial data;
+- ``snapshot-delete``: the delete is finished;
+- ``rollback``: finished to the snapshot the rollback recorded (:class:`engine.state.Intent`), and the
+  container started if it ran; without that record it is kept, naming why;
+- ``backup``: its storage snapshots, temporary copy and partial archive are removed, the container
+  thawed, and started again if a stop-mode backup left it down;
+- any other lock (``mounted``, ``migrate``, ``disk``, ... set by hand or by Proxmox) is kept for a person.
+
+Then, for every container no job holds: a frozen cgroup is thawed (Caisson has no
+suspend: only a killed job leaves one frozen), a half-started or exited
+container's cgroup, network and run record are cleaned up, and volumes left
+for an ID without a config (a killed clone) are removed.  Temporary files are
+swept: backups' ``.tmp-<ID>-*`` copies and ``.vzdump-lxc-<ID>-*.part`` archives,
+restores' ``.restore-<ID>-*.tar``, template builds' ``.<name>.*.part`` files and
+``.debian-build-*`` directories no process has open, and download partials
+(kept for resume) after a day.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from engine.errors import EngineError, NotFound
+from engine.state import Intent, container_busy, container_lock
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_PARTIAL_AGE = 86400.0  # a download's partial file is kept this long for a resume
+
+
+@dataclass
+class Action:
+    """One thing recovery did or refused: ``what`` is released, completed, removed, kept, thawed, cleaned,
+    swept or failed."""
+
+    ctid: int | None
+    what: str
+    detail: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+def recover(engine, ctid: int | None = None, full: bool = True) -> list[Action]:
+    """Reconcile the node (or one container) after a crash; the list says what was done and what was kept.
+
+    ``full`` (at the agent's start, from the command line) also puts every running container's limits back
+    to its config and thaws its image volumes' file systems (a killed ``set`` or backup may have left
+    either); the periodic tick leaves that out, touching only what a lock, a frozen cgroup or a left run
+    record points at.
+    """
+    ids = [ctid] if ctid is not None else engine.node.ids()
+    actions: list[Action] = []
+    for ident in ids:
+        if container_busy(engine.layout, ident):
+            continue
+        try:
+            actions += _recover_container(engine, ident, full)
+        except NotFound:
+            continue  # destroyed meanwhile
+        except EngineError as err:  # one container's trouble must not stop the others'
+            actions.append(Action(ident, "failed", f"container {ident}: recovery failed: {err}"))
+    if ctid is None:
+        actions += _orphan_volumes(engine)
+    actions += sweep(engine, ctid)
+    for action in actions:
+        log.warning("recovery: %s", action.detail)
+    return actions
+
+
+# ---- one container ---------------------------------------------------------------------------------
+def _recover_container(engine, ctid: int, full: bool) -> list[Action]:
+    lock = engine.config(ctid).current.values.get("lock")  # read once: the tick runs this for every container
+    actions = [_release(engine, ctid, lock)] if lock else []
+    if not lock or (engine.exists(ctid) and not engine.config(ctid).current.values.get("lock")):
+        actions += _settle(engine, ctid)
+        if full and engine.node.running(ctid) is not None:
+            from engine.config_changes import limits_of
+
+            engine.cgroups.apply(str(ctid), limits_of(engine.config(ctid)))
+            if thaw_filesystems(engine, ctid):
+                actions.append(Action(ctid, "thawed", f"container {ctid}: its file systems were left frozen; thawed"))
+    return actions
+
+
+def thaw_filesystems(engine, ctid: int) -> bool:
+    """FITHAW on the running container's image volumes (a killed backup's FIFREEZE outlives it); True if
+    one was frozen."""
+    from engine.storage import mountns
+    from engine.volumes import open_root, open_volume, volumes_of
+
+    record = engine.node.running(ctid)
+    if record is None:
+        return False
+    thawed = False
+    root_fd = open_root(record.pid)
+    try:
+        for volume in volumes_of(engine.config(ctid).current, storage_only=True):
+            _, driver, _ = engine.storages.resolve(volume.volid, ctid, key=volume.key)
+            if not driver.info.block_backed:
+                continue
+            fd = open_volume(root_fd, volume)
+            try:
+                thawed |= mountns.thaw_fs(fd)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root_fd)
+    return thawed
+
+
+def _release(engine, ctid: int, lock: str) -> Action:
+    intent = Intent(engine.layout, ctid)
+    facts = intent.read() or {}
+    if lock == "create":
+        engine.unlock(ctid)
+        return Action(
+            ctid,
+            "removed",
+            f"container {ctid}: a create, restore or clone into it was interrupted "
+            "(lock: create); removed what it made",
+        )
+    if lock == "snapshot":
+        dropped = engine.unlock(ctid)
+        names = ", ".join(dropped) or "none was recorded yet"
+        return Action(
+            ctid,
+            "released",
+            f"container {ctid}: a snapshot was interrupted (lock: snapshot); "
+            f"removed the unfinished snapshot ({names}) and its data",
+        )
+    if lock == "snapshot-delete":
+        config = engine.config(ctid)
+        pending = [n for n, s in config.snapshots.items() if s.values.get("snapstate") == "delete"]
+        for name in pending:
+            engine.delete_snapshot(ctid, name, force=True)
+        if not pending:
+            engine.unlock(ctid)
+        return Action(
+            ctid,
+            "completed",
+            f"container {ctid}: a snapshot delete was interrupted "
+            f"(lock: snapshot-delete); finished deleting {', '.join(pending) or 'nothing left to delete'}",
+        )
+    if lock == "backup":
+        engine.unlock(ctid)  # its storage snapshots go too
+        done = ["lock cleared", *(_sweep_backup_files(engine, ctid))]
+        if thaw_filesystems(engine, ctid):
+            done.append("file systems thawed")
+        if engine.cgroups.frozen(str(ctid)):
+            engine.cgroups.thaw(str(ctid))
+            done.append("container thawed")
+        if facts.get("op") == "backup" and facts.get("running") and engine.node.running(ctid) is None:
+            _start(engine, ctid)
+            done.append("started again, as it ran before the backup")
+        intent.clear()
+        return Action(
+            ctid, "released", f"container {ctid}: a backup was interrupted (lock: backup); " + "; ".join(done)
+        )
+    if lock == "rollback" and facts.get("op") == "rollback" and facts.get("snapshot"):
+        return _finish_rollback(engine, ctid, intent, facts)
+    if lock == "rollback":
+        reason = (
+            "its volumes may be partly rolled back and the snapshot it went to is not recorded: "
+            f"roll back again to the snapshot you chose, or 'python -m engine unlock {ctid}' to keep them"
+        )
+    else:
+        reason = f"'{lock}' is not a lock Caisson's jobs set; check the container, then unlock it"
+    return Action(ctid, "kept", f"container {ctid}: lock '{lock}' kept: {reason}")
+
+
+def _finish_rollback(engine, ctid: int, intent: Intent, facts: dict) -> Action:
+    """Run the rollback again from its start: rolling a volume back to its snapshot twice is the same."""
+    name, running = str(facts["snapshot"]), bool(facts.get("running"))
+    from engine.config import write_config
+
+    with container_lock(engine.layout, ctid):
+        config = engine.config(ctid)
+        config.current.values.pop("lock", None)
+        write_config(engine.layout.config_path(ctid), config)
+    try:
+        engine.rollback(ctid, name, start=running)
+    except EngineError as err:
+        with container_lock(engine.layout, ctid):
+            config = engine.config(ctid)
+            config.current.values["lock"] = "rollback"
+            write_config(engine.layout.config_path(ctid), config)
+        intent.clear()
+        return Action(
+            ctid,
+            "kept",
+            f"container {ctid}: an interrupted rollback to '{name}' could not be "
+            f"finished ({err}); lock 'rollback' kept: check it, roll back again or unlock it",
+        )
+    intent.clear()
+    started = "; started again" if running else ""
+    return Action(ctid, "completed", f"container {ctid}: an interrupted rollback to '{name}' was finished{started}")
+
+
+def _settle(engine, ctid: int) -> list[Action]:
+    """An unlocked container no job holds: not frozen, and cleaned up if its init is gone."""
+    name = str(ctid)
+    actions = []
+    if engine.cgroups.frozen(name):
+        thaw_filesystems(engine, ctid)
+        engine.cgroups.thaw(name)
+        actions.append(Action(ctid, "thawed", f"container {ctid}: was left frozen by an interrupted job; thawed"))
+    if engine.node.running(ctid) is None and (engine.cgroups.exists(name) or engine.layout.run_record(ctid).exists()):
+        from engine.power import hard_stop
+
+        with container_lock(engine.layout, ctid):
+            hard_stop(engine.node, ctid)
+        actions.append(
+            Action(
+                ctid,
+                "cleaned",
+                f"container {ctid}: its init is gone (an interrupted start, or "
+                "it stopped by itself); removed its cgroup, network and run record",
+            )
+        )
+    intent = Intent(engine.layout, ctid)
+    facts = intent.read()
+    if facts and facts.get("running") and engine.node.running(ctid) is None:
+        # a rollback (or stop-mode backup) killed after it stopped the container and before its lock
+        _start(engine, ctid)
+        actions.append(
+            Action(
+                ctid,
+                "started",
+                f"container {ctid}: an interrupted {facts.get('op')} had stopped it before changing anything; "
+                "started again",
+            )
+        )
+    intent.clear()
+    return actions
+
+
+def _start(engine, ctid: int) -> None:
+    """Start the container unless something (a backup's guard) already did."""
+    from engine.errors import InvalidState
+
+    try:
+        engine.start(ctid)
+    except InvalidState:
+        if engine.node.running(ctid) is None:
+            raise
+
+
+def _orphan_volumes(engine) -> list[Action]:
+    """Volumes on the storages for an ID that has no config (a killed clone's target): removed."""
+    from engine.allocation import free_leftovers
+
+    actions = []
+    found: set[int] = set()
+    for definition in engine.storages.definitions().values():
+        images = Path(definition.path) / "images"
+        with contextlib.suppress(OSError):
+            found |= {int(p.name) for p in images.iterdir() if p.name.isdigit() and p.is_dir()}
+    for ident in sorted(found):
+        if engine.exists(ident) or container_busy(engine.layout, ident):
+            continue
+        with container_lock(engine.layout, ident, timeout=0):
+            if engine.exists(ident):
+                continue
+            free_leftovers(engine.node, ident)
+        actions.append(
+            Action(
+                ident,
+                "removed",
+                f"container {ident}: volumes without a config (an interrupted clone or create) removed",
+            )
+        )
+    return actions
+
+
+# ---- temporary files ---------------------------------------------------------------------------------
+def _dump_dirs(engine) -> list[Path]:
+    dirs = {engine.layout.root / "dump"}
+    with contextlib.suppress(EngineError, OSError):
+        for definition in engine.storages.definitions().values():
+            dirs.add(Path(definition.path) / "dump")
+    return sorted(d for d in dirs if d.is_dir())
+
+
+def _template_dirs(engine) -> list[Path]:
+    dirs = {engine.layout.templates}
+    with contextlib.suppress(EngineError, OSError):
+        for definition in engine.storages.definitions().values():
+            dirs.add(Path(definition.path) / "template" / "cache")
+    return sorted(d for d in dirs if d.is_dir())
+
+
+def _owner(name: str, prefixes: tuple[str, ...]) -> int | None:
+    """The container ID in a temporary name such as ``.tmp-<ID>-…``, ``.vzdump-lxc-<ID>-…``."""
+    for prefix in prefixes:
+        if name.startswith(prefix):
+            head = name[len(prefix) :].split("-", 1)[0]
+            if head.isdigit():
+                return int(head)
+    return None
+
+
+BACKUP_PREFIXES = (".tmp-", ".vzdump-lxc-", ".restore-")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _is_backup_temp(path: Path) -> bool:
+    name = path.name
+    if name.startswith(".tmp-"):
+        return path.is_dir()
+    if name.startswith(".vzdump-lxc-"):
+        return name.endswith(".part")
+    return name.startswith(".restore-") and name.endswith(".tar")
+
+
+def _sweep_backup_files(engine, ctid: int | None) -> list[str]:
+    """Backup copies, partial archives and restore staging files of containers no job holds."""
+    done = []
+    for dumpdir in _dump_dirs(engine):
+        for path in sorted(dumpdir.glob(".*")):
+            owner = _owner(path.name, BACKUP_PREFIXES)
+            if owner is None or (ctid is not None and owner != ctid) or not _is_backup_temp(path):
+                continue
+            if container_busy(engine.layout, owner):
+                continue
+            _remove(path)
+            done.append(f"removed {path}")
+    return done
+
+
+def sweep(engine, ctid: int | None = None) -> list[Action]:
+    """Temporary files killed jobs left: a container's (``ctid``, e.g. after destroy) or the node's."""
+    actions = [Action(ctid, "swept", text) for text in _sweep_backup_files(engine, ctid)]
+    if ctid is not None:
+        return actions
+    candidates = []
+    now = time.time()
+    for directory in _template_dirs(engine):
+        for path in directory.glob(".*"):
+            name = path.name
+            if name.startswith(".debian-build-") and path.is_dir():
+                candidates.append(path)
+            elif name.endswith(".part") and name.count(".") >= 3 and not _download_partial(path):
+                candidates.append(path)  # atomic_file's ``.<name>.<random>.part``
+            elif _download_partial(path):
+                with contextlib.suppress(OSError):
+                    if now - path.stat().st_mtime > DOWNLOAD_PARTIAL_AGE and not _download_locked(path):
+                        candidates.append(path)
+    if candidates:
+        busy = _paths_in_use()
+        for path in candidates:
+            if any(p == path or path in p.parents for p in busy):
+                continue
+            if path.name.startswith(".debian-build-"):
+                from engine.builders import remove_build_dir
+
+                try:
+                    remove_build_dir(path)
+                except EngineError as err:
+                    actions.append(
+                        Action(None, "kept", f"{path}: a build directory left by an interrupted build was kept: {err}")
+                    )
+                    continue
+            else:
+                _remove(path)
+            actions.append(Action(None, "swept", f"removed {path}, left by an interrupted template job"))
+    return actions
+
+
+def _download_partial(path: Path) -> bool:
+    """``.<name>.part`` beside its ``.<name>.lock``: a download's resumable partial file."""
+    return path.name.endswith(".part") and (path.parent / (path.name[: -len(".part")] + ".lock")).exists()
+
+
+def _download_locked(path: Path) -> bool:
+    import fcntl
+
+    lock = path.parent / (path.name[: -len(".part")] + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _paths_in_use() -> set[Path]:
+    """Every file, cwd and root any process has open: a temporary file a live writer holds is not swept."""
+    used: set[Path] = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        base = f"/proc/{pid}"
+        links = [f"{base}/cwd", f"{base}/root"]
+        with contextlib.suppress(OSError):
+            links += [f"{base}/fd/{fd}" for fd in os.listdir(f"{base}/fd")]
+        for link in links:
+            with contextlib.suppress(OSError):
+                target = os.readlink(link)
+                if target.startswith("/"):
+                    used.add(Path(target.removesuffix(" (deleted)")))
+    return used

@@ -14,10 +14,11 @@ from engine import consolelog, inits, procfs
 from engine.config import ContainerConfig
 from engine.config_changes import limits_of
 from engine.errors import EngineError, InvalidState, StartError
-from engine.node import Node, check_unlocked, has_network, reap
+from engine.node import Node, check_not_template, check_unlocked, has_network, reap
 from engine.reverter import Reverter
 from engine.state import RunRecord, container_lock
 from engine.status import ContainerStatus
+from engine.suspend import refuse_if_paused
 from engine.volumes import MountPlan, check_bind_source, mount_activation, volumes_of
 
 
@@ -50,11 +51,13 @@ class PowerOps:
     def shutdown(self, ctid: int, timeout: float = 60.0, force_stop: bool = True) -> None:
         """Ask init to power off; after ``timeout`` seconds stop it hard, or fail if ``force_stop`` is off."""
         with container_lock(self.layout, ctid, timeout=10.0):
+            refuse_if_paused(self.node, ctid, "a shutdown (or stop it)")
             shutdown_container(self.node, ctid, timeout, force_stop)
 
     def reboot(self, ctid: int, timeout: float = 60.0) -> ContainerStatus:
         """A clean shutdown followed by a start, as ``pct reboot`` does."""
         with container_lock(self.layout, ctid, timeout=10.0):
+            refuse_if_paused(self.node, ctid, "a reboot")
             shutdown_container(self.node, ctid, timeout, force_stop=True)
             start_container(self.node, ctid)
         return self.status(ctid)
@@ -68,6 +71,7 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
         raise InvalidState(f"container {ctid} is already running")
     if allow_lock is None or config.current.values.get("lock") != allow_lock:
         check_unlocked(config)
+    check_not_template(config, "starting it")
     _, driver, vol = node.rootfs_volume(config)
     rootfs = driver.rootfs(vol)
     if not rootfs.is_dir() or rootfs.is_symlink():
@@ -90,7 +94,7 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
         revert.add(_cleanup_cgroup, node, name)
         node.cgroups.apply(name, limits_of(config))
         prepare = []
-        plan = _mount_plan(node, ctid, config, driver, vol, idmap)
+        plan = mount_plan(node, ctid, config, driver, vol, idmap)
         if plan is not None:
             revert.add(plan.release)
             prepare.append(_volume_mounts(plan))
@@ -132,7 +136,7 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
     return record
 
 
-def _mount_plan(node: Node, ctid: int, config: ContainerConfig, driver, vol: str, idmap) -> MountPlan | None:
+def mount_plan(node: Node, ctid: int, config: ContainerConfig, driver, vol: str, idmap) -> MountPlan | None:
     """The rootfs mount (image, overlay) and the mount points, or None when there is nothing to mount."""
     mounts = []
     for volume in volumes_of(config.current):

@@ -266,6 +266,14 @@ class CgroupDriver(ABC):
     def thaw(self, ctid: str, timeout: float = 10.0) -> None:
         """Thaw and wait until the kernel reports it thawed."""
 
+    def cpuset(self, ctid: str) -> str | None:
+        """The CPUs the container may run on (``0-3,6``), as the kernel applies them; None without cpuset."""
+        return None
+
+    @abstractmethod
+    def is_frozen(self, ctid: str) -> bool:
+        """Whether the cgroup is frozen as a whole (a suspended container); False when it is absent."""
+
     @abstractmethod
     def kill(self, ctid: str, timeout: float = 5.0) -> None:
         """SIGKILL everything in the cgroup (sub-cgroups too) and wait until it is empty."""

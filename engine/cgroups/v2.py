@@ -202,6 +202,13 @@ class V2Driver(CgroupDriver):
     def thaw(self, ctid: str, timeout: float = 10.0) -> None:
         self._set_frozen(ctid, 0, timeout)
 
+    def cpuset(self, ctid: str) -> str | None:
+        path = self._path(ctid, "cpuset.cpus.effective")
+        return read_file(path) if os.path.exists(path) else None
+
+    def is_frozen(self, ctid: str) -> bool:
+        return self.exists(ctid) and read_keyed(self._path(ctid, "cgroup.events")).get("frozen") == 1
+
     def kill(self, ctid: str, timeout: float = 5.0) -> None:
         """cgroup.kill (Linux 5.14+) kills the whole subtree at once; older kernels freeze and kill."""
         if not self.exists(ctid):

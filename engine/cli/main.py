@@ -221,10 +221,13 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
             action="store_false",
             help="leave a container running when it does not stop within its timeout",
         )
-    if only is None:  # a storage verb, or none yet (help, errors): their parsers and module too
+    if only is None:  # a verb of another group, or none yet (help, errors): their parsers and modules too
+        from engine.cli import disks, machine
         from engine.cli import storage as storage_cli
 
         storage_cli.add_parsers(verbs, _ctid)
+        machine.add_parsers(verbs, _ctid, _add_config_options if verb in (None, "restore") else None)
+        disks.add_parsers(verbs, _ctid)
     return parser
 
 
@@ -294,7 +297,7 @@ def _dispatch(engine, args) -> int:
                 [
                     [
                         s.ctid,
-                        s.status,
+                        "paused" if s.paused else s.status,
                         s.hostname,
                         s.pid or "-",
                         human_duration(s.uptime),
@@ -350,11 +353,22 @@ def _dispatch(engine, args) -> int:
             _network(engine, args.apply, as_json)
     elif verb == "firewall":
         _firewall(engine, args.ctid, args.rules, as_json)
-    else:  # the storage, snapshot, clone and resize verbs
-        from engine.cli import storage as storage_cli
-
-        return storage_cli.dispatch(engine, args)
+    else:
+        return _other_group(engine, args)
     return 0
+
+
+def _other_group(engine, args) -> int:
+    """The verbs of engine/cli/<group>.py: machine (suspend, push, console...), disks, else storage."""
+    from engine.cli import disks, machine
+
+    if args.verb in machine.VERBS:
+        return machine.dispatch(engine, args, _config_values)
+    if args.verb in disks.VERBS:
+        return disks.dispatch(engine, args)
+    from engine.cli import storage as storage_cli
+
+    return storage_cli.dispatch(engine, args)
 
 
 def _boot(engine, args, as_json: bool) -> int:
@@ -466,6 +480,8 @@ def _show_status(status, as_json: bool) -> None:
         emit_json(status.as_dict())
         return
     print(f"status: {status.status}")
+    if status.paused:
+        print("paused: yes (suspended; 'resume' thaws it)")
     if status.lock:
         print(f"lock: {status.lock}")
     if status.status == "running":

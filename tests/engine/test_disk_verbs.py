@@ -16,7 +16,7 @@ from tests.engine.storage_lab import host_mounts, lab, make  # noqa: F401 - fixt
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_mount_puts_the_volumes_on_the_host_under_the_mounted_lock(lab, make):
+def test_mount_puts_the_volumes_on_the_host_under_the_mounted_lock(lab, make):  # noqa: F811
     engine = lab.engine
     ctid = make("loop", {"mp0": "local:0.1,mp=/data"}, start=False)
     before = host_mounts(engine.layout.root, engine.layout.run)
@@ -42,7 +42,7 @@ def test_mount_puts_the_volumes_on_the_host_under_the_mounted_lock(lab, make):
         engine.unmount(ctid)
 
 
-def test_df_of_a_stopped_and_a_running_container(lab, make):
+def test_df_of_a_stopped_and_a_running_container(lab, make):  # noqa: F811
     engine = lab.engine
     ctid = make("loop", start=False)
     before = host_mounts(engine.layout.root, engine.layout.run)
@@ -56,7 +56,7 @@ def test_df_of_a_stopped_and_a_running_container(lab, make):
     assert running["used"] >= stopped[0]["used"] + (19 << 20)
 
 
-def test_fstrim_trims_image_volumes_and_skips_directories(lab, make):
+def test_fstrim_trims_image_volumes_and_skips_directories(lab, make):  # noqa: F811
     engine = lab.engine
     ctid = make("loop", {"mp0": "local:0,mp=/plain"})
     lab.sh(ctid, "dd if=/dev/urandom of=/blob bs=1M count=16 2>/dev/null; sync; rm /blob; sync")
@@ -66,7 +66,7 @@ def test_fstrim_trims_image_volumes_and_skips_directories(lab, make):
     assert [r["mp"] for r in engine.fstrim(ctid, ignore_mountpoints=True)] == ["rootfs"]
 
 
-def test_fsck_checks_a_stopped_image_and_refuses_other_volumes(lab, make):
+def test_fsck_checks_a_stopped_image_and_refuses_other_volumes(lab, make):  # noqa: F811
     engine = lab.engine
     ctid = make("loop", {"mp0": "local:0,mp=/plain"})
     with pytest.raises(InvalidState, match="running"):
@@ -82,7 +82,7 @@ def test_fsck_checks_a_stopped_image_and_refuses_other_volumes(lab, make):
         engine.fsck(ctid, "etc")
 
 
-def test_move_volume_copies_keeps_the_old_as_unused_or_deletes_it(lab, make):
+def test_move_volume_copies_keeps_the_old_as_unused_or_deletes_it(lab, make):  # noqa: F811
     engine = lab.engine
     ctid = make("dir", {"mp0": "local:0,mp=/data"})
     lab.sh(ctid, "echo kept > /data/f; chown 1000:1000 /data/f")
@@ -113,7 +113,7 @@ def test_move_volume_copies_keeps_the_old_as_unused_or_deletes_it(lab, make):
         engine.move_volume(ctid, "mp0", "local", delete=True)
 
 
-def test_move_volume_that_fails_leaves_the_config_as_it_was(lab, make):
+def test_move_volume_that_fails_leaves_the_config_as_it_was(lab, make):  # noqa: F811
     engine = lab.engine
     ctid = make("dir", start=False)
     rootfs = engine._rootfs(engine.config(ctid))
@@ -126,7 +126,7 @@ def test_move_volume_that_fails_leaves_the_config_as_it_was(lab, make):
     assert not list((lab.tiny / "images").glob(f"{ctid}/*"))
 
 
-def test_rescan_records_a_forgotten_volume_and_cli(lab, make):
+def test_rescan_records_a_forgotten_volume_and_cli(lab, make):  # noqa: F811
     engine = lab.engine
     ctid = make("dir", {"mp0": "local:0,mp=/data"}, start=False)
     volume = engine.config(ctid).current.get("mp0")["volume"]

@@ -80,7 +80,7 @@
   function setStatus(ct) {
     const id = String(ct.ctid);
     $$(`[data-ct-status="${id}"]`).forEach((el) => {
-      el.textContent = ct.status;
+      el.textContent = ct.paused ? "paused" : ct.status;
       el.className = el.className.replace(/status-\S+/, "") + " status-" + ct.status;
     });
     $$(`[data-ct-status-icon="${id}"]`).forEach((el) => {
@@ -94,7 +94,8 @@
     $$(`[data-ct-ipv6="${id}"]`).forEach((el) => { el.textContent = (ct.ipv6 || []).join(", ") || "–"; });
     $$(`[data-ct-uptime="${id}"]`).forEach((el) => { el.textContent = ct.uptime == null ? "–" : duration(ct.uptime); });
     $$(`[data-ct-actions="${id}"] button[data-when]`).forEach((button) => {
-      button.disabled = !(button.dataset.allowed === "1" && button.dataset.when === ct.status);
+      const paused = button.dataset.paused === undefined || (button.dataset.paused === "1") === Boolean(ct.paused);
+      button.disabled = !(button.dataset.allowed === "1" && button.dataset.when === ct.status && paused);
     });
     const page = $(`[data-ct-page="${id}"]`);
     if (page) page.dataset.status = ct.status;

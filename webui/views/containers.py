@@ -28,6 +28,7 @@ TABS = [
     ("resources", "Resources"),
     ("network", "Network"),
     ("options", "Options"),
+    ("files", "Files"),
     ("snapshots", "Snapshots"),
     ("backup", "Backup"),
     ("tasks", "Task history"),
@@ -78,10 +79,12 @@ def buttons(access, container: Container) -> list[dict]:
             "allowed": allocate,
             "url": reverse("ct-destroy", args=[container.ctid]),
             "enabled": allocate and container.status == "stopped",
-            "confirm": True,
+            "confirm": f"Destroy CT {container.ctid} and all its volumes? This cannot be undone.",
         }
     )
-    return result
+    from webui.views.machine import machine_buttons
+
+    return result[:4] + machine_buttons(access, container) + result[4:]
 
 
 def container_page(request, ctid: int, tab: str = "summary"):
@@ -107,7 +110,12 @@ def container_page(request, ctid: int, tab: str = "summary"):
             chart=series(f"ct/{ctid}", frame, ("cpu", "memory", "net")), timeframe=frame, timeframes=TIMEFRAMES
         )
     elif tab == "resources":
+        from webui.views.machine import disks_context
+
         context["values"] = {k: container.config.get(k, "") for k in RESOURCE_KEYS}
+        context.update(disks_context(access, container))
+    elif tab == "files":
+        context["can_files"] = access.can("VM.Config", container)
     elif tab == "options":
         context["values"] = {k: container.config.get(k, "") for k in OPTION_KEYS}
     elif tab == "network":

@@ -1,7 +1,7 @@
 // The Files tab's download: queue the read, follow its job, then fetch the bytes it staged as a download.
 (() => {
   "use strict";
-  const form = document.getElementById("pull-form");
+  const form = document.getElementById("files-pull");
   if (!form) return;
   const state = document.getElementById("pull-state");
   const csrf = () => (form.querySelector("input[name=csrfmiddlewaretoken]") || {}).value || "";

@@ -79,6 +79,15 @@ def attach(engine, ctid: int, escape: int = 1, mode: str | None = None, stdin=No
     note = f"Connected to CT {ctid} ({mode}). Type <{key} q> to detach.\r\n"
     os.write(stdout, note.encode())
     with _raw(stdin):
+        if mode in ("console", "tty"):
+            held = held_terminal(engine, ctid, mode)
+            if held is not None:
+                conn, master = held
+                try:
+                    return _attached(engine, ctid, mode, master, Escape(escape), stdin, stdout)
+                finally:
+                    os.close(master)
+                    conn.close()
         if mode == "console":
             return _follow_log(engine, ctid, Escape(escape), stdin, stdout)
         from engine.attach import LOGIN_ARGV, SHELL_ARGV, TERMINAL_ENV, set_winsize
@@ -97,14 +106,87 @@ def attach(engine, ctid: int, escape: int = 1, mode: str | None = None, stdin=No
         return 0 if detached else os.waitstatus_to_exitcode(status)
 
 
-def _pump(master: int, escape: Escape, stdin: int, stdout: int) -> bool:
-    """Bytes both ways; True when the user detached, False when the container side hung up."""
+def held_terminal(engine, ctid: int, mode: str):
+    """(connection, master) of the container's /dev/console, or of its first free /dev/ttyN; None if none."""
+    from engine import ttys
+
+    names = ["console"] if mode == "console" else [n for n in ttys.held(engine.layout.run, ctid) if n != "console"]
+    for name in names:
+        try:
+            held = ttys.attach(engine.layout.run, ctid, name)
+        except InvalidState:
+            continue  # busy: the next one
+        if held is None:
+            continue
+        if mode == "tty" and not _in_use(engine, ctid, held[1]):
+            os.close(held[1])  # no getty there (an init without tty lines): the next one, or a fresh getty
+            held[0].close()
+            continue
+        return held
+    return None
+
+
+def _in_use(engine, ctid: int, master: int) -> bool:
+    """Whether a process of the container has the pty of ``master`` as its controlling terminal (a getty)."""
+    import fcntl
+    import struct
+
+    from engine.ttys import TIOCGPTN
+
+    number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"))[0]
+    wanted = ((136 + number // 256) << 8) | (number % 256)  # devpts: majors 136-143, tty_nr's encoding
+    for pid in engine.cgroups.procs(str(ctid)):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                fields = handle.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 4 and int(fields[4]) == wanted:
+            return True
+    return False
+
+
+def _attached(engine, ctid: int, mode: str, master: int, escape: Escape, stdin: int, stdout: int) -> int:
+    """A terminal held from the container's start: its bytes both ways; on /dev/console also what init
+    writes to its own output (the console log), as both are the container's console."""
+    from engine.attach import set_winsize
+
+    size = _winsize(stdin)
+    if size:
+        set_winsize(master, *size)
+    follow = None
+    if mode == "console":
+        path = engine.layout.console_log(ctid)
+        engine.drain_console(ctid)
+        shown = [_tail(path)]
+        os.write(stdout, shown[0])
+
+        def follow() -> bytes:
+            engine.drain_console(ctid)
+            new = _after(path, shown[0])
+            if new:
+                shown[0] = (shown[0] + new)[-TAIL_BYTES:]
+            return new
+
+    else:
+        os.write(master, b"\r")  # the getty waiting there shows its prompt again
+    _pump(master, escape, stdin, stdout, follow)
+    return 0
+
+
+def _pump(master: int, escape: Escape, stdin: int, stdout: int, follow=None) -> bool:
+    """Bytes both ways; True when the user detached, False when the container side hung up.
+    ``follow``, called every FOLLOW_INTERVAL, returns more output to show (the console log)."""
     inputs = [master, stdin]
     while True:
         try:
-            ready, _, _ = select.select(inputs, [], [])
+            ready, _, _ = select.select(inputs, [], [], FOLLOW_INTERVAL if follow else None)
         except InterruptedError:
             continue
+        if follow is not None:
+            more = follow()
+            if more:
+                os.write(stdout, more)
         if master in ready:
             try:
                 data = os.read(master, 65536)

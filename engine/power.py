@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,6 +110,13 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
             inside = network.inside_step(ctid, config)
             if inside is not None:
                 extra_setup.append(inside)
+        from engine import ttys
+
+        terminals = ttys.wanted(config)
+        tty_socks = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if terminals else None
+        if tty_socks:
+            revert.add(_close_all, tty_socks)
+            extra_setup.append(ttys.inside_step(terminals, tty_socks[1]))
         spec = start.StartSpec(
             ctid=ctid,
             rootfs=rootfs,
@@ -133,7 +141,17 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
         record = RunRecord(pid, procfs.proc_starttime(pid) or 0, init.name, time.time())
         record.save(node.layout.run_record(ctid))
         revert.success()
+    if tty_socks:
+        try:
+            ttys.register(node.layout.run, ctid, pid, record.starttime, ttys.receive(tty_socks[0]))
+        finally:
+            _close_all(tty_socks)
     return record
+
+
+def _close_all(socks) -> None:
+    for sock in socks:
+        sock.close()
 
 
 def mount_plan(node: Node, ctid: int, config: ContainerConfig, driver, vol: str, idmap) -> MountPlan | None:

@@ -290,3 +290,56 @@ def test_console_tty_mode_logs_in_on_the_container_getty(engine, busybox_templat
     finally:
         os.close(fd)
     engine.destroy(ctid, force=True)
+
+
+def test_dev_console_and_ttys_are_ptys_held_from_the_start(engine, busybox_template, ctid_factory):
+    """tty: 2 and console: 1 (the defaults): /dev/console, /dev/tty1 and /dev/tty2 are devpts ptys bound
+    inside; what is written to /dev/console reaches the console log; an attach reaches the getty that runs
+    on tty1 since boot, and a later attach finds the session left there."""
+    from engine import ttys
+    from engine.credentials import set_credentials
+
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": "heldtty"})
+    set_credentials(engine, ctid, "held-pass-123", None)
+    rootfs = engine._rootfs(engine.config(ctid))
+    with open(rootfs / "etc" / "inittab", "a") as inittab:
+        inittab.write("tty1::respawn:/sbin/getty 38400 tty1\n::once:/bin/sh -c 'echo TO-DEV-CONSOLE > /dev/console'\n")
+    engine.start(ctid)
+    listing = sh(engine, ctid, "ls -l /dev/console /dev/tty1 /dev/tty2; ls /dev/tty3 2>&1 || true")
+    for name in ("console", "tty1", "tty2"):
+        line = next(x for x in listing.splitlines() if x.endswith(f"/dev/{name}"))
+        assert line.startswith("c") and " 136, " in line, listing
+    assert "No such file" in listing  # tty: 2 gives two
+    assert ttys.held(engine.layout.run, ctid) == ["console", "tty1", "tty2"]
+    deadline = time.monotonic() + 10
+    while b"TO-DEV-CONSOLE" not in engine.console_log(ctid):
+        assert time.monotonic() < deadline, engine.console_log(ctid)
+        time.sleep(0.1)
+
+    pid, fd = _pty_run(engine, "console", str(ctid))
+    try:
+        _read_until(fd, b"login:")
+        os.write(fd, b"root\r")
+        _read_until(fd, b"assword:")
+        os.write(fd, b"held-pass-123\r")
+        _read_until(fd, b"heldtty:")
+        os.write(fd, b"tty; echo ON-$((40+2))\r")
+        seen = _read_until(fd, b"ON-42")
+        assert b"/dev/tty1" in seen
+        with pytest.raises(InvalidState, match="attached elsewhere"):
+            ttys.attach(engine.layout.run, ctid, "tty1")
+        os.write(fd, b"\x01q")
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    finally:
+        os.close(fd)
+    pid, fd = _pty_run(engine, "console", str(ctid))  # the shell left on tty1 is still there
+    try:
+        os.write(fd, b"echo AGAIN-$((1+1))\r")
+        _read_until(fd, b"AGAIN-2")
+        os.write(fd, b"exit\r\x01q")
+        os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    engine.destroy(ctid, force=True)
+    assert ttys.held(engine.layout.run, ctid) == []

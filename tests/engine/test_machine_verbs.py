@@ -343,3 +343,21 @@ def test_dev_console_and_ttys_are_ptys_held_from_the_start(engine, busybox_templ
         os.close(fd)
     engine.destroy(ctid, force=True)
     assert ttys.held(engine.layout.run, ctid) == []
+
+
+def test_restore_is_a_verb_of_the_engine_cli(engine, busybox_template, ctid_factory, tmp_path):
+    from engine.backup.dump import backup
+
+    ctid, newid = ctid_factory(), ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": "orig", "memory": "128"})
+    (engine._rootfs(engine.config(ctid)) / "marker").write_text("kept\n")
+    archive = backup(engine, ctid, dumpdir=tmp_path, mode="stop").archive
+    done = cli(engine, "-o", "json", "restore", str(newid), str(archive), "--hostname", "copy", "--memory", "256")
+    assert done.returncode == 0, done.stderr
+    config = engine.config(newid)
+    assert (config.hostname, config.current.values["memory"]) == ("copy", "256")
+    assert (engine._rootfs(config) / "marker").read_text() == "kept\n"
+    again = cli(engine, "restore", str(newid), str(archive))
+    assert again.returncode == 4 and "exists" in again.stderr
+    engine.destroy(newid)
+    engine.destroy(ctid)

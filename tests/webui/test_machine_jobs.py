@@ -50,6 +50,7 @@ def test_suspend_and_resume_need_power_management(mirrored, make_user, engine):
     assert engine.status(ctid).paused
     mirrored.refresh_from_db()
     assert mirrored.paused and mirrored.status == "running"
+    assert operator.get(f"/api/containers/{ctid}/").json()["paused"] is True
     again = operator.post(f"/api/containers/{ctid}/status/suspend/")
     assert again.status_code == 409 and "already suspended" in again.json()["error"]["message"]
     assert follow(operator, operator.post(f"/api/containers/{ctid}/status/resume/")).status == "ok"

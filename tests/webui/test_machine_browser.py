@@ -117,6 +117,7 @@ def test_move_volume_and_template_in_the_browser(page, web, make_user, running_c
         expect(page.locator("#ct-template")).to_have_text("template")
         assert engine.config(ctid).current.values["template"] == "1"
         expect(page.locator("#btn-template")).to_have_count(0)
+        expect(page.locator("#btn-start")).to_be_disabled()  # a template never starts
     finally:
         engine.destroy(ctid, force=True)
         cfg.save(engine.layout.root, defs)

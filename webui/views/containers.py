@@ -54,8 +54,9 @@ def buttons(access, container: Container) -> list[dict]:
     """The power and destroy buttons; ``when`` is the status they need, ``allowed`` the user's right."""
     power = access.can("VM.PowerMgmt", container)
     allocate = access.can("VM.Allocate", container)
+    template = str(container.config.get("template", "0")) == "1"
     spec = [
-        ("start", "Start", "stopped", power),
+        ("start", "Start", "never" if template else "stopped", power),  # a template never starts: clone it
         ("shutdown", "Shutdown", "running", power),
         ("stop", "Stop", "running", power),
         ("reboot", "Reboot", "running", power),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine.errors import InvalidState, ValidationError
+from engine.suspend import refuse_if_paused
 
 
 class CommandOps:
@@ -14,6 +15,7 @@ class CommandOps:
         record = self.node.running(ctid)
         if not record:
             raise InvalidState(f"container {ctid} is not running")
+        refuse_if_paused(self.node, ctid, "running a command in it")
         if not argv:
             raise ValidationError("no command given", key="command")
         from engine import attach

@@ -9,7 +9,7 @@ from engine.allocation import allocate_mount_points, configure_network
 from engine.cgroups.base import Limits
 from engine.config import ContainerConfig, write_config
 from engine.errors import InvalidState, ValidationError
-from engine.node import CREATE_LOCK, Node, check_unlocked
+from engine.node import CREATE_LOCK, Node, check_not_template, check_unlocked
 from engine.reverter import Reverter
 from engine.state import container_lock
 from engine.volumes import volumes_of
@@ -46,14 +46,18 @@ class ConfigChangeOps:
             for key in delete or []:
                 if key == "rootfs":
                     raise ValidationError("rootfs: cannot be deleted", key=key)
-                if key in ("lock", "parent"):
+                if key in ("lock", "parent", "template"):
                     raise ValidationError(f"{key}: managed by the engine; use 'unlock' for a lock", key=key)
+                if key.startswith("mp") and key[2:].isdigit():
+                    check_not_template(config, f"removing its mount point {key}")
                 dropped += _drop_mount_point(self.node, ctid, config, key)
                 config.current.delete(key)
             mp_changed = set()
             for key, value in (changes or {}).items():
-                if key in ("rootfs", "lock", "parent"):
+                if key in ("rootfs", "lock", "parent", "template"):
                     raise ValidationError(f"{key}: managed by the engine; it cannot be set directly", key=key)
+                if key.startswith("mp") and key[2:].isdigit():
+                    check_not_template(config, f"changing its mount point {key}")
                 if key.startswith("mp") and key[2:].isdigit():
                     check_unlocked(config)
                     if self.node.running(ctid):

@@ -9,7 +9,10 @@ started by a process that has since exited or crashed is found again.
 :mod:`engine.status` (reading state), :mod:`engine.creation` (create, destroy,
 hold), :mod:`engine.power` (start, stop, shutdown, reboot),
 :mod:`engine.config_changes` (set), :mod:`engine.commands` (exec, enter,
-terminals) and :mod:`engine.snapshots` (snapshots, clones, resize, unlock).
+terminals), :mod:`engine.snapshots` (snapshots, clones, resize, unlock),
+:mod:`engine.suspend` (suspend, resume), :mod:`engine.files` (push, pull),
+:mod:`engine.hostmount` (mount, unmount, df, fstrim, fsck),
+:mod:`engine.base_template` (template) and :mod:`engine.move_volume`.
 The mixins never call one another: what they share is the :class:`engine.node.Node`
 (``self.node``: configs, whether a container runs, its id map and rootfs) and
 the functions they import (:mod:`engine.allocation`, the steps of
@@ -22,18 +25,23 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine import consolelog
+from engine.base_template import TemplateOps
 from engine.cgroups import detect as detect_cgroups
 from engine.cgroups.base import CgroupDriver
 from engine.commands import CommandOps
 from engine.config_changes import LIVE_KEYS, ConfigChangeOps
 from engine.creation import VZTMPL_PREFIX, CreationOps
+from engine.files import FileOps
+from engine.hostmount import HostMountOps
 from engine.idmap import IdMap
+from engine.move_volume import MoveVolumeOps
 from engine.node import Node
 from engine.power import PowerOps
 from engine.snapshots import SnapshotOps
 from engine.state import DEFAULT_CGROUP_PARENT, DEFAULT_ROOT, DEFAULT_RUN, Layout
 from engine.status import ContainerStatus, StatusOps
 from engine.storage import Storages
+from engine.suspend import SuspendOps
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -52,7 +60,19 @@ def _of_node(name: str) -> property:
     return property(get, set_)
 
 
-class Engine(StatusOps, CreationOps, PowerOps, ConfigChangeOps, CommandOps, SnapshotOps):
+class Engine(
+    StatusOps,
+    CreationOps,
+    PowerOps,
+    ConfigChangeOps,
+    CommandOps,
+    SnapshotOps,
+    SuspendOps,
+    FileOps,
+    HostMountOps,
+    TemplateOps,
+    MoveVolumeOps,
+):
     """One node's containers.  Cheap to construct; hold one per long-lived process for the warm path."""
 
     layout, storages, cgroups = _of_node("layout"), _of_node("storages"), _of_node("cgroups")

@@ -101,8 +101,9 @@ class Node:
 
     @contextlib.contextmanager
     def frozen(self, ctid: int, running: bool) -> Iterator[None]:
-        """Freeze a running container's cgroup for the block; thaw always."""
-        if not running:
+        """Freeze a running container's cgroup for the block; thaw always, unless it was suspended before
+        (``suspend``: it stays frozen, as its owner asked)."""
+        if not running or self.cgroups.frozen(str(ctid)):
             yield
             return
         self.cgroups.freeze(str(ctid))
@@ -126,6 +127,16 @@ def check_unlocked(config: ContainerConfig) -> None:
             f"container {config.ctid} is locked ({lock}): an operation did not finish; "
             f"check it, then clear the lock with 'python -m engine unlock {config.ctid}'"
         )
+
+
+def is_template(config: ContainerConfig) -> bool:
+    return bool(config.current.get("template"))
+
+
+def check_not_template(config: ContainerConfig, what: str) -> None:
+    """InvalidState when ``what`` would change or run a template (a read-only base for clones)."""
+    if is_template(config):
+        raise InvalidState(f"container {config.ctid} is a template: {what} is not allowed; clone it instead")
 
 
 def has_network(config: ContainerConfig) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,10 +15,11 @@ from engine import consolelog, faults, hooks, inits, procfs
 from engine.config import ContainerConfig
 from engine.config_changes import limits_of
 from engine.errors import EngineError, InvalidState, StartError
-from engine.node import Node, check_unlocked, has_network, reap
+from engine.node import Node, check_not_template, check_unlocked, has_network, reap
 from engine.reverter import Reverter
 from engine.state import RunRecord, container_lock
 from engine.status import ContainerStatus
+from engine.suspend import refuse_if_paused
 from engine.volumes import MountPlan, check_bind_source, mount_activation, volumes_of
 
 
@@ -54,11 +56,13 @@ class PowerOps:
     def shutdown(self, ctid: int, timeout: float = 60.0, force_stop: bool = True) -> None:
         """Ask init to power off; after ``timeout`` seconds stop it hard, or fail if ``force_stop`` is off."""
         with container_lock(self.layout, ctid, timeout=10.0):
+            refuse_if_paused(self.node, ctid, "a shutdown (or stop it)")
             shutdown_container(self.node, ctid, timeout, force_stop)
 
     def reboot(self, ctid: int, timeout: float = 60.0) -> ContainerStatus:
         """A clean shutdown followed by a start, as ``pct reboot`` does."""
         with container_lock(self.layout, ctid, timeout=10.0):
+            refuse_if_paused(self.node, ctid, "a reboot")
             shutdown_container(self.node, ctid, timeout, force_stop=True)
             start_container(self.node, ctid)
         return self.status(ctid)
@@ -81,6 +85,7 @@ def start_container(
         raise InvalidState(f"container {ctid} is already running")
     if allow_lock is None or config.current.values.get("lock") != allow_lock:
         check_unlocked(config)
+    check_not_template(config, "starting it")
     _, driver, vol = node.rootfs_volume(config)
     rootfs = driver.rootfs(vol)
     if not rootfs.is_dir() or rootfs.is_symlink():
@@ -113,7 +118,7 @@ def start_container(
         revert.add(devices.unstage, node.layout.run, ctid)
         node.cgroups.apply(name, limits_of(config))
         prepare = []
-        plan = _mount_plan(node, ctid, config, driver, vol, idmap)
+        plan = mount_plan(node, ctid, config, driver, vol, idmap)
         if plan is not None:
             revert.add(plan.release)
             prepare.append(_volume_mounts(plan))
@@ -128,6 +133,13 @@ def start_container(
             inside = network.inside_step(ctid, config)
             if inside is not None:
                 extra_setup.append(inside)
+        from engine import ttys
+
+        terminals = ttys.wanted(config)
+        tty_socks = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if terminals else None
+        if tty_socks:
+            revert.add(_close_all, tty_socks)
+            extra_setup.append(ttys.inside_step(terminals, tty_socks[1]))
         spec = start.StartSpec(
             ctid=ctid,
             rootfs=rootfs,
@@ -158,6 +170,11 @@ def start_container(
         record = RunRecord(pid, procfs.proc_starttime(pid) or 0, init.name, time.time())
         record.save(node.layout.run_record(ctid))
         revert.success()
+    if tty_socks:
+        try:
+            ttys.register(node.layout.run, ctid, pid, record.starttime, ttys.receive(tty_socks[0]))
+        finally:
+            _close_all(tty_socks)
     from engine import provision
 
     provision.run_first_boot(node, ctid, record.pid, record.init, config, warn)
@@ -165,7 +182,12 @@ def start_container(
     return record
 
 
-def _mount_plan(node: Node, ctid: int, config: ContainerConfig, driver, vol: str, idmap) -> MountPlan | None:
+def _close_all(socks) -> None:
+    for sock in socks:
+        sock.close()
+
+
+def mount_plan(node: Node, ctid: int, config: ContainerConfig, driver, vol: str, idmap) -> MountPlan | None:
     """The rootfs mount (image, overlay) and the mount points, or None when there is nothing to mount."""
     mounts = []
     for volume in volumes_of(config.current):

@@ -27,7 +27,7 @@ from engine.allocation import clear_interrupted_create, configure_network, free_
 from engine.config import ConfigSection, ContainerConfig, parse_ctid, parse_size, write_config
 from engine.create_steps import isolate_idmap
 from engine.errors import AlreadyExists, EngineError, InvalidState, NotFound, ValidationError
-from engine.node import check_unlocked
+from engine.node import check_not_template, check_unlocked
 from engine.power import hard_stop, start_container
 from engine.reverter import Reverter
 from engine.state import Intent, container_lock
@@ -82,6 +82,7 @@ class SnapshotOps:
         with container_lock(self.layout, ctid):
             config = self.config(ctid)
             check_unlocked(config)
+            check_not_template(config, "a snapshot")
             if name in config.snapshots:
                 raise AlreadyExists(f"snapshot '{name}' of container {ctid} already exists")
             volumes = self._drivers(ctid, config.current)
@@ -154,6 +155,7 @@ class SnapshotOps:
         with container_lock(self.layout, ctid, timeout=30.0):
             config = self.config(ctid)
             check_unlocked(config)
+            check_not_template(config, "a rollback")
             self._require_snapshot(config, name)
             section = config.snapshots[name]
             if section.values.get("snapstate"):
@@ -406,6 +408,7 @@ class SnapshotOps:
         with container_lock(self.layout, ctid):
             config = self.config(ctid)
             check_unlocked(config)
+            check_not_template(config, "a resize")
             if disk not in config.current.values:
                 raise ValidationError(f"resize: container {ctid} has no {disk}", key="disk")
             volume = next(v for v in volumes_of(config.current) if v.key == disk)

@@ -34,6 +34,7 @@ class ContainerStatus:
     net: dict[str, dict[str, int]] | None = None  # per interface: rx/tx bytes and packets
     lock: str | None = None  # a persisted lock (backup, snapshot, rollback...): state changes are refused
     warnings: list[str] | None = None  # from a start: what it went on without (lxcfs, a post-start hook)
+    paused: bool = False  # running but frozen by ``suspend`` (engine.suspend)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +75,7 @@ class StatusOps:
         if record:
             self._drain_console_quietly(ctid, record)
             status.pid, status.init = record.pid, record.init
+            status.paused = self.cgroups.frozen(str(ctid))
             status.uptime = max(0.0, time.time() - record.started_at)
             if stats:
                 try:

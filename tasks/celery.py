@@ -20,6 +20,7 @@ app = Celery(
     "caisson",
     include=[
         "tasks.containers",
+        "tasks.machine",
         "tasks.templates",
         "tasks.node",
         "tasks.boot",

@@ -37,6 +37,7 @@ def container_fields(status, config) -> dict:
         "hostname": status.hostname,
         "status": "creating" if status.lock == "create" else status.status,
         "unprivileged": status.unprivileged,
+        "paused": bool(status.paused),
         "config": {
             **config.current.values,
             **(
@@ -95,6 +96,7 @@ def container_event(container: Container) -> dict:
         "node": container.node.name,
         "hostname": container.hostname,
         "status": container.status,
+        "paused": container.paused,
         "uptime": container.uptime,
         "ipv4": container.ipv4,
         "ipv6": container.ipv6,

@@ -270,9 +270,13 @@ class CgroupDriver(ABC):
     def thaw(self, ctid: str, timeout: float = 10.0) -> None:
         """Thaw and wait until the kernel reports it thawed."""
 
+    def cpuset(self, ctid: str) -> str | None:
+        """The CPUs the container may run on (``0-3,6``), as the kernel applies them; None without cpuset."""
+        return None
+
     @abstractmethod
     def frozen(self, ctid: str) -> bool:
-        """Whether the cgroup is frozen (or freezing); False when it does not exist."""
+        """Whether the cgroup is frozen (or freezing: a suspended container); False when it does not exist."""
 
     @abstractmethod
     def kill(self, ctid: str, timeout: float = 5.0) -> None:

@@ -229,6 +229,25 @@ class V1Driver(CgroupDriver):
         path = self._file(ctid, "freezer", "freezer.state")
         return path is not None and read_file(path) != "THAWED"
 
+    def cpuset(self, ctid: str) -> str | None:
+        path = self._file(ctid, "cpuset", "cpuset.effective_cpus") or self._file(ctid, "cpuset", "cpuset.cpus")
+        if path is None:
+            return None
+        value = read_file(path)
+        if value:
+            return value
+        # cpuset.cpus of a cgroup v1 child starts empty: the tasks then run where the parent's allow
+        return self._cpuset_up(os.path.dirname(path))
+
+    def _cpuset_up(self, directory: str) -> str | None:
+        while directory and directory != "/":
+            for name in ("cpuset.effective_cpus", "cpuset.cpus"):
+                path = os.path.join(directory, name)
+                if os.path.exists(path) and read_file(path):
+                    return read_file(path)
+            directory = os.path.dirname(directory)
+        return None
+
     def kill(self, ctid: str, timeout: float = 5.0) -> None:
         if not self.exists(ctid):
             return

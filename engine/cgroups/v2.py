@@ -212,6 +212,10 @@ class V2Driver(CgroupDriver):
         events = self._path(ctid, "cgroup.events")
         return os.path.exists(events) and read_keyed(events).get("frozen") == 1
 
+    def cpuset(self, ctid: str) -> str | None:
+        path = self._path(ctid, "cpuset.cpus.effective")
+        return read_file(path) if os.path.exists(path) else None
+
     def kill(self, ctid: str, timeout: float = 5.0) -> None:
         """cgroup.kill (Linux 5.14+) kills the whole subtree at once; older kernels freeze and kill."""
         if not self.exists(ctid):

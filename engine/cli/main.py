@@ -237,11 +237,14 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
             action="store_false",
             help="leave a container running when it does not stop within its timeout",
         )
-    if only is None:  # a storage verb, or none yet (help, errors): their parsers and module too
+    if only is None:  # a verb of another group, or none yet (help, errors): their parsers and modules too
+        from engine.cli import disks, machine
         from engine.cli import recover as recover_cli
         from engine.cli import storage as storage_cli
 
         storage_cli.add_parsers(verbs, _ctid)
+        machine.add_parsers(verbs, _ctid, _add_config_options if verb in (None, "restore") else None)
+        disks.add_parsers(verbs, _ctid)
         recover_cli.add_parser(verbs, _ctid)
     return parser
 
@@ -318,7 +321,7 @@ def _dispatch(engine, args) -> int:
                 [
                     [
                         s.ctid,
-                        s.status,
+                        "paused" if s.paused else s.status,
                         s.hostname,
                         s.pid or "-",
                         human_duration(s.uptime),
@@ -376,15 +379,26 @@ def _dispatch(engine, args) -> int:
             _network(engine, args.apply, as_json)
     elif verb == "firewall":
         _firewall(engine, args.ctid, args.rules, as_json)
-    elif verb == "recover":
+    else:
+        return _other_group(engine, args)
+    return 0
+
+
+def _other_group(engine, args) -> int:
+    """The verbs of engine/cli/<group>.py: machine (suspend, push, console...), disks, recover, else storage."""
+    from engine.cli import disks, machine
+
+    if args.verb in machine.VERBS:
+        return machine.dispatch(engine, args, _config_values)
+    if args.verb in disks.VERBS:
+        return disks.dispatch(engine, args)
+    if args.verb == "recover":
         from engine.cli import recover as recover_cli
 
         return recover_cli.dispatch(engine, args)
-    else:  # the storage, snapshot, clone and resize verbs
-        from engine.cli import storage as storage_cli
+    from engine.cli import storage as storage_cli
 
-        return storage_cli.dispatch(engine, args)
-    return 0
+    return storage_cli.dispatch(engine, args)
 
 
 def _provisioning_step(engine, args):
@@ -535,6 +549,8 @@ def _show_status(status, as_json: bool) -> None:
     for warning in status.warnings or []:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"status: {status.status}")
+    if status.paused:
+        print("paused: yes (suspended; 'resume' thaws it)")
     if status.lock:
         print(f"lock: {status.lock}")
     if status.status == "running":

@@ -39,11 +39,12 @@ FITHAW = 0xC0045878
 LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32s2Q")  # struct loop_info64
 
 
-def run(fn: Callable[..., Any], *args: Any, join_pid: int | None = None) -> Any:
+def run(fn: Callable[..., Any], *args: Any, join_pid: int | None = None, host: bool = False) -> Any:
     """Call ``fn(*args)`` in a forked child inside a private mount namespace (or, with ``join_pid``, in the
     mount namespace of that process) and return its result; its exception is raised here.
 
-    The child's mounts die with it (or with the joined namespace): nothing reaches the host's.
+    The child's mounts die with it (or with the joined namespace): nothing reaches the host's, except
+    with ``host`` (``pct mount``'s repair mounts), where the child stays in this process's namespace.
     """
     import pickle  # noqa: F401 - imported before the fork; the child pickles its answer
 
@@ -54,13 +55,16 @@ def run(fn: Callable[..., Any], *args: Any, join_pid: int | None = None) -> Any:
         status = 0
         try:
             os.close(read_fd)
-            if join_pid is None:
+            if host:
+                pass
+            elif join_pid is None:
                 os.unshare(os.CLONE_NEWNS)
             else:
                 ns = os.open(f"/proc/{join_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
                 os.setns(ns, os.CLONE_NEWNS)
                 os.close(ns)
-            sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+            if not host:
+                sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
             status, payload = _outcome(fn, args)
         except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
             status, payload = 1, _pickled_error(exc)

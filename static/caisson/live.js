@@ -80,7 +80,7 @@
   function setStatus(ct) {
     const id = String(ct.ctid);
     $$(`[data-ct-status="${id}"]`).forEach((el) => {
-      el.textContent = ct.status;
+      el.textContent = ct.paused ? "paused" : ct.status;
       el.className = el.className.replace(/status-\S+/, "") + " status-" + ct.status;
     });
     $$(`[data-ct-status-icon="${id}"]`).forEach((el) => {
@@ -95,7 +95,8 @@
     if (ct.tags) $$(`[data-ct-tags="${id}"]`).forEach((el) => { el.replaceChildren(...tagSpans(ct.tags)); });
     $$(`[data-ct-uptime="${id}"]`).forEach((el) => { el.textContent = ct.uptime == null ? "–" : duration(ct.uptime); });
     $$(`[data-ct-actions="${id}"] button[data-when]`).forEach((button) => {
-      button.disabled = !(button.dataset.allowed === "1" && button.dataset.when === ct.status);
+      const paused = button.dataset.paused === undefined || (button.dataset.paused === "1") === Boolean(ct.paused);
+      button.disabled = !(button.dataset.allowed === "1" && button.dataset.when === ct.status && paused);
     });
     const page = $(`[data-ct-page="${id}"]`);
     if (page) page.dataset.status = ct.status;

@@ -99,11 +99,14 @@ class Session:
         self.ended = False
         self.told_readonly = False
         self.log_seen = b""  # console mode: the last bytes shown, to find our place in a trimmed log
+        self.held_conn = None  # tty mode on a terminal held since the start: the tty holder's connection
 
     # ---- starting -------------------------------------------------------------------------------
     def start_terminal(self, cols: int, rows: int) -> None:
         from engine import attach
 
+        if self.mode == "tty" and self._start_held(cols, rows):
+            return
         argv = attach.LOGIN_ARGV if self.mode == "tty" else attach.SHELL_ARGV
         self.pid, self.fd = self.relay.engine.open_terminal(self.ctid, argv, env=dict(attach.TERMINAL_ENV))
         os.set_blocking(self.fd, False)
@@ -112,6 +115,21 @@ class Session:
         self.leader = children[0] if children else None
         self.pidfd = os.pidfd_open(self.pid)
         asyncio.get_running_loop().add_reader(self.pidfd, self._reap)
+
+    def _start_held(self, cols: int, rows: int) -> bool:
+        """The container's own /dev/ttyN with its getty, held since its start (engine.ttys), when one has a
+        getty and is free: the session reaches it as lxc-console does, and leaves it running at the end."""
+        from engine import attach
+        from engine.console import held_terminal
+
+        held = held_terminal(self.relay.engine, self.ctid, "tty")
+        if held is None:
+            return False
+        self.held_conn, self.fd = held
+        os.set_blocking(self.fd, False)
+        attach.set_winsize(self.fd, rows, cols)
+        os.write(self.fd, b"\r")  # the getty shows its prompt again
+        return True
 
     def start_console(self) -> None:
         path = self.relay.engine.layout.console_log(self.ctid)
@@ -384,8 +402,11 @@ class Session:
             self.reading = False
             if self.writing:
                 loop.remove_writer(self.fd)
-            os.close(self.fd)  # the pty hangs up: the session's leader gets SIGHUP
+            os.close(self.fd)  # the pty hangs up: the session's leader gets SIGHUP (not a held tty's getty)
             self.fd = None
+        if self.held_conn is not None:
+            self.held_conn.close()  # the held tty is free again
+            self.held_conn = None
         self.kill()
         if self.pid is not None:
             for _ in range(50):

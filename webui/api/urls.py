@@ -11,6 +11,7 @@ from webui.api.views.access import AclViewSet, AuditViewSet, PermissionsViewSet,
 from webui.api.views.backups import router as backups_router
 from webui.api.views.containers import ContainerViewSet
 from webui.api.views.jobs import JobViewSet
+from webui.api.views.machine import ContainerMachineViewSet
 from webui.api.views.nodes import NodeViewSet
 from webui.api.views.pools import PoolViewSet
 from webui.api.views.protection import router as protection_router
@@ -20,6 +21,7 @@ router = DefaultRouter()
 router.include_format_suffixes = False
 router.register("nodes", NodeViewSet, basename="node")
 router.register("containers", ContainerViewSet, basename="container")
+router.register("containers", ContainerMachineViewSet, basename="container-machine")
 router.register("jobs", JobViewSet, basename="job")
 router.register("pools", PoolViewSet, basename="pool")
 router.register("access/acl", AclViewSet, basename="acl")

@@ -87,6 +87,7 @@ class Container(models.Model):
     pool = models.ForeignKey(Pool, on_delete=models.SET_NULL, null=True, blank=True, related_name="containers")
     hostname = models.CharField(max_length=253, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNKNOWN)
+    paused = models.BooleanField(default=False)  # running but frozen by suspend (engine.suspend)
     unprivileged = models.BooleanField(default=True)
     config = models.JSONField(default=dict, blank=True)  # the node's pct config, key -> value
     digest = models.CharField(max_length=40, blank=True)  # SHA-1 of the config file, to refuse stale edits

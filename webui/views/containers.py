@@ -28,6 +28,7 @@ TABS = [
     ("resources", "Resources"),
     ("network", "Network"),
     ("options", "Options"),
+    ("files", "Files"),
     ("snapshots", "Snapshots"),
     ("backup", "Backup"),
     ("tasks", "Task history"),
@@ -62,8 +63,9 @@ def buttons(access, container: Container) -> list[dict]:
     """The power and destroy buttons; ``when`` is the status they need, ``allowed`` the user's right."""
     power = access.can("VM.PowerMgmt", container)
     allocate = access.can("VM.Allocate", container)
+    template = str(container.config.get("template", "0")) == "1"
     spec = [
-        ("start", "Start", "stopped", power),
+        ("start", "Start", "never" if template else "stopped", power),  # a template never starts: clone it
         ("shutdown", "Shutdown", "running", power),
         ("stop", "Stop", "running", power),
         ("reboot", "Reboot", "running", power),
@@ -91,7 +93,9 @@ def buttons(access, container: Container) -> list[dict]:
             "confirm": CONFIRM["destroy"].format(ctid=container.ctid),
         }
     )
-    return result
+    from webui.views.machine import machine_buttons
+
+    return result[:4] + machine_buttons(access, container) + result[4:]
 
 
 def container_page(request, ctid: int, tab: str = "summary"):
@@ -118,10 +122,12 @@ def container_page(request, ctid: int, tab: str = "summary"):
             chart=series(f"ct/{ctid}", frame, ("cpu", "memory", "net")), timeframe=frame, timeframes=TIMEFRAMES
         )
     elif tab == "resources":
-        from webui.views.disks import disk_rows, free_mount_slots
+        from webui.views.machine import disks_context
 
         context["values"] = {k: container.config.get(k, "") for k in RESOURCE_KEYS}
-        context.update(disks=disk_rows(container), free_mp=free_mount_slots(container))
+        context.update(disks_context(access, container))
+    elif tab == "files":
+        context["can_files"] = access.can("VM.Config", container)
     elif tab == "options":
         context["values"] = {k: container.config.get(k, "") for k in OPTION_KEYS}
     elif tab == "network":

@@ -1,7 +1,20 @@
 from django.contrib.auth.decorators import login_required
 from django.urls import path
 
-from webui.views import auth, bulk, console, containers, dashboard, disks, health, jobs, search, templates, wizard
+from webui.views import (
+    auth,
+    bulk,
+    console,
+    containers,
+    dashboard,
+    disks,
+    health,
+    jobs,
+    machine,
+    search,
+    templates,
+    wizard,
+)
 from webui.views import backups as backup_views
 from webui.views import protection as protection_views
 from webui.views import template_sources as source_views
@@ -28,6 +41,11 @@ urlpatterns = [
     path("ct/<int:ctid>/snapshot/<str:operation>", page(containers.snapshot), name="ct-snapshot"),
     path("ct/<int:ctid>/clone", page(containers.clone), name="ct-clone"),
     path("ct/<int:ctid>/disk/<str:op>", page(disks.disk_action), name="ct-disk"),
+    path("ct/<int:ctid>/machine/<str:action>", page(machine.machine_action), name="ct-machine"),
+    path("ct/<int:ctid>/move-volume", page(machine.move_volume), name="ct-move-volume"),
+    path("ct/<int:ctid>/files/push", page(machine.push), name="ct-files-push"),
+    path("ct/<int:ctid>/files/pull", page(machine.pull), name="ct-files-pull"),
+    path("ct/<int:ctid>/files/pulled/<int:job_id>", page(machine.pulled), name="ct-files-pulled"),
     path("ct/<int:ctid>/<str:tab>/", page(containers.container_page), name="ct-tab"),
     path("create/", page(wizard.wizard), name="create"),
     path("create/validate/<str:step>", page(wizard.validate_step), name="create-validate"),

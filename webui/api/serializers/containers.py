@@ -93,12 +93,13 @@ class ContainerDetailSerializer(ContainerSerializer):
     protected = serializers.BooleanField(read_only=True)
 
     class Meta(ContainerSerializer.Meta):
-        fields = [*LIST_FIELDS, "started_at", "updated_at", "protected", "config"]
+        fields = [*LIST_FIELDS, "paused", "started_at", "updated_at", "protected", "config"]
         read_only_fields = fields
 
     def to_representation(self, c):
         return {
             **super().to_representation(c),
+            "paused": c.paused,
             "started_at": c.started_at.isoformat() if c.started_at else None,
             "updated_at": c.updated_at.isoformat(),
             "protected": c.protected,

@@ -72,8 +72,11 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
     rootfs = driver.rootfs(vol)
     if not rootfs.is_dir() or rootfs.is_symlink():
         raise StartError("rootfs", f"{rootfs} is missing or not a directory")
-    init = None
-    if not driver.info.mounted_at_start:  # else it is only seen once mounted: init checks it inside
+    from engine.oci import launch
+
+    app = launch.of(config)  # an application container: its command is PID 1, no init is needed
+    init = inits.APP if app is not None else None
+    if init is None and not driver.info.mounted_at_start:  # else it is only seen once mounted
         init = inits.detect(rootfs)
         if init is None:
             raise StartError("init", f"{rootfs} has no /sbin/init")
@@ -118,6 +121,7 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
             extra_setup=extra_setup,
             prepare=prepare,
             reenter_rootfs=plan is not None and plan.rootfs_mount is not None,
+            app=app,
         )
         try:
             pid = start.spawn(spec)
@@ -214,10 +218,13 @@ def shutdown_container(node: Node, ctid: int, timeout: float, force_stop: bool) 
     if not record:
         raise InvalidState(f"container {ctid} is not running")
     init = inits.BY_NAME.get(record.init, inits.SYSVINIT)
+    from engine.oci.launch import halt_signal
+
+    halt = halt_signal(node.config(ctid), init.poweroff_signal)  # an image's StopSignal wins, as in LXC
     with _console_held(node, ctid, record):
         pidfd = os.pidfd_open(record.pid)
         try:
-            signal.pidfd_send_signal(pidfd, init.poweroff_signal)
+            signal.pidfd_send_signal(pidfd, halt)
             ready, _, _ = select.select([pidfd], [], [], timeout)
         finally:
             os.close(pidfd)

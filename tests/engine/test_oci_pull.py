@@ -3,10 +3,13 @@ an image built here, pushed, pulled into the store, made into a container, run a
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,7 @@ from engine.oci.reference import archive_name, parse
 from tests.engine import registry_lab
 from tests.engine.oci_images import app_image
 
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not registry_lab.available(), reason="needs docker-registry and skopeo")
 
 USER, PASSWORD = "alice", "s3cret-Pa55word"
@@ -171,3 +175,38 @@ def test_a_blob_whose_bytes_changed_in_the_registry_is_refused(tmp_path, layout)
         with pytest.raises(ValidationError, match="digest"):
             pull(tmp_path / "node", cache, f"{address}/test/app:1.0")
         assert not [p for p in cache.iterdir() if not p.name.endswith(".lock")]
+
+
+def test_the_cli_pulls_lists_tags_and_sets_mirrors(tmp_path, open_registry, private_registry):
+    root = str(tmp_path)
+    cli = [sys.executable, "-m", "engine.templates", "--root", root]
+
+    def run(*args, stdin=""):
+        return subprocess.run([*cli, *args], input=stdin, capture_output=True, text=True, cwd=ROOT)
+
+    done = run("--output", "json", "mirror", "--insecure", open_registry, "--insecure", private_registry)
+    assert done.returncode == 0, done.stderr
+    done = run("--output", "json", "mirror", "docker.io", open_registry)
+    assert json.loads(done.stdout)["mirrors"] == {"docker.io": [open_registry]}
+    done = run("--output", "json", "tags", f"{open_registry}/test/app")
+    assert json.loads(done.stdout) == ["1.0", "1.1"]
+    done = run("--output", "json", "pull", f"{private_registry}/secret/app:1.0")
+    assert done.returncode == 1 and "unauthorized" in done.stderr.lower()
+    done = run("pull", f"{private_registry}/secret/app:1.0", "--username", USER)
+    assert done.returncode == 2 and "--password-stdin" in done.stderr
+    done = run(
+        "--output",
+        "json",
+        "pull",
+        f"{private_registry}/secret/app:1.0",
+        "--username",
+        USER,
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["name"] == "app_1.0.tar"
+    done = run("--output", "json", "list")
+    assert [t["name"] for t in json.loads(done.stdout)] == ["app_1.0.tar"]
+    assert run("pull", "Not A Reference").returncode == 2
+    assert run("pull", f"{open_registry}/test/missing:1").returncode == 3

@@ -285,6 +285,9 @@ SCHEMA: dict[str, Callable[[str, str], object]] = {
     "swap": _int(*BOUNDS["swap"]),
     "pids": _int(0, 1 << 22),  # Caisson extension: maximum number of tasks (0 = unlimited)
     "ioweight": _int(0, 10_000),  # Caisson extension: block I/O weight (0 = kernel default)
+    # Caisson extension: start the container again when it stops by itself (an application's PID 1 exiting);
+    # on-failure: only when it ended with an error or a signal (engine.oci.restart)
+    "restart": _enum("no", "always", "on-failure"),
     "rootfs": _rootfs,
     "unprivileged": _bool,
     "features": _props(FEATURES_SCHEMA),

@@ -82,7 +82,11 @@ class Node:
             stat = procfs.proc_stat(record.pid)
             if stat and stat.starttime == record.starttime and stat.state != "Z":
                 return record
-            reap(record.pid)
+            exit_status = reap(record.pid)
+            if exit_status is not None:  # its parent (a reaper engine) learns how it ended: restart policies
+                from engine.oci.restart import note_exit
+
+                note_exit(self.layout, ctid, exit_status)
         if not self.cgroups.exists(str(ctid)):
             return None
         init_pid = _find_init(self.cgroups.procs(str(ctid)))
@@ -132,9 +136,13 @@ def has_network(config: ContainerConfig) -> bool:
     return any(key.startswith("net") and key[3:].isdigit() for key in config.current.values)
 
 
-def reap(pid: int) -> None:
+def reap(pid: int) -> int | None:
+    """Collect a child that ended; its wait status, or None (still running, or not our child)."""
     with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+        got, status = os.waitpid(pid, os.WNOHANG)
+        if got == pid:
+            return status
+    return None
 
 
 def _find_init(pids: list[int]) -> int | None:

@@ -75,6 +75,9 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
     from engine.oci import launch
 
     app = launch.of(config)  # an application container: its command is PID 1, no init is needed
+    from engine.oci.restart import forget_exit
+
+    forget_exit(node.layout, ctid)
     init = inits.APP if app is not None else None
     if init is None and not driver.info.mounted_at_start:  # else it is only seen once mounted
         init = inits.detect(rootfs)

@@ -149,6 +149,18 @@ def sample(node: Node) -> None:
     )
 
 
+def restart_exited(node: Node) -> None:
+    """Containers with a restart policy whose PID 1 ended by itself: a start job each (shown in the task log)."""
+    from engine.oci.restart import due
+    from webui.models.queue import JobRefused, submit
+
+    for ctid in due(node_engine().node):
+        try:
+            submit("vzstart", node, f"/ct/{ctid}", str(ctid), params={"reason": "restart policy"})
+        except JobRefused:
+            continue  # one is queued or running already
+
+
 @app.task(name="caisson.node.tick", ignore_result=True)
 def tick() -> None:
     """Every few seconds on each node: heartbeat, metrics, and a mirror of changes made outside Caisson."""
@@ -156,6 +168,7 @@ def tick() -> None:
     heartbeat(node)
     try:
         sample(node)
+        restart_exited(node)
         sync_all(node)
         sync_storages(node)
     except Exception:  # noqa: BLE001 - one bad reading must not stop the heartbeat

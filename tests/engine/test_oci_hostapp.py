@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from engine.errors import ValidationError
 from engine.oci.hostapp import create_host_app
 
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = (
     "echo pid=$$ host=$(hostname) uid=$(id -u); "
     "touch /usr/caisson-hostapp-probe 2>/dev/null && echo usr-writable || echo usr-read-only; "
@@ -58,3 +63,19 @@ def test_only_programs_of_the_hosts_usr_are_taken(engine, ctid_factory, tmp_path
         with pytest.raises(ValidationError):
             create_host_app(engine, ctid, argv)
         assert not engine.exists(ctid)
+
+
+def test_the_cli_creates_and_starts_a_host_app(engine, ctid_factory):
+    ctid = ctid_factory()
+    env = {
+        **os.environ,
+        "CAISSON_ROOT": str(engine.layout.root),
+        "CAISSON_RUN": str(engine.layout.run),
+        "CAISSON_CGROUP_PARENT": engine.cgroups.parent,
+    }
+    argv = [sys.executable, "-m", "engine", "-o", "json", "create-host-app", str(ctid), "--start", "--memory", "64"]
+    done = subprocess.run([*argv, "--", "/usr/bin/env"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ctid"] == ctid
+    log = _wait_for(engine, ctid, "container=lxc")  # env's output: the container's environment, not the host's
+    assert "PATH=/usr/local/sbin" in log and "DATABASE_URL" not in log

@@ -3,11 +3,11 @@
 layer-by-layer extraction into a rootfs, against ``skopeo copy`` into an OCI layout plus ``umoci unpack``.
 
 The image (about 100 MB compressed: a busybox base and four layers of 128 MB of files in all, gzip) is
-built here and pushed to Debian's docker-registry bound to 127.0.0.1, started and stopped by this script.
-Both sides fetch the whole image each sample (nothing cached between samples), alternating, and unpack with ids shifted into the
-same 65536-id range (``umoci unpack --uid-map/--gid-map``). Caisson's side also packs the Proxmox-format
-archive (``<name>.tar``), checks every blob's digest again and each layer's diff id, and refuses any entry
-that would leave the root. Goal: within 1.2x.
+built here and pushed to Debian's docker-registry bound to 127.0.0.1, started and stopped by this
+script. Both sides fetch the whole image each sample (nothing cached between samples), alternating,
+and unpack with ids shifted into the same 65536-id range (``umoci unpack --uid-map/--gid-map``).
+Caisson's side also packs the Proxmox-format archive (``<name>.tar``), checks every blob's digest again
+and each layer's diff id, and refuses any entry that would leave the root. Goal: within 1.2x.
 """
 
 from __future__ import annotations

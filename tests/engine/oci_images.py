@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "echo", "sleep", "cat", "ls", "id", "pwd", "true", "env")
+APPLETS = ("sh", "echo", "sleep", "cat", "ls", "id", "pwd", "true", "env", "ip", "ping", "touch")
 
 # (name, kind, data/link, mode, uid, gid); kind: f file, d dir, l symlink
 Entry = tuple

@@ -11,6 +11,7 @@ import pytest
 from engine.config import read_config
 from engine.errors import ValidationError
 from tests.engine.oci_images import APP_SCRIPT, ImageBuilder, app_image, busybox_base
+from tests.engine.test_network_container import BRIDGE, GW, ip, node  # noqa: F401 - node: the bridge fixture
 
 
 def _log_until(engine, ctid, text: str, timeout: float = 30.0) -> str:
@@ -115,3 +116,27 @@ def test_control_characters_in_the_image_config_are_refused(engine, ctid_factory
     with pytest.raises(ValidationError, match="WorkingDir.*control characters"):
         engine.create(ctid, archive, {"hostname": f"evil{ctid}"})
     assert not engine.exists(ctid)
+
+
+def test_an_applications_nic_is_configured_by_the_host(engine, node, ctid_factory, tmp_path):
+    """host-managed=1: the host sets the addresses even for a family whose own networking would (Debian)."""
+    image = app_image()
+    image.add_layer(
+        [
+            ("etc/os-release", "f", 'ID=debian\nVERSION_ID="12"\n', 0o644, 0, 0),
+            ("etc/debian_version", "f", "12.8\n", 0o644, 0, 0),
+        ]
+    )
+    archive = image.write_archive(tmp_path / "netapp_1.tar")
+    ctid = ctid_factory()
+    engine.create(ctid, archive, {"hostname": f"net{ctid}", "net0": f"name=eth0,bridge={BRIDGE},ip={ip(7)}/24,gw={GW}"})
+    config = engine.config(ctid)
+    assert config.current.values["ostype"] == "debian"
+    assert config.get("net0")["host-managed"] is True
+    engine.start(ctid)
+    try:
+        code, out, _ = engine.exec_output(ctid, ["/bin/ip", "-4", "addr", "show", "eth0"])
+        assert code == 0 and f"{ip(7)}/24" in out.decode()
+        assert engine.exec_output(ctid, ["/bin/ping", "-c1", "-W2", GW])[0] == 0
+    finally:
+        engine.stop(ctid)

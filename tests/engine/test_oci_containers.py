@@ -118,7 +118,8 @@ def test_control_characters_in_the_image_config_are_refused(engine, ctid_factory
     assert not engine.exists(ctid)
 
 
-def test_an_applications_nic_is_configured_by_the_host(engine, node, ctid_factory, tmp_path):
+@pytest.mark.usefixtures("node")  # the bridge
+def test_an_applications_nic_is_configured_by_the_host(engine, ctid_factory, tmp_path):
     """host-managed=1: the host sets the addresses even for a family whose own networking would (Debian)."""
     image = app_image()
     image.add_layer(

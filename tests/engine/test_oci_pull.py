@@ -210,3 +210,30 @@ def test_the_cli_pulls_lists_tags_and_sets_mirrors(tmp_path, open_registry, priv
     assert [t["name"] for t in json.loads(done.stdout)] == ["app_1.0.tar"]
     assert run("pull", "Not A Reference").returncode == 2
     assert run("pull", f"{open_registry}/test/missing:1").returncode == 3
+
+
+def test_archives_move_between_skopeo_and_caisson(node_root, open_registry, tmp_path, engine, ctid_factory):
+    """Caisson's archive is what skopeo's oci-archive transport reads (the manifest digest unchanged), and the
+    archive Proxmox makes (``skopeo copy ... oci-archive:``) is a template here."""
+    ref = f"{open_registry}/test/app:1.0"
+    ours = pull(node_root, tmp_path / "cache", ref)
+
+    def digest(source: str) -> str:
+        argv = (
+            ["skopeo", "inspect", "--tls-verify=false", source]
+            if source.startswith("docker:")
+            else ["skopeo", "inspect", source]
+        )
+        return json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)["Digest"]
+
+    assert digest(f"oci-archive:{ours}") == digest(f"docker://{ref}")
+    theirs = tmp_path / "proxmox_1.0.tar"
+    subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", f"docker://{ref}", f"oci-archive:{theirs}"],
+        check=True,
+        capture_output=True,
+    )
+    assert is_oci_archive(theirs)
+    ctid = ctid_factory()
+    engine.create(ctid, theirs, {"hostname": f"px{ctid}"})
+    assert engine.config(ctid).current.raw_values("lxc.signal.halt") == ["SIGUSR1"]

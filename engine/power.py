@@ -72,12 +72,10 @@ def start_container(node: Node, ctid: int, allow_lock: str | None = None) -> Run
     rootfs = driver.rootfs(vol)
     if not rootfs.is_dir() or rootfs.is_symlink():
         raise StartError("rootfs", f"{rootfs} is missing or not a directory")
-    from engine.oci import launch
+    from engine.oci import launch, restart  # application containers (OCI images, host binaries)
 
-    app = launch.of(config)  # an application container: its command is PID 1, no init is needed
-    from engine.oci.restart import forget_exit
-
-    forget_exit(node.layout, ctid)
+    app = launch.of(config)  # its command is PID 1: no init is needed
+    restart.forget_exit(node.layout, ctid)
     init = inits.APP if app is not None else None
     if init is None and not driver.info.mounted_at_start:  # else it is only seen once mounted
         init = inits.detect(rootfs)

@@ -132,16 +132,22 @@ class OciPull(TemplateJob):
 
     ``params``: ``reference``, ``name`` (the archive's, else Proxmox's from the reference), ``username`` and
     ``registry_password_sealed`` (sealed by the web tier: never in clear in the job, its audit or the queue).
-    A cancel keeps what was downloaded: the next pull of the same name resumes it."""
+    A cancel keeps what was downloaded: the next pull of the same name resumes it; ``abandon`` drops it instead
+    of pulling."""
 
     name = "caisson.templates.oci_pull"
 
     def perform(self, ctx: JobContext) -> str:
-        from engine.oci.pull import pull
+        from engine.oci.pull import abandon, pull
         from engine.oci.registry import Credentials
         from webui.models.queue import unseal_secret
 
         params = ctx.params
+        store = self.store()
+        if params.get("abandon"):
+            found = abandon(store.cache, params["reference"], params.get("name") or None)
+            ctx.log("dropped what the interrupted pull kept" if found else "nothing was kept to drop")
+            return "OK"
         credentials = None
         if params.get("username"):
             credentials = Credentials(params["username"], unseal_secret(params.get("registry_password_sealed", "")))
@@ -151,7 +157,6 @@ class OciPull(TemplateJob):
             text = f"{done / 1048576:.1f} of {total / 1048576:.1f} MiB" if total else f"{done / 1048576:.1f} MiB"
             ctx.progress(done, total, text)
 
-        store = self.store()
         path = pull(
             store.root,
             store.cache,

@@ -141,3 +141,13 @@ def test_an_applications_nic_is_configured_by_the_host(engine, ctid_factory, tmp
         assert engine.exec_output(ctid, ["/bin/ping", "-c1", "-W2", GW])[0] == 0
     finally:
         engine.stop(ctid)
+
+
+def test_the_oci_raw_keys_are_not_root_equivalent_but_other_raw_keys_stay():
+    from engine.root_settings import root_equivalent, section_of
+
+    raw = [(k, "1") for k in ("lxc.init.uid", "lxc.init.gid", "lxc.init.cwd", "lxc.signal.halt")]
+    section = section_of({"entrypoint": "/app", "env": "A=1\0B=2", "restart": "always"}, raw)
+    assert root_equivalent(section) == {}
+    section.raw.append(("lxc.idmap", "u 0 0 65536"))
+    assert list(root_equivalent(section)) == ["lxc.idmap"]

@@ -66,6 +66,13 @@ def test_a_pull_job_stores_the_archive_and_never_the_password(
         assert AuditEntry.objects.get(action="ociregistrypull").detail["params"]["registry_password_sealed"] == "set"
         assert PASSWORD.encode() not in agent.log.read_bytes()
         assert any("digests verified" in line for line in job.lines.values_list("text", flat=True))
+        kept = engine.layout.templates / ".app_2.0.pull"  # what an interrupted pull keeps for its resume
+        (kept / "blobs").mkdir(parents=True)
+        dropped = admin.post(f"{base}/pull/", {"reference": body["reference"], "abandon": True}, format="json")
+        assert dropped.status_code == 202
+        dropped = wait_job(Job.objects.get(pk=dropped.json()["job"]["id"]))
+        assert dropped.status == "ok" and not kept.exists()
+        assert "dropped what the interrupted pull kept" in list(dropped.lines.values_list("text", flat=True))
     finally:
         (engine.layout.templates / "app_2.0.tar").unlink(missing_ok=True)
         Settings().save(engine.layout.root)

@@ -114,7 +114,9 @@ def oci_pull_job(access: Access, node: Node, body: dict, address: str | None = N
     if bool(body.get("username")) != bool(body.get("password")):
         raise ValidationError({"password": ["a private registry needs both a user name and a password"]})
     params = {"reference": body["reference"].strip(), "name": body.get("name") or ""}
-    if body.get("username"):
+    if body.get("abandon"):
+        params["abandon"] = True
+    elif body.get("username"):
         params.update(username=body["username"], registry_password=body["password"])
     return submit("ociregistrypull", node, node.path, target, user=access.user, params=params, address=address)
 

@@ -34,6 +34,9 @@ class OciPullSerializer(StrictSerializer):
     password = CharField(
         required=False, allow_blank=True, trim_whitespace=False, write_only=True, help_text="never stored in clear"
     )
+    abandon = BooleanField(
+        required=False, default=False, help_text="drop what an interrupted pull of this image kept, instead of pulling"
+    )
 
 
 class RegistryTagsSerializer(StrictSerializer):

@@ -6,18 +6,38 @@ whose process is gone means PID 1 ended on its own (an application exited, ``pow
 ended is known when the engine that reaps it is its parent (the node agent, a subreaper): ``note_exit``
 keeps the wait status in ``<run>/<ID>.exit``; ``on-failure`` restarts on a non-zero exit or a signal, and
 when the status is unknown (the process was reaped elsewhere).
+
+A container that keeps failing is restarted less and less often: after the n-th restart in a row it
+waits ``min(BACKOFF * 2**n, MAX_WAIT)`` seconds (kept in ``<run>/<ID>.restarts``); a run that lasted
+``STEADY`` seconds or more starts the count afresh.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import time
 
 from engine.errors import EngineError
+from engine.state import RunRecord
+
+BACKOFF = 5.0
+MAX_WAIT = 300.0
+STEADY = 600.0
 
 
 def _exit_file(layout, ctid: int):
     return layout.run / f"{ctid}.exit"
+
+
+def _count_file(layout, ctid: int):
+    return layout.run / f"{ctid}.restarts"
+
+
+def files(layout, ctid: int) -> tuple:
+    """What this module keeps for a container (removed with it)."""
+    return _exit_file(layout, ctid), _count_file(layout, ctid)
 
 
 def note_exit(layout, ctid: int, status: int) -> None:
@@ -33,8 +53,9 @@ def exit_status(layout, ctid: int) -> int | None:
         return None
 
 
-def due(node) -> list[int]:
-    """The containers whose policy asks for a start now."""
+def due(node, now: float | None = None) -> list[int]:
+    """The containers whose policy asks for a start now (each one returned is counted as restarted)."""
+    now = time.time() if now is None else now
     wanted = []
     for ctid in node.ids():
         try:
@@ -42,15 +63,38 @@ def due(node) -> list[int]:
         except EngineError:
             continue
         policy = config.current.values.get("restart", "no")
-        if policy == "no" or config.current.values.get("lock") or not node.layout.run_record(ctid).exists():
+        if not node.layout.run_record(ctid).exists():  # never started, or stopped on purpose: count afresh
+            _count_file(node.layout, ctid).unlink(missing_ok=True)
+            continue
+        if policy == "no" or config.current.values.get("lock"):
             continue
         if node.running(ctid) is not None:
             continue
         status = exit_status(node.layout, ctid)
         if policy == "on-failure" and status is not None and os.waitstatus_to_exitcode(status) == 0:
             continue
+        if _backing_off(node.layout, ctid, now):
+            continue
         wanted.append(ctid)
     return wanted
+
+
+def _backing_off(layout, ctid: int, now: float) -> bool:
+    """True while the container waits before its next restart; else the restart is counted."""
+    path = _count_file(layout, ctid)
+    try:
+        data = json.loads(path.read_text())
+        count, last = int(data["count"]), float(data["last"])
+    except (OSError, ValueError, KeyError, TypeError):
+        count, last = 0, 0.0
+    record = RunRecord.load(layout.run_record(ctid))
+    if record is not None and now - record.started_at >= STEADY:  # the last run lasted: count afresh
+        count = 0
+    if count and now - last < min(BACKOFF * 2 ** (count - 1), MAX_WAIT):
+        return True
+    with contextlib.suppress(OSError):
+        path.write_text(json.dumps({"count": count + 1, "last": now}))
+    return False
 
 
 def forget_exit(layout, ctid: int) -> None:

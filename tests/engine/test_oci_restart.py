@@ -52,3 +52,17 @@ def test_a_stopped_container_is_not_restarted(engine, ctid_factory, tmp_path):
     engine.start(ctid)
     engine.shutdown(ctid, timeout=30, force_stop=False)
     assert ctid not in due(engine.node)
+
+
+def test_a_container_that_keeps_failing_is_restarted_less_and_less_often(engine, ctid_factory, tmp_path):
+    ctid = ctid_factory()
+    archive = _archive(tmp_path, "exit 1", "crash")
+    engine.create(ctid, archive, {"hostname": f"r{ctid}", "restart": "always", "memory": "64", "swap": "0"})
+    engine.start(ctid)
+    _until_stopped(engine, ctid)
+    now = time.time()
+    assert ctid in due(engine.node, now)  # the first restart at once
+    assert ctid not in due(engine.node, now + 1)  # the second waits BACKOFF seconds
+    assert ctid in due(engine.node, now + 6)
+    assert ctid not in due(engine.node, now + 6 + 9)  # the third waits twice as long
+    assert ctid in due(engine.node, now + 6 + 11)

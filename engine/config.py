@@ -549,7 +549,9 @@ class ContainerConfig:
 def _render_section(section: ConfigSection, skip=lambda key, value: False) -> str:
     out = ["#" + encode_text(line) for line in _perl_lines(section.description)]
     out += [f"{key}: {value}" for key, value in sorted(section.values.items()) if not skip(key, value)]
-    out += [f"{key}: {value}" for key, value in section.raw]
+    # as Proxmox's writer: the environment (its ``env``) first, then the other raw keys in their order
+    out += [f"{key}: {value}" for key, value in section.raw if key == ENV_RAW_KEY]
+    out += [f"{key}: {value}" for key, value in section.raw if key != ENV_RAW_KEY]
     return "".join(line + "\n" for line in out)
 
 

@@ -38,7 +38,9 @@ def test_the_image_config_maps_to_proxmoxs_keys(engine, ctid_factory, app_archiv
     text = engine.layout.config_path(ctid).read_text()
     assert shlex.split(config.current.values["entrypoint"]) == ["/bin/sh", "-c", APP_SCRIPT]
     assert config.current.values["cmode"] == "console"
-    assert "lxc.environment.runtime: PATH=/bin\nlxc.environment.runtime: GREETING=hello-oci\n" in text
+    assert (
+        "lxc.environment.runtime: PATH=/bin\nlxc.environment.runtime: GREETING=hello-oci\nlxc.init.uid: 1000\n" in text
+    )
     assert config.current.get("env") == "PATH=/bin\0GREETING=hello-oci"
     assert config.current.raw_values("lxc.init.uid") == ["1000"]
     assert config.current.raw_values("lxc.init.gid") == ["1000"]
@@ -151,3 +153,37 @@ def test_the_oci_raw_keys_are_not_root_equivalent_but_other_raw_keys_stay():
     assert root_equivalent(section) == {}
     section.raw.append(("lxc.idmap", "u 0 0 65536"))
     assert list(root_equivalent(section)) == ["lxc.idmap"]
+
+
+PROXMOX_OCI_CONFIG = """\
+arch: amd64
+cmode: console
+entrypoint: /docker-entrypoint.sh nginx -g 'daemon off;'
+hostname: nginx
+memory: 512
+net0: name=eth0,bridge=vmbr0,host-managed=1,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth
+ostype: debian
+rootfs: local-lvm:vm-101-disk-0,size=8G
+swap: 512
+unprivileged: 1
+lxc.environment.runtime: PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+lxc.environment.runtime: NGINX_VERSION=1.29.1
+lxc.init.cwd: /
+lxc.signal.halt: SIGQUIT
+"""
+
+
+def test_a_proxmox_oci_container_config_reads_and_writes_back_byte_for_byte():
+    from engine.config import ContainerConfig
+    from engine.oci import launch
+
+    config = ContainerConfig.parse(101, PROXMOX_OCI_CONFIG)
+    assert config.render() == PROXMOX_OCI_CONFIG
+    assert (
+        config.get("env") == "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\0NGINX_VERSION=1.29.1"
+    )
+    app = launch.of(config)
+    assert app.argv == ("/docker-entrypoint.sh", "nginx", "-g", "daemon off;") and app.cwd == "/"
+    assert launch.halt_signal(config, 0) == 3  # SIGQUIT
+    config.set("env", "A=1")  # as Proxmox: the env lines replaced, still written first
+    assert config.render().endswith("lxc.environment.runtime: A=1\nlxc.init.cwd: /\nlxc.signal.halt: SIGQUIT\n")

@@ -237,3 +237,16 @@ def test_archives_move_between_skopeo_and_caisson(node_root, open_registry, tmp_
     ctid = ctid_factory()
     engine.create(ctid, theirs, {"hostname": f"px{ctid}"})
     assert engine.config(ctid).current.raw_values("lxc.signal.halt") == ["SIGUSR1"]
+
+
+def test_a_pull_by_digest(node_root, open_registry, tmp_path):
+    ref = f"{open_registry}/test/app:1.0"
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"], check=True, capture_output=True, text=True
+    ).stdout
+    digest = json.loads(out)["Digest"]
+    path = pull(node_root, tmp_path / "cache", f"{open_registry}/test/app@{digest}")
+    assert path.name == f"app_{digest.replace(':', '_')}.tar" and is_oci_archive(path)
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(NotFound):
+        pull(node_root, tmp_path / "cache", f"{open_registry}/test/app@{wrong}")

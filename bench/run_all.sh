@@ -21,7 +21,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 results="bench/results/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$results"
 
-for name in start_to_exec stop exec memory load network unpack download create backup storage console; do
+for name in start_to_exec stop exec memory load network unpack download oci_pull create backup storage console; do
     echo "== $name"
     "$py" "bench/$name.py" --json "$results/$name.json" "$@"
     echo

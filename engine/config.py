@@ -192,6 +192,7 @@ NET_SCHEMA = {
     "ip": _text,
     "ip6": _text,
     "link_down": _bool,
+    "host-managed": _bool,  # Proxmox 9.1: the host, not the container, sets the addresses (app containers)
     "mtu": _int(64, 65520),
     "rate": _float(0, 1e9),
     "tag": _int(*BOUNDS["tag"]),
@@ -274,6 +275,23 @@ OSTYPES = ("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archli
 STARTUP_SCHEMA = {"order": _int(0, 1 << 31), "up": _int(0, 1 << 31), "down": _int(0, 1 << 31)}
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_ENV_VAR = re.compile(r"^\w+=[^\x00-\x08\x0a-\x1f\x7f]*$")
+
+
+def _entrypoint(value: str, key: str) -> str:
+    if not value or _CONTROL.search(value):
+        raise ValidationError(f"{key}: a command without control characters is required", key=key)
+    return value
+
+
+def _env(value: str, key: str) -> str:
+    for variable in value.split("\0"):
+        if variable and not _ENV_VAR.match(variable):
+            raise ValidationError(f"{key}: '{variable[:40]}' is not NAME=value without control characters", key=key)
+    return value
+
+
 def _props(schema, default_key=None):
     def parse(value: str, key: str) -> dict:
         return parse_property_string(value, key, schema, default_key)
@@ -330,6 +348,9 @@ SCHEMA: dict[str, Callable[[str, str], object]] = {
     "swap": _int(*BOUNDS["swap"]),
     "pids": _int(0, 1 << 22),  # Caisson extension: maximum number of tasks (0 = unlimited)
     "ioweight": _int(0, 10_000),  # Caisson extension: block I/O weight (0 = kernel default)
+    # Caisson extension: start the container again when it stops by itself (an application's PID 1 exiting);
+    # on-failure: only when it ended with an error or a signal (engine.oci.restart)
+    "restart": _enum("no", "always", "on-failure"),
     "rootfs": _rootfs,
     "unprivileged": _bool,
     "features": _props(FEATURES_SCHEMA),
@@ -338,6 +359,10 @@ SCHEMA: dict[str, Callable[[str, str], object]] = {
     "description": lambda v, k: v,
     "ostype": _enum(*OSTYPES, "unmanaged"),
     "cmode": _enum("shell", "console", "tty"),
+    # Proxmox 9.1's application containers (OCI images): the command run as PID 1, shell-quoted, and the
+    # environment as NUL-separated NAME=value pairs, which the file holds as lxc.environment.runtime lines.
+    "entrypoint": _entrypoint,
+    "env": _env,
     "console": _bool,
     "tty": _int(0, 6),
     "nameserver": _text,
@@ -377,7 +402,18 @@ PENDING = "pve:pending"  # Proxmox's section of changes waiting for a restart
 # container's os-release.  ``set`` still refuses it by name.
 _OSTYPE_WORD = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 READ_LENIENT = {"ostype": lambda v, k: v if _OSTYPE_WORD.match(v) else SCHEMA["ostype"](v, k)}
-SUPPORTED_RAW_KEYS = {"lxc.idmap"}
+ENV_RAW_KEY = "lxc.environment.runtime"
+# Raw LXC keys read and honoured; the lxc.init.* and lxc.signal.halt ones are what Proxmox 9.1 writes for
+# an OCI image's User, WorkingDir and StopSignal.
+SUPPORTED_RAW_KEYS = {
+    "lxc.idmap",
+    ENV_RAW_KEY,
+    "lxc.init.uid",
+    "lxc.init.gid",
+    "lxc.init.groups",
+    "lxc.init.cwd",
+    "lxc.signal.halt",
+}
 
 DEFAULTS = {
     "arch": "amd64",
@@ -408,6 +444,8 @@ class ConfigSection:
         """The typed value of a key, or its default."""
         if key == "description":
             return self.description
+        if key == "env":  # as Proxmox: the lxc.environment.runtime lines, NUL-separated
+            return "\0".join(self.raw_values(ENV_RAW_KEY)) or None
         if key in self.values:
             return _parser(key, False)(self.values[key], key)
         return DEFAULTS.get(key)
@@ -420,11 +458,17 @@ class ConfigSection:
             return
         value = str(value).strip()
         _parser(key, False)(value, key)
+        if key == "env":
+            self.raw[:] = [(k, v) for k, v in self.raw if k != ENV_RAW_KEY]
+            self.raw.extend((ENV_RAW_KEY, v) for v in value.split("\0") if v)
+            return
         self.values[key] = value
 
     def delete(self, key: str) -> None:
         if key == "description":
             self.description = ""
+        elif key == "env":
+            self.raw[:] = [(k, v) for k, v in self.raw if k != ENV_RAW_KEY]
         elif key not in SCHEMA and not _is_unused(key):
             raise ValidationError(f"unknown configuration key '{key}'", key=key)
         else:
@@ -571,7 +615,9 @@ class ContainerConfig:
 def _render_section(section: ConfigSection, skip=lambda key, value: False) -> str:
     out = ["#" + encode_text(line) for line in _perl_lines(section.description)]
     out += [f"{key}: {value}" for key, value in sorted(section.values.items()) if not skip(key, value)]
-    out += [f"{key}: {value}" for key, value in section.raw]
+    # as Proxmox's writer: the environment (its ``env``) first, then the other raw keys in their order
+    out += [f"{key}: {value}" for key, value in section.raw if key == ENV_RAW_KEY]
+    out += [f"{key}: {value}" for key, value in section.raw if key != ENV_RAW_KEY]
     return "".join(line + "\n" for line in out)
 
 

@@ -14,8 +14,10 @@ takes the locks and runs, in order:
     the rootfs volume's storage and disk number, recorded in the config before it is made;
 ``unpack``
     the volume made and filled from the template or archive, ids shifted by the map;
+``image-config``
+    an OCI image's config mapped onto the container's (:mod:`engine.oci.imageconfig`): OCI archives only;
 ``inspect``
-    the tree's init (refused without one) and ``ostype``;
+    the tree's init (refused without one, unless an ``entrypoint`` runs instead) and ``ostype``;
 ``mount-points``
     the volumes ``mpN: <storage>:<GiB>`` ask for;
 ``network``
@@ -110,6 +112,7 @@ class NewContainer:
                 ("reserve", lambda: self.reserve(revert)),
                 ("allocate", self.allocate),
                 ("unpack", lambda: self.unpack(revert)),
+                ("image-config", self.image_config),
                 ("inspect", self.inspect),
                 (
                     "mount-points",
@@ -197,6 +200,10 @@ class NewContainer:
         def fill(target: Path) -> None:
             if source.is_dir():
                 copy_tree(source, target, idmap)
+            elif self.oci:
+                from engine.oci.layers import extract_image
+
+                extract_image(source, target, idmap, arch=str(self.config.get("arch")), progress=self.progress)
             else:
                 extract_archive(
                     source, target, idmap, progress=self.progress, skip_devices=self.skip_devices, exclude=self.exclude
@@ -209,6 +216,24 @@ class NewContainer:
         self.vol = self.driver.create(self.ctid, self.disk, self.owner, self.size, fill, fill_key=key)
         revert.add(self.driver.delete, self.vol)
         self.set_rootfs(self.vol)
+
+    @property
+    def oci(self) -> bool:
+        from engine.oci.archive import is_oci_archive
+
+        return is_oci_archive(self.source)
+
+    def image_config(self) -> None:
+        if not self.oci:
+            return
+        from engine.oci import imageconfig
+        from engine.oci.archive import OciArchive
+
+        with OciArchive(self.source, str(self.config.get("arch"))) as archive:
+            image = imageconfig.ImageConfig.of(archive.config)
+        owner = (self.idmap.host_uid(0), self.idmap.host_gid(0)) if self.idmap else (0, 0)
+        with self.driver.writable_tree(self.vol) as tree:
+            imageconfig.apply(image, self.config, Path(tree), owner)
 
     def inspect(self) -> None:
         """The init and ostype of the new tree (mounted in a private namespace when it must be)."""
@@ -223,7 +248,7 @@ class NewContainer:
             from engine.storage.mountns import run
 
             init_name, ostype = run(lambda: look(self.driver.copy_source(self.vol, None)))
-        if init_name is None:
+        if init_name is None and not self.config.current.values.get("entrypoint"):
             raise ValidationError(
                 f"template '{self.source}' has no /sbin/init: it cannot boot as a system container", key="ostemplate"
             )

@@ -154,10 +154,13 @@ class CreationOps:
                 driver.delete(vol)
             self.layout.config_path(ctid).unlink()
             free_leftovers(self.node, ctid)
+            from engine.oci import restart
+
             for path in (
                 self.layout.console_log(ctid),
                 self.layout.run_record(ctid),
                 self.layout.run / "lock" / f"{ctid}.lock",
+                *restart.files(self.layout, ctid),
             ):
                 path.unlink(missing_ok=True)
 

@@ -25,7 +25,9 @@ BUSYBOX = InitSystem("busybox", signal.SIGUSR2)
 SYSTEMD = InitSystem("systemd", signal.SIGRTMIN + 4)
 SYSVINIT = InitSystem("sysvinit", signal.SIGPWR)
 OPENRC = InitSystem("openrc", signal.SIGPWR)
-BY_NAME = {i.name: i for i in (BUSYBOX, SYSTEMD, SYSVINIT, OPENRC)}
+# An application container's PID 1 (engine.oci.launch): stopped by its image's StopSignal (lxc.signal.halt).
+APP = InitSystem("app", signal.SIGTERM)
+BY_NAME = {i.name: i for i in (BUSYBOX, SYSTEMD, SYSVINIT, OPENRC, APP)}
 
 INIT_PATH = "sbin/init"
 

@@ -82,7 +82,7 @@ class Node:
             stat = procfs.proc_stat(record.pid)
             if stat and stat.starttime == record.starttime and stat.state != "Z":
                 return record
-            reap(record.pid, record.starttime)
+            reap(self.layout.run, ctid, record)  # its parent (a reaper engine) learns how it ended
         if not self.cgroups.exists(str(ctid)):
             return None
         init_pid = _find_init(self.cgroups.procs(str(ctid)))
@@ -143,11 +143,12 @@ def has_network(config: ContainerConfig) -> bool:
     return any(key.startswith("net") and key[3:].isdigit() for key in config.current.values)
 
 
-def reap(pid: int, starttime: int) -> None:
-    """Reap an exited container init if it is our child; never a recycled pid (see :mod:`engine.reaper`)."""
-    from engine.reaper import reap_init
+def reap(run_dir: Path, ctid: int, record) -> None:
+    """Reap an exited container init if it is our child, never a recycled pid (see :mod:`engine.reaper`),
+    and keep how it ended for restart policies."""
+    from engine.reaper import note_exit, reap_init
 
-    reap_init(pid, starttime)
+    note_exit(run_dir, ctid, reap_init(record.pid, record.starttime))
 
 
 def _find_init(pids: list[int]) -> int | None:

@@ -15,7 +15,8 @@ from engine import consolelog, faults, hooks, inits, procfs
 from engine.config import ContainerConfig
 from engine.config_changes import limits_of
 from engine.errors import EngineError, InvalidState, StartError
-from engine.node import Node, check_not_template, check_unlocked, has_network, reap
+from engine.node import Node, check_not_template, check_unlocked, has_network
+from engine.reaper import reap_init
 from engine.reverter import Reverter
 from engine.state import RunRecord, container_lock
 from engine.status import ContainerStatus
@@ -90,8 +91,12 @@ def start_container(
     rootfs = driver.rootfs(vol)
     if not rootfs.is_dir() or rootfs.is_symlink():
         raise StartError("rootfs", f"{rootfs} is missing or not a directory")
-    init = None
-    if not driver.info.mounted_at_start:  # else it is only seen once mounted: init checks it inside
+    from engine.oci import launch, restart  # application containers (OCI images, host binaries)
+
+    app = launch.of(config)  # its command is PID 1: no init is needed
+    restart.forget_exit(node.layout, ctid)
+    init = inits.APP if app is not None else None
+    if init is None and not driver.info.mounted_at_start:  # else it is only seen once mounted
         init = inits.detect(rootfs)
         if init is None:
             raise StartError("init", f"{rootfs} has no /sbin/init")
@@ -157,6 +162,7 @@ def start_container(
             inner_mounts=inner_views,
             rw_sys=features.rw_sys,
             reenter_rootfs=plan is not None and plan.rootfs_mount is not None,
+            app=app,
         )
         faults.point("start:cgroup")
         try:
@@ -230,7 +236,7 @@ def hard_stop(node: Node, ctid: int) -> None:
                     select.select([pidfd], [], [], 5.0)
                 finally:
                     os.close(pidfd)
-            reap(record.pid, record.starttime)
+            reap_init(record.pid, record.starttime)
     faults.point("stop:killed")
     _cleanup_after_exit(node, ctid)
 
@@ -275,10 +281,13 @@ def shutdown_container(node: Node, ctid: int, timeout: float, force_stop: bool) 
         raise InvalidState(f"container {ctid} is not running")
     init = inits.BY_NAME.get(record.init, inits.SYSVINIT)
     hooks.run(node.storages, node.config(ctid), "pre-stop", _log_warning)
+    from engine.oci.launch import halt_signal
+
+    halt = halt_signal(node.config(ctid), init.poweroff_signal)  # an image's StopSignal wins, as in LXC
     with _console_held(node, ctid, record):
         pidfd = os.pidfd_open(record.pid)
         try:
-            signal.pidfd_send_signal(pidfd, init.poweroff_signal)
+            signal.pidfd_send_signal(pidfd, halt)
             ready, _, _ = select.select([pidfd], [], [], timeout)
         finally:
             os.close(pidfd)
@@ -287,7 +296,7 @@ def shutdown_container(node: Node, ctid: int, timeout: float, force_stop: bool) 
             raise InvalidState(f"container {ctid} did not shut down within {timeout:g} s; it is still running")
         hard_stop(node, ctid)
         return
-    reap(record.pid, record.starttime)
+    reap_init(record.pid, record.starttime)
     faults.point("shutdown:exited")
     _cleanup_after_exit(node, ctid)
 

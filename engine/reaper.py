@@ -52,22 +52,46 @@ def open_init(pid: int, starttime: int) -> int | None:
     return fd
 
 
-def _wait(fd: int) -> bool:
-    """Reap the process of a pidfd if it has exited; True if it is gone (reaped here or elsewhere)."""
+GONE = -1  # reaped elsewhere: how it ended is not known here
+
+
+def _wait(fd: int) -> int | None:
+    """Reap the process of a pidfd if it has exited: its wait status (as ``os.waitpid`` gives it), ``GONE``
+    if someone else reaped it, None while it runs."""
     try:
-        return os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG) is not None
+        result = os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
     except ChildProcessError:
-        return True
+        return GONE
+    if result is None:
+        return None
+    if result.si_code == os.CLD_EXITED:
+        return (result.si_status & 0xFF) << 8
+    return result.si_status | (0x80 if result.si_code == os.CLD_DUMPED else 0)
 
 
-def reap_init(pid: int, starttime: int) -> None:
-    """Reap the exited container init ``pid`` (started at ``starttime``) if it is our child."""
+def exit_file(run_dir: Path, ctid: int | str) -> Path:
+    """Where the wait status of a container's last init is kept (restart policies read it)."""
+    return Path(run_dir) / f"{ctid}.exit"
+
+
+def note_exit(run_dir: Path, ctid: int | str, status: int | None) -> None:
+    """Keep how a reaped init ended, when that is known."""
+    if status is not None and status != GONE:
+        with contextlib.suppress(OSError):
+            exit_file(run_dir, ctid).write_text(str(status))
+
+
+def reap_init(pid: int, starttime: int) -> int | None:
+    """Reap the exited container init ``pid`` (started at ``starttime``) if it is our child: its wait status,
+    or None (still running, not our child, or reaped elsewhere)."""
     fd = open_init(pid, starttime)
-    if fd is not None:
-        try:
-            _wait(fd)
-        finally:
-            os.close(fd)
+    if fd is None:
+        return None
+    try:
+        status = _wait(fd)
+    finally:
+        os.close(fd)
+    return None if status == GONE else status
 
 
 class InitReaper(threading.Thread):
@@ -76,7 +100,7 @@ class InitReaper(threading.Thread):
     def __init__(self, run_dir: Path, interval: float = 0.5):
         super().__init__(name="caisson-init-reaper", daemon=True)
         self.run_dir, self.interval = Path(run_dir), interval
-        self.watched: dict[int, int] = {}  # pid -> pidfd
+        self.watched: dict[int, tuple[int, str]] = {}  # pid -> (pidfd, container ID)
         self._seen: dict[str, int] = {}  # run record name -> its mtime_ns when last read
 
     def scan(self) -> None:
@@ -102,7 +126,7 @@ class InitReaper(threading.Thread):
                     continue
                 fd = open_init(record.pid, record.starttime)
                 if fd is not None:
-                    self.watched[record.pid] = fd
+                    self.watched[record.pid] = (fd, entry.name.removesuffix(".json"))
         for name in set(self._seen) - names:
             del self._seen[name]
 
@@ -110,9 +134,10 @@ class InitReaper(threading.Thread):
         if not self.watched:
             select.select([], [], [], timeout)
             return
-        ready, _, _ = select.select(list(self.watched.values()), [], [], timeout)
-        for pid, fd in list(self.watched.items()):
-            if fd in ready and _wait(fd):
+        ready, _, _ = select.select([fd for fd, _ in self.watched.values()], [], [], timeout)
+        for pid, (fd, ctid) in list(self.watched.items()):
+            if fd in ready and (status := _wait(fd)) is not None:
+                note_exit(self.run_dir, ctid, status)
                 os.close(fd)
                 del self.watched[pid]
 

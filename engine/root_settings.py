@@ -10,6 +10,18 @@ from __future__ import annotations
 
 from engine.config import ConfigSection
 
+# Raw keys that only shape the container's own PID 1 inside it (Proxmox 9.1 writes them for an OCI image:
+# its environment, user, working directory, stop signal): Proxmox treats ``env`` as an ordinary option, and
+# none of them reaches past the container's walls, so a tenant's application container keeps them.
+INSIDE_ONLY_RAW_KEYS = {
+    "lxc.environment.runtime",
+    "lxc.init.uid",
+    "lxc.init.gid",
+    "lxc.init.groups",
+    "lxc.init.cwd",
+    "lxc.signal.halt",
+}
+
 # Features Proxmox lets a non-root user change (with VM.Allocate), and only on an unprivileged container.
 TENANT_FEATURES = {"nesting"}
 
@@ -65,7 +77,7 @@ def _root_settings(section: ConfigSection) -> dict[str, tuple[object, str]]:
             f"feature(s) {', '.join(sorted(weakening))} "
             + ("of a privileged container" if privileged else "weaken the container's isolation"),
         )
-    for key in sorted({k for k, _ in section.raw}):
+    for key in sorted({k for k, _ in section.raw} - INSIDE_ONLY_RAW_KEYS):
         found[key] = (section.raw_values(key), f"the raw LXC key {key}")
     return found
 

@@ -101,6 +101,8 @@ class StartSpec:
     # The prepare steps mounted the rootfs (an image or an overlay) over the directory the setup
     # child entered: it steps out and back in, through its parent, to stand on that mount.
     reenter_rootfs: bool = False
+    # An application container (engine.oci.launch): PID 1 is its command, not ``init``.
+    app: object = None
 
 
 def _send(sock: socket.socket, phase: Phase, payload: bytes = b"") -> None:
@@ -393,6 +395,8 @@ def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, 
         step = "ssh-host-keys"
         _first_boot_ssh_keys(sock, exec_w)
         step = "exec"
+        if spec.app is not None:
+            spec.app.exec(CONTAINER_ENV)  # never returns
         os.execve(spec.init[0], spec.init, CONTAINER_ENV)
     except BaseException as exc:  # noqa: BLE001
         _fail(sock, step, exc)

@@ -400,12 +400,15 @@ class _Decoded:
     """Decompressed archive bytes; a decoder's complaint (bad data, CRC, stream cut short)
     becomes tarfile.ReadError, so it is reported as a corrupt archive, not a host failure."""
 
-    def __init__(self, f: _Readable, errors: tuple[type[BaseException], ...]):
-        self.f, self.errors = f, errors
+    def __init__(self, f: _Readable, errors: tuple[type[BaseException], ...], tap: Callable[[bytes], object] | None):
+        self.f, self.errors, self.tap = f, errors, tap
 
     def read(self, n: int = -1) -> bytes:
         try:
-            return self.f.read(n)
+            data = self.f.read(n)
+            if self.tap is not None:
+                self.tap(data)
+            return data
         except self.errors as err:
             if isinstance(err, OSError) and err.errno is not None:  # a real I/O error
                 raise
@@ -468,14 +471,17 @@ class _Prefetch:
         self.thread.join()
 
 
-def open_archive(archive: Path, raw: BinaryIO, prefetch: bool = False) -> tuple[tarfile.TarFile, _Decoded]:
+def open_archive(
+    archive: Path, raw: BinaryIO, prefetch: bool = False, tap: Callable[[bytes], object] | None = None
+) -> tuple[tarfile.TarFile, _Decoded]:
     """A streaming tar reader over ``raw`` (the open file of ``archive``), whatever its compression.
 
     With ``prefetch`` the archive is decompressed ahead in a thread (:class:`_Prefetch`); the caller
     then closes the returned stream when done, and reads how far the archive file was consumed from
     its ``consumed`` (``raw.tell()`` runs ahead by what the thread decompressed in advance).
     Returns the reader and the decompressed stream (read it to its end to check a final checksum).
-    Members come in order, never the whole archive in memory. Compression comes from magic
+    ``tap`` sees every decompressed chunk (an OCI layer's uncompressed digest is hashed there, in the
+    prefetch thread). Members come in order, never the whole archive in memory. Compression comes from magic
     bytes (suffixes lie); the stdlib file readers check CRCs and cut-offs: a corrupt stream
     raises tarfile.ReadError, an unknown format ValidationError.
     """
@@ -501,7 +507,7 @@ def open_archive(archive: Path, raw: BinaryIO, prefetch: bool = False) -> tuple[
         f = raw
     else:
         raise ValidationError(f"{archive}: unknown archive format (not a tar, tar.gz, tar.xz or tar.zst)")
-    data: _Decoded = _Decoded(f, errors)
+    data: _Decoded = _Decoded(f, errors, tap)
     if prefetch:
         data = cast(_Decoded, _Prefetch(data, raw.tell))
     try:  # stream mode reads the first header already

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import replace
 
@@ -149,18 +150,41 @@ class Create(ContainerJob):
             publish([f"/ct/{self.ctid(ctx)}"], {"type": "ct.removed", "ctid": self.ctid(ctx)})
 
 
+@contextlib.contextmanager
+def app_console_in_log(ctx: JobContext, ctid: int, most: int = 50):
+    """An application container's console output during the block (what it printed as it started, its last
+    words at a stop) copied into the job's log, its newest ``most`` lines."""
+    engine = node_engine()
+    path = engine.layout.console_log(ctid)
+    before = path.stat().st_size if path.exists() else 0
+    yield
+    if not engine.config(ctid).current.values.get("entrypoint"):
+        return
+    data = engine.console_log(ctid)
+    new = data[before:] if len(data) >= before else data[-4096:]  # a log replaced by its tail: its end
+    for line in new.decode(errors="replace").splitlines()[-most:]:
+        ctx.log(f"console: {line}")
+
+
 class Start(ContainerJob):
     name = "caisson.container.start"
 
     def perform(self, ctx: JobContext) -> str:
-        try:
-            status = node_engine().start(self.ctid(ctx))
-        except EngineError as exc:
-            start_diagnosis.record(ctx, self.ctid(ctx), exc)
-            raise
-        for warning in status.warnings or []:
-            ctx.log(f"warning: {warning}")
-        ctx.log(f"init ({status.init}) running as pid {status.pid}")
+        if ctx.params.get("reason"):
+            ctx.log(ctx.params["reason"])
+        with app_console_in_log(ctx, self.ctid(ctx)):
+            try:
+                status = node_engine().start(self.ctid(ctx))
+            except EngineError as exc:
+                start_diagnosis.record(ctx, self.ctid(ctx), exc)
+                raise
+            for warning in status.warnings or []:
+                ctx.log(f"warning: {warning}")
+            if status.init == "app":
+                entrypoint = node_engine().config(self.ctid(ctx)).current.values["entrypoint"]
+                ctx.log(f"application ({entrypoint}) running as pid {status.pid}")
+            else:
+                ctx.log(f"init ({status.init}) running as pid {status.pid}")
         return "OK"
 
 
@@ -171,7 +195,8 @@ class Shutdown(ContainerJob):
         timeout = float(ctx.params.get("timeout", 60))
         force = bool(ctx.params.get("force_stop", True))
         ctx.log(f"asking init to shut down (timeout {timeout:g} s{', then stop' if force else ''})")
-        node_engine().shutdown(self.ctid(ctx), timeout=timeout, force_stop=force)
+        with app_console_in_log(ctx, self.ctid(ctx)):
+            node_engine().shutdown(self.ctid(ctx), timeout=timeout, force_stop=force)
         return "OK"
 
 
@@ -179,7 +204,8 @@ class Stop(ContainerJob):
     name = "caisson.container.stop"
 
     def perform(self, ctx: JobContext) -> str:
-        node_engine().stop(self.ctid(ctx))
+        with app_console_in_log(ctx, self.ctid(ctx)):
+            node_engine().stop(self.ctid(ctx))
         return "OK"
 
 

@@ -150,6 +150,18 @@ def sample(node: Node) -> None:
     )
 
 
+def restart_exited(node: Node) -> None:
+    """Containers with a restart policy whose PID 1 ended by itself: a start job each (shown in the task log)."""
+    from engine.oci.restart import due
+    from webui.models.queue import JobRefused, submit
+
+    for ctid in due(node_engine().node):
+        try:
+            submit("vzstart", node, f"/ct/{ctid}", str(ctid), params={"reason": "restart policy"})
+        except JobRefused:
+            continue  # one is queued or running already
+
+
 @app.task(name="caisson.node.tick", ignore_result=True)
 def ensure_lxcfs() -> None:
     """Start the node's lxcfs if it is not serving (at the agent's start and each tick): containers started
@@ -173,6 +185,7 @@ def tick() -> None:
     ensure_lxcfs()
     try:
         sample(node)
+        restart_exited(node)
         sync_all(node)
         sync_storages(node)
         sweep()  # expired safety snapshots (tasks.safety), at most once a minute

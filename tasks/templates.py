@@ -127,6 +127,49 @@ class Build(TemplateJob):
         return "OK"
 
 
+class OciPull(TemplateJob):
+    """An image from a registry into the store as an OCI archive (Proxmox's ``oci-registry-pull``).
+
+    ``params``: ``reference``, ``name`` (the archive's, else Proxmox's from the reference), ``username`` and
+    ``registry_password_sealed`` (sealed by the web tier: never in clear in the job, its audit or the queue).
+    A cancel keeps what was downloaded: the next pull of the same name resumes it; ``abandon`` drops it instead
+    of pulling."""
+
+    name = "caisson.templates.oci_pull"
+
+    def perform(self, ctx: JobContext) -> str:
+        from engine.oci.pull import abandon, pull
+        from engine.oci.registry import Credentials
+        from webui.models.queue import unseal_secret
+
+        params = ctx.params
+        store = self.store()
+        if params.get("abandon"):
+            found = abandon(store.cache, params["reference"], params.get("name") or None)
+            ctx.log("dropped what the interrupted pull kept" if found else "nothing was kept to drop")
+            return "OK"
+        credentials = None
+        if params.get("username"):
+            credentials = Credentials(params["username"], unseal_secret(params.get("registry_password_sealed", "")))
+        ctx.log(f"pulling {params['reference']}" + (f" as {params['username']}" if credentials else ""))
+
+        def progress(done: int, total: int | None) -> None:
+            text = f"{done / 1048576:.1f} of {total / 1048576:.1f} MiB" if total else f"{done / 1048576:.1f} MiB"
+            ctx.progress(done, total, text)
+
+        path = pull(
+            store.root,
+            store.cache,
+            params["reference"],
+            name=params.get("name") or None,
+            credentials=credentials,
+            progress=progress,
+            cancel=ctx.cancel_event,
+        )
+        ctx.log(f"digests verified; stored as {path.name}")
+        return "OK"
+
+
 class Remove(TemplateJob):
     name = "caisson.templates.remove"
 
@@ -136,5 +179,5 @@ class Remove(TemplateJob):
         return "OK"
 
 
-for job_class in (Update, EditSources, Download, Build, Remove):
+for job_class in (Update, EditSources, Download, Build, OciPull, Remove):
     app.register_task(job_class())

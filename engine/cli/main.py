@@ -66,6 +66,7 @@ def _verb_of(argv: list[str]) -> str | None:
 # The verbs defined here, in the order --help lists them; the storage verbs follow (engine.cli.storage).
 CORE_VERBS = (
     "create",
+    "create-host-app",
     "start",
     "stop",
     "status",
@@ -128,6 +129,21 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
             first_boot.add_argument(f"--{name}", type=Path, metavar="FILE", help=text)
         if verb in (None, "create"):
             _add_config_options(create)
+
+    if wanted("create-host-app"):
+        app = verbs.add_parser(
+            "create-host-app",
+            help="create an application container running one host program over a read-only view of the host's /usr",
+        )
+        app.add_argument("ctid", type=_ctid, help="container ID (100 and up)")
+        app.add_argument(
+            "command",
+            nargs="*",
+            help="the host program and its arguments, after -- (python -m engine create-host-app 200 -- /usr/bin/env)",
+        )
+        app.add_argument("--start", action="store_true", help="start it once created")
+        if verb in (None, "create-host-app"):
+            _add_config_options(app)
 
     for name, text in (
         ("start", "start a container"),
@@ -252,7 +268,13 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(_verb_of(argv) or "")
+    command = []
+    if _verb_of(argv) == "create-host-app" and "--" in argv:  # the host program's own options stay its own
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
+    if command:
+        args.command = command
     from engine.lifecycle import Engine  # after parsing, so that --help stays instant
 
     try:
@@ -285,6 +307,13 @@ def _dispatch(engine, args) -> int:
             isolated_idmap=args.isolated_idmap,
             finish=_provisioning_step(engine, args),
         )
+        if args.start:
+            status = engine.start(args.ctid)
+        _show_status(status, as_json)
+    elif verb == "create-host-app":
+        from engine.oci.hostapp import create_host_app
+
+        status = create_host_app(engine, args.ctid, args.command, _config_values(args))
         if args.start:
             status = engine.start(args.ctid)
         _show_status(status, as_json)

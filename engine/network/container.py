@@ -124,11 +124,13 @@ def inside_step(ctid: int, config: ContainerConfig):
     if not nics:
         return None
     ostype = config.current.values.get("ostype")
+    # host-managed=1 (Proxmox 9.1, set on an application container's NICs): no network stack runs inside
+    host_managed = any(n.host_managed for n in nics)
 
     def network_inside() -> None:
         from engine import distro
 
-        configure_here(nics, addresses=not distro.configures_addresses(ostype))
+        configure_here(nics, addresses=host_managed or not distro.configures_addresses(ostype))
 
     return network_inside
 

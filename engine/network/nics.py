@@ -31,6 +31,7 @@ _ORDER = (
     "firewall",
     "gw",
     "gw6",
+    "host-managed",
     "hwaddr",
     "ip",
     "ip6",
@@ -61,6 +62,7 @@ class Nic:
     rate: float | None = None
     firewall: bool = False
     link_down: bool = False
+    host_managed: bool | None = None  # Proxmox 9.1: the host sets its addresses (None: not said)
 
     @property
     def key(self) -> str:
@@ -89,6 +91,8 @@ class Nic:
             props["firewall"] = "1"
         if self.link_down:
             props["link_down"] = "1"
+        if self.host_managed is not None:
+            props["host-managed"] = "1" if self.host_managed else "0"
         if self.tag is not None:
             props["tag"] = str(self.tag)
         if self.trunks:
@@ -182,6 +186,7 @@ def parse_nic(index: int, value: str | dict) -> Nic:
         rate=rate,
         firewall=bool(props.get("firewall")),
         link_down=bool(props.get("link_down")),
+        host_managed=None if props.get("host-managed") is None else bool(props["host-managed"]),
     )
 
 

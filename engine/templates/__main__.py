@@ -1,7 +1,8 @@
 """``python -m engine.templates``: the template catalog, in the spirit of ``pveam``.
 
 Commands: ``update [SOURCE]``, ``available [--section S]``, ``download NAME``,
-``build BUILDER [...]`` (the local builders), ``list``, ``remove NAME``.
+``build BUILDER [...]`` (the local builders), ``list``, ``remove NAME``; OCI images
+(:mod:`engine.oci.cli`): ``pull REFERENCE``, ``tags REPOSITORY``, ``abandon REFERENCE``, ``mirror``.
 Exit codes are the engine's (2 bad input, 3 not found, 1 other errors, 130 interrupted).
 """
 
@@ -15,6 +16,7 @@ import threading
 from engine import builders
 from engine.builders.__main__ import main as build_main
 from engine.errors import EngineError, ValidationError
+from engine.oci import cli as oci_cli
 from engine.state import DEFAULT_ROOT
 from engine.templates.download import download
 from engine.templates.entry import Entry
@@ -73,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="templates in the local cache")
     remove = sub.add_parser("remove", help="delete a template from the local cache")
     remove.add_argument("name")
+    oci_cli.add_parsers(sub)
     return parser
 
 
@@ -107,6 +110,8 @@ def _run(args, out) -> None:
                 print(f"{sid}: {count} templates{trust}", file=out)
         if failed is not None:
             raise failed
+    elif oci_cli.run(args, store, out, _Progress(sys.stderr) if sys.stderr.isatty() else None):
+        pass
     elif args.command == "build":
         if not args.builder_args:
             raise ValidationError(f"build: name a builder: {' or '.join(builders.names())}", key="builder")

@@ -13,7 +13,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from engine.errors import ValidationError
 
-TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.tar\.(gz|xz|zst)")
+TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.tar(\.(gz|xz|zst))?")  # .tar: an OCI archive, as in Proxmox
 _HEX = re.compile(r"[0-9a-fA-F]+")
 CHECKSUM_LENGTHS = {"sha512": 128, "sha256": 64, "md5": 32}
 
@@ -58,7 +58,10 @@ def check_template_name(name: str) -> str:
     if not isinstance(name, str) or "/" in name or "\0" in name or name.startswith("."):
         raise ValidationError(f"invalid template name {name!r}", key="name")
     if not TEMPLATE_NAME.fullmatch(name):
-        raise ValidationError(f"invalid template name {name!r}: expected NAME.tar.gz, .tar.xz or .tar.zst", key="name")
+        raise ValidationError(
+            f"invalid template name {name!r}: expected NAME.tar.gz, .tar.xz, .tar.zst or .tar (an OCI archive)",
+            key="name",
+        )
     return name
 
 

@@ -142,7 +142,7 @@ def test_simplestreams_index():
 
 
 @pytest.mark.parametrize(
-    "name", ["a/b.tar.gz", "x\0.tar.gz", ".hidden.tar.gz", "../x.tar.gz", "x.tar", "x.tar.bz2", "", "-x.tar.gz"]
+    "name", ["a/b.tar.gz", "x\0.tar.gz", ".hidden.tar.gz", "../x.tar.gz", "x.tar.bz2", "", "-x.tar.gz"]
 )
 def test_bad_template_names(name):
     with pytest.raises(ValidationError):

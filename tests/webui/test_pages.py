@@ -326,6 +326,24 @@ def test_template_actions(make_user, world):
     assert client.post(f"/templates/{node}/tmplremove", {"name": TEMPLATE}, **FETCH).status_code == 202
 
 
+def test_the_pull_from_registry_form(make_user, world):
+    client = login(make_user, superuser=True)
+    node = world["node"].name
+    page = client.get("/templates/").content.decode()
+    assert 'id="oci-pull-form"' in page and f'data-tags-url="/api/nodes/{node}/templates/tags/"' in page
+    assert "caisson/oci_pull.js" in page
+    bad = client.post(f"/templates/{node}/ociregistrypull", {"reference": "Not A Ref"}, **FETCH)
+    assert bad.status_code == 400 and "reference" in bad.content.decode()
+    body = {"reference": "127.0.0.1:5000/team/app:1.0", "username": "u", "password": "never-in-clear"}
+    response = client.post(f"/templates/{node}/ociregistrypull", body, **FETCH)
+    assert response.status_code == 202 and response.json()["job"]["kind"] == "ociregistrypull"
+    job = Job.objects.get(kind="ociregistrypull")
+    assert job.target == "app_1.0.tar" and "never-in-clear" not in str(job.params)
+    auditor = login(make_user, "aud", "Auditor")
+    assert 'id="oci-pull-form"' not in auditor.get("/templates/").content.decode()
+    assert auditor.post(f"/templates/{node}/ociregistrypull", body, **FETCH).status_code == 403
+
+
 def test_build_from_the_catalog_takes_the_builder_and_options_of_its_offer(make_user, world):
     client = login(make_user, superuser=True)
     node = world["node"].name

@@ -3,6 +3,9 @@ all its containers (startall, stopall); cancelling a job."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from webui.access import Access, deny, require
@@ -95,3 +98,43 @@ def cancel_job(access: Access, job: Job) -> None:
             f"permission denied: only the job's owner or Sys.Modify on {job.node.path} may cancel it"
         )
     cancel(job)
+
+
+def oci_pull_job(access: Access, node: Node, body: dict, address: str | None = None) -> Job:
+    """Pull an OCI image into the node's store (Proxmox's ``oci-registry-pull``): ``reference``, ``name``,
+    ``username`` and ``password`` (sealed before the job is recorded: see ``webui.models.queue``)."""
+    from engine.errors import ValidationError as EngineValidationError
+    from engine.oci.reference import archive_name, parse
+
+    require(access, "Datastore.AllocateTemplate", node, address=address)
+    try:
+        target = archive_name(parse(body["reference"]), body.get("name") or None)
+    except EngineValidationError as exc:
+        raise ValidationError({exc.key or "reference": [str(exc)]}) from None
+    if bool(body.get("username")) != bool(body.get("password")):
+        raise ValidationError({"password": ["a private registry needs both a user name and a password"]})
+    params = {"reference": body["reference"].strip(), "name": body.get("name") or ""}
+    if body.get("abandon"):
+        params["abandon"] = True
+    elif body.get("username"):
+        params.update(username=body["username"], registry_password=body["password"])
+    return submit("ociregistrypull", node, node.path, target, user=access.user, params=params, address=address)
+
+
+def registry_tags(access: Access, node: Node, repository: str, username: str = "", password: str = "") -> list[str]:
+    """The tags of a repository, for the pull form: asked by the web server itself (read-only, nothing is
+    stored), through skopeo with the registry settings of this host's engine root, if it has one."""
+    from engine.errors import EngineError
+    from engine.errors import ValidationError as EngineValidationError
+    from engine.oci.registry import Credentials, list_tags
+    from engine.state import DEFAULT_ROOT
+
+    require(access, "Datastore.AllocateTemplate", node)
+    root = os.environ.get("CAISSON_ROOT") or DEFAULT_ROOT  # read now: the settings may change while serving
+    try:
+        credentials = Credentials(username, password) if username else None
+        return list_tags(Path(root), repository, credentials)
+    except EngineValidationError as exc:
+        raise ValidationError({exc.key or "repository": [str(exc)]}) from None
+    except EngineError as exc:
+        raise ValidationError({"repository": [str(exc)]}) from None

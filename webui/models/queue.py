@@ -52,6 +52,7 @@ TASKS = {
     "tmplbuild": "caisson.templates.build",
     "tmplremove": "caisson.templates.remove",
     "tmplsources": "caisson.templates.sources",
+    "ociregistrypull": "caisson.templates.oci_pull",  # Proxmox's task type for the same pull
     "noderesync": "caisson.node.resync",
     "startall": "caisson.node.startall",  # the node's onboot containers in startup order (tasks/boot.py)
     "stopall": "caisson.node.stopall",
@@ -70,17 +71,44 @@ EXCLUSIVE = {
     "move_volume",
     "download",
     "tmplbuild",
+    "ociregistrypull",
     "aptupdate",
     "startall",
     "stopall",
 }
 
 
+def _fernet():
+    """The key sealing a registry password from the web tier to the node agent: derived from the installation's
+    SECRET_KEY, which both read (``webui.keys``); never the key itself."""
+    import base64
+    import hashlib
+
+    from cryptography.fernet import Fernet
+    from django.conf import settings
+
+    digest = hashlib.sha256(b"caisson registry credentials\0" + settings.SECRET_KEY.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def seal_secret(text: str) -> str:
+    return _fernet().encrypt(text.encode()).decode()
+
+
+def unseal_secret(token: str) -> str:
+    return _fernet().decrypt(token.encode()).decode()
+
+
 def protect_secrets(params: dict) -> dict:
     """Root's clear password becomes its SHA-512 crypt hash (what the container's /etc/shadow holds), so it is
-    never queued, stored nor audited in clear; a bad one is refused here, naming the field."""
+    never queued, stored nor audited in clear; a bad one is refused here, naming the field. A registry password
+    (an image pull's) is sealed for the node agent (``registry_password_sealed``), which needs it in clear."""
     from engine.credentials import hash_password, validate_password
     from engine.errors import ValidationError as EngineValidationError
+
+    if params.get("registry_password"):
+        sealed = seal_secret(params["registry_password"])
+        params = {**{k: v for k, v in params.items() if k != "registry_password"}, "registry_password_sealed": sealed}
 
     if not params.get("password"):
         return {k: v for k, v in params.items() if k != "password"}
@@ -98,6 +126,8 @@ def audited_params(params: dict) -> dict:
     shown = dict(params)
     if "password_hash" in shown:
         shown["password_hash"] = "set" if shown["password_hash"] else None
+    if "registry_password_sealed" in shown:
+        shown["registry_password_sealed"] = "set"
     if shown.get("ssh_public_keys"):
         count = sum(1 for line in shown["ssh_public_keys"].splitlines() if line.strip() and not line.startswith("#"))
         shown["ssh_public_keys"] = f"{count} key(s)"

@@ -14,7 +14,7 @@ from webui.actions import nodes as actions
 from webui.models import CatalogEntry, Job, Node, StoredTemplate, TemplateSource
 from webui.views.common import client_address, run_action
 
-TEMPLATE_KINDS = ("download", "tmplbuild", "tmplremove", "aptupdate")
+TEMPLATE_KINDS = ("download", "tmplbuild", "tmplremove", "aptupdate", "ociregistrypull")
 
 
 def _visible_nodes(access) -> list[Node]:
@@ -39,7 +39,10 @@ def templates_page(request):
     for entry in CatalogEntry.objects.filter(node=node).order_by("source", "section", "name"):
         catalog.setdefault(entry.source, {}).setdefault(entry.section or "other", []).append(entry)
     active = {
-        j.target: j for j in Job.objects.filter(node=node, kind__in=("download", "tmplbuild"), status__in=Job.ACTIVE)
+        j.target: j
+        for j in Job.objects.filter(
+            node=node, kind__in=("download", "tmplbuild", "ociregistrypull"), status__in=Job.ACTIVE
+        )
     }
     context = {
         "node": node,
@@ -68,6 +71,16 @@ def template_action(request, name: str, kind: str):
         params = {"builder": offer.builder, **offer.options} if offer else {"builder": target}
     elif kind == "aptupdate":
         target = ""
+    elif kind == "ociregistrypull":  # the "pull from registry" form; the password is sealed before it is recorded
+        body = {k: request.POST.get(k, "").strip() for k in ("reference", "name", "username")}
+        body["password"] = request.POST.get("password", "")
+        target = body["reference"]
+        return run_action(
+            request,
+            lambda: actions.oci_pull_job(access_for(request), node, body, address=client_address(request)),
+            f"pull of {target} queued (job {{job.pk}})",
+            reverse("templates") + f"?node={node.name}",
+        )
     labels = {
         "download": "download of {t}",
         "tmplbuild": "build of {t}",

@@ -27,6 +27,24 @@ class DownloadSerializer(StrictSerializer):
     name = CharField(trim_whitespace=False, help_text="a template of the node's catalog (not a buildable one)")
 
 
+class OciPullSerializer(StrictSerializer):
+    reference = CharField(help_text="[registry[:port]/]repository[:tag|@sha256:<digest>]")
+    name = CharField(required=False, allow_blank=True, help_text="the archive's name (default: Proxmox's)")
+    username = CharField(required=False, allow_blank=True, help_text="for a private registry")
+    password = CharField(
+        required=False, allow_blank=True, trim_whitespace=False, write_only=True, help_text="never stored in clear"
+    )
+    abandon = BooleanField(
+        required=False, default=False, help_text="drop what an interrupted pull of this image kept, instead of pulling"
+    )
+
+
+class RegistryTagsSerializer(StrictSerializer):
+    repository = CharField(help_text="[registry[:port]/]repository")
+    username = CharField(required=False, allow_blank=True)
+    password = CharField(required=False, allow_blank=True, trim_whitespace=False, write_only=True)
+
+
 class BuildSerializer(StrictSerializer):
     builder = CharField(trim_whitespace=False, help_text=f"a local builder: {', '.join(builders.names())}")
     suite = CharField(trim_whitespace=False, required=False, help_text="debian: the release (e.g. bookworm)")

@@ -32,6 +32,8 @@ from webui.api.serializers.templates import (
     CatalogEntrySerializer,
     CatalogUpdateSerializer,
     DownloadSerializer,
+    OciPullSerializer,
+    RegistryTagsSerializer,
     StoredTemplateSerializer,
 )
 from webui.api.views.base import ApiViewSet, accepted, metrics
@@ -125,6 +127,29 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
             self.access, node, "download", entry.name, {"source": entry.source}, address=self.address
         )
         return accepted(job)
+
+    @extend_schema(
+        request=OciPullSerializer,
+        responses=ACCEPTED,
+        description="Pull an OCI image from a registry into the node's store as <name>.tar (Proxmox's "
+        "oci-registry-pull); the password is sealed for the node agent, never stored in clear.",
+    )
+    @action(detail=True, methods=["post"], url_path="templates/pull")
+    def template_pull(self, request, name=None):
+        node = self.get_object()
+        body = validated(OciPullSerializer, request.data)
+        return accepted(actions.oci_pull_job(self.access, node, body, address=self.address))
+
+    @extend_schema(request=RegistryTagsSerializer, responses={200: {"type": "array", "items": {"type": "string"}}})
+    @action(detail=True, methods=["post"], url_path="templates/tags")
+    def registry_tags(self, request, name=None):
+        """POST, so that a password never sits in a URL (or a log of one)."""
+        node = self.get_object()
+        body = validated(RegistryTagsSerializer, request.data)
+        tags = actions.registry_tags(
+            self.access, node, body["repository"], body.get("username", ""), body.get("password", "")
+        )
+        return Response(tags)
 
     @extend_schema(request=BuildSerializer, responses=ACCEPTED)
     @action(detail=True, methods=["post"], url_path="templates/build")

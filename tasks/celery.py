@@ -18,7 +18,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webui.settings")
 
 app = Celery(
     "caisson",
-    include=["tasks.containers", "tasks.templates", "tasks.node", "tasks.boot", "tasks.backups", "tasks.backup_jobs"],
+    include=[
+        "tasks.containers",
+        "tasks.templates",
+        "tasks.node",
+        "tasks.network",
+        "tasks.boot",
+        "tasks.backups",
+        "tasks.backup_jobs",
+    ],
 )
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.setup_security()

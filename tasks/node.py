@@ -13,7 +13,7 @@ from django.utils import timezone
 from engine.errors import NotFound
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
-from tasks.mirror import managed_bridges, sync_all, sync_container, sync_storages, sync_templates
+from tasks.mirror import host_interfaces, managed_bridges, sync_all, sync_container, sync_storages, sync_templates
 from tasks.runtime import node_engine, this_node
 from webui.live import publish
 from webui.models import Container, MetricSample, Node
@@ -32,6 +32,7 @@ def heartbeat(node: Node) -> None:
             "kernel": os.uname().release,
             "cgroups": type(node_engine().cgroups).__name__,
             "bridges": managed_bridges(),
+            "interfaces": host_interfaces(),
         },
     )
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from engine.config import ContainerConfig
 from engine.network import firewall
-from engine.network.bridges import NodeNetwork
+from engine.network.bridges import Bridge, NodeNetwork
 from engine.network.dhcp import DhcpServer
 from engine.network.hotplug import hotplug
 from engine.network.nics import Nic, from_config, host_veth, parse_nic
@@ -79,7 +79,11 @@ def _apply_firewall(root: Path, ctid: int, nics: list[Nic], node: NodeNetwork) -
 
 
 def dhcp_server(root: Path, node: NodeNetwork, bridge_name: str) -> DhcpServer | None:
-    bridge = node.bridge(bridge_name)
+    return bridge_dhcp_server(root, node.bridge(bridge_name))
+
+
+def bridge_dhcp_server(root: Path, bridge: Bridge) -> DhcpServer | None:
+    """The DHCP server of that bridge definition (None without a range); bridge_edit stops an old one's."""
     if bridge.dhcp is None or bridge.address is None:
         return None
     # dnsmasq runs as its own user: its state dir must sit under directories that user can search.

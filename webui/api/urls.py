@@ -11,6 +11,7 @@ from webui.api.views.access import AclViewSet, AuditViewSet, PermissionsViewSet,
 from webui.api.views.backups import router as backups_router
 from webui.api.views.containers import ContainerViewSet
 from webui.api.views.jobs import JobViewSet
+from webui.api.views.network import NetworkViewSet
 from webui.api.views.nodes import NodeViewSet
 from webui.api.views.pools import PoolViewSet
 from webui.api.views.template_sources import TemplateSourceViewSet
@@ -47,6 +48,16 @@ urlpatterns = [
         "nodes/<str:name>/template-sources/<str:source>",
         TemplateSourceViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"}),
         name="template-source-detail",
+    ),
+    path(
+        "nodes/<str:name>/network/",
+        NetworkViewSet.as_view({"get": "list", "post": "create", "put": "apply"}),
+        name="node-network-list",
+    ),
+    path(
+        "nodes/<str:name>/network/<str:iface>",
+        NetworkViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"}),
+        name="node-network-detail",
     ),
     *router.urls,
 ]

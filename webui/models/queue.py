@@ -49,6 +49,9 @@ TASKS = {
     "noderesync": "caisson.node.resync",
     "startall": "caisson.node.startall",  # the node's onboot containers in startup order (tasks/boot.py)
     "stopall": "caisson.node.stopall",
+    "bridgeset": "caisson.network.set",  # the node's Network panel (tasks/network.py)
+    "bridgedel": "caisson.network.delete",
+    "netapply": "caisson.network.apply",
 }
 # Kinds a double click must not queue twice for the same target.
 EXCLUSIVE = {
@@ -63,6 +66,9 @@ EXCLUSIVE = {
     "aptupdate",
     "startall",
     "stopall",
+    "bridgeset",
+    "bridgedel",
+    "netapply",
 }
 
 

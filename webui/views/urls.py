@@ -1,7 +1,7 @@
 from django.contrib.auth.decorators import login_required
 from django.urls import path
 
-from webui.views import auth, console, containers, dashboard, health, jobs, templates, wizard
+from webui.views import auth, console, containers, dashboard, health, jobs, network, templates, wizard
 from webui.views import backups as backup_views
 from webui.views import template_sources as source_views
 
@@ -16,6 +16,8 @@ urlpatterns = [
     path("logout/", auth.LogoutView.as_view(), name="logout"),
     path("", page(dashboard.dashboard), name="dashboard"),
     path("nodes/<str:name>/", page(dashboard.node_page), name="node"),
+    path("nodes/<str:name>/network/", page(network.network_page), name="node-network"),
+    path("nodes/<str:name>/network/<str:op>", page(network.network_action), name="node-network-action"),
     path("nodes/<str:name>/<str:kind>", page(dashboard.node_power), name="node-power"),
     path("ct/<int:ctid>/", page(containers.container_page), name="ct"),
     path("ct/<int:ctid>/power/<str:action>", page(containers.power), name="ct-power"),

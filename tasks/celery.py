@@ -23,6 +23,7 @@ app = Celery(
         "tasks.templates",
         "tasks.node",
         "tasks.network",
+        "tasks.firewall",
         "tasks.boot",
         "tasks.backups",
         "tasks.backup_jobs",

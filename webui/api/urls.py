@@ -10,6 +10,7 @@ from webui.api import schema  # noqa: F401 - registers the token scheme
 from webui.api.views.access import AclViewSet, AuditViewSet, PermissionsViewSet, RoleViewSet, TokenViewSet, UserViewSet
 from webui.api.views.backups import router as backups_router
 from webui.api.views.containers import ContainerViewSet
+from webui.api.views.firewall import firewall_urls
 from webui.api.views.jobs import JobViewSet
 from webui.api.views.network import NetworkViewSet
 from webui.api.views.nodes import NodeViewSet
@@ -59,6 +60,7 @@ urlpatterns = [
         NetworkViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"}),
         name="node-network-detail",
     ),
+    *firewall_urls(),
     *router.urls,
 ]
 

@@ -34,3 +34,6 @@ __all__ += ["BackupArchive", "BackupSchedule"]
 from webui.models.templates import TemplateSource  # noqa: E402 - after the node it belongs to
 
 __all__ += ["TemplateSource"]
+from webui.models.firewall import FirewallFile  # noqa: E402 - after the node it belongs to
+
+__all__ += ["FirewallFile"]

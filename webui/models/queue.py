@@ -52,6 +52,7 @@ TASKS = {
     "bridgeset": "caisson.network.set",  # the node's Network panel (tasks/network.py)
     "bridgedel": "caisson.network.delete",
     "netapply": "caisson.network.apply",
+    "fwset": "caisson.firewall.set",  # a firewall file written and applied (tasks/firewall.py)
 }
 # Kinds a double click must not queue twice for the same target.
 EXCLUSIVE = {

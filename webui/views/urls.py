@@ -1,7 +1,7 @@
 from django.contrib.auth.decorators import login_required
 from django.urls import path
 
-from webui.views import auth, console, containers, dashboard, health, jobs, network, templates, wizard
+from webui.views import auth, console, containers, dashboard, firewall, health, jobs, network, templates, wizard
 from webui.views import backups as backup_views
 from webui.views import template_sources as source_views
 
@@ -17,6 +17,9 @@ urlpatterns = [
     path("", page(dashboard.dashboard), name="dashboard"),
     path("nodes/<str:name>/", page(dashboard.node_page), name="node"),
     path("nodes/<str:name>/network/", page(network.network_page), name="node-network"),
+    path("nodes/<str:key>/firewall/", page(firewall.firewall_page), {"level": "host"}, name="node-firewall"),
+    path("datacenter/firewall/", page(firewall.firewall_page), {"level": "cluster"}, name="dc-firewall"),
+    path("firewall/<str:level>/<str:key>/<str:op>", page(firewall.firewall_action), name="firewall-action"),
     path("nodes/<str:name>/network/<str:op>", page(network.network_action), name="node-network-action"),
     path("nodes/<str:name>/<str:kind>", page(dashboard.node_power), name="node-power"),
     path("ct/<int:ctid>/", page(containers.container_page), name="ct"),
@@ -25,6 +28,7 @@ urlpatterns = [
     path("ct/<int:ctid>/config", page(containers.update_config), name="ct-config"),
     path("ct/<int:ctid>/snapshot/<str:operation>", page(containers.snapshot), name="ct-snapshot"),
     path("ct/<int:ctid>/clone", page(containers.clone), name="ct-clone"),
+    path("ct/<int:ctid>/firewall/", page(firewall.firewall_page), {"level": "ct"}, name="ct-firewall"),
     path("ct/<int:ctid>/<str:tab>/", page(containers.container_page), name="ct-tab"),
     path("create/", page(wizard.wizard), name="create"),
     path("create/validate/<str:step>", page(wizard.validate_step), name="create-validate"),

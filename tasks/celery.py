@@ -24,6 +24,7 @@ app = Celery(
         "tasks.node",
         "tasks.network",
         "tasks.firewall",
+        "tasks.storage_files",
         "tasks.boot",
         "tasks.backups",
         "tasks.backup_jobs",

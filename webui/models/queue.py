@@ -53,6 +53,7 @@ TASKS = {
     "bridgedel": "caisson.network.delete",
     "netapply": "caisson.network.apply",
     "fwset": "caisson.firewall.set",  # a firewall file written and applied (tasks/firewall.py)
+    "backupdl": "caisson.storage.download",  # an archive streamed to the browser (webui/filestream.py)
 }
 # Kinds a double click must not queue twice for the same target.
 EXCLUSIVE = {

@@ -1,7 +1,19 @@
 from django.contrib.auth.decorators import login_required
 from django.urls import path
 
-from webui.views import auth, console, containers, dashboard, firewall, health, jobs, network, templates, wizard
+from webui.views import (
+    auth,
+    console,
+    containers,
+    dashboard,
+    firewall,
+    health,
+    jobs,
+    network,
+    storage,
+    templates,
+    wizard,
+)
 from webui.views import backups as backup_views
 from webui.views import template_sources as source_views
 
@@ -18,6 +30,7 @@ urlpatterns = [
     path("nodes/<str:name>/", page(dashboard.node_page), name="node"),
     path("nodes/<str:name>/network/", page(network.network_page), name="node-network"),
     path("nodes/<str:key>/firewall/", page(firewall.firewall_page), {"level": "host"}, name="node-firewall"),
+    path("storage/<str:node>/<str:name>/", page(storage.storage_page), name="storage"),
     path("datacenter/firewall/", page(firewall.firewall_page), {"level": "cluster"}, name="dc-firewall"),
     path("firewall/<str:level>/<str:key>/<str:op>", page(firewall.firewall_action), name="firewall-action"),
     path("nodes/<str:name>/network/<str:op>", page(network.network_action), name="node-network-action"),
@@ -51,6 +64,7 @@ urlpatterns += [
 urlpatterns += [
     path("ct/<int:ctid>/backups/fragment", page(backup_views.backup_tab), name="ct-backups"),
     path("ct/<int:ctid>/backups/now", page(backup_views.backup_now), name="ct-backup-now"),
+    path("backups/<int:pk>/download", page(storage.download_backup), name="backup-download"),
     path("backups/<int:pk>/<str:what>", page(backup_views.archive_action), name="backup-action"),
     path("datacenter/backup/", page(backup_views.schedules_page), name="backup-schedules"),
     path("datacenter/template-sources/", page(source_views.sources_page), name="template-sources"),

@@ -1,0 +1,41 @@
+"""Files of a node's storages sent to the web tier through the broker (``webui.filestream``): a backup
+archive downloaded.  The web server never reads the node's disk, so web and node may be different hosts."""
+
+from __future__ import annotations
+
+import os
+
+from engine.errors import EngineError, NotFound
+from tasks.base import JobContext, JobTask
+from tasks.celery import app
+from webui import filestream
+
+
+class StreamBackup(JobTask):
+    """``params``: ``storage``, ``archive`` (a name the storage's dump directory lists), ``stream``."""
+
+    name = "caisson.storage.download"
+
+    def perform(self, ctx: JobContext) -> str:
+        from engine.backup.names import list_backups
+        from tasks.mirror import backup_storages
+
+        stream = ctx.params.get("stream", "")
+        try:
+            storage, archive = ctx.params.get("storage"), ctx.params.get("archive")
+            dumpdir = backup_storages().get(storage)
+            if dumpdir is None:
+                raise NotFound(f"storage '{storage}' holds no backups on this node")
+            if archive not in {b.name for b in list_backups(dumpdir)}:
+                raise NotFound(f"no backup '{archive}' on storage '{storage}'")
+            fd = os.open(dumpdir / archive, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except EngineError as exc:
+            filestream.fail(stream, str(exc))
+            raise
+        with os.fdopen(fd, "rb") as source:
+            ctx.log(f"sending {archive} ({os.fstat(fd).st_size} bytes)")
+            sent = filestream.send(stream, source, cancelled=lambda: ctx.cancel_event.is_set())
+        return f"{sent} bytes sent"
+
+
+app.register_task(StreamBackup())

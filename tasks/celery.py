@@ -24,7 +24,7 @@ app = Celery(
         "tasks.node",
         "tasks.network",
         "tasks.firewall",
-        "tasks.storage_files",
+        "tasks.storages",
         "tasks.boot",
         "tasks.backups",
         "tasks.backup_jobs",

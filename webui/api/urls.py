@@ -15,6 +15,7 @@ from webui.api.views.jobs import JobViewSet
 from webui.api.views.network import NetworkViewSet
 from webui.api.views.nodes import NodeViewSet
 from webui.api.views.pools import PoolViewSet
+from webui.api.views.storages import StorageViewSet
 from webui.api.views.template_sources import TemplateSourceViewSet
 
 router = DefaultRouter()
@@ -59,6 +60,12 @@ urlpatterns = [
         "nodes/<str:name>/network/<str:iface>",
         NetworkViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"}),
         name="node-network-detail",
+    ),
+    path("nodes/<str:name>/storage/", StorageViewSet.as_view({"get": "list", "post": "create"}), name="node-storage"),
+    path(
+        "nodes/<str:name>/storage/<str:storage>",
+        StorageViewSet.as_view({"delete": "destroy"}),
+        name="node-storage-detail",
     ),
     *firewall_urls(),
     *router.urls,

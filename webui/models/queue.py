@@ -53,6 +53,8 @@ TASKS = {
     "bridgedel": "caisson.network.delete",
     "netapply": "caisson.network.apply",
     "fwset": "caisson.firewall.set",  # a firewall file written and applied (tasks/firewall.py)
+    "storageadd": "caisson.storage.add",  # storage.cfg changed on the node (tasks/storages.py)
+    "storagedel": "caisson.storage.remove",
     "backupdl": "caisson.storage.download",  # an archive streamed to the browser (webui/filestream.py)
 }
 # Kinds a double click must not queue twice for the same target.

@@ -13,14 +13,17 @@ import re
 from django.core.exceptions import PermissionDenied
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
+from engine.storage import cfg
 from webui import filestream
 from webui.access import access_for
-from webui.actions import backups
+from webui.actions import backups, storages
 from webui.forms.create import propose_ctid
-from webui.models import BackupArchive, Container, StorageMirror, StoredTemplate
+from webui.models import BackupArchive, Container, Node, StorageMirror, StoredTemplate
 from webui.views.backups import _archive
-from webui.views.common import client_address
+from webui.views.common import client_address, run_action
 
 VOLUME_KEYS = re.compile(r"^(rootfs|mp\d+)$")
 
@@ -77,3 +80,38 @@ def stream_response(access, archive: BackupArchive, address: str | None) -> Stre
     response["Content-Length"] = str(archive.size)
     response["X-Caisson-Job"] = str(job.pk)
     return response
+
+
+def storages_page(request):
+    """Datacenter -> Storage: every node's storages, with add and remove for Sys.Modify on ``/``."""
+    access = access_for(request)
+    if not access.can("Sys.Audit", path="/"):
+        raise PermissionDenied("permission denied: Sys.Audit on / is required to see the datacenter's storages")
+    rows = [s for s in StorageMirror.objects.select_related("node") if access.can("Datastore.Audit", s)]
+    return render(
+        request,
+        "webui/storages.html",
+        {
+            "storages": rows,
+            "nodes": Node.objects.all(),
+            "types": cfg.TYPES,
+            "contents": cfg.CONTENT_TYPES,
+            "can_modify": access.can("Sys.Modify", path="/"),
+        },
+    )
+
+
+@require_POST
+def storage_action(request, node: str, op: str):
+    """``op``: add (storage, type, path, content) or remove (storage)."""
+    row = get_object_or_404(Node, name=node)
+    access, address, post = access_for(request), client_address(request), request.POST
+    if op == "add":
+        data = {k: post.get(k, "") for k in ("storage", "type", "path")}
+        data["content"] = ",".join(post.getlist("content")) or "rootdir"
+        call = lambda: storages.add_job(access, row, data, address)  # noqa: E731
+    elif op == "remove":
+        call = lambda: storages.remove_job(access, row, post.get("storage", ""), address)  # noqa: E731
+    else:
+        raise PermissionDenied(f"no storage action '{op}'")
+    return run_action(request, call, f"storage {op} on {node} queued (job {{job.pk}})", reverse("storages"))

@@ -73,5 +73,70 @@ class RemoveStorage(AddStorage):
         return f"storage {ctx.job.target} removed (its directory and files are kept)"
 
 
-for task in (StreamBackup, AddStorage, RemoveStorage):
+class ReceiveTemplate(JobTask):
+    """A template uploaded from the browser (``webui.filestream``): frames appended to a hidden partial file
+    in the local store, the written offset published after each, the SHA-256 computed at the end and the
+    file renamed into place.  A pause (no frame for ``PAUSE`` seconds) ends the job with the partial file
+    kept; the next chunk queues a new job that goes on from there.  ``params``: ``stream``, ``name``, ``size``.
+    """
+
+    name = "caisson.templates.upload"
+    PAUSE = 60
+
+    def perform(self, ctx: JobContext) -> str:
+        import hashlib
+
+        from engine.errors import AlreadyExists, ValidationError
+        from engine.templates.entry import check_template_name
+        from engine.templates.store import TemplateStore
+        from tasks.runtime import node_engine
+
+        stream, size = ctx.params["stream"], int(ctx.params["size"])
+        name = check_template_name(ctx.params["name"])
+        store = TemplateStore(node_engine().layout.root)
+        store.cache.mkdir(parents=True, exist_ok=True)
+        final, partial = store.cache / name, store.cache / f".upload-{stream}-{name}"
+        try:
+            if final.exists():
+                raise AlreadyExists(f"template {name} is already in the store")
+            with open(partial, "ab") as out:
+                offset = out.tell()
+                filestream.save_session(stream, {"offset": offset})
+                while offset < size:
+                    frame = filestream.pull(stream, self.PAUSE)
+                    if frame is None:
+                        return f"paused at {offset} of {size} bytes (the upload can go on)"
+                    at, data = frame
+                    if at != offset:  # a retried chunk's copy, or past a gap: the client resumes from offset
+                        continue
+                    if offset + len(data) > size:
+                        raise ValidationError(f"more data than the announced {size} bytes", key="size")
+                    out.write(data)
+                    out.flush()
+                    offset += len(data)
+                    filestream.save_session(stream, {"offset": offset})
+                    ctx.progress(offset, size, "uploading")
+                os.fsync(out.fileno())
+            digest = hashlib.sha256()
+            with open(partial, "rb") as done:
+                for block in iter(lambda: done.read(1 << 20), b""):
+                    digest.update(block)
+            os.replace(partial, final)
+        except EngineError as exc:
+            partial.unlink(missing_ok=True)
+            filestream.save_session(stream, {"error": str(exc)})
+            filestream.drop(stream)
+            raise
+        filestream.save_session(stream, {"sha256": digest.hexdigest()})
+        ctx.log(f"sha256 {digest.hexdigest()}")
+        return f"{name} stored ({size} bytes, sha256 {digest.hexdigest()})"
+
+    def after(self, ctx: JobContext) -> None:
+        from tasks.mirror import sync_templates
+        from tasks.runtime import this_node
+
+        sync_templates(this_node())
+
+
+for task in (StreamBackup, AddStorage, RemoveStorage, ReceiveTemplate):
     app.register_task(task())

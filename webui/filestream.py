@@ -106,3 +106,42 @@ def receive(stream_id: str, first_timeout: float = 120.0) -> Iterator[bytes]:
             yield frame[1:]
     finally:
         conn.delete(key)
+
+
+# ---- uploads: the same frames the other way, with the node's confirmed offset -------------------------
+# A resumable upload is a session (a Redis hash: node, name, size, user, and at the end sha256 or error)
+# and a stream of frames the web tier pushes as the browser's chunks arrive.  The node's job appends them to
+# a partial file and publishes how far the file is written (``offset``): that, not what the web tier has
+# pushed, is where a client resumes.
+def session_key(stream_id: str) -> str:
+    return _key(stream_id) + ":session"
+
+
+def save_session(stream_id: str, fields: dict) -> None:
+    conn = _redis()
+    conn.hset(session_key(stream_id), mapping={k: str(v) for k, v in fields.items()})
+    conn.expire(session_key(stream_id), 24 * 3600)
+
+
+def session(stream_id: str) -> dict[str, str]:
+    raw = _redis().hgetall(session_key(stream_id))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def push(stream_id: str, data: bytes, offset: int) -> None:
+    """Queue data for the node (the web tier's side of an upload), in frames of at most ``CHUNK`` that carry
+    their place in the file (8 bytes, big-endian): a frame sent twice by a retried chunk is recognised."""
+    conn, key = _redis(), _key(stream_id)
+    for start in range(0, len(data), CHUNK):
+        conn.rpush(key, b"D" + (offset + start).to_bytes(8, "big") + data[start : start + CHUNK])
+    conn.expire(key, EXPIRE)
+
+
+def pull(stream_id: str, timeout: float) -> tuple[int, bytes] | None:
+    """The next frame for the node as (its offset in the file, data), or None after ``timeout`` seconds."""
+    item = _redis().blpop([_key(stream_id)], timeout=int(timeout))
+    return None if item is None else (int.from_bytes(item[1][1:9], "big"), item[1][9:])
+
+
+def drop(stream_id: str) -> None:
+    _redis().delete(_key(stream_id))

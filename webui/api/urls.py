@@ -17,6 +17,7 @@ from webui.api.views.nodes import NodeViewSet
 from webui.api.views.pools import PoolViewSet
 from webui.api.views.storages import StorageViewSet
 from webui.api.views.template_sources import TemplateSourceViewSet
+from webui.api.views.uploads import UploadViewSet
 
 router = DefaultRouter()
 router.include_format_suffixes = False
@@ -67,6 +68,8 @@ urlpatterns = [
         StorageViewSet.as_view({"delete": "destroy"}),
         name="node-storage-detail",
     ),
+    path("nodes/<str:name>/templates/upload", UploadViewSet.as_view({"post": "create"}), name="template-upload"),
+    path("uploads/<str:upload>", UploadViewSet.as_view({"get": "retrieve", "put": "update"}), name="upload"),
     *firewall_urls(),
     *router.urls,
 ]

@@ -56,6 +56,7 @@ TASKS = {
     "storageadd": "caisson.storage.add",  # storage.cfg changed on the node (tasks/storages.py)
     "storagedel": "caisson.storage.remove",
     "backupdl": "caisson.storage.download",  # an archive streamed to the browser (webui/filestream.py)
+    "tmplupload": "caisson.templates.upload",  # a template sent by the browser, chunk by chunk
 }
 # Kinds a double click must not queue twice for the same target.
 EXCLUSIVE = {

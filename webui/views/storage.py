@@ -51,6 +51,7 @@ def storage_page(request, node: str, name: str):
             "templates": StoredTemplate.objects.filter(node=storage.node) if "vztmpl" in storage.content else [],
             "volumes": volumes,
             "next_id": propose_ctid(),
+            "can_upload": "vztmpl" in storage.content and access.can("Datastore.AllocateTemplate", storage.node),
         },
     )
 

@@ -25,6 +25,7 @@ def prepare_node() -> str:
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
     from tasks.boot import queue_boot_startall
+    from tasks.firewall import sync_firewall
     from tasks.mirror import sync_all, sync_storages, sync_templates
     from tasks.node import ensure_lxcfs, heartbeat
     from tasks.recovery import recover_node
@@ -50,6 +51,7 @@ def prepare_node() -> str:
     sync_all(node)
     sync_templates(node)
     sync_storages(node)
+    sync_firewall(node)
     queue_boot_startall(node)  # the first start since the host booted brings up the onboot containers
     return node.queue
 

@@ -27,6 +27,9 @@ app = Celery(
         "tasks.backups",
         "tasks.backup_jobs",
         "tasks.protection",
+        "tasks.network",
+        "tasks.firewall",
+        "tasks.storages",
     ],
 )
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -187,11 +187,13 @@ def sync_storages(node: Node) -> None:
 
 
 def managed_bridges() -> list[dict]:
-    """The bridges this node's interfaces file defines, with their allocation (webui/nic_rights.py reads it)."""
+    """The bridges this node's interfaces file defines, with their allocation and whether each is up on the host
+    (webui/nic_rights.py and the Network panel read it)."""
     from engine.network.bridges import NodeNetwork
 
     try:
-        bridges = NodeNetwork(node_engine().layout.root).bridges().values()
+        node = NodeNetwork(node_engine().layout.root)
+        bridges = node.bridges().values()
     except EngineError as exc:  # a broken file: no managed bridge until it is fixed
         log.warning("cannot read the node's bridges: %s", exc)
         return []
@@ -202,9 +204,48 @@ def managed_bridges() -> list[dict]:
             "ipv6": str(b.address6) if b.address6 else None,
             "pool": f"{b.pool[0]}-{b.pool[1]}" if b.pool else None,
             "dhcp": f"{b.dhcp[0]}-{b.dhcp[1]}" if b.dhcp else None,
+            "ports": b.ports,
+            "vlan_aware": b.vlan_aware,
+            "vids": b.vids if b.vlan_aware else None,
+            "mtu": b.mtu,
+            "nat": b.nat,
+            "active": node.present(b.name),
         }
         for b in bridges
     ]
+
+
+def host_interfaces() -> list[dict]:
+    """The host's other interfaces, for the Network panel's list and its ports pick list (name, kind, bridge)."""
+    from engine.network.bridges import SYS_NET
+
+    rows = []
+    for entry in sorted(SYS_NET.iterdir()) if SYS_NET.is_dir() else []:
+        name = entry.name
+        if name == "lo" or name.startswith(("veth", "ifb")):
+            continue
+        master = entry / "master"
+        rows.append(
+            {
+                "name": name,
+                "kind": "bridge"
+                if (entry / "bridge").is_dir()
+                else "physical"
+                if (entry / "device").exists()
+                else "virtual",
+                "master": master.resolve().name if master.exists() else None,
+            }
+        )
+    return rows
+
+
+def sync_network(node: Node) -> None:
+    """After a network job: the node's bridges and interfaces into its row at once (the tick does it too)."""
+    with transaction.atomic():
+        row = Node.objects.select_for_update().get(pk=node.pk)
+        row.info = {**(row.info or {}), "bridges": managed_bridges(), "interfaces": host_interfaces()}
+        row.save(update_fields=["info"])
+    publish([node.path], {"type": "network", "node": node.name})
 
 
 # ---- backup archives --------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from django.utils import timezone
 from engine.errors import NotFound
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
-from tasks.mirror import managed_bridges, sync_all, sync_container, sync_storages, sync_templates
+from tasks.firewall import read_firewall_log, sync_firewall
+from tasks.mirror import host_interfaces, managed_bridges, sync_all, sync_container, sync_storages, sync_templates
 from tasks.runtime import node_engine, this_node
 from tasks.safety import sweep
 from webui.live import publish
@@ -25,14 +26,17 @@ log = logging.getLogger(__name__)
 # ---- heartbeat and metrics -----------------------------------------------------------------
 def heartbeat(node: Node) -> None:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    kept = (Node.objects.filter(pk=node.pk).values_list("info", flat=True).first() or {}).get("fwlog", [])
     Node.objects.filter(pk=node.pk).update(
         last_seen=timezone.now(),
         cpus=os.cpu_count() or 1,
         memory_total=memory,
         info={
+            "fwlog": kept,
             "kernel": os.uname().release,
             "cgroups": type(node_engine().cgroups).__name__,
             "bridges": managed_bridges(),
+            "interfaces": host_interfaces(),
         },
     )
 
@@ -188,6 +192,8 @@ def tick() -> None:
         restart_exited(node)
         sync_all(node)
         sync_storages(node)
+        sync_firewall(node)
+        read_firewall_log(node)
         sweep()  # expired safety snapshots (tasks.safety), at most once a minute
     except Exception:  # noqa: BLE001 - one bad reading must not stop the heartbeat
         log.exception("sampling on %s failed", node)
@@ -208,6 +214,7 @@ class Resync(JobTask):
         count = sync_all(node)
         sync_templates(node)
         sync_storages(node)
+        sync_firewall(node)
         return f"{count} containers mirrored"
 
 

@@ -23,7 +23,15 @@ PACKAGES = ("engine", "tasks", "webui")
 THIRD_PARTY_WEB = ("django", "celery", "kombu", "channels", "rest_framework", "drf_spectacular", "redis")
 
 # The web tier's data layer, which the jobs share (module prefixes).
-SHARED = ("webui.models", "webui.live", "webui.access", "webui.privileges", "webui.nic_rights", "webui.userid")
+SHARED = (
+    "webui.models",
+    "webui.live",
+    "webui.filestream",
+    "webui.access",
+    "webui.privileges",
+    "webui.nic_rights",
+    "webui.userid",
+)
 # What each layer may import from the project's other layers (module prefixes).
 ALLOWED = {
     "engine": (),

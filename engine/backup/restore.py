@@ -167,10 +167,10 @@ def restore(
             raise InvalidState(f"container {ctid} is running; stop it before restoring over it")
     archived, firewall_text, _ = read_archive_config(archive, ctid)
     if firewall_text is not None:
-        from engine.network import firewall
+        from engine.network import fwconfig
 
-        try:
-            firewall.parse_rules(firewall_text)
+        try:  # the file's syntax; groups, aliases and IP sets it names may be another datacenter's
+            fwconfig.parse(firewall_text, "ct")
         except (ValueError, EngineError) as err:
             raise ValidationError(f"{archive}: its firewall rules (pct.fw) are invalid: {err}") from None
     volumes: dict[str, str] = {}  # mount point key -> path inside, for volumes restored apart

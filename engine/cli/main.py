@@ -551,7 +551,9 @@ def _firewall(engine, ctid: int, rules: Path | None, as_json: bool) -> None:
             text = rules.read_text()
         except OSError as exc:
             raise ValidationError(f"--rules: cannot read {rules}: {exc.strerror}") from None
-        firewall.parse_rules(text)  # refuse bad rules before anything changes
+        from engine.network.fwcompile import load, parse_rules
+
+        parse_rules(text, load(engine.layout.root, "cluster"))  # refuse bad rules before anything changes
         path.parent.mkdir(mode=0o700, exist_ok=True)
         write_atomic(path, text)
         if engine.status(ctid, stats=False).status == "running":

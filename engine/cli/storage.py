@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from engine.cli.output import emit_json, table
-from engine.errors import AlreadyExists, InvalidState, NotFound, ValidationError
+from engine.errors import NotFound
 from engine.units import human_bytes
 
 VERBS = ("storage", "snapshot", "listsnapshot", "rollback", "delsnapshot", "unlock", "clone", "resize")
@@ -217,38 +217,17 @@ def _storage(engine, args, as_json: bool) -> int:
                 ],
             )
         return 0 if all(r["status"] == "active" for r in rows) or not args.storage_id else 5
-    with cfg.locked(root):
-        definitions = cfg.load(root)
-        if action == "add":
-            cfg.check_id(args.storage_id)
-            if args.storage_id in definitions:
-                raise AlreadyExists(f"storage '{args.storage_id}' already exists")
-            props = {"path": args.path, "content": args.content}
-            if args.nodes:
-                props["nodes"] = args.nodes
-            if args.disable:
-                props["disable"] = "1"
-            definition = cfg.make_def(args.type, args.storage_id, props, "storage add")
-            definition.path.mkdir(parents=True, exist_ok=True, mode=0o711)
-            if args.type == "btrfs":
-                from engine.storage.btrfs import is_btrfs
+    from engine.storage.manage import add_storage, remove_storage, volume_users
 
-                if not is_btrfs(definition.path):
-                    raise ValidationError(f"--path: {definition.path} is not on a btrfs file system", key="path")
-            definitions[args.storage_id] = definition
-            cfg.save(root, definitions)
-        else:  # remove
-            if args.storage_id not in definitions:
-                raise NotFound(f"storage '{args.storage_id}' is not defined (known: {', '.join(sorted(definitions))})")
-            users = _users(engine, args.storage_id)
-            if users:
-                raise InvalidState(
-                    f"storage '{args.storage_id}' holds volumes of container"
-                    f"{'s' if len(users) > 1 else ''} {', '.join(map(str, users))}; "
-                    "destroy or move them first"
-                )
-            del definitions[args.storage_id]
-            cfg.save(root, definitions)
+    if action == "add":
+        props = {"path": args.path, "content": args.content}
+        if args.nodes:
+            props["nodes"] = args.nodes
+        if args.disable:
+            props["disable"] = "1"
+        add_storage(root, args.type, args.storage_id, props)
+    else:  # remove
+        remove_storage(root, args.storage_id, volume_users(engine, args.storage_id))
     if as_json:
         emit_json({"storage": args.storage_id, "action": action})
     return 0
@@ -258,20 +237,3 @@ def _flags(drivers: list[dict], key: str) -> str:
     return "/".join(
         f"{d['name']}:{'yes' if d[key] else 'no'}" if len(drivers) > 1 else ("yes" if d[key] else "no") for d in drivers
     )
-
-
-def _users(engine, storage_id: str) -> list[int]:
-    from engine.volumes import volumes_of
-
-    users = []
-    for ctid in engine.ids():
-        try:
-            config = engine.config(ctid)
-        except Exception:  # noqa: BLE001 - an unreadable config still counts as a user
-            users.append(ctid)
-            continue
-        for section in [config.current, *config.snapshots.values()]:
-            if any(v.volid.partition(":")[0] == storage_id for v in volumes_of(section, storage_only=True)):
-                users.append(ctid)
-                break
-    return users

@@ -15,18 +15,21 @@ is otherwise allowed both ways.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from engine.config import ContainerConfig
 from engine.network import firewall
-from engine.network.bridges import NodeNetwork
+from engine.network.bridges import Bridge, NodeNetwork
 from engine.network.dhcp import DhcpServer
+from engine.network.fwcompile import policy_for
 from engine.network.hotplug import hotplug
 from engine.network.nics import Nic, from_config, host_veth, parse_nic
 from engine.network.pool import node_lock
 from engine.network.veth import interfaces, prepare_nics, teardown_nics
 
+log = logging.getLogger(__name__)
 NET_KEYS = {f"net{i}" for i in range(10)}
 
 
@@ -51,10 +54,12 @@ def firewall_file(root: Path, ctid: int) -> Path:
 
 
 def _policy(root: Path, ctid: int) -> firewall.FirewallPolicy:
-    path = firewall_file(root, ctid)
-    if path.exists():
-        return firewall.parse_rules(path.read_text())
-    return firewall.FirewallPolicy(enabled=True, policy_in="ACCEPT", policy_out="ACCEPT", rules=[])
+    """The container's file with the datacenter's (``engine.network.fwcompile``); what cannot be enforced
+    is logged and skipped, as pve-firewall skips it."""
+    compiled = policy_for(root, ctid)
+    for warning in compiled.warnings:
+        log.warning("firewall of CT %s: %s", ctid, warning)
+    return compiled.policy
 
 
 def _ports(ctid: int, nics: list[Nic], node: NodeNetwork) -> list[firewall.Port]:
@@ -79,7 +84,11 @@ def _apply_firewall(root: Path, ctid: int, nics: list[Nic], node: NodeNetwork) -
 
 
 def dhcp_server(root: Path, node: NodeNetwork, bridge_name: str) -> DhcpServer | None:
-    bridge = node.bridge(bridge_name)
+    return bridge_dhcp_server(root, node.bridge(bridge_name))
+
+
+def bridge_dhcp_server(root: Path, bridge: Bridge) -> DhcpServer | None:
+    """The DHCP server of that bridge definition (None without a range); bridge_edit stops an old one's."""
     if bridge.dhcp is None or bridge.address is None:
         return None
     # dnsmasq runs as its own user: its state dir must sit under directories that user can search.

@@ -31,7 +31,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from engine.errors import EngineError, ValidationError
@@ -40,15 +40,9 @@ TABLE = "caisson"
 LOCK_PATH = "/run/lock/caisson-firewall.lock"
 ACTIONS = ("ACCEPT", "DROP", "REJECT")
 PROTOS = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "icmpv6", "ipv6-icmp": "icmpv6"}  # name: canonical
-MACROS = {
-    "SSH": [("tcp", "22")],
-    "HTTP": [("tcp", "80")],
-    "HTTPS": [("tcp", "443")],
-    "SMTP": [("tcp", "25")],
-    "DNS": [("udp", "53"), ("tcp", "53")],
-    "NTP": [("udp", "123")],
-}
 FLAGS = ("macfilter", "ipfilter", "dhcp", "ndp", "radv")
+LOG_LEVELS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+LOG_PREFIX = "caisson-fw"  # every logged packet's prefix: "caisson-fw <veth> <in|out> <verdict>: " (the log view)
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -61,6 +55,10 @@ class FirewallRule:
     source: str | None = None  # address or CIDR, or a comma list of them
     comment: str | None = None
     iface: str | None = None  # "net0": only this NIC of the container
+    dest: str | None = None  # as source, for the destination address
+    sport: str | None = None  # as dport, for the source port
+    icmp_type: str | None = None  # "echo-request", "8": with proto icmp or icmpv6
+    log: str | None = None  # a log level: matching packets are logged (see log_prefix) before the verdict
 
 
 @dataclass
@@ -74,6 +72,8 @@ class FirewallPolicy:
     dhcp: bool = True  # DHCP client traffic passes whatever the policy
     ndp: bool = True  # IPv6 neighbour discovery passes whatever the policy
     radv: bool = False  # may the container send router advertisements
+    log_in: str | None = None  # log level of packets the in policy decides (None: not logged)
+    log_out: str | None = None
 
 
 class Port(NamedTuple):
@@ -100,107 +100,57 @@ def check_rule(rule: FirewallRule) -> FirewallRule:
     proto = PROTOS.get(name)
     if name != "any" and proto is None:
         raise ValueError("-p", f"unknown protocol {rule.proto!r} (tcp, udp, icmp, icmpv6)")
-    if rule.dport and proto not in ("tcp", "udp"):
-        raise ValueError("-dport", "a port needs -p tcp or -p udp")
-    dport = ",".join(_port_range(item.strip()) for item in str(rule.dport).split(",")) if rule.dport else None
-    source = None
-    if rule.source:
-        try:
-            nets = [ipaddress.ip_network(item.strip(), strict=False) for item in str(rule.source).split(",")]
-        except ValueError as exc:
-            raise ValueError("-source", f"{rule.source!r}: {exc} (aliases and IP sets are not supported)") from None
-        if proto in ("icmp", "icmpv6") and any(net.version != (4 if proto == "icmp" else 6) for net in nets):
-            raise ValueError("-source", f"{rule.source!r} does not match protocol {rule.proto}")
-        source = ",".join(map(str, nets))
+    if (rule.dport or rule.sport) and proto not in ("tcp", "udp"):
+        raise ValueError("-dport" if rule.dport else "-sport", "a port needs -p tcp or -p udp")
+    dport = ",".join(_port_range(item.strip(), "-dport") for item in str(rule.dport).split(",")) if rule.dport else None
+    sport = ",".join(_port_range(item.strip(), "-sport") for item in str(rule.sport).split(",")) if rule.sport else None
+    source, dest = _addresses(rule.source, "-source", proto), _addresses(rule.dest, "-dest", proto)
+    icmp_type = None
+    if rule.icmp_type:
+        if proto not in ("icmp", "icmpv6") or not re.fullmatch(r"[a-z][a-z-]{0,40}|\d{1,3}", str(rule.icmp_type)):
+            raise ValueError("-icmp-type", f"{rule.icmp_type!r}: an ICMP type name or number, with -p icmp or icmpv6")
+        icmp_type = str(rule.icmp_type)
+    if rule.log not in (None, "nolog", *LOG_LEVELS):
+        raise ValueError("-log", f"{rule.log!r} is not a log level ({', '.join(LOG_LEVELS)}, nolog)")
     if rule.iface is not None and not re.fullmatch(r"net\d{1,2}", str(rule.iface)):
         raise ValueError("-i", f"{rule.iface!r} is not a NIC name like net0")
     comment = re.sub(r'[^ -~]|["\\]', "", rule.comment)[:120] if rule.comment else None
-    return FirewallRule(direction, action, proto, dport, source, comment or None, rule.iface)
+    log = None if rule.log in (None, "nolog") else rule.log
+    return FirewallRule(
+        direction, action, proto, dport, source, comment or None, rule.iface, dest, sport, icmp_type, log
+    )
 
 
-def _port_range(item: str) -> str:
+def _addresses(value: str | None, key: str, proto: str | None) -> str | None:
+    """A comma list of addresses, CIDRs and ``first-last`` ranges, normalised; None for none."""
+    if not value:
+        return None
+    items = []
+    for item in str(value).split(","):
+        first, dash, last = item.strip().partition("-")
+        try:
+            if dash:
+                low, high = ipaddress.ip_address(first), ipaddress.ip_address(last)
+                if low.version != high.version or low > high:
+                    raise ValueError(f"{item!r} is not an ascending range of one IP version")
+                items.append((low.version, f"{low}-{high}"))
+            else:
+                net = ipaddress.ip_network(item.strip(), strict=False)
+                items.append((net.version, str(net)))
+        except ValueError as exc:
+            raise ValueError(key, f"{value!r}: {exc} (aliases and IP sets are resolved before this)") from None
+    if proto in ("icmp", "icmpv6") and any(v != (4 if proto == "icmp" else 6) for v, _ in items):
+        raise ValueError(key, f"{value!r} does not match protocol {proto}")
+    return ",".join(text for _, text in items)
+
+
+def _port_range(item: str, key: str = "-dport") -> str:
     parts = item.split(":")
     if len(parts) > 2 or not all(p.isdigit() and 1 <= int(p) <= 65535 for p in parts):
-        raise ValueError("-dport", f"{item!r} is not a port 1-65535 or a range like 1000:2000")
+        raise ValueError(key, f"{item!r} is not a port 1-65535 or a range like 1000:2000")
     if len(parts) == 2 and int(parts[0]) > int(parts[1]):
-        raise ValueError("-dport", f"range {item!r} is reversed")
+        raise ValueError(key, f"range {item!r} is reversed")
     return ":".join(str(int(p)) for p in parts)
-
-
-def parse_rules(text: str) -> FirewallPolicy:
-    """A container's ``<ID>.fw`` in Proxmox's format: [OPTIONS] and [RULES]; anything else is an error."""
-    policy, section = FirewallPolicy(enabled=False), None
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        try:
-            if not line or line.startswith("#"):
-                continue
-            if line.startswith("["):
-                section = line.strip("[]").strip().upper()
-                if section not in ("OPTIONS", "RULES"):
-                    raise ValueError("section", f"{line} is not supported (only [OPTIONS] and [RULES])")
-            elif section == "OPTIONS":
-                _option(policy, *(part.strip() for part in line.partition(":")))
-            elif section == "RULES":
-                rules = _rule_line(line.lstrip("|"))
-                if not line.startswith("|"):  # a leading '|' marks a disabled rule
-                    policy.rules.extend(rules)
-            else:
-                raise ValueError("section", "line before [OPTIONS] or [RULES]")
-        except ValueError as exc:
-            key, message = exc.args if len(exc.args) == 2 else ("line", str(exc))
-            raise ValidationError(f"firewall line {number}: {key}: {message}: {line!r}", key=key) from None
-    return policy
-
-
-def _option(policy: FirewallPolicy, key: str, colon: str, value: str) -> None:
-    if key in ("policy_in", "policy_out") and colon:
-        if value.upper() not in ACTIONS:
-            raise ValueError(key, f"{value!r} is not one of {', '.join(ACTIONS)}")
-        setattr(policy, key, value.upper())
-    elif key in ("enable", *FLAGS) and colon:
-        if value not in ("0", "1"):
-            raise ValueError(key, f"{value!r} is not 0 or 1")
-        setattr(policy, "enabled" if key == "enable" else key, value == "1")
-    elif key in ("log_level_in", "log_level_out") and colon:
-        if value != "nolog":
-            raise ValueError(key, "logging is not supported (only nolog)")
-    else:
-        raise ValueError(key, "unknown option (expected 'name: value')")
-
-
-def _rule_line(line: str) -> list[FirewallRule]:
-    body, _, comment = line.partition("#")
-    tokens = body.split()
-    if len(tokens) < 2 or tokens[0].upper() not in ("IN", "OUT"):
-        raise ValueError("direction", "expected 'IN|OUT ACTION [options]' (security groups are not supported)")
-    options: dict[str, str] = {}
-    for index in range(2, len(tokens), 2):
-        name = tokens[index]
-        if name not in ("-p", "-dport", "-source", "-i", "-log"):
-            raise ValueError(name, "unknown or unsupported option")
-        if index + 1 == len(tokens):
-            raise ValueError(name, "option without a value")
-        options[name] = tokens[index + 1]
-    if options.pop("-log", "nolog") != "nolog":
-        raise ValueError("-log", "logging is not supported (only nolog)")
-    base = FirewallRule(
-        tokens[0],
-        tokens[1],
-        options.get("-p"),
-        options.get("-dport"),
-        options.get("-source"),
-        comment.strip() or None,
-        options.get("-i"),
-    )
-    macro = re.fullmatch(r"([A-Za-z][A-Za-z0-9]*)\((\w+)\)", tokens[1])
-    if not macro:
-        return [check_rule(base)]
-    if macro.group(1) not in MACROS:
-        raise ValueError("macro", f"unknown macro {macro.group(1)!r} (known: {', '.join(MACROS)})")
-    if base.proto or base.dport:
-        raise ValueError("macro", "a macro sets -p and -dport itself")
-    return [check_rule(replace(base, action=macro.group(2), proto=p, dport=d)) for p, d in MACROS[macro.group(1)]]
 
 
 # ---- rendering ------------------------------------------------------------------------------
@@ -217,20 +167,39 @@ def _verdict(action: str, direction: str, feats: Features, match: str = "", prot
     return [reset, other] if proto is None else [reset if proto == "tcp" else other]
 
 
-def _rule_lines(rule: FirewallRule, feats: Features) -> list[str]:
+def _by_version(value: str | None) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for item in value.split(",") if value else []:
+        found.setdefault(6 if ":" in item else 4, []).append(item)
+    return found
+
+
+def log_prefix(tag: str, direction: str, verdict: str) -> str:
+    return f"{LOG_PREFIX} {tag} {direction} {verdict}: "
+
+
+def _rule_lines(rule: FirewallRule, feats: Features, tag: str = "") -> list[str]:
     match = f"meta l4proto {'ipv6-icmp' if rule.proto == 'icmpv6' else rule.proto} " if rule.proto else ""
+    if rule.icmp_type:
+        match += f"{'icmpv6' if rule.proto == 'icmpv6' else 'icmp'} type {rule.icmp_type} "
+    match += f"th sport {_set(rule.sport.replace(':', '-').split(','))} " if rule.sport else ""
     match += f"th dport {_set(rule.dport.replace(':', '-').split(','))} " if rule.dport else ""
     tail = f' comment "{rule.comment}"' if rule.comment else ""
-    nets = [ipaddress.ip_network(net) for net in rule.source.split(",")] if rule.source else []
-    prefixes = [
-        f"{key} saddr {_set([str(n) for n in nets if n.version == version])} "
-        for version, key in ((4, "ip"), (6, "ip6"))
-        if any(n.version == version for n in nets)
-    ] or [""]
+    sources, dests = _by_version(rule.source), _by_version(rule.dest)
+    prefixes = []
+    for version, key in ((4, "ip"), (6, "ip6")):
+        if (rule.source and version not in sources) or (rule.dest and version not in dests):
+            continue
+        text = f"{key} saddr {_set(sources[version])} " if rule.source else ""
+        text += f"{key} daddr {_set(dests[version])} " if rule.dest else ""
+        prefixes.append(text)
+    if not rule.source and not rule.dest:
+        prefixes = [""]
+    logged = f'log prefix "{log_prefix(tag, rule.direction, rule.action)}" level {rule.log} ' if rule.log else ""
     return [
         line + tail
         for prefix in prefixes
-        for line in _verdict(rule.action, rule.direction, feats, prefix + match, rule.proto)
+        for line in _verdict(rule.action, rule.direction, feats, prefix + match + logged, rule.proto)
     ]
 
 
@@ -276,8 +245,15 @@ def _chains(
     out, inn = out + _replies(feats), inn + _replies(feats)
     for rule in rules:
         if rule.iface in (None, nic):
-            (inn if rule.direction == "in" else out).extend(_rule_lines(rule, feats))
-    return out + _verdict(policy.policy_out, "out", feats), inn + _verdict(policy.policy_in, "in", feats)
+            (inn if rule.direction == "in" else out).extend(_rule_lines(rule, feats, port.host_ifname))
+    ends = []
+    for direction, verdict, level in (
+        ("out", policy.policy_out, policy.log_out),
+        ("in", policy.policy_in, policy.log_in),
+    ):
+        logged = f'log prefix "{log_prefix(port.host_ifname, direction, verdict)}" level {level} ' if level else ""
+        ends.append(_verdict(verdict, direction, feats, logged))
+    return out + ends[0], inn + ends[1]
 
 
 # ---- nft ------------------------------------------------------------------------------------

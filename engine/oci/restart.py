@@ -4,8 +4,8 @@ stopped by itself is started again by the node agent's tick.
 "Stopped by itself" is told from the run record: ``stop``, ``shutdown`` and ``reboot`` remove it, so a record
 whose process is gone means PID 1 ended on its own (an application exited, ``poweroff`` inside). How it
 ended is known when the engine that reaps it is its parent (the node agent, a subreaper): the reaper
-(``engine.reaper.note_exit``) keeps the wait status in ``<run>/<ID>.exit``; ``on-failure`` restarts on a non-zero exit or a signal, and
-when the status is unknown (the process was reaped elsewhere).
+(``engine.reaper.note_exit``) keeps the wait status in ``<run>/<ID>.exit``; ``on-failure`` restarts on a
+non-zero exit or a signal, and when the status is unknown (the process was reaped elsewhere).
 
 A container that keeps failing is restarted less and less often: after the n-th restart in a row it
 waits ``min(BACKOFF * 2**n, MAX_WAIT)`` seconds (kept in ``<run>/<ID>.restarts``); a run that lasted

@@ -100,11 +100,15 @@
   function filterTemplates() {
     // Templates and bridges: only the chosen node's.
     const node = form.querySelector("[name=node]").value;
-    for (const select of form.querySelectorAll("select[name=template], select[name=bridge]")) {
+    for (const select of form.querySelectorAll("select[name=template], select[name=bridge], select[name=storage]")) {
       for (const option of select.options) {
         if (!option.dataset.node) continue;
         option.hidden = option.disabled = option.dataset.node !== node;
         if (option.selected && option.hidden) select.value = "";
+      }
+      if (select.name === "storage" && !select.value) {
+        const first = [...select.options].find((o) => !o.hidden);
+        if (first) select.value = first.value;
       }
     }
   }
@@ -144,7 +148,7 @@
   function offerSize() {
     const node = form.querySelector("[name=node]").value;
     const name = form.querySelector("[name=storage]").value;
-    const known = [...document.querySelectorAll("#storage-list option")]
+    const known = [...document.querySelectorAll("#id_storage option")]
       .find((o) => o.value === name && o.dataset.node === node);
     const sized = !known || known.dataset.enforcesSize !== "0";
     const field = document.getElementById("field-disk_size");
@@ -168,7 +172,7 @@
   form.addEventListener("change", clearFieldErrors);
 
   form.querySelector("[name=node]").addEventListener("change", () => { filterTemplates(); offerSize(); });
-  form.querySelector("[name=storage]").addEventListener("input", offerSize);
+  form.querySelector("[name=storage]").addEventListener("change", offerSize);
   filterTemplates();
   offerSize();
   const start = form.dataset.active || "general";

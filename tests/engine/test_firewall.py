@@ -16,7 +16,8 @@ import pytest
 
 from engine.errors import ValidationError
 from engine.network import firewall
-from engine.network.firewall import FirewallPolicy, FirewallRule, Port, parse_rules
+from engine.network.firewall import FirewallPolicy, FirewallRule, Port
+from engine.network.fwcompile import parse_rules
 from tests.engine.netlab import BASE_ID, CLIENT, RUN, TIMEOUT, NetLab, sh
 
 NEEDED = ("ip", "nft", "busybox")
@@ -244,19 +245,23 @@ def test_parse_rules_reads_the_proxmox_format():
         ("[OPTIONS]\nfrobnicate: 1", "frobnicate"),
         ("[OPTIONS]\npolicy_in: ALLOW", "policy_in"),
         ("[OPTIONS]\nenable: yes", "enable"),
-        ("[RULES]\nIN ACCEPT -p tcp -dport 70000", "-dport"),
-        ("[RULES]\nIN ACCEPT -p tcp -dport 2000:1000", "-dport"),
-        ("[RULES]\nIN ACCEPT -p tcp -dport ssh", "-dport"),
-        ("[RULES]\nIN ACCEPT -dport 22", "-dport"),
-        ("[RULES]\nIN ACCEPT -source 10.0.0.0/33", "-source"),
-        ("[RULES]\nIN ACCEPT -source 10.0.0.1;flush", "-source"),
-        ("[RULES]\nIN ACCEPT -p icmp -source fd00::1", "-source"),
+        ("[RULES]\nIN ACCEPT -p tcp -dport 70000", "dport"),
+        ("[RULES]\nIN ACCEPT -p tcp -dport 2000:1000", "dport"),
+        ("[RULES]\nIN ACCEPT -p tcp -dport nosuchservice", "dport"),
+        ("[RULES]\nIN ACCEPT -dport 22", "dport"),
+        ("[RULES]\nIN ACCEPT -source 10.0.0.0/33", "source"),
+        ("[RULES]\nIN ACCEPT -source 10.0.0.1;flush", "source"),
+        ("[RULES]\nIN ACCEPT -p icmp -source fd00::1", "source"),
         ("[RULES]\nIN ALLOW -p tcp", "action"),
-        ("[RULES]\nSIDEWAYS ACCEPT", "direction"),
-        ("[RULES]\nIN ACCEPT -p gre", "-p"),
-        ("[RULES]\nIN ACCEPT -sport 22", "-sport"),
-        ("[RULES]\nIN ACCEPT -p", "-p"),
-        ("[IPSET management]", "section"),
+        ("[RULES]\nSIDEWAYS ACCEPT", "type"),
+        ("[RULES]\nIN ACCEPT -p gre", "proto"),
+        ("[RULES]\nIN ACCEPT -sport 22", "sport"),
+        ("[RULES]\nIN ACCEPT -p", "proto"),
+        ("[RULES]\nIN ACCEPT -p tcp -log loud", "log"),
+        ("[IPSET mgmt]\n[RULES]\nIN ACCEPT -source +mgmt", "source"),
+        ("[RULES]\nIN ACCEPT -source nosuchalias", "source"),
+        ("[RULES]\nGROUP nosuch", "group"),
+        ("[group web]", "section"),
         ("enable: 1", "section"),
     ],
 )
@@ -264,7 +269,8 @@ def test_parse_rules_names_the_line_and_field(line, field):
     text = "# header\n" + line  # the bad line is the last one
     with pytest.raises(ValidationError) as info:
         parse_rules(text)
-    assert f"line {len(text.splitlines())}:" in str(info.value) and field in str(info.value) and info.value.key == field
+    where = f"line {len(text.splitlines())}:" if "line" in str(info.value).split(":")[0] else "rule 1 ("
+    assert where in str(info.value) and field in str(info.value) and info.value.key == field
 
 
 def test_apply_refuses_bad_ports_before_touching_nftables(ids):

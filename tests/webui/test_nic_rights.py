@@ -4,6 +4,8 @@ create and config edit, and the wizard's bridge list."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.test import Client
 
@@ -140,7 +142,19 @@ def test_the_agent_reports_the_bridges_its_interfaces_file_defines(engine, monke
     monkeypatch.setattr(tasks.mirror, "node_engine", lambda: engine)
     try:
         assert tasks.mirror.managed_bridges() == [
-            {"name": "vmbr7", "ipv4": "10.77.0.1/24", "ipv6": None, "pool": "10.77.0.100-10.77.0.199", "dhcp": None}
+            {
+                "name": "vmbr7",
+                "ipv4": "10.77.0.1/24",
+                "ipv6": None,
+                "pool": "10.77.0.100-10.77.0.199",
+                "dhcp": None,
+                "ports": [],
+                "vlan_aware": False,
+                "vids": None,
+                "mtu": None,
+                "nat": False,
+                "active": (Path("/sys/class/net/vmbr7/bridge")).is_dir(),
+            }
         ]
     finally:
         path.write_text(before) if before is not None else path.unlink()

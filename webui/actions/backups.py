@@ -88,6 +88,19 @@ def _archive_access(access: Access, archive: BackupArchive, address: str | None)
     require(access, "Datastore.AllocateSpace", path=archive.path, address=address)
 
 
+def download(access: Access, archive: BackupArchive, address: str | None = None) -> tuple[Job, str]:
+    """The archive streamed from its node (a ``backupdl`` job, ``webui.filestream``): the rights of every
+    action on an archive (VM.Backup on its container ID, Datastore.AllocateSpace on its storage, as Proxmox's
+    ``check_volume_access`` asks of a backup volume).  Returns the job and the stream to read."""
+    from webui import filestream
+
+    _archive_access(access, archive, address)
+    stream = filestream.new_id()
+    params = {"storage": archive.storage, "archive": archive.name, "stream": stream}
+    job = submit("backupdl", archive.node, archive.path, archive.name, user=access.user, params=params, address=address)
+    return job, stream
+
+
 def restore(access: Access, archive: BackupArchive, data, address: str | None = None) -> Job:
     """Restore to a new ID (a placeholder row is made at once), or over a stopped container with ``force``."""
     _archive_access(access, archive, address)

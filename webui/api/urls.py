@@ -10,12 +10,16 @@ from webui.api import schema  # noqa: F401 - registers the token scheme
 from webui.api.views.access import AclViewSet, AuditViewSet, PermissionsViewSet, RoleViewSet, TokenViewSet, UserViewSet
 from webui.api.views.backups import router as backups_router
 from webui.api.views.containers import ContainerViewSet
+from webui.api.views.firewall import firewall_urls
 from webui.api.views.jobs import JobViewSet
 from webui.api.views.machine import ContainerMachineViewSet
+from webui.api.views.network import NetworkViewSet
 from webui.api.views.nodes import NodeViewSet
 from webui.api.views.pools import PoolViewSet
 from webui.api.views.protection import router as protection_router
+from webui.api.views.storages import StorageViewSet
 from webui.api.views.template_sources import TemplateSourceViewSet
+from webui.api.views.uploads import UploadViewSet
 
 router = DefaultRouter()
 router.include_format_suffixes = False
@@ -51,6 +55,25 @@ urlpatterns = [
         TemplateSourceViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"}),
         name="template-source-detail",
     ),
+    path(
+        "nodes/<str:name>/network/",
+        NetworkViewSet.as_view({"get": "list", "post": "create", "put": "apply"}),
+        name="node-network-list",
+    ),
+    path(
+        "nodes/<str:name>/network/<str:iface>",
+        NetworkViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"}),
+        name="node-network-detail",
+    ),
+    path("nodes/<str:name>/storage/", StorageViewSet.as_view({"get": "list", "post": "create"}), name="node-storage"),
+    path(
+        "nodes/<str:name>/storage/<str:storage>",
+        StorageViewSet.as_view({"delete": "destroy"}),
+        name="node-storage-detail",
+    ),
+    path("nodes/<str:name>/templates/upload", UploadViewSet.as_view({"post": "create"}), name="template-upload"),
+    path("uploads/<str:upload>", UploadViewSet.as_view({"get": "retrieve", "put": "update"}), name="upload"),
+    *firewall_urls(),
     *router.urls,
 ]
 

@@ -161,6 +161,15 @@ class DiskForm(forms.Form):
         """No size where the node's storage cannot enforce one (refused if given); else 8 GiB unless given."""
         name, size = self.cleaned_data.get("storage"), self.cleaned_data.get("disk_size")
         mirror = StorageMirror.objects.filter(node=node, name=name).first() if node and name else None
+        reported = list(StorageMirror.objects.filter(node=node)) if node and name else []
+        usable = [m.name for m in reported if m.enabled and "rootdir" in m.content]
+        if reported and name not in usable:  # before the node's first report, its own job decides
+            self.add_error(
+                "storage",
+                f"storage '{name}' is not a container storage of node '{node.name}' "
+                f"(usable: {', '.join(usable) or 'none'})",
+            )
+            return
         if mirror is not None and not mirror.enforces_size:
             if size:
                 self.add_error(

@@ -40,3 +40,6 @@ __all__ += ["NotificationTarget", "ProtectionPolicy"]
 from webui.models.protection import RestoreTest  # noqa: E402
 
 __all__ += ["RestoreTest"]
+from webui.models.firewall import FirewallFile  # noqa: E402 - after the node it belongs to
+
+__all__ += ["FirewallFile"]

@@ -56,6 +56,14 @@ TASKS = {
     "noderesync": "caisson.node.resync",
     "startall": "caisson.node.startall",  # the node's onboot containers in startup order (tasks/boot.py)
     "stopall": "caisson.node.stopall",
+    "bridgeset": "caisson.network.set",  # the node's Network panel (tasks/network.py)
+    "bridgedel": "caisson.network.delete",
+    "netapply": "caisson.network.apply",
+    "fwset": "caisson.firewall.set",  # a firewall file written and applied (tasks/firewall.py)
+    "storageadd": "caisson.storage.add",  # storage.cfg changed on the node (tasks/storages.py)
+    "storagedel": "caisson.storage.remove",
+    "backupdl": "caisson.storage.download",  # an archive streamed to the browser (webui/filestream.py)
+    "tmplupload": "caisson.templates.upload",  # a template sent by the browser, chunk by chunk
 }
 # Kinds a double click must not queue twice for the same target.
 EXCLUSIVE = {
@@ -75,6 +83,9 @@ EXCLUSIVE = {
     "aptupdate",
     "startall",
     "stopall",
+    "bridgeset",
+    "bridgedel",
+    "netapply",
 }
 
 

@@ -27,6 +27,7 @@ TABS = [
     ("console", "Console"),
     ("resources", "Resources"),
     ("network", "Network"),
+    ("firewall", "Firewall"),  # its own page (webui/views/firewall.py): the URL resolves there first
     ("options", "Options"),
     ("files", "Files"),
     ("snapshots", "Snapshots"),

@@ -48,22 +48,23 @@ def wizard(request):
     if not nodes:
         raise PermissionDenied("permission denied: VM.Allocate on a node is required to create containers")
     templates = StoredTemplate.objects.filter(node__in=nodes).select_related("node")
-    storages = [
-        st
-        for st in StorageMirror.objects.filter(node__in=nodes, enabled=True).select_related("node")
-        if "rootdir" in st.content
-    ]
     return render(
         request,
         "webui/create.html",
         {
             "steps": _forms(request),
             "templates": templates,
-            "storages": storages,
+            "storages": container_storages(nodes),
             "nodes": nodes,
             "bridges": node_bridges(nodes),
         },
     )
+
+
+def container_storages(nodes: list[Node]) -> list[StorageMirror]:
+    """The enabled storages that take root disks (rootdir) on these nodes, as their agents report them."""
+    rows = StorageMirror.objects.filter(node__in=nodes, enabled=True).select_related("node")
+    return [st for st in rows if "rootdir" in st.content]
 
 
 def node_bridges(nodes: list[Node]) -> list[tuple[str, str]]:
@@ -73,12 +74,15 @@ def node_bridges(nodes: list[Node]) -> list[tuple[str, str]]:
     return [(node.name, bridge) for node in nodes for bridge in usable_bridges(node)]
 
 
-def _template_errors(data) -> dict[str, list[str]]:
-    general = STEP_FORMS["general"](data)
-    node = Node.objects.filter(name=data.get("node", "")).first() if "node" not in general.errors else None
-    form = STEP_FORMS["template"](data)
-    if form.is_valid():
-        form.check_on(node)
+def _step_errors(step: str, data) -> dict[str, list[str]]:
+    """One step's errors, with its checks against the chosen node's mirror (template, storage, bridge), so a
+    wrong pick is refused at its own step rather than after Finish."""
+    form = STEP_FORMS[step](data)
+    if form.is_valid() and hasattr(form, "check_on"):
+        general = STEP_FORMS["general"](data)
+        general.is_valid()
+        if "node" not in general.errors:
+            form.check_on(general.cleaned_data.get("node"))
     return {k: list(v) for k, v in form.errors.items()}
 
 
@@ -87,16 +91,11 @@ def validate_step(request, step: str):
     """The errors of one step keyed by field (400), or just the step when it is fine."""
     if step not in STEP_FORMS:
         return error_response(404, f"no step '{step}'")
-    if step == "template":
-        errors = _template_errors(request.POST)
-    else:
-        form = STEP_FORMS[step](request.POST)
-        form.is_valid()
-        errors = {k: list(v) for k, v in form.errors.items()}
-        if step == "general" and "node" not in errors:
-            node = Node.objects.get(name=request.POST["node"])
-            if not access_for(request).can("VM.Allocate", node):
-                errors["node"] = [f"you may not create containers on node '{node.name}' (VM.Allocate)"]
+    errors = _step_errors(step, request.POST)
+    if step == "general" and "node" not in errors:
+        node = Node.objects.get(name=request.POST["node"])
+        if not access_for(request).can("VM.Allocate", node):
+            errors["node"] = [f"you may not create containers on node '{node.name}' (VM.Allocate)"]
     if errors:
         return error_response(400, fields=errors, step=step)
     return JsonResponse({"step": step})
@@ -160,6 +159,7 @@ def create(request):
                 "templates": templates,
                 "nodes": nodes,
                 "active": first,
+                "storages": container_storages(nodes),
                 "bridges": node_bridges(nodes),
                 "general_errors": errors.get(NON_FIELD, []),
             },

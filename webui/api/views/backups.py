@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.http import Http404
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError as ApiValidationError
@@ -68,6 +69,15 @@ class ArchiveViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixi
     @action(detail=True, methods=["post"])
     def restore(self, request, *args, **kwargs):
         return job_answer([backups.restore(self.access, self.get_object(), _body(request), address=self.address)])
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @action(detail=True, methods=["get"])
+    def download(self, request, *args, **kwargs):
+        """The archive's bytes, streamed from its node through the broker (VM.Backup on its container ID and
+        Datastore.AllocateSpace on its storage)."""
+        from webui.views.storage import stream_response
+
+        return stream_response(self.access, self.get_object(), self.address)
 
 
 class ContainerBackupsViewSet(ArchiveViewSet, mixins.CreateModelMixin):

@@ -1,0 +1,136 @@
+"""The firewall API at Proxmox's three levels: ``/api/cluster/firewall/``, ``/api/nodes/<name>/firewall/``,
+``/api/containers/<ctid>/firewall/``; under each ``rules/`` (list, add, ``rules/<pos>`` delete), ``options``
+(change) and ``log``.  GET of the level gives the file parsed and as text; PUT replaces the whole text (the
+way to edit aliases, IP sets and security groups in Proxmox's own syntax).  Changes answer 202 with their
+jobs (``webui.actions.firewall``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from webui.access import access_for
+from webui.actions import firewall as actions
+from webui.api.views.base import ApiViewSet
+from webui.models import Container, Node
+
+
+class FirewallTextSerializer(serializers.Serializer):
+    text = serializers.CharField(allow_blank=True, trim_whitespace=False, help_text="the file, in Proxmox's format")
+
+
+def _scope(request, name: str | None = None, ctid: int | None = None) -> actions.Scope:
+    if ctid is not None:
+        container = Container.objects.select_related("node").filter(ctid=ctid).first()
+        if container is None or not access_for(request).can("VM.Audit", container):
+            raise Http404(f"CT {ctid} does not exist")
+        return actions.Scope("ct", container=container)
+    if name is not None:
+        return actions.Scope("host", node=get_object_or_404(Node, name=name))
+    return actions.Scope("cluster")
+
+
+def _answer(jobs) -> Response:
+    first = jobs[0]
+    return Response(
+        {"job": first.summary(), "jobs": [j.summary() for j in jobs], "location": f"/api/jobs/{first.pk}/"},
+        status=202,
+    )
+
+
+def _rule(pos: int, rule) -> dict:
+    data = {k: v for k, v in asdict(rule).items() if v is not None}
+    return {"pos": pos, **data, "text": actions.fwconfig.format_rule(rule)}
+
+
+@extend_schema(tags=["firewall"])
+class FirewallViewSet(ApiViewSet):
+    serializer_class = FirewallTextSerializer
+
+    def _read(self, request, kwargs) -> actions.Scope:
+        scope = _scope(request, kwargs.get("name"), kwargs.get("ctid"))
+        scope.check(self.access, write=False, address=self.address)
+        return scope
+
+    def retrieve(self, request, **kwargs):
+        scope = self._read(request, kwargs)
+        conf = actions.config_of(scope)
+        return Response(
+            {
+                "level": scope.level,
+                "file": scope.filename,
+                "text": actions.text_of(scope),
+                "options": conf.options,
+                "rules": [_rule(i, r) for i, r in enumerate(conf.rules)],
+                "aliases": [{"name": n, "cidr": c, "comment": note} for n, c, note in conf.aliases.values()],
+                "ipsets": {
+                    name: [{"nomatch": nm, "cidr": c, "comment": note} for nm, c, note in entries]
+                    for name, entries in conf.ipsets.items()
+                },
+                "groups": {name: [_rule(i, r) for i, r in enumerate(rules)] for name, rules in conf.groups.items()},
+                "warnings": conf.warnings,
+            }
+        )
+
+    @extend_schema(request=FirewallTextSerializer)
+    def update(self, request, **kwargs):
+        scope = _scope(request, kwargs.get("name"), kwargs.get("ctid"))
+        if not isinstance(request.data, dict) or set(request.data) != {"text"}:
+            raise ValidationError({"text": ["a JSON object with the file's text, and nothing else"]})
+        return _answer(actions.save(self.access, scope, request.data["text"], address=self.address))
+
+    def rules(self, request, **kwargs):
+        scope = self._read(request, kwargs)
+        return Response([_rule(i, r) for i, r in enumerate(actions.config_of(scope).rules)])
+
+    def add_rule(self, request, **kwargs):
+        scope = _scope(request, kwargs.get("name"), kwargs.get("ctid"))
+        if not isinstance(request.data, dict):
+            raise ValidationError({"non_field_errors": ["a JSON object: type, action, and the rule's options"]})
+        return _answer(actions.add_rule(self.access, scope, dict(request.data), address=self.address))
+
+    def delete_rule(self, request, pos: int, **kwargs):
+        scope = _scope(request, kwargs.get("name"), kwargs.get("ctid"))
+        return _answer(actions.delete_rule(self.access, scope, int(pos), address=self.address))
+
+    def options(self, request, **kwargs):
+        scope = _scope(request, kwargs.get("name"), kwargs.get("ctid"))
+        if not isinstance(request.data, dict) or not request.data:
+            raise ValidationError({"non_field_errors": ['a JSON object of options, e.g. {"enable": 1}']})
+        return _answer(actions.set_options(self.access, scope, dict(request.data), address=self.address))
+
+    def log(self, request, **kwargs):
+        scope = self._read(request, kwargs)
+        return Response(actions.log_lines(scope))
+
+
+def firewall_urls() -> list:
+    from django.urls import path
+
+    routes = []
+    for prefix, label in (
+        ("cluster/firewall/", "cluster"),
+        ("nodes/<str:name>/firewall/", "node"),
+        ("containers/<int:ctid>/firewall/", "ct"),
+    ):
+        routes += [
+            path(prefix, FirewallViewSet.as_view({"get": "retrieve", "put": "update"}), name=f"{label}-firewall"),
+            path(
+                f"{prefix}rules/",
+                FirewallViewSet.as_view({"get": "rules", "post": "add_rule"}),
+                name=f"{label}-fw-rules",
+            ),
+            path(
+                f"{prefix}rules/<int:pos>", FirewallViewSet.as_view({"delete": "delete_rule"}), name=f"{label}-fw-rule"
+            ),
+            path(f"{prefix}options", FirewallViewSet.as_view({"put": "options"}), name=f"{label}-fw-options"),
+            path(f"{prefix}log", FirewallViewSet.as_view({"get": "log"}), name=f"{label}-fw-log"),
+        ]
+    return routes

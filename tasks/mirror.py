@@ -121,7 +121,7 @@ def sync_all(node: Node) -> int:
 
 def sync_templates(node: Node) -> None:
     """Mirror the node's local template store and the catalog its sources offer."""
-    from engine.templates.__main__ import local_builds
+    from engine.templates.cli import local_builds
     from engine.templates.store import TemplateStore
     from tasks.sources_mirror import sync_template_sources
 

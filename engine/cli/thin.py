@@ -26,7 +26,7 @@ SOCKET_NAME = "cli.sock"
 PROGRAMS = {
     "engine": "engine.cli.main",
     "engine.backup": "engine.backup.cli",
-    "engine.templates": "engine.templates.__main__",
+    "engine.templates": "engine.templates.cli",
 }
 # Read when the engine is imported, so a service only serves clients whose values are its own.
 LAYOUT_KEYS = ("CAISSON_ROOT", "CAISSON_RUN", "CAISSON_CGROUP_PARENT")

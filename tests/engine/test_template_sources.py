@@ -21,8 +21,8 @@ import pytest
 
 from engine.errors import NotFound, ValidationError
 from engine.templates import TemplateStore
-from engine.templates.__main__ import main
 from engine.templates.aplinfo import read_aplinfo
+from engine.templates.cli import main
 from engine.templates.sources import DEFAULT_SOURCES, Source
 
 DATA = Path(__file__).parent / "data"

@@ -9,7 +9,7 @@ import pytest
 
 from engine.errors import NotFound, ValidationError
 from engine.templates import TemplateStore, check_template_name, check_url, parse_aplinfo, parse_images
-from engine.templates.__main__ import main
+from engine.templates.cli import main
 from engine.templates.simplestreams import products_path
 
 INDEX = "http://127.0.0.1:8000/images/aplinfo.dat"
@@ -214,7 +214,7 @@ def test_each_source_type_has_its_own_kind(tmp_path):
 
 
 def test_local_builders_are_offered_and_build_into_the_store(tmp_path, capsys):
-    from engine.templates.__main__ import main
+    from engine.templates.cli import main
 
     assert main(["--root", str(tmp_path), "available", "--section", "local-build"]) == 0
     offered = capsys.readouterr().out.split()

@@ -18,7 +18,7 @@ import pytest
 
 from engine.errors import ValidationError
 from engine.templates import Cancelled, DownloadError, TemplateStore, download
-from engine.templates.__main__ import main
+from engine.templates.cli import main
 
 NAME = "busybox-1.35.0-1_amd64.tar.gz"
 ROOTFS = "images/debian/bookworm/amd64/default/20240102_05:24/rootfs.tar.xz"

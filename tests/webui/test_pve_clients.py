@@ -99,6 +99,11 @@ def test_proxmoxer_drives_a_container_life_cycle(
     mac = config["net0"].split("hwaddr=")[1].split(",")[0].lower()
     assert interfaces["eth0"]["hwaddr"] == mac and "lo" in interfaces
 
+    follow(prox, name, prox.nodes(name).lxc(ctid).status.suspend.post())
+    assert engine.status(ctid).paused
+    follow(prox, name, prox.nodes(name).lxc(ctid).status.resume.post())
+    assert not engine.status(ctid).paused and engine.status(ctid).status == "running"
+
     # Bad input through the client: Proxmox's status code and per-parameter errors, nothing changed.
     with pytest.raises(ResourceException) as refused:
         prox.nodes(name).lxc(ctid).config.put(memory="lots", colour="red")
@@ -121,6 +126,10 @@ def test_proxmoxer_drives_a_container_life_cycle(
     follow(prox, name, restored)
     assert engine.exists(copy)
     assert copy in [r["vmid"] for r in prox.cluster.resources.get(type="vm")]
+    assert prox.nodes(name).lxc(copy).template.post() is None  # Proxmox's answer; a vztemplate task converts
+    template_task = next(t for t in prox.nodes(name).tasks.get(vmid=copy) if t["type"] == "vztemplate")
+    follow(prox, name, template_task["upid"])
+    assert prox.nodes(name).lxc(copy).config.get()["template"] == 1
 
     follow(prox, name, prox.nodes(name).lxc(ctid).snapshot("before").delete())
     follow(prox, name, prox.nodes(name).lxc(ctid).status.stop.post())
@@ -132,9 +141,17 @@ def test_proxmoxer_drives_a_container_life_cycle(
         prox.nodes(name).lxc(ctid).status.current.get()
     assert gone.value.status_code == 500
     tasks = prox.nodes(name).tasks.get(vmid=ctid, limit=100)
-    assert {"vzcreate", "vzstart", "vzsnapshot", "vzrollback", "vzdump", "vzstop", "vzdestroy"} <= {
-        t["type"] for t in tasks
-    }
+    assert {
+        "vzcreate",
+        "vzstart",
+        "vzsuspend",
+        "vzresume",
+        "vzsnapshot",
+        "vzrollback",
+        "vzdump",
+        "vzstop",
+        "vzdestroy",
+    } <= {t["type"] for t in tasks}
 
 
 def test_proxmoxer_with_an_api_token(web_https, node, make_user):

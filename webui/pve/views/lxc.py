@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from webui.actions import backups as backup_actions
 from webui.actions import containers as actions
+from webui.actions import machine as machine_actions
 from webui.actions.pools import set_pool
 from webui.models import BackupArchive, Container, Pool
 from webui.pve.errors import PveError, config_missing, param_error
@@ -218,7 +219,7 @@ def config_put(call: Call):
 def status_index(call: Call):
     params = call.params({"node": NODE, "vmid": VMID})
     container_of(call, params["node"], params["vmid"])
-    return [{"subdir": s} for s in ("current", "start", "stop", "shutdown", "reboot")]
+    return [{"subdir": s} for s in ("current", "start", "stop", "shutdown", "reboot", "suspend", "resume")]
 
 
 @route("/nodes/{node}/lxc/{vmid}/status/current", "GET")
@@ -257,3 +258,27 @@ def _power(command: str):
 
 for _command in POWER:
     route(f"/nodes/{{node}}/lxc/{{vmid}}/status/{_command}", "POST")(_power(_command))
+
+
+def _freezer(action):
+    """``status/suspend`` and ``status/resume``: Caisson's cgroup freezer (engine.suspend); a UPID."""
+
+    def handler(call: Call):
+        params = call.params({"node": NODE, "vmid": VMID, "skiplock": BOOL})
+        container = container_of(call, params["node"], params["vmid"], "VM.PowerMgmt")
+        return action(call.access, container, address=call.address).upid
+
+    return handler
+
+
+route("/nodes/{node}/lxc/{vmid}/status/suspend", "POST")(_freezer(machine_actions.suspend))
+route("/nodes/{node}/lxc/{vmid}/status/resume", "POST")(_freezer(machine_actions.resume))
+
+
+@route("/nodes/{node}/lxc/{vmid}/template", "POST")
+def template(call: Call):
+    """Convert to a template. Proxmox answers null and converts in a ``vztemplate`` worker: so does this."""
+    params = call.params({"node": NODE, "vmid": VMID})
+    container = container_of(call, params["node"], params["vmid"], "VM.Allocate")
+    machine_actions.template(call.access, container, address=call.address)
+    return None

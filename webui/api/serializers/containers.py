@@ -107,7 +107,17 @@ class ContainerDetailSerializer(ContainerSerializer):
         }
 
 
-ContainerCreateSerializer = form_serializer("ContainerCreateSerializer", STEP_FORMS.values())
+# The wizard ticks nesting for an unprivileged container, as Proxmox's does; the API, as Proxmox's, leaves
+# it off unless asked (a privileged container cannot have it).
+ContainerCreateSerializer = form_serializer(
+    "ContainerCreateSerializer",
+    STEP_FORMS.values(),
+    {
+        "nesting": BooleanField(
+            required=False, default=False, help_text=STEP_FORMS["general"].base_fields["nesting"].help_text
+        )
+    },
+)
 
 
 class ContainerConfigSerializer(serializers.Serializer):

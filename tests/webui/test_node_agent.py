@@ -78,6 +78,7 @@ def test_jobs_left_running_by_a_dead_agent_are_closed_at_its_start(node):
     assert finished.status == "ok"
 
 
+@pytest.mark.django_db(transaction=True)
 def test_the_agent_runs_the_nodes_cli_service(agent, services_env, engine):
     """With the agent up, `python -m engine` is answered by its warm CLI service, which dies with it."""
     import json

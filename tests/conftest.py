@@ -71,14 +71,19 @@ def engine(tmp_path_factory, cgroup_parent):
 
 @pytest.fixture
 def ctid_factory(engine):
-    """Hands out free container IDs and destroys what the test created."""
+    """Hands out free container IDs (no container, no backup of that ID in the node's dump directory) and
+    destroys what the test created, its backups included."""
     made: list[int] = []
     counter = [100 + (os.getpid() % 50) * 1000]
+    dump = engine.layout.root / "dump"
+
+    def backups(ctid: int) -> list[Path]:
+        return list(dump.glob(f"vzdump-lxc-{ctid}-*")) if dump.is_dir() else []
 
     def next_id() -> int:
         while True:
             counter[0] += 1
-            if not engine.exists(counter[0]):
+            if not engine.exists(counter[0]) and not backups(counter[0]):
                 made.append(counter[0])
                 return counter[0]
 
@@ -86,6 +91,8 @@ def ctid_factory(engine):
     for ctid in made:
         if engine.exists(ctid):
             engine.destroy(ctid, force=True)
+        for path in backups(ctid):
+            path.unlink(missing_ok=True)
 
 
 @pytest.fixture

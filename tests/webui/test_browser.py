@@ -72,6 +72,17 @@ def login(page, web: str, username: str) -> None:
     expect(page.locator("body")).to_have_attribute("data-live", "ready")
 
 
+def accept_confirmations(page) -> None:
+    """Answer yes to the page's in-page confirmations (``#confirm-dialog``) as they open, for tests whose
+    subject is what follows them; the tests of the confirmations themselves click ``#confirm-yes``."""
+    page.add_init_script(
+        """new MutationObserver(() => {
+             const dialog = document.getElementById("confirm-dialog");
+             if (dialog && dialog.open) dialog.close("yes");
+           }).observe(document, {subtree: true, attributes: true, attributeFilter: ["open"]});"""
+    )
+
+
 def jobs_said(**filters) -> str:
     """The log of matching jobs, for a failure message."""
     return "\n".join(

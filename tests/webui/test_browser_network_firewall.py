@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.webui import test_browser as kit
-from tests.webui.test_browser import LIVE, expect, expect_status, login
+from tests.webui.test_browser import LIVE, accept_confirmations, expect, expect_status, login
 from webui.models import Container, StoredTemplate
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,6 +51,7 @@ def test_new_bridge_container_and_a_firewall_rule_that_drops(
     StoredTemplate.objects.get_or_create(node=node, name=stored_busybox.removeprefix("local:vztmpl/"))
     hosts = [str(h) for h in free_subnet_elsewhere().hosts()]
     page.on("dialog", lambda dialog: dialog.accept())
+    accept_confirmations(page)
     make_user("admin", superuser=True)
     login(page, web, "admin")
 

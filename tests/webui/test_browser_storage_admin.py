@@ -13,7 +13,7 @@ import pytest
 
 from tests.webui import test_browser as kit
 from tests.webui.conftest import wait_job
-from tests.webui.test_browser import LIVE, expect, login
+from tests.webui.test_browser import LIVE, accept_confirmations, expect, login
 from tests.webui.test_browser_network_firewall import free_subnet_elsewhere
 from webui.models import BackupArchive, StoredTemplate
 from webui.models.queue import submit
@@ -42,6 +42,7 @@ def test_storage_network_and_firewall_administration(
     page, web, agent, node, engine, make_user, ctid_factory, leftovers, tmp_path
 ):
     page.on("dialog", lambda dialog: dialog.accept())
+    accept_confirmations(page)
     ctid = ctid_factory()
     dump = engine.layout.root / "dump" / f"vzdump-lxc-{ctid}-2026_02_03-04_05_06.tar.zst"
     dump.parent.mkdir(exist_ok=True)

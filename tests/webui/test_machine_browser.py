@@ -8,7 +8,7 @@ import os
 import pytest
 
 from tests.webui.conftest import wait_job
-from tests.webui.test_browser import LIVE, browser, expect, login, page  # noqa: F401 - fixtures
+from tests.webui.test_browser import LIVE, accept_confirmations, browser, expect, login, page  # noqa: F401 - fixtures
 from webui.models import Job, StorageMirror
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,6 +95,7 @@ def test_move_volume_and_template_in_the_browser(page, web, make_user, running_c
     StorageMirror.objects.update_or_create(node=node, name="local", defaults={"type": "dir", "content": ["rootdir"]})
     StorageMirror.objects.create(node=node, name="second", type="dir", content=["rootdir"])
     page.on("dialog", lambda dialog: dialog.accept())
+    accept_confirmations(page)
     try:
         make_user("mover", "ContainerAdmin", "/")
         login(page, web, "mover")

@@ -129,11 +129,12 @@ def _joiner(spec, pidfd, userns, rules, env, sock, stdio) -> None:
         os.setresgid(spec.gid, spec.gid, spec.gid)
         os.setgroups([])
         os.setresuid(spec.uid, spec.uid, spec.uid)
+        forwarder = _SignalForwarder()  # before the fork: a signal at any moment after reaches the command
         child = sc.fork_quietly()
         if child == 0:
             _command(spec, rules, env, sock)  # never returns
         sock.close()
-        _forward_signals_to(child)
+        forwarder.to(child)
         _, status = os.waitpid(child, 0)
         code = _exit_code(status)
     except BaseException as exc:  # noqa: BLE001
@@ -149,15 +150,29 @@ def _joiner(spec, pidfd, userns, rules, env, sock, stdio) -> None:
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
-def _forward_signals_to(child: int) -> None:
-    def forward(signum, _frame):
+class _SignalForwarder:
+    """Installed in the joiner before it forks the command; what arrives before the command's pid is known
+    is held and delivered then. (The command resets its handlers before it executes.)"""
+
+    def __init__(self) -> None:
+        self.child: int | None = None
+        self.pending: list[int] = []
+        for signum in FORWARDED_SIGNALS:
+            signal.signal(signum, self._forward)
+
+    def _forward(self, signum, _frame) -> None:
+        if self.child is None:
+            self.pending.append(signum)
+            return
         try:
-            os.kill(child, signum)
+            os.kill(self.child, signum)
         except ProcessLookupError:
             pass
 
-    for signum in FORWARDED_SIGNALS:
-        signal.signal(signum, forward)
+    def to(self, child: int) -> None:
+        self.child = child
+        for signum in self.pending:
+            self._forward(signum, None)
 
 
 def _command(spec, rules, env, sock) -> None:

@@ -104,6 +104,47 @@ def _recover_container(engine, ctid: int, full: bool) -> list[Action]:
             engine.cgroups.apply(str(ctid), limits_of(engine.config(ctid)))
             if thaw_filesystems(engine, ctid):
                 actions.append(Action(ctid, "thawed", f"container {ctid}: its file systems were left frozen; thawed"))
+        if full:
+            actions += _adopt_volumes(engine, ctid)
+    return actions
+
+
+def _adopt_volumes(engine, ctid: int) -> list[Action]:
+    """Volumes of the container that its config does not name (a ``set`` of a mount point killed before its
+    config was written): added as ``unusedN``, as Proxmox's rescan does, so a person sees and removes them
+    (a volume is never deleted on a guess)."""
+    from engine.config import MAX_UNUSED, write_config
+    from engine.storage import make_storage
+
+    actions = []
+    with container_lock(engine.layout, ctid, timeout=0):
+        config = engine.config(ctid)
+        text = config.render()
+        for sid, definition in engine.storages.definitions().items():
+            images = Path(definition.path) / "images" / str(ctid)
+            if not images.is_dir():
+                continue
+            drivers = make_storage(definition).drivers()
+            for entry in sorted(images.iterdir()):
+                vol = f"{ctid}/{entry.name}"
+                volid = f"{sid}:{vol}"
+                if entry.name.startswith(".") or "@" in entry.name or volid in text:
+                    continue
+                if not any(driver.owns(vol) for driver in drivers):
+                    continue
+                free = next(n for n in range(MAX_UNUSED) if f"unused{n}" not in config.current.values)
+                config.current.values[f"unused{free}"] = volid
+                text = config.render()
+                actions.append(
+                    Action(
+                        ctid,
+                        "kept",
+                        f"container {ctid}: volume {volid} was named by no config (an interrupted "
+                        f"set of a mount point); kept as unused{free}: attach it or delete it",
+                    )
+                )
+        if actions:
+            write_config(engine.layout.config_path(ctid), config)
     return actions
 
 

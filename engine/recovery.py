@@ -36,8 +36,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,8 +43,6 @@ from engine.errors import EngineError, NotFound
 from engine.state import Intent, container_busy, container_lock
 
 log = logging.getLogger(__name__)
-
-DOWNLOAD_PARTIAL_AGE = 86400.0  # a download's partial file is kept this long for a resume
 
 
 @dataclass
@@ -104,6 +100,47 @@ def _recover_container(engine, ctid: int, full: bool) -> list[Action]:
             engine.cgroups.apply(str(ctid), limits_of(engine.config(ctid)))
             if thaw_filesystems(engine, ctid):
                 actions.append(Action(ctid, "thawed", f"container {ctid}: its file systems were left frozen; thawed"))
+        if full:
+            actions += _adopt_volumes(engine, ctid)
+    return actions
+
+
+def _adopt_volumes(engine, ctid: int) -> list[Action]:
+    """Volumes of the container that its config does not name (a ``set`` of a mount point killed before its
+    config was written): added as ``unusedN``, as Proxmox's rescan does, so a person sees and removes them
+    (a volume is never deleted on a guess)."""
+    from engine.config import MAX_UNUSED, write_config
+    from engine.storage import make_storage
+
+    actions = []
+    with container_lock(engine.layout, ctid, timeout=0):
+        config = engine.config(ctid)
+        text = config.render()
+        for sid, definition in engine.storages.definitions().items():
+            images = Path(definition.path) / "images" / str(ctid)
+            if not images.is_dir():
+                continue
+            drivers = make_storage(definition).drivers()
+            for entry in sorted(images.iterdir()):
+                vol = f"{ctid}/{entry.name}"
+                volid = f"{sid}:{vol}"
+                if entry.name.startswith(".") or "@" in entry.name or volid in text:
+                    continue
+                if not any(driver.owns(vol) for driver in drivers):
+                    continue
+                free = next(n for n in range(MAX_UNUSED) if f"unused{n}" not in config.current.values)
+                config.current.values[f"unused{free}"] = volid
+                text = config.render()
+                actions.append(
+                    Action(
+                        ctid,
+                        "kept",
+                        f"container {ctid}: volume {volid} was named by no config (an interrupted "
+                        f"set of a mount point); kept as unused{free}: attach it or delete it",
+                    )
+                )
+        if actions:
+            write_config(engine.layout.config_path(ctid), config)
     return actions
 
 
@@ -168,7 +205,9 @@ def _release(engine, ctid: int, lock: str) -> Action:
         )
     if lock == "backup":
         engine.unlock(ctid)  # its storage snapshots go too
-        done = ["lock cleared", *(_sweep_backup_files(engine, ctid))]
+        from engine.sweep import sweep_backup_files
+
+        done = ["lock cleared", *(sweep_backup_files(engine, ctid))]
         if thaw_filesystems(engine, ctid):
             done.append("file systems thawed")
         if engine.cgroups.frozen(str(ctid)):
@@ -297,141 +336,8 @@ def _orphan_volumes(engine) -> list[Action]:
     return actions
 
 
-# ---- temporary files ---------------------------------------------------------------------------------
-def _dump_dirs(engine) -> list[Path]:
-    dirs = {engine.layout.root / "dump"}
-    with contextlib.suppress(EngineError, OSError):
-        for definition in engine.storages.definitions().values():
-            dirs.add(Path(definition.path) / "dump")
-    return sorted(d for d in dirs if d.is_dir())
-
-
-def _template_dirs(engine) -> list[Path]:
-    dirs = {engine.layout.templates}
-    with contextlib.suppress(EngineError, OSError):
-        for definition in engine.storages.definitions().values():
-            dirs.add(Path(definition.path) / "template" / "cache")
-    return sorted(d for d in dirs if d.is_dir())
-
-
-def _owner(name: str, prefixes: tuple[str, ...]) -> int | None:
-    """The container ID in a temporary name such as ``.tmp-<ID>-…``, ``.vzdump-lxc-<ID>-…``."""
-    for prefix in prefixes:
-        if name.startswith(prefix):
-            head = name[len(prefix) :].split("-", 1)[0]
-            if head.isdigit():
-                return int(head)
-    return None
-
-
-BACKUP_PREFIXES = (".tmp-", ".vzdump-lxc-", ".restore-")
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _is_backup_temp(path: Path) -> bool:
-    name = path.name
-    if name.startswith(".tmp-"):
-        return path.is_dir()
-    if name.startswith(".vzdump-lxc-"):
-        return name.endswith(".part")
-    return name.startswith(".restore-") and name.endswith(".tar")
-
-
-def _sweep_backup_files(engine, ctid: int | None) -> list[str]:
-    """Backup copies, partial archives and restore staging files of containers no job holds."""
-    done = []
-    for dumpdir in _dump_dirs(engine):
-        for path in sorted(dumpdir.glob(".*")):
-            owner = _owner(path.name, BACKUP_PREFIXES)
-            if owner is None or (ctid is not None and owner != ctid) or not _is_backup_temp(path):
-                continue
-            if container_busy(engine.layout, owner):
-                continue
-            _remove(path)
-            done.append(f"removed {path}")
-    return done
-
-
 def sweep(engine, ctid: int | None = None) -> list[Action]:
-    """Temporary files killed jobs left: a container's (``ctid``, e.g. after destroy) or the node's."""
-    actions = [Action(ctid, "swept", text) for text in _sweep_backup_files(engine, ctid)]
-    if ctid is not None:
-        return actions
-    candidates = []
-    now = time.time()
-    for directory in _template_dirs(engine):
-        for path in directory.glob(".*"):
-            name = path.name
-            if name.startswith(".debian-build-") and path.is_dir():
-                candidates.append(path)
-            elif name.endswith(".part") and name.count(".") >= 3 and not _download_partial(path):
-                candidates.append(path)  # atomic_file's ``.<name>.<random>.part``
-            elif _download_partial(path):
-                with contextlib.suppress(OSError):
-                    if now - path.stat().st_mtime > DOWNLOAD_PARTIAL_AGE and not _download_locked(path):
-                        candidates.append(path)
-    if candidates:
-        busy = _paths_in_use()
-        for path in candidates:
-            if any(p == path or path in p.parents for p in busy):
-                continue
-            if path.name.startswith(".debian-build-"):
-                from engine.builders import remove_build_dir
+    """Temporary files of killed jobs (:mod:`engine.sweep`): the node's, or one container's (after destroy)."""
+    from engine.sweep import sweep_files
 
-                try:
-                    remove_build_dir(path)
-                except EngineError as err:
-                    actions.append(
-                        Action(None, "kept", f"{path}: a build directory left by an interrupted build was kept: {err}")
-                    )
-                    continue
-            else:
-                _remove(path)
-            actions.append(Action(None, "swept", f"removed {path}, left by an interrupted template job"))
-    return actions
-
-
-def _download_partial(path: Path) -> bool:
-    """``.<name>.part`` beside its ``.<name>.lock``: a download's resumable partial file."""
-    return path.name.endswith(".part") and (path.parent / (path.name[: -len(".part")] + ".lock")).exists()
-
-
-def _download_locked(path: Path) -> bool:
-    import fcntl
-
-    lock = path.parent / (path.name[: -len(".part")] + ".lock")
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def _paths_in_use() -> set[Path]:
-    """Every file, cwd and root any process has open: a temporary file a live writer holds is not swept."""
-    used: set[Path] = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        base = f"/proc/{pid}"
-        links = [f"{base}/cwd", f"{base}/root"]
-        with contextlib.suppress(OSError):
-            links += [f"{base}/fd/{fd}" for fd in os.listdir(f"{base}/fd")]
-        for link in links:
-            with contextlib.suppress(OSError):
-                target = os.readlink(link)
-                if target.startswith("/"):
-                    used.add(Path(target.removesuffix(" (deleted)")))
-    return used
+    return [Action(*done) for done in sweep_files(engine, ctid)]

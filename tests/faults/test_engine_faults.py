@@ -89,6 +89,31 @@ def test_set_killed(lab, make, mounts_unchanged):
     assert_whole(lab, ctid, running=True)
 
 
+@pytest.mark.parametrize("backend", ["dir", "loop", "btrfs", "overlay"])
+def test_a_whole_node_needs_no_recovery(lab, make, backend):
+    """Nothing is touched where no job was killed: a running container with a snapshot, a stopped one."""
+    running, stopped = make(backend), make(backend, start=False)
+    if backend in ("btrfs", "overlay"):
+        lab.engine.snapshot(running, "kept")
+    assert [a for a in recover(lab.engine) if a.ctid in (running, stopped)] == []
+    assert_whole(lab, running, running=True)
+    assert_whole(lab, stopped, running=False)
+
+
+@pytest.mark.parametrize("backend", ["loop", "btrfs"])
+def test_set_of_a_mount_point_killed(lab, make, backend, mounts_unchanged):
+    """The new volume is made, the config not written: recovery names it as unused0 rather than guess."""
+    ctid = make(backend, start=False)
+    storage = "local" if backend == "loop" else "local-btrfs"
+    run_killed(lab, "engine", ["set", ctid, "--mp0", f"{storage}:0.02,mp=/data"], "set:applied")
+    actions = recover(lab.engine)
+    assert [a.what for a in actions if a.ctid == ctid] == ["kept"], actions
+    config = lab.engine.config(ctid)
+    assert "mp0" not in config.current.values and config.current.values["unused0"].startswith(f"{storage}:{ctid}/")
+    assert recover(lab.engine) == []  # named now: nothing more to do
+    assert_whole(lab, ctid, running=False)
+
+
 @pytest.mark.parametrize("fault", ["snapshot:prepared", "snapshot:frozen", "snapshot:taken"])
 def test_snapshot_killed(lab, make, fault, mounts_unchanged):
     ctid = make("btrfs")

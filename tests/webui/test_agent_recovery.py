@@ -133,3 +133,28 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again(agent, node, engine, 
     app.send_task("caisson.node.tick", queue=node.queue)  # again: the job is no longer queued, nothing is resent
     assert wait_job(job).status == "ok"
     engine.stop(ctid)
+
+
+def test_the_agent_reaps_an_init_that_exits_on_its_own(agent, node, engine, busybox_template, ctid_factory):
+    """A container started by a job, whose init then dies: no zombie stays under the agent (this host's PID 1
+    does not reap), and the next tick clears what the container left."""
+    from engine import procfs
+    from tasks.celery import app
+    from webui.models import Container
+
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": "reaped"})
+    Container.objects.update_or_create(ctid=ctid, defaults={"node": node, "status": "stopped"})
+    job = wait_job(submit("vzstart", node, f"/ct/{ctid}", str(ctid)))
+    assert job.status == "ok", job.message
+    record = engine.node.running(ctid)
+    os.kill(record.pid, 9)
+    deadline = time.monotonic() + 30
+    while (stat := procfs.proc_stat(record.pid)) is not None and stat.starttime == record.starttime:
+        assert time.monotonic() < deadline, f"init {record.pid} left as {stat.state}"
+        time.sleep(0.05)
+    app.send_task("caisson.node.tick", queue=node.queue)
+    while engine.cgroups.exists(str(ctid)):  # the tick's recovery cleans up after it
+        assert time.monotonic() < deadline + 30, "the cgroup stayed"
+        time.sleep(0.1)
+    assert engine.status(ctid, stats=False).status == "stopped"

@@ -5,7 +5,8 @@ directory of a storage that holds snippets.  The engine runs it as root on the
 node, from ``/``, at four phases: ``pre-start`` (before anything of the start is
 made; a non-zero exit vetoes the start), ``post-start`` (init runs), ``pre-stop``
 (before a stop or shutdown asks init to go) and ``post-stop`` (the container's
-processes are gone and the engine cleaned up after them).  A failure at the
+processes are gone and the engine cleaned up after them; a container that
+powers itself off gets none: no process of the engine watches it).  A failure at the
 other three phases is a warning, as in Proxmox.  Setting one is root-equivalent
 (``engine.root_settings``).
 """

@@ -173,6 +173,23 @@ def test_device_defaults_deny(driver, children, tmp_path):
     assert out == {"null": "ok", "kmsg": errno.EPERM, "mknod": "ok", "kmsg_ro": errno.EPERM}
 
 
+def test_allow_devices_widens_a_live_cgroup(driver, children, tmp_path):
+    """A device hot-plugged into a running container: v1 adds a devices.allow line, v2 swaps the program."""
+    from engine.cgroups.base import DeviceRule
+
+    _, d = driver
+    d.create("ct")
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    d.allow_devices("ct", [DeviceRule("c", 1, 11, "rm")])
+    out = probe_devices(d, "ct", children, first)
+    assert out == {"null": "ok", "kmsg": errno.EPERM, "mknod": "ok", "kmsg_ro": "ok"}
+    d.allow_devices("ct", [DeviceRule("c", 1, 11)])
+    out = probe_devices(d, "ct", children, second)
+    assert out == {"null": "ok", "kmsg": "ok", "mknod": "ok", "kmsg_ro": "ok"}
+
+
 def _existing(driver, controller, names) -> list[str]:
     if controller and controller not in driver.mounts.v1:
         return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -48,6 +49,22 @@ def test_create_start_stop_destroy_through_the_agent(agent, node, stored_busybox
     assert job.status == "ok" and not engine.exists(ctid)
     assert not Container.objects.filter(ctid=ctid).exists()
     assert AuditEntry.objects.filter(username="root-admin", action="vzdestroy", path=f"/ct/{ctid}").exists()
+
+
+def test_a_create_job_provisions_a_first_boot_script_that_runs_once(agent, node, stored_busybox, ctid_factory, engine):
+    ctid = ctid_factory()
+    script = "#!/bin/sh\necho once >> /root/firstboot\n"
+    job = wait_job(create(node, ctid, stored_busybox, start=True, provision={"firstboot": script}))
+    assert job.status == "ok", list(job.lines.values_list("text", flat=True))
+    assert any("first-boot provisioning (firstboot)" in t for t in job.lines.values_list("text", flat=True))
+    for _ in range(200):
+        code, out, _ = engine.exec_output(ctid, ["cat", "/root/firstboot"])
+        if code == 0:
+            break
+        time.sleep(0.05)
+    assert out == b"once\n"
+    wait_job(submit("vzreboot", node, f"/ct/{ctid}", str(ctid)))
+    assert engine.exec_output(ctid, ["cat", "/root/firstboot"])[1] == b"once\n"
 
 
 def test_a_failed_create_says_why_and_leaves_nothing(agent, node, ctid_factory, engine):

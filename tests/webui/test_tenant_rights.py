@@ -57,7 +57,7 @@ def tenant(make_user, node):
 # ---- item 1: root-equivalent settings ----------------------------------------------------------------
 @pytest.mark.parametrize(
     ("changes", "key"),
-    [({"unprivileged": False}, "unprivileged"), ({"nesting": False, "unprivileged": False}, "unprivileged")],
+    [({"unprivileged": False, "nesting": False}, "unprivileged")],
 )
 def test_a_tenant_cannot_create_a_privileged_container(tenant, make_user, node, changes, key):
     response = api(tenant).post("/api/containers/", create_body(node, 4501, **changes), format="json")
@@ -86,6 +86,8 @@ def test_create_needs_room_on_the_target_storage(make_user, node):
         ({"mp0": "/srv,mp=/mnt/host"}, "mp0"),
         ({"features": "nesting=1,fuse=1"}, "features"),
         ({"features": "keyctl=1"}, "features"),
+        ({"dev0": "/dev/net/tun"}, "dev0"),
+        ({"hookscript": "local:snippets/hook.sh"}, "hookscript"),
     ],
 )
 def test_a_tenant_cannot_set_root_equivalent_keys_in_a_config_edit(tenant, node, changes, key):
@@ -94,6 +96,13 @@ def test_a_tenant_cannot_set_root_equivalent_keys_in_a_config_edit(tenant, node,
     refused(api(tenant).put("/api/containers/4510/config/", {"changes": changes}, format="json"), key, "superuser")
     container.refresh_from_db()
     assert container.config == before and not Job.objects.exists()
+
+
+def test_the_wizard_refuses_nesting_for_a_privileged_container(make_user, node):
+    root = make_user("root-n", superuser=True)
+    response = api(root).post("/api/containers/", create_body(node, 4503, unprivileged=False), format="json")
+    assert response.status_code == 400 and "unprivileged" in response.json()["error"]["fields"]["nesting"][0]
+    assert not Job.objects.exists()
 
 
 def test_features_of_a_privileged_container_and_its_bind_mounts_stay_a_superusers(tenant, node, make_user):

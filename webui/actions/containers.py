@@ -44,8 +44,11 @@ EDITABLE_KEYS = {
     "cmode",
     "tty",
     "console",
+    "timezone",
+    "hookscript",  # root-equivalent: superusers only (engine.root_settings)
     *(f"net{i}" for i in range(10)),
     *(f"mp{i}" for i in range(256)),
+    *(f"dev{i}" for i in range(256)),  # root-equivalent, as devN is root@pam's in Proxmox
 }
 
 

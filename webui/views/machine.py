@@ -178,9 +178,11 @@ def disks_context(access, container) -> dict:
 
     section = mirror_section(container)
     disks = []
-    for key in ["rootfs"] + sorted(
-        (k for k in container.config if k.startswith("mp") and k[2:].isdigit()), key=lambda k: int(k[2:])
-    ):
+    keys = [
+        "rootfs",
+        *sorted((k for k in container.config if k.startswith("mp") and k[2:].isdigit()), key=lambda k: int(k[2:])),
+    ]
+    for key in [k for k in keys if container.config.get(k)]:  # a row mirrored before its config has none
         props = parse_props(container.config[key])
         volume = str(section.get(key).get("volume"))
         disks.append(

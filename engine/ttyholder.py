@@ -56,16 +56,17 @@ class Container:
             conn.close()
 
 
-def main(run: Path) -> int:
+def main(run: Path, header: str, fds: list[int]) -> int:
+    """Hold the first container's terminals (``header``: its register line, ``fds``: its masters)."""
     directory = socket_path(run).parent
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = os.open(directory / "holder.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        return 0  # another holder runs
+        return _hand_over(run, header, fds)  # another holder runs (or is starting): give them to it
     if os.fork():
-        return 0  # the starter waits for this parent only; the holder goes on detached
+        return 0  # the starter reaps this parent; the holder goes on detached
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -77,15 +78,36 @@ def main(run: Path) -> int:
     listener.bind(str(path))
     os.umask(old)
     listener.listen(64)
+    containers: dict[int, Container] = {}
+    _answer(None, header.split(), fds, containers)
     try:
-        serve(listener)
+        serve(listener, containers)
     finally:
         path.unlink(missing_ok=True)
     return 0
 
 
-def serve(listener: socket.socket) -> None:
-    containers: dict[int, Container] = {}
+def _hand_over(run: Path, header: str, fds: list[int]) -> int:
+    """Register with the holder that won the race, once its socket answers (at most 10 s)."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            conn.connect(str(socket_path(run)))
+            break
+        except OSError:
+            conn.close()
+            if time.monotonic() > deadline:
+                return 1
+            time.sleep(0.02)
+    with conn:
+        conn.sendmsg([header.encode() + b"\n"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        return 0 if conn.recv(64).startswith(b"ok") else 1
+
+
+def serve(listener: socket.socket, containers: dict) -> None:
     clients: dict[socket.socket, bytearray] = {}
     idle = 0.0
     while True:
@@ -169,19 +191,21 @@ def _request(conn: socket.socket, clients: dict, containers: dict) -> None:
             conn.close()
 
 
-def _answer(conn: socket.socket, words: list[str], fds: list[int], containers: dict) -> bool:
+def _answer(conn: socket.socket | None, words: list[str], fds: list[int], containers: dict) -> bool:
     """Answer one request; True when the connection now holds an attached terminal."""
     if words[:1] == ["register"] and len(words) >= 4:
         ctid, pid, starttime, names = int(words[1]), int(words[2]), int(words[3]), words[4:]
         if procfs.proc_starttime(pid) != starttime or len(names) != len(fds):
             for fd in fds:
                 os.close(fd)
-            conn.sendall(b"err: stale or malformed\n")
+            if conn is not None:
+                conn.sendall(b"err: stale or malformed\n")
             return False
         if ctid in containers:
             containers.pop(ctid).close()
         containers[ctid] = Container(ctid, pid, starttime, dict(zip(names, fds, strict=True)))
-        conn.sendall(b"ok\n")
+        if conn is not None:
+            conn.sendall(b"ok\n")
         return False
     for fd in fds:
         os.close(fd)
@@ -206,4 +230,4 @@ def _answer(conn: socket.socket, words: list[str], fds: list[int], containers: d
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    sys.exit(main(Path(sys.argv[1]), sys.argv[2], [int(fd) for fd in sys.argv[3].split(",") if fd]))

@@ -32,7 +32,6 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from engine import syscalls as sc  # imported here: inside the container, after pivot_root, nothing can be
@@ -99,25 +98,51 @@ def receive(sock: socket.socket) -> dict[str, int]:
 
 
 def register(run: Path, ctid: int, pid: int, starttime: int, masters: dict[str, int]) -> bool:
-    """Give the masters to the node's holder (started if absent); False (and a warning) when it cannot be."""
+    """Give the masters to the node's holder; without one, start one holding them (not waited for: a
+    container's start does not pay for an interpreter's).  False (and a warning) when neither works."""
     try:
         if not masters:
             return False
+        names = list(masters)
+        fds = array.array("i", [masters[n] for n in names])
+        header = f"register {ctid} {pid} {starttime} {' '.join(names)}"
         try:
-            conn = _connect(run, start=True)
-        except OSError as exc:
-            log.warning("CT %s: the tty holder could not be reached (%s); its terminals are closed", ctid, exc)
-            return False
+            conn = _connect(run)
+        except OSError:
+            return _start_holder(run, header, list(fds), ctid)
         with conn:
-            names = list(masters)
-            header = f"register {ctid} {pid} {starttime} {' '.join(names)}\n".encode()
-            conn.sendmsg(
-                [header], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [masters[n] for n in names]))]
-            )
+            conn.sendmsg([header.encode() + b"\n"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
             return conn.recv(64).startswith(b"ok")
     finally:
         for fd in masters.values():
             os.close(fd)
+
+
+_started: list[subprocess.Popen] = []
+
+
+def _start_holder(run: Path, header: str, fds: list[int], ctid: int) -> bool:
+    """A fresh interpreter (never a fork of a threaded agent) holding ``fds`` from the start; it detaches at
+    once (its first process exits, reaped here later) or, if another holder won the race, registers there."""
+    for done in [p for p in _started if p.poll() is not None]:
+        _started.remove(done)
+    socket_path(run).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        _started.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "engine.ttyholder", str(run), header, ",".join(map(str, fds))],
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd="/",
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            )
+        )
+        return True
+    except OSError as exc:
+        log.warning("CT %s: the tty holder could not be started (%s); its terminals are closed", ctid, exc)
+        return False
 
 
 def attach(run: Path, ctid: int, name: str) -> tuple[socket.socket, int] | None:
@@ -126,7 +151,7 @@ def attach(run: Path, ctid: int, name: str) -> tuple[socket.socket, int] | None:
     from engine.errors import InvalidState
 
     try:
-        conn = _connect(run, start=False)
+        conn = _connect(run)
     except OSError:
         return None
     conn.sendall(f"attach {ctid} {name}\n".encode())
@@ -147,7 +172,7 @@ def attach(run: Path, ctid: int, name: str) -> tuple[socket.socket, int] | None:
 def held(run: Path, ctid: int) -> list[str]:
     """The terminals the holder keeps for ``ctid`` (empty without a holder)."""
     try:
-        conn = _connect(run, start=False)
+        conn = _connect(run)
     except OSError:
         return []
     with conn:
@@ -155,33 +180,11 @@ def held(run: Path, ctid: int) -> list[str]:
         return conn.recv(4096).decode(errors="replace").split()
 
 
-def _connect(run: Path, start: bool) -> socket.socket:
-    path = socket_path(run)
+def _connect(run: Path) -> socket.socket:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        conn.connect(str(path))
-        return conn
+        conn.connect(str(socket_path(run)))
     except OSError:
-        if not start:
-            conn.close()
-            raise
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # A fresh interpreter (never a fork of a threaded agent), detaching itself at once.
-    subprocess.run(
-        [sys.executable, "-m", "engine.ttyholder", str(run)],
-        check=True,
-        stdin=subprocess.DEVNULL,
-        cwd="/",
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-        timeout=30,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            conn.connect(str(path))
-            return conn
-        except OSError:
-            if time.monotonic() > deadline:
-                conn.close()
-                raise
-            time.sleep(0.02)
+        conn.close()
+        raise
+    return conn

@@ -311,7 +311,10 @@ def test_dev_console_and_ttys_are_ptys_held_from_the_start(engine, busybox_templ
         line = next(x for x in listing.splitlines() if x.endswith(f"/dev/{name}"))
         assert line.startswith("c") and " 136, " in line, listing
     assert "No such file" in listing  # tty: 2 gives two
-    assert ttys.held(engine.layout.run, ctid) == ["console", "tty1", "tty2"]
+    deadline = time.monotonic() + 20  # the node's holder may still be starting (the first start does not wait)
+    while ttys.held(engine.layout.run, ctid) != ["console", "tty1", "tty2"]:
+        assert time.monotonic() < deadline, ttys.held(engine.layout.run, ctid)
+        time.sleep(0.05)
     deadline = time.monotonic() + 10
     while b"TO-DEV-CONSOLE" not in engine.console_log(ctid):
         assert time.monotonic() < deadline, engine.console_log(ctid)

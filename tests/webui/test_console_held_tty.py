@@ -25,6 +25,10 @@ def test_the_web_console_logs_in_on_the_held_tty1(
         inittab.write("tty1::respawn:/sbin/getty 38400 tty1\n")
     engine.start(ctid)
     try:
+        from engine import ttys
+        from tests.webui.console_kit import wait_until
+
+        wait_until(lambda: "tty1" in ttys.held(engine.layout.run, ctid), 20, "the tty holder")
         mirror(node, ctid, cmode=None, engine=engine)  # no cmode: tty, a login prompt for VM.Console alone
         operator = make_user("tina", "Operator", "/")
         cookie = login_cookie(operator)

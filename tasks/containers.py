@@ -19,9 +19,11 @@ from webui.models import BackupSchedule, Container
 def refuse_root_settings(ctx: JobContext, settings: dict[str, str], what: str) -> None:
     """The node's own check of a config only it can read (an archive's, a snapshot's): root-equivalent
     settings (``engine.root_settings``) go through only for a job a superuser asked for, checked now.
-    Raised before anything is written, so a refused job leaves nothing behind."""
-    user = ctx.job.user
-    if not settings or (user is not None and user.is_active and user.is_superuser):
+    Raised before anything is written, so a refused job leaves nothing behind.  A job asked with a
+    privilege-separated API token is held to the token's rights (``webui.access.job_access``)."""
+    from webui.access import job_access
+
+    if not settings or job_access(ctx.job).superuser:
         return
     reasons = "; ".join(f"{key}: {why}" for key, why in settings.items())
     raise ValidationError(
@@ -48,7 +50,7 @@ def refuse_nic_settings(
     from django.core.exceptions import ValidationError as FieldErrors
 
     from engine.network.nics import parse_nic
-    from webui.access import Access
+    from webui.access import job_access
     from webui.nic_rights import check_nic_rights, nic_findings
 
     nics = {}
@@ -61,12 +63,12 @@ def refuse_nic_settings(
                     "not start until it does"
                 )
             nics[key] = replace(nic, hwaddr=None).to_value() if new_mac else value
-    user = ctx.job.user
-    if not nics or (user is not None and user.is_active and user.is_superuser):
+    access = job_access(ctx.job)
+    if not nics or access.superuser:
         return
     node, container = this_node(), Container.objects.filter(ctid=ctid).exclude(status=Container.Status.CREATING)
     try:
-        check_nic_rights(Access(user), node, ctid, nics, old=old, obj=container.first() if old is not None else None)
+        check_nic_rights(access, node, ctid, nics, old=old, obj=container.first() if old is not None else None)
     except FieldErrors as exc:
         key, messages = next(iter(exc.message_dict.items()))
         raise ValidationError(f"{what}: {key}: {messages[0]}", key=key) from None

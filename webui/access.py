@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
+from contextvars import ContextVar
 from functools import reduce
 
 from django.core.exceptions import PermissionDenied
@@ -156,6 +157,23 @@ class TokenAccess(Access):
 def access_of_token(token) -> Access:
     """What an API token may do: its user's rights, or with ``privsep`` only what its own entries also grant."""
     return TokenAccess(token) if token.privsep else Access(token.user)
+
+
+# The API token the current request acts with (set around a request by the API views), so that a job it queues
+# records it and the node re-checks the token's rights, not its user's (``job_access``).
+ACTING_TOKEN: ContextVar = ContextVar("caisson_acting_token", default=None)
+
+
+def job_access(job) -> Access:
+    """Whom a job acts for, as the node re-checks what only it can read: the privilege-separated API token it
+    was asked with (gone: no rights at all), else its user."""
+    token_id = (job.params or {}).get("api_token")
+    if token_id:
+        from webui.models import ApiToken
+
+        token = ApiToken.objects.select_related("user").filter(pk=token_id).first()
+        return access_of_token(token) if token is not None and token.user.is_active else Access(None)
+    return Access(job.user)
 
 
 def access_for(request) -> Access:

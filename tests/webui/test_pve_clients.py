@@ -12,7 +12,7 @@ from proxmoxer import ProxmoxAPI, ResourceException
 
 from tests.webui.api_helpers import template_row
 from tests.webui.conftest import PASSWORD
-from webui.models import ApiToken, Container
+from webui.models import AccessEntry, ApiToken, Container
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,19 +45,36 @@ def client(web_https, **auth) -> ProxmoxAPI:
     return ProxmoxAPI("127.0.0.1", port=port, verify_ssl=str(cert), timeout=30, **auth)
 
 
-def follow(prox: ProxmoxAPI, node: str, upid: str, timeout: float = 120) -> dict:
+def ended(prox: ProxmoxAPI, node: str, upid: str, timeout: float = 120) -> dict:
     """Poll the task through its UPID until it stops, as Proxmox's clients do; its status."""
     assert upid.startswith(f"UPID:{node}:"), upid
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = prox.nodes(node).tasks(upid).status.get()
         if status["status"] == "stopped":
-            log = [line["t"] for line in prox.nodes(node).tasks(upid).log.get(limit=1000)]
-            assert status["exitstatus"] == "OK", (status, log)
-            assert log[-1] == "TASK OK", log
             return status
         time.sleep(0.2)
     pytest.fail(f"task {upid} still running after {timeout:g} s")
+
+
+def follow(prox: ProxmoxAPI, node: str, upid: str) -> dict:
+    """The task to its end, which must be OK (its log's last line too)."""
+    status = ended(prox, node, upid)
+    log = [line["t"] for line in prox.nodes(node).tasks(upid).log.get(limit=1000)]
+    assert status["exitstatus"] == "OK", (status, log)
+    assert log[-1] == "TASK OK", log
+    return status
+
+
+def backed_up(prox: ProxmoxAPI, node: str, ctid: int, **options) -> str:
+    """Back the container up through vzdump; the archive's volume ID (the newest: an earlier test's container
+    of the same ID may have left archives in the node's dump directory)."""
+    since = int(time.time()) - 1
+    follow(prox, node, prox.nodes(node).vzdump.post(vmid=ctid, storage="local", **options))
+    backups = prox.nodes(node).storage("local").content.get(content="backup", vmid=ctid)
+    newest = max(backups, key=lambda b: b["ctime"])
+    assert newest["ctime"] >= since and newest["volid"].startswith(f"local:backup/vzdump-lxc-{ctid}-"), backups
+    return newest["volid"]
 
 
 def test_proxmoxer_drives_a_container_life_cycle(
@@ -117,12 +134,8 @@ def test_proxmoxer_drives_a_container_life_cycle(
     follow(prox, name, prox.nodes(name).lxc(ctid).snapshot("before").rollback.post())
     assert prox.nodes(name).lxc(ctid).config.get()["memory"] == 128
 
-    follow(prox, name, prox.nodes(name).vzdump.post(vmid=ctid, storage="local", mode="snapshot", compress="zstd"))
-    backups = prox.nodes(name).storage("local").content.get(content="backup", vmid=ctid)
-    assert len(backups) == 1 and backups[0]["volid"].startswith(f"local:backup/vzdump-lxc-{ctid}-")
-    restored = prox.nodes(name).lxc.create(
-        vmid=copy, ostemplate=backups[0]["volid"], restore=1, hostname=f"copy{copy}", unique=1
-    )
+    volid = backed_up(prox, name, ctid, mode="snapshot", compress="zstd")
+    restored = prox.nodes(name).lxc.create(vmid=copy, ostemplate=volid, restore=1, hostname=f"copy{copy}", unique=1)
     follow(prox, name, restored)
     assert engine.exists(copy)
     assert copy in [r["vmid"] for r in prox.cluster.resources.get(type="vm")]
@@ -164,3 +177,27 @@ def test_proxmoxer_with_an_api_token(web_https, node, make_user):
     with pytest.raises(ResourceException) as refused:
         bad.nodes.get()
     assert refused.value.status_code == 401
+
+
+def test_a_separated_token_is_held_to_its_own_rights_on_the_node(
+    web_https, agent, node, stored_busybox, ctid_factory, engine, make_user, roles
+):
+    """A superuser's privilege-separated token granted Administrator is no superuser: the node refuses to
+    restore a privileged container's archive for it (a root-equivalent setting only the node can read)."""
+    root = make_user("chief", superuser=True)
+    template_row(node, stored_busybox.removeprefix("local:vztmpl/"))
+    prox = client(web_https, user="chief@pve", password=PASSWORD)
+    name, ctid, copy = node.name, ctid_factory(), ctid_factory()
+    made = prox.nodes(name).lxc.create(
+        vmid=ctid, ostemplate=stored_busybox, memory=128, swap=0, rootfs="local:1", password="s3cret!pw"
+    )  # no unprivileged=1: Proxmox's default, a privileged container
+    follow(prox, name, made)
+    volid = backed_up(prox, name, ctid, mode="stop")
+    token, value = ApiToken.issue(root, "ci", privsep=True)
+    AccessEntry.objects.create(token=token, role=roles["Administrator"], path="/")
+    by_token = client(web_https, user="chief@pve", token_name="ci", token_value=value.split("=", 1)[1])
+    refused = ended(prox, name, by_token.nodes(name).lxc.create(vmid=copy, ostemplate=volid, restore=1))
+    assert "sets unprivileged, which only a superuser may set" in refused["exitstatus"], refused
+    assert not engine.exists(copy) and not Container.objects.filter(ctid=copy).exists()
+    follow(prox, name, prox.nodes(name).lxc.create(vmid=copy, ostemplate=volid, restore=1))  # its user may
+    assert engine.exists(copy)

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from webui.access import ACTING_TOKEN
 from webui.live import publish
 from webui.models.access import AuditEntry
 from webui.models.inventory import Node
@@ -156,6 +157,9 @@ def submit(
     if kind not in TASKS:
         raise ValueError(f"unknown job kind {kind}")
     params = protect_secrets(params or {})
+    token = ACTING_TOKEN.get()
+    if token is not None and token.privsep and user is not None and token.user_id == user.pk:
+        params["api_token"] = token.pk  # the node re-checks this token's rights (webui.access.job_access)
     if not node.online:
         raise JobRefused(
             f"node '{node.name}' is offline (no heartbeat for {_ago(node)}); "

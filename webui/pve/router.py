@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from webui.access import Access, access_of_token
+from webui.access import ACTING_TOKEN, Access, access_of_token
 from webui.login_limits import client_address
 from webui.pve import auth
 from webui.pve.errors import PveError, translate
@@ -84,6 +84,7 @@ def _authenticate(request, method: str) -> Access:
     if header.startswith("PVEAPIToken"):
         token = auth.token_of(header, request)  # no CSRF for tokens, as Proxmox
         request.auth, request.user = token, token.user
+        ACTING_TOKEN.set(token)
         return access_of_token(token)
     ticket = request.COOKIES.get(auth.COOKIE)
     if not ticket and header.startswith(f"{auth.COOKIE}="):
@@ -123,6 +124,7 @@ def run(method: str, path: str, raw: dict, access: Access | None, request=None, 
     ``access`` None: the request's own authentication (ticket or token); ``pvesh`` passes the node user's."""
     from webui.pve import views  # noqa: F401 - the handlers register themselves
 
+    acting = ACTING_TOKEN.set(None)
     try:
         handler, path_values, public = _resolve(method, "/" + path.strip("/"))
         if access is None:
@@ -131,6 +133,8 @@ def run(method: str, path: str, raw: dict, access: Access | None, request=None, 
     except Exception as exc:  # noqa: BLE001 - every refusal becomes Proxmox's shape; anything else re-raises
         error = translate(exc)
         return error.status, None, error.message, error.errors
+    finally:
+        ACTING_TOKEN.reset(acting)
 
 
 @csrf_exempt

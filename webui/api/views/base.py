@@ -9,7 +9,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from webui.access import Access, access_for
+from webui.access import ACTING_TOKEN, Access, access_for
 from webui.api.permissions import ObjectPrivilege, PathPrivilege, client_address
 from webui.models import Job, MetricSample
 
@@ -26,6 +26,18 @@ class ApiViewSet(viewsets.GenericViewSet):
     pagination_class = Pagination
     object_privileges: dict[str, str] = {}
     path_privileges: dict[str, tuple[str, str]] = {}
+
+    def initial(self, request, *args, **kwargs):
+        # The token a job queued by this request records (webui.access.ACTING_TOKEN), reset when it ends.
+        self._acting = ACTING_TOKEN.set(None)
+        super().initial(request, *args, **kwargs)
+        ACTING_TOKEN.set(request.auth if hasattr(request.auth, "privsep") else None)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if getattr(self, "_acting", None) is not None:
+            ACTING_TOKEN.reset(self._acting)
+            self._acting = None
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def check_permissions(self, request):
         # DRF checks throttles after permissions, so an anonymous caller, always refused, would never

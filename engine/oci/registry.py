@@ -119,10 +119,24 @@ class Session:
         return [SKOPEO, "--registries-conf", self.conf, verb, f"--{side}authfile", self.auth, *tls, *args]
 
 
+def check_registry(reference: Reference, settings: Settings) -> None:
+    """Refuse a registry that resolves to a link-local address (cloud metadata services live there), as
+    template downloads do; a mirror the node's settings name is the administrator's choice."""
+    from engine.templates.download import DownloadError, check_url
+
+    if reference.registry in settings.mirrors:
+        return
+    try:
+        check_url(f"https://{reference.registry}/")
+    except DownloadError:
+        pass  # a name that does not resolve: skopeo says so in its own words
+
+
 @contextlib.contextmanager
 def session(settings: Settings, reference: Reference, credentials: Credentials | None) -> Iterator[Session]:
     """The options and environment of one skopeo run, in a private directory removed at the end.
     (skopeo 1.9 reads the registries.conf of its global ``--registries-conf`` only, not the environment.)"""
+    check_registry(reference, settings)
     private = Path(tempfile.mkdtemp(prefix="caisson-skopeo-"))  # 0700
     try:
         conf = private / "registries.conf"

@@ -66,6 +66,8 @@ class Settings:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             return cls()
+        except OSError as exc:
+            raise HostError(f"{path}: {exc.strerror}") from None
         except ValueError as exc:
             raise ValidationError(f"{path}: not valid JSON: {exc}") from None
         settings = cls({k: list(v) for k, v in (data.get("mirrors") or {}).items()}, list(data.get("insecure") or []))
@@ -85,7 +87,9 @@ class Settings:
         self.check()
         path = settings_path(root)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps({"mirrors": self.mirrors, "insecure": self.insecure}, indent=2) + "\n")
+        # no secret in it; the web server reads it too (tag listing)
+        text = json.dumps({"mirrors": self.mirrors, "insecure": self.insecure}, indent=2) + "\n"
+        write_atomic(path, text, mode=0o644)
 
     def registries_conf(self) -> str:
         """containers-registries.conf(5), version 2."""

@@ -170,8 +170,10 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int) -> int:
         if not message:
             if init_pid is None:
                 raise StartError("fork", "the setup process exited without starting init")
-            if not os.path.exists(f"/proc/{init_pid}"):
+            if not os.path.exists(f"/proc/{init_pid}") and spec.app is None:
                 raise StartError("exec", f"init died as it started; see {spec.console_log}")
+            # An application that ends at once after its exec (no step failed: none said so) has run: its
+            # exit is the container stopping by itself (restart policies), not a failed start.
             return init_pid
         phase, payload = Phase(message[0]), message[1:]
         if phase is Phase.UNSHARED:
@@ -318,7 +320,8 @@ def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filt
         # Stay until init has exec'd or died (the pipe closes either way), so that a
         # failed init is reaped here instead of lingering as a zombie.
         os.read(exec_r, 1)
-        os.waitpid(init_pid, os.WNOHANG)
+        if spec.app is None:  # an application's quick exit is left to its reaper, who keeps its status
+            os.waitpid(init_pid, os.WNOHANG)
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001 - everything is reported to the engine
         _fail(sock, step, exc)

@@ -170,6 +170,20 @@ class OciPull(TemplateJob):
         return "OK"
 
 
+class OciSettings(TemplateJob):
+    """The node's registry settings (``<root>/template/oci.json``): ``params``: ``mirrors``, ``insecure``."""
+
+    name = "caisson.templates.oci_settings"
+
+    def perform(self, ctx: JobContext) -> str:
+        from engine.oci.registry import Settings
+
+        settings = Settings(dict(ctx.params.get("mirrors") or {}), list(ctx.params.get("insecure") or []))
+        settings.save(self.store().root)
+        ctx.log(f"registry mirrors {settings.mirrors or 'none'}; plain HTTP: {settings.insecure or 'none'}")
+        return "OK"
+
+
 class Remove(TemplateJob):
     name = "caisson.templates.remove"
 
@@ -179,5 +193,5 @@ class Remove(TemplateJob):
         return "OK"
 
 
-for job_class in (Update, EditSources, Download, Build, OciPull, Remove):
+for job_class in (Update, EditSources, Download, Build, OciPull, OciSettings, Remove):
     app.register_task(job_class())

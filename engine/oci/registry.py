@@ -66,6 +66,8 @@ class Settings:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             return cls()
+        except OSError as exc:
+            raise HostError(f"{path}: {exc.strerror}") from None
         except ValueError as exc:
             raise ValidationError(f"{path}: not valid JSON: {exc}") from None
         settings = cls({k: list(v) for k, v in (data.get("mirrors") or {}).items()}, list(data.get("insecure") or []))
@@ -85,7 +87,9 @@ class Settings:
         self.check()
         path = settings_path(root)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps({"mirrors": self.mirrors, "insecure": self.insecure}, indent=2) + "\n")
+        # no secret in it; the web server reads it too (tag listing)
+        text = json.dumps({"mirrors": self.mirrors, "insecure": self.insecure}, indent=2) + "\n"
+        write_atomic(path, text, mode=0o644)
 
     def registries_conf(self) -> str:
         """containers-registries.conf(5), version 2."""
@@ -119,10 +123,24 @@ class Session:
         return [SKOPEO, "--registries-conf", self.conf, verb, f"--{side}authfile", self.auth, *tls, *args]
 
 
+def check_registry(reference: Reference, settings: Settings) -> None:
+    """Refuse a registry that resolves to a link-local address (cloud metadata services live there), as
+    template downloads do; a mirror the node's settings name is the administrator's choice."""
+    from engine.templates.download import DownloadError, check_url
+
+    if reference.registry in settings.mirrors:
+        return
+    try:
+        check_url(f"https://{reference.registry}/")
+    except DownloadError:
+        pass  # a name that does not resolve: skopeo says so in its own words
+
+
 @contextlib.contextmanager
 def session(settings: Settings, reference: Reference, credentials: Credentials | None) -> Iterator[Session]:
     """The options and environment of one skopeo run, in a private directory removed at the end.
     (skopeo 1.9 reads the registries.conf of its global ``--registries-conf`` only, not the environment.)"""
+    check_registry(reference, settings)
     private = Path(tempfile.mkdtemp(prefix="caisson-skopeo-"))  # 0700
     try:
         conf = private / "registries.conf"

@@ -250,3 +250,11 @@ def test_a_pull_by_digest(node_root, open_registry, tmp_path):
     wrong = "sha256:" + "0" * 64
     with pytest.raises(NotFound):
         pull(node_root, tmp_path / "cache", f"{open_registry}/test/app@{wrong}")
+
+
+def test_a_link_local_registry_is_refused(tmp_path):
+    for reference in ("169.254.169.254/latest/meta:1", "[fe80::1]:5000/x:1"):
+        with pytest.raises(ValidationError):
+            pull(tmp_path, tmp_path / "cache", reference)
+    with pytest.raises(ValidationError, match="link-local"):
+        oci_registry.list_tags(tmp_path, "169.254.169.254/latest/meta")

@@ -76,3 +76,25 @@ def test_a_pull_job_stores_the_archive_and_never_the_password(
     finally:
         (engine.layout.templates / "app_2.0.tar").unlink(missing_ok=True)
         Settings().save(engine.layout.root)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_registry_settings_through_the_api(agent, node, engine, make_user, roles, monkeypatch):
+    monkeypatch.setenv("CAISSON_ROOT", str(engine.layout.root))
+    admin = client_for(make_user("regadmin", "Administrator", "/"))
+    tenant = client_for(make_user("regtenant", "Administrator", f"/nodes/{node.name}", propagate=False))
+    url = f"/api/nodes/{node.name}/oci-registries/"
+    wanted = {"mirrors": {"docker.io": ["mirror.lan:5000"]}, "insecure": ["mirror.lan:5000"]}
+    assert tenant.put(url, wanted, format="json").status_code == 403  # Sys.Modify on / only
+    bad = admin.put(url, {"mirrors": {"docker.io": ["not a host"]}}, format="json")
+    assert bad.status_code == 400
+    try:
+        accepted = admin.put(url, wanted, format="json")
+        assert accepted.status_code == 202, accepted.content
+        job = wait_job(Job.objects.get(pk=accepted.json()["job"]["id"]))
+        assert (job.kind, job.status) == ("ocisettings", "ok"), job.message
+        assert Settings.load(engine.layout.root) == Settings(**wanted)
+        assert admin.get(url).json() == wanted
+        assert tenant.get(url).status_code == 200
+    finally:
+        Settings().save(engine.layout.root)

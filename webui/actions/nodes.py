@@ -138,3 +138,34 @@ def registry_tags(access: Access, node: Node, repository: str, username: str = "
         raise ValidationError({exc.key or "repository": [str(exc)]}) from None
     except EngineError as exc:
         raise ValidationError({"repository": [str(exc)]}) from None
+
+
+def registry_settings(access: Access, node: Node) -> dict:
+    """The node's registry settings (mirrors, registries reached over plain HTTP), read where the web server
+    can read them (this host's engine root), as the tag listing does."""
+    from engine.errors import EngineError
+    from engine.oci.registry import Settings
+    from engine.state import DEFAULT_ROOT
+
+    require(access, "Sys.Audit", node)
+    try:
+        settings = Settings.load(Path(os.environ.get("CAISSON_ROOT") or DEFAULT_ROOT))
+    except EngineError as exc:
+        raise ValidationError({"settings": [str(exc)]}) from None
+    return {"mirrors": settings.mirrors, "insecure": settings.insecure}
+
+
+def set_registry_settings(access: Access, node: Node, body: dict, address: str | None = None) -> Job:
+    """Change them on the node (a job): Sys.Modify on ``/``, as template sources (they decide where every
+    image comes from, and which registries are reached without TLS)."""
+    from engine.errors import ValidationError as EngineValidationError
+    from engine.oci.registry import Settings
+
+    require(access, "Sys.Modify", path="/", address=address)
+    settings = Settings({k: list(v) for k, v in body.get("mirrors", {}).items()}, list(body.get("insecure", [])))
+    try:
+        settings.check()
+    except EngineValidationError as exc:
+        raise ValidationError({exc.key or "mirrors": [str(exc)]}) from None
+    params = {"mirrors": settings.mirrors, "insecure": settings.insecure}
+    return submit("ocisettings", node, node.path, node.name, user=access.user, params=params, address=address)

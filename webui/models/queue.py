@@ -54,6 +54,7 @@ TASKS = {
     "tmplremove": "caisson.templates.remove",
     "tmplsources": "caisson.templates.sources",
     "ociregistrypull": "caisson.templates.oci_pull",  # Proxmox's task type for the same pull
+    "ocisettings": "caisson.templates.oci_settings",
     "noderesync": "caisson.node.resync",
     "startall": "caisson.node.startall",  # the node's onboot containers in startup order (tasks/boot.py)
     "stopall": "caisson.node.stopall",

@@ -39,6 +39,18 @@ class OciPullSerializer(StrictSerializer):
     )
 
 
+class RegistrySettingsSerializer(StrictSerializer):
+    mirrors = serializers.DictField(
+        child=serializers.ListField(child=CharField()),
+        required=False,
+        default=dict,
+        help_text="registry -> its mirrors (host[:port][/path]), tried in order",
+    )
+    insecure = serializers.ListField(
+        child=CharField(), required=False, default=list, help_text="host[:port]s reached over plain HTTP"
+    )
+
+
 class RegistryTagsSerializer(StrictSerializer):
     repository = CharField(help_text="[registry[:port]/]repository")
     username = CharField(required=False, allow_blank=True)

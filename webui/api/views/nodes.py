@@ -33,6 +33,7 @@ from webui.api.serializers.templates import (
     CatalogUpdateSerializer,
     DownloadSerializer,
     OciPullSerializer,
+    RegistrySettingsSerializer,
     RegistryTagsSerializer,
     StoredTemplateSerializer,
 )
@@ -139,6 +140,23 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         node = self.get_object()
         body = validated(OciPullSerializer, request.data)
         return accepted(actions.oci_pull_job(self.access, node, body, address=self.address))
+
+    @extend_schema(
+        methods=["GET"], request=None, responses=RegistrySettingsSerializer, description="The registry settings."
+    )
+    @extend_schema(
+        methods=["PUT"],
+        request=RegistrySettingsSerializer,
+        responses=ACCEPTED,
+        description="Change the node's registry mirrors and plain-HTTP registries (Sys.Modify on /).",
+    )
+    @action(detail=True, methods=["get", "put"], url_path="oci-registries")
+    def oci_registries(self, request, name=None):
+        node = self.get_object()
+        if request.method == "GET":
+            return Response(actions.registry_settings(self.access, node))
+        body = validated(RegistrySettingsSerializer, request.data)
+        return accepted(actions.set_registry_settings(self.access, node, body, address=self.address))
 
     @extend_schema(request=RegistryTagsSerializer, responses={200: {"type": "array", "items": {"type": "string"}}})
     @action(detail=True, methods=["post"], url_path="templates/tags")

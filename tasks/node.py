@@ -177,6 +177,7 @@ class Resync(JobTask):
         sync_templates(node)
         sync_storages(node)
         sync_firewall(node)
+        read_firewall_log(node)
         return f"{count} containers mirrored"
 
 

@@ -63,8 +63,11 @@ def test_three_levels_through_the_agent(agent, node, engine, stopped_ct, make_us
         assert (root / "host.fw").read_text() == "[OPTIONS]\n\nenable: 1\n\n"
         assert api.get(f"/api/nodes/{node.name}/firewall/log").status_code == 200
     finally:
+        from engine.network import hostfw
+
         for name in ("cluster.fw", "host.fw", f"{stopped_ct}.fw"):
             (root / name).unlink(missing_ok=True)
+        hostfw.apply(engine.layout.root)  # the node level's table goes with its files
 
 
 @pytest.mark.parametrize(

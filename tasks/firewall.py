@@ -111,8 +111,13 @@ class SetFirewall(JobTask):
         else:
             path.unlink(missing_ok=True)
         ctx.log(f"{path.name}: {'written' if text else 'removed'}")
+        if level in ("host", "cluster"):
+            from engine.network import hostfw
+
+            for warning in hostfw.apply(engine.layout.root):
+                ctx.log(f"node level: {warning}")
         if level == "host":
-            return f"{path.name} saved (the node level is kept, not enforced: see the architecture notes)"
+            return f"{path.name} saved and applied to what the node's containers send to the host"
         applied = 0
         for one in [ctid] if ctid is not None else engine.ids():
             try:

@@ -16,6 +16,12 @@ class NetworkJob(JobTask):
     abstract = True
 
     def after(self, ctx: JobContext) -> None:
+        from engine.network import hostfw
+
+        try:
+            hostfw.apply(node_engine().layout.root)  # the node level filters on the bridges as they now are
+        except Exception as exc:  # noqa: BLE001 - reported in the job's log; the bridge change stands
+            ctx.log(f"node firewall not refreshed: {exc}")
         sync_network(this_node())
 
 

@@ -215,6 +215,7 @@ class Resync(JobTask):
         sync_templates(node)
         sync_storages(node)
         sync_firewall(node)
+        read_firewall_log(node)
         return f"{count} containers mirrored"
 
 

@@ -127,6 +127,10 @@ class ReceiveTemplate(JobTask):
             filestream.save_session(stream, {"error": str(exc)})
             filestream.drop(stream)
             raise
+        from tasks.mirror import sync_templates
+        from tasks.runtime import this_node
+
+        sync_templates(this_node())  # in the store's mirror before the client hears it is done
         filestream.save_session(stream, {"sha256": digest.hexdigest()})
         ctx.log(f"sha256 {digest.hexdigest()}")
         return f"{name} stored ({size} bytes, sha256 {digest.hexdigest()})"

@@ -89,6 +89,27 @@ def compile_policy(ct: FwConfig | None, cluster: FwConfig | None, strict: bool =
     return result
 
 
+def compile_host(host: FwConfig | None, cluster: FwConfig | None, strict: bool = False) -> Compiled:
+    """The node level (``engine.network.hostfw``): ``host.fw``'s rules under the datacenter's ``policy_in``.
+    A rule's ``-i`` (a host interface) is not kept: only the node's bridges are filtered at all."""
+    if host is None or cluster is None or not cluster.enabled or host.options.get("enable", "0") == "0":
+        return Compiled(FirewallPolicy(enabled=False))
+    policy = FirewallPolicy(enabled=True, policy_in=cluster.options.get("policy_in", "DROP"))
+    result = Compiled(policy, [*host.warnings])
+    for number, rule in enumerate(host.rules, 1):
+        if not rule.enable:
+            continue
+        try:
+            policy.rules.extend(_expand(fwconfig.Rule(**{**rule.__dict__, "iface": None}), host, cluster))
+        except ValueError as exc:
+            key, message = exc.args if len(exc.args) == 2 else ("rule", str(exc))
+            text = f"host rule {number} ({fwconfig.format_rule(rule)}): {key}: {message}"
+            if strict:
+                raise ValidationError(text, key=KEYS.get(key.lstrip("-"), key.lstrip("-"))) from None
+            result.warnings.append(text + " (skipped)")
+    return result
+
+
 def _level(value: str | None) -> str | None:
     return None if value in (None, "", "nolog") else value
 

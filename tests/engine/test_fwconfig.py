@@ -168,3 +168,48 @@ def _connects(ip: str, port: int) -> bool:
             return conn.recv(2) == b"ok"
     except OSError:
         return False
+
+
+@needs_root
+def test_the_node_level_filters_only_what_arrives_on_the_nodes_bridges(lab):
+    import threading
+
+    from engine.network import hostfw
+    from engine.network.firewall import _nft
+    from engine.network.fwcompile import compile_host
+
+    servers = []
+    for port in (7001, 7002):
+        server = socket.create_server((lab.host_ip, port))
+        servers.append(server)
+        threading.Thread(target=_answer, args=(server,), daemon=True).start()
+    _, ns, _ = lab.container(8, "18")
+    table = f"caisson_host_test{os.getpid() % 100000}"
+    cluster = parse(
+        "[OPTIONS]\n\nenable: 1\npolicy_in: DROP\n\n[group admin]\n\nIN ACCEPT -p tcp -dport 7001\n", "cluster"
+    )
+    host = parse("[OPTIONS]\n\nenable: 1\n\n[RULES]\n\nGROUP admin -i eth0\n", "host")
+    try:
+        assert lab.client(ns, "tcp", lab.host_ip, 7001) and lab.client(ns, "tcp", lab.host_ip, 7002)
+        policy = compile_host(host, cluster, strict=True).policy
+        _nft(["-f", "-"], hostfw.ruleset(table, policy, [lab.bridge]), check=True)
+        assert lab.client(ns, "tcp", lab.host_ip, 7001) and not lab.client(ns, "tcp", lab.host_ip, 7002)
+        _nft(["-f", "-"], hostfw.ruleset(table, policy, ["someotherbr0"]), check=True)  # not a node bridge
+        assert lab.client(ns, "tcp", lab.host_ip, 7002)
+        off = compile_host(parse("[OPTIONS]\n\nenable: 0\n", "host"), cluster).policy
+        _nft(["-f", "-"], hostfw.ruleset(table, off, [lab.bridge]), check=True)
+        assert _nft(["list", "table", "inet", table]).returncode != 0
+    finally:
+        _nft(["-f", "-"], f"table inet {table} {{}}\ndelete table inet {table}\n")
+        for server in servers:
+            server.close()
+
+
+def _answer(server: socket.socket) -> None:
+    while True:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        conn.sendall(b"ok")
+        conn.close()

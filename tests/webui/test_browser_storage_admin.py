@@ -35,7 +35,11 @@ def leftovers(engine):
     if interfaces.exists():
         interfaces.write_text(replace_stanza(interfaces.read_text(), BRIDGE, None))
     (engine.layout.root / "template" / "cache" / TEMPLATE).unlink(missing_ok=True)
+    from engine.network import hostfw
+
     (engine.layout.root / "firewall" / "cluster.fw").unlink(missing_ok=True)
+    (engine.layout.root / "firewall" / "host.fw").unlink(missing_ok=True)
+    hostfw.apply(engine.layout.root)
 
 
 def test_storage_network_and_firewall_administration(
@@ -112,5 +116,18 @@ def test_storage_network_and_firewall_administration(
         page.fill("#fw-text", "[group web]\nIN HTTP(ALLOW)\n")
         page.click("#fw-save")
         expect(page.locator("#messages")).to_contain_text("ALLOW")
+
+        # Node -> Firewall: its options saved into host.fw; a rule naming the datacenter's group.
+        page.click(f'li[data-node="{node.name}"] a.node-firewall')
+        page.wait_for_url(f"{web}/nodes/{node.name}/firewall/")
+        page.fill("#fw-opt-enable", "1")
+        page.click("#fw-options-save")
+        expect(page.locator("#fw-text")).to_contain_text("enable: 1", timeout=LIVE)
+        page.select_option("#fw-type", "group")
+        page.fill("#fw-action", "web")
+        page.click("#fw-add-rule")
+        expect(page.locator("#fw-rules")).to_contain_text("GROUP web", timeout=LIVE)
+        host_fw = (engine.layout.root / "firewall" / "host.fw").read_text()
+        assert host_fw == "[OPTIONS]\n\nenable: 1\n\n[RULES]\n\nGROUP web\n\n"
     finally:
         dump.unlink(missing_ok=True)

@@ -63,8 +63,11 @@ def test_three_levels_through_the_agent(agent, node, engine, stopped_ct, make_us
         assert (root / "host.fw").read_text() == "[OPTIONS]\n\nenable: 1\n\n"
         assert api.get(f"/api/nodes/{node.name}/firewall/log").status_code == 200
     finally:
+        from engine.network import hostfw
+
         for name in ("cluster.fw", "host.fw", f"{stopped_ct}.fw"):
             (root / name).unlink(missing_ok=True)
+        hostfw.apply(engine.layout.root)  # the node level's table goes with its files
 
 
 @pytest.mark.parametrize(
@@ -110,3 +113,47 @@ def test_rights_per_level(node, make_user):
     assert nobody.get("/api/cluster/firewall/").status_code == 403
     assert nobody.get("/api/containers/999999/firewall/").status_code == 404
     assert not Job.objects.exists()
+
+
+def test_aliases_ipsets_and_groups_one_at_a_time(agent, node, engine, make_user):
+    api = client_for(make_user("fw-root", superuser=True))
+    path = engine.layout.root / "firewall" / "cluster.fw"
+    base = "/api/cluster/firewall/"
+    try:
+        _ok(api.post(f"{base}aliases/", {"name": "office", "cidr": "192.0.2.0/24", "comment": "HQ"}, format="json"))
+        _ok(api.post(f"{base}ipset/", {"name": "blocked", "comment": "never"}, format="json"))
+        _ok(api.post(f"{base}ipset/", {"name": "blocked", "cidr": "198.51.100.7"}, format="json"))
+        _ok(api.post(f"{base}ipset/", {"name": "blocked", "cidr": "office", "nomatch": True}, format="json"))
+        _ok(api.post(f"{base}groups/", {"group": "web", "comment": "web servers"}, format="json"))
+        _ok(
+            api.post(
+                f"{base}groups/", {"group": "web", "type": "in", "action": "ACCEPT", "macro": "HTTPS"}, format="json"
+            )
+        )
+        assert path.read_text() == (
+            "[ALIASES]\n\noffice 192.0.2.0/24 # HQ\n\n"
+            "[IPSET blocked] # never\n\n198.51.100.7\n!office\n\n"
+            "[group web] # web servers\n\nIN HTTPS(ACCEPT)\n\n"
+        )
+        shown = api.get(f"{base}ipset/").json()["blocked"]
+        assert shown["entries"][1] == {"cidr": "office", "nomatch": True, "comment": None}
+        assert api.get(f"{base}groups/").json()["web"]["rules"][0]["text"] == "IN HTTPS(ACCEPT)"
+        _ok(api.delete(f"{base}ipset/blocked/198.51.100.7"))
+        _ok(api.delete(f"{base}groups/web/0"))
+        _ok(api.delete(f"{base}groups/web"))
+        _ok(api.delete(f"{base}aliases/office"))
+        assert path.read_text() == "[IPSET blocked] # never\n\n!office\n\n"
+
+        bad = {
+            "aliases/": ({"name": "9x", "cidr": "10.0.0.1"}, "name"),
+            "ipset/": ({"name": "nosuch", "cidr": "10.0.0.1"}, "name"),
+            "groups/": ({"group": "a-group-name-far-too-long"}, "group"),
+        }
+        for url, (body, field) in bad.items():
+            answer = api.post(f"{base}{url}", body, format="json")
+            assert answer.status_code == 400 and field in answer.json()["error"]["fields"], answer.content
+        answer = api.post(f"{base}aliases/", {"name": "x1", "cidr": "10.0.0.0/0"}, format="json")
+        assert answer.status_code == 400 and "cidr" in answer.json()["error"]["fields"]
+        assert api.post(f"/api/nodes/{node.name}/firewall/aliases/", {}, format="json").status_code == 404
+    finally:
+        path.unlink(missing_ok=True)

@@ -44,3 +44,14 @@ def test_a_wrong_storage_is_refused_at_the_disk_step(admin_client, node, storage
 def test_the_wizard_lists_only_the_nodes_bridges_and_container_storages(admin_client, node):
     page = admin_client.get("/create/").content.decode()
     assert 'value="vmbr7"' in page and 'value="local"' in page and 'value="dumps"' not in page
+
+
+def test_the_nic_form_picks_from_the_nodes_bridges(admin_client, node):
+    from webui.models import Container
+
+    Container.objects.create(ctid=4711, node=node, status="stopped", config={"net0": "name=eth0,bridge=vmbr7"})
+    page = admin_client.get("/ct/4711/network/?edit=net0").content.decode()
+    assert '<select name="bridge" id="nic-bridge" required><option selected>vmbr7</option></select>' in page
+    Node.objects.filter(pk=node.pk).update(allowed_bridges=["docker0"])
+    page = admin_client.get("/ct/4711/network/").content.decode()
+    assert "<option>vmbr7</option><option>docker0</option>" in page

@@ -19,6 +19,7 @@ from webui.api.serializers.base import form_validated
 from webui.api.serializers.containers import CloneSerializer, PowerSerializer, SnapshotSerializer
 from webui.forms.create import propose_ctid
 from webui.models import Container, Job
+from webui.nic_rights import usable_bridges
 from webui.views.common import audit_container, client_address, container_or_gone, run_action
 from webui.views.metrics import TIMEFRAMES, series, timeframe
 
@@ -143,7 +144,7 @@ def container_page(request, ctid: int, tab: str = "summary"):
             nics=nics,
             free_slots=[s for s in NIC_SLOTS if s not in used],
             edit=next((n for n in nics if n["slot"] == edit), None),
-            bridges=container.node.info.get("bridges") or [],
+            bridges=usable_bridges(container.node),  # the node's bridges a NIC may use (webui/nic_rights.py)
         )
     elif tab == "snapshots":
         context.update(snapshots=snapshot_rows(container.snapshots), can_snapshot=access.can("VM.Snapshot", container))

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 
 from webui.access import access_for
 from webui.actions import firewall as actions
+from webui.actions import firewall_objects as objects
 from webui.api.views.base import ApiViewSet
 from webui.models import Container, Node
 
@@ -106,6 +107,59 @@ class FirewallViewSet(ApiViewSet):
             raise ValidationError({"non_field_errors": ['a JSON object of options, e.g. {"enable": 1}']})
         return _answer(actions.set_options(self.access, scope, dict(request.data), address=self.address))
 
+    def _body(self, request) -> dict:
+        if not isinstance(request.data, dict):
+            raise ValidationError({"non_field_errors": ["a JSON object"]})
+        return dict(request.data)
+
+    def aliases(self, request, **kwargs):
+        if request.method == "GET":
+            conf = actions.config_of(self._read(request, kwargs))
+            return Response([{"name": n, "cidr": c, "comment": note} for n, c, note in conf.aliases.values()])
+        scope = _scope(request, kwargs.get("name"), kwargs.get("ctid"))
+        return _answer(objects.set_alias(self.access, scope, self._body(request), address=self.address))
+
+    def delete_alias(self, request, alias: str, **kwargs):
+        scope = _scope(request, kwargs.get("name"), kwargs.get("ctid"))
+        return _answer(objects.delete_alias(self.access, scope, alias, address=self.address))
+
+    def ipsets(self, request, **kwargs):
+        if request.method == "GET":
+            conf = actions.config_of(self._read(request, kwargs))
+            return Response(
+                {
+                    name: {"comment": conf.ipset_comments.get(name), "entries": [
+                        {"cidr": c, "nomatch": nm, "comment": note} for nm, c, note in entries
+                    ]}
+                    for name, entries in conf.ipsets.items()
+                }
+            )  # fmt: skip
+        scope = _scope(request, kwargs.get("name"), kwargs.get("ctid"))
+        return _answer(objects.set_ipset(self.access, scope, self._body(request), address=self.address))
+
+    def delete_ipset(self, request, ipset: str, cidr: str | None = None, **kwargs):
+        scope = _scope(request, kwargs.get("name"), kwargs.get("ctid"))
+        return _answer(objects.delete_ipset(self.access, scope, ipset, cidr, address=self.address))
+
+    def groups(self, request, **kwargs):
+        if request.method == "GET":
+            conf = actions.config_of(self._read(request, kwargs))
+            return Response(
+                {
+                    name: {
+                        "comment": conf.group_comments.get(name),
+                        "rules": [_rule(i, r) for i, r in enumerate(rules)],
+                    }
+                    for name, rules in conf.groups.items()
+                }
+            )
+        scope = _scope(request, kwargs.get("name"), kwargs.get("ctid"))
+        return _answer(objects.set_group(self.access, scope, self._body(request), address=self.address))
+
+    def delete_group(self, request, group: str, pos: int | None = None, **kwargs):
+        scope = _scope(request, kwargs.get("name"), kwargs.get("ctid"))
+        return _answer(objects.delete_group(self.access, scope, group, pos, address=self.address))
+
     def log(self, request, **kwargs):
         scope = self._read(request, kwargs)
         return Response(actions.log_lines(scope))
@@ -133,4 +187,22 @@ def firewall_urls() -> list:
             path(f"{prefix}options", FirewallViewSet.as_view({"put": "options"}), name=f"{label}-fw-options"),
             path(f"{prefix}log", FirewallViewSet.as_view({"get": "log"}), name=f"{label}-fw-log"),
         ]
+        if label != "node":  # aliases and IP sets: the datacenter's and a container's, as in Proxmox
+            view = FirewallViewSet.as_view
+            routes += [
+                path(f"{prefix}aliases/", view({"get": "aliases", "post": "aliases"}), name=f"{label}-fw-aliases"),
+                path(f"{prefix}aliases/<str:alias>", view({"delete": "delete_alias"}), name=f"{label}-fw-alias"),
+                path(f"{prefix}ipset/", view({"get": "ipsets", "post": "ipsets"}), name=f"{label}-fw-ipsets"),
+                path(f"{prefix}ipset/<str:ipset>", view({"delete": "delete_ipset"}), name=f"{label}-fw-ipset"),
+                path(f"{prefix}ipset/<str:ipset>/<path:cidr>", view({"delete": "delete_ipset"}), name=f"{label}-fw-ip"),
+            ]
+        if label == "cluster":  # security groups are the datacenter's
+            view = FirewallViewSet.as_view
+            routes += [
+                path(f"{prefix}groups/", view({"get": "groups", "post": "groups"}), name="cluster-fw-groups"),
+                path(f"{prefix}groups/<str:group>", view({"delete": "delete_group"}), name="cluster-fw-group"),
+                path(
+                    f"{prefix}groups/<str:group>/<int:pos>", view({"delete": "delete_group"}), name="cluster-fw-grule"
+                ),
+            ]
     return routes

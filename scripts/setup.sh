@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(busybox-static debootstrap zstd xz-utils uidmap iproute2 procps psmisc dnsmasq-base dnsmasq-utils nftables
               lxcfs  # containers' /proc/meminfo, cpuinfo, uptime... showing their own limits
+              crun  # a runtime the nesting tests run inside a container
               skopeo umoci docker-registry  # OCI images: pull (skopeo), the bench's peer (umoci), tests' loopback registry
               btrfs-progs e2fsprogs  # storage backends: btrfs subvolumes, ext4 images
               openssl redis-server postgresql chromium)  # the last three: services and the browser tests

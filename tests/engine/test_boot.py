@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from engine import boot
-from tests.engine.test_cli import cli  # noqa: F401 - the CLI fixture
 
 
 def _make(engine, template, ctid_factory, **config):
@@ -52,7 +51,7 @@ def test_one_failure_does_not_stop_the_boot(engine, busybox_template, ctid_facto
     boot.stop_all(engine, {fine}, timeout=5)
 
 
-def test_startall_and_stopall_through_the_cli(cli, engine, busybox_template, ctid_factory):  # noqa: F811
+def test_startall_and_stopall_through_the_cli(cli, engine, busybox_template, ctid_factory):
     ctid = _make(engine, busybox_template, ctid_factory, onboot="1")
     other = _make(engine, busybox_template, ctid_factory)
     result = cli("-o", "json", "startall", str(ctid), str(other))

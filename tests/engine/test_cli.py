@@ -13,43 +13,7 @@ import sys
 
 import pytest
 
-from tests.engine.cli_support import REPO, cli_service, layout_env, served
-
-
-@pytest.fixture(scope="module")
-def service(engine):
-    """The node's CLI service for the tests' engine layout: (its socket, its log file)."""
-    socket_path, log = engine.layout.run / "cli.sock", engine.layout.run / "cli-service.log"
-    with cli_service({**layout_env(engine), "CAISSON_CLI_SOCKET": str(socket_path)}, socket_path, log):
-        yield socket_path, log
-
-
-@pytest.fixture(params=["in-process", "service"])
-def cli_env(request, engine):
-    """The environment of a command line run in-process, or through the CLI service."""
-    if request.param == "in-process":
-        yield {**layout_env(engine), "CAISSON_CLI_SOCKET": ""}
-        return
-    socket_path, log = request.getfixturevalue("service")
-    before = served(log)
-    yield {**layout_env(engine), "CAISSON_CLI_SOCKET": str(socket_path)}
-    assert served(log) > before, "no command went through the service"
-
-
-@pytest.fixture
-def cli(cli_env):
-    def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "engine", *args],
-            cwd=REPO,
-            env=cli_env,
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=120,
-        )
-
-    return run
+from tests.engine.cli_support import REPO
 
 
 def test_help_lists_every_verb(cli):

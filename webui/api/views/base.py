@@ -11,7 +11,11 @@ from rest_framework.response import Response
 
 from webui.access import ACTING_TOKEN, Access, access_for
 from webui.api.permissions import ObjectPrivilege, PathPrivilege, client_address
+from webui.api.serializers.jobs import JobAcceptedSerializer
 from webui.models import Job, MetricSample
+
+# The answer of an action queued as a job: its schema, for every view that queues one.
+ACCEPTED = {202: JobAcceptedSerializer}
 
 
 class Pagination(LimitOffsetPagination):

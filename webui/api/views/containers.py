@@ -30,9 +30,8 @@ from webui.api.serializers.containers import (
     SnapshotSerializer,
     container_row,
 )
-from webui.api.serializers.jobs import JobAcceptedSerializer
 from webui.api.serializers.nodes import MetricsSerializer
-from webui.api.views.base import ApiViewSet, accepted, flag_param, metrics
+from webui.api.views.base import ACCEPTED, ApiViewSet, accepted, flag_param, metrics
 from webui.forms.create import propose_ctid
 from webui.models import Container, Pool
 
@@ -51,7 +50,6 @@ LIST_VALUES = [
     "memory_used",
     "memory_limit",
 ]
-ACCEPTED = {202: JobAcceptedSerializer}
 POWER_COMMANDS = list(actions.POWER_ACTIONS)
 TIMEFRAME = OpenApiParameter("timeframe", str, enum=["hour", "day", "week"], default="hour")
 

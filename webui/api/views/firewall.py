@@ -141,6 +141,10 @@ class FirewallViewSet(ApiViewSet):
         scope = _scope(request, kwargs.get("name"), kwargs.get("ctid"))
         return _answer(objects.delete_ipset(self.access, scope, ipset, cidr, address=self.address))
 
+    def delete_ipset_entry(self, request, ipset: str, cidr: str, **kwargs):
+        """One address of an IP set (``delete_ipset`` with a CIDR: an operation of its own in the schema)."""
+        return self.delete_ipset(request, ipset, cidr, **kwargs)
+
     def groups(self, request, **kwargs):
         if request.method == "GET":
             conf = actions.config_of(self._read(request, kwargs))
@@ -159,6 +163,10 @@ class FirewallViewSet(ApiViewSet):
     def delete_group(self, request, group: str, pos: int | None = None, **kwargs):
         scope = _scope(request, kwargs.get("name"), kwargs.get("ctid"))
         return _answer(objects.delete_group(self.access, scope, group, pos, address=self.address))
+
+    def delete_group_rule(self, request, group: str, pos: int, **kwargs):
+        """One rule of a security group (``delete_group`` with a position)."""
+        return self.delete_group(request, group, pos, **kwargs)
 
     def log(self, request, **kwargs):
         scope = self._read(request, kwargs)
@@ -194,7 +202,11 @@ def firewall_urls() -> list:
                 path(f"{prefix}aliases/<str:alias>", view({"delete": "delete_alias"}), name=f"{label}-fw-alias"),
                 path(f"{prefix}ipset/", view({"get": "ipsets", "post": "ipsets"}), name=f"{label}-fw-ipsets"),
                 path(f"{prefix}ipset/<str:ipset>", view({"delete": "delete_ipset"}), name=f"{label}-fw-ipset"),
-                path(f"{prefix}ipset/<str:ipset>/<path:cidr>", view({"delete": "delete_ipset"}), name=f"{label}-fw-ip"),
+                path(
+                    f"{prefix}ipset/<str:ipset>/<path:cidr>",
+                    view({"delete": "delete_ipset_entry"}),
+                    name=f"{label}-fw-ip",
+                ),
             ]
         if label == "cluster":  # security groups are the datacenter's
             view = FirewallViewSet.as_view
@@ -202,7 +214,9 @@ def firewall_urls() -> list:
                 path(f"{prefix}groups/", view({"get": "groups", "post": "groups"}), name="cluster-fw-groups"),
                 path(f"{prefix}groups/<str:group>", view({"delete": "delete_group"}), name="cluster-fw-group"),
                 path(
-                    f"{prefix}groups/<str:group>/<int:pos>", view({"delete": "delete_group"}), name="cluster-fw-grule"
+                    f"{prefix}groups/<str:group>/<int:pos>",
+                    view({"delete": "delete_group_rule"}),
+                    name="cluster-fw-grule",
                 ),
             ]
     return routes

@@ -11,13 +11,10 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
 from webui.actions import machine as actions
 from webui.api.serializers.base import validated
-from webui.api.serializers.jobs import JobAcceptedSerializer
 from webui.api.serializers.machine import MoveVolumeSerializer, PullSerializer, PushSerializer
-from webui.api.views.base import ApiViewSet, accepted
+from webui.api.views.base import ACCEPTED, ApiViewSet, accepted
 from webui.models import Container
 from webui.views.machine import file_response
-
-ACCEPTED = {202: JobAcceptedSerializer}
 
 
 @extend_schema(tags=["containers"])

@@ -15,13 +15,10 @@ from rest_framework.response import Response
 from webui.access import require
 from webui.actions import network as actions
 from webui.api.serializers.base import validated
-from webui.api.serializers.jobs import JobAcceptedSerializer
 from webui.api.serializers.network import BridgeCreateSerializer, BridgeFieldsSerializer, BridgeSerializer
-from webui.api.views.base import ApiViewSet, accepted
+from webui.api.views.base import ACCEPTED, ApiViewSet, accepted
 from webui.models import Node
 from webui.nic_rights import managed_bridges
-
-ACCEPTED = {202: JobAcceptedSerializer}
 
 
 @extend_schema(tags=["nodes"])
@@ -63,7 +60,12 @@ class NetworkViewSet(ApiViewSet):
         node = self._node(name, "Sys.Modify")
         return accepted(actions.delete_job(self.access, node, iface, address=self.address))
 
-    @extend_schema(request=None, responses=ACCEPTED, description="Apply the interfaces file as it stands.")
+    @extend_schema(
+        request=None,
+        responses=ACCEPTED,
+        operation_id="nodes_network_apply",
+        description="Apply the interfaces file as it stands.",
+    )
     def apply(self, request, name=None):
         node = self._node(name, "Sys.Modify")
         return accepted(actions.apply_job(self.access, node, address=self.address))

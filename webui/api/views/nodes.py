@@ -17,7 +17,6 @@ from rest_framework.response import Response
 from engine import builders
 from webui.actions import nodes as actions
 from webui.api.serializers.base import validated
-from webui.api.serializers.jobs import JobAcceptedSerializer
 from webui.api.serializers.nodes import (
     AllowedBridgesSerializer,
     BridgesSerializer,
@@ -37,10 +36,9 @@ from webui.api.serializers.templates import (
     RegistryTagsSerializer,
     StoredTemplateSerializer,
 )
-from webui.api.views.base import ApiViewSet, accepted, metrics
+from webui.api.views.base import ACCEPTED, ApiViewSet, accepted, metrics
 from webui.models import CatalogEntry, Node, StoredTemplate
 
-ACCEPTED = {202: JobAcceptedSerializer}
 TEMPLATE = OpenApiParameter("template", str, OpenApiParameter.PATH, description="the archive's name in the store")
 
 

@@ -7,26 +7,23 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from webui.actions import uploads as actions
+from webui.api.serializers.base import validated
+from webui.api.serializers.storages import UploadOpenSerializer
 from webui.api.views.base import ApiViewSet
 from webui.models import Node
 
 
 @extend_schema(tags=["nodes"])
 class UploadViewSet(ApiViewSet):
+    serializer_class = UploadOpenSerializer
+
     def create(self, request, name=None):
         node = get_object_or_404(Node, name=name)
-        if not isinstance(request.data, dict):
-            raise ValidationError({"non_field_errors": ["a JSON object: filename, size"]})
-        unknown = sorted(set(request.data) - {"filename", "size"})
-        if unknown:
-            raise ValidationError({key: ["unknown field (fields: filename, size)"] for key in unknown})
-        stream, job = actions.start(
-            self.access, node, request.data.get("filename"), request.data.get("size"), address=self.address
-        )
+        body = validated(UploadOpenSerializer, request.data)
+        stream, job = actions.start(self.access, node, body.get("filename"), body.get("size"), address=self.address)
         location = f"/api/uploads/{stream}"
         body = {"upload": stream, "location": location, "offset": 0, "job": job.summary()}
         return Response(body, status=201, headers={"Location": location})

@@ -101,3 +101,48 @@ def test_restore_tests_prove_good_archives_and_name_what_is_wrong_with_bad_ones(
         assert {r["ctid"]: r["status"] for r in payload["results"]} == {good: "ok", broken: "error", corrupt: "error"}
     finally:
         stop_agent(process)
+
+
+def test_a_policy_with_restore_tests_proves_each_new_backup(
+    services_env,
+    tmp_path,
+    make_user,
+    stored_busybox,
+    ctid_factory,
+    engine,
+):
+    name = f"rtb-{os.getpid()}"
+    process = start_agent(services_env, name, tmp_path / "agent.log")
+    try:
+        node = Node.objects.get(name=name)
+        (engine.layout.root / "dump").mkdir(exist_ok=True)
+        ctid = ctid_factory()
+        engine.create(ctid, stored_busybox, {"hostname": f"rtb-{ctid}"})
+        Container.objects.update_or_create(ctid=ctid, defaults={"node": node, "status": "stopped"})
+        api = APIClient()
+        api.force_authenticate(make_user("rtb-admin", superuser=True))
+        response = api.post(
+            "/api/protection-policies/",
+            {
+                "name": "proven",
+                "selection": "include",
+                "ctids": [ctid],
+                "backup": {"schedule": "sun 03:00", "mode": "stop", "nodes": [name]},
+                "restore_test": True,
+            },
+            format="json",
+        )
+        assert response.status_code == 201, response.content
+        schedule = response.json()["backup"]["id"]
+        response = api.post(f"/api/backup-schedules/{schedule}/run/")
+        assert response.status_code == 202, response.content
+        run = wait_job(Job.objects.get(pk=response.json()["job"]["id"]), timeout=120)
+        lines = list(run.lines.values_list("text", flat=True))
+        assert run.status == "ok" and any("restore test queued" in line for line in lines), lines
+        proof = wait_job(Job.objects.get(kind="restoretest"), timeout=120)
+        assert proof.status == "ok" and proof.message == "1 of 1 archives restorable", proof.message
+        (test,) = RestoreTest.objects.all()
+        archive = BackupArchive.objects.get(ctid=ctid)
+        assert test.passed and test.archive == archive.name and test.job_id == proof.pk
+    finally:
+        stop_agent(process)

@@ -106,6 +106,7 @@ def test_restore_tests_prove_good_archives_and_name_what_is_wrong_with_bad_ones(
 def test_a_policy_with_restore_tests_proves_each_new_backup(
     services_env,
     tmp_path,
+    webhook,  # noqa: F811 - the fixture imported above
     make_user,
     stored_busybox,
     ctid_factory,
@@ -119,12 +120,15 @@ def test_a_policy_with_restore_tests_proves_each_new_backup(
         ctid = ctid_factory()
         engine.create(ctid, stored_busybox, {"hostname": f"rtb-{ctid}"})
         Container.objects.update_or_create(ctid=ctid, defaults={"node": node, "status": "stopped"})
+        hooks, url = webhook
         api = APIClient()
         api.force_authenticate(make_user("rtb-admin", superuser=True))
+        api.post("/api/notification-targets/", {"name": "hook", "kind": "webhook", "url": url}, format="json")
         response = api.post(
             "/api/protection-policies/",
             {
                 "name": "proven",
+                "targets": ["hook"],
                 "selection": "include",
                 "ctids": [ctid],
                 "backup": {"schedule": "sun 03:00", "mode": "stop", "nodes": [name]},
@@ -144,5 +148,8 @@ def test_a_policy_with_restore_tests_proves_each_new_backup(
         (test,) = RestoreTest.objects.all()
         archive = BackupArchive.objects.get(ctid=ctid)
         assert test.passed and test.archive == archive.name and test.job_id == proof.pk
+        # The policy's webhook heard of the backup run and of the restore test (notify_when: always).
+        assert [(p["event"], p["severity"]) for _, _, p in hooks] == [("backup", "info"), ("restore-test", "info")]
+        assert hooks[0][2]["results"][0]["archive"] == archive.name
     finally:
         stop_agent(process)

@@ -8,8 +8,8 @@ container as it is, named ``pre-<change>-<n>``, with a description marker
 job's result names it (``params["result"]["safety_snapshot"]``), and the task
 page offers to roll back to it.  A storage that cannot snapshot is said so
 in the log and the change goes ahead, as Proxmox's vzdump falls back.  The
-node's tick deletes expired safety snapshots (at most once a minute); a
-snapshot with linked clones stays, and is tried again.
+node's tick deletes expired snapshots, these and the policies' (at most once
+a minute); a snapshot with linked clones stays, and is tried again.
 """
 
 from __future__ import annotations
@@ -54,18 +54,20 @@ def before_risky(ctx: JobContext, ctid: int, change: str) -> str | None:
 
 
 def sweep(force: bool = False) -> list[tuple[int, str]]:
-    """Delete this node's expired safety snapshots; returns ``(ctid, name)`` of those deleted."""
+    """Delete this node's expired snapshots that carry an expiry marker: safety snapshots, and a policy's
+    (also of containers the policy no longer selects, or of a policy deleted since: the expiry was fixed
+    when the snapshot was taken, as in Incus).  Returns ``(ctid, name)`` of those deleted."""
     if not force and time.monotonic() - _last_sweep[0] < SWEEP_EVERY:
         return []
     _last_sweep[0] = time.monotonic()
     engine, now, deleted = node_engine(), timezone.now(), []
     for ctid in engine.ids():
         try:
-            for snap in owned(SAFETY, engine.list_snapshots(ctid)):
+            for snap in owned(None, engine.list_snapshots(ctid)):
                 if snap.expires is not None and snap.expires <= now:
                     engine.delete_snapshot(ctid, snap.name)
                     deleted.append((ctid, snap.name))
-                    log.info("CT %s: expired safety snapshot '%s' deleted", ctid, snap.name)
+                    log.info("CT %s: expired snapshot '%s' deleted", ctid, snap.name)
         except EngineError as exc:  # locked, busy, linked clones: the next sweep tries again
             log.info("CT %s: safety snapshots not swept: %s", ctid, exc)
     return deleted

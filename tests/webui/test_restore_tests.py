@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
 from engine.backup.dump import backup
-from tests.webui.conftest import start_agent, stop_agent, wait_job
+from tests.webui.conftest import PASSWORD, start_agent, stop_agent, wait_job
 from tests.webui.test_protection_policy import webhook  # noqa: F401 - fixture
 from webui.models import BackupArchive, Container, Job, Node, RestoreTest
 
@@ -111,6 +112,11 @@ def test_restore_tests_prove_good_archives_and_name_what_is_wrong_with_bad_ones(
         shown = {a["name"]: a for a in api.get("/api/backups/").json()["results"]}
         assert shown[tests[good].archive]["last_proven"] is not None
         assert shown[tests[broken].archive]["last_proven"] is None
+        client = Client()
+        assert client.login(username="rt-admin", password=PASSWORD)
+        tab = client.get(f"/ct/{good}/backups/fragment").content.decode()
+        assert "proven restorable" in tab and tests[good].archive in tab
+        assert "proven restorable" not in client.get(f"/ct/{broken}/backups/fragment").content.decode()
         failed = api.get("/api/restore-tests/", {"passed": "0"}).json()["results"]
         assert sorted(r["ctid"] for r in failed) == sorted([broken, corrupt])
 

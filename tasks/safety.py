@@ -9,12 +9,14 @@ job's result names it (``params["result"]["safety_snapshot"]``), and the task
 page offers to roll back to it.  A storage that cannot snapshot is said so
 in the log and the change goes ahead, as Proxmox's vzdump falls back.  The
 node's tick deletes expired snapshots, these and the policies' (at most once
-a minute); a snapshot with linked clones stays, and is tried again.
+a minute, ``CAISSON_SNAPSHOT_SWEEP_INTERVAL``); a snapshot with linked clones
+stays, and is tried again.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from django.conf import settings
@@ -28,8 +30,12 @@ from webui.models import Job
 
 log = logging.getLogger(__name__)
 SAFETY = 0  # the marker's policy number of safety snapshots (policies count from 1)
-SWEEP_EVERY = 60.0  # seconds between two sweeps of expired safety snapshots on a node
-_last_sweep = [0.0]
+_last_sweep = [time.monotonic()]  # the first sweep comes one interval after the agent starts
+
+
+def sweep_interval() -> float:
+    """Seconds between two sweeps of expired snapshots on a node (``CAISSON_SNAPSHOT_SWEEP_INTERVAL``, 60)."""
+    return float(os.environ.get("CAISSON_SNAPSHOT_SWEEP_INTERVAL", "") or 60)
 
 
 def expiry() -> str:
@@ -57,7 +63,7 @@ def sweep(force: bool = False) -> list[tuple[int, str]]:
     """Delete this node's expired snapshots that carry an expiry marker: safety snapshots, and a policy's
     (also of containers the policy no longer selects, or of a policy deleted since: the expiry was fixed
     when the snapshot was taken, as in Incus).  Returns ``(ctid, name)`` of those deleted."""
-    if not force and time.monotonic() - _last_sweep[0] < SWEEP_EVERY:
+    if not force and time.monotonic() - _last_sweep[0] < sweep_interval():
         return []
     _last_sweep[0] = time.monotonic()
     engine, now, deleted = node_engine(), timezone.now(), []

@@ -153,12 +153,13 @@ class Owned:
     expires: datetime | None
 
 
-def owned(policy: int, snapshots) -> list[Owned]:
-    """The snapshots (``name``, ``snaptime``, ``description`` attributes) that carry this policy's marker."""
+def owned(policy: int | None, snapshots) -> list[Owned]:
+    """The snapshots (``name``, ``snaptime``, ``description`` attributes) that carry this policy's marker
+    (``None``: any policy's, safety snapshots included)."""
     found = []
     for snap in snapshots:
         match = MARKER_RE.search(snap.description or "")
-        if not match or int(match.group(1)) != policy or snap.snaptime is None:
+        if not match or (policy is not None and int(match.group(1)) != policy) or snap.snaptime is None:
             continue
         raw = match.group(2)
         expires = None if raw == "never" else datetime.strptime(raw, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)

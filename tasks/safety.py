@@ -8,13 +8,15 @@ container as it is, named ``pre-<change>-<n>``, with a description marker
 job's result names it (``params["result"]["safety_snapshot"]``), and the task
 page offers to roll back to it.  A storage that cannot snapshot is said so
 in the log and the change goes ahead, as Proxmox's vzdump falls back.  The
-node's tick deletes expired safety snapshots (at most once a minute); a
-snapshot with linked clones stays, and is tried again.
+node's tick deletes expired snapshots, these and the policies' (at most once
+a minute, ``CAISSON_SNAPSHOT_SWEEP_INTERVAL``); a snapshot with linked clones
+stays, and is tried again.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from django.conf import settings
@@ -28,8 +30,12 @@ from webui.models import Job
 
 log = logging.getLogger(__name__)
 SAFETY = 0  # the marker's policy number of safety snapshots (policies count from 1)
-SWEEP_EVERY = 60.0  # seconds between two sweeps of expired safety snapshots on a node
-_last_sweep = [0.0]
+_last_sweep = [time.monotonic()]  # the first sweep comes one interval after the agent starts
+
+
+def sweep_interval() -> float:
+    """Seconds between two sweeps of expired snapshots on a node (``CAISSON_SNAPSHOT_SWEEP_INTERVAL``, 60)."""
+    return float(os.environ.get("CAISSON_SNAPSHOT_SWEEP_INTERVAL", "") or 60)
 
 
 def expiry() -> str:
@@ -54,18 +60,20 @@ def before_risky(ctx: JobContext, ctid: int, change: str) -> str | None:
 
 
 def sweep(force: bool = False) -> list[tuple[int, str]]:
-    """Delete this node's expired safety snapshots; returns ``(ctid, name)`` of those deleted."""
-    if not force and time.monotonic() - _last_sweep[0] < SWEEP_EVERY:
+    """Delete this node's expired snapshots that carry an expiry marker: safety snapshots, and a policy's
+    (also of containers the policy no longer selects, or of a policy deleted since: the expiry was fixed
+    when the snapshot was taken, as in Incus).  Returns ``(ctid, name)`` of those deleted."""
+    if not force and time.monotonic() - _last_sweep[0] < sweep_interval():
         return []
     _last_sweep[0] = time.monotonic()
     engine, now, deleted = node_engine(), timezone.now(), []
     for ctid in engine.ids():
         try:
-            for snap in owned(SAFETY, engine.list_snapshots(ctid)):
+            for snap in owned(None, engine.list_snapshots(ctid)):
                 if snap.expires is not None and snap.expires <= now:
                     engine.delete_snapshot(ctid, snap.name)
                     deleted.append((ctid, snap.name))
-                    log.info("CT %s: expired safety snapshot '%s' deleted", ctid, snap.name)
+                    log.info("CT %s: expired snapshot '%s' deleted", ctid, snap.name)
         except EngineError as exc:  # locked, busy, linked clones: the next sweep tries again
             log.info("CT %s: safety snapshots not swept: %s", ctid, exc)
     return deleted

@@ -77,3 +77,13 @@ def test_a_container_that_cannot_boot_fails_at_boot(engine, archive_of, ctid_fac
     result = restore_test(engine, archive_of(broken_init), scratch, HealthCheck())
     assert not result.passed and result.reason == "boot: init exited during boot (the container stopped)", result.log
     assert not engine.exists(scratch)
+
+
+def test_a_port_that_listens_inside_passes(engine, archive_of, ctid_factory):
+    # The health command starts a listener (busybox nc) in the copy; the check reads the copy's own sockets.
+    listen = ("/bin/sh", "-c", "nc -l -p 2222 </dev/null >/dev/null 2>&1 & sleep 0.3")
+    scratch = ctid_factory()
+    result = restore_test(engine, archive_of(), scratch, HealthCheck(command=listen, port=2222, boot_timeout=10))
+    assert result.passed, "\n".join(result.log)
+    assert "TCP port 2222: listening" in result.log
+    assert not engine.exists(scratch)

@@ -56,3 +56,26 @@ def test_a_container_on_an_ended_release_is_flagged(mirrored, make_user):
     stranger = APIClient()
     stranger.force_authenticate(make_user("eol-nobody"))
     assert stranger.get("/api/eol-report/").json() == []  # containers it may not see are not listed
+
+
+def test_templates_know_their_releases_end_of_life(make_user, node):
+    from webui.models import CatalogEntry
+
+    cache.clear()
+    for name, version in (
+        ("debian-10-standard_10.7-1_amd64.tar.gz", "10"),
+        ("debian-13-standard_13.1-2_amd64.tar.zst", "13"),
+    ):
+        CatalogEntry.objects.create(node=node, source="pve", section="system", name=name, os="debian", version=version)
+    user = make_user("eol-tmpl", superuser=True)
+    api = APIClient()
+    api.force_authenticate(user)
+    rows = {e["name"]: e["eol"] for e in api.get(f"/api/nodes/{node.name}/catalog/").json()["results"]}
+    assert rows == {
+        "debian-10-standard_10.7-1_amd64.tar.gz": "2022-09-10",
+        "debian-13-standard_13.1-2_amd64.tar.zst": "2028-08-09",
+    }
+    client = Client()
+    assert client.login(username=user.username, password=PASSWORD)
+    page = client.get("/templates/").content.decode()
+    assert "end of life 2022-09-10" in page and "until 2028-08-09" in page

@@ -82,9 +82,11 @@ def test_a_config_change_marked_risky_is_snapshotted_first_and_expired_ones_are_
     assert "caisson-policy=0 expires=" in snap.description and "before config" in snap.description
 
     engine.snapshot(ct.ctid, "pre-config-7", marker(0, timezone.now() - timedelta(minutes=1)))
+    engine.snapshot(ct.ctid, "auto5", marker(12345, timezone.now() - timedelta(minutes=1)))  # a gone policy's
+    engine.snapshot(ct.ctid, "auto6", marker(12345, None))
     engine.snapshot(ct.ctid, "kept", "by hand")
-    assert sweep(force=True) == [(ct.ctid, "pre-config-7")]
-    assert sorted(s.name for s in engine.list_snapshots(ct.ctid)) == ["current", "kept", "pre-config-0"]
+    assert sorted(sweep(force=True)) == [(ct.ctid, "auto5"), (ct.ctid, "pre-config-7")]
+    assert sorted(s.name for s in engine.list_snapshots(ct.ctid)) == ["auto6", "current", "kept", "pre-config-0"]
 
     # Marking a change risky takes a snapshot: it needs VM.Snapshot besides VM.Config.
     editor = make_user("safe-editor")

@@ -314,6 +314,17 @@ class RestoreTest(models.Model):
         return round(sum(self.timings.values()), 2)
 
     @classmethod
+    def annotate_proven(cls, archives):
+        """``archives`` (a BackupArchive queryset) with ``proven``: when each last passed a restore test."""
+        newest = cls.objects.filter(
+            node_id=models.OuterRef("node_id"),
+            storage=models.OuterRef("storage"),
+            archive=models.OuterRef("name"),
+            passed=True,
+        ).order_by("-created")
+        return archives.annotate(proven=models.Subquery(newest.values("created")[:1]))
+
+    @classmethod
     def last_proven(cls, archive: BackupArchive):
         """When ``archive`` last passed a restore test (None: never)."""
         found = cls.objects.filter(

@@ -6,7 +6,7 @@ from django import template
 from django.utils import timezone
 from django.utils.html import format_html
 
-from webui.eol import container_release
+from webui.eol import container_release, template_release
 
 register = template.Library()
 
@@ -26,3 +26,14 @@ def eol_badge(container) -> str:
         found.distro,
         found.version,
     )
+
+
+@register.simple_tag
+def template_eol(name: str) -> str:
+    """A note after a template's version: when its distribution release loses, or lost, security support."""
+    found = template_release(name)
+    if found is None or found.eol is None:
+        return ""
+    if found.ended(timezone.localdate()):
+        return format_html(' <span class="badge eol" title="no more security updates">end of life {}</span>', found.eol)
+    return format_html(' <span class="muted" title="end of security support">until {}</span>', found.eol)

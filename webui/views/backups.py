@@ -17,7 +17,7 @@ from webui.access import access_for
 from webui.actions import backups, schedules
 from webui.errors import refusal_response
 from webui.forms.create import propose_ctid
-from webui.models import BackupArchive, BackupSchedule, Container, Job, Node, Pool, StorageMirror
+from webui.models import BackupArchive, BackupSchedule, Container, Job, Node, Pool, RestoreTest, StorageMirror
 from webui.models.backups import BACKUP_MODES, COMPRESSIONS, KEEP_FIELDS, next_runs
 from webui.views.common import audit_container, client_address, container_or_gone, run_action
 
@@ -35,7 +35,9 @@ def backup_tab_context(request, container: Container) -> dict:
     return {
         "archives": [
             a
-            for a in BackupArchive.objects.filter(ctid=container.ctid).select_related("node")
+            for a in RestoreTest.annotate_proven(BackupArchive.objects.filter(ctid=container.ctid)).select_related(
+                "node"
+            )
             if backups.may_see(access, a)
         ],
         "can_backup": access.can("VM.Backup", container),

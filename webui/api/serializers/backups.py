@@ -36,7 +36,8 @@ class BackupArchiveSerializer(serializers.ModelSerializer):
     def get_last_proven(self, archive) -> str | None:
         from webui.models import RestoreTest
 
-        when = RestoreTest.last_proven(archive)
+        # Annotated by the list (RestoreTest.annotate_proven, one query); else asked per archive.
+        when = archive.proven if hasattr(archive, "proven") else RestoreTest.last_proven(archive)
         return when.isoformat() if when else None
 
 

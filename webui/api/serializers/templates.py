@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from engine import builders
@@ -9,18 +10,35 @@ from webui.api.serializers.base import BooleanField, CharField, StrictSerializer
 from webui.models import CatalogEntry, StoredTemplate
 
 
+@extend_schema_field({"type": "string", "format": "date", "nullable": True})
+class EolField(serializers.ReadOnlyField):
+    """The end of support of the template's distribution release (``webui.eol``), or null when unknown."""
+
+    def __init__(self, **kwargs):
+        super().__init__(source="name", help_text="the release's end of support (YYYY-MM-DD), or null")
+
+    def to_representation(self, name):
+        from webui.eol import template_release
+
+        found = template_release(name)
+        return found.eol.isoformat() if found and found.eol else None
+
+
 class StoredTemplateSerializer(serializers.ModelSerializer):
     volid = serializers.CharField(read_only=True)
+    eol = EolField()
 
     class Meta:
         model = StoredTemplate
-        fields = ["name", "volid", "size", "modified"]
+        fields = ["name", "volid", "size", "modified", "eol"]
 
 
 class CatalogEntrySerializer(serializers.ModelSerializer):
+    eol = EolField()
+
     class Meta:
         model = CatalogEntry
-        fields = ["source", "section", "name", "os", "version", "description", "size", "trusted", "buildable"]
+        fields = ["source", "section", "name", "os", "version", "description", "size", "trusted", "buildable", "eol"]
 
 
 class DownloadSerializer(StrictSerializer):

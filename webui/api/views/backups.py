@@ -19,7 +19,7 @@ from rest_framework.routers import SimpleRouter
 from webui.actions import backups, schedules
 from webui.api.serializers.backups import BackupArchiveSerializer, BackupScheduleSerializer
 from webui.api.views.base import ApiViewSet
-from webui.models import BackupArchive, BackupSchedule, Container, Job
+from webui.models import BackupArchive, BackupSchedule, Container, Job, RestoreTest
 from webui.models.backups import next_runs
 
 
@@ -53,7 +53,7 @@ class ArchiveViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixi
                 if key == "ctid" and not value.isdigit():
                     raise ApiValidationError({"ctid": [f"'{value}' is not a container ID"]})
                 rows = rows.filter(**{field: value})
-        return backups.visible_archives(self.access, rows)
+        return RestoreTest.annotate_proven(backups.visible_archives(self.access, rows))
 
     def destroy(self, request, *args, **kwargs):
         return job_answer([backups.delete(self.access, self.get_object(), address=self.address)])
@@ -94,7 +94,7 @@ class ContainerBackupsViewSet(ArchiveViewSet, mixins.CreateModelMixin):
     def get_queryset(self):
         self.container()
         rows = BackupArchive.objects.select_related("node").filter(ctid=self.kwargs["ctid"])
-        return backups.visible_archives(self.access, rows)
+        return RestoreTest.annotate_proven(backups.visible_archives(self.access, rows))
 
     def create(self, request, *args, **kwargs):
         return job_answer([backups.backup_now(self.access, self.container(), _body(request), address=self.address)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from django.utils import timezone
@@ -79,3 +80,30 @@ def test_search_lists_what_one_may_see_with_tags(make_user, world):
     assert 'value="prod"' in body and f'data-resource="node/{world["node"].name}"' in body
     operator = login(make_user, "op", "Operator", "/ct/101").get("/search/").content.decode()
     assert 'data-resource="lxc/101"' in operator and 'data-resource="lxc/100"' not in operator
+
+
+def _history(scope: str, memory: int, cpu: float, hours: int = 3) -> None:
+    now = int(time.time())
+    for i in range(hours * 2):
+        ts = now - now % 1800 - i * 1800
+        MetricSample.objects.create(scope=scope, step=1800, ts=ts, cpu=cpu, memory=memory, memory_total=0)
+
+
+def test_right_sizing_hints(make_user, world):
+    client = login(make_user, superuser=True)
+    assert 'id="sizing-hints"' not in client.get("/ct/100/").content.decode()  # no history yet: no hint
+    Container.objects.filter(ctid=100).update(config={"hostname": "web", "memory": "2048", "cores": "4"})
+    _history("ct/100", 60 << 20, 0.1)
+    body = client.get("/ct/100/").content.decode()
+    assert 'data-hint="memory-low"' in body and "128 MiB would do" in body
+    assert 'data-hint="cpu-low"' in body
+    _history("ct/101", 250 << 20, 0.0)  # its limit is 256 MiB
+    body = client.get("/ct/101/").content.decode()
+    assert 'data-hint="memory-high"' in body and "close to the limit 256 MiB" in body
+
+
+def test_month_and_year_graphs(make_user, world):
+    client = login(make_user, superuser=True)
+    for frame, window in (("month", 10800 * 248), ("year", 86400 * 366)):
+        body = client.get(f"/ct/100/?timeframe={frame}").content.decode()
+        assert f'"window": {window}' in body and 'data-chart="diskio"' in body and 'data-chart="disk"' in body

@@ -20,7 +20,7 @@ from webui.api.serializers.containers import CloneSerializer, PowerSerializer, S
 from webui.forms.create import propose_ctid
 from webui.models import Container, Job
 from webui.views.common import audit_container, client_address, container_or_gone, run_action
-from webui.views.metrics import TIMEFRAMES, series, timeframe
+from webui.views.metrics import TIMEFRAMES, series, sizing_hints, timeframe
 
 TABS = [
     ("summary", "Summary"),
@@ -115,7 +115,10 @@ def container_page(request, ctid: int, tab: str = "summary"):
         frame = timeframe(request)
         context["diagnosis"] = start_diagnosis(container)
         context.update(
-            chart=series(f"ct/{ctid}", frame, ("cpu", "memory", "net")), timeframe=frame, timeframes=TIMEFRAMES
+            chart=series(f"ct/{ctid}", frame, ("cpu", "memory", "net", "disk", "diskio")),
+            timeframe=frame,
+            timeframes=TIMEFRAMES,
+            hints=sizing_hints(container),
         )
     elif tab == "resources":
         from webui.views.disks import disk_rows, free_mount_slots

@@ -107,3 +107,27 @@ def test_month_and_year_graphs(make_user, world):
     for frame, window in (("month", 10800 * 248), ("year", 86400 * 366)):
         body = client.get(f"/ct/100/?timeframe={frame}").content.decode()
         assert f'"window": {window}' in body and 'data-chart="diskio"' in body and 'data-chart="disk"' in body
+
+
+def test_recordings_are_for_auditors_of_the_container(make_user, world, tmp_path, settings):
+    from webui.models import ConsoleRecording, RecordingRule
+
+    settings.DATA_DIR = tmp_path
+    rec = ConsoleRecording.objects.create(session="a" * 32, ctid=100, node=world["node"].name, mode="shell")
+    rec.path.write_text('{"version": 2, "width": 80, "height": 24, "timestamp": 0}\n[0.1, "o", "hi"]\n')
+    operator = login(make_user, "op", "Operator", "/")  # VM.Console, no Sys.Audit: no recordings
+    assert operator.get(f"/recordings/{rec.session}/cast").status_code == 404
+    assert 'data-recording="' not in operator.get("/datacenter/recordings/").content.decode()
+    assert operator.post("/datacenter/recordings/rules", {"ctid": "100"}).status_code == 403
+    assert not RecordingRule.objects.exists()
+    auditor = login(make_user, "aud", "Auditor", "/ct/100")
+    got = auditor.get(f"/recordings/{rec.session}/cast?download=1")
+    assert got.status_code == 200 and "attachment" in got["Content-Disposition"]
+    assert b'"o", "hi"' in b"".join(got.streaming_content)
+    bad = auditor.post(f"/recordings/{rec.session}/share", {"hours": "9999"}, HTTP_X_REQUESTED_WITH="fetch")
+    assert bad.status_code == 400 and "hours" in bad.json()["error"]["message"]
+    admin = login(make_user, superuser=True)
+    assert admin.post("/datacenter/recordings/rules", {"ctid": "100", "username": "op"}).status_code == 302
+    assert not RecordingRule.objects.exists()  # either a container or a user, not both
+    admin.post("/datacenter/recordings/rules", {"username": "op"})
+    assert RecordingRule.applies(999, operator.session["_auth_user_id"] and int(operator.session["_auth_user_id"]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -318,3 +319,72 @@ def test_a_start_failure_diagnosed_on_the_page(
     assert engine.status(ctid).status == "stopped"
     page.reload()  # it stays on the page until a start succeeds
     expect(page.locator("#diagnosis-cause")).to_contain_text(f"bridge '{bridge}'")
+
+
+REPLAY_BUFFER = """() => {
+  const b = window.caissonReplay.buffer.active, out = [];
+  for (let i = 0; i < b.length; i++) out.push(b.getLine(i).translateToString(true));
+  return out.join("\\n");
+}"""
+
+
+def test_a_recorded_console_session_replayed_and_shared(
+    page, browser, web, services_env, engine, container, node, console_relay, make_user
+):
+    from tests.webui.console_kit import mirror
+    from webui.models import ConsoleRecording, RecordingRule
+
+    mirror(node, container, engine=engine)
+    make_user("admin", superuser=True)
+    RecordingRule.objects.create(ctid=container)
+    login(page, web, "admin")
+    page.goto(f"{web}/ct/{container}/console/term/")
+    page.wait_for_function(
+        "() => window.caissonConsole && window.caissonConsole.state.startsWith('connected')", timeout=15000
+    )
+    page.click("#terminal")
+    page.keyboard.type("echo rec-$((40+2))\n")
+    page.wait_for_function(
+        "() => { const b = window.caissonTerm.buffer.active; for (let i = 0; i < b.length; i++)"
+        " if (b.getLine(i).translateToString(true).trim() === 'rec-42') return true; return false; }",
+        timeout=15000,
+    )
+    page.goto(f"{web}/datacenter/recordings/")  # leaving the console ends the socket: the recording closes
+    recording = ConsoleRecording.objects.get(ctid=container)
+    deadline = time.monotonic() + 15
+    while recording.ended is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        recording.refresh_from_db()
+    cast = Path(services_env["CAISSON_WEB_DATA"]) / "recordings" / f"{recording.session}.cast"  # the server's
+    header = cast.read_text().splitlines()[0]
+    assert '"version": 2' in header and recording.size > 0 and cast.stat().st_mode & 0o077 == 0
+
+    page.reload()
+    page.locator(f'tr[data-recording="{recording.session}"] a', has_text="Replay").click()
+    expect(page.locator("#replay")).to_have_attribute("data-state", "loaded")
+    page.select_option("#replay-speed", "64")
+    page.click("#replay-play")
+    expect(page.locator("#replay")).to_have_attribute("data-state", "ended", timeout=LIVE)
+    screen = page.evaluate(REPLAY_BUFFER)
+    assert "rec-42" in [line.strip() for line in screen.splitlines()], screen
+
+    # A read-only link: works without logging in, and no longer once revoked.
+    page.fill("#share-form [name=hours]", "2")
+    page.click("#share-form button")
+    expect(page.locator("#share-url")).to_contain_text("/shared/recording/")
+    url = page.locator("#share-url").get_attribute("data-url")
+    stranger = browser.new_context()
+    try:
+        other = stranger.new_page()
+        other.goto(url)
+        expect(other.locator("#replay")).to_have_attribute("data-state", "loaded")
+        other.click("#replay-end")
+        assert "rec-42" in other.evaluate(REPLAY_BUFFER)
+        assert other.locator("#share-form").count() == 0 and other.locator("#replay-download").count() == 0
+        page.reload()
+        page.locator("#share-table button", has_text="Revoke").click()
+        expect(page.locator("#share-table")).to_contain_text("revoked")
+        assert other.goto(url).status == 404
+        assert other.goto(url + "cast").status == 404
+    finally:
+        stranger.close()

@@ -33,6 +33,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from tasks.console_protocol import KEEPALIVE, MAX_SIZE, is_size
 from webui.console import tickets
 from webui.console.outbox import Outbox
+from webui.console.recording import Recorder
 from webui.console.relay_client import HIGH_WATER, OPEN_TIMEOUT, OutOfOrder, RelayClient
 from webui.console.tickets import CLOSE_DENIED
 from webui.signals import user_group
@@ -57,6 +58,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         self.tasks: list[asyncio.Task] = []
         self.audit_detail: dict = {}
         self.user_group: str | None = None
+        self.recorder: Recorder | None = None
         self.outbox = Outbox(self.send, super().close, self._taken)
         # Accept first, so that a refusal can carry a message the page shows (the origin was
         # checked before this by AllowedHostsOriginValidator, which refuses without accepting).
@@ -87,6 +89,12 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         self.audit_detail = {"session": self.session, "mode": self.mode}
         if not await self.relay.open(ctid, self.mode, user.id, cols, rows, since, resuming):
             return
+        # Recorded when a rule names the container or the user (webui.models.recordings).
+        self.recorder = await database_sync_to_async(Recorder.start)(
+            self.session, ctid, self.node, user, self.mode, cols, rows
+        )
+        if self.recorder is not None:
+            self.audit_detail["recorded"] = self.recorder.row.session
         await self.audit("console.resume" if resuming else "console.open", "ok")
         self.tasks.append(asyncio.ensure_future(self._open_timeout()))
         self.tasks.append(asyncio.ensure_future(self._keepalive()))
@@ -94,6 +102,8 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code):
         for task in getattr(self, "tasks", ()):
             task.cancel()
+        if getattr(self, "recorder", None) is not None:
+            await database_sync_to_async(self.recorder.close)()
         if getattr(self, "outbox", None) is not None:
             self.outbox.stop()
         if getattr(self, "user_group", None):
@@ -135,6 +145,8 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
                 )
                 return
             await self.relay.send({"type": "console.resize", "cols": cols, "rows": rows})
+            if self.recorder is not None:
+                self.recorder.resize(cols, rows)
         elif kind == "flow":
             relay, outbox = self.relay, self.outbox
             self.outbox.put(
@@ -190,7 +202,10 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if not self._ours(message):
             return
         try:
-            self.outbox.put(self.relay.output(message))
+            data = self.relay.output(message)
+            if self.recorder is not None:
+                self.recorder.output(data)
+            self.outbox.put(data)
         except OutOfOrder as exc:  # refuse to show a corrupt stream
             await self.end_session(CLOSE_RELAY, f"{exc}; the session was ended")
 

@@ -3,6 +3,7 @@ from django.urls import path
 
 from webui.views import auth, bulk, console, containers, dashboard, disks, health, jobs, search, templates, wizard
 from webui.views import backups as backup_views
+from webui.views import recordings as rec
 from webui.views import template_sources as source_views
 
 
@@ -63,4 +64,17 @@ urlpatterns += [
     path("datacenter/backup/<int:pk>/delete", page(backup_views.schedule_delete), name="backup-schedule-delete"),
     path("datacenter/backup/<int:pk>/run", page(backup_views.schedule_run), name="backup-schedule-run"),
     path("datacenter/backup/preview", page(backup_views.schedule_preview), name="backup-schedule-preview"),
+]
+
+# Console recordings: rules, replay and download for auditors, read-only links (these two without login).
+urlpatterns += [
+    path("datacenter/recordings/", page(rec.recordings_page), name="recordings"),
+    path("datacenter/recordings/rules", page(rec.rule_add), name="recording-rule-add"),
+    path("datacenter/recordings/rules/<int:pk>/delete", page(rec.rule_delete), name="recording-rule-delete"),
+    path("recordings/<str:session>/", page(rec.replay_page), name="recording"),
+    path("recordings/<str:session>/cast", page(rec.cast), name="recording-cast"),
+    path("recordings/<str:session>/share", page(rec.share), name="recording-share"),
+    path("recordings/shares/<int:pk>/revoke", page(rec.revoke), name="recording-revoke"),
+    path("shared/recording/<str:token>/", rec.shared_page, name="shared-recording"),
+    path("shared/recording/<str:token>/cast", rec.shared_cast, name="shared-cast"),
 ]

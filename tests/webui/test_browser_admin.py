@@ -388,3 +388,26 @@ def test_a_recorded_console_session_replayed_and_shared(
         assert other.goto(url + "cast").status == 404
     finally:
         stranger.close()
+
+
+def test_a_custom_template_from_a_stopped_container(
+    page, web, agent, node, make_user, engine, busybox_template, ctid_factory
+):
+    from webui.models import StoredTemplate
+
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": f"tpl{ctid}", "memory": "64", "swap": "0"})
+    config = {k: str(v) for k, v in engine.config(ctid).current.values.items()}
+    Container.objects.create(ctid=ctid, node=node, hostname=f"tpl{ctid}", status="stopped", config=config)
+    name = f"web{ctid}-1.0-1_amd64.tar.zst"
+    make_user("admin", superuser=True)
+    login(page, web, "admin")
+    page.goto(f"{web}/ct/{ctid}/options/")
+    page.fill("#template-form [name=name]", f"web{ctid}-1.0-1_amd64")  # the suffix is added
+    page.click("#template-form button")
+    expect(page.locator(f'#task-rows tr:has-text("vzmktemplate {ctid}")')).to_contain_text("OK", timeout=LIVE * 2)
+    try:
+        assert (engine.layout.templates / name).stat().st_size > 0
+        assert StoredTemplate.objects.filter(node=node, name=name).exists()  # offered by the wizard at once
+    finally:
+        (engine.layout.templates / name).unlink(missing_ok=True)

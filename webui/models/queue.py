@@ -41,6 +41,7 @@ TASKS = {
     "vzrollback": "caisson.container.rollback",
     "vzdelsnapshot": "caisson.container.delete_snapshot",
     "vzresize": "caisson.container.resize",
+    "vzmktemplate": "caisson.container.make_template",  # a custom template from a stopped container
     "aptupdate": "caisson.templates.update",
     "download": "caisson.templates.download",
     "tmplbuild": "caisson.templates.build",

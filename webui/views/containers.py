@@ -274,6 +274,21 @@ def destroy(request, ctid: int):
     )
 
 
+@require_POST
+def make_template(request, ctid: int):
+    container, gone = container_or_gone(request, ctid)
+    if gone:
+        return gone
+    return run_action(
+        request,
+        lambda: actions.make_template(
+            access_for(request), container, request.POST.get("name", ""), address=client_address(request)
+        ),
+        f"template from CT {ctid} queued (job {{job.pk}})",
+        reverse("ct-tab", args=[ctid, "options"]),
+    )
+
+
 def config_changes(container: Container, post) -> tuple[dict, list[str]]:
     """What a tab's form changes: keys it covers whose value differs; an emptied key is deleted."""
     changes, delete = {}, []

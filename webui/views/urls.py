@@ -28,6 +28,7 @@ urlpatterns = [
     path("ct/<int:ctid>/snapshot/<str:operation>", page(containers.snapshot), name="ct-snapshot"),
     path("ct/<int:ctid>/clone", page(containers.clone), name="ct-clone"),
     path("ct/<int:ctid>/disk/<str:op>", page(disks.disk_action), name="ct-disk"),
+    path("ct/<int:ctid>/make-template", page(containers.make_template), name="ct-make-template"),
     path("ct/<int:ctid>/<str:tab>/", page(containers.container_page), name="ct-tab"),
     path("create/", page(wizard.wizard), name="create"),
     path("create/validate/<str:step>", page(wizard.validate_step), name="create-validate"),

@@ -226,6 +226,17 @@
   new ResizeObserver(() => { try { fit.fit(); } catch (e) { /* hidden frame */ } }).observe(document.getElementById("terminal"));
 
   // ---- the bar ----------------------------------------------------------------------------------
+  // Copy and Paste buttons, for a mouse and where a browser keeps Ctrl+Shift+V for itself.
+  document.getElementById("console-copy").addEventListener("click", () => {
+    const text = term.getSelection();
+    if (text && navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
+    term.focus();
+  });
+  document.getElementById("console-paste").addEventListener("click", async () => {
+    if (!navigator.clipboard || !navigator.clipboard.readText) return;
+    try { const text = await navigator.clipboard.readText(); if (text) term.paste(text); } catch (e) { /* refused */ }
+    term.focus();
+  });
   modeSelect.addEventListener("change", () => restart(modeSelect.value));
   document.getElementById("console-reconnect").addEventListener("click", () => restart(con.mode));
   document.getElementById("console-popout").addEventListener("click", () => {

@@ -349,6 +349,18 @@ def test_a_recorded_console_session_replayed_and_shared(
         " if (b.getLine(i).translateToString(true).trim() === 'rec-42') return true; return false; }",
         timeout=15000,
     )
+    # Copy and Paste buttons: the selection to the clipboard, the clipboard typed into the terminal.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web)
+    page.evaluate("() => window.caissonTerm.selectAll()")
+    page.click("#console-copy")
+    page.wait_for_function("async () => (await navigator.clipboard.readText()).includes('rec-42')")
+    page.evaluate("() => navigator.clipboard.writeText('echo pasted-$((3+4))\\n')")
+    page.click("#console-paste")
+    page.wait_for_function(
+        "() => { const b = window.caissonTerm.buffer.active; for (let i = 0; i < b.length; i++)"
+        " if (b.getLine(i).translateToString(true).trim() === 'pasted-7') return true; return false; }",
+        timeout=15000,
+    )
     page.goto(f"{web}/datacenter/recordings/")  # leaving the console ends the socket: the recording closes
     recording = ConsoleRecording.objects.get(ctid=container)
     deadline = time.monotonic() + 15

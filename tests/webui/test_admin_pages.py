@@ -131,3 +131,13 @@ def test_recordings_are_for_auditors_of_the_container(make_user, world, tmp_path
     assert not RecordingRule.objects.exists()  # either a container or a user, not both
     admin.post("/datacenter/recordings/rules", {"username": "op"})
     assert RecordingRule.applies(999, operator.session["_auth_user_id"] and int(operator.session["_auth_user_id"]))
+
+
+def test_the_console_shell_is_a_plain_absolute_path():
+    from engine.attach import SHELL_ARGV, shell_argv
+    from tasks.console_protocol import is_shell
+
+    assert is_shell(None) and is_shell("/bin/bash") and is_shell("/usr/local/bin/fish")
+    for bad in ("bash", "/bin/../sbin/x", "/bin/sh; reboot", "/bin/ sh", "/bin/sh\n", "", "/" + "a" * 200, 7):
+        assert not is_shell(bad), bad
+    assert shell_argv("/bin/zsh") == ["/bin/zsh", "-l"] and shell_argv(None) == SHELL_ARGV

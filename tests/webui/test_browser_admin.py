@@ -342,7 +342,19 @@ def test_a_recorded_console_session_replayed_and_shared(
     page.wait_for_function(
         "() => window.caissonConsole && window.caissonConsole.state.startsWith('connected')", timeout=15000
     )
+    # The default shell of Shell mode, chosen in the bar (and kept by the browser): a new session runs it.
+    page.fill("#console-shell", "/bin/ash")
+    page.dispatch_event("#console-shell", "change")
+    page.wait_for_function(
+        "() => window.caissonConsole.state.startsWith('connected') && window.caissonConsole.offset > 0", timeout=15000
+    )
     page.click("#terminal")
+    page.keyboard.type('echo "$0"-x\n')
+    page.wait_for_function(
+        "() => { const b = window.caissonTerm.buffer.active; for (let i = 0; i < b.length; i++)"
+        " if (b.getLine(i).translateToString(true).trim() === '/bin/ash-x') return true; return false; }",
+        timeout=15000,
+    )
     page.keyboard.type("echo rec-$((40+2))\n")
     page.wait_for_function(
         "() => { const b = window.caissonTerm.buffer.active; for (let i = 0; i < b.length; i++)"
@@ -362,7 +374,7 @@ def test_a_recorded_console_session_replayed_and_shared(
         timeout=15000,
     )
     page.goto(f"{web}/datacenter/recordings/")  # leaving the console ends the socket: the recording closes
-    recording = ConsoleRecording.objects.get(ctid=container)
+    recording = ConsoleRecording.objects.filter(ctid=container).order_by("-started").first()  # the ash session
     deadline = time.monotonic() + 15
     while recording.ended is None and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from tasks.console_protocol import KEEPALIVE, MAX_SIZE, is_size
+from tasks.console_protocol import KEEPALIVE, MAX_SIZE, is_shell, is_size
 from webui.console import tickets
 from webui.console.outbox import Outbox
 from webui.console.recording import Recorder
@@ -76,6 +76,10 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         token = (query.get("ticket") or [""])[0]
         cols, rows = _number(query, "cols", 80), _number(query, "rows", 24)
         since = _number(query, "since", None)
+        shell = (query.get("shell") or [""])[0] or None  # shell mode's shell; the default when absent
+        if not is_shell(shell):
+            await self.refuse(CLOSE_DENIED, f"shell {shell[:40]!r}: give an absolute path such as /bin/bash")
+            return
         if not (is_size(cols) and is_size(rows)):
             cols, rows = 80, 24
         verdict = await database_sync_to_async(tickets.redeem)(token, user, ctid)
@@ -87,7 +91,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         self.session = verdict["session"] or uuid.uuid4().hex
         self.relay = RelayClient(self.channel_layer, self.channel_name, self.node, self.session, self._relay_stuck)
         self.audit_detail = {"session": self.session, "mode": self.mode}
-        if not await self.relay.open(ctid, self.mode, user.id, cols, rows, since, resuming):
+        if not await self.relay.open(ctid, self.mode, user.id, cols, rows, since, resuming, shell):
             return
         # Recorded when a rule names the container or the user (webui.models.recordings).
         self.recorder = await database_sync_to_async(Recorder.start)(

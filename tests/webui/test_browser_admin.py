@@ -249,6 +249,7 @@ def test_resources_disks_and_nic_settings(page, web, agent, node, make_user, eng
     page.goto(f"{web}/ct/{ctid}/resources/")
     page.fill("#resources-form [name=pids]", "64")
     page.fill("#resources-form [name=ioweight]", "200")
+    page.fill("#resources-form [name=cpuset]", "0")
     page.click("#resources-form button[type=submit]")
     page.wait_for_function(
         "() => document.querySelector('#resources-form [name=pids]').value === '64'"
@@ -257,7 +258,7 @@ def test_resources_disks_and_nic_settings(page, web, agent, node, make_user, eng
     )
     values = engine.config(ctid).current.values
     expect(page.locator('#disk-table tr[data-disk="rootfs"]')).to_be_visible(timeout=LIVE)
-    assert (values.get("pids"), values.get("ioweight")) == ("64", "200"), values
+    assert (values.get("pids"), values.get("ioweight"), values.get("cpuset")) == ("64", "200", "0"), values
 
     page.fill("#mp-form [name=size]", "0.1")
     page.fill("#mp-form [name=path]", "/srv/data")

@@ -34,6 +34,7 @@ EDITABLE_KEYS = {
     "swap",
     "pids",
     "ioweight",
+    "cpuset",
     "onboot",
     "startup",
     "protection",

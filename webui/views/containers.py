@@ -32,7 +32,7 @@ TABS = [
     ("backup", "Backup"),
     ("tasks", "Task history"),
 ]
-RESOURCE_KEYS = ["cores", "cpulimit", "cpuunits", "memory", "swap", "pids", "ioweight"]
+RESOURCE_KEYS = ["cores", "cpuset", "cpulimit", "cpuunits", "memory", "swap", "pids", "ioweight"]
 OPTION_KEYS = ["hostname", "description", "onboot", "startup", "protection", "tags", "nameserver", "searchdomain"]
 CHECKBOX_KEYS = {"onboot", "protection"}
 NIC_SLOTS = [f"net{i}" for i in range(10)]

@@ -141,3 +141,15 @@ def test_the_console_shell_is_a_plain_absolute_path():
     for bad in ("bash", "/bin/../sbin/x", "/bin/sh; reboot", "/bin/ sh", "/bin/sh\n", "", "/" + "a" * 200, 7):
         assert not is_shell(bad), bad
     assert shell_argv("/bin/zsh") == ["/bin/zsh", "-l"] and shell_argv(None) == SHELL_ARGV
+
+
+def test_options_reach_the_console_settings_and_features(make_user, world):
+    client = login(make_user, superuser=True)
+    body = client.get("/ct/101/options/").content.decode()
+    assert 'name="cmode"' in body and 'name="tty"' in body and 'name="features"' in body
+    form = {"tab": "options", "keys": ["hostname", "cmode", "console", "features", "onboot"], "hostname": "db"}
+    form.update(cmode="shell", console="1", features="nesting=1")  # console left on: no change for it
+    answer = client.post("/ct/101/config", form, HTTP_X_REQUESTED_WITH="fetch")
+    assert answer.status_code == 202, answer.content
+    job = Job.objects.get(pk=answer.json()["job"]["id"])
+    assert job.params["changes"] == {"cmode": "shell", "features": "nesting=1"} and job.params["delete"] == []

@@ -33,8 +33,22 @@ TABS = [
     ("tasks", "Task history"),
 ]
 RESOURCE_KEYS = ["cores", "cpuset", "cpulimit", "cpuunits", "memory", "swap", "pids", "ioweight"]
-OPTION_KEYS = ["hostname", "description", "onboot", "startup", "protection", "tags", "nameserver", "searchdomain"]
-CHECKBOX_KEYS = {"onboot", "protection"}
+OPTION_KEYS = [
+    "hostname",
+    "description",
+    "onboot",
+    "startup",
+    "protection",
+    "tags",
+    "nameserver",
+    "searchdomain",
+    "cmode",
+    "tty",
+    "console",
+    "features",
+]
+CHECKBOX_KEYS = {"onboot", "protection", "console"}
+CHECKBOX_ON_BY_DEFAULT = {"console"}  # unset means on
 NIC_SLOTS = [f"net{i}" for i in range(10)]
 NIC_FIELDS = ["name", "bridge", "ip", "gw", "ip6", "gw6", "tag", "trunks", "mtu", "rate", "firewall", "hwaddr"]
 
@@ -298,7 +312,8 @@ def config_changes(container: Container, post) -> tuple[dict, list[str]]:
         else:
             value = post.get(key, "").strip() if key != "description" else post.get(key, "")
         current = str(container.config.get(key, ""))
-        if key in CHECKBOX_KEYS and current in ("", "0") and value == "0":
+        default = "1" if key in CHECKBOX_ON_BY_DEFAULT else "0"
+        if key in CHECKBOX_KEYS and current in ("", default) and value == default:
             continue
         if value == current:
             continue

@@ -238,6 +238,13 @@ def test_bulk_start_of_ten_containers(page, web, agent, node, make_user, engine,
     expect(page.locator(f'#ct-table [data-ct-status="{ids[0]}"]')).to_have_text("stopped", timeout=LIVE)
     assert engine.status(ids[0]).status == "stopped"
 
+    # Datacenter → Search finds them by tag.
+    page.goto(f"{web}/search/")
+    page.fill("#resource-search", "prod")
+    expect(page.locator(f'#search-table tr[data-resource="lxc/{ids[0]}"]')).to_be_visible()
+    expect(page.locator(f'#search-table tr[data-resource="lxc/{ids[-1] + 1000}"]')).to_be_hidden()
+    expect(page.locator("#search-table tr[data-search]:visible")).to_have_count(10)
+
 
 def test_resources_disks_and_nic_settings(page, web, agent, node, make_user, engine, busybox_template, ctid_factory):
     ctid = ctid_factory()

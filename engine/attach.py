@@ -41,6 +41,14 @@ TIOCGPTN = 0x80045430
 # tty held from boot (util-linux agetty on Debian, busybox getty, else plain login). Fixed
 # text: nothing a caller sends is ever part of it.
 SHELL_ARGV = ["/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; fi; exec /bin/sh -l"]
+
+
+def shell_argv(shell: str | None) -> list[str]:
+    """The argv of a root shell: ``shell`` (an absolute path in the container, checked by the caller) as a
+    login shell, or bash if the container has it, else sh. The path is one argv word, never shell text."""
+    return [shell, "-l"] if shell else SHELL_ARGV
+
+
 LOGIN_ARGV = [
     "/bin/sh",
     "-c",

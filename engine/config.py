@@ -119,6 +119,20 @@ def _enum(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+_CPU_LIST = re.compile(r"\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*")
+
+
+def _cpu_list(value: str, key: str) -> str:
+    """A CPU list as the kernel's cpuset takes it (``0-1,3``), ranges in order."""
+    if not _CPU_LIST.fullmatch(value):
+        raise ValidationError(f"{key}: '{value}' is not a CPU list like '0-1,3'", key=key)
+    for part in value.split(","):
+        lo, _, hi = part.partition("-")
+        if hi and int(hi) < int(lo):
+            raise ValidationError(f"{key}: range '{part}' runs backwards", key=key)
+    return value
+
+
 def _text(value: str, key: str) -> str:
     if any(ord(c) < 32 for c in value):
         raise ValidationError(f"{key}: control characters are not allowed", key=key)
@@ -351,6 +365,7 @@ SCHEMA: dict[str, Callable[[str, str], object]] = {
     # Caisson extension: start the container again when it stops by itself (an application's PID 1 exiting);
     # on-failure: only when it ended with an error or a signal (engine.oci.restart)
     "restart": _enum("no", "always", "on-failure"),
+    "cpuset": _cpu_list,  # Caisson extension: the host CPUs it runs on (else `cores` of them, picked by ID)
     "rootfs": _rootfs,
     "unprivileged": _bool,
     "features": _props(FEATURES_SCHEMA),

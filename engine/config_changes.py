@@ -110,7 +110,7 @@ def limits_of(config: ContainerConfig) -> Limits:
     return Limits(
         memory_mb=config.get("memory"),
         swap_mb=config.get("swap"),
-        cpus=_pick_cpus(cores, config.ctid) if cores else None,
+        cpus=config.get("cpuset") or (_pick_cpus(cores, config.ctid) if cores else None),
         cpulimit=cpulimit or None,
         cpuunits=config.get("cpuunits"),
         pids=config.get("pids") or None,

@@ -29,6 +29,8 @@ class ContainerStatus:
     memory_limit_bytes: int | None = None
     cpu_ns: int | None = None
     pids: int | None = None
+    io_read_bytes: int | None = None  # block I/O since start, from the cgroup (io.stat / blkio)
+    io_write_bytes: int | None = None
     ipv4: list[str] | None = None
     ipv6: list[str] | None = None
     net: dict[str, dict[str, int]] | None = None  # per interface: rx/tx bytes and packets
@@ -82,6 +84,7 @@ class StatusOps:
                     usage = self.cgroups.stats(str(ctid))
                     status.memory_bytes, status.memory_limit_bytes = usage.memory_bytes, usage.memory_limit_bytes
                     status.cpu_ns, status.pids = usage.cpu_ns, usage.pids
+                    status.io_read_bytes, status.io_write_bytes = usage.io_read_bytes, usage.io_write_bytes
                 except EngineError:
                     pass
                 if has_network(config):

@@ -11,7 +11,8 @@ answers on the consumer's own channel (``reply``). Every message carries the
 the relay, ``reply``.
 
 To the relay (``TO_RELAY``):
-  ``console.open`` (``ctid``, ``mode``, ``user``, ``cols``, ``rows``): a new terminal;
+  ``console.open`` (``ctid``, ``mode``, ``user``, ``cols``, ``rows``, and ``shell``: the shell of ``shell`` mode,
+  an absolute path in the container, or null for bash if it has one, else sh): a new terminal;
   ``console.attach`` (the same and ``since``, the output byte reached): take a kept session over;
   ``console.input`` (``data``, bytes); ``console.resize`` (``cols``, ``rows``);
   ``console.ack`` (``offset``: output taken up to there; opens the window again);
@@ -41,6 +42,7 @@ KEEPALIVE = 10.0  # a consumer says it is alive this often ...
 STALE = 3 * KEEPALIVE  # ... and is taken for gone (its session detached) after this long without a word
 MAX_SIZE = 1000  # columns and rows of a terminal
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+SHELL_PATH = re.compile(r"(/[A-Za-z0-9_.+-]+)+")  # an absolute path, plain characters only
 
 TO_RELAY = (
     "console.open",
@@ -62,6 +64,18 @@ def relay_channel(node: str) -> str:
 
 def is_session_id(value) -> bool:
     return isinstance(value, str) and SESSION_ID.match(value) is not None
+
+
+def is_shell(value) -> bool:
+    """A shell to run: None (the default), or an absolute path of plain characters, without ``.`` or ``..``."""
+    if value is None:
+        return True
+    return (
+        isinstance(value, str)
+        and len(value) <= 128
+        and SHELL_PATH.fullmatch(value) is not None
+        and not any(part in (".", "..") for part in value.split("/"))
+    )
 
 
 def is_count(value) -> bool:

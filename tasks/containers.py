@@ -10,7 +10,7 @@ from engine.errors import EngineError, ValidationError
 from tasks import start_diagnosis
 from tasks.base import JobContext, JobTask
 from tasks.celery import app
-from tasks.mirror import sync_container
+from tasks.mirror import sync_container, sync_templates
 from tasks.runtime import node_engine, this_node
 from tasks.safety import before_risky
 from webui.models import BackupSchedule, Container
@@ -342,6 +342,22 @@ class Resize(ContainerJob):
         return "OK"
 
 
+class MakeTemplate(ContainerJob):
+    """``params``: ``name`` (``<name>.tar.zst`` in the node's store). The container must be stopped."""
+
+    name = "caisson.container.make_template"
+
+    def perform(self, ctx: JobContext) -> str:
+        ctx.log(f"packing CT {self.ctid(ctx)} as {ctx.params['name']}")
+        path = node_engine().make_template(self.ctid(ctx), ctx.params["name"])
+        ctx.log(f"template local:vztmpl/{path.name}: {path.stat().st_size / 1048576:.1f} MiB")
+        return "OK"
+
+    def after(self, ctx: JobContext) -> None:
+        super().after(ctx)
+        sync_templates(this_node())
+
+
 for job_class in (
     Create,
     Start,
@@ -355,5 +371,6 @@ for job_class in (
     DeleteSnapshot,
     Clone,
     Resize,
+    MakeTemplate,
 ):
     app.register_task(job_class())

@@ -44,18 +44,26 @@ def heartbeat(node: Node) -> None:
 _last_counters: dict[str, tuple[float, float, float, float]] = {}  # scope -> (time, cpu seconds, rx, tx)
 
 
-def _rates(scope: str, cpu_seconds: float, rx: float, tx: float) -> tuple[float, float, float]:
+def _rates(scope: str, *counters: float) -> tuple[float, ...]:
+    """Per-second rates of ``counters`` (CPU seconds, bytes...) since this scope's previous reading."""
     now = time.monotonic()
     previous = _last_counters.get(scope)
-    _last_counters[scope] = (now, cpu_seconds, rx, tx)
-    if not previous or now <= previous[0]:
-        return 0.0, 0.0, 0.0
+    _last_counters[scope] = (now, *counters)
+    if not previous or now <= previous[0] or len(previous) != len(counters) + 1:
+        return (0.0,) * len(counters)
     elapsed = now - previous[0]
-    return (
-        max(0.0, (cpu_seconds - previous[1]) / elapsed),
-        max(0.0, (rx - previous[2]) / elapsed),
-        max(0.0, (tx - previous[3]) / elapsed),
-    )
+    return tuple(max(0.0, (value - before) / elapsed) for value, before in zip(counters, previous[1:], strict=True))
+
+
+def _root_usage(pid: int | None) -> tuple[int, int]:
+    """Used and total bytes of the file system under a running container's root (its own view of ``/``)."""
+    if not pid:
+        return 0, 0
+    try:
+        st = os.statvfs(f"/proc/{pid}/root")
+    except OSError:
+        return 0, 0
+    return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
 
 
 def record_metric(scope: str, when: float, **values) -> None:
@@ -97,7 +105,7 @@ def sample(node: Node) -> None:
     when = time.time()
     disk = shutil.disk_usage(node_engine().layout.root)
     used, total = _host_memory()
-    cpu, _, _ = _rates(f"node/{node.name}", _host_cpu_seconds(), 0, 0)
+    (cpu,) = _rates(f"node/{node.name}", _host_cpu_seconds())
     record_metric(
         f"node/{node.name}", when, cpu=cpu, memory=used, memory_total=total, disk_used=disk.used, disk_total=disk.total
     )
@@ -113,7 +121,10 @@ def sample(node: Node) -> None:
         rx = sum(c.get("rx_bytes", 0) for c in (status.net or {}).values())
         tx = sum(c.get("tx_bytes", 0) for c in (status.net or {}).values())
         scope = f"ct/{container.ctid}"
-        cpu, net_in, net_out = _rates(scope, (status.cpu_ns or 0) / 1e9, rx, tx)
+        cpu, net_in, net_out, io_read, io_write = _rates(
+            scope, (status.cpu_ns or 0) / 1e9, rx, tx, status.io_read_bytes or 0, status.io_write_bytes or 0
+        )
+        disk_used, disk_total = _root_usage(status.pid)
         record_metric(
             scope,
             when,
@@ -122,6 +133,10 @@ def sample(node: Node) -> None:
             memory_total=status.memory_limit_bytes or 0,
             net_in=net_in,
             net_out=net_out,
+            io_read=io_read,
+            io_write=io_write,
+            disk_used=disk_used,
+            disk_total=disk_total,
         )
         Container.objects.filter(pk=container.pk).update(
             cpu=cpu, memory_used=status.memory_bytes, ipv4=status.ipv4 or [], ipv6=status.ipv6 or []
@@ -137,6 +152,10 @@ def sample(node: Node) -> None:
                 "memory_total": status.memory_limit_bytes,
                 "net_in": net_in,
                 "net_out": net_out,
+                "io_read": io_read,
+                "io_write": io_write,
+                "disk_used": disk_used,
+                "disk_total": disk_total,
             },
         )
     publish(

@@ -1,4 +1,5 @@
-/* The container tables: the bulk bar (act on the ticked rows), the filter box, and the tree's context menu.
+/* The container tables: rows added live and the summary cards recounted (for live.js), the bulk bar (act on
+ * the ticked rows), the filter box, the tree's context menu, and Datacenter → Search's filter.
  * Every action is one POST; what it queued shows in the task panel through live.js; refusals are named per
  * container. Destructive ones are confirmed in the page (CaissonLive.confirm).
  */
@@ -22,6 +23,71 @@
     Object.entries(data.refused || {}).forEach(([ctid, reason]) => live().flash("CT " + ctid + ": " + reason, "error"));
     (data.jobs || []).forEach((job) => live().track(job));
   }
+
+  // ---- live rows and the summary cards (called by live.js on ct.status and ct.removed) ----
+  // The summary cards (running, stopped, total) count the container table's rows as they change.
+  function recount() {
+    const table = document.getElementById("ct-table");
+    if (!table) return;
+    const counts = { running: 0, stopped: 0, total: 0 };
+    $$("tr[data-ct-row]", table).forEach((tr) => {
+      const badge = $("[data-ct-status]", tr);
+      const status = badge ? badge.textContent.trim() : "";
+      counts.total++;
+      if (status in counts) counts[status]++;
+    });
+    $$("[data-count]").forEach((el) => { el.textContent = String(counts[el.dataset.count] || 0); });
+  }
+
+  function addTableRow(ct) {
+    const table = document.getElementById("ct-table");
+    if (!table || (table.dataset.node && table.dataset.node !== ct.node)) return;
+    const body = $("tbody", table);
+    const empty = $("tr.empty", body);
+    if (empty) empty.remove();
+    const tr = document.createElement("tr");
+    tr.dataset.ctRow = ct.ctid;
+    const cell = (text, data) => {
+      const td = document.createElement("td");
+      if (text != null) td.textContent = text;
+      if (data) Object.assign(td.dataset, data);
+      tr.append(td);
+      return td;
+    };
+    const pick = cell(null);
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.className = "ct-select";
+    box.value = ct.ctid;
+    box.setAttribute("aria-label", "select CT " + ct.ctid);
+    pick.append(box);
+    const link = document.createElement("a");
+    link.href = "/ct/" + ct.ctid + "/";
+    link.textContent = ct.ctid;
+    cell(null).append(link);
+    cell(ct.hostname || "", { ctHostname: ct.ctid });
+    cell(ct.node);
+    const badge = document.createElement("span");
+    badge.className = "badge status-" + ct.status;
+    badge.dataset.ctStatus = ct.ctid;
+    badge.textContent = ct.status;
+    cell(null).append(badge);
+    cell((ct.ipv4 || []).join(", "), { ctIpv4: ct.ctid });
+    cell(null, { ctTags: ct.ctid }).append(...tagSpans(ct.tags));
+    const after = Array.from(body.children).find((el) => Number(el.dataset.ctRow) > ct.ctid);
+    body.insertBefore(tr, after || null);
+  }
+
+  function tagSpans(tags) {
+    return (tags || []).map((t) => {
+      const span = document.createElement("span");
+      span.className = "tag";
+      span.textContent = t;
+      return span;
+    });
+  }
+
+  window.CaissonTables = { recount, addTableRow, tagSpans };
 
   // ---- the bulk bar ----------------------------------------------------------------------
   function wireBar(bar) {

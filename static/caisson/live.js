@@ -105,67 +105,9 @@
     recount();
   }
 
-  // The summary cards (running, stopped, total) count the container table's rows as they change.
-  function recount() {
-    const table = document.getElementById("ct-table");
-    if (!table) return;
-    const counts = { running: 0, stopped: 0, total: 0 };
-    $$("tr[data-ct-row]", table).forEach((tr) => {
-      const badge = $("[data-ct-status]", tr);
-      const status = badge ? badge.textContent.trim() : "";
-      counts.total++;
-      if (status in counts) counts[status]++;
-    });
-    $$("[data-count]").forEach((el) => { el.textContent = String(counts[el.dataset.count] || 0); });
-  }
-
-  function addTableRow(ct) {
-    const table = document.getElementById("ct-table");
-    if (!table || (table.dataset.node && table.dataset.node !== ct.node)) return;
-    const body = $("tbody", table);
-    const empty = $("tr.empty", body);
-    if (empty) empty.remove();
-    const tr = document.createElement("tr");
-    tr.dataset.ctRow = ct.ctid;
-    const cell = (text, data) => {
-      const td = document.createElement("td");
-      if (text != null) td.textContent = text;
-      if (data) Object.assign(td.dataset, data);
-      tr.append(td);
-      return td;
-    };
-    const pick = cell(null);
-    const box = document.createElement("input");
-    box.type = "checkbox";
-    box.className = "ct-select";
-    box.value = ct.ctid;
-    box.setAttribute("aria-label", "select CT " + ct.ctid);
-    pick.append(box);
-    const link = document.createElement("a");
-    link.href = "/ct/" + ct.ctid + "/";
-    link.textContent = ct.ctid;
-    cell(null).append(link);
-    cell(ct.hostname || "", { ctHostname: ct.ctid });
-    cell(ct.node);
-    const badge = document.createElement("span");
-    badge.className = "badge status-" + ct.status;
-    badge.dataset.ctStatus = ct.ctid;
-    badge.textContent = ct.status;
-    cell(null).append(badge);
-    cell((ct.ipv4 || []).join(", "), { ctIpv4: ct.ctid });
-    cell(null, { ctTags: ct.ctid }).append(...tagSpans(ct.tags));
-    const after = Array.from(body.children).find((el) => Number(el.dataset.ctRow) > ct.ctid);
-    body.insertBefore(tr, after || null);
-  }
-
-  function tagSpans(tags) {
-    return (tags || []).map((t) => {
-      const span = document.createElement("span");
-      span.className = "tag";
-      span.textContent = t;
-      return span;
-    });
-  }
+  // The container tables' part (bulk.js): rows added live, the summary cards recounted, tags drawn.
+  const tables = window.CaissonTables || { recount() {}, addTableRow() {}, tagSpans: () => [] };
+  const { recount, addTableRow, tagSpans } = tables;
 
   function addTreeLeaf(ct) {
     const list = $(`[data-node-cts="${ct.node}"]`);

@@ -12,6 +12,15 @@
   const startButton = document.getElementById("console-start");
   const readonlyBanner = document.getElementById("console-readonly");
   const modeSelect = document.getElementById("console-mode");
+  // The shell of shell mode: the user's default, kept by this browser (empty: bash if there, else sh).
+  const shellInput = document.getElementById("console-shell");
+  if (shellInput) {
+    shellInput.value = localStorage.getItem("caisson.console.shell") || "";
+    shellInput.addEventListener("change", () => {
+      localStorage.setItem("caisson.console.shell", shellInput.value.trim());
+      if (con.mode === "shell") restart("shell");
+    });
+  }
   const storeKey = "caisson.console." + ctid;
   const encoder = new TextEncoder();
 
@@ -98,6 +107,8 @@
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const query = new URLSearchParams({ ticket: answer.data.ticket, cols: term.cols, rows: term.rows });
     if (resume && con.offset > 0) query.set("since", con.offset);
+    const shell = shellInput ? shellInput.value.trim() : "";
+    if (mode === "shell" && shell) query.set("shell", shell);
     const socket = new WebSocket(scheme + location.host + answer.data.socket + "?" + query.toString());
     socket.binaryType = "arraybuffer";
     con.socket = socket;
@@ -226,6 +237,17 @@
   new ResizeObserver(() => { try { fit.fit(); } catch (e) { /* hidden frame */ } }).observe(document.getElementById("terminal"));
 
   // ---- the bar ----------------------------------------------------------------------------------
+  // Copy and Paste buttons, for a mouse and where a browser keeps Ctrl+Shift+V for itself.
+  document.getElementById("console-copy").addEventListener("click", () => {
+    const text = term.getSelection();
+    if (text && navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
+    term.focus();
+  });
+  document.getElementById("console-paste").addEventListener("click", async () => {
+    if (!navigator.clipboard || !navigator.clipboard.readText) return;
+    try { const text = await navigator.clipboard.readText(); if (text) term.paste(text); } catch (e) { /* refused */ }
+    term.focus();
+  });
   modeSelect.addEventListener("change", () => restart(modeSelect.value));
   document.getElementById("console-reconnect").addEventListener("click", () => restart(con.mode));
   document.getElementById("console-popout").addEventListener("click", () => {

@@ -18,7 +18,17 @@ import signal
 import sys
 import time
 
-from tasks.console_protocol import KEEPALIVE, MODES, STALE, error, is_count, is_session_id, is_size, relay_channel
+from tasks.console_protocol import (
+    KEEPALIVE,
+    MODES,
+    STALE,
+    error,
+    is_count,
+    is_session_id,
+    is_shell,
+    is_size,
+    relay_channel,
+)
 from tasks.console_relay.relay import Session
 
 log = logging.getLogger("caisson.console")
@@ -118,7 +128,7 @@ class Relay:
         from engine.errors import EngineError, InvalidState
 
         sid, reply, mode = message.get("session"), message.get("reply"), message.get("mode")
-        ctid, user = message.get("ctid"), message.get("user")
+        ctid, user, shell = message.get("ctid"), message.get("user"), message.get("shell")
         if (
             not (
                 is_session_id(sid)
@@ -126,12 +136,13 @@ class Relay:
                 and mode in MODES
                 and isinstance(ctid, int)
                 and isinstance(user, int)
+                and is_shell(shell)
             )
             or sid in self.sessions
         ):
             await self.refuse(reply, sid, "malformed console request")
             return
-        session = Session(self, sid, ctid, mode, user)
+        session = Session(self, sid, ctid, mode, user, shell)
         cols, rows = _size(message)
         try:
             if mode == "console":

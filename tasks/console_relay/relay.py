@@ -73,8 +73,9 @@ def _children(pid: int) -> list[int]:
 class Session:
     """One terminal: its process (or the console log it follows), its output stream and its socket."""
 
-    def __init__(self, relay, sid: str, ctid: int, mode: str, user: int):
+    def __init__(self, relay, sid: str, ctid: int, mode: str, user: int, shell: str | None = None):
         self.relay, self.sid, self.ctid, self.mode, self.user = relay, sid, ctid, mode, user
+        self.shell = shell  # shell mode: the shell to run (None: bash if there, else sh)
         self.reply: str | None = None
         self.produced = 0  # output bytes so far
         self.delivered = 0  # output bytes sent to the current reply channel
@@ -107,7 +108,7 @@ class Session:
 
         if self.mode == "tty" and self._start_held(cols, rows):
             return
-        argv = attach.LOGIN_ARGV if self.mode == "tty" else attach.SHELL_ARGV
+        argv = attach.LOGIN_ARGV if self.mode == "tty" else attach.shell_argv(self.shell)
         self.pid, self.fd = self.relay.engine.open_terminal(self.ctid, argv, env=dict(attach.TERMINAL_ENV))
         os.set_blocking(self.fd, False)
         attach.set_winsize(self.fd, rows, cols)

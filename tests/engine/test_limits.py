@@ -69,3 +69,15 @@ def test_accounting_reads_back(engine, container):
     assert status.pids >= 1
     assert status.uptime >= 0
     time.sleep(0.01)
+
+
+def test_a_cpuset_pins_the_container_to_those_cpus(engine, container):
+    online = sorted(os.sched_getaffinity(0))
+    if len(online) < 2:
+        pytest.skip("needs two CPUs")
+    engine.set(container, {"cores": "1", "cpuset": str(online[-1])})  # the set wins over cores' own pick
+    code, out, _ = engine.exec_output(container, ["grep", "Cpus_allowed_list", "/proc/self/status"])
+    assert code == 0 and out.split()[1].decode() == str(online[-1])
+    for bad in ("1-0", "a", "0,,1"):
+        with pytest.raises(Exception, match="cpuset"):
+            engine.set(container, {"cpuset": bad})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from django.utils import timezone
@@ -79,3 +80,76 @@ def test_search_lists_what_one_may_see_with_tags(make_user, world):
     assert 'value="prod"' in body and f'data-resource="node/{world["node"].name}"' in body
     operator = login(make_user, "op", "Operator", "/ct/101").get("/search/").content.decode()
     assert 'data-resource="lxc/101"' in operator and 'data-resource="lxc/100"' not in operator
+
+
+def _history(scope: str, memory: int, cpu: float, hours: int = 3) -> None:
+    now = int(time.time())
+    for i in range(hours * 2):
+        ts = now - now % 1800 - i * 1800
+        MetricSample.objects.create(scope=scope, step=1800, ts=ts, cpu=cpu, memory=memory, memory_total=0)
+
+
+def test_right_sizing_hints(make_user, world):
+    client = login(make_user, superuser=True)
+    assert 'id="sizing-hints"' not in client.get("/ct/100/").content.decode()  # no history yet: no hint
+    Container.objects.filter(ctid=100).update(config={"hostname": "web", "memory": "2048", "cores": "4"})
+    _history("ct/100", 60 << 20, 0.1)
+    body = client.get("/ct/100/").content.decode()
+    assert 'data-hint="memory-low"' in body and "128 MiB would do" in body
+    assert 'data-hint="cpu-low"' in body
+    _history("ct/101", 250 << 20, 0.0)  # its limit is 256 MiB
+    body = client.get("/ct/101/").content.decode()
+    assert 'data-hint="memory-high"' in body and "close to the limit 256 MiB" in body
+
+
+def test_month_and_year_graphs(make_user, world):
+    client = login(make_user, superuser=True)
+    for frame, window in (("month", 10800 * 248), ("year", 86400 * 366)):
+        body = client.get(f"/ct/100/?timeframe={frame}").content.decode()
+        assert f'"window": {window}' in body and 'data-chart="diskio"' in body and 'data-chart="disk"' in body
+
+
+def test_recordings_are_for_auditors_of_the_container(make_user, world, tmp_path, settings):
+    from webui.models import ConsoleRecording, RecordingRule
+
+    settings.DATA_DIR = tmp_path
+    rec = ConsoleRecording.objects.create(session="a" * 32, ctid=100, node=world["node"].name, mode="shell")
+    rec.path.write_text('{"version": 2, "width": 80, "height": 24, "timestamp": 0}\n[0.1, "o", "hi"]\n')
+    operator = login(make_user, "op", "Operator", "/")  # VM.Console, no Sys.Audit: no recordings
+    assert operator.get(f"/recordings/{rec.session}/cast").status_code == 404
+    assert 'data-recording="' not in operator.get("/datacenter/recordings/").content.decode()
+    assert operator.post("/datacenter/recordings/rules", {"ctid": "100"}).status_code == 403
+    assert not RecordingRule.objects.exists()
+    auditor = login(make_user, "aud", "Auditor", "/ct/100")
+    got = auditor.get(f"/recordings/{rec.session}/cast?download=1")
+    assert got.status_code == 200 and "attachment" in got["Content-Disposition"]
+    assert b'"o", "hi"' in b"".join(got.streaming_content)
+    bad = auditor.post(f"/recordings/{rec.session}/share", {"hours": "9999"}, HTTP_X_REQUESTED_WITH="fetch")
+    assert bad.status_code == 400 and "hours" in bad.json()["error"]["message"]
+    admin = login(make_user, superuser=True)
+    assert admin.post("/datacenter/recordings/rules", {"ctid": "100", "username": "op"}).status_code == 302
+    assert not RecordingRule.objects.exists()  # either a container or a user, not both
+    admin.post("/datacenter/recordings/rules", {"username": "op"})
+    assert RecordingRule.applies(999, operator.session["_auth_user_id"] and int(operator.session["_auth_user_id"]))
+
+
+def test_the_console_shell_is_a_plain_absolute_path():
+    from engine.attach import SHELL_ARGV, shell_argv
+    from tasks.console_protocol import is_shell
+
+    assert is_shell(None) and is_shell("/bin/bash") and is_shell("/usr/local/bin/fish")
+    for bad in ("bash", "/bin/../sbin/x", "/bin/sh; reboot", "/bin/ sh", "/bin/sh\n", "", "/" + "a" * 200, 7):
+        assert not is_shell(bad), bad
+    assert shell_argv("/bin/zsh") == ["/bin/zsh", "-l"] and shell_argv(None) == SHELL_ARGV
+
+
+def test_options_reach_the_console_settings_and_features(make_user, world):
+    client = login(make_user, superuser=True)
+    body = client.get("/ct/101/options/").content.decode()
+    assert 'name="cmode"' in body and 'name="tty"' in body and 'name="features"' in body
+    form = {"tab": "options", "keys": ["hostname", "cmode", "console", "features", "onboot"], "hostname": "db"}
+    form.update(cmode="shell", console="1", features="nesting=1")  # console left on: no change for it
+    answer = client.post("/ct/101/config", form, HTTP_X_REQUESTED_WITH="fetch")
+    assert answer.status_code == 202, answer.content
+    job = Job.objects.get(pk=answer.json()["job"]["id"])
+    assert job.params["changes"] == {"cmode": "shell", "features": "nesting=1"} and job.params["delete"] == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -237,6 +238,13 @@ def test_bulk_start_of_ten_containers(page, web, agent, node, make_user, engine,
     expect(page.locator(f'#ct-table [data-ct-status="{ids[0]}"]')).to_have_text("stopped", timeout=LIVE)
     assert engine.status(ids[0]).status == "stopped"
 
+    # Datacenter → Search finds them by tag.
+    page.goto(f"{web}/search/")
+    page.fill("#resource-search", "prod")
+    expect(page.locator(f'#search-table tr[data-resource="lxc/{ids[0]}"]')).to_be_visible()
+    expect(page.locator(f'#search-table tr[data-resource="lxc/{ids[-1] + 1000}"]')).to_be_hidden()
+    expect(page.locator("#search-table tr[data-search]:visible")).to_have_count(10)
+
 
 def test_resources_disks_and_nic_settings(page, web, agent, node, make_user, engine, busybox_template, ctid_factory):
     ctid = ctid_factory()
@@ -248,6 +256,7 @@ def test_resources_disks_and_nic_settings(page, web, agent, node, make_user, eng
     page.goto(f"{web}/ct/{ctid}/resources/")
     page.fill("#resources-form [name=pids]", "64")
     page.fill("#resources-form [name=ioweight]", "200")
+    page.fill("#resources-form [name=cpuset]", "0")
     page.click("#resources-form button[type=submit]")
     page.wait_for_function(
         "() => document.querySelector('#resources-form [name=pids]').value === '64'"
@@ -256,7 +265,7 @@ def test_resources_disks_and_nic_settings(page, web, agent, node, make_user, eng
     )
     values = engine.config(ctid).current.values
     expect(page.locator('#disk-table tr[data-disk="rootfs"]')).to_be_visible(timeout=LIVE)
-    assert (values.get("pids"), values.get("ioweight")) == ("64", "200"), values
+    assert (values.get("pids"), values.get("ioweight"), values.get("cpuset")) == ("64", "200", "0"), values
 
     page.fill("#mp-form [name=size]", "0.1")
     page.fill("#mp-form [name=path]", "/srv/data")
@@ -318,3 +327,119 @@ def test_a_start_failure_diagnosed_on_the_page(
     assert engine.status(ctid).status == "stopped"
     page.reload()  # it stays on the page until a start succeeds
     expect(page.locator("#diagnosis-cause")).to_contain_text(f"bridge '{bridge}'")
+
+
+REPLAY_BUFFER = """() => {
+  const b = window.caissonReplay.buffer.active, out = [];
+  for (let i = 0; i < b.length; i++) out.push(b.getLine(i).translateToString(true));
+  return out.join("\\n");
+}"""
+
+
+def test_a_recorded_console_session_replayed_and_shared(
+    page, browser, web, services_env, engine, container, node, console_relay, make_user
+):
+    from tests.webui.console_kit import mirror
+    from webui.models import ConsoleRecording, RecordingRule
+
+    mirror(node, container, engine=engine)
+    make_user("admin", superuser=True)
+    RecordingRule.objects.create(ctid=container)
+    login(page, web, "admin")
+    page.goto(f"{web}/ct/{container}/console/term/")
+    page.wait_for_function(
+        "() => window.caissonConsole && window.caissonConsole.state.startsWith('connected')", timeout=15000
+    )
+    # The default shell of Shell mode, chosen in the bar (and kept by the browser): a new session runs it.
+    page.fill("#console-shell", "/bin/ash")
+    page.dispatch_event("#console-shell", "change")
+    page.wait_for_function(
+        "() => window.caissonConsole.state.startsWith('connected') && window.caissonConsole.offset > 0", timeout=15000
+    )
+    page.click("#terminal")
+    page.keyboard.type('echo "$0"-x\n')
+    page.wait_for_function(
+        "() => { const b = window.caissonTerm.buffer.active; for (let i = 0; i < b.length; i++)"
+        " if (b.getLine(i).translateToString(true).trim() === '/bin/ash-x') return true; return false; }",
+        timeout=15000,
+    )
+    page.keyboard.type("echo rec-$((40+2))\n")
+    page.wait_for_function(
+        "() => { const b = window.caissonTerm.buffer.active; for (let i = 0; i < b.length; i++)"
+        " if (b.getLine(i).translateToString(true).trim() === 'rec-42') return true; return false; }",
+        timeout=15000,
+    )
+    # Copy and Paste buttons: the selection to the clipboard, the clipboard typed into the terminal.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=web)
+    page.evaluate("() => window.caissonTerm.selectAll()")
+    page.click("#console-copy")
+    page.wait_for_function("async () => (await navigator.clipboard.readText()).includes('rec-42')")
+    page.evaluate("() => navigator.clipboard.writeText('echo pasted-$((3+4))\\n')")
+    page.click("#console-paste")
+    page.wait_for_function(
+        "() => { const b = window.caissonTerm.buffer.active; for (let i = 0; i < b.length; i++)"
+        " if (b.getLine(i).translateToString(true).trim() === 'pasted-7') return true; return false; }",
+        timeout=15000,
+    )
+    page.goto(f"{web}/datacenter/recordings/")  # leaving the console ends the socket: the recording closes
+    recording = ConsoleRecording.objects.filter(ctid=container).order_by("-started").first()  # the ash session
+    deadline = time.monotonic() + 15
+    while recording.ended is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        recording.refresh_from_db()
+    cast = Path(services_env["CAISSON_WEB_DATA"]) / "recordings" / f"{recording.session}.cast"  # the server's
+    header = cast.read_text().splitlines()[0]
+    assert '"version": 2' in header and recording.size > 0 and cast.stat().st_mode & 0o077 == 0
+
+    page.reload()
+    page.locator(f'tr[data-recording="{recording.session}"] a', has_text="Replay").click()
+    expect(page.locator("#replay")).to_have_attribute("data-state", "loaded")
+    page.select_option("#replay-speed", "64")
+    page.click("#replay-play")
+    expect(page.locator("#replay")).to_have_attribute("data-state", "ended", timeout=LIVE)
+    screen = page.evaluate(REPLAY_BUFFER)
+    assert "rec-42" in [line.strip() for line in screen.splitlines()], screen
+
+    # A read-only link: works without logging in, and no longer once revoked.
+    page.fill("#share-form [name=hours]", "2")
+    page.click("#share-form button")
+    expect(page.locator("#share-url")).to_contain_text("/shared/recording/")
+    url = page.locator("#share-url").get_attribute("data-url")
+    stranger = browser.new_context()
+    try:
+        other = stranger.new_page()
+        other.goto(url)
+        expect(other.locator("#replay")).to_have_attribute("data-state", "loaded")
+        other.click("#replay-end")
+        assert "rec-42" in other.evaluate(REPLAY_BUFFER)
+        assert other.locator("#share-form").count() == 0 and other.locator("#replay-download").count() == 0
+        page.reload()
+        page.locator("#share-table button", has_text="Revoke").click()
+        expect(page.locator("#share-table")).to_contain_text("revoked")
+        assert other.goto(url).status == 404
+        assert other.goto(url + "cast").status == 404
+    finally:
+        stranger.close()
+
+
+def test_a_custom_template_from_a_stopped_container(
+    page, web, agent, node, make_user, engine, busybox_template, ctid_factory
+):
+    from webui.models import StoredTemplate
+
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": f"tpl{ctid}", "memory": "64", "swap": "0"})
+    config = {k: str(v) for k, v in engine.config(ctid).current.values.items()}
+    Container.objects.create(ctid=ctid, node=node, hostname=f"tpl{ctid}", status="stopped", config=config)
+    name = f"web{ctid}-1.0-1_amd64.tar.zst"
+    make_user("admin", superuser=True)
+    login(page, web, "admin")
+    page.goto(f"{web}/ct/{ctid}/options/")
+    page.fill("#template-form [name=name]", f"web{ctid}-1.0-1_amd64")  # the suffix is added
+    page.click("#template-form button")
+    expect(page.locator(f'#task-rows tr:has-text("vzmktemplate {ctid}")')).to_contain_text("OK", timeout=LIVE * 2)
+    try:
+        assert (engine.layout.templates / name).stat().st_size > 0
+        assert StoredTemplate.objects.filter(node=node, name=name).exists()  # offered by the wizard at once
+    finally:
+        (engine.layout.templates / name).unlink(missing_ok=True)

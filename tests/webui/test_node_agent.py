@@ -53,10 +53,18 @@ def test_the_tick_samples_running_containers(agent, node, engine, busybox_templa
     Container.objects.create(ctid=ctid, node=node, status="running")
     app.send_task("caisson.node.tick", queue=node.queue)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not MetricSample.objects.filter(scope=f"ct/{ctid}", step=10).exists():
+    while time.monotonic() < deadline and not MetricSample.objects.filter(scope=f"ct/{ctid}", step=86400).exists():
         time.sleep(0.05)
     sample = MetricSample.objects.filter(scope=f"ct/{ctid}", step=10).first()
     assert sample is not None and sample.memory > 0 and sample.memory_total > 0
+    assert sample.disk_total > 0 and 0 < sample.disk_used <= sample.disk_total  # its root file system
+    assert {s for s in MetricSample.objects.filter(scope=f"ct/{ctid}").values_list("step", flat=True)} == {
+        10,
+        300,
+        1800,
+        10800,
+        86400,
+    }  # hour, day, week, month and year
     assert MetricSample.objects.filter(scope=f"node/{node.name}").exists()
     node.refresh_from_db()
     assert node.online and node.memory_total > 0

@@ -34,6 +34,7 @@ EDITABLE_KEYS = {
     "swap",
     "pids",
     "ioweight",
+    "cpuset",
     "onboot",
     "startup",
     "protection",
@@ -341,3 +342,23 @@ def container_job(access: Access, container: Container, kind: str, params: dict,
     return submit(
         kind, container.node, container.path, str(container.ctid), user=access.user, params=params, address=address
     )
+
+
+def make_template(access: Access, container: Container, name: str, address: str | None = None) -> Job:
+    """A custom template from a stopped container (``pct``'s vzdump-then-template, as the engine's
+    ``make-template``): VM.Allocate on the container (its whole file system is copied) and
+    Datastore.AllocateTemplate on its node (the store grows)."""
+    from engine.templates.entry import check_template_name
+
+    require(access, "VM.Allocate", container, address=address)
+    require(access, "Datastore.AllocateTemplate", container.node, address=address)
+    name = (name or "").strip()
+    if name and not name.endswith(".tar.zst"):
+        name += ".tar.zst"
+    try:
+        check_template_name(name)
+    except EngineValidationError as exc:
+        raise ValidationError({"name": [str(exc)]}) from None
+    if container.status != Container.Status.STOPPED:
+        raise JobRefused(f"CT {container.ctid} is {container.status}; stop it before making a template of it")
+    return container_job(access, container, "vzmktemplate", {"name": name}, address)

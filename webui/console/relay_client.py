@@ -62,7 +62,15 @@ class RelayClient:
         return False
 
     async def open(
-        self, ctid: int, mode: str, user: int, cols: int, rows: int, since: int | None, resuming: bool
+        self,
+        ctid: int,
+        mode: str,
+        user: int,
+        cols: int,
+        rows: int,
+        since: int | None,
+        resuming: bool,
+        shell: str | None = None,
     ) -> bool:
         """Ask for a new terminal, or (``resuming``) to take the kept session over from byte ``since``."""
         return await self.send(
@@ -74,6 +82,7 @@ class RelayClient:
                 "cols": cols,
                 "rows": rows,
                 "since": since if resuming else None,
+                "shell": shell if mode == "shell" else None,
             }
         )
 

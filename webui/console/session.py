@@ -30,9 +30,10 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from tasks.console_protocol import KEEPALIVE, MAX_SIZE, is_size
+from tasks.console_protocol import KEEPALIVE, MAX_SIZE, is_shell, is_size
 from webui.console import tickets
 from webui.console.outbox import Outbox
+from webui.console.recording import Recorder
 from webui.console.relay_client import HIGH_WATER, OPEN_TIMEOUT, OutOfOrder, RelayClient
 from webui.console.tickets import CLOSE_DENIED
 from webui.signals import user_group
@@ -57,6 +58,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         self.tasks: list[asyncio.Task] = []
         self.audit_detail: dict = {}
         self.user_group: str | None = None
+        self.recorder: Recorder | None = None
         self.outbox = Outbox(self.send, super().close, self._taken)
         # Accept first, so that a refusal can carry a message the page shows (the origin was
         # checked before this by AllowedHostsOriginValidator, which refuses without accepting).
@@ -74,6 +76,10 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         token = (query.get("ticket") or [""])[0]
         cols, rows = _number(query, "cols", 80), _number(query, "rows", 24)
         since = _number(query, "since", None)
+        shell = (query.get("shell") or [""])[0] or None  # shell mode's shell; the default when absent
+        if not is_shell(shell):
+            await self.refuse(CLOSE_DENIED, f"shell {shell[:40]!r}: give an absolute path such as /bin/bash")
+            return
         if not (is_size(cols) and is_size(rows)):
             cols, rows = 80, 24
         verdict = await database_sync_to_async(tickets.redeem)(token, user, ctid)
@@ -85,8 +91,14 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         self.session = verdict["session"] or uuid.uuid4().hex
         self.relay = RelayClient(self.channel_layer, self.channel_name, self.node, self.session, self._relay_stuck)
         self.audit_detail = {"session": self.session, "mode": self.mode}
-        if not await self.relay.open(ctid, self.mode, user.id, cols, rows, since, resuming):
+        if not await self.relay.open(ctid, self.mode, user.id, cols, rows, since, resuming, shell):
             return
+        # Recorded when a rule names the container or the user (webui.models.recordings).
+        self.recorder = await database_sync_to_async(Recorder.start)(
+            self.session, ctid, self.node, user, self.mode, cols, rows
+        )
+        if self.recorder is not None:
+            self.audit_detail["recorded"] = self.recorder.row.session
         await self.audit("console.resume" if resuming else "console.open", "ok")
         self.tasks.append(asyncio.ensure_future(self._open_timeout()))
         self.tasks.append(asyncio.ensure_future(self._keepalive()))
@@ -94,6 +106,8 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code):
         for task in getattr(self, "tasks", ()):
             task.cancel()
+        if getattr(self, "recorder", None) is not None:
+            await database_sync_to_async(self.recorder.close)()
         if getattr(self, "outbox", None) is not None:
             self.outbox.stop()
         if getattr(self, "user_group", None):
@@ -135,6 +149,8 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
                 )
                 return
             await self.relay.send({"type": "console.resize", "cols": cols, "rows": rows})
+            if self.recorder is not None:
+                self.recorder.resize(cols, rows)
         elif kind == "flow":
             relay, outbox = self.relay, self.outbox
             self.outbox.put(
@@ -190,7 +206,10 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         if not self._ours(message):
             return
         try:
-            self.outbox.put(self.relay.output(message))
+            data = self.relay.output(message)
+            if self.recorder is not None:
+                self.recorder.output(data)
+            self.outbox.put(data)
         except OutOfOrder as exc:  # refuse to show a corrupt stream
             await self.end_session(CLOSE_RELAY, f"{exc}; the session was ended")
 

@@ -11,12 +11,14 @@ from webui.models.console import ConsoleTicket
 from webui.models.inventory import CatalogEntry, Container, Node, Pool, StorageMirror, StoredTemplate
 from webui.models.jobs import Job, JobLine
 from webui.models.metrics import MetricSample
+from webui.models.recordings import ConsoleRecording, RecordingRule, RecordingShare
 
 __all__ = [
     "AccessEntry",
     "ApiToken",
     "AuditEntry",
     "CatalogEntry",
+    "ConsoleRecording",
     "ConsoleTicket",
     "Container",
     "Job",
@@ -24,6 +26,8 @@ __all__ = [
     "MetricSample",
     "Node",
     "Pool",
+    "RecordingRule",
+    "RecordingShare",
     "Role",
     "StorageMirror",
     "StoredTemplate",

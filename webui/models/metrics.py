@@ -7,7 +7,13 @@ from django.db import models
 
 class MetricSample(models.Model):
     # resolution name -> (bucket width in seconds, buckets kept)
-    RESOLUTIONS = {"hour": (10, 360), "day": (300, 288), "week": (1800, 336)}
+    RESOLUTIONS = {
+        "hour": (10, 360),
+        "day": (300, 288),
+        "week": (1800, 336),
+        "month": (10800, 248),  # 3 h buckets, 31 days
+        "year": (86400, 366),  # 1 day buckets
+    }
 
     scope = models.CharField(max_length=64)  # "node/<name>" or "ct/<id>"
     step = models.PositiveIntegerField()  # bucket width in seconds
@@ -20,6 +26,8 @@ class MetricSample(models.Model):
     net_out = models.FloatField(default=0)
     disk_used = models.BigIntegerField(default=0)
     disk_total = models.BigIntegerField(default=0)
+    io_read = models.FloatField(default=0)  # block I/O, bytes per second (containers)
+    io_write = models.FloatField(default=0)
 
     class Meta:
         ordering = ["scope", "step", "ts"]

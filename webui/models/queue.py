@@ -48,6 +48,7 @@ TASKS = {
     "move_volume": "caisson.container.move_volume",
     "push_file": "caisson.container.push_file",
     "pull_file": "caisson.container.pull_file",
+    "vzmktemplate": "caisson.container.make_template",  # a custom template from a stopped container
     "aptupdate": "caisson.templates.update",
     "download": "caisson.templates.download",
     "tmplbuild": "caisson.templates.build",

@@ -21,7 +21,7 @@ from webui.forms.create import propose_ctid
 from webui.models import Container, Job
 from webui.nic_rights import usable_bridges
 from webui.views.common import audit_container, client_address, container_or_gone, run_action
-from webui.views.metrics import TIMEFRAMES, series, timeframe
+from webui.views.metrics import TIMEFRAMES, series, sizing_hints, timeframe
 
 TABS = [
     ("summary", "Summary"),
@@ -35,9 +35,23 @@ TABS = [
     ("backup", "Backup"),
     ("tasks", "Task history"),
 ]
-RESOURCE_KEYS = ["cores", "cpulimit", "cpuunits", "memory", "swap", "pids", "ioweight"]
-OPTION_KEYS = ["hostname", "description", "onboot", "startup", "protection", "tags", "nameserver", "searchdomain"]
-CHECKBOX_KEYS = {"onboot", "protection"}
+RESOURCE_KEYS = ["cores", "cpuset", "cpulimit", "cpuunits", "memory", "swap", "pids", "ioweight"]
+OPTION_KEYS = [
+    "hostname",
+    "description",
+    "onboot",
+    "startup",
+    "protection",
+    "tags",
+    "nameserver",
+    "searchdomain",
+    "cmode",
+    "tty",
+    "console",
+    "features",
+]
+CHECKBOX_KEYS = {"onboot", "protection", "console"}
+CHECKBOX_ON_BY_DEFAULT = {"console"}  # unset means on
 NIC_SLOTS = [f"net{i}" for i in range(10)]
 NIC_FIELDS = ["name", "bridge", "ip", "gw", "ip6", "gw6", "tag", "trunks", "mtu", "rate", "firewall", "hwaddr"]
 
@@ -121,7 +135,10 @@ def container_page(request, ctid: int, tab: str = "summary"):
         frame = timeframe(request)
         context["diagnosis"] = start_diagnosis(container)
         context.update(
-            chart=series(f"ct/{ctid}", frame, ("cpu", "memory", "net")), timeframe=frame, timeframes=TIMEFRAMES
+            chart=series(f"ct/{ctid}", frame, ("cpu", "memory", "net", "disk", "diskio")),
+            timeframe=frame,
+            timeframes=TIMEFRAMES,
+            hints=sizing_hints(container),
         )
     elif tab == "resources":
         from webui.views.machine import disks_context
@@ -279,6 +296,21 @@ def destroy(request, ctid: int):
     )
 
 
+@require_POST
+def make_template(request, ctid: int):
+    container, gone = container_or_gone(request, ctid)
+    if gone:
+        return gone
+    return run_action(
+        request,
+        lambda: actions.make_template(
+            access_for(request), container, request.POST.get("name", ""), address=client_address(request)
+        ),
+        f"template from CT {ctid} queued (job {{job.pk}})",
+        reverse("ct-tab", args=[ctid, "options"]),
+    )
+
+
 def config_changes(container: Container, post) -> tuple[dict, list[str]]:
     """What a tab's form changes: keys it covers whose value differs; an emptied key is deleted."""
     changes, delete = {}, []
@@ -288,7 +320,8 @@ def config_changes(container: Container, post) -> tuple[dict, list[str]]:
         else:
             value = post.get(key, "").strip() if key != "description" else post.get(key, "")
         current = str(container.config.get(key, ""))
-        if key in CHECKBOX_KEYS and current in ("", "0") and value == "0":
+        default = "1" if key in CHECKBOX_ON_BY_DEFAULT else "0"
+        if key in CHECKBOX_KEYS and current in ("", default) and value == default:
             continue
         if value == current:
             continue

@@ -20,6 +20,7 @@ from webui.views import (
 )
 from webui.views import backups as backup_views
 from webui.views import protection as protection_views
+from webui.views import recordings as rec
 from webui.views import template_sources as source_views
 
 
@@ -58,6 +59,7 @@ urlpatterns = [
     path("ct/<int:ctid>/files/pull", page(machine.pull), name="ct-files-pull"),
     path("ct/<int:ctid>/files/pulled/<int:job_id>", page(machine.pulled), name="ct-files-pulled"),
     path("ct/<int:ctid>/firewall/", page(firewall.firewall_page), {"level": "ct"}, name="ct-firewall"),
+    path("ct/<int:ctid>/make-template", page(containers.make_template), name="ct-make-template"),
     path("ct/<int:ctid>/<str:tab>/", page(containers.container_page), name="ct-tab"),
     path("create/", page(wizard.wizard), name="create"),
     path("create/validate/<str:step>", page(wizard.validate_step), name="create-validate"),
@@ -116,4 +118,17 @@ urlpatterns += [
         page(protection_views.target_delete),
         name="protection-target-delete",
     ),
+]
+
+# Console recordings: rules, replay and download for auditors, read-only links (these two without login).
+urlpatterns += [
+    path("datacenter/recordings/", page(rec.recordings_page), name="recordings"),
+    path("datacenter/recordings/rules", page(rec.rule_add), name="recording-rule-add"),
+    path("datacenter/recordings/rules/<int:pk>/delete", page(rec.rule_delete), name="recording-rule-delete"),
+    path("recordings/<str:session>/", page(rec.replay_page), name="recording"),
+    path("recordings/<str:session>/cast", page(rec.cast), name="recording-cast"),
+    path("recordings/<str:session>/share", page(rec.share), name="recording-share"),
+    path("recordings/shares/<int:pk>/revoke", page(rec.revoke), name="recording-revoke"),
+    path("shared/recording/<str:token>/", rec.shared_page, name="shared-recording"),
+    path("shared/recording/<str:token>/cast", rec.shared_cast, name="shared-cast"),
 ]

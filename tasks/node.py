@@ -8,6 +8,7 @@ import shutil
 import time
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from engine.errors import NotFound
@@ -41,6 +42,7 @@ def heartbeat(node: Node) -> None:
     )
 
 
+METRIC_FIELDS = ("cpu", "memory", "memory_total", "net_in", "net_out", "disk_used", "disk_total")
 _last_counters: dict[str, tuple[float, float, float, float]] = {}  # scope -> (time, cpu seconds, rx, tx)
 
 
@@ -58,22 +60,56 @@ def _rates(scope: str, cpu_seconds: float, rx: float, tx: float) -> tuple[float,
     )
 
 
+def _fold(row: MetricSample, values: dict) -> None:
+    """Add one reading to a bucket's running average (integers stay integers, rounded half to even)."""
+    n = row.samples
+    for key, value in values.items():
+        mean = (getattr(row, key) * n + value) / (n + 1)
+        setattr(row, key, round(mean) if isinstance(value, int) else mean)
+    row.samples = n + 1
+
+
+def record_metrics(when: float, readings: dict[str, dict]) -> None:
+    """Fold one reading per scope into each resolution's bucket and drop buckets past the window.
+
+    The cost per tick is a fixed number of statements whatever the number of scopes (containers): one
+    locking SELECT of the buckets this tick touches, one bulk ``INSERT ... ON CONFLICT DO UPDATE`` of all of
+    them, one DELETE of the expired ones, in one transaction. The averages are computed here, as before, so
+    the graphs' data is the same as when each reading was written on its own. One agent writes a scope
+    (its node and its containers), so the lock only guards against a tick overlapping the previous one.
+    """
+    if not readings:
+        return
+    buckets = {step: (int(when) - int(when) % step, keep) for step, keep in MetricSample.RESOLUTIONS.values()}
+    current, stale = Q(), Q()
+    for step, (ts, keep) in buckets.items():
+        current |= Q(step=step, ts=ts)
+        stale |= Q(step=step, ts__lt=ts - step * keep)
+    scopes = list(readings)
+    with transaction.atomic():
+        found = MetricSample.objects.select_for_update().filter(current, scope__in=scopes)
+        existing = {(row.scope, row.step): row for row in found}
+        rows = []
+        for scope, values in readings.items():
+            for step, (ts, _) in buckets.items():
+                row = existing.get((scope, step))
+                if row is None:
+                    row = MetricSample(scope=scope, step=step, ts=ts, samples=1, **values)
+                else:
+                    _fold(row, values)
+                rows.append(row)
+        MetricSample.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["scope", "step", "ts"],
+            update_fields=["samples", *METRIC_FIELDS],
+        )
+        MetricSample.objects.filter(stale, scope__in=scopes).delete()
+
+
 def record_metric(scope: str, when: float, **values) -> None:
-    """Fold one reading into each resolution's bucket (a running average) and drop buckets past the window."""
-    for step, keep in MetricSample.RESOLUTIONS.values():
-        bucket = int(when) - int(when) % step
-        with transaction.atomic():
-            row, created = MetricSample.objects.select_for_update().get_or_create(
-                scope=scope, step=step, ts=bucket, defaults={**values, "samples": 1}
-            )
-            if not created:
-                n = row.samples
-                for key, value in values.items():
-                    mean = (getattr(row, key) * n + value) / (n + 1)
-                    setattr(row, key, round(mean) if isinstance(value, int) else mean)
-                row.samples = n + 1
-                row.save()
-        MetricSample.objects.filter(scope=scope, step=step, ts__lt=bucket - step * keep).delete()
+    """One scope's reading (see :func:`record_metrics`)."""
+    record_metrics(when, {scope: values})
 
 
 def _host_cpu_seconds() -> float:
@@ -98,9 +134,10 @@ def sample(node: Node) -> None:
     disk = shutil.disk_usage(node_engine().layout.root)
     used, total = _host_memory()
     cpu, _, _ = _rates(f"node/{node.name}", _host_cpu_seconds(), 0, 0)
-    record_metric(
-        f"node/{node.name}", when, cpu=cpu, memory=used, memory_total=total, disk_used=disk.used, disk_total=disk.total
-    )
+    readings = {
+        f"node/{node.name}": dict(cpu=cpu, memory=used, memory_total=total, disk_used=disk.used, disk_total=disk.total)
+    }
+    sampled, events = [], []
     running = Container.objects.filter(node=node, status=Container.Status.RUNNING)
     for container in running:
         try:
@@ -112,33 +149,35 @@ def sample(node: Node) -> None:
             continue
         rx = sum(c.get("rx_bytes", 0) for c in (status.net or {}).values())
         tx = sum(c.get("tx_bytes", 0) for c in (status.net or {}).values())
-        scope = f"ct/{container.ctid}"
-        cpu, net_in, net_out = _rates(scope, (status.cpu_ns or 0) / 1e9, rx, tx)
-        record_metric(
-            scope,
-            when,
-            cpu=cpu,
+        ct_cpu, net_in, net_out = _rates(f"ct/{container.ctid}", (status.cpu_ns or 0) / 1e9, rx, tx)
+        readings[f"ct/{container.ctid}"] = dict(
+            cpu=ct_cpu,
             memory=status.memory_bytes or 0,
             memory_total=status.memory_limit_bytes or 0,
             net_in=net_in,
             net_out=net_out,
         )
-        Container.objects.filter(pk=container.pk).update(
-            cpu=cpu, memory_used=status.memory_bytes, ipv4=status.ipv4 or [], ipv6=status.ipv6 or []
+        container.cpu, container.memory_used = ct_cpu, status.memory_bytes
+        container.ipv4, container.ipv6 = status.ipv4 or [], status.ipv6 or []
+        sampled.append(container)
+        events.append(
+            (
+                container.path,
+                {
+                    "type": "ct.metrics",
+                    "ctid": container.ctid,
+                    "ts": when,
+                    "cpu": ct_cpu,
+                    "memory": status.memory_bytes,
+                    "memory_total": status.memory_limit_bytes,
+                    "net_in": net_in,
+                    "net_out": net_out,
+                },
+            )
         )
-        publish(
-            [container.path],
-            {
-                "type": "ct.metrics",
-                "ctid": container.ctid,
-                "ts": when,
-                "cpu": cpu,
-                "memory": status.memory_bytes,
-                "memory_total": status.memory_limit_bytes,
-                "net_in": net_in,
-                "net_out": net_out,
-            },
-        )
+    write_sample(when, readings, sampled)
+    for path, event in events:
+        publish([path], event)
     publish(
         [node.path],
         {
@@ -152,6 +191,14 @@ def sample(node: Node) -> None:
             "disk_total": disk.total,
         },
     )
+
+
+def write_sample(when: float, readings: dict[str, dict], containers: list[Container]) -> None:
+    """A tick's database writes: the metric buckets and each sampled container's last reading, a fixed
+    number of statements whatever the number of containers."""
+    record_metrics(when, readings)
+    if containers:
+        Container.objects.bulk_update(containers, ["cpu", "memory_used", "ipv4", "ipv6"], batch_size=500)
 
 
 def restart_exited(node: Node) -> None:

@@ -213,7 +213,6 @@ def restart_exited(node: Node) -> None:
             continue  # one is queued or running already
 
 
-@app.task(name="caisson.node.tick", ignore_result=True)
 def ensure_lxcfs() -> None:
     """Start the node's lxcfs if it is not serving (at the agent's start and each tick): containers started
     while it was away run without its views and said so; it must not stay away."""
@@ -229,6 +228,7 @@ def ensure_lxcfs() -> None:
         log.warning("lxcfs: %s", exc)
 
 
+@app.task(name="caisson.node.tick", ignore_result=True)
 def tick() -> None:
     """Every few seconds on each node: heartbeat, metrics, and a mirror of changes made outside Caisson."""
     node = this_node()

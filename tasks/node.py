@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import time
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -197,8 +198,27 @@ def write_sample(when: float, readings: dict[str, dict], containers: list[Contai
     """A tick's database writes: the metric buckets and each sampled container's last reading, a fixed
     number of statements whatever the number of containers."""
     record_metrics(when, readings)
-    if containers:
+    if not containers:
+        return
+    if connection.vendor != "postgresql":  # the embedded single node (SQLite): few containers
         Container.objects.bulk_update(containers, ["cpu", "memory_used", "ipv4", "ipv6"], batch_size=500)
+        return
+    # Django's bulk_update builds a CASE per column per row, which costs more than the metrics themselves at
+    # a thousand rows; one UPDATE ... FROM unnest(arrays) is a single short statement with four parameters.
+    table = Container._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS c SET cpu = v.cpu, memory_used = v.memory, ipv4 = v.ipv4::jsonb, ipv6 = v.ipv6::jsonb"
+            " FROM unnest(%s::bigint[], %s::float8[], %s::bigint[], %s::text[], %s::text[])"
+            " AS v(id, cpu, memory, ipv4, ipv6) WHERE c.id = v.id",
+            [
+                [c.pk for c in containers],
+                [c.cpu for c in containers],
+                [c.memory_used for c in containers],
+                [json.dumps(c.ipv4) for c in containers],
+                [json.dumps(c.ipv6) for c in containers],
+            ],
+        )
 
 
 def restart_exited(node: Node) -> None:

@@ -19,7 +19,7 @@ from tasks.firewall import read_firewall_log, sync_firewall
 from tasks.mirror import host_interfaces, managed_bridges, sync_all, sync_container, sync_storages, sync_templates
 from tasks.runtime import node_engine, this_node
 from tasks.safety import sweep
-from webui.live import publish
+from webui.live import publish_many
 from webui.models import Container, MetricSample, Node
 
 log = logging.getLogger(__name__)
@@ -177,21 +177,22 @@ def sample(node: Node) -> None:
             )
         )
     write_sample(when, readings, sampled)
-    for path, event in events:
-        publish([path], event)
-    publish(
-        [node.path],
-        {
-            "type": "node.metrics",
-            "node": node.name,
-            "ts": when,
-            "cpu": cpu,
-            "memory": used,
-            "memory_total": total,
-            "disk_used": disk.used,
-            "disk_total": disk.total,
-        },
+    events.append(
+        (
+            node.path,
+            {
+                "type": "node.metrics",
+                "node": node.name,
+                "ts": when,
+                "cpu": cpu,
+                "memory": used,
+                "memory_total": total,
+                "disk_used": disk.used,
+                "disk_total": disk.total,
+            },
+        )
     )
+    publish_many([([path], event) for path, event in events])
 
 
 def write_sample(when: float, readings: dict[str, dict], containers: list[Container]) -> None:

@@ -20,7 +20,7 @@
 #   ./scripts/run.sh status     show what runs
 #   ./scripts/run.sh units DIR  write the systemd units into DIR (and the daemons' environment file)
 #   ./scripts/run.sh join --database URL --redis URL --token T --name NAME
-#                               make this machine a node of an existing Caisson (docs/cluster.md): the token is
+#                               make this machine a node of an existing Caisson (README: A cluster): the token is
 #                               an administrator's (manage.py node token; '-' reads it from stdin), checked
 #                               against that database; then only this node's agent and console relay start
 #                               here (the web server and beat run where the console is). A cluster needs

@@ -177,3 +177,21 @@ def test_a_node_leaving_is_removed_unless_it_holds_containers(services_env):
     gone = leave()
     assert gone.returncode == 0, gone.stderr
     assert not Node.objects.filter(name="node-c").exists()
+
+
+@pytest.mark.django_db
+def test_the_node_page_removes_a_dead_node_for_an_administrator(make_user):
+    admin, auditor = make_user("admin", "Administrator"), make_user("aud", "Auditor")
+    dead = Node.objects.create(name="node-d", last_seen=timezone.now() - timedelta(hours=1))
+    page = client_for(admin).get("/nodes/node-d/").content.decode()
+    assert 'id="node-remove"' in page
+    assert 'id="node-remove"' not in client_for(auditor).get("/nodes/node-d/").content.decode()
+    assert client_for(auditor).post("/nodes/node-d/remove").status_code == 403
+    Container.objects.create(ctid=97_003, node=dead, status="stopped")
+    client_for(admin).post("/nodes/node-d/remove", {"next": "/"})
+    assert Node.objects.filter(name="node-d").exists()  # refused: a container is still listed there
+    Container.objects.filter(ctid=97_003).delete()
+    answer = client_for(admin).post("/nodes/node-d/remove", {"next": "/"})
+    assert answer.status_code == 302 and not Node.objects.filter(name="node-d").exists()
+    Node.objects.create(name="node-e", last_seen=timezone.now())
+    assert 'id="node-remove"' not in client_for(admin).get("/nodes/node-e/").content.decode()  # online

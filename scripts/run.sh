@@ -185,7 +185,9 @@ join_cluster() {
     # shellcheck source=/dev/null
     source "$CLUSTER_ENV"
     set +a
-    $PY -m engine lxcfs --log "$CAISSON_ROOT/log/lxcfs.log" >/dev/null || say "warning: lxcfs is not serving"
+    if [[ ${CAISSON_LXCFS_AUTOSTART:-1} != 0 ]]; then
+        $PY -m engine lxcfs --log "$CAISSON_ROOT/log/lxcfs.log" >/dev/null || say "warning: lxcfs is not serving"
+    fi
     for daemon in agent console; do running "$daemon" || start_daemon "$daemon"; done
     say "node $name joined; it appears in the console's tree once its agent has mirrored it"
 }

@@ -195,3 +195,63 @@ def test_the_node_page_removes_a_dead_node_for_an_administrator(make_user):
     assert answer.status_code == 302 and not Node.objects.filter(name="node-d").exists()
     Node.objects.create(name="node-e", last_seen=timezone.now())
     assert 'id="node-remove"' not in client_for(admin).get("/nodes/node-e/").content.decode()  # online
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_sh_join_starts_only_the_agent_and_relay_and_leave_removes_the_node(
+    services_env, make_user, cgroup_parent, tmp_path
+):
+    """The documented commands end to end, in a scratch state root, against the test database."""
+    from webui.access import Access
+    from webui.actions.cluster import make_join_token
+
+    admin = make_user("admin", "Administrator")
+    base = tmp_path / "joined"
+    env = {k: v for k, v in services_env.items() if k not in ("DATABASE_URL", "CAISSON_NODE")}
+    env.update(
+        CAISSON_ROOT=str(base / "root"),
+        CAISSON_SECRETS=str(base / "secrets"),
+        CAISSON_RUN=str(base / "run"),
+        CAISSON_CGROUP_PARENT=f"{cgroup_parent}-j",
+        CAISSON_SYSTEMD="no",
+    )
+
+    def run_sh(*args: str, stdin: str = ""):
+        return subprocess.run(
+            ["bash", "scripts/run.sh", *args],
+            cwd=REPO,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    sqlite = run_sh("join", "--database", "sqlite:////tmp/x.db", "--redis", "redis://x", "--token", "t", "--name", "n")
+    assert sqlite.returncode != 0 and "needs PostgreSQL" in sqlite.stderr
+    _, token = make_join_token(Access(admin), 10)
+    joined = run_sh(
+        "join",
+        "--database",
+        services_env["DATABASE_URL"],
+        "--redis",
+        settings.REDIS_URL,
+        "--token",
+        "-",
+        "--name",
+        "node-j",
+        stdin=token + "\n",
+    )
+    try:
+        assert joined.returncode == 0, joined.stdout + joined.stderr
+        status = run_sh("status").stdout
+        assert "agent: running" in status and "console: running" in status
+        assert "web" not in status and "beat" not in status  # the console's machine runs those
+        wait_for(lambda: Node.objects.filter(name="node-j", last_seen__isnull=False).exists(), "node-j's heartbeat")
+        wait_for(lambda: StorageMirror.objects.filter(node__name="node-j").exists(), "node-j's storages")
+    finally:
+        left = run_sh("leave")
+    assert left.returncode == 0, left.stdout + left.stderr
+    assert not Node.objects.filter(name="node-j").exists()
+    assert not (base / "root" / "daemons" / "cluster.env").exists()
+    assert "agent: stopped" in run_sh("status").stdout

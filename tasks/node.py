@@ -77,7 +77,9 @@ def record_metrics(when: float, readings: dict[str, dict]) -> None:
     locking SELECT of the buckets this tick touches, one bulk ``INSERT ... ON CONFLICT DO UPDATE`` of all of
     them, one DELETE of the expired ones, in one transaction. The averages are computed here, as before, so
     the graphs' data is the same as when each reading was written on its own. One agent writes a scope
-    (its node and its containers), so the lock only guards against a tick overlapping the previous one.
+    (its node and its containers); the lock serialises a tick that overlaps the previous one on the buckets
+    both update, and where both create a bucket the later tick's reading replaces the earlier one (a
+    reading lost, never a wrong average).
     """
     if not readings:
         return

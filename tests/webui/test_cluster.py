@@ -114,6 +114,8 @@ def test_a_second_node_joins_runs_jobs_shows_in_the_datacenter_and_is_removed_wh
     try:
         node_b = Node.objects.get(name="node-b")
         wait_for(lambda: StorageMirror.objects.filter(node=node_b, name="local").exists(), "node-b's storages")
+        node_b.refresh_from_db()
+        assert "bridges" in node_b.info and node_b.cpus > 0  # its heartbeat mirrored its bridges and size
         jobs = [submit("noderesync", n, n.path, n.name, user=admin) for n in (node, node_b)]
         for job in jobs:
             job = wait_job(job)

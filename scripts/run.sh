@@ -19,6 +19,14 @@
 #                               (python -m engine stopall, each within its down timeout), then the daemons
 #   ./scripts/run.sh status     show what runs
 #   ./scripts/run.sh units DIR  write the systemd units into DIR (and the daemons' environment file)
+#   ./scripts/run.sh join --database URL --redis URL --token T --name NAME
+#                               make this machine a node of an existing Caisson (README: A cluster): the token is
+#                               an administrator's (manage.py node token; '-' reads it from stdin), checked
+#                               against that database; then only this node's agent and console relay start
+#                               here (the web server and beat run where the console is). A cluster needs
+#                               PostgreSQL: one machine may run on SQLite, several nodes cannot share it.
+#   ./scripts/run.sh leave      stop this node's agent and console relay and leave the cluster (removed from
+#                               the console when it holds no containers; otherwise kept, offline)
 #
 # Where systemd runs as PID 1 (/run/systemd/system; CAISSON_SYSTEMD=no to opt out) the daemons run as
 # systemd units (scripts/systemd.sh), installed and started here, with caisson-guests.service stopping
@@ -142,8 +150,58 @@ stop_all() {
     done
 }
 
+# A node that joined a cluster runs only its agent and console relay, with the cluster's settings.
+CLUSTER_ENV=$DAEMON_DIR/cluster.env
+if [[ -f $CLUSTER_ENV ]]; then
+    set -a
+    # shellcheck source=/dev/null
+    source "$CLUSTER_ENV"
+    set +a
+    DAEMONS=(agent console)
+fi
+
+join_cluster() {
+    local database="" redis="" token="" name=""
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --database) database=${2:-}; shift 2 ;;
+            --redis) redis=${2:-}; shift 2 ;;
+            --token) token=${2:-}; shift 2 ;;
+            --name) name=${2:-}; shift 2 ;;
+            *) die "join: unknown option '$1' (--database URL --redis URL --token T --name NAME)" ;;
+        esac
+    done
+    [[ -n $database && -n $redis && -n $token && -n $name ]] || die "join needs --database, --redis, --token and --name"
+    [[ $database == postgres://* || $database == postgresql://* ]] \
+        || die "join: a cluster needs PostgreSQL (--database postgres://...): SQLite lives on one machine"
+    [[ $(id -u) -eq 0 ]] || die "run as root: the node agent creates namespaces, cgroups and mounts"
+    [[ ! -f $CLUSTER_ENV ]] || die "this machine is a node already ($CLUSTER_ENV); run.sh leave first"
+    bash scripts/setup.sh
+    install -d -o root -g root -m 700 "$DAEMON_DIR" "$RUN_DIR" "$ROOT_LOG_DIR"
+    if [[ $token == - ]]; then read -r token; fi
+    printf '%s\n' "$token" | $PY -m tasks.join --database "$database" --redis "$redis" --token - --name "$name" \
+        --secrets "$CAISSON_SECRETS" --env-file "$CLUSTER_ENV" || exit $?
+    set -a
+    # shellcheck source=/dev/null
+    source "$CLUSTER_ENV"
+    set +a
+    if [[ ${CAISSON_LXCFS_AUTOSTART:-1} != 0 ]]; then
+        $PY -m engine lxcfs --log "$CAISSON_ROOT/log/lxcfs.log" >/dev/null || say "warning: lxcfs is not serving"
+    fi
+    for daemon in agent console; do running "$daemon" || start_daemon "$daemon"; done
+    say "node $name joined; it appears in the console's tree once its agent has mirrored it"
+}
+
 [[ ! -d $CAISSON_WEB_DATA/run ]] || adopt_old_pidfiles
 case ${1:-start} in
+    join) shift; join_cluster "$@"; exit 0 ;;
+    leave)
+        [[ -f $CLUSTER_ENV ]] || die "leave: this machine did not join a cluster ($CLUSTER_ENV is missing)"
+        stop_all
+        outcome=0
+        $PY -m tasks.leave || outcome=$?
+        if [[ $outcome -eq 0 || $outcome -eq 3 ]]; then rm -f "$CLUSTER_ENV"; fi
+        exit $outcome ;;
     stop) stop_all; exit 0 ;;
     shutdown)
         [[ $(id -u) -eq 0 ]] || die "run as root: stopping containers needs it"
@@ -175,9 +233,16 @@ case ${1:-start} in
             fi
         done
         exit 0 ;;
-    start) ;;
-    *) die "unknown command '$1' (use start, stop, shutdown, status or units DIR)" ;;
+    start)
+        if [[ -f $CLUSTER_ENV ]]; then
+            for daemon in "${DAEMONS[@]}"; do running "$daemon" || start_daemon "$daemon"; done
+            exit 0
+        fi ;;
+    *) die "unknown command '$1' (use start, stop, shutdown, status, units DIR, join or leave)" ;;
 esac
+if [[ ${DATABASE_URL:-sqlite} != postgres* ]]; then
+    say "one machine on SQLite; a cluster (run.sh join on other machines) needs DATABASE_URL=postgres://..."
+fi
 
 [[ $(id -u) -eq 0 ]] || die "run as root: the node agent creates namespaces, cgroups and mounts"
 bash scripts/setup.sh

@@ -23,20 +23,35 @@ def group_for(path: str) -> str:
 
 
 def _send(groups: list[str], event: dict) -> None:
+    _send_many([(groups, event)])
+
+
+def _send_many(batch: list[tuple[list[str], dict]]) -> None:
+    """All of ``batch`` in one trip into the event loop: a tick's hundreds of events cost one switch."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not batch:
         return
-    for group in dict.fromkeys(groups):
-        try:
-            async_to_sync(layer.group_send)(group, {"type": "live.event", "event": event})
-        except Exception:  # noqa: BLE001 - a dead channel layer must not fail the job or the request
-            log.warning("live update to %s lost", group, exc_info=True)
+
+    async def send_all() -> None:
+        for groups, event in batch:
+            for group in dict.fromkeys(groups):
+                try:
+                    await layer.group_send(group, {"type": "live.event", "event": event})
+                except Exception:  # noqa: BLE001 - a dead channel layer must not fail the job or the request
+                    log.warning("live update to %s lost", group, exc_info=True)
+
+    async_to_sync(send_all)()
 
 
 def publish(paths: list[str], event: dict) -> None:
     """Send ``event`` to everyone watching any of ``paths`` (and the datacenter view) after commit."""
-    groups = ["dc"] + [group_for(p) for p in paths]
-    transaction.on_commit(lambda: _send(groups, event))
+    publish_many([(paths, event)])
+
+
+def publish_many(items: list[tuple[list[str], dict]]) -> None:
+    """Several events (each to its paths' groups and the datacenter view) after commit, in one batch."""
+    batch = [(["dc"] + [group_for(p) for p in paths], event) for paths, event in items]
+    transaction.on_commit(lambda: _send_many(batch))
 
 
 def publish_job_lines(job_id: int, lines: list[dict]) -> None:

@@ -28,6 +28,60 @@ def test_metrics_are_averaged_per_bucket_and_kept_bounded():
     assert week.samples == 180
 
 
+def _expected_buckets(ticks: list[tuple[int, dict[str, dict]]]) -> dict[tuple[str, int, int], dict]:
+    """The rows one reading at a time gives: a running average per bucket, integers rounded, the window kept."""
+    rows: dict[tuple[str, int, int], dict] = {}
+    for when, readings in ticks:
+        for scope, values in readings.items():
+            for step, keep in MetricSample.RESOLUTIONS.values():
+                bucket = when - when % step
+                row = rows.setdefault((scope, step, bucket), {"samples": 0})
+                n = row["samples"]
+                for key, value in values.items():
+                    mean = (row.get(key, 0) * n + value) / (n + 1)
+                    row[key] = round(mean) if isinstance(value, int) else mean
+                row["samples"] = n + 1
+                for old in [k for k in rows if k[0] == scope and k[1] == step and k[2] < bucket - step * keep]:
+                    del rows[old]
+    return rows
+
+
+@pytest.mark.django_db
+def test_a_tick_with_many_containers_writes_the_same_rows_in_a_fixed_number_of_statements(node):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tasks.node import write_sample
+
+    containers = [Container.objects.create(ctid=5000 + i, node=node, status="running") for i in range(120)]
+    start = 1_800_000_000 - 250  # the ticks cross 10 s, 300 s and 1800 s bucket edges
+    ticks, counts = [], []
+    for t in range(40):
+        when = start + t * 7
+        readings = {f"node/{node.name}": {"cpu": t / 3, "memory": 7 * t + 1, "disk_used": 10**12 + t}}
+        for i, ct in enumerate(containers):
+            readings[f"ct/{ct.ctid}"] = {"cpu": (i * t % 13) / 7, "memory": 2**33 + i * t * 4097, "net_in": t * 1.5}
+            ct.cpu, ct.memory_used, ct.ipv4 = i / 10, 1000 + t + i, [f"10.0.{t}.{i}"]
+        with CaptureQueriesContext(connection) as queries:
+            write_sample(when, readings, containers)
+        counts.append(len(queries))
+        ticks.append((when, readings))
+    assert max(counts) <= 8  # savepoint, select, upsert, delete, one container update (and its savepoint)
+    expected = _expected_buckets(ticks)
+    fields = ["samples", "cpu", "memory", "disk_used", "net_in"]
+    stored = {
+        (row["scope"], row["step"], row["ts"]): row
+        for row in MetricSample.objects.filter(scope__in={k[0] for k in expected}).values(
+            "scope", "step", "ts", *fields
+        )
+    }
+    assert set(stored) == set(expected)
+    for key, row in expected.items():
+        assert {f: stored[key][f] for f in fields} == {f: row.get(f, 0) for f in fields}, key
+    ct = Container.objects.get(ctid=5007)
+    assert (ct.cpu, ct.memory_used, ct.ipv4) == (0.7, 1000 + 39 + 7, ["10.0.39.7"])
+
+
 @pytest.mark.django_db(transaction=True)
 def test_resync_finds_containers_made_and_removed_outside_caisson(agent, node, engine, busybox_template, ctid_factory):
     ctid = ctid_factory()

@@ -9,5 +9,6 @@ class Migration(migrations.Migration):
         ("webui", "0011_machb_paused"),
         ("webui", "0011_policy_protection"),
         ("webui", "0011_weba_firewall_files"),
+        ("webui", "0011_webb_metrics_recordings"),
     ]
     operations = []

@@ -47,3 +47,6 @@ __all__ += ["RestoreTest"]
 from webui.models.firewall import FirewallFile  # noqa: E402 - after the node it belongs to
 
 __all__ += ["FirewallFile"]
+from webui.models.cluster import JoinToken  # noqa: E402 - after the node it makes
+
+__all__ += ["JoinToken"]

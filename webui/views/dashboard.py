@@ -1,4 +1,5 @@
-"""The datacenter dashboard and the node page: what runs where, how busy the nodes are; Start all, Stop all."""
+"""The datacenter dashboard and the node page: what runs where, how busy the nodes are; Start all, Stop all;
+removing a dead node."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def node_page(request, name: str):
             "timeframes": TIMEFRAMES,
             "page_subscribe": [f"node/{name}"],
             "can_power": access_for(request).can("VM.PowerMgmt", node),
+            "can_remove": not node.online and access_for(request).can("Sys.Modify", path="/"),
         },
     )
 
@@ -83,4 +85,18 @@ def node_power(request, name: str, kind: str):
         lambda: power_all_job(access_for(request), node, kind, {}, address=client_address(request)),
         f"{kind} queued (job {{job.pk}})",
         reverse("node", args=[node.name]),
+    )
+
+
+@require_POST
+def node_remove(request, name: str):
+    """The node page's Remove, offered for a node that is offline: see ``webui.actions.cluster.remove_node``."""
+    from webui.actions.cluster import remove_node
+
+    node = get_object_or_404(Node, name=name)
+    return run_action(
+        request,
+        lambda: remove_node(access_for(request), node, address=client_address(request)),
+        f"node {name} removed",
+        "/",
     )

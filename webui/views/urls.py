@@ -43,6 +43,7 @@ urlpatterns = [
     path("datacenter/firewall/", page(firewall.firewall_page), {"level": "cluster"}, name="dc-firewall"),
     path("firewall/<str:level>/<str:key>/<str:op>", page(firewall.firewall_action), name="firewall-action"),
     path("nodes/<str:name>/network/<str:op>", page(network.network_action), name="node-network-action"),
+    path("nodes/<str:name>/remove", page(dashboard.node_remove), name="node-remove"),
     path("nodes/<str:name>/<str:kind>", page(dashboard.node_power), name="node-power"),
     path("bulk", page(bulk.bulk), name="bulk"),
     path("search/", page(search.search_page), name="search"),

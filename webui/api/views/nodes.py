@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from engine import builders
 from webui.actions import nodes as actions
 from webui.api.serializers.base import validated
+from webui.api.serializers.cluster import JoinTokenRequestSerializer, JoinTokenSerializer
 from webui.api.serializers.nodes import (
     AllowedBridgesSerializer,
     BridgesSerializer,
@@ -58,6 +59,7 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         "template_remove": "Datastore.AllocateTemplate",
         "bridges:PUT": "Sys.Modify",
     }
+    path_privileges = {"remove": ("Sys.Modify", "/"), "join_token": ("Sys.Modify", "/")}
 
     def get_serializer_class(self):
         return NodeDetailSerializer if self.action == "retrieve" else NodeSerializer
@@ -78,6 +80,32 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
             allowed = validated(AllowedBridgesSerializer, request.data)["allowed"]
             set_allowed_bridges(self.access, node, allowed, address=self.address)
         return Response({"managed": list(managed_bridges(node).values()), "allowed": node.allowed_bridges})
+
+    @extend_schema(
+        request=JoinTokenRequestSerializer,
+        responses={201: JoinTokenSerializer},
+        description="A single-use join token for a new node (scripts/run.sh join); Sys.Modify on /.",
+    )
+    @action(detail=False, methods=["post"], url_path="join-token")
+    def join_token(self, request):
+        from webui.actions.cluster import make_join_token
+
+        minutes = validated(JoinTokenRequestSerializer, request.data)["minutes"]
+        row, token = make_join_token(self.access, minutes, address=self.address)
+        return Response(JoinTokenSerializer({"token": token, "expires": row.expires}).data, status=201)
+
+    @extend_schema(
+        request=None,
+        responses={204: None},
+        description="Forget a node that is gone: refused while it is online, has containers in the mirror or "
+        "jobs queued or running; removes its periodic tick. Sys.Modify on /.",
+    )
+    @action(detail=True, methods=["post"])
+    def remove(self, request, name=None):
+        from webui.actions.cluster import remove_node
+
+        remove_node(self.access, self.get_object(), address=self.address)
+        return Response(status=204)
 
     @extend_schema(
         responses=MetricsSerializer,

@@ -32,7 +32,7 @@ def cli_service(env: dict[str, str], socket_path: Path, log: Path):
     """A CLI service with ``env``'s layout on ``socket_path``, logging to ``log``; stopped afterwards."""
     with open(log, "w") as log_file:
         service = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli.service", "--socket", str(socket_path)],
+            [sys.executable, "-m", "engine.cli.service", "--socket", str(socket_path), "--with-parent"],
             cwd=REPO,
             env=env,
             stderr=log_file,

@@ -40,7 +40,10 @@ def _send_many(batch: list[tuple[list[str], dict]]) -> None:
                 except Exception:  # noqa: BLE001 - a dead channel layer must not fail the job or the request
                     log.warning("live update to %s lost", group, exc_info=True)
 
-    async_to_sync(send_all)()
+    try:
+        async_to_sync(send_all)()
+    except Exception:  # noqa: BLE001 - e.g. called from a thread that runs an event loop: never fail the caller
+        log.warning("live updates to %s lost", sorted({g for groups, _ in batch for g in groups}), exc_info=True)
 
 
 def publish(paths: list[str], event: dict) -> None:

@@ -362,5 +362,5 @@ def test_metrics_as_arrays(users, cts, node):
     assert hour["cpu"] == [0.0, 0.1, 0.2] and hour["memory"] == [0, 1 << 20, 2 << 20]
     assert client.get("/api/containers/100/metrics/?timeframe=day").json()["cpu"] == [0.5]
     assert client.get("/api/containers/100/metrics/?timeframe=week").json()["ts"] == []
-    assert client.get("/api/containers/100/metrics/?timeframe=year").status_code == 400
+    assert client.get("/api/containers/100/metrics/?timeframe=decade").status_code == 400
     assert client.get("/api/containers/101/metrics/").status_code == 404

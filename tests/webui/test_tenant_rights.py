@@ -100,7 +100,8 @@ def test_a_tenant_cannot_set_root_equivalent_keys_in_a_config_edit(tenant, node,
 
 def test_the_wizard_refuses_nesting_for_a_privileged_container(make_user, node):
     root = make_user("root-n", superuser=True)
-    response = api(root).post("/api/containers/", create_body(node, 4503, unprivileged=False), format="json")
+    body = create_body(node, 4503, unprivileged=False, nesting=True)
+    response = api(root).post("/api/containers/", body, format="json")
     assert response.status_code == 400 and "unprivileged" in response.json()["error"]["fields"]["nesting"][0]
     assert not Job.objects.exists()
 

@@ -284,7 +284,7 @@ def test_resources_disks_and_nic_settings(page, web, agent, node, make_user, eng
         node.allowed_bridges = [bridge]
         node.save(update_fields=["allowed_bridges"])
         page.goto(f"{web}/ct/{ctid}/network/")
-        page.fill("#nic-form [name=bridge]", bridge)
+        page.select_option("#nic-form [name=bridge]", bridge)
         page.fill("#nic-form [name=mtu]", "1400")
         page.fill("#nic-form [name=hwaddr]", "BC:24:11:00:00:42")
         page.click("#nic-form button[type=submit]")

@@ -12,14 +12,14 @@ or user, 4 permission denied.
 from __future__ import annotations
 
 import json
-import os
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from webui.access import Access
 from webui.actions import cluster
+from webui.management.admin_command import AdminCommand
 from webui.management.commands.policy import table
 from webui.models import Container, MetricSample, Node
 
@@ -45,26 +45,11 @@ def node_rows() -> list[dict]:
     return rows
 
 
-class Command(BaseCommand):
+class Command(AdminCommand):
     help = "Cluster nodes: list them, make a join token, remove a node that is gone."
 
-    def create_parser(self, prog_name, subcommand, **kwargs):
-        from argparse import RawDescriptionHelpFormatter
-
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.formatter_class = RawDescriptionHelpFormatter
-        parser.description = __doc__
-        return parser
-
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--user",
-            default=os.environ.get("CAISSON_ADMIN_USER", "admin"),
-            help="the user whose rights every change is checked against (default: $CAISSON_ADMIN_USER or admin)",
-        )
-        parser.add_argument(
-            "-o", "--output", choices=["text", "json"], default="text", help="a table for people, or JSON"
-        )
+        super().add_arguments(parser)
         parser.add_argument("--minutes", type=int, default=60, help="token: how long it stays valid (default: 60)")
         parser.add_argument("verb", choices=["list", "token", "remove"], help="what to do (see above)")
         parser.add_argument("name", nargs="?", help="remove: the node's name")

@@ -26,11 +26,10 @@ Exit codes: 0 done (eol-report: none past end of life), 1 eol-report found some,
 from __future__ import annotations
 
 import json
-import os
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from webui.access import Access
 from webui.actions import protection
@@ -40,6 +39,7 @@ from webui.api.serializers.protection import (
     RestoreTestSerializer,
     preview,
 )
+from webui.management.admin_command import AdminCommand
 from webui.models import Container, NotificationTarget, ProtectionPolicy, RestoreTest
 from webui.models.queue import JobRefused
 
@@ -71,26 +71,11 @@ def fields(pairs: list[str]) -> dict:
     return data
 
 
-class Command(BaseCommand):
+class Command(AdminCommand):
     help = "Protection policies (scheduled snapshots, the backup job, retention) and notification targets."
 
-    def create_parser(self, prog_name, subcommand, **kwargs):
-        from argparse import RawDescriptionHelpFormatter
-
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.formatter_class = RawDescriptionHelpFormatter
-        parser.description = __doc__
-        return parser
-
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--user",
-            default=os.environ.get("CAISSON_ADMIN_USER", "admin"),
-            help="the user whose rights every change is checked against (default: $CAISSON_ADMIN_USER or admin)",
-        )
-        parser.add_argument(
-            "-o", "--output", choices=["text", "json"], default="text", help="a table for people, or JSON"
-        )
+        super().add_arguments(parser)
         parser.add_argument(
             "verb",
             choices=[

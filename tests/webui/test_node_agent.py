@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 from django.utils import timezone
 
 from tests.webui.conftest import wait_job
-from webui.models import Container, Job, MetricSample, StorageMirror
+from webui.models import Container, Job, MetricSample, Node, StorageMirror
 from webui.models.queue import submit
 
 
@@ -141,23 +142,40 @@ def test_jobs_left_running_by_a_dead_agent_are_closed_at_its_start(node):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_agent_runs_the_nodes_cli_service(agent, services_env, engine):
-    """With the agent up, `python -m engine` is answered by its warm CLI service, which dies with it."""
+def test_the_agent_runs_the_nodes_cli_service(services_env, engine, tmp_path):
+    """With an agent up, `python -m engine` is answered by its warm CLI service, which goes with the agent.
+
+    The agent has a run directory of its own: the session's agent shares the tests' one with agents that other
+    tests start and kill, and the newest agent's service takes the node's socket."""
     import json
     import subprocess
     import sys
-    from pathlib import Path
 
-    socket_path = Path(services_env["CAISSON_RUN"]) / "cli.sock"
-    deadline = time.monotonic() + 60
-    while not socket_path.exists():
-        assert time.monotonic() < deadline, agent.log.read_text()
+    from tasks.boot import mark_this_boot
+    from tests.webui.conftest import start_agent, stop_agent
+
+    run = tmp_path / "run"
+    mark_this_boot(run)  # no boot startall for this node
+    name = f"clisvc{os.getpid()}"
+    env = {**services_env, "CAISSON_RUN": str(run)}
+    agent = start_agent(env, name, tmp_path / "agent.log")
+    socket_path = run / "cli.sock"
+    try:
+        deadline = time.monotonic() + 60
+        while not socket_path.exists():
+            assert time.monotonic() < deadline, (tmp_path / "agent.log").read_text()
+            time.sleep(0.1)
+        env.pop("CAISSON_CLI_SOCKET", None)  # the node's socket, as a person's shell has it
+        result = subprocess.run(
+            [sys.executable, "-m", "engine", "-o", "json", "list"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        assert isinstance(json.loads(result.stdout), list)
+        assert "cli-service: engine -o json list" in (tmp_path / "agent.log").read_text()
+    finally:
+        stop_agent(agent)
+        Node.objects.filter(name=name).delete()
+    deadline = time.monotonic() + 30
+    while socket_path.exists():  # the service went with its agent and took its socket along
+        assert time.monotonic() < deadline
         time.sleep(0.1)
-    env = {**services_env, "CAISSON_CGROUP_PARENT": engine.cgroups.parent}
-    env.pop("CAISSON_CLI_SOCKET", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "engine", "-o", "json", "list"], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert isinstance(json.loads(result.stdout), list)
-    assert "cli-service: engine -o json list" in agent.log.read_text()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import syscalls
 from engine.cli import thin
 from tests.engine.cli_support import REPO, cli_service, layout_env, served
 
@@ -44,7 +45,7 @@ def test_the_socket_is_roots_alone_and_a_non_root_peer_is_refused(service):
     assert stat.S_IMODE(os.stat(socket_path).st_mode) == 0o600
     os.chmod(socket_path, 0o666)  # past the file mode: the peer's credentials are still checked
     try:
-        pid = os.fork()
+        pid = syscalls.fork_quietly()
         if pid == 0:  # a process of 'nobody' that speaks the protocol
             code = 1
             try:

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from engine import syscalls
 from engine.config import ContainerConfig, parse_ctid, read_config, write_atomic, write_config
 from engine.errors import NotFound, ValidationError
 
@@ -162,7 +163,7 @@ def test_power_loss_during_a_write_leaves_old_or_new(tmp_path):
     path = tmp_path / "100.conf"
     versions = {f"hostname: v{i}\nmemory: {512 + i}\n" for i in range(50)}
     write_atomic(path, "hostname: v0\nmemory: 512\n")
-    pid = os.fork()
+    pid = syscalls.fork_quietly()
     if pid == 0:
         try:
             i = 0

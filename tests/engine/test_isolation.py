@@ -118,7 +118,7 @@ def test_cgroup_v1_gives_no_way_out(engine, container):
 def test_container_directory_is_closed_to_other_host_users(engine, container):
     directory = engine.layout.image_dir(container)
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
-    pid = os.fork()
+    pid = syscalls.fork_quietly()
     if pid == 0:
         try:
             os.setgid(65534)

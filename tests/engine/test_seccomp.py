@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from engine import seccomp
+from engine import seccomp, syscalls
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -30,7 +30,7 @@ NR = {
 def in_filtered_child(rules, probe) -> int:
     """Run ``probe`` in a child under the filter; return the errno it reports (0 for success)."""
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    pid = syscalls.fork_quietly()
     if pid == 0:
         try:
             os.close(read_fd)
@@ -186,7 +186,7 @@ def i386_call(nr: int, *args: int):
 @pytest.fixture(scope="module")
 def ia32():
     """Skip where the kernel has no IA32 emulation (int 0x80 then kills the process)."""
-    pid = os.fork()
+    pid = syscalls.fork_quietly()
     if pid == 0:
         try:
             i386_call(20)()  # getpid

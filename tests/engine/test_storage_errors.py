@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from engine import syscalls
 from engine.errors import AlreadyExists, EngineError, InvalidState, NotFound, ValidationError
 from tests.engine.storage_lab import lab, make  # noqa: F401 - fixtures
 
@@ -124,7 +125,7 @@ def test_a_process_killed_mid_snapshot_leaves_a_visible_lock(lab, make):  # noqa
     e = lab.engine
     ctid = make("btrfs")
     driver_cls = type(e.storages.resolve(e.config(ctid).current.values["rootfs"].split(",")[0], ctid)[1])
-    pid = os.fork()
+    pid = syscalls.fork_quietly()
     if pid == 0:  # the "worker": dies right after the volume's snapshot, before the config's second phase
         real = driver_cls.snapshot
 

@@ -74,7 +74,10 @@ def test_the_cli_creates_and_starts_a_host_app(engine, ctid_factory):
         "CAISSON_CGROUP_PARENT": engine.cgroups.parent,
     }
     argv = [sys.executable, "-m", "engine", "-o", "json", "create-host-app", str(ctid), "--start", "--memory", "64"]
-    done = subprocess.run([*argv, "--", "/usr/bin/env"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    # The program stays a while after printing: what a PID 1 writes as it exits at once can be lost (see the notes
+    # of engine.consolelog: the log lives in init's memfd until the start drains it).
+    program = ["/bin/sh", "-c", "/usr/bin/env; sleep 30"]
+    done = subprocess.run([*argv, "--", *program], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["ctid"] == ctid
     log = _wait_for(engine, ctid, "container=lxc")  # env's output: the container's environment, not the host's

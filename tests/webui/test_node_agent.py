@@ -179,3 +179,12 @@ def test_the_agent_runs_the_nodes_cli_service(services_env, engine, tmp_path):
     while socket_path.exists():  # the service went with its agent and took its socket along
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_the_periodic_tick_is_the_tick():
+    """Beat's ``caisson.node.tick`` runs ``tasks.node.tick`` (heartbeat, metrics, mirror, recovery), not a
+    helper beside it: an automatic merge once moved its decorator and the node went silent."""
+    from tasks.celery import app
+    from tasks.node import tick
+
+    assert app.tasks["caisson.node.tick"].run is tick.run

@@ -27,6 +27,7 @@ import socket
 import struct
 import sys
 import time
+from typing import NamedTuple
 
 from engine.cli import thin
 
@@ -34,12 +35,31 @@ PR_SET_PDEATHSIG = 1
 MAX_REQUEST = 1 << 20
 
 
+class Request(NamedTuple):
+    """A command line as the client sent it (``thin.encode_request``)."""
+
+    program: str
+    cwd: str
+    argv: list[str]
+    env: dict[str, str]
+
+
+def decode_request(body: bytes) -> Request:
+    """The request ``thin.encode_request`` wrote (without its header); ValueError if it is not one."""
+    fields = body.decode("utf-8", "surrogateescape").split("\0")
+    if len(fields) < 3 or not fields[2].isdigit() or len(fields) < 3 + int(fields[2]):
+        raise ValueError("malformed request")
+    count = int(fields[2])
+    env = dict(item.split("=", 1) for item in fields[3 + count :] if "=" in item)
+    return Request(fields[0], fields[1], fields[3 : 3 + count], env)
+
+
 def _peer_uid(conn: socket.socket) -> int:
     _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     return uid
 
 
-def _receive(conn: socket.socket) -> tuple[list[str], list[int]]:
+def _receive(conn: socket.socket) -> tuple[Request, list[int]]:
     """Read one request and the three descriptors sent with it."""
     fds = array.array("i")
     data = b""
@@ -56,14 +76,17 @@ def _receive(conn: socket.socket) -> tuple[list[str], list[int]]:
             (size,) = thin.HEADER.unpack_from(data)
             if size > MAX_REQUEST:
                 break
-    if size is None or len(data) != thin.HEADER.size + size or len(fds) != 3:
+    try:
+        if size is None or len(data) != thin.HEADER.size + size or len(fds) != 3:
+            raise ValueError("malformed request")
+        return decode_request(data[thin.HEADER.size :]), list(fds)
+    except ValueError:
         for fd in fds:
             os.close(fd)
-        raise ValueError("malformed request")
-    return data[thin.HEADER.size :].decode("utf-8", "surrogateescape").split("\0"), list(fds)
+        raise
 
 
-def _run_child(fields: list[str], fds: list[int], inherited: list[int]) -> None:
+def _run_child(request: Request, fds: list[int], inherited: list[int]) -> None:
     """In the forked child: become the client's command and exit with its code. Never returns.
 
     ``inherited`` are the service's own descriptors (its socket, the other clients, their commands'
@@ -78,16 +101,14 @@ def _run_child(fields: list[str], fds: list[int], inherited: list[int]) -> None:
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
-        program, cwd, count = fields[0], fields[1], int(fields[2])
-        argv, env = fields[3 : 3 + count], fields[3 + count :]
         os.environ.clear()
-        os.environ.update(item.split("=", 1) for item in env if "=" in item)
-        os.chdir(cwd)
+        os.environ.update(request.env)
+        os.chdir(request.cwd)
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=os.isatty(1))
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
-        sys.argv = [program, *argv]
-        code = importlib.import_module(thin.PROGRAMS[program]).main(argv)
+        sys.argv = [request.program, *request.argv]
+        code = importlib.import_module(thin.PROGRAMS[request.program]).main(request.argv)
     except SystemExit as exc:  # argparse's --help and usage errors
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except KeyboardInterrupt:
@@ -153,23 +174,24 @@ class Service:
                 self.say(f"refused a client running as uid {uid}: the CLI service serves root only")
                 conn.close()
                 return
-            fields, fds = _receive(conn)
+            request, fds = _receive(conn)
         except (OSError, ValueError) as exc:
             self.say(f"dropped a request: {exc}")
             conn.close()
             return
-        env = dict(item.split("=", 1) for item in fields[3 + int(fields[2]) :] if "=" in item)
-        if fields[0] not in thin.PROGRAMS or any(env.get(key) != value for key, value in self.layout.items()):
+        if request.program not in thin.PROGRAMS or any(
+            request.env.get(key) != value for key, value in self.layout.items()
+        ):
             for fd in fds:
                 os.close(fd)
             conn.sendall(thin.HEADER.pack(thin.REFUSED))  # another node layout: the client runs it itself
             conn.close()
             return
-        self.say(f"{fields[0]} {' '.join(fields[3 : 3 + int(fields[2])])}")
+        self.say(f"{request.program} {' '.join(request.argv)}")
         pid = os.fork()
         if pid == 0:
             own = [listener.fileno(), conn.fileno(), self.selector.fileno(), *self.children]
-            _run_child(fields, fds, own + [client.fileno() for client in self.clients])
+            _run_child(request, fds, own + [client.fileno() for client in self.clients])
         for fd in fds:
             os.close(fd)
         pidfd = os.pidfd_open(pid)

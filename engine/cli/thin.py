@@ -75,7 +75,8 @@ def wants_own_terminal(argv: list[str]) -> bool:
 
 
 def encode_request(program: str, argv: list[str]) -> bytes:
-    """One request: NUL-separated fields (program, cwd, argument count, arguments, environment)."""
+    """One request: NUL-separated fields (program, cwd, argument count, arguments, environment), which
+    ``engine.cli.service.decode_request`` reads."""
     fields = [program, os.getcwd(), str(len(argv)), *argv, *(f"{k}={v}" for k, v in os.environ.items())]
     body = "\0".join(fields).encode("utf-8", "surrogateescape")
     return HEADER.pack(len(body)) + body

@@ -8,6 +8,7 @@ need ``transactional_db``: the other processes only see committed rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -156,14 +157,13 @@ def agent(services_env, tmp_path_factory):
         _stop(process)
 
 
-@pytest.fixture(scope="session")
-def web(services_env, tmp_path_factory):
-    """The ASGI server (``python -m webui.serve``, uvicorn) on a free loopback port; yields its base URL."""
+@contextlib.contextmanager
+def _web_server(services_env, log: Path, *options: str, what: str = "the web server"):
+    """``python -m webui.serve`` on a free loopback port with ``options``; yields the port once it answers."""
     port = free_port()
-    log = tmp_path_factory.mktemp("web") / "web.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "webui.serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"],
+            [sys.executable, "-m", "webui.serve", "--host", "127.0.0.1", "--port", str(port), *options],
             cwd=REPO,
             env=services_env,
             stdout=out,
@@ -179,10 +179,17 @@ def web(services_env, tmp_path_factory):
             return False
 
     try:
-        _wait_for(answers, "the web server", log, process)
-        yield f"http://127.0.0.1:{port}"
+        _wait_for(answers, what, log, process)
+        yield port
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def web(services_env, tmp_path_factory):
+    """The ASGI server (``python -m webui.serve``, uvicorn) on a free loopback port; yields its base URL."""
+    with _web_server(services_env, tmp_path_factory.mktemp("web") / "web.log", "--log-level", "info") as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -316,28 +323,7 @@ def web_https(services_env, tmp_path_factory):
     from webui.tls import ensure
 
     cert, key, _ = ensure(tmp_path_factory.mktemp("tls"))
-    port = free_port()
     log = tmp_path_factory.mktemp("web-https") / "web.log"
-    command = [sys.executable, "-m", "webui.serve", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [*command, "--certfile", str(cert), "--keyfile", str(key), "--log-level", "info"],
-            cwd=REPO,
-            env=services_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def answers() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    try:
-        _wait_for(answers, "the HTTPS web server", log, process)
+    options = ("--certfile", str(cert), "--keyfile", str(key), "--log-level", "info")
+    with _web_server(services_env, log, *options, what="the HTTPS web server") as port:
         yield f"https://127.0.0.1:{port}", cert
-    finally:
-        _stop(process)

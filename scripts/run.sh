@@ -27,11 +27,14 @@
 #                               PostgreSQL: one machine may run on SQLite, several nodes cannot share it.
 #   ./scripts/run.sh leave      stop this node's agent and console relay and leave the cluster (removed from
 #                               the console when it holds no containers; otherwise kept, offline)
+#   ./scripts/run.sh units DIR  on a joined node: only caisson-agent, caisson-console and caisson-guests,
+#                               ordered after the network (the database and Redis are the console machine's)
 #
 # Where systemd runs as PID 1 (/run/systemd/system; CAISSON_SYSTEMD=no to opt out) the daemons run as
-# systemd units (scripts/systemd.sh), installed and started here, with caisson-guests.service stopping
-# the containers at shutdown; elsewhere as plain background processes. Either way the agent starts the
-# onboot containers in startup order at its first start since the host booted (tasks/boot.py).
+# systemd units (scripts/systemd.sh), installed, enabled and started here (by run.sh join too), with
+# caisson-guests.service stopping the containers at shutdown; elsewhere as plain background processes.
+# Either way the agent starts the onboot containers in startup order at its first start since the host
+# booted (tasks/boot.py).
 #
 # Settings (environment): CAISSON_ROOT (/var/lib/caisson), CAISSON_PORT (8006),
 # CAISSON_BIND (127.0.0.1), DATABASE_URL (default: SQLite in $CAISSON_ROOT/web),
@@ -66,7 +69,7 @@ die() { printf 'run: error: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=scripts/systemd.sh
 source scripts/systemd.sh
 # The daemons are systemd's once its units are installed here.
-units_installed() { systemd_runs && [[ -f ${CAISSON_UNIT_DIR:-/etc/systemd/system}/caisson-web.service ]]; }
+units_installed() { systemd_runs && [[ -f ${CAISSON_UNIT_DIR:-/etc/systemd/system}/caisson-agent.service ]]; }
 
 daemon_pid() {  # the daemon's main pid, or nothing
     if units_installed; then
@@ -135,7 +138,7 @@ stop_all() {
     adopt_old_pidfiles
     if units_installed; then
         say "stopping the daemons' units"
-        systemctl stop caisson-web.service caisson-agent.service caisson-beat.service caisson-console.service
+        systemctl stop "${DAEMONS[@]/#/caisson-}"  # caisson-web caisson-agent ...: .service is implied
         return
     fi
     for name in "${DAEMONS[@]}"; do
@@ -188,7 +191,12 @@ join_cluster() {
     if [[ ${CAISSON_LXCFS_AUTOSTART:-1} != 0 ]]; then
         $PY -m engine lxcfs --log "$CAISSON_ROOT/log/lxcfs.log" >/dev/null || say "warning: lxcfs is not serving"
     fi
-    for daemon in agent console; do running "$daemon" || start_daemon "$daemon"; done
+    DAEMONS=(agent console)
+    if systemd_runs; then  # restarted on failure and at boot
+        install_units
+    else
+        for daemon in "${DAEMONS[@]}"; do running "$daemon" || start_daemon "$daemon"; done
+    fi
     say "node $name joined; it appears in the console's tree once its agent has mirrored it"
 }
 
@@ -200,7 +208,10 @@ case ${1:-start} in
         stop_all
         outcome=0
         $PY -m tasks.leave || outcome=$?
-        if [[ $outcome -eq 0 || $outcome -eq 3 ]]; then rm -f "$CLUSTER_ENV"; fi
+        if [[ $outcome -eq 0 || $outcome -eq 3 ]]; then
+            if units_installed; then remove_units; fi
+            rm -f "$CLUSTER_ENV"
+        fi
         exit $outcome ;;
     stop) stop_all; exit 0 ;;
     shutdown)

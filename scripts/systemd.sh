@@ -12,10 +12,20 @@
 #                             timeouts before the agent goes (After= orders stops in reverse), as
 #                             Proxmox's pve-guests.service does.
 #
+# A node that joined a cluster (run.sh join) runs only caisson-agent, caisson-console and caisson-guests:
+# Redis, the database, the web server and beat are the console machine's, so its units wait for the
+# network instead of caisson-services.
+#
 # The daemons read the installation's settings from $DAEMON_DIR/environment (root's, 0600: it may hold
-# the database's password); they log to the journal (journalctl -u caisson-web).
+# the database's password; on a joined node it includes cluster.env's); they log to the journal
+# (journalctl -u caisson-web).
 
-UNITS=(caisson-services caisson-web caisson-agent caisson-beat caisson-console caisson-guests)
+unit_names() {  # this machine's units: the daemons run.sh starts here, plus services and guests
+    local name
+    [[ " ${DAEMONS[*]} " == *" web "* ]] && echo caisson-services
+    for name in "${DAEMONS[@]}"; do echo "caisson-$name"; done
+    echo caisson-guests
+}
 
 systemd_runs() { [[ -d /run/systemd/system && ${CAISSON_SYSTEMD:-yes} != no ]]; }
 
@@ -35,11 +45,15 @@ write_environment() {  # write_environment FILE: the settings run.sh was given, 
 }
 
 write_units() {  # write_units DIR: the unit files, for this checkout and these settings
-    local dir=$1 here python name description user exec
+    local dir=$1 here python name description user exec after needs
     here=$(pwd)
     python=$here/${PY#./}
     mkdir -p "$dir"
-    cat >"$dir/caisson-services.service" <<EOF
+    if [[ " ${DAEMONS[*]} " != *" web "* ]]; then  # a joined node: the database and Redis are elsewhere
+        after=network-online.target needs=Wants=network-online.target
+    else
+        after="network.target caisson-services.service" needs=Requires=caisson-services.service
+        cat >"$dir/caisson-services.service" <<EOF
 [Unit]
 Description=Caisson: Redis and the database answer (scripts/services.sh)
 After=network.target postgresql.service
@@ -55,7 +69,8 @@ ExecStart=/bin/bash ${here//%/%%}/scripts/services.sh
 [Install]
 WantedBy=multi-user.target
 EOF
-    for name in web agent beat console; do
+    fi
+    for name in "${DAEMONS[@]}"; do
         case $name in
             web) description="the web server ($SCHEME://$BIND:$PORT/)" ;;
             agent) description="this node's agent (jobs, as root)" ;;
@@ -65,7 +80,7 @@ EOF
         exec=$(command_of "$name")
         {
             printf '[Unit]\nDescription=Caisson: %s\n' "$description"
-            printf 'Requires=caisson-services.service\nAfter=network.target caisson-services.service\n\n'
+            printf '%s\nAfter=%s\n\n' "$needs" "$after"
             printf '[Service]\nType=simple\nWorkingDirectory=%s\n' "${here//%/%%}"
             printf 'EnvironmentFile=%s/environment\n' "${DAEMON_DIR//%/%%}"
             printf 'ExecStart=%s\n' "${python//%/%%} ${exec#"$PY" }"
@@ -84,7 +99,7 @@ EOF
 [Unit]
 Description=Caisson guests: containers stopped in reverse startup order at shutdown
 Wants=caisson-agent.service
-After=caisson-services.service caisson-agent.service caisson-console.service
+After=$after caisson-agent.service caisson-console.service
 
 [Service]
 Type=oneshot
@@ -102,7 +117,7 @@ EOF
 }
 
 install_units() {  # into /etc/systemd/system, enabled and started
-    local target=${CAISSON_UNIT_DIR:-/etc/systemd/system} name pid
+    local target=${CAISSON_UNIT_DIR:-/etc/systemd/system} name pid units
     for name in "${DAEMONS[@]}"; do  # started by an earlier run.sh as a plain process: systemd takes over
         pid=$(cat "$RUN_DIR/$name.pid" 2>/dev/null) || continue
         if kill -0 "$pid" 2>/dev/null; then
@@ -115,7 +130,17 @@ install_units() {  # into /etc/systemd/system, enabled and started
     write_environment "$DAEMON_DIR/environment"
     write_units "$target"
     systemctl daemon-reload
-    systemctl enable --quiet "${UNITS[@]/%/.service}"
-    systemctl start "${UNITS[@]/%/.service}"
+    mapfile -t units < <(unit_names)
+    systemctl enable --quiet "${units[@]/%/.service}"
+    systemctl start "${units[@]/%/.service}"
     say "systemd units installed in $target and started (journalctl -u caisson-web, -u caisson-agent, ...)"
+}
+
+remove_units() {  # a node leaving: its units stopped, disabled and deleted
+    local target=${CAISSON_UNIT_DIR:-/etc/systemd/system} units
+    mapfile -t units < <(unit_names)
+    systemctl disable --now --quiet "${units[@]/%/.service}" || true
+    for name in "${units[@]}"; do rm -f "$target/$name.service"; done
+    systemctl daemon-reload
+    say "systemd units removed from $target"
 }

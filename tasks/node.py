@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 
 # ---- heartbeat and metrics -----------------------------------------------------------------
+def load_average() -> list[float]:
+    """The host's 1, 5 and 15 minute load averages, as ``uptime`` shows them."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def heartbeat(node: Node) -> None:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     kept = (Node.objects.filter(pk=node.pk).values_list("info", flat=True).first() or {}).get("fwlog", [])
@@ -36,6 +41,7 @@ def heartbeat(node: Node) -> None:
         info={
             "fwlog": kept,
             "kernel": os.uname().release,
+            "load": load_average(),  # for the datacenter view's node list
             "cgroups": type(node_engine().cgroups).__name__,
             "bridges": managed_bridges(),
             "interfaces": host_interfaces(),
@@ -205,10 +211,20 @@ def sample(node: Node) -> None:
                 "memory_total": total,
                 "disk_used": disk.used,
                 "disk_total": disk.total,
+                **node_load(node, len(sampled)),
             },
         )
     )
     publish_many([([path], event) for path, event in events])
+
+
+def node_load(node: Node, running: int) -> dict:
+    """The datacenter view's node row besides the metrics: load average and container counts (one COUNT)."""
+    return {
+        "load": load_average(),
+        "running": running,
+        "containers": Container.objects.filter(node=node).count(),
+    }
 
 
 def write_sample(when: float, readings: dict[str, dict], containers: list[Container]) -> None:

@@ -165,6 +165,7 @@
   }
 
   function nodeMetrics(event) {
+    if (window.CaissonNodes) window.CaissonNodes.update(event); // the datacenter's node list (nodes.js)
     if (!window.CaissonCharts) return;
     window.CaissonCharts.append("node/" + event.node, event);
     const fmt = window.CaissonCharts.format;

@@ -3,10 +3,13 @@ removing a dead node."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from webui.access import access_for
@@ -30,10 +33,19 @@ def dashboard(request):
     frame = timeframe(request)
     access = access_for(request)
     nodes = []
+    counts, now = node_counts(), timezone.now()
     for node in Node.objects.all():
         if "Sys.Audit" not in access.privileges(node.path):
             continue
-        nodes.append({"node": node, "latest": latest(f"node/{node.name}"), "chart": series(f"node/{node.name}", frame)})
+        nodes.append(
+            {
+                "node": node,
+                "latest": latest(f"node/{node.name}"),
+                "chart": series(f"node/{node.name}", frame),
+                "counts": counts.get(node.pk, {"running": 0, "total": 0}),
+                "age": int((now - node.last_seen).total_seconds()) if node.last_seen else 10**9,
+            }
+        )
     return render(
         request,
         "webui/dashboard.html",
@@ -44,8 +56,18 @@ def dashboard(request):
             "timeframe": frame,
             "timeframes": TIMEFRAMES,
             "page_subscribe": [f"node/{n['node'].name}" for n in nodes],
+            "offline_after": settings.CAISSON_NODE_OFFLINE_AFTER,
         },
     )
+
+
+def node_counts() -> dict[int, dict[str, int]]:
+    """Containers per node, running and in all, in one query: the datacenter view's node list shows them for
+    every node (an aggregate a node's auditor may see), whatever containers the user may open."""
+    rows = Container.objects.values("node").annotate(
+        total=Count("pk"), running=Count("pk", filter=Q(status=Container.Status.RUNNING))
+    )
+    return {row["node"]: {"running": row["running"], "total": row["total"]} for row in rows}
 
 
 def node_page(request, name: str):

@@ -145,6 +145,17 @@ def test_a_host_restart_brings_back_the_onboot_containers_in_order(node):
     assert all(gone(pid) for pid in pids) and "agent: stopped" in run(scratch, "status")
 
 
+def read_units(directory: Path) -> dict[str, configparser.ConfigParser]:
+    """The unit files in ``directory`` by name, parsed (systemd's syntax is close enough to INI here)."""
+    units = {}
+    for path in sorted(directory.glob("*.service")):
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        parser.optionxform = str
+        parser.read(path)
+        units[path.stem] = parser
+    return units
+
+
 def test_the_systemd_units(scratch, tmp_path):  # noqa: F811
     """The units run.sh installs where systemd runs: the same commands, users and settings as its processes."""
     env = scratch["env"]
@@ -157,12 +168,7 @@ def test_the_systemd_units(scratch, tmp_path):  # noqa: F811
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    units = {}
-    for path in sorted(tmp_path.glob("*.service")):
-        parser = configparser.ConfigParser(interpolation=None, strict=False)
-        parser.optionxform = str
-        parser.read(path)
-        units[path.stem] = parser
+    units = read_units(tmp_path)
     assert set(units) == {
         "caisson-services",
         "caisson-web",

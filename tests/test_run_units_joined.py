@@ -5,23 +5,14 @@ directory here; nothing is enabled on this machine."""
 
 from __future__ import annotations
 
-import configparser
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
+from tests.test_run_boot import read_units
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def read_units(directory: Path) -> dict[str, configparser.ConfigParser]:
-    units = {}
-    for path in sorted(directory.glob("*.service")):
-        parser = configparser.ConfigParser(interpolation=None, strict=False)
-        parser.optionxform = str
-        parser.read(path)
-        units[path.stem] = parser
-    return units
 
 
 def test_a_joined_node_gets_units_for_its_agent_relay_and_guests_only(tmp_path):

@@ -246,7 +246,12 @@ case ${1:-start} in
         exit 0 ;;
     start)
         if [[ -f $CLUSTER_ENV ]]; then
-            for daemon in "${DAEMONS[@]}"; do running "$daemon" || start_daemon "$daemon"; done
+            if units_installed; then  # systemd's since run.sh join: started there, never twice
+                mapfile -t units < <(unit_names)
+                systemctl start "${units[@]/%/.service}"
+            else
+                for daemon in "${DAEMONS[@]}"; do running "$daemon" || start_daemon "$daemon"; done
+            fi
             exit 0
         fi ;;
     *) die "unknown command '$1' (use start, stop, shutdown, status, units DIR, join or leave)" ;;

@@ -66,3 +66,12 @@ def test_the_node_list_follows_the_heartbeats(page, web, agent, node, make_user)
     running = Container.objects.filter(node=node, status="running").count()
     expect(here.locator('[data-metric="containers"]')).to_have_text(f"{running} running of {count}")
     expect(other.locator("[data-node-status]")).to_have_text("offline")
+
+    # The node's page: its load card follows the ticks too.
+    Node.objects.filter(pk=node.pk).update(info={})
+    page.goto(f"{web}/nodes/{node.name}/")
+    expect(page.locator("body")).to_have_attribute("data-live", "ready")
+    card = page.locator(f'[data-node-row="{node.name}"] [data-metric="load"]')
+    expect(card).to_have_text("–")
+    app.send_task("caisson.node.tick", queue=node.queue)
+    expect(card).to_have_text(re.compile(r"^\d+\.\d\d, \d+\.\d\d, \d+\.\d\d$"), timeout=LIVE)

@@ -142,6 +142,9 @@ def test_the_datacenter_lists_the_nodes_with_their_load_and_containers(node, mak
     assert '<tr data-ct-row="4602" data-node="node-b">' in page
     assert "on node-b" in client_for(make_user("root2", superuser=True)).get("/ct/4602/").content.decode()
 
+    node_page = client_for(make_user("root3", superuser=True)).get(f"/nodes/{a.name}/").content.decode()
+    assert '<div class="big" data-metric="load">0.25, 0.5, 1.0</div>' in node_page and "nodes.js" in node_page
+
     # A node's row is for those who may audit that node.
     auditor = make_user("aud", "Auditor", f"/nodes/{a.name}")
     page = client_for(auditor).get("/").content.decode()

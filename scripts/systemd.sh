@@ -137,7 +137,7 @@ install_units() {  # into /etc/systemd/system, enabled and started
 }
 
 remove_units() {  # a node leaving: its units stopped, disabled and deleted
-    local target=${CAISSON_UNIT_DIR:-/etc/systemd/system} units
+    local target=${CAISSON_UNIT_DIR:-/etc/systemd/system} units name
     mapfile -t units < <(unit_names)
     systemctl disable --now --quiet "${units[@]/%/.service}" || true
     for name in "${units[@]}"; do rm -f "$target/$name.service"; done

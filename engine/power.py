@@ -164,6 +164,9 @@ def start_container(
             reenter_rootfs=plan is not None and plan.rootfs_mount is not None,
             app=app,
         )
+        policy = start.notify.policy_of(config)
+        if policy is not None:
+            spec.notify = (policy, start.notify.socket_path(node.layout.run, ctid))
         faults.point("start:cgroup")
         try:
             pid = start.spawn(spec)

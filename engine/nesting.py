@@ -47,6 +47,7 @@ from engine.cgroups.base import FUSE_DEVICE
 from engine.config import ContainerConfig
 from engine.devices import Device
 from engine.errors import ValidationError
+from engine.seccomp import user_notif_available
 
 
 @dataclass
@@ -69,4 +70,10 @@ def features_of(config: ContainerConfig, warn) -> Features:
     if config.feature("fuse"):
         fuse = FUSE_DEVICE
         result.devices.append(Device("fuse", "/dev/fuse", fuse.kind, fuse.major, fuse.minor, 0, 0, 0o666, False))
+    features = config.get("features") or {}
+    if (features.get("mknod") or features.get("mount")) and not user_notif_available():
+        warn(
+            "features: mknod and mount have no effect: this kernel has no seccomp user notification "
+            "(SECCOMP_RET_USER_NOTIF, Linux 5.0); it refuses device nodes and those file systems itself"
+        )
     return result

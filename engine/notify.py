@@ -102,9 +102,13 @@ class Policy:
 
 
 def policy_of(config) -> Policy | None:
+    """The container's supervisor policy; None without the features or without the kernel's support."""
+    from engine.seccomp import user_notif_available
+
     types = (config.get("features") or {}).get("mount") or ""
     policy = Policy(config.feature("mknod"), tuple(name for name in types.split(";") if name))
-    return policy if policy.mknod or policy.mount_types else None
+    wanted = policy.mknod or policy.mount_types
+    return policy if wanted and user_notif_available() else None
 
 
 def socket_path(run_dir: Path, ctid: int) -> Path:

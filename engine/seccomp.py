@@ -187,6 +187,16 @@ class Rule:
 
 
 S_IFMT, S_IFCHR = 0o170000, 0o020000
+ACTIONS_AVAIL = "/proc/sys/kernel/seccomp/actions_avail"
+
+
+def user_notif_available() -> bool:
+    """SECCOMP_RET_USER_NOTIF exists (Linux 5.0)."""
+    try:
+        with open(ACTIONS_AVAIL) as handle:
+            return "user_notif" in handle.read().split()
+    except OSError:
+        return False
 
 
 def notify_rules(mknod: bool, mount: bool) -> list[Rule]:
@@ -194,6 +204,8 @@ def notify_rules(mknod: bool, mount: bool) -> list[Rule]:
     third) go to the supervisor; other nodes (fifos, sockets, files) stay the kernel's.  ``mount=``: every
     mount(2) does, and the supervisor lets through (SECCOMP_USER_NOTIF_FLAG_CONTINUE) what it does not make."""
     rules = []
+    if not user_notif_available():
+        return rules  # the start warns (engine.nesting): the kernel's own answer stays
     if mknod:
         for name, arg in (("mknod", 1), ("mknodat", 2)):
             rules.append(Rule(name, 0, arg=arg, arg_equals=S_IFCHR, arg_mask=S_IFMT, ret=RET_USER_NOTIF))

@@ -32,6 +32,7 @@ import ctypes
 import errno
 import os
 import select
+import signal
 import socket
 import stat
 import sys
@@ -42,6 +43,7 @@ from engine import notify, syscalls
 ALLOWED_DEVICES = frozenset({(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (0, 0)})
 CAP_MKNOD, CAP_SYS_ADMIN = 27, 21
 AT_FDCWD = -100
+CALL_TIMEOUT = 120.0  # seconds one call's work may take (an NFS server that does not answer): then ETIMEDOUT
 
 # nr -> (name, dirfd argument or None, path argument, mode argument, dev argument), per audit arch.
 MKNOD_CALLS = {
@@ -134,7 +136,16 @@ def in_task(proc: int, base: str, action, mount_ns: bool = False) -> int:
             except BaseException:  # noqa: BLE001 - the task gets EIO, never a hang
                 code = errno.EIO
             os._exit(code)
+        pidfd = os.pidfd_open(pid)
+        try:
+            done, _, _ = select.select([pidfd], [], [], CALL_TIMEOUT)
+        finally:
+            os.close(pidfd)
+        if not done:  # a mount whose server does not answer: the container's other calls must not wait on it
+            os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
+        if not done:
+            return errno.ETIMEDOUT
         return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else errno.EIO
     finally:
         for fd in (root, here, ns):

@@ -95,6 +95,12 @@ def test_mknod_refuses_other_devices(engine, mknod_ct):
     _ok(engine, ctid, "mknod /tmp/fifo p && test -p /tmp/fifo")  # a fifo is never asked about
 
 
+def test_mknod_needs_cap_mknod_in_the_container(engine, mknod_ct):
+    code, text = _sh(engine, mknod_ct, "su -s /bin/sh -c 'mknod /tmp/by-nobody c 1 3' nobody")
+    assert code != 0 and "Operation not permitted" in text, text
+    assert not (_rootfs(engine, mknod_ct) / "tmp/by-nobody").exists()
+
+
 def test_mknod_resolves_inside_the_container_root(engine, mknod_ct):
     ctid = mknod_ct
     root = _rootfs(engine, ctid)

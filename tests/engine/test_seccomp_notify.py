@@ -95,6 +95,26 @@ def test_mknod_refuses_other_devices(engine, mknod_ct):
     _ok(engine, ctid, "mknod /tmp/fifo p && test -p /tmp/fifo")  # a fifo is never asked about
 
 
+def test_a_terminal_in_the_container_is_answered_too(engine, mknod_ct):
+    """A pty session (``enter``, the web console) hands its listener over after the pty."""
+    pid, master = engine.open_terminal(mknod_ct, ["sh", "-c", "mknod /tmp/from-pty c 1 8; echo made-$?"])
+    output = b""
+    try:
+        while True:  # until the command ends (EIO once its side of the pty is closed)
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(master)
+        os.waitpid(pid, 0)
+    assert b"made-0" in output, output
+    assert stat.S_ISCHR((_rootfs(engine, mknod_ct) / "tmp/from-pty").lstat().st_mode)
+
+
 def test_mknod_needs_cap_mknod_in_the_container(engine, mknod_ct):
     code, text = _sh(engine, mknod_ct, "su -s /bin/sh -c 'mknod /tmp/by-nobody c 1 3' nobody")
     assert code != 0 and "Operation not permitted" in text, text

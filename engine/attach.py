@@ -25,7 +25,7 @@ import termios
 import tty
 from dataclasses import dataclass, field
 
-from engine import seccomp
+from engine import notify, seccomp
 from engine import syscalls as sc
 from engine.start import CONTAINER_ENV, DROPPED_CAPABILITIES, close_fds_except, write_file
 
@@ -70,6 +70,7 @@ class AttachSpec:
     seccomp_rules: list = field(default_factory=seccomp.default_rules)  # as the container started with
     uid: int = 0
     gid: int = 0
+    notify_socket: str | None = None  # features mknod/mount: the container's seccomp supervisor (engine.notify)
 
 
 def _own_userns_differs(pid: int) -> bool:
@@ -96,6 +97,12 @@ def spawn(spec: AttachSpec, stdio: tuple[int, int, int] | None = None) -> tuple[
         master = None
         if spec.tty:
             master = _receive_fd(parent_sock)
+        if rules.notify:
+            _, listener = notify.receive_fd(parent_sock)  # none if the command failed before its filter
+            if listener is not None and spec.notify_socket:
+                notify.hand_over(listener, spec.notify_socket)
+            elif listener is not None:
+                os.close(listener)
         return pid, master
     finally:
         os.close(pidfd)
@@ -196,11 +203,18 @@ def _command(spec, rules, env, sock) -> None:
             for target in range(3):
                 os.dup2(slave, target)
             os.close(slave)
-        sock.close()
+        if not rules.notify:
+            sock.close()
         sc.drop_bounding_caps(DROPPED_CAPABILITIES)
-        os.closerange(3, 65536)
+        close_fds_except({sock.fileno()} if rules.notify else set())
         sc.default_signals()
-        seccomp.install(rules)
+        if rules.notify:  # the listener goes to the container's supervisor through the engine
+            listener = seccomp.install_with_listener(rules)
+            notify.send_fd(sock, listener)
+            os.close(listener)
+            sock.close()
+        else:
+            seccomp.install(rules)
         os.execvpe(spec.argv[0], spec.argv, env)
     except BaseException as exc:  # noqa: BLE001
         try:

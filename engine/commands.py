@@ -28,6 +28,7 @@ class CommandOps:
             cwd=cwd,
             tty=tty,
             seccomp_rules=attach.seccomp.container_rules(config),
+            notify_socket=str(attach.notify.socket_path(self.node.layout.run, ctid)),
         )
 
     def exec(

@@ -161,6 +161,8 @@ class CreationOps:
                 self.layout.run_record(ctid),
                 self.layout.run / "lock" / f"{ctid}.lock",
                 *restart.files(self.layout, ctid),
+                self.layout.run / f"{ctid}.post-stop",  # engine.hooks.claim_post_stop
+                self.layout.run / f"{ctid}.notify.log",  # engine.notify.launch
             ):
                 path.unlink(missing_ok=True)
 

@@ -5,8 +5,11 @@ directory of a storage that holds snippets.  The engine runs it as root on the
 node, from ``/``, at four phases: ``pre-start`` (before anything of the start is
 made; a non-zero exit vetoes the start), ``post-start`` (init runs), ``pre-stop``
 (before a stop or shutdown asks init to go) and ``post-stop`` (the container's
-processes are gone and the engine cleaned up after them; a container that
-powers itself off gets none: no process of the engine watches it).  A failure at the
+processes are gone and, after a stop, the engine cleaned up after them).  A
+container that powers itself off gets its post-stop from the engine that reaps
+its init (the node agent, ``engine.reaper``), or failing that from the cleanup
+that finds it gone (``engine.recovery``): once per run either way, claimed
+through a file made with O_EXCL (:func:`claim_post_stop`).  A failure at the
 other three phases is a warning, as in Proxmox.  Setting one is root-equivalent
 (``engine.root_settings``).
 """
@@ -39,6 +42,27 @@ def resolve(storages, value: str, key: str = "hookscript") -> Path:
     if not stat.S_ISREG(st.st_mode) or not os.access(path, os.X_OK):
         raise ValidationError(f"{key}: '{path}' is not an executable file", key=key)
     return path
+
+
+def _claim_file(run_dir: Path, ctid: int) -> Path:
+    return Path(run_dir) / f"{ctid}.post-stop"
+
+
+def claim_post_stop(run_dir: Path, ctid: int) -> bool:
+    """True for the one caller that runs this run's post-stop (a stop claims it before init is told to go,
+    so the reaper seeing init exit leaves it to the stop)."""
+    try:
+        os.close(os.open(_claim_file(run_dir, ctid), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        return True  # no run directory to claim in: run it rather than never
+
+
+def release_post_stop(run_dir: Path, ctid: int) -> None:
+    """At each start (a new run), and when a claimed stop did not stop the container."""
+    _claim_file(run_dir, ctid).unlink(missing_ok=True)
 
 
 def run(storages, config: ContainerConfig, phase: str, warn: Callable[[str], None]) -> None:

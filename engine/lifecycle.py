@@ -108,4 +108,11 @@ class Engine(
             syscalls.prctl(PR_SET_CHILD_SUBREAPER, 1)
             from engine import reaper as init_reaper
 
-            init_reaper.start(layout.run)
+            node = self.node
+
+            def exited(ctid: int, pid: int) -> None:
+                from engine.power import after_self_stop
+
+                after_self_stop(node, ctid, pid)
+
+            init_reaper.start(layout.run, on_exit=exited)

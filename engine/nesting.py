@@ -33,11 +33,10 @@ before the setup child can join it: ``pid_for_children`` is empty until then.)
 
 ``fuse=1`` passes /dev/fuse (c 10:229, staged 0666 as a ``devN`` is).  ``force_rw_sys=1`` mounts /sys
 read-write (writes are still checked against the host's ids).  ``mknod=1``
-and ``mount=`` need a supervisor answering seccomp notifications per
-container (Proxmox's ``lxc-pve`` does it), which Caisson does not keep: in
-an unprivileged container the kernel refuses device nodes (CAP_MKNOD over the
-host) and file systems not made for user namespaces (nfs, cifs) whatever the
-config says; the start says so.
+and ``mount=`` are answered by a seccomp notification supervisor per
+container (``engine.notify``, as Proxmox's pve-lxc-syscalld): the kernel alone
+refuses device nodes (CAP_MKNOD over the host) and file systems not made for
+user namespaces (nfs, cifs) in any Caisson container.
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ from engine.cgroups.base import FUSE_DEVICE
 from engine.config import ContainerConfig
 from engine.devices import Device
 from engine.errors import ValidationError
+from engine.seccomp import user_notif_available
 
 
 @dataclass
@@ -71,12 +71,9 @@ def features_of(config: ContainerConfig, warn) -> Features:
         fuse = FUSE_DEVICE
         result.devices.append(Device("fuse", "/dev/fuse", fuse.kind, fuse.major, fuse.minor, 0, 0, 0o666, False))
     features = config.get("features") or {}
-    for name in ("mknod", "mount"):
-        if features.get(name):
-            warn(
-                f"features: {name}={features[name] if name == 'mount' else 1} has no effect: it needs a seccomp "
-                "notification supervisor, which Caisson does not run; the kernel refuses "
-                + ("device nodes" if name == "mknod" else "those file systems")
-                + " in a user namespace"
-            )
+    if (features.get("mknod") or features.get("mount")) and not user_notif_available():
+        warn(
+            "features: mknod and mount have no effect: this kernel has no seccomp user notification "
+            "(SECCOMP_RET_USER_NOTIF, Linux 5.0); it refuses device nodes and those file systems itself"
+        )
     return result

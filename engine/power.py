@@ -95,6 +95,7 @@ def start_container(
 
     app = launch.of(config)  # its command is PID 1: no init is needed
     restart.forget_exit(node.layout, ctid)
+    hooks.release_post_stop(node.layout.run, ctid)
     init = inits.APP if app is not None else None
     if init is None and not driver.info.mounted_at_start:  # else it is only seen once mounted
         init = inits.detect(rootfs)
@@ -164,6 +165,9 @@ def start_container(
             reenter_rootfs=plan is not None and plan.rootfs_mount is not None,
             app=app,
         )
+        policy = start.notify.policy_of(config)
+        if policy is not None:
+            spec.notify = (policy, start.notify.socket_path(node.layout.run, ctid))
         faults.point("start:cgroup")
         try:
             pid = start.spawn(spec)
@@ -223,6 +227,7 @@ def _cleanup_cgroup(node: Node, name: str) -> None:
 
 def hard_stop(node: Node, ctid: int) -> None:
     """Kill init (PID 1 of the namespace takes every process in it down with it); clean up after it."""
+    post_stop = hooks.claim_post_stop(node.layout.run, ctid)
     record = node.running(ctid)
     if record:
         with _console_held(node, ctid, record):
@@ -238,7 +243,7 @@ def hard_stop(node: Node, ctid: int) -> None:
                     os.close(pidfd)
             reap_init(record.pid, record.starttime)
     faults.point("stop:killed")
-    _cleanup_after_exit(node, ctid)
+    _cleanup_after_exit(node, ctid, post_stop)
 
 
 @contextmanager
@@ -257,7 +262,7 @@ def _console_held(node: Node, ctid: int, record: RunRecord) -> Iterator[None]:
             os.close(console)
 
 
-def _cleanup_after_exit(node: Node, ctid: int) -> None:
+def _cleanup_after_exit(node: Node, ctid: int, post_stop: bool) -> None:
     name = str(ctid)
     if node.cgroups.exists(name):
         _cleanup_cgroup(node, name)
@@ -270,6 +275,21 @@ def _cleanup_after_exit(node: Node, ctid: int) -> None:
 
     devices.unstage(node.layout.run, ctid)
     node.layout.run_record(ctid).unlink(missing_ok=True)
+    if post_stop:
+        hooks.run(node.storages, config, "post-stop", _log_warning)
+
+
+def after_self_stop(node: Node, ctid: int, pid: int) -> None:
+    """Init ``pid`` was reaped: if nothing of the engine stopped it (a poweroff inside; a stop claims the
+    phase before init is told to go, and removes the run record), the post-stop phase, once.  The cleanup
+    (cgroup, network, run record) stays with the restart policy's start or ``recovery``."""
+    record = RunRecord.load(node.layout.run_record(ctid))
+    if record is None or record.pid != pid or not hooks.claim_post_stop(node.layout.run, ctid):
+        return
+    try:
+        config = node.config(ctid)
+    except EngineError:
+        return  # destroyed meanwhile
     hooks.run(node.storages, config, "post-stop", _log_warning)
 
 
@@ -281,6 +301,7 @@ def shutdown_container(node: Node, ctid: int, timeout: float, force_stop: bool) 
         raise InvalidState(f"container {ctid} is not running")
     init = inits.BY_NAME.get(record.init, inits.SYSVINIT)
     hooks.run(node.storages, node.config(ctid), "pre-stop", _log_warning)
+    post_stop = hooks.claim_post_stop(node.layout.run, ctid)
     from engine.oci.launch import halt_signal
 
     halt = halt_signal(node.config(ctid), init.poweroff_signal)  # an image's StopSignal wins, as in LXC
@@ -293,12 +314,13 @@ def shutdown_container(node: Node, ctid: int, timeout: float, force_stop: bool) 
             os.close(pidfd)
     if not ready:
         if not force_stop:
+            hooks.release_post_stop(node.layout.run, ctid)  # still running: its post-stop is yet to come
             raise InvalidState(f"container {ctid} did not shut down within {timeout:g} s; it is still running")
         hard_stop(node, ctid)
         return
     reap_init(record.pid, record.starttime)
     faults.point("shutdown:exited")
-    _cleanup_after_exit(node, ctid)
+    _cleanup_after_exit(node, ctid, post_stop)
 
 
 def _volume_mounts(plan: MountPlan):

@@ -143,6 +143,7 @@ def run_first_boot(node, ctid: int, pid: int, init: str, config, warn) -> None:
         cwd="/",
         tty=False,
         seccomp_rules=attach.seccomp.container_rules(config),
+        notify_socket=str(attach.notify.socket_path(node.layout.run, ctid)),
     )
     code, _, err = attach.run_capture(spec)
     if code != 0:

@@ -97,9 +97,12 @@ def reap_init(pid: int, starttime: int) -> int | None:
 class InitReaper(threading.Thread):
     """Reaps the container inits of one node's run directory that are this process's children."""
 
-    def __init__(self, run_dir: Path, interval: float = 0.5):
+    def __init__(self, run_dir: Path, interval: float = 0.5, on_exit=None):
         super().__init__(name="caisson-init-reaper", daemon=True)
         self.run_dir, self.interval = Path(run_dir), interval
+        # called with the container ID and pid of each init reaped here, in a thread of its own (a hookscript may
+        # take minutes; reaping goes on meanwhile)
+        self.on_exit = on_exit
         self.watched: dict[int, tuple[int, str]] = {}  # pid -> (pidfd, container ID)
         self._seen: dict[str, int] = {}  # run record name -> its mtime_ns when last read
 
@@ -140,6 +143,8 @@ class InitReaper(threading.Thread):
                 note_exit(self.run_dir, ctid, status)
                 os.close(fd)
                 del self.watched[pid]
+                if self.on_exit is not None and ctid.isdigit():
+                    threading.Thread(target=self.on_exit, args=(int(ctid), pid), name="caisson-init-exit").start()
 
     def run(self) -> None:
         rounds = 0
@@ -158,12 +163,12 @@ _started: dict[str, InitReaper] = {}
 _lock = threading.Lock()
 
 
-def start(run_dir: Path) -> InitReaper:
+def start(run_dir: Path, on_exit=None) -> InitReaper:
     """The reaper thread of this process for ``run_dir``, started once (again in a forked child)."""
     key = f"{os.getpid()}:{Path(run_dir)}"
     with _lock:
         reaper = _started.get(key)
         if reaper is None:
-            reaper = _started[key] = InitReaper(run_dir)
+            reaper = _started[key] = InitReaper(run_dir, on_exit=on_exit)
             reaper.start()
         return reaper

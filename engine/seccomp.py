@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 from dataclasses import dataclass
 
 from engine import syscalls
@@ -32,11 +33,13 @@ X32_SYSCALL_BIT = 0x40000000
 
 RET_ALLOW = 0x7FFF0000
 RET_ERRNO = 0x00050000
+RET_USER_NOTIF = 0x7FC00000  # the call waits for a supervisor's answer (engine.notify)
 
 LD_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
 JEQ = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 JGE = 0x35  # BPF_JMP | BPF_JGE | BPF_K
 JSET = 0x45  # BPF_JMP | BPF_JSET | BPF_K
+AND = 0x54  # BPF_ALU | BPF_AND | BPF_K
 RET = 0x06  # BPF_RET | BPF_K
 
 OFF_NR, OFF_ARCH = 0, 4
@@ -88,6 +91,9 @@ SYSCALLS = {
         "clone": 56,
         "unshare": 272,
         "clone3": 435,
+        "mknod": 133,
+        "mknodat": 259,
+        "mount": 165,
     },
     AUDIT_ARCH_I386: {
         "kexec_load": 283,
@@ -126,6 +132,9 @@ SYSCALLS = {
         "unshare": 310,
         "clone3": 435,
         "socketcall": 102,
+        "mknod": 14,
+        "mknodat": 297,
+        "mount": 21,
     },
 }
 
@@ -169,6 +178,40 @@ class Rule:
     arg: int | None = None  # which argument to test, if any
     arg_equals: int | None = None
     arg_has_bits: int | None = None
+    arg_mask: int | None = None  # with arg_equals: (argument & mask) == arg_equals
+    ret: int | None = None  # the filter's answer when not RET_ERRNO | errno (RET_USER_NOTIF)
+
+    @property
+    def answer(self) -> int:
+        return self.ret if self.ret is not None else RET_ERRNO | self.errno
+
+
+S_IFMT, S_IFCHR = 0o170000, 0o020000
+ACTIONS_AVAIL = "/proc/sys/kernel/seccomp/actions_avail"
+
+
+def user_notif_available() -> bool:
+    """SECCOMP_RET_USER_NOTIF exists (Linux 5.0)."""
+    try:
+        with open(ACTIONS_AVAIL) as handle:
+            return "user_notif" in handle.read().split()
+    except OSError:
+        return False
+
+
+def notify_rules(mknod: bool, mount: bool) -> list[Rule]:
+    """``features: mknod=1``: character device nodes (mknod's mode argument is the second, mknodat's the
+    third) go to the supervisor; other nodes (fifos, sockets, files) stay the kernel's.  ``mount=``: every
+    mount(2) does, and the supervisor lets through (SECCOMP_USER_NOTIF_FLAG_CONTINUE) what it does not make."""
+    rules = []
+    if not user_notif_available():
+        return rules  # the start warns (engine.nesting): the kernel's own answer stays
+    if mknod:
+        for name, arg in (("mknod", 1), ("mknodat", 2)):
+            rules.append(Rule(name, 0, arg=arg, arg_equals=S_IFCHR, arg_mask=S_IFMT, ret=RET_USER_NOTIF))
+    if mount:
+        rules.append(Rule("mount", 0, ret=RET_USER_NOTIF))
+    return rules
 
 
 def default_rules(keyctl: bool = False, nesting: bool = False, i386: bool = False) -> list[Rule]:
@@ -191,9 +234,10 @@ def default_rules(keyctl: bool = False, nesting: bool = False, i386: bool = Fals
 
 def container_rules(config) -> list[Rule]:
     """The rules for a container's config (its features and arch): the same at start and attach."""
-    return default_rules(
+    rules = default_rules(
         keyctl=config.feature("keyctl"), nesting=config.feature("nesting"), i386=config.get("arch") == "i386"
     )
+    return rules + notify_rules(config.feature("mknod"), bool((config.get("features") or {}).get("mount")))
 
 
 def _insn(code: int, jt: int, jf: int, k: int) -> tuple[int, int, int, int]:
@@ -206,9 +250,18 @@ def _arch_block(numbers: dict[str, int], rules: list[Rule]) -> list[tuple]:
         nr = numbers.get(rule.syscall)
         if nr is None:
             continue
-        ret = _insn(RET, 0, 0, RET_ERRNO | rule.errno)
+        ret = _insn(RET, 0, 0, rule.answer)
         if rule.arg is None:
             block += [_insn(JEQ, 0, 1, nr), ret]
+        elif rule.arg_mask is not None:
+            block += [
+                _insn(JEQ, 0, 4, nr),
+                _insn(LD_ABS, 0, 0, _arg_offset(rule.arg)),
+                _insn(AND, 0, 0, rule.arg_mask),
+                _insn(JEQ, 0, 1, rule.arg_equals),
+                ret,
+                _insn(LD_ABS, 0, 0, OFF_NR),
+            ]
         else:
             test = (
                 _insn(JEQ, 0, 1, rule.arg_equals)
@@ -256,6 +309,7 @@ class Filter:
 
     array: ctypes.Array
     fprog: _SockFprog
+    notify: bool = False  # some rule answers RET_USER_NOTIF: installed with a listener
 
 
 _COMPILED: dict[tuple[Rule, ...], Filter] = {}
@@ -266,7 +320,8 @@ def compile_filter(rules: list[Rule]) -> Filter:
     if key not in _COMPILED:
         program = build_program(rules)
         array = (_SockFilter * len(program))(*[_SockFilter(*insn) for insn in program])
-        _COMPILED[key] = Filter(array, _SockFprog(len(program), ctypes.cast(array, ctypes.POINTER(_SockFilter))))
+        fprog = _SockFprog(len(program), ctypes.cast(array, ctypes.POINTER(_SockFilter)))
+        _COMPILED[key] = Filter(array, fprog, any(rule.ret == RET_USER_NOTIF for rule in rules))
     return _COMPILED[key]
 
 
@@ -278,3 +333,33 @@ def install(program: Filter | list[Rule]) -> None:
     """
     compiled = program if isinstance(program, Filter) else compile_filter(program)
     syscalls.prctl(syscalls.PR_SET_SECCOMP, syscalls.SECCOMP_MODE_FILTER, ctypes.addressof(compiled.fprog))
+
+
+SYS_SECCOMP = 317
+SECCOMP_SET_MODE_FILTER = 1
+FLAG_NEW_LISTENER = 1 << 3
+# Once the supervisor has read a call, only a fatal signal ends the wait: an interrupted mount(2) would
+# otherwise be restarted and made twice.  (Linux 5.19; older kernels get the plain wait.)
+FLAG_WAIT_KILLABLE_RECV = 1 << 5
+
+
+def install_with_listener(compiled: Filter) -> int:
+    """Load a filter with RET_USER_NOTIF rules; return its listener fd (close-on-exec), for the supervisor.
+
+    With no listener left (the supervisor gone) the kernel answers the notified calls ENOSYS at once.
+    """
+    libc = syscalls.libc
+    err = errno.EINVAL
+    for flags in (FLAG_NEW_LISTENER | FLAG_WAIT_KILLABLE_RECV, FLAG_NEW_LISTENER):
+        fd = libc.syscall(
+            ctypes.c_long(SYS_SECCOMP),
+            ctypes.c_ulong(SECCOMP_SET_MODE_FILTER),
+            ctypes.c_ulong(flags),
+            ctypes.c_void_p(ctypes.addressof(compiled.fprog)),
+        )
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        if err != errno.EINVAL:
+            break
+    raise OSError(err, f"seccomp listener: {os.strerror(err)}")

@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import subprocess
 import warnings
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
-from engine import consolelog, faults, seccomp
+from engine import consolelog, faults, notify, seccomp
 from engine import rootfs as fs
 from engine import syscalls as sc
 from engine.errors import StartError
@@ -70,6 +71,7 @@ class Phase(IntEnum):
     MAPPED = 2  # engine: maps written, go on
     INIT_PID = 3  # setup child: init's host pid follows
     FAILED = 4  # either: a step failed; "step\0message" follows
+    LISTENER = 5  # init: its seccomp filter's listener fd comes with it (features mknod, mount)
 
 
 @dataclass
@@ -103,6 +105,8 @@ class StartSpec:
     reenter_rootfs: bool = False
     # An application container (engine.oci.launch): PID 1 is its command, not ``init``.
     app: object = None
+    # features: mknod=1 / mount=: (notify.Policy, socket path) of the supervisor the listener goes to.
+    notify: tuple | None = None
 
 
 def _send(sock: socket.socket, phase: Phase, payload: bytes = b"") -> None:
@@ -129,11 +133,17 @@ def spawn(spec: StartSpec) -> int:
             parent_sock.close()
             _setup_child(spec, child_sock, log_fd, seccomp_filter)  # never returns
         child_sock.close()
+        listener: list[int] = []
         try:
             _attach(spec, setup_pid)
-            return _drive(spec, parent_sock, setup_pid)
+            init_pid = _drive(spec, parent_sock, setup_pid, listener)
+            if spec.notify is not None:
+                _supervise(spec, init_pid, listener)
+            return init_pid
         finally:
             _reap(setup_pid)
+            for fd in listener:
+                os.close(fd)
     finally:
         consolelog.drain_quietly(log_fd, spec.console_log, spec.console_size)  # what init said as it started
         os.close(log_fd)
@@ -162,11 +172,25 @@ def _attach(spec: StartSpec, setup_pid: int) -> None:
         raise StartError("cgroup", str(exc)) from None
 
 
-def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int) -> int:
+def _supervise(spec: StartSpec, init_pid: int, listener: list[int]) -> None:
+    """Hand init's listener to a supervisor of its own (engine.notify); without one the start fails."""
+    policy, path = spec.notify
+    try:
+        if not listener:
+            raise OSError("init sent no seccomp listener")
+        notify.launch(listener[0], path, policy)
+    except (OSError, subprocess.SubprocessError) as exc:
+        _kill_quietly(init_pid)
+        raise StartError("seccomp-supervisor", f"{exc}; see {path}.log") from None
+
+
+def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int, listener: list[int]) -> int:
     """The engine's half of the handshake."""
     init_pid = None
     while True:
-        message = sock.recv(4096)
+        message, fd = notify.receive_fd(sock)
+        if fd is not None:
+            listener.append(fd)
         if not message:
             if init_pid is None:
                 raise StartError("fork", "the setup process exited without starting init")
@@ -192,6 +216,8 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int) -> int:
                     _kill_quietly(setup_pid)
                     raise StartError(getattr(step, "__name__", "prepare"), str(exc)) from exc
             _send(sock, Phase.MAPPED)
+        elif phase is Phase.LISTENER:
+            pass  # its fd was kept above
         elif phase is Phase.INIT_PID:
             init_pid = struct.unpack("=i", payload)[0]
         elif phase is Phase.FAILED:
@@ -394,7 +420,12 @@ def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, 
         step = "signals"
         sc.default_signals()
         step = "seccomp"
-        seccomp.install(seccomp_filter)
+        if seccomp_filter.notify:
+            listener = seccomp.install_with_listener(seccomp_filter)
+            notify.send_fd(sock, listener, bytes([Phase.LISTENER]))
+            os.close(listener)
+        else:
+            seccomp.install(seccomp_filter)
         step = "ssh-host-keys"
         _first_boot_ssh_keys(sock, exec_w)
         step = "exec"

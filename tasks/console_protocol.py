@@ -20,7 +20,7 @@ To the relay (``TO_RELAY``):
   dropped: the relay keeps the session for its grace period); ``console.close``
   (end it now, processes included).
 To the consumer (``TO_CONSUMER``):
-  ``console.opened`` (``mode``, ``resumed``, ``reset``, ``offset``);
+  ``console.opened`` (``mode``, ``readonly``: the console log followed, ``resumed``, ``reset``, ``offset``);
   ``console.output`` (``offset``, ``data``: at most ``CHUNK`` bytes, offsets follow on);
   ``console.error`` (``message``, ``fatal``; ``stopped``, ``gone`` say why);
   ``console.exit`` (``code``, ``reason``); ``console.detached`` (``message``: another

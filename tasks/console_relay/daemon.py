@@ -146,7 +146,7 @@ class Relay:
         cols, rows = _size(message)
         try:
             if mode == "console":
-                session.start_console()
+                session.start_console(cols, rows)
             else:
                 session.start_terminal(cols, rows)
         except FileNotFoundError:

@@ -132,13 +132,44 @@ class Session:
         os.write(self.fd, b"\r")  # the getty shows its prompt again
         return True
 
-    def start_console(self) -> None:
+    @property
+    def follows_log(self) -> bool:
+        """Console mode without the held /dev/console (a stopped container, ``console: 0``, or it is attached
+        elsewhere): the console log, followed read-only."""
+        return self.mode == "console" and self.held_conn is None
+
+    def start_console(self, cols: int, rows: int) -> None:
+        """The container's /dev/console held since its start (engine.ttys), read-write as ``python -m engine
+        console`` attaches it, after the tail of what init printed; else the console log, read-only."""
+        from engine import attach
+        from engine.console import held_terminal
+
+        held = held_terminal(self.relay.engine, self.ctid, "console")
+        if held is not None:
+            self.held_conn, self.fd = held
+            self._record(self._log_tail())
+            self._record(b"\x1b[7m Console of CT %d: its /dev/console \x1b[0m\r\n" % self.ctid)
+            os.set_blocking(self.fd, False)
+            attach.set_winsize(self.fd, rows, cols)
+            return
         path = self.relay.engine.layout.console_log(self.ctid)
         self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         size = os.fstat(self.fd).st_size
         os.lseek(self.fd, max(0, size - CONSOLE_TAIL), os.SEEK_SET)
         banner = b"\x1b[7m Console of CT %d: what its init writes to its output, read-only \x1b[0m\r\n" % self.ctid
         self._record(banner)
+
+    def _log_tail(self) -> bytes:
+        try:
+            fd = os.open(self.relay.engine.layout.console_log(self.ctid), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return b""
+        try:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, CONSOLE_TAIL, max(0, size - CONSOLE_TAIL))
+        finally:
+            os.close(fd)
+        return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
     def _reap(self) -> None:
         try:
@@ -179,7 +210,7 @@ class Session:
 
     def _watch(self, wanted: bool) -> None:
         """Watch the pty for readability while the window is open (and it has not ended)."""
-        wanted = wanted and not self.eof and not self.ended and self.fd is not None and self.mode != "console"
+        wanted = wanted and not self.eof and not self.ended and self.fd is not None and not self.follows_log
         if wanted == self.reading:
             return
         loop = asyncio.get_running_loop()
@@ -235,14 +266,14 @@ class Session:
             self.window.set()
         else:
             self.window.clear()
-        if self.mode != "console" and self.pump is not None:
+        if not self.follows_log and self.pump is not None:
             self._watch(self.window.is_set())
 
     async def run_pump(self) -> None:
         """Send what was recorded (the pty is read by ``_drain_pty``); the console log is polled here."""
         reason = "ended"
         try:
-            if self.mode == "console":
+            if self.follows_log:
                 while True:
                     await self.window.wait()
                     data = await self._read_log()
@@ -315,6 +346,7 @@ class Session:
                     "type": "console.opened",
                     "session": self.sid,
                     "mode": self.mode,
+                    "readonly": self.follows_log,
                     "resumed": resumed,
                     "reset": reset,
                     "offset": start,
@@ -339,13 +371,13 @@ class Session:
             self._update_window()
 
     def resize(self, cols: int, rows: int) -> None:
-        if self.mode != "console" and self.fd is not None and not self.ended:
+        if not self.follows_log and self.fd is not None and not self.ended:
             from engine.attach import set_winsize
 
             set_winsize(self.fd, rows, cols)
 
     async def input(self, data: bytes) -> None:
-        if self.mode == "console":
+        if self.follows_log:
             if not self.told_readonly and self.reply:
                 self.told_readonly = True
                 await self.relay.send(

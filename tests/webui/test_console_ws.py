@@ -286,7 +286,8 @@ def test_flood_while_the_container_stops(engine, busybox_template, ctid_factory,
 
 def test_console_on_a_container_being_destroyed(engine, busybox_template, ctid_factory, node, console_relay, make_user):
     ctid = ctid_factory()
-    engine.create(ctid, busybox_template, {"hostname": f"bb{ctid}", "memory": "128", "swap": "0"})
+    # console: 0: no /dev/console is held, so console mode follows the log read-only
+    engine.create(ctid, busybox_template, {"hostname": f"bb{ctid}", "memory": "128", "swap": "0", "console": "0"})
     engine.start(ctid)
     mirror(node, ctid, engine=engine)
     operator = make_user("carl", "ContainerAdmin", "/")  # VM.Config: a mode other than the container's cmode

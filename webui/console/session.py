@@ -14,7 +14,9 @@ Server to browser: binary frames are terminal output; text frames are
 Frames over ``MAX_FRAME`` end the session. Refusals are an error message,
 then a close code in the 4000s the page understands. The mode is the
 container's ``cmode`` (``tty``, Proxmox's default: a login prompt; ``shell``:
-a root shell; ``console``: its init's output, read-only), unless the user
+a root shell; ``console``: its /dev/console held since its start, read-write,
+after the tail of its init's output; the console log read-only when that
+terminal is not there), unless the user
 holds VM.Config on the container (``mode_refusal``). Logout of the socket's
 login and loss of VM.Console (pushed through the group ``user.<id>``, see
 ``webui.signals``) end the session at once, processes included.
@@ -197,7 +199,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
                 "resumed": message.get("resumed", False),
                 "reset": message.get("reset", True),
                 "offset": offset,
-                "readonly": message.get("mode") == "console",
+                "readonly": bool(message.get("readonly")),
             }
         )
         await self.relay.opened_at(offset)

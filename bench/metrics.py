@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import fmt, pair_ratios  # noqa: E402
+sys.path.insert(0, str(REPO / "bench"))
+from common import fmt, pair_ratios  # noqa: E402
 
 START = 1_800_000_000
 

@@ -8,7 +8,8 @@ archive (``.vzdump-lxc-<ID>-*.part``) and a restore's staging tar
 ``.<name>.<random>.part`` and ``.debian-build-*`` directory belong to no
 container: they go when no process has them open (nor as its cwd or root).  A
 download's ``.<name>.part`` is kept for a resume, and goes after a day when
-its download lock is free.
+its download lock is free.  A migration receiver's spool (``migrate/.in-<ID>-*``) goes once neither its
+marker nor its receiver is left.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def sweep_files(engine, ctid: int | None = None) -> list[tuple[int | None, str, 
     """Temporary files killed jobs left: a container's (``ctid``, e.g. after destroy) or the node's; what was
     done, as (container ID or None, ``swept`` or ``kept``, what)."""
     actions = [(ctid, "swept", text) for text in sweep_backup_files(engine, ctid)]
+    actions += [(ctid, "swept", text) for text in sweep_migration_files(engine, ctid)]
     if ctid is not None:
         return actions
     candidates = []
@@ -123,6 +125,24 @@ def sweep_files(engine, ctid: int | None = None) -> list[tuple[int | None, str, 
                 _remove(path)
             actions.append((None, "swept", f"removed {path}, left by an interrupted template job"))
     return actions
+
+
+def sweep_migration_files(engine, ctid: int | None) -> list[str]:
+    """A receiver's spool ``migrate/.in-<ID>-*`` with no marker left (its migration ended, or its marker
+    was already recovered) and no receiver holding its flock."""
+    from engine.migrate import incoming_marker, spool_dir
+    from engine.migrate.recover import receiver_alive
+
+    directory, done = spool_dir(engine.layout), []
+    for path in sorted(directory.glob(".in-*")) if directory.is_dir() else []:
+        owner = _owner(path.name, (".in-",))
+        if owner is None or (ctid is not None and owner != ctid):
+            continue
+        if incoming_marker(engine.layout, owner).exists() or receiver_alive(engine, owner):
+            continue
+        _remove(path)
+        done.append(f"removed {path}, left by an interrupted migration")
+    return done
 
 
 def _download_partial(path: Path) -> bool:

@@ -1,0 +1,235 @@
+"""Migration between two engines on this machine (each its own state root, run directory and cgroup
+parent), the receiver in a process of its own listening in a network namespace joined to the sender's
+by a veth: offline and restart mode with data checked after, either side killed half-way, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from engine.errors import InvalidState, NotSupported, ValidationError
+from engine.migrate.channel import certificate_of, make_identity
+from engine.migrate.send import migrate
+from tests.engine.cli_support import REPO
+from tests.engine.migrate_lab import veth_pair
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with veth_pair() as pair:
+        yield pair
+
+
+@pytest.fixture
+def target(tmp_path, cgroup_parent):
+    """A second node's engine (in this process, for looking) and its environment (for the receiver)."""
+    from engine.lifecycle import Engine
+
+    base = tmp_path / "b"
+    node = Engine(root=base / "state", run_dir=base / "run", cgroup_parent=f"{cgroup_parent}-mb")
+    env = {
+        **os.environ,
+        "CAISSON_ROOT": str(base / "state"),
+        "CAISSON_RUN": str(base / "run"),
+        "CAISSON_CGROUP_PARENT": f"{cgroup_parent}-mb",
+    }
+    yield node, env
+    for ctid in node.ids():
+        node.destroy(ctid, force=True)
+    for root in node.cgroups.mounts.v1_roots() + ([node.cgroups.mounts.unified] if node.cgroups.mounts.unified else []):
+        shutil.rmtree(os.path.join(root, f"{cgroup_parent}-mb"), ignore_errors=True)
+
+
+def receiver(env, ctid, identity, netns, address, extra=(), fault=None):
+    """``python -m engine migrate-receive`` started; returns (process, its endpoint line)."""
+    cert = identity.with_suffix(".crt")
+    cert.write_text(certificate_of(identity))
+    if fault:
+        env = {**env, "CAISSON_FAULT_AT": fault}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "migrate-receive",
+            str(ctid),
+            "--peer-cert",
+            str(cert),
+            "--listen",
+            f"{address}:0",
+            "--netns",
+            netns,
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    assert line, proc.stderr.read()
+    return proc, json.loads(line)
+
+
+def rootfs_file(engine, ctid, path):
+    return engine.layout.root / "images" / str(ctid) / f"subvol-{ctid}-disk-0.subvol" / path
+
+
+def make_with_data(engine, template, ctid):
+    engine.create(ctid, template, {"hostname": f"mig{ctid}", "memory": "128", "swap": "0"})
+    data = os.urandom(6 << 20)
+    rootfs_file(engine, ctid, "root/data").write_bytes(data)
+    rootfs_file(engine, ctid, "tmp/kept").write_text("tmp travels too")
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_offline_migration_moves_data_and_config_and_removes_the_source(
+    engine, busybox_template, ctid_factory, target, lab, tmp_path
+):
+    tengine, env = target
+    src_ns, _, dst_ns, dst_addr = lab
+    ctid = ctid_factory()
+    digest = make_with_data(engine, busybox_template, ctid)
+    engine.set(ctid, {"description": "moved with its config"})
+    identity = tmp_path / "id.pem"
+    fingerprint = make_identity(identity)
+    proc, end = receiver(env, ctid, identity, dst_ns, dst_addr)
+    result = migrate(engine, ctid, f"{end['address']}:{end['port']}", end["fingerprint"], identity, netns=src_ns)
+    assert proc.wait(60) == 0, proc.stderr.read()
+    assert result.bytes > 6 << 20 and fingerprint
+    assert not engine.exists(ctid)
+    assert hashlib.sha256(rootfs_file(tengine, ctid, "root/data").read_bytes()).hexdigest() == digest
+    assert rootfs_file(tengine, ctid, "tmp/kept").read_text() == "tmp travels too"
+    config = tengine.config(ctid)
+    assert "lock" not in config.current.values and config.current.description.strip() == "moved with its config"
+    tengine.start(ctid)
+    try:
+        assert tengine.exec_output(ctid, ["sha256sum", "/root/data"])[1].split()[0].decode() == digest
+    finally:
+        tengine.stop(ctid)
+
+
+def test_restart_migration_stops_moves_and_starts_on_the_target(
+    engine, busybox_template, ctid_factory, target, lab, tmp_path
+):
+    tengine, env = target
+    src_ns, _, dst_ns, dst_addr = lab
+    ctid = ctid_factory()
+    digest = make_with_data(engine, busybox_template, ctid)
+    engine.start(ctid)
+    identity = tmp_path / "id.pem"
+    make_identity(identity)
+    proc, end = receiver(env, ctid, identity, dst_ns, dst_addr)
+    with pytest.raises(InvalidState, match="running: migrate it with restart"):
+        migrate(engine, ctid, f"{end['address']}:{end['port']}", end["fingerprint"], identity, netns=src_ns, timeout=5)
+    assert engine.status(ctid).status == "running" and "lock" not in engine.config(ctid).current.values
+    migrate(engine, ctid, f"{end['address']}:{end['port']}", end["fingerprint"], identity, netns=src_ns, restart=True)
+    assert proc.wait(60) == 0, proc.stderr.read()
+    assert not engine.exists(ctid)
+    assert tengine.status(ctid).status == "running"
+    assert tengine.exec_output(ctid, ["sha256sum", "/root/data"])[1].split()[0].decode() == digest
+    tengine.stop(ctid)
+
+
+@pytest.mark.parametrize("side", ["sender", "receiver"])
+def test_a_migration_killed_half_way_leaves_the_source_whole_and_the_target_clean(
+    engine, busybox_template, ctid_factory, target, lab, tmp_path, side
+):
+    from engine.recovery import recover
+
+    tengine, env = target
+    src_ns, _, dst_ns, dst_addr = lab
+    ctid = ctid_factory()
+    digest = make_with_data(engine, busybox_template, ctid)
+    engine.start(ctid)
+    identity = tmp_path / "id.pem"
+    make_identity(identity)
+    proc, end = receiver(
+        env, ctid, identity, dst_ns, dst_addr, fault="migrate:receiving" if side == "receiver" else None
+    )
+    to = f"{end['address']}:{end['port']}"
+    if side == "sender":  # the sender in a process of its own, killed at half of the data
+        send = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "migrate",
+                str(ctid),
+                "--to",
+                to,
+                "--fingerprint",
+                end["fingerprint"],
+                "--identity",
+                str(identity),
+                "--netns",
+                src_ns,
+                "--restart",
+            ],
+            cwd=REPO,
+            env={
+                **os.environ,
+                "CAISSON_ROOT": str(engine.layout.root),
+                "CAISSON_RUN": str(engine.layout.run),
+                "CAISSON_CGROUP_PARENT": engine.cgroups.parent,
+                "CAISSON_FAULT_AT": "migrate:sending",
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert send.returncode == -9, send.stderr
+        assert engine.config(ctid).current.values.get("lock") == "migrate"  # what the kill left
+        proc.wait(120)  # the receiver gives up on the cut stream and removes what it made itself
+    else:
+        with pytest.raises(Exception, match="migration"):
+            migrate(engine, ctid, to, end["fingerprint"], identity, netns=src_ns, restart=True, timeout=20)
+        assert proc.wait(60) == -9
+        assert (tengine.layout.root / "migrate" / f"in-{ctid}.json").exists()  # what the kill left
+        recover(tengine)
+    recover(engine)
+    assert "lock" not in engine.config(ctid).current.values
+    assert engine.status(ctid).status == "running"  # started again, as it ran
+    assert engine.exec_output(ctid, ["sha256sum", "/root/data"])[1].split()[0].decode() == digest
+    assert not tengine.exists(ctid)
+    spool = tengine.layout.root / "migrate"
+    assert not spool.exists() or not list(spool.iterdir())
+    assert not (tengine.layout.root / "images" / str(ctid)).exists() or not list(
+        (tengine.layout.root / "images" / str(ctid)).iterdir()
+    )
+    engine.stop(ctid)
+
+
+def test_bad_input_is_refused_naming_what_is_wrong(engine, busybox_template, ctid_factory, target, tmp_path):
+    from engine.migrate.receive import Receiver
+
+    tengine, _ = target
+    ctid = ctid_factory()
+    engine.create(ctid, busybox_template, {"hostname": f"bad{ctid}"})
+    identity = tmp_path / "id.pem"
+    fingerprint = make_identity(identity)
+    with pytest.raises(ValidationError, match="expected HOST:PORT"):
+        migrate(engine, ctid, "nowhere", fingerprint, identity)
+    with pytest.raises(ValidationError, match="64 hex digits"):
+        migrate(engine, ctid, "127.0.0.1:1", "abc", identity)
+    with pytest.raises(NotSupported, match="live migration"):
+        migrate(engine, ctid, "127.0.0.1:1", fingerprint, identity, online=True)
+    engine.snapshot(ctid, "before")
+    with pytest.raises(NotSupported, match="has snapshots .before."):
+        migrate(engine, ctid, "127.0.0.1:1", fingerprint, identity)
+    engine.delete_snapshot(ctid, "before")
+    with pytest.raises(Exception, match="cannot reach the receiver"):
+        migrate(engine, ctid, "127.0.0.1:1", fingerprint, identity, timeout=5)
+    assert "lock" not in engine.config(ctid).current.values  # nothing left of the refused attempts
+    with pytest.raises(ValidationError, match="sender's certificate"):
+        Receiver(tengine, ctid, "not a certificate")
+    tengine.create(ctid, busybox_template, {"hostname": "taken"})
+    with pytest.raises(Exception, match="already exists on this node"):
+        Receiver(tengine, ctid, certificate_of(identity))

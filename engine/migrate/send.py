@@ -86,8 +86,12 @@ def migrate(
     shutdown_timeout: float = 60.0,
     log: Log | None = None,
     progress: Callable[[int, int], None] | None = None,
+    committed: Callable[[], None] | None = None,
 ) -> MigrateResult:
-    """Move stopped (or, with ``restart``, running) container ``ctid`` to the receiver at ``to``."""
+    """Move stopped (or, with ``restart``, running) container ``ctid`` to the receiver at ``to``.
+
+    ``committed`` is called once the target has the container for good, before the copy here is removed
+    (the node's job moves its database row there)."""
     from engine.backup.archive import config_for_archive, write_archive
     from engine.hold import Held
     from engine.network import container as network
@@ -161,6 +165,8 @@ def migrate(
             raise EngineError("migration: the target did not confirm the commit")
         revert.success()  # from here the container is the target's
         stream.close()
+        if committed is not None:
+            committed()
         say(f"removing container {ctid} from this node")
         remove_container(engine, ctid)
         intent.clear()

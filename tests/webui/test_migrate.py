@@ -130,6 +130,18 @@ def test_offline_then_restart_migration_through_the_api_moves_data_and_the_row(
     )
     assert Container.objects.get(ctid=ctid).node_id == node_a.pk
 
+    # Node evacuation from the node page: everything of node-ma (running too) to node-mb.
+    _mirror(eng_a, node_a, ctid)
+    _online()
+    answer = client_for(admin).post(
+        "/nodes/node-ma/migrate-all", {"target": "node-mb", "restart": "1"}, HTTP_X_REQUESTED_WITH="fetch"
+    )
+    assert answer.status_code == 202, answer.content
+    job = wait_job(Job.objects.get(pk=answer.json()["job"]["id"]), timeout=180)
+    assert job.status == "ok", "\n".join(job.lines.values_list("text", flat=True))
+    assert not eng_a.ids() and eng_b.status(ctid).status == "running"
+    eng_b.stop(ctid)
+
 
 @pytest.mark.django_db
 def test_migration_requests_are_checked_and_refused_naming_what_is_wrong(make_user, node):
@@ -193,3 +205,18 @@ def test_proxmox_migrate_endpoint_checks_vm_migrate_on_the_container(make_user, 
         HTTP_CSRFPREVENTIONTOKEN=data["CSRFPreventionToken"],
     )
     assert answer.status_code == 400 and "live migration" in answer.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_pages_offer_migrate_to_who_may_and_refuse_the_others(make_user, node):
+    other = Node.objects.create(name="node-z", last_seen=timezone.now())
+    Container.objects.create(ctid=97_102, node=node, status="stopped", config={"rootfs": "local:97102/x"})
+    admin, operator = make_user("admin", "Administrator"), make_user("op", "Operator")
+    page = client_for(admin).get("/ct/97102/").content.decode()
+    assert 'id="migrate-form"' in page and "<option>node-z</option>" in page
+    assert 'id="migrate-form"' not in client_for(operator).get("/ct/97102/").content.decode()
+    assert client_for(operator).post("/ct/97102/migrate", {"target": "node-z"}).status_code == 403
+    assert 'id="node-migrate-all"' in client_for(admin).get(f"/nodes/{node.name}/").content.decode()
+    refused = client_for(operator).post(f"/nodes/{node.name}/migrate-all", {"target": other.name})
+    assert refused.status_code == 403
+    assert not Job.objects.exists()

@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -233,3 +235,69 @@ def test_bad_input_is_refused_naming_what_is_wrong(engine, busybox_template, cti
     tengine.create(ctid, busybox_template, {"hostname": "taken"})
     with pytest.raises(Exception, match="already exists on this node"):
         Receiver(tengine, ctid, certificate_of(identity))
+
+
+def test_the_migrate_verbs_run_through_the_nodes_cli_service(
+    engine, busybox_template, ctid_factory, target, lab, tmp_path
+):
+    """The thin client hands ``migrate`` to a warm CLI service (as on a node whose agent runs); the
+    receiver's side, run directly, answers it; the service's log shows it ran the sender."""
+    from tests.engine.cli_support import cli_service, layout_env, served
+
+    tengine, env = target
+    src_ns, _, dst_ns, dst_addr = lab
+    ctid = ctid_factory()
+    digest = make_with_data(engine, busybox_template, ctid)
+    identity = tmp_path / "id.pem"
+    socket_dir = Path(tempfile.mkdtemp(prefix="caisson-mig-", dir="/run"))
+    socket_path, log = socket_dir / "cli.sock", tmp_path / "service.log"
+    client_env = {**layout_env(engine), "CAISSON_CLI_SOCKET": str(socket_path)}
+    try:
+        with cli_service(client_env, socket_path, log):
+
+            def cli(*args):
+                return subprocess.run(
+                    [sys.executable, "-m", "engine", *args],
+                    cwd=REPO,
+                    env=client_env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+
+            made = cli("migrate-identity", str(identity))
+            assert made.returncode == 0 and len(made.stdout.strip()) == 64, made.stderr
+            bad = cli(
+                "migrate",
+                str(ctid),
+                "--to",
+                "nowhere",
+                "--fingerprint",
+                made.stdout.strip(),
+                "--identity",
+                str(identity),
+            )
+            assert bad.returncode == 2 and "expected HOST:PORT" in bad.stderr
+            proc, end = receiver(env, ctid, identity, dst_ns, dst_addr)
+            sent = cli(
+                "-o",
+                "json",
+                "migrate",
+                str(ctid),
+                "--to",
+                f"{end['address']}:{end['port']}",
+                "--fingerprint",
+                end["fingerprint"],
+                "--identity",
+                str(identity),
+                "--netns",
+                src_ns,
+            )
+            assert sent.returncode == 0, sent.stderr
+            assert json.loads(sent.stdout)["ctid"] == ctid
+            assert proc.wait(60) == 0, proc.stderr.read()
+            assert served(log) == 3
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    assert not engine.exists(ctid)
+    assert hashlib.sha256(rootfs_file(tengine, ctid, "root/data").read_bytes()).hexdigest() == digest

@@ -301,3 +301,38 @@ def test_the_migrate_verbs_run_through_the_nodes_cli_service(
         shutil.rmtree(socket_dir, ignore_errors=True)
     assert not engine.exists(ctid)
     assert hashlib.sha256(rootfs_file(tengine, ctid, "root/data").read_bytes()).hexdigest() == digest
+
+
+@pytest.fixture(scope="module")
+def debian():
+    """The Debian 12 template the systemd tests use (cached; built with debootstrap when missing)."""
+    from engine.builders.debian import build_debian
+    from tests.conftest import TEMPLATE_CACHE
+
+    TEMPLATE_CACHE.mkdir(parents=True, exist_ok=True)
+    return build_debian(TEMPLATE_CACHE)
+
+
+@pytest.mark.slow
+def test_a_debian_container_with_systemd_migrates_in_restart_mode(engine, debian, ctid_factory, target, lab, tmp_path):
+    from tests.engine.test_systemd import wait_running
+
+    tengine, env = target
+    src_ns, _, dst_ns, dst_addr = lab
+    ctid = ctid_factory()
+    engine.create(ctid, debian, {"hostname": f"deb{ctid}", "memory": "512"})
+    engine.start(ctid)
+    assert wait_running(engine, ctid) in ("running", "degraded")
+    code, _, err = engine.exec_output(ctid, ["sh", "-c", "echo kept > /var/lib/migrated && sync"])
+    assert code == 0, err
+    identity = tmp_path / "id.pem"
+    make_identity(identity)
+    proc, end = receiver(env, ctid, identity, dst_ns, dst_addr)
+    migrate(engine, ctid, f"{end['address']}:{end['port']}", end["fingerprint"], identity, netns=src_ns, restart=True)
+    assert proc.wait(120) == 0, proc.stderr.read()
+    assert not engine.exists(ctid)
+    try:
+        assert wait_running(tengine, ctid) in ("running", "degraded")
+        assert tengine.exec_output(ctid, ["cat", "/var/lib/migrated"])[1] == b"kept\n"
+    finally:
+        tengine.stop(ctid)

@@ -9,7 +9,8 @@ archive (``.vzdump-lxc-<ID>-*.part``) and a restore's staging tar
 container: they go when no process has them open (nor as its cwd or root).  A
 download's ``.<name>.part`` is kept for a resume, and goes after a day when
 its download lock is free.  A migration receiver's spool (``migrate/.in-<ID>-*``) goes once neither its
-marker nor its receiver is left.
+marker nor its receiver is left; a migration job's one-time key (``<run>/migrate/out-<ID>.pem``) once no job
+holds its flock.
 """
 
 from __future__ import annotations
@@ -142,7 +143,31 @@ def sweep_migration_files(engine, ctid: int | None) -> list[str]:
             continue
         _remove(path)
         done.append(f"removed {path}, left by an interrupted migration")
+    outgoing = engine.layout.run / "migrate"  # a killed source job's one-time key (tasks/migrate.py)
+    for path in sorted(outgoing.glob("out-*.pem")) if outgoing.is_dir() else []:
+        owner = _owner(path.name, ("out-",))
+        if owner is None or (ctid is not None and owner != ctid) or not _unheld(path):
+            continue
+        path.unlink(missing_ok=True)
+        done.append(f"removed {path}, left by an interrupted migration")
     return done
+
+
+def _unheld(path: Path) -> bool:
+    """No process holds a flock on ``path`` (a migration job holds its key's for its whole run)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _download_partial(path: Path) -> bool:

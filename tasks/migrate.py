@@ -14,6 +14,7 @@ connects from ``CAISSON_MIGRATION_NETNS`` too.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 
@@ -73,6 +74,8 @@ class Migrate(ContainerJob):
         engine = node_engine()
         identity = engine.layout.run / "migrate" / f"out-{ctid}.pem"
         make_identity(identity)
+        held = os.open(identity, os.O_RDONLY | os.O_CLOEXEC)
+        fcntl.flock(held, fcntl.LOCK_SH)  # the node's sweep removes only a key no job holds
         try:
             try:
                 receiver = submit(
@@ -115,6 +118,7 @@ class Migrate(ContainerJob):
             )
         finally:
             identity.unlink(missing_ok=True)
+            os.close(held)
         rate = result.bytes / max(result.seconds, 1e-6) / (1 << 20)
         ctx.log(f"migration finished: {result.bytes} bytes in {result.seconds:.1f} s ({rate:.1f} MiB/s)")
         return f"CT {ctid} migrated to {target.name}"

@@ -161,10 +161,10 @@ class Receiver:
             }
         except BaseException as err:
             if stream is not None and isinstance(err, EngineError):
-                with contextlib.suppress(OSError, ValueError):
+                with contextlib.suppress(EngineError, ValueError):  # the sender may be gone: a HostError
                     stream.send_line({"error": str(err)})
             if made and not committed:
-                with container_lock(engine.layout, ctid), contextlib.suppress(EngineError, OSError):
+                with container_lock(engine.layout, ctid):
                     if engine.exists(ctid):
                         remove_container(engine, ctid)
             raise

@@ -18,7 +18,7 @@ import pytest
 from engine.errors import InvalidState, NotSupported, ValidationError
 from engine.migrate.channel import certificate_of, make_identity
 from engine.migrate.send import migrate
-from tests.engine.cli_support import REPO
+from tests.engine.cli_support import REPO, layout_env
 from tests.engine.migrate_lab import veth_pair
 
 
@@ -207,6 +207,40 @@ def test_a_migration_killed_half_way_leaves_the_source_whole_and_the_target_clea
         (tengine.layout.root / "images" / str(ctid)).iterdir()
     )
     engine.stop(ctid)
+
+
+def test_a_sender_killed_while_committing_keeps_its_lock_for_a_person_and_the_target_clean(
+    engine, busybox_template, ctid_factory, target, lab, tmp_path
+):
+    """Killed after it asked for nothing yet (the commit request was never sent): which node holds the
+    container is not knowable from the source, so its lock stays, naming the target; the target, never
+    asked to commit, removed its copy; the data is whole on the source."""
+    from engine.recovery import recover
+
+    tengine, env = target
+    src_ns, _, dst_ns, dst_addr = lab
+    ctid = ctid_factory()
+    digest = make_with_data(engine, busybox_template, ctid)
+    identity = tmp_path / "id.pem"
+    make_identity(identity)
+    proc, end = receiver(env, ctid, identity, dst_ns, dst_addr)
+    send = subprocess.run(
+        [sys.executable, "-m", "engine", "migrate", str(ctid), "--to", f"{end['address']}:{end['port']}"]
+        + ["--fingerprint", end["fingerprint"], "--identity", str(identity), "--netns", src_ns],
+        cwd=REPO,
+        env={**layout_env(engine), "CAISSON_FAULT_AT": "migrate:commit"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert send.returncode == -9, send.stderr
+    assert proc.wait(120) != 0
+    kept = [a for a in recover(engine) if a.ctid == ctid]
+    assert [a.what for a in kept] == ["kept"] and "while committing" in kept[0].detail
+    assert engine.config(ctid).current.values.get("lock") == "migrate"
+    assert hashlib.sha256(rootfs_file(engine, ctid, "root/data").read_bytes()).hexdigest() == digest
+    assert not tengine.exists(ctid)
+    engine.unlock(ctid)
 
 
 def test_bad_input_is_refused_naming_what_is_wrong(engine, busybox_template, ctid_factory, target, tmp_path):

@@ -22,6 +22,7 @@ from engine.errors import EngineError, HostError
 from tasks.base import JobContext
 from tasks.celery import app
 from tasks.containers import ContainerJob
+from tasks.firewall import sync_firewall
 from tasks.mirror import sync_container
 from tasks.runtime import node_engine, this_node
 from webui.models import Container, Job, Node
@@ -52,6 +53,10 @@ class MigrateIn(ContainerJob):
         ctx.log(f"listening for CT {ctid} from node {params.get('source', '?')} on {address}:{endpoint['port']}")
         result = receiver.run(timeout=60.0, log=ctx.log)
         return f"CT {ctid} received ({result['bytes']} bytes)"
+
+    def after(self, ctx: JobContext) -> None:
+        super().after(ctx)
+        sync_firewall(this_node())  # its <ID>.fw arrived with it
 
 
 class Migrate(ContainerJob):
@@ -142,6 +147,7 @@ class Migrate(ContainerJob):
         row = Container.objects.filter(ctid=self.ctid(ctx)).select_related("node").first()
         if row is None or row.node_id == node.pk:
             sync_container(node, self.ctid(ctx))
+        sync_firewall(node)  # its <ID>.fw left with it
 
 
 for task in (Migrate, MigrateIn):

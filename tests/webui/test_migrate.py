@@ -15,7 +15,7 @@ from django.utils import timezone
 from tests.engine.migrate_lab import veth_pair
 from tests.webui.api_helpers import client_for
 from tests.webui.conftest import start_agent, stop_agent, wait_job
-from webui.models import AccessEntry, Container, Job, Node, Pool
+from webui.models import AccessEntry, Container, FirewallFile, Job, Node, Pool
 
 
 def _engine(base, parent):
@@ -92,6 +92,9 @@ def test_offline_then_restart_migration_through_the_api_moves_data_and_the_row(
     eng_a.create(ctid, busybox_template, {"hostname": f"mig{ctid}", "memory": "128", "swap": "0"})
     data = os.urandom(3 << 20)
     _data_file(eng_a, ctid).write_bytes(data)
+    rules = "[OPTIONS]\nenable: 1\n\n[RULES]\nIN ACCEPT -p tcp -dport 22\n"
+    (eng_a.layout.root / "firewall").mkdir(mode=0o700, exist_ok=True)
+    (eng_a.layout.root / "firewall" / f"{ctid}.fw").write_text(rules)
     container = _mirror(eng_a, node_a, ctid)
     pool = Pool.objects.create(name="migpool")
     Container.objects.filter(pk=container.pk).update(pool=pool)
@@ -109,6 +112,8 @@ def test_offline_then_restart_migration_through_the_api_moves_data_and_the_row(
     row = Container.objects.get(ctid=ctid)
     assert row.pk == container.pk and row.node_id == node_b.pk and row.pool_id == pool.pk  # the same row moved
     assert AccessEntry.objects.filter(user=operator, path=f"/ct/{ctid}").exists()
+    assert (eng_b.layout.root / "firewall" / f"{ctid}.fw").read_text() == rules
+    assert list(FirewallFile.objects.filter(name=f"{ctid}.fw").values_list("node__name", flat=True)) == ["node-mb"]
     receiver = Job.objects.get(kind="vzmigrate_in", target=str(ctid))
     assert receiver.node_id == node_b.pk and receiver.status == "ok"
 

@@ -17,7 +17,6 @@ time of Caisson): the goal is at least 0.9.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -27,12 +26,12 @@ import time
 from pathlib import Path
 
 from backup import add_data
-from common import REPO, Report, alternate, entry, ms_since
+from common import Report, alternate, entry, ms_since
 
 from engine.lifecycle import Engine
-from engine.migrate.channel import certificate_of, make_identity
+from engine.migrate.channel import make_identity
 from engine.migrate.send import migrate
-from tests.engine.migrate_lab import veth_pair
+from tests.engine.migrate_lab import receiver, veth_pair
 
 PARENT = "caisson-bench-mig"
 
@@ -68,35 +67,13 @@ def main() -> None:
                 src, dst = where[0], "b" if where[0] == "a" else "a"
                 identity = work / "id.pem"
                 make_identity(identity)
-                cert = work / "id.crt"
-                cert.write_text(certificate_of(identity))
                 env = {
                     **os.environ,
                     "CAISSON_ROOT": str(engines[dst].layout.root),
                     "CAISSON_RUN": str(engines[dst].layout.run),
                     "CAISSON_CGROUP_PARENT": f"{PARENT}-{dst}",
-                    "CAISSON_CLI_SOCKET": "",
                 }
-                proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "engine",
-                        "migrate-receive",
-                        str(ctid),
-                        "--peer-cert",
-                        str(cert),
-                        "--listen",
-                        f"{sides[dst][1]}:0",
-                        "--netns",
-                        sides[dst][0],
-                    ],
-                    cwd=REPO,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-                end = json.loads(proc.stdout.readline())
+                proc, end = receiver(env, ctid, identity, sides[dst][0], sides[dst][1])
                 start = time.perf_counter_ns()
                 migrate(
                     engines[src],

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from engine.errors import EngineError
-from engine.state import container_busy
+from engine.state import container_busy, flock_held
 
 DOWNLOAD_PARTIAL_AGE = 86400.0  # a download's partial file is kept this long for a resume
 
@@ -146,28 +146,11 @@ def sweep_migration_files(engine, ctid: int | None) -> list[str]:
     outgoing = engine.layout.run / "migrate"  # a killed source job's one-time key (tasks/migrate.py)
     for path in sorted(outgoing.glob("out-*.pem")) if outgoing.is_dir() else []:
         owner = _owner(path.name, ("out-",))
-        if owner is None or (ctid is not None and owner != ctid) or not _unheld(path):
+        if owner is None or (ctid is not None and owner != ctid) or not path.exists() or flock_held(path):
             continue
         path.unlink(missing_ok=True)
         done.append(f"removed {path}, left by an interrupted migration")
     return done
-
-
-def _unheld(path: Path) -> bool:
-    """No process holds a flock on ``path`` (a migration job holds its key's for its whole run)."""
-    import fcntl
-
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def _download_partial(path: Path) -> bool:
@@ -176,20 +159,7 @@ def _download_partial(path: Path) -> bool:
 
 
 def _download_locked(path: Path) -> bool:
-    import fcntl
-
-    lock = path.parent / (path.name[: -len(".part")] + ".lock")
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
+    return flock_held(path.parent / (path.name[: -len(".part")] + ".lock"))
 
 
 def _paths_in_use() -> set[Path]:

@@ -15,12 +15,10 @@ container, its spool file, identity and marker are removed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 
 from engine.errors import EngineError
 from engine.migrate import incoming_lock, incoming_marker, remove_container, spool_dir
-from engine.state import Intent, container_busy, container_lock
+from engine.state import Intent, container_busy, container_lock, flock_held
 
 
 def release_outgoing(engine, ctid: int, facts: dict) -> tuple[str, str]:
@@ -47,17 +45,7 @@ def release_outgoing(engine, ctid: int, facts: dict) -> tuple[str, str]:
 
 
 def receiver_alive(engine, ctid: int) -> bool:
-    try:
-        fd = os.open(incoming_lock(engine.layout, ctid), os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
+    return flock_held(incoming_lock(engine.layout, ctid))
 
 
 def incoming(engine, ctid: int | None = None) -> list[tuple[int, str, str]]:

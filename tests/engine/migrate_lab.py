@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 
 def _ip(*args: str) -> None:
@@ -30,3 +33,27 @@ def veth_pair():
             subprocess.run(["ip", "netns", "del", b], capture_output=True)
     finally:
         subprocess.run(["ip", "netns", "del", a], capture_output=True)
+
+
+def receiver(env: dict, ctid: int, identity: Path, netns: str, address: str, fault: str | None = None):
+    """``python -m engine migrate-receive`` started with ``env``'s layout, trusting ``identity``'s certificate;
+    returns (process, its endpoint line: address, port, fingerprint)."""
+    from engine.migrate.channel import certificate_of
+
+    cert = identity.with_suffix(".crt")
+    cert.write_text(certificate_of(identity))
+    if fault:
+        env = {**env, "CAISSON_FAULT_AT": fault}
+    argv = ["migrate-receive", str(ctid), "--peer-cert", str(cert), "--listen", f"{address}:0", "--netns", netns]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", *argv],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**env, "CAISSON_CLI_SOCKET": ""},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the receiver did not start: {proc.stderr.read()}")
+    return proc, json.loads(line)

@@ -19,7 +19,7 @@ from engine.errors import InvalidState, NotSupported, ValidationError
 from engine.migrate.channel import certificate_of, make_identity
 from engine.migrate.send import migrate
 from tests.engine.cli_support import REPO, layout_env
-from tests.engine.migrate_lab import veth_pair
+from tests.engine.migrate_lab import receiver, veth_pair
 
 
 @pytest.fixture(scope="module")
@@ -46,38 +46,6 @@ def target(tmp_path, cgroup_parent):
         node.destroy(ctid, force=True)
     for root in node.cgroups.mounts.v1_roots() + ([node.cgroups.mounts.unified] if node.cgroups.mounts.unified else []):
         shutil.rmtree(os.path.join(root, f"{cgroup_parent}-mb"), ignore_errors=True)
-
-
-def receiver(env, ctid, identity, netns, address, extra=(), fault=None):
-    """``python -m engine migrate-receive`` started; returns (process, its endpoint line)."""
-    cert = identity.with_suffix(".crt")
-    cert.write_text(certificate_of(identity))
-    if fault:
-        env = {**env, "CAISSON_FAULT_AT": fault}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine",
-            "migrate-receive",
-            str(ctid),
-            "--peer-cert",
-            str(cert),
-            "--listen",
-            f"{address}:0",
-            "--netns",
-            netns,
-            *extra,
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    assert line, proc.stderr.read()
-    return proc, json.loads(line)
 
 
 def rootfs_file(engine, ctid, path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 
 import pytest
 from django.utils import timezone
@@ -47,7 +48,28 @@ def two_nodes(services_env, cgroup_parent, tmp_path):
                         CAISSON_MIGRATION_ADDRESS=addr,
                     )
                 )
-            yield {name: (eng, Node.objects.get(name=name)) for name, eng in engines.items()}
+            nodes = {name: (eng, Node.objects.get(name=name)) for name, eng in engines.items()}
+
+            def restart(name: str, **env) -> None:
+                """node ``name``'s agent started again (killed or stopped first), with ``env`` added."""
+                index = 0 if name == "node-ma" else 1
+                stop_agent(agents[index])
+                ns, addr = (ns_a, addr_a) if index == 0 else (ns_b, addr_b)
+                base = tmp_path / name
+                agents[index] = start_agent(
+                    services_env,
+                    name,
+                    tmp_path / f"{name}-{len(env)}.log",
+                    CAISSON_ROOT=str(base / "state"),
+                    CAISSON_RUN=str(base / "run"),
+                    CAISSON_CGROUP_PARENT=f"{cgroup_parent}-{name}",
+                    CAISSON_MIGRATION_NETNS=ns,
+                    CAISSON_MIGRATION_ADDRESS=addr,
+                    **env,
+                )
+
+            nodes["restart"] = restart
+            yield nodes
         finally:
             for agent in agents:
                 stop_agent(agent)
@@ -146,6 +168,48 @@ def test_offline_then_restart_migration_through_the_api_moves_data_and_the_row(
     assert job.status == "ok", "\n".join(job.lines.values_list("text", flat=True))
     assert not eng_a.ids() and eng_b.status(ctid).status == "running"
     eng_b.stop(ctid)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_source_agent_killed_half_way_leaves_the_container_whole_there_and_the_target_clean(
+    two_nodes, busybox_template, ctid_factory, make_user
+):
+    """The whole source agent (its process group) is killed in the middle of the stream; its next start
+    recovers the container (unlocked, started again as it ran), the receiver job on the target fails and
+    removes its copy, and the row never left the source."""
+    (eng_a, node_a), (eng_b, _) = two_nodes["node-ma"], two_nodes["node-mb"]
+    admin = make_user("admin", "Administrator")
+    ctid = ctid_factory()
+    eng_a.create(ctid, busybox_template, {"hostname": f"kill{ctid}", "memory": "128", "swap": "0"})
+    data = os.urandom(3 << 20)
+    _data_file(eng_a, ctid).write_bytes(data)
+    eng_a.start(ctid)
+    _mirror(eng_a, node_a, ctid)
+    two_nodes["restart"]("node-ma", CAISSON_FAULT_AT="migrate:sending", CAISSON_FAULT_GROUP="1")
+    _online()
+    answer = client_for(admin).post(
+        f"/api/containers/{ctid}/migrate/", {"target": "node-mb", "restart": True}, format="json"
+    )
+    assert answer.status_code == 202, answer.content
+    receiver = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        receiver = Job.objects.filter(kind="vzmigrate_in", target=str(ctid)).first()
+        if receiver is not None and not receiver.active and eng_a.config(ctid).current.values.get("lock"):
+            break
+        time.sleep(0.2)
+    assert receiver is not None and receiver.status == "error", receiver and receiver.message
+    assert eng_a.config(ctid).current.values.get("lock") == "migrate"  # what the killed agent left
+    two_nodes["restart"]("node-ma")  # its start recovers
+    job = Job.objects.get(pk=answer.json()["job"]["id"])
+    assert job.status == "error"
+    assert "lock" not in eng_a.config(ctid).current.values and eng_a.status(ctid).status == "running"
+    assert (
+        eng_a.exec_output(ctid, ["sha256sum", "/root/data"])[1].split()[0].decode() == hashlib.sha256(data).hexdigest()
+    )
+    assert not eng_b.exists(ctid) and not list((eng_b.layout.root / "migrate").glob("*"))
+    assert Container.objects.get(ctid=ctid).node_id == node_a.pk
+    eng_a.stop(ctid)
 
 
 @pytest.mark.django_db

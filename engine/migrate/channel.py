@@ -8,9 +8,9 @@ refuses a peer whose certificate is not the pinned one, so a migration
 stream can neither be read nor injected by anyone else on the network, the
 web tier included: the bytes go from one agent to the other directly.
 
-Framing on the TLS stream: JSON control lines (``\\n``-terminated, at most
-64 KiB) and, between them, the archive as chunks of ``<u32 length><data>``
-closed by a zero length.
+Framing on the TLS stream: JSON control lines (``\\n``-terminated, at most 2 MiB: the first carries the
+config and firewall rules) and, between them, the archive as chunks of ``<u32 length><data>`` closed by a
+zero length.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import datetime
 import hashlib
 import json
 import os
+import queue
 import socket
 import ssl
 import struct
@@ -30,7 +31,7 @@ from engine.config import write_atomic
 from engine.errors import HostError, ValidationError
 
 CHUNK = 1 << 20
-MAX_LINE = 64 << 10
+MAX_LINE = 2 << 20  # a control line carries the config and firewall rules (each at most 1 MiB in an archive)
 FINGERPRINT_LEN = 64  # hex SHA-256
 
 
@@ -234,28 +235,66 @@ class Stream:
 
 
 class ChunkWriter:
-    """A file-like sink the archive writer writes into: framed chunks, counted and hashed as they go."""
+    """A file-like sink the archive writer writes into: framed chunks, counted and hashed as they go.
 
-    def __init__(self, stream: Stream):
+    A thread hashes, encrypts and sends them (both release the GIL), so the archive walk and compression go
+    on meanwhile; a full queue holds the writer back.  A send error is raised in the writer's thread at its
+    next write or at ``close``, which must be called (it also waits for the last chunk to leave)."""
+
+    def __init__(self, stream: Stream, depth: int = 8):
         self.stream, self.buffer = stream, bytearray()
         self.bytes, self.digest = 0, hashlib.sha256()
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.abandoned = threading.Event()
+        self.thread = threading.Thread(target=self._send, name="migrate-send", daemon=True)
+        self.thread.start()
+
+    def _send(self) -> None:
+        while not self.abandoned.is_set():
+            try:
+                data = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if data is None:
+                return
+            if self.error is not None:
+                continue  # drained, so the writer never blocks on a dead sender
+            try:
+                self.digest.update(data)
+                self.stream.send_chunk(data)
+                self.bytes += len(data)
+            except BaseException as err:  # noqa: BLE001 - raised in the writer's thread
+                self.error = err
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
 
     def write(self, data) -> int:
+        self._check()
         self.buffer += data
         if len(self.buffer) >= CHUNK:
-            self.flush()
+            self.queue.put(bytes(self.buffer))
+            self.buffer.clear()
         return len(data)
 
     def flush(self) -> None:
-        if self.buffer:
-            data = bytes(self.buffer)
-            self.buffer.clear()
-            self.digest.update(data)
-            self.bytes += len(data)
-            self.stream.send_chunk(data)
+        self._check()
+
+    def abandon(self) -> None:
+        """A failed migration: the thread ends by itself (once a blocked send fails with the closed stream)."""
+        self.abandoned.set()
 
     def close(self) -> None:
-        self.flush()
+        """Send what is buffered and wait for the thread; raises its error if a send failed."""
+        if self.thread.is_alive():
+            if self.buffer:
+                self.queue.put(bytes(self.buffer))
+                self.buffer.clear()
+            self.queue.put(None)
+            self.thread.join()
+        self._check()
 
 
 def connect(host: str, port: int, identity: Path, expected: str, netns: str | None, timeout: float) -> Stream:

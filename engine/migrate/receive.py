@@ -10,13 +10,16 @@ and recovery then removes whatever it made (:mod:`engine.migrate.recover`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import secrets
 import socket
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -125,19 +128,23 @@ class Receiver:
             header = stream.read_line()
             if header.get("ctid") != ctid:
                 raise ValidationError(f"migration: the sender offers container {header.get('ctid')}, not {ctid}")
+            known = _known(ctid, header)
             stream.send_line({"ready": True})
-            fd, name = tempfile.mkstemp(dir=spool_dir(engine.layout), prefix=f".in-{ctid}-", suffix=".tar.zst")
-            spool = Path(name)
-            received, digest = self._spool(stream, fd)
-            trailer = stream.read_line()
-            if trailer.get("bytes") != received or trailer.get("sha256") != digest:
-                raise HostError(
-                    f"migration: the stream does not match what the sender sent ({received} bytes, sha256 "
-                    f"{digest[:16]}… received; {trailer.get('bytes')} bytes, {str(trailer.get('sha256'))[:16]}… sent)"
-                )
-            say(f"received {received} bytes, size and SHA-256 verified; restoring container {ctid}")
-            made = True
-            self._restore(spool)
+            if known is not None and not header.get("volumes"):
+                # Restored as it arrives (a pipe into the restore); verified before the answer, as below.
+                spool = spool_dir(engine.layout) / f".in-{ctid}-{secrets.token_hex(4)}.fifo"
+                made = True
+                received, digest = self._restore_streamed(stream, spool, known)
+                _verify(stream.read_line(), received, digest)
+                say(f"received {received} bytes and restored container {ctid} as they came; size and SHA-256 verified")
+            else:  # volume mount points are read from the archive once more each: spooled first
+                fd, name = tempfile.mkstemp(dir=spool_dir(engine.layout), prefix=f".in-{ctid}-", suffix=".tar.zst")
+                spool = Path(name)
+                received, digest = self._spool(stream, fd)
+                _verify(stream.read_line(), received, digest)
+                say(f"received {received} bytes, size and SHA-256 verified; restoring container {ctid}")
+                made = True
+                self._restore(spool, known)
             stream.send_line({"verified": True, "bytes": received})
             if not stream.read_line().get("commit"):
                 raise HostError("migration: the sender did not commit")
@@ -190,14 +197,40 @@ class Receiver:
                     faults.point("migrate:receiving")
         return received, digest.hexdigest()
 
-    def _restore(self, spool: Path) -> None:
+    def _restore_streamed(self, stream: Stream, fifo: Path, known) -> tuple[int, str]:
+        """The stream pumped into a FIFO by a thread (hashed as it goes) while the restore reads it here."""
+        os.mkfifo(fifo, 0o600)
+        stop, outcome = threading.Event(), {}
+
+        def pump() -> None:
+            try:
+                outcome["value"] = _pump(stream, fifo, stop)
+            except BaseException as err:  # noqa: BLE001 - handed to the restoring thread
+                outcome["error"] = err
+
+        thread = threading.Thread(target=pump, name="migrate-pump")
+        thread.start()
+        try:
+            self._restore(fifo, known)
+        except BaseException:
+            stop.set()
+            thread.join()
+            if "error" in outcome:  # the stream broke: say so rather than "truncated archive"
+                raise outcome["error"] from None
+            raise
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def _restore(self, spool: Path, known=None) -> None:
         from engine.backup.archive import read_archive_config
         from engine.backup.restore import restore
 
         engine, ctid = self.engine, self.ctid
         storage = self.storage
         if storage is None:
-            archived, _, _ = read_archive_config(spool, ctid)
+            archived = known[0] if known is not None else read_archive_config(spool, ctid)[0]
             rootfs = archived.current.values.get("rootfs", "local:")
             storage = str(rootfs).split(":", 1)[0]
             if storage not in engine.storages.definitions():
@@ -206,8 +239,67 @@ class Receiver:
                     "name a target storage",
                     key="storage",
                 )
-        restore(engine, spool, ctid, storage=storage)
+        restore(engine, spool, ctid, storage=storage, known=known)
         _set_lock(engine, ctid, MIGRATE_LOCK)
+
+
+def _known(ctid: int, header: dict):
+    """The config and firewall text the sender announced (checked as a config), or None."""
+    from engine.config import ContainerConfig
+
+    text = header.get("config")
+    if not isinstance(text, str):
+        return None
+    firewall = header.get("firewall")
+    config = ContainerConfig.parse(ctid, text, origin="the migration's header")
+    return config, firewall if isinstance(firewall, str) else None
+
+
+def _verify(trailer: dict, received: int, digest: str) -> None:
+    if trailer.get("bytes") != received or trailer.get("sha256") != digest:
+        raise HostError(
+            f"migration: the stream does not match what the sender sent ({received} bytes, sha256 "
+            f"{digest[:16]}… received; {trailer.get('bytes')} bytes, {str(trailer.get('sha256'))[:16]}… sent)"
+        )
+
+
+def _pump(stream: Stream, fifo: Path, stop: threading.Event) -> tuple[int, str]:
+    """Chunks from the sender into the FIFO, all of them hashed; the FIFO is left alone once its reader is
+    done (the restore read the archive's end) or gone (it failed: ``stop``)."""
+    fd = None
+    while fd is None:
+        if stop.is_set():
+            return 0, ""
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as err:
+            if err.errno != errno.ENXIO:  # no reader yet
+                raise
+            time.sleep(0.005)
+    os.set_blocking(fd, True)
+    digest, received, half = hashlib.sha256(), 0, False
+    try:
+        while not stop.is_set():
+            data = stream.read_chunk()
+            if not data:
+                break
+            digest.update(data)
+            received += len(data)
+            if not half and received >= 4 << 20:
+                half = True
+                faults.point("migrate:receiving")
+            if fd is not None:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                except BrokenPipeError:
+                    os.close(fd)
+                    fd = None
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return received, digest.hexdigest()
 
 
 def _set_lock(engine, ctid: int, lock: str | None) -> None:

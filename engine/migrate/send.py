@@ -119,12 +119,15 @@ def migrate(
         say(f"connecting to the target {host}:{port}")
         stream = connect(host, port, identity, fingerprint, netns, timeout)
         revert.add(stream.close)
-        stream.send_line({"ctid": ctid, "start": running})
-        stream.read_line()  # the receiver's "ready": the ID is free there, its storage exists
         firewall = network.firewall_file(engine.layout.root, ctid)
         firewall_text = firewall.read_text() if firewall.exists() else None
         keys = [v.key for v in volumes_of(config.current, storage_only=True) if v.key != "rootfs"]
+        # The config comes first apart from the archive too, so the target can restore as the stream arrives.
+        header = {"ctid": ctid, "start": running, "config": config_for_archive(config), "firewall": firewall_text}
+        stream.send_line({**header, "volumes": keys})
+        stream.read_line()  # the receiver's "ready": the ID is free there, its storage exists
         sink = ChunkWriter(stream)
+        revert.add(sink.abandon)
         half = [False]
 
         def report(done: int, total: int) -> None:

@@ -86,6 +86,31 @@ def test_offline_migration_moves_data_and_config_and_removes_the_source(
         tengine.stop(ctid)
 
 
+def test_a_volume_mount_point_travels_with_its_data(engine, busybox_template, ctid_factory, target, lab, tmp_path):
+    """A container with a volume mount point: spooled on the target (each volume reads the archive once
+    more), checked, restored with a volume of its own there."""
+    tengine, env = target
+    src_ns, _, dst_ns, dst_addr = lab
+    ctid = ctid_factory()
+    make_with_data(engine, busybox_template, ctid)
+    engine.set(ctid, {"mp0": "local:0,mp=/srv/data"})
+    mp0 = engine.storages.resolve(str(engine.config(ctid).get("mp0")["volume"]), ctid, key="mp0")
+    with mp0[1].writable_tree(mp0[2]) as root:
+        (Path(root) / "kept.txt").write_text("on its own volume")
+    identity = tmp_path / "id.pem"
+    make_identity(identity)
+    proc, end = receiver(env, ctid, identity, dst_ns, dst_addr)
+    migrate(engine, ctid, f"{end['address']}:{end['port']}", end["fingerprint"], identity, netns=src_ns)
+    assert proc.wait(60) == 0, proc.stderr.read()
+    props = tengine.config(ctid).get("mp0")
+    assert props["mp"] == "/srv/data" and str(props["volume"]).startswith("local:")
+    tengine.start(ctid)
+    try:
+        assert tengine.exec_output(ctid, ["cat", "/srv/data/kept.txt"])[1] == b"on its own volume"
+    finally:
+        tengine.stop(ctid)
+
+
 def test_restart_migration_stops_moves_and_starts_on_the_target(
     engine, busybox_template, ctid_factory, target, lab, tmp_path
 ):

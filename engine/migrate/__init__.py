@@ -4,10 +4,10 @@ The source (:mod:`engine.migrate.send`) holds the container with ``lock:
 migrate`` persisted, stops it first in restart mode, and streams its root
 disk, volume mount points, config and firewall rules as one vzdump-format
 archive (zstd) over mutual TLS (:mod:`engine.migrate.channel`) to a receiver
-on the target node (:mod:`engine.migrate.receive`).  The receiver spools the
-stream, checks its size and SHA-256 against the sender's trailer, restores
-it with the same ID (``lock: create`` while it does, then ``lock:
-migrate``), and answers "verified".  Only then does the source record that
+on the target node (:mod:`engine.migrate.receive`).  The receiver restores it
+with the same ID as it arrives (``lock: create`` while it does, then ``lock:
+migrate``), checks the stream's size and SHA-256 against the sender's
+trailer, and only then answers "verified" (a mismatch removes what it made).  Only then does the source record that
 it commits, ask the target to commit (the target's lock is cleared, the
 container started in restart mode) and, once the target says done, remove
 its own copy.

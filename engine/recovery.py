@@ -19,7 +19,9 @@ Per lock (see ``docs/architecture.md``, Recovery):
   container started if it ran; without that record it is kept, naming why;
 - ``backup``: its storage snapshots, temporary copy and partial archive are removed, the container
   thawed, and started again if a stop-mode backup left it down;
-- any other lock (``mounted``, ``migrate``, ``disk``, ... set by hand or by Proxmox) is kept for a person.
+- ``migrate``: on the source, released (and started again in restart mode) unless the kill came while
+  committing; on the target, the uncommitted copy removed (:mod:`engine.migrate.recover`);
+- any other lock (``mounted``, ``disk``, ... set by hand or by Proxmox) is kept for a person.
 
 Then, for every container no job holds: a frozen cgroup is thawed (Caisson has no
 suspend: only a killed job leaves one frozen), a half-started or exited
@@ -69,11 +71,13 @@ def recover(engine, ctid: int | None = None, full: bool = True) -> list[Action]:
     either); the periodic tick leaves that out, touching only what a lock, a frozen cgroup or a left run
     record points at.
     """
+    from engine.migrate import recover as migration
+
+    actions = [Action(*done) for done in migration.incoming(engine, ctid)]  # before: it removes containers
     ids = [ctid] if ctid is not None else engine.node.ids()
-    actions: list[Action] = []
     for ident in ids:
-        if container_busy(engine.layout, ident):
-            continue
+        if container_busy(engine.layout, ident) or migration.is_incoming(engine, ident):
+            continue  # a live receiver's uncommitted copy (a dead one's went above)
         try:
             actions += _recover_container(engine, ident, full)
         except NotFound:
@@ -220,6 +224,10 @@ def _release(engine, ctid: int, lock: str) -> Action:
         return Action(
             ctid, "released", f"container {ctid}: a backup was interrupted (lock: backup); " + "; ".join(done)
         )
+    if lock == "migrate" and facts.get("op") == "migrate":
+        from engine.migrate.recover import release_outgoing
+
+        return Action(ctid, *release_outgoing(engine, ctid, facts))
     if lock == "rollback" and facts.get("op") == "rollback" and facts.get("snapshot"):
         return _finish_rollback(engine, ctid, intent, facts)
     if lock == "rollback":

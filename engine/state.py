@@ -136,6 +136,22 @@ class Intent:
         self.path.unlink(missing_ok=True)
 
 
+def flock_held(path: Path) -> bool:
+    """Whether some process holds a flock on ``path`` now (False for a missing file): the kernel drops a dead
+    holder's, so a lock file outlives its process without lying about it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def container_busy(layout: Layout, ctid: int) -> bool:
     """Whether a process holds the container's flock now: every operation holds it for its whole run, and the
     kernel drops it when the holder dies, so a persisted lock with the flock free was left by a dead process."""

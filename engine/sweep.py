@@ -8,7 +8,9 @@ archive (``.vzdump-lxc-<ID>-*.part``) and a restore's staging tar
 ``.<name>.<random>.part`` and ``.debian-build-*`` directory belong to no
 container: they go when no process has them open (nor as its cwd or root).  A
 download's ``.<name>.part`` is kept for a resume, and goes after a day when
-its download lock is free.
+its download lock is free.  A migration receiver's spool (``migrate/.in-<ID>-*``) goes once neither its
+marker nor its receiver is left; a migration job's one-time key (``<run>/migrate/out-<ID>.pem``) once no job
+holds its flock.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 from engine.errors import EngineError
-from engine.state import container_busy
+from engine.state import container_busy, flock_held
 
 DOWNLOAD_PARTIAL_AGE = 86400.0  # a download's partial file is kept this long for a resume
 
@@ -89,6 +91,7 @@ def sweep_files(engine, ctid: int | None = None) -> list[tuple[int | None, str, 
     """Temporary files killed jobs left: a container's (``ctid``, e.g. after destroy) or the node's; what was
     done, as (container ID or None, ``swept`` or ``kept``, what)."""
     actions = [(ctid, "swept", text) for text in sweep_backup_files(engine, ctid)]
+    actions += [(ctid, "swept", text) for text in sweep_migration_files(engine, ctid)]
     if ctid is not None:
         return actions
     candidates = []
@@ -125,26 +128,38 @@ def sweep_files(engine, ctid: int | None = None) -> list[tuple[int | None, str, 
     return actions
 
 
+def sweep_migration_files(engine, ctid: int | None) -> list[str]:
+    """A receiver's spool ``migrate/.in-<ID>-*`` with no marker left (its migration ended, or its marker
+    was already recovered) and no receiver holding its flock."""
+    from engine.migrate import incoming_marker, spool_dir
+    from engine.migrate.recover import receiver_alive
+
+    directory, done = spool_dir(engine.layout), []
+    for path in sorted(directory.glob(".in-*")) if directory.is_dir() else []:
+        owner = _owner(path.name, (".in-",))
+        if owner is None or (ctid is not None and owner != ctid):
+            continue
+        if incoming_marker(engine.layout, owner).exists() or receiver_alive(engine, owner):
+            continue
+        _remove(path)
+        done.append(f"removed {path}, left by an interrupted migration")
+    outgoing = engine.layout.run / "migrate"  # a killed source job's one-time key (tasks/migrate.py)
+    for path in sorted(outgoing.glob("out-*.pem")) if outgoing.is_dir() else []:
+        owner = _owner(path.name, ("out-",))
+        if owner is None or (ctid is not None and owner != ctid) or not path.exists() or flock_held(path):
+            continue
+        path.unlink(missing_ok=True)
+        done.append(f"removed {path}, left by an interrupted migration")
+    return done
+
+
 def _download_partial(path: Path) -> bool:
     """``.<name>.part`` beside its ``.<name>.lock``: a download's resumable partial file."""
     return path.name.endswith(".part") and (path.parent / (path.name[: -len(".part")] + ".lock")).exists()
 
 
 def _download_locked(path: Path) -> bool:
-    import fcntl
-
-    lock = path.parent / (path.name[: -len(".part")] + ".lock")
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
+    return flock_held(path.parent / (path.name[: -len(".part")] + ".lock"))
 
 
 def _paths_in_use() -> set[Path]:

@@ -485,8 +485,11 @@ def open_archive(
     bytes (suffixes lie); the stdlib file readers check CRCs and cut-offs: a corrupt stream
     raises tarfile.ReadError, an unknown format ValidationError.
     """
-    head = raw.read(512)
-    raw.seek(0)
+    if raw.seekable():
+        head = raw.read(512)
+        raw.seek(0)
+    else:  # a pipe (a migration's stream): look without consuming
+        head = raw.peek(512)[:512]  # type: ignore[attr-defined]
     fmt = next((f for magic, f in _MAGIC if head.startswith(magic)), "tar" if head[257:262] == b"ustar" else "")
     errors: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error, lzma.LZMAError)
     f: _Readable
@@ -509,7 +512,7 @@ def open_archive(
         raise ValidationError(f"{archive}: unknown archive format (not a tar, tar.gz, tar.xz or tar.zst)")
     data: _Decoded = _Decoded(f, errors, tap)
     if prefetch:
-        data = cast(_Decoded, _Prefetch(data, raw.tell))
+        data = cast(_Decoded, _Prefetch(data, raw.tell if raw.seekable() else lambda: 0))
     try:  # stream mode reads the first header already
         return tarfile.open(fileobj=cast(BinaryIO, data), mode="r|", tarinfo=_Info, bufsize=TAR_BUFSIZE), data
     except tarfile.TarError as err:

@@ -21,6 +21,7 @@ app = Celery(
     include=[
         "tasks.containers",
         "tasks.machine",
+        "tasks.migrate",
         "tasks.templates",
         "tasks.node",
         "tasks.boot",

@@ -57,7 +57,14 @@ def container_fields(status, config) -> dict:
 
 
 def sync_container(node: Node, ctid: int) -> Container | None:
-    """Mirror one container from the node into the database; delete the row if the node has no such container."""
+    """Mirror one container from the node into the database; delete the row if the node has no such container.
+
+    A container a migration is bringing in is not this node's until it commits: left alone (its row stays
+    its source node's, and must not be deleted here should the migration fail)."""
+    from engine.migrate.recover import is_incoming
+
+    if is_incoming(node_engine(), ctid):
+        return None
     try:
         status = node_engine().status(ctid)
         config = node_engine().config(ctid)

@@ -223,9 +223,12 @@ def write_archive(
     mountpoints: Iterable[tuple[str, Path]] = (),
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
+    default_excludes: bool = True,
 ) -> WriteStats:
-    """Write one container's archive into ``fileobj``; ``mountpoints`` are (path inside, host dir) to include."""
-    excluder = Excluder([*DEFAULT_EXCLUDES, *exclude_paths])
+    """Write one container's archive into ``fileobj``; ``mountpoints`` are (path inside, host dir) to include.
+
+    ``default_excludes`` off keeps vzdump's default excludes (``/tmp``...) in: a migration moves everything."""
+    excluder = Excluder([*(DEFAULT_EXCLUDES if default_excludes else ()), *exclude_paths])
     mountpoints = list(mountpoints)
     stats = WriteStats()
     total = 0

@@ -151,8 +151,12 @@ def restore(
     isolate: bool = False,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
+    known: tuple[ContainerConfig, str | None] | None = None,
 ) -> RestoreResult:
-    """Make container ``ctid`` from a backup archive; see the module's docstring for the guarantees."""
+    """Make container ``ctid`` from a backup archive; see the module's docstring for the guarantees.
+
+    ``known`` (the archive's config and firewall text, known beforehand) spares reading them from the archive,
+    which may then be a pipe read once (a migration's stream; no volume mount points then)."""
     ctid = parse_ctid(ctid)
     archive = Path(archive)
     _check_storage(engine, storage)
@@ -165,7 +169,10 @@ def restore(
             raise AlreadyExists(f"container {ctid} already exists; restore over it with force (it must be stopped)")
         if engine.status(ctid, stats=False).status == "running":
             raise InvalidState(f"container {ctid} is running; stop it before restoring over it")
-    archived, firewall_text, _ = read_archive_config(archive, ctid)
+    if known is None:
+        archived, firewall_text, _ = read_archive_config(archive, ctid)
+    else:
+        archived, firewall_text = known
     if firewall_text is not None:
         from engine.network import fwconfig
 

@@ -255,10 +255,12 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
         )
     if only is None:  # a verb of another group, or none yet (help, errors): their parsers and modules too
         from engine.cli import disks, machine
+        from engine.cli import migrate as migrate_cli
         from engine.cli import recover as recover_cli
         from engine.cli import storage as storage_cli
 
         storage_cli.add_parsers(verbs, _ctid)
+        migrate_cli.add_parsers(verbs, _ctid)
         machine.add_parsers(verbs, _ctid, _add_config_options if verb in (None, "restore") else None)
         disks.add_parsers(verbs, _ctid)
         recover_cli.add_parser(verbs, _ctid)
@@ -425,6 +427,10 @@ def _other_group(engine, args) -> int:
         from engine.cli import recover as recover_cli
 
         return recover_cli.dispatch(engine, args)
+    from engine.cli import migrate as migrate_cli
+
+    if args.verb in migrate_cli.VERBS:
+        return migrate_cli.dispatch(engine, args)
     from engine.cli import storage as storage_cli
 
     return storage_cli.dispatch(engine, args)

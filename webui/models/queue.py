@@ -46,6 +46,8 @@ TASKS = {
     "vzresume": "caisson.container.resume",
     "vztemplate": "caisson.container.template",
     "move_volume": "caisson.container.move_volume",
+    "vzmigrate": "caisson.container.migrate",  # tasks/migrate.py: the source's side
+    "vzmigrate_in": "caisson.container.migrate_in",  # the target's side, queued by the source's job
     "push_file": "caisson.container.push_file",
     "pull_file": "caisson.container.pull_file",
     "vzmktemplate": "caisson.container.make_template",  # a custom template from a stopped container
@@ -80,6 +82,7 @@ EXCLUSIVE = {
     "vzresume",
     "vztemplate",
     "move_volume",
+    "vzmigrate",
     "download",
     "tmplbuild",
     "ociregistrypull",

@@ -176,6 +176,9 @@ def container_page(request, ctid: int, tab: str = "summary"):
         can_clone=access.can("VM.Clone", container) and access.can("VM.Allocate", container.node),
         next_id=propose_ctid() if tab == "summary" else None,
     )
+    from webui.views.migrate import migrate_context
+
+    context.update(migrate_context(access, container))
     return render(request, "webui/container.html", context)
 
 

@@ -18,6 +18,7 @@ from webui.context import Layout
 from webui.models import Container, Node
 from webui.views.common import client_address, run_action
 from webui.views.metrics import TIMEFRAMES, latest, series, timeframe
+from webui.views.migrate import node_migrate_context
 
 
 def _counts(containers) -> dict:
@@ -92,6 +93,7 @@ def node_page(request, name: str):
             "page_subscribe": [f"node/{name}"],
             "can_power": access_for(request).can("VM.PowerMgmt", node),
             "can_remove": not node.online and access_for(request).can("Sys.Modify", path="/"),
+            **node_migrate_context(node),
         },
     )
 

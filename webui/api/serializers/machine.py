@@ -1,14 +1,28 @@
-"""Bodies of a container's machine actions: move a volume, push and pull a file (strict: see ``base``)."""
+"""Bodies of a container's machine actions: move a volume, migrate, push and pull a file (strict: see ``base``)."""
 
 from __future__ import annotations
 
-from webui.api.serializers.base import BooleanField, CharField, StrictSerializer
+from rest_framework.serializers import ListField
+
+from webui.api.serializers.base import BooleanField, CharField, IntegerField, StrictSerializer
 
 
 class MoveVolumeSerializer(StrictSerializer):
     volume = CharField(help_text="rootfs or mpN")
     storage = CharField(help_text="the target storage (content rootdir)")
     delete = BooleanField(required=False, help_text="remove the old volume (default: kept as unusedN)")
+
+
+class MigrateSerializer(StrictSerializer):
+    target = CharField(help_text="the node to migrate to")
+    restart = BooleanField(required=False, help_text="a running container: stop, move, start on the target")
+    online = BooleanField(required=False, help_text="live migration (refused: no working CRIU on the nodes)")
+
+
+class MigrateAllSerializer(StrictSerializer):
+    target = CharField(help_text="the node every container goes to")
+    restart = BooleanField(required=False, help_text="running containers too (stopped, moved, started there)")
+    vms = ListField(child=IntegerField(), required=False, help_text="only these containers of the node")
 
 
 class PushSerializer(StrictSerializer):

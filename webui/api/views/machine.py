@@ -10,8 +10,9 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
 from webui.actions import machine as actions
+from webui.actions import migrate as migrations
 from webui.api.serializers.base import validated
-from webui.api.serializers.machine import MoveVolumeSerializer, PullSerializer, PushSerializer
+from webui.api.serializers.machine import MigrateSerializer, MoveVolumeSerializer, PullSerializer, PushSerializer
 from webui.api.views.base import ACCEPTED, ApiViewSet, accepted
 from webui.models import Container
 from webui.views.machine import file_response
@@ -27,6 +28,7 @@ class ContainerMachineViewSet(ApiViewSet):
         "resume": "VM.PowerMgmt",
         "template": "VM.Allocate",
         "move_volume": "VM.Config",
+        "migrate": "VM.Migrate",
         "push": "VM.Config",
         "pull": "VM.Config",
         "pulled": "VM.Config",
@@ -61,6 +63,26 @@ class ContainerMachineViewSet(ApiViewSet):
                 body["volume"],
                 body["storage"],
                 delete=body.get("delete", False),
+                address=self.address,
+            )
+        )
+
+    @extend_schema(
+        request=MigrateSerializer,
+        responses=ACCEPTED,
+        description="Move the container to another node, as pct migrate: offline, or with restart (stop, move, "
+        "start there).",
+    )
+    @action(detail=True, methods=["post"])
+    def migrate(self, request, ctid=None):
+        body = validated(MigrateSerializer, request.data)
+        return accepted(
+            migrations.migrate(
+                self.access,
+                self.get_object(),
+                body["target"],
+                restart=body.get("restart", False),
+                online=body.get("online", False),
                 address=self.address,
             )
         )

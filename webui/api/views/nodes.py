@@ -257,6 +257,36 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
             actions.power_all_job(self.access, node, "stopall", _object(request.data), address=self.address)
         )
 
+    @extend_schema(
+        request=None,
+        responses=ACCEPTED,
+        description="Evacuate the node: migrate its containers (or those in vms) to target, one job each; "
+        "VM.Migrate on each.",
+    )
+    @action(detail=True, methods=["post"])
+    def migrateall(self, request, name=None):
+        return _migrate_all(self, request, name)
+
+
+def _migrate_all(view, request, name):
+    """``POST /api/nodes/<name>/migrateall``: node evacuation, one migration job per container."""
+    from rest_framework.response import Response
+
+    from webui.actions.migrate import migrate_all
+    from webui.api.serializers.base import validated
+    from webui.api.serializers.machine import MigrateAllSerializer
+
+    body = validated(MigrateAllSerializer, request.data)
+    jobs = migrate_all(
+        view.access,
+        view.get_object(),
+        body["target"],
+        restart=body.get("restart", False),
+        vms=body.get("vms"),
+        address=view.address,
+    )
+    return Response({"jobs": [job.summary() for job in jobs]}, status=202)
+
 
 def _object(data) -> dict:
     """startall/stopall take a JSON object (its fields are checked by ``actions.power_all_job``)."""

@@ -1,3 +1,3 @@
 """The handlers, one module per part of Proxmox's tree; importing this registers them all."""
 
-from webui.pve.views import access, cluster, lxc, lxc_more, storage, tasks  # noqa: F401
+from webui.pve.views import access, cluster, lxc, lxc_more, migrate, storage, tasks  # noqa: F401

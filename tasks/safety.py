@@ -1,6 +1,8 @@
 """Safety snapshots: taken by the node before a risky change, expiring after a set time, one click to go back.
 
-Before a rollback, and before a config change the user marks risky
+Before a rollback, a restore over an existing container (whose snapshots
+and old volumes the restore then keeps, ``keep_snapshots``), a package
+upgrade (``vzupgrade``), and a config change the user marks risky
 (``risky`` on ``PUT /api/containers/<id>/config``), the job snapshots the
 container as it is, named ``pre-<change>-<n>``, with a description marker
 (``engine.autosnap``, policy number 0) that says when it expires

@@ -45,6 +45,7 @@ TASKS = {
     "vzsuspend": "caisson.container.suspend",  # tasks/machine.py
     "vzresume": "caisson.container.resume",
     "vztemplate": "caisson.container.template",
+    "vzupgrade": "caisson.container.upgrade",  # the container's packages, after a safety snapshot
     "move_volume": "caisson.container.move_volume",
     "push_file": "caisson.container.push_file",
     "pull_file": "caisson.container.pull_file",
@@ -79,6 +80,7 @@ EXCLUSIVE = {
     "vzsuspend",
     "vzresume",
     "vztemplate",
+    "vzupgrade",
     "move_volume",
     "download",
     "tmplbuild",

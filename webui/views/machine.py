@@ -16,11 +16,17 @@ from webui.errors import refusal_response
 from webui.models.queue import JobRefused
 from webui.views.common import client_address, container_or_gone, run_action
 
-ACTIONS = {"suspend": actions.suspend, "resume": actions.resume, "template": actions.template}
+ACTIONS = {
+    "suspend": actions.suspend,
+    "resume": actions.resume,
+    "template": actions.template,
+    "upgrade": actions.upgrade,
+}
 
 
 def machine_buttons(access, container) -> list[dict]:
-    """Suspend (running, not paused), Resume (paused), Convert to template (stopped, not one yet)."""
+    """Suspend (running, not paused), Resume (paused), Update packages (running, an ostype with a package
+    manager), Convert to template (stopped, not one yet)."""
     power = access.can("VM.PowerMgmt", container)
     allocate = access.can("VM.Allocate", container)
     running = container.status == "running"
@@ -42,6 +48,18 @@ def machine_buttons(access, container) -> list[dict]:
             "enabled": power and running and container.paused,
         },
     ]
+    upgrade = access.can("VM.Config", container) and access.can("VM.Snapshot", container)
+    if str(container.config.get("ostype", "")) not in ("", "unmanaged", "nixos"):
+        result.append(
+            {
+                "action": "upgrade",
+                "label": "Update packages",
+                "when": "running",
+                "allowed": upgrade,
+                "enabled": upgrade and running,
+                "confirm": f"Update the packages of CT {container.ctid}? A safety snapshot is taken first.",
+            }
+        )
     if str(container.config.get("template", "0")) != "1":
         result.append(
             {

@@ -1,0 +1,23 @@
+"""Newer versions of a node's stored templates, from the node's mirrored catalog (``engine.templates.updates``):
+the templates page and the pages of containers made from an out-of-date template offer the re-download or
+rebuild, as a job of the templates page's own kinds (``download``, ``tmplbuild``)."""
+
+from __future__ import annotations
+
+from engine.templates.updates import Update, updates
+from webui.models import CatalogEntry, Node, StoredTemplate
+
+
+def for_node(node: Node) -> dict[str, Update]:
+    stored = list(StoredTemplate.objects.filter(node=node).values_list("name", flat=True))
+    if not stored:
+        return {}
+    catalog = list(CatalogEntry.objects.filter(node=node).values_list("name", "version", "buildable"))
+    return updates(stored, catalog)
+
+
+def for_container(container) -> Update | None:
+    """The update of the template ``container`` was made from, if it is still stored and has one."""
+    if not container.source_template:
+        return None
+    return for_node(container.node).get(container.source_template)

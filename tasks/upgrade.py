@@ -1,4 +1,6 @@
-"""``vzupgrade``: the container page's "Update packages": a safety snapshot, then the distribution's upgrade.
+"""Risky changes of a container's software, each after a safety snapshot: ``vzupgrade`` (the container page's
+"Update packages": the distribution's upgrade) and ``vzrebuild`` (a change of template: the root file system
+made anew from another, or newer, template).
 
 The snapshot comes first (``tasks.safety.before_risky``), so a bad upgrade is
 one click away from undone on the task's page; then the upgrade command of
@@ -41,3 +43,28 @@ class Upgrade(ContainerJob):
 
 
 app.register_task(Upgrade())
+
+
+class Rebuild(ContainerJob):
+    """``vzrebuild``: ``params``: ``template`` (``local:vztmpl/<name>``).  A safety snapshot, then the stopped
+    container's root file system made anew from the template, its settings kept (``engine.rebuild``); the old
+    root and the snapshots stay, so the task page's one click rolls the change of template back."""
+
+    name = "caisson.container.rebuild"
+
+    def perform(self, ctx) -> str:
+        from engine.rebuild import rebuild, rebuild_options
+        from webui.models import Container
+
+        engine, ctid, template = node_engine(), self.ctid(ctx), ctx.params["template"]
+        if engine.status(ctid, stats=False).status == "running":
+            raise InvalidState(f"container {ctid} is running; stop it before rebuilding it")
+        rebuild_options(engine.config(ctid))  # refused before the snapshot if it cannot be rebuilt
+        safety = before_risky(ctx, ctid, "template")
+        ctx.log(f"rebuilding on {template}; root's password and SSH keys are the template's")
+        rebuild(engine, ctid, template, keep_snapshots=safety is not None)
+        Container.objects.filter(ctid=ctid).update(source_template=template.removeprefix("local:vztmpl/"))
+        return f"rebuilt on {template.removeprefix('local:vztmpl/')}"
+
+
+app.register_task(Rebuild())

@@ -4,7 +4,7 @@ rebuild, as a job of the templates page's own kinds (``download``, ``tmplbuild``
 
 from __future__ import annotations
 
-from engine.templates.updates import Update, updates
+from engine.templates.updates import Update, successor, updates
 from webui.models import CatalogEntry, Node, StoredTemplate
 
 
@@ -14,6 +14,14 @@ def for_node(node: Node) -> dict[str, Update]:
         return {}
     catalog = list(CatalogEntry.objects.filter(node=node).values_list("name", "version", "buildable"))
     return updates(stored, catalog)
+
+
+def stored_successor(container) -> str | None:
+    """A newer template stored on the container's node than the one it was made from (a rebuild's target)."""
+    if not container.source_template:
+        return None
+    stored = list(StoredTemplate.objects.filter(node=container.node).values_list("name", flat=True))
+    return successor(stored, container.source_template)
 
 
 def for_container(container) -> Update | None:

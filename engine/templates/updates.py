@@ -37,6 +37,32 @@ def _newer(candidate: str, than: str) -> bool:
     return version_key(candidate) > version_key(than)
 
 
+def successor(stored: list[str], name: str) -> str | None:
+    """The newest stored template that supersedes ``name``: the same package and architecture, or built by
+    the same builder, with a newer version; None if there is none."""
+    from engine.builders import offers
+
+    def family(candidate: str):
+        match = PVE_NAME.fullmatch(candidate)
+        if match:
+            return ("pve", match["package"], match["arch"]), match["version"]
+        for offer in offers():
+            version = get_builder(offer.builder).built_version(offer, candidate)
+            if version is not None:
+                return ("built", offer.builder, offer.name), version
+        return None, None
+
+    kind, version = family(name)
+    if kind is None:
+        return None
+    best = None
+    for candidate in stored:
+        other, other_version = family(candidate)
+        if other == kind and _newer(other_version, version) and (best is None or _newer(other_version, best[1])):
+            best = (candidate, other_version)
+    return best[0] if best else None
+
+
 def updates(stored: list[str], catalog: list[tuple[str, str, bool]]) -> dict[str, Update]:
     """``{stored name: Update}`` for the stored templates that have a newer version.
 

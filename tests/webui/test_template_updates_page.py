@@ -20,6 +20,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 OLD = "busybox-1.0.0-1_amd64.tar.zst"
 
 
+def tree(engine, ctid: int, use):
+    """``use(root)`` on the stopped container's root file system (an image volume is mounted for it)."""
+    _, driver, vol = engine.storages.resolve(engine.config(ctid).current.values["rootfs"].split(",")[0], ctid)
+    with driver.writable_tree(vol) as root:
+        return use(root)
+
+
 def test_an_out_of_date_template_is_offered_a_rebuild_on_its_page_and_its_containers(
     agent, node, engine, busybox_template, ctid_factory, make_user, monkeypatch
 ):
@@ -66,7 +73,32 @@ def test_an_out_of_date_template_is_offered_a_rebuild_on_its_page_and_its_contai
         assert current.is_file()
         sync_templates(node)
         assert StoredTemplate.objects.filter(node=node, name=current.name).exists()
-        assert 'id="ct-template-update"' not in client.get(f"/ct/{ctid}/").content.decode()
+        page = client.get(f"/ct/{ctid}/").content.decode()
+        assert 'id="ct-template-update"' not in page
+
+        # The container can now be rebuilt on the newer stored template: a change of template, after a
+        # safety snapshot, that the task page rolls back in one click.
+        assert f"newer template stored: {current.name}" in page and 'id="btn-rebuild"' in page
+        tree(engine, ctid, lambda root: (root / "root" / "marker").write_text("made on the old template"))
+        url = re.search(r'<form method="post" action="([^"]+/rebuild)"', page).group(1)
+        response = client.post(url, {"template": current.name}, HTTP_X_REQUESTED_WITH="fetch")
+        assert response.status_code == 202, response.content
+        job = wait_job(Job.objects.get(pk=response.json()["job"]["id"]), timeout=120)
+        lines = list(job.lines.values_list("text", flat=True))
+        assert job.status == "ok" and job.summary()["safety_snapshot"] == "pre-template-0", "\n".join(lines)
+        assert Container.objects.get(ctid=ctid).source_template == current.name
+        config = engine.config(ctid)
+        assert config.current.values["hostname"] == f"tu{ctid}" and "pre-template-0" in config.snapshots
+        assert not tree(engine, ctid, lambda root: (root / "root" / "marker").exists())
+        response = client.post(url, {"template": "nothere.tar.zst"}, HTTP_X_REQUESTED_WITH="fetch")
+        assert response.status_code == 400 and "not a template stored on node" in response.content.decode()
+
+        page = client.get(f"/jobs/{job.pk}/").content.decode()
+        action = re.search(r'<form method="post" action="([^"]+)" class="inline safety-rollback"', page).group(1)
+        response = client.post(action, {"name": "pre-template-0"}, HTTP_X_REQUESTED_WITH="fetch")
+        back = wait_job(Job.objects.get(pk=response.json()["job"]["id"]))
+        assert back.status == "ok", list(back.lines.values_list("text", flat=True))
+        assert tree(engine, ctid, lambda root: (root / "root" / "marker").read_text()) == "made on the old template"
 
         # A catalog template: a newer archive of its package in the catalog is offered as a re-download.
         StoredTemplate.objects.create(node=node, name="debian-12-standard_12.7-1_amd64.tar.zst", size=1)

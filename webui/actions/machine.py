@@ -70,6 +70,22 @@ def upgrade(access: Access, container: Container, address: str | None = None) ->
     return container_job(access, container, "vzupgrade", {}, address)
 
 
+def rebuild(access: Access, container: Container, template: str, address: str | None = None) -> Job:
+    """A change of template: the stopped container's root file system made anew from a template stored on its
+    node, its settings kept, after a safety snapshot. VM.Allocate (its data is replaced, as by a restore over
+    it) and VM.Snapshot; refused while it runs or for a template the node does not store."""
+    from webui.models import StoredTemplate
+
+    require(access, "VM.Allocate", container, address=address)
+    require(access, "VM.Snapshot", container, address=address)
+    name = (template or "").strip().removeprefix("local:vztmpl/")
+    if not StoredTemplate.objects.filter(node=container.node, name=name).exists():
+        raise ValidationError({"template": [f"'{name}' is not a template stored on node {container.node.name}"]})
+    if container.status != Container.Status.STOPPED:
+        raise JobRefused(f"CT {container.ctid} is {container.status}; stop it before rebuilding it on a template")
+    return container_job(access, container, "vzrebuild", {"template": f"local:vztmpl/{name}"}, address)
+
+
 def move_volume(
     access: Access, container: Container, volume: str, storage: str, delete: bool = False, address: str | None = None
 ) -> Job:

@@ -46,6 +46,7 @@ TASKS = {
     "vzresume": "caisson.container.resume",
     "vztemplate": "caisson.container.template",
     "vzupgrade": "caisson.container.upgrade",  # the container's packages, after a safety snapshot
+    "vzrebuild": "caisson.container.rebuild",  # a change of template, after a safety snapshot
     "move_volume": "caisson.container.move_volume",
     "push_file": "caisson.container.push_file",
     "pull_file": "caisson.container.pull_file",
@@ -81,6 +82,7 @@ EXCLUSIVE = {
     "vzresume",
     "vztemplate",
     "vzupgrade",
+    "vzrebuild",
     "move_volume",
     "download",
     "tmplbuild",

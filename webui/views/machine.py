@@ -81,11 +81,22 @@ def machine_action(request, ctid: int, action: str):
     container, gone = container_or_gone(request, ctid)
     if gone:
         return gone
-    if action not in ACTIONS:
+    if action not in ACTIONS and action != "rebuild":
         raise Http404(f"no action '{action}'")
+    if action == "rebuild":  # the one that takes a field: the template to rebuild on
+
+        def act():
+            template = request.POST.get("template", "")
+            return actions.rebuild(access_for(request), container, template, address=client_address(request))
+
+    else:
+
+        def act():
+            return ACTIONS[action](access_for(request), container, address=client_address(request))
+
     return run_action(
         request,
-        lambda: ACTIONS[action](access_for(request), container, address=client_address(request)),
+        act,
         f"{action} of CT {ctid} queued (job {{job.pk}})",
         reverse("ct", args=[ctid]),
     )

@@ -18,8 +18,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_restore_over_a_container_can_be_rolled_back_in_one_click(
-    agent, node, stored_busybox, ctid_factory, engine, make_user
+    agent, node, stored_busybox, ctid_factory, engine, make_user, monkeypatch
 ):
+    import tasks.safety
+    from tasks.safety import sweep
+
+    monkeypatch.setattr(tasks.safety, "node_engine", lambda: engine)
     user = make_user("sr-admin", superuser=True)
     api = APIClient()
     api.force_authenticate(user)
@@ -62,5 +66,16 @@ def test_a_restore_over_a_container_can_be_rolled_back_in_one_click(
         assert config.current.values["rootfs"].split(",")[0] == old_root
         unused = sorted(v for k, v in config.current.values.items() if k.startswith("unused"))
         assert unused == [new_root]  # the restored volume, kept; the old one is in use again, listed once
+
+        # Once the safety snapshots expire, the sweep deletes them and destroys the volume only they held (the
+        # restored root, kept by the rollback's own safety snapshot); the root in use stays.
+        path = engine.layout.config_path(ctid)
+        path.write_text(re.sub(r"expires=\S+", "expires=2000-01-01T00:00:00Z", path.read_text()))
+        _, driver, vol = engine.storages.resolve(new_root, ctid)
+        assert driver.path(vol).exists()
+        assert sorted(sweep(force=True)) == [(ctid, "pre-restore-0"), (ctid, "pre-rollback-0")]
+        config = engine.config(ctid)
+        assert not [k for k in config.current.values if k.startswith("unused")] and not config.snapshots
+        assert not driver.path(vol).exists() and marker().read_text() == "the work of the day"
     finally:
         (engine.layout.root / "dump" / archive.name).unlink(missing_ok=True)

@@ -8,7 +8,7 @@ import json
 import os
 import re
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,8 +17,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from engine.backup.dump import backup
-from tests.webui.conftest import PASSWORD, start_agent, stop_agent, wait_job
-from tests.webui.test_protection_policy import webhook  # noqa: F401 - fixture
+from tests.webui.conftest import PASSWORD, start_agent, stop_agent
+from tests.webui.test_protection_policy import fire, webhook  # noqa: F401 - fixture
 from tests.webui.test_restore_tests import archives_of  # noqa: F401 - fixture
 from webui.models import AuditEntry, Container, Job, Node, NotificationTarget, ProtectionPolicy, RestoreTest
 
@@ -91,15 +91,8 @@ def test_beat_runs_restore_tests_on_their_calendar_on_an_isolated_bridge_and_the
         response = api.post("/api/protection-policies/", {"name": "bad", "restore_test_schedule": "fooday"})
         assert response.status_code == 400 and "restore_test_schedule" in response.json()["error"]["fields"]
 
-        due = timezone.now() + timedelta(seconds=2)  # the test's clock: the restore test is two seconds away
-        ProtectionPolicy.objects.filter(pk=policy.pk).update(restore_test_next_due=due)
-        beat()
-        beat()  # two beats send the check; one run is claimed
-        deadline = time.monotonic() + 60
-        while not Job.objects.filter(kind="restoretest").exists():
-            assert time.monotonic() < deadline, (tmp_path / "agent.log").read_text()[-3000:]
-            time.sleep(0.1)
-        run = wait_job(Job.objects.get(kind="restoretest"), timeout=180)
+        run = fire(beat, policy, "restore_test_next_due", "restoretest", tmp_path / "agent.log")
+        due = run.due
         lines = list(run.lines.values_list("text", flat=True))
         assert run.status == "ok" and run.message == "1 of 1 archives restorable", lines
         (test,) = RestoreTest.objects.all()

@@ -119,7 +119,18 @@ def limits_of(config: ContainerConfig) -> Limits:
 
 
 def _drop_mount_point(node: Node, ctid: int, config: ContainerConfig, key: str) -> list:
-    """The volume to destroy when ``mpN`` is deleted (none for a bind mount or another key)."""
+    """The volume to destroy when ``mpN`` or ``unusedN`` is deleted (none for a bind mount or another key);
+    as Proxmox, deleting an unused volume destroys it, unless a snapshot still holds it."""
+    if key.startswith("unused") and key[6:].isdigit() and key in config.current.values:
+        volid = config.current.values[key]
+        for name, section in config.snapshots.items():
+            if any(v.volid == volid for v in volumes_of(section)):
+                raise InvalidState(f"{key}: volume {volid} is part of snapshot '{name}'; delete the snapshot first")
+        try:
+            _, driver, vol = node.storages.resolve(volid, ctid, key=key)
+        except ValidationError:
+            return []  # not this container's volume (a hand-edited config): only the key goes
+        return [(driver, vol)]
     if not (key.startswith("mp") and key[2:].isdigit()) or key not in config.current.values:
         return []
     check_unlocked(config)

@@ -57,7 +57,7 @@ from engine.idmap import IdMap
 from engine.node import CREATE_LOCK, Node, check_unlocked
 from engine.reverter import Reverter
 from engine.state import container_lock
-from engine.volumes import render_props
+from engine.volumes import render_props, volumes_of
 
 
 @dataclass
@@ -78,6 +78,7 @@ class NewContainer:
     isolated_idmap: bool = False
     own_idmap: bool = False  # the request gave an lxc.idmap
     fixups: bool = True  # the distro step: a template's, not a restored backup's
+    keep_snapshots: bool = False  # a replaced container's snapshots (and so its old volumes) stay
     # made by the steps
     idmap: IdMap | None = None
     old: ContainerConfig | None = None
@@ -134,7 +135,7 @@ class NewContainer:
                     raise
             revert.success()
         if not self.fresh:
-            for old_driver, old_vol in self.old_volumes.values():
+            for old_driver, old_vol in [] if self.keep_snapshots else self.old_volumes.values():
                 with contextlib.suppress(EngineError, OSError):
                     old_driver.delete(old_vol)
             if self.finish is not None:
@@ -272,7 +273,27 @@ class NewContainer:
             self.config.current.values.pop("lock", None)
 
     def write(self) -> None:
+        if not self.fresh and self.keep_snapshots:
+            self.carry_snapshots()
         write_config(self.node.layout.config_path(self.ctid), self.config)  # a replaced one switches here
+
+    def carry_snapshots(self) -> None:
+        """A replaced container keeps its snapshots: their sections, and its old volumes as ``unusedN`` (the
+        snapshots' data lives in them), so a rollback brings the old container back and a destroy removes all."""
+        from engine.snapconfig import add_unused
+
+        current = self.config.current
+        for name, section in self.old.snapshots.items():
+            self.config.snapshots[name] = section
+        if self.old.current.values.get("parent"):
+            current.values["parent"] = self.old.current.values["parent"]
+        mine = {str(v.volid) for v in volumes_of(current, storage_only=True)}
+        for key, value in self.old.current.values.items():
+            if key.startswith("unused") and key[6:].isdigit() and value not in mine:
+                add_unused(current, value)
+        for volume in volumes_of(self.old.current, storage_only=True):
+            if volume.volid in self.old_volumes and volume.volid not in mine:
+                add_unused(current, volume.volid)
 
 
 def ostype_of(rootfs: Path) -> str:

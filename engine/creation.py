@@ -38,6 +38,7 @@ class CreationOps:
         finish: Callable[[], None] | None = None,
         isolated_idmap: bool = False,
         template_fixups: bool = True,
+        keep_snapshots: bool = False,
     ) -> ContainerStatus:
         """Create a container from a rootfs tarball or a template directory.
 
@@ -51,7 +52,9 @@ class CreationOps:
         the archive's device nodes out; ``exclude`` names paths in it left out with what is below them.
         With ``replace`` an existing container (stopped, unlocked, not protected) is replaced: the new
         one is built completely beside it, the config is switched in one atomic write, and the old
-        volumes and snapshots are removed last; a failure before the switch leaves the old one as it was.
+        volumes and snapshots are removed last (``keep_snapshots``: they stay, the old volumes as ``unusedN``, so
+        a snapshot taken just before rolls the replacement back); a failure before the switch leaves the old
+        one as it was.
 
         A new container's config is written first with ``lock: create``, and again as each volume is
         allocated, so a process killed mid-way leaves a config that names what it made; the lock is
@@ -97,6 +100,7 @@ class CreationOps:
             isolated_idmap=isolated_idmap,
             own_idmap=bool(idmap_lines),
             fixups=template_fixups,
+            keep_snapshots=keep_snapshots,
         ).run()
         return self.status(ctid)
 

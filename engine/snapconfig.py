@@ -157,7 +157,8 @@ def rollback_apply(config: ContainerConfig, name: str) -> None:
     current = config.current
     kept = {v for _, v in storage_volumes(section)}
     new = copy_section(section, current.description)
-    new.values.update({k: v for k, v in current.values.items() if _is_unused(k)})
+    # Unused volumes stay, but not one the snapshot mounts again (a replaced container's old root, kept unused).
+    new.values.update({k: v for k, v in current.values.items() if _is_unused(k) and v not in kept})
     for _, volid in storage_volumes(current):
         if volid not in kept:
             add_unused(new, volid)

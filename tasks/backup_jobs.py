@@ -55,28 +55,38 @@ def claim_run(schedule_id: int, now: datetime | None = None) -> list[Job] | None
     return claim_slot(BackupSchedule, schedule_id, "schedule", now)
 
 
-def claim_slot(model, pk: int, event_field: str, now: datetime | None = None) -> list[Job] | None:
-    """Claim the due run of a scheduled row (a backup job, a policy's snapshots) and ``dispatch`` it.
+def claim_slot(
+    model,
+    pk: int,
+    event_field: str,
+    now: datetime | None = None,
+    due_field: str = "next_due",
+    slot_field: str = "last_slot",
+    **dispatch,
+) -> list[Job] | None:
+    """Claim the due run of a scheduled row (a backup job, a policy's snapshots or restore tests) and
+    ``dispatch`` it.
 
-    ``model`` has ``enabled``, ``next_due``, ``last_slot``, the calendar event in ``event_field``,
-    ``sync_periodic_task`` or ``rearm`` and ``dispatch(slot=)``; None when nothing is due or it is claimed."""
+    ``model`` has ``enabled``, ``due_field``, ``slot_field``, the calendar event in ``event_field``,
+    ``sync_periodic_task`` or ``rearm`` and ``dispatch(slot=, **dispatch)``; None when nothing is due or it is
+    claimed."""
     from webui.models.backups import parse_event, schedule_zone
 
     with transaction.atomic():
         row = model.objects.select_for_update().filter(pk=pk).first()
-        if row is None or not row.enabled or row.next_due is None:
+        if row is None or not row.enabled or getattr(row, due_field) is None:
             return None
         now = now or timezone.now()
-        if now < row.next_due:
+        slot = getattr(row, due_field)
+        if now < slot:
             return None
-        slot = row.next_due
-        row.last_slot = slot
-        row.next_due = parse_event(getattr(row, event_field)).next_after(max(now, slot), schedule_zone())
-        row.save(update_fields=["last_slot", "next_due"])
-        if row.next_due is None:
+        setattr(row, slot_field, slot)
+        setattr(row, due_field, parse_event(getattr(row, event_field)).next_after(max(now, slot), schedule_zone()))
+        row.save(update_fields=[slot_field, due_field])
+        if getattr(row, due_field) is None:
             row.rearm(after=max(now, slot))  # the event has no more times: beat stops checking
-        log.info("%s: run due at %s claimed; next at %s", row, slot, row.next_due)
-        return row.dispatch(slot=slot)
+        log.info("%s: %s run due at %s claimed; next at %s", row, event_field, slot, getattr(row, due_field))
+        return row.dispatch(slot=slot, **dispatch)
 
 
 # ---- one run on one node ---------------------------------------------------------------------

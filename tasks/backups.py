@@ -175,11 +175,19 @@ class Vzrestore(BackupJob):
             + (" over the existing one" if params.get("force") else "")
         )
         ctx.progress(0, None, "restoring", force=True)
+        safety = None
+        if params.get("force") and node_engine().exists(self.ctid(ctx)):
+            from tasks.safety import before_risky
+
+            # The container as it was stays reachable: its snapshots (this one included) and old volumes
+            # are kept by the restore, so the task page's one click rolls the restore back.
+            safety = before_risky(ctx, self.ctid(ctx), "restore")
         result = restore(
             node_engine(),
             archive,
             self.ctid(ctx),
             force=bool(params.get("force")),
+            keep_snapshots=safety is not None,
             storage=params.get("rootfs_storage") or None,
             options=params.get("options") or {},
             unique=bool(params.get("unique")),
@@ -188,6 +196,11 @@ class Vzrestore(BackupJob):
         )
         for note in result.notes:
             ctx.log(note)
+        if safety is not None:
+            ctx.log(
+                f"the container as it was is snapshot '{safety}'; its old volumes stay as unused volumes until "
+                "they are removed (after a rollback, the restored ones do)"
+            )
         return f"restored CT {result.ctid} ({result.hostname})"
 
     def check_rights(self, ctx: JobContext, archive: Path) -> None:

@@ -28,6 +28,7 @@ app = Celery(
         "tasks.backups",
         "tasks.backup_jobs",
         "tasks.protection",
+        "tasks.upgrade",
         "tasks.network",
         "tasks.firewall",
         "tasks.storages",

@@ -2,7 +2,8 @@
 
 A mail target gets the text; a webhook target gets an HTTP POST of a JSON
 object (``policy``, ``event``, ``node``, ``severity``, ``title``, ``message``,
-``results``) with ``Content-Type: application/json``.  A target's failure is
+``results``) with ``Content-Type: application/json`` and the target's secret
+headers (opened here, for the request only: never logged).  A target's failure is
 logged in the run's job and never fails the run: the snapshots or backups
 are done by then.
 """
@@ -34,7 +35,13 @@ def notify(policy, event: str, node: str, failed: bool, title: str, message: str
             if target.kind == target.Kind.MAIL:
                 send_mail(title, message, settings.DEFAULT_FROM_EMAIL, target.mail_list, fail_silently=False)
             else:
-                answer = requests.post(target.url, json=payload, timeout=WEBHOOK_TIMEOUT, allow_redirects=False)
+                answer = requests.post(
+                    target.url,
+                    json=payload,
+                    headers=target.secret_headers(),
+                    timeout=WEBHOOK_TIMEOUT,
+                    allow_redirects=False,
+                )
                 answer.raise_for_status()
             log(f"notification target '{target.name}' ({target.kind}): sent")
         except Exception as exc:  # noqa: BLE001 - a target's fault is reported, the run's outcome stands

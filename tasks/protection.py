@@ -1,10 +1,11 @@
 """A protection policy's scheduled snapshots: beat's check, one run per node, expiry, retention, notifications.
 
-Beat sends ``caisson.protection.check`` for each policy with a snapshot
-schedule; the check claims the due run as a backup job's is claimed
-(``tasks.backup_jobs.claim_slot``: one run per due time whatever the number
-of beats, none twice after the clock goes back) and queues one
-``snapshotjob`` per node holding a selected container.
+Beat sends ``caisson.protection.check`` for each policy with a snapshot or
+a restore test schedule; the check claims each due run as a backup job's is
+claimed (``tasks.backup_jobs.claim_slot``: one run per due time whatever the
+number of beats, none twice after the clock goes back) and queues one
+``snapshotjob`` (or ``restoretest``, on the restore tests' own calendar) per
+node holding a selected container.
 
 The run, on its node, goes through the policy's containers there one after
 the other: a stopped one is left out unless the policy says otherwise (as
@@ -43,6 +44,14 @@ log = logging.getLogger(__name__)
 def check(policy: int) -> None:
     close_old_connections()
     claim_slot(ProtectionPolicy, policy, "snapshot_schedule")
+    claim_slot(
+        ProtectionPolicy,
+        policy,
+        "restore_test_schedule",
+        due_field="restore_test_next_due",
+        slot_field="restore_test_last_slot",
+        kind="restoretest",
+    )
 
 
 def protect(policy: ProtectionPolicy, ctid: int, now, log_line) -> dict:

@@ -1,6 +1,8 @@
 """Safety snapshots: taken by the node before a risky change, expiring after a set time, one click to go back.
 
-Before a rollback, and before a config change the user marks risky
+Before a rollback, a restore over an existing container (whose snapshots
+and old volumes the restore then keeps, ``keep_snapshots``), a package
+upgrade (``vzupgrade``), and a config change the user marks risky
 (``risky`` on ``PUT /api/containers/<id>/config``), the job snapshots the
 container as it is, named ``pre-<change>-<n>``, with a description marker
 (``engine.autosnap``, policy number 0) that says when it expires
@@ -59,6 +61,26 @@ def before_risky(ctx: JobContext, ctid: int, change: str) -> str | None:
     return name
 
 
+def _volumes_of_snapshot(engine, ctid: int, name: str) -> set[str]:
+    from engine.snapconfig import storage_volumes
+
+    section = engine.config(ctid).snapshots.get(name)
+    return {volid for _, volid in storage_volumes(section)} if section is not None else set()
+
+
+def _drop_released(engine, ctid: int, held: set[str]) -> None:
+    """Destroy the unused volumes that only the deleted snapshot held: the old root a restore over the container
+    or a change of template kept for its safety snapshot (``keep_snapshots``)."""
+    from engine.snapconfig import storage_volumes
+
+    config = engine.config(ctid)
+    still = {volid for section in config.snapshots.values() for _, volid in storage_volumes(section)}
+    keys = [k for k, v in config.current.values.items() if k.startswith("unused") and v in held - still]
+    if keys:
+        engine.set(ctid, {}, keys)
+        log.info("CT %s: volumes only its expired snapshot held destroyed: %s", ctid, ", ".join(keys))
+
+
 def sweep(force: bool = False) -> list[tuple[int, str]]:
     """Delete this node's expired snapshots that carry an expiry marker: safety snapshots, and a policy's
     (also of containers the policy no longer selects, or of a policy deleted since: the expiry was fixed
@@ -71,9 +93,11 @@ def sweep(force: bool = False) -> list[tuple[int, str]]:
         try:
             for snap in owned(None, engine.list_snapshots(ctid)):
                 if snap.expires is not None and snap.expires <= now:
+                    held = _volumes_of_snapshot(engine, ctid, snap.name)
                     engine.delete_snapshot(ctid, snap.name)
                     deleted.append((ctid, snap.name))
                     log.info("CT %s: expired snapshot '%s' deleted", ctid, snap.name)
+                    _drop_released(engine, ctid, held)
         except EngineError as exc:  # locked, busy, linked clones: the next sweep tries again
             log.info("CT %s: safety snapshots not swept: %s", ctid, exc)
     return deleted

@@ -149,6 +149,7 @@ def restore(
     options: dict[str, str] | None = None,
     unique: bool = False,
     isolate: bool = False,
+    keep_snapshots: bool = False,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
     known: tuple[ContainerConfig, str | None] | None = None,
@@ -220,6 +221,7 @@ def restore(
             exclude=[VZDUMP_DIR, *mount_paths],
             finish=finish,
             template_fixups=False,
+            keep_snapshots=keep_snapshots,
         )
     notes.extend(f"warning: {text}" for text in missing)
     result.replaced = replace

@@ -13,7 +13,10 @@ passes when
   ``settle`` seconds and a shell inside runs;
 - the optional command, run inside, exits 0;
 - the optional TCP port is listening inside (read from the container's own
-  ``/proc/<pid>/net/tcp``, ``tcp6``: the copy has no network to reach it by).
+  ``/proc/<pid>/net/tcp``, ``tcp6``: the copy has no network to reach it by)
+  or, with ``network="isolated"``, answers a connection from the host over a
+  bridge the test makes for the copy alone and removes after
+  (``engine.backup.testbridge``).
 
 Whatever happens, the throwaway is stopped and destroyed.  The result says
 pass or fail, the reason of a failure (naming the step), each step's
@@ -22,6 +25,7 @@ seconds and the log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +35,7 @@ from engine.errors import EngineError, NotFound
 
 SYSTEMD_OK = ("running", "degraded")
 SYSTEMD_WAIT = ("initializing", "starting", "")
+NETWORKS = ("none", "isolated")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,11 @@ class HealthCheck:
     port: int | None = None  # a TCP port that must be listening inside
     boot_timeout: float = 60.0  # seconds for init (and the port) to come up
     settle: float = 1.0  # seconds a non-systemd init must stay alive
+    network: str = "none"  # "none": no interface; "isolated": one on a bridge of its own, port checked over it
+
+    def __post_init__(self):
+        if self.network not in NETWORKS:
+            raise ValueError(f"restore test network '{self.network}': one of {', '.join(NETWORKS)}")
 
 
 @dataclass
@@ -102,14 +112,22 @@ def _boot(engine, ctid: int, check: HealthCheck, note) -> None:
     note(f"{status.init or 'init'}: running")
 
 
-def _health(engine, ctid: int, check: HealthCheck, note) -> None:
+def _health(engine, ctid: int, check: HealthCheck, note, bridge=None) -> None:
     if check.command:
         code, out, err = engine.exec_output(ctid, list(check.command))
         text = (out + err).decode(errors="replace").strip()
         note(f"command {' '.join(check.command)}: exit {code}" + (f": {text[-500:]}" if text else ""))
         if code != 0:
             raise _Failed(f"the health command exited {code}" + (f": {text[-200:]}" if text else ""))
-    if check.port is not None:
+    if check.port is not None and bridge is not None:
+        from engine.backup.testbridge import wait_reachable
+
+        try:
+            wait_reachable(bridge, check.port, time.monotonic() + check.boot_timeout, lambda: _alive(engine, ctid))
+        except TimeoutError as exc:
+            raise _Failed(str(exc)) from None
+        note(f"TCP port {check.port}: answers at {bridge.guest} over {bridge.name}")
+    elif check.port is not None:
         deadline = time.monotonic() + check.boot_timeout
         while not listening(_alive(engine, ctid), check.port):
             if time.monotonic() > deadline:
@@ -140,11 +158,21 @@ def restore_test(engine, archive: Path | str, scratch: int, check: HealthCheck, 
         result.timings[step] = round(now - began, 3)
         step, began = name, now
 
+    stack = contextlib.ExitStack()
+    bridge = None
     try:
-        note(f"restoring {os.path.basename(str(archive))} as CT {scratch} (isolated: no network)")
-        restored = restore(
-            engine, archive, scratch, options={"hostname": f"restoretest-{scratch}"}, unique=True, isolate=True
-        )
+        options = {"hostname": f"restoretest-{scratch}"}
+        if check.network == "isolated":
+            from engine.backup.testbridge import isolated_bridge
+
+            bridge = stack.enter_context(isolated_bridge(scratch))
+            stack.callback(note, f"bridge {bridge.name} removed")
+            options["net0"] = bridge.net0()
+            where = f"on bridge {bridge.name} alone, {bridge.guest}/30"
+        else:
+            where = "no network"
+        note(f"restoring {os.path.basename(str(archive))} as CT {scratch} (isolated: {where})")
+        restored = restore(engine, archive, scratch, options=options, unique=True, isolate=True)
         for text in restored.notes:
             note(text)
         timed("start")
@@ -152,7 +180,7 @@ def restore_test(engine, archive: Path | str, scratch: int, check: HealthCheck, 
         timed("boot")
         _boot(engine, scratch, check, note)
         timed("health")
-        _health(engine, scratch, check, note)
+        _health(engine, scratch, check, note, bridge)
         timed("done")
         result.passed = True
         note("PASSED")
@@ -163,6 +191,10 @@ def restore_test(engine, archive: Path | str, scratch: int, check: HealthCheck, 
         note(f"FAILED at {result.reason}")
     finally:
         _destroy(engine, scratch, note)
+        try:
+            stack.close()
+        except (EngineError, OSError) as exc:
+            note(f"warning: the test bridge could not be removed: {exc}")
     return result
 
 

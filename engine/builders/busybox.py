@@ -123,6 +123,9 @@ nobody:!::0:99999:7:::
 """
 
 
+BUILT = re.compile(r"busybox-(\d+(?:\.\d+)+-\d+)_[a-z0-9]+\.tar\.zst")  # what template_name() makes
+
+
 def busybox_version(busybox: Path = DEFAULT_BUSYBOX) -> str:
     """The version busybox reports on its first line, e.g. ``1.35.0``."""
     _check_busybox(busybox)
@@ -273,6 +276,18 @@ class BusyboxBuilder(Builder):
 
     def build(self, dest_dir, options, progress, cancel, force):
         return build_busybox(dest_dir, force=force, progress=progress, cancel=cancel)
+
+    def current_version(self, offer) -> str | None:
+        """The host busybox-static's version and this builder's release: an upgraded host package (or a new
+        release of the builder) makes the stored template out of date."""
+        try:
+            return f"{busybox_version()}-{RELEASE}"
+        except HostError:
+            return None
+
+    def built_version(self, offer, archive: str) -> str | None:
+        match = BUILT.fullmatch(archive)
+        return match.group(1) if match else None
 
 
 register(BusyboxBuilder())

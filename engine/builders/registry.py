@@ -75,6 +75,15 @@ class Builder(ABC):
         """What the catalog lists for this builder: by default the builder's own name, without options."""
         return [Offer(self.name, self.name, self.name)]
 
+    def current_version(self, offer: Offer) -> str | None:
+        """The version a build of ``offer`` would make now (None: not known before building); a stored
+        archive of an older one is offered a rebuild (``engine.templates.updates``)."""
+        return None
+
+    def built_version(self, offer: Offer, archive: str) -> str | None:
+        """The version of a stored archive this builder made for ``offer``; None if it is not one of those."""
+        return None
+
     @abstractmethod
     def build(
         self, dest_dir: Path, options: dict, progress: Progress | None, cancel: threading.Event | None, force: bool

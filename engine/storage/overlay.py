@@ -34,10 +34,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.config import write_atomic
+from engine.config import write_atomic, write_atomic_many
 from engine.errors import HostError, NotFound, NotSupported
 from engine.storage.base import Activation, Driver, Fill, Info, copy_tree_reflink, remove_path
-from engine.storage.mountns import syncfs
 
 MOUNT_OPTIONS = "index=off,redirect_dir=off,metacopy=off,xino=off"
 EMPTY = "empty"
@@ -192,7 +191,9 @@ class OverlayDriver(Driver):
         layer = self._new_layer_id()
         with self._locked():
             if running_root is not None:
-                syncfs(running_root)
+                # No syncfs first: the copy reads the upper layer through the page cache, which holds the
+                # frozen container's last writes whether or not they reached the disk (flushing the whole
+                # host file system under freeze was most of a running snapshot's time).
                 copy_tree_reflink(path / "upper", self.layers / layer, f"snapshot '{snap}'")
                 try:
                     self._write_layers(record, [layer, *layers])
@@ -209,8 +210,8 @@ class OverlayDriver(Driver):
             os.rename(upper, self.layers / layer)
             try:
                 os.rename(fresh, upper)
-                self._write_layers(path / "lower", [layer, *layers])
-                self._write_layers(record, [layer, *layers])
+                text = ":".join([layer, *layers]) + "\n"
+                write_atomic_many([(path / "lower", text), (record, text)], mode=0o600)
             except BaseException:
                 # Put the upper layer back where it was: the volume is as before.
                 remove_path(fresh)
@@ -309,8 +310,6 @@ class OverlayDriver(Driver):
         layers = self._read_layers(path / "lower")
         layer = self._new_layer_id()
         with self._locked():
-            if running_root is not None:
-                syncfs(running_root)
             # The container's own changes (its upper layer) are copied (shared extents where the file
             # system can): the upper cannot move from under the running container's mount.
             copy_tree_reflink(path / "upper", self.layers / layer, "backup snapshot")

@@ -29,6 +29,7 @@ def local_builds() -> list[Entry]:
     """What the local builders offer, listed beside the sources' templates (``build`` makes them)."""
     entries = []
     for offer in builders.offers():
+        version = builders.get_builder(offer.builder).current_version(offer) or "local"
         how = " ".join(
             [
                 "python -m engine.templates build",
@@ -40,7 +41,7 @@ def local_builds() -> list[Entry]:
             Entry(
                 name=offer.name,
                 package=offer.name,
-                version="local",
+                version=version,
                 os=offer.os,
                 section=LOCAL_SECTION,
                 type="lxc",

@@ -87,3 +87,41 @@ def test_a_port_that_listens_inside_passes(engine, archive_of, ctid_factory):
     assert result.passed, "\n".join(result.log)
     assert "TCP port 2222: listening" in result.log
     assert not engine.exists(scratch)
+
+
+def test_on_an_isolated_bridge_the_port_answers_the_host_over_that_bridge_alone(engine, archive_of, ctid_factory):
+    # The copy gets one interface, on a bridge made for it (no other port: no uplink); the host connects to it there.
+    listen = ("/bin/sh", "-c", "nc -l -p 2222 </dev/null >/dev/null 2>&1 & sleep 0.3")
+    scratch = ctid_factory()
+    bridge = Path(f"/sys/class/net/rtb{scratch}")
+    seen = {}
+
+    def watch(line: str) -> None:
+        if line.startswith("TCP port"):
+            seen["ports"] = sorted(p.name for p in (bridge / "brif").iterdir())
+            seen["net0"] = engine.config(scratch).current.values.get("net0", "")
+
+    check = HealthCheck(command=listen, port=2222, boot_timeout=10, network="isolated")
+    result = restore_test(engine, archive_of(), scratch, check, log=watch)
+    assert result.passed, "\n".join(result.log)
+    assert any(
+        f"over rtb{scratch}" in line and line.startswith("TCP port 2222: answers at 169.254.") for line in result.log
+    )
+    assert len(seen["ports"]) == 1 and seen["ports"][0].startswith("veth"), seen  # the copy's veth alone
+    assert f"bridge=rtb{scratch}" in seen["net0"] and "gw=" not in seen["net0"]
+    assert f"bridge rtb{scratch} removed" in result.log
+    assert not bridge.exists() and not engine.exists(scratch)
+
+
+def test_on_an_isolated_bridge_a_silent_port_fails_and_the_bridge_goes(engine, archive_of, ctid_factory):
+    scratch = ctid_factory()
+    result = restore_test(engine, archive_of(), scratch, HealthCheck(port=2222, boot_timeout=1.5, network="isolated"))
+    assert not result.passed, result.log
+    assert result.reason.startswith("health: TCP port 2222 does not answer at 169.254.")
+    assert result.reason.endswith(f"over bridge rtb{scratch}")
+    assert not Path(f"/sys/class/net/rtb{scratch}").exists() and not engine.exists(scratch)
+
+
+def test_an_unknown_network_mode_is_refused():
+    with pytest.raises(ValueError, match="restore test network 'bridged': one of none, isolated"):
+        HealthCheck(network="bridged")

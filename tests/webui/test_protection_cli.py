@@ -26,6 +26,12 @@ def test_policy_command(services_env, make_user, node):
     env = {**services_env, "CAISSON_ADMIN_USER": "cli-admin"}
     done = policy_cli(env, "target-set", "ops", "kind=webhook", "url=http://127.0.0.1:9/hook")
     assert done.returncode == 0, done.stderr
+    done = policy_cli(env, "target-set", "ops", 'headers={"Authorization": "Bearer cli-s3cr3t"}')
+    assert done.returncode == 0, done.stderr
+    shown = policy_cli(env, "targets").stdout + policy_cli(env, "-o", "json", "targets").stdout
+    assert "SECRET HEADERS" in shown and "Authorization" in shown and "cli-s3cr3t" not in shown
+    bad = policy_cli(env, "target-set", "ops", 'headers={"Host": "x"}')
+    assert bad.returncode == 2 and "header 'Host' is set by Caisson itself" in bad.stderr
     done = policy_cli(
         env,
         "create",

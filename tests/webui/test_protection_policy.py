@@ -51,6 +51,22 @@ def webhook():
     server.server_close()
 
 
+def fire(beat, policy: ProtectionPolicy, due_field: str, kind: str, agent_log) -> Job:
+    """Set the policy's ``due_field`` two seconds ahead (the test's clock), start two beats (one run must be
+    claimed), and return the ``kind`` job they queue once it ends."""
+    due = timezone.now() + timedelta(seconds=2)
+    ProtectionPolicy.objects.filter(pk=policy.pk).update(**{due_field: due})
+    beat()
+    beat()
+    deadline = time.monotonic() + 60
+    while not Job.objects.filter(kind=kind).exists():
+        assert time.monotonic() < deadline, agent_log.read_text()[-3000:]
+        time.sleep(0.1)
+    job = wait_job(Job.objects.get(kind=kind), timeout=180)
+    job.due = due
+    return job
+
+
 def names(engine, ctid) -> list[str]:
     return [s.name for s in engine.list_snapshots(ctid) if s.name != "current"]
 
@@ -134,16 +150,8 @@ def test_beat_fires_a_policys_snapshots_that_expire_prune_and_notify(
         engine.snapshot(tagged, "auto2", marker(policy.pk, None))
         engine.snapshot(other, "auto0", marker(policy.pk + 1000, now - timedelta(days=1)))  # not this policy's
 
-        due = timezone.now() + timedelta(seconds=2)  # the test's clock: the next run is two seconds away
-        ProtectionPolicy.objects.filter(pk=policy.pk).update(next_due=due)
-        beat()
-        beat()  # two beats send the check; one run is claimed
-
-        deadline = time.monotonic() + 60
-        while not Job.objects.filter(kind="snapshotjob").exists():
-            assert time.monotonic() < deadline, (tmp_path / "agent.log").read_text()[-3000:]
-            time.sleep(0.1)
-        run = wait_job(Job.objects.get(kind="snapshotjob"))
+        run = fire(beat, policy, "next_due", "snapshotjob", tmp_path / "agent.log")
+        due = run.due
         lines = list(run.lines.values_list("text", flat=True))
         assert run.status == "ok" and run.message == "1 snapshots taken", lines
 

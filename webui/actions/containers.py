@@ -81,6 +81,7 @@ def create_container(access: Access, data, address: str | None = None, extra: di
         check_nic_rights(access, node, request.ctid, nics, address=address)
     except ValidationError as exc:  # the wizard's field is "bridge"
         raise ValidationError({"bridge": exc.message_dict.get("net0", [])}) from None
+    params = request.job_params()
     try:
         with transaction.atomic():
             Container.objects.create(
@@ -89,6 +90,7 @@ def create_container(access: Access, data, address: str | None = None, extra: di
                 status=Container.Status.CREATING,
                 hostname=request.options()["hostname"],
                 config=request.options(),
+                source_template=str(params.get("template", "")).removeprefix("local:vztmpl/")[:255],
             )
             job = submit(
                 "vzcreate",
@@ -96,7 +98,7 @@ def create_container(access: Access, data, address: str | None = None, extra: di
                 f"/ct/{request.ctid}",
                 str(request.ctid),
                 user=access.user,
-                params=request.job_params(),
+                params=params,
                 address=address,
             )
     except IntegrityError:

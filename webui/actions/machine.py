@@ -1,6 +1,7 @@
 """A container as a machine: suspend, resume, convert to template, move a volume, files in and out.
 
-Rights, as Proxmox's: suspend and resume need VM.PowerMgmt; a template
+Rights, as Proxmox's: suspend and resume need VM.PowerMgmt; a package update
+VM.Config (a root command inside) and VM.Snapshot (its safety snapshot); a template
 VM.Allocate (it takes the container out of service for good); moving a volume
 VM.Config (the privilege this installation gives disk changes, as resize) and
 Datastore.AllocateSpace on the target storage.  Files are copied as the
@@ -52,6 +53,37 @@ def template(access: Access, container: Container, address: str | None = None) -
     if container.status != Container.Status.STOPPED:
         raise JobRefused(f"CT {container.ctid} is {container.status}; stop it before converting it to a template")
     return container_job(access, container, "vztemplate", {}, address)
+
+
+def upgrade(access: Access, container: Container, address: str | None = None) -> Job:
+    """Update the container's packages: a root command inside (VM.Config, as a root shell) after a safety
+    snapshot (VM.Snapshot); refused for an ostype without a known package manager."""
+    from engine.distro.upgrade import upgrade_command
+
+    require(access, "VM.Config", container, address=address)
+    require(access, "VM.Snapshot", container, address=address)
+    _running(container, "a package update")
+    try:
+        upgrade_command(container.config.get("ostype"))
+    except EngineValidationError as exc:
+        raise JobRefused(f"CT {container.ctid}: {exc}") from None
+    return container_job(access, container, "vzupgrade", {}, address)
+
+
+def rebuild(access: Access, container: Container, template: str, address: str | None = None) -> Job:
+    """A change of template: the stopped container's root file system made anew from a template stored on its
+    node, its settings kept, after a safety snapshot. VM.Allocate (its data is replaced, as by a restore over
+    it) and VM.Snapshot; refused while it runs or for a template the node does not store."""
+    from webui.models import StoredTemplate
+
+    require(access, "VM.Allocate", container, address=address)
+    require(access, "VM.Snapshot", container, address=address)
+    name = (template or "").strip().removeprefix("local:vztmpl/")
+    if not StoredTemplate.objects.filter(node=container.node, name=name).exists():
+        raise ValidationError({"template": [f"'{name}' is not a template stored on node {container.node.name}"]})
+    if container.status != Container.Status.STOPPED:
+        raise JobRefused(f"CT {container.ctid} is {container.status}; stop it before rebuilding it on a template")
+    return container_job(access, container, "vzrebuild", {"template": f"local:vztmpl/{name}"}, address)
 
 
 def move_volume(

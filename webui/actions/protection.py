@@ -131,13 +131,21 @@ def restore_test_now(access: Access, policy: ProtectionPolicy, address: str | No
 def save_target(
     access: Access, data, target: NotificationTarget | None = None, address: str | None = None
 ) -> NotificationTarget:
+    """Create or change a target; ``headers`` ({name: value}, a value of null or "" removing one) changes only the
+    headers it names. Their values are sealed at once and never audited nor answered, only their names."""
     require(access, "Sys.Modify", path="/", address=address)
     creating = target is None
-    form = TargetForm(dict(_object(data, "notification target")), target)
+    data = dict(_object(data, "notification target"))
+    headers = data.pop("headers", None)
+    form = TargetForm(data, target)
     if not form.is_valid():
         raise ValidationError(form.errors)
     with transaction.atomic():
-        target = form.save()
+        target = form.save(commit=False)
+        if headers is not None:
+            target.update_headers(headers)
+        target.clean()
+        target.save()
         audit(
             access,
             "notification.create" if creating else "notification.update",
@@ -145,6 +153,7 @@ def save_target(
             address,
             target=target.name,
             kind=target.kind,
+            headers=list(target.header_names),
         )
     return target
 

@@ -90,6 +90,8 @@ class PolicyForm(Bound):
             "restore_test",
             "restore_test_command",
             "restore_test_port",
+            "restore_test_schedule",
+            "restore_test_network",
         ]
 
     def __init__(self, data, instance=None):

@@ -31,6 +31,7 @@ from webui.models.inventory import CTID_MAX, CTID_MIN, Node, Pool
 KEEP_FIELDS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 COMPRESSIONS = tuple(ENGINE_COMPRESSIONS)  # BACKUP_MODES and these: the engine's, in the order forms offer them
 STORAGE_NAME = r"^[A-Za-z][A-Za-z0-9\-_.]{0,63}$"
+MISSING = object()
 
 
 def schedule_zone() -> ZoneInfo:
@@ -63,9 +64,12 @@ def next_runs(text: str, after: datetime, count: int = 5) -> list[datetime]:
     return runs
 
 
-def sync_check_task(owner, task: str, kwargs: dict, label: str, description: str, queue: str) -> None:
+def sync_check_task(
+    owner, task: str, kwargs: dict, label: str, description: str, queue: str, due: datetime | None = MISSING
+) -> None:
     """Create or update the PeriodicTask that sends ``task`` every few seconds for ``owner`` (a model with
-    ``enabled``, ``next_due`` and ``periodic_task``); call inside the transaction that saves the owner."""
+    ``enabled``, ``next_due`` and ``periodic_task``); call inside the transaction that saves the owner.
+    ``due``: when the owner next has something to run, if not its ``next_due`` (None: nothing; beat idles)."""
     import json
 
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -77,7 +81,7 @@ def sync_check_task(owner, task: str, kwargs: dict, label: str, description: str
         "interval": interval,
         "kwargs": json.dumps(kwargs),
         "queue": queue,
-        "enabled": owner.enabled and owner.next_due is not None,
+        "enabled": owner.enabled and (owner.next_due if due is MISSING else due) is not None,
         "expire_seconds": every,
         "description": description,
     }

@@ -95,6 +95,8 @@ class Container(models.Model):
     init = models.CharField(max_length=32, blank=True)
     snapshots = models.JSONField(default=list, blank=True)  # as listsnapshot gives them, "current" last
     os_release = models.JSONField(default=dict, blank=True)  # ID, VERSION_ID, PRETTY_NAME (engine.templates.eol)
+    # The stored template it was created from (the wizard's), so its page can say when a newer one exists.
+    source_template = models.CharField(max_length=255, blank=True)
     ipv4 = models.JSONField(default=list, blank=True)
     ipv6 = models.JSONField(default=list, blank=True)
     cpu = models.FloatField(null=True, blank=True)  # fraction of one CPU, last sample

@@ -17,10 +17,16 @@ pool's, or those carrying a tag) and protects them two ways:
 Notifications go to ``NotificationTarget`` rows, as Proxmox's notification
 system's targets: a mail target (addresses) or a webhook (an HTTP POST of a
 JSON body to a URL), after each snapshot or backup run, always or on failure.
+A webhook may carry secret headers (``Authorization: Bearer …``): their names
+are kept in clear, their values only sealed (``webui.models.queue.seal_secret``,
+a key derived from SECRET_KEY), opened by the node agent as it sends; no page,
+API answer, audit entry or log shows a value back, only that one is set.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -35,11 +41,28 @@ from webui.models.inventory import CTID_MAX, CTID_MIN, Container, Node, Pool
 NAME = RegexValidator(r"^[A-Za-z][A-Za-z0-9\-_.]{0,63}$", "a letter, then letters, digits, '-', '_' or '.' (<= 64)")
 TAG = r"^[a-z0-9_][a-z0-9_\-+.]{0,63}$"  # Proxmox's tag format
 SNAP_KEEP_FIELDS = tuple(f"snap_{name}" for name in KEEP_FIELDS)
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")  # an HTTP token (RFC 9110)
+RESERVED_HEADERS = {"content-type", "content-length", "host", "transfer-encoding", "connection"}
+HEADERS_PURPOSE = b"caisson webhook headers"
+MAX_HEADERS = 16
 
 
 def tags_of(config: dict) -> set[str]:
     """A container's tags from its config (Proxmox separates them with ';', also ',' or spaces)."""
     return {t for t in str(config.get("tags", "")).replace(",", ";").replace(" ", ";").split(";") if t}
+
+
+def header_lines(text: str) -> dict[str, str]:
+    """A page's "Name: value" lines (one a line; "Name:" alone removes that header) as ``{name: value}``."""
+    headers = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise ValidationError({"headers": [f"line {number}: 'Name: value' expected"]})
+        headers[name.strip()] = value.strip()
+    return headers
 
 
 class NotificationTarget(models.Model):
@@ -55,12 +78,50 @@ class NotificationTarget(models.Model):
     url = models.CharField(max_length=1024, blank=True, help_text="http(s) URL the JSON is POSTed to (webhook)")
     enabled = models.BooleanField(default=True)
     comment = models.CharField(max_length=255, blank=True)
+    header_names = models.JSONField(default=list, blank=True)  # the secret headers' names, in clear
+    headers_sealed = models.TextField(blank=True)  # {name: value} as JSON, sealed; never shown back
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return f"{self.kind} target {self.name}"
+
+    def secret_headers(self) -> dict[str, str]:
+        """The headers in clear, for the request only (the node agent's notification)."""
+        from webui.models.queue import unseal_secret
+
+        return json.loads(unseal_secret(self.headers_sealed, HEADERS_PURPOSE)) if self.headers_sealed else {}
+
+    def update_headers(self, changes: dict) -> None:
+        """Apply ``{name: value}`` (a value of None or "" removes that header); others stay as they are.
+
+        Raises ValidationError naming the header (never its value) for a bad name or value."""
+        from webui.models.queue import seal_secret
+
+        if isinstance(changes, str):
+            changes = header_lines(changes)
+        if not isinstance(changes, dict):
+            raise ValidationError({"headers": ["an object of header names to values"]})
+        headers = self.secret_headers()
+        for name, value in changes.items():
+            if not isinstance(name, str) or not HEADER_NAME.match(name):
+                raise ValidationError({"headers": [f"'{name}' is not an HTTP header name"]})
+            if name.lower() in RESERVED_HEADERS:
+                raise ValidationError({"headers": [f"header '{name}' is set by Caisson itself"]})
+            for known in [k for k in headers if k.lower() == name.lower()]:
+                del headers[known]
+            if value is None or value == "":
+                continue
+            if not isinstance(value, str) or len(value) > 4096 or any(c in value for c in "\r\n\x00"):
+                raise ValidationError(
+                    {"headers": [f"header '{name}': a value is text of at most 4096 characters, on one line"]}
+                )
+            headers[name] = value
+        if len(headers) > MAX_HEADERS:
+            raise ValidationError({"headers": [f"at most {MAX_HEADERS} headers"]})
+        self.header_names = sorted(headers)
+        self.headers_sealed = seal_secret(json.dumps(headers), HEADERS_PURPOSE) if headers else ""
 
     @property
     def mail_list(self) -> list[str]:
@@ -87,6 +148,8 @@ class NotificationTarget(models.Model):
                 errors["url"] = ["the URL must not carry a user name or password"]
             if self.mail_to:
                 errors["mail_to"] = ["a webhook target takes no addresses"]
+        if self.kind != self.Kind.WEBHOOK and self.header_names:
+            errors["headers"] = ["only a webhook target takes headers"]
         if errors:
             raise ValidationError(errors)
 
@@ -131,6 +194,15 @@ class ProtectionPolicy(models.Model):
     restore_test_port = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
     )
+    # Restore tests on a calendar of their own (claimed as the snapshots are), and where the throwaway sits.
+    restore_test_schedule = models.CharField(max_length=128, blank=True, help_text="calendar event; empty: none")
+    restore_test_network = models.CharField(
+        max_length=16,
+        choices=[("none", "no network"), ("isolated", "an isolated bridge (port checked from the host)")],
+        default="none",
+    )
+    restore_test_next_due = models.DateTimeField(null=True, blank=True)
+    restore_test_last_slot = models.DateTimeField(null=True, blank=True)
     next_due = models.DateTimeField(null=True, blank=True)  # the next snapshot run not claimed yet
     last_slot = models.DateTimeField(null=True, blank=True)
     periodic_task = models.OneToOneField(
@@ -157,11 +229,12 @@ class ProtectionPolicy(models.Model):
         from engine.errors import ValidationError as EngineValidationError
 
         errors: dict[str, list[str]] = {}
-        if self.snapshot_schedule:
-            try:
-                parse_event(self.snapshot_schedule)
-            except ValidationError as exc:
-                errors["snapshot_schedule"] = exc.message_dict["schedule"]
+        for key in ("snapshot_schedule", "restore_test_schedule"):
+            if getattr(self, key):
+                try:
+                    parse_event(getattr(self, key))
+                except ValidationError as exc:
+                    errors[key] = exc.message_dict["schedule"]
         for check, value, key in (
             (check_pattern, self.snapshot_pattern, "snapshot_pattern"),
             (parse_expiry, self.snapshot_expiry, "snapshot_expiry"),
@@ -222,18 +295,24 @@ class ProtectionPolicy(models.Model):
 
     # ---- beat ------------------------------------------------------------------------------------
     def rearm(self, after: datetime | None = None) -> None:
-        """Set ``next_due`` from the snapshot schedule (none: no snapshot runs) and make beat's task match."""
-        self.next_due = None
+        """Set ``next_due`` and ``restore_test_next_due`` from the snapshot and restore test schedules (none: no
+        such runs) and make beat's task match: one check per policy claims whichever is due."""
+        moment = after or timezone.now()
+        self.next_due = self.restore_test_next_due = None
         if self.snapshot_schedule:
-            self.next_due = parse_event(self.snapshot_schedule).next_after(after or timezone.now(), schedule_zone())
-        self.save(update_fields=["next_due"])
+            self.next_due = parse_event(self.snapshot_schedule).next_after(moment, schedule_zone())
+        if self.restore_test_schedule:
+            self.restore_test_next_due = parse_event(self.restore_test_schedule).next_after(moment, schedule_zone())
+        self.save(update_fields=["next_due", "restore_test_next_due"])
         sync_check_task(
             self,
             task="caisson.protection.check",
             kwargs={"policy": self.pk},
             label=f"protection policy {self.pk}",
-            description=f"policy {self.name}: snapshots {self.snapshot_schedule or 'never'}",
+            description=f"policy {self.name}: snapshots {self.snapshot_schedule or 'never'}, "
+            f"restore tests {self.restore_test_schedule or 'never'}",
             queue=self.home_queue(),
+            due=self.next_due or self.restore_test_next_due,
         )
 
     def home_queue(self) -> str:
@@ -258,7 +337,11 @@ class ProtectionPolicy(models.Model):
         """The restore test's checks, as ``engine.backup.restoretest.HealthCheck`` keywords."""
         import shlex
 
-        return {"command": tuple(shlex.split(self.restore_test_command)), "port": self.restore_test_port}
+        return {
+            "command": tuple(shlex.split(self.restore_test_command)),
+            "port": self.restore_test_port,
+            "network": self.restore_test_network,
+        }
 
     def dispatch(
         self, slot: datetime | None = None, user=None, address: str | None = None, kind: str = "snapshotjob"

@@ -45,6 +45,8 @@ TASKS = {
     "vzsuspend": "caisson.container.suspend",  # tasks/machine.py
     "vzresume": "caisson.container.resume",
     "vztemplate": "caisson.container.template",
+    "vzupgrade": "caisson.container.upgrade",  # the container's packages, after a safety snapshot
+    "vzrebuild": "caisson.container.rebuild",  # a change of template, after a safety snapshot
     "move_volume": "caisson.container.move_volume",
     "vzmigrate": "caisson.container.migrate",  # tasks/migrate.py: the source's side
     "vzmigrate_in": "caisson.container.migrate_in",  # the target's side, queued by the source's job
@@ -81,6 +83,8 @@ EXCLUSIVE = {
     "vzsuspend",
     "vzresume",
     "vztemplate",
+    "vzupgrade",
+    "vzrebuild",
     "move_volume",
     "vzmigrate",
     "download",
@@ -95,25 +99,29 @@ EXCLUSIVE = {
 }
 
 
-def _fernet():
-    """The key sealing a registry password from the web tier to the node agent: derived from the installation's
-    SECRET_KEY, which both read (``webui.keys``); never the key itself."""
+def _fernet(purpose: bytes):
+    """The key sealing a secret the web tier stores or hands to the node agent (a registry password, a webhook's
+    header values): derived from the installation's SECRET_KEY, which both read (``webui.keys``), and the
+    secret's purpose (a token sealed for one use does not open as another); never the key itself."""
     import base64
     import hashlib
 
     from cryptography.fernet import Fernet
     from django.conf import settings
 
-    digest = hashlib.sha256(b"caisson registry credentials\0" + settings.SECRET_KEY.encode()).digest()
+    digest = hashlib.sha256(purpose + b"\0" + settings.SECRET_KEY.encode()).digest()
     return Fernet(base64.urlsafe_b64encode(digest))
 
 
-def seal_secret(text: str) -> str:
-    return _fernet().encrypt(text.encode()).decode()
+REGISTRY = b"caisson registry credentials"
 
 
-def unseal_secret(token: str) -> str:
-    return _fernet().decrypt(token.encode()).decode()
+def seal_secret(text: str, purpose: bytes = REGISTRY) -> str:
+    return _fernet(purpose).encrypt(text.encode()).decode()
+
+
+def unseal_secret(token: str, purpose: bytes = REGISTRY) -> str:
+    return _fernet(purpose).decrypt(token.encode()).decode()
 
 
 def protect_secrets(params: dict) -> dict:

@@ -20,6 +20,7 @@ from webui.api.serializers.containers import CloneSerializer, PowerSerializer, S
 from webui.forms.create import propose_ctid
 from webui.models import Container, Job
 from webui.nic_rights import usable_bridges
+from webui.template_updates import for_container, stored_successor
 from webui.views.common import audit_container, client_address, container_or_gone, run_action
 from webui.views.metrics import TIMEFRAMES, series, sizing_hints, timeframe
 
@@ -139,6 +140,10 @@ def container_page(request, ctid: int, tab: str = "summary"):
             timeframe=frame,
             timeframes=TIMEFRAMES,
             hints=sizing_hints(container),
+            template_update=for_container(container),
+            template_successor=stored_successor(container),
+            can_rebuild=access.can("VM.Allocate", container) and access.can("VM.Snapshot", container),
+            can_template=access.can("Datastore.AllocateTemplate", container.node),
         )
     elif tab == "resources":
         from webui.views.machine import disks_context

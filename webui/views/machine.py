@@ -16,11 +16,17 @@ from webui.errors import refusal_response
 from webui.models.queue import JobRefused
 from webui.views.common import client_address, container_or_gone, run_action
 
-ACTIONS = {"suspend": actions.suspend, "resume": actions.resume, "template": actions.template}
+ACTIONS = {
+    "suspend": actions.suspend,
+    "resume": actions.resume,
+    "template": actions.template,
+    "upgrade": actions.upgrade,
+}
 
 
 def machine_buttons(access, container) -> list[dict]:
-    """Suspend (running, not paused), Resume (paused), Convert to template (stopped, not one yet)."""
+    """Suspend (running, not paused), Resume (paused), Update packages (running, an ostype with a package
+    manager), Convert to template (stopped, not one yet)."""
     power = access.can("VM.PowerMgmt", container)
     allocate = access.can("VM.Allocate", container)
     running = container.status == "running"
@@ -42,6 +48,18 @@ def machine_buttons(access, container) -> list[dict]:
             "enabled": power and running and container.paused,
         },
     ]
+    upgrade = access.can("VM.Config", container) and access.can("VM.Snapshot", container)
+    if str(container.config.get("ostype", "")) not in ("", "unmanaged", "nixos"):
+        result.append(
+            {
+                "action": "upgrade",
+                "label": "Update packages",
+                "when": "running",
+                "allowed": upgrade,
+                "enabled": upgrade and running,
+                "confirm": f"Update the packages of CT {container.ctid}? A safety snapshot is taken first.",
+            }
+        )
     if str(container.config.get("template", "0")) != "1":
         result.append(
             {
@@ -63,11 +81,22 @@ def machine_action(request, ctid: int, action: str):
     container, gone = container_or_gone(request, ctid)
     if gone:
         return gone
-    if action not in ACTIONS:
+    if action not in ACTIONS and action != "rebuild":
         raise Http404(f"no action '{action}'")
+    if action == "rebuild":  # the one that takes a field: the template to rebuild on
+
+        def act():
+            template = request.POST.get("template", "")
+            return actions.rebuild(access_for(request), container, template, address=client_address(request))
+
+    else:
+
+        def act():
+            return ACTIONS[action](access_for(request), container, address=client_address(request))
+
     return run_action(
         request,
-        lambda: ACTIONS[action](access_for(request), container, address=client_address(request)),
+        act,
         f"{action} of CT {ctid} queued (job {{job.pk}})",
         reverse("ct", args=[ctid]),
     )

@@ -54,6 +54,7 @@ def protection_page(request, pk: int | None = None):
             "selections": ProtectionPolicy.Selection.choices,
             "notify_whens": ProtectionPolicy.NotifyWhen.choices,
             "target_kinds": NotificationTarget.Kind.choices,
+            "restore_networks": ProtectionPolicy._meta.get_field("restore_test_network").choices,
             "snap_keep": [
                 (k, k[5:].replace("_", "-"), getattr(editing, k) if editing else None) for k in SNAP_KEEP_FIELDS
             ],
@@ -75,6 +76,8 @@ def _policy_data(post) -> dict:
     data["restore_test"] = post.get("restore_test") == "1"
     data["restore_test_command"] = post.get("restore_test_command", "")
     data["restore_test_port"] = post.get("restore_test_port") or None
+    data["restore_test_schedule"] = post.get("restore_test_schedule", "")
+    data["restore_test_network"] = post.get("restore_test_network", "none")
     if post.get("backup_schedule", "").strip():
         data["backup"] = {k: post.get(f"backup_{k}") or None for k in BACKUP_TEXT}
         data["backup"]["enabled"] = data["enabled"]
@@ -138,6 +141,8 @@ def target_save(request):
     target = NotificationTarget.objects.filter(name=post.get("name", "")).first()
     data = {k: post.get(k, "") for k in ("name", "kind", "mail_to", "url", "comment")}
     data["enabled"] = post.get("enabled") == "1"
+    if post.get("headers", "").strip():
+        data["headers"] = post["headers"]  # "Name: value" lines, checked with the rest by the action
     return run_action(
         request,
         lambda: protection.save_target(access_for(request), data, target, address=client_address(request)) and None,

@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from engine import builders
+from webui import template_updates
 from webui.access import access_for
 from webui.actions import nodes as actions
 from webui.models import CatalogEntry, Job, Node, StoredTemplate, TemplateSource
@@ -50,6 +51,7 @@ def templates_page(request):
         "catalog": catalog,
         "active_jobs": [j.summary() for j in active.values()],
         "stored": StoredTemplate.objects.filter(node=node),
+        "updates": template_updates.for_node(node),
         "sources": TemplateSource.objects.filter(node=node),
         "can_allocate": access.can("Datastore.AllocateTemplate", node),
         "page_subscribe": [f"node/{node.name}"],

@@ -12,9 +12,11 @@ from webui.models.backups import next_runs
 
 
 class NotificationTargetSerializer(serializers.ModelSerializer):
+    """A webhook's secret headers show by name only (``header_names``): their values are never sent back."""
+
     class Meta:
         model = NotificationTarget
-        fields = ["id", *TargetForm.Meta.fields]
+        fields = ["id", *TargetForm.Meta.fields, "header_names"]
 
 
 class RestoreTestSerializer(serializers.ModelSerializer):
@@ -49,7 +51,17 @@ class ProtectionPolicySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ProtectionPolicy
-        fields = ["id", *PolicyForm.Meta.fields, "backup", "next_due", "last_slot", "next_runs", "last_runs"]
+        fields = [
+            "id",
+            *PolicyForm.Meta.fields,
+            "backup",
+            "next_due",
+            "last_slot",
+            "restore_test_next_due",
+            "restore_test_last_slot",
+            "next_runs",
+            "last_runs",
+        ]
 
     def get_backup(self, policy) -> dict | None:
         if policy.backup is None:
@@ -68,12 +80,15 @@ class ProtectionPolicySerializer(serializers.ModelSerializer):
 
 
 def preview(policy: ProtectionPolicy, count: int = 5) -> list[dict]:
-    """The policy's next ``count`` runs: ``{"time", "kind"}`` with kind ``snapshot`` or ``backup``."""
+    """The policy's next ``count`` runs: ``{"time", "kind"}`` with kind ``snapshot``, ``backup`` or
+    ``restore-test``."""
     if not policy.enabled:
         return []
     now, runs = timezone.now(), []
     if policy.snapshot_schedule:
         runs += [{"time": t, "kind": "snapshot"} for t in next_runs(policy.snapshot_schedule, now, count)]
+    if policy.restore_test_schedule:
+        runs += [{"time": t, "kind": "restore-test"} for t in next_runs(policy.restore_test_schedule, now, count)]
     if policy.backup is not None and policy.backup.enabled:
         runs += [{"time": t, "kind": "backup"} for t in next_runs(policy.backup.schedule, now, count)]
     runs.sort(key=lambda r: (r["time"], r["kind"]))

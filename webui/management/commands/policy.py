@@ -12,6 +12,7 @@
     manage.py policy eol-report               # containers on a distribution past its end of life (all=1: every known)
     manage.py policy targets
     manage.py policy target-set ops-hook kind=webhook url=https://hooks.example.org/caisson
+    manage.py policy target-set ops-hook 'headers={"Authorization": "Bearer ..."}'
     manage.py policy target-delete ops-hook
 
 Fields are ``KEY=VALUE``; a VALUE that reads as JSON (numbers, true/false,
@@ -238,8 +239,12 @@ class Command(AdminCommand):
             emit_json(rows)
             return
         table(
-            ["NAME", "KIND", "ENABLED", "TO"],
-            [[t["name"], t["kind"], "yes" if t["enabled"] else "no", t["mail_to"] or t["url"]] for t in rows],
+            ["NAME", "KIND", "ENABLED", "TO", "SECRET HEADERS"],
+            [
+                [t["name"], t["kind"], "yes" if t["enabled"] else "no", t["mail_to"] or t["url"]]
+                + [",".join(t["header_names"]) or "-"]  # names only: the values are never shown back
+                for t in rows
+            ],
             self.stdout,
         )
 

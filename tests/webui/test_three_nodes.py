@@ -159,3 +159,16 @@ def test_three_nodes_list_their_containers_and_one_dying_is_shown_refused_and_re
     finally:
         for extra in extras:
             extra.cleanup()
+
+
+def test_a_node_going_offline_is_announced_once_per_transition(node):
+    from tasks.presence import announce_offline, announce_return
+
+    silent = Node.objects.create(name="node-x", last_seen=timezone.now() - timedelta(minutes=5))
+    assert "node-x" in announce_offline()
+    assert "node-x" not in announce_offline()  # the same silence: said once
+    assert announce_return(silent, silent.last_seen)  # its heartbeat after the silence
+    assert not announce_return(silent, timezone.now())  # an ordinary heartbeat: nothing to say
+    Node.objects.filter(pk=silent.pk).update(last_seen=timezone.now() - timedelta(minutes=2))
+    assert "node-x" in announce_offline()  # silent again after coming back: a new transition
+    assert node.name not in announce_offline()  # an online node is never announced

@@ -6,11 +6,13 @@ is refused at once naming the offline node; the agent comes back, resyncs, and t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -66,6 +68,9 @@ class ExtraNode:
         )
         for ctid in node.ids():
             node.destroy(ctid, force=True)
+        for path in sorted(Path("/sys/fs/cgroup").glob(f"**/{self.env['CAISSON_CGROUP_PARENT']}"), reverse=True):
+            with contextlib.suppress(OSError):
+                path.rmdir()  # the node's cgroup parent, empty now
 
 
 def create_on(client, node: Node, ctid: int, template: str) -> None:

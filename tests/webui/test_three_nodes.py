@@ -143,6 +143,7 @@ def test_three_nodes_list_their_containers_and_one_dying_is_shown_refused_and_re
         assert f'data-ct-status-icon="{on_c}" title="unknown"' in tree_of(page, "node-c")
         node_page = client.get("/nodes/node-c/").content.decode()
         assert f'data-ct-status="{on_c}">unknown<' in node_page
+        assert 'id="ct-status">unknown<' in client.get(f"/ct/{on_c}/").content.decode()
 
         jobs = Job.objects.count()
         refused = client.post(f"/api/containers/{on_c}/status/stop/")

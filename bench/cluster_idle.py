@@ -16,73 +16,42 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.web import wait_until  # noqa: E402
+from bench.web import Bench, wait_until  # noqa: E402
 
 REDIS_DBS = "7,8,9"
 
 
-class Cluster:
+class Cluster(Bench):
+    """``bench/web.py``'s set-up (its own database) with agents of several nodes and no web server."""
+
     def __init__(self, args, stack: contextlib.ExitStack):
-        self.args, self.stack = args, stack
-        self.workdir = Path(tempfile.mkdtemp(prefix="caisson-bench-cluster-"))
-        stack.callback(shutil.rmtree, self.workdir, True)
-        base = urlparse(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/caisson"))
-        self.dbname = f"caisson_bench_cluster_{os.getpid()}"
-        self.admin_dsn = base._replace(path="/postgres").geturl()
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": base._replace(path=f"/{self.dbname}").geturl(),
-            "CAISSON_REDIS_DBS": REDIS_DBS,
-            "CAISSON_SAMPLE_INTERVAL": str(args.interval),
-            "CAISSON_LOG_LEVEL": "WARNING",
-            "CAISSON_WEB_DATA": str(self.workdir / "web"),
-            "DJANGO_SETTINGS_MODULE": "webui.settings",
-            "PYTHONPATH": str(REPO),
-        }
+        super().__init__(args, stack)  # each node's agent gets its own name, state root and cgroup parent
+        self.env.update(CAISSON_REDIS_DBS=REDIS_DBS, CAISSON_SAMPLE_INTERVAL=str(args.interval))
         os.environ.update(self.env)
         self.engines = []
 
     def database(self) -> None:
-        import psycopg
+        super().database()  # created, migrated, dropped at the end
+        self.stack.callback(self._flush_redis)
+        self._flush_redis()
 
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.dbname}"')
-        self.stack.callback(self._drop_database)
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        self.redis().flushdb()  # the broker's database; the channel layer's and the cache's below
-        for db in REDIS_DBS.split(",")[1:]:
-            self.redis(int(db)).flushdb()
-
-    def _drop_database(self) -> None:
-        import psycopg
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+    def _flush_redis(self) -> None:
         for db in REDIS_DBS.split(","):
             self.redis(int(db)).flushdb()
 
-    def redis(self, db: int | None = None):
+    @staticmethod
+    def redis(db: int | None = None):
         import redis
         from django.conf import settings
 

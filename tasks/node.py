@@ -298,9 +298,12 @@ def tick() -> None:
         sync_firewall(node)
         read_firewall_log(node)
         sweep()  # expired safety snapshots (tasks.safety), at most once a minute
-        announce_offline()  # other nodes whose heartbeats stopped: the live pages mark them
     except Exception:  # noqa: BLE001 - one bad reading must not stop the heartbeat
         log.exception("sampling on %s failed", node)
+    try:
+        announce_offline()  # other nodes whose heartbeats stopped: the live pages mark them
+    except Exception:  # noqa: BLE001 - a lost announcement leaves the pages' own timer
+        log.exception("looking for silent nodes failed")
     try:
         from tasks.recovery import recover_node
 

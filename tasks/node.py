@@ -17,6 +17,7 @@ from tasks.base import JobContext, JobTask
 from tasks.celery import app
 from tasks.firewall import read_firewall_log, sync_firewall
 from tasks.mirror import host_interfaces, managed_bridges, sync_all, sync_container, sync_storages, sync_templates
+from tasks.presence import announce_offline, announce_return
 from tasks.runtime import node_engine, this_node
 from tasks.safety import sweep
 from webui.live import publish_many
@@ -33,7 +34,8 @@ def load_average() -> list[float]:
 
 def heartbeat(node: Node) -> None:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    kept = (Node.objects.filter(pk=node.pk).values_list("info", flat=True).first() or {}).get("fwlog", [])
+    info, previous_seen = Node.objects.filter(pk=node.pk).values_list("info", "last_seen").first() or ({}, None)
+    kept = (info or {}).get("fwlog", [])
     Node.objects.filter(pk=node.pk).update(
         last_seen=timezone.now(),
         cpus=os.cpu_count() or 1,
@@ -47,6 +49,7 @@ def heartbeat(node: Node) -> None:
             "interfaces": host_interfaces(),
         },
     )
+    announce_return(node, previous_seen)
 
 
 METRIC_FIELDS = ("cpu", "memory", "memory_total", "net_in", "net_out", "io_read", "io_write", "disk_used", "disk_total")
@@ -297,6 +300,10 @@ def tick() -> None:
         sweep()  # expired safety snapshots (tasks.safety), at most once a minute
     except Exception:  # noqa: BLE001 - one bad reading must not stop the heartbeat
         log.exception("sampling on %s failed", node)
+    try:
+        announce_offline()  # other nodes whose heartbeats stopped: the live pages mark them
+    except Exception:  # noqa: BLE001 - a lost announcement leaves the pages' own timer
+        log.exception("looking for silent nodes failed")
     try:
         from tasks.recovery import recover_node
 

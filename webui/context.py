@@ -13,10 +13,11 @@ from django.db.models import Q
 
 from webui.access import access_for
 from webui.models import Container, Job, Node, StorageMirror
-from webui.models.inventory import split_tags
+from webui.models.inventory import shown_status, split_tags
 
 TASK_PANEL_SIZE = 12
 ROW_FIELDS = ("ctid", "hostname", "status", "ipv4", "node_id", "node__name", "pool_id", "unprivileged", "config__tags")
+ROW_FIELDS += ("node__last_seen",)  # an offline node's containers show as "unknown" (shown_status)
 
 
 @dataclass(slots=True, frozen=True)
@@ -71,8 +72,8 @@ class Layout:
     def containers(self) -> list[ContainerRow]:
         rows = self.access.visible_containers(Container.objects.all()).order_by("ctid").values_list(*ROW_FIELDS)
         return [
-            ContainerRow(ctid, hostname, status, ipv4, node_id, NodeName(node), pool_id, unprivileged, tags)
-            for ctid, hostname, status, ipv4, node_id, node, pool_id, unprivileged, tags in rows
+            ContainerRow(ctid, hostname, shown_status(status, seen), ipv4, node_id, NodeName(node), pool_id, priv, tags)
+            for ctid, hostname, status, ipv4, node_id, node, pool_id, priv, tags, seen in rows
         ]
 
     @cached_property

@@ -424,6 +424,7 @@
     "ct.removed": removed,
     "ct.metrics": ctMetrics,
     "node.metrics": nodeMetrics,
+    "node.status": (event) => { if (window.CaissonNodes) window.CaissonNodes.status(event); },
     templates: templatesChanged,
   };
 

@@ -1,7 +1,9 @@
 /* The nodes' load average and container counts (node_list.html, the node page's cards) from each node's
  * tick (live.js hands every node.metrics event here), and the Datacenter's online/offline: a node whose ticks
  * stop for the offline limit is shown offline, as the server would say, timed on this browser's clock so a
- * skewed server clock does not matter (a row's data-age: seconds since its last heartbeat at render). */
+ * skewed server clock does not matter (a row's data-age: seconds since its last heartbeat at render). The
+ * server's node.status event (tasks/presence.py: once per transition) marks a node offline or back everywhere,
+ * the tree's node icon included, and greys an offline node's containers as "unknown". */
 (function () {
   "use strict";
   const table = document.getElementById("node-list");
@@ -23,8 +25,38 @@
     });
   }
 
+  function treeNode(name, online) {
+    document.querySelectorAll(`li.node[data-node="${CSS.escape(name)}"]`).forEach((li) => {
+      li.classList.toggle("offline", !online);
+      const icon = li.querySelector(".icon-node");
+      if (!icon) return;
+      icon.classList.toggle("online", online);
+      icon.classList.toggle("offline", !online);
+      icon.title = online ? "online" : "offline";
+    });
+  }
+
+  function unknown(ctid) {
+    document.querySelectorAll(`[data-ct-status-icon="${ctid}"]`).forEach((el) => {
+      el.className = "icon icon-ct status-unknown";
+      el.title = "unknown";
+    });
+    document.querySelectorAll(`[data-ct-status="${ctid}"]`).forEach((el) => {
+      el.textContent = "unknown";
+      el.className = el.className.replace(/status-\S+/, "") + " status-unknown";
+    });
+  }
+
+  function status(event) {
+    seen.set(event.node, event.online ? Date.now() : 0);
+    treeNode(event.node, event.online);
+    if (!event.online) (event.ctids || []).forEach(unknown); // back online: its mirror sends each one again
+    markStatus();
+  }
+
   function update(event) {
     seen.set(event.node, Date.now());
+    treeNode(event.node, true);
     const set = (key, text) => {
       document.querySelectorAll(`[data-node-row="${CSS.escape(event.node)}"] [data-metric="${key}"]`)
         .forEach((el) => { el.textContent = text; });
@@ -36,5 +68,5 @@
 
   markStatus();
   if (table) setInterval(markStatus, 2000);
-  window.CaissonNodes = { update };
+  window.CaissonNodes = { update, status };
 })();

@@ -14,7 +14,7 @@ from django.utils import timezone
 from tests.webui.api_helpers import template_row
 from tests.webui.test_browser import LIVE, browser, expect, login, page  # noqa: F401 - fixtures
 from tests.webui.test_node_pages import two_nodes
-from webui.models import Container, Node
+from webui.models import Container, Node, StorageMirror
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -75,3 +75,53 @@ def test_the_node_list_follows_the_heartbeats(page, web, agent, node, make_user)
     expect(card).to_have_text("–")
     app.send_task("caisson.node.tick", queue=node.queue)
     expect(card).to_have_text(re.compile(r"^\d+\.\d\d, \d+\.\d\d, \d+\.\d\d$"), timeout=LIVE)
+
+
+def test_a_node_going_offline_and_coming_back_changes_the_tree_live(
+    page,  # noqa: F811
+    web,
+    agent,
+    node,
+    make_user,
+    services_env,
+    cgroup_parent,
+    busybox_template,
+    engine,
+    ctid_factory,
+    tmp_path,
+):
+    """The server announces the transition (tasks.presence): the tree's node icon and its containers change
+    without a reload, where before only the node list's timer marked a row offline."""
+    from tasks.celery import app
+    from tasks.presence import announce_offline
+    from tests.webui.api_helpers import client_for
+    from tests.webui.test_cluster import wait_for
+    from tests.webui.test_three_nodes import ExtraNode, create_on
+
+    admin = make_user("dc", superuser=True)
+    extra = ExtraNode(services_env, admin, "node-b", tmp_path / "node-b", cgroup_parent, busybox_template, engine)
+    try:
+        extra.start()
+        wait_for(lambda: StorageMirror.objects.filter(node__name="node-b", name="local").exists(), "node-b's storage")
+        ctid = ctid_factory()
+        create_on(client_for(admin), Node.objects.get(name="node-b"), ctid, busybox_template.name)
+        login(page, web, "dc")
+        icon = page.locator('li.node[data-node="node-b"] .icon-node')
+        leaf = page.locator(f'[data-ct-status-icon="{ctid}"]')
+        expect(icon).to_have_class(re.compile(r"\bonline\b"))
+        expect(leaf).to_have_class(re.compile(r"\bstatus-running\b"))
+        expect(page.locator("body")).to_have_attribute("data-live", "ready")
+
+        extra.kill()  # no heartbeat from node-b any more; its last one is backdated past the offline limit
+        Node.objects.filter(name="node-b").update(last_seen=timezone.now() - timedelta(hours=1))
+        app.send_task("caisson.node.tick", queue=node.queue)  # this node's tick sees node-b's silence
+        expect(icon).to_have_class(re.compile(r"\boffline\b"), timeout=LIVE)
+        expect(leaf).to_have_class(re.compile(r"\bstatus-unknown\b"))
+        expect(page.locator('tr[data-node-row="node-b"] [data-node-status]')).to_have_text("offline")
+        assert announce_offline() == []  # announced once for this transition, by the agent's tick
+
+        extra.start()  # back: its heartbeat announces the return
+        expect(icon).to_have_class(re.compile(r"\bonline\b"), timeout=LIVE)
+        expect(page.locator('tr[data-node-row="node-b"] [data-node-status]')).to_have_text("online")
+    finally:
+        extra.cleanup()

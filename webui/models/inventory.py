@@ -23,6 +23,21 @@ POOL_NAME = RegexValidator(
 CTID_MIN, CTID_MAX = BOUNDS["ctid"]  # Proxmox's range of guest IDs, as the engine checks it
 
 
+def offline_cutoff():
+    """A heartbeat older than this means its node is offline (``CAISSON_NODE_OFFLINE_AFTER``)."""
+    return timezone.now() - timedelta(seconds=settings.CAISSON_NODE_OFFLINE_AFTER)
+
+
+def is_online(last_seen) -> bool:
+    return last_seen is not None and last_seen > offline_cutoff()
+
+
+def shown_status(status: str, node_last_seen) -> str:
+    """A container's status as lists show it: ``unknown`` while its node is offline, as Proxmox greys the
+    guests of a node it cannot reach (the mirror's last word may be stale; the node's return resyncs it)."""
+    return status if is_online(node_last_seen) else "unknown"
+
+
 class Node(models.Model):
     name = models.CharField(max_length=63, unique=True, validators=[NODE_NAME])
     address = models.CharField(max_length=255, blank=True)
@@ -42,8 +57,7 @@ class Node(models.Model):
 
     @property
     def online(self) -> bool:
-        limit = timedelta(seconds=settings.CAISSON_NODE_OFFLINE_AFTER)
-        return self.last_seen is not None and timezone.now() - self.last_seen < limit
+        return is_online(self.last_seen)
 
     @property
     def queue(self) -> str:

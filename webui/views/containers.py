@@ -122,6 +122,8 @@ def container_page(request, ctid: int, tab: str = "summary"):
     if container is None:
         raise Http404(f"CT {ctid} does not exist (it may have been destroyed)")
     audit_container(request, container)
+    if not container.node.online:  # shown, not saved: what the node last said may be stale (shown_status)
+        container.status = Container.Status.UNKNOWN
     access = access_for(request)
     context = {
         "ct": container,

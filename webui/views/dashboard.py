@@ -79,6 +79,9 @@ def node_page(request, name: str):
     containers = list(
         access_for(request).visible_containers(Container.objects.filter(node=node).select_related("node"))
     )
+    if not node.online:
+        for container in containers:  # shown, not saved: the node's return resyncs the mirror's last word
+            container.status = Container.Status.UNKNOWN
     return render(
         request,
         "webui/node.html",

@@ -14,6 +14,7 @@ from webui.api.serializers.base import (
 )
 from webui.forms.create import STEP_FORMS
 from webui.models import Container
+from webui.models.inventory import shown_status
 
 # Named once for the schema's enums (settings.SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
 CONTAINER_STATUS = Container.Status
@@ -55,9 +56,9 @@ class ContainerSerializer(serializers.ModelSerializer):
             "node": c.node.name,
             "pool": c.pool.name if c.pool_id else None,
             "hostname": c.hostname,
-            "status": c.status,
+            "status": shown_status(c.status, c.node.last_seen),
             "unprivileged": c.unprivileged,
-            "uptime": c.uptime,
+            "uptime": c.uptime if c.node.online else None,
             "init": c.init,
             "ipv4": c.ipv4,
             "ipv6": c.ipv6,
@@ -69,14 +70,14 @@ class ContainerSerializer(serializers.ModelSerializer):
 
 def container_row(row: dict, now) -> dict:
     """What ``ContainerSerializer`` shows, from a ``values()`` row of the list's fields (``LIST_VALUES``)."""
-    started = row["started_at"]
-    uptime = max(0.0, (now - started).total_seconds()) if started and row["status"] == "running" else None
+    started, status = row["started_at"], shown_status(row["status"], row["node__last_seen"])
+    uptime = max(0.0, (now - started).total_seconds()) if started and status == "running" else None
     return {
         "ctid": row["ctid"],
         "node": row["node__name"],
         "pool": row["pool__name"],
         "hostname": row["hostname"],
-        "status": row["status"],
+        "status": status,
         "unprivileged": row["unprivileged"],
         "uptime": uptime,
         "init": row["init"],

@@ -38,6 +38,7 @@ from webui.models import Container, Pool
 LIST_VALUES = [
     "ctid",
     "node__name",
+    "node__last_seen",
     "pool__name",
     "hostname",
     "status",

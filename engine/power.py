@@ -122,20 +122,21 @@ def start_container(
         extra_mounts = host_views + devices.start_mounts(node.layout.run, ctid, passed, idmap)
         revert.add(devices.unstage, node.layout.run, ctid)
         node.cgroups.apply(name, limits_of(config))
-        prepare = []
+        prepare, prepare_late = [], []
         plan = mount_plan(node, ctid, config, driver, vol, idmap)
         if plan is not None:
             revert.add(plan.release)
             prepare.append(_volume_mounts(plan))
         from engine import distro, timezone
 
-        extra_setup = [distro.start_step(config)] + [step for step in [timezone.start_step(config)] if step]
+        distro_step = distro.start_step(config)
+        extra_setup = [distro_step] + [step for step in [timezone.start_step(config)] if step]
         if has_network(config) or "nameserver" in config.current.values or "searchdomain" in config.current.values:
             from engine.network import container as network
 
-            prepare += network.start_steps(node.layout.root, ctid, config)
+            prepare_late += network.start_steps(node.layout.root, ctid, config)  # while init builds its tree
             revert.add(network.stopped, node.layout.root, ctid, config)
-            inside = network.inside_step(ctid, config)
+            inside = network.inside_step(ctid, config, distro_step)
             if inside is not None:
                 extra_setup.append(inside)
         from engine import ttys
@@ -157,6 +158,7 @@ def start_container(
             seccomp_rules=start.seccomp.container_rules(config),
             extra_setup=extra_setup,
             prepare=prepare,
+            prepare_late=prepare_late,
             extra_mounts=extra_mounts,
             nesting=features.nesting,
             inner_mounts=inner_views,
@@ -166,21 +168,25 @@ def start_container(
         )
         faults.point("start:cgroup")
         try:
-            pid = start.spawn(spec)
+            pid = start.spawn(spec, defer_reap=True)
         finally:
             if plan is not None:
                 plan.release()
+        revert.add(start.reap_setup_children)
         if init is None:
             init = inits.detect(Path(f"/proc/{pid}/root")) or inits.SYSVINIT
         faults.point("start:spawned")
         record = RunRecord(pid, procfs.proc_starttime(pid) or 0, init.name, time.time())
         record.save(node.layout.run_record(ctid))
         revert.success()
-    if tty_socks:
-        try:
-            ttys.register(node.layout.run, ctid, pid, record.starttime, ttys.receive(tty_socks[0]))
-        finally:
-            _close_all(tty_socks)
+    try:
+        if tty_socks:
+            try:
+                ttys.register(node.layout.run, ctid, pid, record.starttime, ttys.receive(tty_socks[0]))
+            finally:
+                _close_all(tty_socks)
+    finally:
+        start.reap_setup_children()  # it exited while the run record and the terminals were handled
     from engine import provision
 
     provision.run_first_boot(node, ctid, record.pid, record.init, config, warn)

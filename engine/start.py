@@ -7,9 +7,11 @@ Process layout (no process of ours stays behind):
 
 The engine moves the setup child into the container's cgroups (init inherits
 them, then makes its cgroup namespace), writes its uid/gid maps, runs the
-host-side prepare steps on its namespaces, learns init's host pid from it,
-and then waits on a close-on-exec socket: end of file means the container's
-init was executed, a message means a named step failed.
+host-side prepare steps on its namespaces, lets it fork init, runs the late
+prepare steps (the network's: they need the namespaces, not the mounts) while
+init builds the container's tree, learns init's host pid, and then waits on a
+close-on-exec socket: end of file means the container's init was executed, a
+message means a named step failed.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Phase(IntEnum):
     MAPPED = 2  # engine: maps written, go on
     INIT_PID = 3  # setup child: init's host pid follows
     FAILED = 4  # either: a step failed; "step\0message" follows
+    READY = 5  # engine: the late prepare steps are done, init may go on (anything else: init exits)
 
 
 @dataclass
@@ -91,6 +94,10 @@ class StartSpec:
     # container's namespaces (network interfaces are moved into its namespace here); each is a
     # callable(pid) whose __name__ names the step in a StartError.
     prepare: list = field(default_factory=list)
+    # Host-side steps that need only the container's namespaces, not its mounts (the network's): run after
+    # the setup child was told to go on, while init builds the container's tree; init waits for them
+    # (Phase.READY) before its ``extra_setup``.  Same form as ``prepare``.
+    prepare_late: list = field(default_factory=list)
     # Binds made as host root after proc, sysfs and /dev, so locked like them: lxcfs's files, passed devices.
     extra_mounts: list = field(default_factory=list)
     # features: nesting=1 (engine.nesting): the /proc and /sys masks are made by container root (not locked),
@@ -105,6 +112,9 @@ class StartSpec:
     app: object = None
 
 
+INIT_FAILED = b"!"  # written by a failing init to the pipe its setup child waits on (else closed by its exec)
+
+
 def _send(sock: socket.socket, phase: Phase, payload: bytes = b"") -> None:
     sock.send(bytes([phase]) + payload)
 
@@ -116,8 +126,17 @@ def _fail(sock: socket.socket, step: str, exc: BaseException) -> None:
         os._exit(1)
 
 
-def spawn(spec: StartSpec) -> int:
-    """Start the container's init; return its host pid.  Raises StartError naming the failed step."""
+# Setup children whose init was executed, still exiting: reaped by reap_setup_children().
+_exiting: list[int] = []
+
+
+def spawn(spec: StartSpec, defer_reap: bool = False) -> int:
+    """Start the container's init; return its host pid.  Raises StartError naming the failed step.
+
+    With ``defer_reap`` a successful start returns as soon as init is executed, while the setup child is
+    still exiting (tearing down its copy of this process takes a while): the caller then reaps it with
+    :func:`reap_setup_children` once it has done its own next steps.
+    """
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent_sock.set_inheritable(False)
     child_sock.set_inheritable(False)
@@ -131,9 +150,15 @@ def spawn(spec: StartSpec) -> int:
         child_sock.close()
         try:
             _attach(spec, setup_pid)
-            return _drive(spec, parent_sock, setup_pid)
-        finally:
+            init_pid = _drive(spec, parent_sock, setup_pid)
+        except BaseException:
             _reap(setup_pid)
+            raise
+        if defer_reap:
+            _exiting.append(setup_pid)
+        else:
+            _reap(setup_pid)
+        return init_pid
     finally:
         consolelog.drain_quietly(log_fd, spec.console_log, spec.console_size)  # what init said as it started
         os.close(log_fd)
@@ -146,6 +171,16 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+def reap_setup_children() -> None:
+    """Wait for the setup children that :func:`spawn` left exiting (``defer_reap``)."""
+    while _exiting:
+        try:
+            pid = _exiting.pop()
+        except IndexError:  # another thread took the last one
+            return
+        _reap(pid)
 
 
 def _attach(spec: StartSpec, setup_pid: int) -> None:
@@ -165,9 +200,12 @@ def _attach(spec: StartSpec, setup_pid: int) -> None:
 def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int) -> int:
     """The engine's half of the handshake."""
     init_pid = None
+    late_error: BaseException | None = None
     while True:
         message = sock.recv(4096)
         if not message:
+            if late_error is not None:  # init was told to exit; both children are gone now
+                raise late_error
             if init_pid is None:
                 raise StartError("fork", "the setup process exited without starting init")
             if not os.path.exists(f"/proc/{init_pid}") and spec.app is None:
@@ -184,21 +222,41 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int) -> int:
             except OSError as exc:
                 _kill_quietly(setup_pid)
                 raise StartError("idmap", str(exc)) from None
-            for step in spec.prepare:
-                faults.point(f"start:{getattr(step, '__name__', 'prepare')}")
-                try:
-                    step(setup_pid)
-                except Exception as exc:  # noqa: BLE001 - reported as the named step
-                    _kill_quietly(setup_pid)
-                    raise StartError(getattr(step, "__name__", "prepare"), str(exc)) from exc
+            try:
+                _prepare(spec.prepare, setup_pid)
+            except StartError:
+                _kill_quietly(setup_pid)
+                raise
             _send(sock, Phase.MAPPED)
+            if spec.prepare_late:
+                # Init is being forked and builds its tree meanwhile; on a failure it is told to exit
+                # (it waits for this message before its setup steps) and the error is raised once
+                # both children are gone.
+                try:
+                    _prepare(spec.prepare_late, setup_pid)
+                except BaseException as exc:  # noqa: BLE001 - raised once init is gone, whatever it is
+                    late_error = exc
+                    _send(sock, Phase.FAILED)
+                else:
+                    _send(sock, Phase.READY)
         elif phase is Phase.INIT_PID:
             init_pid = struct.unpack("=i", payload)[0]
         elif phase is Phase.FAILED:
             step, _, text = payload.decode(errors="replace").partition("\0")
             if init_pid is not None:
                 _kill_quietly(init_pid)
-            raise StartError(step, text)
+            raise late_error or StartError(step, text)
+
+
+def _prepare(steps: list, setup_pid: int) -> None:
+    """Run host-side prepare steps with the pid of a process in the container's namespaces."""
+    for step in steps:
+        name = getattr(step, "__name__", "prepare")
+        faults.point(f"start:{name}")
+        try:
+            step(setup_pid)
+        except Exception as exc:  # noqa: BLE001 - reported as the named step
+            raise StartError(name, str(exc)) from exc
 
 
 def _kill_quietly(pid: int) -> None:
@@ -317,11 +375,13 @@ def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filt
         os.close(hold_w)
         _reap(holder)
         _send(sock, Phase.INIT_PID, struct.pack("=i", init_pid))
-        # Stay until init has exec'd or died (the pipe closes either way), so that a
-        # failed init is reaped here instead of lingering as a zombie.
-        os.read(exec_r, 1)
-        if spec.app is None:  # an application's quick exit is left to its reaper, who keeps its status
+        # Stay until init has exec'd or failed (the pipe closes on exec; a failing init writes to it
+        # first), so that a failed init is reaped here instead of lingering as a zombie.
+        if os.read(exec_r, 1) == INIT_FAILED:
+            _reap(init_pid)
+        elif spec.app is None:  # an application's quick exit is left to its reaper, who keeps its status
             os.waitpid(init_pid, os.WNOHANG)
+        sock.close()  # end of file for the engine now, not once this process's exit has torn its memory down
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001 - everything is reported to the engine
         _fail(sock, step, exc)
@@ -379,6 +439,12 @@ def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, 
         socket.sethostname(spec.hostname)
         step = "loopback"
         sc.set_loopback_up()
+        if spec.prepare_late:
+            step = "prepare"
+            ready = sock.recv(16)  # the engine's late prepare steps (the network's) are done
+            if ready[:1] != bytes([Phase.READY]):
+                os.write(exec_w, INIT_FAILED)
+                os._exit(1)  # the engine reports the step that failed
         for setup in spec.extra_setup:
             step = getattr(setup, "__name__", "setup")
             setup()
@@ -402,4 +468,8 @@ def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, 
             spec.app.exec(CONTAINER_ENV)  # never returns
         os.execve(spec.init[0], spec.init, CONTAINER_ENV)
     except BaseException as exc:  # noqa: BLE001
+        try:
+            os.write(exec_w, INIT_FAILED)
+        except OSError:
+            pass
         _fail(sock, step, exc)

@@ -146,7 +146,10 @@ def start_step(config: ContainerConfig, host_resolv: str = "/etc/resolv.conf"):
 
     def distro_setup() -> None:
         with Root("/") as root:
-            detect(root, wanted).pre_start()
+            family = detect(root, wanted)
+            # What the network's inside step asks next, in the same process: answered without reading again.
+            distro_setup.configures_addresses = family.configures_addresses
+            family.pre_start()
             try:
                 root.commit()
             except OSError as exc:

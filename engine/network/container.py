@@ -123,10 +123,11 @@ def start_steps(root: Path, ctid: int, config: ContainerConfig) -> list:
     return steps
 
 
-def inside_step(ctid: int, config: ContainerConfig):
+def inside_step(ctid: int, config: ContainerConfig, distro_step=None):
     """The start step run inside the container before its init (``StartSpec.extra_setup``), after the
-    distribution's files (``engine.distro.start_step``): the links up and, unless the distribution's own
-    networking sets them, the static addresses and default routes.  None if there is nothing to do."""
+    distribution's files (``engine.distro.start_step``, given as ``distro_step``: it tells whether the
+    family's own networking sets addresses): the links up and, unless the distribution's own networking
+    sets them, the static addresses and default routes.  None if there is nothing to do."""
     from engine.network.veth import configure_here
 
     nics = from_config(config)
@@ -137,9 +138,12 @@ def inside_step(ctid: int, config: ContainerConfig):
     host_managed = any(n.host_managed for n in nics)
 
     def network_inside() -> None:
-        from engine import distro
+        family_sets = getattr(distro_step, "configures_addresses", None)  # set once the distro step ran
+        if family_sets is None:
+            from engine import distro
 
-        configure_here(nics, addresses=host_managed or not distro.configures_addresses(ostype))
+            family_sets = distro.configures_addresses(ostype)
+        configure_here(nics, addresses=host_managed or not family_sets)
 
     return network_inside
 

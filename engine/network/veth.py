@@ -32,7 +32,7 @@ SYS_NET = Path("/sys/class/net")
 
 
 def prepare_nics(ctid: int, nics: list[Nic], node: NodeNetwork, configure: bool = True) -> Callable[[int], None]:
-    """The start step (``StartSpec.prepare``, named "network") that plugs ``nics`` into a container.
+    """The start step (``StartSpec.prepare_late``, named "network") that plugs ``nics`` into a container.
 
     The step takes the pid of any process already in the container's network namespace (the start
     sequence passes its setup child's, before init exists).  Each peer is born inside, named, with

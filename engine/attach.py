@@ -3,6 +3,7 @@
 Layout::
 
     engine ──fork──> joiner ──setns(all of init's namespaces)──fork──> command (in the pid namespace)
+      └── moves the joiner into init's cgroups meanwhile; the joiner forks the command once told so
 
 The joiner is not dumpable and holds no host fd but the ones passed on, so
 nothing in the container can reach into it before the command is executed

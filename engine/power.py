@@ -129,14 +129,24 @@ def start_container(
             prepare.append(_volume_mounts(plan))
         from engine import distro, timezone
 
-        distro_step = distro.start_step(config)
-        extra_setup = [distro_step] + [step for step in [timezone.start_step(config)] if step]
+        # A rootfs that is a plain directory (nothing mounted at start) gets its distribution's files and its
+        # interfaces configured from here, while init builds its tree; else both are steps inside.
+        from_host = plan is None
+        if from_host:
+            host_step = distro.host_step(config, rootfs, owner if idmap else (0, 0))
+            prepare_late.append(host_step)
+            extra_setup = []
+        else:
+            inside_distro = distro.start_step(config)
+            extra_setup = [inside_distro]
+        extra_setup += [step for step in [timezone.start_step(config)] if step]
         if has_network(config) or "nameserver" in config.current.values or "searchdomain" in config.current.values:
             from engine.network import container as network
 
-            prepare_late += network.start_steps(node.layout.root, ctid, config)  # while init builds its tree
+            root = node.layout.root
+            prepare_late += network.start_steps(root, ctid, config, host_step if from_host else None)
             revert.add(network.stopped, node.layout.root, ctid, config)
-            inside = network.inside_step(ctid, config, distro_step)
+            inside = None if from_host else network.inside_step(ctid, config, inside_distro)
             if inside is not None:
                 extra_setup.append(inside)
         from engine import ttys

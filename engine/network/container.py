@@ -98,8 +98,12 @@ def bridge_dhcp_server(root: Path, bridge: Bridge) -> DhcpServer | None:
     )
 
 
-def start_steps(root: Path, ctid: int, config: ContainerConfig) -> list:
-    """The prepare steps of a start: firewall, then interfaces (each a callable(pid))."""
+def start_steps(root: Path, ctid: int, config: ContainerConfig, distro_step=None) -> list:
+    """The prepare steps of a start: firewall, then interfaces (each a callable(pid)).
+
+    With ``distro_step`` (the distribution's files written from the host, ``engine.distro.host_step``,
+    run before these), the interfaces are also brought up and, unless the family's own networking sets
+    them, given their static addresses and routes from the host: no :func:`inside_step` is needed."""
     nics = from_config(config)
     if not nics:
         return []
@@ -117,7 +121,18 @@ def start_steps(root: Path, ctid: int, config: ContainerConfig) -> list:
             server.start()
 
     steps = [firewall_rules] if any(nic.firewall for nic in nics) else []
-    steps.append(prepare_nics(ctid, nics, node, configure=False))  # addresses: by ``inside_step``
+    if distro_step is None:
+        steps.append(prepare_nics(ctid, nics, node, configure=False))  # addresses: by ``inside_step``
+    else:
+        host_managed = any(n.host_managed for n in nics)
+        steps.append(
+            prepare_nics(
+                ctid,
+                nics,
+                node,
+                addresses=lambda: host_managed or not getattr(distro_step, "configures_addresses", False),
+            )
+        )
     if any(nic.ip == "dhcp" for nic in nics):
         steps.append(dhcp)
     return steps

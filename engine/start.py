@@ -2,21 +2,24 @@
 
 Process layout (no process of ours stays behind):
 
-    engine ──fork──> setup child ──unshare(user, mnt, pid, uts, ipc, net)──fork──> init (PID 1)
+    engine ──fork──> holder: unshare(user, uts, ipc, net), held until the maps are written
+           ──fork──> setup child ──setns(holder's), unshare(mnt, pid)──fork──> init (PID 1)
                          └── exits once init has exec'd; init is re-parented to the host's reaper
 
-The engine moves the setup child into the container's cgroups (init inherits
-them, then makes its cgroup namespace), writes its uid/gid maps, runs the
-host-side prepare steps on its namespaces, lets it fork init, runs the late
-prepare steps (the network's: they need the namespaces, not the mounts) while
-init builds the container's tree, learns init's host pid, and then waits on a
-close-on-exec socket: end of file means the container's init was executed, a
-message means a named step failed.
+The engine forks the holder first (its start overlaps the setup child's), moves
+the setup child into the container's cgroups (init inherits them, then makes its
+cgroup namespace), writes the holder's uid/gid maps, runs the host-side prepare
+steps on the namespaces, lets the setup child fork init, runs the late prepare
+steps (the distribution's files, the network: they need the namespaces or the
+tree, not the mounts) while init builds the container's tree, learns init's host
+pid, and then waits on a close-on-exec socket: end of file means the container's
+init was executed, a message means a named step failed.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import socket
 import struct
 import warnings
@@ -143,21 +146,35 @@ def spawn(spec: StartSpec, defer_reap: bool = False) -> int:
     seccomp_filter = seccomp.compile_filter(spec.seccomp_rules)
     log_fd = consolelog.open_memfd(spec.console_size)
     try:
-        setup_pid = sc.fork_quietly()
-        if setup_pid == 0:
-            parent_sock.close()
-            _setup_child(spec, child_sock, log_fd, seccomp_filter)  # never returns
+        # The holder is forked from here, before the setup child: its start overlaps the setup child's.
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
+        holder = sc.fork_quietly()
+        if holder == 0:
+            _namespace_holder(ready_w, hold_r)  # never returns
+        os.close(ready_w)
+        os.close(hold_r)
+        try:
+            setup_pid = sc.fork_quietly()
+            if setup_pid == 0:
+                parent_sock.close()
+                _setup_child(spec, child_sock, log_fd, seccomp_filter, holder, ready_r, hold_w)  # never returns
+        finally:
+            os.close(ready_r)
+            os.close(hold_w)  # the setup child tells the holder to go
         child_sock.close()
         try:
             _attach(spec, setup_pid)
             init_pid = _drive(spec, parent_sock, setup_pid)
         except BaseException:
             _reap(setup_pid)
+            _reap(holder)
             raise
         if defer_reap:
-            _exiting.append(setup_pid)
+            _exiting.extend((setup_pid, holder))
         else:
             _reap(setup_pid)
+            _reap(holder)
         return init_pid
     finally:
         consolelog.drain_quietly(log_fd, spec.console_log, spec.console_size)  # what init said as it started
@@ -307,14 +324,16 @@ def close_fds_except(keep: set[int]) -> None:
     os.closerange(low, 65536)
 
 
-def _namespace_holder(ready_w: int, hold_r: int, keep_closed: tuple[int, ...]) -> None:
-    """Makes the user namespace and, owned by it, the net, uts and ipc namespaces; holds them."""
+def _namespace_holder(ready_w: int, hold_r: int) -> None:
+    """Makes the user namespace and, owned by it, the net, uts and ipc namespaces; holds them.
+
+    It holds no other fd of the engine's, and exits before init is executed (the setup child waits
+    for that): nothing in the container ever meets it."""
     try:
-        for fd in keep_closed:
-            os.close(fd)
+        close_fds_except({ready_w, hold_r})
         os.unshare(HOLDER_NAMESPACES)
         os.write(ready_w, b"1")
-        os.read(hold_r, 1)  # end of file: the setup child has what it needs
+        os.read(hold_r, 1)  # a byte (or end of file, the setup child gone): it has what it needs
     finally:
         os._exit(0)
 
@@ -325,14 +344,17 @@ def _open_namespaces(holder: int) -> dict[str, int]:
     }
 
 
-def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filter) -> None:
+def _setup_child(
+    spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filter, holder: int, ready_r: int, hold_w: int
+) -> None:
     """Runs as host root; gets the container's namespaces made and forks init into them.
 
-    The holder makes the container's user namespace and the net, uts and ipc namespaces it owns
-    (container root configures its interfaces, hostname and IPC); this process joins them (host root
-    may), but makes the mount namespace, where init builds the container's tree as host root, and the
-    pid namespace itself, in the host's user namespace.  Container root then holds no capability over
-    its pid namespace: it cannot mount a procfs of it (nor reboot(2) it: inits exit instead).
+    The holder (forked by the engine just before this process) makes the container's user namespace
+    and the net, uts and ipc namespaces it owns (container root configures its interfaces, hostname
+    and IPC); this process joins them (host root may), but makes the mount namespace, where init
+    builds the container's tree as host root, and the pid namespace itself, in the host's user
+    namespace.  Container root then holds no capability over its pid namespace: it cannot mount a
+    procfs of it (nor reboot(2) it: inits exit instead).
     """
     step = "chdir"
     try:
@@ -340,13 +362,7 @@ def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filt
         # not be traversable by the container's root.
         os.chdir(spec.rootfs)
         step = "unshare"
-        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-        hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
-        holder = sc.fork_quietly()
-        if holder == 0:
-            _namespace_holder(ready_w, hold_r, (ready_r, hold_w))  # never returns
-        os.close(ready_w)
-        os.close(hold_r)
+        holder_fd = os.pidfd_open(holder)  # the engine's child: it cannot be reaped, nor its pid reused, yet
         if os.read(ready_r, 1) != b"1":
             raise OSError("the namespace holder could not make the container's namespaces")
         ns = _open_namespaces(holder)
@@ -361,6 +377,10 @@ def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filt
         reply = sock.recv(16)
         if not reply or reply[0] != Phase.MAPPED:
             os._exit(1)
+        # The maps are written and the namespaces held here: the holder may go.  Told by a byte, not by
+        # end of file: a start in another thread of the engine may have forked while this pipe was open.
+        os.write(hold_w, b"1")
+        os.close(hold_w)
         if spec.reenter_rootfs:
             step = "enter-rootfs"
             os.chdir(f"../{spec.rootfs.name}")
@@ -369,11 +389,9 @@ def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filt
         init_pid = sc.fork_quietly()
         if init_pid == 0:
             os.close(exec_r)
-            os.close(hold_w)
             _init_child(spec, sock, log_fd, exec_w, seccomp_filter, ns["user"])  # never returns
         os.close(exec_w)
-        os.close(hold_w)
-        _reap(holder)
+        select.select([holder_fd], [], [])  # the holder has exited: nothing in the container meets it
         _send(sock, Phase.INIT_PID, struct.pack("=i", init_pid))
         # Stay until init has exec'd or failed (the pipe closes on exec; a failing init writes to it
         # first), so that a failed init is reaped here instead of lingering as a zombie.

@@ -3,7 +3,6 @@
 Layout::
 
     engine ──fork──> joiner ──setns(all of init's namespaces)──fork──> command (in the pid namespace)
-      └── moves the joiner into init's cgroups meanwhile; the joiner forks the command once told so
 
 The joiner is not dumpable and holds no host fd but the ones passed on, so
 nothing in the container can reach into it before the command is executed
@@ -94,7 +93,6 @@ def spawn(spec: AttachSpec, stdio: tuple[int, int, int] | None = None) -> tuple[
             parent_sock.close()
             _joiner(spec, pidfd, userns, rules, env, child_sock, stdio)  # never returns
         child_sock.close()
-        _move(spec, pid, parent_sock)
         master = None
         if spec.tty:
             master = _receive_fd(parent_sock)
@@ -103,27 +101,6 @@ def spawn(spec: AttachSpec, stdio: tuple[int, int, int] | None = None) -> tuple[
         os.close(pidfd)
         parent_sock.close()
         child_sock.close()
-
-
-MOVED = b"\x01"
-
-
-def _move(spec: AttachSpec, pid: int, sock: socket.socket) -> None:
-    """Move the joiner into init's cgroups from here, while it enters the namespaces; then let it go on.
-
-    On cgroup v1 the first move after a quiet spell waits for an RCU grace period (milliseconds):
-    made right after the fork, it overlaps the joiner's own start instead of following it.
-    """
-    try:
-        for procs in spec.cgroup_procs:
-            write_file(procs, str(pid))
-        message = MOVED
-    except OSError as exc:
-        message = b"\0" + f"joining its cgroup: {exc}".encode(errors="replace")
-    try:
-        sock.send(message)
-    except OSError:
-        pass  # the joiner is gone already; its exit status says why
 
 
 def run(spec: AttachSpec, stdio: tuple[int, int, int] | None = None) -> int:
@@ -153,14 +130,13 @@ def _joiner(spec, pidfd, userns, rules, env, sock, stdio) -> None:
         # Hold nothing of the engine's but what is needed: a kept pipe end would also keep
         # the command's stdin from ever seeing end of file.
         close_fds_except({pidfd, sock.fileno()})
+        for procs in spec.cgroup_procs:
+            write_file(procs, "0")
         os.setns(pidfd, ALL_NAMESPACES | (os.CLONE_NEWUSER if userns else 0))
         os.close(pidfd)
         os.setresgid(spec.gid, spec.gid, spec.gid)
         os.setgroups([])
         os.setresuid(spec.uid, spec.uid, spec.uid)
-        moved = sock.recv(4096)  # the engine has moved this process into init's cgroups: the command starts there
-        if moved != MOVED:
-            raise OSError(moved[1:].decode(errors="replace") or "the engine went away")
         forwarder = _SignalForwarder()  # before the fork: a signal at any moment after reaches the command
         child = sc.fork_quietly()
         if child == 0:

@@ -133,8 +133,9 @@ def start_container(
         # interfaces configured from here, while init builds its tree; else both are steps inside.
         from_host = plan is None
         if from_host:
+            # Before init is forked (a prepare step, not a late one): init need not wait on the engine for it.
             host_step = distro.host_step(config, rootfs, owner if idmap else (0, 0))
-            prepare_late.append(host_step)
+            prepare.append(host_step)
             extra_setup = []
         else:
             inside_distro = distro.start_step(config)

@@ -9,9 +9,9 @@ Process layout (no process of ours stays behind):
 The engine forks the holder first (its start overlaps the setup child's), moves
 the setup child into the container's cgroups (init inherits them, then makes its
 cgroup namespace), writes the holder's uid/gid maps, runs the host-side prepare
-steps on the namespaces, lets the setup child fork init, runs the late prepare
-steps (the distribution's files, the network: they need the namespaces or the
-tree, not the mounts) while init builds the container's tree, learns init's host
+steps (volumes, or the distribution's files of a plain-directory rootfs), lets the
+setup child fork init, runs the late prepare steps (the network's: they need the
+namespaces, not the mounts) while init builds the container's tree, learns init's host
 pid, and then waits on a close-on-exec socket: end of file means the container's
 init was executed, a message means a named step failed.
 """

@@ -176,6 +176,7 @@ def start_container(
             rw_sys=features.rw_sys,
             reenter_rootfs=plan is not None and plan.rootfs_mount is not None,
             app=app,
+            keep_fds={tty_socks[1].fileno()} if tty_socks else set(),
         )
         faults.point("start:cgroup")
         try:

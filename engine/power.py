@@ -123,20 +123,32 @@ def start_container(
         extra_mounts = host_views + devices.start_mounts(node.layout.run, ctid, passed, idmap)
         revert.add(devices.unstage, node.layout.run, ctid)
         node.cgroups.apply(name, limits_of(config))
-        prepare = []
+        prepare, prepare_late = [], []
         plan = mount_plan(node, ctid, config, driver, vol, idmap)
         if plan is not None:
             revert.add(plan.release)
             prepare.append(_volume_mounts(plan))
         from engine import distro, timezone
 
-        extra_setup = [distro.start_step(config)] + [step for step in [timezone.start_step(config)] if step]
+        # A rootfs that is a plain directory (nothing mounted at start) gets its distribution's files and its
+        # interfaces configured from here, while init builds its tree; else both are steps inside.
+        from_host = plan is None
+        if from_host:
+            # Before init is forked (a prepare step, not a late one): init need not wait on the engine for it.
+            host_step = distro.host_step(config, rootfs, owner if idmap else (0, 0))
+            prepare.append(host_step)
+            extra_setup = []
+        else:
+            inside_distro = distro.start_step(config)
+            extra_setup = [inside_distro]
+        extra_setup += [step for step in [timezone.start_step(config)] if step]
         if has_network(config) or "nameserver" in config.current.values or "searchdomain" in config.current.values:
             from engine.network import container as network
 
-            prepare += network.start_steps(node.layout.root, ctid, config)
+            root = node.layout.root
+            prepare_late += network.start_steps(root, ctid, config, host_step if from_host else None)
             revert.add(network.stopped, node.layout.root, ctid, config)
-            inside = network.inside_step(ctid, config)
+            inside = None if from_host else network.inside_step(ctid, config, inside_distro)
             if inside is not None:
                 extra_setup.append(inside)
         from engine import ttys
@@ -158,33 +170,39 @@ def start_container(
             seccomp_rules=start.seccomp.container_rules(config),
             extra_setup=extra_setup,
             prepare=prepare,
+            prepare_late=prepare_late,
             extra_mounts=extra_mounts,
             nesting=features.nesting,
             inner_mounts=inner_views,
             rw_sys=features.rw_sys,
             reenter_rootfs=plan is not None and plan.rootfs_mount is not None,
             app=app,
+            keep_fds={tty_socks[1].fileno()} if tty_socks else set(),
         )
         policy = start.notify.policy_of(config)
         if policy is not None:
             spec.notify = (policy, start.notify.socket_path(node.layout.run, ctid))
         faults.point("start:cgroup")
         try:
-            pid = start.spawn(spec)
+            pid = start.spawn(spec, defer_reap=True)
         finally:
             if plan is not None:
                 plan.release()
+        revert.add(start.reap_setup_children)
         if init is None:
             init = inits.detect(Path(f"/proc/{pid}/root")) or inits.SYSVINIT
         faults.point("start:spawned")
         record = RunRecord(pid, procfs.proc_starttime(pid) or 0, init.name, time.time())
         record.save(node.layout.run_record(ctid))
         revert.success()
-    if tty_socks:
-        try:
-            ttys.register(node.layout.run, ctid, pid, record.starttime, ttys.receive(tty_socks[0]))
-        finally:
-            _close_all(tty_socks)
+    try:
+        if tty_socks:
+            try:
+                ttys.register(node.layout.run, ctid, pid, record.starttime, ttys.receive(tty_socks[0]))
+            finally:
+                _close_all(tty_socks)
+    finally:
+        start.reap_setup_children()  # it exited while the run record and the terminals were handled
     from engine import provision
 
     provision.run_first_boot(node, ctid, record.pid, record.init, config, warn)

@@ -2,13 +2,17 @@
 
 Process layout (no process of ours stays behind):
 
-    engine ──fork──> setup child ──unshare(user, mnt, pid, uts, ipc, net)──fork──> init (PID 1)
+    engine ──fork──> holder: unshare(user, uts, ipc, net), held until the maps are written
+           ──fork──> setup child ──setns(holder's), unshare(mnt, pid)──fork──> init (PID 1)
                          └── exits once init has exec'd; init is re-parented to the host's reaper
 
-The engine moves the setup child into the container's cgroups (init inherits
-them, then makes its cgroup namespace), writes its uid/gid maps, runs the
-host-side prepare steps on its namespaces, learns init's host pid from it,
-and then waits on a close-on-exec socket: end of file means the container's
+The engine forks the holder first (its start overlaps the setup child's), moves
+the setup child into the container's cgroups (init inherits them, then makes its
+cgroup namespace), writes the holder's uid/gid maps, runs the host-side prepare
+steps (volumes, or the distribution's files of a plain-directory rootfs), lets the
+setup child fork init, runs the late prepare steps (the network's: they need the
+namespaces, not the mounts) while init builds the container's tree, learns init's host
+pid, and then waits on a close-on-exec socket: end of file means the container's
 init was executed, a message means a named step failed.
 """
 
@@ -20,14 +24,23 @@ import struct
 import subprocess
 import warnings
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 
 from engine import consolelog, faults, notify, seccomp
-from engine import rootfs as fs
 from engine import syscalls as sc
 from engine.errors import StartError
 from engine.idmap import IdMap
+from engine.start_children import (  # noqa: F401 - CONTAINER_ENV, DROPPED_CAPABILITIES, close_fds_except: used by others
+    CONTAINER_ENV,
+    DROPPED_CAPABILITIES,
+    Phase,
+    close_fds_except,
+    namespace_holder,
+    reap,
+    send,
+    setup_child,
+    write_file,
+)
 
 # A privileged container (no id map) still gets a user namespace, mapping every id to itself: its root
 # is uid 0 on disk but holds no capability over the host, and the mounts it inherits are locked.
@@ -37,41 +50,14 @@ IDENTITY_MAP = "0 0 4294967295\n"
 # child could no longer import ctypes nor find libc.
 sc.load()
 
-# Made by the namespace holder: the user namespace and those it owns.  The setup child makes the mount
-# and pid namespaces in the host's user namespace (a pid namespace can be joined only once it has an
-# init), init the container's own mount and cgroup namespaces.
-HOLDER_NAMESPACES = os.CLONE_NEWUSER | os.CLONE_NEWUTS | os.CLONE_NEWIPC | os.CLONE_NEWNET
-
-# LXC's default for system containers: the rest stays, since a system container
-# needs setuid, chown and mknod inside its own user namespace.
-DROPPED_CAPABILITIES = ["mac_admin", "mac_override", "sys_time", "sys_module", "sys_rawio"]
-
-CONTAINER_ENV = {
-    "container": "lxc",  # what systemd-detect-virt and distro scripts recognise
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "TERM": "linux",
-    "HOME": "/root",
-}
-
-
 # The forked children below only make system calls (os, ctypes) before exec: no lock of
 # another thread is ever taken, which is the hazard Python's fork warning is about.
 warnings.filterwarnings(
     "ignore",
     message=r".*use of fork\(\) may lead to deadlocks",
     category=DeprecationWarning,
-    module=r"engine\.(start|attach)",
+    module=r"engine\.(start|start_children|attach)",
 )
-
-
-class Phase(IntEnum):
-    """Messages from the setup child and init to the engine."""
-
-    UNSHARED = 1  # setup child: namespaces made; the holder's pid follows, whose maps it waits for
-    MAPPED = 2  # engine: maps written, go on
-    INIT_PID = 3  # setup child: init's host pid follows
-    FAILED = 4  # either: a step failed; "step\0message" follows
-    LISTENER = 5  # init: its seccomp filter's listener fd comes with it (features mknod, mount)
 
 
 @dataclass
@@ -93,6 +79,10 @@ class StartSpec:
     # container's namespaces (network interfaces are moved into its namespace here); each is a
     # callable(pid) whose __name__ names the step in a StartError.
     prepare: list = field(default_factory=list)
+    # Host-side steps that need only the container's namespaces, not its mounts (the network's): run after
+    # the setup child was told to go on, while init builds the container's tree; init waits for them
+    # (Phase.READY) before its ``extra_setup``.  Same form as ``prepare``.
+    prepare_late: list = field(default_factory=list)
     # Binds made as host root after proc, sysfs and /dev, so locked like them: lxcfs's files, passed devices.
     extra_mounts: list = field(default_factory=list)
     # features: nesting=1 (engine.nesting): the /proc and /sys masks are made by container root (not locked),
@@ -105,33 +95,46 @@ class StartSpec:
     reenter_rootfs: bool = False
     # An application container (engine.oci.launch): PID 1 is its command, not ``init``.
     app: object = None
+    # Fds init's steps use (the terminals' socket); init closes every other one of the engine's at once,
+    # so that it never holds the container's lock (recovery leaves a locked container alone).
+    keep_fds: set = field(default_factory=set)
     # features: mknod=1 / mount=: (notify.Policy, socket path) of the supervisor the listener goes to.
     notify: tuple | None = None
 
 
-def _send(sock: socket.socket, phase: Phase, payload: bytes = b"") -> None:
-    sock.send(bytes([phase]) + payload)
+# Setup children whose init was executed, still exiting: reaped by reap_setup_children().
+_exiting: list[int] = []
 
 
-def _fail(sock: socket.socket, step: str, exc: BaseException) -> None:
-    try:
-        _send(sock, Phase.FAILED, f"{step}\0{exc}".encode(errors="replace"))
-    finally:
-        os._exit(1)
+def spawn(spec: StartSpec, defer_reap: bool = False) -> int:
+    """Start the container's init; return its host pid.  Raises StartError naming the failed step.
 
-
-def spawn(spec: StartSpec) -> int:
-    """Start the container's init; return its host pid.  Raises StartError naming the failed step."""
+    With ``defer_reap`` a successful start returns as soon as init is executed, while the setup child is
+    still exiting (tearing down its copy of this process takes a while): the caller then reaps it with
+    :func:`reap_setup_children` once it has done its own next steps.
+    """
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent_sock.set_inheritable(False)
     child_sock.set_inheritable(False)
     seccomp_filter = seccomp.compile_filter(spec.seccomp_rules)
     log_fd = consolelog.open_memfd(spec.console_size)
     try:
-        setup_pid = sc.fork_quietly()
-        if setup_pid == 0:
-            parent_sock.close()
-            _setup_child(spec, child_sock, log_fd, seccomp_filter)  # never returns
+        # The holder is forked from here, before the setup child: its start overlaps the setup child's.
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
+        holder = sc.fork_quietly()
+        if holder == 0:
+            namespace_holder(ready_w, hold_r)  # never returns
+        os.close(ready_w)
+        os.close(hold_r)
+        try:
+            setup_pid = sc.fork_quietly()
+            if setup_pid == 0:
+                parent_sock.close()
+                setup_child(spec, child_sock, log_fd, seccomp_filter, holder, ready_r, hold_w)  # never returns
+        finally:
+            os.close(ready_r)
+            os.close(hold_w)  # the setup child tells the holder to go
         child_sock.close()
         listener: list[int] = []
         try:
@@ -139,11 +142,19 @@ def spawn(spec: StartSpec) -> int:
             init_pid = _drive(spec, parent_sock, setup_pid, listener)
             if spec.notify is not None:
                 _supervise(spec, init_pid, listener)
-            return init_pid
+        except BaseException:
+            reap(setup_pid)
+            reap(holder)
+            raise
         finally:
-            _reap(setup_pid)
             for fd in listener:
                 os.close(fd)
+        if defer_reap:
+            _exiting.extend((setup_pid, holder))
+        else:
+            reap(setup_pid)
+            reap(holder)
+        return init_pid
     finally:
         consolelog.drain_quietly(log_fd, spec.console_log, spec.console_size)  # what init said as it started
         os.close(log_fd)
@@ -151,11 +162,14 @@ def spawn(spec: StartSpec) -> int:
         child_sock.close()
 
 
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+def reap_setup_children() -> None:
+    """Wait for the setup children that :func:`spawn` left exiting (``defer_reap``)."""
+    while _exiting:
+        try:
+            pid = _exiting.pop()
+        except IndexError:  # another thread took the last one
+            return
+        reap(pid)
 
 
 def _attach(spec: StartSpec, setup_pid: int) -> None:
@@ -187,11 +201,14 @@ def _supervise(spec: StartSpec, init_pid: int, listener: list[int]) -> None:
 def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int, listener: list[int]) -> int:
     """The engine's half of the handshake."""
     init_pid = None
+    late_error: BaseException | None = None
     while True:
         message, fd = notify.receive_fd(sock)
         if fd is not None:
             listener.append(fd)
         if not message:
+            if late_error is not None:  # init was told to exit; both children are gone now
+                raise late_error
             if init_pid is None:
                 raise StartError("fork", "the setup process exited without starting init")
             if not os.path.exists(f"/proc/{init_pid}") and spec.app is None:
@@ -208,14 +225,23 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int, listener: list[
             except OSError as exc:
                 _kill_quietly(setup_pid)
                 raise StartError("idmap", str(exc)) from None
-            for step in spec.prepare:
-                faults.point(f"start:{getattr(step, '__name__', 'prepare')}")
+            try:
+                _prepare(spec.prepare, setup_pid)
+            except StartError:
+                _kill_quietly(setup_pid)
+                raise
+            send(sock, Phase.MAPPED)
+            if spec.prepare_late:
+                # Init is being forked and builds its tree meanwhile; on a failure it is told to exit
+                # (it waits for this message before its setup steps) and the error is raised once
+                # both children are gone.
                 try:
-                    step(setup_pid)
-                except Exception as exc:  # noqa: BLE001 - reported as the named step
-                    _kill_quietly(setup_pid)
-                    raise StartError(getattr(step, "__name__", "prepare"), str(exc)) from exc
-            _send(sock, Phase.MAPPED)
+                    _prepare(spec.prepare_late, setup_pid)
+                except BaseException as exc:  # noqa: BLE001 - raised once init is gone, whatever it is
+                    late_error = exc
+                    send(sock, Phase.FAILED)
+                else:
+                    send(sock, Phase.READY)
         elif phase is Phase.LISTENER:
             pass  # its fd was kept above
         elif phase is Phase.INIT_PID:
@@ -224,7 +250,18 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int, listener: list[
             step, _, text = payload.decode(errors="replace").partition("\0")
             if init_pid is not None:
                 _kill_quietly(init_pid)
-            raise StartError(step, text)
+            raise late_error or StartError(step, text)
+
+
+def _prepare(steps: list, setup_pid: int) -> None:
+    """Run host-side prepare steps with the pid of a process in the container's namespaces."""
+    for step in steps:
+        name = getattr(step, "__name__", "prepare")
+        faults.point(f"start:{name}")
+        try:
+            step(setup_pid)
+        except Exception as exc:  # noqa: BLE001 - reported as the named step
+            raise StartError(name, str(exc)) from exc
 
 
 def _kill_quietly(pid: int) -> None:
@@ -232,205 +269,3 @@ def _kill_quietly(pid: int) -> None:
         os.kill(pid, 9)
     except ProcessLookupError:
         pass
-
-
-def write_file(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-SSH_KEYGEN = "/usr/bin/ssh-keygen"
-
-
-def _first_boot_ssh_keys(sock: socket.socket, exec_w: int) -> None:
-    """A container made from a template has no SSH host keys: make them before init starts sshd.
-
-    Runs the container's own ``ssh-keygen -A`` as a child of init, already under the
-    container's seccomp filter and capability set and holding none of the engine's fds.
-    """
-    if not os.path.exists("/etc/ssh/sshd_config") or not os.access(SSH_KEYGEN, os.X_OK):
-        return
-    if any(name.startswith("ssh_host_") and name.endswith("_key") for name in os.listdir("/etc/ssh")):
-        return
-    child = sc.fork_quietly()
-    if child == 0:
-        try:
-            os.close(sock.fileno())
-            os.close(exec_w)
-            os.execve(SSH_KEYGEN, ["ssh-keygen", "-A"], CONTAINER_ENV)
-        finally:
-            os._exit(127)
-    os.waitpid(child, 0)
-
-
-def close_fds_except(keep: set[int]) -> None:
-    """No host fd may leak into the container (CVE-2024-21626); the kept ones are close-on-exec."""
-    low = 3
-    for fd in sorted(keep):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 65536)
-
-
-def _namespace_holder(ready_w: int, hold_r: int, keep_closed: tuple[int, ...]) -> None:
-    """Makes the user namespace and, owned by it, the net, uts and ipc namespaces; holds them."""
-    try:
-        for fd in keep_closed:
-            os.close(fd)
-        os.unshare(HOLDER_NAMESPACES)
-        os.write(ready_w, b"1")
-        os.read(hold_r, 1)  # end of file: the setup child has what it needs
-    finally:
-        os._exit(0)
-
-
-def _open_namespaces(holder: int) -> dict[str, int]:
-    return {
-        name: os.open(f"/proc/{holder}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in ("user", "net", "uts", "ipc")
-    }
-
-
-def _setup_child(spec: StartSpec, sock: socket.socket, log_fd: int, seccomp_filter) -> None:
-    """Runs as host root; gets the container's namespaces made and forks init into them.
-
-    The holder makes the container's user namespace and the net, uts and ipc namespaces it owns
-    (container root configures its interfaces, hostname and IPC); this process joins them (host root
-    may), but makes the mount namespace, where init builds the container's tree as host root, and the
-    pid namespace itself, in the host's user namespace.  Container root then holds no capability over
-    its pid namespace: it cannot mount a procfs of it (nor reboot(2) it: inits exit instead).
-    """
-    step = "chdir"
-    try:
-        # Enter the rootfs as host root, before the user namespace: the path to it need
-        # not be traversable by the container's root.
-        os.chdir(spec.rootfs)
-        step = "unshare"
-        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-        hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
-        holder = sc.fork_quietly()
-        if holder == 0:
-            _namespace_holder(ready_w, hold_r, (ready_r, hold_w))  # never returns
-        os.close(ready_w)
-        os.close(hold_r)
-        if os.read(ready_r, 1) != b"1":
-            raise OSError("the namespace holder could not make the container's namespaces")
-        ns = _open_namespaces(holder)
-        for name, kind in (("net", os.CLONE_NEWNET), ("uts", os.CLONE_NEWUTS), ("ipc", os.CLONE_NEWIPC)):
-            os.setns(ns[name], kind)
-        os.unshare(os.CLONE_NEWNS | os.CLONE_NEWPID)
-        # Owned by the host's user namespace, this one keeps shared propagation: nothing mounted
-        # here (the prepare steps' volumes, init's tree) may reach the host's.
-        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-        step = "idmap"
-        _send(sock, Phase.UNSHARED, struct.pack("=i", holder))
-        reply = sock.recv(16)
-        if not reply or reply[0] != Phase.MAPPED:
-            os._exit(1)
-        if spec.reenter_rootfs:
-            step = "enter-rootfs"
-            os.chdir(f"../{spec.rootfs.name}")
-        step = "fork"
-        exec_r, exec_w = os.pipe2(os.O_CLOEXEC)
-        init_pid = sc.fork_quietly()
-        if init_pid == 0:
-            os.close(exec_r)
-            os.close(hold_w)
-            _init_child(spec, sock, log_fd, exec_w, seccomp_filter, ns["user"])  # never returns
-        os.close(exec_w)
-        os.close(hold_w)
-        _reap(holder)
-        _send(sock, Phase.INIT_PID, struct.pack("=i", init_pid))
-        # Stay until init has exec'd or died (the pipe closes either way), so that a
-        # failed init is reaped here instead of lingering as a zombie.
-        os.read(exec_r, 1)
-        if spec.app is None:  # an application's quick exit is left to its reaper, who keeps its status
-            os.waitpid(init_pid, os.WNOHANG)
-        os._exit(0)
-    except BaseException as exc:  # noqa: BLE001 - everything is reported to the engine
-        _fail(sock, step, exc)
-
-
-def _init_child(spec: StartSpec, sock: socket.socket, log_fd: int, exec_w: int, seccomp_filter, userns_fd: int) -> None:
-    """PID 1 of the container: build its tree as host root, then become container root and exec init.
-
-    Everything built before the user namespace is entered (rootfs, proc, sysfs, /dev, the masks and
-    read-only paths) is copied into a mount namespace owned by the container's user namespace, and the
-    kernel locks such a copy: container root can neither unmount a mask (MNT_LOCKED) nor clear a
-    read-only, nosuid, nodev or noexec flag (MNT_LOCK_*), and with a proc and a sysfs that are not
-    fully visible it cannot mount a fresh one (mount_too_revealing).
-    """
-    step = "setsid"
-    try:
-        os.setsid()
-        step = "bind-rootfs"
-        sc.mount(".", ".", None, sc.MS_BIND | sc.MS_REC)
-        # The bind sits on top of the directory we are in; step out and back in to stand on it.
-        os.chdir(f"../{spec.rootfs.name}")
-        # Device nodes in the rootfs (an archive's) open nowhere: /dev is a tmpfs of bound nodes.
-        sc.mount(None, ".", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NODEV)
-        root_uid, root_gid = (spec.idmap.host_uid(0), spec.idmap.host_gid(0)) if spec.idmap else (0, 0)
-        for mount in fs.host_mounts(root_uid, root_gid, spec.rw_sys) + spec.extra_mounts:
-            step = f"mount /{mount.target}"
-            fs.apply_mount(mount)
-        step = "pivot_root"
-        sc.pivot_root(".", ".")
-        sc.umount(".", sc.MNT_DETACH)
-        os.chdir("/")
-        if not spec.nesting:
-            step = "mask-paths"
-            fs.mask_paths()
-        step = "enter-user-namespace"
-        os.setns(userns_fd, os.CLONE_NEWUSER)
-        os.setresgid(0, 0, 0)
-        os.setgroups([])
-        os.setresuid(0, 0, 0)
-        step = "lock-mounts"
-        # After the engine moved us into our cgroups: that one is the cgroup namespace's root.
-        os.unshare(os.CLONE_NEWNS | os.CLONE_NEWCGROUP)
-        if spec.nesting:  # made by container root: not locked, so its proc and sysfs stay "fully visible"
-            for mount in spec.inner_mounts:
-                step = f"mount /{mount.target}"
-                fs.apply_mount(mount)
-            step = "mask-paths"
-            fs.mask_paths(writable_net=True)
-        for mount in fs.CONTAINER_MOUNTS + ([fs.CGROUP2_MOUNT] if spec.cgroup2 else []):
-            step = f"mount /{mount.target}"
-            fs.apply_mount(mount)
-        step = "dev-symlinks"
-        fs.make_dev_symlinks()
-        step = "hostname"
-        socket.sethostname(spec.hostname)
-        step = "loopback"
-        sc.set_loopback_up()
-        for setup in spec.extra_setup:
-            step = getattr(setup, "__name__", "setup")
-            setup()
-        step = "capabilities"
-        sc.drop_bounding_caps(DROPPED_CAPABILITIES)
-        step = "stdio"
-        null_fd = os.open("/dev/null", os.O_RDWR)
-        os.dup2(null_fd, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        step = "close-fds"
-        close_fds_except({sock.fileno(), exec_w})
-        step = "signals"
-        sc.default_signals()
-        step = "seccomp"
-        if seccomp_filter.notify:
-            listener = seccomp.install_with_listener(seccomp_filter)
-            notify.send_fd(sock, listener, bytes([Phase.LISTENER]))
-            os.close(listener)
-        else:
-            seccomp.install(seccomp_filter)
-        step = "ssh-host-keys"
-        _first_boot_ssh_keys(sock, exec_w)
-        step = "exec"
-        if spec.app is not None:
-            spec.app.exec(CONTAINER_ENV)  # never returns
-        os.execve(spec.init[0], spec.init, CONTAINER_ENV)
-    except BaseException as exc:  # noqa: BLE001
-        _fail(sock, step, exc)

@@ -5,7 +5,7 @@ What the rest of the engine calls:
 - at create and set, under ``pool.node_lock``: ``parse_nic`` each ``netN``,
   ``resolve`` (fills the MAC and ``ip=pool`` addresses, which are then
   persisted with ``Nic.to_value``), then ``validate`` before writing;
-- at start: ``prepare_nics`` gives the ``StartSpec.prepare`` step;
+- at start: ``prepare_nics`` gives the ``StartSpec.prepare_late`` step (run while init builds its tree);
 - after stop: ``teardown_nics``;
 - on set while running: ``hotplug`` per changed interface;
 - for status: ``interfaces``.

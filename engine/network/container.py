@@ -98,8 +98,12 @@ def bridge_dhcp_server(root: Path, bridge: Bridge) -> DhcpServer | None:
     )
 
 
-def start_steps(root: Path, ctid: int, config: ContainerConfig) -> list:
-    """The prepare steps of a start: firewall, then interfaces (each a callable(pid))."""
+def start_steps(root: Path, ctid: int, config: ContainerConfig, distro_step=None) -> list:
+    """The prepare steps of a start: firewall, then interfaces (each a callable(pid)).
+
+    With ``distro_step`` (the distribution's files written from the host, ``engine.distro.host_step``,
+    run before these), the interfaces are also brought up and, unless the family's own networking sets
+    them, given their static addresses and routes from the host: no :func:`inside_step` is needed."""
     nics = from_config(config)
     if not nics:
         return []
@@ -117,16 +121,28 @@ def start_steps(root: Path, ctid: int, config: ContainerConfig) -> list:
             server.start()
 
     steps = [firewall_rules] if any(nic.firewall for nic in nics) else []
-    steps.append(prepare_nics(ctid, nics, node, configure=False))  # addresses: by ``inside_step``
+    if distro_step is None:
+        steps.append(prepare_nics(ctid, nics, node, configure=False))  # addresses: by ``inside_step``
+    else:
+        host_managed = any(n.host_managed for n in nics)
+        steps.append(
+            prepare_nics(
+                ctid,
+                nics,
+                node,
+                addresses=lambda: host_managed or not getattr(distro_step, "configures_addresses", False),
+            )
+        )
     if any(nic.ip == "dhcp" for nic in nics):
         steps.append(dhcp)
     return steps
 
 
-def inside_step(ctid: int, config: ContainerConfig):
+def inside_step(ctid: int, config: ContainerConfig, distro_step=None):
     """The start step run inside the container before its init (``StartSpec.extra_setup``), after the
-    distribution's files (``engine.distro.start_step``): the links up and, unless the distribution's own
-    networking sets them, the static addresses and default routes.  None if there is nothing to do."""
+    distribution's files (``engine.distro.start_step``, given as ``distro_step``: it tells whether the
+    family's own networking sets addresses): the links up and, unless the distribution's own networking
+    sets them, the static addresses and default routes.  None if there is nothing to do."""
     from engine.network.veth import configure_here
 
     nics = from_config(config)
@@ -137,9 +153,12 @@ def inside_step(ctid: int, config: ContainerConfig):
     host_managed = any(n.host_managed for n in nics)
 
     def network_inside() -> None:
-        from engine import distro
+        family_sets = getattr(distro_step, "configures_addresses", None)  # set once the distro step ran
+        if family_sets is None:
+            from engine import distro
 
-        configure_here(nics, addresses=host_managed or not distro.configures_addresses(ostype))
+            family_sets = distro.configures_addresses(ostype)
+        configure_here(nics, addresses=host_managed or not family_sets)
 
     return network_inside
 

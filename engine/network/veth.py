@@ -31,14 +31,17 @@ LOOPBACK_INDEX = 1  # lo is the first interface of every network namespace
 SYS_NET = Path("/sys/class/net")
 
 
-def prepare_nics(ctid: int, nics: list[Nic], node: NodeNetwork, configure: bool = True) -> Callable[[int], None]:
-    """The start step (``StartSpec.prepare``, named "network") that plugs ``nics`` into a container.
+def prepare_nics(
+    ctid: int, nics: list[Nic], node: NodeNetwork, configure: bool = True, addresses: Callable[[], bool] | None = None
+) -> Callable[[int], None]:
+    """The start step (``StartSpec.prepare_late``, named "network") that plugs ``nics`` into a container.
 
     The step takes the pid of any process already in the container's network namespace (the start
     sequence passes its setup child's, before init exists).  Each peer is born inside, named, with
     its MAC (still down).  With ``configure`` the step also brings ``lo`` and the peers up and sets
     the static addresses and default routes from the host; the start sequence passes False and leaves that to
-    ``configure_here``, run inside once the container's distribution is known.  On failure it
+    ``configure_here``, run inside once the container's distribution is known, or configures from the
+    host with ``addresses`` (asked then: whether to set the static addresses and routes).  On failure it
     removes what it made.
     """
     nics = list(nics)
@@ -59,7 +62,8 @@ def prepare_nics(ctid: int, nics: list[Nic], node: NodeNetwork, configure: bool 
                 with netlink.netns_rtnl(pid) as sock:
                     with step(None, "bringing lo up"):
                         rtnl.call(sock, [rtnl.set_up(LOOPBACK_INDEX)])
-                    configure_fresh(sock, list(zip(nics, inner, strict=True)))
+                    pairs = list(zip(nics, inner, strict=True))
+                    configure_fresh(sock, pairs, addresses() if addresses is not None else True)
             revert.success()
         if any(nic.tag for nic in nics):
             vlanbridge.sweep()  # per-tag bridges a crash left empty

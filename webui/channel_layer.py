@@ -21,10 +21,17 @@ within that window: only processes of this installation talk to the root
 console relay, and a captured message replays at most into another process.
 The nonce also keeps equal messages apart in Redis's sorted set (upstream's
 random prefix).
+
+A Redis restarted under the layer (its data gone: group memberships with it)
+does not end the sockets: ``receive`` waits for Redis to answer again, with
+backoff, then puts this process's channels back into the groups they had
+joined, so an open live page keeps getting events.  Messages sent while
+Redis was away are lost, as they would be with any broker restart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -35,6 +42,8 @@ from collections import deque
 
 from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as UpstreamRedisChannelLayer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("caisson.channels")
 
@@ -82,6 +91,8 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
         self.window = float(self.expiry) + SKEW
         self.seen: set[bytes] = set()
         self.seen_order: deque[tuple[float, bytes]] = deque()
+        self.joined: dict[str, set[str]] = {}  # this process's channels per group, to rejoin after a restart
+        self.rejoin_needed = False
 
     def serialize(self, message) -> bytes:
         body = self._serializer.as_bytes(message)
@@ -106,6 +117,40 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
         self.seen.add(nonce)
         self.seen_order.append((now, nonce))
         return self._serializer.from_bytes(body)
+
+    async def group_add(self, group, channel):
+        await super().group_add(group, channel)
+        self.joined.setdefault(group, set()).add(channel)
+
+    async def group_discard(self, group, channel):
+        channels = self.joined.get(group, set())
+        channels.discard(channel)
+        if not channels:
+            self.joined.pop(group, None)
+        await super().group_discard(group, channel)
+
+    async def receive(self, channel):
+        """Upstream's, riding out a Redis that went away: retried with backoff, the groups rejoined first."""
+        failures = 0
+        while True:
+            try:
+                if self.rejoin_needed:
+                    await self._rejoin()
+                return await super().receive(channel)
+            except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+                failures += 1
+                self.rejoin_needed = True
+                if failures == 1:
+                    log.warning("channel layer: Redis went away (%s); waiting for it", exc)
+                await asyncio.sleep(min(2.0, 0.05 * 2**failures))
+
+    async def _rejoin(self) -> None:
+        for group, channels in list(self.joined.items()):
+            for channel in list(channels):
+                await super().group_add(group, channel)
+        if self.rejoin_needed:
+            log.warning("channel layer: Redis answers again; %d group(s) rejoined", len(self.joined))
+        self.rejoin_needed = False
 
     async def receive_single(self, channel):
         """Upstream's, skipping (and logging) messages that fail the check; they are gone from Redis."""

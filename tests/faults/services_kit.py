@@ -227,10 +227,13 @@ class Live:
         from websockets.sync.client import connect
 
         cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
-        self.socket = connect(
-            f"ws://127.0.0.1:{web.port}/ws/live/",
-            additional_headers={"Cookie": cookie, "Origin": web.base},
-            open_timeout=30,
+        self.stack = contextlib.ExitStack()
+        self.socket = self.stack.enter_context(
+            connect(
+                f"ws://127.0.0.1:{web.port}/ws/live/",
+                additional_headers={"Cookie": cookie, "Origin": web.base},
+                open_timeout=30,
+            )
         )
         self.socket.send(json.dumps({"subscribe": groups}))
         answer = self.next(30)
@@ -255,7 +258,7 @@ class Live:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.socket.close()
+            self.stack.close()
 
 
 def wait_file(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:

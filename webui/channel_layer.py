@@ -18,7 +18,10 @@ round trip, plus a second round trip to clear the backup, one after the other
 under one lock: with 50 consoles typing, echoes queued behind it.  Here one
 script pops up to ``BATCH`` messages at once into the backup, they are handed
 out from memory, and the next pop drops that backup (or, if the receive that
-popped it was cancelled before it got the answer, puts it back first).
+popped it was cancelled before it got the answer, puts it back first).  The
+node's console relay's named channel is drained the same way (one receiver:
+the relay); a backup left by a relay that died is dropped, not replayed, so
+a keystroke reaches a shell at most once.
 
 Every message is authenticated: ``C1``, the sender's time (ms), a random
 nonce, then an HMAC-SHA256 (``signing_key``, from the installation's
@@ -123,6 +126,7 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
         self.rejoin_needed = False
         self.pending: dict[str, deque[bytes]] = {}  # popped in a batch, not yet handed out
         self.consumed: dict[str, bool] = {}  # the last batch reached this process: its backup may go
+        self.named_locks: dict[str, asyncio.Lock] = {}
 
     def serialize(self, message) -> bytes:
         body = self._serializer.as_bytes(message)
@@ -187,14 +191,13 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
         process's shared channel is drained in batches (see the module's docstring)."""
         if channel.endswith("!"):
             return await self._receive_batched(channel)
-        while True:
-            try:
-                return await super().receive_single(channel)
-            except Rejected as exc:
-                log.warning("channel layer: dropped a message on %s: %s", channel, exc)
+        lock = self.named_locks.setdefault(channel, asyncio.Lock())
+        async with lock:  # a named channel (the node's console relay): one receiver at a time here
+            return await self._receive_batched(channel)
 
     async def _receive_batched(self, channel):
-        """Upstream's ``receive`` calls this for one channel at a time (its receive lock)."""
+        """One receiver per channel at a time: upstream's ``receive`` lock for a process's channels, ours for
+        a named one."""
         pending = self.pending.setdefault(channel, deque())
         while True:
             while pending:
@@ -204,11 +207,13 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
                     log.warning("channel layer: dropped a message on %s: %s", channel, exc)
                     continue
                 return message.pop("__asgi_channel__", channel), message
-            index = self.consistent_hash(channel)
+            index = self.consistent_hash(channel) if channel.endswith("!") else next(self._receive_index_generator)
             key = self.prefix + channel
             backup = self._backup_channel_name(key)
             connection = self.connection(index)
-            mode = "drop" if self.consumed.get(channel) else "restore"
+            # A backup this process never received (another process's, before it restarted) is dropped: for
+            # console input at most once is right, a keystroke replayed into a shell is not.
+            mode = "drop" if self.consumed.get(channel, True) else "restore"
             self.consumed[channel] = False  # until the answer is here: a cancelled pop is put back next time
             members = await connection.eval(POP_MANY, 2, key, backup, BATCH, mode)
             if not members:  # nothing waiting: upstream's blocking pop (it backs up what it takes)

@@ -145,7 +145,8 @@ class CreationOps:
                 return make_template(root, self.node.idmap_of(config), self.layout.templates, name)
 
     def destroy(self, ctid: int, force: bool = False) -> None:
-        with container_lock(self.layout, ctid):
+        # remove=True: the lock file goes as the flock is let go, never before (see container_lock)
+        with container_lock(self.layout, ctid, remove=True):
             config = self.config(ctid)
             if config.get("protection"):
                 raise InvalidState(f"container {ctid} is protected; clear 'protection' first")
@@ -163,7 +164,6 @@ class CreationOps:
             for path in (
                 self.layout.console_log(ctid),
                 self.layout.run_record(ctid),
-                self.layout.run / "lock" / f"{ctid}.lock",
                 *restart.files(self.layout, ctid),
                 self.layout.run / f"{ctid}.post-stop",  # engine.hooks.claim_post_stop
                 self.layout.run / f"{ctid}.notify.log",  # engine.notify.launch

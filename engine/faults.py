@@ -9,18 +9,29 @@ the environment of the process itself: nothing a job, an API call or a config
 carries reaches it, so a web user cannot set it; only whoever starts the
 agent or the command can.  The steps are listed in ``docs/architecture.md``
 (Recovery) and exercised by ``tests/faults/``.
+
+``CAISSON_FAULT_HOLD=<step>`` with ``CAISSON_FAULT_HOLD_FILE=<path>`` instead
+makes the process wait at that step: it creates the file and goes on once
+someone removes it, so a test restarts a service (PostgreSQL, Redis) while a
+job is surely in the middle of its run.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 ENV = "CAISSON_FAULT_AT"
 
 
 def point(name: str) -> None:
-    """Die here, at once and without cleanup, if the test hook names this step."""
+    """Die here, at once and without cleanup, if the test hook names this step (or wait, with the hold hook)."""
+    if os.environ.get("CAISSON_FAULT_HOLD") == name and (hold := os.environ.get("CAISSON_FAULT_HOLD_FILE")):
+        with open(hold, "w") as mark:
+            mark.write(str(os.getpid()))
+        while os.path.exists(hold):
+            time.sleep(0.05)
     if os.environ.get(ENV) != name:
         return
     if os.environ.get("CAISSON_FAULT_GROUP") == "1":

@@ -37,6 +37,7 @@ from engine.idmap import IdMap
 from engine.move_volume import MoveVolumeOps
 from engine.node import Node
 from engine.power import PowerOps
+from engine.resize import ResizeOps
 from engine.snapshots import SnapshotOps
 from engine.state import DEFAULT_CGROUP_PARENT, DEFAULT_ROOT, DEFAULT_RUN, Layout
 from engine.status import ContainerStatus, StatusOps
@@ -67,6 +68,7 @@ class Engine(
     ConfigChangeOps,
     CommandOps,
     SnapshotOps,
+    ResizeOps,
     SuspendOps,
     FileOps,
     HostMountOps,

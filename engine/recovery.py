@@ -17,13 +17,15 @@ Per lock (see ``docs/architecture.md``, Recovery):
 - ``snapshot-delete``: the delete is finished;
 - ``rollback``: finished to the snapshot the rollback recorded (:class:`engine.state.Intent`), and the
   container started if it ran; without that record it is kept, naming why;
-- ``backup``: its storage snapshots, temporary copy and partial archive are removed, the container
+- ``backup``: its storage snapshots, temporary copy and partial archive are removed (in the dump and
+  temporary directories the backup recorded, a custom ``--tmpdir`` or ``--dumpdir`` too), the container
   thawed, and started again if a stop-mode backup left it down;
 - ``migrate``: on the source, released (and started again in restart mode) unless the kill came while
   committing; on the target, the uncommitted copy removed (:mod:`engine.migrate.recover`);
 - any other lock (``mounted``, ``disk``, ... set by hand or by Proxmox) is kept for a person.
 
-Then, for every container no job holds: a frozen cgroup is thawed (Caisson has no
+Then, for every container no job holds: a resize killed after its volume grew has the config take the
+volume's real size; a frozen cgroup is thawed (Caisson has no
 suspend: only a killed job leaves one frozen), a half-started or exited
 container's cgroup, network and run record are cleaned up, and volumes left
 for an ID without a config (a killed clone) are removed.  Temporary files are
@@ -211,7 +213,8 @@ def _release(engine, ctid: int, lock: str) -> Action:
         engine.unlock(ctid)  # its storage snapshots go too
         from engine.sweep import sweep_backup_files
 
-        done = ["lock cleared", *(sweep_backup_files(engine, ctid))]
+        recorded = [Path(p) for key in ("tmpdir", "dumpdir") if isinstance(p := facts.get(key), str)]
+        done = ["lock cleared", *(sweep_backup_files(engine, ctid, recorded))]
         if thaw_filesystems(engine, ctid):
             done.append("file systems thawed")
         if engine.cgroups.frozen(str(ctid)):
@@ -291,6 +294,8 @@ def _settle(engine, ctid: int) -> list[Action]:
         )
     intent = Intent(engine.layout, ctid)
     facts = intent.read()
+    if facts and facts.get("op") == "resize":
+        actions += _finish_resize(engine, ctid, str(facts.get("disk")))
     if facts and facts.get("running") and engine.node.running(ctid) is None:
         # a rollback (or stop-mode backup) killed after it stopped the container and before its lock
         _start(engine, ctid)
@@ -304,6 +309,22 @@ def _settle(engine, ctid: int) -> list[Action]:
         )
     intent.clear()
     return actions
+
+
+def _finish_resize(engine, ctid: int, disk: str) -> list[Action]:
+    """A resize killed between growing the volume and writing the config: the config takes the real size."""
+    corrected = engine.correct_size(ctid, disk)
+    if corrected is None:
+        return []
+    old, new = corrected
+    return [
+        Action(
+            ctid,
+            "completed",
+            f"container {ctid}: a resize of {disk} was interrupted after the volume grew; "
+            f"its config said {old} bytes, now the volume's real {new}",
+        )
+    ]
 
 
 def _start(engine, ctid: int) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from engine import faults, idranges, snapconfig
 from engine.allocation import clear_interrupted_create, configure_network, free_leftovers
-from engine.config import ConfigSection, ContainerConfig, parse_ctid, parse_size, write_config
+from engine.config import ConfigSection, ContainerConfig, parse_ctid, write_config
 from engine.create_steps import isolate_idmap
 from engine.errors import AlreadyExists, EngineError, InvalidState, NotFound, ValidationError
 from engine.node import check_not_template, check_unlocked
@@ -34,7 +34,7 @@ from engine.state import Intent, container_lock
 from engine.storage import check_snapshot_name
 from engine.storage.mountns import run as in_private_mount_ns
 from engine.storage.mountns import syncfs
-from engine.volumes import DISK_KEYS, Volume, open_root, open_volume, render_props, volumes_of
+from engine.volumes import Volume, open_root, open_volume, render_props, volumes_of
 
 LOCK_KEYS = ("lock",)
 
@@ -396,59 +396,6 @@ class SnapshotOps:
 
         new_vol = in_private_mount_ns(copy)
         return f"{target_id}:{new_vol}"
-
-    # ---- resize -------------------------------------------------------------------------------
-    def resize(self, ctid: int, disk: str, size: str) -> int:
-        """Grow ``disk`` (``rootfs`` or ``mpN``) to ``size`` (``4G``) or by it (``+1G``); returns the new bytes."""
-        if disk not in DISK_KEYS:
-            raise ValidationError(f"resize: '{disk}' is not a disk (rootfs, mp0 … mp255)", key="disk")
-        text = str(size).strip()
-        grow = text.startswith("+")
-        amount = parse_size(text[1:] if grow else text, "size")
-        with container_lock(self.layout, ctid):
-            config = self.config(ctid)
-            check_unlocked(config)
-            check_not_template(config, "a resize")
-            if disk not in config.current.values:
-                raise ValidationError(f"resize: container {ctid} has no {disk}", key="disk")
-            volume = next(v for v in volumes_of(config.current) if v.key == disk)
-            if volume.is_bind:
-                raise ValidationError(f"resize: {disk} is a bind mount of a host directory; it has no size", key=disk)
-            storage, driver, vol = self.storages.resolve(volume.volid, ctid, key=disk)
-            if not driver.info.size_enforced:
-                raise ValidationError(
-                    f"resize: {disk} is a volume of storage '{storage.id}' ({driver.info.name}), "
-                    "which cannot enforce a size; move it to a storage that can (a 'dir' "
-                    "storage's raw images, btrfs) to give it one",
-                    key=disk,
-                )
-            current = int(volume.props.get("size") or 0)
-            new = current + amount if grow else amount
-            if new < current:
-                raise ValidationError(
-                    f"resize: {disk} is {current} bytes; shrinking to {new} is not supported (volumes only grow)",
-                    key=disk,
-                )
-            if new == current:
-                return current
-            record = self.node.running(ctid)
-            root_fd = open_root(record.pid if record else None)
-            try:
-                fd = open_volume(root_fd, volume)
-                try:
-                    driver.resize(vol, new, fd)
-                finally:
-                    if fd is not None:
-                        os.close(fd)
-            finally:
-                if root_fd is not None:
-                    os.close(root_fd)
-            faults.point("resize:grown")
-            props = dict(volume.props)
-            props["size"] = new
-            config.current.values[disk] = render_props(volume.volid, props)
-            write_config(self.layout.config_path(ctid), config)
-            return new
 
 
 def _disk_index(volume: Volume) -> int:

@@ -163,17 +163,23 @@ def container_busy(layout: Layout, ctid: int) -> bool:
 
 
 @contextmanager
-def container_lock(layout: Layout, ctid: int, timeout: float = 10.0) -> Iterator[None]:
-    """Hold the container's flock; raise Locked naming the container if it stays busy."""
+def container_lock(layout: Layout, ctid: int, timeout: float = 10.0, remove: bool = False) -> Iterator[None]:
+    """Hold the container's flock; raise Locked naming the container if it stays busy.
+
+    A flock belongs to an inode, not a name: a process that opened the lock file before a destroy unlinked
+    it would get the flock on the deleted inode once the destroy ended, while another that opened the name
+    after the unlink holds the new file's flock: two holders.  So a flock is only taken once the name still
+    leads to the inode locked (else the file is opened again), and ``remove=True`` (destroy) unlinks the
+    name while the flock is held, as the last thing before releasing it.
+    """
     path = layout.run / "lock" / f"{ctid}.lock"
+    deadline = time.monotonic() + timeout
+    delay = 0.001
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + timeout
-        delay = 0.001
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
@@ -181,6 +187,27 @@ def container_lock(layout: Layout, ctid: int, timeout: float = 10.0) -> Iterator
                     raise Locked(f"container {ctid} is busy with another operation (waited {timeout:g} s)") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
+                continue
+            if _same_file(fd, path):
+                break
+            # the flock of a name a destroy removed meanwhile: lock the file that has the name now
+            os.close(fd)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
         yield
+        if remove:  # done: the name goes while the flock is still held
+            path.unlink(missing_ok=True)
     finally:
         os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)

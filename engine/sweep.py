@@ -72,10 +72,15 @@ def _is_backup_temp(path: Path) -> bool:
     return name.startswith(".restore-") and name.endswith(".tar")
 
 
-def sweep_backup_files(engine, ctid: int | None) -> list[str]:
-    """Backup copies, partial archives and restore staging files of containers no job holds."""
+def sweep_backup_files(engine, ctid: int | None, recorded: list[Path] = ()) -> list[str]:
+    """Backup copies, partial archives and restore staging files of containers no job holds; ``recorded``
+    adds directories a killed backup of ``ctid`` named in its intent (a custom ``--tmpdir``/``--dumpdir``),
+    where only that container's temporary names are touched."""
     done = []
-    for dumpdir in _dump_dirs(engine):
+    dirs = _dump_dirs(engine)
+    if ctid is not None:
+        dirs += [d for d in recorded if d.is_absolute() and d.is_dir() and d not in dirs]
+    for dumpdir in dirs:
         for path in sorted(dumpdir.glob(".*")):
             owner = _owner(path.name, BACKUP_PREFIXES)
             if owner is None or (ctid is not None and owner != ctid) or not _is_backup_temp(path):

@@ -7,6 +7,12 @@ the first agent start since the host booted (``tasks.boot``), starts the node's
 CLI service (``engine.cli.service``: ``python -m engine`` then runs in a warm
 process), then consumes ``node.<name>``.
 Containers do not depend on it: stopping the agent leaves them running.
+
+A worker that stops without being asked (Celery gives up with an
+"unrecoverable error" when Redis restarts under it and its reconnect finds
+the port closed for a moment) is not left dead: the agent execs itself
+again, the same process (still the containers' subreaper), whose start runs
+recovery like any agent start.
 """
 
 from __future__ import annotations
@@ -90,7 +96,33 @@ def main(argv: list[str] | None = None) -> int:
 
     syscalls.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: inits orphaned by a recycled worker process come here
     reaper.start(DEFAULT_RUN)  # and are reaped as they exit
-    start_cli_service()
+    service = start_cli_service()
+    from celery.signals import worker_shutting_down
+
+    asked = []  # SIGTERM, SIGINT, SIGQUIT: a stop someone wanted
+    worker_shutting_down.connect(lambda **_: asked.append(True), weak=False)
+    try:
+        _work(app, queue, args)
+    finally:
+        if not asked:
+            service.terminate()  # the new start makes its own (an exec is no exit: it would not follow)
+            service.wait(10)
+            _again(argv)
+    return 0
+
+
+def _again(argv: list[str] | None) -> None:
+    """The worker stopped on its own: start the agent again in this process (its pid, its children)."""
+    import time
+
+    print("agent: the worker stopped without being asked (broker lost?); starting again", file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    time.sleep(2.0)  # a broker still restarting: not a tight loop
+    os.execv(sys.executable, [sys.executable, "-m", "tasks.agent", *(sys.argv[1:] if argv is None else argv)])
+
+
+def _work(app, queue: str, args) -> None:
     app.worker_main(
         [
             "worker",
@@ -107,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
             "-E",
         ]
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ jobs on different targets run side by side in the worker's processes.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import re
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from celery import Task
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
 from engine.errors import Cancelled, EngineError
@@ -29,6 +30,43 @@ from webui.models import Job, JobLine
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.25  # seconds between progress writes (and live pushes)
 CANCEL_POLL_INTERVAL = 0.5
+
+
+FINISH_PATIENCE = 120.0  # seconds a job's end waits for PostgreSQL to come back before it gives up
+
+
+def reconnecting(patience: float = 0.0):
+    """Run a job's write to its record again on a new connection if PostgreSQL dropped the old one.
+
+    A job holds its connection for its whole run; a PostgreSQL restarted meanwhile leaves it dead, and
+    Celery checks connections only between tasks, so the job's next log line, and then its end, would fail
+    and leave the row ``running`` under a live worker forever.  Outside a transaction the write is tried
+    again on a fresh connection, for ``patience`` seconds if the server is still coming back (a job's end
+    must not be lost); inside one it is not (the transaction is gone with the connection).
+    """
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            deadline = time.monotonic() + patience
+            while True:
+                try:
+                    return fn(*args, **kwargs)
+                except (OperationalError, InterfaceError):
+                    if connection.in_atomic_block:
+                        raise
+                    connection.close()
+                    try:
+                        return fn(*args, **kwargs)
+                    except (OperationalError, InterfaceError):
+                        if connection.in_atomic_block or time.monotonic() >= deadline:
+                            raise
+                        log.warning("the database does not answer; the job's record waits for it")
+                        time.sleep(1.0)
+
+        return wrapper
+
+    return wrap
 
 
 class JobCancelled(Cancelled):
@@ -54,7 +92,7 @@ class JobContext:
         for line in str(text).splitlines() or [""]:
             self.seq += 1
             rows.append(JobLine(job=self.job, seq=self.seq, text=line))
-        JobLine.objects.bulk_create(rows)
+        reconnecting()(JobLine.objects.bulk_create)(rows)
         publish_job_lines(self.job.pk, [{"seq": r.seq, "time": r.time.isoformat(), "text": r.text} for r in rows])
 
     def progress(self, done: int | float, total: int | float | None, text: str = "", force: bool = False) -> None:
@@ -65,18 +103,26 @@ class JobContext:
             return
         self._last_progress = now
         fraction = min(1.0, done / total) if total else None
-        Job.objects.filter(pk=self.job.pk).update(progress=fraction, progress_text=text[:255])
+        self._record_progress(fraction, text)
         self.job.progress, self.job.progress_text = fraction, text[:255]
         publish([self.job.path], {"type": "job", "job": self.job.summary()})
+
+    @reconnecting()
+    def _record_progress(self, fraction: float | None, text: str) -> None:
+        Job.objects.filter(pk=self.job.pk).update(progress=fraction, progress_text=text[:255])
 
     def check_cancel(self) -> None:
         now = time.monotonic()
         if now - self._last_cancel_check >= CANCEL_POLL_INTERVAL:
             self._last_cancel_check = now
-            if Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
+            if self._cancel_requested():
                 self.cancel_event.set()
         if self.cancel_event.is_set():
             raise JobCancelled()
+
+    @reconnecting()
+    def _cancel_requested(self) -> bool:
+        return Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
 
 
 def worker_alive(worker: str) -> bool:
@@ -194,6 +240,7 @@ class JobTask(Task):
         """Runs whatever the outcome: mirror the node's state back into the database."""
 
     @staticmethod
+    @reconnecting(FINISH_PATIENCE)
     def _finish(job: Job, status: str, message: str) -> None:
         Job.objects.filter(pk=job.pk).update(
             status=status,

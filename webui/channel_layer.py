@@ -12,6 +12,17 @@ back to upstream's blocking pop. Messages, keys, capacity, expiry and the
 backup queue (a message popped by a receive that was cancelled is not lost)
 are upstream's.
 
+A process's own channels (``specific.<process>!…``: every console's and
+live page's socket) share one Redis key that upstream drains one message per
+round trip, plus a second round trip to clear the backup, one after the other
+under one lock: with 50 consoles typing, echoes queued behind it.  Here one
+script pops up to ``BATCH`` messages at once into the backup, they are handed
+out from memory, and the next pop drops that backup (or, if the receive that
+popped it was cancelled before it got the answer, puts it back first).  The
+node's console relay's named channel is drained the same way (one receiver:
+the relay); a backup left by a relay that died is dropped, not replayed, so
+a keystroke reaches a shell at most once.
+
 Every message is authenticated: ``C1``, the sender's time (ms), a random
 nonce, then an HMAC-SHA256 (``signing_key``, from the installation's
 secrets) over those and the msgpack body. A receiver drops, and logs, a
@@ -21,10 +32,17 @@ within that window: only processes of this installation talk to the root
 console relay, and a captured message replays at most into another process.
 The nonce also keeps equal messages apart in Redis's sorted set (upstream's
 random prefix).
+
+A Redis restarted under the layer (its data gone: group memberships with it)
+does not end the sockets: ``receive`` waits for Redis to answer again, with
+backoff, then puts this process's channels back into the groups they had
+joined, so an open live page keeps getting events.  Messages sent while
+Redis was away are lost, as they would be with any broker restart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -35,6 +53,8 @@ from collections import deque
 
 from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as UpstreamRedisChannelLayer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("caisson.channels")
 
@@ -72,6 +92,26 @@ return false
 """
 
 
+BATCH = 64  # messages one pop takes off a process's shared channel
+
+POP_MANY = """
+if ARGV[2] == 'restore' then
+    local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+    for i = #backed_up, 1, -2 do
+        redis.call('ZADD', KEYS[1], backed_up[i], backed_up[i - 1])
+    end
+end
+redis.call('DEL', KEYS[2])
+local got = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[1]))
+local members = {}
+for i = 1, #got, 2 do
+    redis.call('ZADD', KEYS[2], got[i + 1], got[i])
+    members[#members + 1] = got[i]
+end
+return members
+"""
+
+
 class RedisChannelLayer(UpstreamRedisChannelLayer):
     def __init__(self, *args, signing_key: str | None = None, **kwargs):
         if not signing_key:
@@ -82,6 +122,11 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
         self.window = float(self.expiry) + SKEW
         self.seen: set[bytes] = set()
         self.seen_order: deque[tuple[float, bytes]] = deque()
+        self.joined: dict[str, set[str]] = {}  # this process's channels per group, to rejoin after a restart
+        self.rejoin_needed = False
+        self.pending: dict[str, deque[bytes]] = {}  # popped in a batch, not yet handed out
+        self.consumed: dict[str, bool] = {}  # the last batch reached this process: its backup may go
+        self.named_locks: dict[str, asyncio.Lock] = {}
 
     def serialize(self, message) -> bytes:
         body = self._serializer.as_bytes(message)
@@ -107,13 +152,75 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
         self.seen_order.append((now, nonce))
         return self._serializer.from_bytes(body)
 
-    async def receive_single(self, channel):
-        """Upstream's, skipping (and logging) messages that fail the check; they are gone from Redis."""
+    async def group_add(self, group, channel):
+        await super().group_add(group, channel)
+        self.joined.setdefault(group, set()).add(channel)
+
+    async def group_discard(self, group, channel):
+        channels = self.joined.get(group, set())
+        channels.discard(channel)
+        if not channels:
+            self.joined.pop(group, None)
+        await super().group_discard(group, channel)
+
+    async def receive(self, channel):
+        """Upstream's, riding out a Redis that went away: retried with backoff, the groups rejoined first."""
+        failures = 0
         while True:
             try:
-                return await super().receive_single(channel)
-            except Rejected as exc:
-                log.warning("channel layer: dropped a message on %s: %s", channel, exc)
+                if self.rejoin_needed:
+                    await self._rejoin()
+                return await super().receive(channel)
+            except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+                failures += 1
+                self.rejoin_needed = True
+                if failures == 1:
+                    log.warning("channel layer: Redis went away (%s); waiting for it", exc)
+                await asyncio.sleep(min(2.0, 0.05 * 2**failures))
+
+    async def _rejoin(self) -> None:
+        for group, channels in list(self.joined.items()):
+            for channel in list(channels):
+                await super().group_add(group, channel)
+        if self.rejoin_needed:
+            log.warning("channel layer: Redis answers again; %d group(s) rejoined", len(self.joined))
+        self.rejoin_needed = False
+
+    async def receive_single(self, channel):
+        """Upstream's, skipping (and logging) messages that fail the check; they are gone from Redis.  A
+        process's shared channel is drained in batches (see the module's docstring)."""
+        if channel.endswith("!"):
+            return await self._receive_batched(channel)
+        lock = self.named_locks.setdefault(channel, asyncio.Lock())
+        async with lock:  # a named channel (the node's console relay): one receiver at a time here
+            return await self._receive_batched(channel)
+
+    async def _receive_batched(self, channel):
+        """One receiver per channel at a time: upstream's ``receive`` lock for a process's channels, ours for
+        a named one."""
+        pending = self.pending.setdefault(channel, deque())
+        while True:
+            while pending:
+                try:
+                    message = self.deserialize(pending.popleft())
+                except Rejected as exc:
+                    log.warning("channel layer: dropped a message on %s: %s", channel, exc)
+                    continue
+                return message.pop("__asgi_channel__", channel), message
+            index = self.consistent_hash(channel) if channel.endswith("!") else next(self._receive_index_generator)
+            key = self.prefix + channel
+            backup = self._backup_channel_name(key)
+            connection = self.connection(index)
+            # A backup this process never received (another process's, before it restarted) is dropped: for
+            # console input at most once is right, a keystroke replayed into a shell is not.
+            mode = "drop" if self.consumed.get(channel, True) else "restore"
+            self.consumed[channel] = False  # until the answer is here: a cancelled pop is put back next time
+            members = await connection.eval(POP_MANY, 2, key, backup, BATCH, mode)
+            if not members:  # nothing waiting: upstream's blocking pop (it backs up what it takes)
+                member = await UpstreamRedisChannelLayer._brpop_with_clean(self, index, key, self.brpop_timeout)
+                members = [] if member is None else [member]
+            pending.extend(members)
+            self.consumed[channel] = True
 
     async def send(self, channel, message):
         assert isinstance(message, dict), "message is not a dict"

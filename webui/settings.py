@@ -107,7 +107,11 @@ def _database() -> dict:
         # The web server (python -m webui.serve sets this): Django runs each request's sync code in a thread of
         # its own, and connections are per thread, so a kept connection is never reused and every
         # request would open a PostgreSQL backend (5-10 ms). A process-wide pool hands them over.
+        # CONN_HEALTH_CHECKS makes Django give the pool psycopg's check: a connection is tried (one round trip)
+        # as it is handed out, so after PostgreSQL restarted the pool's dead ones are replaced, not each
+        # failing one request with a 500.
         database["OPTIONS"] = {"pool": {"min_size": 2, "max_size": 20, "timeout": 10}}
+        database["CONN_HEALTH_CHECKS"] = True
     else:
         # Other processes (node agent, beat, relay, management commands) keep their connections
         # (checked before reuse): a new PostgreSQL backend per job costs milliseconds.

@@ -240,10 +240,14 @@ def _notes(template: str, ctid: int, hostname: str) -> str:
 
 
 @contextlib.contextmanager
-def _intent(engine, ctid: int, running: bool) -> Iterator[None]:
-    """Whether the container ran, for recovery to start it again if a killed stop-mode backup left it down."""
+def _intent(engine, ctid: int, running: bool, dumpdir: Path, tmpdir: Path) -> Iterator[None]:
+    """Whether the container ran, for recovery to start it again if a killed stop-mode backup left it down,
+    and where its partial archive and temporary copy go, for recovery to remove them (a custom directory
+    is not among those it sweeps by itself)."""
     intent = Intent(engine.layout, ctid)
-    intent.write({"op": "backup", "running": running})
+    intent.write(
+        {"op": "backup", "running": running, "dumpdir": str(dumpdir.resolve()), "tmpdir": str(tmpdir.resolve())}
+    )
     try:
         yield
     finally:
@@ -303,7 +307,7 @@ def backup(
     if exclude_paths:
         log(f"excluding paths: {', '.join(exclude_paths)}")
     keys = ["rootfs", *(key for key, _ in mountpoints)]
-    with engine.hold(ctid, "backup") as held, _intent(engine, ctid, held.running):
+    with engine.hold(ctid, "backup") as held, _intent(engine, ctid, held.running, dumpdir, tmpbase):
         config = held.config
         running = held.running
         faults.point("backup:held")

@@ -188,6 +188,11 @@ class Driver(ABC):
     def resize(self, vol: str, size: int, running_root: int | None) -> None:
         """Grow the volume to ``size`` bytes (the caller refused a shrink)."""
 
+    def held_size(self, vol: str) -> int | None:
+        """The size the storage holds the volume to now, read from the storage (not the config): how
+        recovery learns what a killed resize did.  None where the driver enforces no size."""
+        return None
+
     def copy_source(self, vol: str, snap: str | None) -> Path:
         """A directory holding the volume's (or snapshot's) tree, for a full copy.
 

@@ -160,8 +160,9 @@ class BtrfsDriver(Driver):
             return None  # quotas not enabled: no limit
         for line in out.splitlines():
             fields = line.split()
-            if fields and fields[0].startswith("0/") and fields[-1].isdigit():
-                return int(fields[-1])
+            # qgroupid, referenced, exclusive, max referenced (btrfs-progs 6 adds a path column after)
+            if len(fields) >= 4 and fields[0].startswith("0/") and fields[3].isdigit():
+                return int(fields[3])
         return None
 
     def delete(self, vol: str) -> None:
@@ -221,6 +222,9 @@ class BtrfsDriver(Driver):
 
     def resize(self, vol: str, size: int, running_root: int | None) -> None:
         self._limit(self.path(vol), size)
+
+    def held_size(self, vol: str) -> int | None:
+        return self._current_limit(self.path(vol))
 
     # A backup's snapshot: a read-only subvolume snapshot beside the volume (``…subvol@.vzdump``).
     def take_backup_snapshot(self, vol: str, running_root: int | None) -> None:

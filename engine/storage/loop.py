@@ -142,6 +142,9 @@ class LoopDriver(Driver):
         os.chown(mnt, owner, owner)
         return new
 
+    def held_size(self, vol: str) -> int | None:
+        return self.path(vol).stat().st_size
+
     def resize(self, vol: str, size: int, running_root: int | None) -> None:
         image = self.path(vol)
         old = image.stat().st_size

@@ -177,11 +177,61 @@ def test_clone_killed(lab, make, backend, fault, mounts_unchanged):
     assert_whole(lab, ctid, running=True)  # thawed, if the kill came while it was frozen
 
 
-def test_resize_killed(lab, make, mounts_unchanged):
-    ctid = make("loop", start=False)
+def _rootfs_size(lab, ctid: int) -> tuple[int, int | None]:
+    """The rootfs's size as its config says and as its storage holds it."""
+    from engine.volumes import volumes_of
+
+    volume = next(v for v in volumes_of(lab.engine.config(ctid).current) if v.key == "rootfs")
+    _, driver, vol = lab.engine.storages.resolve(volume.volid, ctid, key="rootfs")
+    return int(volume.props["size"]), driver.held_size(vol)
+
+
+def _root_kib(lab, ctid: int) -> int:
+    """The size of the container's / as it sees it (df), started for the look if it was stopped."""
+    running = lab.engine.status(ctid, stats=False).status == "running"
+    if not running:
+        lab.engine.start(ctid)
+    code, out = lab.sh(ctid, "df -k / | tail -1")
+    if not running:
+        lab.engine.stop(ctid)
+    assert code == 0, out
+    return int(out.split()[1])
+
+
+@pytest.mark.parametrize("backend", ["loop", "btrfs"])
+def test_resize_killed_after_the_volume_grew(lab, make, backend, mounts_unchanged):
+    """Killed between growing the volume and writing the config: recovery writes the real size."""
+    ctid = make(backend, start=False)
+    before, held = _rootfs_size(lab, ctid)
+    assert held == before
+    seen = _root_kib(lab, ctid) if backend == "loop" else 0
     run_killed(lab, "engine", ["resize", ctid, "rootfs", "+64M"], "resize:grown")
-    _recover(lab)
+    assert _rootfs_size(lab, ctid) == (before, before + (64 << 20))  # the kill left the config behind
+    actions = _recover(lab)
+    assert [a.what for a in actions if a.ctid == ctid] == ["completed"], actions
+    assert _rootfs_size(lab, ctid) == (before + (64 << 20),) * 2
+    if backend == "loop":  # the file system fills the grown image: the container sees the new size
+        assert _root_kib(lab, ctid) > seen + (32 << 10)
     assert_whole(lab, ctid, running=False)
+    assert lab.engine.resize(ctid, "rootfs", "+16M") == before + (80 << 20)  # and it grows on from there
+
+
+def test_backup_killed_with_a_tmpdir_of_its_own(lab, make, tmp_path, mounts_unchanged):
+    """The copy of a suspend backup killed mid-copy lies in its custom ``--tmpdir`` (and its partial archive
+    in a custom ``--dumpdir``): recovery removes both from the directories the backup recorded."""
+    ctid = make("dir")
+    assert lab.sh(ctid, "head -c 2000000 /dev/urandom > /root/data")[0] == 0
+    tmpdir, dumpdir = tmp_path / "scratch", tmp_path / "archives"
+    tmpdir.mkdir()
+    dumpdir.mkdir()
+    args = ["backup", ctid, "--mode", "suspend", "--tmpdir", tmpdir, "--dumpdir", dumpdir]
+    run_killed(lab, "engine.backup", args, "backup:first-pass")
+    assert list(tmpdir.glob(f".tmp-{ctid}-*"))  # what the kill left
+    actions = _recover(lab)
+    released = [a for a in actions if a.ctid == ctid and a.what == "released"]
+    assert released and str(tmpdir) in released[0].detail, actions
+    assert list(tmpdir.iterdir()) == [] and list(dumpdir.iterdir()) == []
+    assert_whole(lab, ctid, running=True)
 
 
 BACKUPS = [

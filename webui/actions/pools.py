@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
 
 from webui.access import Access, audit, require
 from webui.models import Container, Pool
@@ -12,8 +13,9 @@ def create_pool(access: Access, name: str, comment: str = "", address: str | Non
     require(access, "Pool.Allocate", path="/", address=address)
     pool = Pool(name=name, comment=comment)
     pool.full_clean()
-    pool.save()
-    audit(access, "pool.create", pool.path, address, comment=comment)
+    with transaction.atomic():  # the pool and its audit row, or neither (a server killed in between)
+        pool.save()
+        audit(access, "pool.create", pool.path, address, comment=comment)
     return pool
 
 
@@ -24,8 +26,9 @@ def delete_pool(access: Access, pool: Pool, address: str | None = None) -> None:
     if count:
         raise ValidationError({"pool": [f"pool '{pool.name}' still holds {count} container(s); move them out first"]})
     path = pool.path
-    pool.delete()
-    audit(access, "pool.delete", path, address)
+    with transaction.atomic():
+        pool.delete()
+        audit(access, "pool.delete", path, address)
 
 
 def set_pool(access: Access, container: Container, pool: Pool | None, address: str | None = None) -> None:

@@ -30,9 +30,12 @@ def drop_caches() -> None:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0], runs=5, warmup=1)
+    p.add_argument(
+        "--archive", type=Path, help="unpack this tarball instead of --template's (e.g. where no Debian one is cached)"
+    )
     args = p.parse_args()
     with Session("unpack", args) as s:
-        template = s.template(args.template)
+        template = args.archive or s.template(args.template)
         work = Path(s.workdir)
 
         def fresh(name: str) -> Path:

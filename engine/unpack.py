@@ -31,6 +31,7 @@ from typing import BinaryIO, Protocol, cast
 
 from .errors import AlreadyExists, EngineError, NotFound, UnsafeArchive, ValidationError
 from .idmap import IdMap, remap_file_caps
+from .tarstream import Member, TarStream
 
 CHUNK = 1 << 20
 TAR_BUFSIZE = 1 << 15  # tarfile's stream copies what is left of its buffer at every read: keep it small
@@ -84,6 +85,18 @@ class _Entry:
     xattrs: dict[str, bytes] | None = None
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for every thread)."""
+    try:
+        with open("/proc/self/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777  # unknown: never rely on it (every file then gets its chmod)
+
+
 def _split(name: str) -> list[str]:
     """Components of an in-tree path; ValueError if it could leave the tree."""
     while name.startswith("./"):
@@ -120,6 +133,8 @@ class _Writer:
         # Open directory fds by path, most recently used last: tars go directory by directory, and a
         # walk starts from the deepest cached ancestor instead of the root (fewer opens, the main cost).
         self._dirs: OrderedDict[str, int] = OrderedDict()
+        self._owners: dict[tuple[int, int], tuple[int, int]] = {}
+        self._umask = _umask()
 
     def fail(self, e: _Entry, problem: str) -> UnsafeArchive:
         return UnsafeArchive(f"{self.source}: {self.noun} '{e.name}': {problem}", key=e.name)
@@ -130,8 +145,9 @@ class _Writer:
         self._dirs.clear()
         os.close(self.root_fd)
 
-    def add(self, e: _Entry, data: _Readable | None = None) -> None:
-        """Create one entry; OS errors (disk full, ...) become EngineErrors naming it."""
+    def add(self, e: _Entry, data: _Readable | Iterable[bytes | memoryview] | None = None) -> None:
+        """Create one entry (a file's bytes: a reader, or the chunks themselves); OS errors
+        (disk full, ...) become EngineErrors naming it."""
         self.stats.members += 1
         try:
             self._add(e, data)
@@ -141,12 +157,16 @@ class _Writer:
     def _owner(self, e: _Entry) -> tuple[int, int]:
         if self.idmap is None:
             return e.uid, e.gid
-        try:
-            return self.idmap.host_uid(e.uid), self.idmap.host_gid(e.gid)
-        except ValidationError as err:
-            raise self.fail(e, str(err)) from None
+        owner = self._owners.get((e.uid, e.gid))  # a rootfs has few owners: map each pair once
+        if owner is None:
+            try:
+                owner = self.idmap.host_uid(e.uid), self.idmap.host_gid(e.gid)
+            except ValidationError as err:
+                raise self.fail(e, str(err)) from None
+            self._owners[e.uid, e.gid] = owner
+        return owner
 
-    def _add(self, e: _Entry, data: _Readable | None) -> None:
+    def _add(self, e: _Entry, data) -> None:
         try:
             parts = _split(e.name) if e.name else _split("/")  # tarfile turns a "/" dir into ""
         except ValueError as err:
@@ -159,7 +179,7 @@ class _Writer:
             self.pending[""] = (e.mode, e.mtime_ns)
             return
         key, name = "/".join(parts), parts[-1]
-        if any(tuple(parts[: len(x)]) == x for x in self.exclude):
+        if self.exclude and any(tuple(parts[: len(x)]) == x for x in self.exclude):
             self.kinds[key] = "x"
             self.stats.excluded += 1
             return
@@ -241,28 +261,37 @@ class _Writer:
         if len(self._dirs) > DIR_FD_CACHE:
             os.close(self._dirs.popitem(last=False)[1])
 
-    def _file(self, e: _Entry, name: str, pfd: int, data: _Readable | None) -> None:
+    def _file(self, e: _Entry, name: str, pfd: int, data) -> None:
         owner = self._owner(e)
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+        # The final mode at once when the umask keeps it and chown would not clear it (no set-id bit):
+        # one chmod less per file. The staging tree is root's alone until finish() in either case.
+        early = not e.mode & (0o7000 | self._umask)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, flags, e.mode if early else 0o600, dir_fd=pfd)
         try:
-            size = 0
-            while data is not None and (chunk := data.read(CHUNK)):
+            size, hole = 0, False
+            chunks = iter(lambda: data.read(CHUNK), b"") if hasattr(data, "read") else data or ()
+            for chunk in chunks:
                 size += len(chunk)
                 if self.max_bytes is not None and self.stats.bytes + size > self.max_bytes:
                     raise UnsafeArchive(
                         f"{self.source}: archive expands beyond {self.max_bytes} bytes (at {self.noun} '{e.name}')",
                         key=e.name,
                     )
-                if chunk == _ZERO[: len(chunk)]:  # leave a hole instead of writing zeros
+                hole = _ZERO.startswith(chunk)  # memcmp, without copying a slice of _ZERO
+                if hole:  # leave a hole instead of writing zeros
                     os.lseek(fd, len(chunk), os.SEEK_CUR)
                     continue
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
-            os.ftruncate(fd, size)  # extends over a trailing hole
+            if hole:
+                os.ftruncate(fd, size)  # extends over a trailing hole
             os.fchown(fd, *owner)  # before the caps xattr and the mode: chown clears both
-            self._xattrs(e, fd)
-            os.fchmod(fd, e.mode)
+            if e.xattrs:
+                self._xattrs(e, fd)
+            if not early:
+                os.fchmod(fd, e.mode)
             if e.mtime_ns is not None:
                 os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
         finally:
@@ -485,6 +514,20 @@ def open_archive(
     bytes (suffixes lie); the stdlib file readers check CRCs and cut-offs: a corrupt stream
     raises tarfile.ReadError, an unknown format ValidationError.
     """
+    data, fmt = _decoder(archive, raw, prefetch, tap)
+    try:  # stream mode reads the first header already
+        return tarfile.open(fileobj=cast(BinaryIO, data), mode="r|", tarinfo=_Info, bufsize=TAR_BUFSIZE), data
+    except tarfile.TarError as err:
+        if prefetch:
+            data.close()  # type: ignore[attr-defined]
+        detail = f"no data could be decompressed ({fmt})" if fmt != "tar" and str(err) == "empty file" else err
+        raise ValidationError(f"{archive}: corrupt or truncated archive: {detail}") from err
+
+
+def _decoder(
+    archive: Path, raw: BinaryIO, prefetch: bool, tap: Callable[[bytes], object] | None
+) -> tuple[_Decoded, str]:
+    """The decompressed bytes of ``raw`` and the compression, told by magic bytes (see open_archive)."""
     if raw.seekable():
         head = raw.read(512)
         raw.seek(0)
@@ -513,13 +556,7 @@ def open_archive(
     data: _Decoded = _Decoded(f, errors, tap)
     if prefetch:
         data = cast(_Decoded, _Prefetch(data, raw.tell if raw.seekable() else lambda: 0))
-    try:  # stream mode reads the first header already
-        return tarfile.open(fileobj=cast(BinaryIO, data), mode="r|", tarinfo=_Info, bufsize=TAR_BUFSIZE), data
-    except tarfile.TarError as err:
-        if prefetch:
-            data.close()  # type: ignore[attr-defined]
-        detail = f"no data could be decompressed ({fmt})" if fmt != "tar" and str(err) == "empty file" else err
-        raise ValidationError(f"{archive}: corrupt or truncated archive: {detail}") from err
+    return data, fmt
 
 
 def _member_entry(m: tarfile.TarInfo) -> _Entry:
@@ -583,26 +620,26 @@ def extract_archive(
     except OSError as err:
         raise NotFound(f"archive {archive}: {err.strerror}") from err
     with raw:
-        tar, data = open_archive(archive, raw, prefetch=True)
+        data, _ = _decoder(archive, raw, prefetch=True, tap=None)
         reader = cast(_Prefetch, data)
         total, current = os.fstat(raw.fileno()).st_size, ""
         try:
-            with tar, _staging(target) as tmp:
+            with _staging(target) as tmp:
                 excluded = tuple(tuple(_split(x)) for x in exclude)
                 w = _Writer(tmp, idmap, str(archive), "member", max_bytes, skip_devices, excluded)
+                tar = TarStream(data.read, CHUNK)
                 try:
                     while (m := tar.next()) is not None:
-                        tar.members.clear()  # type: ignore[attr-defined]  # else tarfile keeps every header
                         current = m.name
                         if w.stats.members >= max_members:
                             raise UnsafeArchive(f"{archive}: archive has more than {max_members} members")
-                        e = _member_entry(m)
+                        e = _stream_entry(m)
                         if not e.kind:
-                            raise w.fail(e, f"unsupported member type {m.type!r}")
-                        w.add(e, tar.extractfile(m) if e.kind == "f" else None)
+                            raise w.fail(e, f"unsupported member type {bytes([m.type])!r}")
+                        w.add(e, tar.data(m, CHUNK) if e.kind == "f" else None)
                         if progress is not None:
                             progress(reader.consumed, total)
-                    if not getattr(tar, "caisson_end_seen", False):
+                    if not tar.end_seen:
                         raise tarfile.ReadError("no end-of-archive marker")
                     for _ in range(16):  # read on to the stream's end, so its final checksum is checked
                         if not data.read(CHUNK):
@@ -618,6 +655,17 @@ def extract_archive(
         finally:
             reader.close()
     return w.stats
+
+
+_STREAM_KINDS = {ord(t): k for t, k in (("0", "f"), ("\0", "f"), ("7", "f"), ("S", "f"), ("5", "d"), ("2", "l"))}
+_STREAM_KINDS.update({ord(t): k for t, k in (("1", "h"), ("3", "c"), ("4", "b"), ("6", "p"))})
+
+
+def _stream_entry(m: Member) -> _Entry:
+    """The entry of a :class:`TarStream` member: what ``_member_entry`` makes of tarfile's."""
+    kind = _STREAM_KINDS.get(m.type, "")
+    rdev = os.makedev(m.devmajor, m.devminor) if kind in ("c", "b") else 0
+    return _Entry(m.name, kind, m.mode & 0o7777, m.uid, m.gid, m.mtime_ns, m.linkname, rdev, m.xattrs or None)
 
 
 def _read_xattrs(where: int | str) -> dict[str, bytes]:

@@ -41,9 +41,13 @@ log = logging.getLogger("caisson.console")
 
 READ = 64 * 1024  # largest single read of the pty
 # Output kept for a re-attaching socket; more than WINDOW + READ, so nothing in flight is lost.
-SCROLLBACK = 2 * 1024 * 1024
+SCROLLBACK = 2 * WINDOW
 INPUT_BACKLOG = 256 * 1024  # input the terminal has not read yet; beyond it input is refused
 CONSOLE_TAIL = 64 * 1024  # console mode starts this far from the end of the log
+# Bulk output (a message went out less than this long ago and more came since) waits up to this
+# long for a full CHUNK: a stream then crosses the channel layer in few large messages instead of
+# one per pty read (4 KiB, the kernel's pty buffer). A lone echo finds nothing sent lately and goes at once.
+GATHER = 0.004
 
 
 def _session_members(leader: int) -> list[int]:
@@ -96,6 +100,7 @@ class Session:
         self.exit_code: int | None = None
         self.grace: asyncio.TimerHandle | None = None
         self.last_seen = time.monotonic()
+        self.last_sent = 0.0  # when the last output message went out (monotonic)
         self.pump: asyncio.Task | None = None
         self.ended = False
         self.told_readonly = False
@@ -287,6 +292,7 @@ class Session:
                 while True:
                     await self.more.wait()
                     self.more.clear()
+                    await self._gather()
                     await self._deliver()
                     if self.eof and (self.delivered >= self.produced or self.reply is None):
                         break
@@ -296,6 +302,12 @@ class Session:
             log.exception("console session %s failed", self.sid)
             reason = f"failed: {exc}"
         await self.end(reason)
+
+    async def _gather(self) -> None:
+        """In bulk output, let a message fill up for at most GATHER (the pty is read meanwhile)."""
+        waited = time.monotonic() - self.last_sent
+        if waited < GATHER and not self.eof and self.produced - self.delivered < CHUNK:
+            await asyncio.sleep(GATHER - waited)
 
     async def _deliver(self) -> None:
         """Send everything recorded and not yet delivered to the attached socket, in order."""
@@ -317,6 +329,7 @@ class Session:
                 return
             start += len(data)
             self.delivered = start
+            self.last_sent = time.monotonic()
 
     # ---- from the consumer ----------------------------------------------------------------------
     async def attach(self, reply: str, since: int | None, cols: int, rows: int, resumed: bool) -> None:

@@ -61,7 +61,7 @@ class MigrateIn(ContainerJob):
 
 class Migrate(ContainerJob):
     """The source's side.  ``params``: ``target`` (node name), ``restart``, ``online`` (refused by the engine),
-    ``storage`` (optional target storage)."""
+    ``storage`` (optional target storage), ``drop_snapshots`` (leave the snapshots behind)."""
 
     name = "caisson.container.migrate"
 
@@ -116,6 +116,7 @@ class Migrate(ContainerJob):
                 endpoint["fingerprint"],
                 identity,
                 restart=bool(params.get("restart")),
+                drop_snapshots=bool(params.get("drop_snapshots")),
                 netns=_netns(),
                 log=ctx.log,
                 progress=progress,

@@ -239,6 +239,22 @@ def test_migration_requests_are_checked_and_refused_naming_what_is_wrong(make_us
     assert answer.status_code == 503 and "offline" in answer.content.decode()
     assert not Job.objects.exists()  # nothing queued by any refusal
 
+    # Snapshots travel only to a btrfs storage; elsewhere refused naming them and it, unless dropped.
+    Node.objects.filter(pk=other.pk).update(last_seen=timezone.now())
+    Container.objects.filter(pk=ct.pk).update(status="stopped", snapshots=[{"name": "before"}, {"name": "current"}])
+    answer = client_for(admin).post(url, {"target": "node-z"}, format="json")
+    text = answer.content.decode()
+    assert answer.status_code == 409 and "snapshots (before)" in text and "'local' on node 'node-z' (dir)" in text
+    assert not Job.objects.exists()
+    answer = client_for(admin).post(url, {"target": "node-z", "drop_snapshots": True}, format="json")
+    assert answer.status_code == 202, answer.content
+    assert Job.objects.get().params["drop_snapshots"] is True
+    Job.objects.all().delete()
+    StorageMirror.objects.filter(node=other).update(type="btrfs")
+    assert client_for(admin).post(url, {"target": "node-z"}, format="json").status_code == 202
+    assert Job.objects.get().params["drop_snapshots"] is False
+    Job.objects.all().delete()
+
     # Node evacuation: VM.Migrate on every container, checked before anything is queued.
     Node.objects.filter(pk=other.pk).update(last_seen=timezone.now())
     answer = client_for(operator).post(f"/api/nodes/{node.name}/migrateall/", {"target": "node-z"}, format="json")

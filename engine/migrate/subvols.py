@@ -1,0 +1,233 @@
+"""Snapshots that travel: a container's btrfs subvolumes sent with ``btrfs send -p`` over the migration's channel.
+
+A container with snapshots cannot go as one archive (an archive holds one tree).  Where its volumes and the
+target storage are btrfs, each volume goes as a chain of ``btrfs send`` streams: its snapshots oldest first
+(each one incremental on the one before, so shared data is sent once), then its current state (a read-only
+snapshot ``…@.migrate`` taken while the container is held stopped) incremental on the newest.  The target
+runs ``btrfs receive`` for each stream into the container's image directory, where a received subvolume
+keeps its name (``subvol-<ID>-disk-N.subvol@<snap>``, a snapshot where the btrfs driver looks for it), then
+makes the volume a writable snapshot of the received current state.  The config travels whole, snapshot
+sections and their parent chain included, its volumes renamed to the target storage.
+
+Each stream is framed, counted and hashed as the archive is; the receiver checks size and SHA-256 against
+the sender's trailer and acknowledges it, so a bad stream stops the migration at once (and the receiver
+removes everything it made: the btrfs driver's delete takes a volume's ``@`` siblings with it).
+
+Where the target storage is not btrfs, the receiver refuses, naming the snapshots and the storage (as
+Proxmox does); ``drop_snapshots`` sends the current state alone, as an archive, and the snapshots are left
+behind (removed with the source after the commit).  Snapshots on a storage that is not btrfs on the source
+are refused there for the same reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from engine import faults
+from engine.config import ContainerConfig, write_config
+from engine.errors import HostError, NotSupported, ValidationError
+from engine.migrate.channel import CHUNK, ChunkWriter, Stream, verify_trailer
+from engine.snapconfig import storage_volumes
+from engine.storage.btrfs import subvolume_delete, subvolume_snapshot
+
+CURRENT = ".migrate"  # the suffix of the read-only snapshot of a volume's current state, sent last
+
+
+def ordered(config: ContainerConfig) -> list[str]:
+    """The snapshots oldest first (by their time, then their parent chain's order, then name)."""
+    depth: dict[str, int] = {}
+
+    def level(name: str, seen=()) -> int:
+        if name not in depth:
+            parent = config.snapshots[name].values.get("parent")
+            ok = parent in config.snapshots and parent not in seen
+            depth[name] = level(parent, (*seen, name)) + 1 if ok else 0
+        return depth[name]
+
+    def when(name: str) -> int:
+        try:
+            return int(config.snapshots[name].values.get("snaptime", 0))
+        except ValueError:
+            return 0
+
+    return sorted(config.snapshots, key=lambda name: (when(name), level(name), name))
+
+
+def volumes(engine, config: ContainerConfig) -> dict[str, tuple[object, str, list[str]]]:
+    """``{volume ID: (driver, vol, its snapshots oldest first)}`` for the current section and every snapshot;
+    refused (naming the snapshots and the storage) if one is not on btrfs."""
+    found: dict[str, tuple[object, str, list[str]]] = {}
+    order = ordered(config)
+    for section in [config.current, *(config.snapshots[name] for name in order)]:
+        for key, volid in storage_volumes(section):
+            if volid in found:
+                continue
+            storage, driver, vol = engine.storages.resolve(volid, config.ctid, key=key)
+            if driver.info.name != "btrfs":
+                raise NotSupported(
+                    f"container {config.ctid} has snapshots ({', '.join(order)}) and {key} is on storage "
+                    f"'{storage.id}' ({driver.info.name}): only btrfs snapshots can travel; delete them first "
+                    "or migrate with drop-snapshots (they are then left behind)"
+                )
+            found[volid] = (driver, vol, [name for name in order if driver.has_snapshot(vol, name)])
+    return found
+
+
+def without_snapshots(config: ContainerConfig) -> ContainerConfig:
+    """A copy of ``config`` with no snapshot sections (what travels when they are dropped)."""
+    copy = ContainerConfig.parse(config.ctid, config.render())
+    copy.snapshots.clear()
+    copy.current.values.pop("parent", None)
+    return copy
+
+
+def take_current(found: dict) -> list[Path]:
+    """A read-only snapshot of each volume's current state (the container is held stopped); returns them."""
+    made = []
+    try:
+        for driver, vol, _ in found.values():
+            path = driver.path(vol).with_name(f"{driver.path(vol).name}@{CURRENT}")
+            subvolume_delete(path)
+            subvolume_snapshot(driver.path(vol), path, readonly=True)
+            made.append(path)
+    except BaseException:
+        drop(made)
+        raise
+    return made
+
+
+def drop(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(HostError):
+            subvolume_delete(path)
+
+
+def drop_current(engine, config: ContainerConfig) -> None:
+    """Remove the ``@.migrate`` snapshots a killed sender left beside the container's btrfs volumes."""
+    for key, volid in storage_volumes(config.current):
+        with contextlib.suppress(Exception):
+            _, driver, vol = engine.storages.resolve(volid, config.ctid, key=key)
+            if driver.info.name == "btrfs":
+                drop([driver.path(vol).with_name(f"{driver.path(vol).name}@{CURRENT}")])
+
+
+def send_all(stream: Stream, found: dict, report: Callable[[int], None]) -> int:
+    """Every volume's chain of streams, each acknowledged by the receiver; returns the bytes sent."""
+    total = 0
+    for volid, (driver, vol, snaps) in found.items():
+        base = driver.path(vol)
+        parent = None
+        for name in [*snaps, CURRENT]:
+            path = base.with_name(f"{base.name}@{name}")
+            stream.send_line({"volume": volid, "snapshot": name, "leaf": base.name})
+            total += _send_one(stream, path, parent, lambda n, t=total: report(t + n))
+            stream.read_line()  # the receiver's acknowledgement: received, verified
+            parent = path
+    stream.send_line({"volume": None})
+    return total
+
+
+def _send_one(stream: Stream, path: Path, parent: Path | None, report: Callable[[int], None]) -> int:
+    argv = ["btrfs", "send", "-q", *(["-p", str(parent)] if parent else []), str(path)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sink = ChunkWriter(stream)
+    try:
+        fd, sent = proc.stdout.fileno(), 0
+        while data := os.read(fd, CHUNK):
+            sink.write(data)
+            sent += len(data)
+            report(sent)
+        sink.close()
+    except BaseException:
+        sink.abandon()
+        proc.kill()
+        proc.wait()
+        raise
+    err = proc.stderr.read().decode(errors="replace").strip()
+    if proc.wait() != 0:
+        raise HostError(f"btrfs send {path.name} failed: {err or 'exit status ' + str(proc.returncode)}")
+    stream.send_chunk(b"")
+    stream.send_line({"bytes": sink.bytes, "sha256": sink.digest.hexdigest()})
+    return sink.bytes
+
+
+# ---- the target's side ------------------------------------------------------------------------------
+def check_target(engine, ctid: int, config: ContainerConfig, storage: str) -> object:
+    """The target storage's driver, if it can keep the snapshots; else refused naming them and it."""
+    driver = engine.storages.get(storage, content="rootdir", key="storage").plain
+    if driver.info.name != "btrfs":
+        raise NotSupported(
+            f"container {ctid} has snapshots ({', '.join(ordered(config))}): the target storage '{storage}' "
+            f"({driver.info.name}) cannot keep them; migrate to a btrfs storage, or with drop-snapshots "
+            "to leave them behind"
+        )
+    return driver
+
+
+def renamed(config: ContainerConfig, storage: str) -> ContainerConfig:
+    """``config`` with every volume ID of every section on ``storage`` (same volume names)."""
+    for section in [config.current, *config.snapshots.values()]:
+        for key, volid in storage_volumes(section):
+            value = section.values[key]
+            section.values[key] = f"{storage}:{volid.partition(':')[2]}{value[value.index(volid) + len(volid) :]}"
+    return config
+
+
+def receive_all(engine, stream: Stream, driver, ctid: int, owner: int, say) -> int:
+    """The sender's chains received into the image directory, each verified; returns the bytes received.
+    The caller has written the config, so a failure's cleanup (the container removed) takes what came."""
+    directory = driver.owner_dir(ctid, owner)
+    received, leaves = 0, set()
+    while (head := stream.read_line()).get("volume") is not None:
+        leaf, name = str(head.get("leaf", "")), str(head.get("snapshot", ""))
+        if leaf != Path(leaf).name or not leaf.startswith(f"subvol-{ctid}-disk-") or "@" in leaf:
+            raise ValidationError(f"migration: the sender names an unexpected volume '{leaf}'")
+        count, digest = _receive_one(stream, directory, received)
+        verify_trailer(stream.read_line(), count, digest)
+        if not (directory / f"{leaf}@{name}").is_dir():
+            raise HostError(f"migration: btrfs receive did not make {leaf}@{name}")
+        received += count
+        leaves.add(leaf)
+        stream.send_line({"ok": True})
+    for leaf in leaves:  # the volume: a writable snapshot of the received current state
+        subvolume_snapshot(directory / f"{leaf}@{CURRENT}", directory / leaf, readonly=False)
+        subvolume_delete(directory / f"{leaf}@{CURRENT}")
+    say(f"received {received} bytes of btrfs streams, each verified (size and SHA-256)")
+    return received
+
+
+def _receive_one(stream: Stream, directory: Path, before: int) -> tuple[int, str]:
+    proc = subprocess.Popen(
+        ["btrfs", "receive", "-q", str(directory)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    digest, count, half = hashlib.sha256(), 0, False
+    try:
+        while data := stream.read_chunk():
+            digest.update(data)
+            proc.stdin.write(data)
+            count += len(data)
+            if not half and before + count >= 4 << 20:
+                half = True
+                faults.point("migrate:receiving")
+        proc.stdin.close()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    err = proc.stderr.read().decode(errors="replace").strip()
+    if proc.wait() != 0:
+        raise HostError(f"btrfs receive failed: {err or 'exit status ' + str(proc.returncode)}")
+    return count, digest.hexdigest()
+
+
+def write_received_config(engine, ctid: int, config: ContainerConfig, lock: str) -> None:
+    config.current.values["lock"] = lock
+    write_config(engine.layout.config_path(ctid), config)

@@ -63,6 +63,13 @@ def volumes(engine, config: ContainerConfig) -> dict[str, tuple[object, str, lis
     refused (naming the snapshots and the storage) if one is not on btrfs."""
     found: dict[str, tuple[object, str, list[str]]] = {}
     order = ordered(config)
+    sections = [config.current, *config.snapshots.values()]
+    unused = sorted({key for section in sections for key in section.values if key.startswith("unused")})
+    if unused:
+        raise NotSupported(
+            f"container {config.ctid} has snapshots ({', '.join(order)}) and unused volumes ({', '.join(unused)}): "
+            "those cannot travel with them; delete the unused volumes first, or migrate with drop-snapshots"
+        )
     for section in [config.current, *(config.snapshots[name] for name in order)]:
         for key, volid in storage_volumes(section):
             if volid in found:

@@ -83,8 +83,9 @@ def pair(nodes):
             node.destroy(ctid, force=True)
 
 
-def volume(engine, ctid, snap=None):
-    path = engine.storages.get("local-btrfs").definition.path / "images" / str(ctid) / f"subvol-{ctid}-disk-0.subvol"
+def volume(engine, ctid, snap=None, disk=0):
+    images = engine.storages.get("local-btrfs").definition.path / "images" / str(ctid)
+    path = images / f"subvol-{ctid}-disk-{disk}.subvol"
     return path.with_name(f"{path.name}@{snap}") if snap else path
 
 
@@ -92,17 +93,23 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def with_two_snapshots(engine, template, ctid) -> dict:
-    """A container on btrfs: 3 MiB, snapshot 'first', 3 MiB more, snapshot 'second', a last change."""
+def with_two_snapshots(engine, template, ctid, mp: bool = False) -> dict:
+    """A container on btrfs: 3 MiB, snapshot 'first', 3 MiB more, snapshot 'second', a last change (with
+    ``mp``, a volume mount point on btrfs too, changed alike)."""
     engine.create(ctid, template, {"hostname": f"snap{ctid}", "rootfs": "local-btrfs:0", "memory": "128"})
-    root = volume(engine, ctid)
+    if mp:
+        engine.set(ctid, {"mp0": "local-btrfs:0,mp=/srv/data"})
+    root, data = volume(engine, ctid), volume(engine, ctid, disk=1)
     (root / "root/one").write_bytes(os.urandom(3 << 20))
-    (root / "root/state").write_text("one")
+    for path in [root / "root/state", *([data / "state"] if mp else [])]:
+        path.write_text("one")
     engine.snapshot(ctid, "first", "before the upgrade")
     (root / "root/two").write_bytes(os.urandom(3 << 20))
-    (root / "root/state").write_text("two")
+    for path in [root / "root/state", *([data / "state"] if mp else [])]:
+        path.write_text("two")
     engine.snapshot(ctid, "second", "after it")
-    (root / "root/state").write_text("three")
+    for path in [root / "root/state", *([data / "state"] if mp else [])]:
+        path.write_text("three")
     return {"one": sha(root / "root/one"), "two": sha(root / "root/two")}
 
 
@@ -116,7 +123,7 @@ def test_snapshots_travel_between_btrfs_storages_with_names_and_parent_chain(
     source, target, env = pair
     src_ns, _, dst_ns, dst_addr = lab
     ctid = ctid_factory()
-    digests = with_two_snapshots(source, busybox_template, ctid)
+    digests = with_two_snapshots(source, busybox_template, ctid, mp=True)
     listed = names_and_parents(source, ctid)
     identity = tmp_path / "id.pem"
     make_identity(identity)
@@ -131,21 +138,21 @@ def test_snapshots_travel_between_btrfs_storages_with_names_and_parent_chain(
     assert result.bytes < 9 << 20
     images = volume(target, ctid).parent
     assert sorted(p.name for p in images.iterdir()) == [
-        f"subvol-{ctid}-disk-0.subvol",
-        f"subvol-{ctid}-disk-0.subvol@first",
-        f"subvol-{ctid}-disk-0.subvol@second",
+        f"subvol-{ctid}-disk-{disk}.subvol{snap}" for disk in (0, 1) for snap in ("", "@first", "@second")
     ]
     config = target.config(ctid)
     assert "lock" not in config.current.values
     assert str(config.get("rootfs")["volume"]) == f"local-btrfs:{ctid}/subvol-{ctid}-disk-0.subvol"
+    assert str(config.get("mp0")["volume"]) == f"local-btrfs:{ctid}/subvol-{ctid}-disk-1.subvol"
     target.start(ctid)
     try:
-        assert target.exec_output(ctid, ["cat", "/root/state"])[1] == b"three"
+        assert target.exec_output(ctid, ["cat", "/root/state", "/srv/data/state"])[1] == b"threethree"
     finally:
         target.stop(ctid)
     target.rollback(ctid, "first")
     root = volume(target, ctid)
     assert (root / "root/state").read_text() == "one" and not (root / "root/two").exists()
+    assert (volume(target, ctid, disk=1) / "state").read_text() == "one"
     assert sha(root / "root/one") == digests["one"]
     target.rollback(ctid, "second")
     assert (root / "root/state").read_text() == "two" and sha(root / "root/two") == digests["two"]

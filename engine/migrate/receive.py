@@ -199,11 +199,12 @@ class Receiver:
     def _receive_subvolumes(self, stream: Stream, header: dict, config, written: Callable[[], None]) -> int:
         """The config written first (``lock: create``, so a failure's cleanup finds the volumes), then every
         btrfs stream received and verified."""
-        from engine.migrate import subvols
+        from engine.migrate import layers, subvols
 
         engine, ctid = self.engine, self.ctid
         storage = self.storage or _storage_of(engine, config)
-        driver = subvols.check_target(engine, ctid, config, storage)
+        kind = str(header.get("kind", "btrfs"))
+        driver = subvols.check_target(engine, ctid, config, storage, kind)
         idmap = engine.node.idmap_of(config)
         if (idmap.lxc_lines() if idmap else None) != header.get("idmap"):
             raise NotSupported(
@@ -218,8 +219,11 @@ class Receiver:
             written()
         stream.send_line({"ready": True})
         say = lambda text: None  # noqa: E731 - the run's log says what came
-        received = subvols.receive_all(engine, stream, driver, ctid, idmap.host_uid(0) if idmap else 0, say)
-        for key, volid in subvols.storage_volumes(config.current):
+        owner = idmap.host_uid(0) if idmap else 0
+        received = (subvols.receive_all if kind == "btrfs" else layers.receive_all)(
+            engine, stream, driver, ctid, owner, say
+        )
+        for key, volid in subvols.storage_volumes(config.current) if kind == "btrfs" else ():
             size = config.get(key).get("size")
             if size:
                 driver.resize(volid.partition(":")[2], int(size), None)

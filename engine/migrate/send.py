@@ -15,7 +15,7 @@ from pathlib import Path
 from engine import faults
 from engine.config import ContainerConfig, write_config
 from engine.errors import EngineError, InvalidState, NotSupported, ValidationError
-from engine.migrate import MIGRATE_LOCK, remove_container, subvols
+from engine.migrate import MIGRATE_LOCK, layers, remove_container, subvols
 from engine.migrate.channel import ChunkWriter, check_fingerprint, connect, parse_endpoint
 from engine.node import check_unlocked
 from engine.reverter import Reverter
@@ -101,7 +101,7 @@ def migrate(
     path = engine.layout.config_path(ctid)
     with container_lock(engine.layout, ctid), Reverter() as revert:
         config, running = _check(engine, ctid, restart)
-        found = subvols.volumes(engine, config) if config.snapshots and not drop_snapshots else None
+        kind, found = subvols.volumes(engine, config) if config.snapshots and not drop_snapshots else (None, None)
         intent = Intent(engine.layout, ctid)
         intent.write({"op": "migrate", "phase": "sending", "to": to, "running": running})
         revert.add(intent.clear)
@@ -121,6 +121,7 @@ def migrate(
         keys = [v.key for v in volumes_of(config.current, storage_only=True) if v.key != "rootfs"]
         header = {"ctid": ctid, "start": running, "firewall": firewall_text, "volumes": keys}
         if found is not None:
+            header["kind"] = kind
             sent, data = _send_subvolumes(engine, stream, config, found, header, revert, say, progress)
         else:
             if config.snapshots:
@@ -193,14 +194,14 @@ def _send_subvolumes(engine, stream, config, found, header, revert, say, progres
     whole = ContainerConfig.parse(config.ctid, config.render())
     whole.current.values.pop("lock", None)
     idmap = engine.node.idmap_of(config)
-    made = subvols.take_current(found)
+    made = subvols.take_current(found) if header["kind"] == "btrfs" else []  # overlay: the upper, held still
     revert.add(subvols.drop, made)
     order = subvols.ordered(config)
     stream.send_line(
         {**header, "config": whole.render(), "snapshots": order, "idmap": idmap.lxc_lines() if idmap else None}
     )
     stream.read_line()  # "ready": the target storage can keep them
-    say(f"sending {len(found)} volume(s) with their snapshots ({', '.join(order)}) as btrfs streams")
+    say(f"sending {len(found)} volume(s) with their snapshots ({', '.join(order)}) as {header['kind']} streams")
     half = [False]
 
     def report(done: int) -> None:
@@ -210,7 +211,7 @@ def _send_subvolumes(engine, stream, config, found, header, revert, say, progres
         if progress is not None:
             progress(done, 0)
 
-    sent = subvols.send_all(stream, found, report)
+    sent = (subvols.send_all if header["kind"] == "btrfs" else layers.send_all)(stream, found, report)
     subvols.drop(made)
     return sent, sent
 

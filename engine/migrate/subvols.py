@@ -13,10 +13,11 @@ Each stream is framed, counted and hashed as the archive is; the receiver checks
 the sender's trailer and acknowledges it, so a bad stream stops the migration at once (and the receiver
 removes everything it made: the btrfs driver's delete takes a volume's ``@`` siblings with it).
 
-Where the target storage is not btrfs, the receiver refuses, naming the snapshots and the storage (as
-Proxmox does); ``drop_snapshots`` sends the current state alone, as an archive, and the snapshots are left
-behind (removed with the source after the commit).  Snapshots on a storage that is not btrfs on the source
-are refused there for the same reason.
+Overlay volumes travel alike, as layers (:mod:`engine.migrate.layers`); a container's volumes must all be
+of one of these kinds.  Where the target storage is of another kind, the receiver refuses, naming the
+snapshots and the storage (as Proxmox does); ``drop_snapshots`` sends the current state alone, as an
+archive, and the snapshots are left behind (removed with the source after the commit).  Snapshots on a
+storage of another kind on the source (a plain dir's full copies) are refused there for the same reason.
 """
 
 from __future__ import annotations
@@ -58,9 +59,13 @@ def ordered(config: ContainerConfig) -> list[str]:
     return sorted(config.snapshots, key=lambda name: (when(name), level(name), name))
 
 
-def volumes(engine, config: ContainerConfig) -> dict[str, tuple[object, str, list[str]]]:
-    """``{volume ID: (driver, vol, its snapshots oldest first)}`` for the current section and every snapshot;
-    refused (naming the snapshots and the storage) if one is not on btrfs."""
+KINDS = ("btrfs", "overlay")  # the drivers whose snapshots can travel (btrfs streams; overlay layers)
+
+
+def volumes(engine, config: ContainerConfig) -> tuple[str, dict[str, tuple[object, str, list[str]]]]:
+    """(kind, ``{volume ID: (driver, vol, its snapshots oldest first)}``) for the current section and every
+    snapshot; refused (naming the snapshots and the storage) if one is not of a kind that can travel, or of
+    another kind than the rest."""
     found: dict[str, tuple[object, str, list[str]]] = {}
     order = ordered(config)
     sections = [config.current, *config.snapshots.values()]
@@ -70,19 +75,30 @@ def volumes(engine, config: ContainerConfig) -> dict[str, tuple[object, str, lis
             f"container {config.ctid} has snapshots ({', '.join(order)}) and unused volumes ({', '.join(unused)}): "
             "those cannot travel with them; delete the unused volumes first, or migrate with drop-snapshots"
         )
+    kinds = set()
     for section in [config.current, *(config.snapshots[name] for name in order)]:
         for key, volid in storage_volumes(section):
             if volid in found:
                 continue
             storage, driver, vol = engine.storages.resolve(volid, config.ctid, key=key)
-            if driver.info.name != "btrfs":
+            kinds.add(driver.info.name)
+            if driver.info.name not in KINDS or len(kinds) > 1:
                 raise NotSupported(
                     f"container {config.ctid} has snapshots ({', '.join(order)}) and {key} is on storage "
-                    f"'{storage.id}' ({driver.info.name}): only btrfs snapshots can travel; delete them first "
-                    "or migrate with drop-snapshots (they are then left behind)"
+                    f"'{storage.id}' ({driver.info.name}): only snapshots of volumes all on btrfs or all on "
+                    "overlay storages can travel; delete them first or migrate with drop-snapshots "
+                    "(they are then left behind)"
                 )
-            found[volid] = (driver, vol, [name for name in order if driver.has_snapshot(vol, name)])
-    return found
+            snaps = [name for name in order if driver.has_snapshot(vol, name)]
+            for name in snaps:
+                clones = driver.linked_clones(vol, name)
+                if clones:
+                    raise NotSupported(
+                        f"container {config.ctid}'s snapshot '{name}' is the base of linked clone(s) "
+                        f"{', '.join(map(str, clones))}: it cannot leave this node while they stand on it"
+                    )
+            found[volid] = (driver, vol, snaps)
+    return kinds.pop() if kinds else "btrfs", found
 
 
 def without_snapshots(config: ContainerConfig) -> ContainerConfig:
@@ -141,6 +157,11 @@ def send_all(stream: Stream, found: dict, report: Callable[[int], None]) -> int:
 
 def _send_one(stream: Stream, path: Path, parent: Path | None, report: Callable[[int], None]) -> int:
     argv = ["btrfs", "send", "-q", *(["-p", str(parent)] if parent else []), str(path)]
+    return send_command(stream, argv, f"btrfs send {path.name}", report)
+
+
+def send_command(stream: Stream, argv: list[str], what: str, report: Callable[[int], None]) -> int:
+    """``argv``'s output as one framed stream with its trailer (size, SHA-256); returns its size."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     sink = ChunkWriter(stream)
     try:
@@ -157,21 +178,22 @@ def _send_one(stream: Stream, path: Path, parent: Path | None, report: Callable[
         raise
     err = proc.stderr.read().decode(errors="replace").strip()
     if proc.wait() != 0:
-        raise HostError(f"btrfs send {path.name} failed: {err or 'exit status ' + str(proc.returncode)}")
+        raise HostError(f"{what} failed: {err or 'exit status ' + str(proc.returncode)}")
     stream.send_chunk(b"")
     stream.send_line({"bytes": sink.bytes, "sha256": sink.digest.hexdigest()})
     return sink.bytes
 
 
 # ---- the target's side ------------------------------------------------------------------------------
-def check_target(engine, ctid: int, config: ContainerConfig, storage: str) -> object:
-    """The target storage's driver, if it can keep the snapshots; else refused naming them and it."""
+def check_target(engine, ctid: int, config: ContainerConfig, storage: str, kind: str) -> object:
+    """The target storage's driver, if it can keep the snapshots (one of ``kind``); else refused naming them
+    and it."""
     driver = engine.storages.get(storage, content="rootdir", key="storage").plain
-    if driver.info.name != "btrfs":
+    if driver.info.name != kind:
         raise NotSupported(
             f"container {ctid} has snapshots ({', '.join(ordered(config))}): the target storage '{storage}' "
-            f"({driver.info.name}) cannot keep them; migrate to a btrfs storage, or with drop-snapshots "
-            "to leave them behind"
+            f"({driver.info.name}) cannot keep them; migrate to a storage of the source's kind ({kind}), "
+            "or with drop-snapshots to leave them behind"
         )
     return driver
 
@@ -209,12 +231,12 @@ def receive_all(engine, stream: Stream, driver, ctid: int, owner: int, say) -> i
 
 
 def _receive_one(stream: Stream, directory: Path, before: int) -> tuple[int, str]:
-    proc = subprocess.Popen(
-        ["btrfs", "receive", "-q", str(directory)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    return receive_command(stream, ["btrfs", "receive", "-q", str(directory)], "btrfs receive", before)
+
+
+def receive_command(stream: Stream, argv: list[str], what: str, before: int) -> tuple[int, str]:
+    """One framed stream into ``argv``'s input; (size, SHA-256) of what came (the caller checks the trailer)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     digest, count, half = hashlib.sha256(), 0, False
     try:
         while data := stream.read_chunk():
@@ -231,7 +253,7 @@ def _receive_one(stream: Stream, directory: Path, before: int) -> tuple[int, str
         raise
     err = proc.stderr.read().decode(errors="replace").strip()
     if proc.wait() != 0:
-        raise HostError(f"btrfs receive failed: {err or 'exit status ' + str(proc.returncode)}")
+        raise HostError(f"{what} failed: {err or 'exit status ' + str(proc.returncode)}")
     return count, digest.hexdigest()
 
 

@@ -1,10 +1,12 @@
 """Snapshots that travel: two nodes on this machine, each with a btrfs storage on one loop-mounted btrfs
-image and a dir storage, the receiver in a network namespace of its own joined to the sender's by a veth.
+image, an overlay storage and a dir storage, the receiver in a network namespace of its own joined to the
+sender's by a veth.
 
 A busybox container with two snapshots goes as btrfs streams (each incremental on the one before) and
 arrives with its snapshots, their descriptions and parent chain; a rollback there brings the old data
-back.  A kill half-way on either side leaves the source whole with its snapshots and the target clean.
-A target storage that cannot keep snapshots refuses, naming them and itself, unless they are dropped."""
+back.  Between overlay storages, the layers go once each, whiteouts included.  A kill half-way on either
+side leaves the source whole with its snapshots and the target clean.  A target storage that cannot keep
+snapshots refuses, naming them and itself, unless they are dropped."""
 
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def lab():
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory, cgroup_parent):
     """(source engine, target engine, target's environment): each its own state root, run directory,
-    cgroup parent and storage.cfg, with ``local`` (dir) and ``local-btrfs`` (btrfs) storages."""
+    cgroup parent and storage.cfg, with ``local`` (dir), ``local-btrfs`` (btrfs) and ``local-overlay`` storages."""
     from engine.lifecycle import Engine
     from engine.storage import cfg
     from engine.storage.base import StorageDef
@@ -58,6 +60,7 @@ def nodes(tmp_path_factory, cgroup_parent):
                 {
                     "local": StorageDef("local", "dir", root, frozenset({"rootdir", "vztmpl", "backup"})),
                     "local-btrfs": StorageDef("local-btrfs", "btrfs", mnt / side, frozenset({"rootdir"})),
+                    "local-overlay": StorageDef("local-overlay", "overlay", base / side / "ov", frozenset({"rootdir"})),
                 },
             )
             parent = f"{cgroup_parent}-s{side}"
@@ -254,3 +257,47 @@ def test_a_target_storage_without_snapshots_refuses_unless_they_are_dropped(
         assert target.exec_output(ctid, ["cat", "/root/state"])[1] == b"three"
     finally:
         target.stop(ctid)
+
+
+def test_snapshots_travel_between_overlay_storages_as_layers(pair, busybox_template, ctid_factory, lab, tmp_path):
+    """Changes made inside the running container (a deletion is a whiteout in the upper layer), snapshots
+    taken stopped (the upper becomes a layer); every layer arrives once and the snapshots roll back."""
+    source, target, env = pair
+    src_ns, _, dst_ns, dst_addr = lab
+    ctid = ctid_factory()
+    source.create(ctid, busybox_template, {"hostname": f"ov{ctid}", "rootfs": "local-overlay:0", "memory": "128"})
+
+    def inside(engine, script: str) -> bytes:
+        engine.start(ctid)
+        try:
+            code, out, err = engine.exec_output(ctid, ["/bin/sh", "-c", script])
+            assert code == 0, err
+            return out
+        finally:
+            engine.stop(ctid)
+
+    one = inside(source, "head -c 3145728 /dev/urandom > /root/one && echo one > /root/state && sha256sum /root/one")
+    source.snapshot(ctid, "first", "before the upgrade")
+    inside(source, "rm /root/one && echo two > /root/state")
+    source.snapshot(ctid, "second", "after it")
+    inside(source, "echo three > /root/state")
+    listed = names_and_parents(source, ctid)
+    driver = source.storages.get("local-overlay").plain
+    records = sorted(p.name for p in (driver.images / str(ctid)).iterdir())
+    identity = tmp_path / "id.pem"
+    make_identity(identity)
+    proc, end = receiver(env, ctid, identity, dst_ns, dst_addr)
+    migrate(source, ctid, f"{end['address']}:{end['port']}", end["fingerprint"], identity, netns=src_ns)
+    assert proc.wait(60) == 0, proc.stderr.read()
+    assert not source.exists(ctid)
+    assert names_and_parents(target, ctid) == listed
+    tdriver = target.storages.get("local-overlay").plain
+    assert sorted(p.name for p in (tdriver.images / str(ctid)).iterdir()) == records
+    vol = f"{ctid}/subvol-{ctid}-disk-0.overlay"
+    lower = tdriver._read_layers(tdriver.path(vol) / "lower")
+    assert all((tdriver.layers / layer).is_dir() for layer in lower) and len(lower) == 4  # 2 snapshots, template, empty
+    assert inside(target, "cat /root/state; ls /root") == b"three\nstate\n"  # the whiteout travelled
+    target.rollback(ctid, "first")
+    assert inside(target, "cat /root/state; sha256sum /root/one") == b"one\n" + one
+    target.rollback(ctid, "second")
+    assert inside(target, "cat /root/state; ls /root") == b"two\nstate\n"

@@ -239,7 +239,8 @@ def test_migration_requests_are_checked_and_refused_naming_what_is_wrong(make_us
     assert answer.status_code == 503 and "offline" in answer.content.decode()
     assert not Job.objects.exists()  # nothing queued by any refusal
 
-    # Snapshots travel only to a btrfs storage; elsewhere refused naming them and it, unless dropped.
+    # Snapshots travel only between btrfs (or overlay) storages on both nodes; elsewhere refused naming
+    # them and the storage, unless dropped.
     Node.objects.filter(pk=other.pk).update(last_seen=timezone.now())
     Container.objects.filter(pk=ct.pk).update(status="stopped", snapshots=[{"name": "before"}, {"name": "current"}])
     answer = client_for(admin).post(url, {"target": "node-z"}, format="json")
@@ -251,6 +252,9 @@ def test_migration_requests_are_checked_and_refused_naming_what_is_wrong(make_us
     assert Job.objects.get().params["drop_snapshots"] is True
     Job.objects.all().delete()
     StorageMirror.objects.filter(node=other).update(type="btrfs")
+    answer = client_for(admin).post(url, {"target": "node-z"}, format="json")  # btrfs there, none here
+    assert answer.status_code == 409 and "(btrfs) cannot keep them" in answer.content.decode()
+    StorageMirror.objects.create(node=node, name="local", type="btrfs", content=["rootdir"])
     assert client_for(admin).post(url, {"target": "node-z"}, format="json").status_code == 202
     assert Job.objects.get().params["drop_snapshots"] is False
     Job.objects.all().delete()

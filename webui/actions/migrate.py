@@ -58,10 +58,13 @@ def _checked(
         raise JobRefused(f"CT {container.ctid} is {container.status}; it cannot be migrated now")
     snapshots = [s.get("name") for s in container.snapshots or [] if s.get("name") != "current"]
     kind = getattr(target.storages.filter(name=storage).first(), "type", "")
-    if snapshots and not drop_snapshots and kind != "btrfs":  # the engine checks both storages again
+    here = getattr(container.node.storages.filter(name=storage).first(), "type", "")
+    if snapshots and not drop_snapshots and (kind not in ("btrfs", "overlay") or kind != here):
+        # btrfs to btrfs, overlay to overlay (the engine checks both storages again)
         raise JobRefused(
             f"CT {container.ctid} has snapshots ({', '.join(snapshots)}): the target storage '{storage}' on node "
-            f"'{target.name}' ({kind}) cannot keep them; migrate to a btrfs storage or drop the snapshots"
+            f"'{target.name}' ({kind}) cannot keep them; they travel between btrfs or overlay storages "
+            "(the same kind on both nodes); or drop the snapshots"
         )
     return {"target": target.name, "restart": bool(restart), "storage": storage, "drop_snapshots": drop_snapshots}
 
@@ -76,7 +79,7 @@ def migrate(
     drop_snapshots: bool = False,
 ) -> Job:
     """One container to node ``target``: offline (stopped) or, with ``restart``, stopped, moved and started.
-    Snapshots travel where both storages are btrfs; ``drop_snapshots`` leaves them behind."""
+    Snapshots travel where both storages are btrfs, or both overlay; ``drop_snapshots`` leaves them behind."""
     require(access, "VM.Migrate", container, address=address)
     if online:
         raise ValidationError({"online": [ONLINE_REFUSED]})

@@ -176,9 +176,7 @@ def send_command(stream: Stream, argv: list[str], what: str, report: Callable[[i
         proc.kill()
         proc.wait()
         raise
-    err = proc.stderr.read().decode(errors="replace").strip()
-    if proc.wait() != 0:
-        raise HostError(f"{what} failed: {err or 'exit status ' + str(proc.returncode)}")
+    _finished(proc, what)
     stream.send_chunk(b"")
     stream.send_line({"bytes": sink.bytes, "sha256": sink.digest.hexdigest()})
     return sink.bytes
@@ -251,10 +249,15 @@ def receive_command(stream: Stream, argv: list[str], what: str, before: int) -> 
         proc.kill()
         proc.wait()
         raise
+    _finished(proc, what)
+    return count, digest.hexdigest()
+
+
+def _finished(proc: subprocess.Popen, what: str) -> None:
+    """A tool's exit checked, its own words in the error."""
     err = proc.stderr.read().decode(errors="replace").strip()
     if proc.wait() != 0:
         raise HostError(f"{what} failed: {err or 'exit status ' + str(proc.returncode)}")
-    return count, digest.hexdigest()
 
 
 def write_received_config(engine, ctid: int, config: ContainerConfig, lock: str) -> None:

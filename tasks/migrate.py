@@ -104,7 +104,10 @@ class Migrate(ContainerJob):
             ctx.log(f"migrating CT {ctid} to node {target.name} ({to}), {mode} mode")
 
             def progress(done: int, total: int) -> None:
-                ctx.progress(done, total, f"sent {done >> 20} of {total >> 20} MiB")
+                # total 0: snapshot streams, whose size is not known before they are made
+                ctx.progress(
+                    done, total, f"sent {done >> 20} of {total >> 20} MiB" if total else f"sent {done >> 20} MiB"
+                )
 
             def committed() -> None:  # the row follows before the source copy goes (see the module's docstring)
                 Container.objects.filter(ctid=ctid).update(node=target)

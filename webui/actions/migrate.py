@@ -59,8 +59,8 @@ def _checked(
     snapshots = [s.get("name") for s in container.snapshots or [] if s.get("name") != "current"]
     kind = getattr(target.storages.filter(name=storage).first(), "type", "")
     here = getattr(container.node.storages.filter(name=storage).first(), "type", "")
-    if snapshots and not drop_snapshots and (kind not in ("btrfs", "overlay") or kind != here):
-        # btrfs to btrfs, overlay to overlay (the engine checks both storages again)
+    if snapshots and not drop_snapshots and (kind not in ("btrfs", "overlay", "dir") or kind != here):
+        # btrfs to btrfs, overlay to overlay; a dir storage's layout (overlay or not) is the engine's to check
         raise JobRefused(
             f"CT {container.ctid} has snapshots ({', '.join(snapshots)}): the target storage '{storage}' on node "
             f"'{target.name}' ({kind}) cannot keep them; they travel between btrfs or overlay storages "

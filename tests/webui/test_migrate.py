@@ -171,6 +171,54 @@ def test_offline_then_restart_migration_through_the_api_moves_data_and_the_row(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_snapshots_travel_through_the_jobs_between_overlay_storages(
+    two_nodes, busybox_template, ctid_factory, make_user
+):
+    """The API's migration of a container with a snapshot, both nodes with an overlay storage: the job
+    sends its layers, the snapshot is listed on the target and rolls back there."""
+    from engine.storage import cfg
+    from engine.storage.base import StorageDef
+    from webui.models import StorageMirror
+
+    (eng_a, node_a), (eng_b, node_b) = two_nodes["node-ma"], two_nodes["node-mb"]
+    for eng, node in ((eng_a, node_a), (eng_b, node_b)):
+        defs = dict(eng.storages.definitions())
+        defs["ov"] = StorageDef("ov", "overlay", eng.layout.root / "ov", frozenset({"rootdir"}))
+        cfg.save(eng.layout.root, defs)
+        StorageMirror.objects.update_or_create(
+            node=node, name="ov", defaults={"type": "overlay", "content": ["rootdir"]}
+        )
+    admin = make_user("admin", "Administrator")
+    ctid = ctid_factory()
+    eng_a.create(ctid, busybox_template, {"hostname": f"mig{ctid}", "rootfs": "ov:0", "memory": "128"})
+
+    def inside(eng, script: str) -> bytes:
+        eng.start(ctid)
+        try:
+            return eng.exec_output(ctid, ["/bin/sh", "-c", script])[1]
+        finally:
+            eng.stop(ctid)
+
+    inside(eng_a, "echo one > /root/state")
+    eng_a.snapshot(ctid, "first", "kept on the way")
+    inside(eng_a, "echo two > /root/state")
+    container = _mirror(eng_a, node_a, ctid)
+    Container.objects.filter(pk=container.pk).update(snapshots=[{"name": "first"}, {"name": "current"}])
+    _online()
+    answer = client_for(admin).post(f"/api/containers/{ctid}/migrate/", {"target": "node-mb"}, format="json")
+    assert answer.status_code == 202, answer.content
+    job = wait_job(Job.objects.get(pk=answer.json()["job"]["id"]), timeout=180)
+    lines = "\n".join(job.lines.values_list("text", flat=True))
+    assert job.status == "ok", lines
+    assert "with their snapshots (first) as overlay streams" in lines
+    assert not eng_a.exists(ctid) and Container.objects.get(ctid=ctid).node_id == node_b.pk
+    assert [(s.name, s.description.strip()) for s in eng_b.list_snapshots(ctid)][0] == ("first", "kept on the way")
+    assert inside(eng_b, "cat /root/state") == b"two\n"
+    eng_b.rollback(ctid, "first")
+    assert inside(eng_b, "cat /root/state") == b"one\n"
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_source_agent_killed_half_way_leaves_the_container_whole_there_and_the_target_clean(
     two_nodes, busybox_template, ctid_factory, make_user
 ):

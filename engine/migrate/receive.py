@@ -199,7 +199,7 @@ class Receiver:
     def _receive_subvolumes(self, stream: Stream, header: dict, config, written: Callable[[], None]) -> int:
         """The config written first (``lock: create``, so a failure's cleanup finds the volumes), then every
         btrfs stream received and verified."""
-        from engine.migrate import layers, subvols
+        from engine.migrate import layers, subvols, trees
 
         engine, ctid = self.engine, self.ctid
         storage = self.storage or _storage_of(engine, config)
@@ -220,9 +220,8 @@ class Receiver:
         stream.send_line({"ready": True})
         say = lambda text: None  # noqa: E731 - the run's log says what came
         owner = idmap.host_uid(0) if idmap else 0
-        received = (subvols.receive_all if kind == "btrfs" else layers.receive_all)(
-            engine, stream, driver, ctid, owner, say
-        )
+        module = {"btrfs": subvols, "overlay": layers, "dir": trees}[kind]
+        received = module.receive_all(engine, stream, driver, ctid, owner, say)
         for key, volid in subvols.storage_volumes(config.current) if kind == "btrfs" else ():
             size = config.get(key).get("size")
             if size:

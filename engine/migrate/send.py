@@ -15,7 +15,7 @@ from pathlib import Path
 from engine import faults
 from engine.config import ContainerConfig, write_config
 from engine.errors import EngineError, InvalidState, NotSupported, ValidationError
-from engine.migrate import MIGRATE_LOCK, layers, remove_container, subvols
+from engine.migrate import MIGRATE_LOCK, layers, remove_container, subvols, trees
 from engine.migrate.channel import ChunkWriter, check_fingerprint, connect, parse_endpoint
 from engine.node import check_unlocked
 from engine.reverter import Reverter
@@ -88,7 +88,7 @@ def migrate(
 
     ``committed`` is called once the target has the container for good, before the copy here is removed
     (the node's job moves its database row there).  A container's snapshots travel with it where both
-    storages are btrfs (:mod:`engine.migrate.subvols`); ``drop_snapshots`` leaves them behind instead."""
+    storages are of one kind (:mod:`engine.migrate.subvols`); ``drop_snapshots`` leaves them behind instead."""
     from engine.hold import Held
     from engine.network import container as network
 
@@ -211,7 +211,7 @@ def _send_subvolumes(engine, stream, config, found, header, revert, say, progres
         if progress is not None:
             progress(done, 0)
 
-    sent = (subvols.send_all if header["kind"] == "btrfs" else layers.send_all)(stream, found, report)
+    sent = {"btrfs": subvols, "overlay": layers, "dir": trees}[header["kind"]].send_all(stream, found, report)
     subvols.drop(made)
     return sent, sent
 

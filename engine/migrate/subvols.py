@@ -13,11 +13,12 @@ Each stream is framed, counted and hashed as the archive is; the receiver checks
 the sender's trailer and acknowledges it, so a bad stream stops the migration at once (and the receiver
 removes everything it made: the btrfs driver's delete takes a volume's ``@`` siblings with it).
 
-Overlay volumes travel alike, as layers (:mod:`engine.migrate.layers`); a container's volumes must all be
-of one of these kinds.  Where the target storage is of another kind, the receiver refuses, naming the
+Overlay volumes travel alike, as layers (:mod:`engine.migrate.layers`), and plain directory volumes as one
+tree per snapshot (:mod:`engine.migrate.trees`); a container's volumes must all be of one of these kinds.
+Where the target storage is of another kind, the receiver refuses, naming the
 snapshots and the storage (as Proxmox does); ``drop_snapshots`` sends the current state alone, as an
 archive, and the snapshots are left behind (removed with the source after the commit).  Snapshots on a
-storage of another kind on the source (a plain dir's full copies) are refused there for the same reason.
+storage of another kind on the source (a raw image's) are refused there for the same reason.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def ordered(config: ContainerConfig) -> list[str]:
     return sorted(config.snapshots, key=lambda name: (when(name), level(name), name))
 
 
-KINDS = ("btrfs", "overlay")  # the drivers whose snapshots can travel (btrfs streams; overlay layers)
+KINDS = ("btrfs", "overlay", "dir")  # the drivers whose snapshots can travel (streams, layers, trees)
 
 
 def volumes(engine, config: ContainerConfig) -> tuple[str, dict[str, tuple[object, str, list[str]]]]:
@@ -85,9 +86,9 @@ def volumes(engine, config: ContainerConfig) -> tuple[str, dict[str, tuple[objec
             if driver.info.name not in KINDS or len(kinds) > 1:
                 raise NotSupported(
                     f"container {config.ctid} has snapshots ({', '.join(order)}) and {key} is on storage "
-                    f"'{storage.id}' ({driver.info.name}): only snapshots of volumes all on btrfs or all on "
-                    "overlay storages can travel; delete them first or migrate with drop-snapshots "
-                    "(they are then left behind)"
+                    f"'{storage.id}' ({driver.info.name}): only snapshots of volumes all on btrfs, all on "
+                    "overlay or all on plain directory storages can travel; delete them first or migrate "
+                    "with drop-snapshots (they are then left behind)"
                 )
             snaps = [name for name in order if driver.has_snapshot(vol, name)]
             for name in snaps:
@@ -186,6 +187,8 @@ def send_command(stream: Stream, argv: list[str], what: str, report: Callable[[i
 def check_target(engine, ctid: int, config: ContainerConfig, storage: str, kind: str) -> object:
     """The target storage's driver, if it can keep the snapshots (one of ``kind``); else refused naming them
     and it."""
+    if kind not in KINDS:
+        raise ValidationError(f"migration: the sender's volumes are of an unknown kind '{kind}'")
     driver = engine.storages.get(storage, content="rootdir", key="storage").plain
     if driver.info.name != kind:
         raise NotSupported(

@@ -301,3 +301,35 @@ def test_snapshots_travel_between_overlay_storages_as_layers(pair, busybox_templ
     assert inside(target, "cat /root/state; sha256sum /root/one") == b"one\n" + one
     target.rollback(ctid, "second")
     assert inside(target, "cat /root/state; ls /root") == b"two\nstate\n"
+
+
+def test_snapshots_travel_between_directory_storages_one_tree_each(pair, busybox_template, ctid_factory, lab, tmp_path):
+    """A plain directory storage keeps a snapshot as a full copy: each goes as a tree of its own."""
+    source, target, env = pair
+    src_ns, _, dst_ns, dst_addr = lab
+    ctid = ctid_factory()
+    source.create(ctid, busybox_template, {"hostname": f"dir{ctid}", "rootfs": "local:0", "memory": "128"})
+    root = source.layout.root / "images" / str(ctid) / f"subvol-{ctid}-disk-0.subvol"
+    (root / "root/state").write_text("one")
+    source.snapshot(ctid, "first", "before the upgrade")
+    (root / "root/state").write_text("two")
+    source.snapshot(ctid, "second")
+    (root / "root/state").write_text("three")
+    listed = names_and_parents(source, ctid)
+    identity = tmp_path / "id.pem"
+    make_identity(identity)
+    proc, end = receiver(env, ctid, identity, dst_ns, dst_addr)
+    migrate(source, ctid, f"{end['address']}:{end['port']}", end["fingerprint"], identity, netns=src_ns)
+    assert proc.wait(60) == 0, proc.stderr.read()
+    assert not source.exists(ctid) and names_and_parents(target, ctid) == listed
+    images = target.layout.root / "images" / str(ctid)
+    assert sorted(p.name for p in images.iterdir()) == [
+        f"subvol-{ctid}-disk-0.subvol{s}" for s in ("", "@first", "@second")
+    ]
+    target.start(ctid)
+    try:
+        assert target.exec_output(ctid, ["cat", "/root/state"])[1] == b"three"
+    finally:
+        target.stop(ctid)
+    target.rollback(ctid, "first")
+    assert (images / f"subvol-{ctid}-disk-0.subvol" / "root/state").read_text() == "one"

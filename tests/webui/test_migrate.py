@@ -100,6 +100,16 @@ def _mirror(eng, node, ctid):
     )[0]
 
 
+def _migrated(user, ctid: int, target: str) -> str:
+    """The container migrated through the API by ``user``; the job's log, once it ended well."""
+    answer = client_for(user).post(f"/api/containers/{ctid}/migrate/", {"target": target}, format="json")
+    assert answer.status_code == 202, answer.content
+    job = wait_job(Job.objects.get(pk=answer.json()["job"]["id"]), timeout=180)
+    lines = "\n".join(job.lines.values_list("text", flat=True))
+    assert job.status == "ok", lines
+    return lines
+
+
 def _data_file(eng, ctid):
     return eng.layout.root / "images" / str(ctid) / f"subvol-{ctid}-disk-0.subvol" / "root" / "data"
 
@@ -123,11 +133,7 @@ def test_offline_then_restart_migration_through_the_api_moves_data_and_the_row(
     operator = make_user("op", "Operator", f"/ct/{ctid}")
     _online()
 
-    answer = client_for(admin).post(f"/api/containers/{ctid}/migrate/", {"target": "node-mb"}, format="json")
-    assert answer.status_code == 202, answer.content
-    job = wait_job(Job.objects.get(pk=answer.json()["job"]["id"]), timeout=180)
-    lines = "\n".join(job.lines.values_list("text", flat=True))
-    assert job.status == "ok", lines
+    lines = _migrated(admin, ctid, "node-mb")
     assert "verified" in lines and "removing container" in lines
     assert not eng_a.exists(ctid) and eng_b.exists(ctid)
     assert hashlib.sha256(_data_file(eng_b, ctid).read_bytes()).digest() == hashlib.sha256(data).digest()
@@ -205,11 +211,7 @@ def test_snapshots_travel_through_the_jobs_between_overlay_storages(
     container = _mirror(eng_a, node_a, ctid)
     Container.objects.filter(pk=container.pk).update(snapshots=[{"name": "first"}, {"name": "current"}])
     _online()
-    answer = client_for(admin).post(f"/api/containers/{ctid}/migrate/", {"target": "node-mb"}, format="json")
-    assert answer.status_code == 202, answer.content
-    job = wait_job(Job.objects.get(pk=answer.json()["job"]["id"]), timeout=180)
-    lines = "\n".join(job.lines.values_list("text", flat=True))
-    assert job.status == "ok", lines
+    lines = _migrated(admin, ctid, "node-mb")
     assert "with their snapshots (first) as overlay streams" in lines
     assert not eng_a.exists(ctid) and Container.objects.get(ctid=ctid).node_id == node_b.pk
     assert [(s.name, s.description.strip()) for s in eng_b.list_snapshots(ctid)][0] == ("first", "kept on the way")
@@ -287,7 +289,7 @@ def test_migration_requests_are_checked_and_refused_naming_what_is_wrong(make_us
     assert answer.status_code == 503 and "offline" in answer.content.decode()
     assert not Job.objects.exists()  # nothing queued by any refusal
 
-    # Snapshots travel only between btrfs (or overlay) storages on both nodes; elsewhere refused naming
+    # Snapshots travel only between storages of one kind on both nodes; elsewhere refused naming
     # them and the storage, unless dropped.
     Node.objects.filter(pk=other.pk).update(last_seen=timezone.now())
     Container.objects.filter(pk=ct.pk).update(status="stopped", snapshots=[{"name": "before"}, {"name": "current"}])

@@ -60,11 +60,11 @@ def _checked(
     kind = getattr(target.storages.filter(name=storage).first(), "type", "")
     here = getattr(container.node.storages.filter(name=storage).first(), "type", "")
     if snapshots and not drop_snapshots and (kind not in ("btrfs", "overlay", "dir") or kind != here):
-        # btrfs to btrfs, overlay to overlay; a dir storage's layout (overlay or not) is the engine's to check
+        # btrfs to btrfs, overlay to overlay, dir to dir (a dir storage's layout is the engine's to check)
         raise JobRefused(
             f"CT {container.ctid} has snapshots ({', '.join(snapshots)}): the target storage '{storage}' on node "
-            f"'{target.name}' ({kind}) cannot keep them; they travel between btrfs or overlay storages "
-            "(the same kind on both nodes); or drop the snapshots"
+            f"'{target.name}' ({kind}) cannot keep them; they travel between storages of one kind (btrfs, "
+            "overlay or dir) on both nodes; or drop the snapshots"
         )
     return {"target": target.name, "restart": bool(restart), "storage": storage, "drop_snapshots": drop_snapshots}
 
@@ -79,7 +79,7 @@ def migrate(
     drop_snapshots: bool = False,
 ) -> Job:
     """One container to node ``target``: offline (stopped) or, with ``restart``, stopped, moved and started.
-    Snapshots travel where both storages are btrfs, or both overlay; ``drop_snapshots`` leaves them behind."""
+    Snapshots travel between storages of one kind; ``drop_snapshots`` leaves them behind."""
     require(access, "VM.Migrate", container, address=address)
     if online:
         raise ValidationError({"online": [ONLINE_REFUSED]})

@@ -61,7 +61,7 @@ class MigrateIn(ContainerJob):
 
 class Migrate(ContainerJob):
     """The source's side.  ``params``: ``target`` (node name), ``restart``, ``online`` (refused by the engine),
-    ``storage`` (optional target storage)."""
+    ``storage`` (optional target storage), ``drop_snapshots`` (leave the snapshots behind)."""
 
     name = "caisson.container.migrate"
 
@@ -104,7 +104,10 @@ class Migrate(ContainerJob):
             ctx.log(f"migrating CT {ctid} to node {target.name} ({to}), {mode} mode")
 
             def progress(done: int, total: int) -> None:
-                ctx.progress(done, total, f"sent {done >> 20} of {total >> 20} MiB")
+                # total 0: snapshot streams, whose size is not known before they are made
+                ctx.progress(
+                    done, total, f"sent {done >> 20} of {total >> 20} MiB" if total else f"sent {done >> 20} MiB"
+                )
 
             def committed() -> None:  # the row follows before the source copy goes (see the module's docstring)
                 Container.objects.filter(ctid=ctid).update(node=target)
@@ -116,6 +119,7 @@ class Migrate(ContainerJob):
                 endpoint["fingerprint"],
                 identity,
                 restart=bool(params.get("restart")),
+                drop_snapshots=bool(params.get("drop_snapshots")),
                 netns=_netns(),
                 log=ctx.log,
                 progress=progress,

@@ -32,6 +32,12 @@ def add_parsers(verbs, ctid_type) -> None:
     send.add_argument("--identity", required=True, type=Path, help="this side's key and certificate (migrate-identity)")
     send.add_argument("--restart", action="store_true", help="a running container: stop, move, start on the target")
     send.add_argument("--online", action="store_true", help="live migration (refused: no working CRIU here)")
+    send.add_argument(
+        "--drop-snapshots",
+        action="store_true",
+        help="leave the container's snapshots behind (by default they travel where both storages are btrfs, "
+        "and the migration is refused elsewhere)",
+    )
     send.add_argument("--netns", help="make the connection from this network namespace (/run/netns/NAME)")
     send.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the receiver (default 60)")
     recv = verbs.add_parser(
@@ -88,6 +94,7 @@ def dispatch(engine, args) -> int:
         args.identity,
         restart=args.restart,
         online=args.online,
+        drop_snapshots=args.drop_snapshots,
         netns=args.netns,
         timeout=args.timeout,
         log=None if as_json else print,

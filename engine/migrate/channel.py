@@ -312,3 +312,12 @@ def connect(host: str, port: int, identity: Path, expected: str, netns: str | No
     pinned(sock, expected, "receiver")
     sock.settimeout(timeout)
     return Stream(sock)
+
+
+def verify_trailer(trailer: dict, received: int, digest: str) -> None:
+    """The sender's trailer (size and SHA-256) against what was received; a mismatch is refused."""
+    if trailer.get("bytes") != received or trailer.get("sha256") != digest:
+        raise HostError(
+            f"migration: the stream does not match what the sender sent ({received} bytes, sha256 "
+            f"{digest[:16]}… received; {trailer.get('bytes')} bytes, {str(trailer.get('sha256'))[:16]}… sent)"
+        )

@@ -26,9 +26,10 @@ from pathlib import Path
 
 from engine import faults
 from engine.config import parse_ctid, write_atomic, write_config
-from engine.errors import AlreadyExists, EngineError, HostError, Locked, ValidationError
+from engine.errors import AlreadyExists, EngineError, HostError, Locked, NotSupported, ValidationError
 from engine.migrate import MIGRATE_LOCK, incoming_lock, incoming_marker, remove_container, spool_dir
 from engine.migrate.channel import Stream, context, make_identity
+from engine.migrate.channel import verify_trailer as _verify
 from engine.state import container_lock
 
 Log = Callable[[str], None]
@@ -129,8 +130,20 @@ class Receiver:
             if header.get("ctid") != ctid:
                 raise ValidationError(f"migration: the sender offers container {header.get('ctid')}, not {ctid}")
             known = _known(ctid, header)
-            stream.send_line({"ready": True})
-            if known is not None and not header.get("volumes"):
+            if header.get("snapshots") and known is not None:  # btrfs streams: see engine.migrate.subvols
+
+                def written() -> None:  # from here a failure removes what came
+                    nonlocal made
+                    made = True
+
+                received, digest = self._receive_subvolumes(stream, header, known[0], written), None
+                from engine.backup.restore import _write_firewall
+
+                _write_firewall(engine, ctid, known[1])
+                _set_lock(engine, ctid, MIGRATE_LOCK)
+                say(f"container {ctid} received with its snapshots ({', '.join(header['snapshots'])})")
+            elif known is not None and not header.get("volumes"):
+                stream.send_line({"ready": True})
                 # Restored as it arrives (a pipe into the restore); verified before the answer, as below.
                 spool = spool_dir(engine.layout) / f".in-{ctid}-{secrets.token_hex(4)}.fifo"
                 made = True
@@ -138,6 +151,7 @@ class Receiver:
                 _verify(stream.read_line(), received, digest)
                 say(f"received {received} bytes and restored container {ctid} as they came; size and SHA-256 verified")
             else:  # volume mount points are read from the archive once more each: spooled first
+                stream.send_line({"ready": True})
                 fd, name = tempfile.mkstemp(dir=spool_dir(engine.layout), prefix=f".in-{ctid}-", suffix=".tar.zst")
                 spool = Path(name)
                 received, digest = self._spool(stream, fd)
@@ -181,6 +195,38 @@ class Receiver:
             if spool is not None:
                 spool.unlink(missing_ok=True)
             self.close()
+
+    def _receive_subvolumes(self, stream: Stream, header: dict, config, written: Callable[[], None]) -> int:
+        """The config written first (``lock: create``, so a failure's cleanup finds the volumes), then every
+        btrfs stream received and verified."""
+        from engine.migrate import layers, subvols, trees
+
+        engine, ctid = self.engine, self.ctid
+        storage = self.storage or _storage_of(engine, config)
+        kind = str(header.get("kind", "btrfs"))
+        driver = subvols.check_target(engine, ctid, config, storage, kind)
+        idmap = engine.node.idmap_of(config)
+        if (idmap.lxc_lines() if idmap else None) != header.get("idmap"):
+            raise NotSupported(
+                f"container {ctid}: this node maps its ids otherwise than the source ({header.get('idmap')}): "
+                "its snapshots' files cannot be re-owned here; migrate with drop-snapshots"
+            )
+        config = subvols.renamed(config, storage)
+        with container_lock(engine.layout, ctid):
+            if engine.exists(ctid):
+                raise AlreadyExists(f"container {ctid} already exists on this node")
+            subvols.write_received_config(engine, ctid, config, "create")
+            written()
+        stream.send_line({"ready": True})
+        say = lambda text: None  # noqa: E731 - the run's log says what came
+        owner = idmap.host_uid(0) if idmap else 0
+        module = {"btrfs": subvols, "overlay": layers, "dir": trees}[kind]
+        received = module.receive_all(engine, stream, driver, ctid, owner, say)
+        for key, volid in subvols.storage_volumes(config.current) if kind == "btrfs" else ():
+            size = config.get(key).get("size")
+            if size:
+                driver.resize(volid.partition(":")[2], int(size), None)
+        return received
 
     def _spool(self, stream: Stream, fd: int) -> tuple[int, str]:
         digest, received, half = hashlib.sha256(), 0, False
@@ -230,17 +276,20 @@ class Receiver:
         engine, ctid = self.engine, self.ctid
         storage = self.storage
         if storage is None:
-            archived = known[0] if known is not None else read_archive_config(spool, ctid)[0]
-            rootfs = archived.current.values.get("rootfs", "local:")
-            storage = str(rootfs).split(":", 1)[0]
-            if storage not in engine.storages.definitions():
-                raise ValidationError(
-                    f"migration: the container's storage '{storage}' does not exist on the target node; "
-                    "name a target storage",
-                    key="storage",
-                )
+            storage = _storage_of(engine, known[0] if known is not None else read_archive_config(spool, ctid)[0])
         restore(engine, spool, ctid, storage=storage, known=known)
         _set_lock(engine, ctid, MIGRATE_LOCK)
+
+
+def _storage_of(engine, archived) -> str:
+    """The storage of the container's root disk, which must exist here (else the caller names one)."""
+    storage = str(archived.current.values.get("rootfs", "local:")).split(":", 1)[0]
+    if storage not in engine.storages.definitions():
+        raise ValidationError(
+            f"migration: the container's storage '{storage}' does not exist on the target node; name a target storage",
+            key="storage",
+        )
+    return storage
 
 
 def _known(ctid: int, header: dict):
@@ -253,14 +302,6 @@ def _known(ctid: int, header: dict):
     firewall = header.get("firewall")
     config = ContainerConfig.parse(ctid, text, origin="the migration's header")
     return config, firewall if isinstance(firewall, str) else None
-
-
-def _verify(trailer: dict, received: int, digest: str) -> None:
-    if trailer.get("bytes") != received or trailer.get("sha256") != digest:
-        raise HostError(
-            f"migration: the stream does not match what the sender sent ({received} bytes, sha256 "
-            f"{digest[:16]}… received; {trailer.get('bytes')} bytes, {str(trailer.get('sha256'))[:16]}… sent)"
-        )
 
 
 def _pump(stream: Stream, fifo: Path, stop: threading.Event) -> tuple[int, str]:

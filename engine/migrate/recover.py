@@ -18,6 +18,7 @@ import contextlib
 
 from engine.errors import EngineError
 from engine.migrate import incoming_lock, incoming_marker, remove_container, spool_dir
+from engine.migrate.subvols import drop_current
 from engine.state import Intent, container_busy, container_lock, flock_held
 
 
@@ -34,6 +35,7 @@ def release_outgoing(engine, ctid: int, facts: dict) -> tuple[str, str]:
         )
     with container_lock(engine.layout, ctid):
         config = engine.config(ctid)
+        drop_current(engine, config)  # what a sender of snapshots had taken of the current state
         config.current.values.pop("lock", None)
         write_config(engine.layout.config_path(ctid), config)
     Intent(engine.layout, ctid).clear()

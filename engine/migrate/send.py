@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine import faults
-from engine.config import write_config
+from engine.config import ContainerConfig, write_config
 from engine.errors import EngineError, InvalidState, NotSupported, ValidationError
-from engine.migrate import MIGRATE_LOCK, remove_container
+from engine.migrate import MIGRATE_LOCK, layers, remove_container, subvols, trees
 from engine.migrate.channel import ChunkWriter, check_fingerprint, connect, parse_endpoint
 from engine.node import check_unlocked
 from engine.reverter import Reverter
@@ -52,11 +52,6 @@ def check_online() -> None:
 def _check(engine, ctid: int, restart: bool) -> tuple[object, bool]:
     config = engine.config(ctid)
     check_unlocked(config)
-    if config.snapshots:
-        raise NotSupported(
-            f"container {ctid} has snapshots ({', '.join(sorted(config.snapshots))}): they cannot travel between "
-            "these storages; delete them first (or back the container up and restore it on the target)"
-        )
     binds = [v.key for v in volumes_of(config.current) if v.is_bind]
     if binds:
         raise ValidationError(
@@ -81,6 +76,7 @@ def migrate(
     *,
     restart: bool = False,
     online: bool = False,
+    drop_snapshots: bool = False,
     netns: str | None = None,
     timeout: float = 60.0,
     shutdown_timeout: float = 60.0,
@@ -91,8 +87,8 @@ def migrate(
     """Move stopped (or, with ``restart``, running) container ``ctid`` to the receiver at ``to``.
 
     ``committed`` is called once the target has the container for good, before the copy here is removed
-    (the node's job moves its database row there)."""
-    from engine.backup.archive import config_for_archive, write_archive
+    (the node's job moves its database row there).  A container's snapshots travel with it where both
+    storages are of one kind (:mod:`engine.migrate.subvols`); ``drop_snapshots`` leaves them behind instead."""
     from engine.hold import Held
     from engine.network import container as network
 
@@ -105,6 +101,7 @@ def migrate(
     path = engine.layout.config_path(ctid)
     with container_lock(engine.layout, ctid), Reverter() as revert:
         config, running = _check(engine, ctid, restart)
+        kind, found = subvols.volumes(engine, config) if config.snapshots and not drop_snapshots else (None, None)
         intent = Intent(engine.layout, ctid)
         intent.write({"op": "migrate", "phase": "sending", "to": to, "running": running})
         revert.add(intent.clear)
@@ -122,40 +119,15 @@ def migrate(
         firewall = network.firewall_file(engine.layout.root, ctid)
         firewall_text = firewall.read_text() if firewall.exists() else None
         keys = [v.key for v in volumes_of(config.current, storage_only=True) if v.key != "rootfs"]
-        # The config comes first apart from the archive too, so the target can restore as the stream arrives.
-        header = {"ctid": ctid, "start": running, "config": config_for_archive(config), "firewall": firewall_text}
-        stream.send_line({**header, "volumes": keys})
-        stream.read_line()  # the receiver's "ready": the ID is free there, its storage exists
-        sink = ChunkWriter(stream)
-        revert.add(sink.abandon)
-        half = [False]
-
-        def report(done: int, total: int) -> None:
-            if not half[0] and done * 2 >= total > 0:
-                half[0] = True
-                faults.point("migrate:sending")
-            if progress is not None:
-                progress(done, total)
-
-        with held.tree("rootfs") as rootfs, _trees(held, keys) as trees:
-            mountpoints = [(str(config.get(k)["mp"]), trees[k]) for k in keys]
-            say(f"sending the root disk{' and ' + ', '.join(keys) if keys else ''}")
-            stats = write_archive(
-                sink,
-                rootfs,
-                held.idmap,
-                config_for_archive(config),
-                firewall_text,
-                compress="zstd",
-                level=1,
-                mountpoints=mountpoints,
-                progress=report,
-                default_excludes=False,
-            )
-        sink.close()
-        stream.send_chunk(b"")
-        stream.send_line({"bytes": sink.bytes, "sha256": sink.digest.hexdigest()})
-        say(f"sent {sink.bytes} bytes ({stats.bytes} bytes of file data); waiting for the target to verify")
+        header = {"ctid": ctid, "start": running, "firewall": firewall_text, "volumes": keys}
+        if found is not None:
+            header["kind"] = kind
+            sent, data = _send_subvolumes(engine, stream, config, found, header, revert, say, progress)
+        else:
+            if config.snapshots:
+                say(f"leaving the snapshots behind ({', '.join(subvols.ordered(config))}): drop-snapshots")
+            sent, data = _send_archive(held, stream, config, keys, header, revert, say, progress)
+        say(f"sent {sent} bytes ({data} bytes of data); waiting for the target to verify")
         verdict = stream.read_line()
         if not verdict.get("verified"):
             raise EngineError("migration: the target did not confirm what it received")
@@ -175,7 +147,73 @@ def migrate(
         intent.clear()
         if done.get("warning"):
             say(f"warning: {done['warning']}")
-    return MigrateResult(ctid, to, running, sink.bytes, stats.bytes, time.monotonic() - began)
+    return MigrateResult(ctid, to, running, sent, data, time.monotonic() - began)
+
+
+def _send_archive(held, stream, config, keys, header, revert, say, progress) -> tuple[int, int]:
+    """The current state as one vzdump-format archive (zstd); (bytes sent, bytes of file data)."""
+    from engine.backup.archive import config_for_archive, write_archive
+
+    # The config comes first apart from the archive too, so the target can restore as the stream arrives.
+    stream.send_line({**header, "config": config_for_archive(config)})
+    stream.read_line()  # the receiver's "ready": the ID is free there, its storage exists
+    sink = ChunkWriter(stream)
+    revert.add(sink.abandon)
+    half = [False]
+
+    def report(done: int, total: int) -> None:
+        if not half[0] and done * 2 >= total > 0:
+            half[0] = True
+            faults.point("migrate:sending")
+        if progress is not None:
+            progress(done, total)
+
+    with held.tree("rootfs") as rootfs, _trees(held, keys) as trees:
+        mountpoints = [(str(config.get(k)["mp"]), trees[k]) for k in keys]
+        say(f"sending the root disk{' and ' + ', '.join(keys) if keys else ''}")
+        stats = write_archive(
+            sink,
+            rootfs,
+            held.idmap,
+            config_for_archive(config),
+            header["firewall"],
+            compress="zstd",
+            level=1,
+            mountpoints=mountpoints,
+            progress=report,
+            default_excludes=False,
+        )
+    sink.close()
+    stream.send_chunk(b"")
+    stream.send_line({"bytes": sink.bytes, "sha256": sink.digest.hexdigest()})
+    return sink.bytes, stats.bytes
+
+
+def _send_subvolumes(engine, stream, config, found, header, revert, say, progress) -> tuple[int, int]:
+    """The snapshots oldest first, then the current state, as btrfs streams; (bytes sent, the same)."""
+    whole = ContainerConfig.parse(config.ctid, config.render())
+    whole.current.values.pop("lock", None)
+    idmap = engine.node.idmap_of(config)
+    made = subvols.take_current(found) if header["kind"] == "btrfs" else []  # overlay: the upper, held still
+    revert.add(subvols.drop, made)
+    order = subvols.ordered(config)
+    stream.send_line(
+        {**header, "config": whole.render(), "snapshots": order, "idmap": idmap.lxc_lines() if idmap else None}
+    )
+    stream.read_line()  # "ready": the target storage can keep them
+    say(f"sending {len(found)} volume(s) with their snapshots ({', '.join(order)}) as {header['kind']} streams")
+    half = [False]
+
+    def report(done: int) -> None:
+        if not half[0] and done >= 2 << 20:
+            half[0] = True
+            faults.point("migrate:sending")
+        if progress is not None:
+            progress(done, 0)
+
+    sent = {"btrfs": subvols, "overlay": layers, "dir": trees}[header["kind"]].send_all(stream, found, report)
+    subvols.drop(made)
+    return sent, sent
 
 
 def _unlock(engine, ctid: int) -> None:

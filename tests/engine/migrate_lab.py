@@ -35,7 +35,9 @@ def veth_pair():
         subprocess.run(["ip", "netns", "del", a], capture_output=True)
 
 
-def receiver(env: dict, ctid: int, identity: Path, netns: str, address: str, fault: str | None = None):
+def receiver(
+    env: dict, ctid: int, identity: Path, netns: str, address: str, fault: str | None = None, storage: str | None = None
+):
     """``python -m engine migrate-receive`` started with ``env``'s layout, trusting ``identity``'s certificate;
     returns (process, its endpoint line: address, port, fingerprint)."""
     from engine.migrate.channel import certificate_of
@@ -45,6 +47,8 @@ def receiver(env: dict, ctid: int, identity: Path, netns: str, address: str, fau
     if fault:
         env = {**env, "CAISSON_FAULT_AT": fault}
     argv = ["migrate-receive", str(ctid), "--peer-cert", str(cert), "--listen", f"{address}:0", "--netns", netns]
+    if storage:
+        argv += ["--storage", storage]
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", *argv],
         cwd=Path(__file__).resolve().parents[2],

@@ -100,6 +100,16 @@ def _mirror(eng, node, ctid):
     )[0]
 
 
+def _migrated(user, ctid: int, target: str) -> str:
+    """The container migrated through the API by ``user``; the job's log, once it ended well."""
+    answer = client_for(user).post(f"/api/containers/{ctid}/migrate/", {"target": target}, format="json")
+    assert answer.status_code == 202, answer.content
+    job = wait_job(Job.objects.get(pk=answer.json()["job"]["id"]), timeout=180)
+    lines = "\n".join(job.lines.values_list("text", flat=True))
+    assert job.status == "ok", lines
+    return lines
+
+
 def _data_file(eng, ctid):
     return eng.layout.root / "images" / str(ctid) / f"subvol-{ctid}-disk-0.subvol" / "root" / "data"
 
@@ -123,11 +133,7 @@ def test_offline_then_restart_migration_through_the_api_moves_data_and_the_row(
     operator = make_user("op", "Operator", f"/ct/{ctid}")
     _online()
 
-    answer = client_for(admin).post(f"/api/containers/{ctid}/migrate/", {"target": "node-mb"}, format="json")
-    assert answer.status_code == 202, answer.content
-    job = wait_job(Job.objects.get(pk=answer.json()["job"]["id"]), timeout=180)
-    lines = "\n".join(job.lines.values_list("text", flat=True))
-    assert job.status == "ok", lines
+    lines = _migrated(admin, ctid, "node-mb")
     assert "verified" in lines and "removing container" in lines
     assert not eng_a.exists(ctid) and eng_b.exists(ctid)
     assert hashlib.sha256(_data_file(eng_b, ctid).read_bytes()).digest() == hashlib.sha256(data).digest()
@@ -168,6 +174,50 @@ def test_offline_then_restart_migration_through_the_api_moves_data_and_the_row(
     assert job.status == "ok", "\n".join(job.lines.values_list("text", flat=True))
     assert not eng_a.ids() and eng_b.status(ctid).status == "running"
     eng_b.stop(ctid)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_snapshots_travel_through_the_jobs_between_overlay_storages(
+    two_nodes, busybox_template, ctid_factory, make_user
+):
+    """The API's migration of a container with a snapshot, both nodes with an overlay storage: the job
+    sends its layers, the snapshot is listed on the target and rolls back there."""
+    from engine.storage import cfg
+    from engine.storage.base import StorageDef
+    from webui.models import StorageMirror
+
+    (eng_a, node_a), (eng_b, node_b) = two_nodes["node-ma"], two_nodes["node-mb"]
+    for eng, node in ((eng_a, node_a), (eng_b, node_b)):
+        defs = dict(eng.storages.definitions())
+        defs["ov"] = StorageDef("ov", "overlay", eng.layout.root / "ov", frozenset({"rootdir"}))
+        cfg.save(eng.layout.root, defs)
+        StorageMirror.objects.update_or_create(
+            node=node, name="ov", defaults={"type": "overlay", "content": ["rootdir"]}
+        )
+    admin = make_user("admin", "Administrator")
+    ctid = ctid_factory()
+    eng_a.create(ctid, busybox_template, {"hostname": f"mig{ctid}", "rootfs": "ov:0", "memory": "128"})
+
+    def inside(eng, script: str) -> bytes:
+        eng.start(ctid)
+        try:
+            return eng.exec_output(ctid, ["/bin/sh", "-c", script])[1]
+        finally:
+            eng.stop(ctid)
+
+    inside(eng_a, "echo one > /root/state")
+    eng_a.snapshot(ctid, "first", "kept on the way")
+    inside(eng_a, "echo two > /root/state")
+    container = _mirror(eng_a, node_a, ctid)
+    Container.objects.filter(pk=container.pk).update(snapshots=[{"name": "first"}, {"name": "current"}])
+    _online()
+    lines = _migrated(admin, ctid, "node-mb")
+    assert "with their snapshots (first) as overlay streams" in lines
+    assert not eng_a.exists(ctid) and Container.objects.get(ctid=ctid).node_id == node_b.pk
+    assert [(s.name, s.description.strip()) for s in eng_b.list_snapshots(ctid)][0] == ("first", "kept on the way")
+    assert inside(eng_b, "cat /root/state") == b"two\n"
+    eng_b.rollback(ctid, "first")
+    assert inside(eng_b, "cat /root/state") == b"one\n"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -238,6 +288,26 @@ def test_migration_requests_are_checked_and_refused_naming_what_is_wrong(make_us
     answer = client_for(admin).post(url, {"target": "node-z", "restart": True}, format="json")
     assert answer.status_code == 503 and "offline" in answer.content.decode()
     assert not Job.objects.exists()  # nothing queued by any refusal
+
+    # Snapshots travel only between storages of one kind on both nodes; elsewhere refused naming
+    # them and the storage, unless dropped.
+    Node.objects.filter(pk=other.pk).update(last_seen=timezone.now())
+    Container.objects.filter(pk=ct.pk).update(status="stopped", snapshots=[{"name": "before"}, {"name": "current"}])
+    answer = client_for(admin).post(url, {"target": "node-z"}, format="json")
+    text = answer.content.decode()
+    assert answer.status_code == 409 and "snapshots (before)" in text and "'local' on node 'node-z' (dir)" in text
+    assert not Job.objects.exists()
+    answer = client_for(admin).post(url, {"target": "node-z", "drop_snapshots": True}, format="json")
+    assert answer.status_code == 202, answer.content
+    assert Job.objects.get().params["drop_snapshots"] is True
+    Job.objects.all().delete()
+    StorageMirror.objects.filter(node=other).update(type="btrfs")
+    answer = client_for(admin).post(url, {"target": "node-z"}, format="json")  # btrfs there, none here
+    assert answer.status_code == 409 and "(btrfs) cannot keep them" in answer.content.decode()
+    StorageMirror.objects.create(node=node, name="local", type="btrfs", content=["rootdir"])
+    assert client_for(admin).post(url, {"target": "node-z"}, format="json").status_code == 202
+    assert Job.objects.get().params["drop_snapshots"] is False
+    Job.objects.all().delete()
 
     # Node evacuation: VM.Migrate on every container, checked before anything is queued.
     Node.objects.filter(pk=other.pk).update(last_seen=timezone.now())

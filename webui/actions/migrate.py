@@ -33,7 +33,14 @@ def _target(container_node: Node, target) -> Node:
     return node
 
 
-def _checked(access: Access, container: Container, target: Node, restart: bool, address: str | None) -> dict:
+def _checked(
+    access: Access,
+    container: Container,
+    target: Node,
+    restart: bool,
+    address: str | None,
+    drop_snapshots: bool = False,
+) -> dict:
     require(access, "VM.Migrate", container, address=address)
     storage = storage_of((container.config or {}).get("rootfs", "").split(",")[0]) or "local"
     if "rootdir" not in (getattr(target.storages.filter(name=storage).first(), "content", None) or []):
@@ -49,9 +56,17 @@ def _checked(access: Access, container: Container, target: Node, restart: bool, 
         raise JobRefused(f"CT {container.ctid} is running; migrate it in restart mode or stop it first")
     if container.status not in (Container.Status.RUNNING, Container.Status.STOPPED):
         raise JobRefused(f"CT {container.ctid} is {container.status}; it cannot be migrated now")
-    if any(s.get("name") != "current" for s in container.snapshots or []):  # the mirror lists "current" too
-        raise JobRefused(f"CT {container.ctid} has snapshots; they cannot travel between these storages: delete them")
-    return {"target": target.name, "restart": bool(restart), "storage": storage}
+    snapshots = [s.get("name") for s in container.snapshots or [] if s.get("name") != "current"]
+    kind = getattr(target.storages.filter(name=storage).first(), "type", "")
+    here = getattr(container.node.storages.filter(name=storage).first(), "type", "")
+    if snapshots and not drop_snapshots and (kind not in ("btrfs", "overlay", "dir") or kind != here):
+        # btrfs to btrfs, overlay to overlay, dir to dir (a dir storage's layout is the engine's to check)
+        raise JobRefused(
+            f"CT {container.ctid} has snapshots ({', '.join(snapshots)}): the target storage '{storage}' on node "
+            f"'{target.name}' ({kind}) cannot keep them; they travel between storages of one kind (btrfs, "
+            "overlay or dir) on both nodes; or drop the snapshots"
+        )
+    return {"target": target.name, "restart": bool(restart), "storage": storage, "drop_snapshots": drop_snapshots}
 
 
 def migrate(
@@ -61,13 +76,16 @@ def migrate(
     restart: bool = False,
     online: bool = False,
     address: str | None = None,
+    drop_snapshots: bool = False,
 ) -> Job:
-    """One container to node ``target``: offline (stopped) or, with ``restart``, stopped, moved and started."""
+    """One container to node ``target``: offline (stopped) or, with ``restart``, stopped, moved and started.
+    Snapshots travel between storages of one kind; ``drop_snapshots`` leaves them behind."""
     require(access, "VM.Migrate", container, address=address)
     if online:
         raise ValidationError({"online": [ONLINE_REFUSED]})
     node = _target(container.node, target)
-    return container_job(access, container, "vzmigrate", _checked(access, container, node, restart, address), address)
+    params = _checked(access, container, node, restart, address, bool(drop_snapshots))
+    return container_job(access, container, "vzmigrate", params, address)
 
 
 def migrate_all(

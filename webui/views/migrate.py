@@ -38,6 +38,7 @@ def migrate(request, ctid: int):
             restart=request.POST.get("mode") == "restart",
             online=request.POST.get("mode") == "online",
             address=client_address(request),
+            drop_snapshots=request.POST.get("drop_snapshots") == "on",
         ),
         f"migration of CT {ctid} to {target} queued (job {{job.pk}})",
         reverse("ct", args=[ctid]),

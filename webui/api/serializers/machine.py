@@ -17,6 +17,9 @@ class MigrateSerializer(StrictSerializer):
     target = CharField(help_text="the node to migrate to")
     restart = BooleanField(required=False, help_text="a running container: stop, move, start on the target")
     online = BooleanField(required=False, help_text="live migration (refused: no working CRIU on the nodes)")
+    drop_snapshots = BooleanField(
+        required=False, help_text="leave the snapshots behind (by default they travel between btrfs storages)"
+    )
 
 
 class MigrateAllSerializer(StrictSerializer):

@@ -84,6 +84,7 @@ class ContainerMachineViewSet(ApiViewSet):
                 restart=body.get("restart", False),
                 online=body.get("online", False),
                 address=self.address,
+                drop_snapshots=body.get("drop_snapshots", False),
             )
         )
 

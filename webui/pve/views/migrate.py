@@ -22,6 +22,7 @@ def migrate(call: Call):
         "timeout": P("integer", minimum=0),
         "target-storage": P(),
         "bwlimit": P("number", minimum=0),
+        "drop-snapshots": BOOL,  # Caisson's own: Proxmox refuses a container whose snapshots cannot travel
     }
     params = call.params(spec)
     container = container_of(call, params["node"], params["vmid"], "VM.Migrate")
@@ -32,4 +33,5 @@ def migrate(call: Call):
         restart=bool(params.get("restart")),
         online=bool(params.get("online")),
         address=call.address,
+        drop_snapshots=bool(params.get("drop-snapshots")),
     ).upid

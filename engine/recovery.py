@@ -70,7 +70,7 @@ def recover(engine, ctid: int | None = None, full: bool = True) -> list[Action]:
     record points at.
     """
     ids = [ctid] if ctid is not None else engine.node.ids()
-    actions: list[Action] = []
+    actions: list[Action] = _repair_storages(engine)  # first: a lock's release may delete snapshots
     for ident in ids:
         if container_busy(engine.layout, ident):
             continue
@@ -85,6 +85,25 @@ def recover(engine, ctid: int | None = None, full: bool = True) -> list[Action]:
     actions += sweep(engine, ctid)
     for action in actions:
         log.warning("recovery: %s", action.detail)
+    return actions
+
+
+def _repair_storages(engine) -> list[Action]:
+    """Volume operations a killed process left half done inside a storage (an overlay volume's snapshot or
+    rollback between its renames and its records): finished or undone, before anything reads the volume."""
+    from engine.storage import make_storage
+
+    actions = []
+    for sid, definition in engine.storages.definitions().items():
+        for driver in make_storage(definition).drivers():
+            if not hasattr(driver, "repair"):
+                continue
+            try:
+                done = driver.repair()
+            except (OSError, EngineError) as err:
+                actions.append(Action(None, "failed", f"storage '{sid}': repair of its volumes failed: {err}"))
+                continue
+            actions += [Action(ident, "completed", f"storage '{sid}': {detail}") for ident, detail in done]
     return actions
 
 

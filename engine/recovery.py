@@ -10,6 +10,9 @@ and the kernel drops it when the holder dies, so a persisted lock whose flock
 is free was left by a dead process (:func:`engine.state.container_busy`).  A
 container whose flock is held is left alone.
 
+First, operations a storage driver left half done inside a storage are finished or undone
+(``Driver.repair``: an overlay volume's snapshot or rollback, :mod:`engine.storage.overlay_repair`).
+
 Per lock (see ``docs/architecture.md``, Recovery):
 
 - ``create`` (a create, restore or clone target): the half-made container is removed;

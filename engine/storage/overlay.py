@@ -20,9 +20,11 @@ snapshot copies the upper layer (the container's own changes only) while
 the container is frozen.  Rollback points the volume at the snapshot's layers
 with an empty upper; a linked clone does the same in a new volume and
 records its origin, so the snapshot it stands on cannot be deleted while it
-exists.  Layers no record refers to are removed; template layers stay as a
-cache.  Nothing holds an upper layer to a size, so a size is refused (``size_enforced`` is
-false; :meth:`engine.storage.Storage.driver_for_new`), and so is a resize.
+exists.  A stopped snapshot and a rollback record their intent before they move anything;
+:mod:`engine.storage.overlay_repair` finishes or undoes one a crash cut short.  Layers no
+record refers to are removed; template layers stay as a cache.  Nothing holds an upper
+layer to a size, so a size is refused (``size_enforced`` is false;
+:meth:`engine.storage.Storage.driver_for_new`), and so is a resize.
 """
 
 from __future__ import annotations

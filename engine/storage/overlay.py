@@ -108,7 +108,10 @@ class OverlayDriver(Driver):
 
     def repair(self) -> list[tuple[int, str]]:
         """Finish or undo every snapshot or rollback a killed process left half done (:mod:`.overlay_repair`):
-        (container ID, what was done) for each."""
+        (container ID, what was done) for each.  The lock is taken only if an intent is seen (a tick must not
+        wait for a running container's snapshot copy); one cleared meanwhile is skipped under it."""
+        if not overlay_repair.pending(self.images):
+            return []
         with self._locked():
             found = [(path, overlay_repair.repair(self, path)) for path in overlay_repair.pending(self.images)]
         return [(int(path.parent.name), done) for path, done in found if done]
@@ -278,6 +281,7 @@ class OverlayDriver(Driver):
             if not record.is_file():
                 raise NotFound(f"snapshot '{snap}': {record} does not exist")
             layers = self._read_layers(record)
+            before = self._read_layers(path / "lower")
             old = path / ".upper.old"
             remove_path(old)
             fresh = path / ".upper.new"
@@ -286,7 +290,7 @@ class OverlayDriver(Driver):
             _copy_root_attrs(self.layers / layers[0], fresh, os.lstat(path / "upper").st_uid)
             # Once the intent stands, a kill leaves a rollback that repair undoes (before the empty upper is
             # in place) or finishes (after): never a volume without an upper layer.
-            overlay_repair.write_intent(path, {"op": "rollback", "snap": snap, "layers": layers})
+            overlay_repair.write_intent(path, {"op": "rollback", "snap": snap, "layers": layers, "lower": before})
             faults.point("overlay-rollback:intent")
             try:
                 os.rename(path / "upper", old)
@@ -296,8 +300,8 @@ class OverlayDriver(Driver):
                 self._write_layers(path / "lower", layers)
                 faults.point("overlay-rollback:recorded")
             except BaseException:
-                with contextlib.suppress(OSError, HostError):  # undone or finished now; else at the next use
-                    overlay_repair.repair(self, path)
+                with contextlib.suppress(OSError, HostError):  # as it was; if this fails too, repair finishes it
+                    overlay_repair.undo_rollback(self, path, before)
                 raise
             overlay_repair.clear_work(path / "work")
             remove_path(old)

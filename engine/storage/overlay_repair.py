@@ -146,3 +146,16 @@ def _repair_rollback(driver, path: Path, facts: dict) -> str:
         done = f"an interrupted rollback to '{snap}' had changed nothing, or was done"
     remove_path(fresh)
     return done
+
+
+def undo_rollback(driver, path: Path, lower: list[str]) -> None:
+    """A rollback that failed (an error, not a kill): the volume's own upper layer and layer list back."""
+    upper, old = path / "upper", path / ".upper.old"
+    if os.path.lexists(old):
+        if upper.is_dir() and not any(os.scandir(upper)):
+            os.rmdir(upper)
+        if not os.path.lexists(upper):
+            os.rename(old, upper)
+    remove_path(path / ".upper.new")
+    driver._write_layers(path / "lower", lower)
+    clear_intent(path)

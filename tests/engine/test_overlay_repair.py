@@ -83,3 +83,14 @@ def test_a_rollback_cut_with_its_upper_parked_is_undone(lab, make):  # noqa: F81
     assert not (path / ".upper.old").exists()
     lab.engine.rollback(ctid, "before")
     assert _data(lab, ctid) == f"data-{ctid}"
+
+
+def test_an_intent_torn_while_it_was_written_is_dropped(lab, make):  # noqa: F811
+    """A record whose flush never returned: nothing had moved, so the volume is as it was."""
+    ctid, driver, path = _stopped_with_data(lab, make)
+    lower = driver._read_layers(path / "lower")
+    (path / ".upper.new").mkdir()
+    (path / overlay_repair.PENDING).write_text('{"layer": "s0')
+    assert _data(lab, ctid) == f"data-{ctid}"
+    assert not (path / overlay_repair.PENDING).exists() and not (path / ".upper.new").exists()
+    assert driver._read_layers(path / "lower") == lower

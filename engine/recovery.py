@@ -10,6 +10,9 @@ and the kernel drops it when the holder dies, so a persisted lock whose flock
 is free was left by a dead process (:func:`engine.state.container_busy`).  A
 container whose flock is held is left alone.
 
+First, operations a storage driver left half done inside a storage are finished or undone
+(``Driver.repair``: an overlay volume's snapshot or rollback, :mod:`engine.storage.overlay_repair`).
+
 Per lock (see ``docs/architecture.md``, Recovery):
 
 - ``create`` (a create, restore or clone target): the half-made container is removed;
@@ -77,6 +80,7 @@ def recover(engine, ctid: int | None = None, full: bool = True) -> list[Action]:
 
     actions = [Action(*done) for done in migration.incoming(engine, ctid)]  # before: it removes containers
     ids = [ctid] if ctid is not None else engine.node.ids()
+    actions += _repair_storages(engine)  # before any lock's release, which may delete snapshots
     for ident in ids:
         if container_busy(engine.layout, ident) or migration.is_incoming(engine, ident):
             continue  # a live receiver's uncommitted copy (a dead one's went above)
@@ -91,6 +95,25 @@ def recover(engine, ctid: int | None = None, full: bool = True) -> list[Action]:
     actions += sweep(engine, ctid)
     for action in actions:
         log.warning("recovery: %s", action.detail)
+    return actions
+
+
+def _repair_storages(engine) -> list[Action]:
+    """Volume operations a killed process left half done inside a storage (an overlay volume's snapshot or
+    rollback between its renames and its records): finished or undone, before anything reads the volume."""
+    from engine.storage import make_storage
+
+    actions = []
+    for sid, definition in engine.storages.definitions().items():
+        for driver in make_storage(definition).drivers():
+            if not hasattr(driver, "repair"):
+                continue
+            try:
+                done = driver.repair()
+            except (OSError, EngineError) as err:
+                actions.append(Action(None, "failed", f"storage '{sid}': repair of its volumes failed: {err}"))
+                continue
+            actions += [Action(ident, "completed", f"storage '{sid}': {detail}") for ident, detail in done]
     return actions
 
 

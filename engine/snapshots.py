@@ -115,6 +115,9 @@ class SnapshotOps:
                 finally:
                     if root_fd is not None:
                         os.close(root_fd)
+                if record is not None:  # the copies made under freeze reach the disk before the commit
+                    for _, driver, vol in volumes:
+                        driver.settle_snapshot(vol, name)
                 faults.point("snapshot:taken")
                 snapconfig.commit(config, name)
                 write_config(path, config)

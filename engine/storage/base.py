@@ -163,6 +163,11 @@ class Driver(ABC):
         """Keep the volume's content as ``snap``.  ``running_root`` is an fd of the running container's
         root (its file system frozen by the caller's cgroup freeze), or None if it is stopped."""
 
+    def settle_snapshot(self, vol: str, snap: str) -> None:
+        """After a running container's snapshot and its thaw, before the snapshot is committed: write out
+        whatever the snapshot copied that is not on disk yet (nothing, for most drivers)."""
+        return
+
     @abstractmethod
     def rollback(self, vol: str, snap: str) -> None:
         """Make the volume's content that of ``snap`` (the container is stopped)."""

@@ -20,9 +20,11 @@ snapshot copies the upper layer (the container's own changes only) while
 the container is frozen.  Rollback points the volume at the snapshot's layers
 with an empty upper; a linked clone does the same in a new volume and
 records its origin, so the snapshot it stands on cannot be deleted while it
-exists.  Layers no record refers to are removed; template layers stay as a
-cache.  Nothing holds an upper layer to a size, so a size is refused (``size_enforced`` is
-false; :meth:`engine.storage.Storage.driver_for_new`), and so is a resize.
+exists.  A stopped snapshot and a rollback record their intent before they move anything;
+:mod:`engine.storage.overlay_repair` finishes or undoes one a crash cut short.  Layers no
+record refers to are removed; template layers stay as a cache.  Nothing holds an upper
+layer to a size, so a size is refused (``size_enforced`` is false;
+:meth:`engine.storage.Storage.driver_for_new`), and so is a resize.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from engine import faults
 from engine.config import write_atomic, write_atomic_many
 from engine.errors import HostError, NotFound, NotSupported
+from engine.storage import overlay_repair
 from engine.storage.base import Activation, Driver, Fill, Info, copy_tree_reflink, remove_path
 
 MOUNT_OPTIONS = "index=off,redirect_dir=off,metacopy=off,xino=off"
@@ -102,10 +106,31 @@ class OverlayDriver(Driver):
     def _write_layers(self, record: Path, layers: list[str]) -> None:
         write_atomic(record, ":".join(layers) + "\n", mode=0o600)
 
+    def repair(self) -> list[tuple[int, str]]:
+        """Finish or undo every snapshot or rollback a killed process left half done (:mod:`.overlay_repair`):
+        (container ID, what was done) for each.  The lock is taken only if an intent is seen (a tick must not
+        wait for a running container's snapshot copy); one cleared meanwhile is skipped under it."""
+        if not overlay_repair.pending(self.images):
+            return []
+        with self._locked():
+            found = [(path, overlay_repair.repair(self, path)) for path in overlay_repair.pending(self.images)]
+        return [(int(path.parent.name), done) for path, done in found if done]
+
+    def _repair_volume(self, path: Path) -> None:
+        """Repair one volume before it is used; no lock is taken when nothing is pending (the usual case)."""
+        if os.path.lexists(path / overlay_repair.PENDING):
+            with self._locked():
+                overlay_repair.repair(self, path)
+
     def gc(self) -> list[str]:
-        """Remove snapshot layers that no volume, snapshot or clone refers to."""
+        """Remove snapshot layers that no volume, snapshot, clone or unrepaired intent refers to."""
         with self._locked():
             used = set()
+            for path in overlay_repair.pending(self.images):
+                try:
+                    overlay_repair.repair(self, path)
+                except (OSError, HostError):
+                    used |= overlay_repair.intent_layers(path)  # kept until a repair succeeds
             for record in self.images.glob("*/*.overlay/lower"):
                 used.update(self._read_layers(record))
             for record in self.images.glob("*/*.overlay@*"):
@@ -169,6 +194,7 @@ class OverlayDriver(Driver):
 
     def delete(self, vol: str) -> None:
         path = self.path(vol)
+        self._repair_volume(path)
         for snap in path.parent.glob(f"{path.name}@*"):
             snap.unlink()
         remove_path(path)
@@ -176,6 +202,7 @@ class OverlayDriver(Driver):
 
     def activate(self, vol: str) -> Activation:
         path = self.path(vol)
+        self._repair_volume(path)
         layers = self._read_layers(path / "lower")
         rel = os.path.relpath(path, self.storage.path)
         lower = ":".join(f"layers/{layer}" for layer in layers)
@@ -185,15 +212,17 @@ class OverlayDriver(Driver):
     def snapshot(self, vol: str, snap: str, running_root: int | None) -> None:
         path = self.path(vol)
         record = self.snapshot_path(vol, snap)
-        layers = self._read_layers(path / "lower")
-        if len(layers) >= MAX_LAYERS:
-            raise HostError(f"{vol} already stacks {len(layers)} layers; make a full clone to flatten it")
         layer = self._new_layer_id()
         with self._locked():
+            overlay_repair.repair(self, path)
+            layers = self._read_layers(path / "lower")
+            if len(layers) >= MAX_LAYERS:
+                raise HostError(f"{vol} already stacks {len(layers)} layers; make a full clone to flatten it")
             if running_root is not None:
                 # No syncfs first: the copy reads the upper layer through the page cache, which holds the
                 # frozen container's last writes whether or not they reached the disk (flushing the whole
-                # host file system under freeze was most of a running snapshot's time).
+                # host file system under freeze was most of a running snapshot's time).  The copy is
+                # flushed after the thaw (settle_snapshot), before the snapshot is committed.
                 copy_tree_reflink(path / "upper", self.layers / layer, f"snapshot '{snap}'")
                 try:
                     self._write_layers(record, [layer, *layers])
@@ -201,44 +230,82 @@ class OverlayDriver(Driver):
                     remove_path(self.layers / layer)
                     raise
                 return
-            upper = path / "upper"
-            fresh = path / ".upper.new"
-            remove_path(fresh)
-            fresh.mkdir(mode=0o755)
-            st = os.lstat(upper)
-            _copy_root_attrs(upper, fresh, st.st_uid)
+            self._freeze_upper(path, record, snap, layer, layers)
+
+    def _freeze_upper(self, path: Path, record: Path, snap: str, layer: str, layers: list[str]) -> None:
+        """A stopped volume's snapshot: its upper layer becomes ``layers/<layer>``, an empty one replaces it.
+
+        The intent goes first, so a kill anywhere after leaves what :func:`overlay_repair.repair` finishes or
+        undoes (the layer is never left for the collector)."""
+        upper = path / "upper"
+        fresh = path / ".upper.new"
+        remove_path(fresh)
+        fresh.mkdir(mode=0o755)
+        _copy_root_attrs(upper, fresh, os.lstat(upper).st_uid)
+        overlay_repair.write_intent(path, {"op": "snapshot", "snap": snap, "layer": layer, "lower": layers})
+        faults.point("overlay-snapshot:intent")
+        try:
             os.rename(upper, self.layers / layer)
-            try:
-                os.rename(fresh, upper)
-                text = ":".join([layer, *layers]) + "\n"
-                write_atomic_many([(path / "lower", text), (record, text)], mode=0o600)
-            except BaseException:
-                # Put the upper layer back where it was: the volume is as before.
-                remove_path(fresh)
-                remove_path(upper)
-                os.rename(self.layers / layer, upper)
-                self._write_layers(path / "lower", layers)
-                record.unlink(missing_ok=True)
-                raise
-            _clear_work(path / "work")
+            faults.point("overlay-snapshot:moved")
+            os.rename(fresh, upper)
+            faults.point("overlay-snapshot:swapped")
+            text = ":".join([layer, *layers]) + "\n"
+            write_atomic_many([(path / "lower", text), (record, text)], mode=0o600)
+            faults.point("overlay-snapshot:recorded")
+        except BaseException:
+            # Put the upper layer back where it was: the volume is as before.
+            record.unlink(missing_ok=True)
+            overlay_repair.repair(self, path)
+            raise
+        overlay_repair.clear_intent(path)
+        overlay_repair.clear_work(path / "work")
+
+    def settle_snapshot(self, vol: str, snap: str) -> None:
+        """A running container's snapshot copied its upper layer: write the copy out before it is committed.
+
+        Run after the thaw (the container is not held while the host's disk catches up); a crash before the
+        commit leaves the snapshot unfinished, which recovery removes."""
+        from engine.storage.mountns import syncfs
+
+        fd = os.open(self.layers, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            syncfs(fd)
+        finally:
+            os.close(fd)
 
     def rollback(self, vol: str, snap: str) -> None:
         path = self.path(vol)
         record = self.snapshot_path(vol, snap)
-        if not record.is_file():
-            raise NotFound(f"snapshot '{snap}': {record} does not exist")
-        layers = self._read_layers(record)
-        old = path / ".upper.old"
-        remove_path(old)
-        fresh = path / ".upper.new"
-        remove_path(fresh)
-        fresh.mkdir(mode=0o755)
-        _copy_root_attrs(self.layers / layers[0], fresh, os.lstat(path / "upper").st_uid)
-        os.rename(path / "upper", old)
-        os.rename(fresh, path / "upper")
-        self._write_layers(path / "lower", layers)
-        _clear_work(path / "work")
-        remove_path(old)
+        with self._locked():
+            overlay_repair.repair(self, path)
+            if not record.is_file():
+                raise NotFound(f"snapshot '{snap}': {record} does not exist")
+            layers = self._read_layers(record)
+            before = self._read_layers(path / "lower")
+            old = path / ".upper.old"
+            remove_path(old)
+            fresh = path / ".upper.new"
+            remove_path(fresh)
+            fresh.mkdir(mode=0o755)
+            _copy_root_attrs(self.layers / layers[0], fresh, os.lstat(path / "upper").st_uid)
+            # Once the intent stands, a kill leaves a rollback that repair undoes (before the empty upper is
+            # in place) or finishes (after): never a volume without an upper layer.
+            overlay_repair.write_intent(path, {"op": "rollback", "snap": snap, "layers": layers, "lower": before})
+            faults.point("overlay-rollback:intent")
+            try:
+                os.rename(path / "upper", old)
+                faults.point("overlay-rollback:parked")
+                os.rename(fresh, path / "upper")
+                faults.point("overlay-rollback:swapped")
+                self._write_layers(path / "lower", layers)
+                faults.point("overlay-rollback:recorded")
+            except BaseException:
+                with contextlib.suppress(OSError, HostError):  # as it was; if this fails too, repair finishes it
+                    overlay_repair.undo_rollback(self, path, before)
+                raise
+            overlay_repair.clear_work(path / "work")
+            remove_path(old)
+            overlay_repair.clear_intent(path)
         self.gc()
 
     def delete_snapshot(self, vol: str, snap: str) -> None:
@@ -342,9 +409,3 @@ def _copy_root_attrs(source: Path | None, target: Path, owner: int) -> None:
     st = os.lstat(source)
     os.chown(target, st.st_uid, st.st_gid)
     os.chmod(target, st.st_mode & 0o7777)
-
-
-def _clear_work(work: Path) -> None:
-    """overlayfs leaves ``work/work`` (mode 000) behind; an unused work dir must be empty."""
-    for entry in work.iterdir() if work.is_dir() else []:
-        remove_path(entry)

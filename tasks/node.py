@@ -293,7 +293,7 @@ def tick() -> None:
     try:
         sample(node)
         restart_exited(node)
-        sync_all(node)
+        sync_all(node, changed_only=True)  # only what changed is written and published
         sync_storages(node)
         sync_firewall(node)
         read_firewall_log(node)

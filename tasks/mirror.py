@@ -112,31 +112,17 @@ def container_event(container: Container) -> dict:
     }
 
 
-def sync_all(node: Node, changed_only: bool = False) -> int:
-    """Mirror every container of this node; rows for containers the node no longer has are removed.
-
-    ``changed_only`` (the tick): write and publish only the containers whose fields differ from their rows
-    (:func:`tasks.mirror_changes.sync_changes`), with every container written and published again once per
-    :data:`FULL_REFRESH_AFTER` (and at each process's first tick) in case a row was changed behind the
-    comparison's back. The agent's start, the resync job and recovery mirror everything."""
-    from tasks.mirror_changes import FULL_REFRESH_AFTER, sync_changes
-
+def sync_all(node: Node) -> int:
+    """Mirror every container of this node; rows for containers the node no longer has are removed (the
+    agent's start, the resync job, recovery; the tick mirrors what changed, ``tasks.mirror_changes``)."""
     on_node = set(node_engine().ids())
-    last = _full_at.get(node.name)
-    if changed_only and last is not None and time.monotonic() - last < FULL_REFRESH_AFTER:
-        sync_changes(node, on_node)
-    else:
-        _full_at[node.name] = time.monotonic()
-        for ctid in sorted(on_node):
-            sync_container(node, ctid)
-        stale = Container.objects.filter(node=node).exclude(ctid__in=on_node).exclude(status=Container.Status.CREATING)
-        for ctid in list(stale.values_list("ctid", flat=True)):
-            sync_container(node, ctid)
+    for ctid in sorted(on_node):
+        sync_container(node, ctid)
+    stale = Container.objects.filter(node=node).exclude(ctid__in=on_node).exclude(status=Container.Status.CREATING)
+    for ctid in list(stale.values_list("ctid", flat=True)):
+        sync_container(node, ctid)
     sync_backups(node)  # the archives of its dump directories (listed again only when they changed)
     return len(on_node)
-
-
-_full_at: dict[str, float] = {}  # node -> when this process last mirrored all of its containers
 
 
 def sync_templates(node: Node) -> None:

@@ -12,17 +12,35 @@ anyone else at the next tick.
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 from django.db import transaction
 
 from engine.errors import NotFound
+from tasks.mirror import container_event, node_fields, sync_all, sync_backups, sync_container
+from tasks.runtime import node_engine
 from webui.live import publish_many
 from webui.models import Container, Node
 
 FULL_REFRESH_AFTER = 300.0  # seconds between two ticks that write and publish every container anyway
 UNCOMPARED = {"memory_used"}  # the metrics write it every tick (tasks.node.write_sample); it moves all the time
 STARTED_SLACK = timedelta(seconds=2)  # started_at is now - uptime: it wobbles by the time the reading took
+_full_at: dict[str, float] = {}  # node -> when this process last mirrored all of its containers
+
+
+def sync_tick(node: Node) -> list[int] | None:
+    """The tick's mirror: the containers that changed (their IDs returned), or every container (None) at this
+    process's first tick and once per :data:`FULL_REFRESH_AFTER`, in case something slipped past a comparison
+    (the agent's start and the resync job mirror everything too, with :func:`tasks.mirror.sync_all`)."""
+    last = _full_at.get(node.name)
+    if last is None or time.monotonic() - last >= FULL_REFRESH_AFTER:
+        _full_at[node.name] = time.monotonic()
+        sync_all(node)
+        return None
+    changed = sync_changes(node, set(node_engine().ids()))
+    sync_backups(node)  # the archives of its dump directories (listed again only when they changed)
+    return changed
 
 
 def same(key: str, old, new) -> bool:
@@ -36,8 +54,6 @@ def same(key: str, old, new) -> bool:
 
 def sync_changes(node: Node, on_node: set[int]) -> list[int]:
     """Mirror the node's containers whose fields changed; return their IDs (new and removed ones included)."""
-    from tasks.mirror import container_event, node_fields, sync_container
-
     rows = {row.ctid: row for row in Container.objects.filter(node=node)}
     touched, changed, columns = [], [], set()
     for ctid in sorted(on_node):

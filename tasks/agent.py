@@ -24,9 +24,6 @@ def prepare_node() -> str:
     import django
 
     django.setup()
-    from django.conf import settings
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
     from tasks.boot import queue_boot_startall
     from tasks.firewall import sync_firewall
     from tasks.mirror import sync_all, sync_storages, sync_templates
@@ -38,6 +35,20 @@ def prepare_node() -> str:
     heartbeat(node)
     ensure_lxcfs()
     recover_node(node, at_start=True)  # jobs the dead agent ran failed, what they left recovered
+    schedule_tick(node)
+    sync_all(node)
+    sync_templates(node)
+    sync_storages(node)
+    sync_firewall(node)
+    queue_boot_startall(node)  # the first start since the host booted brings up the onboot containers
+    return node.queue
+
+
+def schedule_tick(node) -> None:
+    """The node's tick in beat's table, every ``CAISSON_SAMPLE_INTERVAL`` seconds on its tick queue."""
+    from django.conf import settings
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
     seconds = max(1, int(settings.CAISSON_SAMPLE_INTERVAL))
     every, _ = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.update_or_create(
@@ -51,12 +62,6 @@ def prepare_node() -> str:
             "description": "heartbeat, metrics and mirror of this node",
         },
     )
-    sync_all(node)
-    sync_templates(node)
-    sync_storages(node)
-    sync_firewall(node)
-    queue_boot_startall(node)  # the first start since the host booted brings up the onboot containers
-    return node.queue
 
 
 def start_cli_service():

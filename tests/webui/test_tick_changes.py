@@ -71,12 +71,16 @@ def test_the_tick_writes_and_publishes_only_what_changed(
         Container.objects.filter(ctid__in=[quiet, edited]).delete()
 
 
-def test_the_heartbeat_goes_on_while_every_job_slot_is_busy(agent, node, beat, engine):
+def test_the_heartbeat_goes_on_while_every_job_slot_is_busy(agent, node, beat, engine, settings):
     """Two uploads wait for data (up to a minute each) in the agent's two job slots; beat's ticks, on the
     node's tick queue, still run and move the heartbeat."""
     from django_celery_beat.models import PeriodicTask
 
+    from tasks.agent import schedule_tick
+
+    settings.CAISSON_SAMPLE_INTERVAL = 1  # as the agents of the tests tick
     node = Node.objects.get(pk=node.pk)
+    schedule_tick(node)  # as the agent did at its start (an earlier test's flush may have emptied the table)
     assert PeriodicTask.objects.get(name=f"tick {node.name}").queue == node.tick_queue == f"node.{node.name}.tick"
     streams = [filestream.new_id() for _ in range(2)]
     names = [f"slots-{os.getpid()}-{i}_1.0_amd64.tar.zst" for i in range(2)]

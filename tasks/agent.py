@@ -5,7 +5,10 @@ containers and templates into the database, schedules its own heartbeat and
 metrics tick in Celery beat's table, queues the node's ``startall`` when it is
 the first agent start since the host booted (``tasks.boot``), starts the node's
 CLI service (``engine.cli.service``: ``python -m engine`` then runs in a warm
-process), then consumes ``node.<name>``.
+process) and the node's tick worker, then consumes ``node.<name>``.
+The tick (heartbeat, metrics, mirror) has a queue of its own, ``node.<name>.tick``,
+served by a one-slot worker child (``--tick-worker``): with every job slot on a
+long job the node still beats and does not show offline.
 Containers do not depend on it: stopping the agent leaves them running.
 
 A worker that stops without being asked (Celery gives up with an
@@ -27,9 +30,6 @@ def prepare_node() -> str:
     import django
 
     django.setup()
-    from django.conf import settings
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
     from tasks.boot import queue_boot_startall
     from tasks.firewall import sync_firewall
     from tasks.mirror import sync_all, sync_storages, sync_templates
@@ -41,6 +41,20 @@ def prepare_node() -> str:
     heartbeat(node)
     ensure_lxcfs()
     recover_node(node, at_start=True)  # jobs the dead agent ran failed, what they left recovered
+    schedule_tick(node)
+    sync_all(node)
+    sync_templates(node)
+    sync_storages(node)
+    sync_firewall(node)
+    queue_boot_startall(node)  # the first start since the host booted brings up the onboot containers
+    return node.queue
+
+
+def schedule_tick(node) -> None:
+    """The node's tick in beat's table, every ``CAISSON_SAMPLE_INTERVAL`` seconds on its tick queue."""
+    from django.conf import settings
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
     seconds = max(1, int(settings.CAISSON_SAMPLE_INTERVAL))
     every, _ = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.update_or_create(
@@ -48,18 +62,12 @@ def prepare_node() -> str:
         defaults={
             "task": "caisson.node.tick",
             "interval": every,
-            "queue": node.queue,
+            "queue": node.tick_queue,  # the tick worker's, not the job slots'
             "enabled": True,
             "expire_seconds": seconds,
             "description": "heartbeat, metrics and mirror of this node",
         },
     )
-    sync_all(node)
-    sync_templates(node)
-    sync_storages(node)
-    sync_firewall(node)
-    queue_boot_startall(node)  # the first start since the host booted brings up the onboot containers
-    return node.queue
 
 
 def start_cli_service():
@@ -73,6 +81,50 @@ def start_cli_service():
     )
 
 
+def start_tick_worker(loglevel: str):
+    """The node's tick worker: this program again with ``--tick-worker``, a child that exits with the agent.
+
+    It is started as the same module (``__main__``'s), so a wrapper of the agent (``bench/sql_counting_agent``)
+    wraps it too."""
+    import subprocess
+    from pathlib import Path
+
+    module = getattr(sys.modules["__main__"].__spec__, "name", None) or "tasks.agent"
+    repo = str(Path(__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{path}" if path else repo}
+    return subprocess.Popen(
+        [sys.executable, "-m", module, "--tick-worker", "--loglevel", loglevel],
+        stdin=subprocess.DEVNULL,
+        close_fds=True,
+        env=env,
+    )
+
+
+def tick_worker(loglevel: str) -> int:
+    """Serve the node's tick queue, one tick at a time in this process (Celery's solo pool)."""
+    import ctypes
+    import signal
+
+    import django
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: go with the agent
+    if os.getppid() == 1:  # the agent died before the request took effect
+        return 0
+    django.setup()
+    from django.conf import settings
+
+    from tasks.celery import app
+    from webui.models.inventory import tick_queue
+
+    queue = tick_queue(settings.CAISSON_NODE)
+    app.worker_main(
+        ["worker", "-Q", queue, "-n", f"tick@{queue}", "-P", "solo", "--loglevel", loglevel]
+        + ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.agent", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -82,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         help="jobs run side by side (default: %(default)s)",
     )
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--tick-worker", action="store_true", help="serve the node's tick queue (the agent's child)")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency: at least 1")
@@ -89,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the node agent runs containers and needs root", file=sys.stderr)
         return 1
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webui.settings")
+    if args.tick_worker:
+        return tick_worker(args.loglevel)
     queue = prepare_node()
     from engine import reaper, syscalls
     from engine.state import DEFAULT_RUN
@@ -97,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     syscalls.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: inits orphaned by a recycled worker process come here
     reaper.start(DEFAULT_RUN)  # and are reaped as they exit
     service = start_cli_service()
+    ticker = start_tick_worker(args.loglevel)
     from celery.signals import worker_shutting_down
 
     asked = []  # SIGTERM, SIGINT, SIGQUIT: a stop someone wanted
@@ -105,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         _work(app, queue, args)
     finally:
         if not asked:
-            service.terminate()  # the new start makes its own (an exec is no exit: it would not follow)
-            service.wait(10)
+            for child in (service, ticker):  # the new start makes its own (an exec is no exit: they would stay)
+                child.terminate()
+                child.wait(10)
             _again(argv)
     return 0
 

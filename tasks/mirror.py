@@ -56,6 +56,14 @@ def container_fields(status, config) -> dict:
     }
 
 
+def node_fields(ctid: int) -> dict:
+    """What the node says of one container, as the row's fields; raises ``NotFound`` when it has no such one."""
+    status = node_engine().status(ctid)
+    config = node_engine().config(ctid)
+    snapshots = [info.as_dict() for info in node_engine().list_snapshots(ctid)]
+    return {**container_fields(status, config), "snapshots": snapshots, "os_release": os_release(ctid, status)}
+
+
 def sync_container(node: Node, ctid: int) -> Container | None:
     """Mirror one container from the node into the database; delete the row if the node has no such container.
 
@@ -66,15 +74,12 @@ def sync_container(node: Node, ctid: int) -> Container | None:
     if is_incoming(node_engine(), ctid):
         return None
     try:
-        status = node_engine().status(ctid)
-        config = node_engine().config(ctid)
-        snapshots = [info.as_dict() for info in node_engine().list_snapshots(ctid)]
+        fields = node_fields(ctid)
     except NotFound:
         deleted, _ = Container.objects.filter(node=node, ctid=ctid).exclude(status=Container.Status.CREATING).delete()
         if deleted:
             publish([f"/ct/{ctid}", node.path], {"type": "ct.removed", "ctid": ctid})
         return None
-    fields = {**container_fields(status, config), "snapshots": snapshots, "os_release": os_release(ctid, status)}
     container, _ = Container.objects.update_or_create(ctid=ctid, defaults={"node": node, **fields})
     publish([container.path, node.path], {"type": "ct.status", "ct": container_event(container)})
     return container
@@ -115,7 +120,8 @@ def container_event(container: Container) -> dict:
 
 
 def sync_all(node: Node) -> int:
-    """Mirror every container of this node; rows for containers the node no longer has are removed."""
+    """Mirror every container of this node; rows for containers the node no longer has are removed (the
+    agent's start, the resync job, recovery; the tick mirrors what changed, ``tasks.mirror_changes``)."""
     on_node = set(node_engine().ids())
     for ctid in sorted(on_node):
         sync_container(node, ctid)

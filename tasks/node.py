@@ -17,6 +17,7 @@ from tasks.base import JobContext, JobTask
 from tasks.celery import app
 from tasks.firewall import read_firewall_log, sync_firewall
 from tasks.mirror import host_interfaces, managed_bridges, sync_all, sync_container, sync_storages, sync_templates
+from tasks.mirror_changes import sync_tick
 from tasks.presence import announce_offline, announce_return
 from tasks.runtime import node_engine, this_node
 from tasks.safety import sweep
@@ -293,7 +294,7 @@ def tick() -> None:
     try:
         sample(node)
         restart_exited(node)
-        sync_all(node)
+        sync_tick(node)  # only the containers that changed are written and published
         sync_storages(node)
         sync_firewall(node)
         read_firewall_log(node)

@@ -114,6 +114,6 @@ def forget_node(node: Node) -> None:
             raise NodeBusy(f"node '{node.name}' still has containers in the mirror: CT {', '.join(map(str, ctids))}")
         if Job.objects.filter(node=node, status__in=Job.ACTIVE).exists():
             raise NodeBusy(f"node '{node.name}' has queued or running jobs")
-        PeriodicTask.objects.filter(queue=node.queue).delete()
+        PeriodicTask.objects.filter(queue__in=[node.queue, node.tick_queue]).delete()  # its tick, on either
         Job.objects.filter(node=node).delete()
         node.delete()

@@ -65,6 +65,12 @@ class Node(models.Model):
         return f"node.{self.name}"
 
     @property
+    def tick_queue(self) -> str:
+        """The queue of the node's tick, served by a worker of its own (``tasks.agent``): busy job slots must
+        not hold back the heartbeat."""
+        return tick_queue(self.name)
+
+    @property
     def path(self) -> str:
         return f"/nodes/{self.name}"
 
@@ -84,6 +90,10 @@ class Pool(models.Model):
     @property
     def path(self) -> str:
         return f"/pool/{self.name}"
+
+
+def tick_queue(node_name: str) -> str:
+    return f"node.{node_name}.tick"
 
 
 class Container(models.Model):

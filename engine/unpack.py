@@ -528,7 +528,8 @@ def _decoder(
     archive: Path, raw: BinaryIO, prefetch: bool, tap: Callable[[bytes], object] | None
 ) -> tuple[_Decoded, str]:
     """The decompressed bytes of ``raw`` and the compression, told by magic bytes (see open_archive)."""
-    if raw.seekable():
+    seekable = getattr(raw, "seekable", lambda: True)()  # a pipe is not; an OCI blob reader has no method
+    if seekable:
         head = raw.read(512)
         raw.seek(0)
     else:  # a pipe (a migration's stream): look without consuming
@@ -555,7 +556,7 @@ def _decoder(
         raise ValidationError(f"{archive}: unknown archive format (not a tar, tar.gz, tar.xz or tar.zst)")
     data: _Decoded = _Decoded(f, errors, tap)
     if prefetch:
-        data = cast(_Decoded, _Prefetch(data, raw.tell if raw.seekable() else lambda: 0))
+        data = cast(_Decoded, _Prefetch(data, raw.tell if seekable else lambda: 0))
     return data, fmt
 
 

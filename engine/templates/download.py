@@ -113,8 +113,10 @@ _SYNC_FILE_RANGE_WRITE = 2
 WRITEBACK_STEP = 8 << 20  # start writing back to the disk every 8 MiB, so the final fdatasync has little left
 
 
-BUFFER = 4 << 20  # one network read fills a buffer of this size (several recv calls, no copy)
-BUFFERS = 6  # buffers in flight between the reader, the hasher and the writer
+# One network read fills a buffer of this size (several recv calls, no copy). It bounds how long a slow
+# link goes without a progress reading or a look at the cancel flag: 1 MiB, as the reads before the pool.
+BUFFER = 1 << 20
+BUFFERS = 16  # buffers in flight between the reader, the hasher and the writer
 
 
 class _Sink:

@@ -21,7 +21,7 @@ from webui.eol import report as eol_report
 from webui.models import Container, Job, NotificationTarget, Pool, ProtectionPolicy, RestoreTest
 from webui.models.backups import BACKUP_MODES, KEEP_FIELDS
 from webui.models.protection import SNAP_KEEP_FIELDS
-from webui.views.common import client_address, run_action
+from webui.views.common import client_address, object_action, run_action
 
 POLICY_TEXT = ("name", "comment", "selection", "ctids", "pool", "tag", "snapshot_schedule", "snapshot_pattern")
 BACKUP_TEXT = ("schedule", "storage", "mode", *KEEP_FIELDS)
@@ -105,20 +105,18 @@ def policy_save(request, pk: int | None = None):
 @require_POST
 def policy_delete(request, pk: int):
     policy = get_object_or_404(ProtectionPolicy, pk=pk)
-    return run_action(
-        request,
-        lambda: protection.delete_policy(access_for(request), policy, address=client_address(request)),
-        f"policy {policy.name} removed",
-        reverse("protection"),
+    return object_action(
+        request, policy, protection.delete_policy, f"policy {policy.name} removed", reverse("protection")
     )
 
 
 @require_POST
 def policy_run(request, pk: int):
     policy = get_object_or_404(ProtectionPolicy, pk=pk)
-    return run_action(
+    return object_action(
         request,
-        lambda: protection.run_now(access_for(request), policy, address=client_address(request))[0],
+        policy,
+        protection.run_now,
         f"snapshots of policy {policy.name} started (job {{job.pk}})",
         reverse("protection"),
     )
@@ -127,9 +125,10 @@ def policy_run(request, pk: int):
 @require_POST
 def policy_restore_test(request, pk: int):
     policy = get_object_or_404(ProtectionPolicy, pk=pk)
-    return run_action(
+    return object_action(
         request,
-        lambda: protection.restore_test_now(access_for(request), policy, address=client_address(request))[0],
+        policy,
+        protection.restore_test_now,
         f"restore test of policy {policy.name} started (job {{job.pk}})",
         reverse("protection"),
     )
@@ -154,9 +153,6 @@ def target_save(request):
 @require_POST
 def target_delete(request, name: str):
     target = get_object_or_404(NotificationTarget, name=name)
-    return run_action(
-        request,
-        lambda: protection.delete_target(access_for(request), target, address=client_address(request)),
-        f"notification target {name} removed",
-        reverse("protection"),
+    return object_action(
+        request, target, protection.delete_target, f"notification target {name} removed", reverse("protection")
     )

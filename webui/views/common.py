@@ -65,6 +65,16 @@ def object_action(request, obj, act, success: str, default_next: str):
     return run_action(request, call, success, default_next)
 
 
+def save_action(request, save, data: dict, obj, success: str, default_next: str):
+    """``save(access, data, obj, address=...)`` from a page's form, ``obj`` None for a new row; answered as
+    :func:`run_action` does, with the message alone (the saved row is not a job to report)."""
+
+    def call():
+        save(access_for(request), data, obj, address=client_address(request))
+
+    return run_action(request, call, success, default_next)
+
+
 def container_action(request, ctid: int, act, success: str, tab: str | None = None):
     """``act(access, container, address)`` on the container of a page, back to its page (or its ``tab``).
 

@@ -21,7 +21,7 @@ from webui.eol import report as eol_report
 from webui.models import Container, Job, NotificationTarget, Pool, ProtectionPolicy, RestoreTest
 from webui.models.backups import BACKUP_MODES, KEEP_FIELDS
 from webui.models.protection import SNAP_KEEP_FIELDS
-from webui.views.common import client_address, object_action, run_action
+from webui.views.common import object_action, save_action
 
 POLICY_TEXT = ("name", "comment", "selection", "ctids", "pool", "tag", "snapshot_schedule", "snapshot_pattern")
 BACKUP_TEXT = ("schedule", "storage", "mode", *KEEP_FIELDS)
@@ -89,14 +89,11 @@ def _policy_data(post) -> dict:
 @require_POST
 def policy_save(request, pk: int | None = None):
     policy = get_object_or_404(ProtectionPolicy, pk=pk) if pk else None
-    return run_action(
+    return save_action(
         request,
-        lambda: (
-            protection.save_policy(
-                access_for(request), _policy_data(request.POST), policy, address=client_address(request)
-            )
-            and None
-        ),
+        protection.save_policy,
+        _policy_data(request.POST),
+        policy,
         "protection policy saved",
         reverse("protection"),
     )
@@ -142,9 +139,11 @@ def target_save(request):
     data["enabled"] = post.get("enabled") == "1"
     if post.get("headers", "").strip():
         data["headers"] = post["headers"]  # "Name: value" lines, checked with the rest by the action
-    return run_action(
+    return save_action(
         request,
-        lambda: protection.save_target(access_for(request), data, target, address=client_address(request)) and None,
+        protection.save_target,
+        data,
+        target,
         f"notification target {data['name']} saved",
         reverse("protection"),
     )

@@ -13,438 +13,63 @@ never a torn one.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The file writers and the value checks and schema live in their own modules; these names stay importable
+# from here, where the rest of the code has always found them.
+from engine.atomic import write_atomic, write_atomic_many
+from engine.config_schema import (
+    DEFAULTS,
+    ENV_RAW_KEY,
+    MAX_DEVICES,
+    MAX_UNUSED,
+    OSTYPES,
+    PENDING,
+    READ_LENIENT,
+    SCHEMA,
+    SUPPORTED_RAW_KEYS,
+    _is_unused,
+    _parser,
+)
+from engine.config_values import (
+    BOUNDS,
+    MAX_CTID,
+    MIN_CTID,
+    STORAGE_ID_RE,
+    check_hostname,
+    check_mount_path,
+    parse_ctid,
+    parse_property_string,
+    parse_size,
+)
 from engine.errors import ValidationError
 
-MIN_CTID = 100
-MAX_CTID = 999_999_999
-
-# The numeric ranges of the keys a user sets, named once: the schema below checks with them, and the web
-# tier's forms and serializers import them rather than restate them.
-BOUNDS: dict[str, tuple[int | float, int | float]] = {
-    "ctid": (MIN_CTID, MAX_CTID),
-    "cores": (1, 8192),
-    "cpulimit": (0, 8192),
-    "cpuunits": (0, 500_000),
-    "memory": (16, 1 << 30),  # MiB
-    "swap": (0, 1 << 30),  # MiB
-    "tag": (1, 4094),  # a NIC's VLAN tag
-}
-
-HOSTNAME_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}$")
-SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)$")
-STORAGE_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.]*$")
-
-
-def parse_ctid(value: str | int) -> int:
-    """A container ID: an integer from 100 up, as Proxmox's VMIDs."""
-    text = str(value).strip()
-    if not text.isdigit():
-        raise ValidationError(f"container ID '{value}' is not a number", key="vmid")
-    ctid = int(text)
-    if not MIN_CTID <= ctid <= MAX_CTID:
-        raise ValidationError(f"container ID {ctid} is outside {MIN_CTID}..{MAX_CTID}", key="vmid")
-    return ctid
-
-
-def check_hostname(value: str, key: str = "hostname") -> str:
-    """An RFC 1123 host name: ASCII labels of at most 63 characters, 253 in all."""
-    if not value:
-        raise ValidationError(f"{key}: must not be empty", key=key)
-    if len(value) > 253:
-        raise ValidationError(f"{key}: longer than 253 characters", key=key)
-    for label in value.split("."):
-        if not HOSTNAME_LABEL.match(label):
-            raise ValidationError(
-                f"{key}: '{value}' is not a valid host name (letters, digits and '-' in "
-                "labels of 1 to 63 characters, not starting or ending with '-')",
-                key=key,
-            )
-    return value
-
-
-def parse_size(value: str, key: str) -> int:
-    """A disk size like ``8G`` or ``512M`` (Proxmox's DiskSize); returns bytes."""
-    m = SIZE_RE.match(value.strip())
-    if not m:
-        raise ValidationError(f"{key}: size '{value}' is not a number with an optional K/M/G/T unit", key=key)
-    factor = {"": 1 << 30, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2)]
-    return int(float(m.group(1)) * factor)
-
-
-def _int(lo: int, hi: int) -> Callable[[str, str], int]:
-    def parse(value: str, key: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise ValidationError(f"{key}: '{value}' is not an integer", key=key) from None
-        if not lo <= number <= hi:
-            raise ValidationError(f"{key}: {number} is outside {lo}..{hi}", key=key)
-        return number
-
-    return parse
-
-
-def _float(lo: float, hi: float) -> Callable[[str, str], float]:
-    def parse(value: str, key: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValidationError(f"{key}: '{value}' is not a number", key=key) from None
-        if not lo <= number <= hi or number != number:
-            raise ValidationError(f"{key}: {value} is outside {lo:g}..{hi:g}", key=key)
-        return number
-
-    return parse
-
-
-def _bool(value: str, key: str) -> bool:
-    if value not in ("0", "1"):
-        raise ValidationError(f"{key}: '{value}' must be 0 or 1", key=key)
-    return value == "1"
-
-
-def _enum(*choices: str) -> Callable[[str, str], str]:
-    def parse(value: str, key: str) -> str:
-        if value not in choices:
-            raise ValidationError(f"{key}: '{value}' is not one of {', '.join(choices)}", key=key)
-        return value
-
-    return parse
-
-
-_CPU_LIST = re.compile(r"\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*")
-
-
-def _cpu_list(value: str, key: str) -> str:
-    """A CPU list as the kernel's cpuset takes it (``0-1,3``), ranges in order."""
-    if not _CPU_LIST.fullmatch(value):
-        raise ValidationError(f"{key}: '{value}' is not a CPU list like '0-1,3'", key=key)
-    for part in value.split(","):
-        lo, _, hi = part.partition("-")
-        if hi and int(hi) < int(lo):
-            raise ValidationError(f"{key}: range '{part}' runs backwards", key=key)
-    return value
-
-
-def _text(value: str, key: str) -> str:
-    if any(ord(c) < 32 for c in value):
-        raise ValidationError(f"{key}: control characters are not allowed", key=key)
-    return value
-
-
-def parse_property_string(
-    value: str, key: str, schema: dict[str, Callable[[str, str], object]], default_key: str | None = None
-) -> dict[str, object]:
-    """Parse Proxmox's ``a=1,b=x`` property strings against a per-property schema."""
-    result: dict[str, object] = {}
-    for index, part in enumerate(p for p in value.split(",") if p != ""):
-        if "=" in part:
-            name, _, raw = part.partition("=")
-        elif index == 0 and default_key:
-            name, raw = default_key, part
-        else:
-            raise ValidationError(f"{key}: '{part}' is not of the form name=value", key=key)
-        if name not in schema:
-            raise ValidationError(f"{key}: unknown property '{name}' (known: {', '.join(sorted(schema))})", key=key)
-        if name in result:
-            raise ValidationError(f"{key}: property '{name}' given twice", key=key)
-        try:
-            result[name] = schema[name](raw, f"{key}.{name}")
-        except ValidationError as exc:
-            raise ValidationError(str(exc), key=key) from None
-    return result
-
-
-def _volume(value: str, key: str) -> str:
-    if value.startswith("/") and key.split(".")[0].startswith("mp"):
-        # A bind mount of a host path (Proxmox's mpN: /host/dir,mp=/dir): for administrators only.
-        parts = value.split("/")
-        if ".." in parts or "\x00" in value or value.rstrip("/") == "" or any(ord(c) < 32 for c in value):
-            raise ValidationError(f"{key}: host path '{value}' must be absolute, without '..', and not '/'", key=key)
-        return value
-    storage, sep, volname = value.partition(":")
-    if not sep or not STORAGE_ID_RE.match(storage) or not volname:
-        raise ValidationError(f"{key}: volume '{value}' must be <storage>:<volume name>", key=key)
-    if volname.startswith("/") or ".." in volname.split("/") or "\x00" in volname:
-        raise ValidationError(f"{key}: volume name '{volname}' must stay inside storage '{storage}'", key=key)
-    return value
-
-
-def _mac(value: str, key: str) -> str:
-    if not MAC_RE.match(value):
-        raise ValidationError(f"{key}: '{value}' is not a MAC address like BC:24:11:00:00:01", key=key)
-    if int(value[:2], 16) & 1:
-        raise ValidationError(f"{key}: '{value}' is a multicast address", key=key)
-    return value.upper()
-
-
-ROOTFS_SCHEMA = {
-    "volume": _volume,
-    "size": lambda v, k: parse_size(v, k),
-    "acl": _bool,
-    "quota": _bool,
-    "replicate": _bool,
-    "ro": _bool,
-    "shared": _bool,
-    "mountoptions": _text,
-}
-MP_SCHEMA = {**ROOTFS_SCHEMA, "mp": _text, "backup": _bool}
-NET_SCHEMA = {
-    "name": _text,
-    "bridge": _text,
-    "firewall": _bool,
-    "gw": _text,
-    "gw6": _text,
-    "hwaddr": _mac,
-    "ip": _text,
-    "ip6": _text,
-    "link_down": _bool,
-    "host-managed": _bool,  # Proxmox 9.1: the host, not the container, sets the addresses (app containers)
-    "mtu": _int(64, 65520),
-    "rate": _float(0, 1e9),
-    "tag": _int(*BOUNDS["tag"]),
-    "trunks": _text,
-    "type": _enum("veth"),
-}
-_FSTYPE = re.compile(r"^[a-z0-9][a-z0-9_.]{0,31}$")
-
-
-def _fstypes(value: str, key: str) -> str:
-    """``mount=nfs;cifs``: file system types the container may mount (Proxmox's ``features: mount=``)."""
-    for name in value.split(";"):
-        if not _FSTYPE.match(name):
-            raise ValidationError(f"{key}: '{name}' is not a file system type (as in 'nfs;cifs')", key=key)
-    return value
-
-
-FEATURES_SCHEMA = {
-    "nesting": _bool,
-    "keyctl": _bool,
-    "fuse": _bool,
-    "mknod": _bool,
-    "force_rw_sys": _bool,
-    "mount": _fstypes,
-}
-MAX_DEVICES = 256  # dev0 … dev255, as Proxmox
-
-
-def _dev_path(value: str, key: str) -> str:
-    parts = value.split("/")
-    if not value.startswith("/dev/") or ".." in parts or "" in parts[1:] or any(ord(c) < 33 for c in value):
-        raise ValidationError(f"{key}: '{value}' is not a path below /dev (no '..', no empty parts)", key=key)
-    return value
-
-
-def _octal_mode(value: str, key: str) -> int:
-    if not re.match(r"^0?[0-7]{3}$", value):
-        raise ValidationError(f"{key}: '{value}' is not an octal access mode like 0660", key=key)
-    return int(value, 8)
-
-
-DEV_SCHEMA = {
-    "path": _dev_path,
-    "uid": _int(0, (1 << 32) - 2),
-    "gid": _int(0, (1 << 32) - 2),
-    "mode": _octal_mode,
-    "deny-write": _bool,
-}
-
-
-def _dev(value: str, key: str) -> dict:
-    props = parse_property_string(value, key, DEV_SCHEMA, "path")
-    if "path" not in props:
-        raise ValidationError(f"{key}: a device path is required", key=key)
-    return props
-
-
-_SNIPPET = re.compile(r"^([A-Za-z][A-Za-z0-9\-_.]*):snippets/([A-Za-z0-9][A-Za-z0-9_.\-]*)$")
-
-
-def _hookscript(value: str, key: str) -> str:
-    """``<storage>:snippets/<file>``: an executable on a storage holding snippets (Proxmox's hookscript)."""
-    if not _SNIPPET.match(value):
-        raise ValidationError(f"{key}: '{value}' is not a snippet volume like 'local:snippets/hook.sh'", key=key)
-    return value
-
-
-_ZONE = re.compile(r"^[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*$")
-
-
-def _timezone(value: str, key: str) -> str:
-    """``host`` or a zone name of /usr/share/zoneinfo (``Europe/Vienna``); applied at start."""
-    if value != "host" and (not _ZONE.match(value) or len(value) > 64):
-        raise ValidationError(f"{key}: '{value}' is not 'host' or a time zone name like Europe/Vienna", key=key)
-    return value
-
-
-# Proxmox's ostype values for a distribution it sets up (``unmanaged``: it leaves the container's files alone).
-OSTYPES = ("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux", "alpine", "gentoo", "nixos")
-STARTUP_SCHEMA = {"order": _int(0, 1 << 31), "up": _int(0, 1 << 31), "down": _int(0, 1 << 31)}
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_ENV_VAR = re.compile(r"^\w+=[^\x00-\x08\x0a-\x1f\x7f]*$")
-
-
-def _entrypoint(value: str, key: str) -> str:
-    if not value or _CONTROL.search(value):
-        raise ValidationError(f"{key}: a command without control characters is required", key=key)
-    return value
-
-
-def _env(value: str, key: str) -> str:
-    for variable in value.split("\0"):
-        if variable and not _ENV_VAR.match(variable):
-            raise ValidationError(f"{key}: '{variable[:40]}' is not NAME=value without control characters", key=key)
-    return value
-
-
-def _props(schema, default_key=None):
-    def parse(value: str, key: str) -> dict:
-        return parse_property_string(value, key, schema, default_key)
-
-    return parse
-
-
-def _net(value: str, key: str) -> dict:
-    props = parse_property_string(value, key, NET_SCHEMA)
-    if "name" not in props:
-        raise ValidationError(f"{key}: the property 'name' (interface name inside the container) is required", key=key)
-    return props
-
-
-def _rootfs(value: str, key: str) -> dict:
-    props = parse_property_string(value, key, ROOTFS_SCHEMA if key == "rootfs" else MP_SCHEMA, "volume")
-    if "volume" not in props:
-        raise ValidationError(f"{key}: a volume is required", key=key)
-    if key != "rootfs":
-        if "mp" not in props:
-            raise ValidationError(f"{key}: the mount path 'mp' is required", key=key)
-        check_mount_path(str(props["mp"]), key)
-    return props
-
-
-FORBIDDEN_MOUNT_PATHS = ("/proc", "/sys", "/dev")
-
-
-def check_mount_path(path: str, key: str) -> str:
-    """A mount point inside the container: absolute, no '..', not '/' and not over /proc, /sys or /dev."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if not path.startswith("/") or ".." in path.split("/") or not parts:
-        raise ValidationError(
-            f"{key}: mount path '{path}' must be an absolute path inside the container, without '..' and not '/'",
-            key=key,
-        )
-    normal = "/" + "/".join(parts)
-    for forbidden in FORBIDDEN_MOUNT_PATHS:
-        if normal == forbidden or normal.startswith(forbidden + "/"):
-            raise ValidationError(
-                f"{key}: mount path '{path}' is over {forbidden}, which the engine mounts itself", key=key
-            )
-    return normal
-
-
-# key -> parser.  Parsers take (raw value, key) and return the typed value.
-SCHEMA: dict[str, Callable[[str, str], object]] = {
-    "arch": _enum("amd64", "i386", "arm64", "armhf", "riscv32", "riscv64"),
-    "hostname": lambda v, k: check_hostname(v, k),
-    "cores": _int(*BOUNDS["cores"]),
-    "cpulimit": _float(*BOUNDS["cpulimit"]),
-    "cpuunits": _int(*BOUNDS["cpuunits"]),
-    "memory": _int(*BOUNDS["memory"]),
-    "swap": _int(*BOUNDS["swap"]),
-    "pids": _int(0, 1 << 22),  # Caisson extension: maximum number of tasks (0 = unlimited)
-    "ioweight": _int(0, 10_000),  # Caisson extension: block I/O weight (0 = kernel default)
-    # Caisson extension: start the container again when it stops by itself (an application's PID 1 exiting);
-    # on-failure: only when it ended with an error or a signal (engine.oci.restart)
-    "restart": _enum("no", "always", "on-failure"),
-    "cpuset": _cpu_list,  # Caisson extension: the host CPUs it runs on (else `cores` of them, picked by ID)
-    "rootfs": _rootfs,
-    "unprivileged": _bool,
-    "features": _props(FEATURES_SCHEMA),
-    "onboot": _bool,
-    "startup": _props(STARTUP_SCHEMA, "order"),
-    "description": lambda v, k: v,
-    "ostype": _enum(*OSTYPES, "unmanaged"),
-    "cmode": _enum("shell", "console", "tty"),
-    # Proxmox 9.1's application containers (OCI images): the command run as PID 1, shell-quoted, and the
-    # environment as NUL-separated NAME=value pairs, which the file holds as lxc.environment.runtime lines.
-    "entrypoint": _entrypoint,
-    "env": _env,
-    "console": _bool,
-    "tty": _int(0, 6),
-    "nameserver": _text,
-    "searchdomain": _text,
-    "tags": _text,
-    "timezone": _timezone,
-    "hookscript": _hookscript,
-    "protection": _bool,
-    "template": _bool,
-    "parent": _text,  # the snapshot the current state descends from (managed by the engine)
-    "lock": _enum(
-        "backup",
-        "create",
-        "destroyed",
-        "disk",
-        "fstrim",
-        "migrate",
-        "mounted",
-        "rollback",
-        "snapshot",
-        "snapshot-delete",
-    ),
-}
-for _n in range(10):
-    SCHEMA[f"net{_n}"] = _net
-for _n in range(256):
-    SCHEMA[f"mp{_n}"] = _rootfs
-for _n in range(MAX_DEVICES):
-    SCHEMA[f"dev{_n}"] = _dev
-# Keys only a snapshot section holds; ``vmstate`` (a QEMU RAM image, never made for containers) is kept as found.
-SNAPSHOT_ONLY_KEYS = {"snaptime": _int(0, 1 << 62), "snapstate": _enum("prepare", "delete"), "vmstate": _text}
-MAX_UNUSED = 256  # unused0 … unused255: volumes no longer mounted but kept, as Proxmox's unusedN
-UNUSED_KEY = re.compile(r"^unused(\d{1,3})$")
-PENDING = "pve:pending"  # Proxmox's section of changes waiting for a restart
-# On read only, a value outside today's list is kept as found (Proxmox keeps it with a warning; its own test
-# data says ``ostype: redhat``): ostype only labels the distribution, whose setup Caisson picks from the
-# container's os-release.  ``set`` still refuses it by name.
-_OSTYPE_WORD = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-READ_LENIENT = {"ostype": lambda v, k: v if _OSTYPE_WORD.match(v) else SCHEMA["ostype"](v, k)}
-ENV_RAW_KEY = "lxc.environment.runtime"
-# Raw LXC keys read and honoured; the lxc.init.* and lxc.signal.halt ones are what Proxmox 9.1 writes for
-# an OCI image's User, WorkingDir and StopSignal.
-SUPPORTED_RAW_KEYS = {
-    "lxc.idmap",
-    ENV_RAW_KEY,
-    "lxc.init.uid",
-    "lxc.init.gid",
-    "lxc.init.groups",
-    "lxc.init.cwd",
-    "lxc.signal.halt",
-}
-
-DEFAULTS = {
-    "arch": "amd64",
-    "cores": None,
-    "memory": 512,
-    "swap": 512,
-    "unprivileged": True,
-    "onboot": False,
-    "cpulimit": 0.0,
-    "cpuunits": None,
-    "pids": 0,
-    "ioweight": 0,
-    "features": {},
-    "cmode": "tty",
-    "tty": 2,
-}
+__all__ = [
+    "BOUNDS",
+    "MAX_CTID",
+    "MAX_DEVICES",
+    "MAX_UNUSED",
+    "MIN_CTID",
+    "OSTYPES",
+    "SCHEMA",
+    "STORAGE_ID_RE",
+    "ConfigSection",
+    "ContainerConfig",
+    "_is_unused",
+    "check_hostname",
+    "check_mount_path",
+    "decode_text",
+    "encode_text",
+    "parse_ctid",
+    "parse_property_string",
+    "parse_size",
+    "read_config",
+    "write_atomic",
+    "write_atomic_many",
+    "write_config",
+]
 
 
 @dataclass
@@ -491,32 +116,6 @@ class ConfigSection:
 
     def raw_values(self, key: str) -> list[str]:
         return [v for k, v in self.raw if k == key]
-
-
-def _parser(key: str, in_snapshot: bool, in_pending: bool = False) -> Callable[[str, str], object]:
-    if key in SCHEMA:
-        return SCHEMA[key]
-    if _is_unused(key):
-        return _volume
-    if in_snapshot and key in SNAPSHOT_ONLY_KEYS:
-        return SNAPSHOT_ONLY_KEYS[key]
-    if in_pending and key == "delete":
-        return _pending_delete
-    raise ValidationError(f"unknown configuration key '{key}'", key=key)
-
-
-def _is_unused(key: str) -> bool:
-    match = UNUSED_KEY.match(key)
-    return bool(match) and int(match.group(1)) < MAX_UNUSED and str(int(match.group(1))) == match.group(1)
-
-
-def _pending_delete(value: str, key: str) -> str:
-    """The pending section's ``delete: a,!b`` list: keys to remove at the next restart (``!``: forced)."""
-    for name in value.split(","):
-        name = name.strip().removeprefix("!")
-        if name and name != "description" and name not in SCHEMA and not _is_unused(name):
-            raise ValidationError(f"{key}: unknown configuration key '{name}'", key=key)
-    return value
 
 
 @dataclass
@@ -678,77 +277,6 @@ def read_config(path: Path, ctid: int) -> ContainerConfig:
 
         raise NotFound(f"container {ctid} does not exist (no {path})") from None
     return ContainerConfig.parse(ctid, text, origin=str(path))
-
-
-def write_atomic(path: Path, data: str | bytes, mode: int = 0o640, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, never a torn one.
-
-    ``durable=False`` skips the fsyncs, for caches that need only atomicity (run records on tmpfs).
-    """
-    payload = data.encode() if isinstance(data, str) else data
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if not durable:
-        return
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_atomic_many(items: list[tuple[Path, str]], mode: int = 0o640) -> None:
-    """Replace each ``(path, data)`` as :func:`write_atomic` does, the files' flushes issued together.
-
-    Each file is replaced atomically and all are durable on return, as with one ``write_atomic`` each; but
-    the data flushes run at the same time, then the renames' directory flushes do, so a journaling file
-    system (ext4, xfs) commits them in one or two journal transactions instead of one per ``fsync``: the
-    cost of a snapshot of an overlay volume was mostly these flushes.  On failure no temporary file stays;
-    files already renamed stay replaced (the caller undoes, as after a ``write_atomic`` that succeeded).
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    staged: list[tuple[Path, Path, int]] = []
-    try:
-        for path, data in items:
-            tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-            staged.append((tmp, path, fd))
-            os.fchmod(fd, mode)
-            payload = data.encode()
-            while payload:
-                payload = payload[os.write(fd, payload) :]
-        with ThreadPoolExecutor(max_workers=len(staged) or 1) as pool:
-            list(pool.map(os.fsync, [fd for _, _, fd in staged]))
-            for tmp, path, _ in staged:
-                os.rename(tmp, path)
-            dirs = [os.open(d, os.O_RDONLY | os.O_DIRECTORY) for d in {p.parent for _, p, _ in staged}]
-            try:
-                list(pool.map(os.fsync, dirs))
-            finally:
-                for fd in dirs:
-                    os.close(fd)
-    finally:
-        for tmp, _, fd in staged:
-            os.close(fd)
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
 
 
 def write_config(path: Path, config: ContainerConfig) -> None:

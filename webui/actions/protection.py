@@ -101,31 +101,41 @@ def delete_policy(access: Access, policy: ProtectionPolicy, address: str | None 
         audit(access, "policy.delete", "/", address, policy=pk, name=name)
 
 
+def start_now(access: Access, selects, dispatch, none_selected: str, none_started: str, address=None) -> list[Job]:
+    """A "Run now" (of a policy's snapshots or restore test, or of a backup job): ``dispatch()`` a job on each
+    node, refused by name when ``selects()`` finds no container or no node could start one."""
+    require(access, "Sys.Modify", path="/", address=address)
+    if not selects():
+        raise JobRefused(none_selected)
+    jobs = dispatch()
+    if not jobs:
+        raise JobRefused(none_started)
+    return jobs
+
+
 def run_now(access: Access, policy: ProtectionPolicy, address: str | None = None) -> list[Job]:
     """The policy's snapshots now, outside their schedule, on every node with a selected container."""
-    require(access, "Sys.Modify", path="/", address=address)
-    if not policy.containers():
-        raise JobRefused(f"policy {policy.name} selects no container on any node")
-    jobs = policy.dispatch(user=access.user, address=address)
-    if not jobs:
-        raise JobRefused(
-            f"policy {policy.name} could not start on any node (offline, or a run is still going on); see the audit log"
-        )
-    return jobs
+    return start_now(
+        access,
+        policy.containers,
+        lambda: policy.dispatch(user=access.user, address=address),
+        f"policy {policy.name} selects no container on any node",
+        f"policy {policy.name} could not start on any node (offline, or a run is still going on); see the audit log",
+        address,
+    )
 
 
 def restore_test_now(access: Access, policy: ProtectionPolicy, address: str | None = None) -> list[Job]:
     """Prove the policy's newest archives now: a ``restoretest`` job on every node with a selected container."""
-    require(access, "Sys.Modify", path="/", address=address)
-    if not policy.containers():
-        raise JobRefused(f"policy {policy.name} selects no container on any node")
-    jobs = policy.dispatch(user=access.user, address=address, kind="restoretest")
-    if not jobs:
-        raise JobRefused(
-            f"policy {policy.name}: no restore test could start (nodes offline, or one is still going on); "
-            "see the audit log"
-        )
-    return jobs
+    return start_now(
+        access,
+        policy.containers,
+        lambda: policy.dispatch(user=access.user, address=address, kind="restoretest"),
+        f"policy {policy.name} selects no container on any node",
+        f"policy {policy.name}: no restore test could start (nodes offline, or one is still going on); "
+        "see the audit log",
+        address,
+    )
 
 
 def save_target(

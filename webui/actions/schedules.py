@@ -11,10 +11,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from webui.access import Access, audit, require
-from webui.actions.protection import adopt_backup_job
+from webui.actions.protection import adopt_backup_job, start_now
 from webui.forms.backups import ScheduleForm
 from webui.models import BackupSchedule, Job
-from webui.models.queue import JobRefused
 
 
 def save_schedule(
@@ -57,13 +56,12 @@ def delete_schedule(access: Access, schedule: BackupSchedule, address: str | Non
 
 def run_now(access: Access, schedule: BackupSchedule, address: str | None = None) -> list[Job]:
     """Proxmox's "Run now": a run on every node the job covers, outside its schedule."""
-    require(access, "Sys.Modify", path="/", address=address)
-    if not schedule.run_nodes():
-        raise JobRefused(f"backup job {schedule.pk} selects no container on any node")
-    jobs = schedule.dispatch(user=access.user, address=address)
-    if not jobs:
-        raise JobRefused(
-            f"backup job {schedule.pk} could not start on any node (offline, or a run is still "
-            "going on); see the audit log"
-        )
-    return jobs
+    return start_now(
+        access,
+        schedule.run_nodes,
+        lambda: schedule.dispatch(user=access.user, address=address),
+        f"backup job {schedule.pk} selects no container on any node",
+        f"backup job {schedule.pk} could not start on any node (offline, or a run is still "
+        "going on); see the audit log",
+        address,
+    )

@@ -90,14 +90,36 @@ def one_of(choices) -> dict[str, str]:
     return {"invalid_choice": f"'%(value)s' is not one of {', '.join(str(c) for c in choices)}"}
 
 
-class ScheduleForm(forms.ModelForm):
-    ctids = ContainerIdsField(required=False)
-    pool = forms.ModelChoiceField(
+def pool_field() -> forms.ModelChoiceField:
+    """The optional pool a backup job or a protection policy selects its containers by, given by name."""
+    return forms.ModelChoiceField(
         queryset=Pool.objects.all(),
         to_field_name="name",
         required=False,
         error_messages={"invalid_choice": "that pool does not exist"},
     )
+
+
+def check_selected_ctids(form: forms.ModelForm, data: dict, include) -> None:
+    """With ``selection`` set to ``include``, every listed container must exist (an error on ``ctids``)."""
+    if data.get("selection") == include and "ctids" not in form.errors:
+        ctids = data.get("ctids") or []
+        known = set(Container.objects.filter(ctid__in=ctids).values_list("ctid", flat=True))
+        unknown = [c for c in ctids if c not in known]
+        if unknown:
+            form.add_error("ctids", f"CT {', '.join(map(str, unknown))} does not exist")
+
+
+def fill_defaults(form: forms.ModelForm, data: dict, names) -> None:
+    """An optional field left empty takes the model's default (the form marks them ``required = False``)."""
+    for name in names:
+        if not data.get(name) and name not in form.errors:
+            data[name] = form._meta.model._meta.get_field(name).default
+
+
+class ScheduleForm(forms.ModelForm):
+    ctids = ContainerIdsField(required=False)
+    pool = pool_field()
     nodes = NamesField(
         queryset=Node.objects.all(),
         to_field_name="name",
@@ -147,15 +169,8 @@ class ScheduleForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
-        for name in ("storage", "mode", "compress", "mail_when", "selection"):
-            if not data.get(name) and name not in self.errors:
-                data[name] = BackupSchedule._meta.get_field(name).default
-        ctids = data.get("ctids") or []
-        if data.get("selection") == BackupSchedule.Selection.INCLUDE and "ctids" not in self.errors:
-            known = set(Container.objects.filter(ctid__in=ctids).values_list("ctid", flat=True))
-            unknown = [c for c in ctids if c not in known]
-            if unknown:
-                self.add_error("ctids", f"CT {', '.join(map(str, unknown))} does not exist")
+        fill_defaults(self, data, ("storage", "mode", "compress", "mail_when", "selection"))
+        check_selected_ctids(self, data, BackupSchedule.Selection.INCLUDE)
         if "storage" not in self.errors:
             try:
                 check_storage(data["storage"], list(data.get("nodes") or []) or None)

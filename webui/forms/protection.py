@@ -11,8 +11,8 @@ from __future__ import annotations
 from django import forms
 from django.core.validators import MinValueValidator
 
-from webui.forms.backups import ContainerIdsField, ScheduleForm, one_of
-from webui.models import Container, NotificationTarget, Pool, ProtectionPolicy
+from webui.forms.backups import ContainerIdsField, ScheduleForm, check_selected_ctids, fill_defaults, one_of, pool_field
+from webui.models import NotificationTarget, ProtectionPolicy
 from webui.models.protection import SNAP_KEEP_FIELDS
 
 SELECTION_FIELDS = ("selection", "ctids", "pool", "tag")
@@ -57,12 +57,7 @@ class SlugsField(forms.ModelMultipleChoiceField):
 class PolicyForm(Bound):
     related = {"pool": "name", "targets": "name"}
     ctids = ContainerIdsField(required=False)
-    pool = forms.ModelChoiceField(
-        queryset=Pool.objects.all(),
-        to_field_name="name",
-        required=False,
-        error_messages={"invalid_choice": "that pool does not exist"},
-    )
+    pool = pool_field()
     targets = SlugsField(
         queryset=NotificationTarget.objects.all(),
         to_field_name="name",
@@ -105,15 +100,8 @@ class PolicyForm(Bound):
 
     def clean(self):
         data = super().clean()
-        for name in ("selection", "notify_when", "snapshot_pattern"):
-            if not data.get(name) and name not in self.errors:
-                data[name] = ProtectionPolicy._meta.get_field(name).default
-        if data.get("selection") == ProtectionPolicy.Selection.INCLUDE and "ctids" not in self.errors:
-            ctids = data.get("ctids") or []
-            known = set(Container.objects.filter(ctid__in=ctids).values_list("ctid", flat=True))
-            unknown = [c for c in ctids if c not in known]
-            if unknown:
-                self.add_error("ctids", f"CT {', '.join(map(str, unknown))} does not exist")
+        fill_defaults(self, data, ("selection", "notify_when", "snapshot_pattern"))
+        check_selected_ctids(self, data, ProtectionPolicy.Selection.INCLUDE)
         return data
 
 

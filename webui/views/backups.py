@@ -19,7 +19,14 @@ from webui.errors import refusal_response
 from webui.forms.create import propose_ctid
 from webui.models import BackupArchive, BackupSchedule, Container, Job, Node, Pool, RestoreTest, StorageMirror
 from webui.models.backups import BACKUP_MODES, COMPRESSIONS, KEEP_FIELDS, next_runs
-from webui.views.common import audit_container, client_address, container_or_gone, run_action
+from webui.views.common import (
+    audit_container,
+    client_address,
+    container_or_gone,
+    object_action,
+    run_action,
+    save_action,
+)
 
 BACKUP_KINDS = ("vzdump", "vzrestore", "vzverify", "vzbackupdelete", "vzprotect")
 
@@ -159,14 +166,11 @@ def _schedule_data(post) -> dict:
 @require_POST
 def schedule_save(request, pk: int | None = None):
     schedule = get_object_or_404(BackupSchedule, pk=pk) if pk else None
-    return run_action(
+    return save_action(
         request,
-        lambda: (
-            schedules.save_schedule(
-                access_for(request), _schedule_data(request.POST), schedule, address=client_address(request)
-            )
-            and None
-        ),
+        schedules.save_schedule,
+        _schedule_data(request.POST),
+        schedule,
         "backup job saved",
         reverse("backup-schedules"),
     )
@@ -175,22 +179,16 @@ def schedule_save(request, pk: int | None = None):
 @require_POST
 def schedule_delete(request, pk: int):
     schedule = get_object_or_404(BackupSchedule, pk=pk)
-    return run_action(
-        request,
-        lambda: schedules.delete_schedule(access_for(request), schedule, address=client_address(request)),
-        f"backup job {pk} removed",
-        reverse("backup-schedules"),
+    return object_action(
+        request, schedule, schedules.delete_schedule, f"backup job {pk} removed", reverse("backup-schedules")
     )
 
 
 @require_POST
 def schedule_run(request, pk: int):
     schedule = get_object_or_404(BackupSchedule, pk=pk)
-    return run_action(
-        request,
-        lambda: schedules.run_now(access_for(request), schedule, address=client_address(request))[0],
-        f"backup job {pk} started (job {{job.pk}})",
-        reverse("backup-schedules"),
+    return object_action(
+        request, schedule, schedules.run_now, f"backup job {pk} started (job {{job.pk}})", reverse("backup-schedules")
     )
 
 

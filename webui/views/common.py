@@ -6,11 +6,12 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from webui.access import access_for
 from webui.errors import error_response, refusal, refusal_response
-from webui.login_limits import client_address  # noqa: F401 - used here and imported from here
+from webui.login_limits import client_address
 from webui.models import Container, Job
 from webui.models.queue import JobRefused
 
@@ -48,6 +49,47 @@ def run_action(request, action, success: str, default_next: str = "/"):
         return JsonResponse({"message": text, "job": summary}, status=202 if summary else 200)
     messages.success(request, text)
     return back(request, default_next)
+
+
+def object_action(request, obj, act, success: str, default_next: str):
+    """``act(access, obj, address=...)`` on the object a URL named, answered as :func:`run_action` does.
+
+    The delete and run-now buttons of schedules, policies and targets differ only in the action, the
+    message and the page to go back to.  An action that starts a job on each node (a run now) reports the first.
+    """
+
+    def call():
+        result = act(access_for(request), obj, address=client_address(request))
+        return result[0] if isinstance(result, list) else result
+
+    return run_action(request, call, success, default_next)
+
+
+def save_action(request, save, data: dict, obj, success: str, default_next: str):
+    """``save(access, data, obj, address=...)`` from a page's form, ``obj`` None for a new row; answered as
+    :func:`run_action` does, with the message alone (the saved row is not a job to report)."""
+
+    def call():
+        save(access_for(request), data, obj, address=client_address(request))
+
+    return run_action(request, call, success, default_next)
+
+
+def container_action(request, ctid: int, act, success: str, tab: str | None = None):
+    """``act(access, container, address)`` on the container of a page, back to its page (or its ``tab``).
+
+    A container that is gone, or one the user may not see, answers as :func:`container_or_gone` says; a
+    refusal or a queued job answers as :func:`run_action` does.
+    """
+    container, gone = container_or_gone(request, ctid)
+    if gone:
+        return gone
+    return run_action(
+        request,
+        lambda: act(access_for(request), container, client_address(request)),
+        success,
+        reverse("ct-tab", args=[ctid, tab]) if tab else reverse("ct", args=[ctid]),
+    )
 
 
 def container_or_gone(request, ctid: int):

@@ -21,7 +21,7 @@ from webui.forms.create import propose_ctid
 from webui.models import Container, Job
 from webui.nic_rights import usable_bridges
 from webui.template_updates import for_container, stored_successor
-from webui.views.common import audit_container, client_address, container_or_gone, run_action
+from webui.views.common import audit_container, client_address, container_action, container_or_gone, run_action
 from webui.views.metrics import TIMEFRAMES, series, sizing_hints, timeframe
 
 TABS = [
@@ -221,104 +221,62 @@ def snapshot_rows(snapshots: list[dict]) -> list[dict]:
 
 @require_POST
 def snapshot(request, ctid: int, operation: str):
-    container, gone = container_or_gone(request, ctid)
-    if gone:
-        return gone
     name = request.POST.get("name", "").strip()
     verb = {"snapshot": "snapshot", "rollback": "rollback to", "delete": "deletion of"}.get(operation, operation)
 
-    def act():
+    def act(access, container, address):
         body = form_validated(SnapshotSerializer, request.POST)
         return actions.snapshot(
-            access_for(request),
-            container,
-            operation,
-            body["name"].strip(),
-            body.get("description", ""),
-            address=client_address(request),
+            access, container, operation, body["name"].strip(), body.get("description", ""), address=address
         )
 
-    return run_action(
-        request,
-        act,
-        f"{verb} '{name}' of CT {ctid} queued (job {{job.pk}})",
-        reverse("ct-tab", args=[ctid, "snapshots"]),
-    )
+    return container_action(request, ctid, act, f"{verb} '{name}' of CT {ctid} queued (job {{job.pk}})", "snapshots")
 
 
 @require_POST
 def clone(request, ctid: int):
-    container, gone = container_or_gone(request, ctid)
-    if gone:
-        return gone
-
-    def act():
+    def act(access, container, address):
         body = form_validated(CloneSerializer, request.POST)
         return actions.clone(
-            access_for(request),
+            access,
             container,
             body["newid"],
             snapshot_name=body.get("snapshot"),
             full=body.get("full", False),
             storage=body.get("storage"),
             hostname=body.get("hostname"),
-            address=client_address(request),
+            address=address,
         )
 
-    return run_action(
-        request,
-        act,
-        f"clone of CT {ctid} to CT {request.POST.get('newid')} queued (job {{job.pk}})",
-        reverse("ct", args=[ctid]),
+    return container_action(
+        request, ctid, act, f"clone of CT {ctid} to CT {request.POST.get('newid')} queued (job {{job.pk}})"
     )
 
 
 @require_POST
 def power(request, ctid: int, action: str):
-    container, gone = container_or_gone(request, ctid)
-    if gone:
-        return gone
-    return run_action(
-        request,
-        lambda: actions.power(
-            access_for(request),
-            container,
-            action,
-            form_validated(PowerSerializer, request.POST),
-            address=client_address(request),
-        ),
-        f"{action} of CT {ctid} queued (job {{job.pk}})",
-        reverse("ct", args=[ctid]),
-    )
+    def act(access, container, address):
+        return actions.power(access, container, action, form_validated(PowerSerializer, request.POST), address=address)
+
+    return container_action(request, ctid, act, f"{action} of CT {ctid} queued (job {{job.pk}})")
 
 
 @require_POST
 def destroy(request, ctid: int):
-    container, gone = container_or_gone(request, ctid)
-    if gone:
-        return gone
     force = request.POST.get("force") == "1"
-    return run_action(
-        request,
-        lambda: actions.destroy(access_for(request), container, force=force, address=client_address(request)),
-        f"destroy of CT {ctid} queued (job {{job.pk}})",
-        reverse("ct", args=[ctid]),
-    )
+
+    def act(access, container, address):
+        return actions.destroy(access, container, force=force, address=address)
+
+    return container_action(request, ctid, act, f"destroy of CT {ctid} queued (job {{job.pk}})")
 
 
 @require_POST
 def make_template(request, ctid: int):
-    container, gone = container_or_gone(request, ctid)
-    if gone:
-        return gone
-    return run_action(
-        request,
-        lambda: actions.make_template(
-            access_for(request), container, request.POST.get("name", ""), address=client_address(request)
-        ),
-        f"template from CT {ctid} queued (job {{job.pk}})",
-        reverse("ct-tab", args=[ctid, "options"]),
-    )
+    def act(access, container, address):
+        return actions.make_template(access, container, request.POST.get("name", ""), address=address)
+
+    return container_action(request, ctid, act, f"template from CT {ctid} queued (job {{job.pk}})", "options")
 
 
 def config_changes(container: Container, post) -> tuple[dict, list[str]]:

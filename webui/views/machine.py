@@ -14,7 +14,7 @@ from webui.api.serializers.base import form_validated
 from webui.api.serializers.machine import MoveVolumeSerializer, PullSerializer, PushSerializer
 from webui.errors import refusal_response
 from webui.models.queue import JobRefused
-from webui.views.common import client_address, container_or_gone, run_action
+from webui.views.common import client_address, container_action, container_or_gone, run_action
 
 ACTIONS = {
     "suspend": actions.suspend,
@@ -104,75 +104,46 @@ def machine_action(request, ctid: int, action: str):
 
 @require_POST
 def move_volume(request, ctid: int):
-    container, gone = container_or_gone(request, ctid)
-    if gone:
-        return gone
-
-    def act():
+    def act(access, container, address):
         body = form_validated(MoveVolumeSerializer, request.POST)
         return actions.move_volume(
-            access_for(request),
-            container,
-            body["volume"],
-            body["storage"],
-            delete=body.get("delete", False),
-            address=client_address(request),
+            access, container, body["volume"], body["storage"], delete=body.get("delete", False), address=address
         )
 
-    return run_action(
-        request,
-        act,
-        f"move of {request.POST.get('volume')} of CT {ctid} queued (job {{job.pk}})",
-        reverse("ct-tab", args=[ctid, "resources"]),
-    )
+    success = f"move of {request.POST.get('volume')} of CT {ctid} queued (job {{job.pk}})"
+    return container_action(request, ctid, act, success, "resources")
 
 
 @require_POST
 def push(request, ctid: int):
-    container, gone = container_or_gone(request, ctid)
-    if gone:
-        return gone
-
-    def act():
+    def act(access, container, address):
         body = form_validated(PushSerializer, request.POST)
         upload = request.FILES.get("file")
         if upload is None:
             raise ValidationError({"file": ["choose a file to upload"]})
         return actions.push_file(
-            access_for(request),
+            access,
             container,
             upload.read(),
             body["path"],
             body.get("user"),
             body.get("group"),
             body.get("perms"),
-            address=client_address(request),
+            address=address,
         )
 
-    return run_action(
-        request,
-        act,
-        f"upload to {request.POST.get('path')} in CT {ctid} queued (job {{job.pk}})",
-        reverse("ct-tab", args=[ctid, "files"]),
-    )
+    success = f"upload to {request.POST.get('path')} in CT {ctid} queued (job {{job.pk}})"
+    return container_action(request, ctid, act, success, "files")
 
 
 @require_POST
 def pull(request, ctid: int):
-    container, gone = container_or_gone(request, ctid)
-    if gone:
-        return gone
-
-    def act():
+    def act(access, container, address):
         body = form_validated(PullSerializer, request.POST)
-        return actions.pull_file(access_for(request), container, body["path"], address=client_address(request))
+        return actions.pull_file(access, container, body["path"], address=address)
 
-    return run_action(
-        request,
-        act,
-        f"reading {request.POST.get('path')} from CT {ctid} (job {{job.pk}})",
-        reverse("ct-tab", args=[ctid, "files"]),
-    )
+    success = f"reading {request.POST.get('path')} from CT {ctid} (job {{job.pk}})"
+    return container_action(request, ctid, act, success, "files")
 
 
 @require_GET

@@ -21,7 +21,7 @@ from webui.eol import report as eol_report
 from webui.models import Container, Job, NotificationTarget, Pool, ProtectionPolicy, RestoreTest
 from webui.models.backups import BACKUP_MODES, KEEP_FIELDS
 from webui.models.protection import SNAP_KEEP_FIELDS
-from webui.views.common import client_address, run_action
+from webui.views.common import object_action, save_action
 
 POLICY_TEXT = ("name", "comment", "selection", "ctids", "pool", "tag", "snapshot_schedule", "snapshot_pattern")
 BACKUP_TEXT = ("schedule", "storage", "mode", *KEEP_FIELDS)
@@ -89,14 +89,11 @@ def _policy_data(post) -> dict:
 @require_POST
 def policy_save(request, pk: int | None = None):
     policy = get_object_or_404(ProtectionPolicy, pk=pk) if pk else None
-    return run_action(
+    return save_action(
         request,
-        lambda: (
-            protection.save_policy(
-                access_for(request), _policy_data(request.POST), policy, address=client_address(request)
-            )
-            and None
-        ),
+        protection.save_policy,
+        _policy_data(request.POST),
+        policy,
         "protection policy saved",
         reverse("protection"),
     )
@@ -105,20 +102,18 @@ def policy_save(request, pk: int | None = None):
 @require_POST
 def policy_delete(request, pk: int):
     policy = get_object_or_404(ProtectionPolicy, pk=pk)
-    return run_action(
-        request,
-        lambda: protection.delete_policy(access_for(request), policy, address=client_address(request)),
-        f"policy {policy.name} removed",
-        reverse("protection"),
+    return object_action(
+        request, policy, protection.delete_policy, f"policy {policy.name} removed", reverse("protection")
     )
 
 
 @require_POST
 def policy_run(request, pk: int):
     policy = get_object_or_404(ProtectionPolicy, pk=pk)
-    return run_action(
+    return object_action(
         request,
-        lambda: protection.run_now(access_for(request), policy, address=client_address(request))[0],
+        policy,
+        protection.run_now,
         f"snapshots of policy {policy.name} started (job {{job.pk}})",
         reverse("protection"),
     )
@@ -127,9 +122,10 @@ def policy_run(request, pk: int):
 @require_POST
 def policy_restore_test(request, pk: int):
     policy = get_object_or_404(ProtectionPolicy, pk=pk)
-    return run_action(
+    return object_action(
         request,
-        lambda: protection.restore_test_now(access_for(request), policy, address=client_address(request))[0],
+        policy,
+        protection.restore_test_now,
         f"restore test of policy {policy.name} started (job {{job.pk}})",
         reverse("protection"),
     )
@@ -143,9 +139,11 @@ def target_save(request):
     data["enabled"] = post.get("enabled") == "1"
     if post.get("headers", "").strip():
         data["headers"] = post["headers"]  # "Name: value" lines, checked with the rest by the action
-    return run_action(
+    return save_action(
         request,
-        lambda: protection.save_target(access_for(request), data, target, address=client_address(request)) and None,
+        protection.save_target,
+        data,
+        target,
         f"notification target {data['name']} saved",
         reverse("protection"),
     )
@@ -154,9 +152,6 @@ def target_save(request):
 @require_POST
 def target_delete(request, name: str):
     target = get_object_or_404(NotificationTarget, name=name)
-    return run_action(
-        request,
-        lambda: protection.delete_target(access_for(request), target, address=client_address(request)),
-        f"notification target {name} removed",
-        reverse("protection"),
+    return object_action(
+        request, target, protection.delete_target, f"notification target {name} removed", reverse("protection")
     )

@@ -273,6 +273,9 @@ class ChunkWriter:
 
     def write(self, data) -> int:
         self._check()
+        if not self.buffer and CHUNK <= len(data) <= 4 * CHUNK:  # a compressor's whole output: sent as it is
+            self.queue.put(bytes(data))  # a copy only of a memoryview (bytes are immutable)
+            return len(data)
         self.buffer += data
         if len(self.buffer) >= CHUNK:
             self.queue.put(bytes(self.buffer))

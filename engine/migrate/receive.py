@@ -83,6 +83,7 @@ class Receiver:
             self.close()
             raise
         self.address, self.port = self.listener.getsockname()[:2]
+        _warm(engine)
 
     def endpoint(self) -> dict:
         return {"address": self.address, "port": self.port, "fingerprint": self.fingerprint}
@@ -279,6 +280,35 @@ class Receiver:
             storage = _storage_of(engine, known[0] if known is not None else read_archive_config(spool, ctid)[0])
         restore(engine, spool, ctid, storage=storage, known=known)
         _set_lock(engine, ctid, MIGRATE_LOCK)
+
+
+# What a restore loads on first use: imported before the endpoint is handed out, so the stream does not
+# wait on module loading (a cold interpreter spends a good part of a second here, the clock running).
+_RESTORE_MODULES = (
+    "zstandard",
+    "engine.backup.restore",
+    "engine.unpack",
+    "engine.create_steps",
+    "engine.network.container",
+    "engine.network.fwconfig",
+    "engine.templates.store",
+    "engine.oci.archive",
+)
+
+
+def _warm(engine) -> None:
+    """Load the restore's modules and this node's storage drivers now, before the sender connects."""
+    import importlib
+
+    from engine.storage import DRIVERS, driver_class
+
+    for name in _RESTORE_MODULES:
+        importlib.import_module(name)
+    for definition in engine.storages.definitions().values():
+        if definition.type in DRIVERS:
+            driver_class(definition.type)
+        if definition.type == "dir":
+            driver_class("loop")  # a dir storage's sized volumes are raw images
 
 
 def _storage_of(engine, archived) -> str:

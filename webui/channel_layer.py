@@ -127,6 +127,8 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
         self.pending: dict[str, deque[bytes]] = {}  # popped in a batch, not yet handed out
         self.consumed: dict[str, bool] = {}  # the last batch reached this process: its backup may go
         self.named_locks: dict[str, asyncio.Lock] = {}
+        self.outgoing: dict[tuple, list] = {}  # sends of this loop turn, per (loop, connection index), not yet flushed
+        self.flushing: set[asyncio.Task] = set()
 
     def serialize(self, message) -> bytes:
         body = self._serializer.as_bytes(message)
@@ -223,6 +225,8 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
             self.consumed[channel] = True
 
     async def send(self, channel, message):
+        """One SEND script per message, but the sends made in one turn of the event loop go to Redis together, in
+        one pipelined round trip per connection (see ``_flush``); each still answers on its own (``ChannelFull``)."""
         assert isinstance(message, dict), "message is not a dict"
         assert self.require_valid_channel_name(channel), "Channel name not valid"
         assert "__asgi_channel__" not in message
@@ -234,9 +238,7 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
         else:
             index = next(self._send_index_generator)
         now = time.time()
-        added = await self.connection(index).eval(
-            SEND,
-            1,
+        args = (
             self.prefix + key_name,
             int(now) - int(self.expiry),
             self.get_capacity(channel),
@@ -244,8 +246,43 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
             self.serialize(message),
             int(self.expiry),
         )
-        if not added:
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        queued = self.outgoing.setdefault((loop, index), [])  # sync callers each run a loop of their own
+        queued.append((args, answer))
+        if len(queued) == 1:
+            loop.call_soon(self._start_flush, loop, index)
+        if not await answer:
             raise ChannelFull()
+
+    def _start_flush(self, loop, index: int) -> None:
+        batch = self.outgoing.pop((loop, index), [])
+        if batch:
+            task = asyncio.ensure_future(self._flush(index, batch))
+            self.flushing.add(task)
+            task.add_done_callback(self.flushing.discard)
+
+    async def _flush(self, index: int, batch: list) -> None:
+        """The sends queued in one loop turn: one message alone is one EVAL, several are one pipeline."""
+        try:
+            connection = self.connection(index)
+            if len(batch) == 1:
+                results = [await connection.eval(SEND, 1, *batch[0][0])]
+            else:
+                async with connection.pipeline(transaction=False) as pipe:
+                    for args, _ in batch:
+                        pipe.eval(SEND, 1, *args)
+                    results = await pipe.execute()
+        except BaseException as exc:  # every sender hears of it, as each would have alone
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, answer), added in zip(batch, results, strict=True):
+            if not answer.done():
+                answer.set_result(added)
 
     async def _brpop_with_clean(self, index, channel, timeout):
         connection = self.connection(index)

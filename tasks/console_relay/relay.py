@@ -46,7 +46,8 @@ INPUT_BACKLOG = 256 * 1024  # input the terminal has not read yet; beyond it inp
 CONSOLE_TAIL = 64 * 1024  # console mode starts this far from the end of the log
 # Bulk output (a message went out less than this long ago and more came since) waits up to this
 # long for a full CHUNK: a stream then crosses the channel layer in few large messages instead of
-# one per pty read (4 KiB, the kernel's pty buffer). A lone echo finds nothing sent lately and goes at once.
+# one per pty read (4 KiB, the kernel's pty buffer). A lone echo finds nothing sent lately and goes at
+# once; so does output after input that came since the last message (the echo of fast typing).
 GATHER = 0.004
 
 
@@ -101,6 +102,7 @@ class Session:
         self.grace: asyncio.TimerHandle | None = None
         self.last_seen = time.monotonic()
         self.last_sent = 0.0  # when the last output message went out (monotonic)
+        self.last_input = 0.0  # when input last reached the pty (monotonic)
         self.pump: asyncio.Task | None = None
         self.ended = False
         self.told_readonly = False
@@ -305,7 +307,10 @@ class Session:
 
     async def _gather(self) -> None:
         """In bulk output, let a message fill up for at most GATHER (the pty is read meanwhile)."""
-        waited = time.monotonic() - self.last_sent
+        now = time.monotonic()
+        waited = now - self.last_sent
+        if self.last_input > self.last_sent:  # input came since the last message: this is (also) its echo
+            return
         if waited < GATHER and not self.eof and self.produced - self.delivered < CHUNK:
             await asyncio.sleep(GATHER - waited)
 
@@ -404,6 +409,7 @@ class Session:
                 )
             return
         self.pending_input += data
+        self.last_input = time.monotonic()
         self._flush_input()
 
     def _flush_input(self) -> None:

@@ -528,7 +528,7 @@ def _decoder(
     archive: Path, raw: BinaryIO, prefetch: bool, tap: Callable[[bytes], object] | None
 ) -> tuple[_Decoded, str]:
     """The decompressed bytes of ``raw`` and the compression, told by magic bytes (see open_archive)."""
-    seekable = getattr(raw, "seekable", lambda: True)()  # a pipe is not; an OCI blob reader has no method
+    seekable = raw.seekable()  # a pipe (a migration's stream) is not
     if seekable:
         head = raw.read(512)
         raw.seek(0)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import fcntl
 import os
 import pwd
@@ -34,27 +33,15 @@ BASE_FILES = ("secret_key", "channel.key", "celery.key", "celery.pem", "certs/ce
 def generate_signing_pair() -> tuple[bytes, bytes]:
     """An RSA private key (PEM, unencrypted; Celery signs with RSA only) and its self-signed certificate."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
 
+    from engine.selfsigned import private_pem, self_signed
+
     key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "caisson job signer")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    pem_key = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return pem_key, cert.public_bytes(serialization.Encoding.PEM)
+    cert = self_signed(key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "caisson job signer")]), days=3650)
+    return private_pem(key), cert.public_bytes(serialization.Encoding.PEM)
 
 
 def _write(path: Path, data: bytes, owner: int | None) -> None:

@@ -11,7 +11,6 @@ Proxmox's tools, or a browser's certificate view).
 from __future__ import annotations
 
 import argparse
-import datetime
 import ipaddress
 import os
 import pwd
@@ -36,32 +35,30 @@ def ensure(directory: Path, owner: int | None = None) -> tuple[Path, Path, bool]
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path, False
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
+
+    from engine.selfsigned import private_pem, self_signed
 
     host = socket.gethostname()
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [x509.NameAttribute(NameOID.COMMON_NAME, host), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Caisson")]
     )
-    now = datetime.datetime.now(datetime.UTC)
     names = [x509.DNSName(host), x509.DNSName("localhost")]
     names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    cert = self_signed(
+        key,
+        name,
+        days=3650,
+        extensions=(
+            (x509.SubjectAlternativeName(names), False),
+            (x509.BasicConstraints(ca=True, path_length=None), True),
+        ),
     )
     directory.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = private_pem(key)
     for path, data, mode in ((key_path, pem, 0o600), (cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)):
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

@@ -16,7 +16,6 @@ zero length.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from engine.config import write_atomic
 from engine.errors import HostError, ValidationError
+from engine.selfsigned import private_pem, self_signed
 
 CHUNK = 1 << 20
 MAX_LINE = 2 << 20  # a control line carries the config and firewall rules (each at most 1 MiB in an archive)
@@ -38,26 +38,13 @@ FINGERPRINT_LEN = 64  # hex SHA-256
 def make_identity(path: Path) -> str:
     """A new EC key and self-signed certificate in one PEM file (0600); returns the certificate's fingerprint."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "caisson-migration")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .sign(key, hashes.SHA256())
-    )
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ) + cert.public_bytes(serialization.Encoding.PEM)
+    cert = self_signed(key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "caisson-migration")]), days=2)
+    pem = private_pem(key) + cert.public_bytes(serialization.Encoding.PEM)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomic(path, pem.decode(), mode=0o600, durable=False)
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()

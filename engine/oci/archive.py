@@ -102,6 +102,9 @@ class Blob:
     def tell(self) -> int:
         return self.pos
 
+    def seekable(self) -> bool:
+        return True  # to its start, all open_archive asks
+
     def verify(self) -> None:
         while self.read(1 << 20):  # what the decompressor left (padding)
             pass

@@ -47,6 +47,7 @@ class Session:
             self.workdir = Path(tempfile.mkdtemp(prefix=f"caisson-bench-{self.name}-"))
             os.chmod(self.workdir, 0o711)  # an unprivileged LXC container's root must reach its rootfs
             self.stack.callback(shutil.rmtree, self.workdir, ignore_errors=True)
+            self._tune_cgroups()
             if self.lxc_unprivileged:
                 self._lxc_subids()
             else:
@@ -68,6 +69,22 @@ class Session:
                 signal.signal(sig, handler)
         if exc[0] is KeyboardInterrupt:
             print("\ninterrupted; everything the benchmark made is removed", file=sys.stderr)
+
+    def _tune_cgroups(self) -> None:
+        """The host as the node agent leaves it: cgroup moves without an RCU wait (engine.cgroups.tuning)."""
+        from engine.cgroups import tuning
+
+        if os.environ.get("CAISSON_CGROUP_FAVORDYNMODS", "1") == "0":
+            self.notes.append("cgroup2 left as it is (CAISSON_CGROUP_FAVORDYNMODS=0): moves may wait for RCU.")
+            return
+        try:
+            tuning.favor_dynamic_moves()
+        except OSError as exc:
+            self.notes.append(f"cgroup moves keep the kernel's default ({exc}).")
+        else:
+            self.notes.append(
+                "cgroup2 has favordynmods, as the node agent sets it: cgroup moves (both sides') skip an RCU wait."
+            )
 
     # LXC, run by root with newuidmap installed, insists that root own the mapped range in
     # /etc/subuid and /etc/subgid. When the host files lack it, give this process (and so

@@ -33,13 +33,14 @@ def prepare_node() -> str:
     from tasks.boot import queue_boot_startall
     from tasks.firewall import sync_firewall
     from tasks.mirror import sync_all, sync_storages, sync_templates
-    from tasks.node import ensure_lxcfs, heartbeat
+    from tasks.node import ensure_lxcfs, heartbeat, tune_cgroups
     from tasks.recovery import recover_node
     from tasks.runtime import this_node
 
     node = this_node()
     heartbeat(node)
     ensure_lxcfs()
+    tune_cgroups()
     recover_node(node, at_start=True)  # jobs the dead agent ran failed, what they left recovered
     schedule_tick(node)
     sync_all(node)

@@ -285,6 +285,22 @@ def ensure_lxcfs() -> None:
         log.warning("lxcfs: %s", exc)
 
 
+def tune_cgroups() -> None:
+    """Let cgroup moves skip the kernel's RCU grace period (engine.cgroups.tuning), once at the agent's start:
+    each start and each exec moves a process into a container's cgroups."""
+    from engine.cgroups import tuning
+
+    if os.environ.get("CAISSON_CGROUP_FAVORDYNMODS", "1") == "0":
+        return
+    try:
+        point = tuning.favor_dynamic_moves()
+    except OSError as exc:
+        log.warning("cgroup moves keep the kernel's default (%s): %s", tuning.OPTION, exc)
+    else:
+        if point:
+            log.info("cgroup2 at %s remounted with %s: cgroup moves no longer wait", point, tuning.OPTION)
+
+
 @app.task(name="caisson.node.tick", ignore_result=True)
 def tick() -> None:
     """Every few seconds on each node: heartbeat, metrics, and a mirror of changes made outside Caisson."""

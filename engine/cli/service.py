@@ -5,7 +5,10 @@ then waits on a Unix socket that only root may use (mode 0600, and the peer's cr
 every connection). Each request is run in a child forked from this single-threaded, fully imported
 process: the child takes the client's stdin, stdout and stderr, working directory and environment, runs
 the same ``main()`` the command runs in-process, and its exit status is sent back. A fork of a warm
-process costs about a millisecond where a new interpreter importing the engine costs a hundred or more.
+process costs a millisecond or two where a new interpreter importing the engine costs a hundred or more,
+and even that is paid ahead: one child (the spare) is forked while the service waits and takes the next
+request; the child answers the client as soon as the command is done and its descriptors are closed,
+before this large process is torn down.
 
 Requests are answered in the order their commands end; a signal byte from the client (its Ctrl-C) is
 delivered to its command's process group, as a terminal delivers Ctrl-C to the foreground group. A
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import array
 import ctypes
+import gc
 import importlib
 import io
 import os
@@ -33,6 +37,7 @@ from engine.cli import thin
 
 PR_SET_PDEATHSIG = 1
 MAX_REQUEST = 1 << 20
+MAX_FD = os.sysconf("SC_OPEN_MAX")
 
 
 class Request(NamedTuple):
@@ -59,13 +64,13 @@ def _peer_uid(conn: socket.socket) -> int:
     return uid
 
 
-def _receive(conn: socket.socket) -> tuple[Request, list[int]]:
-    """Read one request and the three descriptors sent with it."""
+def _receive(conn: socket.socket, count: int = 3) -> tuple[bytes, Request, list[int]]:
+    """Read one request (its bytes as sent, and decoded) and the ``count`` descriptors sent with it."""
     fds = array.array("i")
     data = b""
     size = None
     while size is None or len(data) < thin.HEADER.size + size:
-        chunk, ancillary, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(3 * fds.itemsize))
+        chunk, ancillary, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(count * fds.itemsize))
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
@@ -77,20 +82,24 @@ def _receive(conn: socket.socket) -> tuple[Request, list[int]]:
             if size > MAX_REQUEST:
                 break
     try:
-        if size is None or len(data) != thin.HEADER.size + size or len(fds) != 3:
+        if size is None or len(data) != thin.HEADER.size + size or len(fds) != count:
             raise ValueError("malformed request")
-        return decode_request(data[thin.HEADER.size :]), list(fds)
+        return data, decode_request(data[thin.HEADER.size :]), list(fds)
     except ValueError:
         for fd in fds:
             os.close(fd)
         raise
 
 
-def _run_child(request: Request, fds: list[int], inherited: list[int]) -> None:
+def _run_child(request: Request, fds: list[int], inherited: list[int], client: int) -> None:
     """In the forked child: become the client's command and exit with its code. Never returns.
 
     ``inherited`` are the service's own descriptors (its socket, the other clients, their commands'
-    pidfds, the selector), closed first so that no command holds another's connection open."""
+    pidfds, the selector), closed first so that no command holds another's connection open. The child
+    answers ``client`` itself once the command is done and every descriptor it had is closed (its locks
+    released, the client's pipes at their end): the client need not wait for this large process to be
+    torn down. The service answers again when it reaps the child, which matters only when the child
+    died without answering (a signal); a client reads one answer and goes."""
     code = 1
     try:
         for fd in inherited:
@@ -121,7 +130,46 @@ def _run_child(request: Request, fds: list[int], inherited: list[int]) -> None:
                 stream.flush()
             except (OSError, ValueError):
                 pass
-        os._exit(code if isinstance(code, int) and 0 <= code < 256 else 1)
+        code = code if isinstance(code, int) and 0 <= code < 256 else 1
+        os.closerange(0, client)
+        os.closerange(client + 1, MAX_FD)
+        try:
+            os.write(client, thin.HEADER.pack(code))
+        except OSError:
+            pass
+        os._exit(code)
+
+
+def _wait_as_spare(sock: socket.socket, inherited: list[int]) -> None:
+    """In a child forked ahead of the next request: wait for it, then run it as :func:`_run_child`.
+
+    The service hands it the request's bytes, the client's connection and the client's three
+    descriptors; the fork (a millisecond or two of copying this large process) was paid while the
+    node was idle. A service that ends closes its end, and the spare ends too. Never returns."""
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+        _raw, request, fds = _receive(sock, 4)
+    except BaseException:  # noqa: BLE001 - the service went away (or sent part of a request): nothing ran
+        os._exit(1)
+    _run_child(request, fds[1:], [*inherited, sock.fileno()], fds[0])
+
+
+def _own_group(pid: int) -> None:
+    """Put a command's process in a group of its own from here too (it does so itself, later): a Ctrl-C
+    that arrives before the child got that far still reaches it."""
+    try:
+        os.setpgid(pid, pid)
+    except OSError:  # it has done so already and moved on
+        pass
+
+
+class Spare(NamedTuple):
+    """A child waiting for the next request (:func:`_wait_as_spare`) and the service's end of its socket."""
+
+    pid: int
+    pidfd: int
+    sock: socket.socket
 
 
 class Service:
@@ -134,6 +182,7 @@ class Service:
         self.children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, client)
         self.clients: dict[socket.socket, int] = {}  # client -> pid of its command
         self.layout = {key: os.environ.get(key) for key in thin.LAYOUT_KEYS}
+        self.spare: Spare | None = None
 
     def listen(self) -> socket.socket:
         """Bind the socket, readable and writable by root alone, replacing a dead service's."""
@@ -157,14 +206,18 @@ class Service:
 
     def serve(self, listener: socket.socket) -> None:
         self.selector.register(listener, selectors.EVENT_READ, "accept")
+        self._fork_spare(listener)
         while True:
             for key, _events in self.selector.select():
-                if key.data == "accept":
-                    self._accept(listener)
-                elif key.data == "client":
-                    self._signal_from(key.fileobj)
-                else:
-                    self._reap(key.fd)
+                try:
+                    if key.data == "accept":
+                        self._accept(listener)
+                    elif key.data == "client":
+                        self._signal_from(key.fileobj)
+                    else:
+                        self._reap(key.fd)
+                except OSError as exc:  # one client's trouble must not end the service for the others
+                    self.say(f"{key.data}: {exc}")
 
     def _accept(self, listener: socket.socket) -> None:
         conn, _ = listener.accept()
@@ -174,7 +227,7 @@ class Service:
                 self.say(f"refused a client running as uid {uid}: the CLI service serves root only")
                 conn.close()
                 return
-            request, fds = _receive(conn)
+            raw, request, fds = _receive(conn)
         except (OSError, ValueError) as exc:
             self.say(f"dropped a request: {exc}")
             conn.close()
@@ -188,21 +241,64 @@ class Service:
             conn.close()
             return
         self.say(f"{request.program} {' '.join(request.argv)}")
-        pid = os.fork()
-        if pid == 0:
-            own = [listener.fileno(), conn.fileno(), self.selector.fileno(), *self.children]
-            _run_child(request, fds, own + [client.fileno() for client in self.clients])
+        pid, pidfd = self._hand_to_spare(raw, conn, fds)
+        if pid is None:  # no spare (it died): fork one for this request
+            pid = os.fork()
+            if pid == 0:
+                _run_child(request, fds, self._own_fds(listener), conn.fileno())
+            _own_group(pid)
+            pidfd = os.pidfd_open(pid)
         for fd in fds:
             os.close(fd)
-        pidfd = os.pidfd_open(pid)
         self.children[pidfd] = (pid, conn)
         self.clients[conn] = pid
         self.selector.register(pidfd, selectors.EVENT_READ, "child")
         self.selector.register(conn, selectors.EVENT_READ, "client")
+        self._fork_spare(listener)  # for the next request, while this one runs
+
+    def _own_fds(self, listener: socket.socket) -> list[int]:
+        """The service's descriptors a command's process must not keep (see :func:`_run_child`)."""
+        return [listener.fileno(), self.selector.fileno(), *self.children, *(c.fileno() for c in self.clients)]
+
+    def _fork_spare(self, listener: socket.socket) -> None:
+        if self.spare is not None:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            _wait_as_spare(theirs, self._own_fds(listener))  # never returns
+        theirs.close()
+        _own_group(pid)
+        self.spare = Spare(pid, os.pidfd_open(pid), ours)
+
+    def _hand_to_spare(self, raw: bytes, conn: socket.socket, fds: list[int]) -> tuple[int | None, int | None]:
+        """Give a request to the spare child: (its pid, its pidfd), or (None, None) if there is none."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None, None
+        try:
+            passed = array.array("i", [conn.fileno(), *fds])
+            sent = spare.sock.sendmsg([raw], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, passed)])
+        except OSError:  # it is gone: it has none of the request
+            spare.sock.close()
+            os.close(spare.pidfd)
+            os.waitpid(spare.pid, 0)
+            return None, None
+        try:
+            if sent < len(raw):  # a long environment may not go in one piece
+                spare.sock.sendall(raw[sent:])
+        except OSError:
+            pass  # it has part of it: it runs nothing and ends with 1, which the client is told
+        finally:
+            spare.sock.close()
+        return spare.pid, spare.pidfd
 
     def _signal_from(self, conn: socket.socket) -> None:
+        pid = self.clients.get(conn)
+        if pid is None:  # reaped (and closed) earlier in the same batch of events: the client read its answer
+            return
         data = conn.recv(16)
-        pid = self.clients[conn]
         if not data:  # the client went away: its command goes on to its end
             self.selector.unregister(conn)
             return
@@ -265,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.getppid() == 1:  # the parent died before the request took effect
             return 0
     preload()
+    gc.freeze()  # what preload made stays out of the collector's sight: a child's collections do not copy it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # before the socket exists: it is always removed
     service = Service(args.socket)
     listener = service.listen()

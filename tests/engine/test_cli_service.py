@@ -144,3 +144,69 @@ def test_no_service_means_in_process(engine, tmp_path):
 def test_terminal_verbs_stay_in_the_client(argv):
     assert thin.wants_own_terminal(argv)
     assert not thin.wants_own_terminal(["--root", "enter", "list"])
+
+
+def _children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return {int(child) for child in fh.read().split()}
+
+
+def _wait_for(predicate, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not (found := predicate()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+    return found
+
+
+@pytest.fixture
+def own_service(engine, tmp_path):
+    """A service of this test's own: (its process, socket, log)."""
+    socket_path, log = tmp_path / "cli.sock", tmp_path / "service.log"
+    with cli_service({**layout_env(engine), "CAISSON_CLI_SOCKET": str(socket_path)}, socket_path, log) as process:
+        yield process, socket_path, log
+
+
+def _listed(engine, socket_path, **extra_env) -> subprocess.CompletedProcess:
+    env = {**layout_env(engine), "CAISSON_CLI_SOCKET": str(socket_path), **extra_env}
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "-o", "json", "list"], cwd=REPO, env=env, capture_output=True, timeout=60
+    )
+
+
+def test_a_command_runs_in_a_child_forked_before_it_came(engine, own_service):
+    """The service keeps one child forked ahead (the fork's cost paid while idle); a request uses it up."""
+    process, socket_path, log = own_service
+    (spare,) = _wait_for(lambda: _children(process.pid), "no spare child")
+    result = _listed(engine, socket_path)
+    assert result.returncode == 0 and result.stdout.startswith(b"["), result.stderr
+    assert served(log) == 1
+    (next_spare,) = _wait_for(lambda: _children(process.pid) - {spare}, "no new spare after the request")
+    _wait_for(lambda: not os.path.exists(f"/proc/{spare}"), "the spare did not end")  # ran the command, reaped
+
+
+def test_a_long_environment_reaches_the_spare_whole(engine, own_service):
+    process, socket_path, log = own_service
+    # 500 KB, past one socket buffer (each variable under the kernel's 128 KiB limit): handed on in pieces
+    result = _listed(engine, socket_path, **{f"CAISSON_TEST_LONG_{i}": "x" * 100_000 for i in range(5)})
+    assert result.returncode == 0 and result.stdout.startswith(b"["), result.stderr
+    assert served(log) == 1
+
+
+def test_a_dead_spare_is_replaced_and_the_request_still_runs(engine, own_service):
+    process, socket_path, log = own_service
+    (spare,) = _wait_for(lambda: _children(process.pid), "no spare child")
+    os.kill(spare, signal.SIGKILL)
+    _wait_for(lambda: not os.path.exists(f"/proc/{spare}/cmdline") or _is_zombie(spare), "the spare did not die")
+    result = _listed(engine, socket_path)
+    assert result.returncode == 0 and result.stdout.startswith(b"["), result.stderr
+    assert served(log) == 1 and process.poll() is None
+    _wait_for(lambda: _children(process.pid) - {spare}, "no new spare after the request")
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

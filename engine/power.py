@@ -123,7 +123,7 @@ def start_container(
         extra_mounts = host_views + devices.start_mounts(node.layout.run, ctid, passed, idmap)
         revert.add(devices.unstage, node.layout.run, ctid)
         node.cgroups.apply(name, limits_of(config))
-        prepare, prepare_late = [], []
+        prepare, prepare_early, prepare_late = [], [], []
         plan = mount_plan(node, ctid, config, driver, vol, idmap)
         if plan is not None:
             revert.add(plan.release)
@@ -134,9 +134,10 @@ def start_container(
         # interfaces configured from here, while init builds its tree; else both are steps inside.
         from_host = plan is None
         if from_host:
-            # Before init is forked (a prepare step, not a late one): init need not wait on the engine for it.
+            # Before init is forked (not a late step): init need not wait on the engine for it; and early,
+            # while the children fork, since it needs none of them.
             host_step = distro.host_step(config, rootfs, owner if idmap else (0, 0))
-            prepare.append(host_step)
+            prepare_early.append(host_step)
             extra_setup = []
         else:
             inside_distro = distro.start_step(config)
@@ -170,6 +171,7 @@ def start_container(
             seccomp_rules=start.seccomp.container_rules(config),
             extra_setup=extra_setup,
             prepare=prepare,
+            prepare_early=prepare_early,
             prepare_late=prepare_late,
             extra_mounts=extra_mounts,
             nesting=features.nesting,

@@ -8,8 +8,9 @@ Process layout (no process of ours stays behind):
 
 The engine forks the holder first (its start overlaps the setup child's), moves
 the setup child into the container's cgroups (init inherits them, then makes its
-cgroup namespace), writes the holder's uid/gid maps, runs the host-side prepare
-steps (volumes, or the distribution's files of a plain-directory rootfs), lets the
+cgroup namespace), runs the early prepare steps while the children make their
+namespaces (the distribution's files of a plain-directory rootfs), writes the
+holder's uid/gid maps, runs the host-side prepare steps (volumes), lets the
 setup child fork init, runs the late prepare steps (the network's: they need the
 namespaces, not the mounts) while init builds the container's tree, learns init's host
 pid, and then waits on a close-on-exec socket: end of file means the container's
@@ -79,6 +80,10 @@ class StartSpec:
     # container's namespaces (network interfaces are moved into its namespace here); each is a
     # callable(pid) whose __name__ names the step in a StartError.
     prepare: list = field(default_factory=list)
+    # Host-side steps that need no process of the container (the distribution's files of a plain-directory
+    # rootfs): run while the children are being forked and make their namespaces, an otherwise idle
+    # wait of the engine's; init is told to go on only after them. Same form, called with the setup pid.
+    prepare_early: list = field(default_factory=list)
     # Host-side steps that need only the container's namespaces, not its mounts (the network's): run after
     # the setup child was told to go on, while init builds the container's tree; init waits for them
     # (Phase.READY) before its ``extra_setup``.  Same form as ``prepare``.
@@ -139,6 +144,11 @@ def spawn(spec: StartSpec, defer_reap: bool = False) -> int:
         listener: list[int] = []
         try:
             _attach(spec, setup_pid)
+            try:
+                _prepare(spec.prepare_early, setup_pid)
+            except StartError:
+                _kill_quietly(setup_pid)
+                raise
             init_pid = _drive(spec, parent_sock, setup_pid, listener)
             if spec.notify is not None:
                 _supervise(spec, init_pid, listener)

@@ -145,9 +145,12 @@ def _joiner(spec, pidfd, userns, rules, env, sock, stdio) -> None:
         os.setgroups([])
         os.setresuid(spec.uid, spec.uid, spec.uid)
         forwarder = _SignalForwarder()  # before the fork: a signal at any moment after reaches the command
-        child = sc.fork_quietly()
-        if child == 0:
-            _command(spec, rules, env, sock)  # never returns
+        if spec.tty or rules.notify:
+            child = sc.fork_quietly()
+            if child == 0:
+                _command(spec, rules, env, sock)  # never returns
+        else:
+            child = _spawn_plain(spec, rules, env, sock)
         sock.close()
         forwarder.to(child)
         _, status = os.waitpid(child, 0)
@@ -190,6 +193,38 @@ class _SignalForwarder:
             self._forward(signum, None)
 
 
+def _spawn_plain(spec, rules, env, sock) -> int:
+    """The command without a terminal or a seccomp listener, made by ``posix_spawn`` (a vfork): this joiner
+    takes the steps :func:`_command` makes before its exec (directory, capabilities, seccomp filter; the
+    session and the signals are the spawn's attributes), so the engine's pages are not copied a second
+    time. The joiner then only waits, under the same bounding set and filter. A command that cannot be
+    executed ends the joiner as it ends :func:`_command`."""
+    sock.close()
+    try:
+        os.chdir(spec.cwd)
+        sc.drop_bounding_caps(DROPPED_CAPABILITIES)
+        seccomp.install(rules)
+        os.environ["PATH"] = env.get("PATH", CONTAINER_ENV["PATH"])  # posix_spawnp searches the caller's
+        return os.posix_spawnp(
+            spec.argv[0], spec.argv, env, setsid=True, setsigdef=SPAWN_DEFAULT_SIGNALS, setsigmask=()
+        )
+    except OSError as exc:
+        _cannot_run(spec, exc)
+
+
+# What Python and the signal forwarder changed in the joiner; the command gets each one's default.
+SPAWN_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS)
+
+
+def _cannot_run(spec, exc: BaseException) -> None:
+    """Say why the command could not be run, as a shell would, and end with its code (127: not found)."""
+    try:
+        os.write(2, f"caisson: {spec.argv[0]}: {exc.strerror if isinstance(exc, OSError) else exc}\n".encode())
+    except OSError:
+        pass
+    os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
+
+
 def _command(spec, rules, env, sock) -> None:
     try:
         os.setsid()
@@ -217,13 +252,12 @@ def _command(spec, rules, env, sock) -> None:
             seccomp.install(rules)
         os.execvpe(spec.argv[0], spec.argv, env)
     except BaseException as exc:  # noqa: BLE001
-        try:
-            if spec.tty:
+        if spec.tty:
+            try:
                 sock.sendmsg([str(exc).encode()])
-            os.write(2, f"caisson: {spec.argv[0]}: {exc.strerror if isinstance(exc, OSError) else exc}\n".encode())
-        except OSError:
-            pass
-        os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
+            except OSError:
+                pass
+        _cannot_run(spec, exc)
 
 
 def _open_pty() -> tuple[int, str]:

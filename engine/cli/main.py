@@ -19,7 +19,7 @@ from engine.cli.handlers import (
     show_status,
 )
 from engine.cli.output import emit_json, table
-from engine.cli.parser import CONFIG_OPTIONS, CORE_VERBS, build_parser, config_values, verb_of
+from engine.cli.parser import CONFIG_OPTIONS, CORE_VERBS, build_parser, config_values, parser_for, verb_of
 from engine.errors import EngineError, ValidationError
 from engine.units import human_bytes, human_duration
 
@@ -28,7 +28,7 @@ __all__ = ["CONFIG_OPTIONS", "CORE_VERBS", "build_parser", "main"]
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(verb_of(argv) or "")
+    parser = parser_for(verb_of(argv) or "")
     command = []
     if verb_of(argv) == "create-host-app" and "--" in argv:  # the host program's own options stay its own
         cut = argv.index("--")

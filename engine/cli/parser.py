@@ -84,6 +84,17 @@ CORE_VERBS = (
 )
 
 
+_built: dict[str, argparse.ArgumentParser] = {}
+
+
+def parser_for(verb: str) -> argparse.ArgumentParser:
+    """:func:`build_parser` for ``verb``, built once per process: the CLI service builds each verb's before
+    it forks the children that run commands (parsing leaves a parser as it was)."""
+    if verb not in _built:
+        _built[verb] = build_parser(verb)
+    return _built[verb]
+
+
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     """The parser.  Given one of :data:`CORE_VERBS`, only that verb's sub-parser is built (start-up time: the
     usage lines of errors name ``VERB``, not the list); otherwise (none, a storage verb, a typo) all of them.

@@ -328,7 +328,8 @@ class Service:
 
 
 def preload() -> None:
-    """Import the whole engine, so each forked child finds in memory what its command would import lazily.
+    """Import the whole engine and build each verb's parser, so each forked child finds in memory what its
+    command would import or build.
 
     The engine defers many imports to the call that needs them (a start's mounts, an exec's attach, the
     network's netlink), which keeps a one-off command's start-up short; here they are paid once."""
@@ -341,6 +342,10 @@ def preload() -> None:
     for info in pkgutil.walk_packages(engine.__path__, "engine."):
         if not info.name.endswith("__main__"):
             importlib.import_module(info.name)
+    from engine.cli.parser import CORE_VERBS, parser_for
+
+    for verb in (*CORE_VERBS, ""):  # "": every verb's, for the others
+        parser_for(verb)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,9 +90,10 @@ _built: dict[str, argparse.ArgumentParser] = {}
 def parser_for(verb: str) -> argparse.ArgumentParser:
     """:func:`build_parser` for ``verb``, built once per process: the CLI service builds each verb's before
     it forks the children that run commands (parsing leaves a parser as it was)."""
-    if verb not in _built:
-        _built[verb] = build_parser(verb)
-    return _built[verb]
+    key = verb if verb in CORE_VERBS else ""  # any other verb gets the parser of every verb
+    if key not in _built:
+        _built[key] = build_parser(key)
+    return _built[key]
 
 
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:

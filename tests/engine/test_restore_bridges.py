@@ -8,7 +8,7 @@ import pytest
 
 from engine.backup.restore import restore
 from engine.errors import EngineError, ValidationError
-from tests.engine.test_backup import PROXMOX_CONF, _proxmox_archive
+from tests.engine.backup_support import PROXMOX_CONF, proxmox_archive
 
 MISSING = "vmbr9"
 NET0 = f"net0: name=eth0,bridge={MISSING},hwaddr=BC:24:11:5E:00:01,ip=10.99.0.5/24,gw=10.99.0.1,type=veth\n"
@@ -19,7 +19,7 @@ def archive(busybox_template, tmp_path) -> Path:
     if Path("/sys/class/net", MISSING).exists():
         pytest.skip(f"this host has an interface {MISSING}")
     path = tmp_path / "vzdump-lxc-104-2025_01_02-03_04_05.tar.zst"
-    _proxmox_archive(busybox_template, path, PROXMOX_CONF + NET0)
+    proxmox_archive(busybox_template, path, PROXMOX_CONF + NET0)
     return path
 
 

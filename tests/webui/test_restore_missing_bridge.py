@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
-from tests.engine.test_backup import PROXMOX_CONF, _proxmox_archive
+from tests.engine.backup_support import PROXMOX_CONF, proxmox_archive
 from tests.engine.test_restore_bridges import MISSING, NET0
 from tests.webui.conftest import wait_job
 from webui.models import BackupArchive, Container, Job
@@ -31,7 +31,7 @@ def test_restore_warns_and_start_names_the_bridge(agent, node, engine, busybox_t
     name = f"vzdump-lxc-{ctid_factory()}-2025_01_02-03_04_05.tar.zst"
     dumpdir = engine.layout.root / "dump"
     dumpdir.mkdir(exist_ok=True)
-    _proxmox_archive(busybox_template, dumpdir / name, PROXMOX_CONF + NET0)
+    proxmox_archive(busybox_template, dumpdir / name, PROXMOX_CONF + NET0)
     try:
         assert wait_job(submit("noderesync", node, node.path, node.name, user=admin)).status == "ok"
         archive = BackupArchive.objects.get(node=node, name=name)

@@ -396,7 +396,9 @@ def test_direct_writes_then_the_odd_tail_through_the_page_cache(tmp_path, offset
     head = os.urandom(offset)
     part.write_bytes(head)
     fd, direct = _open_part(part, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-    assert direct  # the test's filesystem (ext4, xfs, tmpfs >= 6.6) takes O_DIRECT
+    if not direct:  # ext4, xfs, btrfs and tmpfs (Linux 6.6+) take it
+        os.close(fd)
+        pytest.skip(f"{tmp_path} is on a filesystem without O_DIRECT")
     body, digest = os.urandom(2 * BUFFER + 5), hashlib.sha512(head)
     try:
         sink = _Sink(fd, digest, offset, direct)

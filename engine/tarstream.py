@@ -16,6 +16,7 @@ ends inside a member), as ``tarfile`` raises them.
 from __future__ import annotations
 
 import re
+import struct
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,12 +29,25 @@ _ZEROS = memoryview(bytes(1 << 20))
 _PAX_RECORD = re.compile(rb"(\d+) ([^=]+)=")
 _PAX_INT = ("size", "uid", "gid", "GNU.sparse.size", "GNU.sparse.realsize")
 _XATTR = "SCHILY.xattr."
+_END = bytes(BLOCK)
+# name mode uid gid size mtime chksum type linkname magic+version (uname gname skipped) devmajor devminor prefix
+_HEADER = struct.Struct("100s8s8s8s12s12s8sB100s8s64x8s8s155s")
 
 
 def _str(field_: bytes) -> str:
     """A NUL-terminated text field."""
-    end = field_.find(b"\0")
-    return (field_ if end < 0 else field_[:end]).decode("utf-8", "surrogateescape")
+    return field_.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+
+
+def _oct(field_: bytes) -> int:
+    """``_num`` of a plain octal field (digits, then NULs or spaces) in one step, else ``_num``.
+
+    When ``int`` takes what is left after the trailing NULs and spaces, no NUL is left inside, so it
+    reads the same digits ``_num`` would read before its first NUL."""
+    try:
+        return int(field_.rstrip(b"\0 ") or b"0", 8)
+    except ValueError:
+        return _num(field_)
 
 
 def _num(field_: bytes) -> int:
@@ -119,11 +133,21 @@ class TarStream:
             yield self.view[self.pos - take : self.pos]
 
     def _skip(self, n: int) -> None:
+        if self.pos + n <= len(self.buf):  # most often a file's padding, inside the current chunk
+            self.pos += n
+            return
         for _ in self._pieces(n):
             pass
 
     def data(self, member: Member, size: int) -> Iterator[memoryview]:
         """A regular member's bytes, at most ``size`` at a time; a sparse file's holes come as zeros."""
+        n = member.size
+        if member.sparse is None and n <= size and self.pos + n <= len(self.buf):  # most files: one slice
+            self.pos += n
+            self.left -= n
+            if n:
+                yield self.view[self.pos - n : self.pos]
+            return
         regions = member.sparse if member.sparse is not None else [(0, member.size)]
         at = 0
         for offset, length in regions:
@@ -154,47 +178,52 @@ class TarStream:
             if self.pos + BLOCK > len(self.buf) and self.pos == len(self.buf) and not self._more():
                 return None  # the stream ends without an end block: the caller says so
             head = self._take(BLOCK)
-            if head.count(0) == BLOCK:
+            if head == _END:
                 self.end_seen = True
                 return None
-            chksum = _num(head[148:156])
-            if chksum != 256 + sum(head) - sum(head[148:156]) and chksum != _signed_sum(head):
+            fields = _HEADER.unpack_from(head)
+            chksum = _oct(fields[6])
+            if chksum != 256 + sum(head) - sum(fields[6]) and chksum != _signed_sum(head):
                 raise tarfile.ReadError("bad checksum")
-            kind = head[156]
-            size = _num(head[124:136])
-            if kind in b"LKxXg" and not 0 <= size <= MAX_HEADER:
-                raise tarfile.ReadError(f"invalid header: an extended header of {size} bytes")
-            if kind in b"LK":  # GNU long name or link target for the next header
-                value = _str(self._take(_padded(size))[:size])
-                longname, longlink = (value, longlink) if kind == ord("L") else (longname, value)
-                continue
-            if kind in b"xXg":
+            kind = fields[7]
+            size = _oct(fields[4])
+            if kind in b"LKxXg":
+                if not 0 <= size <= MAX_HEADER:
+                    raise tarfile.ReadError(f"invalid header: an extended header of {size} bytes")
+                if kind in b"LK":  # GNU long name or link target for the next header
+                    value = _str(self._take(_padded(size))[:size])
+                    longname, longlink = (value, longlink) if kind == ord("L") else (longname, value)
+                    continue
                 records = _pax(self._take(_padded(size))[:size])
                 if kind == ord("g"):
                     self.globals.update(records)
                 else:
                     pax.update(records)
                 continue
-            return self._member(head, kind, size, {**self.globals, **pax}, longname, longlink)
+            if self.globals:
+                pax = {**self.globals, **pax}
+            return self._member(head, fields, kind, size, pax, longname, longlink)
 
-    def _member(self, head: bytes, kind: int, size: int, pax: dict[str, bytes], longname, longlink) -> Member:
-        name = longname if longname is not None else _str(head[0:100])
-        prefix = _str(head[345:500]) if head[257:263] == b"ustar\x00" else ""
-        if prefix and kind not in b"LKS":
-            name = f"{prefix}/{name}"
+    def _member(
+        self, head: bytes, fields: tuple, kind: int, size: int, pax: dict[str, bytes], longname, longlink
+    ) -> Member:
+        name = longname if longname is not None else _str(fields[0])
+        if fields[9][:6] == b"ustar\x00" and fields[12][:1] != b"\0" and kind not in b"LKS":
+            name = f"{_str(fields[12])}/{name}"
         if kind == 0 and name.endswith("/"):
-            kind = ord("5")
+            kind = 53  # "5"
+        device = kind in b"34"
         m = Member(
-            name=name,
-            type=kind,
-            mode=_num(head[100:108]),
-            uid=_num(head[108:116]),
-            gid=_num(head[116:124]),
-            size=size,
-            mtime_ns=_num(head[136:148]) * 10**9,
-            linkname=longlink if longlink is not None else _str(head[157:257]),
-            devmajor=_num(head[329:337]) if kind in b"34" else 0,
-            devminor=_num(head[337:345]) if kind in b"34" else 0,
+            name,
+            kind,
+            _oct(fields[1]),
+            _oct(fields[2]),
+            _oct(fields[3]),
+            size,
+            _oct(fields[5]) * 10**9,
+            longlink if longlink is not None else _str(fields[8]),
+            _oct(fields[10]) if device else 0,
+            _oct(fields[11]) if device else 0,
         )
         if kind == ord("S"):
             self._gnu_sparse(m, head)
@@ -203,15 +232,15 @@ class TarStream:
         m.stored = size if kind == ord("S") else m.size
         if m.stored < 0:
             raise tarfile.ReadError("invalid header: negative size")
-        if "GNU.sparse.major" in pax or "GNU.sparse.map" in pax:
+        if pax and ("GNU.sparse.major" in pax or "GNU.sparse.map" in pax):
             self._pax_sparse(m, pax)
         if m.type in REGULAR or m.type not in KNOWN:  # as tarfile: only these carry data
             self.left = _padded(m.stored)
-            if pax.get("GNU.sparse.major") == b"1":  # sparse 1.0: the map opens the data
+            if pax and pax.get("GNU.sparse.major") == b"1":  # sparse 1.0: the map opens the data
                 self._sparse_map_1(m)
         if m.sparse is not None:
             _check_regions(m)
-        if m.type == ord("5"):
+        if m.type == 53:
             m.name = m.name.rstrip("/")
         return m
 

@@ -278,7 +278,7 @@ def config_for_archive(config: ContainerConfig) -> str:
 
 def open_reader(archive: Path, raw: BinaryIO):
     """A streaming tar reader over any compression the unpacker knows (checked CRCs and cut-offs)."""
-    from engine.unpack import open_archive
+    from engine.unpack_decode import open_archive
 
     return open_archive(archive, raw)
 

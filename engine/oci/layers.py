@@ -1,6 +1,6 @@
 """An OCI image's layers applied in order into a new rootfs, with the guarantees of template extraction.
 
-Each layer goes through :class:`engine.unpack._Writer` (every entry made relative to directory fds opened
+Each layer goes through :class:`engine.unpack_writer.Writer` (every entry made relative to directory fds opened
 ``O_NOFOLLOW``, ids shifted into the container's map, no path leaving the root, nothing followed through
 a symlink), extended here with the layer semantics of the OCI image spec:
 
@@ -28,15 +28,17 @@ from pathlib import Path
 from engine.errors import UnsafeArchive, ValidationError
 from engine.idmap import IdMap
 from engine.oci.archive import Descriptor, OciArchive
-from engine.unpack import CHUNK, ExtractStats, _Entry, _member_entry, _split, _staging, _Writer, open_archive
+from engine.unpack import member_entry
+from engine.unpack_decode import open_archive
+from engine.unpack_writer import CHUNK, Entry, ExtractStats, Writer, split_path, staging
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 MAX_MEMBERS = 2_000_000
 
 
-class _LayerWriter(_Writer):
-    """A :class:`_Writer` that keeps its tree across layers and applies whiteouts and replacements."""
+class _LayerWriter(Writer):
+    """A :class:`Writer` that keeps its tree across layers and applies whiteouts and replacements."""
 
     def __init__(self, root: Path, idmap: IdMap | None, source: str):
         super().__init__(root, idmap, source, "layer entry", None)
@@ -47,9 +49,9 @@ class _LayerWriter(_Writer):
         self.layer_keys = set()
         self.noun = f"layer {name} entry"
 
-    def add(self, e: _Entry, data=None) -> None:
+    def add(self, e: Entry, data=None) -> None:
         try:
-            parts = _split(e.name) if e.name else []
+            parts = split_path(e.name) if e.name else []
         except ValueError as err:
             raise self.fail(e, str(err)) from None
         if parts and parts[-1].startswith(WHITEOUT):
@@ -66,7 +68,7 @@ class _LayerWriter(_Writer):
         super().add(e, data)
         self.layer_keys.add(key)
 
-    def _whiteout(self, e: _Entry, parts: list[str]) -> None:
+    def _whiteout(self, e: Entry, parts: list[str]) -> None:
         name, parent = parts[-1], parts[:-1]
         if not self._reachable(parent):
             return  # nothing of a lower layer can be there
@@ -94,7 +96,7 @@ class _LayerWriter(_Writer):
     def _reachable(self, parts: list[str]) -> bool:
         return all(self.kinds.get("/".join(parts[: i + 1])) == "d" for i in range(len(parts)))
 
-    def _remove(self, e: _Entry, parts: list[str]) -> None:
+    def _remove(self, e: Entry, parts: list[str]) -> None:
         """Remove an entry of a lower layer (a directory with its tree), through its parent's fd."""
         key = "/".join(parts)
         kind = self.kinds.pop(key)
@@ -143,7 +145,7 @@ def extract_image(
 def _extract(image: OciArchive, target: Path, idmap, order: list[int], diff_ids: list, progress) -> ExtractStats:
     total = sum(layer.size for layer in image.layers)
     done = 0
-    with _staging(Path(target)) as tmp:
+    with staging(Path(target)) as tmp:
         w = _LayerWriter(tmp, idmap, str(image.path))
         try:
             got = []
@@ -179,7 +181,7 @@ def _apply(image: OciArchive, layer: Descriptor, w: _LayerWriter, progress: Call
                 current = m.name
                 if w.stats.members >= MAX_MEMBERS:
                     raise UnsafeArchive(f"{image.path}: image has more than {MAX_MEMBERS} entries")
-                e = _member_entry(m)
+                e = member_entry(m)
                 if not e.kind:
                     raise w.fail(e, f"unsupported member type {m.type!r}")
                 w.add(e, tar.extractfile(m) if e.kind == "f" else None)

@@ -116,3 +116,21 @@ def test_oversized_extended_header_refused(tmp_path: Path) -> None:
     (tmp_path / "big.tar").write_bytes(bytes(head) + bytes(1024))
     with pytest.raises(ValidationError, match="an extended header of"):
         extract_archive(tmp_path / "big.tar", tmp_path / "out", None)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [b"0000644\0", b"0000644 ", b" 644 \0 \0", b"\0\0\0\0\0\0\0\0", b"        ", b"0000644\x00123", b"12 34\0\0\0"]
+    + [b"\x80" + (5).to_bytes(11, "big"), b"\xff" * 12, b"0000x44\0", b"00000000001\0"],
+)
+def test_octal_fast_path_reads_what_tarfile_reads(field: bytes) -> None:
+    """The one-step octal read gives tarfile's value (cut at the first NUL, base-256 for big ones) or its error."""
+    from engine.tarstream import _oct
+
+    try:
+        expected = tarfile.nti(field)
+    except tarfile.InvalidHeaderError:
+        with pytest.raises(tarfile.ReadError):
+            _oct(field)
+    else:
+        assert _oct(field) == expected

@@ -7,6 +7,9 @@ that appeared meanwhile is sorted by where it lives:
 * inside a container's cgroup (``caisson-bench/<ID>`` or ``lxc.payload.<name>``): the
   container itself, the same busybox or Debian on both sides; not counted;
 * LXC's ``[lxc monitor]`` (the daemonised ``lxc-start``, one per container): LXC's cost;
+* the node's terminal holder (``engine.ttyholder``: one per node, like the agent, holding every
+  container's console and ttys so that they outlive the agent): shown apart, with its size and
+  what it would cost per container if charged to these N, not counted per container;
 * anything else descended from this process (a child subreaper, as the node agent is, so
   every orphan of ours is re-parented here): what Caisson left behind (by design nothing:
   after start no process of the engine stays per container);
@@ -26,6 +29,7 @@ from pathlib import Path
 from common import CGROUP_PARENT, CaissonSide, LxcSide, Report, Session, entry, parser, run
 
 GOAL = 0.1
+NODE_WIDE = "-m engine.ttyholder"  # one per node, started by the first start that has terminals
 
 
 def pids() -> set[int]:
@@ -97,7 +101,7 @@ def main() -> None:
         new = sorted(pids() - before)
 
         me = os.getpid()
-        container, monitors, left, other = [], {}, [], []
+        container, monitors, left, node_wide, other = [], {}, [], [], []
         for pid in new:
             groups = read(f"/proc/{pid}/cgroup")
             if not groups:
@@ -106,6 +110,8 @@ def main() -> None:
                 container.append(pid)
             elif cmdline(pid).startswith(f"[lxc monitor] {lxc.path} "):
                 monitors[pid] = cmdline(pid).split()[-1]
+            elif me in ancestors(pid) and NODE_WIDE in cmdline(pid):
+                node_wide.append(pid)
             elif me in ancestors(pid):
                 left.append(pid)  # this process is a child subreaper: every orphan of ours lands here
             else:
@@ -147,6 +153,13 @@ def main() -> None:
             f"benchmark, on a node the agent) is one per node, not per container: "
             f"{own_rss:.1f} MB RSS, {own_pss:.1f} MB PSS."
         )
+        if node_wide:
+            rss, pss = (sum(rollup(pid)[i] for pid in node_wide) for i in (0, 1))
+            report.notes.append(
+                f"Caisson's node-wide terminal holder ({len(node_wide)} process, one per node whatever the number of "
+                f"containers): {rss:.1f} MB RSS, {pss:.1f} MB PSS; charged to these {n} containers it would be "
+                f"{rss / n:.2f} MB RSS, {pss / n:.2f} MB PSS each (at 200 containers: {pss / 200:.3f} MB PSS)."
+            )
         if other:
             report.notes.append(
                 f"{len(other)} other new process(es) on the host, not counted: "

@@ -25,6 +25,8 @@ def _number(value: float | None, unit: str = "") -> str:
 def rows_of(path: Path) -> list[list[str]]:
     """The goal rows of one result file, as table cells."""
     data = json.loads(path.read_text())
+    if not isinstance(data, dict):  # raw samples only (pve_api.py): no goal rows
+        return []
     out = []
     for row in data.get("rows", []):
         if "goal_p95" in row:  # web.py: absolute p95 goals, no peer

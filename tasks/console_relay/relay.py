@@ -35,7 +35,7 @@ import signal
 import time
 
 from engine import consolelog
-from tasks.console_protocol import CHUNK, WINDOW, error
+from tasks.console_protocol import CHUNK, TRACE_STAGES, WINDOW, error, trace_stamp
 
 log = logging.getLogger("caisson.console")
 
@@ -89,6 +89,7 @@ class Session:
         self.scroll_start = 0  # offset of scroll[0]
         self.window = asyncio.Event()  # set: attached and room in the window, so the pty is read
         self.more = asyncio.Event()  # set: output recorded that the sender has not sent yet
+        self.hurry = asyncio.Event()  # set: a gathering message should go now (see _gather)
         self.reading = False  # the pty is watched for readability (add_reader)
         self.eof = False  # the pty or log has no more output
         self.send_lock = asyncio.Lock()
@@ -108,6 +109,7 @@ class Session:
         self.told_readonly = False
         self.log_seen = b""  # console mode: the last bytes shown, to find our place in a trimmed log
         self.held_conn = None  # tty mode on a terminal held since the start: the tty holder's connection
+        self.trace: list | None = None  # CAISSON_CONSOLE_TRACE: the last input's stamps, sent with the next output
 
     # ---- starting -------------------------------------------------------------------------------
     def start_terminal(self, cols: int, rows: int) -> None:
@@ -212,8 +214,12 @@ class Session:
                 break
             self._record(data)
             got = True
+        if got and self.trace is not None and self.trace[-1][0] != "pty_read":
+            trace_stamp(self.trace, "pty_read")
         if got or self.eof:
             self.more.set()
+            if self.eof or self.last_input > self.last_sent or self.produced - self.delivered >= CHUNK:
+                self.hurry.set()
 
     def _watch(self, wanted: bool) -> None:
         """Watch the pty for readability while the window is open (and it has not ended)."""
@@ -296,6 +302,8 @@ class Session:
                     self.more.clear()
                     await self._gather()
                     await self._deliver()
+                    if self.delivered >= self.produced:  # what woke it went out in that send loop already
+                        self.more.clear()
                     if self.eof and (self.delivered >= self.produced or self.reply is None):
                         break
         except asyncio.CancelledError:
@@ -306,13 +314,16 @@ class Session:
         await self.end(reason)
 
     async def _gather(self) -> None:
-        """In bulk output, let a message fill up for at most GATHER (the pty is read meanwhile)."""
+        """In bulk output, let a message fill up for at most GATHER (the pty is read meanwhile), cut short
+        (``hurry``) by a full CHUNK or by output that follows input typed since the last message: an echo."""
         now = time.monotonic()
         waited = now - self.last_sent
         if self.last_input > self.last_sent:  # input came since the last message: this is (also) its echo
             return
         if waited < GATHER and not self.eof and self.produced - self.delivered < CHUNK:
-            await asyncio.sleep(GATHER - waited)
+            self.hurry.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.hurry.wait(), GATHER - waited)
 
     async def _deliver(self) -> None:
         """Send everything recorded and not yet delivered to the attached socket, in order."""
@@ -326,15 +337,17 @@ class Session:
                 raise RuntimeError("output fell out of the scrollback before it was delivered")
             begin = start - self.scroll_start
             data = bytes(self.scroll[begin : begin + CHUNK])
-            if not await self.relay.send(
-                reply,
-                {"type": "console.output", "session": self.sid, "offset": start, "data": data},
-                lambda: reply == self.reply,
-            ):
+            message = {"type": "console.output", "session": self.sid, "offset": start, "data": data}
+            if self.trace is not None and self.trace[-1][0] == "pty_read":
+                trace_stamp(self.trace, "relay_out")
+                message["trace"], self.trace = self.trace, None
+            # When it went, not when Redis answered: input may already have come back in between (the echo
+            # reached the browser first), and ``_gather`` must see that input as newer than this message.
+            self.last_sent = time.monotonic()
+            if not await self.relay.send(reply, message, lambda: reply == self.reply):
                 return
             start += len(data)
             self.delivered = start
-            self.last_sent = time.monotonic()
 
     # ---- from the consumer ----------------------------------------------------------------------
     async def attach(self, reply: str, since: int | None, cols: int, rows: int, resumed: bool) -> None:
@@ -394,7 +407,9 @@ class Session:
 
             set_winsize(self.fd, rows, cols)
 
-    async def input(self, data: bytes) -> None:
+    async def input(self, data: bytes, trace=None) -> None:
+        """Write input to the terminal; ``trace`` (``tasks.console_protocol``: a list of stamps when on) rides along
+        with the next output."""
         if self.follows_log:
             if not self.told_readonly and self.reply:
                 self.told_readonly = True
@@ -410,6 +425,12 @@ class Session:
             return
         self.pending_input += data
         self.last_input = time.monotonic()
+        if isinstance(trace, list) and len(trace) < len(TRACE_STAGES):
+            trace_stamp(trace, "relay_in")
+            self._flush_input()
+            trace_stamp(trace, "pty_written")
+            self.trace = trace
+            return
         self._flush_input()
 
     def _flush_input(self) -> None:

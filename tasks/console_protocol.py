@@ -49,7 +49,7 @@ import re
 import time
 
 MODES = ("shell", "tty", "console")  # Proxmox's cmode: a root shell, a login prompt, init's output (read-only)
-CHUNK = 128 * 1024  # largest output message (and websocket frame to the browser)
+CHUNK = 256 * 1024  # largest output message (and websocket frame to the browser)
 # Output bytes sent but not yet acknowledged by the consumer. Bulk output runs at most WINDOW per
 # acknowledgement's round trip (relay → layer → consumer → socket → ack → relay), which stretches to
 # tens of ms on a loaded node: 2 MiB keeps that above 20 MB/s up to 100 ms, and bounds what one

@@ -28,14 +28,28 @@ To the consumer (``TO_CONSUMER``):
 
 Flow control: the relay sends at most ``WINDOW`` bytes the consumer has not
 acknowledged, and the consumer acknowledges every ``ACK_EVERY`` bytes.
+
+Tracing (off unless ``CAISSON_CONSOLE_TRACE`` names a file): a keystroke crosses
+five processes' worth of hops, and the echo's total alone does not say which
+one a slow echo spent its time in. With the variable set in the web server's
+environment, the consumer stamps a ``console.input`` with ``trace``: a list of
+[stage, wall-clock ns] (the host's one clock), starting with when it took the
+frame; the relay adds when it took the message, wrote the pty, read the echo
+and sent it, and passes the list on in its next ``console.output``; the
+consumer adds when that arrived and when the socket took it, then appends the
+list as one JSON line to the file. ``python bench/console_trace.py FILE`` sums
+it per stage (``TRACE_STAGES``). Unset, no message carries a trace.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import time
 
 MODES = ("shell", "tty", "console")  # Proxmox's cmode: a root shell, a login prompt, init's output (read-only)
-CHUNK = 128 * 1024  # largest output message (and websocket frame to the browser)
+CHUNK = 256 * 1024  # largest output message (and websocket frame to the browser)
 # Output bytes sent but not yet acknowledged by the consumer. Bulk output runs at most WINDOW per
 # acknowledgement's round trip (relay → layer → consumer → socket → ack → relay), which stretches to
 # tens of ms on a loaded node: 2 MiB keeps that above 20 MB/s up to 100 ms, and bounds what one
@@ -96,3 +110,29 @@ def error(session, text: str, fatal: bool = True, **why) -> dict:
     """A ``console.error``; ``why``: ``stopped=True`` (the container is not running), ``gone=True``
     (the session no longer exists)."""
     return {"type": "console.error", "session": session, "fatal": fatal, "message": text, **why}
+
+
+TRACE_PATH = os.environ.get("CAISSON_CONSOLE_TRACE") or None
+# The stages in path order; a line carries the stages its echo passed, each a wall-clock ns.
+TRACE_STAGES = ("consumer_in", "relay_in", "pty_written", "pty_read", "relay_out", "consumer_out", "socket_took")
+
+
+def trace_start(stage: str) -> list | None:
+    """A new trace stamped ``stage`` now, or None when tracing is off."""
+    return [[stage, time.time_ns()]] if TRACE_PATH else None
+
+
+def trace_stamp(trace, stage: str) -> None:
+    """Add ``stage`` now to a trace (a list of [stage, ns]); anything else (None, junk from a peer) is left alone."""
+    if isinstance(trace, list):
+        trace.append([stage, time.time_ns()])
+
+
+def trace_write(trace) -> None:
+    """Append a finished trace to the file as one JSON line (one write: lines of processes do not interleave)."""
+    if TRACE_PATH and isinstance(trace, list):
+        fd = os.open(TRACE_PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (json.dumps(trace) + "\n").encode())
+        finally:
+            os.close(fd)

@@ -7,21 +7,37 @@ console's latency floor. Upstream, ``send`` makes four round trips
 back an unfinished backup, pop, back the message up, then clear the
 backup). Here ``send`` is one Lua script doing the same four steps
 atomically, and ``receive`` puts back the backup, pops a waiting message and
-backs it up in one script too; only when the channel is empty does it fall
-back to upstream's blocking pop. Messages, keys, capacity, expiry and the
+backs it up in one script too; only when the channel is empty does it block
+(``BZPOPMIN``). Messages, keys, capacity, expiry and the
 backup queue (a message popped by a receive that was cancelled is not lost)
 are upstream's.
 
 A process's own channels (``specific.<process>!…``: every console's and
 live page's socket) share one Redis key that upstream drains one message per
 round trip, plus a second round trip to clear the backup, one after the other
-under one lock: with 50 consoles typing, echoes queued behind it.  Here one
-script pops up to ``BATCH`` messages at once into the backup, they are handed
-out from memory, and the next pop drops that backup (or, if the receive that
-popped it was cancelled before it got the answer, puts it back first).  The
-node's console relay's named channel is drained the same way (one receiver:
-the relay); a backup left by a relay that died is dropped, not replayed, so
-a keystroke reaches a shell at most once.
+under one lock that its receivers pass around (two tasks and a wait per
+receive): with 50 consoles typing, echoes queued behind it.  Here one pump
+task per process (while any of its channels has a receiver) takes up to
+``BATCH`` messages per ``BZMPOP``, one round trip that blocks only when the
+key is empty, and puts each in its channel's queue, which its receiver
+awaits. The pump belongs to no consumer, so a socket that closes cancels no
+pop; a message is lost only if the process stops with a pop's answer on its
+way (as with upstream, whose backup is written a round trip after the pop).
+
+The node's console relay's named channel (one receiver: the relay) is
+drained by a script that pops up to ``BATCH`` messages at once into the
+backup; they are handed out from memory, and the next pop drops that backup
+(or, if the receive that popped it was cancelled before it got the answer,
+puts it back first).  When
+the channel is empty the receiver blocks in one ``BZPOPMIN`` and returns what
+it takes at once: upstream's round trips around it (put a backup back, then
+back the popped message up) are left out, as the batch pop just dealt with the
+backup and a message taken by a ``BZPOPMIN`` whose receive is cancelled is lost
+with upstream's order too (it is in no backup until a second round trip).  A
+message crossing an idle channel thus costs its receiver two round trips (the
+blocking pop, then a batch pop finding nothing) instead of five.  A backup
+left by a relay that died is dropped, not replayed, so a keystroke reaches a
+shell at most once.
 
 Every message is authenticated: ``C1``, the sender's time (ms), a random
 nonce, then an HMAC-SHA256 (``signing_key``, from the installation's
@@ -129,6 +145,8 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
         self.named_locks: dict[str, asyncio.Lock] = {}
         self.outgoing: dict[tuple, list] = {}  # sends of this loop turn, per (loop, connection index), not yet flushed
         self.flushing: set[asyncio.Task] = set()
+        self.pump: asyncio.Task | None = None  # fills receive_buffer from this process's shared channel
+        self.local_receivers = 0  # receives waiting on this process's own channels
 
     def serialize(self, message) -> bytes:
         body = self._serializer.as_bytes(message)
@@ -166,7 +184,10 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
         await super().group_discard(group, channel)
 
     async def receive(self, channel):
-        """Upstream's, riding out a Redis that went away: retried with backoff, the groups rejoined first."""
+        """A process's own channel: from its queue, filled by the pump. A named one: upstream's. Either rides
+        out a Redis that went away: retried with backoff, the groups rejoined first."""
+        if "!" in channel:
+            return await self._receive_local(channel)
         failures = 0
         while True:
             try:
@@ -174,11 +195,75 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
                     await self._rejoin()
                 return await super().receive(channel)
             except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
-                failures += 1
-                self.rejoin_needed = True
-                if failures == 1:
-                    log.warning("channel layer: Redis went away (%s); waiting for it", exc)
-                await asyncio.sleep(min(2.0, 0.05 * 2**failures))
+                failures = await self._redis_away(exc, failures)
+
+    async def _redis_away(self, exc: Exception, failures: int) -> int:
+        """Wait a little longer each time Redis does not answer; the groups are rejoined once it does."""
+        failures += 1
+        self.rejoin_needed = True
+        if failures == 1:
+            log.warning("channel layer: Redis went away (%s); waiting for it", exc)
+        await asyncio.sleep(min(2.0, 0.05 * 2**failures))
+        return failures
+
+    async def _receive_local(self, channel):
+        assert self.require_valid_channel_name(channel)
+        real = self.non_local_name(channel)
+        assert real.endswith(self.client_prefix + "!"), "Wrong client prefix"
+        loop = asyncio.get_running_loop()
+        self.local_receivers += 1
+        try:
+            if self.pump is None or self.pump.done() or self.pump.get_loop().is_closed():
+                if self.pump is not None and self.pump.get_loop() is not loop:
+                    self.receive_buffer.clear()  # queues of a loop that ended
+                self.pump = loop.create_task(self._pump(real))
+            elif self.pump.get_loop() is not loop:
+                raise RuntimeError("Two event loops are trying to receive() on one channel layer at once!")
+            queue = self.receive_buffer[channel]
+            try:
+                return await queue.get()
+            except asyncio.CancelledError:
+                if queue.empty():
+                    self.receive_buffer.pop(channel, None)
+                raise
+        finally:
+            self.local_receivers -= 1
+
+    async def _pump(self, real: str) -> None:
+        """Move this process's messages from Redis to their channels' queues while any has a receiver."""
+        key, index = self.prefix + real, self.consistent_hash(real)
+        failures = 0
+        while self.local_receivers > 0:
+            try:
+                if self.rejoin_needed:
+                    await self._rejoin()
+                got = await self.connection(index).execute_command(
+                    "BZMPOP", self.brpop_timeout, 1, key, "MIN", "COUNT", BATCH
+                )
+                failures = 0
+            except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+                failures = await self._redis_away(exc, failures)
+                continue
+            except Exception:  # noqa: BLE001 - the process's sockets must not lose their pump
+                log.exception("channel layer: popping %s failed", key)
+                failures = await self._redis_away(RuntimeError("pop failed"), failures)
+                continue
+            for member, _score in got[1] if got else ():
+                try:
+                    message = self.deserialize(member)
+                except Rejected as exc:
+                    log.warning("channel layer: dropped a message on %s: %s", real, exc)
+                    continue
+                targets = message.pop("__asgi_channel__", None)
+                for target in targets if isinstance(targets, list) else [targets]:
+                    if isinstance(target, str):
+                        self.receive_buffer[target].put_nowait(message)
+
+    async def close_pools(self):
+        if self.pump is not None and not self.pump.done() and not self.pump.get_loop().is_closed():
+            self.pump.cancel()
+        self.pump = None
+        await super().close_pools()
 
     async def _rejoin(self) -> None:
         for group, channels in list(self.joined.items()):
@@ -218,9 +303,9 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
             mode = "drop" if self.consumed.get(channel, True) else "restore"
             self.consumed[channel] = False  # until the answer is here: a cancelled pop is put back next time
             members = await connection.eval(POP_MANY, 2, key, backup, BATCH, mode)
-            if not members:  # nothing waiting: upstream's blocking pop (it backs up what it takes)
-                member = await UpstreamRedisChannelLayer._brpop_with_clean(self, index, key, self.brpop_timeout)
-                members = [] if member is None else [member]
+            if not members:  # nothing waiting: block until a message comes (see the module's docstring)
+                popped = await connection.bzpopmin(key, timeout=self.brpop_timeout)
+                members = [] if popped is None else [popped[1]]
             pending.extend(members)
             self.consumed[channel] = True
 

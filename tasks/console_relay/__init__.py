@@ -11,5 +11,6 @@ channel::
 What the two ends say is ``tasks.console_protocol``. Here ``daemon`` is the
 process (its channel, the dispatch of messages to sessions, start-up,
 signals) and ``relay`` one session's terminal (attach, pty, flow control,
-following the console log).
+following the console log), with ``logfollow`` the console log read-only and
+the terminal's processes.
 """

@@ -106,7 +106,7 @@ class Relay:
         elif kind == "console.input":
             if reply == session.reply and isinstance(message.get("data"), bytes):
                 session.last_seen = time.monotonic()
-                await session.input(message["data"])
+                await session.input(message["data"], message.get("trace"))
         elif kind == "console.resize":
             if reply == session.reply:
                 session.resize(*_size(message))
@@ -208,19 +208,29 @@ async def serve(node: str) -> None:
     log.info("console relay of node %s listening on %s (grace %g s)", node, channel, relay.grace)
     print(f"console relay ready on {channel}", flush=True)
     stopping = asyncio.ensure_future(stop.wait())
+    dispatching = asyncio.ensure_future(dispatch(layer, relay, channel))
     try:
-        while not stop.is_set():
-            receiving = asyncio.ensure_future(layer.receive(channel))
-            done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if receiving not in done:
-                receiving.cancel()
-                break
-            try:
-                await relay.handle(receiving.result())
-            except Exception:  # noqa: BLE001 - one bad message must not stop every console of the node
-                log.exception("console relay: message failed")
+        await asyncio.wait({dispatching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if dispatching.done():
+            dispatching.result()  # it only ends by failing: say why
     finally:
+        dispatching.cancel()
+        stopping.cancel()
         await relay.shutdown()
+
+
+async def dispatch(layer, relay: Relay, channel: str) -> None:
+    """Hand the channel's messages to the relay, in order, one loop for the process's life.
+
+    One receive per message, no task or wait per message: the layer pops the channel in batches and hands
+    a batch's messages out from memory, so under many consoles typing a keystroke waits for no more than
+    the handling of those ahead of it."""
+    while True:
+        message = await layer.receive(channel)
+        try:
+            await relay.handle(message)
+        except Exception:  # noqa: BLE001 - one bad message must not stop every console of the node
+            log.exception("console relay: message failed")
 
 
 def main(argv: list[str] | None = None) -> int:

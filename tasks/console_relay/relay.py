@@ -34,8 +34,8 @@ import os
 import signal
 import time
 
-from engine import consolelog
-from tasks.console_protocol import CHUNK, WINDOW, error
+from tasks.console_protocol import CHUNK, TRACE_STAGES, WINDOW, error, trace_stamp
+from tasks.console_relay.logfollow import CONSOLE_TAIL, LogFollower, children, session_members
 
 log = logging.getLogger("caisson.console")
 
@@ -43,39 +43,19 @@ READ = 64 * 1024  # largest single read of the pty
 # Output kept for a re-attaching socket; more than WINDOW + READ, so nothing in flight is lost.
 SCROLLBACK = 2 * WINDOW
 INPUT_BACKLOG = 256 * 1024  # input the terminal has not read yet; beyond it input is refused
-CONSOLE_TAIL = 64 * 1024  # console mode starts this far from the end of the log
 # Bulk output (a message went out less than this long ago and more came since) waits up to this
 # long for a full CHUNK: a stream then crosses the channel layer in few large messages instead of
 # one per pty read (4 KiB, the kernel's pty buffer). A lone echo finds nothing sent lately and goes at
 # once; so does output after input that came since the last message (the echo of fast typing).
-GATHER = 0.004
+# A stream runs at most about 25 MB/s (the pty), so a message carries up to ~200 KiB: a stream's
+# cost per byte in the relay, Redis, the web server and the browser falls with fewer messages.
+GATHER = 0.008
+# Only after a message at least this big (a full read of the kernel's pty buffer: a stream) does the next
+# one gather: a command's output after the echo of its Enter is no stream, and goes at once.
+STREAM = 4096
 
 
-def _session_members(leader: int) -> list[int]:
-    """Host pids of every process in the terminal's session (the session id is the leader's pid)."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == leader:  # field 6 of stat: the session id
-            members.append(int(entry.name))
-    return members
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(p) for p in handle.read().split()]
-    except OSError:
-        return []
-
-
-class Session:
+class Session(LogFollower):
     """One terminal: its process (or the console log it follows), its output stream and its socket."""
 
     def __init__(self, relay, sid: str, ctid: int, mode: str, user: int, shell: str | None = None):
@@ -89,6 +69,7 @@ class Session:
         self.scroll_start = 0  # offset of scroll[0]
         self.window = asyncio.Event()  # set: attached and room in the window, so the pty is read
         self.more = asyncio.Event()  # set: output recorded that the sender has not sent yet
+        self.hurry = asyncio.Event()  # set: a gathering message should go now (see _gather)
         self.reading = False  # the pty is watched for readability (add_reader)
         self.eof = False  # the pty or log has no more output
         self.send_lock = asyncio.Lock()
@@ -102,12 +83,14 @@ class Session:
         self.grace: asyncio.TimerHandle | None = None
         self.last_seen = time.monotonic()
         self.last_sent = 0.0  # when the last output message went out (monotonic)
+        self.last_size = 0  # bytes in the last output message
         self.last_input = 0.0  # when input last reached the pty (monotonic)
         self.pump: asyncio.Task | None = None
         self.ended = False
         self.told_readonly = False
         self.log_seen = b""  # console mode: the last bytes shown, to find our place in a trimmed log
         self.held_conn = None  # tty mode on a terminal held since the start: the tty holder's connection
+        self.trace: list | None = None  # CAISSON_CONSOLE_TRACE: the last input's stamps, sent with the next output
 
     # ---- starting -------------------------------------------------------------------------------
     def start_terminal(self, cols: int, rows: int) -> None:
@@ -119,8 +102,8 @@ class Session:
         self.pid, self.fd = self.relay.engine.open_terminal(self.ctid, argv, env=dict(attach.TERMINAL_ENV))
         os.set_blocking(self.fd, False)
         attach.set_winsize(self.fd, rows, cols)
-        children = _children(self.pid)
-        self.leader = children[0] if children else None
+        kids = children(self.pid)
+        self.leader = kids[0] if kids else None
         self.pidfd = os.pidfd_open(self.pid)
         asyncio.get_running_loop().add_reader(self.pidfd, self._reap)
 
@@ -166,18 +149,6 @@ class Session:
         banner = b"\x1b[7m Console of CT %d: what its init writes to its output, read-only \x1b[0m\r\n" % self.ctid
         self._record(banner)
 
-    def _log_tail(self) -> bytes:
-        try:
-            fd = os.open(self.relay.engine.layout.console_log(self.ctid), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return b""
-        try:
-            size = os.fstat(fd).st_size
-            data = os.pread(fd, CONSOLE_TAIL, max(0, size - CONSOLE_TAIL))
-        finally:
-            os.close(fd)
-        return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
     def _reap(self) -> None:
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
@@ -212,8 +183,12 @@ class Session:
                 break
             self._record(data)
             got = True
+        if got and self.trace is not None and self.trace[-1][0] != "pty_read":
+            trace_stamp(self.trace, "pty_read")
         if got or self.eof:
             self.more.set()
+            if self.eof or self.last_input > self.last_sent or self.produced - self.delivered >= CHUNK:
+                self.hurry.set()
 
     def _watch(self, wanted: bool) -> None:
         """Watch the pty for readability while the window is open (and it has not ended)."""
@@ -226,36 +201,6 @@ class Session:
         else:
             loop.remove_reader(self.fd)
         self.reading = wanted
-
-    async def _read_log(self) -> bytes:
-        while True:
-            data = os.read(self.fd, CHUNK)
-            if data:
-                self.log_seen = (self.log_seen + data)[-consolelog.OVERLAP :]
-                # A file, not a terminal: no line discipline turned its newlines into CR LF.
-                return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-            stat = os.fstat(self.fd)
-            if stat.st_nlink == 0 and not self._reopen_log():
-                return b""  # the container was destroyed
-            if stat.st_size < os.lseek(self.fd, 0, os.SEEK_CUR):
-                os.lseek(self.fd, 0, os.SEEK_SET)  # the log was started afresh
-            try:  # what the container wrote since: into the log (its console is a capped memfd)
-                await asyncio.to_thread(self.relay.engine.drain_console, self.ctid)
-            except Exception as exc:  # noqa: BLE001 - the log read so far stays shown
-                log.warning("console session %s: draining the console failed: %s", self.sid, exc)
-            await asyncio.sleep(0.2)
-
-    def _reopen_log(self) -> bool:
-        """A drain trimmed the log by replacing it: go on in the new file where the output we showed ends."""
-        try:
-            fd = os.open(self.relay.engine.layout.console_log(self.ctid), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        content = os.pread(fd, os.fstat(fd).st_size, 0)
-        os.lseek(fd, consolelog.resume_offset(content, self.log_seen), os.SEEK_SET)
-        os.close(self.fd)
-        self.fd = fd
-        return True
 
     def _record(self, data: bytes) -> int:
         offset = self.produced
@@ -296,6 +241,8 @@ class Session:
                     self.more.clear()
                     await self._gather()
                     await self._deliver()
+                    if self.delivered >= self.produced:  # what woke it went out in that send loop already
+                        self.more.clear()
                     if self.eof and (self.delivered >= self.produced or self.reply is None):
                         break
         except asyncio.CancelledError:
@@ -306,13 +253,19 @@ class Session:
         await self.end(reason)
 
     async def _gather(self) -> None:
-        """In bulk output, let a message fill up for at most GATHER (the pty is read meanwhile)."""
+        """In bulk output (the last message was a stream's), let a message fill up for at most GATHER (the pty
+        is read meanwhile), cut short (``hurry``) by a full CHUNK or by output that follows input typed since
+        the last message: an echo."""
         now = time.monotonic()
         waited = now - self.last_sent
         if self.last_input > self.last_sent:  # input came since the last message: this is (also) its echo
             return
+        if self.last_size < STREAM:  # the last message was no stream's: this starts one, or is a reply
+            return
         if waited < GATHER and not self.eof and self.produced - self.delivered < CHUNK:
-            await asyncio.sleep(GATHER - waited)
+            self.hurry.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.hurry.wait(), GATHER - waited)
 
     async def _deliver(self) -> None:
         """Send everything recorded and not yet delivered to the attached socket, in order."""
@@ -326,15 +279,17 @@ class Session:
                 raise RuntimeError("output fell out of the scrollback before it was delivered")
             begin = start - self.scroll_start
             data = bytes(self.scroll[begin : begin + CHUNK])
-            if not await self.relay.send(
-                reply,
-                {"type": "console.output", "session": self.sid, "offset": start, "data": data},
-                lambda: reply == self.reply,
-            ):
+            message = {"type": "console.output", "session": self.sid, "offset": start, "data": data}
+            if self.trace is not None and self.trace[-1][0] == "pty_read":
+                trace_stamp(self.trace, "relay_out")
+                message["trace"], self.trace = self.trace, None
+            # When it went, not when Redis answered: input may already have come back in between (the echo
+            # reached the browser first), and ``_gather`` must see that input as newer than this message.
+            self.last_sent, self.last_size = time.monotonic(), len(data)
+            if not await self.relay.send(reply, message, lambda: reply == self.reply):
                 return
             start += len(data)
             self.delivered = start
-            self.last_sent = time.monotonic()
 
     # ---- from the consumer ----------------------------------------------------------------------
     async def attach(self, reply: str, since: int | None, cols: int, rows: int, resumed: bool) -> None:
@@ -394,7 +349,9 @@ class Session:
 
             set_winsize(self.fd, rows, cols)
 
-    async def input(self, data: bytes) -> None:
+    async def input(self, data: bytes, trace=None) -> None:
+        """Write input to the terminal; ``trace`` (``tasks.console_protocol``: a list of stamps when on) rides along
+        with the next output."""
         if self.follows_log:
             if not self.told_readonly and self.reply:
                 self.told_readonly = True
@@ -410,6 +367,12 @@ class Session:
             return
         self.pending_input += data
         self.last_input = time.monotonic()
+        if isinstance(trace, list) and len(trace) < len(TRACE_STAGES):
+            trace_stamp(trace, "relay_in")
+            self._flush_input()
+            trace_stamp(trace, "pty_written")
+            self.trace = trace
+            return
         self._flush_input()
 
     def _flush_input(self) -> None:
@@ -480,6 +443,6 @@ class Session:
         """Kill every process of the terminal's session (background jobs included)."""
         if self.leader is None:
             return
-        for pid in _session_members(self.leader):
+        for pid in session_members(self.leader):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

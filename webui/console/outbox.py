@@ -14,6 +14,8 @@ import asyncio
 import collections
 import json
 
+from tasks.console_protocol import trace_stamp, trace_write
+
 
 class Outbox:
     """``send(bytes_data=|text_data=)`` and ``close(code)`` are the socket's own; ``taken(size)`` is awaited
@@ -28,7 +30,8 @@ class Outbox:
         self.writer = asyncio.ensure_future(self._write())
 
     def put(self, item) -> None:
-        """Queue a frame (bytes: output; dict: control; int: close with that code)."""
+        """Queue a frame (bytes: output; dict: control; int: close with that code), or a list: the trace
+        (``tasks.console_protocol``) of the output queued before it, finished once that output was taken."""
         self.queue.append(item)
         if isinstance(item, bytes):
             self.pending += len(item)
@@ -61,6 +64,9 @@ class Outbox:
                     await self.send(bytes_data=item)
                     self.pending = max(0, self.pending - len(item))
                     await self.taken(len(item))
+                elif isinstance(item, list):
+                    trace_stamp(item, "socket_took")
+                    trace_write(item)
                 elif isinstance(item, dict):
                     await self.send(text_data=json.dumps(item))
                 else:

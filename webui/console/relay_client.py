@@ -86,10 +86,14 @@ class RelayClient:
             }
         )
 
-    async def input(self, data: bytes) -> None:
-        """Terminal input; before the relay answered it is kept (up to ``EARLY_INPUT``, then dropped)."""
+    async def input(self, data: bytes, trace: list | None = None) -> None:
+        """Terminal input; before the relay answered it is kept (up to ``EARLY_INPUT``, then dropped).
+        ``trace``: ``tasks.console_protocol``'s trace, when tracing is on."""
         if self.opened:
-            await self.send({"type": "console.input", "data": data})
+            message = {"type": "console.input", "data": data}
+            if trace is not None:
+                message["trace"] = trace
+            await self.send(message)
         elif sum(map(len, self.early)) + len(data) <= EARLY_INPUT:
             self.early.append(data)
 

@@ -29,10 +29,11 @@ import json
 import uuid
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from tasks.console_protocol import KEEPALIVE, MAX_SIZE, is_shell, is_size
+from tasks.console_protocol import KEEPALIVE, MAX_SIZE, is_shell, is_size, trace_stamp, trace_start
 from webui.console import tickets
 from webui.console.outbox import Outbox
 from webui.console.recording import Recorder
@@ -52,7 +53,21 @@ CLOSE_RELAY = 4502
 CLOSE_NO_RELAY = 4504
 
 
+# Messages whose handlers never touch the database (a keystroke, a piece of output, a resize: what
+# needs the database goes through database_sync_to_async, which closes stale connections itself).
+# Channels' dispatch first closes old database connections on its one database thread, a thread round
+# trip per message for every socket of the process; for these it is skipped: those hops were the
+# largest part of the web server's work per echo.
+NO_DATABASE = frozenset({"websocket.receive", "console.output"})
+
+
 class ConsoleConsumer(AsyncWebsocketConsumer):
+    async def dispatch(self, message):
+        if message.get("type") in NO_DATABASE:
+            await getattr(self, get_handler_name(message))(message)
+        else:
+            await super().dispatch(message)
+
     async def connect(self):
         self.session: str | None = None
         self.relay: RelayClient | None = None
@@ -131,7 +146,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             return
         if bytes_data is not None:
             if bytes_data:
-                await self.relay.input(bytes_data)
+                await self.relay.input(bytes_data, trace_start("consumer_in"))
             return
         try:
             control = json.loads(text_data)
@@ -212,6 +227,10 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             if self.recorder is not None:
                 self.recorder.output(data)
             self.outbox.put(data)
+            trace = message.get("trace")
+            if trace is not None:  # CAISSON_CONSOLE_TRACE: the outbox finishes it once the socket took the data
+                trace_stamp(trace, "consumer_out")
+                self.outbox.put(trace)
         except OutOfOrder as exc:  # refuse to show a corrupt stream
             await self.end_session(CLOSE_RELAY, f"{exc}; the session was ended")
 

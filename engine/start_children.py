@@ -1,4 +1,4 @@
-"""The start's child processes: the namespace holder, the setup child and the container's init.
+"""The start's child processes: the namespace holder, the setup child, the builder and the container's init.
 
 :mod:`engine.start` forks them and drives them (its module text draws the layout); they only
 make system calls and run the spec's steps, then exec or exit.  What they share with the engine's

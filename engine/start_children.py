@@ -241,7 +241,7 @@ def _init_child(spec, sock: socket.socket, log_fd: int, tree_r: int, seccomp_fil
 
     Forked by the holder, it is already container root (the maps are written) in the container's user,
     net, uts, ipc and pid namespaces; the builder's mount namespace, owned by the user namespace and
-    locked, comes over ``tree_r`` (end of file: the builder failed and said so).
+    locked, comes over ``tree_r`` (end of file at once: the builder failed and said so).
     """
     step = "close-fds"
     try:
@@ -257,9 +257,11 @@ def _init_child(spec, sock: socket.socket, log_fd: int, tree_r: int, seccomp_fil
         _, tree = notify.receive_fd(tree_sock)
         if tree is None:
             os._exit(1)
+        # End of file once the builder, the only other holder, has exited: nothing in the container meets it.
+        tree_sock.recv(1)
+        tree_sock.close()
         os.setns(tree, os.CLONE_NEWNS)
         os.close(tree)
-        tree_sock.close()
         step = "cgroup-namespace"
         # After the engine moved the holder into our cgroups: that one is the cgroup namespace's root.
         os.unshare(os.CLONE_NEWCGROUP)

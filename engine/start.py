@@ -217,6 +217,7 @@ def _supervise(spec: StartSpec, init_pid: int, listener: list[int]) -> None:
 def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int, listener: list[int]) -> int:
     """The engine's half of the handshake."""
     init_pid = None
+    holder: int | None = None
     late_error: BaseException | None = None
     while True:
         message, fd = notify.receive_fd(sock)
@@ -268,6 +269,8 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int, listener: list[
             step, _, text = payload.decode(errors="replace").partition("\0")
             if init_pid is not None:
                 _kill_quietly(init_pid)
+                if holder is not None:
+                    reap(holder)  # then init is the engine's child if it is a child subreaper
                 reap(init_pid)
             raise late_error or StartError(step, text)
 

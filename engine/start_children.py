@@ -181,12 +181,14 @@ def setup_child(spec, sock: socket.socket, log_fd: int, holder: int, ready_r: in
         if spec.reenter_rootfs:
             step = "enter-rootfs"
             os.chdir(f"../{spec.rootfs.name}")
-        select.select([holder_fd], [], [])  # the holder has exited: nothing in the container meets it
-        send(sock, Phase.INIT_PID, struct.pack("=i", init_pid))  # re-parented already: the engine may reap it
+        send(sock, Phase.INIT_PID, struct.pack("=i", init_pid))  # before any failure of the builder's
         step = "fork"
         builder = sc.fork_quietly()
         if builder == 0:
             _build_tree(spec, sock, tree_w, ns["user"])  # never returns
+        # Init waits for end of file on its tree socket: once the holder has exited too, nothing in the
+        # container meets either.
+        select.select([holder_fd], [], [])
         os.close(tree_w)
         reap(builder)  # it has handed init the tree, or failed (and said so)
         sock.close()  # end of file for the engine now, not once this process's exit has torn its memory down
@@ -257,7 +259,8 @@ def _init_child(spec, sock: socket.socket, log_fd: int, tree_r: int, seccomp_fil
         _, tree = notify.receive_fd(tree_sock)
         if tree is None:
             os._exit(1)
-        # End of file once the builder, the only other holder, has exited: nothing in the container meets it.
+        # End of file once the builder has exited and the setup child seen the holder exit (it keeps its end
+        # till then): no process of the start but init is left in the container's namespaces.
         tree_sock.recv(1)
         tree_sock.close()
         os.setns(tree, os.CLONE_NEWNS)

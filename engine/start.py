@@ -2,18 +2,19 @@
 
 Process layout (no process of ours stays behind):
 
-    engine ──fork──> holder: unshare(user, uts, ipc, net), held until the maps are written
-           ──fork──> setup child ──setns(holder's), unshare(mnt, pid)──fork──> init (PID 1)
-                         └── exits once init has exec'd; init is re-parented to the host's reaper
+    engine ──fork──> holder: unshare(user, uts, ipc, net, pid) ──fork, once mapped──> init (PID 1)
+           │             └── exits at once; init is re-parented to the engine or the host's reaper
+           ──fork──> setup child ──setns(holder's net, uts, ipc; init's pid), unshare(mnt)
+                         └──fork──> builder (host root, PID 2): builds the tree, sends init a locked copy
 
 The engine forks the holder first (its start overlaps the setup child's), moves
-the setup child into the container's cgroups (init inherits them, then makes its
-cgroup namespace), runs the early prepare steps while the children make their
+both into the container's cgroups (init inherits them, then makes its cgroup
+namespace), runs the early prepare steps while the children make their
 namespaces (the distribution's files of a plain-directory rootfs), writes the
 holder's uid/gid maps, runs the host-side prepare steps (volumes), lets the
-setup child fork init, runs the late prepare steps (the network's: they need the
-namespaces, not the mounts) while init builds the container's tree, learns init's host
-pid, and then waits on a close-on-exec socket: end of file means the container's
+holder fork init and the setup child the builder, runs the late prepare steps (the
+network's: they need the namespaces, not the mounts) while the builder builds the
+container's tree, learns init's host pid, and then waits on a close-on-exec socket: end of file means the container's
 init was executed, a message means a named step failed.
 """
 
@@ -127,22 +128,27 @@ def spawn(spec: StartSpec, defer_reap: bool = False) -> int:
         # The holder is forked from here, before the setup child: its start overlaps the setup child's.
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
+        tree_r, tree_w = (end.detach() for end in socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET))
         holder = sc.fork_quietly()
         if holder == 0:
-            namespace_holder(ready_w, hold_r)  # never returns
+            parent_sock.close()
+            namespace_holder(spec, child_sock, log_fd, seccomp_filter, ready_w, hold_r, tree_r)  # never returns
         os.close(ready_w)
         os.close(hold_r)
+        os.close(tree_r)
         try:
             setup_pid = sc.fork_quietly()
             if setup_pid == 0:
                 parent_sock.close()
-                setup_child(spec, child_sock, log_fd, seccomp_filter, holder, ready_r, hold_w)  # never returns
+                setup_child(spec, child_sock, log_fd, holder, ready_r, hold_w, tree_w)  # never returns
         finally:
             os.close(ready_r)
             os.close(hold_w)  # the setup child tells the holder to go
+            os.close(tree_w)
         child_sock.close()
         listener: list[int] = []
         try:
+            _attach(spec, holder)
             _attach(spec, setup_pid)
             try:
                 _prepare(spec.prepare_early, setup_pid)
@@ -183,7 +189,7 @@ def reap_setup_children() -> None:
 
 
 def _attach(spec: StartSpec, setup_pid: int) -> None:
-    """Move the setup child into the container's cgroups; init inherits them when it is forked.
+    """Move a child into the container's cgroups; init inherits them from the holder when it is forked.
 
     On cgroup v1 the first move after a quiet spell waits for an RCU grace period
     (milliseconds): doing it right after fork lets it overlap the child's unshare.
@@ -211,6 +217,7 @@ def _supervise(spec: StartSpec, init_pid: int, listener: list[int]) -> None:
 def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int, listener: list[int]) -> int:
     """The engine's half of the handshake."""
     init_pid = None
+    holder: int | None = None
     late_error: BaseException | None = None
     while True:
         message, fd = notify.receive_fd(sock)
@@ -218,10 +225,12 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int, listener: list[
             listener.append(fd)
         if not message:
             if late_error is not None:  # init was told to exit; both children are gone now
+                if init_pid is not None:
+                    reap(init_pid)  # the engine's child if it is a child subreaper
                 raise late_error
             if init_pid is None:
                 raise StartError("fork", "the setup process exited without starting init")
-            if not os.path.exists(f"/proc/{init_pid}") and spec.app is None:
+            if spec.app is None and _exited(init_pid):
                 raise StartError("exec", f"init died as it started; see {spec.console_log}")
             # An application that ends at once after its exec (no step failed: none said so) has run: its
             # exit is the container stopping by itself (restart policies), not a failed start.
@@ -260,6 +269,9 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int, listener: list[
             step, _, text = payload.decode(errors="replace").partition("\0")
             if init_pid is not None:
                 _kill_quietly(init_pid)
+                if holder is not None:
+                    reap(holder)  # then init is the engine's child if it is a child subreaper
+                reap(init_pid)
             raise late_error or StartError(step, text)
 
 
@@ -272,6 +284,19 @@ def _prepare(steps: list, setup_pid: int) -> None:
             step(setup_pid)
         except Exception as exc:  # noqa: BLE001 - reported as the named step
             raise StartError(name, str(exc)) from exc
+
+
+def _exited(pid: int) -> bool:
+    """Whether init has ended (a zombie too: its parent is the engine or the host's reaper), reaped if ours."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    if state == b"Z":
+        reap(pid)
+        return True
+    return False
 
 
 def _kill_quietly(pid: int) -> None:

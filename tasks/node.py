@@ -259,7 +259,8 @@ def write_sample(when: float, readings: dict[str, dict], containers: list[Contai
 
 
 def restart_exited(node: Node) -> None:
-    """Containers with a restart policy whose PID 1 ended by itself: a start job each (shown in the task log)."""
+    """Containers with a restart policy whose PID 1 ended by itself, or whose init asked for a restart (``reboot``
+    inside): a start job each (shown in the task log)."""
     from engine.oci.restart import due
     from webui.models.queue import JobRefused, submit
 

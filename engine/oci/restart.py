@@ -7,6 +7,11 @@ ended is known when the engine that reaps it is its parent (the node agent, a su
 (``engine.reaper.note_exit``) keeps the wait status in ``<run>/<ID>.exit``; ``on-failure`` restarts on a
 non-zero exit or a signal, and when the status is unknown (the process was reaped elsewhere).
 
+Whatever the policy, a container whose init asked for a restart is started again, as LXC and ``pct`` do:
+``reboot`` inside ends the container's pid namespace, whose init the kernel kills with SIGHUP (SIGINT for a
+power-off or halt, which leaves the container stopped).  Only reboot(2) ends an init so: a signal sent from
+outside its pid namespace that init has no handler for is dropped.
+
 A container that keeps failing is restarted less and less often: after the n-th restart in a row it
 waits ``min(BACKOFF * 2**n, MAX_WAIT)`` seconds (kept in ``<run>/<ID>.restarts``); a run that lasted
 ``STEADY`` seconds or more starts the count afresh.
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import time
 
 from engine import reaper
@@ -49,6 +55,11 @@ def exit_status(layout, ctid: int) -> int | None:
         return None
 
 
+def rebooted(status: int | None) -> bool:
+    """Whether a wait status of PID 1 is the kernel's for a reboot(2) restart inside its pid namespace."""
+    return status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGHUP
+
+
 def due(node, now: float | None = None) -> list[int]:
     """The containers whose policy asks for a start now (each one returned is counted as restarted)."""
     now = time.time() if now is None else now
@@ -62,12 +73,13 @@ def due(node, now: float | None = None) -> list[int]:
         if not node.layout.run_record(ctid).exists():  # never started, or stopped on purpose: count afresh
             _count_file(node.layout, ctid).unlink(missing_ok=True)
             continue
-        if policy == "no" or config.current.values.get("lock"):
+        status = exit_status(node.layout, ctid)
+        reboot = rebooted(status)
+        if (policy == "no" and not reboot) or config.current.values.get("lock"):
             continue
         if node.running(ctid) is not None:
             continue
-        status = exit_status(node.layout, ctid)
-        if policy == "on-failure" and status is not None and os.waitstatus_to_exitcode(status) == 0:
+        if policy == "on-failure" and not reboot and status is not None and os.waitstatus_to_exitcode(status) == 0:
             continue
         if _backing_off(node.layout, ctid, now):
             continue

@@ -349,9 +349,12 @@ def test_symlinked_dev_makes_start_fail_without_touching_the_host(engine, busybo
     os.symlink(str(decoy), rootfs / "dev")
     mounts_before = host_mounts(engine)
     from engine.errors import StartError
+    from tests.engine.test_start_network_overlap import _children
 
+    children = _children()
     with pytest.raises(StartError, match="mount /dev.*symlink"):
         engine.start(ctid)
+    assert _children() <= children  # init, killed when the builder failed, was reaped (this engine is its reaper)
     assert list(decoy.iterdir()) == []
     assert host_mounts(engine) == mounts_before
     assert cgroup_dirs(engine, ctid) == []

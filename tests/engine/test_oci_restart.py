@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -16,6 +17,18 @@ def _archive(tmp_path, script: str, name: str):
     image.add_layer(busybox_base())
     image.config = {"Entrypoint": ["/bin/sh", "-c", script], "Env": ["PATH=/bin"]}
     return image.write_archive(tmp_path / f"{name}_1.tar")
+
+
+def _until_handled(pid: int, sig: int, rounds: int = 400) -> None:
+    """Until PID 1 has its handler for ``sig``: before, the kernel drops that signal from the host (the start
+    returns at the exec, ahead of the shell's ``trap``)."""
+    for _ in range(rounds):
+        with open(f"/proc/{pid}/status") as handle:
+            caught = next(int(line.split()[1], 16) for line in handle if line.startswith("SigCgt:"))
+        if caught & (1 << (sig - 1)):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"PID 1 never caught signal {sig}")
 
 
 def _until_stopped(engine, ctid, timeout=30.0):
@@ -50,6 +63,7 @@ def test_a_stopped_container_is_not_restarted(engine, ctid_factory, tmp_path):
     archive = _archive(tmp_path, "trap 'exit 5' TERM; while :; do sleep 1; done", "loop")
     engine.create(ctid, archive, {"hostname": f"r{ctid}", "restart": "always", "memory": "64", "swap": "0"})
     engine.start(ctid)
+    _until_handled(engine.node.running(ctid).pid, signal.SIGTERM)
     engine.shutdown(ctid, timeout=30, force_stop=False)
     assert ctid not in due(engine.node)
 

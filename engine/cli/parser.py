@@ -84,13 +84,15 @@ CORE_VERBS = (
 )
 
 
-_built: dict[str, argparse.ArgumentParser] = {}
+_built: dict[str | None, argparse.ArgumentParser] = {}
 
 
 def parser_for(verb: str) -> argparse.ArgumentParser:
     """:func:`build_parser` for ``verb``, built once per process: the CLI service builds each verb's before
     it forks the children that run commands (parsing leaves a parser as it was)."""
-    key = verb if verb in CORE_VERBS else ""  # any other verb gets the parser of every verb
+    # Any other verb gets the parser of every verb with every verb's options (restore's config options
+    # included), which parses that verb's command line as its own would.
+    key = verb if verb in CORE_VERBS else None
     if key not in _built:
         _built[key] = build_parser(key)
     return _built[key]

@@ -344,7 +344,7 @@ def preload() -> None:
             importlib.import_module(info.name)
     from engine.cli.parser import CORE_VERBS, parser_for
 
-    for verb in (*CORE_VERBS, ""):  # "": every verb's, for the others
+    for verb in (*CORE_VERBS, ""):  # "": the one every other verb shares
         parser_for(verb)
 
 

@@ -12,10 +12,11 @@ both into the container's cgroups (init inherits them, then makes its cgroup
 namespace), runs the early prepare steps while the children make their
 namespaces (the distribution's files of a plain-directory rootfs), writes the
 holder's uid/gid maps, runs the host-side prepare steps (volumes), lets the
-holder fork init and the setup child the builder, runs the late prepare steps (the
-network's: they need the namespaces, not the mounts) while the builder builds the
-container's tree, learns init's host pid, and then waits on a close-on-exec socket: end of file means the container's
-init was executed, a message means a named step failed.
+holder fork init and the setup child the builder, learns init's host pid, runs the
+late prepare steps with it (the network's: they need the namespaces, not the mounts;
+init waits for them, the setup child may be gone) while the builder builds the
+container's tree, and then waits on a close-on-exec socket: end of file means the
+container's init was executed, a message means a named step failed.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ class StartSpec:
     # rootfs): run while the children are being forked and make their namespaces, an otherwise idle
     # wait of the engine's; init is told to go on only after them. Same form, called with the setup pid.
     prepare_early: list = field(default_factory=list)
-    # Host-side steps that need only the container's namespaces, not its mounts (the network's): run after
-    # the setup child was told to go on, while init builds the container's tree; init waits for them
+    # Host-side steps that need only the container's namespaces, not its mounts (the network's): run with
+    # init's pid once it exists, while the builder makes the container's tree; init waits for them
     # (Phase.READY) before its ``extra_setup``.  Same form as ``prepare``.
     prepare_late: list = field(default_factory=list)
     # Binds made as host root after proc, sysfs and /dev, so locked like them: lxcfs's files, passed devices.
@@ -250,21 +251,21 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int, listener: list[
                 _kill_quietly(setup_pid)
                 raise
             send(sock, Phase.MAPPED)
+        elif phase is Phase.LISTENER:
+            pass  # its fd was kept above
+        elif phase is Phase.INIT_PID:
+            init_pid = struct.unpack("=i", payload)[0]
             if spec.prepare_late:
-                # Init is being forked and builds its tree meanwhile; on a failure it is told to exit
-                # (it waits for this message before its setup steps) and the error is raised once
-                # both children are gone.
+                # The builder makes the tree meanwhile. Run with init's pid: init is in the container's
+                # namespaces and waits for this answer (the setup child may be gone before the steps end);
+                # on a failure it is told to exit, and the error is raised once the children are gone.
                 try:
-                    _prepare(spec.prepare_late, setup_pid)
+                    _prepare(spec.prepare_late, init_pid)
                 except BaseException as exc:  # noqa: BLE001 - raised once init is gone, whatever it is
                     late_error = exc
                     send(sock, Phase.FAILED)
                 else:
                     send(sock, Phase.READY)
-        elif phase is Phase.LISTENER:
-            pass  # its fd was kept above
-        elif phase is Phase.INIT_PID:
-            init_pid = struct.unpack("=i", payload)[0]
         elif phase is Phase.FAILED:
             step, _, text = payload.decode(errors="replace").partition("\0")
             if init_pid is not None:

@@ -32,18 +32,23 @@
       const elapsed = ((performance.now() - started) / 1000) * speed;
       while (shown < events.length && events[shown][0] <= elapsed) apply(events[shown++]);
       if (shown < events.length) timer = setTimeout(step, Math.min(250, ((events[shown][0] - elapsed) / speed) * 1000));
-      else { state.textContent = "ended"; root.dataset.state = "ended"; }
+      else ended();
     };
     root.dataset.state = "playing";
     step();
   }
 
+  // xterm parses what it is given later, in order: "ended" once the screen shows the last event.
+  function ended() {
+    term.write("", () => { state.textContent = "ended"; root.dataset.state = "ended"; });
+  }
+
   function toEnd() {
     reset();
+    root.dataset.state = "playing";
     events.forEach(apply);
     shown = events.length;
-    state.textContent = "ended";
-    root.dataset.state = "ended";
+    ended();
   }
 
   async function load() {

@@ -411,6 +411,7 @@ def test_a_recorded_console_session_replayed_and_shared(
         other.goto(url)
         expect(other.locator("#replay")).to_have_attribute("data-state", "loaded")
         other.click("#replay-end")
+        expect(other.locator("#replay")).to_have_attribute("data-state", "ended")
         assert "rec-42" in other.evaluate(REPLAY_BUFFER)
         assert other.locator("#share-form").count() == 0 and other.locator("#replay-download").count() == 0
         page.reload()

@@ -74,8 +74,8 @@ class Session:
         """The host as the node agent leaves it: cgroup moves without an RCU wait (engine.cgroups.tuning)."""
         from engine.cgroups import tuning
 
-        if os.environ.get("CAISSON_CGROUP_FAVORDYNMODS", "1") == "0":
-            self.notes.append("cgroup2 left as it is (CAISSON_CGROUP_FAVORDYNMODS=0): moves may wait for RCU.")
+        if not tuning.wanted():
+            self.notes.append(f"cgroup2 left as it is ({tuning.SETTING}=0): moves may wait for RCU.")
             return
         try:
             tuning.favor_dynamic_moves()

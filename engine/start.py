@@ -151,11 +151,7 @@ def spawn(spec: StartSpec, defer_reap: bool = False) -> int:
         try:
             _attach(spec, holder)
             _attach(spec, setup_pid)
-            try:
-                _prepare(spec.prepare_early, setup_pid)
-            except StartError:
-                _kill_quietly(setup_pid)
-                raise
+            _prepare_or_stop(spec.prepare_early, setup_pid)
             init_pid = _drive(spec, parent_sock, setup_pid, listener)
             if spec.notify is not None:
                 _supervise(spec, init_pid, listener)
@@ -245,11 +241,7 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int, listener: list[
             except OSError as exc:
                 _kill_quietly(setup_pid)
                 raise StartError("idmap", str(exc)) from None
-            try:
-                _prepare(spec.prepare, setup_pid)
-            except StartError:
-                _kill_quietly(setup_pid)
-                raise
+            _prepare_or_stop(spec.prepare, setup_pid)
             send(sock, Phase.MAPPED)
         elif phase is Phase.LISTENER:
             pass  # its fd was kept above
@@ -285,6 +277,15 @@ def _prepare(steps: list, setup_pid: int) -> None:
             step(setup_pid)
         except Exception as exc:  # noqa: BLE001 - reported as the named step
             raise StartError(name, str(exc)) from exc
+
+
+def _prepare_or_stop(steps: list, setup_pid: int) -> None:
+    """:func:`_prepare` before init exists: a failed step ends the setup child (the start fails there)."""
+    try:
+        _prepare(steps, setup_pid)
+    except StartError:
+        _kill_quietly(setup_pid)
+        raise
 
 
 def _exited(pid: int) -> bool:

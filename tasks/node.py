@@ -291,7 +291,7 @@ def tune_cgroups() -> None:
     each start and each exec moves a process into a container's cgroups."""
     from engine.cgroups import tuning
 
-    if os.environ.get("CAISSON_CGROUP_FAVORDYNMODS", "1") == "0":
+    if not tuning.wanted():
         return
     try:
         point = tuning.favor_dynamic_moves()

@@ -22,9 +22,15 @@ import os
 from engine.cgroups.mounts import _unescape
 
 OPTION = "favordynmods"
+SETTING = "CAISSON_CGROUP_FAVORDYNMODS"  # "0": leave the host's cgroup2 mount as it is
 MS_REMOUNT = 0x20
 # Per-mount flags shown among the super options too; a cgroup2 remount takes only its own options.
 _GENERIC = {"rw", "ro"}
+
+
+def wanted() -> bool:
+    """Whether this node turns the option on (the node's setting, on unless ``0``)."""
+    return os.environ.get(SETTING, "1") != "0"
 
 
 def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> tuple[str, list[str]] | None:

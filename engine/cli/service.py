@@ -125,11 +125,7 @@ def _run_child(request: Request, fds: list[int], inherited: list[int], client: i
     except BaseException as exc:  # noqa: BLE001 - the child must always exit, never return to the loop
         print(f"error: {exc}", file=sys.stderr)
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
+        thin.flush_stdio()
         code = code if isinstance(code, int) and 0 <= code < 256 else 1
         os.closerange(0, client)
         os.closerange(client + 1, MAX_FD)

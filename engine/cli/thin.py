@@ -140,9 +140,16 @@ def run(program: str) -> int:
         return importlib.import_module(PROGRAMS[program]).main()
     # The command ran elsewhere and wrote to our descriptors itself: nothing of ours needs the
     # interpreter's shutdown (a few ms of a short command), so end here with its code.
+    flush_stdio()
+    os._exit(code & 0xFF)
+
+
+def flush_stdio() -> None:
+    """Write out what Python holds for stdout and stderr before an ``os._exit`` (a closed pipe is no error)."""
+    import sys
+
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(code & 0xFF)

@@ -67,6 +67,14 @@ class StartError(EngineError):
         self.step = step
 
 
+class InitExited(StartError):
+    """Init's exec succeeded but it had exited again before the start ended: the container's own boot ended
+    it (a restore test reports this as a boot failure, as it would if init had lived a moment longer)."""
+
+    def __init__(self, console_log: str):
+        super().__init__("exec", f"init died as it started; see {console_log}")
+
+
 class UnsafeArchive(ValidationError):
     """An archive member would escape the target or carries something forbidden."""
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from engine import consolelog, faults, notify, seccomp
 from engine import syscalls as sc
-from engine.errors import StartError
+from engine.errors import InitExited, StartError
 from engine.idmap import IdMap
 from engine.start_children import (  # noqa: F401 - CONTAINER_ENV, DROPPED_CAPABILITIES, close_fds_except: used by others
     CONTAINER_ENV,
@@ -228,7 +228,7 @@ def _drive(spec: StartSpec, sock: socket.socket, setup_pid: int, listener: list[
             if init_pid is None:
                 raise StartError("fork", "the setup process exited without starting init")
             if spec.app is None and _exited(init_pid):
-                raise StartError("exec", f"init died as it started; see {spec.console_log}")
+                raise InitExited(spec.console_log)
             # An application that ends at once after its exec (no step failed: none said so) has run: its
             # exit is the container stopping by itself (restart policies), not a failed start.
             return init_pid

@@ -31,11 +31,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.errors import EngineError, NotFound
+from engine.errors import EngineError, InitExited, NotFound
 
 SYSTEMD_OK = ("running", "degraded")
 SYSTEMD_WAIT = ("initializing", "starting", "")
 NETWORKS = ("none", "isolated")
+BOOT_ENDED = "init exited during boot (the container stopped)"
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def listening(pid: int, port: int) -> bool:
 def _alive(engine, ctid: int) -> int:
     status = engine.status(ctid, stats=False)
     if status.status != "running" or not status.pid:
-        raise _Failed("init exited during boot (the container stopped)")
+        raise _Failed(BOOT_ENDED)
     return status.pid
 
 
@@ -176,7 +177,11 @@ def restore_test(engine, archive: Path | str, scratch: int, check: HealthCheck, 
         for text in restored.notes:
             note(text)
         timed("start")
-        engine.start(scratch)
+        try:
+            engine.start(scratch)
+        except InitExited:
+            timed("boot")  # init ran and ended by itself: its boot failed, whichever side of the start's end
+            raise _Failed(BOOT_ENDED) from None
         timed("boot")
         _boot(engine, scratch, check, note)
         timed("health")

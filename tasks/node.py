@@ -264,9 +264,9 @@ def restart_exited(node: Node) -> None:
     from engine.oci.restart import due
     from webui.models.queue import JobRefused, submit
 
-    for ctid in due(node_engine().node):
+    for ctid, reason in due(node_engine().node).items():
         try:
-            submit("vzstart", node, f"/ct/{ctid}", str(ctid), params={"reason": "restart policy"})
+            submit("vzstart", node, f"/ct/{ctid}", str(ctid), params={"reason": reason})
         except JobRefused:
             continue  # one is queued or running already
 

@@ -60,10 +60,15 @@ def rebooted(status: int | None) -> bool:
     return status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGHUP
 
 
-def due(node, now: float | None = None) -> list[int]:
-    """The containers whose policy asks for a start now (each one returned is counted as restarted)."""
+REASON_REBOOT = "reboot inside"
+REASON_POLICY = "restart policy"
+
+
+def due(node, now: float | None = None) -> dict[int, str]:
+    """The containers to start now, each with why (its init rebooted, or its policy asks for it); each one
+    returned is counted as restarted."""
     now = time.time() if now is None else now
-    wanted = []
+    wanted = {}
     for ctid in node.ids():
         try:
             config = node.config(ctid)
@@ -83,7 +88,7 @@ def due(node, now: float | None = None) -> list[int]:
             continue
         if _backing_off(node.layout, ctid, now):
             continue
-        wanted.append(ctid)
+        wanted[ctid] = REASON_REBOOT if reboot else REASON_POLICY
     return wanted
 
 

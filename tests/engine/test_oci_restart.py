@@ -50,7 +50,9 @@ def test_an_application_that_ends_by_itself_is_due_as_its_policy_says(
     engine.create(ctid, archive, {"hostname": f"r{ctid}", "restart": policy, "memory": "64", "swap": "0"})
     engine.start(ctid)
     _until_stopped(engine, ctid)
-    assert (ctid in due(engine.node)) is restarted
+    wanted = due(engine.node)
+    assert (ctid in wanted) is restarted
+    assert wanted.get(ctid, "restart policy") == "restart policy"
     status = exit_status(engine.layout, ctid)  # this engine is the reaper: it saw how PID 1 ended
     assert status is not None and os.waitstatus_to_exitcode(status) == code
     if restarted:

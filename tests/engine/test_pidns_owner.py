@@ -38,8 +38,10 @@ def test_reboot_inside_ends_init_and_a_restart_is_due(engine, busybox_template, 
     _until_stopped(engine, ctid)
     status = exit_status(engine.layout, ctid)  # this engine is the reaper: it saw how init ended
     assert status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == sig, status
-    assert (ctid in due(engine.node)) is restarted
+    wanted = due(engine.node)
+    assert (ctid in wanted) is restarted
     if restarted:
+        assert wanted[ctid] == "reboot inside"  # the start job's reason in the task log
         engine.start(ctid)  # what the agent's start job does
         assert engine.status(ctid).status == "running"
         engine.stop(ctid)

@@ -23,25 +23,17 @@ with its last holder; ``stop`` and ``shutdown`` hold it across the exit and drai
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import fcntl
 import os
-import stat
 import tempfile
 from pathlib import Path
 
-from engine import procfs
+from engine.consolefd import MEMFD_NAME, SEALS, check_support, open_memfd, take  # noqa: F401 - part of this API
 from engine.errors import NotSupported
 
 DEFAULT_SIZE = 1024 * 1024  # the size of LXC's console ring buffers, in its range
 MIN_SIZE = 4096
-MEMFD_NAME = "caisson-console"
-SEALS = fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
-SYS_PIDFD_GETFD = 438  # the same number on every architecture (the unified syscall table, Linux 5.6)
 OVERLAP = 1024  # bytes a follower remembers to find its place again in a trimmed log
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def node_size() -> int:
@@ -52,76 +44,6 @@ def node_size() -> int:
     if not text.strip().isdigit() or int(text) < MIN_SIZE:
         raise NotSupported(f"CAISSON_CONSOLE_LOG_SIZE: {text!r} is not a number of bytes of at least {MIN_SIZE}")
     return int(text)
-
-
-def _pidfd_getfd(pidfd: int, target: int) -> int:
-    fd = _libc.syscall(SYS_PIDFD_GETFD, pidfd, target, 0)
-    if fd < 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-    return fd
-
-
-def check_support() -> None:
-    """Refuse, naming what is missing, where the kernel cannot hand a container's console to a reader."""
-    if not hasattr(os, "pidfd_open"):
-        raise NotSupported("console log: this Python or kernel lacks pidfd_open (Linux 5.3)")
-    try:
-        _pidfd_getfd(-1, 0)
-    except OSError as exc:
-        if exc.errno == errno.ENOSYS:
-            raise NotSupported(
-                "console log: the kernel lacks pidfd_getfd (Linux 5.6), needed to read a container's capped console"
-            ) from None
-
-
-def open_memfd(size: int) -> int:
-    """The console for a new init: ``size`` bytes, sealed against growing or shrinking, close-on-exec."""
-    fd = os.memfd_create(MEMFD_NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        os.ftruncate(fd, size)
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _is_console(fd: int, size: int) -> bool:
-    """Our memfd, or one like it: a sealed regular file no longer than the cap (nothing the container
-    swapped in can make a drain read more than that, nor block on a pipe or a device)."""
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_size > size:
-        return False
-    try:
-        return fcntl.fcntl(fd, fcntl.F_GET_SEALS) & SEALS == SEALS
-    except OSError:
-        return False
-
-
-def take(pid: int, starttime: int, size: int) -> int | None:
-    """A dup of the console of init ``pid`` (its fd 1, else 2), or None (gone, or init closed it)."""
-    check_support()
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return None
-    try:
-        if procfs.proc_starttime(pid) != starttime:
-            return None  # the pid was reused; the pidfd names the process checked just now
-        for target in (1, 2):
-            try:
-                fd = _pidfd_getfd(pidfd, target)
-            except OSError as exc:
-                if exc.errno in (errno.EBADF, errno.ESRCH):
-                    continue
-                raise
-            if _is_console(fd, size):
-                return fd
-            os.close(fd)
-        return None
-    finally:
-        os.close(pidfd)
 
 
 def drain(console_fd: int, path: Path, size: int, create: bool = False) -> int:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
-
-class ProcStat(NamedTuple):
-    state: str  # one letter: R, S, D, Z...
-    starttime: int  # clock ticks since boot: with the pid, it identifies a process across pid reuse
+# state: one letter (R, S, D, Z...); starttime: clock ticks since boot, which with the pid identifies a
+# process across pid reuse.  collections' namedtuple, not typing's: the node's tty holder reads this and
+# stays small without the typing module.
+ProcStat = namedtuple("ProcStat", ("state", "starttime"))
 
 
 def proc_stat(pid: int) -> ProcStat | None:

@@ -7,12 +7,17 @@ root reaches it).  It holds, per container, the pty masters its init made
 (:mod:`engine.ttys`) and one slave of each (``TIOCGPTPEER``), so a terminal
 whose getty exits and respawns is never hung up; it drains ``/dev/console``
 into the container's console log memfd, taken from init with ``pidfd_getfd``
-(:func:`engine.consolelog.take`), while no one is attached to it; it watches
+(:func:`engine.consolefd.take`), while no one is attached to it; it watches
 each init's pidfd and forgets a container whose init is gone, and exits when
 it holds nothing.  Requests, one line each: ``register CTID PID STARTTIME
 NAMES`` (with the masters), ``attach CTID NAME`` (answered with a dup of the
 master; the terminal is the caller's until it closes the connection: a second
 attach is ``busy``), ``list CTID``.
+
+It stays small: one process per node for as long as any container has a terminal, so it
+imports only the system calls it makes (no ``pathlib``, ``typing``, ``logging`` or
+``subprocess``; :mod:`engine.ttys`, the engine's side, imports its protocol from here) and runs
+without ``site`` (its interpreter is started with ``-S``).
 """
 
 from __future__ import annotations
@@ -24,12 +29,16 @@ import os
 import select
 import socket
 import sys
-from pathlib import Path
 
-from engine import consolelog, procfs
-from engine.ttys import MAX_FDS, TIOCGPTPEER, socket_path
+from engine import consolefd, procfs
 
 IDLE_EXIT = 5.0  # seconds without any terminal before the holder exits
+TIOCGPTPEER = 0x5441
+MAX_FDS = 16  # descriptors one request may carry: a container's terminals
+
+
+def socket_path(run: str | os.PathLike) -> str:
+    return os.path.join(run, "console", "holder.sock")
 
 
 class Container:
@@ -42,7 +51,7 @@ class Container:
                 self.peers[name] = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
             except OSError:
                 pass
-        self.log = consolelog.take(pid, starttime, 1 << 40) if "console" in masters else None
+        self.log = consolefd.take(pid, starttime, 1 << 40) if "console" in masters else None
         self.attached: dict[str, socket.socket] = {}
 
     def close(self) -> None:
@@ -56,11 +65,11 @@ class Container:
             conn.close()
 
 
-def main(run: Path, header: str, fds: list[int]) -> int:
+def main(run: str, header: str, fds: list[int]) -> int:
     """Hold the first container's terminals (``header``: its register line, ``fds``: its masters)."""
-    directory = socket_path(run).parent
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lock = os.open(directory / "holder.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    directory = os.path.dirname(socket_path(run))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    lock = os.open(os.path.join(directory, "holder.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -72,10 +81,10 @@ def main(run: Path, header: str, fds: list[int]) -> int:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     path = socket_path(run)
-    path.unlink(missing_ok=True)
+    _unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     old = os.umask(0o177)
-    listener.bind(str(path))
+    listener.bind(path)
     os.umask(old)
     listener.listen(64)
     containers: dict[int, Container] = {}
@@ -83,11 +92,18 @@ def main(run: Path, header: str, fds: list[int]) -> int:
     try:
         serve(listener, containers)
     finally:
-        path.unlink(missing_ok=True)
+        _unlink(path)
     return 0
 
 
-def _hand_over(run: Path, header: str, fds: list[int]) -> int:
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _hand_over(run: str, header: str, fds: list[int]) -> int:
     """Register with the holder that won the race, once its socket answers (at most 10 s)."""
     import time
 
@@ -95,7 +111,7 @@ def _hand_over(run: Path, header: str, fds: list[int]) -> int:
     while True:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            conn.connect(str(socket_path(run)))
+            conn.connect(socket_path(run))
             break
         except OSError:
             conn.close()
@@ -230,4 +246,4 @@ def _answer(conn: socket.socket | None, words: list[str], fds: list[int], contai
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), sys.argv[2], [int(fd) for fd in sys.argv[3].split(",") if fd]))
+    sys.exit(main(sys.argv[1], sys.argv[2], [int(fd) for fd in sys.argv[3].split(",") if fd]))

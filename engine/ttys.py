@@ -35,13 +35,12 @@ import sys
 from pathlib import Path
 
 from engine import syscalls as sc  # imported here: inside the container, after pivot_root, nothing can be
+from engine.ttyholder import MAX_FDS, socket_path
 
 log = logging.getLogger(__name__)
 
 TIOCSPTLCK = 0x40045431
 TIOCGPTN = 0x80045430
-TIOCGPTPEER = 0x5441
-MAX_FDS = 16
 
 
 def wanted(config) -> list[str]:
@@ -50,10 +49,6 @@ def wanted(config) -> list[str]:
     count = config.current.get("tty")
     count = 2 if count is None else int(count)
     return names + [f"tty{i}" for i in range(1, count + 1)]
-
-
-def socket_path(run: Path) -> Path:
-    return run / "console" / "holder.sock"
 
 
 def inside_step(names: list[str], sock: socket.socket):
@@ -126,11 +121,11 @@ def _start_holder(run: Path, header: str, fds: list[int], ctid: int) -> bool:
     once (its first process exits, reaped here later) or, if another holder won the race, registers there."""
     for done in [p for p in _started if p.poll() is not None]:
         _started.remove(done)
-    socket_path(run).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.makedirs(os.path.dirname(socket_path(run)), mode=0o700, exist_ok=True)
     try:
         _started.append(
             subprocess.Popen(
-                [sys.executable, "-m", "engine.ttyholder", str(run), header, ",".join(map(str, fds))],
+                [sys.executable, "-S", "-m", "engine.ttyholder", str(run), header, ",".join(map(str, fds))],
                 pass_fds=fds,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -183,7 +178,7 @@ def held(run: Path, ctid: int) -> list[str]:
 def _connect(run: Path) -> socket.socket:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        conn.connect(str(socket_path(run)))
+        conn.connect(socket_path(run))
     except OSError:
         conn.close()
         raise

@@ -28,7 +28,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from engine.consolefd import MEMFD_NAME, SEALS, check_support, open_memfd, take  # noqa: F401 - part of this API
+from engine.consolefd import check_support, open_memfd, take  # noqa: F401 - part of this module's API
 from engine.errors import NotSupported
 
 DEFAULT_SIZE = 1024 * 1024  # the size of LXC's console ring buffers, in its range

@@ -29,7 +29,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine import consolelog, faults, notify, seccomp
+from engine import consolelog, faults, notify, procfs, seccomp
 from engine import syscalls as sc
 from engine.errors import InitExited, StartError
 from engine.idmap import IdMap
@@ -290,12 +290,10 @@ def _prepare_or_stop(steps: list, setup_pid: int) -> None:
 
 def _exited(pid: int) -> bool:
     """Whether init has ended (a zombie too: its parent is the engine or the host's reaper), reaped if ours."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            state = handle.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
+    stat = procfs.proc_stat(pid)
+    if stat is None:
         return True
-    if state == b"Z":
+    if stat.state == "Z":
         reap(pid)
         return True
     return False

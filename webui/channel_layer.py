@@ -274,17 +274,14 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
         self.rejoin_needed = False
 
     async def receive_single(self, channel):
-        """Upstream's, skipping (and logging) messages that fail the check; they are gone from Redis.  A
-        process's shared channel is drained in batches (see the module's docstring)."""
-        if channel.endswith("!"):
-            return await self._receive_batched(channel)
+        """Upstream's for a named channel (a process's own channels never get here: ``receive`` takes them from
+        the pump), drained in batches; messages that fail the check are skipped (and logged), gone from Redis."""
         lock = self.named_locks.setdefault(channel, asyncio.Lock())
         async with lock:  # a named channel (the node's console relay): one receiver at a time here
             return await self._receive_batched(channel)
 
     async def _receive_batched(self, channel):
-        """One receiver per channel at a time: upstream's ``receive`` lock for a process's channels, ours for
-        a named one."""
+        """One receiver per channel at a time (the caller's lock)."""
         pending = self.pending.setdefault(channel, deque())
         while True:
             while pending:
@@ -294,7 +291,7 @@ class RedisChannelLayer(UpstreamRedisChannelLayer):
                     log.warning("channel layer: dropped a message on %s: %s", channel, exc)
                     continue
                 return message.pop("__asgi_channel__", channel), message
-            index = self.consistent_hash(channel) if channel.endswith("!") else next(self._receive_index_generator)
+            index = next(self._receive_index_generator)
             key = self.prefix + channel
             backup = self._backup_channel_name(key)
             connection = self.connection(index)

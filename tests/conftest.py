@@ -38,6 +38,39 @@ def read_until_closed(fd: int, timeout: float = 30.0) -> bytes:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: builds or boots a full Debian system (about a minute)")
+    _retry_flush_on_deadlock()
+
+
+def _retry_flush_on_deadlock(attempts: int = 5) -> None:
+    """A transactional test's teardown empties every table with one TRUNCATE; the session's agent and web
+    server keep writing meanwhile (heartbeats, samples, a job's last lines), and a transaction of theirs that
+    holds one table while it waits for another makes PostgreSQL abort one side as a deadlock. When the
+    TRUNCATE is the side aborted, its transaction is rolled back whole, so it is simply tried again; the
+    next test would otherwise start on the last one's rows."""
+    import time
+
+    from django.core.management.base import CommandError
+    from django.test import TransactionTestCase
+
+    flush = TransactionTestCase._fixture_teardown
+
+    def _deadlocked(error: BaseException) -> bool:
+        while error is not None:
+            if type(error).__name__ == "DeadlockDetected":
+                return True
+            error = error.__cause__
+        return False
+
+    def fixture_teardown(self):
+        for attempt in range(attempts):
+            try:
+                return flush(self)
+            except CommandError as error:
+                if attempt == attempts - 1 or not _deadlocked(error):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    TransactionTestCase._fixture_teardown = fixture_teardown
 
 
 @pytest.fixture(scope="session")

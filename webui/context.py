@@ -13,11 +13,10 @@ from django.db.models import Q
 
 from webui.access import access_for
 from webui.models import Container, Job, Node, StorageMirror
-from webui.models.inventory import shown_status, split_tags
+from webui.models.inventory import NodePresence, split_tags
 
 TASK_PANEL_SIZE = 12
-ROW_FIELDS = ("ctid", "hostname", "status", "ipv4", "node_id", "node__name", "pool_id", "unprivileged", "config__tags")
-ROW_FIELDS += ("node__last_seen",)  # an offline node's containers show as "unknown" (shown_status)
+ROW_FIELDS = ("ctid", "hostname", "status", "ipv4", "node_id", "pool_id", "unprivileged", "config__tags")
 
 
 @dataclass(slots=True, frozen=True)
@@ -70,10 +69,14 @@ class Layout:
 
     @cached_property
     def containers(self) -> list[ContainerRow]:
-        rows = self.access.visible_containers(Container.objects.all()).order_by("ctid").values_list(*ROW_FIELDS)
+        rows = list(self.access.visible_containers(Container.objects.all()).order_by("ctid").values_list(*ROW_FIELDS))
+        nodes = NodePresence()  # an offline node's containers show as "unknown"
+        names = {pk: NodeName(name) for pk, name in nodes.names.items()}
         return [
-            ContainerRow(ctid, hostname, shown_status(status, seen), ipv4, node_id, NodeName(node), pool_id, priv, tags)
-            for ctid, hostname, status, ipv4, node_id, node, pool_id, priv, tags, seen in rows
+            ContainerRow(
+                ctid, hostname, nodes.status(status, node_id), ipv4, node_id, names[node_id], pool_id, priv, tags
+            )
+            for ctid, hostname, status, ipv4, node_id, pool_id, priv, tags in rows
         ]
 
     @cached_property

@@ -211,6 +211,29 @@ def test_list_filters_and_search(users, cts, node):
     assert ids("search=db") == [200] and ids("search=10") == [100, 101, 102] and ids("search=ct101") == [101]
 
 
+def test_a_list_row_shows_what_the_container_shows(users, cts, node):
+    """The list builds its rows from plain values (node names and presence read once, address lists from
+    their JSON text); each row must still say what the container's own page says."""
+    gone = Node.objects.create(name="gone", last_seen=timezone.now() - timedelta(hours=1))
+    Container.objects.filter(ctid=100).update(
+        status="running", started_at=timezone.now() - timedelta(seconds=90), ipv4=["10.0.0.5", "10.1.0.5"]
+    )
+    Container.objects.filter(ctid=101).update(ipv6=["fd00::5"], cpu=0.25, memory_used=5 << 20)
+    Container.objects.create(ctid=300, node=gone, status="running", hostname="far", started_at=timezone.now())
+    client = client_for(users["admin"])
+    rows = {row["ctid"]: row for row in client.get("/api/containers/").json()["results"]}
+    assert set(rows) == {100, 101, 102, 300}
+    uptimes = {ctid: row.pop("uptime") for ctid, row in rows.items()}  # read a moment apart: compared below
+    for ctid, row in rows.items():
+        detail = client.get(f"/api/containers/{ctid}/").json()
+        assert row == {key: detail[key] for key in row}
+        assert (uptimes[ctid] is None) == (detail["uptime"] is None)
+    assert 89 < uptimes[100] < 600 and uptimes[300] is None and uptimes[101] is None
+    assert rows[100]["ipv4"] == ["10.0.0.5", "10.1.0.5"] and rows[100]["status"] == "running"
+    assert rows[101]["ipv6"] == ["fd00::5"] and rows[101]["ipv4"] == [] and rows[102]["pool"] == "web"
+    assert rows[300]["status"] == "unknown" and rows[300]["node"] == "gone"
+
+
 def test_pagination(users, node):
     Container.objects.bulk_create([Container(ctid=1000 + i, node=node, status="stopped") for i in range(25)])
     client = client_for(users["admin"])

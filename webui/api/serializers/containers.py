@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+from django.db.models import TextField
+from django.db.models.functions import Cast
 from rest_framework import serializers
 
 from webui.api.serializers.base import (
@@ -14,7 +18,7 @@ from webui.api.serializers.base import (
 )
 from webui.forms.create import STEP_FORMS
 from webui.models import Container
-from webui.models.inventory import shown_status
+from webui.models.inventory import NodePresence, shown_status
 
 # Named once for the schema's enums (settings.SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
 CONTAINER_STATUS = Container.Status
@@ -68,21 +72,31 @@ class ContainerSerializer(serializers.ModelSerializer):
         }
 
 
-def container_row(row: dict, now) -> dict:
+# The list reads the address lists as their JSON text and decodes them with the C scanner alone: a JSONField's
+# converter and json.loads around each small value were a sixth of a 1,000-row page's time.
+LIST_JSON_TEXT = {"ipv4_json": Cast("ipv4", TextField()), "ipv6_json": Cast("ipv6", TextField())}
+_scan_json = json.JSONDecoder().scan_once
+
+
+def _json_list(text: str | None) -> list:
+    return _scan_json(text, 0)[0] if text else []
+
+
+def container_row(row: dict, nodes: NodePresence, now) -> dict:
     """What ``ContainerSerializer`` shows, from a ``values()`` row of the list's fields (``LIST_VALUES``)."""
-    started, status = row["started_at"], shown_status(row["status"], row["node__last_seen"])
+    started, status = row["started_at"], nodes.status(row["status"], row["node_id"])
     uptime = max(0.0, (now - started).total_seconds()) if started and status == "running" else None
     return {
         "ctid": row["ctid"],
-        "node": row["node__name"],
+        "node": nodes.names[row["node_id"]],
         "pool": row["pool__name"],
         "hostname": row["hostname"],
         "status": status,
         "unprivileged": row["unprivileged"],
         "uptime": uptime,
         "init": row["init"],
-        "ipv4": row["ipv4"],
-        "ipv6": row["ipv6"],
+        "ipv4": _json_list(row["ipv4_json"]),
+        "ipv6": _json_list(row["ipv6_json"]),
         "cpu": row["cpu"],
         "memory_used": row["memory_used"],
         "memory_limit": row["memory_limit"],

@@ -18,6 +18,7 @@ from webui.actions import containers as actions
 from webui.actions.pools import set_pool
 from webui.api.serializers.base import validated
 from webui.api.serializers.containers import (
+    LIST_JSON_TEXT,
     CloneSerializer,
     ConfigChangeSerializer,
     ContainerConfigSerializer,
@@ -34,19 +35,17 @@ from webui.api.serializers.nodes import MetricsSerializer
 from webui.api.views.base import ACCEPTED, ApiViewSet, accepted, flag_param, metrics
 from webui.forms.create import propose_ctid
 from webui.models import Container, Pool
+from webui.models.inventory import NodePresence
 
 LIST_VALUES = [
     "ctid",
-    "node__name",
-    "node__last_seen",
+    "node_id",
     "pool__name",
     "hostname",
     "status",
     "unprivileged",
     "started_at",
     "init",
-    "ipv4",
-    "ipv6",
     "cpu",
     "memory_used",
     "memory_limit",
@@ -101,9 +100,9 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
                 match |= Q(ctid__startswith=term)
             queryset = queryset.filter(match)
         # Plain rows, not model instances: a page of 1,000 would otherwise build 3,000 objects.
-        page = self.paginate_queryset(queryset.values(*LIST_VALUES))
-        now = timezone.now()
-        return self.get_paginated_response([container_row(row, now) for row in page])
+        page = self.paginate_queryset(queryset.values(*LIST_VALUES, **LIST_JSON_TEXT))
+        nodes, now = NodePresence(), timezone.now()
+        return self.get_paginated_response([container_row(row, nodes, now) for row in page])
 
     @extend_schema(
         request=ContainerCreateSerializer,

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from webui.forms.create import propose_ctid
 from webui.models import Container, MetricSample, Node, Pool, StorageMirror
-from webui.models.inventory import shown_status
+from webui.models.inventory import NodePresence
 from webui.pve.errors import PveError, param_error
 from webui.pve.router import Call, route
 from webui.pve.schema import NODE, P
@@ -15,8 +15,8 @@ from webui.pve.views.common import need, node_of
 
 # The Proxmox VE release whose API this mapping follows; clients gate features on it (Ansible: >= 4.2).
 PVE_VERSION, PVE_RELEASE = "8.2.4", "8.2"
-GUEST_VALUES = ["ctid", "node__name", "pool__name", "hostname", "status", "started_at", "cpu"]
-GUEST_VALUES += ["memory_used", "memory_limit", "node__last_seen"]
+GUEST_VALUES = ["ctid", "node_id", "pool__name", "hostname", "status", "started_at", "cpu"]
+GUEST_VALUES += ["memory_used", "memory_limit"]
 # The config keys a guest row shows, read in SQL (``->>``): no row's whole config is decoded for a list.
 CONFIG_KEYS = ("memory", "swap", "cores", "tags", "lock", "template")
 GUEST_CONFIG = {f"config_{key}": KT(f"config__{key}") for key in CONFIG_KEYS}
@@ -34,10 +34,10 @@ def version(call: Call):
     return {"version": PVE_VERSION, "release": PVE_RELEASE, "repoid": "caisson", "console": "xtermjs"}
 
 
-def guest(row: dict, now) -> dict:
+def guest(row: dict, nodes: NodePresence, now) -> dict:
     """A container as Proxmox's resource and ``lxc`` lists show it, from a ``values()`` row (``GUEST_VALUES``)."""
     config = {key: row[f"config_{key}"] for key in CONFIG_KEYS if row[f"config_{key}"] is not None}
-    status = shown_status(row["status"], row["node__last_seen"])  # "unknown" on an offline node, as Proxmox's
+    status = nodes.status(row["status"], row["node_id"])  # "unknown" on an offline node, as Proxmox's
     running = status == "running"
     started = row["started_at"]
     memory = int(config.get("memory", 512)) * 1024 * 1024
@@ -46,7 +46,7 @@ def guest(row: dict, now) -> dict:
         "type": "lxc",
         "vmid": row["ctid"],
         "name": row["hostname"],
-        "node": row["node__name"],
+        "node": nodes.names[row["node_id"]],
         "status": status if status == "unknown" else "running" if running else "stopped",
         "pool": row["pool__name"] or None,
         "template": 1 if str(config.get("template", "0")) == "1" else 0,
@@ -68,18 +68,17 @@ def values_of(container: Container) -> dict:
     return {
         **{k: getattr(container, k) for k in GUEST_VALUES if "__" not in k},
         **{f"config_{key}": (container.config or {}).get(key) for key in CONFIG_KEYS},
-        "node__name": container.node.name,
-        "node__last_seen": container.node.last_seen,
         "pool__name": container.pool.name if container.pool_id else None,
     }
 
 
 def guests(call: Call, queryset=None) -> list[dict]:
     rows = call.access.visible_containers(queryset if queryset is not None else Container.objects.all())
-    now = timezone.now()
+    rows = list(rows.exclude(status=Container.Status.CREATING).order_by("ctid").values(*GUEST_VALUES, **GUEST_CONFIG))
+    nodes, now = NodePresence(), timezone.now()
     out = []
-    for row in rows.exclude(status=Container.Status.CREATING).order_by("ctid").values(*GUEST_VALUES, **GUEST_CONFIG):
-        item = guest(row, now)
+    for row in rows:
+        item = guest(row, nodes, now)
         out.append({k: v for k, v in item.items() if v is not None})
     return out
 

@@ -12,6 +12,7 @@ from webui.actions import containers as actions
 from webui.actions import machine as machine_actions
 from webui.actions.pools import set_pool
 from webui.models import BackupArchive, Container, Pool
+from webui.models.inventory import NodePresence
 from webui.pve.errors import PveError, config_missing, param_error
 from webui.pve.router import Call, route
 from webui.pve.schema import NODE, VMID, P
@@ -65,10 +66,11 @@ CREATE = {
 def lxc_list(call: Call):
     node = node_of(call.params({"node": NODE})["node"])
     rows = call.access.visible_containers(Container.objects.filter(node=node)).exclude(status="creating")
-    now = timezone.now()
+    rows = list(rows.values(*GUEST_VALUES, **GUEST_CONFIG))
+    nodes, now = NodePresence(), timezone.now()
     out = []
-    for row in rows.values(*GUEST_VALUES, **GUEST_CONFIG):
-        item = guest(row, now)
+    for row in rows:
+        item = guest(row, nodes, now)
         item["cpus"] = item.pop("maxcpu", None) or 1
         out.append({k: v for k, v in item.items() if v is not None and k not in ("id", "node")})
     return out
@@ -228,7 +230,7 @@ def status_current(call: Call):
     container = container_of(call, params["node"], params["vmid"])
     if container.status == Container.Status.CREATING:
         raise config_missing(params["node"], params["vmid"])
-    row = guest(values_of(container), timezone.now())
+    row = guest(values_of(container), NodePresence(), timezone.now())
     row.pop("id")
     row["cpus"] = row.pop("maxcpu") or 1
     row["ha"] = {"managed": 0}

@@ -7,7 +7,6 @@ what each action needs on a visible one is in ``object_privileges``.
 from __future__ import annotations
 
 from django.db.models import Q
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers
@@ -18,7 +17,7 @@ from webui.actions import containers as actions
 from webui.actions.pools import set_pool
 from webui.api.serializers.base import validated
 from webui.api.serializers.containers import (
-    LIST_JSON_TEXT,
+    LIST_ANNOTATIONS,
     CloneSerializer,
     ConfigChangeSerializer,
     ContainerConfigSerializer,
@@ -44,7 +43,6 @@ LIST_VALUES = [
     "hostname",
     "status",
     "unprivileged",
-    "started_at",
     "init",
     "cpu",
     "memory_used",
@@ -100,9 +98,9 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
                 match |= Q(ctid__startswith=term)
             queryset = queryset.filter(match)
         # Plain rows, not model instances: a page of 1,000 would otherwise build 3,000 objects.
-        page = self.paginate_queryset(queryset.values(*LIST_VALUES, **LIST_JSON_TEXT))
-        nodes, now = NodePresence(), timezone.now()
-        return self.get_paginated_response([container_row(row, nodes, now) for row in page])
+        page = self.paginate_queryset(queryset.values(*LIST_VALUES, **LIST_ANNOTATIONS))
+        nodes = NodePresence()
+        return self.get_paginated_response([container_row(row, nodes) for row in page])
 
     @extend_schema(
         request=ContainerCreateSerializer,

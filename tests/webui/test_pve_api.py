@@ -3,8 +3,11 @@ Proxmox way (status code, message, ``errors`` per parameter) with nothing change
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from tests.webui.api_helpers import fresh_throttles, template_row  # noqa: F401
 from tests.webui.conftest import PASSWORD
@@ -222,6 +225,14 @@ def test_listings_in_proxmox_shapes(make_user, node, ct):
         }
     ]
     assert [n["node"] for n in client.get("/api2/json/nodes").json()["data"]] == [node.name]
+    # A running guest's uptime: the lists have the database compute it, the single guest's status reads the row.
+    Container.objects.filter(ctid=150).update(status="running", started_at=timezone.now() - timedelta(seconds=300))
+    listed = client.get("/api2/json/cluster/resources", {"type": "vm"}).json()["data"][0]
+    on_node = client.get(f"/api2/json/nodes/{node.name}/lxc").json()["data"][0]
+    current = client.get(f"/api2/json/nodes/{node.name}/lxc/150/status/current").json()["data"]
+    for shown in (listed, on_node, current):
+        assert shown["status"] == "running" and 299 <= shown["uptime"] < 400
+    Container.objects.filter(ctid=150).update(status="stopped")
     local = client.get(f"/api2/json/nodes/{node.name}/storage/local/status").json()["data"]
     assert local["active"] == 1 and "backup" in local["content"]
     config = client.get(f"/api2/json/nodes/{node.name}/lxc/150/config").json()["data"]

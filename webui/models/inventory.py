@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from engine.config import BOUNDS
@@ -39,6 +40,12 @@ def shown_status(status: str, node_last_seen) -> str:
     """A container's status as lists show it: ``unknown`` while its node is offline, as Proxmox greys the
     guests of a node it cannot reach (the mirror's last word may be stale; the node's return resyncs it)."""
     return status if is_online(node_last_seen) else UNKNOWN
+
+
+# How long a container has run, computed by the database for a list: an interval, where its start would come as a
+# timestamp for Django's time-zone-aware loader, written in Python (a tenth of a 1,000-row page). NULL when never
+# started; taken against the database's clock.
+RUNNING_FOR = models.ExpressionWrapper(Now() - models.F("started_at"), output_field=models.DurationField())
 
 
 class NodePresence:

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from webui.forms.create import propose_ctid
 from webui.models import Container, MetricSample, Node, Pool, StorageMirror
-from webui.models.inventory import NodePresence
+from webui.models.inventory import RUNNING_FOR, NodePresence
 from webui.pve.errors import PveError, param_error
 from webui.pve.router import Call, route
 from webui.pve.schema import NODE, P
@@ -15,11 +15,12 @@ from webui.pve.views.common import need, node_of
 
 # The Proxmox VE release whose API this mapping follows; clients gate features on it (Ansible: >= 4.2).
 PVE_VERSION, PVE_RELEASE = "8.2.4", "8.2"
-GUEST_VALUES = ["ctid", "node_id", "pool__name", "hostname", "status", "started_at", "cpu"]
+GUEST_VALUES = ["ctid", "node_id", "pool__name", "hostname", "status", "cpu"]
 GUEST_VALUES += ["memory_used", "memory_limit"]
 # The config keys a guest row shows, read in SQL (``->>``): no row's whole config is decoded for a list.
 CONFIG_KEYS = ("memory", "swap", "cores", "tags", "lock", "template")
 GUEST_CONFIG = {f"config_{key}": KT(f"config__{key}") for key in CONFIG_KEYS}
+GUEST_COMPUTED = {**GUEST_CONFIG, "running_for": RUNNING_FOR}
 
 
 @route("/", "GET")
@@ -34,12 +35,12 @@ def version(call: Call):
     return {"version": PVE_VERSION, "release": PVE_RELEASE, "repoid": "caisson", "console": "xtermjs"}
 
 
-def guest(row: dict, nodes: NodePresence, now) -> dict:
+def guest(row: dict, nodes: NodePresence) -> dict:
     """A container as Proxmox's resource and ``lxc`` lists show it, from a ``values()`` row (``GUEST_VALUES``)."""
     config = {key: row[f"config_{key}"] for key in CONFIG_KEYS if row[f"config_{key}"] is not None}
     status = nodes.status(row["status"], row["node_id"])  # "unknown" on an offline node, as Proxmox's
     running = status == "running"
-    started = row["started_at"]
+    running_for = row["running_for"]
     memory = int(config.get("memory", 512)) * 1024 * 1024
     return {
         "id": f"lxc/{row['ctid']}",
@@ -55,7 +56,7 @@ def guest(row: dict, nodes: NodePresence, now) -> dict:
         "maxmem": row["memory_limit"] or memory,
         "mem": row["memory_used"] or 0 if running else 0,
         "maxswap": int(config.get("swap", 512)) * 1024 * 1024,
-        "uptime": int((now - started).total_seconds()) if running and started else 0,
+        "uptime": max(0, int(running_for.total_seconds())) if running and running_for is not None else 0,
         "tags": config.get("tags", ""),
         "lock": config.get("lock", ""),
         "disk": 0,
@@ -64,21 +65,23 @@ def guest(row: dict, nodes: NodePresence, now) -> dict:
 
 
 def values_of(container: Container) -> dict:
-    """A container's ``GUEST_VALUES`` row, from the model instance."""
+    """A container's ``GUEST_VALUES`` and ``GUEST_COMPUTED`` row, from the model instance."""
+    started = container.started_at
     return {
         **{k: getattr(container, k) for k in GUEST_VALUES if "__" not in k},
         **{f"config_{key}": (container.config or {}).get(key) for key in CONFIG_KEYS},
         "pool__name": container.pool.name if container.pool_id else None,
+        "running_for": timezone.now() - started if started else None,
     }
 
 
 def guests(call: Call, queryset=None) -> list[dict]:
     rows = call.access.visible_containers(queryset if queryset is not None else Container.objects.all())
-    rows = list(rows.exclude(status=Container.Status.CREATING).order_by("ctid").values(*GUEST_VALUES, **GUEST_CONFIG))
-    nodes, now = NodePresence(), timezone.now()
+    rows = list(rows.exclude(status=Container.Status.CREATING).order_by("ctid").values(*GUEST_VALUES, **GUEST_COMPUTED))
+    nodes = NodePresence()
     out = []
     for row in rows:
-        item = guest(row, nodes, now)
+        item = guest(row, nodes)
         out.append({k: v for k, v in item.items() if v is not None})
     return out
 

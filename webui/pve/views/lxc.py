@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 
-from django.utils import timezone
-
 from webui.actions import backups as backup_actions
 from webui.actions import containers as actions
 from webui.actions import machine as machine_actions
@@ -16,7 +14,7 @@ from webui.models.inventory import NodePresence
 from webui.pve.errors import PveError, config_missing, param_error
 from webui.pve.router import Call, route
 from webui.pve.schema import NODE, VMID, P
-from webui.pve.views.cluster import GUEST_CONFIG, GUEST_VALUES, guest, values_of
+from webui.pve.views.cluster import GUEST_COMPUTED, GUEST_VALUES, guest, values_of
 from webui.pve.views.common import container_of, need, node_of, wait
 
 BOOL, INT, TEXT = P("boolean"), P("integer"), P()
@@ -66,11 +64,11 @@ CREATE = {
 def lxc_list(call: Call):
     node = node_of(call.params({"node": NODE})["node"])
     rows = call.access.visible_containers(Container.objects.filter(node=node)).exclude(status="creating")
-    rows = list(rows.values(*GUEST_VALUES, **GUEST_CONFIG))
-    nodes, now = NodePresence(), timezone.now()
+    rows = list(rows.values(*GUEST_VALUES, **GUEST_COMPUTED))
+    nodes = NodePresence()
     out = []
     for row in rows:
-        item = guest(row, nodes, now)
+        item = guest(row, nodes)
         item["cpus"] = item.pop("maxcpu", None) or 1
         out.append({k: v for k, v in item.items() if v is not None and k not in ("id", "node")})
     return out
@@ -230,7 +228,7 @@ def status_current(call: Call):
     container = container_of(call, params["node"], params["vmid"])
     if container.status == Container.Status.CREATING:
         raise config_missing(params["node"], params["vmid"])
-    row = guest(values_of(container), NodePresence(), timezone.now())
+    row = guest(values_of(container), NodePresence())
     row.pop("id")
     row["cpus"] = row.pop("maxcpu") or 1
     row["ha"] = {"managed": 0}

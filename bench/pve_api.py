@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import pair_ratios  # noqa: E402
-from web import CONTAINERS, POOLED, Bench, percentile  # noqa: E402
+from webstack import CONTAINERS, POOLED, WebStack, percentile  # noqa: E402
 
 GOAL_MS, GOAL_RATIO = 50.0, 1.2
 
@@ -74,7 +74,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     results = []
     with contextlib.ExitStack() as stack:
-        bench = Bench(args, stack)
+        bench = WebStack(args, stack)
         bench.database()
         tokens = bench.rows()
         port = bench.web()

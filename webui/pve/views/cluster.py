@@ -19,8 +19,7 @@ GUEST_VALUES = ["ctid", "node_id", "pool__name", "hostname", "status", "cpu"]
 GUEST_VALUES += ["memory_used", "memory_limit"]
 # The config keys a guest row shows, read in SQL (``->>``): no row's whole config is decoded for a list.
 CONFIG_KEYS = ("memory", "swap", "cores", "tags", "lock", "template")
-GUEST_CONFIG = {f"config_{key}": KT(f"config__{key}") for key in CONFIG_KEYS}
-GUEST_COMPUTED = {**GUEST_CONFIG, "running_for": RUNNING_FOR}
+GUEST_COMPUTED = {**{f"config_{key}": KT(f"config__{key}") for key in CONFIG_KEYS}, "running_for": RUNNING_FOR}
 
 
 @route("/", "GET")
